@@ -1,0 +1,16 @@
+//! promote: a release promotion pipeline runner for GitOps.
+//!
+//! # Layout
+//!
+//! Layers point one way, from what the user wrote to what runs:
+//!
+//! - [`diag`]: positioned errors and warnings (`FILE:LINE:COL: error: MESSAGE`) and "did you mean".
+//! - [`model`]: the pipeline file's types, read from YAML with every position kept; no I/O.
+//! - [`plan`]: checks how the parts fit (names, cycles, expressions, environments) and builds the
+//!   stage DAG with its waves; renders it as text, DOT or Mermaid.
+//! - [`cli`]: the `promote` command line; `main.rs` only calls it.
+
+pub mod cli;
+pub mod diag;
+pub mod model;
+pub mod plan;

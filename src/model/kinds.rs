@@ -1,0 +1,483 @@
+//! The settings of each stage kind, as written under the kind's key in a stage.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::Duration;
+use super::spanned::Spanned;
+
+fn default_true() -> bool {
+    true
+}
+
+fn secs(n: u64) -> Duration {
+    Duration(std::time::Duration::from_secs(n))
+}
+
+/// `deploy`: writes the promotion commit into an environment repo, then optionally waits for health.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeployStage {
+    /// The environment (a key of `environments`) to promote into.
+    pub environment: Spanned<String>,
+    /// What must be healthy after the commit before the stage succeeds.
+    #[serde(default)]
+    pub health: Option<Health>,
+}
+
+/// Health checks after a deploy; every one given must pass before `timeout`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Health {
+    /// An HTTP endpoint that must answer with the expected status.
+    #[serde(default)]
+    pub http: Option<HttpHealth>,
+    /// An Argo CD Application that must be Synced to the promotion commit and Healthy.
+    #[serde(default)]
+    pub argocd: Option<ArgoCdHealth>,
+    /// A Deployment whose rollout must finish with the new image.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesHealth>,
+    /// How long to wait for health before failing the stage (default 5m).
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_health_timeout() -> Duration {
+    secs(300)
+}
+
+/// `health.http`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpHealth {
+    /// The URL to GET (interpolated).
+    pub url: Spanned<String>,
+    /// The status code that means healthy (default 200).
+    #[serde(default = "default_status")]
+    pub expect: u16,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+/// `health.argocd`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ArgoCdHealth {
+    /// The Application's name.
+    pub application: String,
+    /// The namespace Argo CD keeps Applications in (default `argocd`).
+    #[serde(default = "default_argocd_ns")]
+    pub namespace: String,
+}
+
+fn default_argocd_ns() -> String {
+    "argocd".into()
+}
+
+/// `health.kubernetes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesHealth {
+    /// The Deployment's namespace.
+    pub namespace: String,
+    /// The Deployment's name.
+    pub deployment: String,
+}
+
+/// Where measurements come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum Provider {
+    /// Prometheus' HTTP API.
+    Prometheus(PrometheusProvider),
+    /// Any HTTP endpoint answering JSON.
+    Web(WebProvider),
+}
+
+/// `provider.prometheus`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PrometheusProvider {
+    /// Base URL, e.g. `http://prometheus:9090`.
+    pub address: Spanned<String>,
+    /// Credentials, by reference (never inline).
+    #[serde(default)]
+    pub auth: Option<Auth>,
+    /// Per-query timeout (default 30s).
+    #[serde(default = "default_query_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_query_timeout() -> Duration {
+    secs(30)
+}
+
+/// `provider.web`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebProvider {
+    /// The URL to GET (interpolated; `${query}` is the check's query).
+    pub url: Spanned<String>,
+    /// A JSON path (`$.data.value`) picking the value from the answer.
+    pub json_path: Spanned<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Credentials, by reference.
+    #[serde(default)]
+    pub auth: Option<Auth>,
+    /// Request timeout (default 30s).
+    #[serde(default = "default_query_timeout")]
+    pub timeout: Duration,
+}
+
+/// Credentials named by where they are kept; their values never appear in the file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Auth {
+    /// Environment variable holding a bearer token.
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+    /// File holding a bearer token.
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    /// Basic-auth user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the basic-auth password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the basic-auth password.
+    #[serde(default)]
+    pub password_file: Option<String>,
+}
+
+/// `metrics`: measures queries over time and judges them (Argo Rollouts and Kayenta semantics).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricsStage {
+    /// Where the checks' queries go unless a check names its own.
+    pub provider: Provider,
+    /// Time between measurements (default 1m).
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    /// Measurements per check (default 1).
+    #[serde(default = "default_count")]
+    pub count: u32,
+    /// Wait before the first measurement (default 0s).
+    #[serde(default)]
+    pub initial_delay: Duration,
+    /// The checks; at least one.
+    pub checks: Vec<MetricCheck>,
+    /// Pass and marginal thresholds of the comparison score out of 100.
+    #[serde(default)]
+    pub score: Option<Score>,
+}
+
+fn default_interval() -> Duration {
+    secs(60)
+}
+
+fn default_count() -> u32 {
+    1
+}
+
+/// One metric of a `metrics` stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricCheck {
+    /// The metric's name in results.
+    pub name: Spanned<String>,
+    /// The query (PromQL for Prometheus), interpolated.
+    pub query: Spanned<String>,
+    /// A provider for this check only.
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    /// CEL over `result`: true means this measurement succeeded.
+    #[serde(default)]
+    pub success_condition: Option<Spanned<String>>,
+    /// CEL over `result`: true means this measurement failed.
+    #[serde(default)]
+    pub failure_condition: Option<Spanned<String>>,
+    /// Overrides the stage's interval.
+    #[serde(default)]
+    pub interval: Option<Duration>,
+    /// Overrides the stage's count.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// The check fails when failed measurements exceed this (default 0).
+    #[serde(default)]
+    pub failure_limit: u32,
+    /// The check is inconclusive when inconclusive measurements exceed this (default 0).
+    #[serde(default)]
+    pub inconclusive_limit: u32,
+    /// The check errors after this many errors in a row (default 4).
+    #[serde(default = "default_consecutive_errors")]
+    pub consecutive_error_limit: u32,
+    /// Measured and reported, but does not decide.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Compare the new version against a baseline (Kayenta).
+    #[serde(default)]
+    pub compare: Option<Compare>,
+}
+
+fn default_consecutive_errors() -> u32 {
+    4
+}
+
+/// A Kayenta-style comparison against a baseline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Compare {
+    /// A query for the baseline (the old version); or
+    #[serde(default)]
+    pub baseline_query: Option<Spanned<String>>,
+    /// the same query over this window before the deploy.
+    #[serde(default)]
+    pub baseline_window: Option<Duration>,
+    /// Which change is bad (default `increase`).
+    #[serde(default)]
+    pub direction: Direction,
+    /// Confidence of the Mann-Whitney interval (default 0.98).
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// Allowed relative shift before it counts (default 0.25).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// A failing critical metric fails the whole score.
+    #[serde(default)]
+    pub critical: bool,
+    /// Weight in the score (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Group for weighting (default: the check's name).
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+fn default_confidence() -> f64 {
+    0.98
+}
+
+fn default_tolerance() -> f64 {
+    0.25
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// Which way a metric may not move.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Direction {
+    /// Higher is worse (latency, errors).
+    #[default]
+    Increase,
+    /// Lower is worse (throughput, success rate).
+    Decrease,
+    /// Any change is bad.
+    Either,
+}
+
+/// Score thresholds out of 100.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Score {
+    /// At or above: pass (default 95).
+    #[serde(default = "default_pass")]
+    pub pass: f64,
+    /// At or above (and below pass): marginal, a person decides (default 75).
+    #[serde(default = "default_marginal")]
+    pub marginal: f64,
+}
+
+fn default_pass() -> f64 {
+    95.0
+}
+
+fn default_marginal() -> f64 {
+    75.0
+}
+
+/// `logs`: mines log lines into templates and compares the window after the deploy with a baseline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogsStage {
+    /// Where the lines come from.
+    pub source: LogSource,
+    /// How long after the deploy to read (default 10m).
+    #[serde(default = "default_log_window")]
+    pub window: Duration,
+    /// What to compare with (default `before`: the same length of time before the deploy).
+    #[serde(default)]
+    pub baseline: LogBaseline,
+    /// How easily a change fails the stage (default `medium`).
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
+    /// Regular expressions: a new template matching one fails the stage whatever its level.
+    #[serde(default)]
+    pub error_patterns: Vec<Spanned<String>>,
+    /// An error template whose rate grows by more than this factor fails the stage.
+    #[serde(default)]
+    pub rate_factor: Option<f64>,
+}
+
+fn default_log_window() -> Duration {
+    secs(600)
+}
+
+/// Where log lines are read from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum LogSource {
+    /// Files and globs, relative to the pipeline file.
+    Files(Vec<Spanned<String>>),
+    /// Loki's `query_range` API.
+    Loki(LokiSource),
+    /// Pod logs picked by a label selector.
+    Kubernetes(KubernetesLogSource),
+}
+
+/// `source.loki`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LokiSource {
+    /// Base URL of Loki.
+    pub address: Spanned<String>,
+    /// LogQL query, interpolated.
+    pub query: Spanned<String>,
+    /// Credentials, by reference.
+    #[serde(default)]
+    pub auth: Option<Auth>,
+}
+
+/// `source.kubernetes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesLogSource {
+    /// The pods' namespace.
+    pub namespace: String,
+    /// Label selector, e.g. `app=checkout`.
+    pub selector: String,
+    /// The container (default: the pod's first).
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+/// What the log window is compared with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LogBaseline {
+    /// The window of the same length before the deploy.
+    #[default]
+    Before,
+    /// The previous version's logs.
+    PreviousVersion,
+}
+
+/// Sensitivity presets of the log verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Sensitivity {
+    /// Only new error templates fail.
+    Low,
+    /// New error templates, and error templates growing 5x.
+    #[default]
+    Medium,
+    /// New error or warning templates, and error or warning templates growing 2x.
+    High,
+}
+
+/// `policy`: evaluates Rego policies; `deny` fails the stage, `warn` is recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyStage {
+    /// Rego files or folders, relative to the pipeline file.
+    pub policies: Vec<Spanned<String>>,
+    /// JSON or YAML data files, available as `data`.
+    #[serde(default)]
+    pub data: Vec<Spanned<String>>,
+}
+
+/// `approval`: waits until enough allowed people approve (or one rejects).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApprovalStage {
+    /// Users (`alice`) and groups (`group:release-managers`) who may decide.
+    pub approvers: Vec<Spanned<String>>,
+    /// How many distinct approvals are needed (default 1).
+    #[serde(default = "default_min_approvals")]
+    pub min_approvals: Spanned<u32>,
+    /// After this long with no decision, the approval is rejected.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Whoever triggered the run may approve it too (default false).
+    #[serde(default)]
+    pub allow_self_approval: bool,
+    /// Shown to approvers.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+fn default_min_approvals() -> Spanned<u32> {
+    Spanned::new(Default::default(), 1)
+}
+
+/// `wait`: does nothing for a time (soak).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WaitStage {
+    /// How long.
+    pub duration: Duration,
+}
+
+/// `webhook`: calls an HTTP endpoint and judges its answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookStage {
+    /// The URL (interpolated).
+    pub url: Spanned<String>,
+    /// HTTP method (default POST).
+    #[serde(default)]
+    pub method: Method,
+    /// Request headers (interpolated). Secrets belong in `auth`, never here.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body (interpolated). Default: a JSON summary of the run.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Status codes that mean success (default: any 2xx).
+    #[serde(default)]
+    pub expect_status: Vec<u16>,
+    /// CEL over `response` (`response.status`, `response.body`): must be true.
+    #[serde(default)]
+    pub success_condition: Option<Spanned<String>>,
+    /// Credentials, by reference.
+    #[serde(default)]
+    pub auth: Option<Auth>,
+    /// Request timeout (default 30s).
+    #[serde(default = "default_query_timeout")]
+    pub timeout: Duration,
+    /// Fail the stage when the call fails (default true); false records and goes on.
+    #[serde(default = "default_true")]
+    pub required: bool,
+}
+
+/// HTTP methods a webhook may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST.
+    #[default]
+    Post,
+    /// PUT.
+    Put,
+}

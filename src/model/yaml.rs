@@ -1,0 +1,280 @@
+//! A YAML document as a tree of nodes that remember where they stand, with duplicate keys refused.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+
+use crate::diag::{Diagnostics, Pos};
+
+/// Above this many nodes (aliases expanded), a document is refused: it protects against
+/// "billion laughs" alias bombs.
+const MAX_NODES: usize = 10_000_000;
+
+/// One YAML node and where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Where the node starts in the file.
+    pub pos: Pos,
+    /// What it holds.
+    pub kind: NodeKind,
+}
+
+/// The three kinds of YAML node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    /// A scalar, as written (its type is decided by what reads it).
+    Scalar(Scalar),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping, in file order, without duplicate keys.
+    Map(Vec<(Node, Node)>),
+}
+
+/// A scalar's text and how it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    /// The text after YAML unescaping and folding.
+    pub value: String,
+    /// True for quoted, block and `!!str` scalars: they are always strings.
+    pub quoted: bool,
+}
+
+impl Scalar {
+    /// True when a plain scalar means null (`null`, `~`, or nothing).
+    pub fn is_null(&self) -> bool {
+        !self.quoted && matches!(self.value.as_str(), "" | "~" | "null" | "Null" | "NULL")
+    }
+}
+
+impl Node {
+    /// A short name of the node's type, for error messages.
+    pub fn describe(&self) -> &'static str {
+        match &self.kind {
+            NodeKind::Scalar(s) if s.is_null() => "nothing (null)",
+            NodeKind::Scalar(_) => "a scalar",
+            NodeKind::Seq(_) => "a list",
+            NodeKind::Map(_) => "a mapping",
+        }
+    }
+
+    /// The scalar's text, when this is a scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar(s) => Some(&s.value),
+            _ => None,
+        }
+    }
+
+    /// The entries, when this is a mapping.
+    pub fn as_map(&self) -> Option<&[(Node, Node)]> {
+        match &self.kind {
+            NodeKind::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Calls `f` on every scalar that is a value (not a mapping key), depth first.
+    pub fn for_each_value_scalar<'a>(&'a self, f: &mut impl FnMut(&'a Node, &'a Scalar)) {
+        match &self.kind {
+            NodeKind::Scalar(s) => f(self, s),
+            NodeKind::Seq(items) => items.iter().for_each(|n| n.for_each_value_scalar(f)),
+            NodeKind::Map(entries) => entries.iter().for_each(|(_, v)| v.for_each_value_scalar(f)),
+        }
+    }
+}
+
+fn pos_of(span: &Span) -> Pos {
+    Pos::new(span.start.line(), span.start.col() + 1)
+}
+
+enum Frame {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        pos: Pos,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+        seen: HashMap<String, Pos>,
+        skip_value: bool,
+    },
+}
+
+/// Parses one YAML document. Syntax errors, duplicate keys, unsupported tags and extra documents
+/// are recorded in `diags`; `None` when nothing usable could be read.
+pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
+    let mut parser = Parser::new_from_str(src);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut root: Option<Node> = None;
+    let mut documents = 0;
+    let mut nodes = 0usize;
+
+    while let Some(next) = parser.next_event() {
+        let (event, span) = match next {
+            Ok(ev) => ev,
+            Err(e) => {
+                let m = e.marker();
+                diags.error(Pos::new(m.line(), m.col() + 1), format!("YAML syntax: {}", e.info()));
+                return None;
+            }
+        };
+        let pos = pos_of(&span);
+        let done: Option<(Node, usize)> = match event {
+            Event::DocumentStart(_) => {
+                documents += 1;
+                if documents > 1 {
+                    diags.error(
+                        pos,
+                        "a second YAML document (`---`): a pipeline file holds exactly one pipeline; move the other one into its own file",
+                    );
+                    break;
+                }
+                None
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                let mut quoted = !matches!(style, ScalarStyle::Plain);
+                if let Some(tag) = tag {
+                    if tag.handle == "tag:yaml.org,2002:" && tag.suffix == "str" || tag.handle == "!!" && tag.suffix == "str" {
+                        quoted = true;
+                    } else {
+                        diags.error(
+                            pos,
+                            format!(
+                                "YAML tag `{}{}` is not supported here: remove it (only `!!str` is accepted)",
+                                tag.handle, tag.suffix
+                            ),
+                        );
+                    }
+                }
+                nodes += 1;
+                Some((
+                    Node {
+                        pos,
+                        kind: NodeKind::Scalar(Scalar {
+                            value: value.into_owned(),
+                            quoted,
+                        }),
+                    },
+                    anchor,
+                ))
+            }
+            Event::SequenceStart(anchor, _) => {
+                stack.push(Frame::Seq {
+                    pos,
+                    anchor,
+                    items: Vec::new(),
+                });
+                None
+            }
+            Event::MappingStart(anchor, _) => {
+                stack.push(Frame::Map {
+                    pos,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                    seen: HashMap::new(),
+                    skip_value: false,
+                });
+                None
+            }
+            Event::SequenceEnd => match stack.pop() {
+                Some(Frame::Seq { pos, anchor, items }) => Some((
+                    Node {
+                        pos,
+                        kind: NodeKind::Seq(items),
+                    },
+                    anchor,
+                )),
+                _ => unreachable!("parser balances sequences"),
+            },
+            Event::MappingEnd => match stack.pop() {
+                Some(Frame::Map { pos, anchor, entries, .. }) => Some((
+                    Node {
+                        pos,
+                        kind: NodeKind::Map(entries),
+                    },
+                    anchor,
+                )),
+                _ => unreachable!("parser balances mappings"),
+            },
+            Event::Alias(id) => match anchors.get(&id) {
+                Some(n) => {
+                    nodes += count(n);
+                    let mut n = n.clone();
+                    n.pos = pos;
+                    Some((n, 0))
+                }
+                None => {
+                    diags.error(pos, "alias to an unknown anchor");
+                    return None;
+                }
+            },
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => None,
+        };
+        if nodes > MAX_NODES {
+            diags.error(pos, format!("document expands to more than {MAX_NODES} nodes (aliases?): refused"));
+            return None;
+        }
+        let Some((node, anchor)) = done else { continue };
+        if anchor != 0 {
+            anchors.insert(anchor, node.clone());
+        }
+        match stack.last_mut() {
+            None => root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries,
+                key,
+                seen,
+                skip_value,
+                ..
+            }) => match key.take() {
+                None => {
+                    if let NodeKind::Scalar(s) = &node.kind {
+                        if let Some(first) = seen.get(&s.value) {
+                            diags.error(
+                                node.pos,
+                                format!(
+                                    "duplicate key `{}` (first at line {}): YAML would silently keep only the last one; remove or rename one of them",
+                                    s.value, first.line
+                                ),
+                            );
+                            *skip_value = true;
+                        } else {
+                            seen.insert(s.value.clone(), node.pos);
+                        }
+                    } else {
+                        diags.error(node.pos, format!("a mapping key must be a plain name, not {}", node.describe()));
+                        *skip_value = true;
+                    }
+                    *key = Some(node);
+                }
+                Some(k) => {
+                    if std::mem::take(skip_value) {
+                        continue;
+                    }
+                    entries.push((k, node));
+                }
+            },
+        }
+    }
+    if root.is_none() && !diags.has_errors() {
+        diags.error(
+            Pos::new(1, 1),
+            "the file is empty: a pipeline starts with `apiVersion: promote/v1` and `kind: Pipeline`",
+        );
+    }
+    root
+}
+
+fn count(n: &Node) -> usize {
+    match &n.kind {
+        NodeKind::Scalar(_) => 1,
+        NodeKind::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
+        NodeKind::Map(e) => 1 + e.iter().map(|(k, v)| count(k) + count(v)).sum::<usize>(),
+    }
+}

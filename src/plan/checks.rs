@@ -1,0 +1,433 @@
+//! The whole-pipeline checks: each one records every problem it finds and goes on.
+
+use std::collections::{HashMap, HashSet};
+
+use petgraph::Direction;
+use petgraph::graph::DiGraph;
+
+use super::node;
+use crate::diag::{Diagnostics, did_you_mean};
+use crate::model::{Compare, LogSource, Pipeline, Provider, Spanned, StageKind, list};
+
+/// `needs`: every name is a stage, not the stage itself, listed once. Adds the edges and returns
+/// each stage's needs as indexes.
+pub fn needs(p: &Pipeline, index: &HashMap<&str, usize>, graph: &mut DiGraph<usize, ()>, diags: &mut Diagnostics) -> Vec<Vec<usize>> {
+    let mut all = Vec::with_capacity(p.stages.len());
+    for (i, stage) in p.stages.iter().enumerate() {
+        let mut resolved = Vec::with_capacity(stage.needs.len());
+        let mut seen = HashSet::new();
+        for need in &stage.needs {
+            if need.value == stage.name.value {
+                diags.error(
+                    need.pos,
+                    format!("stage `{}` needs itself: remove `{}` from its `needs`", stage.name.value, need.value),
+                );
+                continue;
+            }
+            if !seen.insert(need.value.as_str()) {
+                diags.warning(
+                    need.pos,
+                    format!("`{}` is listed twice in the `needs` of stage `{}`", need.value, stage.name.value),
+                );
+                continue;
+            }
+            match index.get(need.value.as_str()) {
+                Some(&j) => {
+                    graph.add_edge(node(j), node(i), ());
+                    resolved.push(j);
+                }
+                None => {
+                    let hint = did_you_mean(&need.value, p.stages.iter().map(|s| s.name.value.as_str()).filter(|n| *n != stage.name.value));
+                    diags.error(
+                        need.pos,
+                        format!(
+                            "stage `{}` needs `{}`, which is not a stage of this pipeline{hint}",
+                            stage.name.value, need.value
+                        ),
+                    );
+                }
+            }
+        }
+        all.push(resolved);
+    }
+    all
+}
+
+/// Reports each cycle of `needs` once, as its loop `a -> b -> c -> a` (each stage needs the next).
+/// Returns true when there is none.
+pub fn cycles(p: &Pipeline, graph: &DiGraph<usize, ()>, diags: &mut Diagnostics) -> bool {
+    let mut acyclic = true;
+    for scc in petgraph::algo::tarjan_scc(graph) {
+        if scc.len() < 2 {
+            continue;
+        }
+        acyclic = false;
+        let members: HashSet<usize> = scc.iter().map(|n| n.index()).collect();
+        // Start from the member written first, then follow `needs` inside the component back to it.
+        let start = *members.iter().min().expect("non-empty");
+        let path = loop_from(graph, start, &members);
+        let names: Vec<&str> = path.iter().map(|&i| p.stages[i].name.value.as_str()).collect();
+        let first = &p.stages[start];
+        let pos = first.needs.iter().find(|n| n.value == names[1]).map_or(first.name.pos, |n| n.pos);
+        diags.error(
+            pos,
+            format!(
+                "`needs` forms a cycle: {} (each stage needs the next); remove one of these needs",
+                names.join(" -> ")
+            ),
+        );
+    }
+    acyclic
+}
+
+/// The shortest loop through `start` following `needs` edges (reverse graph edges) within `members`.
+fn loop_from(graph: &DiGraph<usize, ()>, start: usize, members: &HashSet<usize>) -> Vec<usize> {
+    let mut prev: HashMap<usize, usize> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(cur) = queue.pop_front() {
+        let mut needed: Vec<usize> = graph
+            .neighbors_directed(node(cur), Direction::Incoming)
+            .map(|n| n.index())
+            .filter(|n| members.contains(n))
+            .collect();
+        needed.sort_unstable();
+        for n in needed {
+            if n == start {
+                let mut path = vec![start];
+                let mut at = cur;
+                while at != start {
+                    path.push(at);
+                    at = prev[&at];
+                }
+                path[1..].reverse();
+                path.push(start);
+                return path;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = prev.entry(n) {
+                e.insert(cur);
+                queue.push_back(n);
+            }
+        }
+    }
+    unreachable!("a strongly connected component has a loop through each member")
+}
+
+fn is_url_scheme(s: &str, schemes: &[&str]) -> bool {
+    schemes.iter().any(|sc| s.strip_prefix(sc).is_some_and(|r| r.starts_with("://")))
+}
+
+/// Deploys name known environments, each at most once; environments are well formed and used.
+pub fn environments(p: &Pipeline, diags: &mut Diagnostics) {
+    let names: Vec<&str> = p.environments.iter().map(|e| e.name.value.as_str()).collect();
+    for env in &p.environments {
+        let repo = &env.spec.repo;
+        if repo.value.contains("://") && !is_url_scheme(&repo.value, &["file", "git", "ssh", "https", "http"]) {
+            diags.error(
+                repo.pos,
+                format!(
+                    "unsupported repo URL `{}`: use a path, or a file://, git://, ssh:// or https:// URL",
+                    repo.value
+                ),
+            );
+        }
+        if repo.value.trim().is_empty() {
+            diags.error(repo.pos, "`repo` is empty: give a path or a URL of the environment repo");
+        }
+        if env.spec.file.value.starts_with('/') || env.spec.file.value.split('/').any(|s| s == "..") {
+            diags.error(
+                env.spec.file.pos,
+                format!(
+                    "`file: {}` must be a path inside the repo, relative to its root, without `..`",
+                    env.spec.file.value
+                ),
+            );
+        }
+    }
+    let mut deployed: HashMap<&str, &Spanned<String>> = HashMap::new();
+    for stage in &p.stages {
+        let StageKind::Deploy(d) = &stage.kind else {
+            continue;
+        };
+        let env = &d.environment;
+        if !names.contains(&env.value.as_str()) {
+            let hint = did_you_mean(&env.value, names.iter().copied());
+            let known = if names.is_empty() {
+                "; this pipeline defines no `environments`".to_string()
+            } else if hint.is_empty() {
+                format!(": known environments are {}", list(&names))
+            } else {
+                hint
+            };
+            diags.error(
+                env.pos,
+                format!("stage `{}` deploys to unknown environment `{}`{known}", stage.name.value, env.value),
+            );
+            continue;
+        }
+        match deployed.get(env.value.as_str()) {
+            Some(first) => diags.error(
+                env.pos,
+                format!("stage `{}` deploys to `{}` again (stage `{}` already does, line {}): one pipeline writes each environment once; remove one, or define a second environment", stage.name.value, env.value, first.value, first.pos.line),
+            ),
+            None => {
+                deployed.insert(env.value.as_str(), &stage.name);
+            }
+        }
+    }
+    for env in &p.environments {
+        if !deployed.contains_key(env.name.value.as_str()) {
+            diags.warning(env.name.pos, format!("environment `{}` is defined but no stage deploys to it", env.name.value));
+        }
+    }
+}
+
+/// Variables each kind of expression can read.
+const IF_VARIABLES: &[&str] = &["version", "pipeline", "run", "image", "stages", "trigger"];
+const RESULT_VARIABLES: &[&str] = &["result", "version", "pipeline", "run", "image"];
+const RESPONSE_VARIABLES: &[&str] = &["response", "version", "pipeline", "run", "image"];
+
+/// Every CEL expression compiles and reads only variables it will have.
+pub fn expressions(p: &Pipeline, diags: &mut Diagnostics) {
+    for stage in &p.stages {
+        if let Some(cond) = &stage.condition {
+            check_cel(cond, "if", IF_VARIABLES, diags);
+        }
+        match &stage.kind {
+            StageKind::Metrics(m) => {
+                for c in &m.checks {
+                    for (field, e) in [("successCondition", &c.success_condition), ("failureCondition", &c.failure_condition)] {
+                        if let Some(e) = e {
+                            check_cel(e, field, RESULT_VARIABLES, diags);
+                        }
+                    }
+                }
+            }
+            StageKind::Webhook(w) => {
+                if let Some(e) = &w.success_condition {
+                    check_cel(e, "successCondition", RESPONSE_VARIABLES, diags);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_cel(expr: &Spanned<String>, field: &str, variables: &[&str], diags: &mut Diagnostics) {
+    match cel::Program::compile(&expr.value) {
+        Err(errors) => {
+            let msgs: Vec<String> = errors
+                .errors
+                .iter()
+                .map(|e| format!("{} (at character {} of the expression)", cel_message(&e.msg), e.pos.1.max(1)))
+                .collect();
+            diags.error(expr.pos, format!("`{field}` is not a valid CEL expression: {}", msgs.join("; ")));
+        }
+        Ok(program) => {
+            let bound = comprehension_variables(&expr.value);
+            let refs = program.references();
+            let mut unknown: Vec<&str> = refs.variables().into_iter().filter(|v| !variables.contains(v) && !bound.contains(v)).collect();
+            unknown.sort_unstable();
+            for v in unknown {
+                let hint = did_you_mean(v, variables.iter().copied());
+                let hint = if hint.is_empty() {
+                    format!(": `{field}` can read {}", list(variables))
+                } else {
+                    hint
+                };
+                diags.error(expr.pos, format!("`{field}` reads unknown variable `{v}`{hint}"));
+            }
+        }
+    }
+}
+
+/// The parser's message without its list of every token it would have accepted.
+fn cel_message(msg: &str) -> String {
+    let short = msg.split(" expecting {").next().unwrap_or(msg);
+    short.replace("mismatched input '<EOF>'", "the expression ends too early")
+}
+
+/// Names bound by CEL macros (`x` in `list.all(x, x > 0)`), which are not free variables.
+fn comprehension_variables(expr: &str) -> Vec<&str> {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| regex::Regex::new(r"\b(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,").expect("valid regex"));
+    re.captures_iter(expr).filter_map(|c| c.get(1)).map(|m| m.as_str()).collect()
+}
+
+/// The settings of each kind make sense together.
+pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
+    for stage in &p.stages {
+        let name = &stage.name.value;
+        match &stage.kind {
+            StageKind::Approval(a) => {
+                if a.approvers.is_empty() {
+                    diags.error(
+                        stage.kind_pos,
+                        format!("approval stage `{name}` lists no `approvers`: name users (`alice`) or groups (`group:release-managers`)"),
+                    );
+                }
+                for who in &a.approvers {
+                    if who.value.strip_prefix("group:").is_some_and(str::is_empty) || who.value.trim().is_empty() {
+                        diags.error(who.pos, format!("empty approver `{}`", who.value));
+                    }
+                }
+                let min = &a.min_approvals;
+                let has_group = a.approvers.iter().any(|w| w.value.starts_with("group:"));
+                if min.value == 0 {
+                    diags.error(min.pos, "`minApprovals` must be at least 1 (an approval nobody has to give is not an approval)");
+                } else if !has_group && min.value as usize > a.approvers.len() {
+                    diags.error(
+                        min.pos,
+                        format!(
+                            "`minApprovals: {}` but only {} approvers are listed: it could never be met",
+                            min.value,
+                            a.approvers.len()
+                        ),
+                    );
+                }
+            }
+            StageKind::Metrics(m) => {
+                if m.checks.is_empty() {
+                    diags.error(stage.kind_pos, format!("metrics stage `{name}` has no `checks`"));
+                }
+                let mut seen = HashSet::new();
+                for c in &m.checks {
+                    if !seen.insert(c.name.value.as_str()) {
+                        diags.error(c.name.pos, format!("two checks are named `{}` in stage `{name}`", c.name.value));
+                    }
+                    if c.success_condition.is_none() && c.failure_condition.is_none() && c.compare.is_none() {
+                        diags.warning(
+                            c.name.pos,
+                            format!(
+                                "check `{}` has no `successCondition`, `failureCondition` or `compare`: it can never fail",
+                                c.name.value
+                            ),
+                        );
+                    }
+                    if let Some(cmp) = &c.compare {
+                        check_compare(cmp, &c.name, diags);
+                    }
+                    for provider in std::iter::once(&m.provider).chain(&c.provider) {
+                        check_provider(provider, diags);
+                    }
+                }
+            }
+            StageKind::Logs(l) => {
+                for pat in &l.error_patterns {
+                    if let Err(e) = regex::Regex::new(&pat.value) {
+                        let msg = e.to_string();
+                        let last = msg.lines().last().unwrap_or_default().trim().to_string();
+                        diags.error(pat.pos, format!("`errorPatterns` entry is not a valid regular expression: {last}"));
+                    }
+                }
+                if let Some(f) = l.rate_factor {
+                    if !(f > 1.0) {
+                        diags.error(stage.kind_pos, format!("`rateFactor: {f}` must be greater than 1"));
+                    }
+                }
+                match &l.source {
+                    LogSource::Files(files) if files.is_empty() => diags.error(stage.kind_pos, "`source.files` lists no files"),
+                    LogSource::Loki(loki) => check_http_url(&loki.address, "address", diags),
+                    _ => {}
+                }
+            }
+            StageKind::Policy(pol) => {
+                if pol.policies.is_empty() {
+                    diags.error(stage.kind_pos, format!("policy stage `{name}` lists no `policies`: name Rego files or folders"));
+                }
+            }
+            StageKind::Webhook(w) => check_http_url(&w.url, "url", diags),
+            StageKind::Deploy(d) => {
+                if let Some(h) = d.health.as_ref().and_then(|h| h.http.as_ref()) {
+                    check_http_url(&h.url, "url", diags);
+                }
+            }
+            StageKind::Wait(_) => {}
+        }
+    }
+}
+
+fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics) {
+    match (&cmp.baseline_query, &cmp.baseline_window) {
+        (Some(_), Some(_)) => diags.error(
+            check.pos,
+            format!("check `{}`: `compare` takes `baselineQuery` or `baselineWindow`, not both", check.value),
+        ),
+        (None, None) => diags.error(
+            check.pos,
+            format!(
+                "check `{}`: `compare` needs `baselineQuery` (the old version's query) or `baselineWindow` (the same query before the deploy)",
+                check.value
+            ),
+        ),
+        _ => {}
+    }
+    if !(cmp.confidence > 0.0 && cmp.confidence < 1.0) {
+        diags.error(
+            check.pos,
+            format!("check `{}`: `confidence: {}` must be between 0 and 1, like 0.98", check.value, cmp.confidence),
+        );
+    }
+    if !(cmp.tolerance >= 0.0) {
+        diags.error(check.pos, format!("check `{}`: `tolerance: {}` must be 0 or more", check.value, cmp.tolerance));
+    }
+}
+
+fn check_provider(provider: &Provider, diags: &mut Diagnostics) {
+    match provider {
+        Provider::Prometheus(prom) => check_http_url(&prom.address, "address", diags),
+        Provider::Web(web) => check_http_url(&web.url, "url", diags),
+    }
+}
+
+fn check_http_url(url: &Spanned<String>, field: &str, diags: &mut Diagnostics) {
+    if !(url.value.starts_with("http://") || url.value.starts_with("https://") || url.value.starts_with("${")) {
+        diags.error(url.pos, format!("`{field}: {}` is not an http:// or https:// URL", url.value));
+    }
+}
+
+/// Words that make an environment look like production.
+fn looks_like_production(name: &str) -> bool {
+    name.to_ascii_lowercase()
+        .split(['-', '_', '.'])
+        .any(|w| matches!(w, "prod" | "production" | "prd" | "live"))
+}
+
+/// Warns about a deploy into a production-like environment with no approval or policy stage
+/// before it.
+pub fn production_gates(p: &Pipeline, graph: &DiGraph<usize, ()>, diags: &mut Diagnostics) {
+    for (i, stage) in p.stages.iter().enumerate() {
+        let StageKind::Deploy(d) = &stage.kind else {
+            continue;
+        };
+        if !looks_like_production(&d.environment.value) {
+            continue;
+        }
+        let mut seen = HashSet::from([i]);
+        let mut stack = vec![i];
+        let mut gated = false;
+        while let Some(cur) = stack.pop() {
+            for n in graph.neighbors_directed(node(cur), Direction::Incoming) {
+                let j = n.index();
+                if seen.insert(j) {
+                    if matches!(p.stages[j].kind, StageKind::Approval(_) | StageKind::Policy(_)) {
+                        gated = true;
+                        break;
+                    }
+                    stack.push(j);
+                }
+            }
+            if gated {
+                break;
+            }
+        }
+        if !gated {
+            diags.warning(
+                d.environment.pos,
+                format!(
+                    "stage `{}` deploys to `{}`, which looks like production, with no approval or policy stage before it: add one to its `needs` chain",
+                    stage.name.value, d.environment.value
+                ),
+            );
+        }
+    }
+}
