@@ -70,10 +70,7 @@ pub struct Diagnostics {
 impl Diagnostics {
     /// An empty collection for `file` (the name printed in front of every line).
     pub fn new(file: impl Into<String>) -> Diagnostics {
-        Diagnostics {
-            file: file.into(),
-            items: Vec::new(),
-        }
+        Diagnostics { file: file.into(), items: Vec::new() }
     }
 
     /// The file these diagnostics are about.
@@ -92,12 +89,7 @@ impl Diagnostics {
     }
 
     fn push(&mut self, pos: Pos, severity: Severity, message: String) {
-        self.items.push(Diagnostic {
-            file: self.file.clone(),
-            pos,
-            severity,
-            message,
-        });
+        self.items.push(Diagnostic { file: self.file.clone(), pos, severity, message });
     }
 
     /// True when at least one error (not warning) was recorded.

@@ -73,11 +73,7 @@ pub fn check_file(path: &Path) -> Checked {
         }
     };
     let plan = if diags.has_errors() { None } else { plan };
-    Checked {
-        file,
-        diagnostics: diags.into_sorted(),
-        plan,
-    }
+    Checked { file, diagnostics: diags.into_sorted(), plan }
 }
 
 /// Prints diagnostics on stderr, one per line.

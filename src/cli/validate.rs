@@ -68,17 +68,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "diagnostics": checked.diagnostics,
             }));
         } else if let Some(plan) = &checked.plan {
-            println!("{}: ok ({} stages in {} waves)", checked.file, plan.pipeline.stages.len(), plan.waves.len());
+            println!("{}: ok ({})", checked.file, plan.describe());
         }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     if files.len() > 1 || invalid > 0 {
+        let n = |count: usize, word: &str| if count == 1 { format!("1 {word}") } else { format!("{count} {word}s") };
         eprintln!(
-            "{} files checked: {} valid, {invalid} invalid ({errors} errors, {warnings} warnings)",
-            files.len(),
-            files.len() - invalid
+            "{} checked: {} valid, {invalid} invalid ({}, {})",
+            n(files.len(), "file"),
+            files.len() - invalid,
+            n(errors, "error"),
+            n(warnings, "warning")
         );
     }
     Ok(if invalid > 0 { ExitCode::from(EXIT_BAD_INPUT) } else { ExitCode::SUCCESS })

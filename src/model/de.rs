@@ -36,10 +36,7 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError {
-            pos: None,
-            msg: msg.to_string(),
-        }
+        DeError { pos: None, msg: msg.to_string() }
     }
 
     fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
@@ -102,10 +99,7 @@ impl<'a, 'd> NodeDe<'a, 'd> {
 
     fn int(&self) -> Result<i128, DeError> {
         let s = self.scalar("a whole number")?;
-        s.value
-            .replace('_', "")
-            .parse::<i128>()
-            .map_err(|_| DeError::custom(format_args!("expected a whole number, found `{}`", s.value)))
+        s.value.replace('_', "").parse::<i128>().map_err(|_| DeError::custom(format_args!("expected a whole number, found `{}`", s.value)))
     }
 
     fn float(&self) -> Result<f64, DeError> {
@@ -128,9 +122,7 @@ macro_rules! int_method {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
             let pos = self.pos();
             let n = self.int().map_err(|e| e.at(pos))?;
-            let n: $ty = n
-                .try_into()
-                .map_err(|_| DeError::custom(format_args!("number {n} is out of range")).at(pos))?;
+            let n: $ty = n.try_into().map_err(|_| DeError::custom(format_args!("number {n} is out of range")).at(pos))?;
             visitor.$visit::<DeError>(n).map_err(|e| e.at(pos))
         }
     };
@@ -157,10 +149,7 @@ impl<'de, 'a, 'd> de::Deserializer<'de> for NodeDe<'a, 'd> {
                     }
                 }
             },
-            NodeKind::Seq(items) => visitor.visit_seq(SeqDe {
-                items: items.iter(),
-                ctx: self.ctx,
-            }),
+            NodeKind::Seq(items) => visitor.visit_seq(SeqDe { items: items.iter(), ctx: self.ctx }),
             NodeKind::Map(entries) => visitor.visit_map(MapDe::new(entries, None, self.ctx)),
         };
         r.map_err(|e| e.at(pos))
@@ -246,14 +235,8 @@ impl<'de, 'a, 'd> de::Deserializer<'de> for NodeDe<'a, 'd> {
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let pos = self.pos();
         match &self.node.kind {
-            NodeKind::Seq(items) => visitor.visit_seq(SeqDe {
-                items: items.iter(),
-                ctx: self.ctx,
-            }),
-            NodeKind::Scalar(s) if !s.is_null() => visitor.visit_seq(SeqDe {
-                items: std::slice::from_ref(self.node).iter(),
-                ctx: self.ctx,
-            }),
+            NodeKind::Seq(items) => visitor.visit_seq(SeqDe { items: items.iter(), ctx: self.ctx }),
+            NodeKind::Scalar(s) if !s.is_null() => visitor.visit_seq(SeqDe { items: std::slice::from_ref(self.node).iter(), ctx: self.ctx }),
             _ => Err(DeError::custom(format_args!("expected a list, found {}", self.node.describe()))),
         }
         .map_err(|e| e.at(pos))
@@ -279,22 +262,12 @@ impl<'de, 'a, 'd> de::Deserializer<'de> for NodeDe<'a, 'd> {
     fn deserialize_struct<V: Visitor<'de>>(self, name: &'static str, fields: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
         let pos = self.pos();
         if name == SPANNED_NAME {
-            return visitor
-                .visit_map(SpannedDe {
-                    node: self.node,
-                    ctx: self.ctx,
-                    step: 0,
-                })
-                .map_err(|e| e.at(pos));
+            return visitor.visit_map(SpannedDe { node: self.node, ctx: self.ctx, step: 0 }).map_err(|e| e.at(pos));
         }
         match &self.node.kind {
             NodeKind::Map(entries) => visitor.visit_map(MapDe::new(entries, Some(fields), self.ctx)),
             NodeKind::Scalar(s) if s.is_null() => visitor.visit_map(MapDe::new(&[], Some(fields), self.ctx)),
-            _ => Err(DeError::custom(format_args!(
-                "expected a mapping (with {}), found {}",
-                list(fields),
-                self.node.describe()
-            ))),
+            _ => Err(DeError::custom(format_args!("expected a mapping (with {}), found {}", list(fields), self.node.describe()))),
         }
         .map_err(|e| e.at(pos))
     }
@@ -303,16 +276,8 @@ impl<'de, 'a, 'd> de::Deserializer<'de> for NodeDe<'a, 'd> {
         let pos = self.pos();
         match &self.node.kind {
             NodeKind::Scalar(s) if !s.is_null() => visitor.visit_enum(s.value.as_str().into_deserializer()),
-            NodeKind::Map(entries) if entries.len() == 1 => visitor.visit_enum(EnumDe {
-                key: &entries[0].0,
-                value: &entries[0].1,
-                ctx: self.ctx,
-            }),
-            _ => Err(DeError::custom(format_args!(
-                "expected one of {}, found {}",
-                list(variants),
-                self.node.describe()
-            ))),
+            NodeKind::Map(entries) if entries.len() == 1 => visitor.visit_enum(EnumDe { key: &entries[0].0, value: &entries[0].1, ctx: self.ctx }),
+            _ => Err(DeError::custom(format_args!("expected one of {}, found {}", list(variants), self.node.describe()))),
         }
         .map_err(|e| e.at(pos))
     }
@@ -355,12 +320,7 @@ struct MapDe<'a, 'd> {
 
 impl<'a, 'd> MapDe<'a, 'd> {
     fn new(entries: &'a [(Node, Node)], fields: Option<&'static [&'static str]>, ctx: &'a Ctx<'d>) -> Self {
-        MapDe {
-            entries: entries.iter(),
-            fields,
-            value: None,
-            ctx,
-        }
+        MapDe { entries: entries.iter(), fields, value: None, ctx }
     }
 }
 
@@ -372,11 +332,8 @@ impl<'de, 'a, 'd> de::MapAccess<'de> for MapDe<'a, 'd> {
             if let (Some(fields), Some(name)) = (self.fields, k.as_str()) {
                 if !fields.contains(&name) {
                     let hint = did_you_mean(name, fields.iter().copied());
-                    let msg = if hint.is_empty() {
-                        format!("unknown field `{name}`: expected {}", list(fields))
-                    } else {
-                        format!("unknown field `{name}`{hint}")
-                    };
+                    let msg =
+                        if hint.is_empty() { format!("unknown field `{name}`: expected {}", list(fields)) } else { format!("unknown field `{name}`{hint}") };
                     self.ctx.borrow_mut().error(k.pos, msg);
                     continue;
                 }
@@ -413,41 +370,19 @@ impl<'de, 'a, 'd> de::VariantAccess<'de> for EnumDe<'a, 'd> {
     type Error = DeError;
 
     fn unit_variant(self) -> Result<(), DeError> {
-        de::Deserialize::deserialize(NodeDe {
-            node: self.value,
-            ctx: self.ctx,
-        })
+        de::Deserialize::deserialize(NodeDe { node: self.value, ctx: self.ctx })
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, DeError> {
-        seed.deserialize(NodeDe {
-            node: self.value,
-            ctx: self.ctx,
-        })
-        .map_err(|e| e.at(self.value.pos))
+        seed.deserialize(NodeDe { node: self.value, ctx: self.ctx }).map_err(|e| e.at(self.value.pos))
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, DeError> {
-        de::Deserializer::deserialize_tuple(
-            NodeDe {
-                node: self.value,
-                ctx: self.ctx,
-            },
-            len,
-            visitor,
-        )
+        de::Deserializer::deserialize_tuple(NodeDe { node: self.value, ctx: self.ctx }, len, visitor)
     }
 
     fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
-        de::Deserializer::deserialize_struct(
-            NodeDe {
-                node: self.value,
-                ctx: self.ctx,
-            },
-            "",
-            fields,
-            visitor,
-        )
+        de::Deserializer::deserialize_struct(NodeDe { node: self.value, ctx: self.ctx }, "", fields, visitor)
     }
 }
 
@@ -476,12 +411,7 @@ impl<'de, 'a, 'd> de::MapAccess<'de> for SpannedDe<'a, 'd> {
         match self.step {
             1 => seed.deserialize((self.node.pos.line as u64).into_deserializer()),
             2 => seed.deserialize((self.node.pos.col as u64).into_deserializer()),
-            _ => seed
-                .deserialize(NodeDe {
-                    node: self.node,
-                    ctx: self.ctx,
-                })
-                .map_err(|e| e.at(self.node.pos)),
+            _ => seed.deserialize(NodeDe { node: self.node, ctx: self.ctx }).map_err(|e| e.at(self.node.pos)),
         }
     }
 }

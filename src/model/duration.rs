@@ -51,10 +51,7 @@ impl FromStr for Duration {
                 _ => return Err(err("unknown unit")),
             };
             rest = &rest[unit_len..];
-            total = n
-                .checked_mul(ms)
-                .and_then(|v| total.checked_add(v))
-                .ok_or_else(|| err("the number is too large"))?;
+            total = n.checked_mul(ms).and_then(|v| total.checked_add(v)).ok_or_else(|| err("the number is too large"))?;
         }
         let ms = u64::try_from(total).map_err(|_| err("the number is too large"))?;
         Ok(Duration(StdDuration::from_millis(ms)))

@@ -325,7 +325,7 @@ pub struct LogsStage {
     pub error_patterns: Vec<Spanned<String>>,
     /// An error template whose rate grows by more than this factor fails the stage.
     #[serde(default)]
-    pub rate_factor: Option<f64>,
+    pub rate_factor: Option<Spanned<f64>>,
 }
 
 fn default_log_window() -> Duration {

@@ -20,10 +20,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
     let Some(entries) = root.as_map() else {
         diags.error(
             root.pos,
-            format!(
-                "a pipeline file is a mapping (`apiVersion: {API_VERSION}`, `kind: Pipeline`, `name`, `stages`, ...), found {}",
-                root.describe()
-            ),
+            format!("a pipeline file is a mapping (`apiVersion: {API_VERSION}`, `kind: Pipeline`, `name`, `stages`, ...), found {}", root.describe()),
         );
         return None;
     };
@@ -36,6 +33,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
     let mut environments = Vec::new();
     let mut stages = None;
     let mut on_failure = None;
+    let mut unreadable = Vec::new();
     for (key, value) in entries {
         let Some(k) = key.as_str() else { continue };
         match k {
@@ -63,18 +61,15 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
             }
             "description" => description = from_node::<String>(value, diags),
             "artifact" => artifact = from_node::<Artifact>(value, diags),
-            "environments" => environments = load_environments(value, diags),
-            "stages" => stages = load_stages(value, diags),
+            "environments" => environments = load_environments(value, &mut unreadable, diags),
+            "stages" => stages = load_stages(value, &mut unreadable, diags),
             "onFailure" => on_failure = from_node::<OnFailure>(value, diags),
+            // Extension fields, as in Compose files: a place for YAML anchors, ignored.
+            other if other.starts_with("x-") => {}
             other => unknown_key(key.pos, other, TOP_FIELDS, "", diags),
         }
     }
-    for (field, missing) in [
-        ("apiVersion", api_version.is_none()),
-        ("kind", !kind_seen),
-        ("name", name.is_none()),
-        ("stages", stages.is_none()),
-    ] {
+    for (field, missing) in [("apiVersion", api_version.is_none()), ("kind", !kind_seen), ("name", name.is_none()), ("stages", stages.is_none())] {
         if missing && !entries.iter().any(|(k, _)| k.as_str() == Some(field)) {
             let hint = match field {
                 "apiVersion" => format!(": add `apiVersion: {API_VERSION}`"),
@@ -95,6 +90,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
         environments,
         stages,
         on_failure: on_failure.unwrap_or_default(),
+        unreadable,
     })
 }
 
@@ -112,13 +108,7 @@ fn check_name(name: &Spanned<String>, what: &str, diags: &mut Diagnostics) {
     let ok = name.value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !ok {
-        diags.error(
-            name.pos,
-            format!(
-                "invalid {what} name `{}`: use letters, digits, `-`, `_` and `.`, starting with a letter or digit",
-                name.value
-            ),
-        );
+        diags.error(name.pos, format!("invalid {what} name `{}`: use letters, digits, `-`, `_` and `.`, starting with a letter or digit", name.value));
     }
 }
 
@@ -133,7 +123,7 @@ fn entries_of<'a>(node: &'a Node, what: &str, diags: &mut Diagnostics) -> &'a [(
     }
 }
 
-fn load_environments(node: &Node, diags: &mut Diagnostics) -> Vec<Environment> {
+fn load_environments(node: &Node, unreadable: &mut Vec<String>, diags: &mut Diagnostics) -> Vec<Environment> {
     let mut out = Vec::new();
     for (key, value) in entries_of(node, "environments", diags) {
         let Some(name) = from_node::<Spanned<String>>(key, diags) else {
@@ -141,6 +131,7 @@ fn load_environments(node: &Node, diags: &mut Diagnostics) -> Vec<Environment> {
         };
         check_name(&name, "environment", diags);
         let Some(spec) = from_node::<EnvironmentSpec>(value, diags) else {
+            unreadable.push(name.value);
             continue;
         };
         check_update(&spec.update, diags);
@@ -151,25 +142,20 @@ fn load_environments(node: &Node, diags: &mut Diagnostics) -> Vec<Environment> {
 
 fn check_update(update: &Spanned<Update>, diags: &mut Diagnostics) {
     let u = &update.value;
-    let set: Vec<&str> = [
-        ("kustomizeImage", u.kustomize_image.is_some()),
-        ("yamlPath", u.yaml_path.is_some()),
-        ("helmValues", u.helm_values.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(n, s)| s.then_some(n))
-    .collect();
+    let set: Vec<&str> = [("kustomizeImage", u.kustomize_image.is_some()), ("yamlPath", u.yaml_path.is_some()), ("helmValues", u.helm_values.is_some())]
+        .into_iter()
+        .filter_map(|(n, s)| s.then_some(n))
+        .collect();
     match set.len() {
         1 => {}
         0 => diags.error(update.pos, "`update` needs one of `kustomizeImage`, `yamlPath` or `helmValues`"),
-        _ => diags.error(update.pos, format!("`update` has {}: give exactly one", list(&set))),
+        _ => {
+            diags.error(update.pos, format!("`update` sets both {}: give exactly one", set.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" and ")))
+        }
     }
     if u.kustomize_image.is_some() {
         if let Some(v) = &u.value {
-            diags.error(
-                v.pos,
-                "`value` goes with `yamlPath` or `helmValues`; `kustomizeImage` always writes the version",
-            );
+            diags.error(v.pos, "`value` goes with `yamlPath` or `helmValues`; `kustomizeImage` always writes the version");
         }
     } else if u.digest {
         diags.error(update.pos, "`digest` goes with `kustomizeImage` only");
@@ -178,10 +164,7 @@ fn check_update(update: &Spanned<Update>, diags: &mut Diagnostics) {
         if let Err(why) = check_path(&path.value) {
             diags.error(
                 path.pos,
-                format!(
-                    "malformed path `{}`: {why}; write keys separated by dots and list indexes in brackets, like `spec.containers[0].image`",
-                    path.value
-                ),
+                format!("malformed path `{}`: {why}; write keys separated by dots and list indexes in brackets, like `spec.containers[0].image`", path.value),
             );
         }
     }
@@ -209,12 +192,9 @@ fn check_path(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn load_stages(node: &Node, diags: &mut Diagnostics) -> Option<Vec<Stage>> {
+fn load_stages(node: &Node, unreadable: &mut Vec<String>, diags: &mut Diagnostics) -> Option<Vec<Stage>> {
     if let NodeKind::Seq(_) = node.kind {
-        diags.error(
-            node.pos,
-            "`stages` is a mapping from stage names to stages (`deploy-qa: {deploy: {environment: qa}}`), not a list",
-        );
+        diags.error(node.pos, "`stages` is a mapping from stage names to stages (`deploy-qa: {deploy: {environment: qa}}`), not a list");
         return Some(Vec::new());
     }
     let entries = entries_of(node, "stages", diags);
@@ -227,8 +207,10 @@ fn load_stages(node: &Node, diags: &mut Diagnostics) -> Option<Vec<Stage>> {
             continue;
         };
         check_name(&name, "stage", diags);
-        if let Some(stage) = load_stage(name, value, diags) {
-            out.push(stage);
+        let written = name.value.clone();
+        match load_stage(name, value, diags) {
+            Some(stage) => out.push(stage),
+            None => unreadable.push(written),
         }
     }
     Some(out)
@@ -283,10 +265,7 @@ fn load_stage(name: Spanned<String>, node: &Node, diags: &mut Diagnostics) -> Op
             }
         }
     }
-    let common_node = Node {
-        pos: node.pos,
-        kind: NodeKind::Map(common),
-    };
+    let common_node = Node { pos: node.pos, kind: NodeKind::Map(common) };
     let common = from_node::<StageCommon>(&common_node, diags).unwrap_or_default();
     let Some((kind_key, body)) = kind else {
         if !entries.iter().any(|(k, _)| k.as_str().is_some_and(|k| !STAGE_FIELDS.contains(&k))) {
@@ -306,10 +285,7 @@ fn load_stage(name: Spanned<String>, node: &Node, diags: &mut Diagnostics) -> Op
     };
     if let Some(retry) = &common.retry {
         if retry.attempts.value == 0 {
-            diags.error(
-                retry.attempts.pos,
-                "`retry.attempts` counts every attempt, the first included: it must be at least 1",
-            );
+            diags.error(retry.attempts.pos, "`retry.attempts` counts every attempt, the first included: it must be at least 1");
         }
     }
     Some(Stage {
@@ -351,11 +327,7 @@ fn check_interpolations(src: &str, entries: &[(Node, Node)], diags: &mut Diagnos
                 let pos = locate(&lines, search_from, &written).unwrap_or(node.pos);
                 if !escaped && !KNOWN_VARIABLES.contains(&name) {
                     let hint = did_you_mean(name, KNOWN_VARIABLES.iter().copied());
-                    let hint = if hint.is_empty() {
-                        format!(": known variables are {}", list(KNOWN_VARIABLES))
-                    } else {
-                        hint
-                    };
+                    let hint = if hint.is_empty() { format!(": known variables are {}", list(KNOWN_VARIABLES)) } else { hint };
                     diags.error(pos, format!("unknown variable `${{{name}}}`{hint}"));
                 }
                 search_from = (pos.line, pos.col + 1);

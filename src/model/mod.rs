@@ -38,6 +38,10 @@ pub struct Pipeline {
     pub stages: Vec<Stage>,
     /// What to do when a stage fails.
     pub on_failure: OnFailure,
+    /// Names of stages and environments that were written but could not be read (their errors
+    /// are already reported); later checks treat them as known so as not to report them twice.
+    #[serde(skip)]
+    pub unreadable: Vec<String>,
 }
 
 /// `artifact`: the thing being promoted; the version comes from the trigger.

@@ -83,10 +83,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
                     }
                 }
                 let value = value.ok_or_else(|| de::Error::missing_field(SPANNED_VALUE))?;
-                Ok(Spanned {
-                    pos: Pos::new(line.unwrap_or(0), col.unwrap_or(0)),
-                    value,
-                })
+                Ok(Spanned { pos: Pos::new(line.unwrap_or(0), col.unwrap_or(0)), value })
             }
         }
         d.deserialize_struct(SPANNED_NAME, &[SPANNED_LINE, SPANNED_COL, SPANNED_VALUE], V(PhantomData))

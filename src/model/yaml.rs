@@ -88,19 +88,8 @@ fn pos_of(span: &Span) -> Pos {
 }
 
 enum Frame {
-    Seq {
-        pos: Pos,
-        anchor: usize,
-        items: Vec<Node>,
-    },
-    Map {
-        pos: Pos,
-        anchor: usize,
-        entries: Vec<(Node, Node)>,
-        key: Option<Node>,
-        seen: HashMap<String, Pos>,
-        skip_value: bool,
-    },
+    Seq { pos: Pos, anchor: usize, items: Vec<Node> },
+    Map { pos: Pos, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node>, seen: HashMap<String, Pos>, skip_value: bool },
 }
 
 /// Parses one YAML document. Syntax errors, duplicate keys, unsupported tags and extra documents
@@ -127,10 +116,7 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
             Event::DocumentStart(_) => {
                 documents += 1;
                 if documents > 1 {
-                    diags.error(
-                        pos,
-                        "a second YAML document (`---`): a pipeline file holds exactly one pipeline; move the other one into its own file",
-                    );
+                    diags.error(pos, "a second YAML document (`---`): a pipeline file holds exactly one pipeline; move the other one into its own file");
                     break;
                 }
                 None
@@ -141,64 +127,26 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                     if tag.handle == "tag:yaml.org,2002:" && tag.suffix == "str" || tag.handle == "!!" && tag.suffix == "str" {
                         quoted = true;
                     } else {
-                        diags.error(
-                            pos,
-                            format!(
-                                "YAML tag `{}{}` is not supported here: remove it (only `!!str` is accepted)",
-                                tag.handle, tag.suffix
-                            ),
-                        );
+                        diags.error(pos, format!("YAML tag `{}{}` is not supported here: remove it (only `!!str` is accepted)", tag.handle, tag.suffix));
                     }
                 }
                 nodes += 1;
-                Some((
-                    Node {
-                        pos,
-                        kind: NodeKind::Scalar(Scalar {
-                            value: value.into_owned(),
-                            quoted,
-                        }),
-                    },
-                    anchor,
-                ))
+                Some((Node { pos, kind: NodeKind::Scalar(Scalar { value: value.into_owned(), quoted }) }, anchor))
             }
             Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq {
-                    pos,
-                    anchor,
-                    items: Vec::new(),
-                });
+                stack.push(Frame::Seq { pos, anchor, items: Vec::new() });
                 None
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map {
-                    pos,
-                    anchor,
-                    entries: Vec::new(),
-                    key: None,
-                    seen: HashMap::new(),
-                    skip_value: false,
-                });
+                stack.push(Frame::Map { pos, anchor, entries: Vec::new(), key: None, seen: HashMap::new(), skip_value: false });
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { pos, anchor, items }) => Some((
-                    Node {
-                        pos,
-                        kind: NodeKind::Seq(items),
-                    },
-                    anchor,
-                )),
+                Some(Frame::Seq { pos, anchor, items }) => Some((Node { pos, kind: NodeKind::Seq(items) }, anchor)),
                 _ => unreachable!("parser balances sequences"),
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map { pos, anchor, entries, .. }) => Some((
-                    Node {
-                        pos,
-                        kind: NodeKind::Map(entries),
-                    },
-                    anchor,
-                )),
+                Some(Frame::Map { pos, anchor, entries, .. }) => Some((Node { pos, kind: NodeKind::Map(merge_keys(entries, diags)) }, anchor)),
                 _ => unreachable!("parser balances mappings"),
             },
             Event::Alias(id) => match anchors.get(&id) {
@@ -226,13 +174,7 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
         match stack.last_mut() {
             None => root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map {
-                entries,
-                key,
-                seen,
-                skip_value,
-                ..
-            }) => match key.take() {
+            Some(Frame::Map { entries, key, seen, skip_value, .. }) => match key.take() {
                 None => {
                     if let NodeKind::Scalar(s) = &node.kind {
                         if let Some(first) = seen.get(&s.value) {
@@ -263,12 +205,41 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
         }
     }
     if root.is_none() && !diags.has_errors() {
-        diags.error(
-            Pos::new(1, 1),
-            "the file is empty: a pipeline starts with `apiVersion: promote/v1` and `kind: Pipeline`",
-        );
+        diags.error(Pos::new(1, 1), "the file is empty: a pipeline starts with `apiVersion: promote/v1` and `kind: Pipeline`");
     }
     root
+}
+
+/// Applies YAML merge keys (`<<: *base` or `<<: [*a, *b]`): the merged mappings' entries are
+/// added where the mapping does not set the key itself.
+fn merge_keys(entries: Vec<(Node, Node)>, diags: &mut Diagnostics) -> Vec<(Node, Node)> {
+    let is_merge = |k: &Node| matches!(&k.kind, NodeKind::Scalar(s) if !s.quoted && s.value == "<<");
+    if !entries.iter().any(|(k, _)| is_merge(k)) {
+        return entries;
+    }
+    let (merges, mut own): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| is_merge(k));
+    for (_, value) in merges {
+        let sources = match value.kind {
+            NodeKind::Map(_) => vec![value],
+            NodeKind::Seq(items) => items,
+            NodeKind::Scalar(_) => {
+                diags.error(value.pos, "`<<` merges a mapping (`<<: *anchor`), not a scalar");
+                continue;
+            }
+        };
+        for source in sources {
+            let NodeKind::Map(src_entries) = source.kind else {
+                diags.error(source.pos, "`<<` merges mappings only");
+                continue;
+            };
+            for (k, v) in src_entries {
+                if !own.iter().any(|(o, _)| o.as_str() == k.as_str()) {
+                    own.push((k, v));
+                }
+            }
+        }
+    }
+    own
 }
 
 fn count(n: &Node) -> usize {

@@ -18,17 +18,11 @@ pub fn needs(p: &Pipeline, index: &HashMap<&str, usize>, graph: &mut DiGraph<usi
         let mut seen = HashSet::new();
         for need in &stage.needs {
             if need.value == stage.name.value {
-                diags.error(
-                    need.pos,
-                    format!("stage `{}` needs itself: remove `{}` from its `needs`", stage.name.value, need.value),
-                );
+                diags.error(need.pos, format!("stage `{}` needs itself: remove `{}` from its `needs`", stage.name.value, need.value));
                 continue;
             }
             if !seen.insert(need.value.as_str()) {
-                diags.warning(
-                    need.pos,
-                    format!("`{}` is listed twice in the `needs` of stage `{}`", need.value, stage.name.value),
-                );
+                diags.warning(need.pos, format!("`{}` is listed twice in the `needs` of stage `{}`", need.value, stage.name.value));
                 continue;
             }
             match index.get(need.value.as_str()) {
@@ -36,15 +30,10 @@ pub fn needs(p: &Pipeline, index: &HashMap<&str, usize>, graph: &mut DiGraph<usi
                     graph.add_edge(node(j), node(i), ());
                     resolved.push(j);
                 }
+                None if p.unreadable.contains(&need.value) => {}
                 None => {
                     let hint = did_you_mean(&need.value, p.stages.iter().map(|s| s.name.value.as_str()).filter(|n| *n != stage.name.value));
-                    diags.error(
-                        need.pos,
-                        format!(
-                            "stage `{}` needs `{}`, which is not a stage of this pipeline{hint}",
-                            stage.name.value, need.value
-                        ),
-                    );
+                    diags.error(need.pos, format!("stage `{}` needs `{}`, which is not a stage of this pipeline{hint}", stage.name.value, need.value));
                 }
             }
         }
@@ -69,13 +58,7 @@ pub fn cycles(p: &Pipeline, graph: &DiGraph<usize, ()>, diags: &mut Diagnostics)
         let names: Vec<&str> = path.iter().map(|&i| p.stages[i].name.value.as_str()).collect();
         let first = &p.stages[start];
         let pos = first.needs.iter().find(|n| n.value == names[1]).map_or(first.name.pos, |n| n.pos);
-        diags.error(
-            pos,
-            format!(
-                "`needs` forms a cycle: {} (each stage needs the next); remove one of these needs",
-                names.join(" -> ")
-            ),
-        );
+        diags.error(pos, format!("`needs` forms a cycle: {} (each stage needs the next); remove one of these needs", names.join(" -> ")));
     }
     acyclic
 }
@@ -85,11 +68,7 @@ fn loop_from(graph: &DiGraph<usize, ()>, start: usize, members: &HashSet<usize>)
     let mut prev: HashMap<usize, usize> = HashMap::new();
     let mut queue = std::collections::VecDeque::from([start]);
     while let Some(cur) = queue.pop_front() {
-        let mut needed: Vec<usize> = graph
-            .neighbors_directed(node(cur), Direction::Incoming)
-            .map(|n| n.index())
-            .filter(|n| members.contains(n))
-            .collect();
+        let mut needed: Vec<usize> = graph.neighbors_directed(node(cur), Direction::Incoming).map(|n| n.index()).filter(|n| members.contains(n)).collect();
         needed.sort_unstable();
         for n in needed {
             if n == start {
@@ -122,25 +101,13 @@ pub fn environments(p: &Pipeline, diags: &mut Diagnostics) {
     for env in &p.environments {
         let repo = &env.spec.repo;
         if repo.value.contains("://") && !is_url_scheme(&repo.value, &["file", "git", "ssh", "https", "http"]) {
-            diags.error(
-                repo.pos,
-                format!(
-                    "unsupported repo URL `{}`: use a path, or a file://, git://, ssh:// or https:// URL",
-                    repo.value
-                ),
-            );
+            diags.error(repo.pos, format!("unsupported repo URL `{}`: use a path, or a file://, git://, ssh:// or https:// URL", repo.value));
         }
         if repo.value.trim().is_empty() {
             diags.error(repo.pos, "`repo` is empty: give a path or a URL of the environment repo");
         }
         if env.spec.file.value.starts_with('/') || env.spec.file.value.split('/').any(|s| s == "..") {
-            diags.error(
-                env.spec.file.pos,
-                format!(
-                    "`file: {}` must be a path inside the repo, relative to its root, without `..`",
-                    env.spec.file.value
-                ),
-            );
+            diags.error(env.spec.file.pos, format!("`file: {}` must be a path inside the repo, relative to its root, without `..`", env.spec.file.value));
         }
     }
     let mut deployed: HashMap<&str, &Spanned<String>> = HashMap::new();
@@ -149,6 +116,9 @@ pub fn environments(p: &Pipeline, diags: &mut Diagnostics) {
             continue;
         };
         let env = &d.environment;
+        if p.unreadable.contains(&env.value) {
+            continue;
+        }
         if !names.contains(&env.value.as_str()) {
             let hint = did_you_mean(&env.value, names.iter().copied());
             let known = if names.is_empty() {
@@ -158,10 +128,7 @@ pub fn environments(p: &Pipeline, diags: &mut Diagnostics) {
             } else {
                 hint
             };
-            diags.error(
-                env.pos,
-                format!("stage `{}` deploys to unknown environment `{}`{known}", stage.name.value, env.value),
-            );
+            diags.error(env.pos, format!("stage `{}` deploys to unknown environment `{}`{known}", stage.name.value, env.value));
             continue;
         }
         match deployed.get(env.value.as_str()) {
@@ -215,11 +182,8 @@ pub fn expressions(p: &Pipeline, diags: &mut Diagnostics) {
 fn check_cel(expr: &Spanned<String>, field: &str, variables: &[&str], diags: &mut Diagnostics) {
     match cel::Program::compile(&expr.value) {
         Err(errors) => {
-            let msgs: Vec<String> = errors
-                .errors
-                .iter()
-                .map(|e| format!("{} (at character {} of the expression)", cel_message(&e.msg), e.pos.1.max(1)))
-                .collect();
+            let msgs: Vec<String> =
+                errors.errors.iter().map(|e| format!("{} (at character {} of the expression)", cel_message(&e.msg), e.pos.1.max(1))).collect();
             diags.error(expr.pos, format!("`{field}` is not a valid CEL expression: {}", msgs.join("; ")));
         }
         Ok(program) => {
@@ -229,11 +193,7 @@ fn check_cel(expr: &Spanned<String>, field: &str, variables: &[&str], diags: &mu
             unknown.sort_unstable();
             for v in unknown {
                 let hint = did_you_mean(v, variables.iter().copied());
-                let hint = if hint.is_empty() {
-                    format!(": `{field}` can read {}", list(variables))
-                } else {
-                    hint
-                };
+                let hint = if hint.is_empty() { format!(": `{field}` can read {}", list(variables)) } else { hint };
                 diags.error(expr.pos, format!("`{field}` reads unknown variable `{v}`{hint}"));
             }
         }
@@ -271,18 +231,14 @@ pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
                     }
                 }
                 let min = &a.min_approvals;
+                let min_pos = if min.pos.line == 0 { stage.kind_pos } else { min.pos };
                 let has_group = a.approvers.iter().any(|w| w.value.starts_with("group:"));
-                if min.value == 0 {
-                    diags.error(min.pos, "`minApprovals` must be at least 1 (an approval nobody has to give is not an approval)");
+                if a.approvers.is_empty() {
+                    // reported above
+                } else if min.value == 0 {
+                    diags.error(min_pos, "`minApprovals` must be at least 1 (an approval nobody has to give is not an approval)");
                 } else if !has_group && min.value as usize > a.approvers.len() {
-                    diags.error(
-                        min.pos,
-                        format!(
-                            "`minApprovals: {}` but only {} approvers are listed: it could never be met",
-                            min.value,
-                            a.approvers.len()
-                        ),
-                    );
+                    diags.error(min_pos, format!("`minApprovals: {}` but only {} approvers are listed: it could never be met", min.value, a.approvers.len()));
                 }
             }
             StageKind::Metrics(m) => {
@@ -297,10 +253,7 @@ pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
                     if c.success_condition.is_none() && c.failure_condition.is_none() && c.compare.is_none() {
                         diags.warning(
                             c.name.pos,
-                            format!(
-                                "check `{}` has no `successCondition`, `failureCondition` or `compare`: it can never fail",
-                                c.name.value
-                            ),
+                            format!("check `{}` has no `successCondition`, `failureCondition` or `compare`: it can never fail", c.name.value),
                         );
                     }
                     if let Some(cmp) = &c.compare {
@@ -315,13 +268,13 @@ pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
                 for pat in &l.error_patterns {
                     if let Err(e) = regex::Regex::new(&pat.value) {
                         let msg = e.to_string();
-                        let last = msg.lines().last().unwrap_or_default().trim().to_string();
+                        let last = msg.lines().last().unwrap_or_default().trim().trim_start_matches("error: ").to_string();
                         diags.error(pat.pos, format!("`errorPatterns` entry is not a valid regular expression: {last}"));
                     }
                 }
-                if let Some(f) = l.rate_factor {
-                    if !(f > 1.0) {
-                        diags.error(stage.kind_pos, format!("`rateFactor: {f}` must be greater than 1"));
+                if let Some(f) = &l.rate_factor {
+                    if !(f.value > 1.0) {
+                        diags.error(f.pos, format!("`rateFactor: {}` must be greater than 1", f.value));
                     }
                 }
                 match &l.source {
@@ -348,10 +301,7 @@ pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
 
 fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics) {
     match (&cmp.baseline_query, &cmp.baseline_window) {
-        (Some(_), Some(_)) => diags.error(
-            check.pos,
-            format!("check `{}`: `compare` takes `baselineQuery` or `baselineWindow`, not both", check.value),
-        ),
+        (Some(_), Some(_)) => diags.error(check.pos, format!("check `{}`: `compare` takes `baselineQuery` or `baselineWindow`, not both", check.value)),
         (None, None) => diags.error(
             check.pos,
             format!(
@@ -362,10 +312,7 @@ fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics
         _ => {}
     }
     if !(cmp.confidence > 0.0 && cmp.confidence < 1.0) {
-        diags.error(
-            check.pos,
-            format!("check `{}`: `confidence: {}` must be between 0 and 1, like 0.98", check.value, cmp.confidence),
-        );
+        diags.error(check.pos, format!("check `{}`: `confidence: {}` must be between 0 and 1, like 0.98", check.value, cmp.confidence));
     }
     if !(cmp.tolerance >= 0.0) {
         diags.error(check.pos, format!("check `{}`: `tolerance: {}` must be 0 or more", check.value, cmp.tolerance));
@@ -387,9 +334,7 @@ fn check_http_url(url: &Spanned<String>, field: &str, diags: &mut Diagnostics) {
 
 /// Words that make an environment look like production.
 fn looks_like_production(name: &str) -> bool {
-    name.to_ascii_lowercase()
-        .split(['-', '_', '.'])
-        .any(|w| matches!(w, "prod" | "production" | "prd" | "live"))
+    name.to_ascii_lowercase().split(['-', '_', '.']).any(|w| matches!(w, "prod" | "production" | "prd" | "live"))
 }
 
 /// Warns about a deploy into a production-like environment with no approval or policy stage

@@ -31,6 +31,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// `6 stages in 5 waves`.
+    pub fn describe(&self) -> String {
+        let n = |count: usize, word: &str| if count == 1 { format!("1 {word}") } else { format!("{count} {word}s") };
+        format!("{} in {}", n(self.pipeline.stages.len(), "stage"), n(self.waves.len(), "wave"))
+    }
+
     /// The stage indexes that stage `i` needs, in the order written.
     pub fn needs(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
         self.needs[i].iter().copied()
@@ -58,14 +64,7 @@ pub fn plan(pipeline: Pipeline, diags: &mut Diagnostics) -> Option<Plan> {
     }
     let (waves, wave_of) = waves(&graph);
     let by_name = index.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    Some(Plan {
-        pipeline,
-        graph,
-        waves,
-        wave_of,
-        needs,
-        by_name,
-    })
+    Some(Plan { pipeline, graph, waves, wave_of, needs, by_name })
 }
 
 /// Longest-path layering of an acyclic graph: a stage's wave is one more than its latest need's.
@@ -73,11 +72,7 @@ fn waves(graph: &DiGraph<usize, ()>) -> (Vec<Vec<usize>>, Vec<usize>) {
     let order = petgraph::algo::toposort(graph, None).expect("cycles were reported before");
     let mut wave_of = vec![0usize; graph.node_count()];
     for n in &order {
-        let w = graph
-            .neighbors_directed(*n, petgraph::Direction::Incoming)
-            .map(|p| wave_of[p.index()] + 1)
-            .max()
-            .unwrap_or(0);
+        let w = graph.neighbors_directed(*n, petgraph::Direction::Incoming).map(|p| wave_of[p.index()] + 1).max().unwrap_or(0);
         wave_of[n.index()] = w;
     }
     let count = wave_of.iter().copied().max().map_or(0, |m| m + 1);

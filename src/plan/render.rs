@@ -30,19 +30,10 @@ pub fn render(plan: &Plan, format: Format) -> String {
 fn text(plan: &Plan) -> String {
     let p = &plan.pipeline;
     let mut out = String::new();
-    let _ = writeln!(out, "pipeline {}: {} stages in {} waves", p.name.value, p.stages.len(), plan.waves.len());
+    let _ = writeln!(out, "pipeline {}: {}", p.name.value, plan.describe());
     let width = p.stages.iter().map(|s| s.name.value.len()).max().unwrap_or(0);
     for (w, wave) in plan.waves.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "wave {}{}",
-            w + 1,
-            if wave.len() > 1 {
-                format!(" ({} at once)", wave.len())
-            } else {
-                String::new()
-            }
-        );
+        let _ = writeln!(out, "wave {}{}", w + 1, if wave.len() > 1 { format!(" ({} at once)", wave.len()) } else { String::new() });
         for &i in wave {
             let s = &p.stages[i];
             let mut line = format!("  {:width$}  {}", s.name.value, s.kind.summary());
@@ -72,13 +63,7 @@ fn dot(plan: &Plan) -> String {
         let _ = writeln!(out, "  subgraph wave{} {{\n    rank=same;", w + 1);
         for &i in wave {
             let s = &p.stages[i];
-            let _ = writeln!(
-                out,
-                "    \"{}\" [label=\"{}\\n{}\"];",
-                quote(&s.name.value),
-                quote(&s.name.value),
-                quote(&s.kind.summary())
-            );
+            let _ = writeln!(out, "    \"{}\" [label=\"{}\\n{}\"];", quote(&s.name.value), quote(&s.name.value), quote(&s.kind.summary()));
         }
         let _ = writeln!(out, "  }}");
     }
@@ -130,11 +115,7 @@ fn json(plan: &Plan) -> String {
             })
         })
         .collect();
-    let waves: Vec<Vec<&str>> = plan
-        .waves
-        .iter()
-        .map(|w| w.iter().map(|&i| p.stages[i].name.value.as_str()).collect())
-        .collect();
+    let waves: Vec<Vec<&str>> = plan.waves.iter().map(|w| w.iter().map(|&i| p.stages[i].name.value.as_str()).collect()).collect();
     let doc = serde_json::json!({ "pipeline": p.name.value, "stages": stages, "waves": waves });
     serde_json::to_string_pretty(&doc).expect("json") + "\n"
 }

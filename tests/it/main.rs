@@ -1,0 +1,11 @@
+//! The integration tests: one binary, one module per area. Data lives in tests/fixtures.
+
+mod cli;
+mod fixtures;
+mod generate;
+mod plan;
+
+/// The built `promote` binary.
+pub fn promote_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_promote")
+}
