@@ -329,14 +329,13 @@ impl<'de, 'a, 'd> de::MapAccess<'de> for MapDe<'a, 'd> {
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         for (k, v) in self.entries.by_ref() {
-            if let (Some(fields), Some(name)) = (self.fields, k.as_str()) {
-                if !fields.contains(&name) {
-                    let hint = did_you_mean(name, fields.iter().copied());
-                    let msg =
-                        if hint.is_empty() { format!("unknown field `{name}`: expected {}", list(fields)) } else { format!("unknown field `{name}`{hint}") };
-                    self.ctx.borrow_mut().error(k.pos, msg);
-                    continue;
-                }
+            if let (Some(fields), Some(name)) = (self.fields, k.as_str())
+                && !fields.contains(&name)
+            {
+                let hint = did_you_mean(name, fields.iter().copied());
+                let msg = if hint.is_empty() { format!("unknown field `{name}`: expected {}", list(fields)) } else { format!("unknown field `{name}`{hint}") };
+                self.ctx.borrow_mut().error(k.pos, msg);
+                continue;
             }
             self.value = Some(v);
             return seed.deserialize(NodeDe { node: k, ctx: self.ctx }).map(Some);

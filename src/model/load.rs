@@ -39,18 +39,18 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
         match k {
             "apiVersion" => {
                 api_version = from_node::<Spanned<String>>(value, diags);
-                if let Some(v) = &api_version {
-                    if v.value != API_VERSION {
-                        diags.error(v.pos, format!("unsupported apiVersion `{}`: this promote reads `{API_VERSION}`", v.value));
-                    }
+                if let Some(v) = &api_version
+                    && v.value != API_VERSION
+                {
+                    diags.error(v.pos, format!("unsupported apiVersion `{}`: this promote reads `{API_VERSION}`", v.value));
                 }
             }
             "kind" => {
                 kind_seen = true;
-                if let Some(v) = from_node::<Spanned<String>>(value, diags) {
-                    if v.value != "Pipeline" {
-                        diags.error(v.pos, format!("`kind: {}`: a pipeline file has `kind: Pipeline`", v.value));
-                    }
+                if let Some(v) = from_node::<Spanned<String>>(value, diags)
+                    && v.value != "Pipeline"
+                {
+                    diags.error(v.pos, format!("`kind: {}`: a pipeline file has `kind: Pipeline`", v.value));
                 }
             }
             "name" => {
@@ -283,10 +283,10 @@ fn load_stage(name: Spanned<String>, node: &Node, diags: &mut Diagnostics) -> Op
         "webhook" => StageKind::Webhook(from_node(body, diags)?),
         other => unreachable!("{other} is in STAGE_KINDS"),
     };
-    if let Some(retry) = &common.retry {
-        if retry.attempts.value == 0 {
-            diags.error(retry.attempts.pos, "`retry.attempts` counts every attempt, the first included: it must be at least 1");
-        }
+    if let Some(retry) = &common.retry
+        && retry.attempts.value == 0
+    {
+        diags.error(retry.attempts.pos, "`retry.attempts` counts every attempt, the first included: it must be at least 1");
     }
     Some(Stage {
         name,

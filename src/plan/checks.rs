@@ -213,7 +213,8 @@ fn comprehension_variables(expr: &str) -> Vec<&str> {
     re.captures_iter(expr).filter_map(|c| c.get(1)).map(|m| m.as_str()).collect()
 }
 
-/// The settings of each kind make sense together.
+/// The settings of each kind make sense together. (Negated comparisons catch NaN too.)
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
     for stage in &p.stages {
         let name = &stage.name.value;
@@ -272,10 +273,10 @@ pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
                         diags.error(pat.pos, format!("`errorPatterns` entry is not a valid regular expression: {last}"));
                     }
                 }
-                if let Some(f) = &l.rate_factor {
-                    if !(f.value > 1.0) {
-                        diags.error(f.pos, format!("`rateFactor: {}` must be greater than 1", f.value));
-                    }
+                if let Some(f) = &l.rate_factor
+                    && !(f.value > 1.0)
+                {
+                    diags.error(f.pos, format!("`rateFactor: {}` must be greater than 1", f.value));
                 }
                 match &l.source {
                     LogSource::Files(files) if files.is_empty() => diags.error(stage.kind_pos, "`source.files` lists no files"),
@@ -299,6 +300,7 @@ pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
     }
 }
 
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics) {
     match (&cmp.baseline_query, &cmp.baseline_window) {
         (Some(_), Some(_)) => diags.error(check.pos, format!("check `{}`: `compare` takes `baselineQuery` or `baselineWindow`, not both", check.value)),
