@@ -69,6 +69,38 @@ pub fn list(items: &[&str]) -> String {
 
 type Ctx<'d> = RefCell<&'d mut Diagnostics>;
 
+/// Reads a `T` (a struct) from some of a mapping's entries, as if they were the whole mapping at
+/// `pos`: how a stage's shared fields are read apart from its kind.
+pub fn from_entries<'a, T: DeserializeOwned>(pos: Pos, entries: &[&'a (Node, Node)], diags: &mut Diagnostics) -> Option<T> {
+    struct Entries<'a, 'b, 'd> {
+        entries: &'b [&'a (Node, Node)],
+        ctx: &'b Ctx<'d>,
+    }
+    impl<'de, 'a, 'b, 'd> de::Deserializer<'de> for Entries<'a, 'b, 'd> {
+        type Error = DeError;
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            visitor.visit_map(MapDe { entries: self.entries.iter().copied(), fields: None, value: None, ctx: self.ctx })
+        }
+        fn deserialize_struct<V: Visitor<'de>>(self, _name: &'static str, fields: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
+            visitor.visit_map(MapDe { entries: self.entries.iter().copied(), fields: Some(fields), value: None, ctx: self.ctx })
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit unit_struct
+            newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let ctx = RefCell::new(diags);
+    let result = T::deserialize(Entries { entries, ctx: &ctx });
+    let diags = ctx.into_inner();
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diags.error(e.pos.unwrap_or(pos), e.msg);
+            None
+        }
+    }
+}
+
 /// Reads a `T` from `node`. Errors are recorded in `diags`; `None` when the value could not be
 /// built (unknown fields alone are recorded but do not stop it).
 pub fn from_node<T: DeserializeOwned>(node: &Node, diags: &mut Diagnostics) -> Option<T> {
@@ -311,8 +343,8 @@ impl<'de, 'a, 'd> de::SeqAccess<'de> for SeqDe<'a, 'd> {
     }
 }
 
-struct MapDe<'a, 'd> {
-    entries: std::slice::Iter<'a, (Node, Node)>,
+struct MapDe<'a, 'd, I = std::slice::Iter<'a, (Node, Node)>> {
+    entries: I,
     fields: Option<&'static [&'static str]>,
     value: Option<&'a Node>,
     ctx: &'a Ctx<'d>,
@@ -324,7 +356,7 @@ impl<'a, 'd> MapDe<'a, 'd> {
     }
 }
 
-impl<'de, 'a, 'd> de::MapAccess<'de> for MapDe<'a, 'd> {
+impl<'de, 'a, 'd, I: Iterator<Item = &'a (Node, Node)>> de::MapAccess<'de> for MapDe<'a, 'd, I> {
     type Error = DeError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {

@@ -1,6 +1,6 @@
 //! Reads a pipeline file's text into a [`Pipeline`], recording every problem of shape it finds.
 
-use super::de::{from_node, list};
+use super::de::{from_entries, from_node, list};
 use super::yaml::{self, Node, NodeKind};
 use super::*;
 use crate::diag::{Diagnostics, Pos, did_you_mean};
@@ -247,7 +247,7 @@ fn load_stage(name: Spanned<String>, node: &Node, diags: &mut Diagnostics) -> Op
                 ),
             }
         } else if STAGE_FIELDS.contains(&k) {
-            common.push(entry.clone());
+            common.push(entry);
         } else {
             let candidates = STAGE_KINDS.iter().chain(STAGE_FIELDS).copied();
             match crate::diag::suggest(k, candidates) {
@@ -265,8 +265,7 @@ fn load_stage(name: Spanned<String>, node: &Node, diags: &mut Diagnostics) -> Op
             }
         }
     }
-    let common_node = Node { pos: node.pos, kind: NodeKind::Map(common) };
-    let common = from_node::<StageCommon>(&common_node, diags).unwrap_or_default();
+    let common = from_entries::<StageCommon>(node.pos, &common, diags).unwrap_or_default();
     let Some((kind_key, body)) = kind else {
         if !entries.iter().any(|(k, _)| k.as_str().is_some_and(|k| !STAGE_FIELDS.contains(&k))) {
             diags.error(name.pos, format!("stage `{}` has no kind: give it one of {}", name.value, list(STAGE_KINDS)));

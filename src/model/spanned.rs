@@ -62,6 +62,34 @@ impl<T: Serialize> Serialize for Spanned<T> {
     }
 }
 
+/// The keys a `Spanned` is handed, read without allocating.
+enum Field {
+    Line,
+    Col,
+    Value,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a position field")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                match v {
+                    SPANNED_LINE => Ok(Field::Line),
+                    SPANNED_COL => Ok(Field::Col),
+                    SPANNED_VALUE => Ok(Field::Value),
+                    other => Err(de::Error::unknown_field(other, &[SPANNED_LINE, SPANNED_COL, SPANNED_VALUE])),
+                }
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<T>(PhantomData<T>);
@@ -72,14 +100,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Spanned<T>, A::Error> {
                 let (mut line, mut col, mut value) = (None, None, None);
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        SPANNED_LINE => line = Some(map.next_value::<u64>()? as usize),
-                        SPANNED_COL => col = Some(map.next_value::<u64>()? as usize),
-                        SPANNED_VALUE => value = Some(map.next_value::<T>()?),
-                        other => {
-                            return Err(de::Error::unknown_field(other, &[SPANNED_LINE, SPANNED_COL, SPANNED_VALUE]));
-                        }
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key {
+                        Field::Line => line = Some(map.next_value::<u64>()? as usize),
+                        Field::Col => col = Some(map.next_value::<u64>()? as usize),
+                        Field::Value => value = Some(map.next_value::<T>()?),
                     }
                 }
                 let value = value.ok_or_else(|| de::Error::missing_field(SPANNED_VALUE))?;

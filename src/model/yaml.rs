@@ -89,7 +89,7 @@ fn pos_of(span: &Span) -> Pos {
 
 enum Frame {
     Seq { pos: Pos, anchor: usize, items: Vec<Node> },
-    Map { pos: Pos, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node>, seen: HashMap<String, Pos>, skip_value: bool },
+    Map { pos: Pos, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node>, index: Option<HashMap<String, usize>>, skip_value: bool },
 }
 
 /// Parses one YAML document. Syntax errors, duplicate keys, unsupported tags and extra documents
@@ -124,7 +124,7 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
             Event::Scalar(value, style, anchor, tag) => {
                 let mut quoted = !matches!(style, ScalarStyle::Plain);
                 if let Some(tag) = tag {
-                    if tag.handle == "tag:yaml.org,2002:" && tag.suffix == "str" || tag.handle == "!!" && tag.suffix == "str" {
+                    if tag.suffix == "str" && (tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!") {
                         quoted = true;
                     } else {
                         diags.error(pos, format!("YAML tag `{}{}` is not supported here: remove it (only `!!str` is accepted)", tag.handle, tag.suffix));
@@ -138,7 +138,7 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                 None
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map { pos, anchor, entries: Vec::new(), key: None, seen: HashMap::new(), skip_value: false });
+                stack.push(Frame::Map { pos, anchor, entries: Vec::new(), key: None, index: None, skip_value: false });
                 None
             }
             Event::SequenceEnd => match stack.pop() {
@@ -174,10 +174,10 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
         match stack.last_mut() {
             None => root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, seen, skip_value, .. }) => match key.take() {
+            Some(Frame::Map { entries, key, index, skip_value, .. }) => match key.take() {
                 None => {
                     if let NodeKind::Scalar(s) = &node.kind {
-                        if let Some(first) = seen.get(&s.value) {
+                        if let Some(first) = find_key(entries, index, &s.value) {
                             diags.error(
                                 node.pos,
                                 format!(
@@ -186,8 +186,6 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                                 ),
                             );
                             *skip_value = true;
-                        } else {
-                            seen.insert(s.value.clone(), node.pos);
                         }
                     } else {
                         diags.error(node.pos, format!("a mapping key must be a plain name, not {}", node.describe()));
@@ -199,6 +197,9 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                     if std::mem::take(skip_value) {
                         continue;
                     }
+                    if let (Some(index), Some(name)) = (index.as_mut(), k.as_str()) {
+                        index.insert(name.to_string(), entries.len());
+                    }
                     entries.push((k, node));
                 }
             },
@@ -208,6 +209,17 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
         diags.error(Pos::new(1, 1), "the file is empty: a pipeline starts with `apiVersion: promote/v1` and `kind: Pipeline`");
     }
     root
+}
+
+/// Where `key` already stands in a mapping being built. Small mappings are scanned; large ones
+/// (thousands of stages) get an index on first need.
+fn find_key(entries: &[(Node, Node)], index: &mut Option<HashMap<String, usize>>, key: &str) -> Option<Pos> {
+    const SCAN: usize = 16;
+    if entries.len() < SCAN {
+        return entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(k, _)| k.pos);
+    }
+    let index = index.get_or_insert_with(|| entries.iter().enumerate().filter_map(|(i, (k, _))| Some((k.as_str()?.to_string(), i))).collect());
+    index.get(key).map(|&i| entries[i].0.pos)
 }
 
 /// Applies YAML merge keys (`<<: *base` or `<<: [*a, *b]`): the merged mappings' entries are

@@ -153,48 +153,75 @@ const IF_VARIABLES: &[&str] = &["version", "pipeline", "run", "image", "stages",
 const RESULT_VARIABLES: &[&str] = &["result", "version", "pipeline", "run", "image"];
 const RESPONSE_VARIABLES: &[&str] = &["response", "version", "pipeline", "run", "image"];
 
-/// Every CEL expression compiles and reads only variables it will have.
+/// What compiling one CEL expression found: its syntax errors, or the variables it reads.
+enum CelOutcome {
+    Invalid(Vec<String>),
+    Reads(Vec<String>),
+}
+
+fn compile_cel(text: &str) -> CelOutcome {
+    match cel::Program::compile(text) {
+        Err(errors) => {
+            CelOutcome::Invalid(errors.errors.iter().map(|e| format!("{} (at character {} of the expression)", cel_message(&e.msg), e.pos.1.max(1))).collect())
+        }
+        Ok(program) => {
+            let bound = comprehension_variables(text);
+            let mut vars: Vec<String> = program.references().variables().into_iter().filter(|v| !bound.contains(v)).map(str::to_string).collect();
+            vars.sort_unstable();
+            CelOutcome::Reads(vars)
+        }
+    }
+}
+
+/// Every CEL expression compiles and reads only variables it will have. Each distinct expression
+/// is compiled once, and the compiles are spread over the machine's cores.
 pub fn expressions(p: &Pipeline, diags: &mut Diagnostics) {
+    let mut jobs: Vec<(&Spanned<String>, &str, &[&str])> = Vec::new();
     for stage in &p.stages {
         if let Some(cond) = &stage.condition {
-            check_cel(cond, "if", IF_VARIABLES, diags);
+            jobs.push((cond, "if", IF_VARIABLES));
         }
         match &stage.kind {
             StageKind::Metrics(m) => {
                 for c in &m.checks {
                     for (field, e) in [("successCondition", &c.success_condition), ("failureCondition", &c.failure_condition)] {
                         if let Some(e) = e {
-                            check_cel(e, field, RESULT_VARIABLES, diags);
+                            jobs.push((e, field, RESULT_VARIABLES));
                         }
                     }
                 }
             }
             StageKind::Webhook(w) => {
                 if let Some(e) = &w.success_condition {
-                    check_cel(e, "successCondition", RESPONSE_VARIABLES, diags);
+                    jobs.push((e, "successCondition", RESPONSE_VARIABLES));
                 }
             }
             _ => {}
         }
     }
-}
-
-fn check_cel(expr: &Spanned<String>, field: &str, variables: &[&str], diags: &mut Diagnostics) {
-    match cel::Program::compile(&expr.value) {
-        Err(errors) => {
-            let msgs: Vec<String> =
-                errors.errors.iter().map(|e| format!("{} (at character {} of the expression)", cel_message(&e.msg), e.pos.1.max(1))).collect();
-            diags.error(expr.pos, format!("`{field}` is not a valid CEL expression: {}", msgs.join("; ")));
-        }
-        Ok(program) => {
-            let bound = comprehension_variables(&expr.value);
-            let refs = program.references();
-            let mut unknown: Vec<&str> = refs.variables().into_iter().filter(|v| !variables.contains(v) && !bound.contains(v)).collect();
-            unknown.sort_unstable();
-            for v in unknown {
-                let hint = did_you_mean(v, variables.iter().copied());
-                let hint = if hint.is_empty() { format!(": `{field}` can read {}", list(variables)) } else { hint };
-                diags.error(expr.pos, format!("`{field}` reads unknown variable `{v}`{hint}"));
+    let mut distinct: HashMap<&str, usize> = HashMap::new();
+    let mut texts: Vec<&str> = Vec::new();
+    for (e, _, _) in &jobs {
+        distinct.entry(e.value.as_str()).or_insert_with(|| {
+            texts.push(e.value.as_str());
+            texts.len() - 1
+        });
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(texts.len() / 64 + 1);
+    let chunk = texts.len().div_ceil(threads).max(1);
+    let outcomes: Vec<CelOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = texts.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(|t| compile_cel(t)).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("CEL compile thread")).collect()
+    });
+    for (expr, field, variables) in jobs {
+        match &outcomes[distinct[expr.value.as_str()]] {
+            CelOutcome::Invalid(msgs) => diags.error(expr.pos, format!("`{field}` is not a valid CEL expression: {}", msgs.join("; "))),
+            CelOutcome::Reads(vars) => {
+                for v in vars.iter().filter(|v| !variables.contains(&v.as_str())) {
+                    let hint = did_you_mean(v, variables.iter().copied());
+                    let hint = if hint.is_empty() { format!(": `{field}` can read {}", list(variables)) } else { hint };
+                    diags.error(expr.pos, format!("`{field}` reads unknown variable `{v}`{hint}"));
+                }
             }
         }
     }

@@ -5,7 +5,8 @@ use std::fmt::Write;
 
 /// A valid pipeline of `stages` stages in layers about `width` wide: each stage needs one to three
 /// stages of the layer before (and sometimes one further back); kinds are mixed, one deploy in 25
-/// writes its own environment, metrics stages carry CEL conditions, some stages have `if`.
+/// writes its own environment, metrics stages carry CEL conditions, some stages have `if` (every
+/// expression distinct, so that nothing is compiled once for many stages).
 /// Returns the YAML and the number of layers (which is the number of waves).
 pub fn pipeline(stages: usize, width: usize) -> (String, usize) {
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -41,13 +42,13 @@ pub fn pipeline(stages: usize, width: usize) -> (String, usize) {
                 let _ = writeln!(y, "    deploy: {{environment: env-{i}}}");
             }
             1 | 13 => {
-                let _ = writeln!(y, "    if: version != \"0.0.0\" && pipeline == \"generated\"");
+                let _ = writeln!(y, "    if: version != \"0.0.{i}\" && pipeline == \"generated\"");
                 let _ = writeln!(y, "    webhook: {{url: \"https://hooks.example.com/${{pipeline}}/${{version}}\"}}");
             }
             5 | 17 => {
                 let _ = writeln!(
                     y,
-                    "    metrics:\n      provider: {{prometheus: {{address: \"http://prometheus:9090\"}}}}\n      checks:\n        - name: errors\n          query: sum(rate(errors_total{{version=\"${{version}}\"}}[1m]))\n          successCondition: result < 0.01\n          failureCondition: result > 0.05"
+                    "    metrics:\n      provider: {{prometheus: {{address: \"http://prometheus:9090\"}}}}\n      checks:\n        - name: errors\n          query: sum(rate(errors_total{{version=\"${{version}}\"}}[1m]))\n          successCondition: result < 0.{i:06}\n          failureCondition: result > 5.{i:06}"
                 );
             }
             24 => {
