@@ -71,7 +71,7 @@ type Ctx<'d> = RefCell<&'d mut Diagnostics>;
 
 /// Reads a `T` (a struct) from some of a mapping's entries, as if they were the whole mapping at
 /// `pos`: how a stage's shared fields are read apart from its kind.
-pub fn from_entries<'a, T: DeserializeOwned>(pos: Pos, entries: &[&'a (Node, Node)], diags: &mut Diagnostics) -> Option<T> {
+pub fn from_entries<T: DeserializeOwned>(pos: Pos, entries: &[&(Node, Node)], diags: &mut Diagnostics) -> Option<T> {
     struct Entries<'a, 'b, 'd> {
         entries: &'b [&'a (Node, Node)],
         ctx: &'b Ctx<'d>,
