@@ -73,11 +73,6 @@ impl Diagnostics {
         Diagnostics { file: file.into(), items: Vec::new() }
     }
 
-    /// The file these diagnostics are about.
-    pub fn file(&self) -> &str {
-        &self.file
-    }
-
     /// Records an error at `pos`.
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
         self.push(pos, Severity::Error, message.into());
@@ -95,16 +90,6 @@ impl Diagnostics {
     /// True when at least one error (not warning) was recorded.
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(|d| d.severity == Severity::Error)
-    }
-
-    /// Number of errors.
-    pub fn error_count(&self) -> usize {
-        self.items.iter().filter(|d| d.severity == Severity::Error).count()
-    }
-
-    /// Number of warnings.
-    pub fn warning_count(&self) -> usize {
-        self.items.iter().filter(|d| d.severity == Severity::Warning).count()
     }
 
     /// The diagnostics sorted by position (stable: same position keeps discovery order).

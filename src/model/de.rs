@@ -89,31 +89,20 @@ pub fn from_entries<T: DeserializeOwned>(pos: Pos, entries: &[&(Node, Node)], di
             newtype_struct seq tuple tuple_struct map enum identifier ignored_any
         }
     }
+    read(pos, diags, |ctx| T::deserialize(Entries { entries, ctx }))
+}
+
+/// Runs `f` with the diagnostics shared by every nested deserializer, then records its error.
+fn read<T>(pos: Pos, diags: &mut Diagnostics, f: impl FnOnce(&Ctx<'_>) -> Result<T, DeError>) -> Option<T> {
     let ctx = RefCell::new(diags);
-    let result = T::deserialize(Entries { entries, ctx: &ctx });
-    let diags = ctx.into_inner();
-    match result {
-        Ok(v) => Some(v),
-        Err(e) => {
-            diags.error(e.pos.unwrap_or(pos), e.msg);
-            None
-        }
-    }
+    let result = f(&ctx);
+    result.map_err(|e| ctx.into_inner().error(e.pos.unwrap_or(pos), e.msg)).ok()
 }
 
 /// Reads a `T` from `node`. Errors are recorded in `diags`; `None` when the value could not be
 /// built (unknown fields alone are recorded but do not stop it).
 pub fn from_node<T: DeserializeOwned>(node: &Node, diags: &mut Diagnostics) -> Option<T> {
-    let ctx = RefCell::new(diags);
-    let result = T::deserialize(NodeDe { node, ctx: &ctx });
-    let diags = ctx.into_inner();
-    match result {
-        Ok(v) => Some(v),
-        Err(e) => {
-            diags.error(e.pos.unwrap_or(node.pos), e.msg);
-            None
-        }
-    }
+    read(node.pos, diags, |ctx| T::deserialize(NodeDe { node, ctx }))
 }
 
 struct NodeDe<'a, 'd> {

@@ -26,8 +26,6 @@ pub struct Plan {
     pub wave_of: Vec<usize>,
     /// For each stage, the indexes of the stages it needs, in the order written.
     pub needs: Vec<Vec<usize>>,
-    /// Stage indexes by name.
-    pub by_name: HashMap<String, usize>,
 }
 
 impl Plan {
@@ -63,8 +61,7 @@ pub fn plan(pipeline: Pipeline, diags: &mut Diagnostics) -> Option<Plan> {
         return None;
     }
     let (waves, wave_of) = waves(&graph);
-    let by_name = index.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    Some(Plan { pipeline, graph, waves, wave_of, needs, by_name })
+    Some(Plan { pipeline, graph, waves, wave_of, needs })
 }
 
 /// Longest-path layering of an acyclic graph: a stage's wave is one more than its latest need's.
