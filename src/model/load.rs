@@ -161,35 +161,13 @@ fn check_update(update: &Spanned<Update>, diags: &mut Diagnostics) {
         diags.error(update.pos, "`digest` goes with `kustomizeImage` only");
     }
     for path in [&u.yaml_path, &u.helm_values].into_iter().flatten() {
-        if let Err(why) = check_path(&path.value) {
+        if let Err(why) = super::path::parse(&path.value) {
             diags.error(
                 path.pos,
                 format!("malformed path `{}`: {why}; write keys separated by dots and list indexes in brackets, like `spec.containers[0].image`", path.value),
             );
         }
     }
-}
-
-/// Checks the syntax of `a.b[0].c`.
-fn check_path(path: &str) -> Result<(), &'static str> {
-    if path.is_empty() {
-        return Err("it is empty");
-    }
-    for segment in path.split('.') {
-        let key_end = segment.find('[').unwrap_or(segment.len());
-        if key_end == 0 && !segment.starts_with('[') || segment.is_empty() {
-            return Err("it has an empty key");
-        }
-        let mut rest = &segment[key_end..];
-        while !rest.is_empty() {
-            let close = rest.find(']').ok_or("a `[` is not closed")?;
-            if !rest.starts_with('[') || rest[1..close].parse::<usize>().is_err() {
-                return Err("a list index is not a number in brackets");
-            }
-            rest = &rest[close + 1..];
-        }
-    }
-    Ok(())
 }
 
 fn load_stages(node: &Node, unreadable: &mut Vec<String>, diags: &mut Diagnostics) -> Option<Vec<Stage>> {

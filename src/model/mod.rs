@@ -4,6 +4,7 @@ mod de;
 mod duration;
 mod kinds;
 mod load;
+pub mod path;
 mod spanned;
 pub mod yaml;
 

@@ -15,6 +15,9 @@ const MAX_NODES: usize = 10_000_000;
 pub struct Node {
     /// Where the node starts in the file.
     pub pos: Pos,
+    /// For a scalar, the characters it occupies in the source (character indexes, end excluded;
+    /// quotes included, and any anchor or tag written before it); elsewhere, empty at the start.
+    pub span: (usize, usize),
     /// What it holds.
     pub kind: NodeKind,
 }
@@ -131,7 +134,7 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                     }
                 }
                 nodes += 1;
-                Some((Node { pos, kind: NodeKind::Scalar(Scalar { value: value.into_owned(), quoted }) }, anchor))
+                Some((Node { pos, span: (span.start.index(), span.end.index()), kind: NodeKind::Scalar(Scalar { value: value.into_owned(), quoted }) }, anchor))
             }
             Event::SequenceStart(anchor, _) => {
                 stack.push(Frame::Seq { pos, anchor, items: Vec::new() });
@@ -142,11 +145,11 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { pos, anchor, items }) => Some((Node { pos, kind: NodeKind::Seq(items) }, anchor)),
+                Some(Frame::Seq { pos, anchor, items }) => Some((Node { pos, span: (0, 0), kind: NodeKind::Seq(items) }, anchor)),
                 _ => unreachable!("parser balances sequences"),
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map { pos, anchor, entries, .. }) => Some((Node { pos, kind: NodeKind::Map(merge_keys(entries, diags)) }, anchor)),
+                Some(Frame::Map { pos, anchor, entries, .. }) => Some((Node { pos, span: (0, 0), kind: NodeKind::Map(merge_keys(entries, diags)) }, anchor)),
                 _ => unreachable!("parser balances mappings"),
             },
             Event::Alias(id) => match anchors.get(&id) {
