@@ -45,10 +45,7 @@ mod tests {
     fn parses_keys_and_indexes() {
         use Segment::*;
         assert_eq!(parse("image.tag").unwrap(), vec![Key("image".into()), Key("tag".into())]);
-        assert_eq!(
-            parse("spec.containers[0].image").unwrap(),
-            vec![Key("spec".into()), Key("containers".into()), Index(0), Key("image".into())]
-        );
+        assert_eq!(parse("spec.containers[0].image").unwrap(), vec![Key("spec".into()), Key("containers".into()), Index(0), Key("image".into())]);
         assert_eq!(parse("a[1][2]").unwrap(), vec![Key("a".into()), Index(1), Index(2)]);
         for bad in ["", "a..b", "a[x]", "a[0", ".a", "a.", "a]0["] {
             assert!(parse(bad).is_err(), "{bad}");

@@ -18,6 +18,8 @@ pub struct Node {
     /// For a scalar, the characters it occupies in the source (character indexes, end excluded;
     /// quotes included, and any anchor or tag written before it); elsewhere, empty at the start.
     pub span: (usize, usize),
+    /// True when this node is a copy made by an alias (`*name`) or a merge key (`<<: *name`).
+    pub aliased: bool,
     /// What it holds.
     pub kind: NodeKind,
 }
@@ -86,6 +88,20 @@ impl Node {
     }
 }
 
+impl Node {
+    fn mark_aliased(&mut self) {
+        self.aliased = true;
+        match &mut self.kind {
+            NodeKind::Scalar(_) => {}
+            NodeKind::Seq(items) => items.iter_mut().for_each(Node::mark_aliased),
+            NodeKind::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+                k.mark_aliased();
+                v.mark_aliased();
+            }),
+        }
+    }
+}
+
 fn pos_of(span: &Span) -> Pos {
     Pos::new(span.start.line(), span.start.col() + 1)
 }
@@ -134,7 +150,15 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                     }
                 }
                 nodes += 1;
-                Some((Node { pos, span: (span.start.index(), span.end.index()), kind: NodeKind::Scalar(Scalar { value: value.into_owned(), quoted }) }, anchor))
+                Some((
+                    Node {
+                        pos,
+                        span: (span.start.index(), span.end.index()),
+                        aliased: false,
+                        kind: NodeKind::Scalar(Scalar { value: value.into_owned(), quoted }),
+                    },
+                    anchor,
+                ))
             }
             Event::SequenceStart(anchor, _) => {
                 stack.push(Frame::Seq { pos, anchor, items: Vec::new() });
@@ -145,17 +169,20 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { pos, anchor, items }) => Some((Node { pos, span: (0, 0), kind: NodeKind::Seq(items) }, anchor)),
+                Some(Frame::Seq { pos, anchor, items }) => Some((Node { pos, span: (0, 0), aliased: false, kind: NodeKind::Seq(items) }, anchor)),
                 _ => unreachable!("parser balances sequences"),
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map { pos, anchor, entries, .. }) => Some((Node { pos, span: (0, 0), kind: NodeKind::Map(merge_keys(entries, diags)) }, anchor)),
+                Some(Frame::Map { pos, anchor, entries, .. }) => {
+                    Some((Node { pos, span: (0, 0), aliased: false, kind: NodeKind::Map(merge_keys(entries, diags)) }, anchor))
+                }
                 _ => unreachable!("parser balances mappings"),
             },
             Event::Alias(id) => match anchors.get(&id) {
                 Some(n) => {
                     nodes += count(n);
                     let mut n = n.clone();
+                    n.mark_aliased();
                     n.pos = pos;
                     Some((n, 0))
                 }

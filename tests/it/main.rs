@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area. Data lives in tests/fixtures.
 
 mod cli;
+mod edit;
 mod fixtures;
 mod generate;
 mod plan;

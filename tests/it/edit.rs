@@ -1,0 +1,131 @@
+//! Format-preserving edits on real-world files (tests/fixtures/edit): only the promoted value's
+//! line changes, and only in that value; refused edits name the file and path.
+
+use std::path::Path;
+
+use promote::git::edit::{EditError, Target, apply};
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/edit").join(name)).unwrap()
+}
+
+/// The lines that differ between two texts of the same line count.
+fn changed_lines(before: &str, after: &str) -> Vec<(usize, String, String)> {
+    let (b, a): (Vec<&str>, Vec<&str>) = (before.split('\n').collect(), after.split('\n').collect());
+    assert_eq!(b.len(), a.len(), "line count changed:\n{after}");
+    b.iter().zip(&a).enumerate().filter(|(_, (x, y))| x != y).map(|(i, (x, y))| (i + 1, x.to_string(), y.to_string())).collect()
+}
+
+#[test]
+fn kustomize_new_tag_changes_only_that_value() {
+    let text = fixture("kustomization.yaml");
+    let out = apply("kustomization.yaml", &text, Target::KustomizeImage { name: "registry.example.com/acme/checkout", digest: false }, "1.4.2").unwrap();
+    assert_eq!(out.old_value.as_deref(), Some("1.4.1"));
+    assert_eq!(out.line, 12);
+    assert_eq!(changed_lines(&text, &out.text), vec![(12, "    newTag: 1.4.1 # promoted by promote".into(), "    newTag: 1.4.2 # promoted by promote".into())]);
+}
+
+#[test]
+fn quoting_style_is_kept_and_plain_values_that_would_change_type_are_quoted() {
+    let text = fixture("kustomization.yaml");
+    let out = apply("k.yaml", &text, Target::KustomizeImage { name: "registry.example.com/acme/cart", digest: false }, "2.0.2").unwrap();
+    assert_eq!(changed_lines(&text, &out.text)[0].2, "    newTag: \"2.0.2\"       # pinned until CART-112");
+
+    // `1.10` written plain would be read back as the float 1.1: it gets quotes.
+    let out = apply("k.yaml", &text, Target::KustomizeImage { name: "registry.example.com/acme/checkout", digest: false }, "1.10").unwrap();
+    assert_eq!(changed_lines(&text, &out.text)[0].2, "    newTag: \"1.10\" # promoted by promote");
+
+    let values = fixture("values.yaml");
+    let out = apply("values.yaml", &values, Target::Path("image.tag"), "1.4.2").unwrap();
+    assert_eq!(
+        changed_lines(&values, &out.text),
+        vec![(8, "  tag: '1.4.1'            # single-quoted on purpose".into(), "  tag: '1.4.2'            # single-quoted on purpose".into())]
+    );
+}
+
+#[test]
+fn flow_style_and_nested_paths() {
+    let values = fixture("values.yaml");
+    let out = apply("values.yaml", &values, Target::Path("sidecar.tag"), "v1.32.0").unwrap();
+    assert_eq!(changed_lines(&values, &out.text)[0].2, "sidecar: {image: envoy, tag: \"v1.32.0\", resources: {cpu: 100m}}");
+    let out = apply("values.yaml", &values, Target::Path("env[0].value"), "debug").unwrap();
+    assert_eq!(changed_lines(&values, &out.text)[0].2, "  - {name: LOG_LEVEL, value: debug}");
+
+    let deploy = fixture("deployment.yaml");
+    let path = "spec.template.spec.containers[0].image";
+    let out = apply("deployment.yaml", &deploy, Target::Path(path), "registry.example.com/acme/checkout:1.4.2").unwrap();
+    assert_eq!(
+        changed_lines(&deploy, &out.text),
+        vec![(
+            13,
+            "          image: registry.example.com/acme/checkout:1.4.1   # the release".into(),
+            "          image: registry.example.com/acme/checkout:1.4.2   # the release".into()
+        )]
+    );
+    let out = apply("deployment.yaml", &deploy, Target::Path("spec.template.spec.containers[1].image"), "envoyproxy/envoy:v1.32.0").unwrap();
+    assert_eq!(changed_lines(&deploy, &out.text)[0].2, "          image: \"envoyproxy/envoy:v1.32.0\"");
+}
+
+#[test]
+fn an_anchored_value_is_edited_at_its_anchor_but_never_through_an_alias() {
+    let values = fixture("values.yaml");
+    let out = apply("values.yaml", &values, Target::Path("defaults.tag"), "1.4.2").unwrap();
+    assert_eq!(changed_lines(&values, &out.text)[0].2, "  tag: &stable 1.4.2");
+    let err = apply("values.yaml", &values, Target::Path("canary.tag"), "1.4.2").unwrap_err();
+    assert!(err.to_string().contains("comes from the anchor at line 5"), "{err}");
+    // A merged key (`<<: *defaults`) is an alias too.
+    let err = apply("values.yaml", &values, Target::Path("image.pullPolicy"), "Always").unwrap_err();
+    assert!(matches!(err, EditError::NotEditable { .. }), "{err}");
+}
+
+#[test]
+fn a_missing_tag_is_added_under_the_entry_name() {
+    let text = fixture("kustomization.yaml");
+    let out = apply("k.yaml", &text, Target::KustomizeImage { name: "registry.example.com/acme/search", digest: false }, "3.1.0").unwrap();
+    assert_eq!(out.old_value, None);
+    let lines: Vec<&str> = out.text.lines().collect();
+    assert_eq!(lines[14], "  - name: registry.example.com/acme/search");
+    assert_eq!(lines[15], "    newTag: 3.1.0");
+    assert_eq!(out.text.lines().count(), text.lines().count() + 1);
+    let out = apply("k.yaml", &text, Target::KustomizeImage { name: "registry.example.com/acme/payments", digest: true }, "sha256:1111").unwrap();
+    assert_eq!(changed_lines(&text, &out.text)[0].2, "    digest: sha256:1111");
+}
+
+#[test]
+fn refusals_name_the_file_and_path_and_say_why() {
+    let values = fixture("values.yaml");
+    let cases = [
+        (Target::Path("image.digest"), "values.yaml:7: path `image.digest` not found: `image.digest` does not exist"),
+        (Target::Path("image"), "values.yaml:7: `image` cannot be edited: it is a mapping, not a single value"),
+        (Target::Path("replicaCount.x"), "`replicaCount` is a scalar, not a mapping"),
+        (Target::Path("env[5].value"), "`env[5]` does not exist"),
+        (Target::Path("description"), "it is a multi-line value"),
+        (Target::Path("env[1].value"), "it is a multi-line value"),
+        (Target::Path("image..tag"), "values.yaml: malformed path `image..tag`: it has an empty key"),
+        (Target::KustomizeImage { name: "x", digest: false }, "the file has no `images:` list"),
+    ];
+    for (target, expected) in cases {
+        let err = apply("values.yaml", &values, target, "1.4.2").unwrap_err().to_string();
+        assert!(err.contains(expected), "{target:?}: {err}");
+    }
+    let k = fixture("kustomization.yaml");
+    let err = apply("k.yaml", &k, Target::KustomizeImage { name: "registry.example.com/acme/chekout", digest: false }, "1").unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "no `images` entry is named `registry.example.com/acme/chekout` (entries: registry.example.com/acme/cart, registry.example.com/acme/checkout"
+        ),
+        "{err}"
+    );
+    let err = apply("notes.txt", "key: [unclosed\n", Target::Path("key"), "1").unwrap_err().to_string();
+    assert!(err.starts_with("notes.txt:"), "{err}");
+    assert!(err.contains("not a YAML document promote can edit"), "{err}");
+}
+
+#[test]
+fn applying_the_value_already_there_changes_nothing() {
+    let deploy = fixture("deployment.yaml");
+    let v = "registry.example.com/acme/checkout:1.4.1";
+    let out = apply("deployment.yaml", &deploy, Target::Path("spec.template.spec.containers[0].image"), v).unwrap();
+    assert!(out.unchanged(v));
+    assert_eq!(out.text, deploy);
+}
