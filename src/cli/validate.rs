@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::{EXIT_BAD_INPUT, check_file, print_diagnostics};
+use crate::diag::plural;
 
 /// Arguments of `validate`.
 #[derive(Debug, clap::Args)]
@@ -75,13 +76,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     if files.len() > 1 || invalid > 0 {
-        let n = |count: usize, word: &str| if count == 1 { format!("1 {word}") } else { format!("{count} {word}s") };
         eprintln!(
             "{} checked: {} valid, {invalid} invalid ({}, {})",
-            n(files.len(), "file"),
+            plural(files.len(), "file"),
             files.len() - invalid,
-            n(errors, "error"),
-            n(warnings, "warning")
+            plural(errors, "error"),
+            plural(warnings, "warning")
         );
     }
     Ok(if invalid > 0 { ExitCode::from(EXIT_BAD_INPUT) } else { ExitCode::SUCCESS })

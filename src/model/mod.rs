@@ -16,7 +16,7 @@ pub use kinds::*;
 pub use load::{KNOWN_VARIABLES, load};
 pub use spanned::Spanned;
 
-use crate::diag::Pos;
+use crate::diag::{Pos, plural};
 
 /// The stage kinds, as written in files.
 pub const STAGE_KINDS: &[&str] = &["deploy", "metrics", "logs", "policy", "approval", "wait", "webhook"];
@@ -217,10 +217,6 @@ impl StageKind {
             StageKind::Webhook(w) => format!("webhook {}", w.method_name()),
         }
     }
-}
-
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
 
 impl LogsStage {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::diag::Diagnostics;
+use crate::diag::{Diagnostics, plural};
 use crate::model::Pipeline;
 
 pub use render::{Format, render};
@@ -31,8 +31,7 @@ pub struct Plan {
 impl Plan {
     /// `6 stages in 5 waves`.
     pub fn describe(&self) -> String {
-        let n = |count: usize, word: &str| if count == 1 { format!("1 {word}") } else { format!("{count} {word}s") };
-        format!("{} in {}", n(self.pipeline.stages.len(), "stage"), n(self.waves.len(), "wave"))
+        format!("{} in {}", plural(self.pipeline.stages.len(), "stage"), plural(self.waves.len(), "wave"))
     }
 
     /// The stage indexes that stage `i` needs, in the order written.
