@@ -30,13 +30,6 @@ pub struct Edited {
     pub line: usize,
 }
 
-impl Edited {
-    /// True when the file already held the value.
-    pub fn unchanged(&self, value: &str) -> bool {
-        self.old_value.as_deref() == Some(value)
-    }
-}
-
 /// Why an edit was refused; the file is never half-written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EditError {
