@@ -1,6 +1,7 @@
 //! The `promote` command line: parses arguments, runs a command, maps outcomes to exit codes.
 
 mod graph;
+mod rollback;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -33,14 +34,18 @@ pub enum Command {
     Validate(validate::Args),
     /// Print a pipeline's stage DAG as text (its waves), DOT or Mermaid.
     Graph(graph::Args),
+    /// Revert an environment to its previous (or a given) promoted state, in a new commit.
+    Rollback(rollback::Args),
 }
 
 /// Runs the command line; the exit code follows docs/cli.md.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let state = cli.state.clone().unwrap_or_else(|| PathBuf::from(".promote/state.db"));
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Rollback(args) => rollback::run(args, &state),
     };
     match result {
         Ok(code) => code,
@@ -49,6 +54,11 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Where the bare clones of environment repos live: `repos/` beside the state file.
+pub fn cache_dir(state: &Path) -> PathBuf {
+    state.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("repos")
 }
 
 /// One pipeline file's outcome: its diagnostics and, when valid, its plan.

@@ -84,23 +84,59 @@ pub enum EditError {
 /// Writes `value` at `target` in `text` (the contents of `file`), keeping everything else byte for
 /// byte. A kustomize image entry without `newTag`/`digest` gets one added under its `name`.
 pub fn apply(file: &str, text: &str, target: Target<'_>, value: &str) -> Result<Edited, EditError> {
+    let root = parse_document(file, text)?;
+    match locate(file, &root, target)? {
+        Spot::Value { node, what } => replace_scalar(file, &what, text, node, value),
+        Spot::Missing { entry, field, what } => insert_after_name(file, &what, text, entry, field, value),
+    }
+}
+
+/// The value at `target` in `text` (the contents of `file`): `None` when a kustomize image entry has
+/// no `newTag`/`digest` yet. Used to find what a rollback restores.
+pub fn read(file: &str, text: &str, target: Target<'_>) -> Result<Option<String>, EditError> {
+    let root = parse_document(file, text)?;
+    match locate(file, &root, target)? {
+        Spot::Value { node, what } => match &node.kind {
+            NodeKind::Scalar(s) => Ok(Some(s.value.clone())),
+            _ => Err(EditError::NotEditable {
+                file: file.into(),
+                path: what,
+                why: format!("it is {}, not a single value", node.describe()),
+                line: node.pos.line,
+            }),
+        },
+        Spot::Missing { .. } => Ok(None),
+    }
+}
+
+fn parse_document(file: &str, text: &str) -> Result<Node, EditError> {
     let mut diags = Diagnostics::new(file);
     let root = yaml::parse(text, &mut diags);
     if let Some(d) = diags.iter().next() {
         return Err(EditError::NotYaml { file: file.into(), line: d.pos.line, col: d.pos.col, message: d.message.clone() });
     }
-    let root = root.expect("no diagnostics means a document");
+    Ok(root.expect("no diagnostics means a document"))
+}
+
+/// Where a target is in a document.
+enum Spot<'a> {
+    /// The node holding the value; `what` names it for messages.
+    Value { node: &'a Node, what: String },
+    /// A kustomize image entry that has no `field` yet.
+    Missing { entry: &'a Node, field: &'static str, what: String },
+}
+
+fn locate<'a>(file: &str, root: &'a Node, target: Target<'_>) -> Result<Spot<'a>, EditError> {
     match target {
         Target::Path(p) => {
             let steps = path::parse(p).map_err(|why| EditError::BadPath { file: file.into(), path: p.into(), why })?;
-            let node = walk(file, p, &root, &steps)?;
-            replace_scalar(file, p, text, node, value)
+            Ok(Spot::Value { node: walk(file, p, root, &steps)?, what: p.to_string() })
         }
         Target::KustomizeImage { name, digest } => {
             let field = if digest { "digest" } else { "newTag" };
             let what = format!("images[name={name}].{field}");
             let not_found = |missing: String, line| EditError::NotFound { file: file.into(), path: what.clone(), missing, line };
-            let images = lookup(&root, "images").ok_or_else(|| not_found("the file has no `images:` list".into(), root.pos.line))?;
+            let images = lookup(root, "images").ok_or_else(|| not_found("the file has no `images:` list".into(), root.pos.line))?;
             let NodeKind::Seq(entries) = &images.kind else {
                 return Err(not_found("`images` is not a list".into(), images.pos.line));
             };
@@ -108,10 +144,10 @@ pub fn apply(file: &str, text: &str, target: Target<'_>, value: &str) -> Result<
                 let names: Vec<&str> = entries.iter().filter_map(|e| lookup(e, "name").and_then(Node::as_str)).collect();
                 not_found(format!("no `images` entry is named `{name}` (entries: {})", names.join(", ")), images.pos.line)
             })?;
-            match lookup(entry, field) {
-                Some(node) => replace_scalar(file, &what, text, node, value),
-                None => insert_after_name(file, &what, text, entry, field, value),
-            }
+            Ok(match lookup(entry, field) {
+                Some(node) => Spot::Value { node, what },
+                None => Spot::Missing { entry, field, what },
+            })
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod de;
 mod duration;
+mod interpolate;
 mod kinds;
 mod load;
 pub mod path;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use de::{from_node, list};
 pub use duration::{Duration, DurationError};
+pub use interpolate::interpolate;
 pub use kinds::*;
 pub use load::{KNOWN_VARIABLES, load};
 pub use spanned::Spanned;

@@ -4,7 +4,9 @@ mod cli;
 mod edit;
 mod fixtures;
 mod generate;
+mod git;
 mod plan;
+mod repos;
 
 /// The built `promote` binary.
 pub fn promote_bin() -> &'static str {
