@@ -6,7 +6,7 @@ pub mod edit;
 mod remote;
 mod writer;
 
-pub use commit::{Identity, SigningKey, message, replace_file, trailer_values};
+pub use commit::{Identity, SigningKey, create as create_commit, message, replace_file, trailer_values};
 pub use remote::{Credentials, Remote, Secret};
 pub use writer::{Destination, EditTarget, LostCommit, Outcome, Promotion, Report, RollbackRequest, RollbackTarget, Writer, WriterConfig, Written};
 

@@ -407,15 +407,23 @@ impl Writer {
             let base = tip.tree().map_err(|e| self.cache_err(&repo, e))?;
             let tree = commit::replace_file(&repo, &base, &dest.file, text.as_bytes()).map_err(|e| self.cache_err(&repo, e))?;
             let id = commit::create(&repo, &tip, tree, &message, &self.config.author, &self.config.committer, self.config.signing.as_ref())?;
+            let local = local_path(dest.remote.url());
+            // libgit2 pushes a ref, not an object id: name the commit while it travels.
             let out = format!("refs/promote/out/{id}");
-            repo.reference(&out, id, true, "promote: to push").map_err(|e| self.cache_err(&repo, e))?;
+            if local.is_none() {
+                repo.reference(&out, id, true, "promote: to push").map_err(|e| self.cache_err(&repo, e))?;
+            }
             drop(guard);
 
-            let pushed =
-                if let Some(path) = local_path(dest.remote.url()) { self.push_local(&repo, dest, &path, id, tip_id) } else { self.push(&repo, dest, &out) };
+            let pushed = match &local {
+                Some(path) => self.push_local(&repo, dest, path, id, tip_id),
+                None => self.push(&repo, dest, &out),
+            };
 
             let _guard = self.lock(&repo, &lock)?;
-            if let Ok(mut r) = repo.find_reference(&out) {
+            if local.is_none()
+                && let Ok(mut r) = repo.find_reference(&out)
+            {
                 let _ = r.delete();
             }
             match pushed {
