@@ -8,7 +8,8 @@
 //! - [`model`]: the pipeline file's types, read from YAML with every position kept; no I/O.
 //! - [`plan`]: checks how the parts fit (names, cycles, expressions, environments) and builds the
 //!   stage DAG with its waves; renders it as text, DOT or Mermaid.
-//! - [`git`]: what promote writes into environment repos: format-preserving YAML edits (so far).
+//! - [`git`]: what promote writes into environment repos: format-preserving YAML edits, promotion
+//!   and rollback commits built in memory in a kept bare clone, pushed with retries.
 //! - [`cli`]: the `promote` command line; `main.rs` only calls it.
 
 pub mod cli;

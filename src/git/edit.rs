@@ -82,8 +82,26 @@ pub enum EditError {
 }
 
 /// Writes `value` at `target` in `text` (the contents of `file`), keeping everything else byte for
-/// byte. A kustomize image entry without `newTag`/`digest` gets one added under its `name`.
+/// byte. A kustomize image entry without `newTag`/`digest` gets one added under its `name`. In a
+/// file of several documents (`---`), the one document where the target exists is edited.
 pub fn apply(file: &str, text: &str, target: Target<'_>, value: &str) -> Result<Edited, EditError> {
+    let Some((start, end, lines)) = pick_document(file, text, target)? else { return apply_one(file, text, target, value) };
+    let mut edited = apply_one(file, &text[start..end], target, value).map_err(|e| e.shifted(lines))?;
+    edited.text = format!("{}{}{}", &text[..start], edited.text, &text[end..]);
+    edited.line += lines;
+    Ok(edited)
+}
+
+/// The value at `target` in `text` (the contents of `file`): `None` when a kustomize image entry has
+/// no `newTag`/`digest` yet. Used to find what a rollback restores.
+pub fn read(file: &str, text: &str, target: Target<'_>) -> Result<Option<String>, EditError> {
+    match pick_document(file, text, target)? {
+        None => read_one(file, text, target),
+        Some((start, end, lines)) => read_one(file, &text[start..end], target).map_err(|e| e.shifted(lines)),
+    }
+}
+
+fn apply_one(file: &str, text: &str, target: Target<'_>, value: &str) -> Result<Edited, EditError> {
     let root = parse_document(file, text)?;
     match locate(file, &root, target)? {
         Spot::Value { node, what } => replace_scalar(file, &what, text, node, value),
@@ -91,9 +109,7 @@ pub fn apply(file: &str, text: &str, target: Target<'_>, value: &str) -> Result<
     }
 }
 
-/// The value at `target` in `text` (the contents of `file`): `None` when a kustomize image entry has
-/// no `newTag`/`digest` yet. Used to find what a rollback restores.
-pub fn read(file: &str, text: &str, target: Target<'_>) -> Result<Option<String>, EditError> {
+fn read_one(file: &str, text: &str, target: Target<'_>) -> Result<Option<String>, EditError> {
     let root = parse_document(file, text)?;
     match locate(file, &root, target)? {
         Spot::Value { node, what } => match &node.kind {
@@ -106,6 +122,78 @@ pub fn read(file: &str, text: &str, target: Target<'_>) -> Result<Option<String>
             }),
         },
         Spot::Missing { .. } => Ok(None),
+    }
+}
+
+/// The documents of a file: (byte start, byte end, lines before it). A `---` at the start of a
+/// line opens a new document once the current one holds more than comments and blank lines.
+fn documents(text: &str) -> Vec<(usize, usize, usize)> {
+    let mut docs = Vec::new();
+    let (mut start, mut start_line, mut content) = (0, 0, false);
+    let mut offset = 0;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let marker = line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
+        if marker && content {
+            docs.push((start, offset, start_line));
+            (start, start_line, content) = (offset, n, false);
+        }
+        let body = line.trim();
+        if !marker && !body.is_empty() && !body.starts_with('#') {
+            content = true;
+        }
+        offset += line.len();
+    }
+    docs.push((start, text.len(), start_line));
+    docs
+}
+
+/// For a file of several documents, the one where `target` exists: `None` for a single document.
+fn pick_document(file: &str, text: &str, target: Target<'_>) -> Result<Option<(usize, usize, usize)>, EditError> {
+    let docs = documents(text);
+    if docs.len() < 2 {
+        return Ok(None);
+    }
+    let mut found = Vec::new();
+    let mut first_miss = None;
+    for (i, &(start, end, lines)) in docs.iter().enumerate() {
+        let root = parse_document(file, &text[start..end]).map_err(|e| e.shifted(lines))?;
+        match locate(file, &root, target) {
+            Ok(Spot::Value { node, .. }) => found.push((i, (start, end, lines), node.pos.line + lines)),
+            Ok(Spot::Missing { entry, .. }) => found.push((i, (start, end, lines), entry.pos.line + lines)),
+            Err(e) => first_miss = first_miss.or(Some(e.shifted(lines))),
+        }
+    }
+    match found.as_slice() {
+        [(_, doc, _)] => Ok(Some(*doc)),
+        [] => Err(match first_miss.expect("several documents, none found") {
+            EditError::NotFound { file, path, missing, line } => {
+                EditError::NotFound { file, path, missing: format!("in none of the {} documents ({missing} in the first)", docs.len()), line }
+            }
+            e => e,
+        }),
+        many => Err(EditError::NotEditable {
+            file: file.into(),
+            path: match target {
+                Target::Path(p) => p.to_string(),
+                Target::KustomizeImage { name, .. } => format!("images[name={name}]"),
+            },
+            why: format!(
+                "it exists in documents {} of the file; promote writes one value, so give each its own file or a more specific path",
+                many.iter().map(|(i, _, _)| (i + 1).to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            line: many[1].2,
+        }),
+    }
+}
+
+impl EditError {
+    /// The same error with its line moved down by `lines` (for a document inside a file).
+    fn shifted(mut self, lines: usize) -> EditError {
+        match &mut self {
+            EditError::NotYaml { line, .. } | EditError::NotFound { line, .. } | EditError::NotEditable { line, .. } => *line += lines,
+            EditError::BadPath { .. } => {}
+        }
+        self
     }
 }
 

@@ -129,3 +129,32 @@ fn applying_the_value_already_there_changes_nothing() {
     assert_eq!(out.old_value.as_deref(), Some(v));
     assert_eq!(out.text, deploy);
 }
+
+#[test]
+fn a_file_of_several_documents_edits_the_one_that_has_the_path() {
+    let text = fixture("manifests.yaml");
+    let image = Target::Path("spec.template.spec.containers[0].image");
+    let out = apply("manifests.yaml", &text, image, "registry.example.com/acme/checkout:1.4.2").unwrap();
+    assert_eq!(out.line, 19);
+    assert_eq!(
+        changed_lines(&text, &out.text),
+        vec![(
+            19,
+            "          image: registry.example.com/acme/checkout:1.4.1   # the release".into(),
+            "          image: registry.example.com/acme/checkout:1.4.2   # the release".into()
+        )]
+    );
+    assert_eq!(promote::git::edit::read("manifests.yaml", &out.text, image).unwrap().as_deref(), Some("registry.example.com/acme/checkout:1.4.2"));
+
+    // In two documents: refused, naming them. In none: says so, with the first document's reason.
+    let e = apply("manifests.yaml", &text, Target::Path("metadata.name"), "x").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "manifests.yaml:13: `metadata.name` cannot be edited: it exists in documents 1, 2, 3 of the file; promote writes one value, so give each its own file or a more specific path"
+    );
+    let e = apply("manifests.yaml", &text, Target::Path("spec.replicas"), "3").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "manifests.yaml:8: path `spec.replicas` not found: in none of the 3 documents (`spec.replicas` does not exist in the first) (check the environment's `update` in the pipeline)"
+    );
+}
