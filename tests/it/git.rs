@@ -474,3 +474,59 @@ fn rollback_command_writes_a_gpg_signed_commit() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "promote: error: pipeline.yaml has no environment `qs` (its environments: qa)\n");
     assert_eq!(repo.head(), head);
 }
+
+#[test]
+fn http_remotes_get_the_token_and_never_show_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = env_repo(dir.path());
+    let token = "glpat-SECRET-0123456789";
+    let server = crate::repos::HttpServer::start(dir.path(), token);
+    let dest = repo.dest(&server.url("qa.git"), KUSTOMIZATION, kustomize());
+
+    // Without a token: refused, and the message says what to set.
+    let e = writer(dir.path(), "cache").promote(&dest, &promotion("r1", "deploy-qa", "1.4.2")).unwrap_err();
+    assert!(e.to_string().contains("set PROMOTE_GIT_TOKEN or PROMOTE_GIT_TOKEN_FILE"), "{e}");
+    // A wrong token: refused, and the wrong token is not echoed.
+    let mut c = writer(dir.path(), "cache").config().clone();
+    c.credentials.token = Some(promote::git::Secret::new("wrong-token-value"));
+    let e = promote::git::Writer::new(c.clone()).promote(&dest, &promotion("r1", "deploy-qa", "1.4.2")).unwrap_err();
+    assert!(!e.to_string().contains("wrong-token-value"), "{e}");
+    // The right token, from a file, through the command line: `promote rollback` after a promotion.
+    c.credentials.token = Some(promote::git::Secret::new(token));
+    promote::git::Writer::new(c).promote(&dest, &promotion("r1", "deploy-qa", "1.4.2")).unwrap();
+    assert!(repo.show(KUSTOMIZATION).contains("newTag: 1.4.2 #"));
+    let sent = std::fs::read_to_string(dir.path().join("auth.log")).unwrap();
+    use base64_free::encode;
+    assert!(sent.contains(&format!("Basic {}", encode(&format!("x-access-token:{token}")))), "{sent}");
+
+    std::fs::write(dir.path().join("pipeline.yaml"), PIPELINE.replace("repo: qa.git", &format!("repo: {}", server.url("qa.git")))).unwrap();
+    std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
+    let out = std::process::Command::new(crate::promote_bin())
+        .current_dir(dir.path())
+        .args(["rollback", "qa", "--pipeline", "pipeline.yaml"])
+        .env("PROMOTE_GIT_TOKEN_FILE", dir.path().join("token"))
+        .env_remove("PROMOTE_GIT_TOKEN")
+        .output()
+        .unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.starts_with("rolled back qa: 1.4.2 -> 1.4.1"), "{all}");
+    assert!(!all.contains(token));
+    assert!(repo.show(KUSTOMIZATION).contains("newTag: 1.4.1 #"));
+}
+
+/// Base64 for one assertion, without a dependency.
+mod base64_free {
+    pub fn encode(s: &str) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in s.as_bytes().chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                out.push(if i <= chunk.len() { T[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
+            }
+        }
+        out
+    }
+}

@@ -147,3 +147,39 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// git's smart HTTP protocol on loopback: the real `git http-backend` behind basic auth that
+/// accepts one token (tests/support/git_http.py). No TLS: the token handling is what is tested.
+pub struct HttpServer {
+    child: Child,
+    /// The port.
+    pub port: u16,
+}
+
+impl HttpServer {
+    pub fn start(root: &Path, token: &str) -> HttpServer {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/git_http.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(root)
+            .arg(token)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (the test HTTP server for git http-backend)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        HttpServer { child, port: line.trim().parse().expect("the server prints its port") }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
