@@ -14,6 +14,9 @@
 
 pub mod cli;
 pub mod diag;
+pub mod exec;
 pub mod git;
 pub mod model;
 pub mod plan;
+pub mod stages;
+pub mod store;

@@ -1,7 +1,10 @@
 //! The `promote` command line: parses arguments, runs a command, maps outcomes to exit codes.
 
+mod approve;
 mod graph;
 mod rollback;
+mod run;
+mod status;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +25,9 @@ pub struct Cli {
     /// State database (default `.promote/state.db` in the current folder).
     #[arg(long, global = true, value_name = "PATH")]
     pub state: Option<PathBuf>,
+    /// Log format on stderr (`PROMOTE_LOG=info` for more than warnings).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -34,6 +40,16 @@ pub enum Command {
     Validate(validate::Args),
     /// Print a pipeline's stage DAG as text (its waves), DOT or Mermaid.
     Graph(graph::Args),
+    /// Run a pipeline for a version: live progress on stderr, a summary on stdout.
+    Run(run::RunArgs),
+    /// Runs and their stages.
+    Status(status::Args),
+    /// Carry an interrupted run on from its last durable step.
+    Resume(run::ResumeArgs),
+    /// Approve an approval stage of a run.
+    Approve(approve::ApproveArgs),
+    /// Reject an approval stage of a run (a reason is required).
+    Reject(approve::RejectArgs),
     /// Revert an environment to its previous (or a given) promoted state, in a new commit.
     Rollback(rollback::Args),
 }
@@ -41,11 +57,17 @@ pub enum Command {
 /// Runs the command line; the exit code follows docs/cli.md.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let state = cli.state.clone().unwrap_or_else(|| PathBuf::from(".promote/state.db"));
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Rollback(args) => rollback::run(args, &state),
+        Command::Run(args) => run::run(args, &state),
+        Command::Status(args) => status::run(args, &state),
+        Command::Resume(args) => run::resume(args, &state),
+        Command::Approve(args) => approve::approve(args, &state),
+        Command::Reject(args) => approve::reject(args, &state),
     };
     match result {
         Ok(code) => code,
@@ -54,6 +76,46 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROMOTE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// A tokio runtime for the commands that need one.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Opens the state store.
+pub async fn open_store(state: &Path) -> anyhow::Result<crate::store::Store> {
+    Ok(crate::store::Store::open(state).await?)
+}
+
+/// An executor over the state store, with the git writer configured from the environment.
+pub async fn executor(state: &Path) -> anyhow::Result<crate::exec::Executor> {
+    let store = open_store(state).await?;
+    let config = crate::git::WriterConfig::from_env(cache_dir(state)).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(crate::exec::Executor {
+        store,
+        writer: std::sync::Arc::new(crate::git::Writer::new(config)),
+        metrics: std::sync::Arc::new(crate::exec::Metrics::default()),
+        poll: std::time::Duration::from_millis(200),
+    })
 }
 
 /// Where the bare clones of environment repos live: `repos/` beside the state file.

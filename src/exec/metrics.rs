@@ -1,0 +1,68 @@
+//! The executor's Prometheus metrics (prometheus-client registry; `promote serve` will expose it).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+fn stage_histogram() -> Histogram {
+    // 10 ms to ~3 h.
+    Histogram::new(exponential_buckets(0.01, 4.0, 12))
+}
+
+/// Runs by outcome, stage durations by kind, promotions by environment, approvals waiting.
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<Labels, Counter>,
+    stage_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    promotions: Family<Labels, Counter>,
+    approvals_waiting: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("promote");
+        let runs = Family::<Labels, Counter>::default();
+        let stage_seconds = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(stage_histogram as fn() -> Histogram);
+        let promotions = Family::<Labels, Counter>::default();
+        let approvals_waiting = Gauge::default();
+        registry.register("runs", "Runs finished, by outcome", runs.clone());
+        registry.register("stage_duration_seconds", "Stage durations, by kind and final state", stage_seconds.clone());
+        registry.register("promotions", "Promotion commits written, by environment", promotions.clone());
+        registry.register("approvals_waiting", "Approval stages waiting for people", approvals_waiting.clone());
+        Metrics { registry, runs, stage_seconds, promotions, approvals_waiting }
+    }
+}
+
+impl Metrics {
+    /// A run ended.
+    pub fn run_finished(&self, outcome: &str) {
+        self.runs.get_or_create(&vec![("outcome".into(), outcome.into())]).inc();
+    }
+
+    /// A stage ended after `seconds`.
+    pub fn stage_finished(&self, kind: &str, state: &str, seconds: f64) {
+        self.stage_seconds.get_or_create(&vec![("kind".into(), kind.into()), ("state".into(), state.into())]).observe(seconds);
+    }
+
+    /// A promotion commit landed.
+    pub fn promoted(&self, environment: &str) {
+        self.promotions.get_or_create(&vec![("environment".into(), environment.into())]).inc();
+    }
+
+    /// An approval started (+1) or stopped (-1) waiting.
+    pub fn approval_waiting(&self, delta: i64) {
+        self.approvals_waiting.inc_by(delta);
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String does not fail");
+        out
+    }
+}

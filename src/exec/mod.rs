@@ -1,0 +1,458 @@
+//! The executor: starts runs, walks a run's DAG on tokio (independent stages at once), records
+//! each transition durably before reporting it, retries, cancels, skips and rolls back.
+
+mod metrics;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+pub use metrics::Metrics;
+
+use crate::diag::Diagnostics;
+use crate::git::{Destination, Outcome, RollbackRequest, RollbackTarget, Writer};
+use crate::model::StageKind;
+use crate::plan::Plan;
+use crate::stages::{self, StageContext, StageError};
+use crate::store::{RunRecord, RunState, StageState, Store, StoreError, Transition, now_ms};
+
+/// Why a run could not be started or walked.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The state store failed; the run can be resumed once it works again.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The run already ended.
+    #[error("run {id} already {state}: nothing to resume (`promote status {id}` shows it)")]
+    Finished {
+        /// The run.
+        id: String,
+        /// How it ended.
+        state: RunState,
+    },
+    /// The pipeline stored with the run no longer loads (a newer promote changed a rule).
+    #[error("the pipeline stored with run {id} does not load any more:\n{errors}")]
+    Invalid {
+        /// The run.
+        id: String,
+        /// Every problem.
+        errors: String,
+    },
+}
+
+/// One line of progress: a stage changed state.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The stage.
+    pub stage: String,
+    /// Its new state.
+    pub state: StageState,
+    /// What it waits for, why it failed, what it did.
+    pub message: String,
+}
+
+/// Runs pipelines: the store, the git writer, the metrics, and how often to poll for people.
+pub struct Executor {
+    /// Durable state.
+    pub store: Store,
+    /// The git writer.
+    pub writer: Arc<Writer>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// How often waiting stages look again (decisions, locks).
+    pub poll: Duration,
+}
+
+/// What became of each stage, and the run.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The run.
+    pub run: RunRecord,
+    /// The stages, in file order.
+    pub stages: Vec<crate::store::StageRecord>,
+}
+
+impl Executor {
+    /// Records a new run of `plan` for `version` (stages pending) and returns it. `file` should be
+    /// absolute: a resumed run finds relative repos from it.
+    pub async fn start(&self, file: &Path, source: &str, plan: &Plan, version: &str, triggered_by: &str) -> Result<RunRecord, ExecError> {
+        let run = RunRecord {
+            id: ulid::Ulid::new().to_string(),
+            pipeline: plan.pipeline.name.value.clone(),
+            file: file.display().to_string(),
+            source: source.to_string(),
+            version: version.to_string(),
+            state: RunState::Running,
+            triggered_by: triggered_by.to_string(),
+            created_at: now_ms(),
+            finished_at: None,
+            message: None,
+        };
+        let stages: Vec<(&str, &str)> = plan.pipeline.stages.iter().map(|s| (s.name.value.as_str(), s.kind.name())).collect();
+        self.store.create_run(&run, &stages).await?;
+        tracing::info!(run = %run.id, pipeline = %run.pipeline, version, "run started");
+        Ok(run)
+    }
+
+    /// Walks run `id` from its last durable state to its end. `progress` hears every transition.
+    pub async fn drive(&self, id: &str, progress: Arc<dyn Fn(Progress) + Send + Sync>) -> Result<Summary, ExecError> {
+        let run = Arc::new(self.store.run(id).await?);
+        if run.state != RunState::Running {
+            return Err(ExecError::Finished { id: id.into(), state: run.state });
+        }
+        let mut diags = Diagnostics::new(run.file.clone());
+        let plan = crate::model::load(&run.source, &mut diags).and_then(|p| crate::plan::plan(p, &mut diags));
+        let plan = match plan {
+            Some(p) if !diags.has_errors() => Arc::new(p),
+            _ => {
+                let errors = diags.into_sorted().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
+                return Err(ExecError::Invalid { id: id.into(), errors });
+            }
+        };
+        let base_dir = Path::new(&run.file).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let names: HashMap<String, usize> = plan.pipeline.stages.iter().enumerate().map(|(i, s)| (s.name.value.clone(), i)).collect();
+        let n = plan.pipeline.stages.len();
+        let mut state = vec![StageState::Pending; n];
+        let mut record = vec![None; n];
+        for s in self.store.stages(id).await? {
+            if let Some(&i) = names.get(&s.name) {
+                state[i] = s.state;
+                record[i] = Some(s);
+            }
+        }
+        // Every transition goes through here: the caller's progress, and the approvals-waiting gauge.
+        let progress: Arc<dyn Fn(Progress) + Send + Sync> = {
+            let metrics = self.metrics.clone();
+            let waiting = std::sync::Mutex::new(std::collections::HashSet::new());
+            let approvals: std::collections::HashSet<String> =
+                plan.pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.clone()).collect();
+            Arc::new(move |p: Progress| {
+                let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+                if p.state == StageState::Waiting && approvals.contains(&p.stage) {
+                    if w.insert(p.stage.clone()) {
+                        metrics.approval_waiting(1);
+                    }
+                } else if w.remove(&p.stage) {
+                    metrics.approval_waiting(-1);
+                }
+                drop(w);
+                progress(p)
+            })
+        };
+        let report: Arc<dyn Fn(&str, StageState, &str) + Send + Sync> = {
+            let progress = progress.clone();
+            Arc::new(move |stage: &str, s: StageState, m: &str| progress(Progress { stage: stage.into(), state: s, message: m.into() }))
+        };
+        let mut tasks: JoinSet<(usize, Result<serde_json::Value, StageError>)> = JoinSet::new();
+        let mut handles: HashMap<usize, tokio::task::AbortHandle> = HashMap::new();
+        let mut failure: Option<String> = state.iter().position(|s| *s == StageState::Failed).map(|i| plan.pipeline.stages[i].name.value.clone());
+
+        loop {
+            // Start or skip every stage whose needs are settled.
+            if failure.is_none() {
+                for i in 0..n {
+                    if !matches!(state[i], StageState::Pending | StageState::Running | StageState::Waiting) || handles.contains_key(&i) {
+                        continue;
+                    }
+                    let needs = &plan.needs[i];
+                    if let Some(&blocked) = needs.iter().find(|&&m| matches!(state[m], StageState::Skipped | StageState::Failed | StageState::Cancelled)) {
+                        let why = format!("`{}` {}", plan.pipeline.stages[blocked].name.value, state[blocked]);
+                        self.set(&run, &plan, i, StageState::Skipped, &why, None, &progress).await?;
+                        state[i] = StageState::Skipped;
+                        continue;
+                    }
+                    if !needs.iter().all(|&m| state[m] == StageState::Succeeded) {
+                        continue;
+                    }
+                    let stage = &plan.pipeline.stages[i];
+                    if let Some(cond) = &stage.condition
+                        && state[i] == StageState::Pending
+                    {
+                        match evaluate_if(&cond.value, &run, &plan, &state) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                self.set(&run, &plan, i, StageState::Skipped, &format!("`if: {}` is false", cond.value), None, &progress).await?;
+                                state[i] = StageState::Skipped;
+                                continue;
+                            }
+                            Err(e) => {
+                                self.set(&run, &plan, i, StageState::Failed, &format!("`if: {}`: {e}", cond.value), None, &progress).await?;
+                                state[i] = StageState::Failed;
+                                failure = Some(stage.name.value.clone());
+                                break;
+                            }
+                        }
+                    }
+                    // Durable before it starts: `running`, attempt counted (a resumed stage keeps
+                    // its attempt and its start time).
+                    let resumed = state[i] != StageState::Pending;
+                    let (attempt, started_at) = match (&record[i], resumed) {
+                        (Some(r), true) => (r.attempt.max(1), r.started_at.unwrap_or_else(now_ms)),
+                        (r, _) => (r.as_ref().map_or(0, |r| r.attempt) + 1, now_ms()),
+                    };
+                    let t = Transition {
+                        state: Some(StageState::Running),
+                        attempt: Some(attempt),
+                        started_at: Some(started_at),
+                        message: Some(""),
+                        ..Default::default()
+                    };
+                    let event = if resumed { format!("resumed (attempt {attempt})") } else { format!("started (attempt {attempt})") };
+                    self.store.transition(&run.id, &stage.name.value, &t, &event).await?;
+                    state[i] = StageState::Running;
+                    progress(Progress {
+                        stage: stage.name.value.clone(),
+                        state: StageState::Running,
+                        message: if resumed { "resumed".into() } else { String::new() },
+                    });
+                    let ctx = StageContext {
+                        run: run.clone(),
+                        plan: plan.clone(),
+                        index: i,
+                        store: self.store.clone(),
+                        writer: self.writer.clone(),
+                        base_dir: base_dir.clone(),
+                        started_at,
+                        poll: self.poll,
+                        report: report.clone(),
+                    };
+                    let handle = tasks.spawn(attempt_loop(ctx, attempt));
+                    handles.insert(i, handle);
+                }
+            }
+            if failure.is_some() {
+                // Cancel what runs; skip what has not started.
+                for (i, h) in handles.drain() {
+                    h.abort();
+                    self.set(&run, &plan, i, StageState::Cancelled, &format!("`{}` failed", failure.as_deref().unwrap_or("")), None, &progress).await?;
+                    state[i] = StageState::Cancelled;
+                }
+                while tasks.join_next().await.is_some() {}
+                for i in 0..n {
+                    if !state[i].is_final() {
+                        self.set(&run, &plan, i, StageState::Skipped, &format!("`{}` failed", failure.as_deref().unwrap_or("")), None, &progress).await?;
+                        state[i] = StageState::Skipped;
+                    }
+                }
+                break;
+            }
+            let Some(joined) = tasks.join_next().await else { break };
+            let Ok((i, result)) = joined else { continue };
+            handles.remove(&i);
+            let stage = &plan.pipeline.stages[i];
+            match result {
+                Ok(output) => {
+                    let message = summarize(&output);
+                    if let StageKind::Deploy(d) = &stage.kind
+                        && output["outcome"] == "committed"
+                    {
+                        self.metrics.promoted(&d.environment.value);
+                    }
+                    self.set(&run, &plan, i, StageState::Succeeded, &message, Some(&output), &progress).await?;
+                    state[i] = StageState::Succeeded;
+                }
+                Err(StageError::Store(e)) => return Err(e.into()),
+                Err(StageError::Failed(why)) => {
+                    self.set(&run, &plan, i, StageState::Failed, &why, None, &progress).await?;
+                    state[i] = StageState::Failed;
+                    failure = Some(stage.name.value.clone());
+                }
+            }
+        }
+
+        let outcome = if let Some(failed) = &failure {
+            if plan.pipeline.on_failure.rollback {
+                self.roll_back(&run, &plan, &base_dir, &mut state, &progress).await?;
+            }
+            let why = self.store.stages(id).await?.into_iter().find(|s| s.name == *failed).and_then(|s| s.message).unwrap_or_default();
+            self.store.finish_run(id, RunState::Failed, Some(&format!("`{failed}` failed: {why}"))).await?;
+            RunState::Failed
+        } else {
+            self.store.finish_run(id, RunState::Succeeded, None).await?;
+            RunState::Succeeded
+        };
+        self.metrics.run_finished(outcome.as_str());
+        tracing::info!(run = %run.id, outcome = %outcome, "run finished");
+        Ok(Summary { run: self.store.run(id).await?, stages: self.store.stages(id).await? })
+    }
+
+    /// Reverts every deploy this run committed, newest first.
+    async fn roll_back(
+        &self,
+        run: &Arc<RunRecord>,
+        plan: &Arc<Plan>,
+        base_dir: &Path,
+        state: &mut [StageState],
+        progress: &Arc<dyn Fn(Progress) + Send + Sync>,
+    ) -> Result<(), ExecError> {
+        let mut deploys: Vec<(i64, usize, String)> = Vec::new();
+        for (i, s) in self.store.stages(&run.id).await?.into_iter().enumerate() {
+            if let (StageKind::Deploy(_), StageState::Succeeded, Some(out)) = (&plan.pipeline.stages[i].kind, s.state, &s.output)
+                && out["outcome"] != "unchanged"
+                && let Some(commit) = out["commit"].as_str()
+            {
+                deploys.push((s.finished_at.unwrap_or(0), i, commit.to_string()));
+            }
+        }
+        deploys.sort_by(|a, b| b.cmp(a));
+        for (_, i, commit) in deploys {
+            let stage = &plan.pipeline.stages[i];
+            let StageKind::Deploy(d) = &stage.kind else { continue };
+            let env = plan.pipeline.environments.iter().find(|e| e.name.value == d.environment.value).expect("validated");
+            let dest = Destination::of(env, base_dir);
+            let writer = self.writer.clone();
+            let (pipeline, environment, run_id, stage_name) =
+                (plan.pipeline.name.value.clone(), env.name.value.clone(), run.id.clone(), stage.name.value.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                let r = RollbackRequest {
+                    pipeline: &pipeline,
+                    environment: &environment,
+                    target: RollbackTarget::Of(commit),
+                    run: Some(&run_id),
+                    stage: Some(&stage_name),
+                };
+                writer.rollback(&dest, &r)
+            })
+            .await;
+            match result {
+                Ok(Ok(report)) => {
+                    let message = match &report.outcome {
+                        Outcome::Committed(w) => format!("rolled back to {} in {}", w.new_value, short(&w.commit.to_string())),
+                        Outcome::AlreadyDone { commit } => format!("already rolled back in {}", short(&commit.to_string())),
+                        Outcome::Unchanged { value } => format!("already at {value}"),
+                    };
+                    self.set(run, plan, i, StageState::RolledBack, &message, None, progress).await?;
+                    state[i] = StageState::RolledBack;
+                }
+                Ok(Err(e)) => {
+                    let t = Transition { message: Some(&format!("rollback failed: {e}")), ..Default::default() };
+                    self.store.transition(&run.id, &stage.name.value, &t, &format!("rollback failed: {e}")).await?;
+                    progress(Progress { stage: stage.name.value.clone(), state: state[i], message: format!("rollback failed: {e}") });
+                }
+                Err(e) => tracing::error!(error = %e, "rollback task stopped"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a final transition (with its end time) and reports it.
+    #[allow(clippy::too_many_arguments)]
+    async fn set(
+        &self,
+        run: &RunRecord,
+        plan: &Plan,
+        i: usize,
+        to: StageState,
+        message: &str,
+        output: Option<&serde_json::Value>,
+        progress: &Arc<dyn Fn(Progress) + Send + Sync>,
+    ) -> Result<(), ExecError> {
+        let stage = &plan.pipeline.stages[i];
+        let at = now_ms();
+        let t = Transition { state: Some(to), finished_at: Some(at), message: Some(message), output, ..Default::default() };
+        let event = if message.is_empty() { to.to_string() } else { format!("{to}: {message}") };
+        self.store.transition(&run.id, &stage.name.value, &t, &event).await?;
+        if let Some(started) = self.store.stages(&run.id).await?.get(i).and_then(|s| s.started_at) {
+            self.metrics.stage_finished(stage.kind.name(), to.as_str(), (at - started).max(0) as f64 / 1000.0);
+        }
+        tracing::info!(run = %run.id, stage = %stage.name.value, state = %to, message, "stage");
+        progress(Progress { stage: stage.name.value.clone(), state: to, message: message.into() });
+        Ok(())
+    }
+}
+
+/// Runs a stage's attempts: `timeout` per attempt, `retry: {attempts, backoff}` between them
+/// (backoff doubled each time). Each new attempt is recorded before it starts.
+async fn attempt_loop(ctx: StageContext, first_attempt: i64) -> (usize, Result<serde_json::Value, StageError>) {
+    let stage = ctx.stage().clone();
+    let max = stage.retry.as_ref().map_or(1, |r| i64::from(r.attempts.value.max(1)));
+    let backoff = stage.retry.as_ref().map_or(Duration::from_secs(10), |r| r.backoff.0);
+    let mut attempt = first_attempt;
+    let mut ctx = ctx;
+    loop {
+        let result = match stage.timeout {
+            Some(t) => match tokio::time::timeout(t.0, stages::execute(&ctx)).await {
+                Ok(r) => r,
+                Err(_) => Err(StageError::Failed(format!("timed out after {}", humanize(t.0)))),
+            },
+            None => stages::execute(&ctx).await,
+        };
+        match result {
+            Err(StageError::Failed(why)) if attempt < max => {
+                let wait = backoff.saturating_mul(1 << (attempt - 1).clamp(0, 16) as u32);
+                let event = format!("attempt {attempt} failed: {why}; retrying in {}", humanize(wait));
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+                let now = now_ms();
+                let t = Transition { state: Some(StageState::Running), attempt: Some(attempt), started_at: Some(now), ..Default::default() };
+                if let Err(e) = ctx.store.transition(&ctx.run.id, &stage.name.value, &t, &event).await {
+                    return (ctx.index, Err(e.into()));
+                }
+                (ctx.report)(&stage.name.value, StageState::Running, &format!("attempt {attempt} (the last failed: {why})"));
+                ctx.started_at = now;
+            }
+            other => return (ctx.index, other),
+        }
+    }
+}
+
+/// Evaluates a stage's `if` over the run's context.
+fn evaluate_if(expr: &str, run: &RunRecord, plan: &Plan, state: &[StageState]) -> Result<bool, String> {
+    let program = cel::Program::compile(expr).map_err(|e| e.to_string())?;
+    let mut ctx = cel::Context::default();
+    let stages: HashMap<String, serde_json::Value> =
+        plan.pipeline.stages.iter().zip(state).map(|(s, st)| (s.name.value.clone(), serde_json::json!({"state": st.as_str()}))).collect();
+    let vars = [
+        ("version", serde_json::json!(run.version)),
+        ("pipeline", serde_json::json!(run.pipeline)),
+        ("run", serde_json::json!(run.id)),
+        ("image", serde_json::json!(plan.pipeline.artifact.image.value)),
+        ("trigger", serde_json::json!({"by": run.triggered_by})),
+        ("stages", serde_json::json!(stages)),
+    ];
+    for (k, v) in vars {
+        ctx.add_variable(k, v).map_err(|e| e.to_string())?;
+    }
+    match program.execute(&ctx).map_err(|e| e.to_string())? {
+        cel::Value::Bool(b) => Ok(b),
+        other => Err(format!("it gave {other:?}, not true or false")),
+    }
+}
+
+/// One line for a stage's output.
+fn summarize(output: &serde_json::Value) -> String {
+    if let Some(outcome) = output["outcome"].as_str() {
+        let env = output["environment"].as_str().unwrap_or("");
+        let value = output["newValue"].as_str().unwrap_or("");
+        return match (outcome, output["commit"].as_str()) {
+            ("committed", Some(c)) => format!("{env} -> {value} in {}", short(c)),
+            ("already-done", Some(c)) => format!("{env}: already promoted in {}", short(c)),
+            _ => format!("{env} already at {value}"),
+        };
+    }
+    if let Some(by) = output["approvedBy"].as_array() {
+        return format!("approved by {}", by.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    String::new()
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(10)]
+}
+
+/// `1h2m3s`-style.
+pub fn humanize(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{:.1}s", d.as_secs_f64()),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}

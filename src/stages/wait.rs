@@ -1,0 +1,15 @@
+//! `wait`: soak time. A resumed run waits only what is left of the duration.
+
+use super::{StageContext, StageError};
+use crate::model::WaitStage;
+use crate::store::now_ms;
+
+/// Sleeps until `duration` after the stage first started.
+pub async fn run(w: &WaitStage, ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+    let total = w.duration.0;
+    let elapsed = std::time::Duration::from_millis(now_ms().saturating_sub(ctx.started_at).max(0) as u64);
+    if let Some(rest) = total.checked_sub(elapsed) {
+        tokio::time::sleep(rest).await;
+    }
+    Ok(serde_json::json!({"waitedMs": total.as_millis() as u64}))
+}
