@@ -142,7 +142,7 @@ impl Executor {
                 progress(p)
             })
         };
-        let report: Arc<dyn Fn(&str, StageState, &str) + Send + Sync> = {
+        let report: stages::Report = {
             let progress = progress.clone();
             Arc::new(move |stage: &str, s: StageState, m: &str| progress(Progress { stage: stage.into(), state: s, message: m.into() }))
         };
@@ -231,6 +231,7 @@ impl Executor {
                     state[i] = StageState::Cancelled;
                 }
                 while tasks.join_next().await.is_some() {}
+                #[allow(clippy::needless_range_loop)]
                 for i in 0..n {
                     if !state[i].is_final() {
                         self.set(&run, &plan, i, StageState::Skipped, &format!("`{}` failed", failure.as_deref().unwrap_or("")), None, &progress).await?;

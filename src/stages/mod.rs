@@ -27,6 +27,9 @@ pub enum StageError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// How a stage says it waits (for a person or a lock) and runs again: (stage, state, why).
+pub type Report = Arc<dyn Fn(&str, StageState, &str) + Send + Sync>;
+
 /// What a stage gets to do its work.
 #[derive(Clone)]
 pub struct StageContext {
@@ -47,7 +50,7 @@ pub struct StageContext {
     /// How often to look for decisions and locks.
     pub poll: Duration,
     /// Reports `waiting` (with what for) and back to `running`.
-    pub report: Arc<dyn Fn(&str, StageState, &str) + Send + Sync>,
+    pub report: Report,
 }
 
 impl StageContext {

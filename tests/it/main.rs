@@ -2,6 +2,7 @@
 
 mod cli;
 mod edit;
+mod exec;
 mod fixtures;
 mod generate;
 mod git;

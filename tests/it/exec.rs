@@ -1,0 +1,397 @@
+//! The executor against real repos and a real SQLite state file: scenarios of the walker, crash
+//! and resume with the real binary (SIGKILL), bad state files, migrations, metrics.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use promote::exec::{Executor, Metrics, Summary};
+use promote::git::{Writer, WriterConfig};
+use promote::store::{RunState, StageState, Store};
+
+use crate::repos::{EnvRepo, git};
+
+const KUSTOMIZATION: &str = "# promote writes newTag\nimages:\n  - name: registry.example.com/acme/checkout\n    newTag: 1.0.0 # promoted\n";
+
+/// A folder with env repos `envs/NAME.git` and `pipeline.yaml` holding `stages` (YAML, indented
+/// by 2) over environments qa, staging and prod.
+struct Setup {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl Setup {
+    fn new(stages: &str, extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("envs")).unwrap();
+        let mut envs = String::new();
+        for env in ["qa", "staging", "prod"] {
+            EnvRepo::new(&dir.path().join("envs"), env, &[("app/kustomization.yaml", KUSTOMIZATION)]);
+            envs.push_str(&format!(
+                "  {env}:\n    repo: envs/{env}.git\n    file: app/kustomization.yaml\n    update: {{kustomizeImage: registry.example.com/acme/checkout}}\n"
+            ));
+        }
+        let yaml = format!(
+            "apiVersion: promote/v1\nkind: Pipeline\nname: checkout\nartifact: {{image: registry.example.com/acme/checkout}}\nenvironments:\n{envs}stages:\n{stages}{extra}"
+        );
+        let file = dir.path().join("pipeline.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        Setup { dir, file }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.path().join(".promote/state.db")
+    }
+
+    async fn executor(&self) -> Executor {
+        Executor {
+            store: Store::open(&self.state()).await.unwrap(),
+            writer: Arc::new(Writer::new(WriterConfig::new(self.path().join(".promote/repos")))),
+            metrics: Arc::new(Metrics::default()),
+            poll: Duration::from_millis(20),
+        }
+    }
+
+    fn plan(&self) -> (String, promote::plan::Plan) {
+        let checked = promote::cli::check_file(&self.file);
+        assert!(checked.plan.is_some(), "{:?}", checked.diagnostics);
+        (std::fs::read_to_string(&self.file).unwrap(), checked.plan.unwrap())
+    }
+
+    async fn start(&self, exec: &Executor, version: &str) -> String {
+        let (source, plan) = self.plan();
+        exec.start(&self.file, &source, &plan, version, "ci-bot").await.unwrap().id
+    }
+
+    /// Messages of the promotion commits in env `name`, newest first.
+    fn commits(&self, env: &str) -> Vec<String> {
+        let bare = self.path().join(format!("envs/{env}.git"));
+        git(&bare, &["log", "--format=%s", "main"]).lines().filter(|l| *l != "initial").map(String::from).collect()
+    }
+}
+
+async fn drive(exec: &Executor, id: &str) -> Summary {
+    exec.drive(id, Arc::new(|_| {})).await.unwrap()
+}
+
+fn stage<'a>(s: &'a Summary, name: &str) -> &'a promote::store::StageRecord {
+    s.stages.iter().find(|x| x.name == name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn independent_stages_overlap_and_a_join_waits_for_both() {
+    let s = Setup::new("  a:\n    wait: {duration: 300ms}\n  b:\n    wait: {duration: 300ms}\n  c:\n    needs: [a, b]\n    deploy: {environment: qa}\n", "");
+    let exec = s.executor().await;
+    let id = s.start(&exec, "1.1.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Succeeded);
+    let (a, b, c) = (stage(&sum, "a"), stage(&sum, "b"), stage(&sum, "c"));
+    assert!(a.started_at < b.finished_at && b.started_at < a.finished_at, "a and b ran at the same time: {a:?} {b:?}");
+    assert!(c.started_at >= a.finished_at && c.started_at >= b.finished_at, "c after both");
+    assert_eq!(s.commits("qa"), ["promote checkout 1.1.0 to qa"]);
+    assert_eq!(c.output.as_ref().unwrap()["outcome"], "committed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_cancels_running_stages_and_skips_downstream() {
+    // `broken` deploys to a branch that does not exist: a real git error.
+    let s = Setup::new(
+        "  slow:\n    wait: {duration: 30s}\n  broken:\n    deploy: {environment: staging}\n  after-slow:\n    needs: [slow]\n    wait: {duration: 0s}\n  after-broken:\n    needs: [broken]\n    deploy: {environment: prod}\n",
+        "",
+    );
+    std::fs::write(&s.file, std::fs::read_to_string(&s.file).unwrap().replace("repo: envs/staging.git", "repo: envs/staging.git\n    branch: release"))
+        .unwrap();
+    let exec = s.executor().await;
+    let id = s.start(&exec, "1.2.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Failed);
+    let states: Vec<(&str, StageState)> = sum.stages.iter().map(|x| (x.name.as_str(), x.state)).collect();
+    assert_eq!(
+        states,
+        [("slow", StageState::Cancelled), ("broken", StageState::Failed), ("after-slow", StageState::Skipped), ("after-broken", StageState::Skipped)]
+    );
+    assert!(stage(&sum, "broken").message.as_deref().unwrap().contains("branch `release` does not exist"), "{sum:?}");
+    assert!(sum.run.message.as_deref().unwrap().starts_with("`broken` failed: "));
+    assert!(s.commits("prod").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_then_fails_and_timeouts_fail_the_stage() {
+    let only_flaky = Setup::new("  flaky:\n    retry: {attempts: 3, backoff: 10ms}\n    deploy: {environment: staging}\n", "");
+    std::fs::write(
+        &only_flaky.file,
+        std::fs::read_to_string(&only_flaky.file).unwrap().replace("repo: envs/staging.git", "repo: envs/staging.git\n    branch: release"),
+    )
+    .unwrap();
+    let exec = only_flaky.executor().await;
+    let id = only_flaky.start(&exec, "1.3.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!((stage(&sum, "flaky").state, stage(&sum, "flaky").attempt), (StageState::Failed, 3));
+    let events = exec.store.events(&id).await.unwrap();
+    let retried: Vec<&str> = events.iter().filter(|e| e.detail.starts_with("attempt ")).map(|e| e.detail.as_str()).collect();
+    assert_eq!(retried.len(), 2, "{retried:?}");
+    assert!(retried[0].starts_with("attempt 1 failed: ") && retried[0].ends_with("retrying in 10ms"), "{retried:?}");
+    assert!(retried[1].ends_with("retrying in 20ms"), "backoff doubles: {retried:?}");
+
+    let only_sleepy = Setup::new("  sleepy:\n    timeout: 100ms\n    wait: {duration: 20s}\n", "");
+    let exec = only_sleepy.executor().await;
+    let id = only_sleepy.start(&exec, "1.3.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(stage(&sum, "sleepy").state, StageState::Failed);
+    assert_eq!(stage(&sum, "sleepy").message.as_deref(), Some("timed out after 100ms"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_false_skips_the_stage_and_what_needs_it() {
+    let s = Setup::new(
+        "  qa:\n    deploy: {environment: qa}\n  hotfix-only:\n    needs: [qa]\n    if: version.endsWith(\"-hotfix\")\n    deploy: {environment: staging}\n  after:\n    needs: [hotfix-only]\n    deploy: {environment: prod}\n  always:\n    needs: [qa]\n    if: stages[\"qa\"].state == \"succeeded\" && trigger.by == \"ci-bot\"\n    wait: {duration: 0s}\n",
+        "",
+    );
+    let exec = s.executor().await;
+    let id = s.start(&exec, "2.0.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Succeeded);
+    assert_eq!(stage(&sum, "hotfix-only").state, StageState::Skipped);
+    assert_eq!(stage(&sum, "hotfix-only").message.as_deref(), Some("`if: version.endsWith(\"-hotfix\")` is false"));
+    assert_eq!(stage(&sum, "after").state, StageState::Skipped);
+    assert_eq!(stage(&sum, "always").state, StageState::Succeeded);
+    assert!(s.commits("staging").is_empty() && s.commits("prod").is_empty());
+
+    let id = s.start(&exec, "2.0.1-hotfix").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(stage(&sum, "hotfix-only").state, StageState::Succeeded);
+    assert_eq!(s.commits("prod"), ["promote checkout 2.0.1-hotfix to prod"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejection_rolls_back_every_deploy_newest_first() {
+    let s = Setup::new(
+        "  qa:\n    deploy: {environment: qa}\n  staging:\n    needs: [qa]\n    deploy: {environment: staging}\n  sign-off:\n    needs: [staging]\n    approval: {approvers: [alice]}\n  prod:\n    needs: [sign-off]\n    deploy: {environment: prod}\n",
+        "onFailure: {rollback: true}\n",
+    );
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "3.0.0").await;
+    let (e2, id2) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e2, &id2).await });
+    wait_for_state(&exec.store, &id, "sign-off", StageState::Waiting).await;
+    exec.store.decide(&id, "sign-off", "alice", false, Some("too risky")).await.unwrap();
+    let sum = walker.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Failed);
+    assert_eq!(stage(&sum, "sign-off").message.as_deref(), Some("rejected by alice: too risky"));
+    assert_eq!((stage(&sum, "qa").state, stage(&sum, "staging").state), (StageState::RolledBack, StageState::RolledBack));
+    assert_eq!(s.commits("qa"), ["roll back checkout in qa to 1.0.0", "promote checkout 3.0.0 to qa"]);
+    assert_eq!(s.commits("staging"), ["roll back checkout in staging to 1.0.0", "promote checkout 3.0.0 to staging"]);
+    let events = exec.store.events(&id).await.unwrap();
+    let order: Vec<&str> = events.iter().filter(|e| e.detail.starts_with("rolled-back")).map(|e| e.stage.as_deref().unwrap()).collect();
+    assert_eq!(order, ["staging", "qa"], "newest first");
+    let rollback = git(&s.path().join("envs/qa.git"), &["log", "-1", "--format=%B", "main"]);
+    assert!(rollback.contains(&format!("Promote-Run: {id}\nPromote-Stage: qa\n")), "{rollback}");
+}
+
+async fn wait_for_state(store: &Store, run: &str, stage: &str, want: StageState) {
+    for _ in 0..500 {
+        if store.stages(run).await.unwrap().iter().any(|s| s.name == stage && s.state == want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{stage} never became {want}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_waits_for_the_environment_and_approvers_reach_the_commit() {
+    let s = Setup::new(
+        "  qa:\n    deploy: {environment: qa}\n  ok:\n    needs: [qa]\n    approval: {approvers: [alice, bob], minApprovals: 2}\n  prod:\n    needs: [ok]\n    deploy: {environment: prod}\n",
+        "",
+    );
+    let exec = Arc::new(s.executor().await);
+    let first = s.start(&exec, "4.0.0").await;
+    let second = s.start(&exec, "4.0.1").await;
+    let (e1, f) = (exec.clone(), first.clone());
+    let w1 = tokio::spawn(async move { drive(&e1, &f).await });
+    wait_for_state(&exec.store, &first, "ok", StageState::Waiting).await;
+    let (e2, sc) = (exec.clone(), second.clone());
+    let w2 = tokio::spawn(async move { drive(&e2, &sc).await });
+    wait_for_state(&exec.store, &second, "qa", StageState::Waiting).await;
+    let waiting = exec.store.stages(&second).await.unwrap().into_iter().find(|x| x.name == "qa").unwrap();
+    assert_eq!(waiting.message.unwrap(), format!("environment `qa` is being promoted by run {first}"));
+    exec.store.decide(&first, "ok", "alice", true, None).await.unwrap();
+    exec.store.decide(&first, "ok", "bob", true, Some("fine")).await.unwrap();
+    assert_eq!(w1.await.unwrap().run.state, RunState::Succeeded);
+    wait_for_state(&exec.store, &second, "ok", StageState::Waiting).await;
+    exec.store.decide(&second, "ok", "alice", true, None).await.unwrap();
+    exec.store.decide(&second, "ok", "bob", true, None).await.unwrap();
+    assert_eq!(w2.await.unwrap().run.state, RunState::Succeeded);
+    assert_eq!(s.commits("qa"), ["promote checkout 4.0.1 to qa", "promote checkout 4.0.0 to qa"]);
+    let prod = git(&s.path().join("envs/prod.git"), &["log", "-1", "--format=%B", "main"]);
+    assert!(prod.ends_with("Promote-Version: 4.0.1\nApproved-By: alice\nApproved-By: bob\n\n"), "{prod}");
+    // The metrics saw it all.
+    let text = exec.metrics.encode();
+    for line in [
+        "promote_runs_total{outcome=\"succeeded\"} 2",
+        "promote_promotions_total{environment=\"qa\"} 2",
+        "promote_promotions_total{environment=\"prod\"} 2",
+        "promote_stage_duration_seconds_count{kind=\"approval\",state=\"succeeded\"} 2",
+        "promote_approvals_waiting 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    }
+}
+
+// ---- the real binary: approvals on the command line, crashes, bad state files ----
+
+fn promote(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::promote_bin()).current_dir(dir).env("PROMOTE_USER", "ci-bot").args(args).output().unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn approve_and_reject_refuse_what_is_not_allowed() {
+    let s = Setup::new("  ok:\n    approval: {approvers: [alice, ci-bot]}\n", "");
+    let detached = promote(s.path(), &["run", "pipeline.yaml", "--version", "5.0.0", "--detach"]);
+    assert!(detached.status.success(), "{}", text(&detached));
+    let id = String::from_utf8_lossy(&detached.stdout).trim().to_string();
+    assert_eq!(id.len(), 26, "a ULID: {id}");
+    let out = promote(s.path(), &["approve", &id, "ok", "--as", "mallory"]);
+    assert_eq!((out.status.code(), text(&out)), (Some(2), "promote: error: `mallory` is not an approver of this stage (approvers: alice, ci-bot)\n".into()));
+    let out = promote(s.path(), &["approve", &id, "ok", "--as", "ci-bot"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("`ci-bot` started this run and may not approve it"), "{}", text(&out));
+    let out = promote(s.path(), &["approve", &id, "okk", "--as", "alice"]);
+    assert_eq!(text(&out), format!("promote: error: run {id} has no stage `okk`; did you mean `ok`?\n"));
+    let out = promote(s.path(), &["reject", &id, "ok", "--as", "alice"]);
+    assert_eq!(out.status.code(), Some(2), "a reason is required: {}", text(&out));
+    let out = promote(s.path(), &["approve", &id, "ok", "--as", "alice", "--comment", "ship it"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The detached run finishes on its own.
+    for _ in 0..200 {
+        if text(&promote(s.path(), &["status", &id])).contains(": succeeded in") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = promote(s.path(), &["status", &id, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["run"]["state"], "succeeded");
+    assert_eq!(json["stages"][0]["output"]["approvedBy"][0], "alice");
+    assert!(json["events"].as_array().unwrap().iter().any(|e| e["detail"] == "approved by alice: ship it"));
+    let out = promote(s.path(), &["resume", &id]);
+    assert_eq!(
+        (out.status.code(), text(&out)),
+        (Some(2), format!("promote: error: run {id} already succeeded: nothing to resume (`promote status {id}` shows it)\n"))
+    );
+}
+
+#[test]
+fn killed_runs_resume_to_the_same_end_with_one_commit_per_deploy() {
+    // Kill at several points: during the first deploy, during the soak, around the last deploy.
+    let mut resumed = 0;
+    for (i, delay_ms) in [0u64, 40, 300, 700, 1000].into_iter().enumerate() {
+        let s = Setup::new(
+            "  deploy-qa:\n    deploy: {environment: qa}\n  soak:\n    needs: [deploy-qa]\n    wait: {duration: 800ms}\n  deploy-staging:\n    needs: [soak]\n    deploy: {environment: staging}\n  deploy-prod:\n    needs: [soak]\n    deploy: {environment: prod}\n",
+            "",
+        );
+        let version = format!("6.0.{i}");
+        let mut child = std::process::Command::new(crate::promote_bin())
+            .current_dir(s.path())
+            .args(["run", "pipeline.yaml", "--version", &version])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the run exists, then let it go on for the delay, then SIGKILL.
+        let id = loop {
+            let out = promote(s.path(), &["status", "--json"]);
+            let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]));
+            if let Some(id) = runs.get(0).and_then(|r| r["id"].as_str()) {
+                break id.to_string();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let before = promote(s.path(), &["status", &id, "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&before.stdout).unwrap();
+        if json["run"]["state"] == "running" {
+            let out = promote(s.path(), &["resume", &id]);
+            assert!(out.status.success(), "resume after a kill at {delay_ms} ms: {}", text(&out));
+            resumed += 1;
+        }
+        let after: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", &id, "--json"]).stdout).unwrap();
+        assert_eq!(after["run"]["state"], "succeeded", "kill at {delay_ms} ms: {after}");
+        for st in after["stages"].as_array().unwrap() {
+            assert_eq!(st["state"], "succeeded", "kill at {delay_ms} ms: {st}");
+        }
+        for env in ["qa", "staging", "prod"] {
+            assert_eq!(s.commits(env), [format!("promote checkout {version} to {env}")], "kill at {delay_ms} ms: exactly one commit in {env}");
+        }
+    }
+    assert!(resumed >= 3, "most kills landed mid-run ({resumed} of 5)");
+}
+
+#[test]
+fn bad_state_files_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let junk = b"this is not a database, but somebody's notes\n".repeat(100);
+    std::fs::write(&state, &junk).unwrap();
+    let out = promote(dir.path(), &["--state", "state.db", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out),
+        "promote: error: state.db: not a promote state file (not SQLite: corrupt, or another kind of file); nothing was changed: move it away or pass --state\n"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), junk, "not a byte changed");
+
+    // Another program's SQLite database.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let foreign = dir.path().join("foreign.db");
+    rt.block_on(async {
+        use sqlx::sqlite::SqliteConnectOptions;
+        let pool = sqlx::SqlitePool::connect_with(SqliteConnectOptions::new().filename(&foreign).create_if_missing(true)).await.unwrap();
+        sqlx::query("CREATE TABLE notes (body TEXT)").execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO notes VALUES ('keep me')").execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+    let out = promote(dir.path(), &["--state", "foreign.db", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("foreign.db: a SQLite database, but not promote's"), "{}", text(&out));
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&foreign)).await.unwrap();
+        let body: String = sqlx::query_scalar("SELECT body FROM notes").fetch_one(&pool).await.unwrap();
+        assert_eq!(body, "keep me");
+    });
+
+    // An unknown run id.
+    let out = promote(dir.path(), &["--state", "fresh.db", "resume", "01HZZZZZZZZZZZZZZZZZZZZZZZ"]);
+    assert_eq!((out.status.code(), text(&out)), (Some(2), "promote: error: no run `01HZZZZZZZZZZZZZZZZZZZZZZZ` in fresh.db (it has no runs yet)\n".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_file_from_an_older_version_is_migrated_with_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    Store::create_old(&path, 1).await.unwrap();
+    {
+        let pool = sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path)).await.unwrap();
+        sqlx::query("INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, finished_at) VALUES ('01OLD', 'checkout', 'p.yaml', '', '0.9.0', 'succeeded', 'ops', 1, 2)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    let run = store.run("01OLD").await.unwrap();
+    assert_eq!((run.version.as_str(), run.state), ("0.9.0", RunState::Succeeded));
+    // The tables of version 2 work.
+    assert_eq!(store.lock_environment("qa", "01NEW").await.unwrap(), None);
+}
