@@ -355,8 +355,7 @@ impl Executor {
         let at = now_ms();
         let t = Transition { state: Some(to), finished_at: Some(at), message: Some(message), output, ..Default::default() };
         let event = if message.is_empty() { to.to_string() } else { format!("{to}: {message}") };
-        self.store.transition(&run.id, &stage.name.value, &t, &event).await?;
-        if let Some(started) = self.store.stages(&run.id).await?.get(i).and_then(|s| s.started_at) {
+        if let Some(started) = self.store.transition(&run.id, &stage.name.value, &t, &event).await? {
             self.metrics.stage_finished(stage.kind.name(), to.as_str(), (at - started).max(0) as f64 / 1000.0);
         }
         tracing::info!(run = %run.id, stage = %stage.name.value, state = %to, message, "stage");

@@ -64,6 +64,13 @@ const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL
     );
     CREATE INDEX events_by_run ON events (run_id, id);",
+    // 3: a stage transition is one UPDATE: the trigger writes its event in the same statement.
+    "ALTER TABLE stages ADD COLUMN event TEXT;
+    CREATE TRIGGER stage_event AFTER UPDATE OF event ON stages WHEN NEW.event IS NOT NULL
+    BEGIN
+        INSERT INTO events (run_id, stage, at, kind, detail)
+        VALUES (NEW.run_id, NEW.name, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), 'stage', NEW.event);
+    END;",
 ];
 
 /// Why the state store failed.
@@ -369,7 +376,7 @@ impl Store {
         let shown = path.display().to_string();
         let db = |source| StoreError::Db { path: shown.clone(), source };
         let options = SqliteConnectOptions::new().filename(path).create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(db)?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
         for (i, sql) in MIGRATIONS.iter().enumerate().take(version) {
             sqlx::raw_sql(*sql).execute(&pool).await.map_err(db)?;
             sqlx::query(AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&pool).await.map_err(db)?;
@@ -469,14 +476,15 @@ impl Store {
             .collect())
     }
 
-    /// Applies a stage transition and records its event, atomically.
-    pub async fn transition(&self, run: &str, stage: &str, t: &Transition<'_>, event: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(self.db())?;
-        sqlx::query(
+    /// Applies a stage transition and records its event, atomically; returns the stage's start
+    /// time (Unix ms) after the transition.
+    pub async fn transition(&self, run: &str, stage: &str, t: &Transition<'_>, event: &str) -> Result<Option<i64>, StoreError> {
+        // One statement, so one round trip and atomic with its event (trigger `stage_event`).
+        let row = sqlx::query(
             "UPDATE stages SET state = coalesce(?, state), attempt = coalesce(?, attempt), started_at = coalesce(?, started_at),
              finished_at = CASE WHEN ? IS NOT NULL THEN ? WHEN ? = 'running' THEN NULL ELSE finished_at END,
-             message = CASE WHEN ? IS NULL THEN message WHEN ? = '' THEN NULL ELSE ? END, output = coalesce(?, output)
-             WHERE run_id = ? AND name = ?",
+             message = CASE WHEN ? IS NULL THEN message WHEN ? = '' THEN NULL ELSE ? END, output = coalesce(?, output), event = ?
+             WHERE run_id = ? AND name = ? RETURNING started_at",
         )
         .bind(t.state.map(StageState::as_str))
         .bind(t.attempt)
@@ -488,13 +496,13 @@ impl Store {
         .bind(t.message)
         .bind(t.message)
         .bind(t.output.map(|o| o.to_string()))
+        .bind(event)
         .bind(run)
         .bind(stage)
-        .execute(&mut *tx)
+        .fetch_optional(&self.pool)
         .await
         .map_err(self.db())?;
-        insert_event(&mut tx, run, Some(stage), now_ms(), "stage", event).await.map_err(self.db())?;
-        tx.commit().await.map_err(self.db())
+        Ok(row.and_then(|r| r.get::<Option<i64>, _>(0)))
     }
 
     /// Ends a run.
