@@ -150,6 +150,9 @@ impl Executor {
         let mut handles: HashMap<usize, tokio::task::AbortHandle> = HashMap::new();
         let mut failure: Option<String> = state.iter().position(|s| *s == StageState::Failed).map(|i| plan.pipeline.stages[i].name.value.clone());
 
+        // Transitions waiting to be written: a finished stage's result, then the starts and skips
+        // it allows, all in one transaction, before any of them is reported or acted on.
+        let mut pending: Vec<Write> = Vec::new();
         loop {
             // Start or skip every stage whose needs are settled.
             if failure.is_none() {
@@ -160,7 +163,7 @@ impl Executor {
                     let needs = &plan.needs[i];
                     if let Some(&blocked) = needs.iter().find(|&&m| matches!(state[m], StageState::Skipped | StageState::Failed | StageState::Cancelled)) {
                         let why = format!("`{}` {}", plan.pipeline.stages[blocked].name.value, state[blocked]);
-                        self.set(&run, &plan, i, StageState::Skipped, &why, None, &progress).await?;
+                        pending.push(Write::end(i, StageState::Skipped, why, None));
                         state[i] = StageState::Skipped;
                         continue;
                     }
@@ -174,53 +177,63 @@ impl Executor {
                         match evaluate_if(&cond.value, &run, &plan, &state) {
                             Ok(true) => {}
                             Ok(false) => {
-                                self.set(&run, &plan, i, StageState::Skipped, &format!("`if: {}` is false", cond.value), None, &progress).await?;
+                                pending.push(Write::end(i, StageState::Skipped, format!("`if: {}` is false", cond.value), None));
                                 state[i] = StageState::Skipped;
                                 continue;
                             }
                             Err(e) => {
-                                self.set(&run, &plan, i, StageState::Failed, &format!("`if: {}`: {e}", cond.value), None, &progress).await?;
+                                pending.push(Write::end(i, StageState::Failed, format!("`if: {}`: {e}", cond.value), None));
                                 state[i] = StageState::Failed;
                                 failure = Some(stage.name.value.clone());
                                 break;
                             }
                         }
                     }
-                    // Durable before it starts: `running`, attempt counted (a resumed stage keeps
-                    // its attempt and its start time).
+                    // `running`, attempt counted (a resumed stage keeps its attempt and start time).
                     let resumed = state[i] != StageState::Pending;
                     let (attempt, started_at) = match (&record[i], resumed) {
                         (Some(r), true) => (r.attempt.max(1), r.started_at.unwrap_or_else(now_ms)),
                         (r, _) => (r.as_ref().map_or(0, |r| r.attempt) + 1, now_ms()),
                     };
-                    let t = Transition {
-                        state: Some(StageState::Running),
-                        attempt: Some(attempt),
-                        started_at: Some(started_at),
-                        message: Some(""),
-                        ..Default::default()
-                    };
-                    let event = if resumed { format!("resumed (attempt {attempt})") } else { format!("started (attempt {attempt})") };
-                    self.store.transition(&run.id, &stage.name.value, &t, &event).await?;
+                    pending.push(Write { i, state: StageState::Running, start: Some((attempt, started_at, resumed)), message: String::new(), output: None });
                     state[i] = StageState::Running;
-                    progress(Progress {
-                        stage: stage.name.value.clone(),
-                        state: StageState::Running,
-                        message: if resumed { "resumed".into() } else { String::new() },
-                    });
-                    let ctx = StageContext {
-                        run: run.clone(),
-                        plan: plan.clone(),
-                        index: i,
-                        store: self.store.clone(),
-                        writer: self.writer.clone(),
-                        base_dir: base_dir.clone(),
-                        started_at,
-                        poll: self.poll,
-                        report: report.clone(),
-                    };
-                    let handle = tasks.spawn(attempt_loop(ctx, attempt));
-                    handles.insert(i, handle);
+                }
+            }
+            if !pending.is_empty() {
+                let writes = std::mem::take(&mut pending);
+                let at = now_ms();
+                let events: Vec<String> = writes.iter().map(Write::event).collect();
+                let items: Vec<(&str, Transition<'_>, &str)> =
+                    writes.iter().zip(&events).map(|(w, e)| (plan.pipeline.stages[w.i].name.value.as_str(), w.transition(at), e.as_str())).collect();
+                let started = self.store.transitions(&run.id, &items).await?;
+                for (w, started) in writes.iter().zip(started) {
+                    let stage = &plan.pipeline.stages[w.i];
+                    if let Some((attempt, started_at, resumed)) = w.start {
+                        progress(Progress {
+                            stage: stage.name.value.clone(),
+                            state: StageState::Running,
+                            message: if resumed { "resumed".into() } else { String::new() },
+                        });
+                        let ctx = StageContext {
+                            run: run.clone(),
+                            plan: plan.clone(),
+                            index: w.i,
+                            store: self.store.clone(),
+                            writer: self.writer.clone(),
+                            base_dir: base_dir.clone(),
+                            started_at,
+                            poll: self.poll,
+                            report: report.clone(),
+                        };
+                        let handle = tasks.spawn(attempt_loop(ctx, attempt));
+                        handles.insert(w.i, handle);
+                    } else {
+                        if let Some(started) = started {
+                            self.metrics.stage_finished(stage.kind.name(), w.state.as_str(), (at - started).max(0) as f64 / 1000.0);
+                        }
+                        tracing::info!(run = %run.id, stage = %stage.name.value, state = %w.state, message = %w.message, "stage");
+                        progress(Progress { stage: stage.name.value.clone(), state: w.state, message: w.message.clone() });
+                    }
                 }
             }
             if failure.is_some() {
@@ -246,18 +259,17 @@ impl Executor {
             let stage = &plan.pipeline.stages[i];
             match result {
                 Ok(output) => {
-                    let message = summarize(&output);
                     if let StageKind::Deploy(d) = &stage.kind
                         && output["outcome"] == "committed"
                     {
                         self.metrics.promoted(&d.environment.value);
                     }
-                    self.set(&run, &plan, i, StageState::Succeeded, &message, Some(&output), &progress).await?;
+                    pending.push(Write::end(i, StageState::Succeeded, summarize(&output), Some(output)));
                     state[i] = StageState::Succeeded;
                 }
                 Err(StageError::Store(e)) => return Err(e.into()),
                 Err(StageError::Failed(why)) => {
-                    self.set(&run, &plan, i, StageState::Failed, &why, None, &progress).await?;
+                    pending.push(Write::end(i, StageState::Failed, why, None));
                     state[i] = StageState::Failed;
                     failure = Some(stage.name.value.clone());
                 }
@@ -361,6 +373,43 @@ impl Executor {
         tracing::info!(run = %run.id, stage = %stage.name.value, state = %to, message, "stage");
         progress(Progress { stage: stage.name.value.clone(), state: to, message: message.into() });
         Ok(())
+    }
+}
+
+/// A transition the walker is about to write.
+struct Write {
+    i: usize,
+    state: StageState,
+    /// For a start: (attempt, start time, whether it resumes an interrupted attempt).
+    start: Option<(i64, i64, bool)>,
+    message: String,
+    output: Option<serde_json::Value>,
+}
+
+impl Write {
+    /// A final state.
+    fn end(i: usize, state: StageState, message: String, output: Option<serde_json::Value>) -> Write {
+        Write { i, state, start: None, message, output }
+    }
+
+    fn transition(&self, at: i64) -> Transition<'_> {
+        match self.start {
+            Some((attempt, started_at, _)) => {
+                Transition { state: Some(self.state), attempt: Some(attempt), started_at: Some(started_at), message: Some(""), ..Default::default() }
+            }
+            None => {
+                Transition { state: Some(self.state), finished_at: Some(at), message: Some(&self.message), output: self.output.as_ref(), ..Default::default() }
+            }
+        }
+    }
+
+    fn event(&self) -> String {
+        match self.start {
+            Some((attempt, _, true)) => format!("resumed (attempt {attempt})"),
+            Some((attempt, _, false)) => format!("started (attempt {attempt})"),
+            None if self.message.is_empty() => self.state.to_string(),
+            None => format!("{}: {}", self.state, self.message),
+        }
     }
 }
 

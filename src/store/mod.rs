@@ -479,30 +479,24 @@ impl Store {
     /// Applies a stage transition and records its event, atomically; returns the stage's start
     /// time (Unix ms) after the transition.
     pub async fn transition(&self, run: &str, stage: &str, t: &Transition<'_>, event: &str) -> Result<Option<i64>, StoreError> {
-        // One statement, so one round trip and atomic with its event (trigger `stage_event`).
-        let row = sqlx::query(
-            "UPDATE stages SET state = coalesce(?, state), attempt = coalesce(?, attempt), started_at = coalesce(?, started_at),
-             finished_at = CASE WHEN ? IS NOT NULL THEN ? WHEN ? = 'running' THEN NULL ELSE finished_at END,
-             message = CASE WHEN ? IS NULL THEN message WHEN ? = '' THEN NULL ELSE ? END, output = coalesce(?, output), event = ?
-             WHERE run_id = ? AND name = ? RETURNING started_at",
-        )
-        .bind(t.state.map(StageState::as_str))
-        .bind(t.attempt)
-        .bind(t.started_at)
-        .bind(t.finished_at)
-        .bind(t.finished_at)
-        .bind(t.state.map(StageState::as_str))
-        .bind(t.message)
-        .bind(t.message)
-        .bind(t.message)
-        .bind(t.output.map(|o| o.to_string()))
-        .bind(event)
-        .bind(run)
-        .bind(stage)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(self.db())?;
-        Ok(row.and_then(|r| r.get::<Option<i64>, _>(0)))
+        let mut conn = self.pool.acquire().await.map_err(self.db())?;
+        update_stage(&mut conn, run, stage, t, event).await.map_err(self.db())
+    }
+
+    /// Several transitions of one run in one transaction: all durable, or none. The walker writes a
+    /// stage's result together with the starts it allows, so a stage whose needs are met is
+    /// recorded running by the same commit. Returns each stage's start time.
+    pub async fn transitions(&self, run: &str, items: &[(&str, Transition<'_>, &str)]) -> Result<Vec<Option<i64>>, StoreError> {
+        if let [(stage, t, event)] = items {
+            return Ok(vec![self.transition(run, stage, t, event).await?]);
+        }
+        let mut tx = self.pool.begin().await.map_err(self.db())?;
+        let mut out = Vec::with_capacity(items.len());
+        for (stage, t, event) in items {
+            out.push(update_stage(&mut tx, run, stage, t, event).await.map_err(self.db())?);
+        }
+        tx.commit().await.map_err(self.db())?;
+        Ok(out)
     }
 
     /// Ends a run.
@@ -586,6 +580,33 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// One stage transition: one UPDATE (its event row comes from the `stage_event` trigger).
+async fn update_stage(conn: &mut sqlx::SqliteConnection, run: &str, stage: &str, t: &Transition<'_>, event: &str) -> Result<Option<i64>, sqlx::Error> {
+    // One statement, so one round trip and atomic with its event (trigger `stage_event`).
+    let row = sqlx::query(
+        "UPDATE stages SET state = coalesce(?, state), attempt = coalesce(?, attempt), started_at = coalesce(?, started_at),
+             finished_at = CASE WHEN ? IS NOT NULL THEN ? WHEN ? = 'running' THEN NULL ELSE finished_at END,
+             message = CASE WHEN ? IS NULL THEN message WHEN ? = '' THEN NULL ELSE ? END, output = coalesce(?, output), event = ?
+             WHERE run_id = ? AND name = ? RETURNING started_at",
+    )
+    .bind(t.state.map(StageState::as_str))
+    .bind(t.attempt)
+    .bind(t.started_at)
+    .bind(t.finished_at)
+    .bind(t.finished_at)
+    .bind(t.state.map(StageState::as_str))
+    .bind(t.message)
+    .bind(t.message)
+    .bind(t.message)
+    .bind(t.output.map(|o| o.to_string()))
+    .bind(event)
+    .bind(run)
+    .bind(stage)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.and_then(|r| r.get::<Option<i64>, _>(0)))
 }
 
 async fn insert_event(tx: &mut sqlx::SqliteConnection, run: &str, stage: Option<&str>, at: i64, kind: &str, detail: &str) -> Result<(), sqlx::Error> {
