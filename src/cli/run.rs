@@ -23,6 +23,10 @@ pub struct RunArgs {
     /// Print the run id and leave the run going in the background.
     #[arg(long)]
     pub detach: bool,
+    /// Accept a rewritten (force-pushed) history of this environment's branch before the run:
+    /// promote writes on top of the new head; the vanished commits stay kept in its cache.
+    #[arg(long, value_name = "ENV")]
+    pub accept_rewrite: Vec<String>,
 }
 
 /// Arguments of `resume`.
@@ -57,6 +61,12 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
             refused = true;
         }
     }
+    for env in &args.accept_rewrite {
+        if !plan.pipeline.environments.iter().any(|e| &e.name.value == env) {
+            eprintln!("promote: error: --accept-rewrite {env}: {} has no environment `{env}`", checked.file);
+            refused = true;
+        }
+    }
     if args.version.trim().is_empty() {
         eprintln!("promote: error: --version is empty");
         refused = true;
@@ -69,6 +79,14 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let exec = super::executor(state).await?;
+        let base = file.parent().unwrap_or(std::path::Path::new("."));
+        for name in &args.accept_rewrite {
+            let env = plan.pipeline.environments.iter().find(|e| &e.name.value == name).expect("checked above");
+            let dest = crate::git::Destination::of(env, base);
+            let writer = exec.writer.clone();
+            let head = tokio::task::spawn_blocking(move || writer.accept_history(&dest)).await??;
+            eprintln!("accepted the history of `{name}` at {head}; commits that vanished stay under refs/promote/lost/ in the cache");
+        }
         let run = exec.start(&file, &source, &plan, &args.version, &current_user()).await?;
         if args.detach {
             let exe = std::env::current_exe()?;

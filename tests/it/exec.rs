@@ -395,3 +395,25 @@ async fn a_state_file_from_an_older_version_is_migrated_with_its_runs() {
     // The tables of version 2 work.
     assert_eq!(store.lock_environment("qa", "01NEW").await.unwrap(), None);
 }
+
+#[test]
+fn a_force_pushed_environment_fails_the_run_until_accepted() {
+    let s = Setup::new("  deploy-qa:\n    deploy: {environment: qa}\n", "");
+    assert!(promote(s.path(), &["run", "pipeline.yaml", "--version", "7.0.0"]).status.success());
+    // Someone rewrites qa's main.
+    let work = s.path().join("envs/qa-work");
+    git(&work, &["fetch", "-q", "origin"]);
+    git(&work, &["reset", "-q", "--hard", "origin/main~1"]);
+    std::fs::write(work.join("README"), "rewritten\n").unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "rewrite"]);
+    git(&work, &["push", "-q", "--force", "origin", "main"]);
+
+    let out = promote(s.path(), &["run", "pipeline.yaml", "--version", "7.0.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("`main` was rewritten") && text(&out).contains("promote checkout 7.0.0 to qa"), "{}", text(&out));
+    let out = promote(s.path(), &["run", "pipeline.yaml", "--version", "7.0.1", "--accept-rewrite", "qa"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("accepted the history of `qa`"), "{}", text(&out));
+    assert_eq!(s.commits("qa"), ["promote checkout 7.0.1 to qa", "rewrite"]);
+}
