@@ -231,7 +231,7 @@ impl Executor {
                         if let Some(started) = started {
                             self.metrics.stage_finished(stage.kind.name(), w.state.as_str(), (at - started).max(0) as f64 / 1000.0);
                         }
-                        tracing::info!(run = %run.id, stage = %stage.name.value, state = %w.state, message = %w.message, "stage");
+                        tracing::info!(run = %run.id, stage = %stage.name.value, state = %w.state, detail = %w.message, "stage");
                         progress(Progress { stage: stage.name.value.clone(), state: w.state, message: w.message.clone() });
                     }
                 }
@@ -370,7 +370,7 @@ impl Executor {
         if let Some(started) = self.store.transition(&run.id, &stage.name.value, &t, &event).await? {
             self.metrics.stage_finished(stage.kind.name(), to.as_str(), (at - started).max(0) as f64 / 1000.0);
         }
-        tracing::info!(run = %run.id, stage = %stage.name.value, state = %to, message, "stage");
+        tracing::info!(run = %run.id, stage = %stage.name.value, state = %to, detail = message, "stage");
         progress(Progress { stage: stage.name.value.clone(), state: to, message: message.into() });
         Ok(())
     }

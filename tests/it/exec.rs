@@ -417,3 +417,19 @@ fn a_force_pushed_environment_fails_the_run_until_accepted() {
     assert!(text(&out).contains("accepted the history of `qa`"), "{}", text(&out));
     assert_eq!(s.commits("qa"), ["promote checkout 7.0.1 to qa", "rewrite"]);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let s = Setup::new("  soak:\n    wait: {duration: 0s}\n", "");
+    let out = std::process::Command::new(crate::promote_bin())
+        .current_dir(s.path())
+        .env("PROMOTE_LOG", "info")
+        .args(["--log-format", "json", "run", "pipeline.yaml", "--version", "8.0.0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs: Vec<serde_json::Value> = stderr.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(logs.iter().any(|l| l["fields"]["message"] == "stage" && l["fields"]["stage"] == "soak" && l["fields"]["state"] == "succeeded"), "{stderr}");
+    assert!(logs.iter().any(|l| l["fields"]["message"] == "run finished" && l["fields"]["outcome"] == "succeeded"), "{stderr}");
+}

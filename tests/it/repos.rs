@@ -125,6 +125,8 @@ impl Daemon {
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .arg(base)
+            // upload-pack says "the remote end hung up" each time libgit2 closes after a fetch.
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("git-daemon starts (it ships with git)");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
