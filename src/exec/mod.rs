@@ -201,19 +201,9 @@ impl Executor {
             }
             if !pending.is_empty() {
                 let writes = std::mem::take(&mut pending);
-                let at = now_ms();
-                let events: Vec<String> = writes.iter().map(Write::event).collect();
-                let items: Vec<(&str, Transition<'_>, &str)> =
-                    writes.iter().zip(&events).map(|(w, e)| (plan.pipeline.stages[w.i].name.value.as_str(), w.transition(at), e.as_str())).collect();
-                let started = self.store.transitions(&run.id, &items).await?;
-                for (w, started) in writes.iter().zip(started) {
-                    let stage = &plan.pipeline.stages[w.i];
-                    if let Some((attempt, started_at, resumed)) = w.start {
-                        progress(Progress {
-                            stage: stage.name.value.clone(),
-                            state: StageState::Running,
-                            message: if resumed { "resumed".into() } else { String::new() },
-                        });
+                self.record(&run, &plan, &writes, &progress).await?;
+                for w in &writes {
+                    if let Some((attempt, started_at, _)) = w.start {
                         let ctx = StageContext {
                             run: run.clone(),
                             plan: plan.clone(),
@@ -225,14 +215,7 @@ impl Executor {
                             poll: self.poll,
                             report: report.clone(),
                         };
-                        let handle = tasks.spawn(attempt_loop(ctx, attempt));
-                        handles.insert(w.i, handle);
-                    } else {
-                        if let Some(started) = started {
-                            self.metrics.stage_finished(stage.kind.name(), w.state.as_str(), (at - started).max(0) as f64 / 1000.0);
-                        }
-                        tracing::info!(run = %run.id, stage = %stage.name.value, state = %w.state, detail = %w.message, "stage");
-                        progress(Progress { stage: stage.name.value.clone(), state: w.state, message: w.message.clone() });
+                        handles.insert(w.i, tasks.spawn(attempt_loop(ctx, attempt)));
                     }
                 }
             }
@@ -363,15 +346,32 @@ impl Executor {
         output: Option<&serde_json::Value>,
         progress: &Arc<dyn Fn(Progress) + Send + Sync>,
     ) -> Result<(), ExecError> {
-        let stage = &plan.pipeline.stages[i];
+        self.record(run, plan, &[Write::end(i, to, message.to_string(), output.cloned())], progress).await
+    }
+
+    /// Writes transitions in one transaction, then reports each (progress, logs, metrics). Nothing
+    /// is reported before it is durable.
+    async fn record(&self, run: &RunRecord, plan: &Plan, writes: &[Write], progress: &Arc<dyn Fn(Progress) + Send + Sync>) -> Result<(), ExecError> {
         let at = now_ms();
-        let t = Transition { state: Some(to), finished_at: Some(at), message: Some(message), output, ..Default::default() };
-        let event = if message.is_empty() { to.to_string() } else { format!("{to}: {message}") };
-        if let Some(started) = self.store.transition(&run.id, &stage.name.value, &t, &event).await? {
-            self.metrics.stage_finished(stage.kind.name(), to.as_str(), (at - started).max(0) as f64 / 1000.0);
+        let events: Vec<String> = writes.iter().map(Write::event).collect();
+        let items: Vec<(&str, Transition<'_>, &str)> =
+            writes.iter().zip(&events).map(|(w, e)| (plan.pipeline.stages[w.i].name.value.as_str(), w.transition(at), e.as_str())).collect();
+        let started = self.store.transitions(&run.id, &items).await?;
+        for (w, started) in writes.iter().zip(started) {
+            let stage = &plan.pipeline.stages[w.i];
+            let message = match w.start {
+                Some((_, _, true)) => "resumed".to_string(),
+                Some(_) => String::new(),
+                None => {
+                    if let Some(started) = started {
+                        self.metrics.stage_finished(stage.kind.name(), w.state.as_str(), (at - started).max(0) as f64 / 1000.0);
+                    }
+                    w.message.clone()
+                }
+            };
+            tracing::info!(run = %run.id, stage = %stage.name.value, state = %w.state, detail = %message, "stage");
+            progress(Progress { stage: stage.name.value.clone(), state: w.state, message });
         }
-        tracing::info!(run = %run.id, stage = %stage.name.value, state = %to, detail = message, "stage");
-        progress(Progress { stage: stage.name.value.clone(), state: to, message: message.into() });
         Ok(())
     }
 }

@@ -308,7 +308,8 @@ impl Writer {
     /// rewritten; other files changed since are left as they are.
     pub fn rollback(&self, dest: &Destination, r: &RollbackRequest<'_>) -> Result<Report, GitError> {
         self.write(dest, |repo, tip| {
-            let current = self.read_value(repo, dest, tip)?;
+            let text = self.read_file(repo, dest, tip)?;
+            let current = edit::read(&dest.file, &text, dest.target.as_target())?;
             let (undoes, restore, to) = match &r.target {
                 RollbackTarget::Latest | RollbackTarget::Of(_) => {
                     let promotion = match &r.target {
@@ -360,7 +361,6 @@ impl Writer {
             if current.as_deref() == Some(restore.as_str()) {
                 return Ok(Step::Done(Outcome::Unchanged { value: restore }));
             }
-            let text = self.read_file(repo, dest, tip)?;
             let edited = edit::apply(&dest.file, &text, dest.target.as_target(), &restore)?;
             let subject = format!("roll back {} in {} to {}", r.pipeline, r.environment, restore);
             let undoes_s = undoes.map(|u| u.to_string());

@@ -369,24 +369,7 @@ impl Store {
         tx.commit().await.map_err(self.db())
     }
 
-    /// Creates a state file with only the first `version` migrations applied, as an older promote
-    /// wrote it: for the migration tests.
-    #[doc(hidden)]
-    pub async fn create_old(path: &Path, version: usize) -> Result<(), StoreError> {
-        let shown = path.display().to_string();
-        let db = |source| StoreError::Db { path: shown.clone(), source };
-        let options = SqliteConnectOptions::new().filename(path).create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().take(version) {
-            sqlx::raw_sql(*sql).execute(&pool).await.map_err(db)?;
-            sqlx::query(AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&pool).await.map_err(db)?;
-        }
-        sqlx::query(AssertSqlSafe(format!("PRAGMA application_id = {APP_ID}"))).execute(&pool).await.map_err(db)?;
-        pool.close().await;
-        Ok(())
-    }
-
-    /// The schema version of the file (for tests and `status`).
+    /// The schema version of the file (`PRAGMA user_version`).
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         sqlx::query_scalar("PRAGMA user_version").fetch_one(&self.pool).await.map_err(self.db())
     }

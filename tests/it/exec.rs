@@ -379,21 +379,39 @@ fn bad_state_files_are_refused_untouched() {
 async fn a_state_file_from_an_older_version_is_migrated_with_its_runs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    Store::create_old(&path, 1).await.unwrap();
+    // The file as promote's first schema wrote it (frozen here on purpose: it is history).
     {
-        let pool = sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path)).await.unwrap();
-        sqlx::query("INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, finished_at) VALUES ('01OLD', 'checkout', 'p.yaml', '', '0.9.0', 'succeeded', 'ops', 1, 2)")
-            .execute(&pool)
-            .await
-            .unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE runs (id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, file TEXT NOT NULL, source TEXT NOT NULL, version TEXT NOT NULL,
+                state TEXT NOT NULL, triggered_by TEXT NOT NULL, created_at INTEGER NOT NULL, finished_at INTEGER, message TEXT);
+             CREATE TABLE stages (run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, kind TEXT NOT NULL, position INTEGER NOT NULL,
+                state TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, started_at INTEGER, finished_at INTEGER, message TEXT, output TEXT,
+                PRIMARY KEY (run_id, name));
+             CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, stage TEXT, at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+             PRAGMA user_version = 1;
+             PRAGMA application_id = 1347571533;
+             INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, finished_at)
+                VALUES ('01OLD', 'checkout', 'p.yaml', '', '0.9.0', 'succeeded', 'ops', 1, 2);
+             INSERT INTO stages (run_id, name, kind, position, state) VALUES ('01OLD', 'deploy-qa', 'deploy', 0, 'succeeded');",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
         pool.close().await;
     }
     let store = Store::open(&path).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 3);
     let run = store.run("01OLD").await.unwrap();
     assert_eq!((run.version.as_str(), run.state), ("0.9.0", RunState::Succeeded));
-    // The tables of version 2 work.
+    // The tables of versions 2 and 3 work on the old rows.
     assert_eq!(store.lock_environment("qa", "01NEW").await.unwrap(), None);
+    store
+        .transition("01OLD", "deploy-qa", &promote::store::Transition { message: Some("noted"), ..Default::default() }, "noted after the upgrade")
+        .await
+        .unwrap();
+    assert_eq!(store.events("01OLD").await.unwrap().last().unwrap().detail, "noted after the upgrade");
 }
 
 #[test]
