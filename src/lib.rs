@@ -10,6 +10,9 @@
 //!   stage DAG with its waves; renders it as text, DOT or Mermaid.
 //! - [`git`]: what promote writes into environment repos: format-preserving YAML edits, promotion
 //!   and rollback commits built in memory in a kept bare clone, pushed with retries.
+//! - [`store`]: durable state (runs, stages, events, decisions, environment locks) in SQLite.
+//! - [`stages`]: the stage kinds that run, one file each (`deploy`, `wait`, `approval`).
+//! - [`exec`]: the executor: starts runs and walks their DAG on tokio, durably; metrics.
 //! - [`cli`]: the `promote` command line; `main.rs` only calls it.
 
 pub mod cli;
