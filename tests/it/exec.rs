@@ -451,3 +451,18 @@ fn json_logs_are_one_object_per_line() {
     assert!(logs.iter().any(|l| l["fields"]["message"] == "stage" && l["fields"]["stage"] == "soak" && l["fields"]["state"] == "succeeded"), "{stderr}");
     assert!(logs.iter().any(|l| l["fields"]["message"] == "run finished" && l["fields"]["outcome"] == "succeeded"), "{stderr}");
 }
+
+#[test]
+fn on_a_terminal_the_live_view_redraws_one_line_per_stage() {
+    // `script` (util-linux) gives promote a pseudo-terminal as stderr.
+    let s = Setup::new("  deploy-qa:\n    deploy: {environment: qa}\n  soak:\n    needs: [deploy-qa]\n    wait: {duration: 600ms}\n", "");
+    let cmd = format!("{} run pipeline.yaml --version 9.0.0", crate::promote_bin());
+    let out = std::process::Command::new("script").current_dir(s.path()).args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let screen = String::from_utf8_lossy(&out.stdout);
+    // Lines are cleared and rewritten in place (cursor up, erase line), not appended.
+    assert!(screen.contains("\x1b[2Kdeploy-qa"), "{screen:?}");
+    assert!(screen.contains("\x1b[2A"), "the two stage lines are redrawn: {screen:?}");
+    assert!(screen.contains("soak                     running"), "{screen:?}");
+    assert!(screen.contains("run ") && screen.contains("checkout 9.0.0: succeeded"), "{screen:?}");
+}
