@@ -530,3 +530,29 @@ mod base64_free {
         out
     }
 }
+
+#[test]
+fn a_cache_left_half_made_or_locked_by_a_killed_process_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = env_repo(dir.path());
+    let w = writer(dir.path(), "cache");
+    let dest = repo.dest(&repo.path(), KUSTOMIZATION, kustomize());
+    // Killed while creating the cache: a folder with only a config lock in it.
+    let cache = w.cache_path(&dest.remote);
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("config.lock"), "").unwrap();
+    assert!(matches!(w.promote(&dest, &promotion("r1", "deploy-qa", "1.4.2")).unwrap().outcome, Outcome::Committed(_)));
+    let aside: Vec<String> = std::fs::read_dir(dir.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".git.broken-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the broken cache is kept aside");
+    // Killed while updating a ref: its lock file stays behind.
+    std::fs::write(cache.join("refs/promote/seen/main.lock"), "").unwrap();
+    std::fs::write(cache.join("packed-refs.lock"), "").unwrap();
+    assert!(matches!(w.promote(&dest, &promotion("r2", "deploy-qa", "1.4.3")).unwrap().outcome, Outcome::Committed(_)));
+    assert!(!cache.join("refs/promote/seen/main.lock").exists());
+    assert_eq!(repo.log().len(), 3);
+    repo.assert_fsck();
+}
