@@ -6,6 +6,7 @@
 # DEMO_DIR chooses the folder (default target/demo); it is recreated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command -v git >/dev/null || { echo "demo: needs git: apt-get install git" >&2; exit 1; }
 echo "==> building promote"
 cargo build --release --quiet
 promote=$PWD/target/release/promote
