@@ -54,10 +54,13 @@ echo
 echo "==> promote graph pipeline.yaml"
 $promote graph pipeline.yaml
 
+# Readers below consume all of promote's output (sed -n 1p, grep >/dev/null, not head or grep -q):
+# with pipefail, a reader that quits early would make promote's SIGPIPE fail the pipeline.
+
 # Waits until stage $2 of run $1 is waiting.
 wait_for() {
     for _ in $(seq 1 300); do
-        if $promote status "$1" | grep -Eq "^  $2 +waiting"; then return 0; fi
+        if $promote status "$1" | grep -E "^  $2 +waiting" >/dev/null; then return 0; fi
         sleep 0.1
     done
     echo "demo: $2 never waited" >&2
@@ -70,7 +73,7 @@ echo "==> promote run pipeline.yaml --version 1.4.2 (in the background; this scr
 $promote run pipeline.yaml --version 1.4.2 &
 runner=$!
 for _ in $(seq 1 100); do
-    run=$($promote status | head -1 | cut -d' ' -f1)
+    run=$($promote status | sed -n 1p | cut -d' ' -f1)
     [ -n "$run" ] && [ "$run" != "no" ] && break
     sleep 0.1
 done
@@ -89,7 +92,7 @@ $promote run pipeline.yaml --version 1.5.0 2>/dev/null &
 runner=$!
 set -e
 for _ in $(seq 1 100); do
-    run2=$($promote status | head -1 | cut -d' ' -f1)
+    run2=$($promote status | sed -n 1p | cut -d' ' -f1)
     [ "$run2" != "$run" ] && break
     sleep 0.1
 done
