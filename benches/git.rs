@@ -13,21 +13,13 @@ use std::time::{Duration, Instant};
 
 use promote::git::{Destination, EditTarget, Promotion, Remote, Writer, WriterConfig};
 
-const TARGET: &str = "apps/checkout/overlays/prod/kustomization.yaml";
+// The git CLI helper of the integration tests (the rest of that file is for tests).
+#[path = "../tests/it/repos.rs"]
+#[allow(dead_code)]
+mod repos;
+use repos::git;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-        .env("GIT_COMMITTER_NAME", "Dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+const TARGET: &str = "apps/checkout/overlays/prod/kustomization.yaml";
 
 /// A bare repo of `files` YAML files at depths 4 to 6 (plus the target file, 5 deep), one commit.
 fn make_repo(dir: &Path, files: usize) -> PathBuf {
@@ -151,7 +143,7 @@ fn main() {
             median(
                 (0..commit_runs)
                     .map(|i| {
-                        let edited = promote::git::edit::apply(TARGET, &text, dest_target(&s.dest), &format!("9.9.{i}")).unwrap();
+                        let edited = promote::git::edit::apply(TARGET, &text, s.dest.target.as_target(), &format!("9.9.{i}")).unwrap();
                         let start = Instant::now();
                         let tree = promote::git::replace_file(&repo, &base, TARGET, edited.text.as_bytes()).unwrap();
                         let message = promote::git::message("promote checkout 9.9 to prod", &[("Promote-Run", "bench")]);
@@ -193,12 +185,5 @@ fn main() {
         && small != large
     {
         println!("{large} files vs {small}: {:.2}x the time per promotion (goal: at most 2x)", b.as_secs_f64() / a.as_secs_f64());
-    }
-}
-
-fn dest_target(dest: &Destination) -> promote::git::edit::Target<'_> {
-    match &dest.target {
-        EditTarget::KustomizeImage { name, digest } => promote::git::edit::Target::KustomizeImage { name, digest: *digest },
-        EditTarget::Path(p) => promote::git::edit::Target::Path(p),
     }
 }

@@ -102,7 +102,8 @@ pub enum EditTarget {
 }
 
 impl EditTarget {
-    fn as_target(&self) -> Target<'_> {
+    /// The borrowed form that `edit::apply` takes.
+    pub fn as_target(&self) -> Target<'_> {
         match self {
             EditTarget::KustomizeImage { name, digest } => Target::KustomizeImage { name, digest: *digest },
             EditTarget::Path(p) => Target::Path(p),

@@ -43,6 +43,12 @@ impl Setup {
         self.dir.path()
     }
 
+    /// Points `staging` at a branch its repo does not have: its deploys fail with a real git error.
+    fn staging_on_missing_branch(&self) {
+        let text = std::fs::read_to_string(&self.file).unwrap();
+        std::fs::write(&self.file, text.replace("repo: envs/staging.git", "repo: envs/staging.git\n    branch: release")).unwrap();
+    }
+
     fn state(&self) -> PathBuf {
         self.path().join(".promote/state.db")
     }
@@ -103,8 +109,7 @@ async fn a_failure_cancels_running_stages_and_skips_downstream() {
         "  slow:\n    wait: {duration: 30s}\n  broken:\n    deploy: {environment: staging}\n  after-slow:\n    needs: [slow]\n    wait: {duration: 0s}\n  after-broken:\n    needs: [broken]\n    deploy: {environment: prod}\n",
         "",
     );
-    std::fs::write(&s.file, std::fs::read_to_string(&s.file).unwrap().replace("repo: envs/staging.git", "repo: envs/staging.git\n    branch: release"))
-        .unwrap();
+    s.staging_on_missing_branch();
     let exec = s.executor().await;
     let id = s.start(&exec, "1.2.0").await;
     let sum = drive(&exec, &id).await;
@@ -122,11 +127,7 @@ async fn a_failure_cancels_running_stages_and_skips_downstream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_then_fails_and_timeouts_fail_the_stage() {
     let only_flaky = Setup::new("  flaky:\n    retry: {attempts: 3, backoff: 10ms}\n    deploy: {environment: staging}\n", "");
-    std::fs::write(
-        &only_flaky.file,
-        std::fs::read_to_string(&only_flaky.file).unwrap().replace("repo: envs/staging.git", "repo: envs/staging.git\n    branch: release"),
-    )
-    .unwrap();
+    only_flaky.staging_on_missing_branch();
     let exec = only_flaky.executor().await;
     let id = only_flaky.start(&exec, "1.3.0").await;
     let sum = drive(&exec, &id).await;

@@ -23,6 +23,13 @@ fn promotion<'a>(run: &'a str, stage: &'a str, version: &'a str) -> Promotion<'a
     Promotion { pipeline: "checkout", environment: "qa", run, stage, version, value: version, approved_by: &[] }
 }
 
+/// The qa repo, a writer with its cache in `dir/cache`, and the kustomization's checkout image.
+fn qa(dir: &Path) -> (EnvRepo, promote::git::Writer, promote::git::Destination) {
+    let repo = env_repo(dir);
+    let dest = repo.dest(&repo.path(), KUSTOMIZATION, kustomize());
+    (repo, writer(dir, "cache"), dest)
+}
+
 fn env_repo(dir: &Path) -> EnvRepo {
     EnvRepo::new(dir, "qa", &[(KUSTOMIZATION, &fixture("kustomization.yaml")), ("README.md", "qa environment\n")])
 }
@@ -296,9 +303,7 @@ fn a_race_on_the_same_value_stops_with_a_conflict() {
 #[test]
 fn a_force_push_is_detected_and_the_vanished_commits_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = env_repo(dir.path());
-    let w = writer(dir.path(), "cache");
-    let dest = repo.dest(&repo.path(), KUSTOMIZATION, kustomize());
+    let (repo, w, dest) = qa(dir.path());
     w.promote(&dest, &promotion("r1", "deploy-qa", "1.4.2")).unwrap();
     let promoted = repo.head();
     // Someone resets main to the initial commit and force-pushes something else.
@@ -328,9 +333,7 @@ fn a_force_push_is_detected_and_the_vanished_commits_are_kept() {
 #[test]
 fn rollback_restores_the_value_over_unrelated_later_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = env_repo(dir.path());
-    let w = writer(dir.path(), "cache");
-    let dest = repo.dest(&repo.path(), KUSTOMIZATION, kustomize());
+    let (repo, w, dest) = qa(dir.path());
     w.promote(&dest, &promotion("r1", "deploy-qa", "1.4.2")).unwrap();
     let p1 = repo.head();
     w.promote(&dest, &promotion("r2", "deploy-qa", "1.4.3")).unwrap();
@@ -369,9 +372,7 @@ fn rollback_restores_the_value_over_unrelated_later_commits() {
 #[test]
 fn rollback_refuses_when_the_value_changed_since() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = env_repo(dir.path());
-    let w = writer(dir.path(), "cache");
-    let dest = repo.dest(&repo.path(), KUSTOMIZATION, kustomize());
+    let (repo, w, dest) = qa(dir.path());
     w.promote(&dest, &promotion("r1", "deploy-qa", "1.4.2")).unwrap();
     let p1 = repo.head();
     let hand = fixture("kustomization.yaml").replace("newTag: 1.4.1", "newTag: 1.5.0-hotfix");
@@ -534,9 +535,7 @@ mod base64_free {
 #[test]
 fn a_cache_left_half_made_or_locked_by_a_killed_process_is_recovered() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = env_repo(dir.path());
-    let w = writer(dir.path(), "cache");
-    let dest = repo.dest(&repo.path(), KUSTOMIZATION, kustomize());
+    let (repo, w, dest) = qa(dir.path());
     // Killed while creating the cache: a folder with only a config lock in it.
     let cache = w.cache_path(&dest.remote);
     std::fs::create_dir_all(&cache).unwrap();
