@@ -8,18 +8,26 @@
 //! - [`model`]: the pipeline file's types, read from YAML with every position kept; no I/O.
 //! - [`plan`]: checks how the parts fit (names, cycles, expressions, environments) and builds the
 //!   stage DAG with its waves; renders it as text, DOT or Mermaid.
+//! - [`analysis`]: judging numbers, no I/O: Argo Rollouts' measurement phases and limits, the
+//!   Mann-Whitney interval and Kayenta's classification and score.
 //! - [`git`]: what promote writes into environment repos: format-preserving YAML edits, promotion
 //!   and rollback commits built in memory in a kept bare clone, pushed with retries.
+//! - [`secret`]: secret values that never print.
+//! - [`providers`]: where evidence comes from: Prometheus and web JSON (metrics), HTTP and
+//!   Kubernetes / Argo CD (health).
 //! - [`store`]: durable state (runs, stages, events, decisions, environment locks) in SQLite.
 //! - [`stages`]: the stage kinds that run, one file each (`deploy`, `wait`, `approval`).
 //! - [`exec`]: the executor: starts runs and walks their DAG on tokio, durably; metrics.
 //! - [`cli`]: the `promote` command line; `main.rs` only calls it.
 
+pub mod analysis;
 pub mod cli;
 pub mod diag;
 pub mod exec;
 pub mod git;
 pub mod model;
 pub mod plan;
+pub mod providers;
+pub mod secret;
 pub mod stages;
 pub mod store;

@@ -74,8 +74,20 @@ fn decide(run_id: &str, stage: &str, user: &str, approve: bool, comment: Option<
             let names = pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.as_str());
             return refuse(format!("run {run_id} has no stage `{stage}`{}", did_you_mean(stage, names)));
         };
-        let StageKind::Approval(a) = &s.kind else { return refuse(format!("stage `{stage}` is a {} stage, not an approval", s.kind.name())) };
         let current = store.stages(run_id).await?.into_iter().find(|r| r.name == stage).map(|r| r.state).unwrap_or(StageState::Pending);
+        let deciders;
+        let a = match &s.kind {
+            StageKind::Approval(a) => a,
+            // An inconclusive analysis waits for a person, with the same checks.
+            StageKind::Metrics(m) if current == StageState::Waiting => {
+                deciders = crate::stages::deciders(m);
+                &deciders
+            }
+            StageKind::Metrics(_) => {
+                return refuse(format!("stage `{stage}` is a metrics stage that is {current}: only an inconclusive analysis (waiting) is decided by a person"));
+            }
+            other => return refuse(format!("stage `{stage}` is a {} stage, not an approval", other.name())),
+        };
         if current.is_final() {
             return refuse(format!("stage `{stage}` is already {current}"));
         }

@@ -251,8 +251,12 @@ impl Executor {
                     state[i] = StageState::Succeeded;
                 }
                 Err(StageError::Store(e)) => return Err(e.into()),
-                Err(StageError::Failed(why)) => {
-                    pending.push(Write::end(i, StageState::Failed, why, None));
+                Err(e @ (StageError::Failed(_) | StageError::Verdict { .. })) => {
+                    let (why, evidence) = match e {
+                        StageError::Verdict { message, evidence } => (message, Some(evidence)),
+                        other => (other.to_string(), None),
+                    };
+                    pending.push(Write::end(i, StageState::Failed, why, evidence));
                     state[i] = StageState::Failed;
                     failure = Some(stage.name.value.clone());
                 }
@@ -286,7 +290,8 @@ impl Executor {
     ) -> Result<(), ExecError> {
         let mut deploys: Vec<(i64, usize, String)> = Vec::new();
         for (i, s) in self.store.stages(&run.id).await?.into_iter().enumerate() {
-            if let (StageKind::Deploy(_), StageState::Succeeded, Some(out)) = (&plan.pipeline.stages[i].kind, s.state, &s.output)
+            // A deploy that committed and then failed its health check is reverted too.
+            if let (StageKind::Deploy(_), StageState::Succeeded | StageState::Failed, Some(out)) = (&plan.pipeline.stages[i].kind, s.state, &s.output)
                 && out["outcome"] != "unchanged"
                 && let Some(commit) = out["commit"].as_str()
             {
@@ -481,6 +486,12 @@ fn summarize(output: &serde_json::Value) -> String {
             ("already-done", Some(c)) => format!("{env}: already promoted in {}", short(c)),
             _ => format!("{env} already at {value}"),
         };
+    }
+    if let Some(m) = output.get("metrics") {
+        let checks = m["checks"].as_array().map_or(0, Vec::len);
+        let score = m["score"]["score"].as_f64().map(|s| format!(", score {}", crate::analysis::fmt_f64(s))).unwrap_or_default();
+        let by = m["decidedBy"]["user"].as_str().map(|u| format!(", inconclusive: approved by {u}")).unwrap_or_default();
+        return format!("{checks} check(s) {}{score}{by}", m["verdict"].as_str().unwrap_or(""));
     }
     if let Some(by) = output["approvedBy"].as_array() {
         return format!("approved by {}", by.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "));

@@ -176,6 +176,10 @@ pub struct MetricsStage {
     /// Pass and marginal thresholds of the comparison score out of 100.
     #[serde(default)]
     pub score: Option<Score>,
+    /// Who may decide an inconclusive result (users and `group:` entries; default: anyone but
+    /// whoever triggered the run).
+    #[serde(default)]
+    pub approvers: Vec<Spanned<String>>,
 }
 
 fn default_interval() -> Duration {
@@ -258,6 +262,50 @@ pub struct Compare {
     /// Group for weighting (default: the check's name).
     #[serde(default)]
     pub group: Option<String>,
+    /// The window judged, ending at each measurement (default: from the deploy to the measurement).
+    #[serde(default)]
+    pub window: Option<Duration>,
+    /// Time between the samples compared (default 1m).
+    #[serde(default = "default_step")]
+    pub step: Duration,
+    /// How big the change in means must be to count (Kayenta's effect size).
+    #[serde(default)]
+    pub effect_size: EffectSize,
+    /// Missing data fails the metric (default: it is left out of the score).
+    #[serde(default)]
+    pub require_data: bool,
+}
+
+fn default_step() -> Duration {
+    secs(60)
+}
+
+/// Kayenta's effect-size limits: ratios of the new version's mean to the baseline's.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EffectSize {
+    /// A significant increase counts only at or above this ratio (default 1.0).
+    #[serde(default = "default_ratio")]
+    pub allowed_increase: f64,
+    /// A significant decrease counts only at or below this ratio (default 1.0).
+    #[serde(default = "default_ratio")]
+    pub allowed_decrease: f64,
+    /// A critical metric fails the score only at or above this ratio (default 1.0).
+    #[serde(default = "default_ratio")]
+    pub critical_increase: f64,
+    /// ... or at or below this one (default 1.0).
+    #[serde(default = "default_ratio")]
+    pub critical_decrease: f64,
+}
+
+impl Default for EffectSize {
+    fn default() -> Self {
+        EffectSize { allowed_increase: 1.0, allowed_decrease: 1.0, critical_increase: 1.0, critical_decrease: 1.0 }
+    }
+}
+
+fn default_ratio() -> f64 {
+    1.0
 }
 
 fn default_confidence() -> f64 {

@@ -17,7 +17,7 @@ pub enum ApprovalCheck {
 }
 
 /// Checks a person against the stage's approvers. `group:NAME` entries accept any user until the
-/// users file of the governance issue gives groups their members.
+/// users file of the governance issue gives groups their members (`group:*` is anyone).
 pub fn check_approver(a: &ApprovalStage, run: &RunRecord, user: &str) -> ApprovalCheck {
     let listed = a.approvers.iter().any(|x| x.value == user || x.value.starts_with("group:"));
     if !listed {

@@ -71,13 +71,81 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
         Outcome::AlreadyDone { commit } => ("already-done", Some(commit.to_string()), None),
         Outcome::Unchanged { .. } => ("unchanged", None, None),
     };
-    Ok(serde_json::json!({
+    let mut out = serde_json::json!({
         "environment": env_name, "outcome": outcome, "commit": commit, "oldValue": old, "newValue": value, "attempts": report.attempts,
-    }))
+    });
+    if let Some(h) = &d.health {
+        let url = match &h.http {
+            Some(x) => {
+                Some(crate::model::interpolate(&x.url.value, vars).map_err(|v| StageError::Failed(format!("health url: `${{{v}}}` has no value here")))?)
+            }
+            None => None,
+        };
+        match wait_healthy(h, ctx, commit.as_deref(), &value, url).await {
+            Ok(seen) => out["health"] = serde_json::json!(seen),
+            Err(why) => {
+                // The commit stays (a rollback reverts it); the evidence says what was seen.
+                out["health"] = serde_json::json!(why);
+                return Err(StageError::Verdict {
+                    message: format!("committed {}, but not healthy: {why}", commit.as_deref().map_or("nothing", |c| &c[..c.len().min(10)])),
+                    evidence: out,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until every health check given is healthy; fails at `health.timeout` (saying what each
+/// check saw last) or as soon as one cannot become healthy.
+async fn wait_healthy(h: &crate::model::Health, ctx: &StageContext, commit: Option<&str>, value: &str, url: Option<String>) -> Result<Vec<String>, String> {
+    use crate::providers::kubernetes::{self, Health};
+    let deadline = tokio::time::Instant::now() + h.timeout.0;
+    let kube = if h.argocd.is_some() || h.kubernetes.is_some() { Some(kubernetes::client().await.map_err(|e| e.to_string())?) } else { None };
+    let mut said_waiting = false;
+    loop {
+        let mut seen = Vec::new();
+        let mut waiting = Vec::new();
+        if let (Some(x), Some(url)) = (&h.http, &url) {
+            match crate::providers::http_ok(url, x.expect, ctx.poll.max(std::time::Duration::from_secs(5))).await {
+                None => seen.push(format!("http: {url} answered {}", x.expect)),
+                Some(why) => waiting.push(format!("http: {why}")),
+            }
+        }
+        let mut judge = |what: &str, r: Result<Health, kubernetes::KubeError>| -> Result<(), String> {
+            match r {
+                Ok(Health::Healthy(s)) => seen.push(format!("{what}: {s}")),
+                Ok(Health::Progressing(s)) => waiting.push(format!("{what}: {s}")),
+                Ok(Health::Failed(s)) => return Err(format!("{what}: {s}")),
+                Err(e) => waiting.push(format!("{what}: {e}")),
+            }
+            Ok(())
+        };
+        if let (Some(a), Some(k)) = (&h.argocd, &kube) {
+            judge(&format!("argocd {}", a.application), kubernetes::argocd(k, &a.namespace, &a.application, commit).await)?;
+        }
+        if let (Some(d), Some(k)) = (&h.kubernetes, &kube) {
+            judge(&format!("deployment {}/{}", d.namespace, d.deployment), kubernetes::deployment(k, &d.namespace, &d.deployment, value).await)?;
+        }
+        if waiting.is_empty() {
+            if said_waiting {
+                ctx.resumed().await.map_err(|e| e.to_string())?;
+            }
+            return Ok(seen);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("health not reached within {}: {}", crate::exec::humanize(h.timeout.0), waiting.join("; ")));
+        }
+        if !said_waiting {
+            ctx.waiting(&format!("health: {}", waiting.join("; "))).await.map_err(|e| e.to_string())?;
+            said_waiting = true;
+        }
+        tokio::time::sleep(ctx.poll.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
+    }
 }
 
 /// Whether stage `a` is upstream of stage `b` (a path of needs leads from `a` to `b`).
-fn upstream(plan: &crate::plan::Plan, a: usize, b: usize) -> bool {
+pub(super) fn upstream(plan: &crate::plan::Plan, a: usize, b: usize) -> bool {
     let mut stack = vec![b];
     let mut seen = vec![false; plan.needs.len()];
     while let Some(n) = stack.pop() {

@@ -3,6 +3,7 @@
 
 mod approval;
 mod deploy;
+mod metrics;
 mod wait;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use crate::plan::Plan;
 use crate::store::{RunRecord, StageState, Store, Transition};
 
 pub use approval::{ApprovalCheck, check_approver};
+pub use metrics::deciders;
 
 /// Why a stage attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,15 @@ pub enum StageError {
     /// The stage's own verdict (rejected, timed out, git refused): retried if `retry` allows.
     #[error("{0}")]
     Failed(String),
+    /// The stage judged evidence and said no: the message names the values and conditions, the
+    /// evidence is kept with the stage.
+    #[error("{message}")]
+    Verdict {
+        /// What decided it, in words.
+        message: String,
+        /// Every value measured and how it was judged.
+        evidence: serde_json::Value,
+    },
     /// The state store failed: the run stops here and can be resumed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -81,10 +92,8 @@ impl StageContext {
 /// Whether this version of promote can run a kind (the others are validated and drawn only).
 pub fn runnable(kind: &StageKind) -> Result<(), &'static str> {
     match kind {
-        StageKind::Wait(_) | StageKind::Approval(_) => Ok(()),
-        StageKind::Deploy(d) if d.health.is_some() => Err("deploy `health` checks are not run yet"),
-        StageKind::Deploy(_) => Ok(()),
-        StageKind::Metrics(_) | StageKind::Logs(_) | StageKind::Policy(_) | StageKind::Webhook(_) => Err("this kind is not run yet"),
+        StageKind::Wait(_) | StageKind::Approval(_) | StageKind::Deploy(_) | StageKind::Metrics(_) => Ok(()),
+        StageKind::Logs(_) | StageKind::Policy(_) | StageKind::Webhook(_) => Err("this kind is not run yet"),
     }
 }
 
@@ -94,6 +103,7 @@ pub async fn execute(ctx: &StageContext) -> Result<serde_json::Value, StageError
         StageKind::Wait(w) => wait::run(w, ctx).await,
         StageKind::Deploy(d) => deploy::run(d, ctx).await,
         StageKind::Approval(a) => approval::run(a, ctx).await,
+        StageKind::Metrics(m) => metrics::run(m, ctx).await,
         other => Err(StageError::Failed(format!("kind `{}` is not run by this version of promote", other.name()))),
     }
 }

@@ -15,13 +15,13 @@ const KUSTOMIZATION: &str = "# promote writes newTag\nimages:\n  - name: registr
 
 /// A folder with env repos `envs/NAME.git` and `pipeline.yaml` holding `stages` (YAML, indented
 /// by 2) over environments qa, staging and prod.
-struct Setup {
-    dir: tempfile::TempDir,
-    file: PathBuf,
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub file: PathBuf,
 }
 
 impl Setup {
-    fn new(stages: &str, extra: &str) -> Setup {
+    pub fn new(stages: &str, extra: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("envs")).unwrap();
         let mut envs = String::new();
@@ -39,7 +39,7 @@ impl Setup {
         Setup { dir, file }
     }
 
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
@@ -49,11 +49,11 @@ impl Setup {
         std::fs::write(&self.file, text.replace("repo: envs/staging.git", "repo: envs/staging.git\n    branch: release")).unwrap();
     }
 
-    fn state(&self) -> PathBuf {
+    pub fn state(&self) -> PathBuf {
         self.path().join(".promote/state.db")
     }
 
-    async fn executor(&self) -> Executor {
+    pub async fn executor(&self) -> Executor {
         Executor {
             store: Store::open(&self.state()).await.unwrap(),
             writer: Arc::new(Writer::new(WriterConfig::new(self.path().join(".promote/repos")))),
@@ -62,29 +62,29 @@ impl Setup {
         }
     }
 
-    fn plan(&self) -> (String, promote::plan::Plan) {
+    pub fn plan(&self) -> (String, promote::plan::Plan) {
         let checked = promote::cli::check_file(&self.file);
         assert!(checked.plan.is_some(), "{:?}", checked.diagnostics);
         (std::fs::read_to_string(&self.file).unwrap(), checked.plan.unwrap())
     }
 
-    async fn start(&self, exec: &Executor, version: &str) -> String {
+    pub async fn start(&self, exec: &Executor, version: &str) -> String {
         let (source, plan) = self.plan();
         exec.start(&self.file, &source, &plan, version, "ci-bot").await.unwrap().id
     }
 
     /// Messages of the promotion commits in env `name`, newest first.
-    fn commits(&self, env: &str) -> Vec<String> {
+    pub fn commits(&self, env: &str) -> Vec<String> {
         let bare = self.path().join(format!("envs/{env}.git"));
         git(&bare, &["log", "--format=%s", "main"]).lines().filter(|l| *l != "initial").map(String::from).collect()
     }
 }
 
-async fn drive(exec: &Executor, id: &str) -> Summary {
+pub async fn drive(exec: &Executor, id: &str) -> Summary {
     exec.drive(id, Arc::new(|_| {})).await.unwrap()
 }
 
-fn stage<'a>(s: &'a Summary, name: &str) -> &'a promote::store::StageRecord {
+pub fn stage<'a>(s: &'a Summary, name: &str) -> &'a promote::store::StageRecord {
     s.stages.iter().find(|x| x.name == name).unwrap()
 }
 
@@ -245,11 +245,11 @@ async fn a_second_run_waits_for_the_environment_and_approvers_reach_the_commit()
 
 // ---- the real binary: approvals on the command line, crashes, bad state files ----
 
-fn promote(dir: &Path, args: &[&str]) -> std::process::Output {
+pub fn promote(dir: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(crate::promote_bin()).current_dir(dir).env("PROMOTE_USER", "ci-bot").args(args).output().unwrap()
 }
 
-fn text(o: &std::process::Output) -> String {
+pub fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 

@@ -6,7 +6,10 @@ mod exec;
 mod fixtures;
 mod generate;
 mod git;
+mod health;
+mod metrics;
 mod plan;
+mod prom;
 mod repos;
 
 /// The built `promote` binary.

@@ -1,0 +1,293 @@
+//! Kayenta's judgment: each compared metric classified by the Mann-Whitney interval of its shift
+//! against the baseline (Pass, High, Low, NoData), then groups scored and weighted out of 100.
+
+use serde::Serialize;
+
+use super::mannwhitney;
+use crate::model::Direction;
+
+/// A metric's classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Class {
+    /// No significant change in the bad direction.
+    Pass,
+    /// Significantly higher than the baseline.
+    High,
+    /// Significantly lower than the baseline.
+    Low,
+    /// No data on one side (NaNs removed first).
+    NoData,
+    /// No data on one side, and the metric requires data: counts as a failure.
+    NoDataFail,
+}
+
+/// How one metric is compared.
+#[derive(Debug, Clone, Copy)]
+pub struct CompareSettings {
+    /// Which way is bad.
+    pub direction: Direction,
+    /// Interval confidence (Kayenta's default here: 0.98).
+    pub confidence: f64,
+    /// The interval must clear `tolerance` × |shift estimate| (default 0.25).
+    pub tolerance: f64,
+    /// High only when mean(new) / mean(baseline) ≥ this (default 1.0: any increase).
+    pub allowed_increase: f64,
+    /// Low only when the ratio ≤ this (default 1.0).
+    pub allowed_decrease: f64,
+    /// A critical metric fails the whole score when High with ratio ≥ this (default 1.0) ...
+    pub critical_increase: f64,
+    /// ... or Low with ratio ≤ this (default 1.0), or without data.
+    pub critical_decrease: f64,
+    /// Whether a failure of this metric fails the whole score.
+    pub critical: bool,
+    /// Whether missing data counts as a failure.
+    pub require_data: bool,
+}
+
+/// A classification with its evidence.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Classification {
+    /// The class.
+    pub class: Class,
+    /// Whether it fails the whole score.
+    pub critical_failure: bool,
+    /// Why, in words (with the numbers).
+    pub reason: String,
+    /// mean(new) / mean(baseline) (1 when the baseline's mean is 0).
+    pub ratio: f64,
+    /// The test, when it ran.
+    pub lower: Option<f64>,
+    /// Upper end of the interval.
+    pub upper: Option<f64>,
+    /// Shift estimate (new - baseline).
+    pub estimate: Option<f64>,
+    /// Two-sided p-value.
+    pub p_value: Option<f64>,
+    /// Samples compared after NaN removal.
+    pub n_new: usize,
+    /// Baseline samples.
+    pub n_baseline: usize,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// A small deterministic generator for the tie-breaking noise (Kayenta adds Gaussian noise of
+/// 1e-5 × the value when both samples are each one repeated value).
+fn jitter(values: &[f64], seed: u64) -> Vec<f64> {
+    let mut s = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let scale = values[0] * 1e-5;
+    values
+        .iter()
+        .map(|v| {
+            let (u1, u2) = (next().max(f64::MIN_POSITIVE), next());
+            v + scale * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        })
+        .collect()
+}
+
+/// Classifies `new` against `baseline` as Kayenta's `MannWhitneyClassifier` does.
+pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classification {
+    let new: Vec<f64> = new.iter().copied().filter(|v| !v.is_nan()).collect();
+    let base: Vec<f64> = baseline.iter().copied().filter(|v| !v.is_nan()).collect();
+    let mut c = Classification {
+        class: Class::Pass,
+        critical_failure: false,
+        reason: String::new(),
+        ratio: 1.0,
+        lower: None,
+        upper: None,
+        estimate: None,
+        p_value: None,
+        n_new: new.len(),
+        n_baseline: base.len(),
+    };
+    if new.is_empty() || base.is_empty() {
+        let side = if new.is_empty() { "the new version" } else { "the baseline" };
+        c.class = if s.require_data && !s.critical { Class::NoDataFail } else { Class::NoData };
+        c.critical_failure = s.critical;
+        c.reason = format!("no data for {side} ({} new, {} baseline samples after removing NaN)", new.len(), base.len());
+        return c;
+    }
+    let mut sorted_new = new.clone();
+    let mut sorted_base = base.clone();
+    sorted_new.sort_by(f64::total_cmp);
+    sorted_base.sort_by(f64::total_cmp);
+    if sorted_new == sorted_base {
+        c.reason = "the new version's and the baseline's samples are identical".into();
+        return c;
+    }
+    if sorted_new.iter().chain(&sorted_base).all(|v| *v == sorted_new[0]) {
+        c.reason = format!("every sample is {}", super::fmt_f64(sorted_new[0]));
+        return c;
+    }
+    let degenerate = sorted_new.first() == sorted_new.last() && sorted_base.first() == sorted_base.last();
+    let (x, y) = if degenerate { (jitter(&new, 1), jitter(&base, 2)) } else { (new.clone(), base.clone()) };
+    let mb = mean(&y);
+    c.ratio = if mb == 0.0 { 1.0 } else { mean(&x) / mb };
+    let Some(mw) = mannwhitney::test(&x, &y, s.confidence) else {
+        c.reason = "every observation is tied: no interval".into();
+        return c;
+    };
+    c.lower = Some(mw.lower);
+    c.upper = Some(mw.upper);
+    c.estimate = Some(mw.estimate);
+    c.p_value = Some(mw.p_value);
+    let bound = s.tolerance * mw.estimate.abs();
+    let increase = matches!(s.direction, Direction::Increase | Direction::Either);
+    let decrease = matches!(s.direction, Direction::Decrease | Direction::Either);
+    let f = super::fmt_f64;
+    let interval = format!(
+        "shift {} ({:.0}% interval {} .. {}), mean ratio {}, p = {}",
+        f(mw.estimate),
+        s.confidence * 100.0,
+        f(mw.lower),
+        f(mw.upper),
+        f(c.ratio),
+        f(mw.p_value)
+    );
+    if increase && mw.lower > bound && c.ratio >= s.allowed_increase {
+        c.class = Class::High;
+        c.critical_failure = s.critical && c.ratio >= s.critical_increase;
+        c.reason = format!("High: {interval}; the interval is above +{} (tolerance {} x |shift|)", f(bound), f(s.tolerance));
+    } else if decrease && mw.upper < -bound && c.ratio <= s.allowed_decrease {
+        c.class = Class::Low;
+        c.critical_failure = s.critical && c.ratio <= s.critical_decrease;
+        c.reason = format!("Low: {interval}; the interval is below -{} (tolerance {} x |shift|)", f(bound), f(s.tolerance));
+    } else {
+        c.reason = format!("Pass: {interval}");
+    }
+    c
+}
+
+/// A metric's place in the score.
+#[derive(Debug, Clone)]
+pub struct Scored<'a> {
+    /// Its group (the check's name unless given).
+    pub group: &'a str,
+    /// The group's weight (the largest weight given to a check of the group).
+    pub weight: f64,
+    /// Its classification.
+    pub classification: &'a Classification,
+}
+
+/// The score out of 100 and its explanation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoreResult {
+    /// 0..=100; `None` when no compared metric had data.
+    pub score: Option<f64>,
+    /// Per group: (name, score, weight).
+    pub groups: Vec<(String, f64, f64)>,
+    /// A critical metric failed: the score is 0.
+    pub critical: Option<String>,
+}
+
+/// Kayenta's weighted-sum scorer: a group's score is the share of its metrics that passed (metrics
+/// without data left out, unless they require data); the total weighs groups with data; a
+/// critical failure makes it 0.
+pub fn score(metrics: &[(&str, Scored<'_>)]) -> ScoreResult {
+    let mut groups: Vec<(String, f64, u32, u32)> = Vec::new();
+    let mut critical = None;
+    for (name, m) in metrics {
+        if m.classification.critical_failure && critical.is_none() {
+            critical = Some(format!("critical metric `{name}`: {}", m.classification.reason));
+        }
+        let i = match groups.iter().position(|g| g.0 == m.group) {
+            Some(i) => i,
+            None => {
+                groups.push((m.group.to_string(), 0.0, 0, 0));
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[i];
+        g.1 = g.1.max(m.weight);
+        match m.classification.class {
+            Class::NoData => {}
+            Class::Pass => {
+                g.2 += 1;
+                g.3 += 1;
+            }
+            _ => g.3 += 1,
+        }
+    }
+    let scored: Vec<(String, f64, f64)> = groups.iter().filter(|g| g.3 > 0).map(|g| (g.0.clone(), 100.0 * g.2 as f64 / g.3 as f64, g.1)).collect();
+    let total_weight: f64 = scored.iter().map(|g| g.2).sum();
+    let score = if critical.is_some() {
+        Some(0.0)
+    } else if scored.is_empty() || total_weight <= 0.0 {
+        None
+    } else {
+        Some(scored.iter().map(|g| g.1 * g.2).sum::<f64>() / total_weight)
+    };
+    ScoreResult { score, groups: scored, critical }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> CompareSettings {
+        CompareSettings {
+            direction: Direction::Increase,
+            confidence: 0.98,
+            tolerance: 0.25,
+            allowed_increase: 1.0,
+            allowed_decrease: 1.0,
+            critical_increase: 1.0,
+            critical_decrease: 1.0,
+            critical: false,
+            require_data: false,
+        }
+    }
+
+    #[test]
+    fn classifies_shifts_by_direction() {
+        let base: Vec<f64> = (0..40).map(|i| 100.0 + (i % 10) as f64).collect();
+        let high: Vec<f64> = base.iter().map(|v| v * 1.2).collect();
+        assert_eq!(classify(&high, &base, &settings()).class, Class::High);
+        assert_eq!(classify(&base, &high, &settings()).class, Class::Pass, "a decrease is fine when only increases are bad");
+        let either = CompareSettings { direction: Direction::Either, ..settings() };
+        assert_eq!(classify(&base, &high, &either).class, Class::Low);
+        assert_eq!(classify(&base, &base, &settings()).class, Class::Pass);
+        let nan: Vec<f64> = vec![f64::NAN; 5];
+        assert_eq!(classify(&nan, &base, &settings()).class, Class::NoData);
+        let strict = CompareSettings { require_data: true, ..settings() };
+        assert_eq!(classify(&nan, &base, &strict).class, Class::NoDataFail);
+        // Each side one repeated value: Kayenta adds tiny noise, and a real difference still shows.
+        assert_eq!(classify(&[5.0; 20], &[4.0; 20], &settings()).class, Class::High);
+    }
+
+    #[test]
+    fn scores_weighted_groups_and_critical() {
+        let pass = Classification {
+            class: Class::Pass,
+            critical_failure: false,
+            reason: String::new(),
+            ratio: 1.0,
+            lower: None,
+            upper: None,
+            estimate: None,
+            p_value: None,
+            n_new: 1,
+            n_baseline: 1,
+        };
+        let high = Classification { class: Class::High, ..pass.clone() };
+        let nodata = Classification { class: Class::NoData, ..pass.clone() };
+        let m = |g, w, c| Scored { group: g, weight: w, classification: c };
+        let r = score(&[("a", m("latency", 3.0, &pass)), ("b", m("latency", 3.0, &high)), ("c", m("errors", 1.0, &pass)), ("d", m("errors", 1.0, &nodata))]);
+        // latency: 50 (weight 3); errors: 100 (weight 1; no-data left out) -> (150 + 100) / 4
+        assert_eq!(r.score, Some(62.5));
+        let crit = Classification { critical_failure: true, ..high.clone() };
+        assert_eq!(score(&[("a", m("x", 1.0, &pass)), ("b", m("y", 1.0, &crit))]).score, Some(0.0));
+        assert_eq!(score(&[("d", m("x", 1.0, &nodata))]).score, None, "no data is not a pass");
+    }
+}

@@ -1,0 +1,140 @@
+//! `provider.web`: GET a URL answering JSON, and pick the value with a JSON path.
+
+use std::time::{Duration, SystemTime};
+
+use super::{Credential, MetricProvider, ProviderError, describe, http_client, shown_url};
+use crate::analysis::Sample;
+use crate::model::WebProvider;
+
+/// Values for `${name}` in URLs and queries.
+pub type Vars = std::collections::BTreeMap<&'static str, String>;
+
+/// A JSON endpoint.
+pub struct Web {
+    url: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    credential: Option<Credential>,
+    client: reqwest::Client,
+}
+
+impl Web {
+    /// From the pipeline's `provider.web`; `vars` interpolates the URL (`${query}` is filled per call).
+    pub fn new(w: &WebProvider, vars: &Vars) -> Result<Web, ProviderError> {
+        let credential = w.auth.as_ref().map(Credential::resolve).transpose()?.flatten();
+        // `${query}` stays for `instant` to fill; the rest is known now.
+        let url = crate::model::interpolate(&w.url.value, |n| if n == "query" { Some("${query}") } else { vars.get(n).map(String::as_str) })
+            .map_err(|v| ProviderError::Unsupported(format!("the web provider's url uses `${{{v}}}`, which has no value here")))?;
+        Ok(Web { url, path: w.json_path.value.clone(), headers: w.headers.clone().into_iter().collect(), credential, client: http_client(w.timeout.0) })
+    }
+}
+
+/// Picks a value out of JSON with a path such as `$.data.value`, `$.items[0].count` or Argo's
+/// `{$.data.value}`.
+pub fn json_path<'a>(doc: &'a serde_json::Value, path: &str) -> Result<&'a serde_json::Value, String> {
+    let p = path.trim();
+    let p = p.strip_prefix('{').and_then(|p| p.strip_suffix('}')).unwrap_or(p);
+    let mut rest = p.strip_prefix('$').ok_or_else(|| format!("the JSON path `{path}` must start with `$`"))?;
+    let mut at = doc;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let key = &r[..end];
+            if key.is_empty() {
+                return Err(format!("the JSON path `{path}` has an empty name"));
+            }
+            at = at.get(key).ok_or_else(|| format!("`{key}` is not in the answer (JSON path `{path}`)"))?;
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').ok_or_else(|| format!("the JSON path `{path}` has an unclosed `[`"))?;
+            let inner = r[..end].trim();
+            let key = inner.trim_matches(|c| c == '\'' || c == '"');
+            at = if let Ok(i) = inner.parse::<usize>() {
+                at.get(i).ok_or_else(|| format!("index {i} is not in the answer (JSON path `{path}`)"))?
+            } else {
+                at.get(key).ok_or_else(|| format!("`{key}` is not in the answer (JSON path `{path}`)"))?
+            };
+            rest = &r[end + 1..];
+        } else {
+            return Err(format!("the JSON path `{path}` cannot be read at `{rest}`"));
+        }
+    }
+    Ok(at)
+}
+
+/// A JSON value as a sample: numbers (and numeric strings) become numbers, lists of numbers a vector.
+fn to_sample(v: &serde_json::Value) -> Sample {
+    let num = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "+Inf" | "Inf" => Some(f64::INFINITY),
+            "-Inf" => Some(f64::NEG_INFINITY),
+            s => s.parse().ok(),
+        },
+        _ => None,
+    };
+    match v {
+        serde_json::Value::Array(a) => match a.iter().map(num).collect::<Option<Vec<f64>>>() {
+            Some(v) => Sample::Vector(v),
+            None => Sample::Json(serde_json::Value::Array(a.clone())),
+        },
+        other => num(other).map(Sample::Scalar).unwrap_or_else(|| Sample::Json(other.clone())),
+    }
+}
+
+impl MetricProvider for Web {
+    async fn instant(&self, query: &str) -> Result<Sample, ProviderError> {
+        let url = self.url.replace("${query}", &urlencode(query));
+        let shown = shown_url(&url);
+        let mut req = self.client.get(&url);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        if let Some(c) = &self.credential {
+            req = c.apply(req);
+        }
+        let scrub = |s: String| self.credential.as_ref().map_or(s.clone(), |c| c.scrub(&s));
+        let resp = req.send().await.map_err(|e| ProviderError::Request { query: query.into(), url: shown.clone(), why: scrub(describe(e)) })?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| ProviderError::Request { query: query.into(), url: shown.clone(), why: scrub(describe(e)) })?;
+        if !status.is_success() {
+            let text: String = body.chars().take(200).collect();
+            return Err(ProviderError::Refused { query: query.into(), url: shown, why: scrub(format!("HTTP {status}: {}", text.trim())) });
+        }
+        let doc: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| ProviderError::Decode { query: query.into(), url: shown.clone(), why: format!("not JSON ({e})") })?;
+        let v = json_path(&doc, &self.path).map_err(|why| ProviderError::Decode { query: query.into(), url: shown, why })?;
+        Ok(to_sample(v))
+    }
+
+    async fn range(&self, query: &str, _: SystemTime, _: SystemTime, _: Duration) -> Result<Vec<f64>, ProviderError> {
+        Err(ProviderError::Unsupported(format!("query `{query}`: the web provider has no time ranges; comparisons need `prometheus`")))
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_paths() {
+        let doc = serde_json::json!({"data": {"value": 3, "items": [{"n": "1.5"}, {"n": 2}]}, "500": 7});
+        assert_eq!(json_path(&doc, "$.data.value").unwrap(), &serde_json::json!(3));
+        assert_eq!(json_path(&doc, "{$.data.items[1].n}").unwrap(), &serde_json::json!(2));
+        assert_eq!(json_path(&doc, "$['500']").unwrap(), &serde_json::json!(7));
+        assert!(json_path(&doc, "$.data.nope").unwrap_err().contains("`nope` is not in the answer"));
+        assert_eq!(to_sample(json_path(&doc, "$.data.items[0].n").unwrap()), Sample::Scalar(1.5));
+    }
+}

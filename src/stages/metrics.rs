@@ -1,0 +1,311 @@
+//! `metrics`: measures each check `count` times every `interval` (all checks at once), judges the
+//! measurements like Argo Rollouts and comparisons like Kayenta; an inconclusive result waits for
+//! a person. The verdict carries every value and the condition behind it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use super::{StageContext, StageError};
+use crate::analysis::kayenta::{self, Class, Classification, CompareSettings, Scored};
+use crate::analysis::{Conditions, Limits, Phase, Tally, fmt_f64};
+use crate::model::{ApprovalStage, MetricCheck, MetricsStage, Spanned, StageKind};
+use crate::providers::{AnyProvider, MetricProvider, Vars};
+use crate::store::now_ms;
+
+/// One check's outcome.
+struct CheckResult {
+    name: String,
+    dry_run: bool,
+    phase: Phase,
+    why: String,
+    tally: Tally,
+    measurements: Vec<serde_json::Value>,
+    last: Option<Classification>,
+    group: String,
+    weight: f64,
+}
+
+/// A check ready to measure.
+struct Prepared {
+    check: MetricCheck,
+    query: String,
+    baseline_query: Option<String>,
+    provider: Arc<AnyProvider>,
+    conditions: Conditions,
+    limits: Limits,
+    interval: Duration,
+}
+
+fn to_system(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// Runs the analysis.
+pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+    let stage = ctx.stage().name.value.clone();
+    let vars = variables(ctx);
+    let lookup = |n: &str| vars.get(n).map(String::as_str);
+    let fail = |why: String| StageError::Failed(why);
+    let stage_provider = Arc::new(AnyProvider::new(&m.provider, &vars).map_err(|e| fail(e.to_string()))?);
+    let mut prepared = Vec::new();
+    for c in &m.checks {
+        let provider = match &c.provider {
+            Some(p) => Arc::new(AnyProvider::new(p, &vars).map_err(|e| fail(format!("check `{}`: {e}", c.name.value)))?),
+            None => stage_provider.clone(),
+        };
+        let query = crate::model::interpolate(&c.query.value, lookup).map_err(|v| fail(format!("check `{}`: `${{{v}}}` has no value here", c.name.value)))?;
+        let baseline_query = match c.compare.as_ref().and_then(|x| x.baseline_query.as_ref()) {
+            Some(q) => Some(crate::model::interpolate(&q.value, lookup).map_err(|v| fail(format!("check `{}`: `${{{v}}}` has no value here", c.name.value)))?),
+            None => None,
+        };
+        let conditions = Conditions::new(c.success_condition.as_ref().map(|s| s.value.as_str()), c.failure_condition.as_ref().map(|s| s.value.as_str()))
+            .map_err(|e| fail(format!("check `{}`: {e}", c.name.value)))?;
+        let limits = Limits {
+            count: c.count.unwrap_or(m.count).max(1),
+            failure: c.failure_limit,
+            inconclusive: c.inconclusive_limit,
+            consecutive_errors: c.consecutive_error_limit,
+        };
+        prepared.push(Prepared { check: c.clone(), query, baseline_query, provider, conditions, limits, interval: c.interval.unwrap_or(m.interval).0 });
+    }
+
+    // The deploy this analysis judges: the latest upstream deploy's end, else this stage's start.
+    let deployed_at = deploy_time(ctx).await?;
+    let delay_left = ctx.started_at + m.initial_delay.0.as_millis() as i64 - now_ms();
+    if delay_left > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_left as u64)).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, p) in prepared.into_iter().enumerate() {
+        let stop = stop.clone();
+        tasks.spawn(async move { (i, measure(p, deployed_at, stop).await) });
+    }
+    let mut results: Vec<Option<CheckResult>> = (0..m.checks.len()).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (i, r) = joined.map_err(|e| fail(format!("a check stopped: {e}")))?;
+        results[i] = Some(r);
+    }
+    let results: Vec<CheckResult> = results.into_iter().map(|r| r.expect("every check reports")).collect();
+
+    let (verdict, summary, evidence) = judge(m, &results);
+    match verdict {
+        Phase::Successful => Ok(evidence),
+        Phase::Failed | Phase::Error => Err(StageError::Verdict { message: summary, evidence }),
+        Phase::Inconclusive => decide(m, ctx, &stage, summary, evidence).await,
+    }
+}
+
+/// The values `${name}` takes in queries and URLs.
+fn variables(ctx: &StageContext) -> Vars {
+    let mut v = Vars::new();
+    v.insert("version", ctx.run.version.clone());
+    v.insert("image", ctx.plan.pipeline.artifact.image.value.clone());
+    v.insert("pipeline", ctx.plan.pipeline.name.value.clone());
+    v.insert("run", ctx.run.id.clone());
+    v.insert("stage", ctx.stage().name.value.clone());
+    // The environment of the nearest upstream deploy, if there is one.
+    let mut at = ctx.index;
+    while let Some(&n) = ctx.plan.needs[at].first() {
+        if let StageKind::Deploy(d) = &ctx.plan.pipeline.stages[n].kind {
+            v.insert("environment", d.environment.value.clone());
+            break;
+        }
+        at = n;
+    }
+    v
+}
+
+async fn deploy_time(ctx: &StageContext) -> Result<i64, StageError> {
+    let records = ctx.store.stages(&ctx.run.id).await?;
+    let mut at = None;
+    for (i, s) in ctx.plan.pipeline.stages.iter().enumerate() {
+        if matches!(s.kind, StageKind::Deploy(_))
+            && super::deploy::upstream(&ctx.plan, i, ctx.index)
+            && let Some(end) = records.iter().find(|r| r.name == s.name.value).and_then(|r| r.finished_at)
+        {
+            at = Some(at.map_or(end, |a: i64| a.max(end)));
+        }
+    }
+    Ok(at.unwrap_or(ctx.started_at))
+}
+
+/// Measures one check until its limits decide it or `count` is reached.
+async fn measure(p: Prepared, deployed_at: i64, stop: Arc<AtomicBool>) -> CheckResult {
+    let c = &p.check;
+    let mut tally = Tally::default();
+    let mut measurements = Vec::new();
+    let mut last = None;
+    let (phase, why) = loop {
+        let started = now_ms();
+        let (phase, why, value) = one(&p, deployed_at, &mut last).await;
+        tally.add(phase);
+        let mut entry = json!({"at": started, "phase": phase, "why": why});
+        if let Some(v) = value {
+            entry["value"] = v;
+        }
+        measurements.push(entry);
+        if let Some(decided) = tally.assess(&p.limits) {
+            break decided;
+        }
+        if stop.load(Ordering::Relaxed) {
+            break (Phase::Inconclusive, "stopped: another check already failed the analysis".into());
+        }
+        tokio::time::sleep(p.interval.saturating_sub(Duration::from_millis((now_ms() - started).max(0) as u64))).await;
+        if stop.load(Ordering::Relaxed) {
+            break (Phase::Inconclusive, "stopped: another check already failed the analysis".into());
+        }
+    };
+    if matches!(phase, Phase::Failed | Phase::Error) && !c.dry_run {
+        stop.store(true, Ordering::Relaxed);
+    }
+    let (group, weight) = c.compare.as_ref().map_or((c.name.value.clone(), 1.0), |x| (x.group.clone().unwrap_or_else(|| c.name.value.clone()), x.weight));
+    CheckResult { name: c.name.value.clone(), dry_run: c.dry_run, phase, why, tally, measurements, last, group, weight }
+}
+
+/// One measurement: the instant value judged by the conditions, and the comparison if any; the
+/// worse phase wins.
+async fn one(p: &Prepared, deployed_at: i64, last: &mut Option<Classification>) -> (Phase, String, Option<serde_json::Value>) {
+    let c = &p.check;
+    let mut parts = Vec::new();
+    let mut phase = None::<Phase>;
+    let mut value = None;
+    let mut worse = |ph: Phase, why: String, parts: &mut Vec<String>| {
+        phase = Some(phase.map_or(ph, |p: Phase| p.max(ph)));
+        parts.push(why);
+    };
+    if c.success_condition.is_some() || c.failure_condition.is_some() || c.compare.is_none() {
+        match p.provider.instant(&p.query).await {
+            Ok(sample) => {
+                let (ph, why) = p.conditions.judge(&sample);
+                value = Some(sample.to_json());
+                worse(ph, why, &mut parts);
+            }
+            Err(e) => worse(Phase::Error, e.to_string(), &mut parts),
+        }
+    }
+    if let Some(cmp) = &c.compare {
+        let now = now_ms();
+        let start = cmp.window.map_or(deployed_at, |w| now - w.0.as_millis() as i64).min(now - cmp.step.0.as_millis() as i64);
+        let new = p.provider.range(&p.query, to_system(start), to_system(now), cmp.step.0);
+        let base = async {
+            match (&p.baseline_query, cmp.baseline_window) {
+                (Some(q), _) => p.provider.range(q, to_system(start), to_system(now), cmp.step.0).await,
+                (None, Some(w)) => p.provider.range(&p.query, to_system(start - w.0.as_millis() as i64), to_system(start), cmp.step.0).await,
+                (None, None) => Ok(Vec::new()),
+            }
+        };
+        let (new, base) = tokio::join!(new, base);
+        match (new, base) {
+            (Ok(new), Ok(base)) => {
+                let settings = CompareSettings {
+                    direction: cmp.direction,
+                    confidence: cmp.confidence,
+                    tolerance: cmp.tolerance,
+                    allowed_increase: cmp.effect_size.allowed_increase,
+                    allowed_decrease: cmp.effect_size.allowed_decrease,
+                    critical_increase: cmp.effect_size.critical_increase,
+                    critical_decrease: cmp.effect_size.critical_decrease,
+                    critical: cmp.critical,
+                    require_data: cmp.require_data,
+                };
+                let cl = kayenta::classify(&new, &base, &settings);
+                let ph = match cl.class {
+                    Class::Pass => Phase::Successful,
+                    Class::High | Class::Low | Class::NoDataFail => Phase::Failed,
+                    Class::NoData => Phase::Inconclusive,
+                };
+                worse(ph, format!("compared with the baseline: {}", cl.reason), &mut parts);
+                *last = Some(cl);
+            }
+            (Err(e), _) | (_, Err(e)) => worse(Phase::Error, e.to_string(), &mut parts),
+        }
+    }
+    (phase.unwrap_or(Phase::Successful), parts.join("; "), value)
+}
+
+/// The stage's verdict from its checks and the score: (phase, a summary naming each deciding
+/// value and condition, the evidence as JSON).
+fn judge(m: &MetricsStage, results: &[CheckResult]) -> (Phase, String, serde_json::Value) {
+    let mut verdict = Phase::Successful;
+    let mut lines = Vec::new();
+    for r in results {
+        let last_why = r.measurements.iter().rev().find_map(|x| x["why"].as_str()).unwrap_or("");
+        let tag = if r.dry_run { " (dry run: does not decide)" } else { "" };
+        lines.push(format!("{}: {}{tag}: {}; last: {last_why}", r.name, r.phase, r.why));
+        if !r.dry_run {
+            verdict = verdict.max(r.phase);
+        }
+    }
+    let compared: Vec<(&str, Scored<'_>)> = results
+        .iter()
+        .filter(|r| !r.dry_run)
+        .filter_map(|r| r.last.as_ref().map(|cl| (r.name.as_str(), Scored { group: &r.group, weight: r.weight, classification: cl })))
+        .collect();
+    let mut score_json = serde_json::Value::Null;
+    if !compared.is_empty() {
+        let (pass, marginal) = m.score.as_ref().map_or((95.0, 75.0), |s| (s.pass, s.marginal));
+        let s = kayenta::score(&compared);
+        let (phase, words) = match (s.score, &s.critical) {
+            (_, Some(c)) => (Phase::Failed, format!("score 0: {c}")),
+            (None, _) => (Phase::Inconclusive, "no score: no compared metric had data".to_string()),
+            (Some(v), _) if v >= pass => (Phase::Successful, format!("score {} >= pass {}", fmt_f64(v), fmt_f64(pass))),
+            (Some(v), _) if v >= marginal => {
+                (Phase::Inconclusive, format!("score {} is marginal (>= {} but < pass {})", fmt_f64(v), fmt_f64(marginal), fmt_f64(pass)))
+            }
+            (Some(v), _) => (Phase::Failed, format!("score {} < marginal {}", fmt_f64(v), fmt_f64(marginal))),
+        };
+        verdict = verdict.max(phase);
+        lines.push(words.clone());
+        score_json = json!({"score": s.score, "pass": pass, "marginal": marginal, "groups": s.groups, "critical": s.critical, "verdict": phase, "why": words});
+    }
+    let checks: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name, "phase": r.phase, "why": r.why, "dryRun": r.dry_run, "tally": r.tally,
+                "comparison": r.last, "measurements": r.measurements,
+            })
+        })
+        .collect();
+    let summary = lines.join("\n");
+    (verdict, summary.clone(), json!({"metrics": {"verdict": verdict, "summary": summary, "checks": checks, "score": score_json}}))
+}
+
+/// Inconclusive: waits for a person to approve (the stage succeeds) or reject (it fails).
+async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: String, mut evidence: serde_json::Value) -> Result<serde_json::Value, StageError> {
+    let who = deciders(m);
+    let why = format!("inconclusive, a person decides: promote approve {} {stage} --as USER (or promote reject ... --reason)\n{summary}", ctx.run.id);
+    ctx.waiting(&why).await?;
+    loop {
+        let decisions = ctx.store.decisions(&ctx.run.id, stage).await?;
+        let allowed = |u: &str| super::check_approver(&who, &ctx.run, u) == super::ApprovalCheck::Allowed;
+        if let Some(d) = decisions.iter().find(|d| allowed(&d.user)) {
+            evidence["metrics"]["decidedBy"] = json!({"user": d.user, "approve": d.approve, "comment": d.comment, "at": d.at});
+            if d.approve {
+                ctx.resumed().await?;
+                return Ok(evidence);
+            }
+            let reason = d.comment.as_deref().unwrap_or("no reason given");
+            return Err(StageError::Verdict { message: format!("inconclusive, rejected by {}: {reason}\n{summary}", d.user), evidence });
+        }
+        tokio::time::sleep(ctx.poll).await;
+    }
+}
+
+/// Who may decide an inconclusive analysis, as an approval stage (so that `promote approve`
+/// checks people the same way).
+pub fn deciders(m: &MetricsStage) -> ApprovalStage {
+    let anyone = vec![Spanned::new(Default::default(), "group:*".to_string())];
+    ApprovalStage {
+        approvers: if m.approvers.is_empty() { anyone } else { m.approvers.clone() },
+        min_approvals: Spanned::new(Default::default(), 1),
+        timeout: None,
+        allow_self_approval: false,
+        message: None,
+    }
+}

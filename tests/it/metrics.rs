@@ -1,0 +1,270 @@
+//! The `metrics` stage against a real Prometheus (Debian's package, started per test on a
+//! loopback port with backfilled series): pass, fail, inconclusive (a person decides), no data,
+//! NaN, a bad query, Prometheus dying mid-analysis, and Kayenta comparisons.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use promote::store::{RunState, StageState};
+
+use crate::exec::{Setup, drive, promote, stage, text};
+use crate::prom::{Prometheus, series};
+
+/// A metrics stage `check` over `prom` with these checks (YAML list items, indented by 8).
+fn pipeline(prom: &Prometheus, settings: &str, checks: &str) -> Setup {
+    let stages =
+        format!("  check:\n    metrics:\n      provider: {{prometheus: {{address: \"{}\", timeout: 2s}}}}\n{settings}      checks:\n{checks}", prom.url());
+    Setup::new(&stages, "")
+}
+
+/// Deterministic noise: normal(mean, sd) from a seeded generator.
+fn normal(seed: u64) -> impl FnMut(f64, f64) -> f64 {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    move |mean, sd| {
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let (u1, u2) = (next(), next());
+        mean + sd * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+fn evidence(s: &promote::store::StageRecord) -> &serde_json::Value {
+    &s.output.as_ref().expect("the stage keeps its evidence")["metrics"]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_good_release_passes_and_the_evidence_shows_every_value() {
+    let prom = Prometheus::start(&[("success_rate", series("success_rate", "version=\"2.0.0\"", 600.0, 0.0, 15.0, |_| 0.995))]);
+    let s = pipeline(
+        &prom,
+        "      interval: 100ms\n      count: 3\n",
+        "        - name: success-rate\n          query: success_rate{version=\"${version}\"}\n          successCondition: result[0] >= 0.95\n",
+    );
+    let exec = s.executor().await;
+    let id = s.start(&exec, "2.0.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Succeeded, "{sum:?}\n{}", prom.log());
+    let check = &evidence(stage(&sum, "check"))["checks"][0];
+    assert_eq!(check["phase"], "Successful");
+    assert_eq!(check["tally"]["count"], 3);
+    let ms = check["measurements"].as_array().unwrap();
+    assert_eq!(ms.len(), 3);
+    for m in ms {
+        assert_eq!(m["value"], serde_json::json!([0.995]));
+        assert_eq!(m["why"], "result = [0.995]: successCondition `result[0] >= 0.95` is true");
+    }
+    // Measurements are `interval` apart.
+    let at: Vec<i64> = ms.iter().map(|m| m["at"].as_i64().unwrap()).collect();
+    assert!(at[1] - at[0] >= 100 && at[2] - at[1] >= 100, "{at:?}");
+    assert_eq!(stage(&sum, "check").message.as_deref(), Some("1 check(s) Successful"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_release_fails_naming_the_value_and_the_condition_and_is_rolled_back() {
+    let prom = Prometheus::start(&[("error_rate", series("error_rate", "", 600.0, 0.0, 15.0, |_| 0.2))]);
+    let stages = format!(
+        "  deploy-qa:\n    deploy: {{environment: qa}}\n  check:\n    needs: [deploy-qa]\n    metrics:\n      provider: {{prometheus: {{address: \"{}\"}}}}\n      interval: 50ms\n      count: 5\n      checks:\n        - name: errors\n          query: error_rate\n          failureCondition: result[0] > 0.05\n          failureLimit: 1\n",
+        prom.url()
+    );
+    let s = Setup::new(&stages, "onFailure: {rollback: true}\n");
+    let exec = s.executor().await;
+    let id = s.start(&exec, "2.1.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Failed);
+    let check = stage(&sum, "check");
+    assert_eq!(check.state, StageState::Failed);
+    let msg = check.message.as_deref().unwrap();
+    assert!(msg.contains("errors: Failed: failed (2) > failureLimit (1)"), "{msg}");
+    assert!(msg.contains("result = [0.2]: failureCondition `result[0] > 0.05` is true"), "{msg}");
+    // Two failures were enough: it stopped early rather than taking all 5.
+    assert_eq!(evidence(check)["checks"][0]["tally"]["count"], 2);
+    // The QA deploy was reverted.
+    assert_eq!(s.commits("qa").len(), 2, "{:?}", s.commits("qa"));
+    assert!(s.commits("qa")[0].starts_with("roll back checkout in qa to 1.0.0"), "{:?}", s.commits("qa"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inconclusive_waits_for_a_person_who_sees_the_evidence() {
+    let prom = Prometheus::start(&[("latency_p99", series("latency_p99", "", 600.0, 0.0, 15.0, |_| 0.3))]);
+    let s = pipeline(
+        &prom,
+        "      interval: 50ms\n      approvers: [alice]\n",
+        "        - name: p99\n          query: latency_p99\n          successCondition: result[0] < 0.25\n          failureCondition: result[0] > 0.5\n",
+    );
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "2.2.0").await;
+    let (e2, id2) = (exec.clone(), id.clone());
+    let task = tokio::spawn(async move { drive(&e2, &id2).await });
+    let waiting = wait_for(&exec, &id, "check", StageState::Waiting).await;
+    let msg = waiting.message.unwrap();
+    assert!(msg.contains("inconclusive, a person decides: promote approve"), "{msg}");
+    assert!(msg.contains("neither successCondition `result[0] < 0.25` nor failureCondition `result[0] > 0.5` is true"), "{msg}");
+    assert!(msg.contains("result = [0.3]"), "{msg}");
+    // Only a named decider may decide.
+    let dir = s.path().to_path_buf();
+    let out = promote(&dir, &["approve", &id, "check", "--as", "bob"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = promote(&dir, &["approve", &id, "check", "--as", "alice", "--comment", "p99 is fine for this release"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sum = task.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded);
+    assert_eq!(evidence(stage(&sum, "check"))["decidedBy"]["user"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_data_and_nan_never_pass() {
+    let prom = Prometheus::start(&[("ratio", series("ratio", "", 600.0, 0.0, 15.0, |_| f64::NAN))]);
+    // A failure condition over NaN is false, and `all` over nothing is true: both would pass silently.
+    let s = pipeline(
+        &prom,
+        "      interval: 50ms\n",
+        "        - name: nan\n          query: ratio\n          failureCondition: result[0] > 0.05\n        - name: missing\n          query: no_such_metric\n          failureCondition: \"!result.all(x, x < 0.05)\"\n",
+    );
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "2.3.0").await;
+    let (e2, id2) = (exec.clone(), id.clone());
+    let task = tokio::spawn(async move { drive(&e2, &id2).await });
+    let msg = wait_for(&exec, &id, "check", StageState::Waiting).await.message.unwrap();
+    assert!(msg.contains("nan: Inconclusive: inconclusive (1) > inconclusiveLimit (0); last: the result contains NaN"), "{msg}");
+    assert!(msg.contains("missing: Inconclusive: inconclusive (1) > inconclusiveLimit (0); last: no data: the query returned no series"), "{msg}");
+    let out = promote(s.path(), &["reject", &id, "check", "--as", "alice", "--reason", "no traffic: cannot tell"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sum = task.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Failed);
+    assert!(stage(&sum, "check").message.as_deref().unwrap().starts_with("inconclusive, rejected by alice: no traffic: cannot tell"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_query_is_an_error_with_prometheus_own_words() {
+    let prom = Prometheus::start(&[("up2", series("up2", "", 60.0, 0.0, 15.0, |_| 1.0))]);
+    let s = pipeline(
+        &prom,
+        "      interval: 20ms\n",
+        "        - name: broken\n          query: sum(rate(http_requests_total[5m])\n          successCondition: result[0] < 1\n",
+    );
+    let exec = s.executor().await;
+    let id = s.start(&exec, "2.4.0").await;
+    let sum = drive(&exec, &id).await;
+    let check = stage(&sum, "check");
+    assert_eq!(check.state, StageState::Failed);
+    let msg = check.message.as_deref().unwrap();
+    assert!(msg.contains("broken: Error: consecutive errors (5) > consecutiveErrorLimit (4)"), "{msg}");
+    assert!(msg.contains("query `sum(rate(http_requests_total[5m])` was refused by http://127.0.0.1:"), "{msg}");
+    assert!(msg.contains("bad_data: invalid parameter \"query\": 1:"), "{msg}");
+    assert!(msg.contains("parse error"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_dying_mid_analysis_errors_after_the_limit() {
+    let mut prom = Prometheus::start(&[("success_rate", series("success_rate", "", 600.0, 0.0, 15.0, |_| 0.99))]);
+    let s = pipeline(
+        &prom,
+        "      interval: 200ms\n      count: 50\n",
+        "        - name: success\n          query: success_rate\n          successCondition: result[0] > 0.95\n          consecutiveErrorLimit: 2\n",
+    );
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "2.5.0").await;
+    let (e2, id2) = (exec.clone(), id.clone());
+    let task = tokio::spawn(async move { drive(&e2, &id2).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    prom.kill();
+    let sum = task.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Failed);
+    let check = stage(&sum, "check");
+    let ev = &evidence(check)["checks"][0];
+    let phases: Vec<&str> = ev["measurements"].as_array().unwrap().iter().map(|m| m["phase"].as_str().unwrap()).collect();
+    assert!(phases.len() >= 5 && phases[0] == "Successful", "{phases:?}");
+    assert_eq!(&phases[phases.len() - 3..], ["Error", "Error", "Error"], "{phases:?}");
+    let msg = check.message.as_deref().unwrap();
+    assert!(msg.contains("success: Error: consecutive errors (3) > consecutiveErrorLimit (2)"), "{msg}");
+    assert!(msg.contains("could not connect"), "{msg}");
+}
+
+/// 40 minutes of latency: the 30 before the last 10 are the baseline (mean 100 ms, sd 10); the
+/// last 10 are the new version's, made by `after`.
+fn latency(seed: u64, after: impl Fn(f64) -> f64) -> String {
+    let mut n = normal(seed);
+    series("latency_ms", "", 2400.0, 0.0, 15.0, |ago| if ago > 600.0 { n(100.0, 10.0) } else { after(n(100.0, 10.0)) })
+}
+
+fn compare_pipeline(prom: &Prometheus) -> Setup {
+    pipeline(
+        prom,
+        "",
+        "        - name: latency\n          query: latency_ms\n          compare: {baselineWindow: 30m, window: 10m, step: 15s, direction: increase}\n",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_baseline_comparison_catches_a_20_percent_regression_and_passes_noise() {
+    // Same distribution after the deploy: noise as large as the baseline's own.
+    for seed in 1..=3 {
+        let prom = Prometheus::start(&[("latency_ms", latency(seed, |v| v))]);
+        let s = compare_pipeline(&prom);
+        let exec = s.executor().await;
+        let id = s.start(&exec, "3.0.0").await;
+        let sum = drive(&exec, &id).await;
+        let check = stage(&sum, "check");
+        assert_eq!(sum.run.state, RunState::Succeeded, "seed {seed}: {:?}", check.message);
+        let cmp = &evidence(check)["checks"][0]["comparison"];
+        assert_eq!(cmp["class"], "Pass");
+        assert!(cmp["nNew"].as_u64().unwrap() >= 39 && cmp["nBaseline"].as_u64().unwrap() >= 119, "{cmp}");
+        assert_eq!(evidence(check)["score"]["score"], 100.0);
+    }
+    // 20% slower after the deploy.
+    let prom = Prometheus::start(&[("latency_ms", latency(7, |v| v * 1.2))]);
+    let s = compare_pipeline(&prom);
+    let exec = s.executor().await;
+    let id = s.start(&exec, "3.1.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Failed);
+    let check = stage(&sum, "check");
+    let msg = check.message.as_deref().unwrap();
+    assert!(msg.contains("latency: Failed") && msg.contains("compared with the baseline: High: shift "), "{msg}");
+    assert!(msg.contains("score 0 < marginal 75"), "{msg}");
+    let cmp = &evidence(check)["checks"][0]["comparison"];
+    let (lower, ratio) = (cmp["lower"].as_f64().unwrap(), cmp["ratio"].as_f64().unwrap());
+    assert!(lower > 10.0 && (1.1..1.3).contains(&ratio), "{cmp}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_baseline_query_compares_old_and_new_versions_side_by_side() {
+    let (mut a, mut b) = (normal(11), normal(12));
+    let old = series("req_latency", "version=\"old\"", 900.0, 0.0, 15.0, |_| a(200.0, 20.0));
+    let new = series("req_latency", "version=\"new\"", 900.0, 0.0, 15.0, |_| b(150.0, 20.0));
+    let prom = Prometheus::start(&[("req_latency", format!("{old}{new}"))]);
+    // Faster is fine when only an increase is bad; with `either`, a change this large fails.
+    for (direction, ok) in [("increase", true), ("either", false)] {
+        let s = pipeline(
+            &prom,
+            "",
+            &format!(
+                "        - name: latency\n          query: req_latency{{version=\"new\"}}\n          compare: {{baselineQuery: 'req_latency{{version=\"old\"}}', window: 10m, step: 15s, direction: {direction}, critical: true}}\n"
+            ),
+        );
+        let exec = s.executor().await;
+        let id = s.start(&exec, "3.2.0").await;
+        let sum = drive(&exec, &id).await;
+        let check = stage(&sum, "check");
+        assert_eq!(sum.run.state == RunState::Succeeded, ok, "{direction}: {:?}", check.message);
+        if !ok {
+            assert!(check.message.as_deref().unwrap().contains("score 0: critical metric `latency`: Low: "), "{:?}", check.message);
+        }
+    }
+}
+
+/// Polls the store until `stage` is in `state`.
+async fn wait_for(exec: &promote::exec::Executor, run: &str, name: &str, state: StageState) -> promote::store::StageRecord {
+    for _ in 0..500 {
+        let s = exec.store.stages(run).await.unwrap().into_iter().find(|s| s.name == name).unwrap();
+        if s.state == state {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("stage {name} never became {state}");
+}

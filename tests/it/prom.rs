@@ -1,0 +1,123 @@
+//! A real Prometheus (Debian's `prometheus` package) on a loopback port, holding known series
+//! backfilled with `promtool tsdb create-blocks-from openmetrics`.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A running Prometheus; killed when dropped.
+pub struct Prometheus {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// Now, in seconds since the epoch.
+pub fn now_s() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+fn need(binary: &str) {
+    let found = Command::new(binary).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    // Never a silent skip: these tests need the real server.
+    assert!(found, "`{binary}` is not installed: the metrics tests need a real Prometheus (Debian: apt-get install prometheus; .ci/run installs it)");
+}
+
+/// OpenMetrics text for `series` (name with labels) sampled every `step` seconds from `from` to
+/// `to` seconds ago, values from `value(t_seconds_ago)`.
+pub fn series(name: &str, labels: &str, from: f64, to: f64, step: f64, mut value: impl FnMut(f64) -> f64) -> String {
+    let now = now_s().floor();
+    let mut out = String::new();
+    let mut ago = from;
+    while ago >= to {
+        let v = value(ago);
+        let text = if v.is_nan() { "NaN".to_string() } else { format!("{v}") };
+        out.push_str(&format!("{name}{{{labels}}} {text} {}\n", (now - ago) as i64));
+        ago -= step;
+    }
+    out
+}
+
+impl Prometheus {
+    /// Backfills `metrics` (OpenMetrics lines, grouped by metric name, each as `(name, lines)`)
+    /// and starts Prometheus on them.
+    pub fn start(metrics: &[(&str, String)]) -> Prometheus {
+        need("prometheus");
+        need("promtool");
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for (name, lines) in metrics {
+            text.push_str(&format!("# TYPE {name} gauge\n{lines}"));
+        }
+        text.push_str("# EOF\n");
+        let input = dir.path().join("series.om");
+        std::fs::write(&input, text).unwrap();
+        let data = dir.path().join("data");
+        let out = Command::new("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(&input).arg(&data).output().unwrap();
+        assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(dir.path().join("prometheus.yml"), "global: {scrape_interval: 1h}\nscrape_configs: []\n").unwrap();
+        let mut p = Prometheus { child: None, port: 0, dir };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = self.dir.path();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--storage.tsdb.retention.time=10y")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.port = port;
+        wait_ready(port, dir);
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (as a crash would: SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The server's own log (for failing assertions).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+fn wait_ready(port: u16, dir: &Path) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("Prometheus did not become ready: {}", std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default());
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
