@@ -11,6 +11,7 @@ mod metrics;
 mod plan;
 mod prom;
 mod repos;
+mod stats;
 
 /// The built `promote` binary.
 pub fn promote_bin() -> &'static str {
