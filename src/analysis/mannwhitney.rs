@@ -136,7 +136,13 @@ pub fn test(x: &[f64], y: &[f64], confidence: f64) -> Option<MannWhitney> {
     let lo = x.iter().copied().fold(f64::INFINITY, f64::min) - y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let hi = x.iter().copied().fold(f64::NEG_INFINITY, f64::max) - y.iter().copied().fold(f64::INFINITY, f64::min);
     let zq = normal_quantile((1.0 - confidence) / 2.0);
-    Some(MannWhitney { u, p_value, lower: root(x, y, -zq, lo, hi), upper: root(x, y, zq, lo, hi), estimate: hodges_lehmann(x, y).unwrap_or_else(|| root(x, y, 0.0, lo, hi)) })
+    Some(MannWhitney {
+        u,
+        p_value,
+        lower: root(x, y, -zq, lo, hi),
+        upper: root(x, y, zq, lo, hi),
+        estimate: hodges_lehmann(x, y).unwrap_or_else(|| root(x, y, 0.0, lo, hi)),
+    })
 }
 
 /// The median of all pairwise differences, when there are at most 4 million of them (else `None`:

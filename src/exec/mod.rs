@@ -264,10 +264,10 @@ impl Executor {
         }
 
         let outcome = if let Some(failed) = &failure {
+            let why = self.store.stages(id).await?.into_iter().find(|s| s.name == *failed).and_then(|s| s.message).unwrap_or_default();
             if plan.pipeline.on_failure.rollback {
                 self.roll_back(&run, &plan, &base_dir, &mut state, &progress).await?;
             }
-            let why = self.store.stages(id).await?.into_iter().find(|s| s.name == *failed).and_then(|s| s.message).unwrap_or_default();
             self.store.finish_run(id, RunState::Failed, Some(&format!("`{failed}` failed: {why}"))).await?;
             RunState::Failed
         } else {
@@ -288,18 +288,19 @@ impl Executor {
         state: &mut [StageState],
         progress: &Arc<dyn Fn(Progress) + Send + Sync>,
     ) -> Result<(), ExecError> {
-        let mut deploys: Vec<(i64, usize, String)> = Vec::new();
+        let mut deploys: Vec<(i64, usize, String, Option<String>)> = Vec::new();
         for (i, s) in self.store.stages(&run.id).await?.into_iter().enumerate() {
             // A deploy that committed and then failed its health check is reverted too.
             if let (StageKind::Deploy(_), StageState::Succeeded | StageState::Failed, Some(out)) = (&plan.pipeline.stages[i].kind, s.state, &s.output)
                 && out["outcome"] != "unchanged"
                 && let Some(commit) = out["commit"].as_str()
             {
-                deploys.push((s.finished_at.unwrap_or(0), i, commit.to_string()));
+                let failed = (s.state == StageState::Failed).then(|| s.message.clone().unwrap_or_default());
+                deploys.push((s.finished_at.unwrap_or(0), i, commit.to_string(), failed));
             }
         }
         deploys.sort_by(|a, b| b.cmp(a));
-        for (_, i, commit) in deploys {
+        for (_, i, commit, failed) in deploys {
             let stage = &plan.pipeline.stages[i];
             let StageKind::Deploy(d) = &stage.kind else { continue };
             let env = plan.pipeline.environments.iter().find(|e| e.name.value == d.environment.value).expect("validated");
@@ -324,6 +325,11 @@ impl Executor {
                         Outcome::Committed(w) => format!("rolled back to {} in {}", w.new_value, short(&w.commit.to_string())),
                         Outcome::AlreadyDone { commit } => format!("already rolled back in {}", short(&commit.to_string())),
                         Outcome::Unchanged { value } => format!("already at {value}"),
+                    };
+                    // A deploy that failed after its commit (health) keeps why it failed.
+                    let message = match &failed {
+                        Some(why) => format!("{why}; {message}"),
+                        None => message,
                     };
                     self.set(run, plan, i, StageState::RolledBack, &message, None, progress).await?;
                     state[i] = StageState::RolledBack;

@@ -286,6 +286,12 @@ pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
                     }
                     if let Some(cmp) = &c.compare {
                         check_compare(cmp, &c.name, diags);
+                        if matches!(c.provider.as_ref().unwrap_or(&m.provider), Provider::Web(_)) {
+                            diags.error(
+                                c.name.pos,
+                                format!("check `{}`: `compare` needs a `prometheus` provider (a web endpoint has no time ranges to compare)", c.name.value),
+                            );
+                        }
                     }
                     for provider in std::iter::once(&m.provider).chain(&c.provider) {
                         check_provider(provider, diags);
@@ -345,6 +351,15 @@ fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics
     }
     if !(cmp.tolerance >= 0.0) {
         diags.error(check.pos, format!("check `{}`: `tolerance: {}` must be 0 or more", check.value, cmp.tolerance));
+    }
+    if cmp.step.0.is_zero() {
+        diags.error(check.pos, format!("check `{}`: `step` must be longer than 0s (the time between compared samples, like 1m)", check.value));
+    }
+    if cmp.window.is_some_and(|w| w.0 < cmp.step.0) {
+        diags.error(check.pos, format!("check `{}`: `window` is shorter than `step`: it would hold no sample", check.value));
+    }
+    if !(cmp.weight > 0.0) {
+        diags.error(check.pos, format!("check `{}`: `weight: {}` must be more than 0", check.value, cmp.weight));
     }
 }
 

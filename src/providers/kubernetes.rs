@@ -96,7 +96,7 @@ pub fn judge_deployment(d: &Deployment, value: &str) -> Health {
         d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).map(|p| p.containers.iter().filter_map(|c| c.image.as_deref()).collect()).unwrap_or_default();
     let runs_value = images.iter().any(|i| *i == value || i.ends_with(&format!(":{value}")) || i.ends_with(&format!("@{value}")));
     if !runs_value {
-        return Health::Progressing(format!("the pod template runs {} , not {value} yet", images.join(", ")));
+        return Health::Progressing(format!("the pod template runs {}, not {value} yet", images.join(", ")));
     }
     let generation = d.metadata.generation.unwrap_or(0);
     let Some(st) = d.status.as_ref() else { return Health::Progressing("no status yet".into()) };

@@ -323,11 +323,25 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let db = |source| StoreError::Db { path: shown.clone(), source };
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
-        let store = Store { pool, path: shown.clone() };
-        store.migrate().await?;
-        Ok(store)
+        // Two processes creating the file at once can meet SQLITE_BUSY while the first switches it
+        // to WAL (SQLite does not wait on the busy timeout there): try again for up to 10 s.
+        let mut tries = 0;
+        loop {
+            let db = |source| StoreError::Db { path: shown.clone(), source };
+            let attempt = async {
+                let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(db)?;
+                let store = Store { pool, path: shown.clone() };
+                store.migrate().await?;
+                Ok::<Store, StoreError>(store)
+            };
+            match attempt.await {
+                Err(StoreError::Db { source: sqlx::Error::Database(e), .. }) if e.code().as_deref() == Some("5") && tries < 200 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The state file.

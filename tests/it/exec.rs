@@ -314,6 +314,9 @@ fn killed_runs_resume_to_the_same_end_with_one_commit_per_deploy() {
             if let Some(id) = runs.get(0).and_then(|r| r["id"].as_str()) {
                 break id.to_string();
             }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("`promote run` ended ({status}) before its run was recorded");
+            }
             std::thread::sleep(Duration::from_millis(5));
         };
         std::thread::sleep(Duration::from_millis(delay_ms));
@@ -466,4 +469,30 @@ fn on_a_terminal_the_live_view_redraws_one_line_per_stage() {
     assert!(screen.contains("\x1b[2A"), "the two stage lines are redrawn: {screen:?}");
     assert!(screen.contains("soak                     running"), "{screen:?}");
     assert!(screen.contains("run ") && screen.contains("checkout 9.0.0: succeeded"), "{screen:?}");
+}
+
+#[test]
+fn processes_creating_the_state_file_at_once_all_succeed() {
+    // Seen in CI: `promote status` and `promote run` creating .promote/state.db together, one
+    // failing with "database is locked" while the other switched the file to WAL.
+    for round in 0..80 {
+        let dir = tempfile::tempdir().unwrap();
+        let children: Vec<_> =
+            (0..6).map(|_| std::process::Command::new(crate::promote_bin()).current_dir(dir.path()).args(["status", "--json"]).output_async()).collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", text(&out));
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+        }
+    }
+}
+
+trait Spawn {
+    fn output_async(&mut self) -> std::process::Child;
+}
+
+impl Spawn for std::process::Command {
+    fn output_async(&mut self) -> std::process::Child {
+        self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+    }
 }

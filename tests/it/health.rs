@@ -1,1 +1,241 @@
+//! `deploy` health after the commit: an HTTP endpoint (a real local server), and an Argo CD
+//! Application and a Deployment read through kube.
+//!
+//! FAKE: no Kubernetes API server can run here, so the kube tests use an in-process fake API
+//! server that answers the real paths (`/apis/argoproj.io/v1alpha1/namespaces/NS/applications/NAME`,
+//! `/apis/apps/v1/namespaces/NS/deployments/NAME`) with the real JSON objects, reached through a
+//! real kubeconfig (KUBECONFIG) by the real kube client.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use promote::store::{RunState, StageState};
+use serde_json::json;
+
+use crate::exec::{Setup, drive, stage};
+
+type Objects = Arc<Mutex<HashMap<String, serde_json::Value>>>;
+
+/// The fake API server, shared by the tests of this module (KUBECONFIG is process-wide); each test
+/// uses its own object names.
+fn api() -> &'static Objects {
+    static API: OnceLock<Objects> = OnceLock::new();
+    API.get_or_init(|| {
+        let objects: Objects = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared = objects.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let not_found = |kind: &str, name: &str| {
+                    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": format!("{kind} \"{name}\" not found"), "reason": "NotFound", "code": 404});
+                    (StatusCode::NOT_FOUND, Json(body)).into_response()
+                };
+                async fn get(objects: &Objects, key: String) -> Option<serde_json::Value> {
+                    objects.lock().unwrap().get(&key).cloned()
+                }
+                let app = axum::Router::new()
+                    .route(
+                        "/apis/argoproj.io/v1alpha1/namespaces/{ns}/applications/{name}",
+                        axum::routing::get(move |State(o): State<Objects>, UrlPath((ns, name)): UrlPath<(String, String)>| async move {
+                            match get(&o, format!("applications/{ns}/{name}")).await {
+                                Some(v) => Json(v).into_response(),
+                                None => not_found("applications.argoproj.io", &name),
+                            }
+                        }),
+                    )
+                    .route(
+                        "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
+                        axum::routing::get(move |State(o): State<Objects>, UrlPath((ns, name)): UrlPath<(String, String)>| async move {
+                            match get(&o, format!("deployments/{ns}/{name}")).await {
+                                Some(v) => Json(v).into_response(),
+                                None => not_found("deployments.apps", &name),
+                            }
+                        }),
+                    )
+                    .with_state(shared);
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap().port()).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        let port = rx.recv().unwrap();
+        let dir = std::env::temp_dir().join(format!("promote-kubeconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config");
+        std::fs::write(
+            &config,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\nusers:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: me}}\ncurrent-context: fake\n"
+            ),
+        )
+        .unwrap();
+        // SAFETY: set once, before any kube client of this process reads it.
+        unsafe { std::env::set_var("KUBECONFIG", &config) };
+        objects
+    })
+}
+
+fn put(key: &str, value: serde_json::Value) {
+    api().lock().unwrap().insert(key.to_string(), value);
+}
+
+/// An Argo CD Application as the API returns it.
+fn application(name: &str, sync: &str, revision: &str, health: &str, operation: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": name, "namespace": "argocd", "resourceVersion": "1", "uid": "8d1c3b0e-0000-4000-8000-000000000001"},
+        "spec": {"project": "default", "source": {"repoURL": "https://git.example.com/envs/qa.git", "path": "app", "targetRevision": "main"},
+                 "destination": {"server": "https://kubernetes.default.svc", "namespace": "shop"}},
+        "status": {"sync": {"status": sync, "revision": revision}, "health": {"status": health}, "operationState": operation},
+    })
+}
+
+/// A Deployment as the API returns it.
+fn deployment(name: &str, image: &str, generation: i64, observed: i64, updated: i32, total: i32, available: i32) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "shop", "generation": generation, "resourceVersion": "7", "uid": "8d1c3b0e-0000-4000-8000-000000000002"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": image}]}}},
+        "status": {"observedGeneration": observed, "replicas": total, "updatedReplicas": updated, "availableReplicas": available, "readyReplicas": available,
+                   "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated", "message": "progressing"}]},
+    })
+}
+
+fn setup(health: &str) -> Setup {
+    Setup::new(&format!("  deploy-qa:\n    deploy:\n      environment: qa\n      health:\n{health}"), "onFailure: {rollback: true}\n")
+}
+
+/// The newest commit of env `qa` once it is not the initial one.
+async fn promotion_commit(s: &Setup) -> String {
+    let bare = s.path().join("envs/qa.git");
+    for _ in 0..500 {
+        let head = crate::repos::git(&bare, &["rev-parse", "main"]).trim().to_string();
+        let subject = crate::repos::git(&bare, &["log", "-1", "--format=%s", "main"]);
+        if subject.starts_with("promote ") {
+            return head;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no promotion commit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn argocd_health_waits_for_the_promotion_commit_synced_and_healthy() {
+    put("applications/argocd/checkout-a", application("checkout-a", "Synced", "0000000000000000000000000000000000000000", "Healthy", json!(null)));
+    let s = setup("        argocd: {application: checkout-a}\n        timeout: 20s\n");
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "4.0.0").await;
+    let (e2, id2) = (exec.clone(), id.clone());
+    let task = tokio::spawn(async move { drive(&e2, &id2).await });
+    let commit = promotion_commit(&s).await;
+    // Synced and Healthy, but at the old revision: not yet. Then Argo CD catches up, still Progressing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = exec.store.stages(&id).await.unwrap().into_iter().find(|x| x.name == "deploy-qa").unwrap();
+    assert_eq!(waiting.state, StageState::Waiting);
+    assert!(waiting.message.as_deref().unwrap().contains("argocd checkout-a: Synced at revision 0000000000, waiting for "), "{waiting:?}");
+    put("applications/argocd/checkout-a", application("checkout-a", "Synced", &commit, "Progressing", json!({"phase": "Succeeded"})));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    put("applications/argocd/checkout-a", application("checkout-a", "Synced", &commit, "Healthy", json!({"phase": "Succeeded"})));
+    let sum = task.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded, "{sum:?}");
+    let out = stage(&sum, "deploy-qa").output.as_ref().unwrap();
+    assert_eq!(out["health"][0], format!("argocd checkout-a: Synced and Healthy at revision {}", &commit[..10]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_argocd_sync_fails_the_deploy_at_once_and_it_is_reverted() {
+    put("applications/argocd/checkout-b", application("checkout-b", "OutOfSync", "0000000000000000000000000000000000000000", "Healthy", json!(null)));
+    let s = setup("        argocd: {application: checkout-b}\n        timeout: 60s\n");
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "4.1.0").await;
+    let (e2, id2) = (exec.clone(), id.clone());
+    let task = tokio::spawn(async move { drive(&e2, &id2).await });
+    let commit = promotion_commit(&s).await;
+    let op = json!({"phase": "Failed", "message": "one or more objects failed to apply: Deployment.apps \"checkout\" is invalid", "syncResult": {"revision": commit}});
+    put("applications/argocd/checkout-b", application("checkout-b", "OutOfSync", &commit, "Degraded", op));
+    let sum = tokio::time::timeout(Duration::from_secs(10), task).await.expect("fails without waiting for the 60s timeout").unwrap();
+    assert_eq!(sum.run.state, RunState::Failed);
+    let msg = stage(&sum, "deploy-qa").message.clone().unwrap();
+    assert!(msg.contains("not healthy: argocd checkout-b: the sync failed (Failed): one or more objects failed to apply"), "{msg}");
+    assert!(s.commits("qa")[0].starts_with("roll back checkout in qa"), "{:?}", s.commits("qa"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_must_finish_its_rollout_with_the_new_image() {
+    let image = "registry.example.com/acme/checkout";
+    put("deployments/shop/checkout-c", deployment("checkout-c", &format!("{image}:1.0.0"), 1, 1, 3, 3, 3));
+    let s = setup("        kubernetes: {namespace: shop, deployment: checkout-c}\n        timeout: 20s\n");
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "4.2.0").await;
+    let (e2, id2) = (exec.clone(), id.clone());
+    let task = tokio::spawn(async move { drive(&e2, &id2).await });
+    promotion_commit(&s).await;
+    // The operator applied the new spec: 1 of 3 updated, then 3 updated with an old pod left, then done.
+    for (updated, total, available) in [(1, 4, 3), (3, 4, 3), (3, 3, 3)] {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if updated < 3 || total > 3 {
+            let st = exec.store.stages(&id).await.unwrap().into_iter().find(|x| x.name == "deploy-qa").unwrap();
+            assert_eq!(st.state, StageState::Waiting, "{st:?}");
+        }
+        put("deployments/shop/checkout-c", deployment("checkout-c", &format!("{image}:4.2.0"), 2, 2, updated, total, available));
+    }
+    let sum = task.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded, "{sum:?}");
+    let health = &stage(&sum, "deploy-qa").output.as_ref().unwrap()["health"][0];
+    assert_eq!(health, "deployment shop/checkout-c: rolled out: 3 of 3 replicas updated and available, running 4.2.0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_not_reached_in_time_fails_with_what_was_seen_last() {
+    let image = "registry.example.com/acme/checkout";
+    put("deployments/shop/checkout-d", deployment("checkout-d", &format!("{image}:1.0.0"), 1, 1, 3, 3, 3));
+    let s = setup("        kubernetes: {namespace: shop, deployment: checkout-d}\n        argocd: {application: nowhere}\n        timeout: 1s\n");
+    let exec = s.executor().await;
+    let id = s.start(&exec, "4.3.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Failed);
+    let msg = stage(&sum, "deploy-qa").message.clone().unwrap();
+    assert!(msg.contains("health not reached within 1.0s"), "{msg}");
+    assert!(msg.contains("argocd nowhere: Argo CD Application argocd/nowhere: not found"), "{msg}");
+    assert!(msg.contains("deployment shop/checkout-d: the pod template runs registry.example.com/acme/checkout:1.0.0, not 4.3.0 yet"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_health_waits_for_the_expected_status() {
+    // A real local server: 503 for the first three requests, then 200.
+    let hits = Arc::new(Mutex::new(0));
+    let h2 = hits.clone();
+    let app = axum::Router::new().route(
+        "/healthz",
+        axum::routing::get(move || {
+            let hits = h2.clone();
+            async move {
+                let mut n = hits.lock().unwrap();
+                *n += 1;
+                if *n <= 3 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let s = setup(&format!("        http: {{url: \"http://127.0.0.1:{port}/healthz?v=${{version}}\"}}\n        timeout: 20s\n"));
+    let exec = s.executor().await;
+    let id = s.start(&exec, "4.4.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Succeeded, "{sum:?}");
+    assert_eq!(*hits.lock().unwrap(), 4);
+    let events = exec.store.events(&id).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.detail.contains(&format!("health: http: http://127.0.0.1:{port}/healthz?v=4.4.0 answered HTTP 503 Service Unavailable (expected 200)"))),
+        "{events:?}"
+    );
+}
