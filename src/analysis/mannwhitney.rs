@@ -16,37 +16,37 @@ pub struct MannWhitney {
     pub estimate: f64,
 }
 
-/// Ranks `v` (1-based, ties get their average rank) and returns the ranks and the tie term
-/// Σ(t³ - t) over groups of ties.
-fn ranks(v: &[f64]) -> (Vec<f64>, f64) {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut out = vec![0.0; v.len()];
-    let mut ties = 0.0;
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i + 1;
-        while j < idx.len() && v[idx[j]] == v[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j + 1) as f64 / 2.0;
-        for &k in &idx[i..j] {
-            out[k] = avg;
-        }
-        let t = (j - i) as f64;
-        ties += t * t * t - t;
-        i = j;
-    }
-    (out, ties)
-}
-
-/// (U of x - mu against y minus its mean under the null, its standard deviation).
+/// (U of x - mu against y minus its mean under the null, its standard deviation). `x` and `y`
+/// are sorted: one merge, O(n + m), with average ranks and the tie term of the combined sample.
 fn statistic(x: &[f64], y: &[f64], mu: f64) -> (f64, f64) {
     let (n, m) = (x.len() as f64, y.len() as f64);
-    let all: Vec<f64> = x.iter().map(|v| v - mu).chain(y.iter().copied()).collect();
-    let (r, ties) = ranks(&all);
-    let rank_sum: f64 = r[..x.len()].iter().sum();
-    let dz = rank_sum - n * (n + 1.0) / 2.0 - n * m / 2.0;
+    let (mut i, mut j) = (0, 0);
+    let mut rank = 0.0; // ranks given so far
+    let mut x_ranks = 0.0;
+    let mut ties = 0.0;
+    while i < x.len() || j < y.len() {
+        let v = match (x.get(i).map(|a| a - mu), y.get(j)) {
+            (Some(a), Some(&b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(&b)) => b,
+            (None, None) => unreachable!(),
+        };
+        let (mut in_x, mut in_y) = (0.0, 0.0);
+        while i < x.len() && x[i] - mu == v {
+            in_x += 1.0;
+            i += 1;
+        }
+        while j < y.len() && y[j] == v {
+            in_y += 1.0;
+            j += 1;
+        }
+        let t = in_x + in_y;
+        let avg = rank + (t + 1.0) / 2.0;
+        x_ranks += avg * in_x;
+        ties += t * t * t - t;
+        rank += t;
+    }
+    let dz = x_ranks - n * (n + 1.0) / 2.0 - n * m / 2.0;
     let sigma = ((n * m / 12.0) * ((n + m + 1.0) - ties / ((n + m) * (n + m - 1.0)))).sqrt();
     (dz, sigma)
 }
@@ -120,9 +120,14 @@ pub fn normal_cdf(x: f64) -> f64 {
 /// Runs the test; `None` when a sample is empty or every observation is the same value (no
 /// interval can be computed: Kayenta's "all observations are tied").
 pub fn test(x: &[f64], y: &[f64], confidence: f64) -> Option<MannWhitney> {
-    if x.is_empty() || y.is_empty() {
+    if x.is_empty() || y.is_empty() || x.iter().chain(y).any(|v| v.is_nan()) {
         return None;
     }
+    let mut xs = x.to_vec();
+    let mut ys = y.to_vec();
+    xs.sort_by(f64::total_cmp);
+    ys.sort_by(f64::total_cmp);
+    let (x, y) = (&xs[..], &ys[..]);
     let (dz, sigma) = statistic(x, y, 0.0);
     if sigma == 0.0 || !sigma.is_finite() {
         return None;

@@ -118,13 +118,15 @@ impl fmt::Display for Phase {
 pub struct Conditions {
     success: Option<(String, cel::Program)>,
     failure: Option<(String, cel::Program)>,
+    /// The standard library, built once (building it per measurement cost more than judging).
+    root: cel::Context<'static, 'static>,
 }
 
 impl Conditions {
     /// Compiles the conditions (the plan has already checked that they parse).
     pub fn new(success: Option<&str>, failure: Option<&str>) -> Result<Conditions, String> {
         let compile = |s: &str| cel::Program::compile(s).map(|p| (s.to_string(), p)).map_err(|e| format!("`{s}`: {e}"));
-        Ok(Conditions { success: success.map(compile).transpose()?, failure: failure.map(compile).transpose()? })
+        Ok(Conditions { success: success.map(compile).transpose()?, failure: failure.map(compile).transpose()?, root: cel::Context::default() })
     }
 
     /// The phase of one measurement, with the reason: Argo's `EvaluateResult`, except that no
@@ -134,7 +136,7 @@ impl Conditions {
         if let Some(why) = sample.no_data() {
             return (Phase::Inconclusive, why);
         }
-        let mut ctx = cel::Context::default();
+        let mut ctx = self.root.new_inner_scope();
         ctx.add_variable_from_value("result", sample.to_cel());
         let eval = |c: &Option<(String, cel::Program)>| -> Result<Option<bool>, String> {
             let Some((text, p)) = c else { return Ok(None) };

@@ -111,10 +111,16 @@ pub fn install_crypto() {
     });
 }
 
-/// An HTTP client with this timeout per request.
-pub fn http_client(timeout: Duration) -> reqwest::Client {
-    install_crypto();
-    reqwest::Client::builder().timeout(timeout).user_agent(concat!("promote/", env!("CARGO_PKG_VERSION"))).build().expect("the HTTP client builds")
+/// The process's HTTP client (one connection pool, one TLS setup); callers set a timeout per
+/// request.
+pub fn http_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            install_crypto();
+            reqwest::Client::builder().user_agent(concat!("promote/", env!("CARGO_PKG_VERSION"))).build().expect("the HTTP client builds")
+        })
+        .clone()
 }
 
 /// A URL fit to show: user info replaced by `***`, query string kept.

@@ -13,6 +13,7 @@ pub struct Prometheus {
     base: String,
     credential: Option<Credential>,
     client: reqwest::Client,
+    timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -60,13 +61,13 @@ impl Prometheus {
     /// A client for the server at `address` (`http://prometheus:9090`).
     pub fn new(address: &str, auth: Option<&crate::model::Auth>, timeout: Duration) -> Result<Prometheus, ProviderError> {
         let credential = auth.map(Credential::resolve).transpose()?.flatten();
-        Ok(Prometheus { base: address.trim_end_matches('/').to_string(), credential, client: http_client(timeout) })
+        Ok(Prometheus { base: address.trim_end_matches('/').to_string(), credential, client: http_client(), timeout })
     }
 
     async fn call(&self, path: &str, query: &str, params: &[(&str, String)]) -> Result<Data, ProviderError> {
         let url = format!("{}{path}", self.base);
         let shown = shown_url(&self.base);
-        let mut req = self.client.post(&url).form(params);
+        let mut req = self.client.post(&url).timeout(self.timeout).form(params);
         if let Some(c) = &self.credential {
             req = c.apply(req);
         }

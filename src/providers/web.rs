@@ -16,6 +16,7 @@ pub struct Web {
     headers: Vec<(String, String)>,
     credential: Option<Credential>,
     client: reqwest::Client,
+    timeout: Duration,
 }
 
 impl Web {
@@ -25,7 +26,14 @@ impl Web {
         // `${query}` stays for `instant` to fill; the rest is known now.
         let url = crate::model::interpolate(&w.url.value, |n| if n == "query" { Some("${query}") } else { vars.get(n).map(String::as_str) })
             .map_err(|v| ProviderError::Unsupported(format!("the web provider's url uses `${{{v}}}`, which has no value here")))?;
-        Ok(Web { url, path: w.json_path.value.clone(), headers: w.headers.clone().into_iter().collect(), credential, client: http_client(w.timeout.0) })
+        Ok(Web {
+            url,
+            path: w.json_path.value.clone(),
+            headers: w.headers.clone().into_iter().collect(),
+            credential,
+            client: http_client(),
+            timeout: w.timeout.0,
+        })
     }
 }
 
@@ -87,7 +95,7 @@ impl MetricProvider for Web {
     async fn instant(&self, query: &str) -> Result<Sample, ProviderError> {
         let url = self.url.replace("${query}", &urlencode(query));
         let shown = shown_url(&url);
-        let mut req = self.client.get(&url);
+        let mut req = self.client.get(&url).timeout(self.timeout);
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }

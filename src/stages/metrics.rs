@@ -140,13 +140,20 @@ async fn measure(p: Prepared, deployed_at: i64, stop: Arc<AtomicBool>) -> CheckR
     let mut tally = Tally::default();
     let mut measurements = Vec::new();
     let mut last = None;
+    let mut prev_why: Option<String> = None;
     let (phase, why) = loop {
         let started = now_ms();
-        let (phase, why, value) = one(&p, deployed_at, &mut last).await;
+        let (phase, why, value, waited) = one(&p, deployed_at, &mut last).await;
         tally.add(phase);
-        let mut entry = json!({"at": started, "phase": phase, "why": why});
+        // `queryMs`: how long the provider took to answer (the rest of the time is promote's).
+        let mut entry = json!({"at": started, "phase": phase, "queryMs": (waited.as_secs_f64() * 1e4).round() / 10.0});
         if let Some(v) = value {
             entry["value"] = v;
+        }
+        // The reason is kept whenever it changes (a long run of the same judgment says it once).
+        if prev_why.as_deref() != Some(why.as_str()) {
+            entry["why"] = json!(why);
+            prev_why = Some(why);
         }
         measurements.push(entry);
         if let Some(decided) = tally.assess(&p.limits) {
@@ -155,7 +162,11 @@ async fn measure(p: Prepared, deployed_at: i64, stop: Arc<AtomicBool>) -> CheckR
         if stop.load(Ordering::Relaxed) {
             break (Phase::Inconclusive, "stopped: another check already failed the analysis".into());
         }
-        tokio::time::sleep(p.interval.saturating_sub(Duration::from_millis((now_ms() - started).max(0) as u64))).await;
+        // (A zero sleep would still wait for the timer's next 1 ms tick.)
+        let rest = p.interval.saturating_sub(Duration::from_millis((now_ms() - started).max(0) as u64));
+        if !rest.is_zero() {
+            tokio::time::sleep(rest).await;
+        }
         if stop.load(Ordering::Relaxed) {
             break (Phase::Inconclusive, "stopped: another check already failed the analysis".into());
         }
@@ -169,17 +180,21 @@ async fn measure(p: Prepared, deployed_at: i64, stop: Arc<AtomicBool>) -> CheckR
 
 /// One measurement: the instant value judged by the conditions, and the comparison if any; the
 /// worse phase wins.
-async fn one(p: &Prepared, deployed_at: i64, last: &mut Option<Classification>) -> (Phase, String, Option<serde_json::Value>) {
+async fn one(p: &Prepared, deployed_at: i64, last: &mut Option<Classification>) -> (Phase, String, Option<serde_json::Value>, Duration) {
     let c = &p.check;
     let mut parts = Vec::new();
     let mut phase = None::<Phase>;
     let mut value = None;
+    let mut waited = Duration::ZERO;
     let mut worse = |ph: Phase, why: String, parts: &mut Vec<String>| {
         phase = Some(phase.map_or(ph, |p: Phase| p.max(ph)));
         parts.push(why);
     };
     if c.success_condition.is_some() || c.failure_condition.is_some() || c.compare.is_none() {
-        match p.provider.instant(&p.query).await {
+        let t = std::time::Instant::now();
+        let answer = p.provider.instant(&p.query).await;
+        waited += t.elapsed();
+        match answer {
             Ok(sample) => {
                 let (ph, why) = p.conditions.judge(&sample);
                 value = Some(sample.to_json());
@@ -199,7 +214,9 @@ async fn one(p: &Prepared, deployed_at: i64, last: &mut Option<Classification>) 
                 (None, None) => Ok(Vec::new()),
             }
         };
+        let t = std::time::Instant::now();
         let (new, base) = tokio::join!(new, base);
+        waited += t.elapsed();
         match (new, base) {
             (Ok(new), Ok(base)) => {
                 let settings = CompareSettings {
@@ -225,7 +242,7 @@ async fn one(p: &Prepared, deployed_at: i64, last: &mut Option<Classification>) 
             (Err(e), _) | (_, Err(e)) => worse(Phase::Error, e.to_string(), &mut parts),
         }
     }
-    (phase.unwrap_or(Phase::Successful), parts.join("; "), value)
+    (phase.unwrap_or(Phase::Successful), parts.join("; "), value, waited)
 }
 
 /// The stage's verdict from its checks and the score: (phase, a summary naming each deciding
