@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The promote demo, end to end on local repos: builds promote, checks and draws the shipped
-# pipeline, then creates two bare environment repos (qa, prod) and runs a real pipeline into them:
-# deploy qa, soak, a business approval (given by this script), deploy prod. A second run is
-# rejected at the approval, and its QA deploy is rolled back. Shows the resulting commits.
+# pipeline, then creates two bare environment repos (qa, prod), starts a sample service that
+# follows the QA repo and a Prometheus that scrapes it, and runs a real pipeline into them:
+# deploy qa, check its metrics, a business approval (given by this script), deploy prod. A second
+# run, of a version the sample service serves badly, fails its metrics check and its QA deploy is
+# rolled back. Shows the resulting commits.
 # DEMO_DIR chooses the folder (default target/demo); it is recreated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v git >/dev/null || { echo "demo: needs git: apt-get install git" >&2; exit 1; }
-echo "==> building promote"
-cargo build --release --quiet
+command -v prometheus >/dev/null || { echo "demo: needs Prometheus for the metrics check: apt-get install prometheus" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "demo: needs python3 (to find a free port): apt-get install python3" >&2; exit 1; }
+echo "==> building promote and the sample service"
+cargo build --release --quiet --bin promote --example sample_service
 promote=$PWD/target/release/promote
+sample=$PWD/target/release/examples/sample_service
+pipeline_src=$PWD/examples/demo/pipeline.yaml
 
 echo
 echo "==> promote validate pipelines/"
@@ -46,8 +52,39 @@ for env in qa prod; do
     git -C "$work" push -q "$demo/envs/$env.git" main
     rm -rf "$work"
 done
-cp examples/demo/pipeline.yaml "$demo/pipeline.yaml"
 cd "$demo"
+
+# The sample service plays checkout as Argo CD would run it: it follows envs/qa.git. 1.5.0 is bad.
+"$sample" --repo envs/qa.git --file apps/checkout/kustomization.yaml --bad 1.5.0 --port-file sample.port 2>sample.log &
+pids=($!)
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do [ -s sample.port ] && break; sleep 0.1; done
+prom_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: checkout\n    static_configs: [{targets: ["127.0.0.1:%s"]}]\n' "$(cat sample.port)" > prometheus.yml
+prometheus --config.file=prometheus.yml --storage.tsdb.path=prometheus --web.listen-address="127.0.0.1:$prom_port" 2>prometheus.log &
+pids+=($!)
+ready=
+for _ in $(seq 1 150); do
+    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$prom_port/-/ready')" 2>/dev/null; then ready=1; break; fi
+    sleep 0.2
+done
+[ -n "$ready" ] || { echo "demo: Prometheus did not start; its log:" >&2; cat prometheus.log >&2; exit 1; }
+# Wait for Prometheus' first scrapes of the service (its first one comes a few seconds after start).
+scraped=
+for _ in $(seq 1 150); do
+    if python3 - "$prom_port" <<'PY' 2>/dev/null; then scraped=1; break; fi
+import json, sys, urllib.request
+q = "count_over_time(up{job=\"checkout\"}[1m])"
+url = "http://127.0.0.1:%s/api/v1/query?query=%s" % (sys.argv[1], urllib.parse.quote(q))
+r = json.load(urllib.request.urlopen(url))["data"]["result"]
+sys.exit(0 if r and float(r[0]["value"][1]) >= 2 else 1)
+PY
+    sleep 0.2
+done
+[ -n "$scraped" ] || { echo "demo: Prometheus never scraped the sample service; its log:" >&2; cat prometheus.log >&2; exit 1; }
+echo
+echo "==> sample service on 127.0.0.1:$(cat sample.port) (following envs/qa.git), Prometheus on 127.0.0.1:$prom_port scraping it every second"
+sed "s|http://127.0.0.1:9090|http://127.0.0.1:$prom_port|" "$pipeline_src" > pipeline.yaml
 export PROMOTE_GIT_AUTHOR="promote demo <promote@example.com>" PROMOTE_USER=ci-bot
 
 echo
@@ -86,24 +123,14 @@ echo "==> promote status $run"
 $promote status "$run"
 
 echo
-echo "==> a second run, 1.5.0, rejected at the approval: its QA deploy is rolled back"
+echo "==> a second run, 1.5.0: the sample service serves it badly, the metrics check fails, QA is rolled back"
 set +e
-$promote run pipeline.yaml --version 1.5.0 2>/dev/null &
-runner=$!
-set -e
-for _ in $(seq 1 100); do
-    run2=$($promote status | sed -n 1p | cut -d' ' -f1)
-    [ "$run2" != "$run" ] && break
-    sleep 0.1
-done
-wait_for "$run2" business-approval
-$promote reject "$run2" business-approval --as alice --reason "error budget exhausted"
-set +e
-wait "$runner"
+$promote run pipeline.yaml --version 1.5.0 2>/dev/null
 code=$?
 set -e
 echo "(exit code $code: the run failed, after rollback)"
 [ "$code" -eq 1 ]
+run2=$($promote status | sed -n 1p | cut -d' ' -f1)
 $promote status "$run2"
 
 for env in qa prod; do

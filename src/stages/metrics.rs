@@ -289,14 +289,14 @@ fn judge(m: &MetricsStage, results: &[CheckResult]) -> (Phase, String, serde_jso
             })
         })
         .collect();
-    let summary = lines.join("\n");
+    let summary = lines.join(" | ");
     (verdict, summary.clone(), json!({"metrics": {"verdict": verdict, "summary": summary, "checks": checks, "score": score_json}}))
 }
 
 /// Inconclusive: waits for a person to approve (the stage succeeds) or reject (it fails).
 async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: String, mut evidence: serde_json::Value) -> Result<serde_json::Value, StageError> {
     let who = deciders(m);
-    let why = format!("inconclusive, a person decides: promote approve {} {stage} --as USER (or promote reject ... --reason)\n{summary}", ctx.run.id);
+    let why = format!("inconclusive, a person decides: promote approve {} {stage} --as USER (or promote reject ... --reason) | {summary}", ctx.run.id);
     ctx.waiting(&why).await?;
     loop {
         let decisions = ctx.store.decisions(&ctx.run.id, stage).await?;
@@ -308,7 +308,7 @@ async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: Stri
                 return Ok(evidence);
             }
             let reason = d.comment.as_deref().unwrap_or("no reason given");
-            return Err(StageError::Verdict { message: format!("inconclusive, rejected by {}: {reason}\n{summary}", d.user), evidence });
+            return Err(StageError::Verdict { message: format!("inconclusive, rejected by {}: {reason} | {summary}", d.user), evidence });
         }
         tokio::time::sleep(ctx.poll).await;
     }
