@@ -123,10 +123,15 @@ pub struct Conditions {
 }
 
 impl Conditions {
-    /// Compiles the conditions (the plan has already checked that they parse).
-    pub fn new(success: Option<&str>, failure: Option<&str>) -> Result<Conditions, String> {
+    /// Compiles the conditions (the plan has already checked that they parse); `vars` are the
+    /// other variables they may read (`version`, `pipeline`, `run`, `image`).
+    pub fn new(success: Option<&str>, failure: Option<&str>, vars: &[(&str, &str)]) -> Result<Conditions, String> {
         let compile = |s: &str| cel::Program::compile(s).map(|p| (s.to_string(), p)).map_err(|e| format!("`{s}`: {e}"));
-        Ok(Conditions { success: success.map(compile).transpose()?, failure: failure.map(compile).transpose()?, root: cel::Context::default() })
+        let mut root = cel::Context::default();
+        for (k, v) in vars {
+            root.add_variable_from_value(k.to_string(), cel::Value::String(std::sync::Arc::new(v.to_string())));
+        }
+        Ok(Conditions { success: success.map(compile).transpose()?, failure: failure.map(compile).transpose()?, root })
     }
 
     /// The phase of one measurement, with the reason: Argo's `EvaluateResult`, except that no
@@ -241,7 +246,7 @@ mod tests {
     use super::*;
 
     fn judge(s: Option<&str>, f: Option<&str>, sample: Sample) -> Phase {
-        Conditions::new(s, f).unwrap().judge(&sample).0
+        Conditions::new(s, f, &[("version", "1.2.3")]).unwrap().judge(&sample).0
     }
 
     #[test]
@@ -255,6 +260,7 @@ mod tests {
         assert_eq!(judge(Some("result[0] < 1.0"), Some("result[0] > 0.05"), v(0.5)), Phase::Failed, "failure wins");
         assert_eq!(judge(None, None, v(0.5)), Phase::Successful);
         assert_eq!(judge(Some("result < 2"), None, Sample::Scalar(1.0)), Phase::Successful);
+        assert_eq!(judge(Some("version == '1.2.3' && result < 2.0"), None, Sample::Scalar(1.0)), Phase::Successful);
     }
 
     #[test]

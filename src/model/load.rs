@@ -285,10 +285,12 @@ fn check_interpolations(src: &str, entries: &[(Node, Node)], diags: &mut Diagnos
         if !matches!(key.as_str(), Some("environments" | "stages" | "artifact")) {
             continue;
         }
-        value.for_each_value_scalar(&mut |node, scalar| {
+        value.for_each_value_scalar_at(&mut Vec::new(), &mut |node, scalar, path| {
             if !scalar.value.contains("${") {
                 return;
             }
+            // A web provider's URL also takes the check's query.
+            let web_url = path.ends_with(&["web", "url"]);
             let mut search_from = (node.pos.line, node.pos.col);
             let mut rest = scalar.value.as_str();
             while let Some(start) = rest.find("${") {
@@ -302,7 +304,7 @@ fn check_interpolations(src: &str, entries: &[(Node, Node)], diags: &mut Diagnos
                 let name = &after[..end];
                 let written = format!("${{{name}}}");
                 let pos = locate(&lines, search_from, &written).unwrap_or(node.pos);
-                if !escaped && !KNOWN_VARIABLES.contains(&name) {
+                if !escaped && !KNOWN_VARIABLES.contains(&name) && !(web_url && name == "query") {
                     let hint = did_you_mean(name, KNOWN_VARIABLES.iter().copied());
                     let hint = if hint.is_empty() { format!(": known variables are {}", list(KNOWN_VARIABLES)) } else { hint };
                     diags.error(pos, format!("unknown variable `${{{name}}}`{hint}"));

@@ -78,12 +78,17 @@ impl Node {
         }
     }
 
-    /// Calls `f` on every scalar that is a value (not a mapping key), depth first.
-    pub fn for_each_value_scalar<'a>(&'a self, f: &mut impl FnMut(&'a Node, &'a Scalar)) {
+    /// Calls `f` on every scalar that is a value (not a mapping key), depth first, with the map
+    /// keys that lead to it.
+    pub fn for_each_value_scalar_at<'a>(&'a self, path: &mut Vec<&'a str>, f: &mut impl FnMut(&'a Node, &'a Scalar, &[&'a str])) {
         match &self.kind {
-            NodeKind::Scalar(s) => f(self, s),
-            NodeKind::Seq(items) => items.iter().for_each(|n| n.for_each_value_scalar(f)),
-            NodeKind::Map(entries) => entries.iter().for_each(|(_, v)| v.for_each_value_scalar(f)),
+            NodeKind::Scalar(s) => f(self, s, path),
+            NodeKind::Seq(items) => items.iter().for_each(|n| n.for_each_value_scalar_at(path, f)),
+            NodeKind::Map(entries) => entries.iter().for_each(|(k, v)| {
+                path.push(k.as_str().unwrap_or(""));
+                v.for_each_value_scalar_at(path, f);
+                path.pop();
+            }),
         }
     }
 }

@@ -61,8 +61,10 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Val
             Some(q) => Some(crate::model::interpolate(&q.value, lookup).map_err(|v| fail(format!("check `{}`: `${{{v}}}` has no value here", c.name.value)))?),
             None => None,
         };
-        let conditions = Conditions::new(c.success_condition.as_ref().map(|s| s.value.as_str()), c.failure_condition.as_ref().map(|s| s.value.as_str()))
-            .map_err(|e| fail(format!("check `{}`: {e}", c.name.value)))?;
+        let cel_vars: Vec<(&str, &str)> = ["version", "pipeline", "run", "image"].iter().filter_map(|k| vars.get(k).map(|v| (*k, v.as_str()))).collect();
+        let conditions =
+            Conditions::new(c.success_condition.as_ref().map(|s| s.value.as_str()), c.failure_condition.as_ref().map(|s| s.value.as_str()), &cel_vars)
+                .map_err(|e| fail(format!("check `{}`: {e}", c.name.value)))?;
         let limits = Limits {
             count: c.count.unwrap_or(m.count).max(1),
             failure: c.failure_limit,

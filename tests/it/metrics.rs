@@ -270,3 +270,88 @@ async fn wait_for(exec: &promote::exec::Executor, run: &str, name: &str, state: 
     }
     panic!("stage {name} never became {state}");
 }
+
+/// A bcrypt hash of `test-only-password-7f3a` (made with Python's bcrypt, 4 rounds): Prometheus'
+/// `basic_auth_users` keep hashes, never passwords.
+const WEB_CONFIG: &str = "basic_auth_users:\n  promote: $2b$04$idqqlXtRPACanialEbynvevFhktahSbwyBeNUen81obzJkerssUBW\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_behind_basic_auth_gets_the_password_from_a_file_and_never_shows_it() {
+    let prom = Prometheus::start_with(&[("up3", series("up3", "", 60.0, 0.0, 15.0, |_| 1.0))], Some(WEB_CONFIG));
+    for (password, ok) in [("test-only-password-7f3a\n", true), ("wrong-password-9c1d", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, password).unwrap();
+        let stages = format!(
+            "  check:\n    metrics:\n      provider: {{prometheus: {{address: \"{}\", auth: {{username: promote, passwordFile: \"{}\"}}}}}}\n      checks:\n        - name: up\n          query: up3\n          successCondition: result[0] == 1.0\n          consecutiveErrorLimit: 0\n",
+            prom.url(),
+            file.display()
+        );
+        let s = Setup::new(&stages, "");
+        let exec = s.executor().await;
+        let id = s.start(&exec, "5.0.0").await;
+        let sum = drive(&exec, &id).await;
+        let msg = stage(&sum, "check").message.clone().unwrap_or_default();
+        assert_eq!(sum.run.state == RunState::Succeeded, ok, "{msg}");
+        if !ok {
+            assert!(msg.contains("HTTP 401 Unauthorized"), "{msg}");
+            assert!(!msg.contains("wrong-password-9c1d"), "the password never shows: {msg}");
+        }
+    }
+    // A password file that is not there fails the stage before any query, naming the file.
+    let stages = format!(
+        "  check:\n    metrics:\n      provider: {{prometheus: {{address: \"{}\", auth: {{username: promote, passwordFile: /nonexistent/promote-password}}}}}}\n      checks:\n        - name: up\n          query: up3\n          successCondition: result[0] == 1.0\n",
+        prom.url()
+    );
+    let s = Setup::new(&stages, "");
+    let exec = s.executor().await;
+    let id = s.start(&exec, "5.0.1").await;
+    let sum = drive(&exec, &id).await;
+    let msg = stage(&sum, "check").message.clone().unwrap();
+    assert!(msg.starts_with("credentials: the password file /nonexistent/promote-password cannot be read"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_web_provider_reads_json_with_a_bearer_token_and_a_json_path() {
+    use axum::http::{HeaderMap, StatusCode};
+    // A real local JSON endpoint that wants `Authorization: Bearer tok-5e1f`.
+    let app = axum::Router::new().route(
+        "/stats",
+        axum::routing::get(|headers: HeaderMap, axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer tok-5e1f") {
+                return (StatusCode::UNAUTHORIZED, "no".to_string());
+            }
+            let q = q.unwrap_or_default();
+            let rate = if q.contains("errors%3Dcheckout") { 0.01 } else { 0.5 };
+            (StatusCode::OK, serde_json::json!({"data": {"series": [{"name": q, "value": rate}]}}).to_string())
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    for (token, ok) in [("tok-5e1f", true), ("tok-bad0", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, token).unwrap();
+        let stages = format!(
+            "  check:\n    metrics:\n      provider:\n        web: {{url: \"http://127.0.0.1:{port}/stats?q=${{query}}\", jsonPath: \"$.data.series[0].value\", auth: {{bearerTokenFile: \"{}\"}}}}\n      checks:\n        - name: errors\n          query: errors=checkout\n          successCondition: result < 0.05\n          consecutiveErrorLimit: 0\n",
+            token_file.display()
+        );
+        let s = Setup::new(&stages, "");
+        let exec = s.executor().await;
+        let id = s.start(&exec, "5.1.0").await;
+        let sum = drive(&exec, &id).await;
+        let check = stage(&sum, "check");
+        let msg = check.message.clone().unwrap_or_default();
+        assert_eq!(sum.run.state == RunState::Succeeded, ok, "{msg}");
+        if ok {
+            assert_eq!(evidence(check)["checks"][0]["measurements"][0]["value"], 0.01);
+        } else {
+            assert!(
+                msg.contains(&format!("query `errors=checkout` was refused by http://127.0.0.1:{port}/stats?q=errors%3Dcheckout: HTTP 401 Unauthorized")),
+                "{msg}"
+            );
+            assert!(!msg.contains("tok-bad0"), "{msg}");
+        }
+    }
+}

@@ -43,6 +43,11 @@ impl Prometheus {
     /// Backfills `metrics` (OpenMetrics lines, grouped by metric name, each as `(name, lines)`)
     /// and starts Prometheus on them.
     pub fn start(metrics: &[(&str, String)]) -> Prometheus {
+        Prometheus::start_with(metrics, None)
+    }
+
+    /// Like `start`, with a web configuration file (`basic_auth_users`, TLS) for `--web.config.file`.
+    pub fn start_with(metrics: &[(&str, String)], web_config: Option<&str>) -> Prometheus {
         need("prometheus");
         need("promtool");
         let dir = tempfile::tempdir().unwrap();
@@ -57,6 +62,9 @@ impl Prometheus {
         let out = Command::new("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(&input).arg(&data).output().unwrap();
         assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stderr));
         std::fs::write(dir.path().join("prometheus.yml"), "global: {scrape_interval: 1h}\nscrape_configs: []\n").unwrap();
+        if let Some(web) = web_config {
+            std::fs::write(dir.path().join("web.yml"), web).unwrap();
+        }
         let mut p = Prometheus { child: None, port: 0, dir };
         p.spawn();
         p
@@ -66,7 +74,11 @@ impl Prometheus {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = self.dir.path();
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
+        let mut cmd = Command::new("prometheus");
+        if dir.join("web.yml").exists() {
+            cmd.arg(format!("--web.config.file={}", dir.join("web.yml").display()));
+        }
+        let child = cmd
             .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -107,7 +119,8 @@ fn wait_ready(port: u16, dir: &Path) {
             let _ = s.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+            // 401: up, behind basic auth.
+            if ["200", "401"].iter().any(|code| buf.starts_with(&format!("HTTP/1.0 {code}")) || buf.starts_with(&format!("HTTP/1.1 {code}"))) {
                 return;
             }
         }
