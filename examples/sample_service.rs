@@ -104,7 +104,7 @@ async fn main() {
                 // Every series exists from a version's first moment, as instrumented services do
                 // (a counter born at its first increment hides that increment from rate()).
                 for code in ["200", "500"] {
-                    requests.get_or_create(&Request { version: v.clone(), code: code.into() });
+                    drop(requests.get_or_create(&Request { version: v.clone(), code: code.into() }));
                 }
                 for _ in 0..10 {
                     n += 1;
