@@ -118,19 +118,25 @@ impl fmt::Display for Phase {
 pub struct Conditions {
     success: Option<(String, cel::Program)>,
     failure: Option<(String, cel::Program)>,
-    /// The standard library, built once (building it per measurement cost more than judging).
-    root: cel::Context<'static, 'static>,
+    /// The standard library and the run's variables, built once per stage (building it per
+    /// measurement cost more than judging).
+    root: std::sync::Arc<cel::Context<'static, 'static>>,
 }
 
 impl Conditions {
-    /// Compiles the conditions (the plan has already checked that they parse); `vars` are the
-    /// other variables they may read (`version`, `pipeline`, `run`, `image`).
-    pub fn new(success: Option<&str>, failure: Option<&str>, vars: &[(&str, &str)]) -> Result<Conditions, String> {
-        let compile = |s: &str| cel::Program::compile(s).map(|p| (s.to_string(), p)).map_err(|e| format!("`{s}`: {e}"));
+    /// The context every condition of a stage starts from: CEL's standard library and `vars`,
+    /// the other variables conditions may read (`version`, `pipeline`, `run`, `image`).
+    pub fn context(vars: &[(&str, &str)]) -> std::sync::Arc<cel::Context<'static, 'static>> {
         let mut root = cel::Context::default();
         for (k, v) in vars {
             root.add_variable_from_value(k.to_string(), cel::Value::String(std::sync::Arc::new(v.to_string())));
         }
+        std::sync::Arc::new(root)
+    }
+
+    /// Compiles the conditions (the plan has already checked that they parse).
+    pub fn new(success: Option<&str>, failure: Option<&str>, root: std::sync::Arc<cel::Context<'static, 'static>>) -> Result<Conditions, String> {
+        let compile = |s: &str| cel::Program::compile(s).map(|p| (s.to_string(), p)).map_err(|e| format!("`{s}`: {e}"));
         Ok(Conditions { success: success.map(compile).transpose()?, failure: failure.map(compile).transpose()?, root })
     }
 
@@ -246,7 +252,7 @@ mod tests {
     use super::*;
 
     fn judge(s: Option<&str>, f: Option<&str>, sample: Sample) -> Phase {
-        Conditions::new(s, f, &[("version", "1.2.3")]).unwrap().judge(&sample).0
+        Conditions::new(s, f, Conditions::context(&[("version", "1.2.3")])).unwrap().judge(&sample).0
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Val
     let lookup = |n: &str| vars.get(n).map(String::as_str);
     let fail = |why: String| StageError::Failed(why);
     let stage_provider = Arc::new(AnyProvider::new(&m.provider, &vars).map_err(|e| fail(e.to_string()))?);
+    let cel_vars: Vec<(&str, &str)> = ["version", "pipeline", "run", "image"].iter().filter_map(|k| vars.get(k).map(|v| (*k, v.as_str()))).collect();
+    let cel_root = Conditions::context(&cel_vars);
     let mut prepared = Vec::new();
     for c in &m.checks {
         let provider = match &c.provider {
@@ -61,9 +63,8 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Val
             Some(q) => Some(crate::model::interpolate(&q.value, lookup).map_err(|v| fail(format!("check `{}`: `${{{v}}}` has no value here", c.name.value)))?),
             None => None,
         };
-        let cel_vars: Vec<(&str, &str)> = ["version", "pipeline", "run", "image"].iter().filter_map(|k| vars.get(k).map(|v| (*k, v.as_str()))).collect();
         let conditions =
-            Conditions::new(c.success_condition.as_ref().map(|s| s.value.as_str()), c.failure_condition.as_ref().map(|s| s.value.as_str()), &cel_vars)
+            Conditions::new(c.success_condition.as_ref().map(|s| s.value.as_str()), c.failure_condition.as_ref().map(|s| s.value.as_str()), cel_root.clone())
                 .map_err(|e| fail(format!("check `{}`: {e}", c.name.value)))?;
         let limits = Limits {
             count: c.count.unwrap_or(m.count).max(1),
@@ -94,7 +95,7 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Val
     }
     let results: Vec<CheckResult> = results.into_iter().map(|r| r.expect("every check reports")).collect();
 
-    let (verdict, summary, evidence) = judge(m, &results);
+    let (verdict, summary, evidence) = judge(m, results);
     match verdict {
         Phase::Successful => Ok(evidence),
         Phase::Failed | Phase::Error => Err(StageError::Verdict { message: summary, evidence }),
@@ -249,10 +250,10 @@ async fn one(p: &Prepared, deployed_at: i64, last: &mut Option<Classification>) 
 
 /// The stage's verdict from its checks and the score: (phase, a summary naming each deciding
 /// value and condition, the evidence as JSON).
-fn judge(m: &MetricsStage, results: &[CheckResult]) -> (Phase, String, serde_json::Value) {
+fn judge(m: &MetricsStage, results: Vec<CheckResult>) -> (Phase, String, serde_json::Value) {
     let mut verdict = Phase::Successful;
     let mut lines = Vec::new();
-    for r in results {
+    for r in &results {
         let last_why = r.measurements.iter().rev().find_map(|x| x["why"].as_str()).unwrap_or("");
         let tag = if r.dry_run { " (dry run: does not decide)" } else { "" };
         lines.push(format!("{}: {}{tag}: {}; last: {last_why}", r.name, r.phase, r.why));
@@ -283,12 +284,18 @@ fn judge(m: &MetricsStage, results: &[CheckResult]) -> (Phase, String, serde_jso
         score_json = json!({"score": s.score, "pass": pass, "marginal": marginal, "groups": s.groups, "critical": s.critical, "verdict": phase, "why": words});
     }
     let checks: Vec<serde_json::Value> = results
-        .iter()
+        .into_iter()
         .map(|r| {
-            json!({
-                "name": r.name, "phase": r.phase, "why": r.why, "dryRun": r.dry_run, "tally": r.tally,
-                "comparison": r.last, "measurements": r.measurements,
-            })
+            let mut c = serde_json::Map::new();
+            c.insert("name".into(), json!(r.name));
+            c.insert("phase".into(), json!(r.phase));
+            c.insert("why".into(), json!(r.why));
+            c.insert("dryRun".into(), json!(r.dry_run));
+            c.insert("tally".into(), json!(r.tally));
+            c.insert("comparison".into(), json!(r.last));
+            // Moved, not copied: an analysis can hold thousands of measurements.
+            c.insert("measurements".into(), serde_json::Value::Array(r.measurements));
+            serde_json::Value::Object(c)
         })
         .collect();
     let summary = lines.join(" | ");
