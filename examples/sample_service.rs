@@ -108,7 +108,7 @@ async fn main() {
                 }
                 for _ in 0..10 {
                     n += 1;
-                    let failed = if is_bad { n % 4 == 0 } else { n % 200 == 0 };
+                    let failed = if is_bad { n.is_multiple_of(4) } else { n.is_multiple_of(200) };
                     let code = if failed { "500" } else { "200" };
                     requests.get_or_create(&Request { version: v.clone(), code: code.into() }).inc();
                     let base = 0.020 + (n % 7) as f64 * 0.002;

@@ -304,7 +304,8 @@ fn check_interpolations(src: &str, entries: &[(Node, Node)], diags: &mut Diagnos
                 let name = &after[..end];
                 let written = format!("${{{name}}}");
                 let pos = locate(&lines, search_from, &written).unwrap_or(node.pos);
-                if !escaped && !KNOWN_VARIABLES.contains(&name) && !(web_url && name == "query") {
+                let known = KNOWN_VARIABLES.contains(&name) || (web_url && name == "query");
+                if !escaped && !known {
                     let hint = did_you_mean(name, KNOWN_VARIABLES.iter().copied());
                     let hint = if hint.is_empty() { format!(": known variables are {}", list(KNOWN_VARIABLES)) } else { hint };
                     diags.error(pos, format!("unknown variable `${{{name}}}`{hint}"));
