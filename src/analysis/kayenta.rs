@@ -70,6 +70,24 @@ pub struct Classification {
     pub n_baseline: usize,
 }
 
+impl Classification {
+    /// A Pass with no test behind it (yet).
+    pub fn pass(n_new: usize, n_baseline: usize) -> Classification {
+        Classification {
+            class: Class::Pass,
+            critical_failure: false,
+            reason: String::new(),
+            ratio: 1.0,
+            lower: None,
+            upper: None,
+            estimate: None,
+            p_value: None,
+            n_new,
+            n_baseline,
+        }
+    }
+}
+
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -98,18 +116,7 @@ fn jitter(values: &[f64], seed: u64) -> Vec<f64> {
 pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classification {
     let new: Vec<f64> = new.iter().copied().filter(|v| !v.is_nan()).collect();
     let base: Vec<f64> = baseline.iter().copied().filter(|v| !v.is_nan()).collect();
-    let mut c = Classification {
-        class: Class::Pass,
-        critical_failure: false,
-        reason: String::new(),
-        ratio: 1.0,
-        lower: None,
-        upper: None,
-        estimate: None,
-        p_value: None,
-        n_new: new.len(),
-        n_baseline: base.len(),
-    };
+    let mut c = Classification::pass(new.len(), base.len());
     if new.is_empty() || base.is_empty() {
         let side = if new.is_empty() { "the new version" } else { "the baseline" };
         c.class = if s.require_data && !s.critical { Class::NoDataFail } else { Class::NoData };
@@ -268,18 +275,7 @@ mod tests {
 
     #[test]
     fn scores_weighted_groups_and_critical() {
-        let pass = Classification {
-            class: Class::Pass,
-            critical_failure: false,
-            reason: String::new(),
-            ratio: 1.0,
-            lower: None,
-            upper: None,
-            estimate: None,
-            p_value: None,
-            n_new: 1,
-            n_baseline: 1,
-        };
+        let pass = Classification::pass(1, 1);
         let high = Classification { class: Class::High, ..pass.clone() };
         let nodata = Classification { class: Class::NoData, ..pass.clone() };
         let m = |g, w, c| Scored { group: g, weight: w, classification: c };

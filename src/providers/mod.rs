@@ -123,6 +123,28 @@ pub fn http_client() -> reqwest::Client {
         .clone()
 }
 
+/// Sends `req` with the credential, and reads the answer: (status, body). Errors name the query
+/// and the endpoint (`shown`), never the secret.
+async fn send(req: reqwest::RequestBuilder, credential: Option<&Credential>, query: &str, shown: &str) -> Result<(reqwest::StatusCode, String), ProviderError> {
+    let req = match credential {
+        Some(c) => c.apply(req),
+        None => req,
+    };
+    let scrub = |s: String| credential.map_or(s.clone(), |c| c.scrub(&s));
+    let failed = |e| ProviderError::Request { query: query.into(), url: shown.into(), why: scrub(describe(e)) };
+    let resp = req.send().await.map_err(failed)?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(failed)?;
+    Ok((status, body))
+}
+
+/// An answer that is not a success: its status and the start of its body.
+fn refused(credential: Option<&Credential>, query: &str, shown: String, status: reqwest::StatusCode, body: &str) -> ProviderError {
+    let text: String = body.chars().take(200).collect();
+    let why = format!("HTTP {status}: {}", text.trim());
+    ProviderError::Refused { query: query.into(), url: shown, why: credential.map_or(why.clone(), |c| c.scrub(&why)) }
+}
+
 /// A URL fit to show: user info replaced by `***`, query string kept.
 pub fn shown_url(url: &str) -> String {
     match reqwest::Url::parse(url) {

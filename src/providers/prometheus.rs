@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use super::{Credential, MetricProvider, ProviderError, describe, http_client, shown_url};
+use super::{Credential, MetricProvider, ProviderError, http_client, refused, send, shown_url};
 use crate::analysis::Sample;
 
 /// A Prometheus server.
@@ -67,20 +67,12 @@ impl Prometheus {
     async fn call(&self, path: &str, query: &str, params: &[(&str, String)]) -> Result<Data, ProviderError> {
         let url = format!("{}{path}", self.base);
         let shown = shown_url(&self.base);
-        let mut req = self.client.post(&url).timeout(self.timeout).form(params);
-        if let Some(c) = &self.credential {
-            req = c.apply(req);
-        }
+        let req = self.client.post(&url).timeout(self.timeout).form(params);
+        let (status, body) = send(req, self.credential.as_ref(), query, &shown).await?;
         let scrub = |s: String| self.credential.as_ref().map_or(s.clone(), |c| c.scrub(&s));
-        let resp = req.send().await.map_err(|e| ProviderError::Request { query: query.into(), url: shown.clone(), why: scrub(describe(e)) })?;
-        let status = resp.status();
-        let body = resp.text().await.map_err(|e| ProviderError::Request { query: query.into(), url: shown.clone(), why: scrub(describe(e)) })?;
         let answer: Answer = match serde_json::from_str(&body) {
             Ok(a) => a,
-            Err(_) if !status.is_success() => {
-                let text: String = body.chars().take(200).collect();
-                return Err(ProviderError::Refused { query: query.into(), url: shown, why: scrub(format!("HTTP {status}: {}", text.trim())) });
-            }
+            Err(_) if !status.is_success() => return Err(refused(self.credential.as_ref(), query, shown, status, &body)),
             Err(e) => return Err(ProviderError::Decode { query: query.into(), url: shown, why: format!("not a Prometheus API answer ({e})") }),
         };
         if answer.status != "success" {

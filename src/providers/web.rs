@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Credential, MetricProvider, ProviderError, describe, http_client, shown_url};
+use super::{Credential, MetricProvider, ProviderError, http_client, refused, send, shown_url};
 use crate::analysis::Sample;
 use crate::model::WebProvider;
 
@@ -99,16 +99,9 @@ impl MetricProvider for Web {
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        if let Some(c) = &self.credential {
-            req = c.apply(req);
-        }
-        let scrub = |s: String| self.credential.as_ref().map_or(s.clone(), |c| c.scrub(&s));
-        let resp = req.send().await.map_err(|e| ProviderError::Request { query: query.into(), url: shown.clone(), why: scrub(describe(e)) })?;
-        let status = resp.status();
-        let body = resp.text().await.map_err(|e| ProviderError::Request { query: query.into(), url: shown.clone(), why: scrub(describe(e)) })?;
+        let (status, body) = send(req, self.credential.as_ref(), query, &shown).await?;
         if !status.is_success() {
-            let text: String = body.chars().take(200).collect();
-            return Err(ProviderError::Refused { query: query.into(), url: shown, why: scrub(format!("HTTP {status}: {}", text.trim())) });
+            return Err(refused(self.credential.as_ref(), query, shown, status, &body));
         }
         let doc: serde_json::Value =
             serde_json::from_str(&body).map_err(|e| ProviderError::Decode { query: query.into(), url: shown.clone(), why: format!("not JSON ({e})") })?;
