@@ -284,6 +284,19 @@ pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
                             format!("check `{}` has no `successCondition`, `failureCondition` or `compare`: it can never fail", c.name.value),
                         );
                     }
+                    if matches!(c.provider.as_ref().unwrap_or(&m.provider), Provider::Prometheus(_)) {
+                        for e in [&c.success_condition, &c.failure_condition].into_iter().flatten() {
+                            if compares_result_directly(&e.value) {
+                                diags.warning(
+                                    e.pos,
+                                    format!(
+                                        "`{}` compares `result` itself: a Prometheus vector is a list (one number per series), so write `result[0]` (a `scalar(...)` query is a number and is fine)",
+                                        e.value
+                                    ),
+                                );
+                            }
+                        }
+                    }
                     if let Some(cmp) = &c.compare {
                         check_compare(cmp, &c.name, diags);
                         if matches!(c.provider.as_ref().unwrap_or(&m.provider), Provider::Web(_)) {
@@ -363,6 +376,18 @@ fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics
     }
 }
 
+/// Whether `result` is compared as a whole (`result < 0.01`), not indexed or called on.
+fn compares_result_directly(expr: &str) -> bool {
+    let b = expr.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    expr.match_indices("result").any(|(i, _)| {
+        let before_ok = i == 0 || !(ident(b[i - 1]) || b[i - 1] == b'.');
+        let after = expr[i + 6..].trim_start();
+        let next = after.bytes().next();
+        before_ok && next.is_none_or(|c| !ident(c)) && after.starts_with(['<', '>', '=', '!'])
+    })
+}
+
 fn check_provider(provider: &Provider, diags: &mut Diagnostics) {
     match provider {
         Provider::Prometheus(prom) => check_http_url(&prom.address, "address", diags),
@@ -418,5 +443,20 @@ pub fn production_gates(p: &Pipeline, graph: &DiGraph<usize, ()>, diags: &mut Di
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn result_compared_as_a_whole() {
+        use super::compares_result_directly as f;
+        assert!(f("result < 0.01"));
+        assert!(f("x && result >= 2"));
+        assert!(f("result == 1.0"));
+        assert!(!f("result[0] < 0.01"));
+        assert!(!f("result.all(x, x < 1)"));
+        assert!(!f("size(result) > 0"));
+        assert!(!f("my_result < 1"));
     }
 }
