@@ -10,6 +10,7 @@
 //!   stage DAG with its waves; renders it as text, DOT or Mermaid.
 //! - [`analysis`]: judging numbers, no I/O: Argo Rollouts' measurement phases and limits, the
 //!   Mann-Whitney interval and Kayenta's classification and score.
+//! - [`logs`]: log lines mined into templates (masking, an online Drain-like miner); no I/O.
 //! - [`git`]: what promote writes into environment repos: format-preserving YAML edits, promotion
 //!   and rollback commits built in memory in a kept bare clone, pushed with retries.
 //! - [`secret`]: secret values that never print.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod diag;
 pub mod exec;
 pub mod git;
+pub mod logs;
 pub mod model;
 pub mod plan;
 pub mod providers;

@@ -2,6 +2,7 @@
 
 mod approve;
 mod graph;
+mod logs;
 mod rollback;
 mod run;
 mod status;
@@ -52,6 +53,8 @@ pub enum Command {
     Reject(approve::RejectArgs),
     /// Revert an environment to its previous (or a given) promoted state, in a new commit.
     Rollback(rollback::Args),
+    /// The log template miner.
+    Logs(logs::Args),
 }
 
 /// Runs the command line; the exit code follows docs/cli.md.
@@ -68,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => run::resume(args, &state),
         Command::Approve(args) => approve::approve(args, &state),
         Command::Reject(args) => approve::reject(args, &state),
+        Command::Logs(args) => logs::run(args),
     };
     match result {
         Ok(code) => code,

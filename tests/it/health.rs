@@ -115,10 +115,12 @@ fn setup(health: &str) -> Setup {
 async fn promotion_commit(s: &Setup) -> String {
     let bare = s.path().join("envs/qa.git");
     for _ in 0..500 {
-        let head = crate::repos::git(&bare, &["rev-parse", "main"]).trim().to_string();
-        let subject = crate::repos::git(&bare, &["log", "-1", "--format=%s", "main"]);
-        if subject.starts_with("promote ") {
-            return head;
+        // One read of both (the ref may move between two commands).
+        let head = crate::repos::git(&bare, &["log", "-1", "--format=%H %s", "main"]);
+        if let Some((sha, subject)) = head.trim().split_once(' ')
+            && subject.starts_with("promote ")
+        {
+            return sha.to_string();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -7,6 +7,7 @@ mod fixtures;
 mod generate;
 mod git;
 mod health;
+mod loghub;
 mod metrics;
 mod plan;
 mod prom;

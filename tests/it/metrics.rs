@@ -179,7 +179,7 @@ async fn prometheus_dying_mid_analysis_errors_after_the_limit() {
     let check = stage(&sum, "check");
     let ev = &evidence(check)["checks"][0];
     let phases: Vec<&str> = ev["measurements"].as_array().unwrap().iter().map(|m| m["phase"].as_str().unwrap()).collect();
-    assert!(phases.len() >= 5 && phases[0] == "Successful", "{phases:?}");
+    assert!(phases.len() >= 4 && phases[0] == "Successful", "{phases:?}");
     assert_eq!(&phases[phases.len() - 3..], ["Error", "Error", "Error"], "{phases:?}");
     let msg = check.message.as_deref().unwrap();
     assert!(msg.contains("success: Error: consecutive errors (3) > consecutiveErrorLimit (2)"), "{msg}");

@@ -1,0 +1,118 @@
+//! `promote logs mine FILE... [--json] [--templates FILE]`: the log template miner on files, so
+//! that anyone can check what it does.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::EXIT_BAD_INPUT;
+use crate::logs::{Config, Miner, Template};
+
+/// `promote logs ...`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: LogsCommand,
+}
+
+/// The `logs` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum LogsCommand {
+    /// Mine log files into templates: each line's template id, then the templates with counts.
+    Mine(MineArgs),
+}
+
+/// Arguments of `logs mine`.
+#[derive(Debug, clap::Args)]
+pub struct MineArgs {
+    /// Log files, read line by line (`-` is stdin).
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Machine-readable output: {"lines": [...], "templates": [...]}.
+    #[arg(long)]
+    pub json: bool,
+    /// Templates to start from (a file written by an earlier `--templates`), updated in place:
+    /// the same line gets the same template id across runs.
+    #[arg(long, value_name = "FILE")]
+    pub templates: Option<PathBuf>,
+}
+
+/// Runs `logs`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        LogsCommand::Mine(m) => mine(m),
+    }
+}
+
+fn mine(args: MineArgs) -> anyhow::Result<ExitCode> {
+    let known: Vec<Template> = match &args.templates {
+        Some(path) if path.exists() => {
+            let text = std::fs::read_to_string(path)?;
+            match serde_json::from_str(&text) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!(
+                        "promote: error: {}:{}:{}: not a templates file ({e}); it is written by `promote logs mine --templates FILE`",
+                        path.display(),
+                        e.line(),
+                        e.column()
+                    );
+                    return Ok(ExitCode::from(EXIT_BAD_INPUT));
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
+    let mut miner = Miner::with_templates(Config::default(), known);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if args.json {
+        write!(out, "{{\"lines\": [")?;
+    }
+    let mut first = true;
+    for file in &args.files {
+        let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+            Box::new(std::io::BufReader::new(std::io::stdin()))
+        } else {
+            match std::fs::File::open(file) {
+                Ok(f) => Box::new(std::io::BufReader::new(f)),
+                Err(e) => {
+                    eprintln!("promote: error: {}: {e}", file.display());
+                    return Ok(ExitCode::from(EXIT_BAD_INPUT));
+                }
+            }
+        };
+        let shown = file.display().to_string();
+        for (n, line) in reader.split(b'\n').enumerate() {
+            let line = line?;
+            // Logs are not always UTF-8: undecodable bytes become U+FFFD, never an error.
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches('\r');
+            let id = miner.add(text);
+            if args.json {
+                let sep = if std::mem::take(&mut first) { "" } else { "," };
+                write!(out, "{sep}\n  {}", serde_json::json!({"file": shown, "line": n + 1, "template": id}))?;
+            } else {
+                writeln!(out, "{shown}:{}\tT{id}", n + 1)?;
+            }
+        }
+    }
+    let mut templates: Vec<&Template> = miner.templates().iter().collect();
+    templates.sort_by(|a, b| b.count.cmp(&a.count).then(a.id.cmp(&b.id)));
+    if args.json {
+        let list: Vec<serde_json::Value> = templates.iter().map(|t| serde_json::json!({"id": t.id, "count": t.count, "template": t.text()})).collect();
+        writeln!(out, "\n], \"templates\": {}}}", serde_json::to_string_pretty(&list)?)?;
+    } else {
+        writeln!(out, "\n{} templates:", templates.len())?;
+        for t in templates {
+            writeln!(out, "T{:<6} {:>8}  {}", t.id, t.count, t.text())?;
+        }
+    }
+    out.flush()?;
+    if let Some(path) = &args.templates {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_string(miner.templates())?)?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
