@@ -10,6 +10,43 @@ fn is_separator(c: char) -> bool {
     matches!(c, '=' | ',' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '"' | '\'' | '<' | '>' | '|')
 }
 
+/// A part with digits that is not a variable as a whole (`broadcast_9_piece0`): its digit runs
+/// masked, its shape kept (`broadcast_<*>_piece<*>`).
+fn mask_digits(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    let mut in_run = false;
+    let chars: Vec<char> = part.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        // A sign belongs to the number (`blk_-42` and `blk_42` have one shape).
+        let sign = (c == '-' || c == '+') && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit()) && (i == 0 || !chars[i - 1].is_ascii_alphanumeric());
+        if c.is_ascii_digit() || sign {
+            if !in_run {
+                out.push_str(WILDCARD);
+                in_run = true;
+            }
+        } else {
+            in_run = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether a part is an identifier with a few numbers in it rather than a value: it starts with
+/// a letter and has at least three letters in a row.
+fn is_named(part: &str) -> bool {
+    let b = part.as_bytes();
+    if !b[0].is_ascii_alphabetic() {
+        return false;
+    }
+    let (mut run, mut best) = (0, 0);
+    for c in b {
+        run = if c.is_ascii_alphabetic() { run + 1 } else { 0 };
+        best = best.max(run);
+    }
+    best >= 3 && !part.contains(['.', ':', '/'])
+}
+
 /// Whether a part (no whitespace, no separator) is a variable.
 fn is_variable(part: &str) -> bool {
     if part.is_empty() || part == WILDCARD {
@@ -28,14 +65,25 @@ fn is_variable(part: &str) -> bool {
     false
 }
 
+/// One part: kept, masked whole, or (a named identifier with numbers) its digit runs masked.
+fn mask_part(part: &str) -> String {
+    if !is_variable(part) {
+        part.to_string()
+    } else if part.bytes().any(|b| b.is_ascii_digit()) && is_named(part) {
+        mask_digits(part)
+    } else {
+        WILDCARD.to_string()
+    }
+}
+
 /// Splits a line into tokens (on whitespace) and masks the variable parts of each token; a run of
-/// tokens that are wholly variable becomes one `<*>` (a list of ids is one variable, whatever its
+/// tokens of the same masked shape becomes one (a list of ids is one variable, whatever its
 /// length).
 pub fn tokens(line: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for word in line.split_whitespace() {
         let masked = mask_word(word);
-        if masked == WILDCARD && out.last().is_some_and(|l| l == WILDCARD) {
+        if masked.contains(WILDCARD) && out.last().is_some_and(|l| *l == masked) {
             continue;
         }
         out.push(masked);
@@ -50,16 +98,12 @@ pub fn mask_word(word: &str) -> String {
         return WILDCARD.to_string();
     }
     if !word.contains(is_separator) {
-        return if is_variable(word) { WILDCARD.to_string() } else { word.to_string() };
+        return mask_part(word);
     }
     let mut out = String::with_capacity(word.len());
     let mut part = String::new();
     let flush = |part: &mut String, out: &mut String| {
-        if is_variable(part) {
-            out.push_str(WILDCARD);
-        } else {
-            out.push_str(part);
-        }
+        out.push_str(&mask_part(part));
         part.clear();
     };
     for c in word.chars() {
@@ -81,7 +125,8 @@ mod tests {
     #[test]
     fn masks_what_varies() {
         let t = |s: &str| tokens(s).join(" ");
-        assert_eq!(t("PacketResponder 1 for block blk_-6952295868487656571 terminating"), "PacketResponder <*> for block <*> terminating");
+        assert_eq!(t("PacketResponder 1 for block blk_-6952295868487656571 terminating"), "PacketResponder <*> for block blk_<*> terminating");
+        assert_eq!(t("Block broadcast_9_piece0 stored"), "Block broadcast_<*>_piece<*> stored");
         assert_eq!(t("Received connection request /10.10.34.11:45307"), "Received connection request <*>");
         assert_eq!(t("size=67108864 path=/tmp/x user=bob"), "size=<*> path=<*> user=bob");
         assert_eq!(t("took 12ms at 2015-10-18T18:01:47,978 id 550e8400-e29b-41d4-a716-446655440000"), "took <*> at <*>,<*> id <*>");
