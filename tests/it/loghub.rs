@@ -142,3 +142,35 @@ fn the_same_line_gets_the_same_template_after_saving_and_reloading() {
         assert_eq!(reloaded.find(c).map(|t| t.id), Some(*id), "{c}");
     }
 }
+
+#[test]
+fn logs_mine_prints_each_lines_template_and_keeps_ids_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "user 17 logged in from 10.0.0.1\nuser 42 logged in from 10.0.0.2\ndisk /dev/sda1 is 91% full\n").unwrap();
+    let templates = dir.path().join("templates.json");
+    let mine = |extra: &[&str]| {
+        let mut args = vec!["logs", "mine"];
+        args.extend_from_slice(extra);
+        std::process::Command::new(crate::promote_bin()).args(&args).output().unwrap()
+    };
+    let out = mine(&[log.to_str().unwrap(), "--json", "--templates", templates.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<u64> = doc["lines"].as_array().unwrap().iter().map(|l| l["template"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [0, 0, 1]);
+    assert_eq!(doc["templates"][0]["template"], "user <*> logged in from <*>");
+    assert_eq!(doc["templates"][0]["count"], 2);
+    // A second run over other lines, from the saved templates: known lines keep their ids.
+    let other = dir.path().join("other.log");
+    std::fs::write(&other, "disk /dev/sdb2 is 12% full\nuser 99 logged in from 10.0.0.9\nconnection reset by peer\n").unwrap();
+    let out = mine(&[other.to_str().unwrap(), "--templates", templates.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().take(3).map(|l| l.split('\t').nth(1).unwrap()).collect();
+    assert_eq!(lines, ["T1", "T0", "T2"], "{text}");
+    assert!(text.contains("3 templates:"), "{text}");
+    // An unreadable file is an error, not an empty log.
+    let out = mine(&["/nonexistent/promote.log"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/promote.log: No such file"));
+}
