@@ -6,7 +6,8 @@
 //! - `http_request_duration_seconds{version}`: a histogram of their latency.
 //!
 //! Versions named in `--bad` answer 25% of requests with 500 and twice as slowly; the others fail
-//! 0.5% of requests.
+//! 0.5% of requests. With `--log FILE` it also writes its log there: a line per 10 requests, a
+//! warning now and then, and for bad versions an error with a stack-trace head.
 //!
 //! Run: `cargo run --example sample_service -- --repo envs/qa.git --file apps/checkout/kustomization.yaml --bad 1.5.0 --port-file port`
 
@@ -36,10 +37,11 @@ struct Args {
     bad: Vec<String>,
     listen: String,
     port_file: Option<String>,
+    log: Option<String>,
 }
 
 fn args() -> Args {
-    let mut a = Args { repo: String::new(), file: String::new(), bad: Vec::new(), listen: "127.0.0.1:0".into(), port_file: None };
+    let mut a = Args { repo: String::new(), file: String::new(), bad: Vec::new(), listen: "127.0.0.1:0".into(), port_file: None, log: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -49,6 +51,7 @@ fn args() -> Args {
             "--bad" => a.bad.push(value),
             "--listen" => a.listen = value,
             "--port-file" => a.port_file = Some(value),
+            "--log" => a.log = Some(value),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -96,9 +99,12 @@ async fn main() {
     // Traffic: 10 requests every 100 ms.
     {
         let (version, bad) = (version.clone(), a.bad.clone());
+        let mut log = a.log.as_ref().map(|f| std::fs::OpenOptions::new().create(true).append(true).open(f).expect("the log file opens"));
         tokio::spawn(async move {
             let mut n: u64 = 0;
+            let mut tick: u64 = 0;
             loop {
+                tick += 1;
                 let v = version.lock().unwrap().clone();
                 let is_bad = bad.contains(&v);
                 // Every series exists from a version's first moment, as instrumented services do
@@ -113,6 +119,21 @@ async fn main() {
                     requests.get_or_create(&Request { version: v.clone(), code: code.into() }).inc();
                     let base = 0.020 + (n % 7) as f64 * 0.002;
                     latency.get_or_create(&Version { version: v.clone() }).observe(if is_bad { base * 2.0 } else { base });
+                }
+                if let Some(f) = log.as_mut() {
+                    use std::io::Write;
+                    let v = version.lock().unwrap().clone();
+                    let mut text = format!("INFO [http] served 10 requests (version {v}) in {} ms\n", 20 + tick % 13);
+                    if tick.is_multiple_of(20) {
+                        text.push_str(&format!("WARN [pool] connection pool at {}% of its size\n", 70 + tick % 20));
+                    }
+                    if bad.contains(&v) && tick.is_multiple_of(5) {
+                        text.push_str(&format!(
+                            "ERROR [payments] charge {} failed: java.net.SocketTimeoutException: Read timed out after 3000 ms\n",
+                            1000 + tick
+                        ));
+                    }
+                    let _ = f.write_all(text.as_bytes());
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -55,7 +55,8 @@ done
 cd "$demo"
 
 # The sample service plays checkout as Argo CD would run it: it follows envs/qa.git. 1.5.0 is bad.
-"$sample" --repo envs/qa.git --file apps/checkout/kustomization.yaml --bad 1.5.0 --port-file sample.port 2>sample.log &
+mkdir -p logs
+"$sample" --repo envs/qa.git --file apps/checkout/kustomization.yaml --bad 1.5.0 --port-file sample.port --log logs/checkout.log 2>sample.log &
 pids=($!)
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [ -s sample.port ] && break; sleep 0.1; done
@@ -123,7 +124,7 @@ echo "==> promote status $run"
 $promote status "$run"
 
 echo
-echo "==> a second run, 1.5.0: the sample service serves it badly, the metrics check fails, QA is rolled back"
+echo "==> a second run, 1.5.0: the sample service serves it badly, the metrics and log checks fail, QA is rolled back"
 set +e
 $promote run pipeline.yaml --version 1.5.0 2>/dev/null
 code=$?

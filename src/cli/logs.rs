@@ -20,6 +20,25 @@ pub struct Args {
 pub enum LogsCommand {
     /// Mine log files into templates: each line's template id, then the templates with counts.
     Mine(MineArgs),
+    /// Mark a template a `logs` stage reported as not a risk: the pipeline's later runs ignore it.
+    NotARisk(NotARiskArgs),
+}
+
+/// Arguments of `logs not-a-risk`.
+#[derive(Debug, clap::Args)]
+pub struct NotARiskArgs {
+    /// The run whose `logs` stage reported the template.
+    pub run: String,
+    /// The `logs` stage.
+    pub stage: String,
+    /// The template's number in the stage's report (`#2` -> 2).
+    pub number: usize,
+    /// Who decides.
+    #[arg(long = "as", value_name = "USER")]
+    pub user: String,
+    /// Why it is not a risk (kept with it).
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// Arguments of `logs mine`.
@@ -38,10 +57,43 @@ pub struct MineArgs {
 }
 
 /// Runs `logs`.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     match args.command {
         LogsCommand::Mine(m) => mine(m),
+        LogsCommand::NotARisk(n) => not_a_risk(n, state),
     }
+}
+
+fn not_a_risk(args: NotARiskArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
+    super::runtime()?.block_on(async {
+        let store = super::open_store(state).await?;
+        let refuse = |msg: String| {
+            eprintln!("promote: error: {msg}");
+            Ok(ExitCode::from(EXIT_BAD_INPUT))
+        };
+        if args.reason.trim().is_empty() {
+            return refuse("a reason is required: say why this template is not a risk".into());
+        }
+        let run = match store.run(&args.run).await {
+            Ok(r) => r,
+            Err(e @ crate::store::StoreError::UnknownRun { .. }) => return refuse(e.to_string()),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(stage) = store.stages(&run.id).await?.into_iter().find(|s| s.name == args.stage) else {
+            return refuse(format!("run {} has no stage `{}`", run.id, args.stage));
+        };
+        let findings = stage.output.as_ref().and_then(|o| o["logs"]["verdict"]["findings"].as_array().cloned()).unwrap_or_default();
+        if findings.is_empty() {
+            return refuse(format!("stage `{}` of run {} reported no log templates", args.stage, run.id));
+        }
+        let Some(f) = args.number.checked_sub(1).and_then(|i| findings.get(i)) else {
+            return refuse(format!("stage `{}` reported templates #1 to #{}, not #{}", args.stage, findings.len(), args.number));
+        };
+        let template = f["template"].as_str().unwrap_or_default();
+        store.exempt_template(&run.id, &run.pipeline, template, &args.user, &args.reason).await?;
+        println!("`{template}` is not a risk for pipeline {} (by {}): later runs ignore it", run.pipeline, args.user);
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn mine(args: MineArgs) -> anyhow::Result<ExitCode> {

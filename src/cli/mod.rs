@@ -53,7 +53,7 @@ pub enum Command {
     Reject(approve::RejectArgs),
     /// Revert an environment to its previous (or a given) promoted state, in a new commit.
     Rollback(rollback::Args),
-    /// The log template miner.
+    /// The log template miner, and log templates marked not a risk.
     Logs(logs::Args),
 }
 
@@ -71,7 +71,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => run::resume(args, &state),
         Command::Approve(args) => approve::approve(args, &state),
         Command::Reject(args) => approve::reject(args, &state),
-        Command::Logs(args) => logs::run(args),
+        Command::Logs(args) => logs::run(args, &state),
     };
     match result {
         Ok(code) => code,

@@ -499,6 +499,10 @@ fn summarize(output: &serde_json::Value) -> String {
         let by = m["decidedBy"]["user"].as_str().map(|u| format!(", inconclusive: approved by {u}")).unwrap_or_default();
         return format!("{checks} check(s) {}{score}{by}", m["verdict"].as_str().unwrap_or(""));
     }
+    if let Some(v) = output.get("logs").map(|l| &l["verdict"]) {
+        let findings = v["findings"].as_array().map_or(0, Vec::len);
+        return format!("{} lines after the deploy, {} templates, {findings} new or grown (none failing)", v["linesAfter"], v["templates"]);
+    }
     if let Some(by) = output["approvedBy"].as_array() {
         return format!("approved by {}", by.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "));
     }

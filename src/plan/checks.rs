@@ -324,6 +324,12 @@ pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
                 {
                     diags.error(f.pos, format!("`rateFactor: {}` must be greater than 1", f.value));
                 }
+                if l.baseline == crate::model::LogBaseline::PreviousVersion && !matches!(l.source, LogSource::Loki(_)) {
+                    diags.error(
+                        stage.kind_pos,
+                        format!("logs stage `{name}`: `baseline: previousVersion` needs a `loki` source (its query reads the previous version through `${{version}}`); use `before` with files or Kubernetes"),
+                    );
+                }
                 match &l.source {
                     LogSource::Files(files) if files.is_empty() => diags.error(stage.kind_pos, "`source.files` lists no files"),
                     LogSource::Loki(loki) => check_http_url(&loki.address, "address", diags),

@@ -8,6 +8,7 @@ mod web;
 
 pub use health::http_ok;
 mod health;
+pub mod logsource;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};

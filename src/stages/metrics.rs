@@ -11,8 +11,8 @@ use serde_json::json;
 use super::{StageContext, StageError};
 use crate::analysis::kayenta::{self, Class, Classification, CompareSettings, Scored};
 use crate::analysis::{Conditions, Limits, Phase, Tally, fmt_f64};
-use crate::model::{ApprovalStage, MetricCheck, MetricsStage, Spanned, StageKind};
-use crate::providers::{AnyProvider, MetricProvider, Vars};
+use crate::model::{ApprovalStage, MetricCheck, MetricsStage, Spanned};
+use crate::providers::{AnyProvider, MetricProvider};
 use crate::store::now_ms;
 
 /// One check's outcome.
@@ -46,7 +46,7 @@ fn to_system(ms: i64) -> SystemTime {
 /// Runs the analysis.
 pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Value, StageError> {
     let stage = ctx.stage().name.value.clone();
-    let vars = variables(ctx);
+    let vars = ctx.variables();
     let lookup = |n: &str| vars.get(n).map(String::as_str);
     let fail = |why: String| StageError::Failed(why);
     let stage_provider = Arc::new(AnyProvider::new(&m.provider, &vars).map_err(|e| fail(e.to_string()))?);
@@ -76,7 +76,7 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Val
     }
 
     // The deploy this analysis judges: the latest upstream deploy's end, else this stage's start.
-    let deployed_at = deploy_time(ctx).await?;
+    let deployed_at = ctx.deployed_at().await?;
     let delay_left = ctx.started_at + m.initial_delay.0.as_millis() as i64 - now_ms();
     if delay_left > 0 {
         tokio::time::sleep(Duration::from_millis(delay_left as u64)).await;
@@ -101,40 +101,6 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Val
         Phase::Failed | Phase::Error => Err(StageError::Verdict { message: summary, evidence }),
         Phase::Inconclusive => decide(m, ctx, &stage, summary, evidence).await,
     }
-}
-
-/// The values `${name}` takes in queries and URLs.
-fn variables(ctx: &StageContext) -> Vars {
-    let mut v = Vars::new();
-    v.insert("version", ctx.run.version.clone());
-    v.insert("image", ctx.plan.pipeline.artifact.image.value.clone());
-    v.insert("pipeline", ctx.plan.pipeline.name.value.clone());
-    v.insert("run", ctx.run.id.clone());
-    v.insert("stage", ctx.stage().name.value.clone());
-    // The environment of the nearest upstream deploy, if there is one.
-    let mut at = ctx.index;
-    while let Some(&n) = ctx.plan.needs[at].first() {
-        if let StageKind::Deploy(d) = &ctx.plan.pipeline.stages[n].kind {
-            v.insert("environment", d.environment.value.clone());
-            break;
-        }
-        at = n;
-    }
-    v
-}
-
-async fn deploy_time(ctx: &StageContext) -> Result<i64, StageError> {
-    let records = ctx.store.stages(&ctx.run.id).await?;
-    let mut at = None;
-    for (i, s) in ctx.plan.pipeline.stages.iter().enumerate() {
-        if matches!(s.kind, StageKind::Deploy(_))
-            && super::deploy::upstream(&ctx.plan, i, ctx.index)
-            && let Some(end) = records.iter().find(|r| r.name == s.name.value).and_then(|r| r.finished_at)
-        {
-            at = Some(at.map_or(end, |a: i64| a.max(end)));
-        }
-    }
-    Ok(at.unwrap_or(ctx.started_at))
 }
 
 /// Measures one check until its limits decide it or `count` is reached.

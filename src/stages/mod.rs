@@ -3,6 +3,7 @@
 
 mod approval;
 mod deploy;
+mod logs;
 mod metrics;
 mod wait;
 
@@ -79,6 +80,49 @@ impl StageContext {
         Ok(())
     }
 
+    /// The values `${name}` takes in queries and URLs: version, image, pipeline, run, stage, and
+    /// the environment of the nearest upstream deploy.
+    pub fn variables(&self) -> crate::providers::Vars {
+        let mut v = crate::providers::Vars::new();
+        v.insert("version", self.run.version.clone());
+        v.insert("image", self.plan.pipeline.artifact.image.value.clone());
+        v.insert("pipeline", self.plan.pipeline.name.value.clone());
+        v.insert("run", self.run.id.clone());
+        v.insert("stage", self.stage().name.value.clone());
+        let mut at = self.index;
+        while let Some(&n) = self.plan.needs[at].first() {
+            if let StageKind::Deploy(d) = &self.plan.pipeline.stages[n].kind {
+                v.insert("environment", d.environment.value.clone());
+                break;
+            }
+            at = n;
+        }
+        v
+    }
+
+    /// The latest upstream deploy that finished: (its end in Unix ms, its output).
+    pub async fn last_deploy(&self) -> Result<Option<(i64, serde_json::Value)>, StageError> {
+        let records = self.store.stages(&self.run.id).await?;
+        let mut last: Option<(i64, serde_json::Value)> = None;
+        for (i, s) in self.plan.pipeline.stages.iter().enumerate() {
+            if matches!(s.kind, StageKind::Deploy(_))
+                && deploy::upstream(&self.plan, i, self.index)
+                && let Some(r) = records.iter().find(|r| r.name == s.name.value)
+                && let Some(end) = r.finished_at
+                && last.as_ref().is_none_or(|(t, _)| end > *t)
+            {
+                last = Some((end, r.output.clone().unwrap_or_default()));
+            }
+        }
+        Ok(last)
+    }
+
+    /// When the release being judged was deployed: the end of the latest upstream deploy, else
+    /// this stage's start.
+    pub async fn deployed_at(&self) -> Result<i64, StageError> {
+        Ok(self.last_deploy().await?.map_or(self.started_at, |(t, _)| t))
+    }
+
     /// Back to running after a wait.
     pub async fn resumed(&self) -> Result<(), StageError> {
         let name = &self.stage().name.value;
@@ -92,8 +136,8 @@ impl StageContext {
 /// Whether this version of promote can run a kind (the others are validated and drawn only).
 pub fn runnable(kind: &StageKind) -> Result<(), &'static str> {
     match kind {
-        StageKind::Wait(_) | StageKind::Approval(_) | StageKind::Deploy(_) | StageKind::Metrics(_) => Ok(()),
-        StageKind::Logs(_) | StageKind::Policy(_) | StageKind::Webhook(_) => Err("this kind is not run yet"),
+        StageKind::Wait(_) | StageKind::Approval(_) | StageKind::Deploy(_) | StageKind::Metrics(_) | StageKind::Logs(_) => Ok(()),
+        StageKind::Policy(_) | StageKind::Webhook(_) => Err("this kind is not run yet"),
     }
 }
 
@@ -104,6 +148,7 @@ pub async fn execute(ctx: &StageContext) -> Result<serde_json::Value, StageError
         StageKind::Deploy(d) => deploy::run(d, ctx).await,
         StageKind::Approval(a) => approval::run(a, ctx).await,
         StageKind::Metrics(m) => metrics::run(m, ctx).await,
+        StageKind::Logs(l) => logs::run(l, ctx).await,
         other => Err(StageError::Failed(format!("kind `{}` is not run by this version of promote", other.name()))),
     }
 }

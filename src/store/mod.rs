@@ -71,6 +71,15 @@ const MIGRATIONS: &[&str] = &[
         INSERT INTO events (run_id, stage, at, kind, detail)
         VALUES (NEW.run_id, NEW.name, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), 'stage', NEW.event);
     END;",
+    // 4: log templates a person marked "not a risk", per pipeline.
+    "CREATE TABLE log_exemptions (
+        pipeline TEXT NOT NULL,
+        template TEXT NOT NULL,
+        by_user TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, template)
+    );",
 ];
 
 /// Why the state store failed.
@@ -534,6 +543,29 @@ impl Store {
             .await
             .map_err(self.db())?;
         tx.commit().await.map_err(self.db())
+    }
+
+    /// Marks a log template "not a risk" for a pipeline's `logs` stages, with who and why; an
+    /// event of `run` records it.
+    pub async fn exempt_template(&self, run: &str, pipeline: &str, template: &str, user: &str, reason: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(self.db())?;
+        let at = now_ms();
+        sqlx::query("INSERT OR REPLACE INTO log_exemptions (pipeline, template, by_user, reason, at) VALUES (?, ?, ?, ?, ?)")
+            .bind(pipeline)
+            .bind(template)
+            .bind(user)
+            .bind(reason)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.db())?;
+        insert_event(&mut tx, run, None, at, "log-exemption", &format!("`{template}` marked not a risk by {user}: {reason}")).await.map_err(self.db())?;
+        tx.commit().await.map_err(self.db())
+    }
+
+    /// The log templates marked "not a risk" for a pipeline.
+    pub async fn exempt_templates(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT template FROM log_exemptions WHERE pipeline = ? ORDER BY at").bind(pipeline).fetch_all(&self.pool).await.map_err(self.db())
     }
 
     /// The decisions on an approval stage, oldest first.

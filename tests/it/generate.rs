@@ -48,7 +48,7 @@ pub fn pipeline(stages: usize, width: usize) -> (String, usize) {
             5 | 17 => {
                 let _ = writeln!(
                     y,
-                    "    metrics:\n      provider: {{prometheus: {{address: \"http://prometheus:9090\"}}}}\n      checks:\n        - name: errors\n          query: sum(rate(errors_total{{version=\"${{version}}\"}}[1m]))\n          successCondition: result < 0.{i:06}\n          failureCondition: result > 5.{i:06}"
+                    "    metrics:\n      provider: {{prometheus: {{address: \"http://prometheus:9090\"}}}}\n      checks:\n        - name: errors\n          query: sum(rate(errors_total{{version=\"${{version}}\"}}[1m]))\n          successCondition: result[0] < 0.{i:06}\n          failureCondition: result[0] > 5.{i:06}"
                 );
             }
             24 => {

@@ -3,8 +3,9 @@
 //!
 //! FAKE: no Kubernetes API server can run here, so the kube tests use an in-process fake API
 //! server that answers the real paths (`/apis/argoproj.io/v1alpha1/namespaces/NS/applications/NAME`,
-//! `/apis/apps/v1/namespaces/NS/deployments/NAME`) with the real JSON objects, reached through a
-//! real kubeconfig (KUBECONFIG) by the real kube client.
+//! `/apis/apps/v1/namespaces/NS/deployments/NAME`, `/api/v1/namespaces/NS/pods` and a pod's `log`)
+//! with the real JSON objects and log text, reached through a real kubeconfig (KUBECONFIG) by the
+//! real kube client.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -57,6 +58,31 @@ fn api() -> &'static Objects {
                             }
                         }),
                     )
+                    .route(
+                        "/api/v1/namespaces/{ns}/pods",
+                        axum::routing::get(move |State(o): State<Objects>, UrlPath(ns): UrlPath<String>, axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+                            // Only the selector the test registered answers: proves it was sent.
+                            let key = format!("pods/{ns}?{}", q.unwrap_or_default());
+                            match get(&o, key).await {
+                                Some(v) => Json(v).into_response(),
+                                None => Json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": []})).into_response(),
+                            }
+                        }),
+                    )
+                    .route(
+                        "/api/v1/namespaces/{ns}/pods/{name}/log",
+                        axum::routing::get(move |State(o): State<Objects>, UrlPath((ns, name)): UrlPath<(String, String)>| async move {
+                            // Lines stored as [ms ago, text]: stamped at the time of the request, as a kubelet would.
+                            match get(&o, format!("logs/{ns}/{name}")).await {
+                                Some(v) => {
+                                    let now = promote::store::now_ms();
+                                    let text: String = v.as_array().unwrap().iter().map(|l| format!("{} {}\n", rfc3339(now - l[0].as_i64().unwrap()), l[1].as_str().unwrap())).collect();
+                                    text.into_response()
+                                }
+                                None => not_found("pods", &name),
+                            }
+                        }),
+                    )
                     .with_state(shared);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap().port()).unwrap();
@@ -78,6 +104,22 @@ fn api() -> &'static Objects {
         unsafe { std::env::set_var("KUBECONFIG", &config) };
         objects
     })
+}
+
+/// Unix ms as the Kubernetes API writes times (RFC 3339, UTC, nanoseconds).
+fn rfc3339(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}000000Z", rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000)
 }
 
 fn put(key: &str, value: serde_json::Value) {
@@ -240,4 +282,28 @@ async fn http_health_waits_for_the_expected_status() {
             .any(|e| e.detail.contains(&format!("health: http: http://127.0.0.1:{port}/healthz?v=4.4.0 answered HTTP 503 Service Unavailable (expected 200)"))),
         "{events:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_from_the_pods_of_a_selector_are_split_at_the_deploy() {
+    assert_eq!(rfc3339(1_795_643_800_123), "2026-11-25T21:56:40.123000000Z");
+    assert_eq!(promote::providers::logsource::rfc3339_ms(&rfc3339(1_795_643_800_123)), Some(1_795_643_800_123));
+    let pod = |name: &str| json!({"metadata": {"name": name, "namespace": "shop", "labels": {"app": "checkout-logs"}}, "spec": {"containers": [{"name": "app", "image": "x"}]}});
+    put("pods/shop?&labelSelector=app%3Dcheckout-logs", json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": [pod("checkout-1"), pod("checkout-2")]}));
+    // Before the deploy (1.4 s before the stage reads, with a 1 s window): normal lines; after it,
+    // the same, and a new error on one pod.
+    let normal = |ago: i64| (0..20).map(move |i| json!([ago + i, format!("INFO served request {i} in {} ms", 10 + i)]));
+    let mut one: Vec<serde_json::Value> = normal(1400).chain(normal(500)).collect();
+    one.push(json!([400, "ERROR payment provider timed out after 3000 ms: java.net.SocketTimeoutException"]));
+    put("logs/shop/checkout-1", json!(one));
+    put("logs/shop/checkout-2", json!(normal(1400).chain(normal(500)).collect::<Vec<_>>()));
+    let s = Setup::new("  deploy-qa:\n    deploy: {environment: qa}\n  analyse-logs:\n    needs: [deploy-qa]\n    logs:\n      source: {kubernetes: {namespace: shop, selector: app=checkout-logs}}\n      window: 1s\n", "");
+    let exec = s.executor().await;
+    let id = s.start(&exec, "4.5.0").await;
+    let sum = drive(&exec, &id).await;
+    let st = stage(&sum, "analyse-logs");
+    assert_eq!(st.state, StageState::Failed, "{:?}", st.message);
+    let v = &st.output.as_ref().unwrap()["logs"]["verdict"];
+    assert_eq!((v["linesBefore"].as_u64(), v["linesAfter"].as_u64()), (Some(40), Some(41)), "{v}");
+    assert!(st.message.as_deref().unwrap().contains("java.net.SocketTimeoutException` new at error level (0 before, 1 after"), "{:?}", st.message);
 }

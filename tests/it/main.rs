@@ -8,6 +8,7 @@ mod generate;
 mod git;
 mod health;
 mod loghub;
+mod logstage;
 mod metrics;
 mod plan;
 mod prom;
