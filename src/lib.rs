@@ -17,7 +17,8 @@
 //! - [`providers`]: where evidence comes from: Prometheus and web JSON (metrics), HTTP and
 //!   Kubernetes / Argo CD (health).
 //! - [`store`]: durable state (runs, stages, events, decisions, environment locks) in SQLite.
-//! - [`stages`]: the stage kinds that run, one file each (`deploy`, `wait`, `approval`).
+//! - [`stages`]: the stage kinds that run, one file each (`deploy`, `wait`, `approval`, `metrics`,
+//!   `logs`).
 //! - [`exec`]: the executor: starts runs and walks their DAG on tokio, durably; metrics.
 //! - [`cli`]: the `promote` command line; `main.rs` only calls it.
 

@@ -142,7 +142,9 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
             Change::New if lvl >= rules.new_at => (true, format!("new at {lvl:?} level").to_lowercase()),
             Change::New => (false, format!("new at {lvl:?} level (below what fails)").to_lowercase()),
             Change::Grown => match (rules.grown_at, factor) {
-                (Some((at, limit)), Some(f)) if f > limit && lvl >= at && !ignored => (true, format!("{} level, {f:.1}x as frequent (limit {limit}x)", format!("{lvl:?}").to_lowercase())),
+                (Some((at, limit)), Some(f)) if f > limit && lvl >= at && !ignored => {
+                    (true, format!("{} level, {f:.1}x as frequent (limit {limit}x)", format!("{lvl:?}").to_lowercase()))
+                }
                 (_, Some(f)) if f > 1.0 => (false, format!("{f:.1}x as frequent")),
                 _ => continue,
             },

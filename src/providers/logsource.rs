@@ -19,7 +19,7 @@ pub struct FileMarks {
 }
 
 fn unreadable(what: String) -> ProviderError {
-    ProviderError::Unsupported(what)
+    ProviderError::Unreadable(what)
 }
 
 impl FileMarks {

@@ -58,6 +58,9 @@ pub enum ProviderError {
     /// This provider cannot do what was asked (a range from a web endpoint).
     #[error("{0}")]
     Unsupported(String),
+    /// A log source that cannot be read (no file matches, a file or pod that cannot be read).
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 /// A source of measurements.

@@ -87,7 +87,9 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
         .iter()
         .enumerate()
         .filter(|(_, f)| f.fails)
-        .map(|(i, f)| format!("#{} `{}` {} ({} before, {} after; e.g. {})", i + 1, f.template, f.why, f.before, f.after, f.samples.first().map_or("", String::as_str)))
+        .map(|(i, f)| {
+            format!("#{} `{}` {} ({} before, {} after; e.g. {})", i + 1, f.template, f.why, f.before, f.after, f.samples.first().map_or("", String::as_str))
+        })
         .collect();
     let evidence = json!({"logs": {"source": source, "baseline": format!("{:?}", l.baseline), "sensitivity": format!("{:?}", l.sensitivity).to_lowercase(), "verdict": v}});
     if v.passed {

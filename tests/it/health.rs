@@ -289,7 +289,10 @@ async fn logs_from_the_pods_of_a_selector_are_split_at_the_deploy() {
     assert_eq!(rfc3339(1_795_643_800_123), "2026-11-25T21:56:40.123000000Z");
     assert_eq!(promote::providers::logsource::rfc3339_ms(&rfc3339(1_795_643_800_123)), Some(1_795_643_800_123));
     let pod = |name: &str| json!({"metadata": {"name": name, "namespace": "shop", "labels": {"app": "checkout-logs"}}, "spec": {"containers": [{"name": "app", "image": "x"}]}});
-    put("pods/shop?&labelSelector=app%3Dcheckout-logs", json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": [pod("checkout-1"), pod("checkout-2")]}));
+    put(
+        "pods/shop?&labelSelector=app%3Dcheckout-logs",
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": [pod("checkout-1"), pod("checkout-2")]}),
+    );
     // Before the deploy (1.4 s before the stage reads, with a 1 s window): normal lines; after it,
     // the same, and a new error on one pod.
     let normal = |ago: i64| (0..20).map(move |i| json!([ago + i, format!("INFO served request {i} in {} ms", 10 + i)]));
@@ -297,7 +300,10 @@ async fn logs_from_the_pods_of_a_selector_are_split_at_the_deploy() {
     one.push(json!([400, "ERROR payment provider timed out after 3000 ms: java.net.SocketTimeoutException"]));
     put("logs/shop/checkout-1", json!(one));
     put("logs/shop/checkout-2", json!(normal(1400).chain(normal(500)).collect::<Vec<_>>()));
-    let s = Setup::new("  deploy-qa:\n    deploy: {environment: qa}\n  analyse-logs:\n    needs: [deploy-qa]\n    logs:\n      source: {kubernetes: {namespace: shop, selector: app=checkout-logs}}\n      window: 1s\n", "");
+    let s = Setup::new(
+        "  deploy-qa:\n    deploy: {environment: qa}\n  analyse-logs:\n    needs: [deploy-qa]\n    logs:\n      source: {kubernetes: {namespace: shop, selector: app=checkout-logs}}\n      window: 1s\n",
+        "",
+    );
     let exec = s.executor().await;
     let id = s.start(&exec, "4.5.0").await;
     let sum = drive(&exec, &id).await;

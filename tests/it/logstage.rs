@@ -86,7 +86,12 @@ async fn a_new_exception_after_a_deploy_fails_naming_it_and_a_person_can_mark_it
     assert_eq!(st.state, StageState::Failed);
     let msg = st.message.clone().unwrap();
     assert!(msg.starts_with("1 of "), "{msg}");
-    assert!(msg.contains("#1 `") && msg.contains("java.io.IOException: Got error reading blk_<*> from <*>` new at error level (0 before, 3 after; e.g. 2015-10-18 18:05:00,100 ERROR"), "{msg}");
+    assert!(
+        msg.contains("#1 `")
+            && msg
+                .contains("java.io.IOException: Got error reading blk_<*> from <*>` new at error level (0 before, 3 after; e.g. 2015-10-18 18:05:00,100 ERROR"),
+        "{msg}"
+    );
     let f = &findings(&st)[0];
     assert_eq!(f["samples"].as_array().unwrap().len(), 3);
     assert_eq!((f["change"].as_str(), f["level"].as_str(), f["fails"].as_bool()), (Some("new"), Some("error"), Some(true)));
@@ -172,7 +177,10 @@ async fn loki_baseline_is_the_previous_versions_lines_before_the_deploy() {
                     values.push(serde_json::json!([ts.to_string(), line]));
                 }
                 if q["query"].contains("7.2.0") && start >= split {
-                    values.push(serde_json::json!([(end - 1).to_string(), "2015-07-29 19:04:12,394 - ERROR [main:QuorumPeer@900] - Unexpected exception, tries=3: java.net.SocketTimeoutException"]));
+                    values.push(serde_json::json!([
+                        (end - 1).to_string(),
+                        "2015-07-29 19:04:12,394 - ERROR [main:QuorumPeer@900] - Unexpected exception, tries=3: java.net.SocketTimeoutException"
+                    ]));
                 }
                 axum::Json(serde_json::json!({"status": "success", "data": {"resultType": "streams", "result": [{"stream": {"app": "zk"}, "values": values}]}}))
             }
