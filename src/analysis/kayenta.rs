@@ -114,8 +114,9 @@ fn jitter(values: &[f64], seed: u64) -> Vec<f64> {
 
 /// Classifies `new` against `baseline` as Kayenta's `MannWhitneyClassifier` does.
 pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classification {
-    let new: Vec<f64> = new.iter().copied().filter(|v| !v.is_nan()).collect();
-    let base: Vec<f64> = baseline.iter().copied().filter(|v| !v.is_nan()).collect();
+    // Sorted: the tests below and Mann-Whitney do not depend on the order.
+    let mut new: Vec<f64> = new.iter().copied().filter(|v| !v.is_nan()).collect();
+    let mut base: Vec<f64> = baseline.iter().copied().filter(|v| !v.is_nan()).collect();
     let mut c = Classification::pass(new.len(), base.len());
     if new.is_empty() || base.is_empty() {
         let side = if new.is_empty() { "the new version" } else { "the baseline" };
@@ -124,20 +125,18 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
         c.reason = format!("no data for {side} ({} new, {} baseline samples after removing NaN)", new.len(), base.len());
         return c;
     }
-    let mut sorted_new = new.clone();
-    let mut sorted_base = base.clone();
-    sorted_new.sort_by(f64::total_cmp);
-    sorted_base.sort_by(f64::total_cmp);
-    if sorted_new == sorted_base {
+    new.sort_by(f64::total_cmp);
+    base.sort_by(f64::total_cmp);
+    if new == base {
         c.reason = "the new version's and the baseline's samples are identical".into();
         return c;
     }
-    if sorted_new.iter().chain(&sorted_base).all(|v| *v == sorted_new[0]) {
-        c.reason = format!("every sample is {}", super::fmt_f64(sorted_new[0]));
+    if new.iter().chain(&base).all(|v| *v == new[0]) {
+        c.reason = format!("every sample is {}", super::fmt_f64(new[0]));
         return c;
     }
-    let degenerate = sorted_new.first() == sorted_new.last() && sorted_base.first() == sorted_base.last();
-    let (x, y) = if degenerate { (jitter(&new, 1), jitter(&base, 2)) } else { (new.clone(), base.clone()) };
+    let degenerate = new.first() == new.last() && base.first() == base.last();
+    let (x, y) = if degenerate { (jitter(&new, 1), jitter(&base, 2)) } else { (new, base) };
     let mb = mean(&y);
     c.ratio = if mb == 0.0 { 1.0 } else { mean(&x) / mb };
     let Some(mw) = mannwhitney::test(&x, &y, s.confidence) else {

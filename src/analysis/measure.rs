@@ -33,7 +33,8 @@ impl Sample {
         match self {
             Sample::Scalar(v) => cel::Value::Float(*v),
             Sample::Vector(v) => cel::Value::List(std::sync::Arc::new(v.iter().map(|x| cel::Value::Float(*x)).collect())),
-            Sample::Json(j) => json_to_cel(j),
+            // The same conversion `if` expressions get (cel's serde serializer).
+            Sample::Json(j) => cel::to_value(j).unwrap_or(cel::Value::Null),
         }
     }
 
@@ -71,22 +72,6 @@ pub fn fmt_f64(v: f64) -> String {
     } else {
         let s = format!("{v:.6}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
-}
-
-fn json_to_cel(j: &serde_json::Value) -> cel::Value {
-    use serde_json::Value as J;
-    match j {
-        J::Null => cel::Value::Null,
-        J::Bool(b) => cel::Value::Bool(*b),
-        J::Number(n) => n.as_i64().map(cel::Value::Int).unwrap_or_else(|| cel::Value::Float(n.as_f64().unwrap_or(f64::NAN))),
-        J::String(s) => cel::Value::String(std::sync::Arc::new(s.clone())),
-        J::Array(a) => cel::Value::List(std::sync::Arc::new(a.iter().map(json_to_cel).collect())),
-        J::Object(o) => {
-            let map: std::collections::HashMap<cel::objects::Key, cel::Value> =
-                o.iter().map(|(k, v)| (cel::objects::Key::String(std::sync::Arc::new(k.clone())), json_to_cel(v))).collect();
-            cel::Value::Map(cel::objects::Map { map: std::sync::Arc::new(map) })
-        }
     }
 }
 
@@ -267,6 +252,8 @@ mod tests {
         assert_eq!(judge(None, None, v(0.5)), Phase::Successful);
         assert_eq!(judge(Some("result < 2"), None, Sample::Scalar(1.0)), Phase::Successful);
         assert_eq!(judge(Some("version == '1.2.3' && result < 2.0"), None, Sample::Scalar(1.0)), Phase::Successful);
+        let json = Sample::Json(serde_json::json!({"status": "ok", "queues": [{"depth": 3}]}));
+        assert_eq!(judge(Some("result.status == 'ok' && result.queues[0].depth < 5"), None, json), Phase::Successful);
     }
 
     #[test]

@@ -128,7 +128,7 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
         }
         let text = t.text();
         let lvl = samples[id].iter().map(|s| level(s)).max().unwrap_or(Level::Info);
-        let ignored = rules.ignored.iter().any(|i| *i == text);
+        let ignored = rules.ignored.contains(&text);
         let (change, factor) = if b == 0 {
             (Change::New, None)
         } else {

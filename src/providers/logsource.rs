@@ -2,7 +2,7 @@
 //! Loki's `query_range`, and the pods of a label selector through kube. A source that cannot be
 //! read is an error, never an empty log.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -60,7 +60,6 @@ impl FileMarks {
             let split = mark.min(bytes.len());
             before.extend(lines(&bytes[..split]));
             after.extend(lines(&bytes[split..]));
-            let _ = f.seek(SeekFrom::End(0));
         }
         if before.len() > MAX_BASELINE_LINES {
             before.drain(..before.len() - MAX_BASELINE_LINES);

@@ -84,8 +84,7 @@ impl Prometheus {
     }
 }
 
-fn decode(query: &str, url: &str, data: Data) -> Result<Sample, String> {
-    let _ = (query, url);
+fn decode(data: Data) -> Result<Sample, String> {
     match data.result_type.as_str() {
         "scalar" => {
             let (_, v): (f64, String) = serde_json::from_value(data.result).map_err(|e| e.to_string())?;
@@ -112,14 +111,14 @@ fn decode(query: &str, url: &str, data: Data) -> Result<Sample, String> {
 impl MetricProvider for Prometheus {
     async fn instant(&self, query: &str) -> Result<Sample, ProviderError> {
         let data = self.call("/api/v1/query", query, &[("query", query.to_string()), ("time", secs(SystemTime::now()))]).await?;
-        decode(query, &self.base, data).map_err(|why| ProviderError::Decode { query: query.into(), url: shown_url(&self.base), why })
+        decode(data).map_err(|why| ProviderError::Decode { query: query.into(), url: shown_url(&self.base), why })
     }
 
     async fn range(&self, query: &str, start: SystemTime, end: SystemTime, step: Duration) -> Result<Vec<f64>, ProviderError> {
         let step = format!("{}", step.as_secs_f64().max(0.001));
         let params = [("query", query.to_string()), ("start", secs(start)), ("end", secs(end)), ("step", step)];
         let data = self.call("/api/v1/query_range", query, &params).await?;
-        match decode(query, &self.base, data) {
+        match decode(data) {
             Ok(Sample::Vector(v)) => Ok(v),
             Ok(Sample::Scalar(v)) => Ok(vec![v]),
             Ok(other) => Err(ProviderError::Decode { query: query.into(), url: shown_url(&self.base), why: format!("a range query gave {other}") }),

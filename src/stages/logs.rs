@@ -45,7 +45,11 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
             let patterns: Vec<String> = patterns.iter().map(|p| p.value.clone()).collect();
             let marks = FileMarks::open(&ctx.base_dir, &patterns).map_err(|e| fail(e.to_string()))?;
             sleep_until(ctx.started_at + window).await;
-            let (b, a) = marks.read().map_err(|e| fail(e.to_string()))?;
+            // Reading files (up to 200,000 baseline lines) blocks: off the async threads.
+            let (b, a) = tokio::task::spawn_blocking(move || marks.read())
+                .await
+                .map_err(|e| fail(format!("reading the log files stopped: {e}")))?
+                .map_err(|e| fail(e.to_string()))?;
             (b, a, json!({"files": patterns}))
         }
         LogSource::Loki(src) => {
@@ -81,7 +85,8 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
     }
     let mut rules = rules(l);
     rules.ignored = ctx.store.exempt_templates(&ctx.plan.pipeline.name.value).await?;
-    let v = verdict::judge(&before, &after, &rules);
+    // Mining is CPU work proportional to the lines: off the async threads too.
+    let v = tokio::task::spawn_blocking(move || verdict::judge(&before, &after, &rules)).await.map_err(|e| fail(format!("judging the logs stopped: {e}")))?;
     let failing: Vec<String> = v
         .findings
         .iter()
