@@ -83,6 +83,16 @@ impl Diagnostics {
         self.push(pos, Severity::Warning, message.into());
     }
 
+    /// Records an error in another file the pipeline names (a policy, the users file).
+    pub fn error_in(&mut self, file: impl Into<String>, pos: Pos, message: impl Into<String>) {
+        self.items.push(Diagnostic { file: file.into(), pos, severity: Severity::Error, message: message.into() });
+    }
+
+    /// The file the diagnostics are about.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     fn push(&mut self, pos: Pos, severity: Severity, message: String) {
         self.items.push(Diagnostic { file: self.file.clone(), pos, severity, message });
     }

@@ -26,6 +26,7 @@ pub mod analysis;
 pub mod cli;
 pub mod diag;
 pub mod exec;
+pub mod governance;
 pub mod git;
 pub mod logs;
 pub mod model;

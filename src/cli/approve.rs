@@ -1,10 +1,11 @@
-//! `promote approve RUN STAGE --as USER [--comment TEXT]` and `promote reject ... --reason TEXT`.
+//! `promote approve RUN STAGE --as USER [--comment TEXT]`, `promote reject ... --reason TEXT` and
+//! `promote break-glass RUN STAGE --as USER --reason TEXT`.
 
 use std::process::ExitCode;
 
 use super::EXIT_BAD_INPUT;
 use crate::diag::did_you_mean;
-use crate::model::StageKind;
+use crate::model::{ApprovalStage, Spanned, StageKind};
 use crate::stages::{ApprovalCheck, check_approver};
 use crate::store::{RunState, StageState};
 
@@ -15,7 +16,7 @@ pub struct ApproveArgs {
     pub run: String,
     /// The approval stage.
     pub stage: String,
-    /// Who approves.
+    /// Who approves (with a token in the users file: PROMOTE_TOKEN holds it).
     #[arg(long = "as", value_name = "USER")]
     pub user: String,
     /// A comment for the record.
@@ -23,14 +24,14 @@ pub struct ApproveArgs {
     pub comment: Option<String>,
 }
 
-/// Arguments of `reject`.
+/// Arguments of `reject` and `break-glass`.
 #[derive(Debug, clap::Args)]
 pub struct RejectArgs {
     /// The run id.
     pub run: String,
-    /// The approval stage.
+    /// The stage.
     pub stage: String,
-    /// Who rejects.
+    /// Who decides (with a token in the users file: PROMOTE_TOKEN holds it).
     #[arg(long = "as", value_name = "USER")]
     pub user: String,
     /// Why (required).
@@ -38,28 +39,39 @@ pub struct RejectArgs {
     pub reason: String,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Approve,
+    Reject,
+    BreakGlass,
+}
+
 /// Runs `approve`.
 pub fn approve(a: ApproveArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
-    decide(&a.run, &a.stage, &a.user, true, a.comment.as_deref(), state)
+    decide(&a.run, &a.stage, &a.user, Mode::Approve, a.comment.as_deref(), state)
 }
 
 /// Runs `reject`.
 pub fn reject(a: RejectArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
-    if a.reason.trim().is_empty() {
-        eprintln!("promote: error: a rejection needs a reason (--reason TEXT)");
-        return Ok(ExitCode::from(EXIT_BAD_INPUT));
-    }
-    decide(&a.run, &a.stage, &a.user, false, Some(&a.reason), state)
+    decide(&a.run, &a.stage, &a.user, Mode::Reject, Some(&a.reason), state)
 }
 
-fn decide(run_id: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>, state: &std::path::Path) -> anyhow::Result<ExitCode> {
+/// Runs `break-glass`: overrides the freeze of a deploy stage's environment for this run.
+pub fn break_glass(a: RejectArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
+    decide(&a.run, &a.stage, &a.user, Mode::BreakGlass, Some(&a.reason), state)
+}
+
+fn decide(run_id: &str, stage: &str, user: &str, mode: Mode, comment: Option<&str>, state: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let refuse = |msg: String| {
+        eprintln!("promote: error: {msg}");
+        Ok(ExitCode::from(EXIT_BAD_INPUT))
+    };
+    if mode != Mode::Approve && comment.is_none_or(|c| c.trim().is_empty()) {
+        return refuse(format!("{} needs a reason (--reason TEXT)", if mode == Mode::Reject { "a rejection" } else { "breaking the glass" }));
+    }
     let rt = super::runtime()?;
     rt.block_on(async {
         let store = super::open_store(state).await?;
-        let refuse = |msg: String| {
-            eprintln!("promote: error: {msg}");
-            Ok(ExitCode::from(EXIT_BAD_INPUT))
-        };
         let run = match store.run(run_id).await {
             Ok(r) => r,
             Err(e @ crate::store::StoreError::UnknownRun { .. }) => return refuse(e.to_string()),
@@ -70,33 +82,81 @@ fn decide(run_id: &str, stage: &str, user: &str, approve: bool, comment: Option<
         }
         let mut diags = crate::diag::Diagnostics::new(run.file.clone());
         let Some(pipeline) = crate::model::load(&run.source, &mut diags) else { return refuse(format!("the pipeline stored with run {run_id} does not load")) };
+        let base = std::path::Path::new(&run.file).parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+        let users = match crate::governance::users_of(&pipeline, &base) {
+            Ok(u) => u,
+            Err(e) => return refuse(format!("the users file: {e}")),
+        };
         let Some(s) = pipeline.stages.iter().find(|s| s.name.value == stage) else {
             let names = pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.as_str());
             return refuse(format!("run {run_id} has no stage `{stage}`{}", did_you_mean(stage, names)));
         };
         let current = store.stages(run_id).await?.into_iter().find(|r| r.name == stage).map(|r| r.state).unwrap_or(StageState::Pending);
         let deciders;
-        let a = match &s.kind {
-            StageKind::Approval(a) => a,
+        let a = match (&s.kind, mode) {
+            (StageKind::Deploy(d), Mode::BreakGlass) => {
+                let env = pipeline.environments.iter().find(|e| e.name.value == d.environment.value);
+                let Some(f) = env.and_then(|e| e.spec.freeze.as_ref()) else {
+                    return refuse(format!("environment `{}` has no freeze windows: there is no glass to break", d.environment.value));
+                };
+                if f.break_glass.is_empty() {
+                    return refuse(format!("environment `{}` names nobody under `freeze.breakGlass`", d.environment.value));
+                }
+                deciders = ApprovalStage {
+                    approvers: f.break_glass.clone(),
+                    min_approvals: Spanned::new(Default::default(), 1),
+                    timeout: None,
+                    allow_self_approval: false,
+                    message: None,
+                };
+                &deciders
+            }
+            (other, Mode::BreakGlass) => return refuse(format!("stage `{stage}` is a {} stage: break-glass overrides the freeze of a deploy", other.name())),
+            (StageKind::Approval(a), _) => a,
             // An inconclusive analysis waits for a person, with the same checks.
-            StageKind::Metrics(m) if current == StageState::Waiting => {
+            (StageKind::Metrics(m), _) if current == StageState::Waiting => {
                 deciders = crate::stages::deciders(m);
                 &deciders
             }
-            StageKind::Metrics(_) => {
+            (StageKind::Metrics(_), _) => {
                 return refuse(format!("stage `{stage}` is a metrics stage that is {current}: only an inconclusive analysis (waiting) is decided by a person"));
             }
-            other => return refuse(format!("stage `{stage}` is a {} stage, not an approval", other.name())),
+            (other, _) => return refuse(format!("stage `{stage}` is a {} stage, not an approval", other.name())),
         };
         if current.is_final() {
             return refuse(format!("stage `{stage}` is already {current}"));
         }
-        match check_approver(a, &run, user) {
+        match check_approver(a, &run, users.as_ref(), user) {
             ApprovalCheck::Allowed => {}
             ApprovalCheck::NotAnApprover(m) | ApprovalCheck::SelfApproval(m) => return refuse(m),
         }
-        store.decide(run_id, stage, user, approve, comment).await?;
-        println!("{} `{stage}` of run {run_id} as {user}", if approve { "approved" } else { "rejected" });
+        if let Some(u) = &users
+            && let Err(why) = u.authenticate(user, std::env::var("PROMOTE_TOKEN").ok().as_deref())
+        {
+            return refuse(why);
+        }
+        let kind = if mode == Mode::BreakGlass { "break-glass" } else { "decision" };
+        store.decide_as(run_id, stage, user, mode != Mode::Reject, comment, kind).await?;
+        if mode == Mode::BreakGlass {
+            let notifier = std::sync::Arc::new(crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]).unwrap_or_default());
+            notifier.send(crate::governance::notify::Note {
+                event: "break-glass".into(),
+                pipeline: run.pipeline.clone(),
+                run: run.id.clone(),
+                version: run.version.clone(),
+                stage: Some(stage.into()),
+                message: format!("{user} broke the glass: {}", comment.unwrap_or("")),
+            });
+            for u in notifier.finish().await {
+                store.audit(run_id, Some(stage), "notification", "promote", &format!("`{}` note to {} not delivered: {}", u.event, u.channel, u.error)).await?;
+            }
+        }
+        let what = match mode {
+            Mode::Approve => "approved",
+            Mode::Reject => "rejected",
+            Mode::BreakGlass => "broke the freeze of",
+        };
+        println!("{what} `{stage}` of run {run_id} as {user}");
         Ok(ExitCode::SUCCESS)
     })
 }

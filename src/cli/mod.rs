@@ -1,6 +1,7 @@
 //! The `promote` command line: parses arguments, runs a command, maps outcomes to exit codes.
 
 mod approve;
+mod audit;
 mod graph;
 mod logs;
 mod rollback;
@@ -51,6 +52,13 @@ pub enum Command {
     Approve(approve::ApproveArgs),
     /// Reject an approval stage of a run (a reason is required).
     Reject(approve::RejectArgs),
+    /// Override a freeze window for one deploy stage of a run (a reason is required; only the
+    /// environment's `freeze.breakGlass` people, never whoever started the run).
+    BreakGlass(approve::RejectArgs),
+    /// The hash-chained audit trail: `log`, `verify`.
+    Audit(audit::Args),
+    /// Make an API token for a user of the users file (printed once; store only its hash).
+    Token(audit::TokenArgs),
     /// Revert an environment to its previous (or a given) promoted state, in a new commit.
     Rollback(rollback::Args),
     /// The log template miner, and log templates marked not a risk.
@@ -71,6 +79,9 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => run::resume(args, &state),
         Command::Approve(args) => approve::approve(args, &state),
         Command::Reject(args) => approve::reject(args, &state),
+        Command::BreakGlass(args) => approve::break_glass(args, &state),
+        Command::Audit(args) => audit::run(args, &state),
+        Command::Token(args) => audit::token(args),
         Command::Logs(args) => logs::run(args, &state),
     };
     match result {
@@ -142,7 +153,10 @@ pub fn check_file(path: &Path) -> Checked {
     let file = path.display().to_string();
     let mut diags = Diagnostics::new(file.clone());
     let plan = match std::fs::read_to_string(path) {
-        Ok(src) => crate::model::load(&src, &mut diags).and_then(|p| plan::plan(p, &mut diags)),
+        Ok(src) => crate::model::load(&src, &mut diags).and_then(|p| plan::plan(p, &mut diags)).inspect(|plan| {
+            let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            crate::governance::check(plan, base, &mut diags);
+        }),
         Err(e) => {
             diags.error(crate::diag::Pos::new(1, 1), format!("cannot read the file: {e}"));
             None

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 pub use metrics::Metrics;
 
 use crate::diag::Diagnostics;
+use crate::governance::notify::{Note, Notifier};
 use crate::git::{Destination, Outcome, RollbackRequest, RollbackTarget, Writer};
 use crate::model::StageKind;
 use crate::plan::Plan;
@@ -113,6 +114,23 @@ impl Executor {
             }
         };
         let base_dir = Path::new(&run.file).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let notifier = match Notifier::new(&plan.pipeline.notifications, self.writer.config().credentials.secrets()) {
+            Ok(n) => Arc::new(n),
+            Err(e) => {
+                self.store.audit(id, None, "notification", "promote", &format!("notifications are off for this run: {e}")).await?;
+                Arc::new(Notifier::default())
+            }
+        };
+        let note = |event: &str, stage: Option<&str>, message: &str| {
+            notifier.send(Note {
+                event: event.into(),
+                pipeline: run.pipeline.clone(),
+                run: run.id.clone(),
+                version: run.version.clone(),
+                stage: stage.map(str::to_string),
+                message: message.into(),
+            })
+        };
         let names: HashMap<String, usize> = plan.pipeline.stages.iter().enumerate().map(|(i, s)| (s.name.value.clone(), i)).collect();
         let n = plan.pipeline.stages.len();
         let mut state = vec![StageState::Pending; n];
@@ -214,6 +232,7 @@ impl Executor {
                             started_at,
                             poll: self.poll,
                             report: report.clone(),
+                            notifier: notifier.clone(),
                         };
                         handles.insert(w.i, tasks.spawn(attempt_loop(ctx, attempt)));
                     }
@@ -256,6 +275,7 @@ impl Executor {
                         StageError::Verdict { message, evidence } => (message, Some(evidence)),
                         other => (other.to_string(), None),
                     };
+                    note("stage-failed", Some(&stage.name.value), &why);
                     pending.push(Write::end(i, StageState::Failed, why, evidence));
                     state[i] = StageState::Failed;
                     failure = Some(stage.name.value.clone());
@@ -267,13 +287,25 @@ impl Executor {
             let why = self.store.stages(id).await?.into_iter().find(|s| s.name == *failed).and_then(|s| s.message).unwrap_or_default();
             if plan.pipeline.on_failure.rollback {
                 self.roll_back(&run, &plan, &base_dir, &mut state, &progress).await?;
+                for (i, s) in state.iter().enumerate() {
+                    if *s == StageState::RolledBack {
+                        let name = &plan.pipeline.stages[i].name.value;
+                        note("rollback", Some(name), &format!("`{name}` rolled back: `{failed}` failed"));
+                    }
+                }
             }
             self.store.finish_run(id, RunState::Failed, Some(&format!("`{failed}` failed: {why}"))).await?;
+            note("run-finished", None, &format!("failed: `{failed}` failed: {why}"));
             RunState::Failed
         } else {
             self.store.finish_run(id, RunState::Succeeded, None).await?;
+            note("run-finished", None, "succeeded");
             RunState::Succeeded
         };
+        // The run waits for its notifications; those not delivered go into the audit trail.
+        for u in notifier.finish().await {
+            self.store.audit(id, None, "notification", "promote", &format!("`{}` note to {} not delivered: {}", u.event, u.channel, u.error)).await?;
+        }
         self.metrics.run_finished(outcome.as_str());
         tracing::info!(run = %run.id, outcome = %outcome, "run finished");
         Ok(Summary { run: self.store.run(id).await?, stages: self.store.stages(id).await? })

@@ -8,7 +8,7 @@ mod writer;
 
 pub use commit::{Identity, SigningKey, create as create_commit, message, replace_file, trailer_values};
 pub use remote::{Credentials, Remote, Secret};
-pub use writer::{Destination, EditTarget, LostCommit, Outcome, Promotion, Report, RollbackRequest, RollbackTarget, Writer, WriterConfig, Written};
+pub use writer::{CheckInput, CommitCheck, Destination, MAX_MANIFESTS, EditTarget, LostCommit, Outcome, Promotion, Report, RollbackRequest, RollbackTarget, Writer, WriterConfig, Written};
 
 /// Why a promotion or rollback did not land. Nothing is half-written: the remote branch either has
 /// the whole commit or is untouched. Messages never contain tokens or passwords.
@@ -96,6 +96,9 @@ pub enum GitError {
     /// A rollback found nothing to undo, or a commit named is not a promotion on this branch.
     #[error("{0}")]
     Rollback(String),
+    /// The commit check (policy) refused the commit: nothing was pushed.
+    #[error("the commit was refused by policy, nothing was pushed: {0}")]
+    Refused(String),
 }
 
 /// A history rewrite found on a branch: what promote saw last, what is there now, what vanished.

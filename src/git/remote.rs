@@ -98,6 +98,11 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// The secret values this process knows of (for redaction elsewhere).
+    pub fn secrets(&self) -> Vec<String> {
+        self.token.iter().map(|t| t.expose().to_string()).collect()
+    }
+
     /// Replaces every secret this process knows of in `message` by `***`.
     pub(crate) fn redact(&self, remote: &Remote, message: &str) -> String {
         let mut out = message.replace(remote.url(), remote.shown());

@@ -147,6 +147,37 @@ impl Destination {
     }
 }
 
+/// What a commit check sees: the change about to be committed and every YAML file of the branch
+/// as it will be after it.
+#[derive(Debug)]
+pub struct CheckInput<'a> {
+    /// The file changed.
+    pub file: &'a str,
+    /// The value before (`None`: added).
+    pub old_value: Option<&'a str>,
+    /// The value written.
+    pub new_value: &'a str,
+    /// The branch head the commit goes on.
+    pub head: String,
+    /// (path, text) of every YAML file after the change.
+    pub manifests: Vec<(String, String)>,
+}
+
+/// A check of the commit before it is pushed (policy as code): `Err` refuses it with the reasons,
+/// `Ok` gives warnings to record.
+#[derive(Clone, Copy)]
+pub struct CommitCheck<'a>(pub &'a (dyn Fn(&CheckInput<'_>) -> Result<Vec<String>, String> + Sync));
+
+impl std::fmt::Debug for CommitCheck<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitCheck")
+    }
+}
+
+/// The most YAML files (and bytes per file) a commit check reads.
+pub const MAX_MANIFESTS: usize = 5000;
+const MAX_MANIFEST_BYTES: usize = 1 << 20;
+
 /// One promotion: write `value` for `version` of `pipeline` into an environment.
 #[derive(Debug, Clone, Copy)]
 pub struct Promotion<'a> {
@@ -164,6 +195,8 @@ pub struct Promotion<'a> {
     pub value: &'a str,
     /// `Name <email>` of each approver that gated it.
     pub approved_by: &'a [String],
+    /// Checked after the edit and before the push, on every round.
+    pub check: Option<CommitCheck<'a>>,
 }
 
 /// Which earlier state a rollback restores.
@@ -229,6 +262,8 @@ pub struct Report {
     pub outcome: Outcome,
     /// Rounds (1 when nobody raced us).
     pub attempts: u32,
+    /// What the commit check warned about (last round).
+    pub warnings: Vec<String>,
 }
 
 /// A commit that a force push removed from a branch.
@@ -280,6 +315,7 @@ impl Writer {
         trailers.extend(p.approved_by.iter().map(|a| ("Approved-By", a.as_str())));
         let message = commit::message(&subject, &trailers);
         let mut first_seen: Option<Option<String>> = None;
+        let mut warnings = Vec::new();
         self.write(dest, |repo, tip| {
             let found = self.find_in_history(repo, tip.id(), |c| {
                 let m = c.message().unwrap_or("");
@@ -300,9 +336,34 @@ impl Writer {
                 }
                 Some(_) => {}
             }
+            if let Some(check) = p.check {
+                let mut manifests = yaml_files(repo, &tip.tree().map_err(|e| self.cache_err(repo, e))?);
+                match manifests.iter_mut().find(|(f, _)| *f == dest.file) {
+                    Some(m) => m.1 = edited.text.clone(),
+                    None => manifests.push((dest.file.clone(), edited.text.clone())),
+                }
+                let input =
+                    CheckInput { file: &dest.file, old_value: edited.old_value.as_deref(), new_value: p.value, head: tip.id().to_string(), manifests };
+                warnings = (check.0)(&input).map_err(GitError::Refused)?;
+            }
             let written = Written { commit: Oid::ZERO_SHA1, old_value: edited.old_value, new_value: p.value.to_string(), undoes: None };
             Ok(Step::Write { text: edited.text, message: message.clone(), written })
         })
+        .map(|mut r| {
+            r.warnings = std::mem::take(&mut warnings);
+            r
+        })
+    }
+
+    /// Every YAML file of the branch's head, with the head's id (for policies judged before a
+    /// deploy).
+    pub fn manifests(&self, dest: &Destination) -> Result<(String, Vec<(String, String)>), GitError> {
+        let (repo, lock) = self.open_cache(&dest.remote)?;
+        let _guard = self.lock(&repo, &lock)?;
+        let tip = self.fetch(&repo, dest)?;
+        let commit = repo.find_commit(tip).map_err(|e| self.cache_err(&repo, e))?;
+        let tree = commit.tree().map_err(|e| self.cache_err(&repo, e))?;
+        Ok((tip.to_string(), yaml_files(&repo, &tree)))
     }
 
     /// Rolls back: a new commit that restores the value an earlier state had. History is never
@@ -402,7 +463,7 @@ impl Writer {
             self.check_history(&repo, dest, tip_id)?;
             let tip = repo.find_commit(tip_id).map_err(|e| self.cache_err(&repo, e))?;
             let (text, message, mut written) = match decide(&repo, &tip)? {
-                Step::Done(outcome) => return Ok(Report { outcome, attempts: attempt }),
+                Step::Done(outcome) => return Ok(Report { outcome, attempts: attempt, warnings: Vec::new() }),
                 Step::Write { text, message, written } => (text, message, written),
             };
             let base = tip.tree().map_err(|e| self.cache_err(&repo, e))?;
@@ -435,7 +496,7 @@ impl Writer {
                         repo.reference(&seen_ref(&dest.branch), id, true, "promote: pushed").map_err(|e| self.cache_err(&repo, e))?;
                     }
                     written.commit = id;
-                    return Ok(Report { outcome: Outcome::Committed(written), attempts: attempt });
+                    return Ok(Report { outcome: Outcome::Committed(written), attempts: attempt, warnings: Vec::new() });
                 }
                 Err(PushError::Rejected(last)) if attempt >= self.config.max_attempts => {
                     return Err(GitError::Rejected { remote: dest.remote.to_string(), branch: dest.branch.clone(), attempts: attempt, last });
@@ -775,4 +836,26 @@ fn shown(v: &Option<String>) -> String {
         Some(v) => format!("`{v}`"),
         None => "absent".into(),
     }
+}
+
+/// (path, text) of every `.yaml`/`.yml` file of a tree that is UTF-8 and at most 1 MiB, at most
+/// [`MAX_MANIFESTS`] of them, in path order.
+fn yaml_files(repo: &Repository, tree: &git2::Tree<'_>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let _ = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        let name = entry.name().unwrap_or("");
+        if entry.kind() == Some(git2::ObjectType::Blob)
+            && (name.ends_with(".yaml") || name.ends_with(".yml"))
+            && let Ok(blob) = repo.find_blob(entry.id())
+            && blob.size() <= MAX_MANIFEST_BYTES
+            && let Ok(text) = std::str::from_utf8(blob.content())
+        {
+            out.push((format!("{dir}{name}"), text.to_string()));
+            if out.len() >= MAX_MANIFESTS {
+                return git2::TreeWalkResult::Abort;
+            }
+        }
+        git2::TreeWalkResult::Ok
+    });
+    out
 }

@@ -451,6 +451,118 @@ pub struct PolicyStage {
     /// JSON or YAML data files, available as `data`.
     #[serde(default)]
     pub data: Vec<Spanned<String>>,
+    /// The environment judged (default: the nearest deploy after this stage, else before it).
+    #[serde(default)]
+    pub environment: Option<Spanned<String>>,
+}
+
+/// `freeze` of an environment: windows when nothing is promoted into it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Freeze {
+    /// IANA time zone the windows are written in (default `UTC`).
+    #[serde(default = "default_timezone")]
+    pub timezone: Spanned<String>,
+    /// The windows.
+    pub windows: Vec<Spanned<FreezeWindow>>,
+    /// What a deploy does in a window: `wait` until it ends (default) or `fail`.
+    #[serde(default)]
+    pub on_freeze: OnFreeze,
+    /// Who may override a window for one run (`promote break-glass`): users and `group:` entries.
+    #[serde(default)]
+    pub break_glass: Vec<Spanned<String>>,
+}
+
+fn default_timezone() -> Spanned<String> {
+    Spanned::new(Default::default(), "UTC".to_string())
+}
+
+/// One freeze window: a range of dates or date-times (`from`/`to`), or a weekly one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FreezeWindow {
+    /// Shown when a deploy meets the window.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Start: `2026-12-20` (midnight) or `2026-12-20 18:00`.
+    #[serde(default)]
+    pub from: Option<Spanned<String>>,
+    /// End (exclusive): `2027-01-04` (midnight) or `2027-01-04 08:00`.
+    #[serde(default)]
+    pub to: Option<Spanned<String>>,
+    /// Every week: `{from: fri 18:00, to: mon 08:00}`.
+    #[serde(default)]
+    pub weekly: Option<Weekly>,
+}
+
+/// A weekly window: day and time of its start and end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Weekly {
+    /// `fri 18:00`.
+    pub from: Spanned<String>,
+    /// `mon 08:00`.
+    pub to: Spanned<String>,
+}
+
+/// What a deploy does in a freeze window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OnFreeze {
+    /// Wait until the window ends (or a break-glass).
+    #[default]
+    Wait,
+    /// Fail the deploy at once, committing nothing.
+    Fail,
+}
+
+/// One notification channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Notification {
+    /// A name for messages about the channel (default: its kind).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A generic JSON webhook.
+    #[serde(default)]
+    pub webhook: Option<NotifyTarget>,
+    /// A Slack-compatible incoming webhook.
+    #[serde(default)]
+    pub slack: Option<NotifyTarget>,
+    /// Which events (default: all): approval-pending, stage-failed, rollback, policy-warning,
+    /// freeze, break-glass, run-finished.
+    #[serde(default)]
+    pub events: Vec<Spanned<String>>,
+    /// Attempts in all (default 4), with doubling waits from 200ms.
+    #[serde(default = "default_notify_attempts")]
+    pub attempts: u32,
+    /// Per-attempt timeout (default 10s).
+    #[serde(default = "default_notify_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_notify_attempts() -> u32 {
+    4
+}
+
+fn default_notify_timeout() -> Duration {
+    secs(10)
+}
+
+/// Where a notification goes: the URL inline, or (since webhook URLs are secrets) from an
+/// environment variable or a file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NotifyTarget {
+    /// The URL.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// An environment variable holding the URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// A file holding the URL.
+    #[serde(default)]
+    pub url_file: Option<String>,
 }
 
 /// `approval`: waits until enough allowed people approve (or one rejects).

@@ -8,7 +8,7 @@ use crate::diag::{Diagnostics, Pos, did_you_mean};
 /// Names that `${...}` may use.
 pub const KNOWN_VARIABLES: &[&str] = &["version", "image", "pipeline", "run", "environment", "stage"];
 
-const TOP_FIELDS: &[&str] = &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure"];
+const TOP_FIELDS: &[&str] = &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure", "users", "notifications"];
 const API_VERSION: &str = "promote/v1";
 
 /// Reads `src` (the text of the file the user calls `diags.file()`). Every problem of shape is
@@ -33,6 +33,8 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
     let mut environments = Vec::new();
     let mut stages = None;
     let mut on_failure = None;
+    let mut users = None;
+    let mut notifications = Vec::new();
     let mut unreadable = Vec::new();
     for (key, value) in entries {
         let Some(k) = key.as_str() else { continue };
@@ -64,6 +66,8 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
             "environments" => environments = load_environments(value, &mut unreadable, diags),
             "stages" => stages = load_stages(value, &mut unreadable, diags),
             "onFailure" => on_failure = from_node::<OnFailure>(value, diags),
+            "users" => users = from_node::<Spanned<String>>(value, diags),
+            "notifications" => notifications = from_node::<Vec<Notification>>(value, diags).unwrap_or_default(),
             // Extension fields, as in Compose files: a place for YAML anchors, ignored.
             other if other.starts_with("x-") => {}
             other => unknown_key(key.pos, other, TOP_FIELDS, "", diags),
@@ -90,6 +94,8 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
         environments,
         stages,
         on_failure: on_failure.unwrap_or_default(),
+        users,
+        notifications,
         unreadable,
     })
 }

@@ -41,6 +41,10 @@ pub struct Pipeline {
     pub stages: Vec<Stage>,
     /// What to do when a stage fails.
     pub on_failure: OnFailure,
+    /// The users file (relative to this file): who approvers and groups are.
+    pub users: Option<Spanned<String>>,
+    /// Where notifications go.
+    pub notifications: Vec<Notification>,
     /// Names of stages and environments that were written but could not be read (their errors
     /// are already reported); later checks treat them as known so as not to report them twice.
     #[serde(skip)]
@@ -88,6 +92,9 @@ pub struct EnvironmentSpec {
     pub file: Spanned<String>,
     /// How to write the new version into the file.
     pub update: Spanned<Update>,
+    /// Windows when nothing is promoted into this environment.
+    #[serde(default)]
+    pub freeze: Option<Freeze>,
 }
 
 fn default_branch() -> Spanned<String> {

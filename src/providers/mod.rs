@@ -9,6 +9,7 @@ mod web;
 pub use health::http_ok;
 mod health;
 pub mod logsource;
+pub mod policy;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};

@@ -1,7 +1,8 @@
 //! `approval`: waits until enough allowed people approve (`promote approve`), fails on a
-//! rejection or at its timeout.
+//! rejection or at its timeout. People and groups come from the pipeline's users file.
 
 use super::{StageContext, StageError};
+use crate::governance::{Users, is_listed};
 use crate::model::ApprovalStage;
 use crate::store::{RunRecord, now_ms};
 
@@ -10,19 +11,25 @@ use crate::store::{RunRecord, now_ms};
 pub enum ApprovalCheck {
     /// Allowed.
     Allowed,
-    /// Not among the approvers.
+    /// Not among the approvers (nor in a group that is), or not in the users file, or disabled.
     NotAnApprover(String),
     /// Triggered the run, and the stage does not allow self-approval.
     SelfApproval(String),
 }
 
-/// Checks a person against the stage's approvers. `group:NAME` entries accept any user until the
-/// users file of the governance issue gives groups their members (`group:*` is anyone).
-pub fn check_approver(a: &ApprovalStage, run: &RunRecord, user: &str) -> ApprovalCheck {
-    let listed = a.approvers.iter().any(|x| x.value == user || x.value.starts_with("group:"));
-    if !listed {
-        let names: Vec<&str> = a.approvers.iter().map(|x| x.value.as_str()).collect();
-        return ApprovalCheck::NotAnApprover(format!("`{user}` is not an approver of this stage (approvers: {})", names.join(", ")));
+/// Checks a person against the stage's approvers: listed by name or through a `group:` of the
+/// users file (`group:*` is anyone); with a users file, only its enabled users decide.
+pub fn check_approver(a: &ApprovalStage, run: &RunRecord, users: Option<&Users>, user: &str) -> ApprovalCheck {
+    let names: Vec<&str> = a.approvers.iter().map(|x| x.value.as_str()).collect();
+    if let Some(u) = users {
+        match u.users.get(user) {
+            None => return ApprovalCheck::NotAnApprover(format!("`{user}` is not in the users file (approvers: {})", names.join(", "))),
+            Some(x) if x.disabled => return ApprovalCheck::NotAnApprover(format!("`{user}` is disabled in the users file")),
+            Some(_) => {}
+        }
+    }
+    if !is_listed(&a.approvers, users, user) {
+        return ApprovalCheck::NotAnApprover(format!("`{user}` is not an approver of this stage, nor in one of its groups (approvers: {})", names.join(", ")));
     }
     if user == run.triggered_by && !a.allow_self_approval {
         return ApprovalCheck::SelfApproval(format!(
@@ -39,29 +46,38 @@ pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<serde_json::Va
     let deadline = a.timeout.map(|t| ctx.started_at + t.0.as_millis() as i64);
     let mut said_waiting = false;
     loop {
+        let users = ctx.users()?;
+        let allowed = |u: &str| check_approver(a, &ctx.run, users.as_ref(), u) == ApprovalCheck::Allowed;
         let decisions = ctx.store.decisions(&ctx.run.id, name).await?;
-        if let Some(r) = decisions.iter().find(|d| !d.approve && check_approver(a, &ctx.run, &d.user) == ApprovalCheck::Allowed) {
+        if let Some(r) = decisions.iter().find(|d| !d.approve && allowed(&d.user)) {
             return Err(StageError::Failed(format!("rejected by {}: {}", r.user, r.comment.as_deref().unwrap_or("no reason given"))));
         }
-        let approvers: Vec<&str> =
-            decisions.iter().filter(|d| d.approve && check_approver(a, &ctx.run, &d.user) == ApprovalCheck::Allowed).map(|d| d.user.as_str()).collect();
+        let approvers: Vec<&str> = decisions.iter().filter(|d| d.approve && allowed(&d.user)).map(|d| d.user.as_str()).collect();
         if approvers.len() >= need {
             if said_waiting {
                 ctx.resumed().await?;
             }
-            return Ok(serde_json::json!({"approvedBy": approvers}));
+            let signed: Vec<String> = approvers.iter().map(|u| users.as_ref().map_or(u.to_string(), |x| x.signature(u))).collect();
+            return Ok(serde_json::json!({"approvedBy": approvers, "signatures": signed}));
         }
         if let Some(d) = deadline
             && now_ms() >= d
         {
-            return Err(StageError::Failed(format!("timed out waiting for approval ({} of {need})", approvers.len())));
+            let t = a.timeout.map(|t| crate::exec::humanize(t.0)).unwrap_or_default();
+            return Err(StageError::Failed(format!("rejected: no decision within {t} ({} of {need} approvals)", approvers.len())));
         }
         if !said_waiting {
             let who: Vec<&str> = a.approvers.iter().map(|x| x.value.as_str()).collect();
-            let why = format!("{} of {need} approvals from {}: promote approve {} {name} --as USER", approvers.len(), who.join(", "), ctx.run.id);
+            let msg = a.message.as_deref().map(|m| format!(" — {m}")).unwrap_or_default();
+            let why = format!("{} of {need} approvals from {}: promote approve {} {name} --as USER{msg}", approvers.len(), who.join(", "), ctx.run.id);
             ctx.waiting(&why).await?;
+            ctx.notify("approval-pending", Some(name), &why);
             said_waiting = true;
         }
-        tokio::time::sleep(ctx.poll).await;
+        let wait = match deadline {
+            Some(d) => ctx.poll.min(std::time::Duration::from_millis((d - now_ms()).max(1) as u64)),
+            None => ctx.poll,
+        };
+        tokio::time::sleep(wait).await;
     }
 }

@@ -21,6 +21,10 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
         ctx.resumed().await?;
     }
     let stage = ctx.stage().name.value.clone();
+    let break_glass = match &env.spec.freeze {
+        Some(f) => freeze_gate(f, ctx, env_name).await?,
+        None => None,
+    };
     let run = ctx.run.clone();
     let image = ctx.plan.pipeline.artifact.image.value.clone();
     let pipeline = ctx.plan.pipeline.name.value.clone();
@@ -37,21 +41,29 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
     };
     let value = Destination::value(&env.spec.update.value, vars).map_err(|v| StageError::Failed(format!("`${{{v}}}` has no value here")))?;
     let dest = Destination::of(env, &ctx.base_dir);
-    // Everyone who approved an approval stage of this run gated this promotion.
+    // Everyone who approved an approval stage of this run gated this promotion: `Name <email>`
+    // from the users file.
+    let users = ctx.users()?;
     let mut approved_by = Vec::new();
     for (i, s) in ctx.plan.pipeline.stages.iter().enumerate() {
         if matches!(s.kind, crate::model::StageKind::Approval(_)) && upstream(&ctx.plan, i, ctx.index) {
             for decision in ctx.store.decisions(&run.id, &s.name.value).await? {
-                if decision.approve && !approved_by.contains(&decision.user) {
-                    approved_by.push(decision.user);
+                let signed = users.as_ref().map_or(decision.user.clone(), |u| u.signature(&decision.user));
+                if decision.approve && !approved_by.contains(&signed) {
+                    approved_by.push(signed);
                 }
             }
         }
     }
+    // Every policy of the pipeline judges the commit before it is pushed.
+    let sets = super::policy::load_all(ctx).await?;
+    let base = super::policy::input_base(ctx, "commit", Some(env_name)).await?;
+    let checked = !sets.is_empty();
     let writer = ctx.writer.clone();
     let (run2, env2, stage2, value2) = (run.clone(), env_name.clone(), stage.clone(), value.clone());
     let pipeline2 = pipeline.clone();
     let report = tokio::task::spawn_blocking(move || {
+        let check = super::policy::commit_check(&sets, &base);
         let p = Promotion {
             pipeline: &pipeline2,
             environment: &env2,
@@ -60,12 +72,24 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
             version: &run2.version,
             value: &value2,
             approved_by: &approved_by,
+            check: checked.then_some(crate::git::CommitCheck(&check)),
         };
         writer.promote(&dest, &p)
     })
     .await
-    .map_err(|e| StageError::Failed(format!("the git writer stopped: {e}")))?
-    .map_err(|e| StageError::Failed(e.to_string()))?;
+    .map_err(|e| StageError::Failed(format!("the git writer stopped: {e}")))?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e @ crate::git::GitError::Refused(_)) => {
+            ctx.store.audit(&run.id, Some(&stage), "policy", "promote", &format!("commit to `{env_name}` refused: {e}")).await?;
+            return Err(StageError::Failed(e.to_string()));
+        }
+        Err(e) => return Err(StageError::Failed(e.to_string())),
+    };
+    if checked && matches!(report.outcome, Outcome::Committed(_)) {
+        let d = crate::providers::policy::Decision { deny: vec![], warn: report.warnings.clone() };
+        ctx.store.audit(&run.id, Some(&stage), "policy", "promote", &format!("commit: {}", super::policy::describe(&d, Some(env_name)))).await?;
+    }
     let (outcome, commit, old) = match &report.outcome {
         Outcome::Committed(w) => ("committed", Some(w.commit.to_string()), w.old_value.clone()),
         Outcome::AlreadyDone { commit } => ("already-done", Some(commit.to_string()), None),
@@ -74,6 +98,12 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
     let mut out = serde_json::json!({
         "environment": env_name, "outcome": outcome, "commit": commit, "oldValue": old, "newValue": value, "attempts": report.attempts,
     });
+    if !report.warnings.is_empty() {
+        out["policyWarnings"] = serde_json::json!(report.warnings);
+    }
+    if let Some(bg) = break_glass {
+        out["breakGlass"] = bg;
+    }
     if let Some(h) = &d.health {
         let url = match &h.http {
             Some(x) => {
@@ -94,6 +124,49 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
         }
     }
     Ok(out)
+}
+
+/// Holds the deploy while its environment is frozen: waits (or fails, with `onFreeze: fail`) until
+/// the window ends or someone allowed breaks the glass for this run and stage. Returns the
+/// break-glass used, if any.
+async fn freeze_gate(f: &crate::model::Freeze, ctx: &StageContext, env: &str) -> Result<Option<serde_json::Value>, StageError> {
+    use crate::governance::freeze::Windows;
+    let mut diags = crate::diag::Diagnostics::new(ctx.run.file.clone());
+    let Some(windows) = Windows::parse(f, &mut diags) else {
+        return Err(StageError::Failed(format!("freeze of `{env}` does not parse: {}", diags.into_sorted().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; "))));
+    };
+    let stage = ctx.stage().name.value.clone();
+    let mut said_waiting = false;
+    loop {
+        let Some(frozen) = windows.active(jiff::Timestamp::now()) else {
+            if said_waiting {
+                ctx.resumed().await?;
+            }
+            return Ok(None);
+        };
+        if let Some(d) = ctx.store.decisions(&ctx.run.id, &stage).await?.into_iter().find(|d| d.approve) {
+            if said_waiting {
+                ctx.resumed().await?;
+            }
+            return Ok(Some(serde_json::json!({"user": d.user, "reason": d.comment, "window": frozen.name})));
+        }
+        let why = format!(
+            "`{env}` is frozen ({}) until {}; `promote break-glass {} {stage} --as USER --reason TEXT` overrides it",
+            frozen.name,
+            frozen.until.to_zoned(jiff::tz::TimeZone::get(&f.timezone.value).unwrap_or(jiff::tz::TimeZone::UTC)).strftime("%Y-%m-%d %H:%M %Z"),
+            ctx.run.id
+        );
+        if f.on_freeze == crate::model::OnFreeze::Fail {
+            ctx.notify("freeze", Some(&stage), &why);
+            return Err(StageError::Failed(format!("{why}; nothing was committed (onFreeze: fail)")));
+        }
+        if !said_waiting {
+            ctx.waiting(&why).await?;
+            ctx.notify("freeze", Some(&stage), &why);
+            said_waiting = true;
+        }
+        tokio::time::sleep(ctx.poll).await;
+    }
 }
 
 /// Waits until every health check given is healthy; fails at `health.timeout` (saying what each

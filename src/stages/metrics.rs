@@ -275,7 +275,8 @@ async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: Stri
     ctx.waiting(&why).await?;
     loop {
         let decisions = ctx.store.decisions(&ctx.run.id, stage).await?;
-        let allowed = |u: &str| super::check_approver(&who, &ctx.run, u) == super::ApprovalCheck::Allowed;
+        let users = ctx.users()?;
+        let allowed = |u: &str| super::check_approver(&who, &ctx.run, users.as_ref(), u) == super::ApprovalCheck::Allowed;
         if let Some(d) = decisions.iter().find(|d| allowed(&d.user)) {
             evidence["metrics"]["decidedBy"] = json!({"user": d.user, "approve": d.approve, "comment": d.comment, "at": d.at});
             if d.approve {

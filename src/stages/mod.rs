@@ -5,6 +5,7 @@ mod approval;
 mod deploy;
 mod logs;
 mod metrics;
+pub mod policy;
 mod wait;
 
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ pub struct StageContext {
     pub poll: Duration,
     /// Reports `waiting` (with what for) and back to `running`.
     pub report: Report,
+    /// The run's notification channels.
+    pub notifier: Arc<crate::governance::notify::Notifier>,
 }
 
 impl StageContext {
@@ -123,6 +126,23 @@ impl StageContext {
         Ok(self.last_deploy().await?.map_or(self.started_at, |(t, _)| t))
     }
 
+    /// Sends a notification about this run (in the background).
+    pub fn notify(&self, event: &str, stage: Option<&str>, message: &str) {
+        self.notifier.send(crate::governance::notify::Note {
+            event: event.into(),
+            pipeline: self.run.pipeline.clone(),
+            run: self.run.id.clone(),
+            version: self.run.version.clone(),
+            stage: stage.map(str::to_string),
+            message: message.into(),
+        });
+    }
+
+    /// The pipeline's users file, if it names one (read anew: changes count at once).
+    pub fn users(&self) -> Result<Option<crate::governance::Users>, StageError> {
+        crate::governance::users_of(&self.plan.pipeline, &self.base_dir).map_err(|e| StageError::Failed(e.to_string()))
+    }
+
     /// Back to running after a wait.
     pub async fn resumed(&self) -> Result<(), StageError> {
         let name = &self.stage().name.value;
@@ -136,8 +156,8 @@ impl StageContext {
 /// Whether this version of promote can run a kind (the others are validated and drawn only).
 pub fn runnable(kind: &StageKind) -> Result<(), &'static str> {
     match kind {
-        StageKind::Wait(_) | StageKind::Approval(_) | StageKind::Deploy(_) | StageKind::Metrics(_) | StageKind::Logs(_) => Ok(()),
-        StageKind::Policy(_) | StageKind::Webhook(_) => Err("this kind is not run yet"),
+        StageKind::Wait(_) | StageKind::Approval(_) | StageKind::Deploy(_) | StageKind::Metrics(_) | StageKind::Logs(_) | StageKind::Policy(_) => Ok(()),
+        StageKind::Webhook(_) => Err("this kind is not run yet"),
     }
 }
 
@@ -149,6 +169,7 @@ pub async fn execute(ctx: &StageContext) -> Result<serde_json::Value, StageError
         StageKind::Approval(a) => approval::run(a, ctx).await,
         StageKind::Metrics(m) => metrics::run(m, ctx).await,
         StageKind::Logs(l) => logs::run(l, ctx).await,
+        StageKind::Policy(p) => policy::run(p, ctx).await,
         other => Err(StageError::Failed(format!("kind `{}` is not run by this version of promote", other.name()))),
     }
 }

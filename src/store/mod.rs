@@ -1,5 +1,8 @@
-//! Durable state: runs, stages, attempts, events, approval decisions and environment locks in
-//! SQLite (WAL) through sqlx; every transition is committed before it is reported.
+//! Durable state: runs, stages, attempts, the hash-chained audit trail, approval decisions and
+//! environment locks in SQLite (WAL) through sqlx; every transition is committed before it is
+//! reported.
+
+pub mod audit;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -80,6 +83,29 @@ const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL,
         PRIMARY KEY (pipeline, template)
     );",
+    // 5: the events table becomes the audit trail: who did it (actor), and a hash chain computed
+    // inside SQLite by `promote_chain` (registered on every connection, see `audit`), so that no
+    // insert can skip it. `audit_head` keeps the last entry, so a cut tail is seen. Older entries
+    // are chained by `audit::chain_existing` in the same transaction.
+    "ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT 'promote';
+    ALTER TABLE events ADD COLUMN prev_hash TEXT;
+    ALTER TABLE events ADD COLUMN hash TEXT;
+    CREATE TABLE audit_head (one INTEGER PRIMARY KEY CHECK (one = 1), id INTEGER NOT NULL, hash TEXT NOT NULL);
+    CREATE TRIGGER events_chain AFTER INSERT ON events
+    BEGIN
+        UPDATE events SET prev_hash = coalesce((SELECT hash FROM audit_head), ''),
+            hash = promote_chain(coalesce((SELECT hash FROM audit_head), ''), NEW.id, NEW.run_id, NEW.stage, NEW.at, NEW.kind, NEW.actor, NEW.detail)
+            WHERE id = NEW.id;
+        INSERT OR REPLACE INTO audit_head (one, id, hash) SELECT 1, id, hash FROM events WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER events_append_only BEFORE UPDATE OF id, run_id, stage, at, kind, actor, detail ON events
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit trail is append-only');
+    END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit trail is append-only');
+    END;",
 ];
 
 /// Why the state store failed.
@@ -272,8 +298,10 @@ pub struct Event {
     pub stage: Option<String>,
     /// Unix milliseconds.
     pub at: i64,
-    /// `run`, `stage`, `attempt`, `decision`, ...
+    /// `trigger`, `run`, `stage`, `decision`, `policy`, `break-glass`, `rollback`, ...
     pub kind: String,
+    /// Who did it (`promote` for the runner itself).
+    pub actor: String,
     /// What happened.
     pub detail: String,
 }
@@ -338,7 +366,12 @@ impl Store {
         loop {
             let db = |source| StoreError::Db { path: shown.clone(), source };
             let attempt = async {
-                let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(db)?;
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|conn, _| Box::pin(audit::register(conn)))
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(db)?;
                 let store = Store { pool, path: shown.clone() };
                 store.migrate().await?;
                 Ok::<Store, StoreError>(store)
@@ -383,6 +416,9 @@ impl Store {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(self.db())?;
+            if i + 1 == audit::CHAIN_SCHEMA {
+                audit::chain_existing(&mut tx).await.map_err(self.db())?;
+            }
             let set = format!("PRAGMA user_version = {}", i + 1);
             sqlx::query(AssertSqlSafe(set)).execute(&mut *tx).await.map_err(self.db())?;
         }
@@ -423,7 +459,7 @@ impl Store {
                 .map_err(self.db())?;
         }
         let detail = format!("run started: {} {} by {}", run.pipeline, run.version, run.triggered_by);
-        insert_event(&mut tx, &run.id, None, run.created_at, "run", &detail).await.map_err(self.db())?;
+        insert_event(&mut tx, &run.id, None, run.created_at, "trigger", &run.triggered_by, &detail).await.map_err(self.db())?;
         tx.commit().await.map_err(self.db())
     }
 
@@ -518,7 +554,7 @@ impl Store {
             .await
             .map_err(self.db())?;
         sqlx::query("DELETE FROM env_locks WHERE run_id = ?").bind(run).execute(&mut *tx).await.map_err(self.db())?;
-        insert_event(&mut tx, run, None, at, "run", &format!("run {state}{}", message.map(|m| format!(": {m}")).unwrap_or_default()))
+        insert_event(&mut tx, run, None, at, "run", "promote", &format!("run {state}{}", message.map(|m| format!(": {m}")).unwrap_or_default()))
             .await
             .map_err(self.db())?;
         tx.commit().await.map_err(self.db())
@@ -526,6 +562,11 @@ impl Store {
 
     /// Records an approval decision; a user's later decision replaces their earlier one.
     pub async fn decide(&self, run: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>) -> Result<(), StoreError> {
+        self.decide_as(run, stage, user, approve, comment, "decision").await
+    }
+
+    /// Records a decision whose audit entry is of `kind` (`decision`, `break-glass`).
+    pub async fn decide_as(&self, run: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>, kind: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(self.db())?;
         let at = now_ms();
         sqlx::query("INSERT OR REPLACE INTO decisions (run_id, stage, user, approve, comment, at) VALUES (?, ?, ?, ?, ?, ?)")
@@ -538,8 +579,12 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(self.db())?;
-        let what = if approve { "approved" } else { "rejected" };
-        insert_event(&mut tx, run, Some(stage), at, "decision", &format!("{what} by {user}{}", comment.map(|c| format!(": {c}")).unwrap_or_default()))
+        let what = match (kind, approve) {
+            ("break-glass", _) => "freeze overridden (break-glass)",
+            (_, true) => "approved",
+            (_, false) => "rejected",
+        };
+        insert_event(&mut tx, run, Some(stage), at, kind, user, &format!("{what} by {user}{}", comment.map(|c| format!(": {c}")).unwrap_or_default()))
             .await
             .map_err(self.db())?;
         tx.commit().await.map_err(self.db())
@@ -559,7 +604,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(self.db())?;
-        insert_event(&mut tx, run, None, at, "log-exemption", &format!("`{template}` marked not a risk by {user}: {reason}")).await.map_err(self.db())?;
+        insert_event(&mut tx, run, None, at, "log-exemption", user, &format!("`{template}` marked not a risk by {user}: {reason}")).await.map_err(self.db())?;
         tx.commit().await.map_err(self.db())
     }
 
@@ -597,12 +642,19 @@ impl Store {
 
     /// A run's events, oldest first.
     pub async fn events(&self, run: &str) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query("SELECT id, stage, at, kind, detail FROM events WHERE run_id = ? ORDER BY id")
+        let rows = sqlx::query("SELECT id, stage, at, kind, actor, detail FROM events WHERE run_id = ? ORDER BY id")
             .bind(run)
             .fetch_all(&self.pool)
             .await
             .map_err(self.db())?;
-        Ok(rows.iter().map(|r| Event { id: r.get(0), stage: r.get(1), at: r.get(2), kind: r.get(3), detail: r.get(4) }).collect())
+        Ok(rows.iter().map(|r| Event { id: r.get(0), stage: r.get(1), at: r.get(2), kind: r.get(3), actor: r.get(4), detail: r.get(5) }).collect())
+    }
+
+    /// Appends an entry to the audit trail (a policy decision, a break-glass, a rollback, an
+    /// undelivered notification); the chain is computed by SQLite's trigger.
+    pub async fn audit(&self, run: &str, stage: Option<&str>, kind: &str, actor: &str, detail: &str) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(self.db())?;
+        insert_event(&mut conn, run, stage, now_ms(), kind, actor, detail).await.map_err(self.db())
     }
 
     /// Closes the pool (checkpointing the WAL).
@@ -638,12 +690,21 @@ async fn update_stage(conn: &mut sqlx::SqliteConnection, run: &str, stage: &str,
     Ok(row.and_then(|r| r.get::<Option<i64>, _>(0)))
 }
 
-async fn insert_event(tx: &mut sqlx::SqliteConnection, run: &str, stage: Option<&str>, at: i64, kind: &str, detail: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO events (run_id, stage, at, kind, detail) VALUES (?, ?, ?, ?, ?)")
+async fn insert_event(
+    tx: &mut sqlx::SqliteConnection,
+    run: &str,
+    stage: Option<&str>,
+    at: i64,
+    kind: &str,
+    actor: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO events (run_id, stage, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(run)
         .bind(stage)
         .bind(at)
         .bind(kind)
+        .bind(actor)
         .bind(detail)
         .execute(tx)
         .await

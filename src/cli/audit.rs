@@ -1,0 +1,104 @@
+//! `promote audit log [--run RUN] [--json]`, `promote audit verify [--json]` and
+//! `promote token --for USER`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use super::EXIT_BAD_INPUT;
+
+/// Arguments of `audit`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+/// The audit commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// The trail, oldest first (`--json`: one JSON object per line, with the hashes).
+    Log {
+        /// Only this run's entries.
+        #[arg(long)]
+        run: Option<String>,
+        /// JSON Lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks every entry's hash and link; exit 0 intact, 1 tampered (naming the first bad entry).
+    Verify {
+        /// The verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `token`.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The user the token is for.
+    #[arg(long = "for", value_name = "USER")]
+    pub user: String,
+}
+
+/// Runs `token`: prints a new token once, and the line to store in the users file.
+pub fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
+    let token = crate::governance::users::new_token()?;
+    println!("token for {}: {token}", a.user);
+    println!("give it to {} once (as PROMOTE_TOKEN); store only this line under the user in the users file:", a.user);
+    println!("    token: {}", crate::governance::users::hash_token(&token));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `audit`.
+pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if !state.exists() {
+        eprintln!("promote: error: no state file at {}: nothing has run here (pass --state PATH)", state.display());
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let store = super::open_store(state).await?;
+        match a.command {
+            AuditCommand::Log { run, json } => {
+                let out = std::io::stdout();
+                let mut out = std::io::BufWriter::new(out.lock());
+                let mut after = 0;
+                loop {
+                    let page = store.audit_entries(run.as_deref(), after, 10_000).await?;
+                    let Some(last) = page.last() else { break };
+                    after = last.seq;
+                    for e in &page {
+                        let r = if json {
+                            writeln!(out, "{}", serde_json::to_string(e)?)
+                        } else {
+                            let stage = e.stage.as_deref().map(|s| format!(" {s}")).unwrap_or_default();
+                            writeln!(out, "#{:<6} {} {} {}{stage} [{}] {}: {}", e.seq, e.time, &e.run, e.kind, e.actor, e.kind, e.detail)
+                        };
+                        if r.is_err() {
+                            return Ok(ExitCode::SUCCESS); // the reader went away (| head)
+                        }
+                    }
+                }
+                let _ = out.flush();
+                Ok(ExitCode::SUCCESS)
+            }
+            AuditCommand::Verify { json } => {
+                let v = store.verify_audit().await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+                        "intact": v.tamper.is_none(), "entries": v.entries, "head": v.head,
+                        "firstBad": v.tamper.as_ref().map(|t| t.seq()), "problem": v.tamper.as_ref().map(|t| t.to_string()), "detail": v.tamper,
+                    }))?);
+                } else {
+                    match &v.tamper {
+                        None => println!("audit trail intact: {} entries, head {}", v.entries, v.head.as_deref().unwrap_or("(empty)")),
+                        Some(t) => println!("audit trail TAMPERED: {t} ({} entries)", v.entries),
+                    }
+                }
+                Ok(if v.tamper.is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+        }
+    })
+}

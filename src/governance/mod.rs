@@ -1,0 +1,128 @@
+//! Governance around a pipeline: the users file, freeze windows, notifications, and the checks
+//! that need the files a pipeline names (users file, policies), made at `validate` and `run`.
+
+pub mod freeze;
+pub mod notify;
+pub mod users;
+
+use std::path::Path;
+
+use crate::diag::{Diagnostics, Pos, did_you_mean};
+use crate::model::{Spanned, StageKind};
+use crate::plan::Plan;
+
+pub use users::{User, Users};
+
+/// Why a governance file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GovernanceError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {why}")]
+    Unreadable {
+        /// The file.
+        file: String,
+        /// What the OS said.
+        why: String,
+    },
+    /// The file's content is wrong.
+    #[error("{file}:{line}:{col}: {why}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What is wrong and what to do.
+        why: String,
+    },
+}
+
+/// The users file of a pipeline, if it names one (relative to `base_dir`).
+pub fn users_of(pipeline: &crate::model::Pipeline, base_dir: &Path) -> Result<Option<Users>, GovernanceError> {
+    match &pipeline.users {
+        Some(p) => Users::load(&base_dir.join(&p.value)).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Who may decide, given a list of approvers (`alice`, `group:NAME`).
+pub fn is_listed(approvers: &[Spanned<String>], users: Option<&Users>, login: &str) -> bool {
+    approvers.iter().any(|a| match a.value.strip_prefix("group:") {
+        Some(g) => g == "*" || users.is_some_and(|u| u.in_group(login, g)),
+        None => a.value == login,
+    })
+}
+
+/// Checks what needs the files a pipeline names: the users file and every approver and group in
+/// it, the freeze windows, the policies (compiled), the notification targets. Every problem is
+/// recorded; policy errors are reported at the policy's own file and line.
+pub fn check(plan: &Plan, base_dir: &Path, diags: &mut Diagnostics) {
+    let p = &plan.pipeline;
+    let users = match &p.users {
+        Some(path) => match Users::load(&base_dir.join(&path.value)) {
+            Ok(u) => Some(u),
+            Err(GovernanceError::Invalid { file, line, col, why }) => {
+                diags.error_in(file, Pos::new(line, col), why);
+                None
+            }
+            Err(e @ GovernanceError::Unreadable { .. }) => {
+                diags.error(path.pos, format!("users file: {e}; `users` is relative to the pipeline file"));
+                None
+            }
+        },
+        None => None,
+    };
+    let users_broken = p.users.is_some() && users.is_none();
+    let check_people = |list: &[Spanned<String>], what: &str, diags: &mut Diagnostics| {
+        for a in list {
+            match a.value.strip_prefix("group:") {
+                Some("*") => {}
+                Some(g) => match (&users, users_broken) {
+                    (Some(u), _) if !u.groups().any(|x| x == g) => {
+                        let groups: Vec<&str> = u.groups().collect();
+                        diags.error(a.pos, format!("{what}: nobody in the users file is in group `{g}`{}", did_you_mean(g, groups)));
+                    }
+                    (None, false) => diags.error(a.pos, format!("{what}: `{}` needs a users file (`users: users.yaml` at the top) to say who is in it", a.value)),
+                    _ => {}
+                },
+                None => {
+                    if let Some(u) = &users
+                        && !u.users.contains_key(&a.value)
+                    {
+                        let names: Vec<&str> = u.users.keys().map(String::as_str).collect();
+                        diags.error(a.pos, format!("{what}: `{}` is not in the users file{}", a.value, did_you_mean(&a.value, names)));
+                    }
+                }
+            }
+        }
+    };
+    for s in &p.stages {
+        match &s.kind {
+            StageKind::Approval(a) => {
+                check_people(&a.approvers, "approver", diags);
+                if a.min_approvals.value == 0 {
+                    diags.error(a.min_approvals.pos, "`minApprovals` is at least 1");
+                }
+            }
+            StageKind::Metrics(m) => check_people(&m.approvers, "approver", diags),
+            StageKind::Policy(pol) => {
+                let _ = crate::providers::policy::PolicySet::load(base_dir, &pol.policies, &pol.data, diags);
+                if let Some(env) = &pol.environment
+                    && !p.environments.iter().any(|e| e.name.value == env.value)
+                {
+                    let names = p.environments.iter().map(|e| e.name.value.as_str());
+                    diags.error(env.pos, format!("unknown environment `{}`{}", env.value, did_you_mean(&env.value, names)));
+                }
+            }
+            _ => {}
+        }
+    }
+    for env in &p.environments {
+        if let Some(f) = &env.spec.freeze {
+            freeze::Windows::parse(f, diags);
+            check_people(&f.break_glass, "break-glass", diags);
+        }
+    }
+    notify::check(&p.notifications, diags);
+}

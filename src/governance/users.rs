@@ -1,0 +1,194 @@
+//! The users file: who may approve, in which groups, with which API token (stored hashed).
+//!
+//! ```yaml
+//! users:
+//!   alice:
+//!     name: Alice Liddell
+//!     email: alice@example.com
+//!     groups: [release-managers]
+//!     token: sha256:9f86d0...      # `promote token --for alice` makes one
+//!   bob: {name: Bob, email: bob@example.com, disabled: true}
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::GovernanceError;
+
+/// A user of the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct User {
+    /// Full name, for `Approved-By:` trailers.
+    pub name: String,
+    /// E-mail, for `Approved-By:` trailers.
+    pub email: String,
+    /// Groups (`group:NAME` in approvers).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// `sha256:HEX` of the user's API token; when set, the user's decisions need the token
+    /// (`PROMOTE_TOKEN`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A disabled user may not decide anything.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    users: BTreeMap<String, User>,
+}
+
+/// The users of a users file.
+#[derive(Debug, Clone, Default)]
+pub struct Users {
+    /// By login.
+    pub users: BTreeMap<String, User>,
+}
+
+impl Users {
+    /// Reads and checks a users file; mistakes name the file, line and column.
+    pub fn load(path: &Path) -> Result<Users, GovernanceError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| GovernanceError::Unreadable { file: file.clone(), why: e.to_string() })?;
+        Users::parse(&file, &text)
+    }
+
+    /// Parses the text of a users file named `file`.
+    pub fn parse(file: &str, text: &str) -> Result<Users, GovernanceError> {
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let parsed: File = serde_saphyr::from_str_with_options(text, options).map_err(|e| GovernanceError::Invalid {
+            file: file.to_string(),
+            line: e.location().map_or(1, |l| l.line() as usize),
+            col: e.location().map_or(1, |l| l.column() as usize),
+            why: first_line(&e.to_string()),
+        })?;
+        for (login, u) in &parsed.users {
+            if let Some(t) = &u.token
+                && !(t.len() == 71 && t.starts_with("sha256:") && t[7..].bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                let (line, col) = find(text, t);
+                return Err(GovernanceError::Invalid {
+                    file: file.to_string(),
+                    line,
+                    col,
+                    why: format!("user `{login}`: `token` must be `sha256:` and 64 hex digits (never the token itself); `promote token --for {login}` makes one"),
+                });
+            }
+        }
+        Ok(Users { users: parsed.users })
+    }
+
+    /// Whether `login` is in group `group`.
+    pub fn in_group(&self, login: &str, group: &str) -> bool {
+        self.users.get(login).is_some_and(|u| u.groups.iter().any(|g| g == group))
+    }
+
+    /// Every group someone is in.
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        self.users.values().flat_map(|u| u.groups.iter().map(String::as_str))
+    }
+
+    /// `Name <email>` of a user, or the login when the user is not in the file.
+    pub fn signature(&self, login: &str) -> String {
+        match self.users.get(login) {
+            Some(u) => format!("{} <{}>", u.name, u.email),
+            None => login.to_string(),
+        }
+    }
+
+    /// Checks a user's token: `Ok` when the user has none or `given` matches (compared in constant
+    /// time); the token itself is never part of an error.
+    pub fn authenticate(&self, login: &str, given: Option<&str>) -> Result<(), String> {
+        let Some(u) = self.users.get(login) else { return Ok(()) };
+        if u.disabled {
+            return Err(format!("user `{login}` is disabled in the users file"));
+        }
+        let Some(stored) = &u.token else { return Ok(()) };
+        let Some(given) = given.filter(|g| !g.is_empty()) else {
+            return Err(format!("user `{login}` has an API token: set PROMOTE_TOKEN to it"));
+        };
+        if constant_time_eq(hash_token(given).as_bytes(), stored.to_ascii_lowercase().as_bytes()) {
+            Ok(())
+        } else {
+            Err(format!("the token in PROMOTE_TOKEN is not `{login}`'s"))
+        }
+    }
+}
+
+/// `sha256:HEX` of a token, as stored in the users file.
+pub fn hash_token(token: &str) -> String {
+    format!("sha256:{}", crate::store::audit::hex(&Sha256::digest(token.as_bytes())))
+}
+
+/// A new random token (32 bytes from the OS, hex).
+pub fn new_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(format!("prt_{}", crate::store::audit::hex(&b)))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+/// 1-based line and column of the first occurrence of `needle`.
+fn find(text: &str, needle: &str) -> (usize, usize) {
+    match text.find(needle) {
+        Some(at) => {
+            let before = &text[..at];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            (line, col)
+        }
+        None => (1, 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "users:\n  alice:\n    name: Alice\n    email: alice@example.com\n    groups: [release-managers]\n  bob:\n    name: Bob\n    email: bob@example.com\n";
+
+    #[test]
+    fn groups_and_signatures() {
+        let u = Users::parse("users.yaml", FILE).unwrap();
+        assert!(u.in_group("alice", "release-managers"));
+        assert!(!u.in_group("bob", "release-managers"));
+        assert_eq!(u.signature("alice"), "Alice <alice@example.com>");
+    }
+
+    #[test]
+    fn mistakes_name_their_line() {
+        let e = Users::parse("users.yaml", "users:\n  alice:\n    name: Alice\n    emial: a@x\n").unwrap_err().to_string();
+        assert!(e.starts_with("users.yaml:4:"), "{e}");
+        assert!(e.contains("emial"), "{e}");
+        let e = Users::parse("users.yaml", "users:\n  alice:\n    name: A\n    email: a@x\n    token: hunter2\n").unwrap_err().to_string();
+        assert!(e.starts_with("users.yaml:5:12:"), "{e}");
+        assert!(!e.contains("hunter2"), "the bad token must not be printed: {e}");
+    }
+
+    #[test]
+    fn tokens_are_checked_against_their_hash() {
+        let text = format!("users:\n  alice:\n    name: A\n    email: a@x\n    token: {}\n", hash_token("s3cret"));
+        let u = Users::parse("u", &text).unwrap();
+        assert!(u.authenticate("alice", Some("s3cret")).is_ok());
+        let e = u.authenticate("alice", Some("wrong")).unwrap_err();
+        assert!(!e.contains("wrong"));
+        assert!(u.authenticate("alice", None).is_err());
+    }
+}
