@@ -193,7 +193,7 @@ async fn a_rejection_rolls_back_every_deploy_newest_first() {
     assert!(rollback.contains(&format!("Promote-Run: {id}\nPromote-Stage: qa\n")), "{rollback}");
 }
 
-async fn wait_for_state(store: &Store, run: &str, stage: &str, want: StageState) {
+pub async fn wait_for_state(store: &Store, run: &str, stage: &str, want: StageState) {
     for _ in 0..500 {
         if store.stages(run).await.unwrap().iter().any(|s| s.name == stage && s.state == want) {
             return;

@@ -1,10 +1,12 @@
 //! The integration tests: one binary, one module per area. Data lives in tests/fixtures.
 
+mod audit;
 mod cli;
 mod edit;
 mod exec;
 mod fixtures;
 mod generate;
+mod governance;
 mod git;
 mod health;
 mod loghub;

@@ -1,0 +1,403 @@
+//! Governance against real repos, real state files and the real binary: policies on real
+//! manifests (stage and commit check), approvals with a users file, freeze windows with
+//! break-glass, notifications to a local HTTP receiver.
+
+use std::sync::{Arc, Mutex};
+
+use promote::store::{RunState, StageState};
+
+use crate::exec::{Setup, drive, promote, stage, text, wait_for_state};
+use crate::repos::{EnvRepo, git};
+
+const POLICIES: &str = include_str!("../../pipelines/policies/production.rego");
+
+const USERS: &str = "users:
+  alice: {name: Alice Liddell, email: alice@example.com, groups: [release-managers]}
+  bob: {name: Bob Martin, email: bob@example.com, groups: [release-managers]}
+  dave: {name: Dave Cutler, email: dave@example.com, groups: [release-managers, sre]}
+  carol: {name: Carol Shaw, email: carol@example.com, groups: [sre]}
+  ci-bot: {name: CI, email: ci@example.com, groups: [release-managers]}
+";
+
+const LOADBALANCER: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n";
+const CLUSTERIP: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: ClusterIP\n  ports: [{port: 80}]\n";
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: checkout\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: registry.example.com/acme/checkout:1.0.0\n";
+
+/// A setup with the shipped policies in `policies/` and the users file `users.yaml`.
+fn governed(stages: &str, extra: &str) -> Setup {
+    let s = Setup::new(stages, &format!("users: users.yaml\n{extra}"));
+    std::fs::create_dir(s.path().join("policies")).unwrap();
+    std::fs::write(s.path().join("policies/production.rego"), POLICIES).unwrap();
+    std::fs::write(s.path().join("users.yaml"), USERS).unwrap();
+    s
+}
+
+fn env_repo(s: &Setup, env: &str) -> EnvRepo {
+    EnvRepo { bare: s.path().join(format!("envs/{env}.git")), work: s.path().join(format!("envs/{env}-work")) }
+}
+
+async fn audit_details(exec: &promote::exec::Executor, run: &str, kind: &str) -> Vec<String> {
+    exec.store.events(run).await.unwrap().into_iter().filter(|e| e.kind == kind).map(|e| e.detail).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_denies_a_loadbalancer_in_prod_warns_on_missing_limits_and_lets_a_clusterip_through() {
+    let s = governed(
+        "  qa:\n    deploy: {environment: qa}\n  policy-check:\n    needs: [qa]\n    policy: {policies: [policies/]}\n  prod:\n    needs: [policy-check]\n    deploy: {environment: prod}\n",
+        "",
+    );
+    let prod = env_repo(&s, "prod");
+    prod.commit_as_someone_else("app/service.yaml", LOADBALANCER, "expose web");
+    prod.commit_as_someone_else("app/deployment.yaml", DEPLOYMENT, "the app");
+    let before = prod.head();
+    let exec = s.executor().await;
+    let id = s.start(&exec, "1.1.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Failed);
+    let check = stage(&sum, "policy-check");
+    assert_eq!(check.state, StageState::Failed);
+    let msg = check.message.as_deref().unwrap();
+    assert!(msg.starts_with("denied by policy: app/service.yaml: Service web is of type LoadBalancer"), "{msg}");
+    let warn = &check.output.as_ref().unwrap()["policy"]["warn"];
+    assert!(warn[0].as_str().unwrap().contains("app/deployment.yaml: container app of Deployment checkout has no resource limits"), "{warn}");
+    assert_eq!(prod.head(), before, "nothing reached prod");
+    let decisions = audit_details(&exec, &id, "policy").await;
+    assert!(decisions.iter().any(|d| d.starts_with("policy denied for `prod`: app/service.yaml")), "{decisions:?}");
+    assert!(decisions.iter().any(|d| d.starts_with("commit: policy allowed for `qa`")), "the qa commit was judged too: {decisions:?}");
+
+    prod.commit_as_someone_else("app/service.yaml", CLUSTERIP, "internal only");
+    let id = s.start(&exec, "1.1.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Succeeded, "{sum:?}");
+    assert_eq!(s.commits("prod")[0], "promote checkout 1.1.0 to prod");
+    let out = stage(&sum, "prod").output.clone().unwrap();
+    assert!(out["policyWarnings"][0].as_str().unwrap().contains("no resource limits"), "the commit check warns too: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_commit_check_stops_a_deploy_whatever_the_stage_order() {
+    // The policy stage comes after the deploy: the commit check still judges the commit.
+    let s = governed("  prod:\n    deploy: {environment: prod}\n  audit-after:\n    needs: [prod]\n    policy: {policies: [policies/]}\n", "");
+    let prod = env_repo(&s, "prod");
+    prod.commit_as_someone_else("app/service.yaml", LOADBALANCER, "expose web");
+    let before = prod.head();
+    let exec = s.executor().await;
+    let id = s.start(&exec, "1.2.0").await;
+    let sum = drive(&exec, &id).await;
+    let deploy = stage(&sum, "prod");
+    assert_eq!(deploy.state, StageState::Failed);
+    let msg = deploy.message.as_deref().unwrap();
+    assert!(msg.contains("refused by policy, nothing was pushed: app/service.yaml: Service web is of type LoadBalancer"), "{msg}");
+    assert_eq!(prod.head(), before);
+    assert!(audit_details(&exec, &id, "policy").await.iter().any(|d| d.starts_with("commit to `prod` refused")));
+
+    // A semver downgrade is refused at commit, in any environment.
+    let s = governed("  qa:\n    deploy: {environment: qa}\n  later:\n    needs: [qa]\n    policy: {policies: [policies/]}\n", "");
+    let exec = s.executor().await;
+    let id = s.start(&exec, "0.9.0").await;
+    let sum = drive(&exec, &id).await;
+    let msg = stage(&sum, "qa").message.clone().unwrap();
+    assert!(msg.contains("app/kustomization.yaml: 1.0.0 -> 0.9.0 is a downgrade"), "{msg}");
+    assert!(s.commits("qa").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_policies_are_errors_with_their_place_never_a_pass() {
+    let s = governed("  p:\n    policy: {policies: [rules/]}\n", "");
+    std::fs::create_dir(s.path().join("rules")).unwrap();
+    std::fs::write(s.path().join("rules/broken.rego"), "package broken\n\ndeny contains msg if {\n    msg := sprintf(\"%s\", [input.version]\n}\n").unwrap();
+    let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("rules/broken.rego:4:9: error: Rego: expecting `}`"), "{}", text(&out));
+
+    // A division by zero at evaluation fails the stage with the file and line.
+    std::fs::write(s.path().join("rules/broken.rego"), "package div\n\ndeny contains msg if {\n    x := 10 / count(input.approvals)\n    x > 1\n    msg := \"never\"\n}\n").unwrap();
+    let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let exec = s.executor().await;
+    let id = s.start(&exec, "1.0.1").await;
+    let sum = drive(&exec, &id).await;
+    let p = stage(&sum, "p");
+    assert_eq!(p.state, StageState::Failed);
+    let msg = p.message.as_deref().unwrap();
+    assert!(msg.starts_with("policy error (nothing passes on an error): rules/broken.rego:4:"), "{msg}");
+
+    // A folder of policies with no deny or warn rule is refused.
+    std::fs::write(s.path().join("rules/broken.rego"), "package nothing\n\nallow if true\n").unwrap();
+    let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+    assert!(text(&out).contains("rules/broken.rego:1:1: error: policy rules/broken.rego (data.nothing) has no `deny` or `warn` rule"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approvals_follow_the_users_file_groups_min_count_and_separation_of_duties() {
+    let s = governed(
+        "  ok:\n    approval: {approvers: [group:release-managers], minApprovals: 2}\n  prod:\n    needs: [ok]\n    deploy: {environment: prod}\n",
+        "",
+    );
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "2.0.0").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "ok", StageState::Waiting).await;
+    let refused = |user: &str, want: &str| {
+        let out = promote(s.path(), &["approve", &id, "ok", "--as", user]);
+        assert_eq!(out.status.code(), Some(2), "{user}: {}", text(&out));
+        assert!(text(&out).contains(want), "{user}: {}", text(&out));
+    };
+    refused("mallory", "`mallory` is not in the users file");
+    refused("carol", "`carol` is not an approver of this stage, nor in one of its groups");
+    refused("ci-bot", "`ci-bot` started this run and may not approve it");
+    let out = promote(s.path(), &["reject", &id, "ok", "--as", "bob", "--reason", " "]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("a rejection needs a reason"));
+
+    let out = promote(s.path(), &["approve", &id, "ok", "--as", "bob", "--comment", "looks good"]);
+    assert!(out.status.success(), "{}", text(&out));
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(exec.store.stages(&id).await.unwrap()[0].state, StageState::Waiting, "1 of 2 still waits");
+    let out = promote(s.path(), &["approve", &id, "ok", "--as", "dave"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sum = walker.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded);
+    let msg = git(&s.path().join("envs/prod.git"), &["log", "-1", "--format=%B", "main"]);
+    assert!(msg.ends_with("Approved-By: Bob Martin <bob@example.com>\nApproved-By: Dave Cutler <dave@example.com>\n\n"), "{msg}");
+    let decisions = audit_details(&exec, &id, "decision").await;
+    assert_eq!(decisions, ["approved by bob: looks good", "approved by dave"]);
+    let actors: Vec<String> = exec.store.events(&id).await.unwrap().into_iter().filter(|e| e.kind == "decision").map(|e| e.actor).collect();
+    assert_eq!(actors, ["bob", "dave"]);
+
+    // A rejection with a reason fails the run, and the trail says who and why.
+    let id = s.start(&exec, "2.0.1").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "ok", StageState::Waiting).await;
+    let out = promote(s.path(), &["reject", &id, "ok", "--as", "alice", "--reason", "freeze week"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sum = walker.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Failed);
+    assert_eq!(stage(&sum, "ok").message.as_deref(), Some("rejected by alice: freeze week"));
+    assert_eq!(audit_details(&exec, &id, "decision").await, ["rejected by alice: freeze week"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_times_out_as_a_rejection() {
+    let s = governed("  ok:\n    approval: {approvers: [alice], timeout: 300ms}\n  prod:\n    needs: [ok]\n    deploy: {environment: prod}\n", "");
+    let exec = s.executor().await;
+    let id = s.start(&exec, "2.1.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(stage(&sum, "ok").state, StageState::Failed);
+    assert_eq!(stage(&sum, "ok").message.as_deref(), Some("rejected: no decision within 300ms (0 of 1 approvals)"));
+    assert!(s.commits("prod").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_with_a_token_must_present_it_and_it_is_never_printed_or_stored() {
+    let s = governed("  ok:\n    approval: {approvers: [bob]}\n", "");
+    let out = promote(s.path(), &["token", "--for", "bob"]);
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let token = printed.lines().next().unwrap().rsplit(' ').next().unwrap().to_string();
+    let stored = printed.lines().find(|l| l.trim_start().starts_with("token: sha256:")).unwrap().trim().trim_start_matches("token: ").to_string();
+    let users = USERS.replace("bob: {name: Bob Martin,", &format!("bob: {{token: \"{stored}\", name: Bob Martin,"));
+    std::fs::write(s.path().join("users.yaml"), users).unwrap();
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "2.2.0").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "ok", StageState::Waiting).await;
+    let with = |tok: Option<&str>| {
+        let mut c = std::process::Command::new(crate::promote_bin());
+        c.current_dir(s.path()).env("PROMOTE_USER", "ci-bot").env_remove("PROMOTE_TOKEN").args(["approve", &id, "ok", "--as", "bob"]);
+        if let Some(t) = tok {
+            c.env("PROMOTE_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let out = with(None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("user `bob` has an API token: set PROMOTE_TOKEN"), "{}", text(&out));
+    let out = with(Some("prt_0000wrong"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("is not `bob`'s") && !text(&out).contains("prt_0000wrong"), "{}", text(&out));
+    let out = with(Some(&token));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(walker.await.unwrap().run.state, RunState::Succeeded);
+    exec.store.close().await;
+    for f in ["state.db", "state.db-wal"] {
+        if let Ok(bytes) = std::fs::read(s.path().join(".promote").join(f)) {
+            assert!(!String::from_utf8_lossy(&bytes).contains(&token), "the token is in {f}");
+        }
+    }
+}
+
+fn frozen_now(on_freeze: &str) -> String {
+    let today = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::UTC).date();
+    let from = today.yesterday().unwrap();
+    let to = today.tomorrow().unwrap().tomorrow().unwrap();
+    format!("    freeze:\n      timezone: UTC\n      onFreeze: {on_freeze}\n      windows: [{{name: year-end, from: \"{from}\", to: \"{to}\"}}]\n      breakGlass: [alice, ci-bot]\n")
+}
+
+/// The setup with prod frozen now.
+fn with_frozen_prod(on_freeze: &str) -> Setup {
+    let s = governed("  prod:\n    deploy: {environment: prod}\n", "");
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    let marker = "  prod:\n    repo: envs/prod.git\n    file: app/kustomization.yaml\n    update: {kustomizeImage: registry.example.com/acme/checkout}\n";
+    assert!(text.contains(marker));
+    std::fs::write(&s.file, text.replace(marker, &format!("{marker}{}", frozen_now(on_freeze)))).unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_freeze_fails_or_waits_and_only_an_allowed_person_breaks_the_glass() {
+    let s = with_frozen_prod("fail");
+    let head = env_repo(&s, "prod").head();
+    let exec = s.executor().await;
+    let id = s.start(&exec, "3.0.0").await;
+    let sum = drive(&exec, &id).await;
+    let msg = stage(&sum, "prod").message.clone().unwrap();
+    assert!(msg.starts_with("`prod` is frozen (year-end) until ") && msg.ends_with("nothing was committed (onFreeze: fail)"), "{msg}");
+    assert_eq!(env_repo(&s, "prod").head(), head);
+
+    let s = with_frozen_prod("wait");
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "3.0.1").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "prod", StageState::Waiting).await;
+    let waiting = exec.store.stages(&id).await.unwrap()[0].message.clone().unwrap();
+    assert!(waiting.contains(&format!("promote break-glass {id} prod --as USER --reason TEXT")), "{waiting}");
+    for (user, reason, want) in [
+        ("alice", "", "breaking the glass needs a reason"),
+        ("bob", "hotfix", "`bob` is not an approver of this stage"),
+        ("ci-bot", "hotfix", "`ci-bot` started this run"),
+    ] {
+        let out = promote(s.path(), &["break-glass", &id, "prod", "--as", user, "--reason", reason]);
+        assert_eq!(out.status.code(), Some(2), "{user}");
+        assert!(text(&out).contains(want), "{user}: {}", text(&out));
+    }
+    let out = promote(s.path(), &["break-glass", &id, "prod", "--as", "alice", "--reason", "payment outage hotfix INC-42"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sum = walker.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded, "{sum:?}");
+    assert_eq!(s.commits("prod"), ["promote checkout 3.0.1 to prod"]);
+    let out = stage(&sum, "prod").output.clone().unwrap();
+    assert_eq!(out["breakGlass"]["user"], "alice");
+    assert_eq!(out["breakGlass"]["window"], "year-end");
+    assert_eq!(audit_details(&exec, &id, "break-glass").await, ["freeze overridden (break-glass) by alice: payment outage hotfix INC-42"]);
+    let verify = promote(s.path(), &["audit", "verify"]);
+    assert!(verify.status.success() && text(&verify).starts_with("audit trail intact"), "{}", text(&verify));
+}
+
+/// A local HTTP receiver: answers each request with the next status of `script` (then 200), and
+/// keeps the bodies it got.
+struct Receiver {
+    url: String,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    hits: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    fn start(script: Vec<u16>) -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/hook-s3cretpath", listener.local_addr().unwrap());
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let hits = Arc::new(Mutex::new(0usize));
+        let (b, h) = (bodies.clone(), hits.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/hook-s3cretpath",
+                    axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                        let (b, h, script) = (b.clone(), h.clone(), script.clone());
+                        async move {
+                            let n = {
+                                let mut h = h.lock().unwrap();
+                                *h += 1;
+                                *h
+                            };
+                            let code = script.get(n - 1).copied().unwrap_or(200);
+                            if code == 200 {
+                                b.lock().unwrap().push(v);
+                            }
+                            axum::http::StatusCode::from_u16(code).unwrap()
+                        }
+                    }),
+                );
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(l, app).await.unwrap();
+            });
+        });
+        Receiver { url, bodies, hits }
+    }
+}
+
+fn channel(yaml: &str) -> Vec<promote::model::Notification> {
+    let mut diags = promote::diag::Diagnostics::new("t");
+    let node = promote::model::yaml::parse(yaml, &mut diags).unwrap();
+    promote::model::from_node(&node, &mut diags).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_fails_twice_gets_the_note_on_the_third_attempt_redacted() {
+    use promote::governance::notify::{Note, Notifier};
+    let r = Receiver::start(vec![500, 500, 200]);
+    let mut n = Notifier::new(&channel(&format!("- webhook: {{url: \"{}\"}}\n  attempts: 3\n", r.url)), vec![]).unwrap();
+    n.first_backoff = std::time::Duration::from_millis(20);
+    let n = Arc::new(n);
+    n.send(Note {
+        event: "stage-failed".into(),
+        pipeline: "checkout".into(),
+        run: "01RUN".into(),
+        version: "1.0.0".into(),
+        stage: Some("deploy".into()),
+        message: format!("push failed: Authorization: Bearer abc123secret; see {}", r.url),
+    });
+    assert!(n.finish().await.is_empty(), "delivered");
+    assert_eq!(*r.hits.lock().unwrap(), 3);
+    let got = r.bodies.lock().unwrap()[0].clone();
+    assert_eq!(got["event"], "stage-failed");
+    let m = got["message"].as_str().unwrap();
+    assert!(!m.contains("abc123secret") && !m.contains("s3cretpath"), "{m}");
+
+    let always = Receiver::start(vec![503; 10]);
+    let mut n = Notifier::new(&channel(&format!("- slack: {{url: \"{}\"}}\n  attempts: 2\n  name: ops\n", always.url)), vec![]).unwrap();
+    n.first_backoff = std::time::Duration::from_millis(10);
+    let n = Arc::new(n);
+    n.send(Note { event: "rollback".into(), pipeline: "c".into(), run: "r".into(), version: "v".into(), stage: None, message: "m".into() });
+    let failed = n.finish().await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].error, "ops answered 503 Service Unavailable (after 2 attempts)");
+    assert_eq!(*always.hits.lock().unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_notifies_slack_of_pending_approval_failure_and_its_end() {
+    let r = Receiver::start(vec![500]);
+    let s = governed(
+        "  ok:\n    approval: {approvers: [alice]}\n",
+        "notifications:\n  - slack: {urlEnv: PROMOTE_TEST_SLACK_URL}\n    events: [approval-pending, stage-failed, run-finished]\n",
+    );
+    // The URL comes from the environment of the process, as a secret would.
+    unsafe { std::env::set_var("PROMOTE_TEST_SLACK_URL", &r.url) };
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "4.0.0").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "ok", StageState::Waiting).await;
+    let reason = format!("the hook {} is wrong", r.url);
+    exec.store.decide(&id, "ok", "alice", false, Some(&reason)).await.unwrap();
+    assert_eq!(walker.await.unwrap().run.state, RunState::Failed);
+    let bodies = r.bodies.lock().unwrap().clone();
+    let texts: Vec<&str> = bodies.iter().map(|b| b["text"].as_str().unwrap()).collect();
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    for want in [
+        "*approval-pending* checkout 4.0.0 `ok`: 0 of 1 approvals from alice: promote approve",
+        "*stage-failed* checkout 4.0.0 `ok`: rejected by alice: the hook [redacted] is wrong",
+        "*run-finished* checkout 4.0.0: failed",
+    ] {
+        assert!(texts.iter().any(|t| t.starts_with(want)), "no `{want}` in {texts:?}");
+    }
+    assert!(texts.iter().all(|t| !t.contains("s3cretpath")), "{texts:?}");
+    assert_eq!(*r.hits.lock().unwrap(), 4, "the first call was retried");
+}
