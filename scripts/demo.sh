@@ -16,6 +16,7 @@ cargo build --release --quiet --bin promote --example sample_service
 promote=$PWD/target/release/promote
 sample=$PWD/target/release/examples/sample_service
 pipeline_src=$PWD/examples/demo/pipeline.yaml
+repo_root=$PWD
 
 echo
 echo "==> promote validate pipelines/"
@@ -47,6 +48,8 @@ for env in qa prod; do
     git init -q -b main "$work"
     mkdir -p "$work/apps/checkout"
     cp examples/demo/kustomization.yaml "$work/apps/checkout/kustomization.yaml"
+    # prod also holds the Deployment (no resource limits: the policies warn about it).
+    [ "$env" = prod ] && cp examples/demo/deployment.yaml "$work/apps/checkout/deployment.yaml"
     git -C "$work" add -A
     git -C "$work" commit -q -m "checkout in $env"
     git -C "$work" push -q "$demo/envs/$env.git" main
@@ -86,6 +89,9 @@ done
 echo
 echo "==> sample service on 127.0.0.1:$(cat sample.port) (following envs/qa.git), Prometheus on 127.0.0.1:$prom_port scraping it every second"
 sed "s|http://127.0.0.1:9090|http://127.0.0.1:$prom_port|" "$pipeline_src" > pipeline.yaml
+# The shipped policies and users file (alice and bob are release managers).
+cp -r "$repo_root/pipelines/policies" policies
+cp "$repo_root/pipelines/users.yaml" users.yaml
 export PROMOTE_GIT_AUTHOR="promote demo <promote@example.com>" PROMOTE_USER=ci-bot
 
 echo
@@ -141,4 +147,12 @@ for env in qa prod; do
 done
 echo
 echo "==> the promotion commit in prod"
-git --git-dir envs/prod.git show --format='%B' main | head -30
+git --git-dir envs/prod.git show --format='%B' main | sed -n 1,30p
+
+echo
+echo "==> promote audit log (the last entries of the hash-chained trail)"
+$promote audit log | tail -n 12
+
+echo
+echo "==> promote audit verify"
+$promote audit verify

@@ -73,8 +73,8 @@ pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                         let r = if json {
                             writeln!(out, "{}", serde_json::to_string(e)?)
                         } else {
-                            let stage = e.stage.as_deref().map(|s| format!(" {s}")).unwrap_or_default();
-                            writeln!(out, "#{:<6} {} {} {}{stage} [{}] {}: {}", e.seq, e.time, &e.run, e.kind, e.actor, e.kind, e.detail)
+                            let stage = e.stage.as_deref().unwrap_or("-");
+                            writeln!(out, "#{:<6} {} {} {:<12} {stage:<18} {:<10} {}", e.seq, e.time, e.run, e.kind, e.actor, e.detail)
                         };
                         if r.is_err() {
                             return Ok(ExitCode::SUCCESS); // the reader went away (| head)

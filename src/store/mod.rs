@@ -657,6 +657,12 @@ impl Store {
         insert_event(&mut conn, run, stage, now_ms(), kind, actor, detail).await.map_err(self.db())
     }
 
+    /// Runs SQL as it is, on a connection that has promote's functions (benchmarks and tools that
+    /// fill or repair a state file; never for user input).
+    pub async fn raw_sql(&self, sql: &str) -> Result<(), StoreError> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool).await.map(|_| ()).map_err(self.db())
+    }
+
     /// Closes the pool (checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;

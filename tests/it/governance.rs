@@ -401,3 +401,69 @@ async fn a_run_notifies_slack_of_pending_approval_failure_and_its_end() {
     assert!(texts.iter().all(|t| !t.contains("s3cretpath")), "{texts:?}");
     assert_eq!(*r.hits.lock().unwrap(), 4, "the first call was retried");
 }
+
+/// The keys of every object the schema describes, checked against the real document both ways.
+fn check_against(schema: &serde_json::Value, doc: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
+    let Some(props) = schema["properties"].as_object() else {
+        if let (Some(each), Some(map)) = (schema["additionalProperties"].as_object(), doc.as_object()) {
+            for (k, v) in map {
+                check_against(&serde_json::Value::Object(each.clone()), v, &format!("{at}.{k}"), problems);
+            }
+        }
+        if let (Some(items), Some(list)) = (schema.get("items"), doc.as_array()) {
+            for (i, v) in list.iter().enumerate() {
+                check_against(items, v, &format!("{at}[{i}]"), problems);
+            }
+        }
+        return;
+    };
+    let Some(map) = doc.as_object() else {
+        if !doc.is_null() {
+            problems.push(format!("{at} is not an object"));
+        }
+        return;
+    };
+    for k in map.keys() {
+        if !props.contains_key(k) {
+            problems.push(format!("{at}.{k} is in the document but not in the schema"));
+        }
+    }
+    for (k, s) in props {
+        match map.get(k) {
+            None => problems.push(format!("{at}.{k} is in the schema but not in the document")),
+            Some(v) => check_against(s, v, &format!("{at}.{k}"), problems),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_input_document_is_the_documented_one() {
+    // A policy that hands the whole input back as a warning: the real document, from a real run.
+    let s = governed(
+        "  qa:\n    deploy: {environment: qa}\n  ok:\n    needs: [qa]\n    approval: {approvers: [alice]}\n  echo:\n    needs: [ok]\n    policy: {policies: [echo.rego]}\n  prod:\n    needs: [echo]\n    deploy: {environment: prod}\n",
+        "",
+    );
+    std::fs::write(s.path().join("echo.rego"), "package echo\n\nwarn contains json.marshal(input) if input.phase == \"stage\"\n").unwrap();
+    let prod = env_repo(&s, "prod");
+    prod.commit_as_someone_else("app/deployment.yaml", DEPLOYMENT, "the app");
+    prod.commit_as_someone_else("app/broken.yaml", "a: [unclosed\n", "oops");
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "5.0.0").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "ok", StageState::Waiting).await;
+    exec.store.decide(&id, "ok", "alice", true, Some("yes")).await.unwrap();
+    let sum = walker.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded, "{sum:?}");
+    let warn = stage(&sum, "echo").output.clone().unwrap()["policy"]["warn"][0].as_str().unwrap().to_string();
+    let doc: serde_json::Value = serde_json::from_str(&warn).unwrap();
+    assert_eq!((doc["environment"].as_str(), doc["change"]["oldValue"].as_str(), doc["change"]["newValue"].as_str()), (Some("prod"), Some("1.0.0"), Some("5.0.0")));
+    assert!(doc["manifests"].as_array().unwrap().iter().any(|m| m["kind"] == "Deployment" && m["file"] == "app/deployment.yaml"));
+    assert_eq!(doc["manifestErrors"][0]["file"], "app/broken.yaml");
+    assert_eq!(doc["approvals"][0]["comment"], "yes");
+    assert_eq!(doc["stages"]["qa"]["output"]["newValue"], "5.0.0");
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../../docs/policy-input.schema.json")).unwrap();
+    let mut problems = Vec::new();
+    check_against(&schema, &doc, "input", &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
