@@ -90,8 +90,8 @@ echo
 echo "==> sample service on 127.0.0.1:$(cat sample.port) (following envs/qa.git), Prometheus on 127.0.0.1:$prom_port scraping it every second"
 sed "s|http://127.0.0.1:9090|http://127.0.0.1:$prom_port|" "$pipeline_src" > pipeline.yaml
 # The shipped policies and users file (alice and bob are release managers).
-cp -r "$repo_root/pipelines/policies" policies
-cp "$repo_root/pipelines/users.yaml" users.yaml
+cp -r "$repo_root/pipelines/governance/policies" policies
+cp "$repo_root/pipelines/governance/users.yaml" users.yaml
 export PROMOTE_GIT_AUTHOR="promote demo <promote@example.com>" PROMOTE_USER=ci-bot
 
 echo

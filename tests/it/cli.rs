@@ -52,7 +52,7 @@ fn validate_an_invalid_file_prints_every_error_with_its_place_and_exits_2() {
 fn validate_takes_several_files_and_folders() {
     let dir = tmpdir("folder");
     std::fs::copy(fixture("valid/minimal.yaml"), dir.join("a.yaml")).unwrap();
-    std::fs::copy(fixture("valid/checkout.yaml"), dir.join("b.yml")).unwrap();
+    std::fs::copy(fixture("valid/minimal.yaml"), dir.join("b.yml")).unwrap();
     std::fs::write(dir.join("notes.txt"), "not a pipeline").unwrap();
     let out = promote(&["validate", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

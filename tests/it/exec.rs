@@ -261,7 +261,7 @@ fn approve_and_reject_refuse_what_is_not_allowed() {
     let id = String::from_utf8_lossy(&detached.stdout).trim().to_string();
     assert_eq!(id.len(), 26, "a ULID: {id}");
     let out = promote(s.path(), &["approve", &id, "ok", "--as", "mallory"]);
-    assert_eq!((out.status.code(), text(&out)), (Some(2), "promote: error: `mallory` is not an approver of this stage (approvers: alice, ci-bot)\n".into()));
+    assert_eq!((out.status.code(), text(&out)), (Some(2), "promote: error: `mallory` is not an approver of this stage, nor in one of its groups (approvers: alice, ci-bot)\n".into()));
     let out = promote(s.path(), &["approve", &id, "ok", "--as", "ci-bot"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("`ci-bot` started this run and may not approve it"), "{}", text(&out));
@@ -406,7 +406,7 @@ async fn a_state_file_from_an_older_version_is_migrated_with_its_runs() {
         pool.close().await;
     }
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     let run = store.run("01OLD").await.unwrap();
     assert_eq!((run.version.as_str(), run.state), ("0.9.0", RunState::Succeeded));
     // The tables of versions 2 and 3 work on the old rows.

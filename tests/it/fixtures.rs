@@ -92,6 +92,9 @@ fn the_shipped_pipelines_are_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "yaml") {
+            continue; // governance/: the users file and policies the pipelines name
+        }
         let (out, valid) = outcome(&path);
         assert!(valid, "{}:\n{out}", path.display());
         assert!(!out.contains("warning"), "{}:\n{out}", path.display());

@@ -9,7 +9,7 @@ use promote::store::{RunState, StageState};
 use crate::exec::{Setup, drive, promote, stage, text, wait_for_state};
 use crate::repos::{EnvRepo, git};
 
-const POLICIES: &str = include_str!("../../pipelines/policies/production.rego");
+const POLICIES: &str = include_str!("../../pipelines/governance/policies/production.rego");
 
 const USERS: &str = "users:
   alice: {name: Alice Liddell, email: alice@example.com, groups: [release-managers]}
