@@ -15,10 +15,13 @@
 //!   and rollback commits built in memory in a kept bare clone, pushed with retries.
 //! - [`secret`]: secret values that never print.
 //! - [`providers`]: where evidence comes from: Prometheus and web JSON (metrics), HTTP and
-//!   Kubernetes / Argo CD (health).
-//! - [`store`]: durable state (runs, stages, events, decisions, environment locks) in SQLite.
+//!   Kubernetes / Argo CD (health), log sources, and Rego policies (regorus).
+//! - [`store`]: durable state (runs, stages, decisions, environment locks) in SQLite, and the
+//!   hash-chained audit trail (`store::audit`: chained inside SQLite, verified, exported).
+//! - [`governance`]: the users file (groups, hashed tokens), freeze windows, notifications, and the
+//!   checks of the files a pipeline names (users, policies) at validate time.
 //! - [`stages`]: the stage kinds that run, one file each (`deploy`, `wait`, `approval`, `metrics`,
-//!   `logs`).
+//!   `logs`, `policy`).
 //! - [`exec`]: the executor: starts runs and walks their DAG on tokio, durably; metrics.
 //! - [`cli`]: the `promote` command line; `main.rs` only calls it.
 

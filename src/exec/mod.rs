@@ -519,10 +519,22 @@ fn summarize(output: &serde_json::Value) -> String {
     if let Some(outcome) = output["outcome"].as_str() {
         let env = output["environment"].as_str().unwrap_or("");
         let value = output["newValue"].as_str().unwrap_or("");
-        return match (outcome, output["commit"].as_str()) {
+        let line = match (outcome, output["commit"].as_str()) {
             ("committed", Some(c)) => format!("{env} -> {value} in {}", short(c)),
             ("already-done", Some(c)) => format!("{env}: already promoted in {}", short(c)),
             _ => format!("{env} already at {value}"),
+        };
+        let warnings = output["policyWarnings"].as_array().map_or(0, Vec::len);
+        let warned = if warnings > 0 { format!(" ({} from policy)", crate::diag::plural(warnings, "warning")) } else { String::new() };
+        let glass = output["breakGlass"]["user"].as_str().map(|u| format!("; freeze overridden by {u}")).unwrap_or_default();
+        return format!("{line}{warned}{glass}");
+    }
+    if let Some(p) = output.get("policy") {
+        let env = p["environment"].as_str().map(|e| format!(" for {e}")).unwrap_or_default();
+        let warn: Vec<&str> = p["warn"].as_array().map(|w| w.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+        return match warn.len() {
+            0 => format!("allowed{env}"),
+            n => format!("allowed{env}, {}: {}", crate::diag::plural(n, "warning"), warn.join("; ")),
         };
     }
     if let Some(m) = output.get("metrics") {
