@@ -187,7 +187,7 @@ fn row_entry(r: &sqlx::sqlite::SqliteRow, base: usize) -> Entry {
 
 /// Unix milliseconds as RFC 3339 in UTC.
 pub fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| ms.to_string())
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()).unwrap_or_else(|_| ms.to_string())
 }
 
 /// What is wrong with a trail: the first bad entry.
