@@ -467,3 +467,35 @@ async fn the_input_document_is_the_documented_one() {
     check_against(&schema, &doc, "input", &mut problems);
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+#[test]
+fn validation_reads_the_files_a_pipeline_names() {
+    let s = governed(
+        "  qa:\n    deploy: {environment: qa}\n  p:\n    policy: {policies: [policies/, nothere.rego]}\n  a:\n    approval: {approvers: [alice, group:nobody, zed]}\n",
+        "notifications:\n  - slack: {url: ftp://x}\n    events: [stage-faild]\n",
+    );
+    let source = std::fs::read_to_string(&s.file).unwrap();
+    let freeze = "    freeze: {timezone: Mars/X, windows: [{weekly: {from: fri 18:00, to: mon 25:00}}], breakGlass: [zed]}\n";
+    std::fs::write(&s.file, source.replacen("update: {kustomizeImage: registry.example.com/acme/checkout}\n", &format!("update: {{kustomizeImage: registry.example.com/acme/checkout}}\n{freeze}"), 1)).unwrap();
+    let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    for want in [
+        "pipeline.yaml:10:24: error: unknown time zone `Mars/X`",
+        "error: malformed weekly time `mon 25:00`",
+        "error: break-glass: `zed` is not in the users file",
+        "error: policy `nothere.rego` does not exist",
+        "error: approver: nobody in the users file is in group `nobody`",
+        "error: approver: `zed` is not in the users file",
+        "error: a notification `url` starts with http:// or https://",
+        "error: unknown notification event `stage-faild`; did you mean `stage-failed`?",
+    ] {
+        assert!(t.contains(want), "no `{want}` in:\n{t}");
+    }
+    assert!(t.contains("(8 errors"), "{t}");
+
+    // The users file's own mistakes are reported at their place in it.
+    std::fs::write(s.path().join("users.yaml"), "users:\n  alice:\n    name: Alice\n    emial: a@example.com\n").unwrap();
+    let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+    assert!(text(&out).contains("users.yaml:4:5: error:"), "{}", text(&out));
+}
