@@ -83,6 +83,19 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
             (format!("promote: error: {e}"), serde_json::json!({"environment": args.environment, "outcome": kind, "error": e.to_string()}), ExitCode::FAILURE)
         }
     };
+    // The trail keeps every manual rollback, done or not (run `-`: no run).
+    let who = super::run::current_user();
+    let detail = match &result {
+        Ok(_) => format!("{}: {line}", pipeline.name.value),
+        Err(e) => format!("{}: rollback of {} failed: {e}", pipeline.name.value, args.environment),
+    };
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let store = super::open_store(state).await?;
+        store.audit("-", None, "rollback", &who, &detail).await?;
+        store.close().await;
+        Ok::<(), anyhow::Error>(())
+    })?;
     if args.json {
         println!("{json}");
     } else if result.is_ok() {

@@ -86,6 +86,8 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
             let writer = exec.writer.clone();
             let head = tokio::task::spawn_blocking(move || writer.accept_history(&dest)).await??;
             eprintln!("accepted the history of `{name}` at {head}; commits that vanished stay under refs/promote/lost/ in the cache");
+            let detail = format!("{}: rewritten history of `{name}` accepted at {head}", plan.pipeline.name.value);
+            exec.store.audit("-", None, "accept-rewrite", &current_user(), &detail).await?;
         }
         let run = exec.start(&file, &source, &plan, &args.version, &current_user()).await?;
         if args.detach {

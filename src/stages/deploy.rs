@@ -84,6 +84,10 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
             ctx.store.audit(&run.id, Some(&stage), "policy", "promote", &format!("commit to `{env_name}` refused: {e}")).await?;
             return Err(StageError::Failed(e.to_string()));
         }
+        Err(e @ crate::git::GitError::HistoryRewritten(_)) => {
+            ctx.store.audit(&run.id, Some(&stage), "history-rewrite", "promote", &e.to_string()).await?;
+            return Err(StageError::Failed(e.to_string()));
+        }
         Err(e) => return Err(StageError::Failed(e.to_string())),
     };
     if checked && matches!(report.outcome, Outcome::Committed(_)) {

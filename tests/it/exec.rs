@@ -438,6 +438,14 @@ fn a_force_pushed_environment_fails_the_run_until_accepted() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("accepted the history of `qa`"), "{}", text(&out));
     assert_eq!(s.commits("qa"), ["promote checkout 7.0.1 to qa", "rewrite"]);
+    // The trail keeps the rewrite found and who accepted it.
+    let log = promote(s.path(), &["audit", "log", "--json"]);
+    let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&log.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let found = entries.iter().find(|e| e["kind"] == "history-rewrite").expect("the rewrite is in the trail");
+    assert!(found["detail"].as_str().unwrap().contains("`main` was rewritten"), "{found}");
+    let accepted = entries.iter().find(|e| e["kind"] == "accept-rewrite").expect("the acceptance is in the trail");
+    assert_eq!(accepted["actor"], "ci-bot");
+    assert!(promote(s.path(), &["audit", "verify"]).status.success());
 }
 
 #[test]

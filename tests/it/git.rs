@@ -464,6 +464,12 @@ fn rollback_command_writes_a_gpg_signed_commit() {
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
     assert!(String::from_utf8_lossy(&verify.stderr).contains("Good signature from \"Release Bot <bot@example.com>\""));
 
+    // The manual rollback is in the audit trail, with who did it.
+    let log = std::process::Command::new(crate::promote_bin()).current_dir(dir.path()).args(["audit", "log", "--json"]).output().unwrap();
+    let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&log.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "rollback");
+    assert!(last["detail"].as_str().unwrap().starts_with(&format!("checkout: rolled back qa: 1.4.2 -> 1.4.1 in commit {head}")), "{last}");
+
     // Nothing left: exit 1 and why. A wrong environment: exit 2 with the nearest name.
     let out = rollback_cmd(dir.path(), &home, &["qa", "--pipeline", "pipeline.yaml", "--json"]);
     assert_eq!(out.status.code(), Some(1));
