@@ -46,7 +46,32 @@ impl Windows {
         for win in &f.windows {
             let v = &win.value;
             match (&v.from, &v.to, &v.weekly) {
-                (Some(from), Some(to), None) => {
+                (None, None, None) if v.daily.is_some() => {
+                    let d = v.daily.as_ref().expect("checked");
+                    let (a, b) = (clock_minute(&d.from, diags), clock_minute(&d.to, diags));
+                    let mut days = Vec::new();
+                    for day in &d.days {
+                        match weekday(&day.value) {
+                            Some(w) => days.push(i32::from(w.to_monday_zero_offset())),
+                            None => diags.error(day.pos, format!("unknown day `{}`: write mon, tue, wed, thu, fri, sat or sun", day.value)),
+                        }
+                    }
+                    if days.is_empty() {
+                        days = (0..7).collect();
+                    }
+                    if let (Some(a), Some(b)) = (a, b) {
+                        if a == b {
+                            diags.error(d.to.pos, "a daily freeze window needs different start and end");
+                        }
+                        let length = (b - a).rem_euclid(1440);
+                        let name = v.name.clone().unwrap_or_else(|| format!("daily {} → {}", d.from.value, d.to.value));
+                        for day in days {
+                            let start = day * 1440 + a;
+                            w.weekly.push((start, (start + length) % WEEK, name.clone()));
+                        }
+                    }
+                }
+                (Some(from), Some(to), None) if v.daily.is_none() => {
                     let (a, b) = (w.instant(from, diags), w.instant(to, diags));
                     if let (Some(a), Some(b)) = (a, b) {
                         if b <= a {
@@ -55,7 +80,7 @@ impl Windows {
                         w.ranges.push((a, b, v.name.clone().unwrap_or_else(|| format!("{} → {}", from.value, to.value))));
                     }
                 }
-                (None, None, Some(wk)) => {
+                (None, None, Some(wk)) if v.daily.is_none() => {
                     if let (Some(a), Some(b)) = (weekly_minute(&wk.from, diags), weekly_minute(&wk.to, diags)) {
                         if a == b {
                             diags.error(wk.to.pos, "a weekly freeze window needs different start and end");
@@ -63,7 +88,10 @@ impl Windows {
                         w.weekly.push((a, b, v.name.clone().unwrap_or_else(|| format!("weekly {} → {}", wk.from.value, wk.to.value))));
                     }
                 }
-                _ => diags.error(win.pos, "a freeze window is either `{from, to}` (dates or date-times) or `{weekly: {from: fri 18:00, to: mon 08:00}}`"),
+                _ => diags.error(
+                    win.pos,
+                    "a freeze window is one of `{from, to}` (dates or date-times), `{weekly: {from: fri 18:00, to: mon 08:00}}` or `{daily: {from: \"22:00\", to: \"06:00\"}}`",
+                ),
             }
         }
         let after = diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).count();
@@ -128,26 +156,41 @@ fn minute_of_week(z: &Zoned) -> i32 {
     i32::from(z.weekday().to_monday_zero_offset()) * 1440 + i32::from(z.hour()) * 60 + i32::from(z.minute())
 }
 
+/// `mon`, `Monday`, ...
+fn weekday(s: &str) -> Option<Weekday> {
+    Some(match s.trim().to_ascii_lowercase().get(..3)? {
+        "mon" => Weekday::Monday,
+        "tue" => Weekday::Tuesday,
+        "wed" => Weekday::Wednesday,
+        "thu" => Weekday::Thursday,
+        "fri" => Weekday::Friday,
+        "sat" => Weekday::Saturday,
+        "sun" => Weekday::Sunday,
+        _ => return None,
+    })
+}
+
+/// `18:00` as minutes from midnight.
+fn hh_mm(s: &str) -> Option<i32> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..24).contains(&h) && (0..60).contains(&m)).then_some(h * 60 + m)
+}
+
 /// `fri 18:00` as minutes from Monday 00:00.
 fn weekly_minute(s: &Spanned<String>, diags: &mut Diagnostics) -> Option<i32> {
-    let parsed = (|| {
-        let (day, time) = s.value.trim().split_once(' ')?;
-        let day = match day.to_ascii_lowercase().get(..3)? {
-            "mon" => Weekday::Monday,
-            "tue" => Weekday::Tuesday,
-            "wed" => Weekday::Wednesday,
-            "thu" => Weekday::Thursday,
-            "fri" => Weekday::Friday,
-            "sat" => Weekday::Saturday,
-            "sun" => Weekday::Sunday,
-            _ => return None,
-        };
-        let (h, m) = time.trim().split_once(':')?;
-        let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
-        ((0..24).contains(&h) && (0..60).contains(&m)).then(|| i32::from(day.to_monday_zero_offset()) * 1440 + h * 60 + m)
-    })();
+    let parsed = s.value.trim().split_once(' ').and_then(|(day, time)| Some(i32::from(weekday(day)?.to_monday_zero_offset()) * 1440 + hh_mm(time)?));
     if parsed.is_none() {
         diags.error(s.pos, format!("malformed weekly time `{}`: write a day and a time, like `fri 18:00` or `mon 08:00`", s.value));
+    }
+    parsed
+}
+
+/// `22:00` as minutes from midnight.
+fn clock_minute(s: &Spanned<String>, diags: &mut Diagnostics) -> Option<i32> {
+    let parsed = hh_mm(&s.value);
+    if parsed.is_none() {
+        diags.error(s.pos, format!("malformed time `{}`: write hours and minutes, like `22:00` (quote it in YAML)", s.value));
     }
     parsed
 }
@@ -189,6 +232,20 @@ mod tests {
         let f = w.active(ts("2026-03-06T23:00:00Z")).unwrap();
         assert_eq!(f.until, ts("2026-03-09T12:00:00Z"), "Monday 08:00 EDT");
         assert!(w.active(ts("2026-03-09T12:00:00Z")).is_none());
+    }
+
+    #[test]
+    fn nights_across_midnight_on_listed_days() {
+        let daily = crate::model::Daily { from: sp("22:00"), to: sp("06:00"), days: vec![sp("fri"), sp("sat")] };
+        let f = freeze("Europe/Berlin", vec![FreezeWindow { daily: Some(daily), ..Default::default() }]);
+        let w = Windows::parse(&f, &mut Diagnostics::new("p")).unwrap();
+        // Friday 2026-11-27 23:30 in Berlin (+01:00) is frozen until Saturday 06:00, and Saturday
+        // night's window does not start before 22:00.
+        assert_eq!(w.active(ts("2026-11-27T22:30:00Z")).unwrap().until, ts("2026-11-28T05:00:00Z"));
+        assert!(w.active(ts("2026-11-28T12:00:00Z")).is_none());
+        assert!(w.active(ts("2026-11-26T22:30:00Z")).is_none(), "Thursday night is not listed");
+        // Saturday night runs into Sunday morning.
+        assert_eq!(w.active(ts("2026-11-29T04:59:00Z")).unwrap().until, ts("2026-11-29T05:00:00Z"));
     }
 
     #[test]

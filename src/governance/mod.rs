@@ -104,6 +104,24 @@ pub fn check(plan: &Plan, base_dir: &Path, diags: &mut Diagnostics) {
                 if a.min_approvals.value == 0 {
                     diags.error(a.min_approvals.pos, "`minApprovals` is at least 1");
                 }
+                // With the users file, the people who may approve are known: too few is an error.
+                if let Some(u) = &users
+                    && !a.approvers.iter().any(|x| x.value == "group:*")
+                {
+                    let eligible: Vec<&str> =
+                        u.users.iter().filter(|(login, x)| !x.disabled && is_listed(&a.approvers, Some(u), login)).map(|(l, _)| l.as_str()).collect();
+                    if eligible.len() < a.min_approvals.value as usize {
+                        diags.error(
+                            a.min_approvals.pos,
+                            format!(
+                                "`minApprovals: {}` but only {} in the users file may approve ({}): it could never be met",
+                                a.min_approvals.value,
+                                if eligible.len() == 1 { "1 person".to_string() } else { format!("{} people", eligible.len()) },
+                                if eligible.is_empty() { "nobody".to_string() } else { eligible.join(", ") }
+                            ),
+                        );
+                    }
+                }
             }
             StageKind::Metrics(m) => check_people(&m.approvers, "approver", diags),
             StageKind::Policy(pol) => {

@@ -493,6 +493,23 @@ pub struct FreezeWindow {
     /// Every week: `{from: fri 18:00, to: mon 08:00}`.
     #[serde(default)]
     pub weekly: Option<Weekly>,
+    /// Every day (or the listed days): `{from: "22:00", to: "06:00", days: [mon, tue]}`; an end
+    /// before the start is on the next day.
+    #[serde(default)]
+    pub daily: Option<Daily>,
+}
+
+/// A daily window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Daily {
+    /// `22:00`.
+    pub from: Spanned<String>,
+    /// `06:00` (the next day when before `from`).
+    pub to: Spanned<String>,
+    /// The days the window starts on (default: every day).
+    #[serde(default)]
+    pub days: Vec<Spanned<String>>,
 }
 
 /// A weekly window: day and time of its start and end.

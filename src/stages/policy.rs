@@ -2,8 +2,6 @@
 //! environment's manifests as the next deploy will leave them; `deny` fails the stage, `warn` is
 //! recorded and notified. The same policies check every deploy's commit (see `commit_check`).
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
 use super::{StageContext, StageError};
@@ -22,7 +20,6 @@ pub async fn run(p: &PolicyStage, ctx: &StageContext) -> Result<Value, StageErro
         let dest = Destination::of(e, &ctx.base_dir);
         let writer = ctx.writer.clone();
         let value = deploy_value(ctx, env)?;
-        let file = e.spec.update.clone();
         let (head, mut manifests) = tokio::task::spawn_blocking(move || writer.manifests(&dest))
             .await
             .map_err(|e| StageError::Failed(format!("reading manifests stopped: {e}")))?
@@ -36,7 +33,6 @@ pub async fn run(p: &PolicyStage, ctx: &StageContext) -> Result<Value, StageErro
             old = edited.old_value.clone();
             m.1 = edited.text;
         }
-        let _ = file;
         add_change(&mut input, &target.file, old.as_deref(), &value, &head, &manifests);
     }
     let evaluated = {
@@ -205,6 +201,3 @@ pub fn add_change(input: &mut Value, file: &str, old: Option<&str>, new: &str, h
     input["manifests"] = Value::Array(docs);
     input["manifestErrors"] = Value::Array(errors);
 }
-
-/// Keeps the compiled sets shared between a deploy's rounds.
-pub type Sets = Arc<Vec<PolicySet>>;

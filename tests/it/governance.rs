@@ -494,6 +494,12 @@ fn validation_reads_the_files_a_pipeline_names() {
     }
     assert!(t.contains("(8 errors"), "{t}");
 
+    // Too few people in the users file for `minApprovals`.
+    let source = std::fs::read_to_string(&s.file).unwrap();
+    std::fs::write(&s.file, source.replace("approvers: [alice, group:nobody, zed]", "approvers: [group:sre], minApprovals: 3")).unwrap();
+    let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+    assert!(text(&out).contains("`minApprovals: 3` but only 2 people in the users file may approve (carol, dave): it could never be met"), "{}", text(&out));
+
     // The users file's own mistakes are reported at their place in it.
     std::fs::write(s.path().join("users.yaml"), "users:\n  alice:\n    name: Alice\n    emial: a@example.com\n").unwrap();
     let out = promote(s.path(), &["validate", "pipeline.yaml"]);
