@@ -31,6 +31,10 @@ pub enum AuditCommand {
         /// The verdict as JSON.
         #[arg(long)]
         json: bool,
+        /// A head printed by an earlier verify and kept elsewhere: it must still be in the trail
+        /// (catches a rewrite that recomputed every hash). Repeatable.
+        #[arg(long, value_name = "HASH")]
+        known: Vec<String>,
     },
 }
 
@@ -84,8 +88,18 @@ pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                 let _ = out.flush();
                 Ok(ExitCode::SUCCESS)
             }
-            AuditCommand::Verify { json } => {
-                let v = store.verify_audit().await?;
+            AuditCommand::Verify { json, known } => {
+                let mut v = store.verify_audit().await?;
+                let mut missing = None;
+                for h in &known {
+                    if store.audit_entry_with_hash(h).await?.is_none() {
+                        missing = Some(h.clone());
+                        break;
+                    }
+                }
+                if let (None, Some(h)) = (&v.tamper, &missing) {
+                    v.tamper = Some(crate::store::audit::Tamper::Rewritten { known: h.clone() });
+                }
                 if json {
                     println!("{}", serde_json::to_string_pretty(&serde_json::json!({
                         "intact": v.tamper.is_none(), "entries": v.entries, "head": v.head,

@@ -219,6 +219,12 @@ pub enum Tamper {
         /// The entry.
         seq: i64,
     },
+    /// A head kept elsewhere is no longer in the trail: it was rewritten and every hash
+    /// recomputed.
+    Rewritten {
+        /// The head given.
+        known: String,
+    },
     /// Entries at the end are gone: the head promote wrote last is not the last entry.
     TailCut {
         /// The last entry promote wrote.
@@ -234,6 +240,7 @@ impl Tamper {
         match self {
             Tamper::Altered { seq } | Tamper::Removed { seq, .. } | Tamper::Reordered { seq, .. } | Tamper::Unhashed { seq } => *seq,
             Tamper::TailCut { last, .. } => *last + 1,
+            Tamper::Rewritten { .. } => 0,
         }
     }
 }
@@ -247,6 +254,7 @@ impl std::fmt::Display for Tamper {
             Tamper::Reordered { seq, after } => write!(f, "entry #{seq} does not follow #{after}: entries were reordered or replaced"),
             Tamper::Unhashed { seq } => write!(f, "entry #{seq} has no hash: it was written outside promote's chain"),
             Tamper::TailCut { head, last } => write!(f, "the trail ends at #{last} but promote last wrote #{head}: entries at the end were removed"),
+            Tamper::Rewritten { known } => write!(f, "the head {known} kept from an earlier verify is not in the trail: it was rewritten and its hashes recomputed"),
         }
     }
 }
@@ -316,6 +324,11 @@ impl Store {
             return Ok(Tamper::Removed { seq, after });
         }
         Ok(Tamper::Reordered { seq, after })
+    }
+
+    /// The entry whose hash is `hash`, if any (a head kept elsewhere must still be in the trail).
+    pub async fn audit_entry_with_hash(&self, hash: &str) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM events WHERE hash = ?").bind(hash.trim().to_ascii_lowercase()).fetch_optional(&self.pool).await.map_err(self.db())
     }
 
     /// The trail, oldest first, optionally of one run; `after` and `limit` page through it.

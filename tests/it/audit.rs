@@ -141,3 +141,27 @@ async fn a_schema_4_state_file_is_chained_when_opened() {
     assert!(v.tamper.is_none() && v.entries > 10, "{v:?}");
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rewrite_that_recomputes_every_hash_is_caught_by_a_head_kept_elsewhere() {
+    let (s, _) = trail().await;
+    let (code, out) = verify(s.path(), &s.state());
+    assert_eq!(code, Some(0));
+    let kept = out.trim().rsplit(' ').next().unwrap().to_string();
+    // Someone with the file and promote's code edits entry 5 and recomputes every hash after it.
+    let store = promote::store::Store::open(&s.state()).await.unwrap();
+    store.raw_sql("DROP TRIGGER events_append_only; UPDATE events SET detail = 'approved by mallory' WHERE id = 5;").await.unwrap();
+    let mut prev = String::new();
+    for e in store.audit_entries(None, 0, 1_000_000).await.unwrap() {
+        let hash = e.expected_hash(&prev);
+        store.raw_sql(&format!("UPDATE events SET prev_hash = '{prev}', hash = '{hash}' WHERE id = {}", e.seq)).await.unwrap();
+        store.raw_sql(&format!("UPDATE audit_head SET id = {}, hash = '{hash}'", e.seq)).await.unwrap();
+        prev = hash;
+    }
+    store.close().await;
+    let (code, out) = verify(s.path(), &s.state());
+    assert_eq!(code, Some(0), "the chain alone cannot see it: {out}");
+    let out = promote(s.path(), &["audit", "verify", "--known", &kept]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains(&format!("the head {kept} kept from an earlier verify is not in the trail")), "{}", text(&out));
+}
