@@ -93,6 +93,26 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let store = super::open_store(state).await?;
         store.audit("-", None, "rollback", &who, &detail).await?;
+        // The pipeline's channels hear of it as of a run's rollback.
+        if let Ok(Some(Outcome::Committed(_))) = result.as_ref().map(|r| Some(&r.outcome)) {
+            match crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]) {
+                Ok(n) => {
+                    let n = std::sync::Arc::new(n);
+                    n.send(crate::governance::notify::Note {
+                        event: "rollback".into(),
+                        pipeline: pipeline.name.value.clone(),
+                        run: "-".into(),
+                        version: String::new(),
+                        stage: None,
+                        message: format!("{line} (by {who}, `promote rollback`)"),
+                    });
+                    for u in n.finish().await {
+                        store.audit("-", None, "notification", "promote", &format!("`{}` note to {} not delivered: {}", u.event, u.channel, u.error)).await?;
+                    }
+                }
+                Err(e) => store.audit("-", None, "notification", "promote", &format!("notifications are off: {e}")).await?,
+            }
+        }
         store.close().await;
         Ok::<(), anyhow::Error>(())
     })?;
