@@ -374,12 +374,13 @@ async fn a_receiver_that_fails_twice_gets_the_note_on_the_third_attempt_redacted
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_notifies_slack_of_pending_approval_failure_and_its_end() {
     let r = Receiver::start(vec![500]);
+    // The URL is a secret: it comes from a file, not the pipeline.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), format!("{}\n", r.url)).unwrap();
     let s = governed(
         "  ok:\n    approval: {approvers: [alice]}\n",
-        "notifications:\n  - slack: {urlEnv: PROMOTE_TEST_SLACK_URL}\n    events: [approval-pending, stage-failed, run-finished]\n",
+        &format!("notifications:\n  - slack: {{urlFile: {}}}\n    events: [approval-pending, stage-failed, run-finished]\n", secret.path().display()),
     );
-    // The URL comes from the environment of the process, as a secret would.
-    unsafe { std::env::set_var("PROMOTE_TEST_SLACK_URL", &r.url) };
     let exec = Arc::new(s.executor().await);
     let id = s.start(&exec, "4.0.0").await;
     let (e, i) = (exec.clone(), id.clone());
