@@ -113,7 +113,16 @@ fn main() {
         .collect();
     let promote = |s: &Size, i: usize| {
         let (run, version) = (format!("run-{}-{i}", s.files), format!("2.0.{i}"));
-        let p = Promotion { pipeline: "checkout", environment: "prod", run: &run, stage: "deploy-prod", version: &version, value: &version, approved_by: &[], check: None };
+        let p = Promotion {
+            pipeline: "checkout",
+            environment: "prod",
+            run: &run,
+            stage: "deploy-prod",
+            version: &version,
+            value: &version,
+            approved_by: &[],
+            check: None,
+        };
         let start = Instant::now();
         s.writer.promote(&s.dest, &p).unwrap();
         start.elapsed()

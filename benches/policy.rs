@@ -15,11 +15,21 @@ fn package(n: usize) -> String {
     let mut p = format!("package bench.p{n}\n\nworkloads := {{\"Deployment\", \"StatefulSet\", \"DaemonSet\"}}\n\n");
     for r in 0..10 {
         let rule = match r % 5 {
-            0 => format!("deny contains msg if {{\n\tsome m in input.manifests\n\tm.kind == \"Service\"\n\tm.object.spec.type == \"LoadBalancer{r}\"\n\tmsg := sprintf(\"%s: lb\", [m.file])\n}}\n"),
-            1 => format!("deny contains msg if {{\n\tsome m in input.manifests\n\tm.kind in workloads\n\tsome c in m.object.spec.template.spec.containers\n\tendswith(c.image, \":latest{r}\")\n\tmsg := sprintf(\"%s: latest\", [m.file])\n}}\n"),
-            2 => format!("warn contains msg if {{\n\tsome m in input.manifests\n\tm.kind in workloads\n\tsome c in m.object.spec.template.spec.containers\n\tnot c.resources.limits\n\tm.name == \"never-{r}\"\n\tmsg := sprintf(\"%s: limits\", [m.file])\n}}\n"),
-            3 => format!("deny contains msg if {{\n\tsome m in input.manifests\n\tnot m.object.metadata.labels.team\n\tm.name == \"nobody-{r}\"\n\tmsg := sprintf(\"%s: no team\", [m.file])\n}}\n"),
-            _ => format!("deny contains msg if {{\n\tsemver.is_valid(input.change.newValue)\n\tsemver.compare(input.change.newValue, \"0.0.{r}\") < 0\n\tmsg := \"downgrade\"\n}}\n"),
+            0 => format!(
+                "deny contains msg if {{\n\tsome m in input.manifests\n\tm.kind == \"Service\"\n\tm.object.spec.type == \"LoadBalancer{r}\"\n\tmsg := sprintf(\"%s: lb\", [m.file])\n}}\n"
+            ),
+            1 => format!(
+                "deny contains msg if {{\n\tsome m in input.manifests\n\tm.kind in workloads\n\tsome c in m.object.spec.template.spec.containers\n\tendswith(c.image, \":latest{r}\")\n\tmsg := sprintf(\"%s: latest\", [m.file])\n}}\n"
+            ),
+            2 => format!(
+                "warn contains msg if {{\n\tsome m in input.manifests\n\tm.kind in workloads\n\tsome c in m.object.spec.template.spec.containers\n\tnot c.resources.limits\n\tm.name == \"never-{r}\"\n\tmsg := sprintf(\"%s: limits\", [m.file])\n}}\n"
+            ),
+            3 => format!(
+                "deny contains msg if {{\n\tsome m in input.manifests\n\tnot m.object.metadata.labels.team\n\tm.name == \"nobody-{r}\"\n\tmsg := sprintf(\"%s: no team\", [m.file])\n}}\n"
+            ),
+            _ => format!(
+                "deny contains msg if {{\n\tsemver.is_valid(input.change.newValue)\n\tsemver.compare(input.change.newValue, \"0.0.{r}\") < 0\n\tmsg := \"downgrade\"\n}}\n"
+            ),
         };
         p.push_str(&rule);
     }
@@ -53,8 +63,8 @@ fn main() {
         std::fs::write(dir.path().join(format!("p{n}.rego")), package(n)).unwrap();
     }
     let mut diags = Diagnostics::new("bench");
-    let set = PolicySet::load(dir.path(), &[Spanned::new(Default::default(), ".".into())], &[], &mut diags)
-        .unwrap_or_else(|| panic!("{:?}", diags.into_sorted()));
+    let set =
+        PolicySet::load(dir.path(), &[Spanned::new(Default::default(), ".".into())], &[], &mut diags).unwrap_or_else(|| panic!("{:?}", diags.into_sorted()));
     let manifests = manifests();
     let base = serde_json::json!({"phase": "commit", "pipeline": "bench", "version": "2.0.0", "environment": "prod", "stages": {}, "approvals": []});
     let mut input = base.clone();

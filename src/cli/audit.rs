@@ -101,10 +101,13 @@ pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                     v.tamper = Some(crate::store::audit::Tamper::Rewritten { known: h.clone() });
                 }
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-                        "intact": v.tamper.is_none(), "entries": v.entries, "head": v.head,
-                        "firstBad": v.tamper.as_ref().map(|t| t.seq()), "problem": v.tamper.as_ref().map(|t| t.to_string()), "detail": v.tamper,
-                    }))?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "intact": v.tamper.is_none(), "entries": v.entries, "head": v.head,
+                            "firstBad": v.tamper.as_ref().map(|t| t.seq()), "problem": v.tamper.as_ref().map(|t| t.to_string()), "detail": v.tamper,
+                        }))?
+                    );
                 } else {
                     match &v.tamper {
                         None => println!("audit trail intact: {} entries, head {}", v.entries, v.head.as_deref().unwrap_or("(empty)")),

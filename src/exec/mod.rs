@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 pub use metrics::Metrics;
 
 use crate::diag::Diagnostics;
-use crate::governance::notify::{Note, Notifier};
 use crate::git::{Destination, Outcome, RollbackRequest, RollbackTarget, Writer};
+use crate::governance::notify::{Note, Notifier};
 use crate::model::StageKind;
 use crate::plan::Plan;
 use crate::stages::{self, StageContext, StageError};

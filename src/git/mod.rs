@@ -8,7 +8,10 @@ mod writer;
 
 pub use commit::{Identity, SigningKey, create as create_commit, message, replace_file, trailer_values};
 pub use remote::{Credentials, Remote, Secret};
-pub use writer::{CheckInput, CommitCheck, Destination, MAX_MANIFESTS, EditTarget, LostCommit, Outcome, Promotion, Report, RollbackRequest, RollbackTarget, Writer, WriterConfig, Written};
+pub use writer::{
+    CheckInput, CommitCheck, Destination, EditTarget, LostCommit, MAX_MANIFESTS, Outcome, Promotion, Report, RollbackRequest, RollbackTarget, Writer,
+    WriterConfig, Written,
+};
 
 /// Why a promotion or rollback did not land. Nothing is half-written: the remote branch either has
 /// the whole commit or is untouched. Messages never contain tokens or passwords.

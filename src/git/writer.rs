@@ -342,8 +342,7 @@ impl Writer {
                     Some(m) => m.1 = edited.text.clone(),
                     None => manifests.push((dest.file.clone(), edited.text.clone())),
                 }
-                let input =
-                    CheckInput { file: &dest.file, old_value: edited.old_value.as_deref(), new_value: p.value, head: tip.id().to_string(), manifests };
+                let input = CheckInput { file: &dest.file, old_value: edited.old_value.as_deref(), new_value: p.value, head: tip.id().to_string(), manifests };
                 warnings = (check.0)(&input).map_err(GitError::Refused)?;
             }
             let written = Written { commit: Oid::ZERO_SHA1, old_value: edited.old_value, new_value: p.value.to_string(), undoes: None };

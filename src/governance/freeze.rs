@@ -35,7 +35,10 @@ impl Windows {
         let tz = match TimeZone::get(&f.timezone.value) {
             Ok(tz) => tz,
             Err(_) => {
-                diags.error(f.timezone.pos, format!("unknown time zone `{}`: use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`", f.timezone.value));
+                diags.error(
+                    f.timezone.pos,
+                    format!("unknown time zone `{}`: use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`", f.timezone.value),
+                );
                 TimeZone::UTC
             }
         };
@@ -101,11 +104,7 @@ impl Windows {
     /// `2026-12-20` (midnight) or `2026-12-20 18:00` in the window's time zone.
     fn instant(&self, s: &Spanned<String>, diags: &mut Diagnostics) -> Option<Timestamp> {
         let text = s.value.trim().replacen(' ', "T", 1);
-        let dt = if text.len() == 10 {
-            text.parse::<Date>().map(|d| d.at(0, 0, 0, 0))
-        } else {
-            text.parse::<DateTime>()
-        };
+        let dt = if text.len() == 10 { text.parse::<Date>().map(|d| d.at(0, 0, 0, 0)) } else { text.parse::<DateTime>() };
         match dt.and_then(|dt| dt.to_zoned(self.tz.clone())) {
             Ok(z) => Some(z.timestamp()),
             Err(_) => {
@@ -205,7 +204,12 @@ mod tests {
     }
 
     fn freeze(tz: &str, windows: Vec<FreezeWindow>) -> Freeze {
-        Freeze { timezone: sp(tz), windows: windows.into_iter().map(|w| Spanned::new(Default::default(), w)).collect(), on_freeze: OnFreeze::Wait, break_glass: vec![] }
+        Freeze {
+            timezone: sp(tz),
+            windows: windows.into_iter().map(|w| Spanned::new(Default::default(), w)).collect(),
+            on_freeze: OnFreeze::Wait,
+            break_glass: vec![],
+        }
     }
 
     fn ts(s: &str) -> Timestamp {

@@ -83,7 +83,9 @@ pub fn check(plan: &Plan, base_dir: &Path, diags: &mut Diagnostics) {
                         let groups: Vec<&str> = u.groups().collect();
                         diags.error(a.pos, format!("{what}: nobody in the users file is in group `{g}`{}", did_you_mean(g, groups)));
                     }
-                    (None, false) => diags.error(a.pos, format!("{what}: `{}` needs a users file (`users: users.yaml` at the top) to say who is in it", a.value)),
+                    (None, false) => {
+                        diags.error(a.pos, format!("{what}: `{}` needs a users file (`users: users.yaml` at the top) to say who is in it", a.value))
+                    }
                     _ => {}
                 },
                 None => {

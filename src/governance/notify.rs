@@ -17,7 +17,10 @@ pub fn check(list: &[Notification], diags: &mut Diagnostics) {
     for n in list {
         for e in &n.events {
             if !EVENTS.contains(&e.value.as_str()) {
-                diags.error(e.pos, format!("unknown notification event `{}`{}; events: {}", e.value, did_you_mean(&e.value, EVENTS.iter().copied()), EVENTS.join(", ")));
+                diags.error(
+                    e.pos,
+                    format!("unknown notification event `{}`{}; events: {}", e.value, did_you_mean(&e.value, EVENTS.iter().copied()), EVENTS.join(", ")),
+                );
             }
         }
         if n.webhook.is_some() == n.slack.is_some() {

@@ -77,7 +77,9 @@ impl Users {
                     file: file.to_string(),
                     line,
                     col,
-                    why: format!("user `{login}`: `token` must be `sha256:` and 64 hex digits (never the token itself); `promote token --for {login}` makes one"),
+                    why: format!(
+                        "user `{login}`: `token` must be `sha256:` and 64 hex digits (never the token itself); `promote token --for {login}` makes one"
+                    ),
                 });
             }
         }
@@ -162,7 +164,8 @@ fn find(text: &str, needle: &str) -> (usize, usize) {
 mod tests {
     use super::*;
 
-    const FILE: &str = "users:\n  alice:\n    name: Alice\n    email: alice@example.com\n    groups: [release-managers]\n  bob:\n    name: Bob\n    email: bob@example.com\n";
+    const FILE: &str =
+        "users:\n  alice:\n    name: Alice\n    email: alice@example.com\n    groups: [release-managers]\n  bob:\n    name: Bob\n    email: bob@example.com\n";
 
     #[test]
     fn groups_and_signatures() {

@@ -64,10 +64,16 @@ impl PolicySet {
                 };
                 match engine.add_policy(shown.clone(), text.clone()) {
                     Ok(pkg) => {
-                        let has = |rule: &str| text.lines().any(|l| l.trim_start().starts_with(rule) && l.trim_start()[rule.len()..].starts_with([' ', '[', ':', '=', '{', '\t']));
+                        let has = |rule: &str| {
+                            text.lines().any(|l| l.trim_start().starts_with(rule) && l.trim_start()[rule.len()..].starts_with([' ', '[', ':', '=', '{', '\t']))
+                        };
                         let (deny, warn) = (has("deny"), has("warn"));
                         if !deny && !warn {
-                            diags.error_in(shown.clone(), Pos::new(1, 1), format!("policy {shown} ({pkg}) has no `deny` or `warn` rule: promote would never use it"));
+                            diags.error_in(
+                                shown.clone(),
+                                Pos::new(1, 1),
+                                format!("policy {shown} ({pkg}) has no `deny` or `warn` rule: promote would never use it"),
+                            );
                             ok = false;
                         }
                         packages.push((pkg, deny, warn, shown.clone()));

@@ -137,7 +137,10 @@ async fn freeze_gate(f: &crate::model::Freeze, ctx: &StageContext, env: &str) ->
     use crate::governance::freeze::Windows;
     let mut diags = crate::diag::Diagnostics::new(ctx.run.file.clone());
     let Some(windows) = Windows::parse(f, &mut diags) else {
-        return Err(StageError::Failed(format!("freeze of `{env}` does not parse: {}", diags.into_sorted().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; "))));
+        return Err(StageError::Failed(format!(
+            "freeze of `{env}` does not parse: {}",
+            diags.into_sorted().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")
+        )));
     };
     let stage = ctx.stage().name.value.clone();
     let mut said_waiting = false;

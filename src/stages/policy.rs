@@ -63,7 +63,9 @@ pub fn describe(d: &Decision, env: Option<&str>) -> String {
     match (d.deny.is_empty(), d.warn.is_empty()) {
         (true, true) => format!("policy allowed{at}"),
         (true, false) => format!("policy allowed{at} with warnings: {}", d.warn.join("; ")),
-        (false, _) => format!("policy denied{at}: {}{}", d.deny.join("; "), if d.warn.is_empty() { String::new() } else { format!(" (warnings: {})", d.warn.join("; ")) }),
+        (false, _) => {
+            format!("policy denied{at}: {}{}", d.deny.join("; "), if d.warn.is_empty() { String::new() } else { format!(" (warnings: {})", d.warn.join("; ")) })
+        }
     }
 }
 
@@ -117,8 +119,10 @@ fn target_environment(p: &PolicyStage, ctx: &StageContext) -> Option<String> {
         StageKind::Deploy(d) => Some(d.environment.value.clone()),
         _ => None,
     };
-    let after = (0..stages.len()).filter(|&i| super::deploy::upstream(&ctx.plan, ctx.index, i) && env_of(i).is_some()).min_by_key(|&i| distance(ctx, ctx.index, i));
-    let before = (0..stages.len()).filter(|&i| super::deploy::upstream(&ctx.plan, i, ctx.index) && env_of(i).is_some()).min_by_key(|&i| distance(ctx, i, ctx.index));
+    let after =
+        (0..stages.len()).filter(|&i| super::deploy::upstream(&ctx.plan, ctx.index, i) && env_of(i).is_some()).min_by_key(|&i| distance(ctx, ctx.index, i));
+    let before =
+        (0..stages.len()).filter(|&i| super::deploy::upstream(&ctx.plan, i, ctx.index) && env_of(i).is_some()).min_by_key(|&i| distance(ctx, i, ctx.index));
     after.or(before).and_then(env_of)
 }
 
@@ -152,7 +156,8 @@ pub async fn input_base(ctx: &StageContext, phase: &str, env: Option<&str>) -> R
     for r in ctx.store.stages(&ctx.run.id).await? {
         if r.kind == "approval" || r.kind == "metrics" {
             for d in ctx.store.decisions(&ctx.run.id, &r.name).await? {
-                approvals.push(json!({"stage": r.name, "user": d.user, "approve": d.approve, "comment": d.comment, "time": crate::store::audit::rfc3339(d.at)}));
+                approvals
+                    .push(json!({"stage": r.name, "user": d.user, "approve": d.approve, "comment": d.comment, "time": crate::store::audit::rfc3339(d.at)}));
             }
         }
         stages.insert(r.name.clone(), json!({"kind": r.kind, "state": r.state.as_str(), "message": r.message, "output": r.output}));

@@ -254,7 +254,9 @@ impl std::fmt::Display for Tamper {
             Tamper::Reordered { seq, after } => write!(f, "entry #{seq} does not follow #{after}: entries were reordered or replaced"),
             Tamper::Unhashed { seq } => write!(f, "entry #{seq} has no hash: it was written outside promote's chain"),
             Tamper::TailCut { head, last } => write!(f, "the trail ends at #{last} but promote last wrote #{head}: entries at the end were removed"),
-            Tamper::Rewritten { known } => write!(f, "the head {known} kept from an earlier verify is not in the trail: it was rewritten and its hashes recomputed"),
+            Tamper::Rewritten { known } => {
+                write!(f, "the head {known} kept from an earlier verify is not in the trail: it was rewritten and its hashes recomputed")
+            }
         }
     }
 }

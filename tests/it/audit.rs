@@ -111,7 +111,8 @@ async fn every_kind_of_tampering_is_caught_and_the_first_bad_entry_named() {
     let (db, pool) = copy(&s, "inserted").await;
     let refused = sqlx::raw_sql("INSERT INTO events (run_id, at, kind, actor, detail) VALUES ('x', 0, 'decision', 'mallory', 'approved')").execute(&pool).await;
     assert!(refused.unwrap_err().to_string().contains("no such function: promote_chain"));
-    exec_sql(&pool, "DROP TRIGGER events_chain; INSERT INTO events (run_id, at, kind, actor, detail) VALUES ('x', 0, 'decision', 'mallory', 'approved');").await;
+    exec_sql(&pool, "DROP TRIGGER events_chain; INSERT INTO events (run_id, at, kind, actor, detail) VALUES ('x', 0, 'decision', 'mallory', 'approved');")
+        .await;
     pool.close().await;
     let (code, out) = verify(s.path(), &db);
     assert_eq!(code, Some(1));

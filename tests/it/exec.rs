@@ -261,7 +261,10 @@ fn approve_and_reject_refuse_what_is_not_allowed() {
     let id = String::from_utf8_lossy(&detached.stdout).trim().to_string();
     assert_eq!(id.len(), 26, "a ULID: {id}");
     let out = promote(s.path(), &["approve", &id, "ok", "--as", "mallory"]);
-    assert_eq!((out.status.code(), text(&out)), (Some(2), "promote: error: `mallory` is not an approver of this stage, nor in one of its groups (approvers: alice, ci-bot)\n".into()));
+    assert_eq!(
+        (out.status.code(), text(&out)),
+        (Some(2), "promote: error: `mallory` is not an approver of this stage, nor in one of its groups (approvers: alice, ci-bot)\n".into())
+    );
     let out = promote(s.path(), &["approve", &id, "ok", "--as", "ci-bot"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("`ci-bot` started this run and may not approve it"), "{}", text(&out));

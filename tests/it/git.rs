@@ -183,7 +183,16 @@ fn twenty_tasks_sharing_one_writer_all_land() {
                 };
                 let run = format!("run-{i}");
                 let version = format!("1.0.{i}");
-                let p = Promotion { pipeline: "checkout", environment: "qa", run: &run, stage: "deploy", version: &version, value: &version, approved_by: &[], check: None };
+                let p = Promotion {
+                    pipeline: "checkout",
+                    environment: "qa",
+                    run: &run,
+                    stage: "deploy",
+                    version: &version,
+                    value: &version,
+                    approved_by: &[],
+                    check: None,
+                };
                 w.promote(&repo.dest(&repo.path(), &file, EditTarget::Path(path)), &p).unwrap()
             })
         })
@@ -228,7 +237,16 @@ fn twenty_replicas(root: &Path, repo: EnvRepo, url: String) {
                 let w = writer(&root, &format!("cache-{i}"));
                 let run = format!("run-{i}");
                 let version = format!("2.0.{i}");
-                let p = Promotion { pipeline: "checkout", environment: "qa", run: &run, stage: "deploy", version: &version, value: &version, approved_by: &[], check: None };
+                let p = Promotion {
+                    pipeline: "checkout",
+                    environment: "qa",
+                    run: &run,
+                    stage: "deploy",
+                    version: &version,
+                    value: &version,
+                    approved_by: &[],
+                    check: None,
+                };
                 let dest = repo.dest(&url, "values.yaml", EditTarget::Path(format!("services.svc{i}.tag")));
                 barrier.wait();
                 w.promote(&dest, &p).unwrap()

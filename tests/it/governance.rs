@@ -111,7 +111,11 @@ async fn broken_policies_are_errors_with_their_place_never_a_pass() {
     assert!(text(&out).contains("rules/broken.rego:4:9: error: Rego: expecting `}`"), "{}", text(&out));
 
     // A division by zero at evaluation fails the stage with the file and line.
-    std::fs::write(s.path().join("rules/broken.rego"), "package div\n\ndeny contains msg if {\n    x := 10 / count(input.approvals)\n    x > 1\n    msg := \"never\"\n}\n").unwrap();
+    std::fs::write(
+        s.path().join("rules/broken.rego"),
+        "package div\n\ndeny contains msg if {\n    x := 10 / count(input.approvals)\n    x > 1\n    msg := \"never\"\n}\n",
+    )
+    .unwrap();
     let out = promote(s.path(), &["validate", "pipeline.yaml"]);
     assert!(out.status.success(), "{}", text(&out));
     let exec = s.executor().await;
@@ -233,7 +237,9 @@ fn frozen_now(on_freeze: &str) -> String {
     let today = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::UTC).date();
     let from = today.yesterday().unwrap();
     let to = today.tomorrow().unwrap().tomorrow().unwrap();
-    format!("    freeze:\n      timezone: UTC\n      onFreeze: {on_freeze}\n      windows: [{{name: year-end, from: \"{from}\", to: \"{to}\"}}]\n      breakGlass: [alice, ci-bot]\n")
+    format!(
+        "    freeze:\n      timezone: UTC\n      onFreeze: {on_freeze}\n      windows: [{{name: year-end, from: \"{from}\", to: \"{to}\"}}]\n      breakGlass: [alice, ci-bot]\n"
+    )
 }
 
 /// The setup with prod frozen now.
@@ -458,7 +464,10 @@ async fn the_input_document_is_the_documented_one() {
     assert_eq!(sum.run.state, RunState::Succeeded, "{sum:?}");
     let warn = stage(&sum, "echo").output.clone().unwrap()["policy"]["warn"][0].as_str().unwrap().to_string();
     let doc: serde_json::Value = serde_json::from_str(&warn).unwrap();
-    assert_eq!((doc["environment"].as_str(), doc["change"]["oldValue"].as_str(), doc["change"]["newValue"].as_str()), (Some("prod"), Some("1.0.0"), Some("5.0.0")));
+    assert_eq!(
+        (doc["environment"].as_str(), doc["change"]["oldValue"].as_str(), doc["change"]["newValue"].as_str()),
+        (Some("prod"), Some("1.0.0"), Some("5.0.0"))
+    );
     assert!(doc["manifests"].as_array().unwrap().iter().any(|m| m["kind"] == "Deployment" && m["file"] == "app/deployment.yaml"));
     assert_eq!(doc["manifestErrors"][0]["file"], "app/broken.yaml");
     assert_eq!(doc["approvals"][0]["comment"], "yes");
@@ -477,7 +486,15 @@ fn validation_reads_the_files_a_pipeline_names() {
     );
     let source = std::fs::read_to_string(&s.file).unwrap();
     let freeze = "    freeze: {timezone: Mars/X, windows: [{weekly: {from: fri 18:00, to: mon 25:00}}], breakGlass: [zed]}\n";
-    std::fs::write(&s.file, source.replacen("update: {kustomizeImage: registry.example.com/acme/checkout}\n", &format!("update: {{kustomizeImage: registry.example.com/acme/checkout}}\n{freeze}"), 1)).unwrap();
+    std::fs::write(
+        &s.file,
+        source.replacen(
+            "update: {kustomizeImage: registry.example.com/acme/checkout}\n",
+            &format!("update: {{kustomizeImage: registry.example.com/acme/checkout}}\n{freeze}"),
+            1,
+        ),
+    )
+    .unwrap();
     let out = promote(s.path(), &["validate", "pipeline.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     let t = text(&out);
