@@ -88,11 +88,6 @@ impl Diagnostics {
         self.items.push(Diagnostic { file: file.into(), pos, severity: Severity::Error, message: message.into() });
     }
 
-    /// The file the diagnostics are about.
-    pub fn file(&self) -> &str {
-        &self.file
-    }
-
     fn push(&mut self, pos: Pos, severity: Severity, message: String) {
         self.items.push(Diagnostic { file: self.file.clone(), pos, severity, message });
     }

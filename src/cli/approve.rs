@@ -139,17 +139,9 @@ fn decide(run_id: &str, stage: &str, user: &str, mode: Mode, comment: Option<&st
         store.decide_as(run_id, stage, user, mode != Mode::Reject, comment, kind).await?;
         if mode == Mode::BreakGlass {
             let notifier = std::sync::Arc::new(crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]).unwrap_or_default());
-            notifier.send(crate::governance::notify::Note {
-                event: "break-glass".into(),
-                pipeline: run.pipeline.clone(),
-                run: run.id.clone(),
-                version: run.version.clone(),
-                stage: Some(stage.into()),
-                message: format!("{user} broke the glass: {}", comment.unwrap_or("")),
-            });
-            for u in notifier.finish().await {
-                store.audit(run_id, Some(stage), "notification", "promote", &format!("`{}` note to {} not delivered: {}", u.event, u.channel, u.error)).await?;
-            }
+            let message = format!("{user} broke the glass: {}", comment.unwrap_or(""));
+            notifier.send(crate::governance::notify::Note::for_run(&run, "break-glass", Some(stage), &message));
+            notifier.finish_audited(&store, run_id).await?;
         }
         let what = match mode {
             Mode::Approve => "approved",

@@ -106,9 +106,7 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
                         stage: None,
                         message: format!("{line} (by {who}, `promote rollback`)"),
                     });
-                    for u in n.finish().await {
-                        store.audit("-", None, "notification", "promote", &format!("`{}` note to {} not delivered: {}", u.event, u.channel, u.error)).await?;
-                    }
+                    n.finish_audited(&store, "-").await?;
                 }
                 Err(e) => store.audit("-", None, "notification", "promote", &format!("notifications are off: {e}")).await?,
             }

@@ -121,16 +121,8 @@ impl Executor {
                 Arc::new(Notifier::default())
             }
         };
-        let note = |event: &str, stage: Option<&str>, message: &str| {
-            notifier.send(Note {
-                event: event.into(),
-                pipeline: run.pipeline.clone(),
-                run: run.id.clone(),
-                version: run.version.clone(),
-                stage: stage.map(str::to_string),
-                message: message.into(),
-            })
-        };
+        let note = |event: &str, stage: Option<&str>, message: &str| notifier.send(Note::for_run(&run, event, stage, message));
+        let policies = Arc::new(tokio::sync::OnceCell::new());
         let names: HashMap<String, usize> = plan.pipeline.stages.iter().enumerate().map(|(i, s)| (s.name.value.clone(), i)).collect();
         let n = plan.pipeline.stages.len();
         let mut state = vec![StageState::Pending; n];
@@ -233,6 +225,7 @@ impl Executor {
                             poll: self.poll,
                             report: report.clone(),
                             notifier: notifier.clone(),
+                            policies: policies.clone(),
                         };
                         handles.insert(w.i, tasks.spawn(attempt_loop(ctx, attempt)));
                     }
@@ -303,9 +296,7 @@ impl Executor {
             RunState::Succeeded
         };
         // The run waits for its notifications; those not delivered go into the audit trail.
-        for u in notifier.finish().await {
-            self.store.audit(id, None, "notification", "promote", &format!("`{}` note to {} not delivered: {}", u.event, u.channel, u.error)).await?;
-        }
+        notifier.finish_audited(&self.store, id).await?;
         self.metrics.run_finished(outcome.as_str());
         tracing::info!(run = %run.id, outcome = %outcome, "run finished");
         Ok(Summary { run: self.store.run(id).await?, stages: self.store.stages(id).await? })

@@ -175,7 +175,7 @@ impl std::fmt::Debug for CommitCheck<'_> {
 }
 
 /// The most YAML files (and bytes per file) a commit check reads.
-pub const MAX_MANIFESTS: usize = 5000;
+const MAX_MANIFESTS: usize = 5000;
 const MAX_MANIFEST_BYTES: usize = 1 << 20;
 
 /// One promotion: write `value` for `version` of `pipeline` into an environment.

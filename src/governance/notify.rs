@@ -60,6 +60,20 @@ pub struct Note {
     pub message: String,
 }
 
+impl Note {
+    /// A note about a run.
+    pub fn for_run(run: &crate::store::RunRecord, event: &str, stage: Option<&str>, message: &str) -> Note {
+        Note {
+            event: event.into(),
+            pipeline: run.pipeline.clone(),
+            run: run.id.clone(),
+            version: run.version.clone(),
+            stage: stage.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Json,
@@ -150,6 +164,14 @@ impl Notifier {
             }
         }
         out
+    }
+
+    /// Waits for every note sent so far; those not delivered become audit entries of `run`.
+    pub async fn finish_audited(&self, store: &crate::store::Store, run: &str) -> Result<(), crate::store::StoreError> {
+        for u in self.finish().await {
+            store.audit(run, None, "notification", "promote", &format!("`{}` note to {} not delivered: {}", u.event, u.channel, u.error)).await?;
+        }
+        Ok(())
     }
 
     /// One channel, every attempt: returns the attempts it took, or the last error.

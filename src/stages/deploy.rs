@@ -26,20 +26,10 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
         None => None,
     };
     let run = ctx.run.clone();
-    let image = ctx.plan.pipeline.artifact.image.value.clone();
     let pipeline = ctx.plan.pipeline.name.value.clone();
-    let vars = |n: &str| -> Option<&str> {
-        match n {
-            "version" => Some(&run.version),
-            "image" => Some(&image),
-            "pipeline" => Some(&pipeline),
-            "run" => Some(&run.id),
-            "environment" => Some(env_name),
-            "stage" => Some(&stage),
-            _ => None,
-        }
-    };
-    let value = Destination::value(&env.spec.update.value, vars).map_err(|v| StageError::Failed(format!("`${{{v}}}` has no value here")))?;
+    let variables = ctx.variables_for(env_name);
+    let vars = |n: &str| variables.get(n).map(String::as_str);
+    let value = ctx.deploy_value(env)?;
     let dest = Destination::of(env, &ctx.base_dir);
     // Everyone who approved an approval stage of this run gated this promotion: `Name <email>`
     // from the users file.
@@ -56,14 +46,14 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
         }
     }
     // Every policy of the pipeline judges the commit before it is pushed.
-    let sets = super::policy::load_all(ctx).await?;
+    let sets = super::policy::compiled(ctx).await?;
     let base = super::policy::input_base(ctx, "commit", Some(env_name)).await?;
     let checked = !sets.is_empty();
     let writer = ctx.writer.clone();
     let (run2, env2, stage2, value2) = (run.clone(), env_name.clone(), stage.clone(), value.clone());
     let pipeline2 = pipeline.clone();
     let report = tokio::task::spawn_blocking(move || {
-        let check = super::policy::commit_check(&sets, &base);
+        let check = super::policy::commit_check(sets.iter().map(|(_, s)| s), &base);
         let p = Promotion {
             pipeline: &pipeline2,
             environment: &env2,

@@ -66,6 +66,9 @@ pub struct StageContext {
     pub report: Report,
     /// The run's notification channels.
     pub notifier: Arc<crate::governance::notify::Notifier>,
+    /// The pipeline's policy sets by stage index, compiled once per run on first use (policy
+    /// stages and every deploy's commit check share them).
+    pub policies: Arc<tokio::sync::OnceCell<policy::Compiled>>,
 }
 
 impl StageContext {
@@ -128,14 +131,21 @@ impl StageContext {
 
     /// Sends a notification about this run (in the background).
     pub fn notify(&self, event: &str, stage: Option<&str>, message: &str) {
-        self.notifier.send(crate::governance::notify::Note {
-            event: event.into(),
-            pipeline: self.run.pipeline.clone(),
-            run: self.run.id.clone(),
-            version: self.run.version.clone(),
-            stage: stage.map(str::to_string),
-            message: message.into(),
-        });
+        self.notifier.send(crate::governance::notify::Note::for_run(&self.run, event, stage, message));
+    }
+
+    /// [`variables`](Self::variables) with `environment` set to a deploy's environment.
+    pub fn variables_for(&self, environment: &str) -> crate::providers::Vars {
+        let mut v = self.variables();
+        v.insert("environment", environment.to_string());
+        v
+    }
+
+    /// The value a deploy into `env` writes (its `update.value`, interpolated).
+    pub fn deploy_value(&self, env: &crate::model::Environment) -> Result<String, StageError> {
+        let vars = self.variables_for(&env.name.value);
+        crate::git::Destination::value(&env.spec.update.value, |n| vars.get(n).map(String::as_str))
+            .map_err(|v| StageError::Failed(format!("`${{{v}}}` has no value here")))
     }
 
     /// The pipeline's users file, if it names one (read anew: changes count at once).

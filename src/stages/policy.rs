@@ -12,32 +12,34 @@ use crate::providers::policy::{Decision, PolicySet, to_value};
 /// Judges the run and the target environment.
 pub async fn run(p: &PolicyStage, ctx: &StageContext) -> Result<Value, StageError> {
     let name = ctx.stage().name.value.clone();
-    let set = load(ctx, p).await?;
+    let sets = compiled(ctx).await?;
     let env = target_environment(p, ctx);
     let mut input = input_base(ctx, "stage", env.as_deref()).await?;
     if let Some(env) = &env {
         let e = ctx.plan.pipeline.environments.iter().find(|e| &e.name.value == env).expect("validated");
         let dest = Destination::of(e, &ctx.base_dir);
-        let writer = ctx.writer.clone();
-        let value = deploy_value(ctx, env)?;
-        let (head, mut manifests) = tokio::task::spawn_blocking(move || writer.manifests(&dest))
+        let value = ctx.deploy_value(e)?;
+        let (writer, read) = (ctx.writer.clone(), dest.clone());
+        let (head, mut manifests) = tokio::task::spawn_blocking(move || writer.manifests(&read))
             .await
             .map_err(|e| StageError::Failed(format!("reading manifests stopped: {e}")))?
             .map_err(|e| StageError::Failed(format!("reading the manifests of `{env}`: {e}")))?;
         // What the deploy will write, applied to the file it edits.
-        let target = Destination::of(e, &ctx.base_dir);
         let mut old = None;
-        if let Some(m) = manifests.iter_mut().find(|(f, _)| *f == target.file)
-            && let Ok(edited) = crate::git::edit::apply(&target.file, &m.1, target.target.as_target(), &value)
+        if let Some(m) = manifests.iter_mut().find(|(f, _)| *f == dest.file)
+            && let Ok(edited) = crate::git::edit::apply(&dest.file, &m.1, dest.target.as_target(), &value)
         {
             old = edited.old_value.clone();
             m.1 = edited.text;
         }
-        add_change(&mut input, &target.file, old.as_deref(), &value, &head, &manifests);
+        add_change(&mut input, &dest.file, old.as_deref(), &value, &head, &manifests);
     }
     let evaluated = {
         let input = to_value(&input);
-        tokio::task::spawn_blocking(move || set.evaluate(input)).await.map_err(|e| StageError::Failed(format!("policy evaluation stopped: {e}")))?
+        let index = ctx.index;
+        tokio::task::spawn_blocking(move || sets.iter().find(|(i, _)| *i == index).expect("every policy stage is compiled").1.evaluate(input))
+            .await
+            .map_err(|e| StageError::Failed(format!("policy evaluation stopped: {e}")))?
     };
     let decision = match evaluated {
         Ok(d) => d,
@@ -80,26 +82,38 @@ async fn load(ctx: &StageContext, p: &PolicyStage) -> Result<PolicySet, StageErr
     .map_err(|e| StageError::Failed(format!("policies do not load: {e}")))
 }
 
-/// Every policy stage's policies of the pipeline, compiled (for the commit check).
-pub async fn load_all(ctx: &StageContext) -> Result<Vec<PolicySet>, StageError> {
-    let mut out = Vec::new();
-    for s in &ctx.plan.pipeline.stages {
-        if let StageKind::Policy(p) = &s.kind {
-            out.push(load(ctx, p).await?);
-        }
-    }
-    Ok(out)
+/// The compiled policy sets of a pipeline: (policy stage's index, its set).
+pub type Compiled = std::sync::Arc<Vec<(usize, PolicySet)>>;
+
+/// Every policy stage's policies of the pipeline, by stage index: compiled on first use in a run,
+/// then shared by the policy stages and every deploy's commit check.
+pub async fn compiled(ctx: &StageContext) -> Result<Compiled, StageError> {
+    ctx.policies
+        .get_or_try_init(|| async {
+            let mut out = Vec::new();
+            for (i, s) in ctx.plan.pipeline.stages.iter().enumerate() {
+                if let StageKind::Policy(p) = &s.kind {
+                    out.push((i, load(ctx, p).await?));
+                }
+            }
+            Ok(std::sync::Arc::new(out))
+        })
+        .await
+        .cloned()
 }
 
 /// The commit check of a deploy: every policy set over the input document with the change and
 /// the manifests after it; a denial refuses the commit, warnings are returned.
-pub fn commit_check<'a>(sets: &'a [PolicySet], base: &'a Value) -> impl Fn(&CheckInput<'_>) -> Result<Vec<String>, String> + Sync + use<'a> {
+pub fn commit_check<'a, I>(sets: I, base: &'a Value) -> impl Fn(&CheckInput<'_>) -> Result<Vec<String>, String> + Sync + use<'a, I>
+where
+    I: Iterator<Item = &'a PolicySet> + Clone + Sync,
+{
     move |c: &CheckInput<'_>| {
         let mut input = base.clone();
         add_change(&mut input, c.file, c.old_value, c.new_value, &c.head, &c.manifests);
         let input = to_value(&input);
         let mut all = Decision::default();
-        for set in sets {
+        for set in sets.clone() {
             let d = set.evaluate(input.clone())?;
             all.deny.extend(d.deny);
             all.warn.extend(d.warn);
@@ -119,33 +133,10 @@ fn target_environment(p: &PolicyStage, ctx: &StageContext) -> Option<String> {
         StageKind::Deploy(d) => Some(d.environment.value.clone()),
         _ => None,
     };
-    let after =
-        (0..stages.len()).filter(|&i| super::deploy::upstream(&ctx.plan, ctx.index, i) && env_of(i).is_some()).min_by_key(|&i| distance(ctx, ctx.index, i));
-    let before =
-        (0..stages.len()).filter(|&i| super::deploy::upstream(&ctx.plan, i, ctx.index) && env_of(i).is_some()).min_by_key(|&i| distance(ctx, i, ctx.index));
+    // The nearest deploy after it is the one of the lowest wave, the nearest before it of the highest.
+    let after = (0..stages.len()).filter(|&i| env_of(i).is_some() && super::deploy::upstream(&ctx.plan, ctx.index, i)).min_by_key(|&i| ctx.plan.wave_of[i]);
+    let before = (0..stages.len()).filter(|&i| env_of(i).is_some() && super::deploy::upstream(&ctx.plan, i, ctx.index)).max_by_key(|&i| ctx.plan.wave_of[i]);
     after.or(before).and_then(env_of)
-}
-
-/// Steps of needs from `a` down to `b` (a is upstream of b).
-fn distance(ctx: &StageContext, a: usize, b: usize) -> usize {
-    let mut frontier = vec![b];
-    for d in 0..ctx.plan.needs.len() {
-        if frontier.contains(&a) {
-            return d;
-        }
-        frontier = frontier.iter().flat_map(|&n| ctx.plan.needs[n].iter().copied()).collect();
-        frontier.sort_unstable();
-        frontier.dedup();
-    }
-    usize::MAX
-}
-
-/// The value a deploy into `env` writes.
-fn deploy_value(ctx: &StageContext, env: &str) -> Result<String, StageError> {
-    let e = ctx.plan.pipeline.environments.iter().find(|e| e.name.value == env).expect("validated");
-    let vars = ctx.variables();
-    Destination::value(&e.spec.update.value, |n| if n == "environment" { Some(env) } else { vars.get(n).map(String::as_str) })
-        .map_err(|v| StageError::Failed(format!("`${{{v}}}` has no value here")))
 }
 
 /// The input document without the change: pipeline, run, version, image, stage, environment,
