@@ -263,7 +263,7 @@ impl Executor {
                     state[i] = StageState::Succeeded;
                 }
                 Err(StageError::Store(e)) => return Err(e.into()),
-                Err(e @ (StageError::Failed(_) | StageError::Verdict { .. })) => {
+                Err(e @ (StageError::Transient(_) | StageError::Terminal(_) | StageError::Verdict { .. })) => {
                     let (why, evidence) = match e {
                         StageError::Verdict { message, evidence } => (message, Some(evidence)),
                         other => (other.to_string(), None),
@@ -459,12 +459,13 @@ async fn attempt_loop(ctx: StageContext, first_attempt: i64) -> (usize, Result<s
         let result = match stage.timeout {
             Some(t) => match tokio::time::timeout(t.0, stages::execute(&ctx)).await {
                 Ok(r) => r,
-                Err(_) => Err(StageError::Failed(format!("timed out after {}", humanize(t.0)))),
+                Err(_) => Err(StageError::Transient(format!("timed out after {}", humanize(t.0)))),
             },
             None => stages::execute(&ctx).await,
         };
         match result {
-            Err(StageError::Failed(why)) if attempt < max => {
+            // Only a transient failure is worth another attempt; a terminal one ends the stage now.
+            Err(StageError::Transient(why)) if attempt < max => {
                 let wait = backoff.saturating_mul(1 << (attempt - 1).clamp(0, 16) as u32);
                 let event = format!("attempt {attempt} failed: {why}; retrying in {}", humanize(wait));
                 tokio::time::sleep(wait).await;

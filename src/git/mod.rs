@@ -103,6 +103,24 @@ pub enum GitError {
     Refused(String),
 }
 
+impl GitError {
+    /// Whether another attempt may land: the remote unreachable, the cache busy, a push race lost
+    /// too often, a signer that failed. A policy refusal, a rewritten history, a conflict, a missing
+    /// branch or file and a refused edit end the same every time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GitError::Remote { .. } | GitError::Cache { .. } | GitError::Rejected { .. } | GitError::Signing { .. } => true,
+            GitError::BranchMissing { .. }
+            | GitError::FileMissing { .. }
+            | GitError::Edit(_)
+            | GitError::Conflict { .. }
+            | GitError::HistoryRewritten(_)
+            | GitError::Rollback(_)
+            | GitError::Refused(_) => false,
+        }
+    }
+}
+
 /// A history rewrite found on a branch: what promote saw last, what is there now, what vanished.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

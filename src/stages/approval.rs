@@ -45,12 +45,14 @@ pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<serde_json::Va
     let need = a.min_approvals.value as usize;
     let deadline = a.timeout.map(|t| ctx.started_at + t.0.as_millis() as i64);
     let mut said_waiting = false;
+    // Subscribed before the decisions are read: one made in between still wakes us.
+    let mut feed = ctx.store.subscribe().await?;
     loop {
         let users = ctx.users()?;
         let allowed = |u: &str| check_approver(a, &ctx.run, users.as_ref(), u) == ApprovalCheck::Allowed;
         let decisions = ctx.store.decisions(&ctx.run.id, name).await?;
         if let Some(r) = decisions.iter().find(|d| !d.approve && allowed(&d.user)) {
-            return Err(StageError::Failed(format!("rejected by {}: {}", r.user, r.comment.as_deref().unwrap_or("no reason given"))));
+            return Err(StageError::Terminal(format!("rejected by {}: {}", r.user, r.comment.as_deref().unwrap_or("no reason given"))));
         }
         let approvers: Vec<&str> = decisions.iter().filter(|d| d.approve && allowed(&d.user)).map(|d| d.user.as_str()).collect();
         if approvers.len() >= need {
@@ -64,7 +66,7 @@ pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<serde_json::Va
             && now_ms() >= d
         {
             let t = a.timeout.map(|t| crate::exec::humanize(t.0)).unwrap_or_default();
-            return Err(StageError::Failed(format!("rejected: no decision within {t} ({} of {need} approvals)", approvers.len())));
+            return Err(StageError::Terminal(format!("rejected: no decision within {t} ({} of {need} approvals)", approvers.len())));
         }
         if !said_waiting {
             let who: Vec<&str> = a.approvers.iter().map(|x| x.value.as_str()).collect();
@@ -74,10 +76,6 @@ pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<serde_json::Va
             ctx.notify("approval-pending", Some(name), &why);
             said_waiting = true;
         }
-        let wait = match deadline {
-            Some(d) => ctx.poll.min(std::time::Duration::from_millis((d - now_ms()).max(1) as u64)),
-            None => ctx.poll,
-        };
-        tokio::time::sleep(wait).await;
+        feed.wait(|c| c.is_decision_on(&ctx.run.id, name), deadline).await;
     }
 }

@@ -10,12 +10,14 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
     let env_name = &d.environment.value;
     let env = ctx.plan.pipeline.environments.iter().find(|e| &e.name.value == env_name).expect("validated: the environment exists");
     let mut said_waiting = false;
+    // A lock is released when its run ends: that end wakes us.
+    let mut feed = ctx.store.subscribe().await?;
     while let Some(holder) = ctx.store.lock_environment(env_name, &ctx.run.id).await? {
         if !said_waiting {
             ctx.waiting(&format!("environment `{env_name}` is being promoted by run {holder}")).await?;
             said_waiting = true;
         }
-        tokio::time::sleep(ctx.poll).await;
+        feed.wait(|c| c.is_run_end() && c.run == holder, None).await;
     }
     if said_waiting {
         ctx.resumed().await?;
@@ -67,18 +69,19 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
         writer.promote(&dest, &p)
     })
     .await
-    .map_err(|e| StageError::Failed(format!("the git writer stopped: {e}")))?;
+    .map_err(|e| StageError::Transient(format!("the git writer stopped: {e}")))?;
     let report = match report {
         Ok(r) => r,
         Err(e @ crate::git::GitError::Refused(_)) => {
             ctx.store.audit(&run.id, Some(&stage), "policy", "promote", &format!("commit to `{env_name}` refused: {e}")).await?;
-            return Err(StageError::Failed(e.to_string()));
+            return Err(StageError::Terminal(e.to_string()));
         }
         Err(e @ crate::git::GitError::HistoryRewritten(_)) => {
             ctx.store.audit(&run.id, Some(&stage), "history-rewrite", "promote", &e.to_string()).await?;
-            return Err(StageError::Failed(e.to_string()));
+            return Err(StageError::Terminal(e.to_string()));
         }
-        Err(e) => return Err(StageError::Failed(e.to_string())),
+        Err(e) if e.is_transient() => return Err(StageError::Transient(e.to_string())),
+        Err(e) => return Err(StageError::Terminal(e.to_string())),
     };
     if checked && matches!(report.outcome, Outcome::Committed(_)) {
         let d = crate::providers::policy::Decision { deny: vec![], warn: report.warnings.clone() };
@@ -101,7 +104,7 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
     if let Some(h) = &d.health {
         let url = match &h.http {
             Some(x) => {
-                Some(crate::model::interpolate(&x.url.value, vars).map_err(|v| StageError::Failed(format!("health url: `${{{v}}}` has no value here")))?)
+                Some(crate::model::interpolate(&x.url.value, vars).map_err(|v| StageError::Terminal(format!("health url: `${{{v}}}` has no value here")))?)
             }
             None => None,
         };
@@ -127,13 +130,14 @@ async fn freeze_gate(f: &crate::model::Freeze, ctx: &StageContext, env: &str) ->
     use crate::governance::freeze::Windows;
     let mut diags = crate::diag::Diagnostics::new(ctx.run.file.clone());
     let Some(windows) = Windows::parse(f, &mut diags) else {
-        return Err(StageError::Failed(format!(
+        return Err(StageError::Terminal(format!(
             "freeze of `{env}` does not parse: {}",
             diags.into_sorted().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")
         )));
     };
     let stage = ctx.stage().name.value.clone();
     let mut said_waiting = false;
+    let mut feed = ctx.store.subscribe().await?;
     loop {
         let Some(frozen) = windows.active(jiff::Timestamp::now()) else {
             if said_waiting {
@@ -155,14 +159,15 @@ async fn freeze_gate(f: &crate::model::Freeze, ctx: &StageContext, env: &str) ->
         );
         if f.on_freeze == crate::model::OnFreeze::Fail {
             ctx.notify("freeze", Some(&stage), &why);
-            return Err(StageError::Failed(format!("{why}; nothing was committed (onFreeze: fail)")));
+            return Err(StageError::Terminal(format!("{why}; nothing was committed (onFreeze: fail)")));
         }
         if !said_waiting {
             ctx.waiting(&why).await?;
             ctx.notify("freeze", Some(&stage), &why);
             said_waiting = true;
         }
-        tokio::time::sleep(ctx.poll).await;
+        // Woken by a break-glass, or when the window ends.
+        feed.wait(|c| c.is_decision_on(&ctx.run.id, &stage), Some(frozen.until.as_millisecond())).await;
     }
 }
 

@@ -34,7 +34,8 @@ async fn sleep_until(ms: i64) {
 
 /// Runs the check.
 pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value, StageError> {
-    let fail = |e: String| StageError::Failed(e);
+    let fail = |e: String| StageError::Transient(e);
+    let invalid = |e: String| StageError::Terminal(e);
     let window = l.window.0.as_millis() as i64;
     let deployed_at = ctx.deployed_at().await?;
     let vars = ctx.variables();
@@ -55,7 +56,7 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
         LogSource::Loki(src) => {
             let interpolate = |version: &str| {
                 crate::model::interpolate(&src.query.value, |n| if n == "version" { Some(version) } else { vars.get(n).map(String::as_str) })
-                    .map_err(|v| fail(format!("loki query: `${{{v}}}` has no value here")))
+                    .map_err(|v| invalid(format!("loki query: `${{{v}}}` has no value here")))
             };
             let query = interpolate(&ctx.run.version)?;
             let base_query = interpolate(previous.as_deref().unwrap_or(&ctx.run.version))?;

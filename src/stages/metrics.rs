@@ -48,7 +48,7 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Val
     let stage = ctx.stage().name.value.clone();
     let vars = ctx.variables();
     let lookup = |n: &str| vars.get(n).map(String::as_str);
-    let fail = |why: String| StageError::Failed(why);
+    let fail = |why: String| StageError::Terminal(why);
     let stage_provider = Arc::new(AnyProvider::new(&m.provider, &vars).map_err(|e| fail(e.to_string()))?);
     let cel_vars: Vec<(&str, &str)> = ["version", "pipeline", "run", "image"].iter().filter_map(|k| vars.get(k).map(|v| (*k, v.as_str()))).collect();
     let cel_root = Conditions::context(&cel_vars);
@@ -90,7 +90,7 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Val
     }
     let mut results: Vec<Option<CheckResult>> = (0..m.checks.len()).map(|_| None).collect();
     while let Some(joined) = tasks.join_next().await {
-        let (i, r) = joined.map_err(|e| fail(format!("a check stopped: {e}")))?;
+        let (i, r) = joined.map_err(|e| StageError::Transient(format!("a check stopped: {e}")))?;
         results[i] = Some(r);
     }
     let results: Vec<CheckResult> = results.into_iter().map(|r| r.expect("every check reports")).collect();
@@ -272,6 +272,7 @@ fn judge(m: &MetricsStage, results: Vec<CheckResult>) -> (Phase, String, serde_j
 async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: String, mut evidence: serde_json::Value) -> Result<serde_json::Value, StageError> {
     let who = deciders(m);
     let why = format!("inconclusive, a person decides: promote approve {} {stage} --as USER (or promote reject ... --reason) | {summary}", ctx.run.id);
+    let mut feed = ctx.store.subscribe().await?;
     ctx.waiting(&why).await?;
     loop {
         let decisions = ctx.store.decisions(&ctx.run.id, stage).await?;
@@ -286,7 +287,7 @@ async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: Stri
             let reason = d.comment.as_deref().unwrap_or("no reason given");
             return Err(StageError::Verdict { message: format!("inconclusive, rejected by {}: {reason} | {summary}", d.user), evidence });
         }
-        tokio::time::sleep(ctx.poll).await;
+        feed.wait(|c| c.is_decision_on(&ctx.run.id, stage), None).await;
     }
 }
 

@@ -20,14 +20,20 @@ use crate::store::{RunRecord, StageState, Store, Transition};
 pub use approval::{ApprovalCheck, check_approver};
 pub use metrics::deciders;
 
-/// Why a stage attempt failed.
+/// Why a stage attempt failed, and so whether another attempt may help: the engine retries a
+/// [`Transient`](StageError::Transient) failure (if `retry` allows) and never any other.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    /// The stage's own verdict (rejected, timed out, git refused): retried if `retry` allows.
+    /// Worth another attempt: the network, a push race lost too often, a provider down, an
+    /// attempt's `timeout`.
     #[error("{0}")]
-    Failed(String),
+    Transient(String),
+    /// Another attempt would end the same: a person's rejection, a policy refusal, a rewritten
+    /// history, a conflict, a setting that cannot work. Never retried.
+    #[error("{0}")]
+    Terminal(String),
     /// The stage judged evidence and said no: the message names the values and conditions, the
-    /// evidence is kept with the stage.
+    /// evidence is kept with the stage. Never retried.
     #[error("{message}")]
     Verdict {
         /// What decided it, in words.
@@ -145,12 +151,12 @@ impl StageContext {
     pub fn deploy_value(&self, env: &crate::model::Environment) -> Result<String, StageError> {
         let vars = self.variables_for(&env.name.value);
         crate::git::Destination::value(&env.spec.update.value, |n| vars.get(n).map(String::as_str))
-            .map_err(|v| StageError::Failed(format!("`${{{v}}}` has no value here")))
+            .map_err(|v| StageError::Terminal(format!("`${{{v}}}` has no value here")))
     }
 
     /// The pipeline's users file, if it names one (read anew: changes count at once).
     pub fn users(&self) -> Result<Option<crate::governance::Users>, StageError> {
-        crate::governance::users_of(&self.plan.pipeline, &self.base_dir).map_err(|e| StageError::Failed(e.to_string()))
+        crate::governance::users_of(&self.plan.pipeline, &self.base_dir).map_err(|e| StageError::Terminal(e.to_string()))
     }
 
     /// Back to running after a wait.
@@ -180,6 +186,6 @@ pub async fn execute(ctx: &StageContext) -> Result<serde_json::Value, StageError
         StageKind::Metrics(m) => metrics::run(m, ctx).await,
         StageKind::Logs(l) => logs::run(l, ctx).await,
         StageKind::Policy(p) => policy::run(p, ctx).await,
-        other => Err(StageError::Failed(format!("kind `{}` is not run by this version of promote", other.name()))),
+        other => Err(StageError::Terminal(format!("kind `{}` is not run by this version of promote", other.name()))),
     }
 }

@@ -22,8 +22,8 @@ pub async fn run(p: &PolicyStage, ctx: &StageContext) -> Result<Value, StageErro
         let (writer, read) = (ctx.writer.clone(), dest.clone());
         let (head, mut manifests) = tokio::task::spawn_blocking(move || writer.manifests(&read))
             .await
-            .map_err(|e| StageError::Failed(format!("reading manifests stopped: {e}")))?
-            .map_err(|e| StageError::Failed(format!("reading the manifests of `{env}`: {e}")))?;
+            .map_err(|e| StageError::Transient(format!("reading manifests stopped: {e}")))?
+            .map_err(|e| StageError::Transient(format!("reading the manifests of `{env}`: {e}")))?;
         // What the deploy will write, applied to the file it edits.
         let mut old = None;
         if let Some(m) = manifests.iter_mut().find(|(f, _)| *f == dest.file)
@@ -39,13 +39,13 @@ pub async fn run(p: &PolicyStage, ctx: &StageContext) -> Result<Value, StageErro
         let index = ctx.index;
         tokio::task::spawn_blocking(move || sets.iter().find(|(i, _)| *i == index).expect("every policy stage is compiled").1.evaluate(input))
             .await
-            .map_err(|e| StageError::Failed(format!("policy evaluation stopped: {e}")))?
+            .map_err(|e| StageError::Transient(format!("policy evaluation stopped: {e}")))?
     };
     let decision = match evaluated {
         Ok(d) => d,
         Err(e) => {
             ctx.store.audit(&ctx.run.id, Some(&name), "policy", "promote", &format!("policy error: {e}")).await?;
-            return Err(StageError::Failed(format!("policy error (nothing passes on an error): {e}")));
+            return Err(StageError::Terminal(format!("policy error (nothing passes on an error): {e}")));
         }
     };
     ctx.store.audit(&ctx.run.id, Some(&name), "policy", "promote", &describe(&decision, env.as_deref())).await?;
@@ -78,8 +78,8 @@ async fn load(ctx: &StageContext, p: &PolicyStage) -> Result<PolicySet, StageErr
         PolicySet::load(&base, &policies, &data, &mut diags).ok_or_else(|| diags.into_sorted().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; "))
     })
     .await
-    .map_err(|e| StageError::Failed(format!("loading policies stopped: {e}")))?
-    .map_err(|e| StageError::Failed(format!("policies do not load: {e}")))
+    .map_err(|e| StageError::Transient(format!("loading policies stopped: {e}")))?
+    .map_err(|e| StageError::Terminal(format!("policies do not load: {e}")))
 }
 
 /// The compiled policy sets of a pipeline: (policy stage's index, its set).

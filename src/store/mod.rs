@@ -3,6 +3,9 @@
 //! reported.
 
 pub mod audit;
+mod feed;
+
+pub use feed::{Change, Subscription, Woken};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -333,6 +336,7 @@ pub fn now_ms() -> i64 {
 pub struct Store {
     pool: SqlitePool,
     path: String,
+    feed: std::sync::Arc<feed::Feed>,
 }
 
 impl Store {
@@ -372,7 +376,7 @@ impl Store {
                     .connect_with(options.clone())
                     .await
                     .map_err(db)?;
-                let store = Store { pool, path: shown.clone() };
+                let store = Store { pool, path: shown.clone(), feed: std::sync::Arc::new(feed::Feed::new()) };
                 store.migrate().await?;
                 Ok::<Store, StoreError>(store)
             };
@@ -389,6 +393,12 @@ impl Store {
     /// The state file.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The change feed from now on: every entry committed after this returns (by this process or
+    /// another) is announced to the subscription.
+    pub async fn subscribe(&self) -> Result<Subscription, StoreError> {
+        self.feed.subscribe(&self.pool, Path::new(&self.path)).await.map_err(self.db())
     }
 
     fn db(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
@@ -425,7 +435,9 @@ impl Store {
         if app != APP_ID {
             sqlx::query(AssertSqlSafe(format!("PRAGMA application_id = {APP_ID}"))).execute(&mut *tx).await.map_err(self.db())?;
         }
-        tx.commit().await.map_err(self.db())
+        let done = tx.commit().await.map_err(self.db());
+        self.feed.poke();
+        done
     }
 
     /// The schema version of the file (`PRAGMA user_version`).
@@ -460,7 +472,9 @@ impl Store {
         }
         let detail = format!("run started: {} {} by {}", run.pipeline, run.version, run.triggered_by);
         insert_event(&mut tx, &run.id, None, run.created_at, "trigger", &run.triggered_by, &detail).await.map_err(self.db())?;
-        tx.commit().await.map_err(self.db())
+        let done = tx.commit().await.map_err(self.db());
+        self.feed.poke();
+        done
     }
 
     /// One run by id.
@@ -522,7 +536,9 @@ impl Store {
     /// time (Unix ms) after the transition.
     pub async fn transition(&self, run: &str, stage: &str, t: &Transition<'_>, event: &str) -> Result<Option<i64>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(self.db())?;
-        update_stage(&mut conn, run, stage, t, event).await.map_err(self.db())
+        let done = update_stage(&mut conn, run, stage, t, event).await.map_err(self.db());
+        self.feed.poke();
+        done
     }
 
     /// Several transitions of one run in one transaction: all durable, or none. The walker writes a
@@ -538,6 +554,7 @@ impl Store {
             out.push(update_stage(&mut tx, run, stage, t, event).await.map_err(self.db())?);
         }
         tx.commit().await.map_err(self.db())?;
+        self.feed.poke();
         Ok(out)
     }
 
@@ -557,7 +574,9 @@ impl Store {
         insert_event(&mut tx, run, None, at, "run", "promote", &format!("run {state}{}", message.map(|m| format!(": {m}")).unwrap_or_default()))
             .await
             .map_err(self.db())?;
-        tx.commit().await.map_err(self.db())
+        let done = tx.commit().await.map_err(self.db());
+        self.feed.poke();
+        done
     }
 
     /// Records an approval decision; a user's later decision replaces their earlier one.
@@ -587,7 +606,9 @@ impl Store {
         insert_event(&mut tx, run, Some(stage), at, kind, user, &format!("{what} by {user}{}", comment.map(|c| format!(": {c}")).unwrap_or_default()))
             .await
             .map_err(self.db())?;
-        tx.commit().await.map_err(self.db())
+        let done = tx.commit().await.map_err(self.db());
+        self.feed.poke();
+        done
     }
 
     /// Marks a log template "not a risk" for a pipeline's `logs` stages, with who and why; an
@@ -605,7 +626,9 @@ impl Store {
             .await
             .map_err(self.db())?;
         insert_event(&mut tx, run, None, at, "log-exemption", user, &format!("`{template}` marked not a risk by {user}: {reason}")).await.map_err(self.db())?;
-        tx.commit().await.map_err(self.db())
+        let done = tx.commit().await.map_err(self.db());
+        self.feed.poke();
+        done
     }
 
     /// The log templates marked "not a risk" for a pipeline.
@@ -654,7 +677,9 @@ impl Store {
     /// undelivered notification); the chain is computed by SQLite's trigger.
     pub async fn audit(&self, run: &str, stage: Option<&str>, kind: &str, actor: &str, detail: &str) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await.map_err(self.db())?;
-        insert_event(&mut conn, run, stage, now_ms(), kind, actor, detail).await.map_err(self.db())
+        let done = insert_event(&mut conn, run, stage, now_ms(), kind, actor, detail).await.map_err(self.db());
+        self.feed.poke();
+        done
     }
 
     /// Runs SQL as it is, on a connection that has promote's functions (benchmarks and tools that

@@ -15,6 +15,7 @@ mod metrics;
 mod plan;
 mod prom;
 mod repos;
+mod retry;
 mod stats;
 
 /// The built `promote` binary.
