@@ -90,7 +90,7 @@ async fn analysis(url: &str, compare: bool) -> (Duration, Duration, Duration) {
     };
     let id = exec.start(&file, &text, &plan, "1.0.0", "bench").await.unwrap().id;
     let start = Instant::now();
-    let t0 = promote::store::now_ms();
+    let t0 = promote::clock::now_ms();
     let sum = exec.drive(&id, Arc::new(|_| {})).await.unwrap();
     let took = start.elapsed();
     if std::env::var("BREAKDOWN").is_ok() {

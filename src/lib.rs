@@ -27,6 +27,7 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod clock;
 pub mod diag;
 pub mod exec;
 pub mod git;

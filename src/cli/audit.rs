@@ -98,7 +98,7 @@ pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                     }
                 }
                 if let (None, Some(h)) = (&v.tamper, &missing) {
-                    v.tamper = Some(crate::store::audit::Tamper::Rewritten { known: h.clone() });
+                    v.tamper = Some(crate::store::Tamper::Rewritten { known: h.clone() });
                 }
                 if json {
                     println!(

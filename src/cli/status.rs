@@ -30,7 +30,7 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                     println!("no runs yet in {}", store.path());
                 } else {
                     for r in runs {
-                        let end = r.finished_at.unwrap_or_else(crate::store::now_ms);
+                        let end = r.finished_at.unwrap_or_else(crate::clock::now_ms);
                         let took = humanize(std::time::Duration::from_millis((end - r.created_at).max(0) as u64));
                         println!("{}  {:<16} {:<12} {:<10} {took}", r.id, r.pipeline, r.version, r.state.as_str());
                     }

@@ -12,13 +12,14 @@ use tokio::task::JoinSet;
 
 pub use metrics::Metrics;
 
+use crate::clock::now_ms;
 use crate::diag::Diagnostics;
 use crate::git::{Destination, Outcome, RollbackRequest, RollbackTarget, Writer};
 use crate::governance::notify::{Note, Notifier};
 use crate::model::StageKind;
 use crate::plan::Plan;
 use crate::stages::{self, StageContext, StageError};
-use crate::store::{RunRecord, RunState, StageState, Store, StoreError, Transition, now_ms};
+use crate::store::{RunRecord, RunState, StageState, StageWrite, Store, StoreError, Transition};
 
 /// Why a run could not be started or walked.
 #[derive(Debug, thiserror::Error)]
@@ -358,8 +359,8 @@ impl Executor {
                     state[i] = StageState::RolledBack;
                 }
                 Ok(Err(e)) => {
-                    let t = Transition { message: Some(&format!("rollback failed: {e}")), ..Default::default() };
-                    self.store.transition(&run.id, &stage.name.value, &t, &format!("rollback failed: {e}")).await?;
+                    let t = Transition { message: Some(format!("rollback failed: {e}")), ..Default::default() };
+                    self.store.transition(&run.id, &stage.name.value, t, &format!("rollback failed: {e}")).await?;
                     progress(Progress { stage: stage.name.value.clone(), state: state[i], message: format!("rollback failed: {e}") });
                 }
                 Err(e) => tracing::error!(error = %e, "rollback task stopped"),
@@ -387,10 +388,9 @@ impl Executor {
     /// is reported before it is durable.
     async fn record(&self, run: &RunRecord, plan: &Plan, writes: &[Write], progress: &Arc<dyn Fn(Progress) + Send + Sync>) -> Result<(), ExecError> {
         let at = now_ms();
-        let events: Vec<String> = writes.iter().map(Write::event).collect();
-        let items: Vec<(&str, Transition<'_>, &str)> =
-            writes.iter().zip(&events).map(|(w, e)| (plan.pipeline.stages[w.i].name.value.as_str(), w.transition(at), e.as_str())).collect();
-        let started = self.store.transitions(&run.id, &items).await?;
+        let items: Vec<StageWrite> =
+            writes.iter().map(|w| StageWrite { stage: plan.pipeline.stages[w.i].name.value.clone(), transition: w.transition(at), event: w.event() }).collect();
+        let started = self.store.transitions(&run.id, items).await?;
         for (w, started) in writes.iter().zip(started) {
             let stage = &plan.pipeline.stages[w.i];
             let message = match w.start {
@@ -426,14 +426,18 @@ impl Write {
         Write { i, state, start: None, message, output }
     }
 
-    fn transition(&self, at: i64) -> Transition<'_> {
+    fn transition(&self, at: i64) -> Transition {
         match self.start {
             Some((attempt, started_at, _)) => {
-                Transition { state: Some(self.state), attempt: Some(attempt), started_at: Some(started_at), message: Some(""), ..Default::default() }
+                Transition { state: Some(self.state), attempt: Some(attempt), started_at: Some(started_at), message: Some(String::new()), ..Default::default() }
             }
-            None => {
-                Transition { state: Some(self.state), finished_at: Some(at), message: Some(&self.message), output: self.output.as_ref(), ..Default::default() }
-            }
+            None => Transition {
+                state: Some(self.state),
+                finished_at: Some(at),
+                message: Some(self.message.clone()),
+                output: self.output.clone(),
+                ..Default::default()
+            },
         }
     }
 
@@ -472,7 +476,7 @@ async fn attempt_loop(ctx: StageContext, first_attempt: i64) -> (usize, Result<s
                 attempt += 1;
                 let now = now_ms();
                 let t = Transition { state: Some(StageState::Running), attempt: Some(attempt), started_at: Some(now), ..Default::default() };
-                if let Err(e) = ctx.store.transition(&ctx.run.id, &stage.name.value, &t, &event).await {
+                if let Err(e) = ctx.store.transition(&ctx.run.id, &stage.name.value, t, &event).await {
                     return (ctx.index, Err(e.into()));
                 }
                 (ctx.report)(&stage.name.value, StageState::Running, &format!("attempt {attempt} (the last failed: {why})"));

@@ -525,7 +525,7 @@ impl Writer {
         // A cache that exists but does not open was cut short (a process killed while creating
         // it): keep it aside, for a person to look at, and start a new one.
         if dir.exists() {
-            let aside = dir.with_extension(format!("git.broken-{}", crate::store::now_ms()));
+            let aside = dir.with_extension(format!("git.broken-{}", crate::clock::now_ms()));
             std::fs::rename(&dir, &aside).map_err(|e| err(&e))?;
             tracing::warn!(cache = %dir.display(), kept = %aside.display(), "a cache that does not open was set aside");
         }

@@ -125,7 +125,7 @@ impl Users {
 
 /// `sha256:HEX` of a token, as stored in the users file.
 pub fn hash_token(token: &str) -> String {
-    format!("sha256:{}", crate::store::audit::hex(&Sha256::digest(token.as_bytes())))
+    format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
 }
 
 /// A new random token (32 bytes from the OS, hex).
@@ -133,7 +133,7 @@ pub fn new_token() -> std::io::Result<String> {
     use std::io::Read;
     let mut b = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(format!("prt_{}", crate::store::audit::hex(&b)))
+    Ok(format!("prt_{}", hex::encode(b)))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

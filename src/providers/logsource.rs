@@ -159,7 +159,7 @@ pub async fn kubernetes(client: &kube::Client, s: &KubernetesLogSource, split_ms
     if pods.items.is_empty() {
         return Err(unreadable(format!("{what}: no pod matches")));
     }
-    let since = ((crate::store::now_ms() - split_ms + window_ms) / 1000 + 1).max(1);
+    let since = ((crate::clock::now_ms() - split_ms + window_ms) / 1000 + 1).max(1);
     let (mut before, mut after) = (Vec::new(), Vec::new());
     for pod in pods.items {
         let name = pod.metadata.name.clone().unwrap_or_default();

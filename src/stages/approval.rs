@@ -2,9 +2,10 @@
 //! rejection or at its timeout. People and groups come from the pipeline's users file.
 
 use super::{StageContext, StageError};
+use crate::clock::now_ms;
 use crate::governance::{Users, is_listed};
 use crate::model::ApprovalStage;
-use crate::store::{RunRecord, now_ms};
+use crate::store::RunRecord;
 
 /// Whether `user` may decide this approval of `run`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{StageContext, StageError};
+use crate::clock::now_ms;
 use crate::logs::verdict::{self, Level, Rules};
 use crate::model::{LogBaseline, LogSource, LogsStage, Sensitivity};
 use crate::providers::logsource::{self, FileMarks};
-use crate::store::now_ms;
 
 /// The rules a sensitivity stands for (`rateFactor` replaces its factor).
 pub fn rules(l: &LogsStage) -> Rules {

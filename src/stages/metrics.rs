@@ -11,9 +11,9 @@ use serde_json::json;
 use super::{StageContext, StageError};
 use crate::analysis::kayenta::{self, Class, Classification, CompareSettings, Scored};
 use crate::analysis::{Conditions, Limits, Phase, Tally, fmt_f64};
+use crate::clock::now_ms;
 use crate::model::{ApprovalStage, MetricCheck, MetricsStage, Spanned};
 use crate::providers::{AnyProvider, MetricProvider};
-use crate::store::now_ms;
 
 /// One check's outcome.
 struct CheckResult {

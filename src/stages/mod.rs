@@ -86,8 +86,8 @@ impl StageContext {
     /// Marks the stage waiting (for a person or a lock), durably, and says what for.
     pub async fn waiting(&self, why: &str) -> Result<(), StageError> {
         let name = &self.stage().name.value;
-        let t = Transition { state: Some(StageState::Waiting), message: Some(why), ..Default::default() };
-        self.store.transition(&self.run.id, name, &t, &format!("waiting: {why}")).await?;
+        let t = Transition { state: Some(StageState::Waiting), message: Some(why.to_string()), ..Default::default() };
+        self.store.transition(&self.run.id, name, t, &format!("waiting: {why}")).await?;
         (self.report)(name, StageState::Waiting, why);
         Ok(())
     }
@@ -162,8 +162,8 @@ impl StageContext {
     /// Back to running after a wait.
     pub async fn resumed(&self) -> Result<(), StageError> {
         let name = &self.stage().name.value;
-        let t = Transition { state: Some(StageState::Running), message: Some(""), ..Default::default() };
-        self.store.transition(&self.run.id, name, &t, "running again").await?;
+        let t = Transition { state: Some(StageState::Running), message: Some(String::new()), ..Default::default() };
+        self.store.transition(&self.run.id, name, t, "running again").await?;
         (self.report)(name, StageState::Running, "");
         Ok(())
     }

@@ -147,8 +147,7 @@ pub async fn input_base(ctx: &StageContext, phase: &str, env: Option<&str>) -> R
     for r in ctx.store.stages(&ctx.run.id).await? {
         if r.kind == "approval" || r.kind == "metrics" {
             for d in ctx.store.decisions(&ctx.run.id, &r.name).await? {
-                approvals
-                    .push(json!({"stage": r.name, "user": d.user, "approve": d.approve, "comment": d.comment, "time": crate::store::audit::rfc3339(d.at)}));
+                approvals.push(json!({"stage": r.name, "user": d.user, "approve": d.approve, "comment": d.comment, "time": crate::clock::rfc3339(d.at)}));
             }
         }
         stages.insert(r.name.clone(), json!({"kind": r.kind, "state": r.state.as_str(), "message": r.message, "output": r.output}));
@@ -157,7 +156,7 @@ pub async fn input_base(ctx: &StageContext, phase: &str, env: Option<&str>) -> R
     Ok(json!({
         "phase": phase,
         "pipeline": ctx.plan.pipeline.name.value,
-        "run": {"id": ctx.run.id, "triggeredBy": ctx.run.triggered_by, "startedAt": crate::store::audit::rfc3339(ctx.run.created_at)},
+        "run": {"id": ctx.run.id, "triggeredBy": ctx.run.triggered_by, "startedAt": crate::clock::rfc3339(ctx.run.created_at)},
         "version": ctx.run.version,
         "image": ctx.plan.pipeline.artifact.image.value,
         "stage": ctx.stage().name.value,

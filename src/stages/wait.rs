@@ -1,8 +1,8 @@
 //! `wait`: soak time. A resumed run waits only what is left of the duration.
 
 use super::{StageContext, StageError};
+use crate::clock::now_ms;
 use crate::model::WaitStage;
-use crate::store::now_ms;
 
 /// Sleeps until `duration` after the stage first started.
 pub async fn run(w: &WaitStage, ctx: &StageContext) -> Result<serde_json::Value, StageError> {

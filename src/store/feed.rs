@@ -3,17 +3,16 @@
 //!
 //! The audit trail is the feed's source: every write adds an entry with an increasing id. One task
 //! per open state reads the entries after the last one it sent and broadcasts them. It is woken by
-//! this process's own commits at once, and by other processes' commits through the file system
-//! (inotify on the state file's folder: a commit in WAL mode writes `state.db-wal`), within
-//! milliseconds. The task runs only while someone is subscribed, and reads only when woken.
+//! this process's own commits at once, and by other processes' commits through the backend's
+//! watch (SQLite: inotify on the state file's folder, since a commit in WAL mode writes
+//! `state.db-wal`), within milliseconds. It reads only when woken and while someone listens.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Notify, broadcast};
+
+use super::{Backend, StoreError};
 
 /// One entry of the trail, as the feed announces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,13 +61,18 @@ pub(crate) struct Feed {
 
 struct Started {
     /// Kept for its thread: dropping it stops watching.
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// How many entries the feed holds for a slow subscriber before it tells it to look again.
 const CAPACITY: usize = 4096;
 /// How many entries one read takes.
 const BATCH: i64 = 5000;
+/// Another process's commit is seen through the file system as its bytes are written, which can
+/// be a moment before the commit is visible to readers (SQLite publishes it in the shared-memory
+/// index, which raises no event): a poke that finds nothing is followed by looks after these
+/// delays, and the first that finds the commit ends them.
+const FOLLOW_UP: [Duration; 4] = [Duration::from_millis(2), Duration::from_millis(10), Duration::from_millis(50), Duration::from_millis(250)];
 /// Where the file system cannot be watched, how often the task looks for other processes' writes.
 const FALLBACK: Duration = Duration::from_secs(1);
 
@@ -83,88 +87,69 @@ impl Feed {
     }
 
     /// A subscription from now on: every entry committed after this returns is announced.
-    pub(crate) async fn subscribe(self: &Arc<Feed>, pool: &SqlitePool, path: &Path) -> Result<Subscription, sqlx::Error> {
-        self.start(pool, path);
+    pub(crate) async fn subscribe(self: &Arc<Feed>, backend: &Arc<dyn Backend>) -> Result<Subscription, StoreError> {
+        self.start(backend);
         let mut last = self.last.lock().await;
         if last.is_none() {
-            let max: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events").fetch_one(pool).await?;
-            *last = Some(max);
+            *last = Some(backend.last_change().await?);
         }
         Ok(Subscription { rx: self.tx.subscribe() })
     }
 
-    fn start(self: &Arc<Feed>, pool: &SqlitePool, path: &Path) {
+    fn start(self: &Arc<Feed>, backend: &Arc<dyn Backend>) {
         let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
         if started.is_some() {
             return;
         }
-        let watcher = watch(path, self.poke.clone());
+        let watcher = backend.watch(self.poke.clone());
         let fallback = watcher.is_none().then_some(FALLBACK);
-        tokio::spawn(run(Arc::downgrade(self), pool.clone(), self.poke.clone(), fallback));
+        tokio::spawn(run(Arc::downgrade(self), Arc::downgrade(backend), self.poke.clone(), fallback));
         *started = Some(Started { _watcher: watcher });
     }
 }
 
-/// Watches the state file's folder; every change to the file or its WAL pokes the feed.
-fn watch(path: &Path, poke: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let name = path.file_name()?.to_string_lossy().into_owned();
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    let handler = move |event: notify::Result<notify::Event>| {
-        if let Ok(e) = event
-            && e.kind.is_modify()
-            && e.paths.iter().any(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&name)))
-        {
-            poke.notify_one();
-        }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the state file: other processes' decisions are seen within {FALLBACK:?}");
-            return None;
-        }
-    };
-    match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        Ok(()) => Some(watcher),
-        Err(e) => {
-            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the state folder: other processes' decisions are seen within {FALLBACK:?}");
-            None
-        }
-    }
-}
-
 /// The feed's task: on each poke, sends the entries after the last one sent. Ends with the store.
-async fn run(feed: Weak<Feed>, pool: SqlitePool, poke: Arc<Notify>, fallback: Option<Duration>) {
+async fn run(feed: Weak<Feed>, backend: Weak<dyn Backend>, poke: Arc<Notify>, fallback: Option<Duration>) {
+    // Follow-up looks left after a poke that found nothing new (see `FOLLOW_UP`).
+    let mut follow = 0usize;
     loop {
-        match fallback {
-            Some(every) => {
-                let _ = tokio::time::timeout(every, poke.notified()).await;
+        let wait = match follow {
+            0 => fallback,
+            n => Some(FOLLOW_UP[FOLLOW_UP.len() - n]),
+        };
+        let poked = match wait {
+            Some(d) => tokio::time::timeout(d, poke.notified()).await.is_ok(),
+            None => {
+                poke.notified().await;
+                true
             }
-            None => poke.notified().await,
-        }
-        let Some(feed) = feed.upgrade() else { return };
+        };
+        let (Some(feed), Some(backend)) = (feed.upgrade(), backend.upgrade()) else { return };
         let mut last = feed.last.lock().await;
         if feed.tx.receiver_count() == 0 {
             *last = None;
             continue;
         }
         let Some(from) = *last else { continue };
-        let rows = sqlx::query("SELECT id, run_id, stage, kind FROM events WHERE id > ? ORDER BY id LIMIT ?").bind(from).bind(BATCH).fetch_all(&pool).await;
-        let rows = match rows {
-            Ok(r) => r,
-            Err(sqlx::Error::PoolClosed) => return,
+        let changes = match backend.changes_after(from, BATCH).await {
+            Ok(c) => c,
+            Err(StoreError::Closed { .. }) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "the change feed could not read the trail; it tries again on the next change");
                 continue;
             }
         };
-        for r in &rows {
-            let change = Change { id: r.get(0), run: r.get(1), stage: r.get(2), kind: r.get(3) };
+        follow = match (changes.is_empty(), poked) {
+            (false, _) => 0,
+            (true, true) => FOLLOW_UP.len(),
+            (true, false) => follow.saturating_sub(1),
+        };
+        let full = changes.len() as i64 == BATCH;
+        for change in changes {
             *last = Some(change.id);
             let _ = feed.tx.send(Arc::new(change));
         }
-        if rows.len() as i64 == BATCH {
+        if full {
             poke.notify_one();
         }
     }
@@ -193,7 +178,7 @@ impl Subscription {
         match deadline {
             None => changes.await,
             Some(d) => {
-                let left = Duration::from_millis((d - super::now_ms()).max(0) as u64);
+                let left = Duration::from_millis((d - crate::clock::now_ms()).max(0) as u64);
                 tokio::time::timeout(left, changes).await.unwrap_or(Woken::Deadline)
             }
         }

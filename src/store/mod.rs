@@ -1,115 +1,72 @@
-//! Durable state: runs, stages, attempts, the hash-chained audit trail, approval decisions and
-//! environment locks in SQLite (WAL) through sqlx; every transition is committed before it is
-//! reported.
+//! The state port: everything the engine keeps (runs, stage transitions, decisions, environment
+//! locks, log exemptions, the hash-chained audit trail) behind one interface, [`Backend`], with a
+//! change feed ([`Store::subscribe`]) that wakes whoever waits for a write.
+//!
+//! [`Store`] is what the rest of promote holds: a cheap handle over one backend (today
+//! [`sqlite::SqliteBackend`]) and its feed. Only backends know a database (only they import
+//! sqlx); the records ([`records`]), the writes, the chain's hash ([`chain`]) and the feed are
+//! shared by all. Every write is acknowledged only once it is durable; a backend may group the
+//! writes of many callers into one transaction (SQLite does: group commit).
 
-pub mod audit;
+pub mod chain;
 mod feed;
+mod records;
+pub mod sqlite;
 
-pub use feed::{Change, Subscription, Woken};
-
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row};
+use tokio::sync::Notify;
 
-/// `PRAGMA application_id` of promote state files ("PROM").
-const APP_ID: i64 = 0x5052_4f4d;
+pub use chain::{Entry, Tamper, Verdict};
+pub use feed::{Change, Subscription, Woken};
+pub use records::{Decision, Event, RunRecord, RunState, StageRecord, StageState, StageWrite, Transition, Write, Written};
 
-/// The schema, one migration per version; `PRAGMA user_version` says how many are applied. Never
-/// edit a released entry: add one.
-const MIGRATIONS: &[&str] = &[
-    // 1: runs, their stages, the events of both.
-    "CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        pipeline TEXT NOT NULL,
-        file TEXT NOT NULL,
-        source TEXT NOT NULL,
-        version TEXT NOT NULL,
-        state TEXT NOT NULL,
-        triggered_by TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        finished_at INTEGER,
-        message TEXT
-    );
-    CREATE TABLE stages (
-        run_id TEXT NOT NULL REFERENCES runs(id),
-        name TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        attempt INTEGER NOT NULL DEFAULT 0,
-        started_at INTEGER,
-        finished_at INTEGER,
-        message TEXT,
-        output TEXT,
-        PRIMARY KEY (run_id, name)
-    );
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        run_id TEXT NOT NULL,
-        stage TEXT,
-        at INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );",
-    // 2: approval decisions, one promotion at a time per environment.
-    "CREATE TABLE decisions (
-        run_id TEXT NOT NULL,
-        stage TEXT NOT NULL,
-        user TEXT NOT NULL,
-        approve INTEGER NOT NULL,
-        comment TEXT,
-        at INTEGER NOT NULL,
-        PRIMARY KEY (run_id, stage, user)
-    );
-    CREATE TABLE env_locks (
-        environment TEXT PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        at INTEGER NOT NULL
-    );
-    CREATE INDEX events_by_run ON events (run_id, id);",
-    // 3: a stage transition is one UPDATE: the trigger writes its event in the same statement.
-    "ALTER TABLE stages ADD COLUMN event TEXT;
-    CREATE TRIGGER stage_event AFTER UPDATE OF event ON stages WHEN NEW.event IS NOT NULL
-    BEGIN
-        INSERT INTO events (run_id, stage, at, kind, detail)
-        VALUES (NEW.run_id, NEW.name, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), 'stage', NEW.event);
-    END;",
-    // 4: log templates a person marked "not a risk", per pipeline.
-    "CREATE TABLE log_exemptions (
-        pipeline TEXT NOT NULL,
-        template TEXT NOT NULL,
-        by_user TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        at INTEGER NOT NULL,
-        PRIMARY KEY (pipeline, template)
-    );",
-    // 5: the events table becomes the audit trail: who did it (actor), and a hash chain computed
-    // inside SQLite by `promote_chain` (registered on every connection, see `audit`), so that no
-    // insert can skip it. `audit_head` keeps the last entry, so a cut tail is seen. Older entries
-    // are chained by `audit::chain_existing` in the same transaction.
-    "ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT 'promote';
-    ALTER TABLE events ADD COLUMN prev_hash TEXT;
-    ALTER TABLE events ADD COLUMN hash TEXT;
-    CREATE TABLE audit_head (one INTEGER PRIMARY KEY CHECK (one = 1), id INTEGER NOT NULL, hash TEXT NOT NULL);
-    CREATE TRIGGER events_chain AFTER INSERT ON events
-    BEGIN
-        UPDATE events SET prev_hash = coalesce((SELECT hash FROM audit_head), ''),
-            hash = promote_chain(coalesce((SELECT hash FROM audit_head), ''), NEW.id, NEW.run_id, NEW.stage, NEW.at, NEW.kind, NEW.actor, NEW.detail)
-            WHERE id = NEW.id;
-        INSERT OR REPLACE INTO audit_head (one, id, hash) SELECT 1, id, hash FROM events WHERE id = NEW.id;
-    END;
-    CREATE TRIGGER events_append_only BEFORE UPDATE OF id, run_id, stage, at, kind, actor, detail ON events
-    BEGIN
-        SELECT RAISE(ABORT, 'the audit trail is append-only');
-    END;
-    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
-    BEGIN
-        SELECT RAISE(ABORT, 'the audit trail is append-only');
-    END;",
-];
+/// What a backend's operations return.
+pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A place where the state is kept. Every operation the engine needs, and nothing of how: a
+/// backend owns its schema, its migrations, its transactions and how it sees other processes'
+/// writes.
+pub trait Backend: Send + Sync + 'static {
+    /// Where the state is, for messages (a file path, a database URL without its password).
+    fn path(&self) -> &str;
+    /// The schema version in use.
+    fn schema_version(&self) -> Fut<'_, i64>;
+    /// Applies a write durably (possibly in one transaction with others) and says what it gave.
+    fn write(&self, write: Write) -> Fut<'_, Written>;
+    /// One run by id.
+    fn run<'a>(&'a self, id: &'a str) -> Fut<'a, Option<RunRecord>>;
+    /// The newest runs first.
+    fn runs(&self, limit: i64) -> Fut<'_, Vec<RunRecord>>;
+    /// A run's stages, in file order.
+    fn stages<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<StageRecord>>;
+    /// The decisions on a stage, oldest first.
+    fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>>;
+    /// The log templates marked "not a risk" for a pipeline.
+    fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> Fut<'a, Vec<String>>;
+    /// A run's entries, oldest first.
+    fn events<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<Event>>;
+    /// The id of the last entry of the trail (0: none).
+    fn last_change(&self) -> Fut<'_, i64>;
+    /// The entries after `after`, oldest first, at most `limit`.
+    fn changes_after(&self, after: i64, limit: i64) -> Fut<'_, Vec<Change>>;
+    /// Starts telling `poke` of other processes' writes; what it returns keeps that going while
+    /// it lives. `None`: it cannot, and the feed looks every second instead.
+    fn watch(&self, poke: Arc<Notify>) -> Option<Box<dyn std::any::Any + Send + Sync>>;
+    /// Checks the whole trail.
+    fn verify_audit(&self) -> Fut<'_, Verdict>;
+    /// The entry whose hash is `hash`, if any.
+    fn audit_entry_with_hash<'a>(&'a self, hash: &'a str) -> Fut<'a, Option<i64>>;
+    /// The trail, oldest first, optionally of one run; `after` and `limit` page through it.
+    fn audit_entries<'a>(&'a self, run: Option<&'a str>, after: i64, limit: i64) -> Fut<'a, Vec<Entry>>;
+    /// Runs SQL as it is (benchmarks and tools that fill or repair a state; never user input).
+    fn raw_sql<'a>(&'a self, sql: &'a str) -> Fut<'a, ()>;
+    /// Closes the backend.
+    fn close(&self) -> Fut<'_, ()>;
+}
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -149,434 +106,116 @@ pub enum StoreError {
         hint: String,
     },
     /// The database failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {message}")]
     Db {
+        /// The state file (or database).
+        path: String,
+        /// What the database said.
+        message: String,
+        /// The database's own error code, when it gave one (SQLite `5` is "busy").
+        code: Option<String>,
+    },
+    /// The store was closed while a write waited.
+    #[error("{path}: the state was closed before the write was done")]
+    Closed {
         /// The state file.
         path: String,
-        /// What sqlx said.
-        source: sqlx::Error,
     },
 }
 
-/// How a run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunState {
-    /// Stages are running or waiting (or the process stopped: `promote resume`).
-    Running,
-    /// Every stage succeeded or was skipped by its `if`.
-    Succeeded,
-    /// A stage failed.
-    Failed,
-}
-
-/// How a stage stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StageState {
-    /// Not started.
-    Pending,
-    /// Working.
-    Running,
-    /// Waiting for a person or a lock.
-    Waiting,
-    /// Done, well.
-    Succeeded,
-    /// Done, badly (after its retries).
-    Failed,
-    /// Not run: an upstream stage failed, or its `if` was false.
-    Skipped,
-    /// Stopped because another stage failed.
-    Cancelled,
-    /// A deploy reverted by the run's rollback.
-    RolledBack,
-}
-
-macro_rules! names {
-    ($t:ty { $($v:ident = $s:literal),* $(,)? }) => {
-        impl $t {
-            /// The name stored and shown.
-            pub fn as_str(self) -> &'static str {
-                match self { $(<$t>::$v => $s),* }
-            }
-        }
-        impl FromStr for $t {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s { $($s => Ok(<$t>::$v),)* other => Err(format!("unknown state `{other}`")) }
-            }
-        }
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
-        }
-    };
-}
-names!(RunState { Running = "running", Succeeded = "succeeded", Failed = "failed" });
-names!(StageState {
-    Pending = "pending",
-    Running = "running",
-    Waiting = "waiting",
-    Succeeded = "succeeded",
-    Failed = "failed",
-    Skipped = "skipped",
-    Cancelled = "cancelled",
-    RolledBack = "rolled-back",
-});
-
-impl StageState {
-    /// Whether the stage will not change any more (in this run).
-    pub fn is_final(self) -> bool {
-        !matches!(self, StageState::Pending | StageState::Running | StageState::Waiting)
-    }
-}
-
-/// A run as stored.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunRecord {
-    /// ULID.
-    pub id: String,
-    /// The pipeline's name.
-    pub pipeline: String,
-    /// The pipeline file as given.
-    pub file: String,
-    /// The file's text when the run started (a resumed run uses this, not today's file).
-    #[serde(skip)]
-    pub source: String,
-    /// The version promoted.
-    pub version: String,
-    /// Its state.
-    pub state: RunState,
-    /// Who started it.
-    pub triggered_by: String,
-    /// Unix milliseconds.
-    pub created_at: i64,
-    /// Unix milliseconds.
-    pub finished_at: Option<i64>,
-    /// Why it failed.
-    pub message: Option<String>,
-}
-
-/// A stage of a run as stored.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StageRecord {
-    /// The stage's name.
-    pub name: String,
-    /// Its kind.
-    pub kind: String,
-    /// Its state.
-    pub state: StageState,
-    /// Attempts started so far.
-    pub attempt: i64,
-    /// Unix milliseconds of the current attempt's start.
-    pub started_at: Option<i64>,
-    /// Unix milliseconds.
-    pub finished_at: Option<i64>,
-    /// Why it failed, or what it waits for.
-    pub message: Option<String>,
-    /// What it produced (JSON): a deploy's commit, an approval's approvers.
-    pub output: Option<serde_json::Value>,
-}
-
-/// An approval decision.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Decision {
-    /// Who.
-    pub user: String,
-    /// Approve (true) or reject.
-    pub approve: bool,
-    /// Comment or reason.
-    pub comment: Option<String>,
-    /// Unix milliseconds.
-    pub at: i64,
-}
-
-/// An event of a run's history.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Event {
-    /// Increasing.
-    pub id: i64,
-    /// The stage, if any.
-    pub stage: Option<String>,
-    /// Unix milliseconds.
-    pub at: i64,
-    /// `trigger`, `run`, `stage`, `decision`, `policy`, `break-glass`, `rollback`, ...
-    pub kind: String,
-    /// Who did it (`promote` for the runner itself).
-    pub actor: String,
-    /// What happened.
-    pub detail: String,
-}
-
-/// A transition of one stage, written with its event in one transaction.
-#[derive(Debug, Clone, Default)]
-pub struct Transition<'a> {
-    /// The new state.
-    pub state: Option<StageState>,
-    /// Set the attempt counter.
-    pub attempt: Option<i64>,
-    /// Set the start time.
-    pub started_at: Option<i64>,
-    /// Set the end time.
-    pub finished_at: Option<i64>,
-    /// Set the message (empty string clears it).
-    pub message: Option<&'a str>,
-    /// Set the output.
-    pub output: Option<&'a serde_json::Value>,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// The state store.
+/// The state: a handle on one backend and its change feed; clones share both.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    path: String,
-    feed: std::sync::Arc<feed::Feed>,
+    backend: Arc<dyn Backend>,
+    feed: Arc<feed::Feed>,
 }
 
 impl Store {
-    /// Opens (creating, or migrating from an older version) the state file at `path`. A file that
-    /// is not promote's is refused untouched.
+    /// Opens (creating, or migrating from an older version) the SQLite state file at `path`. A
+    /// file that is not promote's is refused untouched.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        let shown = path.display().to_string();
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.len() > 0
-        {
-            let mut head = [0u8; 16];
-            use std::io::Read;
-            let ok = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == b"SQLite format 3\0";
-            if !ok {
-                return Err(StoreError::NotSqlite { path: shown });
-            }
-        }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Db { path: shown.clone(), source: sqlx::Error::Io(e) })?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        // Two processes creating the file at once can meet SQLITE_BUSY while the first switches it
-        // to WAL (SQLite does not wait on the busy timeout there): try again for up to 10 s.
-        let mut tries = 0;
-        loop {
-            let db = |source| StoreError::Db { path: shown.clone(), source };
-            let attempt = async {
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .after_connect(|conn, _| Box::pin(audit::register(conn)))
-                    .connect_with(options.clone())
-                    .await
-                    .map_err(db)?;
-                let store = Store { pool, path: shown.clone(), feed: std::sync::Arc::new(feed::Feed::new()) };
-                store.migrate().await?;
-                Ok::<Store, StoreError>(store)
-            };
-            match attempt.await {
-                Err(StoreError::Db { source: sqlx::Error::Database(e), .. }) if e.code().as_deref() == Some("5") && tries < 200 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                other => return other,
-            }
-        }
+        Ok(Store::over(Arc::new(sqlite::SqliteBackend::open(path).await?)))
     }
 
-    /// The state file.
+    /// A store over any backend.
+    pub fn over(backend: Arc<dyn Backend>) -> Store {
+        Store { backend, feed: Arc::new(feed::Feed::new()) }
+    }
+
+    /// Where the state is.
     pub fn path(&self) -> &str {
-        &self.path
+        self.backend.path()
     }
 
     /// The change feed from now on: every entry committed after this returns (by this process or
     /// another) is announced to the subscription.
     pub async fn subscribe(&self) -> Result<Subscription, StoreError> {
-        self.feed.subscribe(&self.pool, Path::new(&self.path)).await.map_err(self.db())
+        self.feed.subscribe(&self.backend).await
     }
 
-    fn db(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-        |source| StoreError::Db { path: self.path.clone(), source }
+    /// The schema version in use.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.backend.schema_version().await
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        // Most opens find the schema current: check without taking the write lock.
-        let app: i64 = sqlx::query_scalar("PRAGMA application_id").fetch_one(&self.pool).await.map_err(self.db())?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&self.pool).await.map_err(self.db())?;
-        if app == APP_ID && version as usize == MIGRATIONS.len() {
-            return Ok(());
-        }
-        // IMMEDIATE: take the write lock first, so that two processes opening a new file wait for
-        // each other instead of failing to upgrade a read lock.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.db())?;
-        let app: i64 = sqlx::query_scalar("PRAGMA application_id").fetch_one(&mut *tx).await.map_err(self.db())?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await.map_err(self.db())?;
-        let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master").fetch_one(&mut *tx).await.map_err(self.db())?;
-        if app != APP_ID && (app != 0 || tables > 0) {
-            return Err(StoreError::Foreign { path: self.path.clone(), found: app });
-        }
-        if version as usize > MIGRATIONS.len() {
-            return Err(StoreError::Newer { path: self.path.clone(), found: version, known: MIGRATIONS.len() });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(self.db())?;
-            if i + 1 == audit::CHAIN_SCHEMA {
-                audit::chain_existing(&mut tx).await.map_err(self.db())?;
-            }
-            let set = format!("PRAGMA user_version = {}", i + 1);
-            sqlx::query(AssertSqlSafe(set)).execute(&mut *tx).await.map_err(self.db())?;
-        }
-        if app != APP_ID {
-            sqlx::query(AssertSqlSafe(format!("PRAGMA application_id = {APP_ID}"))).execute(&mut *tx).await.map_err(self.db())?;
-        }
-        let done = tx.commit().await.map_err(self.db());
+    /// Applies a write, durably, and wakes the feed.
+    pub async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let done = self.backend.write(write).await;
         self.feed.poke();
         done
-    }
-
-    /// The schema version of the file (`PRAGMA user_version`).
-    pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("PRAGMA user_version").fetch_one(&self.pool).await.map_err(self.db())
     }
 
     /// Records a new run and its stages (all pending), in one transaction.
     pub async fn create_run(&self, run: &RunRecord, stages: &[(&str, &str)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(self.db())?;
-        sqlx::query("INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(&run.id)
-            .bind(&run.pipeline)
-            .bind(&run.file)
-            .bind(&run.source)
-            .bind(&run.version)
-            .bind(run.state.as_str())
-            .bind(&run.triggered_by)
-            .bind(run.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db())?;
-        for (i, (name, kind)) in stages.iter().enumerate() {
-            sqlx::query("INSERT INTO stages (run_id, name, kind, position, state) VALUES (?, ?, ?, ?, 'pending')")
-                .bind(&run.id)
-                .bind(name)
-                .bind(kind)
-                .bind(i as i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.db())?;
-        }
-        let detail = format!("run started: {} {} by {}", run.pipeline, run.version, run.triggered_by);
-        insert_event(&mut tx, &run.id, None, run.created_at, "trigger", &run.triggered_by, &detail).await.map_err(self.db())?;
-        let done = tx.commit().await.map_err(self.db());
-        self.feed.poke();
-        done
+        let stages = stages.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect();
+        self.write(Write::CreateRun { run: run.clone(), stages }).await.map(|_| ())
     }
 
     /// One run by id.
     pub async fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
-        let row = sqlx::query("SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message FROM runs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.db())?;
-        match row {
-            Some(r) => Ok(run_of(&r)),
-            None => {
-                let recent = self.runs(5).await?;
-                let hint = if recent.is_empty() {
-                    " (it has no runs yet)".to_string()
-                } else {
-                    format!("; recent runs: {}", recent.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "))
-                };
-                Err(StoreError::UnknownRun { id: id.into(), path: self.path.clone(), hint })
-            }
+        if let Some(r) = self.backend.run(id).await? {
+            return Ok(r);
         }
+        let recent = self.runs(5).await?;
+        let hint = if recent.is_empty() {
+            " (it has no runs yet)".to_string()
+        } else {
+            format!("; recent runs: {}", recent.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "))
+        };
+        Err(StoreError::UnknownRun { id: id.into(), path: self.path().to_string(), hint })
     }
 
     /// The newest runs first.
     pub async fn runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message FROM runs ORDER BY created_at DESC, id DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.db())?;
-        Ok(rows.iter().map(run_of).collect())
+        self.backend.runs(limit).await
     }
 
     /// A run's stages, in file order.
     pub async fn stages(&self, run: &str) -> Result<Vec<StageRecord>, StoreError> {
-        let rows = sqlx::query("SELECT name, kind, state, attempt, started_at, finished_at, message, output FROM stages WHERE run_id = ? ORDER BY position")
-            .bind(run)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.db())?;
-        Ok(rows
-            .iter()
-            .map(|r| StageRecord {
-                name: r.get(0),
-                kind: r.get(1),
-                state: r.get::<String, _>(2).parse().unwrap_or(StageState::Pending),
-                attempt: r.get(3),
-                started_at: r.get(4),
-                finished_at: r.get(5),
-                message: r.get(6),
-                output: r.get::<Option<String>, _>(7).and_then(|s| serde_json::from_str(&s).ok()),
-            })
-            .collect())
+        self.backend.stages(run).await
     }
 
-    /// Applies a stage transition and records its event, atomically; returns the stage's start
+    /// Applies a stage transition and records its entry, atomically; returns the stage's start
     /// time (Unix ms) after the transition.
-    pub async fn transition(&self, run: &str, stage: &str, t: &Transition<'_>, event: &str) -> Result<Option<i64>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(self.db())?;
-        let done = update_stage(&mut conn, run, stage, t, event).await.map_err(self.db());
-        self.feed.poke();
-        done
+    pub async fn transition(&self, run: &str, stage: &str, t: Transition, event: &str) -> Result<Option<i64>, StoreError> {
+        let item = StageWrite { stage: stage.to_string(), transition: t, event: event.to_string() };
+        Ok(self.transitions(run, vec![item]).await?.pop().flatten())
     }
 
     /// Several transitions of one run in one transaction: all durable, or none. The walker writes a
     /// stage's result together with the starts it allows, so a stage whose needs are met is
     /// recorded running by the same commit. Returns each stage's start time.
-    pub async fn transitions(&self, run: &str, items: &[(&str, Transition<'_>, &str)]) -> Result<Vec<Option<i64>>, StoreError> {
-        if let [(stage, t, event)] = items {
-            return Ok(vec![self.transition(run, stage, t, event).await?]);
+    pub async fn transitions(&self, run: &str, items: Vec<StageWrite>) -> Result<Vec<Option<i64>>, StoreError> {
+        match self.write(Write::Transitions { run: run.to_string(), items }).await? {
+            Written::Starts(s) => Ok(s),
+            other => unreachable!("a backend answered transitions with {other:?}"),
         }
-        let mut tx = self.pool.begin().await.map_err(self.db())?;
-        let mut out = Vec::with_capacity(items.len());
-        for (stage, t, event) in items {
-            out.push(update_stage(&mut tx, run, stage, t, event).await.map_err(self.db())?);
-        }
-        tx.commit().await.map_err(self.db())?;
-        self.feed.poke();
-        Ok(out)
     }
 
-    /// Ends a run.
+    /// Ends a run (its environment locks are released with it).
     pub async fn finish_run(&self, run: &str, state: RunState, message: Option<&str>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(self.db())?;
-        let at = now_ms();
-        sqlx::query("UPDATE runs SET state = ?, finished_at = ?, message = ? WHERE id = ?")
-            .bind(state.as_str())
-            .bind(at)
-            .bind(message)
-            .bind(run)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db())?;
-        sqlx::query("DELETE FROM env_locks WHERE run_id = ?").bind(run).execute(&mut *tx).await.map_err(self.db())?;
-        insert_event(&mut tx, run, None, at, "run", "promote", &format!("run {state}{}", message.map(|m| format!(": {m}")).unwrap_or_default()))
-            .await
-            .map_err(self.db())?;
-        let done = tx.commit().await.map_err(self.db());
-        self.feed.poke();
-        done
+        let w = Write::FinishRun { run: run.to_string(), state, message: message.map(String::from), at: crate::clock::now_ms() };
+        self.write(w).await.map(|_| ())
     }
 
     /// Records an approval decision; a user's later decision replaces their earlier one.
@@ -586,174 +225,94 @@ impl Store {
 
     /// Records a decision whose audit entry is of `kind` (`decision`, `break-glass`).
     pub async fn decide_as(&self, run: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>, kind: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(self.db())?;
-        let at = now_ms();
-        sqlx::query("INSERT OR REPLACE INTO decisions (run_id, stage, user, approve, comment, at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(run)
-            .bind(stage)
-            .bind(user)
-            .bind(approve)
-            .bind(comment)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db())?;
-        let what = match (kind, approve) {
-            ("break-glass", _) => "freeze overridden (break-glass)",
-            (_, true) => "approved",
-            (_, false) => "rejected",
+        let w = Write::Decide {
+            run: run.to_string(),
+            stage: stage.to_string(),
+            user: user.to_string(),
+            approve,
+            comment: comment.map(String::from),
+            kind: kind.to_string(),
+            at: crate::clock::now_ms(),
         };
-        insert_event(&mut tx, run, Some(stage), at, kind, user, &format!("{what} by {user}{}", comment.map(|c| format!(": {c}")).unwrap_or_default()))
-            .await
-            .map_err(self.db())?;
-        let done = tx.commit().await.map_err(self.db());
-        self.feed.poke();
-        done
+        self.write(w).await.map(|_| ())
     }
 
     /// Marks a log template "not a risk" for a pipeline's `logs` stages, with who and why; an
-    /// event of `run` records it.
+    /// entry of `run` records it.
     pub async fn exempt_template(&self, run: &str, pipeline: &str, template: &str, user: &str, reason: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(self.db())?;
-        let at = now_ms();
-        sqlx::query("INSERT OR REPLACE INTO log_exemptions (pipeline, template, by_user, reason, at) VALUES (?, ?, ?, ?, ?)")
-            .bind(pipeline)
-            .bind(template)
-            .bind(user)
-            .bind(reason)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db())?;
-        insert_event(&mut tx, run, None, at, "log-exemption", user, &format!("`{template}` marked not a risk by {user}: {reason}")).await.map_err(self.db())?;
-        let done = tx.commit().await.map_err(self.db());
-        self.feed.poke();
-        done
+        let w = Write::Exempt {
+            run: run.to_string(),
+            pipeline: pipeline.to_string(),
+            template: template.to_string(),
+            user: user.to_string(),
+            reason: reason.to_string(),
+            at: crate::clock::now_ms(),
+        };
+        self.write(w).await.map(|_| ())
     }
 
     /// The log templates marked "not a risk" for a pipeline.
     pub async fn exempt_templates(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar("SELECT template FROM log_exemptions WHERE pipeline = ? ORDER BY at").bind(pipeline).fetch_all(&self.pool).await.map_err(self.db())
+        self.backend.exempt_templates(pipeline).await
     }
 
     /// The decisions on an approval stage, oldest first.
     pub async fn decisions(&self, run: &str, stage: &str) -> Result<Vec<Decision>, StoreError> {
-        let rows = sqlx::query("SELECT user, approve, comment, at FROM decisions WHERE run_id = ? AND stage = ? ORDER BY at, user")
-            .bind(run)
-            .bind(stage)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.db())?;
-        Ok(rows.iter().map(|r| Decision { user: r.get(0), approve: r.get(1), comment: r.get(2), at: r.get(3) }).collect())
+        self.backend.decisions(run, stage).await
     }
 
     /// Takes the environment for `run`; `Some(holder)` when another run holds it.
     pub async fn lock_environment(&self, environment: &str, run: &str) -> Result<Option<String>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(self.db())?;
-        sqlx::query("INSERT OR IGNORE INTO env_locks (environment, run_id, at) VALUES (?, ?, ?)")
-            .bind(environment)
-            .bind(run)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db())?;
-        let holder: String =
-            sqlx::query_scalar("SELECT run_id FROM env_locks WHERE environment = ?").bind(environment).fetch_one(&mut *tx).await.map_err(self.db())?;
-        tx.commit().await.map_err(self.db())?;
-        Ok((holder != run).then_some(holder))
+        match self.backend.write(Write::Lock { environment: environment.to_string(), run: run.to_string(), at: crate::clock::now_ms() }).await? {
+            Written::Holder(h) => Ok(h),
+            other => unreachable!("a backend answered a lock with {other:?}"),
+        }
     }
 
     /// A run's events, oldest first.
     pub async fn events(&self, run: &str) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query("SELECT id, stage, at, kind, actor, detail FROM events WHERE run_id = ? ORDER BY id")
-            .bind(run)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.db())?;
-        Ok(rows.iter().map(|r| Event { id: r.get(0), stage: r.get(1), at: r.get(2), kind: r.get(3), actor: r.get(4), detail: r.get(5) }).collect())
+        self.backend.events(run).await
     }
 
     /// Appends an entry to the audit trail (a policy decision, a break-glass, a rollback, an
-    /// undelivered notification); the chain is computed by SQLite's trigger.
+    /// undelivered notification).
     pub async fn audit(&self, run: &str, stage: Option<&str>, kind: &str, actor: &str, detail: &str) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(self.db())?;
-        let done = insert_event(&mut conn, run, stage, now_ms(), kind, actor, detail).await.map_err(self.db());
-        self.feed.poke();
-        done
+        let w = Write::Audit {
+            run: run.to_string(),
+            stage: stage.map(String::from),
+            kind: kind.to_string(),
+            actor: actor.to_string(),
+            detail: detail.to_string(),
+            at: crate::clock::now_ms(),
+        };
+        self.write(w).await.map(|_| ())
+    }
+
+    /// Checks the whole trail: every hash recomputed and every link compared; the first bad entry
+    /// is looked at closely to say what happened to it.
+    pub async fn verify_audit(&self) -> Result<Verdict, StoreError> {
+        self.backend.verify_audit().await
+    }
+
+    /// The entry whose hash is `hash`, if any (a head kept elsewhere must still be in the trail).
+    pub async fn audit_entry_with_hash(&self, hash: &str) -> Result<Option<i64>, StoreError> {
+        self.backend.audit_entry_with_hash(hash).await
+    }
+
+    /// The trail, oldest first, optionally of one run; `after` and `limit` page through it.
+    pub async fn audit_entries(&self, run: Option<&str>, after: i64, limit: i64) -> Result<Vec<Entry>, StoreError> {
+        self.backend.audit_entries(run, after, limit).await
     }
 
     /// Runs SQL as it is, on a connection that has promote's functions (benchmarks and tools that
     /// fill or repair a state file; never for user input).
     pub async fn raw_sql(&self, sql: &str) -> Result<(), StoreError> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool).await.map(|_| ()).map_err(self.db())
+        self.backend.raw_sql(sql).await
     }
 
-    /// Closes the pool (checkpointing the WAL).
+    /// Closes the backend (SQLite: checkpointing the WAL).
     pub async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-/// One stage transition: one UPDATE (its event row comes from the `stage_event` trigger).
-async fn update_stage(conn: &mut sqlx::SqliteConnection, run: &str, stage: &str, t: &Transition<'_>, event: &str) -> Result<Option<i64>, sqlx::Error> {
-    // One statement, so one round trip and atomic with its event (trigger `stage_event`).
-    let row = sqlx::query(
-        "UPDATE stages SET state = coalesce(?, state), attempt = coalesce(?, attempt), started_at = coalesce(?, started_at),
-             finished_at = CASE WHEN ? IS NOT NULL THEN ? WHEN ? = 'running' THEN NULL ELSE finished_at END,
-             message = CASE WHEN ? IS NULL THEN message WHEN ? = '' THEN NULL ELSE ? END, output = coalesce(?, output), event = ?
-             WHERE run_id = ? AND name = ? RETURNING started_at",
-    )
-    .bind(t.state.map(StageState::as_str))
-    .bind(t.attempt)
-    .bind(t.started_at)
-    .bind(t.finished_at)
-    .bind(t.finished_at)
-    .bind(t.state.map(StageState::as_str))
-    .bind(t.message)
-    .bind(t.message)
-    .bind(t.message)
-    .bind(t.output.map(|o| o.to_string()))
-    .bind(event)
-    .bind(run)
-    .bind(stage)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.and_then(|r| r.get::<Option<i64>, _>(0)))
-}
-
-async fn insert_event(
-    tx: &mut sqlx::SqliteConnection,
-    run: &str,
-    stage: Option<&str>,
-    at: i64,
-    kind: &str,
-    actor: &str,
-    detail: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO events (run_id, stage, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(run)
-        .bind(stage)
-        .bind(at)
-        .bind(kind)
-        .bind(actor)
-        .bind(detail)
-        .execute(tx)
-        .await
-        .map(|_| ())
-}
-
-fn run_of(r: &sqlx::sqlite::SqliteRow) -> RunRecord {
-    RunRecord {
-        id: r.get(0),
-        pipeline: r.get(1),
-        file: r.get(2),
-        source: r.get(3),
-        version: r.get(4),
-        state: r.get::<String, _>(5).parse().unwrap_or(RunState::Running),
-        triggered_by: r.get(6),
-        created_at: r.get(7),
-        finished_at: r.get(8),
-        message: r.get(9),
+        let _ = self.backend.close().await;
     }
 }
 

@@ -413,7 +413,7 @@ async fn a_state_file_from_an_older_version_is_migrated_with_its_runs() {
     // The tables of versions 2 and 3 work on the old rows.
     assert_eq!(store.lock_environment("qa", "01NEW").await.unwrap(), None);
     store
-        .transition("01OLD", "deploy-qa", &promote::store::Transition { message: Some("noted"), ..Default::default() }, "noted after the upgrade")
+        .transition("01OLD", "deploy-qa", promote::store::Transition { message: Some("noted".into()), ..Default::default() }, "noted after the upgrade")
         .await
         .unwrap();
     assert_eq!(store.events("01OLD").await.unwrap().last().unwrap().detail, "noted after the upgrade");

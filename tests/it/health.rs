@@ -75,7 +75,7 @@ fn api() -> &'static Objects {
                             // Lines stored as [ms ago, text]: stamped at the time of the request, as a kubelet would.
                             match get(&o, format!("logs/{ns}/{name}")).await {
                                 Some(v) => {
-                                    let now = promote::store::now_ms();
+                                    let now = promote::clock::now_ms();
                                     let text: String = v.as_array().unwrap().iter().map(|l| format!("{} {}\n", rfc3339(now - l[0].as_i64().unwrap()), l[1].as_str().unwrap())).collect();
                                     text.into_response()
                                 }

@@ -196,7 +196,7 @@ async fn loki_baseline_is_the_previous_versions_lines_before_the_deploy() {
         "",
     );
     let exec = s.executor().await;
-    *split.lock().unwrap() = promote::store::now_ms() as i128 * 1_000_000;
+    *split.lock().unwrap() = promote::clock::now_ms() as i128 * 1_000_000;
     let id = s.start(&exec, "7.2.0").await;
     let sum = drive(&exec, &id).await;
     let st = stage(&sum, "analyse-logs");

@@ -1,0 +1,174 @@
+//! The audit trail's chain, shared by every backend: the hash of an entry, what an entry is, and
+//! what a verification found.
+//!
+//! Every entry's `hash` is SHA-256 over the previous entry's hash and the entry's own fields
+//! (sequence number, run, stage, time, kind, actor, detail), each length-prefixed. A backend
+//! computes it with [`chain_hash`] as it appends (SQLite: inside the database, through a function
+//! it registers, so that no statement can write outside the chain), keeps the head, and verifies
+//! with the same function. The chain is not keyed: keep the head printed by `promote audit verify`
+//! somewhere else to catch someone who rewrites the whole trail and recomputes every hash.
+
+use sha2::{Digest, Sha256};
+
+/// The hash of an entry: SHA-256 over `prev` and each field, a field being a tag byte (0 = NULL,
+/// 1 = text) then its length (8 bytes, little endian) and bytes. Integers are in decimal.
+pub fn chain_hash(prev: &str, fields: &[Option<&[u8]>]) -> String {
+    let mut h = Sha256::new();
+    h.update((prev.len() as u64).to_le_bytes());
+    h.update(prev.as_bytes());
+    for f in fields {
+        match f {
+            None => h.update([0u8]),
+            Some(b) => {
+                h.update([1u8]);
+                h.update((b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// One entry of the trail.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// Its sequence number (the events table's id).
+    pub seq: i64,
+    /// When, Unix milliseconds.
+    pub at: i64,
+    /// When, RFC 3339 in UTC.
+    pub time: String,
+    /// The run it belongs to.
+    pub run: String,
+    /// The stage, if any.
+    pub stage: Option<String>,
+    /// What kind of entry.
+    pub kind: String,
+    /// Who.
+    pub actor: String,
+    /// What happened.
+    pub detail: String,
+    /// The previous entry's hash (empty for the first).
+    pub prev_hash: Option<String>,
+    /// This entry's hash.
+    pub hash: Option<String>,
+}
+
+impl Entry {
+    /// The hash this entry should have after `prev`.
+    pub fn expected_hash(&self, prev: &str) -> String {
+        let (seq, at) = (self.seq.to_string(), self.at.to_string());
+        chain_hash(
+            prev,
+            &[
+                Some(seq.as_bytes()),
+                Some(self.run.as_bytes()),
+                self.stage.as_deref().map(str::as_bytes),
+                Some(at.as_bytes()),
+                Some(self.kind.as_bytes()),
+                Some(self.actor.as_bytes()),
+                Some(self.detail.as_bytes()),
+            ],
+        )
+    }
+}
+
+/// What is wrong with a trail: the first bad entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase", tag = "problem")]
+pub enum Tamper {
+    /// The entry's content no longer matches its hash.
+    Altered {
+        /// The entry.
+        seq: i64,
+    },
+    /// Entries before this one are gone.
+    Removed {
+        /// The entry that does not follow its predecessor.
+        seq: i64,
+        /// The entry now before it (0: none).
+        after: i64,
+    },
+    /// The entry does not follow the one before it, though none is missing: rows were reordered
+    /// or replaced.
+    Reordered {
+        /// The entry.
+        seq: i64,
+        /// The entry before it.
+        after: i64,
+    },
+    /// The entry was written without the chain (by hand, with the trigger removed).
+    Unhashed {
+        /// The entry.
+        seq: i64,
+    },
+    /// A head kept elsewhere is no longer in the trail: it was rewritten and every hash
+    /// recomputed.
+    Rewritten {
+        /// The head given.
+        known: String,
+    },
+    /// Entries at the end are gone: the head promote wrote last is not the last entry.
+    TailCut {
+        /// The last entry promote wrote.
+        head: i64,
+        /// The last entry there now (0: none).
+        last: i64,
+    },
+}
+
+impl Tamper {
+    /// The first bad entry's number.
+    pub fn seq(&self) -> i64 {
+        match self {
+            Tamper::Altered { seq } | Tamper::Removed { seq, .. } | Tamper::Reordered { seq, .. } | Tamper::Unhashed { seq } => *seq,
+            Tamper::TailCut { last, .. } => *last + 1,
+            Tamper::Rewritten { .. } => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for Tamper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tamper::Altered { seq } => write!(f, "entry #{seq} was altered: its content does not match its hash"),
+            Tamper::Removed { seq, after: 0 } => write!(f, "entries before #{seq} were removed: it does not follow the start of the trail"),
+            Tamper::Removed { seq, after } => write!(f, "entries between #{after} and #{seq} were removed: #{seq} does not follow #{after}"),
+            Tamper::Reordered { seq, after } => write!(f, "entry #{seq} does not follow #{after}: entries were reordered or replaced"),
+            Tamper::Unhashed { seq } => write!(f, "entry #{seq} has no hash: it was written outside promote's chain"),
+            Tamper::TailCut { head, last } => write!(f, "the trail ends at #{last} but promote last wrote #{head}: entries at the end were removed"),
+            Tamper::Rewritten { known } => {
+                write!(f, "the head {known} kept from an earlier verify is not in the trail: it was rewritten and its hashes recomputed")
+            }
+        }
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    /// Entries in the trail.
+    pub entries: i64,
+    /// The last entry's hash (keep it elsewhere to catch a wholesale rewrite).
+    pub head: Option<String>,
+    /// The first problem found, if any.
+    pub tamper: Option<Tamper>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_counts_and_boundaries_are_kept() {
+        let a = chain_hash("", &[Some(b"1"), Some(b"ab"), Some(b"c")]);
+        let b = chain_hash("", &[Some(b"1"), Some(b"a"), Some(b"bc")]);
+        let c = chain_hash("", &[Some(b"1"), None, Some(b"abc")]);
+        let d = chain_hash("x", &[Some(b"1"), Some(b"ab"), Some(b"c")]);
+        assert_eq!(a.len(), 64);
+        assert!(a != b && a != c && a != d && b != c);
+        assert_eq!(a, chain_hash("", &[Some(b"1"), Some(b"ab"), Some(b"c")]));
+    }
+}

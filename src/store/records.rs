@@ -1,0 +1,262 @@
+//! What the state holds, as every backend reads and writes it: runs, stages, decisions, entries,
+//! and the writes the engine asks for.
+
+/// How a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, strum::Display, strum::EnumString, strum::IntoStaticStr)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum RunState {
+    /// Stages are running or waiting (or the process stopped: `promote resume`).
+    Running,
+    /// Every stage succeeded or was skipped by its `if`.
+    Succeeded,
+    /// A stage failed.
+    Failed,
+}
+
+/// How a stage stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, strum::Display, strum::EnumString, strum::IntoStaticStr)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum StageState {
+    /// Not started.
+    Pending,
+    /// Working.
+    Running,
+    /// Waiting for a person or a lock.
+    Waiting,
+    /// Done, well.
+    Succeeded,
+    /// Done, badly (after its retries).
+    Failed,
+    /// Not run: an upstream stage failed, or its `if` was false.
+    Skipped,
+    /// Stopped because another stage failed.
+    Cancelled,
+    /// A deploy reverted by the run's rollback.
+    RolledBack,
+}
+
+impl RunState {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl StageState {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Whether the stage will not change any more (in this run).
+    pub fn is_final(self) -> bool {
+        !matches!(self, StageState::Pending | StageState::Running | StageState::Waiting)
+    }
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// ULID.
+    pub id: String,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The pipeline file as given.
+    pub file: String,
+    /// The file's text when the run started (a resumed run uses this, not today's file).
+    #[serde(skip)]
+    pub source: String,
+    /// The version promoted.
+    pub version: String,
+    /// Its state.
+    pub state: RunState,
+    /// Who started it.
+    pub triggered_by: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub finished_at: Option<i64>,
+    /// Why it failed.
+    pub message: Option<String>,
+}
+
+/// A stage of a run as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageRecord {
+    /// The stage's name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its state.
+    pub state: StageState,
+    /// Attempts started so far.
+    pub attempt: i64,
+    /// Unix milliseconds of the current attempt's start.
+    pub started_at: Option<i64>,
+    /// Unix milliseconds.
+    pub finished_at: Option<i64>,
+    /// Why it failed, or what it waits for.
+    pub message: Option<String>,
+    /// What it produced (JSON): a deploy's commit, an approval's approvers.
+    pub output: Option<serde_json::Value>,
+}
+
+/// An approval decision.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Decision {
+    /// Who.
+    pub user: String,
+    /// Approve (true) or reject.
+    pub approve: bool,
+    /// Comment or reason.
+    pub comment: Option<String>,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// An event of a run's history.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Event {
+    /// Increasing.
+    pub id: i64,
+    /// The stage, if any.
+    pub stage: Option<String>,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// `trigger`, `run`, `stage`, `decision`, `policy`, `break-glass`, `rollback`, ...
+    pub kind: String,
+    /// Who did it (`promote` for the runner itself).
+    pub actor: String,
+    /// What happened.
+    pub detail: String,
+}
+
+/// A transition of one stage; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Transition {
+    /// The new state.
+    pub state: Option<StageState>,
+    /// Set the attempt counter.
+    pub attempt: Option<i64>,
+    /// Set the start time.
+    pub started_at: Option<i64>,
+    /// Set the end time.
+    pub finished_at: Option<i64>,
+    /// Set the message (empty string clears it).
+    pub message: Option<String>,
+    /// Set the output.
+    pub output: Option<serde_json::Value>,
+}
+
+/// One stage's transition and the trail entry that records it.
+#[derive(Debug, Clone)]
+pub struct StageWrite {
+    /// The stage.
+    pub stage: String,
+    /// What changes.
+    pub transition: Transition,
+    /// The entry's text (`started (attempt 1)`, `failed: ...`).
+    pub event: String,
+}
+
+/// A write the engine asks a backend for. The backend may group writes from many callers into one
+/// transaction (group commit); each is acknowledged only once it is durable.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A new run and its stages (pending), with its trigger entry.
+    CreateRun {
+        /// The run.
+        run: RunRecord,
+        /// (name, kind) of each stage, in file order.
+        stages: Vec<(String, String)>,
+    },
+    /// Transitions of one run's stages, all or none.
+    Transitions {
+        /// The run.
+        run: String,
+        /// The transitions.
+        items: Vec<StageWrite>,
+    },
+    /// A run's end: its state, its entry, its environment locks released.
+    FinishRun {
+        /// The run.
+        run: String,
+        /// How it ended.
+        state: RunState,
+        /// Why it failed.
+        message: Option<String>,
+        /// When.
+        at: i64,
+    },
+    /// A person's decision on a stage (a later one by the same person replaces theirs).
+    Decide {
+        /// The run.
+        run: String,
+        /// The stage.
+        stage: String,
+        /// Who.
+        user: String,
+        /// Approve or reject.
+        approve: bool,
+        /// Comment or reason.
+        comment: Option<String>,
+        /// `decision` or `break-glass`.
+        kind: String,
+        /// When.
+        at: i64,
+    },
+    /// A log template marked "not a risk" for a pipeline.
+    Exempt {
+        /// The run it was seen in.
+        run: String,
+        /// The pipeline.
+        pipeline: String,
+        /// The template.
+        template: String,
+        /// Who.
+        user: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at: i64,
+    },
+    /// Takes an environment for a run, if free.
+    Lock {
+        /// The environment.
+        environment: String,
+        /// The run.
+        run: String,
+        /// When.
+        at: i64,
+    },
+    /// An entry of the audit trail.
+    Audit {
+        /// The run.
+        run: String,
+        /// The stage, if any.
+        stage: Option<String>,
+        /// What kind of entry.
+        kind: String,
+        /// Who.
+        actor: String,
+        /// What happened.
+        detail: String,
+        /// When.
+        at: i64,
+    },
+}
+
+/// What a write gave back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Nothing to say.
+    Done,
+    /// Each transition's stage start time after it (Unix ms).
+    Starts(Vec<Option<i64>>),
+    /// The run holding the environment, when another one does.
+    Holder(Option<String>),
+}

@@ -1,0 +1,312 @@
+//! The SQLite backend of the state port: one file in WAL mode through sqlx; reads on a small pool,
+//! writes grouped by one writer task (`writer`), the chain computed inside SQLite (`chain`), the
+//! schema migrated on open (`schema`), other processes' commits seen through the file system.
+
+mod chain;
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::chain::{Entry, Verdict};
+use super::{Backend, Change, Decision, Event, Fut, RunRecord, RunState, StageRecord, StageState, StoreError, Write, Written};
+
+/// A promote state file.
+pub struct SqliteBackend {
+    pool: SqlitePool,
+    path: String,
+    /// The writer task's queue; taken away by `close`.
+    writes: std::sync::RwLock<Option<mpsc::Sender<writer::Job>>>,
+    /// The writer task, awaited by `close`.
+    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl StoreError {
+    /// A database error of the state at `path`, in words (the port knows no sqlx).
+    pub(crate) fn db(path: &str, e: sqlx::Error) -> StoreError {
+        let code = match &e {
+            sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+            _ => None,
+        };
+        StoreError::Db { path: path.to_string(), message: e.to_string(), code }
+    }
+}
+
+impl SqliteBackend {
+    /// Opens (creating, or migrating from an older version) the state file at `path`. A file that
+    /// is not promote's is refused untouched.
+    pub async fn open(path: &Path) -> Result<SqliteBackend, StoreError> {
+        let shown = path.display().to_string();
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.len() > 0
+        {
+            let mut head = [0u8; 16];
+            use std::io::Read;
+            let ok = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == b"SQLite format 3\0";
+            if !ok {
+                return Err(StoreError::NotSqlite { path: shown });
+            }
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::db(&shown, sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        // Two processes creating the file at once can meet SQLITE_BUSY while the first switches it
+        // to WAL (SQLite does not wait on the busy timeout there): try again for up to 10 s.
+        let mut tries = 0;
+        loop {
+            let db = |source| StoreError::db(&shown, source);
+            let attempt = async {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|conn, _| Box::pin(chain::register(conn)))
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(db)?;
+                schema::migrate(&pool, &shown).await?;
+                use sqlx::Connection;
+                let mut conn = sqlx::SqliteConnection::connect_with(&options).await.map_err(db)?;
+                chain::register(&mut conn).await.map_err(db)?;
+                let (writes, rx) = mpsc::channel(writer::QUEUE);
+                let task = tokio::spawn(writer::run(conn, rx));
+                Ok::<SqliteBackend, StoreError>(SqliteBackend {
+                    pool,
+                    path: shown.clone(),
+                    writes: std::sync::RwLock::new(Some(writes)),
+                    writer: std::sync::Mutex::new(Some(task)),
+                })
+            };
+            match attempt.await {
+                Err(StoreError::Db { code: Some(code), .. }) if code == "5" && tries < 200 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn db(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+        |source| StoreError::db(&self.path, source)
+    }
+
+    async fn write_one(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let closed = || StoreError::Closed { path: self.path.clone() };
+        let writes = self.writes.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(closed)?;
+        writes.send(writer::Job { write, reply }).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?.map_err(self.db())
+    }
+
+    async fn run_of(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query("SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.db())?;
+        Ok(row.as_ref().map(run_of))
+    }
+
+    async fn runs_of(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message FROM runs ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db())?;
+        Ok(rows.iter().map(run_of).collect())
+    }
+
+    async fn stages_of(&self, run: &str) -> Result<Vec<StageRecord>, StoreError> {
+        let rows = sqlx::query("SELECT name, kind, state, attempt, started_at, finished_at, message, output FROM stages WHERE run_id = ? ORDER BY position")
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db())?;
+        Ok(rows
+            .iter()
+            .map(|r| StageRecord {
+                name: r.get(0),
+                kind: r.get(1),
+                state: r.get::<String, _>(2).parse().unwrap_or(StageState::Pending),
+                attempt: r.get(3),
+                started_at: r.get(4),
+                finished_at: r.get(5),
+                message: r.get(6),
+                output: r.get::<Option<String>, _>(7).and_then(|s| serde_json::from_str(&s).ok()),
+            })
+            .collect())
+    }
+
+    async fn decisions_of(&self, run: &str, stage: &str) -> Result<Vec<Decision>, StoreError> {
+        let rows = sqlx::query("SELECT user, approve, comment, at FROM decisions WHERE run_id = ? AND stage = ? ORDER BY at, user")
+            .bind(run)
+            .bind(stage)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db())?;
+        Ok(rows.iter().map(|r| Decision { user: r.get(0), approve: r.get(1), comment: r.get(2), at: r.get(3) }).collect())
+    }
+
+    async fn events_of(&self, run: &str) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query("SELECT id, stage, at, kind, actor, detail FROM events WHERE run_id = ? ORDER BY id")
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db())?;
+        Ok(rows.iter().map(|r| Event { id: r.get(0), stage: r.get(1), at: r.get(2), kind: r.get(3), actor: r.get(4), detail: r.get(5) }).collect())
+    }
+
+    async fn changes(&self, after: i64, limit: i64) -> Result<Vec<Change>, StoreError> {
+        let rows = sqlx::query("SELECT id, run_id, stage, kind FROM events WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db())?;
+        Ok(rows.iter().map(|r| Change { id: r.get(0), run: r.get(1), stage: r.get(2), kind: r.get(3) }).collect())
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn schema_version(&self) -> Fut<'_, i64> {
+        Box::pin(async move { sqlx::query_scalar("PRAGMA user_version").fetch_one(&self.pool).await.map_err(self.db()) })
+    }
+
+    fn write(&self, write: Write) -> Fut<'_, Written> {
+        Box::pin(self.write_one(write))
+    }
+
+    fn run<'a>(&'a self, id: &'a str) -> Fut<'a, Option<RunRecord>> {
+        Box::pin(self.run_of(id))
+    }
+
+    fn runs(&self, limit: i64) -> Fut<'_, Vec<RunRecord>> {
+        Box::pin(self.runs_of(limit))
+    }
+
+    fn stages<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<StageRecord>> {
+        Box::pin(self.stages_of(run))
+    }
+
+    fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>> {
+        Box::pin(self.decisions_of(run, stage))
+    }
+
+    fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> Fut<'a, Vec<String>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT template FROM log_exemptions WHERE pipeline = ? ORDER BY at")
+                .bind(pipeline)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.db())
+        })
+    }
+
+    fn events<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<Event>> {
+        Box::pin(self.events_of(run))
+    }
+
+    fn last_change(&self) -> Fut<'_, i64> {
+        Box::pin(async move { sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events").fetch_one(&self.pool).await.map_err(self.db()) })
+    }
+
+    fn changes_after(&self, after: i64, limit: i64) -> Fut<'_, Vec<Change>> {
+        Box::pin(self.changes(after, limit))
+    }
+
+    fn watch(&self, poke: Arc<Notify>) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        watch(Path::new(&self.path), poke).map(|w| Box::new(w) as Box<dyn std::any::Any + Send + Sync>)
+    }
+
+    fn verify_audit(&self) -> Fut<'_, Verdict> {
+        Box::pin(SqliteBackend::verify_audit(self))
+    }
+
+    fn audit_entry_with_hash<'a>(&'a self, hash: &'a str) -> Fut<'a, Option<i64>> {
+        Box::pin(SqliteBackend::audit_entry_with_hash(self, hash))
+    }
+
+    fn audit_entries<'a>(&'a self, run: Option<&'a str>, after: i64, limit: i64) -> Fut<'a, Vec<Entry>> {
+        Box::pin(SqliteBackend::audit_entries(self, run, after, limit))
+    }
+
+    fn raw_sql<'a>(&'a self, sql: &'a str) -> Fut<'a, ()> {
+        Box::pin(async move { sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool).await.map(|_| ()).map_err(self.db()) })
+    }
+
+    fn close(&self) -> Fut<'_, ()> {
+        Box::pin(async move {
+            // The writer finishes what is queued, then closes its connection.
+            drop(self.writes.write().unwrap_or_else(|e| e.into_inner()).take());
+            let task = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(t) = task {
+                let _ = t.await;
+            }
+            self.pool.close().await;
+            Ok(())
+        })
+    }
+}
+
+/// Watches the state file's folder: a commit by another process writes the file or its WAL, and
+/// pokes the change feed.
+fn watch(path: &Path, poke: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let handler = move |event: notify::Result<notify::Event>| {
+        if let Ok(e) = event
+            && (e.kind.is_modify() || e.kind.is_create())
+            && e.paths.iter().any(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&name)))
+        {
+            poke.notify_one();
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the state file: other processes' writes are seen by polling");
+            return None;
+        }
+    };
+    match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        Ok(()) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the state folder: other processes' writes are seen by polling");
+            None
+        }
+    }
+}
+
+fn run_of(r: &sqlx::sqlite::SqliteRow) -> RunRecord {
+    RunRecord {
+        id: r.get(0),
+        pipeline: r.get(1),
+        file: r.get(2),
+        source: r.get(3),
+        version: r.get(4),
+        state: r.get::<String, _>(5).parse().unwrap_or(RunState::Running),
+        triggered_by: r.get(6),
+        created_at: r.get(7),
+        finished_at: r.get(8),
+        message: r.get(9),
+    }
+}

@@ -1,0 +1,162 @@
+//! The SQLite schema: one migration per version, applied in order; `PRAGMA user_version` says how
+//! many are. Every state file written by an earlier promote opens and upgrades.
+
+use sqlx::AssertSqlSafe;
+use sqlx::sqlite::SqlitePool;
+
+use crate::store::StoreError;
+
+/// The schema version whose migration adds the chain; entries already there are chained then.
+pub const CHAIN_SCHEMA: usize = 5;
+
+/// `PRAGMA application_id` of promote state files ("PROM").
+pub(super) const APP_ID: i64 = 0x5052_4f4d;
+
+/// The schema, one migration per version; `PRAGMA user_version` says how many are applied. Never
+/// edit a released entry: add one.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: runs, their stages, the events of both.
+    "CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        file TEXT NOT NULL,
+        source TEXT NOT NULL,
+        version TEXT NOT NULL,
+        state TEXT NOT NULL,
+        triggered_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        message TEXT
+    );
+    CREATE TABLE stages (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        started_at INTEGER,
+        finished_at INTEGER,
+        message TEXT,
+        output TEXT,
+        PRIMARY KEY (run_id, name)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        stage TEXT,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );",
+    // 2: approval decisions, one promotion at a time per environment.
+    "CREATE TABLE decisions (
+        run_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        user TEXT NOT NULL,
+        approve INTEGER NOT NULL,
+        comment TEXT,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (run_id, stage, user)
+    );
+    CREATE TABLE env_locks (
+        environment TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX events_by_run ON events (run_id, id);",
+    // 3: a stage transition is one UPDATE: the trigger writes its event in the same statement.
+    "ALTER TABLE stages ADD COLUMN event TEXT;
+    CREATE TRIGGER stage_event AFTER UPDATE OF event ON stages WHEN NEW.event IS NOT NULL
+    BEGIN
+        INSERT INTO events (run_id, stage, at, kind, detail)
+        VALUES (NEW.run_id, NEW.name, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), 'stage', NEW.event);
+    END;",
+    // 4: log templates a person marked "not a risk", per pipeline.
+    "CREATE TABLE log_exemptions (
+        pipeline TEXT NOT NULL,
+        template TEXT NOT NULL,
+        by_user TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, template)
+    );",
+    // 5: the events table becomes the audit trail: who did it (actor), and a hash chain computed
+    // inside SQLite by `promote_chain` (registered on every connection, see `audit`), so that no
+    // insert can skip it. `audit_head` keeps the last entry, so a cut tail is seen. Older entries
+    // are chained by `audit::chain_existing` in the same transaction.
+    "ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT 'promote';
+    ALTER TABLE events ADD COLUMN prev_hash TEXT;
+    ALTER TABLE events ADD COLUMN hash TEXT;
+    CREATE TABLE audit_head (one INTEGER PRIMARY KEY CHECK (one = 1), id INTEGER NOT NULL, hash TEXT NOT NULL);
+    CREATE TRIGGER events_chain AFTER INSERT ON events
+    BEGIN
+        UPDATE events SET prev_hash = coalesce((SELECT hash FROM audit_head), ''),
+            hash = promote_chain(coalesce((SELECT hash FROM audit_head), ''), NEW.id, NEW.run_id, NEW.stage, NEW.at, NEW.kind, NEW.actor, NEW.detail)
+            WHERE id = NEW.id;
+        INSERT OR REPLACE INTO audit_head (one, id, hash) SELECT 1, id, hash FROM events WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER events_append_only BEFORE UPDATE OF id, run_id, stage, at, kind, actor, detail ON events
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit trail is append-only');
+    END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN
+        SELECT RAISE(ABORT, 'the audit trail is append-only');
+    END;",
+];
+
+/// Brings the file to the current schema in one `BEGIN IMMEDIATE` transaction (most opens find it
+/// current and take no write lock). A file that is not promote's, or is newer, is refused untouched.
+pub(super) async fn migrate(pool: &SqlitePool, path: &str) -> Result<(), StoreError> {
+    let db = |source| StoreError::db(path, source);
+    // Most opens find the schema current: check without taking the write lock.
+    let app: i64 = sqlx::query_scalar("PRAGMA application_id").fetch_one(pool).await.map_err(db)?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(pool).await.map_err(db)?;
+    if app == APP_ID && version as usize == MIGRATIONS.len() {
+        return Ok(());
+    }
+    // IMMEDIATE: take the write lock first, so that two processes opening a new file wait for
+    // each other instead of failing to upgrade a read lock.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    let app: i64 = sqlx::query_scalar("PRAGMA application_id").fetch_one(&mut *tx).await.map_err(db)?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await.map_err(db)?;
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master").fetch_one(&mut *tx).await.map_err(db)?;
+    if app != APP_ID && (app != 0 || tables > 0) {
+        return Err(StoreError::Foreign { path: path.to_string(), found: app });
+    }
+    if version as usize > MIGRATIONS.len() {
+        return Err(StoreError::Newer { path: path.to_string(), found: version, known: MIGRATIONS.len() });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(db)?;
+        if i + 1 == CHAIN_SCHEMA {
+            chain_existing(&mut tx).await.map_err(db)?;
+        }
+        let set = format!("PRAGMA user_version = {}", i + 1);
+        sqlx::query(AssertSqlSafe(set)).execute(&mut *tx).await.map_err(db)?;
+    }
+    if app != APP_ID {
+        sqlx::query(AssertSqlSafe(format!("PRAGMA application_id = {APP_ID}"))).execute(&mut *tx).await.map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+/// Chains entries written before the chain existed (schema < 5), oldest first, inside the
+/// migration's transaction.
+async fn chain_existing(tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query("SELECT id, run_id, stage, at, kind, actor, detail FROM events WHERE hash IS NULL ORDER BY id").fetch_all(&mut *tx).await?;
+    let mut prev: String = sqlx::query_scalar("SELECT hash FROM audit_head").fetch_optional(&mut *tx).await?.unwrap_or_default();
+    let mut last = None;
+    for r in &rows {
+        let e = super::chain::row_entry(r, 0);
+        let hash = e.expected_hash(&prev);
+        sqlx::query("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?").bind(&prev).bind(&hash).bind(e.seq).execute(&mut *tx).await?;
+        prev = hash;
+        last = Some(e.seq);
+    }
+    if let Some(id) = last {
+        sqlx::query("INSERT OR REPLACE INTO audit_head (one, id, hash) VALUES (1, ?, ?)").bind(id).bind(&prev).execute(&mut *tx).await?;
+    }
+    Ok(())
+}
