@@ -157,7 +157,9 @@ impl Executor {
             let progress = progress.clone();
             Arc::new(move |stage: &str, s: StageState, m: &str| progress(Progress { stage: stage.into(), state: s, message: m.into() }))
         };
-        let mut tasks: JoinSet<(usize, Result<serde_json::Value, StageError>)> = JoinSet::new();
+        // When each stage's current attempt started (for its duration when it ends).
+        let mut starts: Vec<Option<i64>> = record.iter().map(|r| r.as_ref().and_then(|r| r.started_at)).collect();
+        let mut tasks: JoinSet<(usize, i64, Result<serde_json::Value, StageError>)> = JoinSet::new();
         let mut handles: HashMap<usize, tokio::task::AbortHandle> = HashMap::new();
         let mut failure: Option<String> = state.iter().position(|s| *s == StageState::Failed).map(|i| plan.pipeline.stages[i].name.value.clone());
 
@@ -212,7 +214,7 @@ impl Executor {
             }
             if !pending.is_empty() {
                 let writes = std::mem::take(&mut pending);
-                self.record(&run, &plan, &writes, &progress).await?;
+                self.record(&run, &plan, &writes, &mut starts, &progress).await?;
                 for w in &writes {
                     if let Some((attempt, started_at, _)) = w.start {
                         let ctx = StageContext {
@@ -236,21 +238,23 @@ impl Executor {
                 // Cancel what runs; skip what has not started.
                 for (i, h) in handles.drain() {
                     h.abort();
-                    self.set(&run, &plan, i, StageState::Cancelled, &format!("`{}` failed", failure.as_deref().unwrap_or("")), None, &progress).await?;
+                    self.set(&run, &plan, i, StageState::Cancelled, &format!("`{}` failed", failure.as_deref().unwrap_or("")), &mut starts, &progress).await?;
                     state[i] = StageState::Cancelled;
                 }
                 while tasks.join_next().await.is_some() {}
                 #[allow(clippy::needless_range_loop)]
                 for i in 0..n {
                     if !state[i].is_final() {
-                        self.set(&run, &plan, i, StageState::Skipped, &format!("`{}` failed", failure.as_deref().unwrap_or("")), None, &progress).await?;
+                        self.set(&run, &plan, i, StageState::Skipped, &format!("`{}` failed", failure.as_deref().unwrap_or("")), &mut starts, &progress)
+                            .await?;
                         state[i] = StageState::Skipped;
                     }
                 }
                 break;
             }
             let Some(joined) = tasks.join_next().await else { break };
-            let Ok((i, result)) = joined else { continue };
+            let Ok((i, started_at, result)) = joined else { continue };
+            starts[i] = Some(started_at);
             handles.remove(&i);
             let stage = &plan.pipeline.stages[i];
             match result {
@@ -280,7 +284,7 @@ impl Executor {
         let outcome = if let Some(failed) = &failure {
             let why = self.store.stages(id).await?.into_iter().find(|s| s.name == *failed).and_then(|s| s.message).unwrap_or_default();
             if plan.pipeline.on_failure.rollback {
-                self.roll_back(&run, &plan, &base_dir, &mut state, &progress).await?;
+                self.roll_back(&run, &plan, &base_dir, &mut state, &mut starts, &progress).await?;
                 for (i, s) in state.iter().enumerate() {
                     if *s == StageState::RolledBack {
                         let name = &plan.pipeline.stages[i].name.value;
@@ -310,6 +314,7 @@ impl Executor {
         plan: &Arc<Plan>,
         base_dir: &Path,
         state: &mut [StageState],
+        starts: &mut [Option<i64>],
         progress: &Arc<dyn Fn(Progress) + Send + Sync>,
     ) -> Result<(), ExecError> {
         let mut deploys: Vec<(i64, usize, String, Option<String>)> = Vec::new();
@@ -355,7 +360,7 @@ impl Executor {
                         Some(why) => format!("{why}; {message}"),
                         None => message,
                     };
-                    self.set(run, plan, i, StageState::RolledBack, &message, None, progress).await?;
+                    self.set(run, plan, i, StageState::RolledBack, &message, starts, progress).await?;
                     state[i] = StageState::RolledBack;
                 }
                 Ok(Err(e)) => {
@@ -378,26 +383,35 @@ impl Executor {
         i: usize,
         to: StageState,
         message: &str,
-        output: Option<&serde_json::Value>,
+        starts: &mut [Option<i64>],
         progress: &Arc<dyn Fn(Progress) + Send + Sync>,
     ) -> Result<(), ExecError> {
-        self.record(run, plan, &[Write::end(i, to, message.to_string(), output.cloned())], progress).await
+        self.record(run, plan, &[Write::end(i, to, message.to_string(), None)], starts, progress).await
     }
 
     /// Writes transitions in one transaction, then reports each (progress, logs, metrics). Nothing
     /// is reported before it is durable.
-    async fn record(&self, run: &RunRecord, plan: &Plan, writes: &[Write], progress: &Arc<dyn Fn(Progress) + Send + Sync>) -> Result<(), ExecError> {
+    async fn record(
+        &self,
+        run: &RunRecord,
+        plan: &Plan,
+        writes: &[Write],
+        starts: &mut [Option<i64>],
+        progress: &Arc<dyn Fn(Progress) + Send + Sync>,
+    ) -> Result<(), ExecError> {
         let at = now_ms();
         let items: Vec<StageWrite> =
             writes.iter().map(|w| StageWrite { stage: plan.pipeline.stages[w.i].name.value.clone(), transition: w.transition(at), event: w.event() }).collect();
-        let started = self.store.transitions(&run.id, items).await?;
-        for (w, started) in writes.iter().zip(started) {
+        self.store.transitions(&run.id, items).await?;
+        for w in writes {
             let stage = &plan.pipeline.stages[w.i];
             let message = match w.start {
-                Some((_, _, true)) => "resumed".to_string(),
-                Some(_) => String::new(),
+                Some((_, started_at, resumed)) => {
+                    starts[w.i] = Some(started_at);
+                    if resumed { "resumed".to_string() } else { String::new() }
+                }
                 None => {
-                    if let Some(started) = started {
+                    if let Some(started) = starts[w.i] {
                         self.metrics.stage_finished(stage.kind.name(), w.state.as_str(), (at - started).max(0) as f64 / 1000.0);
                     }
                     w.message.clone()
@@ -453,7 +467,7 @@ impl Write {
 
 /// Runs a stage's attempts: `timeout` per attempt, `retry: {attempts, backoff}` between them
 /// (backoff doubled each time). Each new attempt is recorded before it starts.
-async fn attempt_loop(ctx: StageContext, first_attempt: i64) -> (usize, Result<serde_json::Value, StageError>) {
+async fn attempt_loop(ctx: StageContext, first_attempt: i64) -> (usize, i64, Result<serde_json::Value, StageError>) {
     let stage = ctx.stage().clone();
     let max = stage.retry.as_ref().map_or(1, |r| i64::from(r.attempts.value.max(1)));
     let backoff = stage.retry.as_ref().map_or(Duration::from_secs(10), |r| r.backoff.0);
@@ -477,12 +491,12 @@ async fn attempt_loop(ctx: StageContext, first_attempt: i64) -> (usize, Result<s
                 let now = now_ms();
                 let t = Transition { state: Some(StageState::Running), attempt: Some(attempt), started_at: Some(now), ..Default::default() };
                 if let Err(e) = ctx.store.transition(&ctx.run.id, &stage.name.value, t, &event).await {
-                    return (ctx.index, Err(e.into()));
+                    return (ctx.index, ctx.started_at, Err(e.into()));
                 }
                 (ctx.report)(&stage.name.value, StageState::Running, &format!("attempt {attempt} (the last failed: {why})"));
                 ctx.started_at = now;
             }
-            other => return (ctx.index, other),
+            other => return (ctx.index, ctx.started_at, other),
         }
     }
 }

@@ -58,20 +58,26 @@ pub struct Entry {
 impl Entry {
     /// The hash this entry should have after `prev`.
     pub fn expected_hash(&self, prev: &str) -> String {
-        let (seq, at) = (self.seq.to_string(), self.at.to_string());
-        chain_hash(
-            prev,
-            &[
-                Some(seq.as_bytes()),
-                Some(self.run.as_bytes()),
-                self.stage.as_deref().map(str::as_bytes),
-                Some(at.as_bytes()),
-                Some(self.kind.as_bytes()),
-                Some(self.actor.as_bytes()),
-                Some(self.detail.as_bytes()),
-            ],
-        )
+        entry_hash(prev, self.seq, &self.run, self.stage.as_deref(), self.at, &self.kind, &self.actor, &self.detail)
     }
+}
+
+/// The hash of entry `seq` after `prev`: what every backend writes and verification recomputes.
+#[allow(clippy::too_many_arguments)]
+pub fn entry_hash(prev: &str, seq: i64, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> String {
+    let (seq, at) = (seq.to_string(), at.to_string());
+    chain_hash(
+        prev,
+        &[
+            Some(seq.as_bytes()),
+            Some(run.as_bytes()),
+            stage.map(str::as_bytes),
+            Some(at.as_bytes()),
+            Some(kind.as_bytes()),
+            Some(actor.as_bytes()),
+            Some(detail.as_bytes()),
+        ],
+    )
 }
 
 /// What is wrong with a trail: the first bad entry.

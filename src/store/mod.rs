@@ -195,21 +195,17 @@ impl Store {
         self.backend.stages(run).await
     }
 
-    /// Applies a stage transition and records its entry, atomically; returns the stage's start
-    /// time (Unix ms) after the transition.
-    pub async fn transition(&self, run: &str, stage: &str, t: Transition, event: &str) -> Result<Option<i64>, StoreError> {
+    /// Applies a stage transition and records its entry, atomically.
+    pub async fn transition(&self, run: &str, stage: &str, t: Transition, event: &str) -> Result<(), StoreError> {
         let item = StageWrite { stage: stage.to_string(), transition: t, event: event.to_string() };
-        Ok(self.transitions(run, vec![item]).await?.pop().flatten())
+        self.transitions(run, vec![item]).await
     }
 
     /// Several transitions of one run in one transaction: all durable, or none. The walker writes a
     /// stage's result together with the starts it allows, so a stage whose needs are met is
-    /// recorded running by the same commit. Returns each stage's start time.
-    pub async fn transitions(&self, run: &str, items: Vec<StageWrite>) -> Result<Vec<Option<i64>>, StoreError> {
-        match self.write(Write::Transitions { run: run.to_string(), items }).await? {
-            Written::Starts(s) => Ok(s),
-            other => unreachable!("a backend answered transitions with {other:?}"),
-        }
+    /// recorded running by the same commit.
+    pub async fn transitions(&self, run: &str, items: Vec<StageWrite>) -> Result<(), StoreError> {
+        self.write(Write::Transitions { run: run.to_string(), items }).await.map(|_| ())
     }
 
     /// Ends a run (its environment locks are released with it).

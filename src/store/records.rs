@@ -255,8 +255,6 @@ pub enum Write {
 pub enum Written {
     /// Nothing to say.
     Done,
-    /// Each transition's stage start time after it (Unix ms).
-    Starts(Vec<Option<i64>>),
     /// The run holding the environment, when another one does.
     Holder(Option<String>),
 }

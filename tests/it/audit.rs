@@ -111,7 +111,7 @@ async fn every_kind_of_tampering_is_caught_and_the_first_bad_entry_named() {
     let (db, pool) = copy(&s, "inserted").await;
     let refused = sqlx::raw_sql("INSERT INTO events (run_id, at, kind, actor, detail) VALUES ('x', 0, 'decision', 'mallory', 'approved')").execute(&pool).await;
     assert!(refused.unwrap_err().to_string().contains("no such function: promote_chain"));
-    exec_sql(&pool, "DROP TRIGGER events_chain; INSERT INTO events (run_id, at, kind, actor, detail) VALUES ('x', 0, 'decision', 'mallory', 'approved');")
+    exec_sql(&pool, "DROP TRIGGER events_chained; INSERT INTO events (run_id, at, kind, actor, detail) VALUES ('x', 0, 'decision', 'mallory', 'approved');")
         .await;
     pool.close().await;
     let (code, out) = verify(s.path(), &db);
@@ -131,13 +131,13 @@ async fn a_schema_4_state_file_is_chained_when_opened() {
     let (db, pool) = copy(&s, "old").await;
     exec_sql(
         &pool,
-        "DROP TRIGGER events_chain; DROP TRIGGER events_append_only; DROP TRIGGER events_no_delete; DROP TABLE audit_head;
+        "DROP TRIGGER events_chained; DROP TRIGGER events_append_only; DROP TRIGGER events_no_delete; DROP TABLE audit_head;
          ALTER TABLE events DROP COLUMN prev_hash; ALTER TABLE events DROP COLUMN hash; ALTER TABLE events DROP COLUMN actor; PRAGMA user_version = 4;",
     )
     .await;
     pool.close().await;
     let store = promote::store::Store::open(&db).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 5);
+    assert_eq!(store.schema_version().await.unwrap(), 6);
     let v = store.verify_audit().await.unwrap();
     assert!(v.tamper.is_none() && v.entries > 10, "{v:?}");
     store.close().await;

@@ -104,6 +104,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     BEGIN
         SELECT RAISE(ABORT, 'the audit trail is append-only');
     END;",
+    // 6: the chain is computed in Rust as promote appends (the same `chain_hash` for every
+    // backend), each stage transition's entry written beside its UPDATE: no trigger updates an
+    // entry after its insert any more. What stays in SQLite is the guard: an entry whose hash is
+    // not its place in the chain is refused (and a shell without `promote_chain` cannot insert).
+    "DROP TRIGGER IF EXISTS events_chain;
+    DROP TRIGGER IF EXISTS stage_event;
+    CREATE TRIGGER events_chained BEFORE INSERT ON events
+    WHEN NEW.hash IS NOT promote_chain(NEW.prev_hash, NEW.id, NEW.run_id, NEW.stage, NEW.at, NEW.kind, NEW.actor, NEW.detail)
+        OR NEW.prev_hash IS NOT coalesce((SELECT hash FROM events ORDER BY id DESC LIMIT 1), '')
+    BEGIN
+        SELECT RAISE(ABORT, 'an audit entry must carry its place in the chain: only promote appends to the trail');
+    END;",
 ];
 
 /// Brings the file to the current schema in one `BEGIN IMMEDIATE` transaction (most opens find it

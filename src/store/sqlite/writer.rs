@@ -1,5 +1,6 @@
 //! Group commit: one task owns SQLite's one writer connection; every write asked for meanwhile, by
 //! any run, goes into the same transaction, and each caller hears back only after the commit.
+//! Each entry of the trail is chained here, in Rust ([`entry_hash`]), as it is appended.
 //!
 //! SQLite takes one writer at a time. With a connection per caller, a thousand runs queue on the
 //! file lock (and sleep in the busy handler); here they queue in memory, and a commit carries all
@@ -10,7 +11,8 @@ use sqlx::Row;
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{StageState, Transition, Write, Written};
+use crate::store::chain::entry_hash;
+use crate::store::{StageState, StageWrite, Write, Written};
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 1024;
@@ -59,25 +61,94 @@ fn clone_error(e: &sqlx::Error) -> sqlx::Error {
 /// One transaction for every job, committed before anything is returned.
 async fn apply_all(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<Vec<Written>, sqlx::Error> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let done = match Head::read(conn).await {
+        Ok(mut head) => match apply_in_transaction(conn, jobs, &mut head).await {
+            Ok(out) => head.write(conn).await.map(|_| out),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let done = match done {
+        Ok(out) => sqlx::query("COMMIT").execute(&mut *conn).await.map(|_| out),
+        Err(e) => Err(e),
+    };
+    if done.is_err() {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    done
+}
+
+/// Every job's statements. Stage transitions, most of what the engine writes, go to SQLite many
+/// statements at a time (one round trip to sqlx's worker thread for up to [`CHUNKS`]`[0]`).
+async fn apply_in_transaction(conn: &mut SqliteConnection, jobs: &[Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
     let mut out = Vec::with_capacity(jobs.len());
+    let mut items: Vec<(&str, &StageWrite)> = Vec::new();
     for job in jobs {
-        match apply(conn, &job.write).await {
-            Ok(w) => out.push(w),
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(e);
+        match &job.write {
+            Write::Transitions { run, items: mine } => {
+                items.extend(mine.iter().map(|i| (run.as_str(), i)));
+                out.push(Written::Done);
             }
+            other => out.push(apply(conn, other, head).await?),
         }
     }
-    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        return Err(e);
+    if !items.is_empty() {
+        update_stages(conn, &items, head).await?;
     }
     Ok(out)
 }
 
+/// How many transitions one statement list carries: the longest that fits first. Few sizes, so
+/// that sqlx's statement cache holds every list.
+const CHUNKS: [usize; 3] = [64, 8, 1];
+
+/// The stage UPDATE and its entry.
+const UPDATE_STAGE: &str = "UPDATE stages SET state = coalesce(?, state), attempt = coalesce(?, attempt), started_at = coalesce(?, started_at),
+     finished_at = CASE WHEN ? IS NOT NULL THEN ? WHEN ? = 'running' THEN NULL ELSE finished_at END,
+     message = CASE WHEN ? IS NULL THEN message WHEN ? = '' THEN NULL ELSE ? END, output = coalesce(?, output)
+     WHERE run_id = ? AND name = ?;
+     INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES (?, ?, ?, ?, 'stage', 'promote', ?, ?, ?);";
+
+/// Transitions in order, each an UPDATE and its entry, sent in chunks.
+async fn update_stages(conn: &mut SqliteConnection, items: &[(&str, &StageWrite)], head: &mut Head) -> Result<(), sqlx::Error> {
+    let now = crate::clock::now_ms();
+    let mut at = 0;
+    while at < items.len() {
+        let n = CHUNKS.into_iter().find(|&c| c <= items.len() - at).unwrap_or(1);
+        let sql = UPDATE_STAGE.repeat(n);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (run, item) in &items[at..at + n] {
+            let t = &item.transition;
+            let (id, prev, hash) = head.append(run, Some(&item.stage), now, "stage", "promote", &item.event);
+            q = q
+                .bind(t.state.map(StageState::as_str))
+                .bind(t.attempt)
+                .bind(t.started_at)
+                .bind(t.finished_at)
+                .bind(t.finished_at)
+                .bind(t.state.map(StageState::as_str))
+                .bind(t.message.as_deref())
+                .bind(t.message.as_deref())
+                .bind(t.message.as_deref())
+                .bind(t.output.as_ref().map(|o| o.to_string()))
+                .bind(*run)
+                .bind(item.stage.as_str())
+                .bind(id)
+                .bind(*run)
+                .bind(item.stage.as_str())
+                .bind(now)
+                .bind(item.event.as_str())
+                .bind(prev)
+                .bind(hash);
+        }
+        q.execute(&mut *conn).await?;
+        at += n;
+    }
+    Ok(())
+}
+
 /// One write's statements, inside the open transaction.
-async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written, sqlx::Error> {
+async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> Result<Written, sqlx::Error> {
     match write {
         Write::CreateRun { run, stages } => {
             sqlx::query("INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
@@ -101,16 +172,10 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written, sq
                     .await?;
             }
             let detail = format!("run started: {} {} by {}", run.pipeline, run.version, run.triggered_by);
-            insert_event(conn, &run.id, None, run.created_at, "trigger", &run.triggered_by, &detail).await?;
+            insert_event(conn, head, &run.id, None, run.created_at, "trigger", &run.triggered_by, &detail).await?;
             Ok(Written::Done)
         }
-        Write::Transitions { run, items } => {
-            let mut starts = Vec::with_capacity(items.len());
-            for item in items {
-                starts.push(update_stage(conn, run, &item.stage, &item.transition, &item.event).await?);
-            }
-            Ok(Written::Starts(starts))
-        }
+        Write::Transitions { .. } => unreachable!("transitions are written together by update_stages"),
         Write::FinishRun { run, state, message, at } => {
             sqlx::query("UPDATE runs SET state = ?, finished_at = ?, message = ? WHERE id = ?")
                 .bind(state.as_str())
@@ -121,7 +186,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written, sq
                 .await?;
             sqlx::query("DELETE FROM env_locks WHERE run_id = ?").bind(run).execute(&mut *conn).await?;
             let detail = format!("run {state}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default());
-            insert_event(conn, run, None, *at, "run", "promote", &detail).await?;
+            insert_event(conn, head, run, None, *at, "run", "promote", &detail).await?;
             Ok(Written::Done)
         }
         Write::Decide { run, stage, user, approve, comment, kind, at } => {
@@ -140,7 +205,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written, sq
                 (_, false) => "rejected",
             };
             let detail = format!("{what} by {user}{}", comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default());
-            insert_event(conn, run, Some(stage), *at, kind, user, &detail).await?;
+            insert_event(conn, head, run, Some(stage), *at, kind, user, &detail).await?;
             Ok(Written::Done)
         }
         Write::Exempt { run, pipeline, template, user, reason, at } => {
@@ -152,7 +217,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written, sq
                 .bind(at)
                 .execute(&mut *conn)
                 .await?;
-            insert_event(conn, run, None, *at, "log-exemption", user, &format!("`{template}` marked not a risk by {user}: {reason}")).await?;
+            insert_event(conn, head, run, None, *at, "log-exemption", user, &format!("`{template}` marked not a risk by {user}: {reason}")).await?;
             Ok(Written::Done)
         }
         Write::Lock { environment, run, at } => {
@@ -166,47 +231,67 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written, sq
             Ok(Written::Holder((holder != *run).then_some(holder)))
         }
         Write::Audit { run, stage, kind, actor, detail, at } => {
-            insert_event(conn, run, stage.as_deref(), *at, kind, actor, detail).await?;
+            insert_event(conn, head, run, stage.as_deref(), *at, kind, actor, detail).await?;
             Ok(Written::Done)
         }
     }
 }
 
-/// One stage transition: one UPDATE (its event row comes from the `stage_event` trigger, chained
-/// by `events_chain`). Returns the stage's start time after it.
-async fn update_stage(conn: &mut SqliteConnection, run: &str, stage: &str, t: &Transition, event: &str) -> Result<Option<i64>, sqlx::Error> {
-    let row = sqlx::query(
-        "UPDATE stages SET state = coalesce(?, state), attempt = coalesce(?, attempt), started_at = coalesce(?, started_at),
-             finished_at = CASE WHEN ? IS NOT NULL THEN ? WHEN ? = 'running' THEN NULL ELSE finished_at END,
-             message = CASE WHEN ? IS NULL THEN message WHEN ? = '' THEN NULL ELSE ? END, output = coalesce(?, output), event = ?
-             WHERE run_id = ? AND name = ? RETURNING started_at",
-    )
-    .bind(t.state.map(StageState::as_str))
-    .bind(t.attempt)
-    .bind(t.started_at)
-    .bind(t.finished_at)
-    .bind(t.finished_at)
-    .bind(t.state.map(StageState::as_str))
-    .bind(t.message.as_deref())
-    .bind(t.message.as_deref())
-    .bind(t.message.as_deref())
-    .bind(t.output.as_ref().map(|o| o.to_string()))
-    .bind(event)
-    .bind(run)
-    .bind(stage)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.and_then(|r| r.get::<Option<i64>, _>(0)))
+/// The end of the chain inside the open transaction: read at its start (under the write lock, so
+/// no other process appends meanwhile), moved by every entry, written back before the commit.
+struct Head {
+    id: i64,
+    hash: String,
+    moved: bool,
 }
 
-async fn insert_event(conn: &mut SqliteConnection, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO events (run_id, stage, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?, ?)")
+impl Head {
+    async fn read(conn: &mut SqliteConnection) -> Result<Head, sqlx::Error> {
+        let row = sqlx::query("SELECT coalesce((SELECT id FROM audit_head), (SELECT max(id) FROM events), 0), coalesce((SELECT hash FROM audit_head), '')")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(Head { id: row.get(0), hash: row.get(1), moved: false })
+    }
+
+    /// The next entry's (id, previous hash, hash).
+    fn append(&mut self, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> (i64, String, String) {
+        let id = self.id + 1;
+        let hash = entry_hash(&self.hash, id, run, stage, at, kind, actor, detail);
+        let prev = std::mem::replace(&mut self.hash, hash.clone());
+        self.id = id;
+        self.moved = true;
+        (id, prev, hash)
+    }
+
+    async fn write(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        if self.moved {
+            sqlx::query("INSERT OR REPLACE INTO audit_head (one, id, hash) VALUES (1, ?, ?)").bind(self.id).bind(&self.hash).execute(conn).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    head: &mut Head,
+    run: &str,
+    stage: Option<&str>,
+    at: i64,
+    kind: &str,
+    actor: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    let (id, prev, hash) = head.append(run, stage, at, kind, actor, detail);
+    sqlx::query("INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(id)
         .bind(run)
         .bind(stage)
         .bind(at)
         .bind(kind)
         .bind(actor)
         .bind(detail)
+        .bind(prev)
+        .bind(hash)
         .execute(conn)
         .await
         .map(|_| ())
