@@ -44,7 +44,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bench.yaml");
     std::fs::write(&file, PIPELINE).unwrap();
-    let checked = promote::cli::check_file(&file);
+    let checked = promote::ops::check_file(&file);
     let plan = checked.plan.expect("the bench pipeline is valid");
     let needs: HashMap<String, Vec<String>> =
         plan.pipeline.stages.iter().map(|s| (s.name.value.clone(), s.needs.iter().map(|n| n.value.clone()).collect())).collect();

@@ -80,7 +80,7 @@ async fn analysis(url: &str, compare: bool) -> (Duration, Duration, Duration) {
     let file = dir.path().join("bench.yaml");
     let text = pipeline(url, compare);
     std::fs::write(&file, &text).unwrap();
-    let checked = promote::cli::check_file(&file);
+    let checked = promote::ops::check_file(&file);
     let plan = checked.plan.unwrap_or_else(|| panic!("{:?}", checked.diagnostics));
     let exec = Executor {
         store: Store::open(&dir.path().join("state.db")).await.unwrap(),

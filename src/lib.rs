@@ -34,6 +34,7 @@ pub mod git;
 pub mod governance;
 pub mod logs;
 pub mod model;
+pub mod ops;
 pub mod plan;
 pub mod providers;
 pub mod secret;

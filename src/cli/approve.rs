@@ -4,10 +4,7 @@
 use std::process::ExitCode;
 
 use super::EXIT_BAD_INPUT;
-use crate::diag::did_you_mean;
-use crate::model::{ApprovalStage, Spanned, StageKind};
-use crate::stages::{ApprovalCheck, check_approver};
-use crate::store::{RunState, StageState};
+use crate::ops::{OpsError, decide::Mode};
 
 /// Arguments of `approve`.
 #[derive(Debug, clap::Args)]
@@ -39,13 +36,6 @@ pub struct RejectArgs {
     pub reason: String,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Approve,
-    Reject,
-    BreakGlass,
-}
-
 /// Runs `approve`.
 pub fn approve(a: ApproveArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     decide(&a.run, &a.stage, &a.user, Mode::Approve, a.comment.as_deref(), state)
@@ -61,94 +51,24 @@ pub fn break_glass(a: RejectArgs, state: &std::path::Path) -> anyhow::Result<Exi
     decide(&a.run, &a.stage, &a.user, Mode::BreakGlass, Some(&a.reason), state)
 }
 
-fn decide(run_id: &str, stage: &str, user: &str, mode: Mode, comment: Option<&str>, state: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let refuse = |msg: String| {
-        eprintln!("promote: error: {msg}");
-        Ok(ExitCode::from(EXIT_BAD_INPUT))
-    };
-    if mode != Mode::Approve && comment.is_none_or(|c| c.trim().is_empty()) {
-        return refuse(format!("{} needs a reason (--reason TEXT)", if mode == Mode::Reject { "a rejection" } else { "breaking the glass" }));
-    }
+fn decide(run: &str, stage: &str, user: &str, mode: Mode, comment: Option<&str>, state: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let token = std::env::var("PROMOTE_TOKEN").ok();
+    let request = crate::ops::decide::Request { run, stage, user, mode, comment, token: token.as_deref() };
     let rt = super::runtime()?;
     rt.block_on(async {
         let store = super::open_store(state).await?;
-        let run = match store.run(run_id).await {
-            Ok(r) => r,
-            Err(e @ crate::store::StoreError::UnknownRun { .. }) => return refuse(e.to_string()),
-            Err(e) => return Err(e.into()),
-        };
-        if run.state != RunState::Running {
-            return refuse(format!("run {run_id} already {}: nothing to decide", run.state));
-        }
-        let mut diags = crate::diag::Diagnostics::new(run.file.clone());
-        let Some(pipeline) = crate::model::load(&run.source, &mut diags) else { return refuse(format!("the pipeline stored with run {run_id} does not load")) };
-        let base = std::path::Path::new(&run.file).parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
-        let users = match crate::governance::users_of(&pipeline, &base) {
-            Ok(u) => u,
-            Err(e) => return refuse(format!("the users file: {e}")),
-        };
-        let Some(s) = pipeline.stages.iter().find(|s| s.name.value == stage) else {
-            let names = pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.as_str());
-            return refuse(format!("run {run_id} has no stage `{stage}`{}", did_you_mean(stage, names)));
-        };
-        let current = store.stages(run_id).await?.into_iter().find(|r| r.name == stage).map(|r| r.state).unwrap_or(StageState::Pending);
-        let deciders;
-        let a = match (&s.kind, mode) {
-            (StageKind::Deploy(d), Mode::BreakGlass) => {
-                let env = pipeline.environments.iter().find(|e| e.name.value == d.environment.value);
-                let Some(f) = env.and_then(|e| e.spec.freeze.as_ref()) else {
-                    return refuse(format!("environment `{}` has no freeze windows: there is no glass to break", d.environment.value));
-                };
-                if f.break_glass.is_empty() {
-                    return refuse(format!("environment `{}` names nobody under `freeze.breakGlass`", d.environment.value));
-                }
-                deciders = ApprovalStage {
-                    approvers: f.break_glass.clone(),
-                    min_approvals: Spanned::new(Default::default(), 1),
-                    timeout: None,
-                    allow_self_approval: false,
-                    message: None,
-                };
-                &deciders
+        let done = crate::ops::decide::decide(&store, &request).await;
+        store.close().await;
+        match done {
+            Ok(line) => {
+                println!("{line}");
+                Ok(ExitCode::SUCCESS)
             }
-            (other, Mode::BreakGlass) => return refuse(format!("stage `{stage}` is a {} stage: break-glass overrides the freeze of a deploy", other.name())),
-            (StageKind::Approval(a), _) => a,
-            // An inconclusive analysis waits for a person, with the same checks.
-            (StageKind::Metrics(m), _) if current == StageState::Waiting => {
-                deciders = crate::stages::deciders(m);
-                &deciders
+            Err(OpsError::Refused(why)) => {
+                eprintln!("promote: error: {why}");
+                Ok(ExitCode::from(EXIT_BAD_INPUT))
             }
-            (StageKind::Metrics(_), _) => {
-                return refuse(format!("stage `{stage}` is a metrics stage that is {current}: only an inconclusive analysis (waiting) is decided by a person"));
-            }
-            (other, _) => return refuse(format!("stage `{stage}` is a {} stage, not an approval", other.name())),
-        };
-        if current.is_final() {
-            return refuse(format!("stage `{stage}` is already {current}"));
+            Err(e) => Err(e.into()),
         }
-        match check_approver(a, &run, users.as_ref(), user) {
-            ApprovalCheck::Allowed => {}
-            ApprovalCheck::NotAnApprover(m) | ApprovalCheck::SelfApproval(m) => return refuse(m),
-        }
-        if let Some(u) = &users
-            && let Err(why) = u.authenticate(user, std::env::var("PROMOTE_TOKEN").ok().as_deref())
-        {
-            return refuse(why);
-        }
-        let kind = if mode == Mode::BreakGlass { "break-glass" } else { "decision" };
-        store.decide_as(run_id, stage, user, mode != Mode::Reject, comment, kind).await?;
-        if mode == Mode::BreakGlass {
-            let notifier = std::sync::Arc::new(crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]).unwrap_or_default());
-            let message = format!("{user} broke the glass: {}", comment.unwrap_or(""));
-            notifier.send(crate::governance::notify::Note::for_run(&run, "break-glass", Some(stage), &message));
-            notifier.finish_audited(&store, run_id).await?;
-        }
-        let what = match mode {
-            Mode::Approve => "approved",
-            Mode::Reject => "rejected",
-            Mode::BreakGlass => "broke the freeze of",
-        };
-        println!("{what} `{stage}` of run {run_id} as {user}");
-        Ok(ExitCode::SUCCESS)
     })
 }

@@ -14,8 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::diag::{Diagnostic, Diagnostics};
-use crate::plan::{self, Plan};
+use crate::diag::Diagnostic;
 
 /// Exit code for bad input (invalid pipeline files, unreadable files, refused requests).
 pub const EXIT_BAD_INPUT: u8 = 2;
@@ -138,33 +137,7 @@ pub fn cache_dir(state: &Path) -> PathBuf {
     state.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("repos")
 }
 
-/// One pipeline file's outcome: its diagnostics and, when valid, its plan.
-pub struct Checked {
-    /// The file as the user named it.
-    pub file: String,
-    /// Every problem found, sorted by position.
-    pub diagnostics: Vec<Diagnostic>,
-    /// The plan, when there were no errors.
-    pub plan: Option<Plan>,
-}
-
-/// Reads, loads and plans one file, collecting every problem.
-pub fn check_file(path: &Path) -> Checked {
-    let file = path.display().to_string();
-    let mut diags = Diagnostics::new(file.clone());
-    let plan = match std::fs::read_to_string(path) {
-        Ok(src) => crate::model::load(&src, &mut diags).and_then(|p| plan::plan(p, &mut diags)).inspect(|plan| {
-            let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            crate::governance::check(plan, base, &mut diags);
-        }),
-        Err(e) => {
-            diags.error(crate::diag::Pos::new(1, 1), format!("cannot read the file: {e}"));
-            None
-        }
-    };
-    let plan = if diags.has_errors() { None } else { plan };
-    Checked { file, diagnostics: diags.into_sorted(), plan }
-}
+pub use crate::ops::{Checked, check_file};
 
 /// Prints diagnostics on stderr, one per line.
 pub fn print_diagnostics(diags: &[Diagnostic]) {

@@ -47,49 +47,33 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let checked = check_file(&args.file);
     print_diagnostics(&checked.diagnostics);
     let Some(plan) = checked.plan else { return Ok(ExitCode::from(EXIT_BAD_INPUT)) };
-    let mut refused = false;
-    for s in &plan.pipeline.stages {
-        if let Err(why) = crate::stages::runnable(&s.kind) {
-            eprintln!(
-                "{}:{}:{}: error: stage `{}` ({}): {why} by this version of promote",
-                checked.file,
-                s.kind_pos.line,
-                s.kind_pos.col,
-                s.name.value,
-                s.kind.name()
-            );
-            refused = true;
-        }
-    }
-    for env in &args.accept_rewrite {
-        if !plan.pipeline.environments.iter().any(|e| &e.name.value == env) {
-            eprintln!("promote: error: --accept-rewrite {env}: {} has no environment `{env}`", checked.file);
-            refused = true;
-        }
-    }
-    if args.version.trim().is_empty() {
-        eprintln!("promote: error: --version is empty");
-        refused = true;
-    }
-    if refused {
-        return Ok(ExitCode::from(EXIT_BAD_INPUT));
-    }
     let source = std::fs::read_to_string(&args.file)?;
     let file = std::path::absolute(&args.file)?;
+    let who = current_user();
+    let request = crate::ops::start::Request {
+        file: &file,
+        source: &source,
+        plan: &plan,
+        shown: &checked.file,
+        version: &args.version,
+        who: &who,
+        accept_rewrite: &args.accept_rewrite,
+    };
+    let refused = crate::ops::start::refusals(&request);
+    if !refused.is_empty() {
+        for line in refused {
+            eprintln!("{line}");
+        }
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
     let rt = super::runtime()?;
     rt.block_on(async {
         let exec = super::executor(state).await?;
-        let base = file.parent().unwrap_or(std::path::Path::new("."));
-        for name in &args.accept_rewrite {
-            let env = plan.pipeline.environments.iter().find(|e| &e.name.value == name).expect("checked above");
-            let dest = crate::git::Destination::of(env, base);
-            let writer = exec.writer.clone();
-            let head = tokio::task::spawn_blocking(move || writer.accept_history(&dest)).await??;
-            eprintln!("accepted the history of `{name}` at {head}; commits that vanished stay under refs/promote/lost/ in the cache");
-            let detail = format!("{}: rewritten history of `{name}` accepted at {head}", plan.pipeline.name.value);
-            exec.store.audit("-", None, "accept-rewrite", &current_user(), &detail).await?;
+        let started = crate::ops::start::start(&exec, &request).await?;
+        for line in &started.accepted {
+            eprintln!("{line}");
         }
-        let run = exec.start(&file, &source, &plan, &args.version, &current_user()).await?;
+        let run = started.run;
         if args.detach {
             let exe = std::env::current_exe()?;
             std::process::Command::new(exe)

@@ -63,7 +63,7 @@ impl Setup {
     }
 
     pub fn plan(&self) -> (String, promote::plan::Plan) {
-        let checked = promote::cli::check_file(&self.file);
+        let checked = promote::ops::check_file(&self.file);
         assert!(checked.plan.is_some(), "{:?}", checked.diagnostics);
         (std::fs::read_to_string(&self.file).unwrap(), checked.plan.unwrap())
     }

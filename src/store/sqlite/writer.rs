@@ -271,6 +271,7 @@ impl Head {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn insert_event(
     conn: &mut SqliteConnection,
     head: &mut Head,

@@ -1,0 +1,125 @@
+//! Deciding: approve, reject, break a freeze's glass. Who may decide what, the token check, the
+//! decision and its audit entry, the notification; one function for the CLI and the server.
+
+use super::OpsError;
+use crate::diag::did_you_mean;
+use crate::model::{ApprovalStage, Spanned, StageKind};
+use crate::stages::{ApprovalCheck, check_approver};
+use crate::store::{RunState, StageState, Store};
+
+/// What a person decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Approve an approval stage (or an inconclusive analysis).
+    Approve,
+    /// Reject it (a reason is required).
+    Reject,
+    /// Override the freeze of a deploy stage's environment for this run (a reason is required).
+    BreakGlass,
+}
+
+/// A decision asked for.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The run.
+    pub run: &'a str,
+    /// The stage.
+    pub stage: &'a str,
+    /// Who decides.
+    pub user: &'a str,
+    /// What.
+    pub mode: Mode,
+    /// The comment (approve) or the reason (reject, break-glass).
+    pub comment: Option<&'a str>,
+    /// The person's token, checked against the users file when the pipeline has one.
+    pub token: Option<&'a str>,
+}
+
+/// Records a decision once every rule allows it: a reason where one is needed, a running run, a
+/// stage that takes this decision and is not over, a person among its deciders (names, groups,
+/// the users file, separation of duties), and the person's token. Returns one line saying what
+/// was done. A refusal is [`OpsError::Refused`] and writes nothing.
+pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> {
+    let refuse = |msg: String| Err(OpsError::Refused(msg));
+    let (run_id, stage, user, mode, comment) = (r.run, r.stage, r.user, r.mode, r.comment);
+    if mode != Mode::Approve && comment.is_none_or(|c| c.trim().is_empty()) {
+        return refuse(format!("{} needs a reason (--reason TEXT)", if mode == Mode::Reject { "a rejection" } else { "breaking the glass" }));
+    }
+    let run = match store.run(run_id).await {
+        Ok(r) => r,
+        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return refuse(e.to_string()),
+        Err(e) => return Err(e.into()),
+    };
+    if run.state != RunState::Running {
+        return refuse(format!("run {run_id} already {}: nothing to decide", run.state));
+    }
+    let mut diags = crate::diag::Diagnostics::new(run.file.clone());
+    let Some(pipeline) = crate::model::load(&run.source, &mut diags) else { return refuse(format!("the pipeline stored with run {run_id} does not load")) };
+    let base = std::path::Path::new(&run.file).parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let users = match crate::governance::users_of(&pipeline, &base) {
+        Ok(u) => u,
+        Err(e) => return refuse(format!("the users file: {e}")),
+    };
+    let Some(s) = pipeline.stages.iter().find(|s| s.name.value == stage) else {
+        let names = pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.as_str());
+        return refuse(format!("run {run_id} has no stage `{stage}`{}", did_you_mean(stage, names)));
+    };
+    let current = store.stages(run_id).await?.into_iter().find(|r| r.name == stage).map(|r| r.state).unwrap_or(StageState::Pending);
+    let deciders;
+    let a = match (&s.kind, mode) {
+        (StageKind::Deploy(d), Mode::BreakGlass) => {
+            let env = pipeline.environments.iter().find(|e| e.name.value == d.environment.value);
+            let Some(f) = env.and_then(|e| e.spec.freeze.as_ref()) else {
+                return refuse(format!("environment `{}` has no freeze windows: there is no glass to break", d.environment.value));
+            };
+            if f.break_glass.is_empty() {
+                return refuse(format!("environment `{}` names nobody under `freeze.breakGlass`", d.environment.value));
+            }
+            deciders = ApprovalStage {
+                approvers: f.break_glass.clone(),
+                min_approvals: Spanned::new(Default::default(), 1),
+                timeout: None,
+                allow_self_approval: false,
+                message: None,
+            };
+            &deciders
+        }
+        (other, Mode::BreakGlass) => return refuse(format!("stage `{stage}` is a {} stage: break-glass overrides the freeze of a deploy", other.name())),
+        (StageKind::Approval(a), _) => a,
+        // An inconclusive analysis waits for a person, with the same checks.
+        (StageKind::Metrics(m), _) if current == StageState::Waiting => {
+            deciders = crate::stages::deciders(m);
+            &deciders
+        }
+        (StageKind::Metrics(_), _) => {
+            return refuse(format!("stage `{stage}` is a metrics stage that is {current}: only an inconclusive analysis (waiting) is decided by a person"));
+        }
+        (other, _) => return refuse(format!("stage `{stage}` is a {} stage, not an approval", other.name())),
+    };
+    if current.is_final() {
+        return refuse(format!("stage `{stage}` is already {current}"));
+    }
+    match check_approver(a, &run, users.as_ref(), user) {
+        ApprovalCheck::Allowed => {}
+        ApprovalCheck::NotAnApprover(m) | ApprovalCheck::SelfApproval(m) => return refuse(m),
+    }
+    if let Some(u) = &users
+        && let Err(why) = u.authenticate(user, r.token)
+    {
+        return refuse(why);
+    }
+    let kind = if mode == Mode::BreakGlass { "break-glass" } else { "decision" };
+    store.decide_as(run_id, stage, user, mode != Mode::Reject, comment, kind).await?;
+    if mode == Mode::BreakGlass {
+        let notifier = std::sync::Arc::new(crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]).unwrap_or_default());
+        let message = format!("{user} broke the glass: {}", comment.unwrap_or(""));
+        notifier.send(crate::governance::notify::Note::for_run(&run, "break-glass", Some(stage), &message));
+        notifier.finish_audited(store, run_id).await?;
+    }
+    let what = match mode {
+        Mode::Approve => "approved",
+        Mode::Reject => "rejected",
+        Mode::BreakGlass => "broke the freeze of",
+    };
+    Ok(format!("{what} `{stage}` of run {run_id} as {user}"))
+}

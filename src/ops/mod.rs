@@ -1,0 +1,62 @@
+//! The operations people and programs ask of promote, with every domain rule they carry: check a
+//! pipeline file, start a run, decide, roll back. The CLI (`cli/`) and the server call these and
+//! only parse and print around them.
+
+pub mod decide;
+pub mod rollback;
+pub mod start;
+
+use std::path::Path;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::plan::{self, Plan};
+
+/// Why an operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The request is not allowed or makes no sense (who, what, when): nothing was written. The
+    /// CLI exits 2 with it; the server answers 4xx.
+    #[error("{0}")]
+    Refused(String),
+    /// The state failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The executor failed.
+    #[error(transparent)]
+    Exec(#[from] crate::exec::ExecError),
+    /// The git writer failed.
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    /// A task doing the work stopped.
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// One pipeline file's outcome: its diagnostics and, when valid, its plan.
+pub struct Checked {
+    /// The file as the user named it.
+    pub file: String,
+    /// Every problem found, sorted by position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The plan, when there were no errors.
+    pub plan: Option<Plan>,
+}
+
+/// Reads, loads and plans one file, and checks the files it names (users, policies), collecting
+/// every problem.
+pub fn check_file(path: &Path) -> Checked {
+    let file = path.display().to_string();
+    let mut diags = Diagnostics::new(file.clone());
+    let plan = match std::fs::read_to_string(path) {
+        Ok(src) => crate::model::load(&src, &mut diags).and_then(|p| plan::plan(p, &mut diags)).inspect(|plan| {
+            let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            crate::governance::check(plan, base, &mut diags);
+        }),
+        Err(e) => {
+            diags.error(crate::diag::Pos::new(1, 1), format!("cannot read the file: {e}"));
+            None
+        }
+    };
+    let plan = if diags.has_errors() { None } else { plan };
+    Checked { file, diagnostics: diags.into_sorted(), plan }
+}

@@ -1,0 +1,99 @@
+//! Rolling an environment back by hand: the revert commit, its audit entry (done or not) and the
+//! notification of the pipeline's channels; one function for the CLI and the server.
+
+use std::path::Path;
+
+use super::OpsError;
+use crate::diag::did_you_mean;
+use crate::git::{Destination, GitError, Outcome, Report, RollbackRequest, RollbackTarget, Writer};
+use crate::plan::Plan;
+use crate::store::Store;
+
+/// What became of a rollback.
+pub struct RolledBack {
+    /// The writer's report, or why nothing was committed.
+    pub result: Result<Report, GitError>,
+    /// One line for a person (and the trail).
+    pub line: String,
+}
+
+/// What to roll back, and who asks.
+pub struct Request<'a> {
+    /// The pipeline's plan.
+    pub plan: &'a Plan,
+    /// The pipeline as the person knows it (its file, or its name), for messages.
+    pub shown: &'a str,
+    /// The folder relative repos start from.
+    pub base: &'a Path,
+    /// The environment.
+    pub environment: &'a str,
+    /// To which state.
+    pub target: RollbackTarget,
+    /// Who asks.
+    pub who: &'a str,
+}
+
+/// Rolls an environment back: a new commit, never a force push. The trail keeps it whether it
+/// landed or not; the pipeline's channels hear of a commit. An unknown environment is
+/// [`OpsError::Refused`].
+pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request<'_>) -> Result<RolledBack, OpsError> {
+    let Request { plan, shown, base, environment, target, who } = r;
+    let pipeline = &plan.pipeline;
+    let Some(env) = pipeline.environments.iter().find(|e| e.name.value == environment) else {
+        let names: Vec<&str> = pipeline.environments.iter().map(|e| e.name.value.as_str()).collect();
+        let hint = did_you_mean(environment, names.iter().copied());
+        return Err(OpsError::Refused(format!("{shown} has no environment `{environment}`{hint} (its environments: {})", names.join(", "))));
+    };
+    let dest = Destination::of(env, base);
+    let (w, name, env_name) = (writer.clone(), pipeline.name.value.clone(), environment.to_string());
+    let result = tokio::task::spawn_blocking(move || {
+        let request = RollbackRequest { pipeline: &name, environment: &env_name, target, run: None, stage: None };
+        w.rollback(&dest, &request)
+    })
+    .await
+    .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))?;
+    let line = match &result {
+        Ok(report) => describe(environment, &report.outcome),
+        Err(e) => format!("promote: error: {e}"),
+    };
+    // The trail keeps every manual rollback, done or not (run `-`: no run).
+    let detail = match &result {
+        Ok(_) => format!("{}: {line}", pipeline.name.value),
+        Err(e) => format!("{}: rollback of {environment} failed: {e}", pipeline.name.value),
+    };
+    store.audit("-", None, "rollback", who, &detail).await?;
+    // The pipeline's channels hear of it as of a run's rollback.
+    if let Ok(Report { outcome: Outcome::Committed(_), .. }) = &result {
+        match crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]) {
+            Ok(n) => {
+                let n = std::sync::Arc::new(n);
+                n.send(crate::governance::notify::Note {
+                    event: "rollback".into(),
+                    pipeline: pipeline.name.value.clone(),
+                    run: "-".into(),
+                    version: String::new(),
+                    stage: None,
+                    message: format!("{line} (by {who}, `promote rollback`)"),
+                });
+                n.finish_audited(store, "-").await?;
+            }
+            Err(e) => store.audit("-", None, "notification", "promote", &format!("notifications are off: {e}")).await?,
+        }
+    }
+    Ok(RolledBack { result, line })
+}
+
+/// One line for a rollback's outcome.
+pub fn describe(environment: &str, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Committed(w) => format!(
+            "rolled back {environment}: {} -> {} in commit {}{}",
+            w.old_value.as_deref().unwrap_or("(absent)"),
+            w.new_value,
+            w.commit,
+            w.undoes.map(|u| format!(" (undoes {u})")).unwrap_or_default()
+        ),
+        Outcome::AlreadyDone { commit } => format!("{environment} is already rolled back (commit {commit})"),
+        Outcome::Unchanged { value } => format!("{environment} already holds {value}: nothing to commit"),
+    }
+}

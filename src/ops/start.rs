@@ -1,0 +1,85 @@
+//! Starting a run: what refuses it (kinds this version cannot run, an empty version, an unknown
+//! environment to accept), accepting rewritten histories, and the run recorded.
+
+use std::path::Path;
+
+use super::OpsError;
+use crate::exec::Executor;
+use crate::plan::Plan;
+use crate::store::RunRecord;
+
+/// A run asked for.
+pub struct Request<'a> {
+    /// The pipeline file, absolute (a resumed run finds relative repos from it).
+    pub file: &'a Path,
+    /// The file's text, stored with the run.
+    pub source: &'a str,
+    /// Its plan.
+    pub plan: &'a Plan,
+    /// The pipeline as the person knows it (its file), for messages.
+    pub shown: &'a str,
+    /// The version to promote.
+    pub version: &'a str,
+    /// Who starts it.
+    pub who: &'a str,
+    /// Environments whose rewritten (force-pushed) history is accepted first.
+    pub accept_rewrite: &'a [String],
+}
+
+/// Every reason the run may not start, one line each (with the file's position where it has one).
+pub fn refusals(r: &Request<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &r.plan.pipeline.stages {
+        if let Err(why) = crate::stages::runnable(&s.kind) {
+            out.push(format!(
+                "{}:{}:{}: error: stage `{}` ({}): {why} by this version of promote",
+                r.shown,
+                s.kind_pos.line,
+                s.kind_pos.col,
+                s.name.value,
+                s.kind.name()
+            ));
+        }
+    }
+    for env in r.accept_rewrite {
+        if !r.plan.pipeline.environments.iter().any(|e| &e.name.value == env) {
+            out.push(format!("promote: error: --accept-rewrite {env}: {} has no environment `{env}`", r.shown));
+        }
+    }
+    if r.version.trim().is_empty() {
+        out.push("promote: error: --version is empty".to_string());
+    }
+    out
+}
+
+/// A run started.
+pub struct Started {
+    /// The run, recorded with its stages pending.
+    pub run: RunRecord,
+    /// One line per history accepted.
+    pub accepted: Vec<String>,
+}
+
+/// Accepts the histories asked for (each in the trail), then records the run. The caller drives
+/// it ([`Executor::drive`]) or leaves it to another process.
+pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError> {
+    let refused = refusals(r);
+    if !refused.is_empty() {
+        return Err(OpsError::Refused(refused.join("\n")));
+    }
+    let base = r.file.parent().unwrap_or(Path::new("."));
+    let mut accepted = Vec::new();
+    for name in r.accept_rewrite {
+        let env = r.plan.pipeline.environments.iter().find(|e| &e.name.value == name).expect("checked by refusals");
+        let dest = crate::git::Destination::of(env, base);
+        let writer = exec.writer.clone();
+        let head = tokio::task::spawn_blocking(move || writer.accept_history(&dest))
+            .await
+            .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))??;
+        accepted.push(format!("accepted the history of `{name}` at {head}; commits that vanished stay under refs/promote/lost/ in the cache"));
+        let detail = format!("{}: rewritten history of `{name}` accepted at {head}", r.plan.pipeline.name.value);
+        exec.store.audit("-", None, "accept-rewrite", r.who, &detail).await?;
+    }
+    let run = exec.start(r.file, r.source, r.plan, r.version, r.who).await?;
+    Ok(Started { run, accepted })
+}
