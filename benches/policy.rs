@@ -68,7 +68,7 @@ fn main() {
     let manifests = manifests();
     let base = serde_json::json!({"phase": "commit", "pipeline": "bench", "version": "2.0.0", "environment": "prod", "stages": {}, "approvals": []});
     let mut input = base.clone();
-    promote::stages::policy::add_change(&mut input, "apps/app-0/manifest.yaml", Some("1.0.0"), "2.0.0", "HEAD", &manifests);
+    promote::stages::policies::add_change(&mut input, "apps/app-0/manifest.yaml", Some("1.0.0"), "2.0.0", "HEAD", &manifests);
     let value = to_value(&input);
     let first = set.evaluate(value.clone()).unwrap();
     assert!(first.deny.is_empty() && first.warn.is_empty(), "the bench input passes every rule: {first:?}");
@@ -85,7 +85,7 @@ fn main() {
     for _ in 0..rounds {
         let t = Instant::now();
         let mut input = base.clone();
-        promote::stages::policy::add_change(&mut input, "apps/app-0/manifest.yaml", Some("1.0.0"), "2.0.0", "HEAD", &manifests);
+        promote::stages::policies::add_change(&mut input, "apps/app-0/manifest.yaml", Some("1.0.0"), "2.0.0", "HEAD", &manifests);
         let d = set.evaluate(to_value(&input)).unwrap();
         whole.push(t.elapsed());
         std::hint::black_box(d);

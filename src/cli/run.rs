@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::{EXIT_BAD_INPUT, check_file, print_diagnostics};
-use crate::exec::{ExecError, Progress, Summary, humanize};
+use crate::clock::humanize;
+use crate::exec::{ExecError, Progress, Summary};
 use crate::store::{RunState, StageState};
 
 /// Arguments of `run`.

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use super::EXIT_BAD_INPUT;
-use crate::exec::{Summary, humanize};
+use crate::clock::humanize;
+use crate::exec::Summary;
 
 /// Arguments of `status`.
 #[derive(Debug, clap::Args)]

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 pub use metrics::Metrics;
 
-use crate::clock::now_ms;
+use crate::clock::{humanize, now_ms};
 use crate::diag::Diagnostics;
 use crate::git::{Destination, Outcome, RollbackRequest, RollbackTarget, Writer};
 use crate::governance::notify::{Note, Notifier};
@@ -264,7 +264,7 @@ impl Executor {
                     {
                         self.metrics.promoted(&d.environment.value);
                     }
-                    pending.push(Write::end(i, StageState::Succeeded, summarize(&output), Some(output)));
+                    pending.push(Write::end(i, StageState::Succeeded, stages::describe(&stage.kind, &output), Some(output)));
                     state[i] = StageState::Succeeded;
                 }
                 Err(StageError::Store(e)) => return Err(e.into()),
@@ -351,8 +351,8 @@ impl Executor {
             match result {
                 Ok(Ok(report)) => {
                     let message = match &report.outcome {
-                        Outcome::Committed(w) => format!("rolled back to {} in {}", w.new_value, short(&w.commit.to_string())),
-                        Outcome::AlreadyDone { commit } => format!("already rolled back in {}", short(&commit.to_string())),
+                        Outcome::Committed(w) => format!("rolled back to {} in {}", w.new_value, crate::stages::short(&w.commit.to_string())),
+                        Outcome::AlreadyDone { commit } => format!("already rolled back in {}", crate::stages::short(&commit.to_string())),
                         Outcome::Unchanged { value } => format!("already at {value}"),
                     };
                     // A deploy that failed after its commit (health) keeps why it failed.
@@ -521,62 +521,5 @@ fn evaluate_if(expr: &str, run: &RunRecord, plan: &Plan, state: &[StageState]) -
     match program.execute(&ctx).map_err(|e| e.to_string())? {
         cel::Value::Bool(b) => Ok(b),
         other => Err(format!("it gave {other:?}, not true or false")),
-    }
-}
-
-/// One line for a stage's output.
-fn summarize(output: &serde_json::Value) -> String {
-    if let Some(outcome) = output["outcome"].as_str() {
-        let env = output["environment"].as_str().unwrap_or("");
-        let value = output["newValue"].as_str().unwrap_or("");
-        let line = match (outcome, output["commit"].as_str()) {
-            ("committed", Some(c)) => format!("{env} -> {value} in {}", short(c)),
-            ("already-done", Some(c)) => format!("{env}: already promoted in {}", short(c)),
-            _ => format!("{env} already at {value}"),
-        };
-        let warnings = output["policyWarnings"].as_array().map_or(0, Vec::len);
-        let warned = if warnings > 0 { format!(" ({} from policy)", crate::diag::plural(warnings, "warning")) } else { String::new() };
-        let glass = output["breakGlass"]["user"].as_str().map(|u| format!("; freeze overridden by {u}")).unwrap_or_default();
-        return format!("{line}{warned}{glass}");
-    }
-    if let Some(p) = output.get("policy") {
-        let env = p["environment"].as_str().map(|e| format!(" for {e}")).unwrap_or_default();
-        let warn: Vec<&str> = p["warn"].as_array().map(|w| w.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-        return match warn.len() {
-            0 => format!("allowed{env}"),
-            n => format!("allowed{env}, {}: {}", crate::diag::plural(n, "warning"), warn.join("; ")),
-        };
-    }
-    if let Some(m) = output.get("metrics") {
-        let checks = m["checks"].as_array().map_or(0, Vec::len);
-        let score = m["score"]["score"].as_f64().map(|s| format!(", score {}", crate::analysis::fmt_f64(s))).unwrap_or_default();
-        let by = m["decidedBy"]["user"].as_str().map(|u| format!(", inconclusive: approved by {u}")).unwrap_or_default();
-        return format!("{checks} check(s) {}{score}{by}", m["verdict"].as_str().unwrap_or(""));
-    }
-    if let Some(v) = output.get("logs").map(|l| &l["verdict"]) {
-        let findings = v["findings"].as_array().map_or(0, Vec::len);
-        return format!("{} lines after the deploy, {} templates, {findings} new or grown (none failing)", v["linesAfter"], v["templates"]);
-    }
-    if let Some(by) = output["approvedBy"].as_array() {
-        return format!("approved by {}", by.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "));
-    }
-    String::new()
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(10)]
-}
-
-/// `1h2m3s`-style.
-pub fn humanize(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{:.1}s", d.as_secs_f64()),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
 }

@@ -256,16 +256,7 @@ fn load_stage(name: Spanned<String>, node: &Node, diags: &mut Diagnostics) -> Op
         }
         return None;
     };
-    let kind = match kind_key.as_str().unwrap_or_default() {
-        "deploy" => StageKind::Deploy(from_node(body, diags)?),
-        "metrics" => StageKind::Metrics(from_node(body, diags)?),
-        "logs" => StageKind::Logs(from_node(body, diags)?),
-        "policy" => StageKind::Policy(from_node(body, diags)?),
-        "approval" => StageKind::Approval(from_node(body, diags)?),
-        "wait" => StageKind::Wait(from_node(body, diags)?),
-        "webhook" => StageKind::Webhook(from_node(body, diags)?),
-        other => unreachable!("{other} is in STAGE_KINDS"),
-    };
+    let kind = StageKind::load(kind_key.as_str().unwrap_or_default(), body, diags)?;
     if let Some(retry) = &common.retry
         && retry.attempts.value == 0
     {

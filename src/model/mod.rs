@@ -20,8 +20,82 @@ pub use spanned::Spanned;
 
 use crate::diag::{Pos, plural};
 
-/// The stage kinds, as written in files.
-pub const STAGE_KINDS: &[&str] = &["deploy", "metrics", "logs", "policy", "approval", "wait", "webhook"];
+/// The stage kinds: the one list. Each entry is the `StageKind` variant, its settings' type (which
+/// implements [`Kind`]) and its doc. Every layer that treats all kinds alike expands this list
+/// with a macro of its own (`with_kinds!(its_macro)`): the model's enum, names and load dispatch
+/// (here), the plan's checks (`plan::checks`), the runners (`stages`). A kind added here and
+/// forgotten in one of them is a compile error there.
+macro_rules! with_kinds {
+    ($m:ident) => {
+        $m! {
+            /// Promotion commit into an environment.
+            Deploy(crate::model::DeployStage),
+            /// Metric analysis.
+            Metrics(crate::model::MetricsStage),
+            /// Log analysis.
+            Logs(crate::model::LogsStage),
+            /// Rego policy.
+            Policy(crate::model::PolicyStage),
+            /// Sign-off by people.
+            Approval(crate::model::ApprovalStage),
+            /// Soak time.
+            Wait(crate::model::WaitStage),
+            /// HTTP call.
+            Webhook(crate::model::WebhookStage),
+        }
+    };
+}
+pub(crate) use with_kinds;
+
+/// What a stage kind says of itself. Its settings are read by serde from the stage's body.
+pub trait Kind: serde::de::DeserializeOwned {
+    /// The kind's name as written in files (`deploy`).
+    const NAME: &'static str;
+    /// How graphs draw it: a Mermaid node's opening and closing brackets.
+    const SHAPE: (&'static str, &'static str) = ("[\"", "\"]");
+    /// A few words on what this stage does, for graphs (`deploy → qa`, `wait 10m`).
+    fn summary(&self) -> String;
+}
+
+macro_rules! stage_kind_enum {
+    ($($(#[$doc:meta])* $variant:ident($ty:ty),)*) => {
+        /// A stage's kind and its settings.
+        #[derive(Debug, Clone, Serialize)]
+        #[serde(rename_all = "camelCase")]
+        pub enum StageKind {
+            $($(#[$doc])* $variant($ty),)*
+        }
+
+        /// The stage kinds, as written in files.
+        pub const STAGE_KINDS: &[&str] = &[$(<$ty as Kind>::NAME),*];
+
+        impl StageKind {
+            /// The kind's name as written in files.
+            pub fn name(&self) -> &'static str {
+                match self { $(StageKind::$variant(_) => <$ty as Kind>::NAME,)* }
+            }
+
+            /// A few words on what this stage does, for graphs (`deploy → qa`, `wait 10m`).
+            pub fn summary(&self) -> String {
+                match self { $(StageKind::$variant(k) => k.summary(),)* }
+            }
+
+            /// How graphs draw it (Mermaid brackets).
+            pub fn shape(&self) -> (&'static str, &'static str) {
+                match self { $(StageKind::$variant(_) => <$ty as Kind>::SHAPE,)* }
+            }
+
+            /// Reads the body of a stage of kind `name` (one of [`STAGE_KINDS`]).
+            pub(crate) fn load(name: &str, body: &yaml::Node, diags: &mut crate::diag::Diagnostics) -> Option<StageKind> {
+                $(if name == <$ty as Kind>::NAME {
+                    return from_node(body, diags).map(StageKind::$variant);
+                })*
+                None
+            }
+        }
+    };
+}
+with_kinds!(stage_kind_enum);
 
 /// A pipeline file as written: names resolved to nothing yet; `plan` checks how the parts fit.
 #[derive(Debug, Clone, Serialize)]
@@ -180,51 +254,55 @@ pub(crate) struct StageCommon {
 /// The names of [`StageCommon`]'s fields, as written.
 pub const STAGE_FIELDS: &[&str] = &["needs", "if", "timeout", "retry", "description"];
 
-/// A stage's kind and its settings.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum StageKind {
-    /// Promotion commit into an environment.
-    Deploy(DeployStage),
-    /// Metric analysis.
-    Metrics(MetricsStage),
-    /// Log analysis.
-    Logs(LogsStage),
-    /// Rego policy.
-    Policy(PolicyStage),
-    /// Sign-off by people.
-    Approval(ApprovalStage),
-    /// Soak time.
-    Wait(WaitStage),
-    /// HTTP call.
-    Webhook(WebhookStage),
+impl Kind for DeployStage {
+    const NAME: &'static str = "deploy";
+    const SHAPE: (&'static str, &'static str) = ("[/\"", "\"/]");
+    fn summary(&self) -> String {
+        format!("deploy → {}", self.environment.value)
+    }
 }
 
-impl StageKind {
-    /// The kind's name as written in files.
-    pub fn name(&self) -> &'static str {
-        match self {
-            StageKind::Deploy(_) => "deploy",
-            StageKind::Metrics(_) => "metrics",
-            StageKind::Logs(_) => "logs",
-            StageKind::Policy(_) => "policy",
-            StageKind::Approval(_) => "approval",
-            StageKind::Wait(_) => "wait",
-            StageKind::Webhook(_) => "webhook",
-        }
+impl Kind for MetricsStage {
+    const NAME: &'static str = "metrics";
+    fn summary(&self) -> String {
+        format!("metrics ({})", plural(self.checks.len(), "check"))
     }
+}
 
-    /// A few words on what this stage does, for graphs (`deploy → qa`, `wait 10m`).
-    pub fn summary(&self) -> String {
-        match self {
-            StageKind::Deploy(d) => format!("deploy → {}", d.environment.value),
-            StageKind::Metrics(m) => format!("metrics ({})", plural(m.checks.len(), "check")),
-            StageKind::Logs(l) => format!("logs ({})", l.sensitivity_name()),
-            StageKind::Policy(p) => format!("policy ({})", plural(p.policies.len(), "source")),
-            StageKind::Approval(a) => format!("approval ({} needed)", a.min_approvals.value),
-            StageKind::Wait(w) => format!("wait {}", w.duration),
-            StageKind::Webhook(w) => format!("webhook {}", w.method_name()),
-        }
+impl Kind for LogsStage {
+    const NAME: &'static str = "logs";
+    fn summary(&self) -> String {
+        format!("logs ({})", self.sensitivity_name())
+    }
+}
+
+impl Kind for PolicyStage {
+    const NAME: &'static str = "policy";
+    const SHAPE: (&'static str, &'static str) = ("{{\"", "\"}}");
+    fn summary(&self) -> String {
+        format!("policy ({})", plural(self.policies.len(), "source"))
+    }
+}
+
+impl Kind for ApprovalStage {
+    const NAME: &'static str = "approval";
+    const SHAPE: (&'static str, &'static str) = ("{{\"", "\"}}");
+    fn summary(&self) -> String {
+        format!("approval ({} needed)", self.min_approvals.value)
+    }
+}
+
+impl Kind for WaitStage {
+    const NAME: &'static str = "wait";
+    fn summary(&self) -> String {
+        format!("wait {}", self.duration)
+    }
+}
+
+impl Kind for WebhookStage {
+    const NAME: &'static str = "webhook";
+    fn summary(&self) -> String {
+        format!("webhook {}", self.method_name())
     }
 }
 

@@ -7,7 +7,10 @@ use petgraph::graph::DiGraph;
 
 use super::node;
 use crate::diag::{Diagnostics, did_you_mean};
-use crate::model::{Compare, LogSource, Pipeline, Provider, Spanned, StageKind, list};
+use crate::model::{
+    ApprovalStage, Compare, DeployStage, LogSource, LogsStage, MetricsStage, Pipeline, PolicyStage, Provider, Spanned, Stage, StageKind, WaitStage,
+    WebhookStage, list,
+};
 
 /// `needs`: every name is a stage, not the stage itself, listed once. Adds the edges and returns
 /// each stage's needs as indexes.
@@ -181,23 +184,7 @@ pub fn expressions(p: &Pipeline, diags: &mut Diagnostics) {
         if let Some(cond) = &stage.condition {
             jobs.push((cond, "if", IF_VARIABLES));
         }
-        match &stage.kind {
-            StageKind::Metrics(m) => {
-                for c in &m.checks {
-                    for (field, e) in [("successCondition", &c.success_condition), ("failureCondition", &c.failure_condition)] {
-                        if let Some(e) = e {
-                            jobs.push((e, field, RESULT_VARIABLES));
-                        }
-                    }
-                }
-            }
-            StageKind::Webhook(w) => {
-                if let Some(e) = &w.success_condition {
-                    jobs.push((e, "successCondition", RESPONSE_VARIABLES));
-                }
-            }
-            _ => {}
-        }
+        jobs.extend(kind_expressions(&stage.kind));
     }
     let mut distinct: HashMap<&str, usize> = HashMap::new();
     let mut texts: Vec<&str> = Vec::new();
@@ -240,117 +227,188 @@ fn comprehension_variables(expr: &str) -> Vec<&str> {
     re.captures_iter(expr).filter_map(|c| c.get(1)).map(|m| m.as_str()).collect()
 }
 
-/// The settings of each kind make sense together. (Negated comparisons catch NaN too.)
-#[allow(clippy::neg_cmp_op_on_partial_ord)]
+/// What the plan checks of one kind's own settings, and the CEL expressions they hold. Every kind
+/// implements it (an empty `impl` where there is nothing to check): the dispatch below is made
+/// from the model's one list of kinds, so a kind without it does not compile.
+pub trait Checks {
+    /// Checks the settings; `stage` is the stage they belong to.
+    fn check(&self, _stage: &Stage, _diags: &mut Diagnostics) {}
+    /// The CEL expressions in the settings: (expression, its field, the variables it may read).
+    fn expressions(&self) -> Vec<(&Spanned<String>, &'static str, &'static [&'static str])> {
+        Vec::new()
+    }
+}
+
+macro_rules! checks_dispatch {
+    ($($(#[$doc:meta])* $variant:ident($ty:ty),)*) => {
+        /// The kind's own checks.
+        fn check_kind(stage: &Stage, diags: &mut Diagnostics) {
+            match &stage.kind { $(StageKind::$variant(k) => <$ty as Checks>::check(k, stage, diags),)* }
+        }
+
+        /// The kind's CEL expressions.
+        fn kind_expressions(kind: &StageKind) -> Vec<(&Spanned<String>, &'static str, &'static [&'static str])> {
+            match kind { $(StageKind::$variant(k) => <$ty as Checks>::expressions(k),)* }
+        }
+    };
+}
+crate::model::with_kinds!(checks_dispatch);
+
+/// The settings of each kind make sense together.
 pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
     for stage in &p.stages {
+        check_kind(stage, diags);
+    }
+}
+
+impl Checks for ApprovalStage {
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
+        let a = self;
         let name = &stage.name.value;
-        match &stage.kind {
-            StageKind::Approval(a) => {
-                if a.approvers.is_empty() {
-                    diags.error(
-                        stage.kind_pos,
-                        format!("approval stage `{name}` lists no `approvers`: name users (`alice`) or groups (`group:release-managers`)"),
-                    );
-                }
-                for who in &a.approvers {
-                    if who.value.strip_prefix("group:").is_some_and(str::is_empty) || who.value.trim().is_empty() {
-                        diags.error(who.pos, format!("empty approver `{}`", who.value));
-                    }
-                }
-                let min = &a.min_approvals;
-                let min_pos = if min.pos.line == 0 { stage.kind_pos } else { min.pos };
-                let has_group = a.approvers.iter().any(|w| w.value.starts_with("group:"));
-                if a.approvers.is_empty() {
-                    // reported above
-                } else if min.value == 0 {
-                    diags.error(min_pos, "`minApprovals` must be at least 1 (an approval nobody has to give is not an approval)");
-                } else if !has_group && min.value as usize > a.approvers.len() {
-                    diags.error(min_pos, format!("`minApprovals: {}` but only {} approvers are listed: it could never be met", min.value, a.approvers.len()));
-                }
+        if a.approvers.is_empty() {
+            diags.error(stage.kind_pos, format!("approval stage `{name}` lists no `approvers`: name users (`alice`) or groups (`group:release-managers`)"));
+        }
+        for who in &a.approvers {
+            if who.value.strip_prefix("group:").is_some_and(str::is_empty) || who.value.trim().is_empty() {
+                diags.error(who.pos, format!("empty approver `{}`", who.value));
             }
-            StageKind::Metrics(m) => {
-                if m.checks.is_empty() {
-                    diags.error(stage.kind_pos, format!("metrics stage `{name}` has no `checks`"));
-                }
-                let mut seen = HashSet::new();
-                for c in &m.checks {
-                    if !seen.insert(c.name.value.as_str()) {
-                        diags.error(c.name.pos, format!("two checks are named `{}` in stage `{name}`", c.name.value));
-                    }
-                    if c.success_condition.is_none() && c.failure_condition.is_none() && c.compare.is_none() {
-                        diags.warning(
-                            c.name.pos,
-                            format!("check `{}` has no `successCondition`, `failureCondition` or `compare`: it can never fail", c.name.value),
-                        );
-                    }
-                    if matches!(c.provider.as_ref().unwrap_or(&m.provider), Provider::Prometheus(_)) {
-                        for e in [&c.success_condition, &c.failure_condition].into_iter().flatten() {
-                            if compares_result_directly(&e.value) {
-                                diags.warning(
-                                    e.pos,
-                                    format!(
-                                        "`{}` compares `result` itself: a Prometheus vector is a list (one number per series), so write `result[0]` (a `scalar(...)` query is a number and is fine)",
-                                        e.value
-                                    ),
-                                );
-                            }
-                        }
-                    }
-                    if let Some(cmp) = &c.compare {
-                        check_compare(cmp, &c.name, diags);
-                        if matches!(c.provider.as_ref().unwrap_or(&m.provider), Provider::Web(_)) {
-                            diags.error(
-                                c.name.pos,
-                                format!("check `{}`: `compare` needs a `prometheus` provider (a web endpoint has no time ranges to compare)", c.name.value),
-                            );
-                        }
-                    }
-                    for provider in std::iter::once(&m.provider).chain(&c.provider) {
-                        check_provider(provider, diags);
-                    }
-                }
-            }
-            StageKind::Logs(l) => {
-                for pat in &l.error_patterns {
-                    if let Err(e) = regex::Regex::new(&pat.value) {
-                        let msg = e.to_string();
-                        let last = msg.lines().last().unwrap_or_default().trim().trim_start_matches("error: ").to_string();
-                        diags.error(pat.pos, format!("`errorPatterns` entry is not a valid regular expression: {last}"));
-                    }
-                }
-                if let Some(f) = &l.rate_factor
-                    && !(f.value > 1.0)
-                {
-                    diags.error(f.pos, format!("`rateFactor: {}` must be greater than 1", f.value));
-                }
-                if l.baseline == crate::model::LogBaseline::PreviousVersion && !matches!(l.source, LogSource::Loki(_)) {
-                    diags.error(
-                        stage.kind_pos,
-                        format!("logs stage `{name}`: `baseline: previousVersion` needs a `loki` source (its query reads the previous version through `${{version}}`); use `before` with files or Kubernetes"),
-                    );
-                }
-                match &l.source {
-                    LogSource::Files(files) if files.is_empty() => diags.error(stage.kind_pos, "`source.files` lists no files"),
-                    LogSource::Loki(loki) => check_http_url(&loki.address, "address", diags),
-                    _ => {}
-                }
-            }
-            StageKind::Policy(pol) => {
-                if pol.policies.is_empty() {
-                    diags.error(stage.kind_pos, format!("policy stage `{name}` lists no `policies`: name Rego files or folders"));
-                }
-            }
-            StageKind::Webhook(w) => check_http_url(&w.url, "url", diags),
-            StageKind::Deploy(d) => {
-                if let Some(h) = d.health.as_ref().and_then(|h| h.http.as_ref()) {
-                    check_http_url(&h.url, "url", diags);
-                }
-            }
-            StageKind::Wait(_) => {}
+        }
+        let min = &a.min_approvals;
+        let min_pos = if min.pos.line == 0 { stage.kind_pos } else { min.pos };
+        let has_group = a.approvers.iter().any(|w| w.value.starts_with("group:"));
+        if a.approvers.is_empty() {
+            // reported above
+        } else if min.value == 0 {
+            diags.error(min_pos, "`minApprovals` must be at least 1 (an approval nobody has to give is not an approval)");
+        } else if !has_group && min.value as usize > a.approvers.len() {
+            diags.error(min_pos, format!("`minApprovals: {}` but only {} approvers are listed: it could never be met", min.value, a.approvers.len()));
         }
     }
 }
+
+impl Checks for MetricsStage {
+    fn expressions(&self) -> Vec<(&Spanned<String>, &'static str, &'static [&'static str])> {
+        let mut out = Vec::new();
+        for c in &self.checks {
+            for (field, e) in [("successCondition", &c.success_condition), ("failureCondition", &c.failure_condition)] {
+                if let Some(e) = e {
+                    out.push((e, field, RESULT_VARIABLES));
+                }
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
+        let m = self;
+        let name = &stage.name.value;
+        if m.checks.is_empty() {
+            diags.error(stage.kind_pos, format!("metrics stage `{name}` has no `checks`"));
+        }
+        let mut seen = HashSet::new();
+        for c in &m.checks {
+            if !seen.insert(c.name.value.as_str()) {
+                diags.error(c.name.pos, format!("two checks are named `{}` in stage `{name}`", c.name.value));
+            }
+            if c.success_condition.is_none() && c.failure_condition.is_none() && c.compare.is_none() {
+                diags.warning(c.name.pos, format!("check `{}` has no `successCondition`, `failureCondition` or `compare`: it can never fail", c.name.value));
+            }
+            if matches!(c.provider.as_ref().unwrap_or(&m.provider), Provider::Prometheus(_)) {
+                for e in [&c.success_condition, &c.failure_condition].into_iter().flatten() {
+                    if compares_result_directly(&e.value) {
+                        diags.warning(
+                            e.pos,
+                            format!(
+                                "`{}` compares `result` itself: a Prometheus vector is a list (one number per series), so write `result[0]` (a `scalar(...)` query is a number and is fine)",
+                                e.value
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Some(cmp) = &c.compare {
+                check_compare(cmp, &c.name, diags);
+                if matches!(c.provider.as_ref().unwrap_or(&m.provider), Provider::Web(_)) {
+                    diags.error(
+                        c.name.pos,
+                        format!("check `{}`: `compare` needs a `prometheus` provider (a web endpoint has no time ranges to compare)", c.name.value),
+                    );
+                }
+            }
+            for provider in std::iter::once(&m.provider).chain(&c.provider) {
+                check_provider(provider, diags);
+            }
+        }
+    }
+}
+
+impl Checks for LogsStage {
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
+        let l = self;
+        let name = &stage.name.value;
+        for pat in &l.error_patterns {
+            if let Err(e) = regex::Regex::new(&pat.value) {
+                let msg = e.to_string();
+                let last = msg.lines().last().unwrap_or_default().trim().trim_start_matches("error: ").to_string();
+                diags.error(pat.pos, format!("`errorPatterns` entry is not a valid regular expression: {last}"));
+            }
+        }
+        if let Some(f) = &l.rate_factor
+            && !(f.value > 1.0)
+        {
+            diags.error(f.pos, format!("`rateFactor: {}` must be greater than 1", f.value));
+        }
+        if l.baseline == crate::model::LogBaseline::PreviousVersion && !matches!(l.source, LogSource::Loki(_)) {
+            diags.error(
+                stage.kind_pos,
+                format!("logs stage `{name}`: `baseline: previousVersion` needs a `loki` source (its query reads the previous version through `${{version}}`); use `before` with files or Kubernetes"),
+            );
+        }
+        match &l.source {
+            LogSource::Files(files) if files.is_empty() => diags.error(stage.kind_pos, "`source.files` lists no files"),
+            LogSource::Loki(loki) => check_http_url(&loki.address, "address", diags),
+            _ => {}
+        }
+    }
+}
+
+impl Checks for PolicyStage {
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
+        let pol = self;
+        let name = &stage.name.value;
+        if pol.policies.is_empty() {
+            diags.error(stage.kind_pos, format!("policy stage `{name}` lists no `policies`: name Rego files or folders"));
+        }
+    }
+}
+
+impl Checks for WebhookStage {
+    fn expressions(&self) -> Vec<(&Spanned<String>, &'static str, &'static [&'static str])> {
+        self.success_condition.iter().map(|e| (e, "successCondition", RESPONSE_VARIABLES)).collect()
+    }
+
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    fn check(&self, _stage: &Stage, diags: &mut Diagnostics) {
+        let w = self;
+        check_http_url(&w.url, "url", diags);
+    }
+}
+
+impl Checks for DeployStage {
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    fn check(&self, _stage: &Stage, diags: &mut Diagnostics) {
+        let d = self;
+        if let Some(h) = d.health.as_ref().and_then(|h| h.http.as_ref()) {
+            check_http_url(&h.url, "url", diags);
+        }
+    }
+}
+
+impl Checks for WaitStage {}
 
 #[allow(clippy::neg_cmp_op_on_partial_ord)]
 fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics) {

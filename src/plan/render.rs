@@ -85,11 +85,7 @@ fn mermaid(plan: &Plan) -> String {
     let mut out = String::from("flowchart LR\n");
     for (i, s) in p.stages.iter().enumerate() {
         let label = format!("{}<br/>{}", mermaid_label(&s.name.value), mermaid_label(&s.kind.summary()));
-        let shape = match s.kind.name() {
-            "approval" | "policy" => ("{{\"", "\"}}"),
-            "deploy" => ("[/\"", "\"/]"),
-            _ => ("[\"", "\"]"),
-        };
+        let shape = s.kind.shape();
         let _ = writeln!(out, "  s{i}{}{label}{}", shape.0, shape.1);
     }
     for i in 0..p.stages.len() {

@@ -66,7 +66,7 @@ pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<serde_json::Va
         if let Some(d) = deadline
             && now_ms() >= d
         {
-            let t = a.timeout.map(|t| crate::exec::humanize(t.0)).unwrap_or_default();
+            let t = a.timeout.map(|t| crate::clock::humanize(t.0)).unwrap_or_default();
             return Err(StageError::Terminal(format!("rejected: no decision within {t} ({} of {need} approvals)", approvers.len())));
         }
         if !said_waiting {
@@ -78,5 +78,15 @@ pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<serde_json::Va
             said_waiting = true;
         }
         feed.wait(|c| c.is_decision_on(&ctx.run.id, name), deadline).await;
+    }
+}
+
+impl super::Run for crate::model::ApprovalStage {
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<serde_json::Value, StageError>> + Send + 'a {
+        run(self, ctx)
+    }
+    fn describe(&self, output: &serde_json::Value) -> String {
+        let by = output["approvedBy"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>()).unwrap_or_default();
+        format!("approved by {}", by.join(", "))
     }
 }

@@ -48,14 +48,14 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
         }
     }
     // Every policy of the pipeline judges the commit before it is pushed.
-    let sets = super::policy::compiled(ctx).await?;
-    let base = super::policy::input_base(ctx, "commit", Some(env_name)).await?;
+    let sets = super::policies::compiled(ctx).await?;
+    let base = super::policies::input_base(ctx, "commit", Some(env_name)).await?;
     let checked = !sets.is_empty();
     let writer = ctx.writer.clone();
     let (run2, env2, stage2, value2) = (run.clone(), env_name.clone(), stage.clone(), value.clone());
     let pipeline2 = pipeline.clone();
     let report = tokio::task::spawn_blocking(move || {
-        let check = super::policy::commit_check(sets.iter().map(|(_, s)| s), &base);
+        let check = super::policies::commit_check(sets.iter().map(|(_, s)| s), &base);
         let p = Promotion {
             pipeline: &pipeline2,
             environment: &env2,
@@ -85,7 +85,7 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
     };
     if checked && matches!(report.outcome, Outcome::Committed(_)) {
         let d = crate::providers::policy::Decision { deny: vec![], warn: report.warnings.clone() };
-        ctx.store.audit(&run.id, Some(&stage), "policy", "promote", &format!("commit: {}", super::policy::describe(&d, Some(env_name)))).await?;
+        ctx.store.audit(&run.id, Some(&stage), "policy", "promote", &format!("commit: {}", super::policies::describe(&d, Some(env_name)))).await?;
     }
     let (outcome, commit, old) = match &report.outcome {
         Outcome::Committed(w) => ("committed", Some(w.commit.to_string()), w.old_value.clone()),
@@ -209,7 +209,7 @@ async fn wait_healthy(h: &crate::model::Health, ctx: &StageContext, commit: Opti
             return Ok(seen);
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(format!("health not reached within {}: {}", crate::exec::humanize(h.timeout.0), waiting.join("; ")));
+            return Err(format!("health not reached within {}: {}", crate::clock::humanize(h.timeout.0), waiting.join("; ")));
         }
         if !said_waiting {
             ctx.waiting(&format!("health: {}", waiting.join("; "))).await.map_err(|e| e.to_string())?;
@@ -234,4 +234,23 @@ pub(super) fn upstream(plan: &crate::plan::Plan, a: usize, b: usize) -> bool {
         }
     }
     false
+}
+
+impl super::Run for crate::model::DeployStage {
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<serde_json::Value, StageError>> + Send + 'a {
+        run(self, ctx)
+    }
+    fn describe(&self, output: &serde_json::Value) -> String {
+        let env = output["environment"].as_str().unwrap_or("");
+        let value = output["newValue"].as_str().unwrap_or("");
+        let line = match (output["outcome"].as_str(), output["commit"].as_str()) {
+            (Some("committed"), Some(c)) => format!("{env} -> {value} in {}", super::short(c)),
+            (Some("already-done"), Some(c)) => format!("{env}: already promoted in {}", super::short(c)),
+            _ => format!("{env} already at {value}"),
+        };
+        let warnings = output["policyWarnings"].as_array().map_or(0, Vec::len);
+        let warned = if warnings > 0 { format!(" ({} from policy)", crate::diag::plural(warnings, "warning")) } else { String::new() };
+        let glass = output["breakGlass"]["user"].as_str().map(|u| format!("; freeze overridden by {u}")).unwrap_or_default();
+        format!("{line}{warned}{glass}")
+    }
 }

@@ -80,7 +80,7 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
     if after.is_empty() {
         return Err(fail(format!(
             "no log lines after the deploy (window {}): nothing to judge; check the source ({} baseline lines were read)",
-            crate::exec::humanize(l.window.0),
+            crate::clock::humanize(l.window.0),
             before.len()
         )));
     }
@@ -112,5 +112,16 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
             ),
             evidence,
         })
+    }
+}
+
+impl super::Run for crate::model::LogsStage {
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<serde_json::Value, StageError>> + Send + 'a {
+        run(self, ctx)
+    }
+    fn describe(&self, output: &serde_json::Value) -> String {
+        let v = &output["logs"]["verdict"];
+        let findings = v["findings"].as_array().map_or(0, Vec::len);
+        format!("{} lines after the deploy, {} templates, {findings} new or grown (none failing)", v["linesAfter"], v["templates"])
     }
 }

@@ -303,3 +303,16 @@ pub fn deciders(m: &MetricsStage) -> ApprovalStage {
         message: None,
     }
 }
+
+impl super::Run for crate::model::MetricsStage {
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<serde_json::Value, StageError>> + Send + 'a {
+        run(self, ctx)
+    }
+    fn describe(&self, output: &serde_json::Value) -> String {
+        let m = &output["metrics"];
+        let checks = m["checks"].as_array().map_or(0, Vec::len);
+        let score = m["score"]["score"].as_f64().map(|s| format!(", score {}", crate::analysis::fmt_f64(s))).unwrap_or_default();
+        let by = m["decidedBy"]["user"].as_str().map(|u| format!(", inconclusive: approved by {u}")).unwrap_or_default();
+        format!("{checks} check(s) {}{score}{by}", m["verdict"].as_str().unwrap_or(""))
+    }
+}

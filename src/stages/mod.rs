@@ -5,9 +5,11 @@ mod approval;
 mod deploy;
 mod logs;
 mod metrics;
-pub mod policy;
+pub mod policies;
+mod policy;
 mod wait;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,7 +76,7 @@ pub struct StageContext {
     pub notifier: Arc<crate::governance::notify::Notifier>,
     /// The pipeline's policy sets by stage index, compiled once per run on first use (policy
     /// stages and every deploy's commit check share them).
-    pub policies: Arc<tokio::sync::OnceCell<policy::Compiled>>,
+    pub policies: Arc<tokio::sync::OnceCell<policies::Compiled>>,
 }
 
 impl StageContext {
@@ -169,23 +171,52 @@ impl StageContext {
     }
 }
 
-/// Whether this version of promote can run a kind (the others are validated and drawn only).
-pub fn runnable(kind: &StageKind) -> Result<(), &'static str> {
-    match kind {
-        StageKind::Wait(_) | StageKind::Approval(_) | StageKind::Deploy(_) | StageKind::Metrics(_) | StageKind::Logs(_) | StageKind::Policy(_) => Ok(()),
-        StageKind::Webhook(_) => Err("this kind is not run yet"),
+/// How a kind runs. Every kind implements it in its own file; the dispatch below is made from the
+/// model's one list of kinds, so a kind without a runner does not compile.
+pub trait Run: Sync {
+    /// Whether this version of promote runs the kind (`Err`: why not; it is validated and drawn
+    /// only, and `promote run` refuses the file).
+    const RUNNABLE: Result<(), &'static str> = Ok(());
+
+    /// One attempt: the stage's output, or why it failed (transient: retried; terminal: not).
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl Future<Output = Result<serde_json::Value, StageError>> + Send + 'a;
+
+    /// One line for a person on what the stage did, from its output.
+    fn describe(&self, _output: &serde_json::Value) -> String {
+        String::new()
     }
 }
 
-/// Runs one attempt of the stage.
-pub async fn execute(ctx: &StageContext) -> Result<serde_json::Value, StageError> {
-    match &ctx.stage().kind {
-        StageKind::Wait(w) => wait::run(w, ctx).await,
-        StageKind::Deploy(d) => deploy::run(d, ctx).await,
-        StageKind::Approval(a) => approval::run(a, ctx).await,
-        StageKind::Metrics(m) => metrics::run(m, ctx).await,
-        StageKind::Logs(l) => logs::run(l, ctx).await,
-        StageKind::Policy(p) => policy::run(p, ctx).await,
-        other => Err(StageError::Terminal(format!("kind `{}` is not run by this version of promote", other.name()))),
+macro_rules! run_dispatch {
+    ($($(#[$doc:meta])* $variant:ident($ty:ty),)*) => {
+        /// Whether this version of promote can run a kind (the others are validated and drawn only).
+        pub fn runnable(kind: &StageKind) -> Result<(), &'static str> {
+            match kind { $(StageKind::$variant(_) => <$ty as Run>::RUNNABLE,)* }
+        }
+
+        /// Runs one attempt of the stage.
+        pub async fn execute(ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+            match &ctx.stage().kind { $(StageKind::$variant(k) => k.run(ctx).await,)* }
+        }
+
+        /// One line on what a stage of this kind did, from its output.
+        pub fn describe(kind: &StageKind, output: &serde_json::Value) -> String {
+            match kind { $(StageKind::$variant(k) => k.describe(output),)* }
+        }
+    };
+}
+crate::model::with_kinds!(run_dispatch);
+
+/// The webhook kind is in the file format but not run yet.
+impl Run for crate::model::WebhookStage {
+    const RUNNABLE: Result<(), &'static str> = Err("this kind is not run yet");
+
+    async fn run(&self, _ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+        Err(StageError::Terminal("kind `webhook` is not run by this version of promote".into()))
     }
+}
+
+/// The first 10 characters of a commit id.
+pub fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(10)]
 }

@@ -13,3 +13,9 @@ pub async fn run(w: &WaitStage, ctx: &StageContext) -> Result<serde_json::Value,
     }
     Ok(serde_json::json!({"waitedMs": total.as_millis() as u64}))
 }
+
+impl super::Run for crate::model::WaitStage {
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<serde_json::Value, StageError>> + Send + 'a {
+        run(self, ctx)
+    }
+}
