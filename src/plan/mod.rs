@@ -1,6 +1,7 @@
 //! The validated plan: how a pipeline's parts fit together, checked all at once, and its stage DAG.
 
 mod checks;
+pub use checks::Checks;
 mod render;
 
 use std::collections::HashMap;
