@@ -127,9 +127,33 @@ async fn drive(exec: &crate::exec::Executor, id: &str) -> anyhow::Result<ExitCod
             }
         })
     };
-    let result = exec.drive(id, progress).await;
+    // Ctrl-C or SIGTERM stops the walk at a durable point; `promote resume` carries it on.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signals = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+            stop.cancel();
+        })
+    };
+    let result = exec.drive_until(id, progress, stop).await;
+    signals.abort();
     ticker.abort();
     view.lock().unwrap_or_else(|e| e.into_inner()).redraw();
+    if let Err(e @ ExecError::Stopped { .. }) = &result {
+        eprintln!("promote: {e}");
+        return Ok(ExitCode::from(130));
+    }
     let summary = result?;
     print!("{}", render_summary(&summary));
     Ok(if summary.run.state == RunState::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })

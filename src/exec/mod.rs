@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use metrics::Metrics;
 
@@ -34,6 +36,12 @@ pub enum ExecError {
         id: String,
         /// How it ended.
         state: RunState,
+    },
+    /// The walk was stopped (the process is shutting down): the run stays `running`.
+    #[error("run {id} stopped before its end: `promote resume {id}` carries it on")]
+    Stopped {
+        /// The run.
+        id: String,
     },
     /// The pipeline stored with the run no longer loads (a newer promote changed a rule).
     #[error("the pipeline stored with run {id} does not load any more:\n{errors}")]
@@ -101,6 +109,18 @@ impl Executor {
 
     /// Walks run `id` from its last durable state to its end. `progress` hears every transition.
     pub async fn drive(&self, id: &str, progress: Arc<dyn Fn(Progress) + Send + Sync>) -> Result<Summary, ExecError> {
+        self.drive_until(id, progress, CancellationToken::new()).await
+    }
+
+    /// [`drive`](Self::drive), until `stop` is cancelled: then no stage starts, the running ones
+    /// are stopped where they are (every stage is idempotent from its last durable step, as after
+    /// a crash) and [`ExecError::Stopped`] says so; the run stays `running` for a later resume.
+    pub async fn drive_until(&self, id: &str, progress: Arc<dyn Fn(Progress) + Send + Sync>, stop: CancellationToken) -> Result<Summary, ExecError> {
+        let span = tracing::info_span!("run", run = %id);
+        self.walk(id, progress, stop).instrument(span).await
+    }
+
+    async fn walk(&self, id: &str, progress: Arc<dyn Fn(Progress) + Send + Sync>, stop: CancellationToken) -> Result<Summary, ExecError> {
         let run = Arc::new(self.store.run(id).await?);
         if run.state != RunState::Running {
             return Err(ExecError::Finished { id: id.into(), state: run.state });
@@ -230,7 +250,9 @@ impl Executor {
                             notifier: notifier.clone(),
                             policies: policies.clone(),
                         };
-                        handles.insert(w.i, tasks.spawn(attempt_loop(ctx, attempt)));
+                        let stage = &plan.pipeline.stages[w.i];
+                        let span = tracing::info_span!("stage", run = %run.id, stage = %stage.name.value, kind = stage.kind.name());
+                        handles.insert(w.i, tasks.spawn(attempt_loop(ctx, attempt).instrument(span)));
                     }
                 }
             }
@@ -252,7 +274,20 @@ impl Executor {
                 }
                 break;
             }
-            let Some(joined) = tasks.join_next().await else { break };
+            let joined = tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    for (_, h) in handles.drain() {
+                        h.abort();
+                    }
+                    while tasks.join_next().await.is_some() {}
+                    notifier.finish_audited(&self.store, id).await?;
+                    tracing::info!(run = %run.id, "run stopped; it resumes from its last durable step");
+                    return Err(ExecError::Stopped { id: id.into() });
+                }
+                j = tasks.join_next() => j,
+            };
+            let Some(joined) = joined else { break };
             let Ok((i, started_at, result)) = joined else { continue };
             starts[i] = Some(started_at);
             handles.remove(&i);

@@ -505,3 +505,43 @@ impl Spawn for std::process::Command {
         self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
     }
 }
+
+#[test]
+fn sigterm_stops_a_run_at_a_durable_point_and_resume_carries_it_on() {
+    let s = Setup::new(
+        "  qa:\n    deploy: {environment: qa}\n  ok:\n    needs: [qa]\n    approval: {approvers: [alice]}\n  prod:\n    needs: [ok]\n    deploy: {environment: prod}\n",
+        "",
+    );
+    let child = std::process::Command::new(crate::promote_bin())
+        .current_dir(s.path())
+        .env("PROMOTE_USER", "ci-bot")
+        .args(["run", "pipeline.yaml", "--version", "6.1.0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the approval waits, then ask the process to stop.
+    let id = loop {
+        let runs: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", "--json"]).stdout).unwrap_or(serde_json::json!([]));
+        if let Some(id) = runs.get(0).and_then(|r| r["id"].as_str()) {
+            let st: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", id, "--json"]).stdout).unwrap();
+            if st["stages"][1]["state"] == "waiting" {
+                break id.to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(text(&out).contains(&format!("run {id} stopped before its end: `promote resume {id}` carries it on")), "{}", text(&out));
+    let st: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", &id, "--json"]).stdout).unwrap();
+    assert_eq!((st["run"]["state"].as_str(), st["stages"][1]["state"].as_str()), (Some("running"), Some("waiting")), "{st}");
+    // A decision meanwhile, then the run goes on from where it stopped.
+    assert!(promote(s.path(), &["approve", &id, "ok", "--as", "alice"]).status.success());
+    let out = promote(s.path(), &["resume", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(s.commits("qa"), ["promote checkout 6.1.0 to qa"], "the deploy before the stop is not repeated");
+    assert_eq!(s.commits("prod"), ["promote checkout 6.1.0 to prod"]);
+}
