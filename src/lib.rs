@@ -16,14 +16,21 @@
 //! - [`secret`]: secret values that never print.
 //! - [`providers`]: where evidence comes from: Prometheus and web JSON (metrics), HTTP and
 //!   Kubernetes / Argo CD (health), log sources, and Rego policies (regorus).
-//! - [`store`]: durable state (runs, stages, decisions, environment locks) in SQLite, and the
-//!   hash-chained audit trail (`store::audit`: chained inside SQLite, verified, exported).
+//! - [`store`]: the state port: [`store::Store`] over a [`store::Backend`] (today
+//!   [`store::sqlite`]: SQLite in WAL mode, group commit through one writer task), the records and
+//!   writes every backend shares, the audit chain's hash ([`store::chain`]) and the change feed
+//!   that wakes whoever waits for a write, from this process or another.
 //! - [`governance`]: the users file (groups, hashed tokens), freeze windows, notifications, and the
 //!   checks of the files a pipeline names (users, policies) at validate time.
 //! - [`stages`]: the stage kinds that run, one file each (`deploy`, `wait`, `approval`, `metrics`,
-//!   `logs`, `policy`).
-//! - [`exec`]: the executor: starts runs and walks their DAG on tokio, durably; metrics.
-//! - [`cli`]: the `promote` command line; `main.rs` only calls it.
+//!   `logs`, `policy`), each an `impl stages::Run`; what deploy and policy share is
+//!   `stages::policies`.
+//! - [`exec`]: the executor: starts runs and walks their DAG on tokio, durably; retries what is
+//!   transient; stops on a cancellation token; metrics.
+//! - [`ops`]: what people and programs ask (check a file, start a run, decide, roll back), with
+//!   the rules they carry; the CLI and the server both call it.
+//! - [`clock`]: the one clock (jiff) and durations for people.
+//! - [`cli`]: the `promote` command line (parse -> ops -> print); `main.rs` only calls it.
 
 pub mod analysis;
 pub mod cli;

@@ -128,19 +128,18 @@ pub fn hash_token(token: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
 }
 
-/// A new random token (32 bytes from the OS, hex).
+/// A new random token (32 bytes from the OS's generator, hex).
 pub fn new_token() -> std::io::Result<String> {
-    use std::io::Read;
     let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    getrandom::fill(&mut b).map_err(std::io::Error::other)?;
     Ok(format!("prt_{}", hex::encode(b)))
 }
 
+/// Equal, in a time that does not depend on where they differ (`subtle`: the compiler may not
+/// turn it back into an early exit).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 fn first_line(s: &str) -> String {
