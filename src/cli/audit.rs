@@ -70,7 +70,7 @@ pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                 let mut out = std::io::BufWriter::new(out.lock());
                 let mut after = 0;
                 loop {
-                    let page = store.audit_entries(run.as_deref(), after, 10_000).await?;
+                    let page = crate::ops::audit::entries(&store, run.as_deref(), after, 10_000).await?;
                     let Some(last) = page.last() else { break };
                     after = last.seq;
                     for e in &page {
@@ -89,17 +89,7 @@ pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             AuditCommand::Verify { json, known } => {
-                let mut v = store.verify_audit().await?;
-                let mut missing = None;
-                for h in &known {
-                    if store.audit_entry_with_hash(h).await?.is_none() {
-                        missing = Some(h.clone());
-                        break;
-                    }
-                }
-                if let (None, Some(h)) = (&v.tamper, &missing) {
-                    v.tamper = Some(crate::store::Tamper::Rewritten { known: h.clone() });
-                }
+                let v = crate::ops::audit::verify(&store, &known).await?;
                 if json {
                     println!(
                         "{}",

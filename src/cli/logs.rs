@@ -67,32 +67,20 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
 fn not_a_risk(args: NotARiskArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(async {
         let store = super::open_store(state).await?;
-        let refuse = |msg: String| {
-            eprintln!("promote: error: {msg}");
-            Ok(ExitCode::from(EXIT_BAD_INPUT))
-        };
-        if args.reason.trim().is_empty() {
-            return refuse("a reason is required: say why this template is not a risk".into());
+        let request = crate::ops::decide::NotARisk { run: &args.run, stage: &args.stage, number: args.number, user: &args.user, reason: &args.reason };
+        let done = crate::ops::decide::not_a_risk(&store, &request).await;
+        store.close().await;
+        match done {
+            Ok(line) => {
+                println!("{line}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(crate::ops::OpsError::Refused(why)) => {
+                eprintln!("promote: error: {why}");
+                Ok(ExitCode::from(EXIT_BAD_INPUT))
+            }
+            Err(e) => Err(e.into()),
         }
-        let run = match store.run(&args.run).await {
-            Ok(r) => r,
-            Err(e @ crate::store::StoreError::UnknownRun { .. }) => return refuse(e.to_string()),
-            Err(e) => return Err(e.into()),
-        };
-        let Some(stage) = store.stages(&run.id).await?.into_iter().find(|s| s.name == args.stage) else {
-            return refuse(format!("run {} has no stage `{}`", run.id, args.stage));
-        };
-        let findings = stage.output.as_ref().and_then(|o| o["logs"]["verdict"]["findings"].as_array().cloned()).unwrap_or_default();
-        if findings.is_empty() {
-            return refuse(format!("stage `{}` of run {} reported no log templates", args.stage, run.id));
-        }
-        let Some(f) = args.number.checked_sub(1).and_then(|i| findings.get(i)) else {
-            return refuse(format!("stage `{}` reported templates #1 to #{}, not #{}", args.stage, findings.len(), args.number));
-        };
-        let template = f["template"].as_str().unwrap_or_default();
-        store.exempt_template(&run.id, &run.pipeline, template, &args.user, &args.reason).await?;
-        println!("`{template}` is not a risk for pipeline {} (by {}): later runs ignore it", run.pipeline, args.user);
-        Ok(ExitCode::SUCCESS)
     })
 }
 

@@ -123,3 +123,45 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
     };
     Ok(format!("{what} `{stage}` of run {run_id} as {user}"))
 }
+
+/// A log template marked "not a risk" for the pipeline's `logs` stages.
+#[derive(Debug, Clone)]
+pub struct NotARisk<'a> {
+    /// The run whose logs stage reported it.
+    pub run: &'a str,
+    /// The logs stage.
+    pub stage: &'a str,
+    /// The template's number in that stage's findings (1-based).
+    pub number: usize,
+    /// Who decides.
+    pub user: &'a str,
+    /// Why (required).
+    pub reason: &'a str,
+}
+
+/// Marks a template a logs stage found as not a risk: later runs of the pipeline ignore it. The
+/// mark and who made it go into the trail. Returns one line saying what was done.
+pub async fn not_a_risk(store: &Store, r: &NotARisk<'_>) -> Result<String, OpsError> {
+    let refuse = |msg: String| Err(OpsError::Refused(msg));
+    if r.reason.trim().is_empty() {
+        return refuse("a reason is required: say why this template is not a risk".into());
+    }
+    let run = match store.run(r.run).await {
+        Ok(x) => x,
+        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return refuse(e.to_string()),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(stage) = store.stages(&run.id).await?.into_iter().find(|s| s.name == r.stage) else {
+        return refuse(format!("run {} has no stage `{}`", run.id, r.stage));
+    };
+    let findings = stage.output.as_ref().and_then(|o| o["logs"]["verdict"]["findings"].as_array().cloned()).unwrap_or_default();
+    if findings.is_empty() {
+        return refuse(format!("stage `{}` of run {} reported no log templates", r.stage, run.id));
+    }
+    let Some(f) = r.number.checked_sub(1).and_then(|i| findings.get(i)) else {
+        return refuse(format!("stage `{}` reported templates #1 to #{}, not #{}", r.stage, findings.len(), r.number));
+    };
+    let template = f["template"].as_str().unwrap_or_default();
+    store.exempt_template(&run.id, &run.pipeline, template, r.user, r.reason).await?;
+    Ok(format!("`{template}` is not a risk for pipeline {} (by {}): later runs ignore it", run.pipeline, r.user))
+}

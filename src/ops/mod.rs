@@ -1,7 +1,9 @@
 //! The operations people and programs ask of promote, with every domain rule they carry: check a
-//! pipeline file, start a run, decide, roll back. The CLI (`cli/`) and the server call these and
-//! only parse and print around them.
+//! pipeline file, start a run, decide (approve, reject, break-glass, not-a-risk), roll back, verify
+//! and read the trail. The CLI (`cli/`) and the server call these and only parse and print around
+//! them.
 
+pub mod audit;
 pub mod decide;
 pub mod rollback;
 pub mod start;
