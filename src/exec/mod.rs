@@ -20,7 +20,7 @@ use crate::git::{Destination, Outcome, RollbackRequest, RollbackTarget, Writer};
 use crate::governance::notify::{Note, Notifier};
 use crate::model::StageKind;
 use crate::plan::Plan;
-use crate::stages::{self, StageContext, StageError};
+use crate::stages::{self, StageContext, StageError, Step, Wake};
 use crate::store::{RunRecord, RunState, StageState, StageWrite, Store, StoreError, Transition};
 
 /// Why a run could not be started or walked.
@@ -249,6 +249,7 @@ impl Executor {
                             report: report.clone(),
                             notifier: notifier.clone(),
                             policies: policies.clone(),
+                            memo: Arc::default(),
                         };
                         let stage = &plan.pipeline.stages[w.i];
                         let span = tracing::info_span!("stage", run = %run.id, stage = %stage.name.value, kind = stage.kind.name());
@@ -510,11 +511,11 @@ async fn attempt_loop(ctx: StageContext, first_attempt: i64) -> (usize, i64, Res
     let mut ctx = ctx;
     loop {
         let result = match stage.timeout {
-            Some(t) => match tokio::time::timeout(t.0, stages::execute(&ctx)).await {
+            Some(t) => match tokio::time::timeout(t.0, one_attempt(&ctx)).await {
                 Ok(r) => r,
                 Err(_) => Err(StageError::Transient(format!("timed out after {}", humanize(t.0)))),
             },
-            None => stages::execute(&ctx).await,
+            None => one_attempt(&ctx).await,
         };
         match result {
             // Only a transient failure is worth another attempt; a terminal one ends the stage now.
@@ -530,8 +531,48 @@ async fn attempt_loop(ctx: StageContext, first_attempt: i64) -> (usize, i64, Res
                 }
                 (ctx.report)(&stage.name.value, StageState::Running, &format!("attempt {attempt} (the last failed: {why})"));
                 ctx.started_at = now;
+                ctx.memo = Arc::default();
             }
             other => return (ctx.index, ctx.started_at, other),
+        }
+    }
+}
+
+/// One attempt of a stage: looks at it until it is done or fails. While it waits, the engine
+/// records why (again when the reason changes), sends the wait's notification once, and sleeps
+/// until the change feed announces what wakes it, or its `until`: no stage polls.
+async fn one_attempt(ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+    let name = ctx.stage().name.value.as_str();
+    let mut recorded: Option<String> = None;
+    let mut feed: Option<crate::store::Subscription> = None;
+    loop {
+        match stages::execute(ctx).await? {
+            Step::Done(output) => {
+                if recorded.is_some() {
+                    ctx.resumed().await?;
+                }
+                return Ok(output);
+            }
+            Step::Wait(w) => {
+                // Subscribe, then look once more: what happened in between is seen either way.
+                let Some(sub) = feed.as_mut() else {
+                    feed = Some(ctx.store.subscribe().await?);
+                    continue;
+                };
+                if recorded.as_deref() != Some(w.why.as_str()) {
+                    ctx.waiting(&w.why).await?;
+                    if recorded.is_none()
+                        && let Some(event) = w.notify
+                    {
+                        ctx.notify(event, Some(name), &w.why);
+                    }
+                    recorded = Some(w.why.clone());
+                }
+                if w.until.is_none() && w.wake == Wake::Time {
+                    return Err(StageError::Terminal(format!("`{name}` waits for nothing that can wake it: {}", w.why)));
+                }
+                sub.wait(|c| w.wake.by(c, &ctx.run.id, name), w.until).await;
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
-//! `approval`: waits until enough allowed people approve (`promote approve`), fails on a
-//! rejection or at its timeout. People and groups come from the pipeline's users file.
+//! `approval`: done when enough allowed people approved (`promote approve`), failed on a
+//! rejection or at its timeout, else waiting for the next decision. People and groups come from
+//! the pipeline's users file.
 
-use super::{StageContext, StageError};
+use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::clock::now_ms;
 use crate::governance::{Users, is_listed};
 use crate::model::ApprovalStage;
@@ -40,49 +41,39 @@ pub fn check_approver(a: &ApprovalStage, run: &RunRecord, users: Option<&Users>,
     ApprovalCheck::Allowed
 }
 
-/// Waits for the decisions.
-pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+/// One look at the decisions: enough approvals, a rejection, the deadline passed, or a wait for
+/// the next decision.
+pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<Step, StageError> {
     let name = &ctx.stage().name.value;
     let need = a.min_approvals.value as usize;
     let deadline = a.timeout.map(|t| ctx.started_at + t.0.as_millis() as i64);
-    let mut said_waiting = false;
-    // Subscribed before the decisions are read: one made in between still wakes us.
-    let mut feed = ctx.store.subscribe().await?;
-    loop {
-        let users = ctx.users()?;
-        let allowed = |u: &str| check_approver(a, &ctx.run, users.as_ref(), u) == ApprovalCheck::Allowed;
-        let decisions = ctx.store.decisions(&ctx.run.id, name).await?;
-        if let Some(r) = decisions.iter().find(|d| !d.approve && allowed(&d.user)) {
-            return Err(StageError::Terminal(format!("rejected by {}: {}", r.user, r.comment.as_deref().unwrap_or("no reason given"))));
-        }
-        let approvers: Vec<&str> = decisions.iter().filter(|d| d.approve && allowed(&d.user)).map(|d| d.user.as_str()).collect();
-        if approvers.len() >= need {
-            if said_waiting {
-                ctx.resumed().await?;
-            }
-            let signed: Vec<String> = approvers.iter().map(|u| users.as_ref().map_or(u.to_string(), |x| x.signature(u))).collect();
-            return Ok(serde_json::json!({"approvedBy": approvers, "signatures": signed}));
-        }
-        if let Some(d) = deadline
-            && now_ms() >= d
-        {
-            let t = a.timeout.map(|t| crate::clock::humanize(t.0)).unwrap_or_default();
-            return Err(StageError::Terminal(format!("rejected: no decision within {t} ({} of {need} approvals)", approvers.len())));
-        }
-        if !said_waiting {
-            let who: Vec<&str> = a.approvers.iter().map(|x| x.value.as_str()).collect();
-            let msg = a.message.as_deref().map(|m| format!(" — {m}")).unwrap_or_default();
-            let why = format!("{} of {need} approvals from {}: promote approve {} {name} --as USER{msg}", approvers.len(), who.join(", "), ctx.run.id);
-            ctx.waiting(&why).await?;
-            ctx.notify("approval-pending", Some(name), &why);
-            said_waiting = true;
-        }
-        feed.wait(|c| c.is_decision_on(&ctx.run.id, name), deadline).await;
+    let users = ctx.users()?;
+    let allowed = |u: &str| check_approver(a, &ctx.run, users.as_ref(), u) == ApprovalCheck::Allowed;
+    let decisions = ctx.store.decisions(&ctx.run.id, name).await?;
+    if let Some(r) = decisions.iter().find(|d| !d.approve && allowed(&d.user)) {
+        return Err(StageError::Terminal(format!("rejected by {}: {}", r.user, r.comment.as_deref().unwrap_or("no reason given"))));
     }
+    let approvers: Vec<&str> = decisions.iter().filter(|d| d.approve && allowed(&d.user)).map(|d| d.user.as_str()).collect();
+    if approvers.len() >= need {
+        let signed: Vec<String> = approvers.iter().map(|u| users.as_ref().map_or(u.to_string(), |x| x.signature(u))).collect();
+        return Ok(Step::Done(serde_json::json!({"approvedBy": approvers, "signatures": signed})));
+    }
+    if let Some(d) = deadline
+        && now_ms() >= d
+    {
+        let t = a.timeout.map(|t| crate::clock::humanize(t.0)).unwrap_or_default();
+        return Err(StageError::Terminal(format!("rejected: no decision within {t} ({} of {need} approvals)", approvers.len())));
+    }
+    let who: Vec<&str> = a.approvers.iter().map(|x| x.value.as_str()).collect();
+    let msg = a.message.as_deref().map(|m| format!(" — {m}")).unwrap_or_default();
+    let why = format!("{} of {need} approvals from {}: promote approve {} {name} --as USER{msg}", approvers.len(), who.join(", "), ctx.run.id);
+    Ok(Step::Wait(Wait { why, wake: Wake::Decision, until: deadline, notify: Some("approval-pending") }))
 }
 
 impl super::Run for crate::model::ApprovalStage {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<serde_json::Value, StageError>> + Send + 'a {
+    // The explicit form promises `Send`, which the engine's tasks need.
+    #[allow(clippy::manual_async_fn)]
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<Step, StageError>> + Send + 'a {
         run(self, ctx)
     }
     fn describe(&self, output: &serde_json::Value) -> String {

@@ -1,30 +1,26 @@
 //! `deploy`: takes the environment (one promotion at a time), then writes the promotion commit
 //! through the git writer. Idempotent: a resumed deploy finds its own commit.
 
-use super::{StageContext, StageError};
+use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::git::{Destination, Outcome, Promotion};
 use crate::model::DeployStage;
 
-/// Promotes the run's version into the stage's environment.
-pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+/// Promotes the run's version into the stage's environment: waits while another run holds the
+/// environment (woken when that run ends) or while it is frozen (woken by a break-glass, or at
+/// the window's end), then commits.
+pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError> {
     let env_name = &d.environment.value;
     let env = ctx.plan.pipeline.environments.iter().find(|e| &e.name.value == env_name).expect("validated: the environment exists");
-    let mut said_waiting = false;
-    // A lock is released when its run ends: that end wakes us.
-    let mut feed = ctx.store.subscribe().await?;
-    while let Some(holder) = ctx.store.lock_environment(env_name, &ctx.run.id).await? {
-        if !said_waiting {
-            ctx.waiting(&format!("environment `{env_name}` is being promoted by run {holder}")).await?;
-            said_waiting = true;
-        }
-        feed.wait(|c| c.is_run_end() && c.run == holder, None).await;
-    }
-    if said_waiting {
-        ctx.resumed().await?;
+    if let Some(holder) = ctx.store.lock_environment(env_name, &ctx.run.id).await? {
+        let why = format!("environment `{env_name}` is being promoted by run {holder}");
+        return Ok(Step::Wait(Wait { why, wake: Wake::RunEnd(holder), until: None, notify: None }));
     }
     let stage = ctx.stage().name.value.clone();
     let break_glass = match &env.spec.freeze {
-        Some(f) => freeze_gate(f, ctx, env_name).await?,
+        Some(f) => match freeze_gate(f, ctx, env_name).await? {
+            Gate::Open(bg) => bg,
+            Gate::Frozen(w) => return Ok(Step::Wait(w)),
+        },
         None => None,
     };
     let run = ctx.run.clone();
@@ -120,13 +116,20 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<serde_json::Valu
             }
         }
     }
-    Ok(out)
+    Ok(Step::Done(out))
 }
 
-/// Holds the deploy while its environment is frozen: waits (or fails, with `onFreeze: fail`) until
-/// the window ends or someone allowed breaks the glass for this run and stage. Returns the
-/// break-glass used, if any.
-async fn freeze_gate(f: &crate::model::Freeze, ctx: &StageContext, env: &str) -> Result<Option<serde_json::Value>, StageError> {
+/// Whether a frozen environment lets the deploy through.
+enum Gate {
+    /// Not frozen, or the glass was broken (who, why, which window).
+    Open(Option<serde_json::Value>),
+    /// Frozen: wait for a break-glass or the window's end.
+    Frozen(Wait),
+}
+
+/// Holds the deploy while its environment is frozen (or fails it, with `onFreeze: fail`) until the
+/// window ends or someone allowed breaks the glass for this run and stage.
+async fn freeze_gate(f: &crate::model::Freeze, ctx: &StageContext, env: &str) -> Result<Gate, StageError> {
     use crate::governance::freeze::Windows;
     let mut diags = crate::diag::Diagnostics::new(ctx.run.file.clone());
     let Some(windows) = Windows::parse(f, &mut diags) else {
@@ -136,39 +139,21 @@ async fn freeze_gate(f: &crate::model::Freeze, ctx: &StageContext, env: &str) ->
         )));
     };
     let stage = ctx.stage().name.value.clone();
-    let mut said_waiting = false;
-    let mut feed = ctx.store.subscribe().await?;
-    loop {
-        let Some(frozen) = windows.active(jiff::Timestamp::now()) else {
-            if said_waiting {
-                ctx.resumed().await?;
-            }
-            return Ok(None);
-        };
-        if let Some(d) = ctx.store.decisions(&ctx.run.id, &stage).await?.into_iter().find(|d| d.approve) {
-            if said_waiting {
-                ctx.resumed().await?;
-            }
-            return Ok(Some(serde_json::json!({"user": d.user, "reason": d.comment, "window": frozen.name})));
-        }
-        let why = format!(
-            "`{env}` is frozen ({}) until {}; `promote break-glass {} {stage} --as USER --reason TEXT` overrides it",
-            frozen.name,
-            frozen.until.to_zoned(jiff::tz::TimeZone::get(&f.timezone.value).unwrap_or(jiff::tz::TimeZone::UTC)).strftime("%Y-%m-%d %H:%M %Z"),
-            ctx.run.id
-        );
-        if f.on_freeze == crate::model::OnFreeze::Fail {
-            ctx.notify("freeze", Some(&stage), &why);
-            return Err(StageError::Terminal(format!("{why}; nothing was committed (onFreeze: fail)")));
-        }
-        if !said_waiting {
-            ctx.waiting(&why).await?;
-            ctx.notify("freeze", Some(&stage), &why);
-            said_waiting = true;
-        }
-        // Woken by a break-glass, or when the window ends.
-        feed.wait(|c| c.is_decision_on(&ctx.run.id, &stage), Some(frozen.until.as_millisecond())).await;
+    let Some(frozen) = windows.active(crate::clock::now()) else { return Ok(Gate::Open(None)) };
+    if let Some(d) = ctx.store.decisions(&ctx.run.id, &stage).await?.into_iter().find(|d| d.approve) {
+        return Ok(Gate::Open(Some(serde_json::json!({"user": d.user, "reason": d.comment, "window": frozen.name}))));
     }
+    let why = format!(
+        "`{env}` is frozen ({}) until {}; `promote break-glass {} {stage} --as USER --reason TEXT` overrides it",
+        frozen.name,
+        frozen.until.to_zoned(jiff::tz::TimeZone::get(&f.timezone.value).unwrap_or(jiff::tz::TimeZone::UTC)).strftime("%Y-%m-%d %H:%M %Z"),
+        ctx.run.id
+    );
+    if f.on_freeze == crate::model::OnFreeze::Fail {
+        ctx.notify("freeze", Some(&stage), &why);
+        return Err(StageError::Terminal(format!("{why}; nothing was committed (onFreeze: fail)")));
+    }
+    Ok(Gate::Frozen(Wait { why, wake: Wake::Decision, until: Some(frozen.until.as_millisecond()), notify: Some("freeze") }))
 }
 
 /// Waits until every health check given is healthy; fails at `health.timeout` (saying what each
@@ -237,7 +222,9 @@ pub(super) fn upstream(plan: &crate::plan::Plan, a: usize, b: usize) -> bool {
 }
 
 impl super::Run for crate::model::DeployStage {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<serde_json::Value, StageError>> + Send + 'a {
+    // The explicit form promises `Send`, which the engine's tasks need.
+    #[allow(clippy::manual_async_fn)]
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<Step, StageError>> + Send + 'a {
         run(self, ctx)
     }
     fn describe(&self, output: &serde_json::Value) -> String {

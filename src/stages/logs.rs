@@ -116,8 +116,10 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
 }
 
 impl super::Run for crate::model::LogsStage {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<serde_json::Value, StageError>> + Send + 'a {
-        run(self, ctx)
+    // The explicit form promises `Send`, which the engine's tasks need.
+    #[allow(clippy::manual_async_fn)]
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<super::Step, StageError>> + Send + 'a {
+        async move { run(self, ctx).await.map(super::Step::Done) }
     }
     fn describe(&self, output: &serde_json::Value) -> String {
         let v = &output["logs"]["verdict"];

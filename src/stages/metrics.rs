@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use super::{StageContext, StageError};
+use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::analysis::kayenta::{self, Class, Classification, CompareSettings, Scored};
 use crate::analysis::{Conditions, Limits, Phase, Tally, fmt_f64};
 use crate::clock::now_ms;
@@ -44,8 +44,14 @@ fn to_system(ms: i64) -> SystemTime {
 }
 
 /// Runs the analysis.
-pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<Step, StageError> {
     let stage = ctx.stage().name.value.clone();
+    // An inconclusive analysis this attempt already made: only a person's decision is awaited.
+    let kept = ctx.memo.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(kept) = kept {
+        let summary = kept["summary"].as_str().unwrap_or_default().to_string();
+        return decide(m, ctx, &stage, summary, kept["evidence"].clone()).await;
+    }
     let vars = ctx.variables();
     let lookup = |n: &str| vars.get(n).map(String::as_str);
     let fail = |why: String| StageError::Terminal(why);
@@ -97,9 +103,12 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<serde_json::Val
 
     let (verdict, summary, evidence) = judge(m, results);
     match verdict {
-        Phase::Successful => Ok(evidence),
+        Phase::Successful => Ok(Step::Done(evidence)),
         Phase::Failed | Phase::Error => Err(StageError::Verdict { message: summary, evidence }),
-        Phase::Inconclusive => decide(m, ctx, &stage, summary, evidence).await,
+        Phase::Inconclusive => {
+            *ctx.memo.lock().unwrap_or_else(|e| e.into_inner()) = Some(json!({"summary": summary, "evidence": evidence}));
+            decide(m, ctx, &stage, summary, evidence).await
+        }
     }
 }
 
@@ -269,26 +278,21 @@ fn judge(m: &MetricsStage, results: Vec<CheckResult>) -> (Phase, String, serde_j
 }
 
 /// Inconclusive: waits for a person to approve (the stage succeeds) or reject (it fails).
-async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: String, mut evidence: serde_json::Value) -> Result<serde_json::Value, StageError> {
+async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: String, mut evidence: serde_json::Value) -> Result<Step, StageError> {
     let who = deciders(m);
-    let why = format!("inconclusive, a person decides: promote approve {} {stage} --as USER (or promote reject ... --reason) | {summary}", ctx.run.id);
-    let mut feed = ctx.store.subscribe().await?;
-    ctx.waiting(&why).await?;
-    loop {
-        let decisions = ctx.store.decisions(&ctx.run.id, stage).await?;
-        let users = ctx.users()?;
-        let allowed = |u: &str| super::check_approver(&who, &ctx.run, users.as_ref(), u) == super::ApprovalCheck::Allowed;
-        if let Some(d) = decisions.iter().find(|d| allowed(&d.user)) {
-            evidence["metrics"]["decidedBy"] = json!({"user": d.user, "approve": d.approve, "comment": d.comment, "at": d.at});
-            if d.approve {
-                ctx.resumed().await?;
-                return Ok(evidence);
-            }
-            let reason = d.comment.as_deref().unwrap_or("no reason given");
-            return Err(StageError::Verdict { message: format!("inconclusive, rejected by {}: {reason} | {summary}", d.user), evidence });
+    let decisions = ctx.store.decisions(&ctx.run.id, stage).await?;
+    let users = ctx.users()?;
+    let allowed = |u: &str| super::check_approver(&who, &ctx.run, users.as_ref(), u) == super::ApprovalCheck::Allowed;
+    if let Some(d) = decisions.iter().find(|d| allowed(&d.user)) {
+        evidence["metrics"]["decidedBy"] = json!({"user": d.user, "approve": d.approve, "comment": d.comment, "at": d.at});
+        if d.approve {
+            return Ok(Step::Done(evidence));
         }
-        feed.wait(|c| c.is_decision_on(&ctx.run.id, stage), None).await;
+        let reason = d.comment.as_deref().unwrap_or("no reason given");
+        return Err(StageError::Verdict { message: format!("inconclusive, rejected by {}: {reason} | {summary}", d.user), evidence });
     }
+    let why = format!("inconclusive, a person decides: promote approve {} {stage} --as USER (or promote reject ... --reason) | {summary}", ctx.run.id);
+    Ok(Step::Wait(Wait { why, wake: Wake::Decision, until: None, notify: None }))
 }
 
 /// Who may decide an inconclusive analysis, as an approval stage (so that `promote approve`
@@ -305,7 +309,9 @@ pub fn deciders(m: &MetricsStage) -> ApprovalStage {
 }
 
 impl super::Run for crate::model::MetricsStage {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<serde_json::Value, StageError>> + Send + 'a {
+    // The explicit form promises `Send`, which the engine's tasks need.
+    #[allow(clippy::manual_async_fn)]
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<Step, StageError>> + Send + 'a {
         run(self, ctx)
     }
     fn describe(&self, output: &serde_json::Value) -> String {

@@ -48,6 +48,53 @@ pub enum StageError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// What one look at a stage found: it is done, or it waits. A stage that waits is looked at again
+/// by the engine when what it names wakes it (or at `until`), and must then decide afresh from
+/// what is durable (the decisions, the locks, the clock) and from what its attempt kept
+/// ([`StageContext::memo`]).
+#[derive(Debug)]
+pub enum Step {
+    /// Finished: the stage's output.
+    Done(serde_json::Value),
+    /// Not yet.
+    Wait(Wait),
+}
+
+/// Why a stage waits, and what wakes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    /// What it waits for, in words (recorded, shown by `promote status`).
+    pub why: String,
+    /// What wakes it.
+    pub wake: Wake,
+    /// When to look again anyway (Unix ms): a deadline, a freeze window's end.
+    pub until: Option<i64>,
+    /// A notification the pipeline's channels get when this wait begins (`approval-pending`).
+    pub notify: Option<&'static str>,
+}
+
+/// What wakes a waiting stage, as the change feed announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// A person's decision (or a break-glass) on this stage of this run.
+    Decision,
+    /// The end of that run (which releases its environment locks).
+    RunEnd(String),
+    /// Only the clock (`until`).
+    Time,
+}
+
+impl Wake {
+    /// Whether `change` is one this wait is woken by, for stage `stage` of run `run`.
+    pub fn by(&self, change: &crate::store::Change, run: &str, stage: &str) -> bool {
+        match self {
+            Wake::Decision => change.is_decision_on(run, stage),
+            Wake::RunEnd(holder) => change.is_run_end() && change.run == *holder,
+            Wake::Time => false,
+        }
+    }
+}
+
 /// How a stage says it waits (for a person or a lock) and runs again: (stage, state, why).
 pub type Report = Arc<dyn Fn(&str, StageState, &str) + Send + Sync>;
 
@@ -77,6 +124,9 @@ pub struct StageContext {
     /// The pipeline's policy sets by stage index, compiled once per run on first use (policy
     /// stages and every deploy's commit check share them).
     pub policies: Arc<tokio::sync::OnceCell<policies::Compiled>>,
+    /// What an attempt keeps between its looks (an inconclusive analysis' evidence while a person
+    /// decides); empty at each attempt's start.
+    pub memo: Arc<std::sync::Mutex<Option<serde_json::Value>>>,
 }
 
 impl StageContext {
@@ -178,8 +228,9 @@ pub trait Run: Sync {
     /// only, and `promote run` refuses the file).
     const RUNNABLE: Result<(), &'static str> = Ok(());
 
-    /// One attempt: the stage's output, or why it failed (transient: retried; terminal: not).
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl Future<Output = Result<serde_json::Value, StageError>> + Send + 'a;
+    /// One look at an attempt: done (its output), waiting (why, and what wakes it), or why it
+    /// failed (transient: retried; terminal: not).
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl Future<Output = Result<Step, StageError>> + Send + 'a;
 
     /// One line for a person on what the stage did, from its output.
     fn describe(&self, _output: &serde_json::Value) -> String {
@@ -194,8 +245,8 @@ macro_rules! run_dispatch {
             match kind { $(StageKind::$variant(_) => <$ty as Run>::RUNNABLE,)* }
         }
 
-        /// Runs one attempt of the stage.
-        pub async fn execute(ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+        /// One look at the stage's current attempt.
+        pub async fn execute(ctx: &StageContext) -> Result<Step, StageError> {
             match &ctx.stage().kind { $(StageKind::$variant(k) => k.run(ctx).await,)* }
         }
 
@@ -211,7 +262,7 @@ crate::model::with_kinds!(run_dispatch);
 impl Run for crate::model::WebhookStage {
     const RUNNABLE: Result<(), &'static str> = Err("this kind is not run yet");
 
-    async fn run(&self, _ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+    async fn run(&self, _ctx: &StageContext) -> Result<Step, StageError> {
         Err(StageError::Terminal("kind `webhook` is not run by this version of promote".into()))
     }
 }

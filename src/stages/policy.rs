@@ -78,8 +78,10 @@ fn target_environment(p: &PolicyStage, ctx: &StageContext) -> Option<String> {
 }
 
 impl super::Run for crate::model::PolicyStage {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<serde_json::Value, StageError>> + Send + 'a {
-        run(self, ctx)
+    // The explicit form promises `Send`, which the engine's tasks need.
+    #[allow(clippy::manual_async_fn)]
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<super::Step, StageError>> + Send + 'a {
+        async move { run(self, ctx).await.map(super::Step::Done) }
     }
     fn describe(&self, output: &serde_json::Value) -> String {
         let p = &output["policy"];

@@ -15,7 +15,9 @@ pub async fn run(w: &WaitStage, ctx: &StageContext) -> Result<serde_json::Value,
 }
 
 impl super::Run for crate::model::WaitStage {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<serde_json::Value, StageError>> + Send + 'a {
-        run(self, ctx)
+    // The explicit form promises `Send`, which the engine's tasks need.
+    #[allow(clippy::manual_async_fn)]
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<super::Step, StageError>> + Send + 'a {
+        async move { run(self, ctx).await.map(super::Step::Done) }
     }
 }

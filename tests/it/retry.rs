@@ -1,7 +1,9 @@
-//! Which failures are retried: with `retry: {attempts: 3}`, a terminal failure (a person's
-//! rejection, a policy refusal, a rewritten history) ends the stage after one attempt, a transient
-//! one (a push race lost, a remote that does not answer) is tried again. And the change feed: a
-//! decision made by another process wakes the waiting stage at once, with no polling.
+//! What the engine does with a stage's result. Which failures are retried: with `retry:
+//! {attempts: 3}`, a terminal failure (a person's rejection, a policy refusal, a rewritten
+//! history) ends the stage after one attempt, a transient one (a push race lost, a remote that
+//! does not answer) is tried again. And waiting: a decision made by another process wakes the
+//! waiting stage at once through the change feed, with no polling, and the recorded reason follows
+//! what the stage still waits for.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,4 +151,27 @@ async fn a_decision_by_another_process_wakes_the_stage_without_polling() {
     exec.store.audit(&id, None, "note", "tester", "seen by the other").await.unwrap();
     let woken = feed.wait(|c| c.kind == "note" && c.run == id, Some(promote::clock::now_ms() + 30_000)).await;
     assert_eq!(woken, promote::store::Woken::Change);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_stage_says_what_it_still_waits_for_after_each_decision() {
+    let s = Setup::new("  ok:\n    approval: {approvers: [alice, bob], minApprovals: 2}\n", "");
+    let exec = Arc::new(Executor { poll: Duration::from_secs(3600), ..s.executor().await });
+    let id = s.start(&exec, "5.0.0").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "ok", StageState::Waiting).await;
+    let message = |store: Store, id: String| async move { store.stages(&id).await.unwrap()[0].message.clone().unwrap_or_default() };
+    assert!(message(exec.store.clone(), id.clone()).await.starts_with("0 of 2 approvals from alice, bob"));
+    exec.store.decide(&id, "ok", "alice", true, None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !message(exec.store.clone(), id.clone()).await.starts_with("1 of 2 approvals") {
+        assert!(Instant::now() < deadline, "the wait's reason was not updated: {}", message(exec.store.clone(), id.clone()).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    exec.store.decide(&id, "ok", "bob", true, None).await.unwrap();
+    let sum = tokio::time::timeout(Duration::from_secs(30), walker).await.unwrap().unwrap();
+    assert_eq!(stage(&sum, "ok").output.as_ref().unwrap()["approvedBy"], serde_json::json!(["alice", "bob"]));
+    let waits: Vec<String> = exec.store.events(&id).await.unwrap().into_iter().map(|e| e.detail).filter(|d| d.starts_with("waiting: ")).collect();
+    assert_eq!(waits.len(), 2, "one entry per reason: {waits:?}");
 }
