@@ -78,7 +78,8 @@ pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                             writeln!(out, "{}", serde_json::to_string(e)?)
                         } else {
                             let stage = e.stage.as_deref().unwrap_or("-");
-                            writeln!(out, "#{:<6} {} {} {:<12} {stage:<18} {:<10} {}", e.seq, e.time, e.run, e.kind, e.actor, e.detail)
+                            let p = crate::diag::printable;
+                            writeln!(out, "#{:<6} {} {} {:<12} {:<18} {:<10} {}", e.seq, e.time, p(&e.run), p(&e.kind), p(stage), p(&e.actor), p(&e.detail))
                         };
                         if r.is_err() {
                             return Ok(ExitCode::SUCCESS); // the reader went away (| head)

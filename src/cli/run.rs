@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::{EXIT_BAD_INPUT, check_file, print_diagnostics};
 use crate::clock::humanize;
+use crate::diag::printable;
 use crate::exec::{ExecError, Progress, Summary};
 use crate::store::{RunState, StageState};
 
@@ -175,7 +176,7 @@ impl View {
 
     fn update(&mut self, p: Progress) {
         if !self.tty {
-            let msg = if p.message.is_empty() { String::new() } else { format!("  {}", p.message) };
+            let msg = if p.message.is_empty() { String::new() } else { format!("  {}", printable(&p.message)) };
             eprintln!("[{:>7}] {:<24} {}{msg}", humanize(self.start.elapsed()), p.stage, p.state);
             return;
         }
@@ -202,7 +203,7 @@ impl View {
         }
         for (stage, state, msg, since) in &self.rows {
             let elapsed = if state.is_final() { String::new() } else { humanize(since.elapsed()) };
-            let _ = writeln!(err, "\x1b[2K{:<24} {:<12} {:>8}  {}", stage, state.as_str(), elapsed, msg);
+            let _ = writeln!(err, "\x1b[2K{:<24} {:<12} {:>8}  {}", stage, state.as_str(), elapsed, printable(msg));
         }
         self.drawn = self.rows.len();
     }
@@ -219,10 +220,10 @@ pub fn render_summary(s: &Summary) -> String {
             _ => String::new(),
         };
         let tries = if st.attempt > 1 { format!(" ({} attempts)", st.attempt) } else { String::new() };
-        out.push_str(&format!("  {:<width$}  {:<11} {:>7}  {}{tries}\n", st.name, st.state.as_str(), d, st.message.as_deref().unwrap_or("")));
+        out.push_str(&format!("  {:<width$}  {:<11} {:>7}  {}{tries}\n", st.name, st.state.as_str(), d, printable(st.message.as_deref().unwrap_or(""))));
     }
     if let Some(m) = &s.run.message {
-        out.push_str(&format!("{m}\n"));
+        out.push_str(&format!("{}\n", printable(m)));
     }
     out
 }

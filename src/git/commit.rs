@@ -116,6 +116,15 @@ pub fn message(subject: &str, trailers: &[(&str, &str)]) -> String {
     m
 }
 
+/// Refuses a text meant for a commit message that is not one line: a newline (or any control
+/// character) could add a trailer.
+pub fn one_line(what: &str, text: &str) -> Result<(), super::GitError> {
+    if text.chars().any(char::is_control) {
+        return Err(super::GitError::NotOneLine(format!("the {what} {text:?} has a control character (a newline?): a commit message takes one line of it")));
+    }
+    Ok(())
+}
+
 /// The value of a commit message's trailer `key`, each occurrence.
 pub fn trailer_values<'m>(message: &'m str, key: &str) -> Vec<&'m str> {
     // Trailers are the last paragraph; `git interpret-trailers` rules are more lenient, but these

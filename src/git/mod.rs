@@ -98,6 +98,9 @@ pub enum GitError {
     /// A rollback found nothing to undo, or a commit named is not a promotion on this branch.
     #[error("{0}")]
     Rollback(String),
+    /// A text meant for the commit message is not one line: nothing was committed.
+    #[error("{0}; nothing was committed")]
+    NotOneLine(String),
     /// The commit check (policy) refused the commit: nothing was pushed.
     #[error("the commit was refused by policy, nothing was pushed: {0}")]
     Refused(String),
@@ -116,6 +119,7 @@ impl GitError {
             | GitError::Conflict { .. }
             | GitError::HistoryRewritten(_)
             | GitError::Rollback(_)
+            | GitError::NotOneLine(_)
             | GitError::Refused(_) => false,
         }
     }

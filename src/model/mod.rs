@@ -7,6 +7,7 @@ mod kinds;
 mod load;
 pub mod path;
 mod spanned;
+pub mod version;
 pub mod yaml;
 
 use serde::{Deserialize, Serialize};

@@ -85,6 +85,13 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
             &deciders
         }
         (other, Mode::BreakGlass) => return refuse(format!("stage `{stage}` is a {} stage: break-glass overrides the freeze of a deploy", other.name())),
+        (StageKind::Approval(_), _) if current == StageState::Pending => {
+            let needs: Vec<String> = s.needs.iter().map(|n| format!("`{}`", n.value)).collect();
+            return refuse(format!(
+                "stage `{stage}` has not started: what it needs ({}) has not finished; a person approves what they have seen",
+                needs.join(", ")
+            ));
+        }
         (StageKind::Approval(a), _) => a,
         // An inconclusive analysis waits for a person, with the same checks.
         (StageKind::Metrics(m), _) if current == StageState::Waiting => {

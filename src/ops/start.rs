@@ -48,6 +48,8 @@ pub fn refusals(r: &Request<'_>) -> Vec<String> {
     }
     if r.version.trim().is_empty() {
         out.push("promote: error: --version is empty".to_string());
+    } else if let Err(why) = crate::model::version::check(r.version) {
+        out.push(format!("promote: error: --version {why}"));
     }
     out
 }

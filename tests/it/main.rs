@@ -8,6 +8,7 @@ mod fixtures;
 mod generate;
 mod git;
 mod governance;
+mod hardening;
 mod health;
 mod loghub;
 mod logstage;

@@ -15,7 +15,11 @@ impl Writer {
         if let Ok(repo) = Repository::open_bare(&dir) {
             return Ok((repo, lock));
         }
-        std::fs::create_dir_all(&self.config.cache_dir).map_err(|e| err(&e))?;
+        // The caches hold the environments' contents: the owner's only (0700).
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.config.cache_dir).map_err(|e| err(&e))?;
+        }
         let file = File::options().create(true).truncate(false).write(true).open(&lock).map_err(|e| err(&e))?;
         file.lock().map_err(|e| err(&e))?;
         if let Ok(repo) = Repository::open_bare(&dir) {

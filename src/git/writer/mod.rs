@@ -190,6 +190,14 @@ impl Writer {
     /// Promotes: commits `p.value` into the destination's file on top of the branch's tip, unless
     /// the run's stage already stands on the branch or the file already holds the value.
     pub fn promote(&self, dest: &Destination, p: &Promotion<'_>) -> Result<Report, GitError> {
+        // Every text of the message is one line: nothing typed into a version or a name can add a
+        // trailer.
+        for (what, text) in [("pipeline", p.pipeline), ("run", p.run), ("stage", p.stage), ("version", p.version), ("environment", p.environment)]
+            .into_iter()
+            .chain(p.approved_by.iter().map(|a| ("approver", a.as_str())))
+        {
+            commit::one_line(what, text)?;
+        }
         let subject = format!("promote {} {} to {}", p.pipeline, p.version, p.environment);
         let mut trailers = vec![("Promote-Pipeline", p.pipeline), ("Promote-Run", p.run), ("Promote-Stage", p.stage), ("Promote-Version", p.version)];
         trailers.extend(p.approved_by.iter().map(|a| ("Approved-By", a.as_str())));
@@ -248,6 +256,11 @@ impl Writer {
     /// Rolls back: a new commit that restores the value an earlier state had. History is never
     /// rewritten; other files changed since are left as they are.
     pub fn rollback(&self, dest: &Destination, r: &RollbackRequest<'_>) -> Result<Report, GitError> {
+        for (what, text) in [("pipeline", Some(r.pipeline)), ("environment", Some(r.environment)), ("run", r.run), ("stage", r.stage)] {
+            if let Some(text) = text {
+                commit::one_line(what, text)?;
+            }
+        }
         self.write(dest, |repo, tip| {
             let text = self.read_file(repo, dest, tip)?;
             let current = edit::read(&dest.file, &text, dest.target.as_target())?;

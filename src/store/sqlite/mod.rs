@@ -53,8 +53,19 @@ impl SqliteBackend {
                 return Err(StoreError::NotSqlite { path: shown });
             }
         }
+        // The state is its owner's only: the folder 0700 when promote makes it, the file 0600 (SQLite
+        // gives its WAL and shared-memory files the database's mode).
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::db(&shown, sqlx::Error::Io(e)))?;
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| StoreError::db(&shown, sqlx::Error::Io(e)))?;
+        }
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::db(&shown, sqlx::Error::Io(e))),
+            }
         }
         let options = SqliteConnectOptions::new()
             .filename(path)

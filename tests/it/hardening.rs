@@ -1,0 +1,113 @@
+//! Hardening (issue 14), the items fixed so far, each tried as the attacker or the careless user
+//! tried it: a version that smuggles trailers, an approval given before its evidence exists, a
+//! comment that forges a line of `audit log`, a state file anyone could read.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::exec::{Setup, promote, text};
+
+#[test]
+fn a_version_that_smuggles_trailers_is_refused_before_anything_runs() {
+    let s = Setup::new("  prod:\n    deploy: {environment: prod}\n", "");
+    let forged = "6.6.6\nApproved-By: Forged <f@example.com>\nPromote-Run: 01OTHER\nPromote-Stage: deploy-prod";
+    for bad in [forged, "1.0 beta", "-rc1", "a/../b", "sha256:abc"] {
+        let out = promote(s.path(), &["run", "pipeline.yaml", &format!("--version={bad}")]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out));
+        assert!(text(&out).contains("is not a version"), "{bad:?}: {}", text(&out));
+    }
+    assert!(s.commits("prod").is_empty(), "nothing was committed");
+    let runs: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", "--json"]).stdout).unwrap_or(serde_json::json!([]));
+    assert_eq!(runs.as_array().map_or(0, Vec::len), 0, "no run was recorded: {runs}");
+    // A tag and a digest are versions.
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    for good in ["1.4.2-rc.1", digest.as_str()] {
+        let out = promote(s.path(), &["run", "pipeline.yaml", "--version", good]);
+        assert!(out.status.success(), "{good}: {}", text(&out));
+    }
+}
+
+#[test]
+fn the_git_writer_refuses_a_message_text_of_more_than_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = crate::repos::EnvRepo::new(dir.path(), "qa", &[("values.yaml", "image:\n  tag: 1.0.0\n")]);
+    let writer = crate::repos::writer(dir.path(), "cache");
+    let approvers = vec!["Alice <a@example.com>\nApproved-By: Mallory <m@example.com>".to_string()];
+    let p = promote::git::Promotion {
+        pipeline: "checkout",
+        environment: "qa",
+        run: "r1",
+        stage: "deploy",
+        version: "2.0.0",
+        value: "2.0.0",
+        approved_by: &approvers,
+        check: None,
+    };
+    let dest = repo.dest(&repo.path(), "values.yaml", promote::git::EditTarget::Path("image.tag".into()));
+    let err = writer.promote(&dest, &p).unwrap_err();
+    assert!(err.to_string().contains("has a control character") && err.to_string().contains("nothing was committed"), "{err}");
+    assert!(!err.is_transient());
+    assert_eq!(repo.log().len(), 1, "only the initial commit");
+}
+
+#[test]
+fn an_approval_cannot_be_given_before_what_it_needs_has_finished() {
+    let s = Setup::new("  soak:\n    wait: {duration: 30s}\n  ok:\n    needs: [soak]\n    approval: {approvers: [alice]}\n", "");
+    let out = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.0.0", "--detach"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // Wait for the soak to be under way, then try to approve what nobody has seen yet.
+    for _ in 0..500 {
+        let st: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", &id, "--json"]).stdout).unwrap();
+        if st["stages"][0]["state"] == "running" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = promote(s.path(), &["approve", &id, "ok", "--as", "alice"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("stage `ok` has not started: what it needs (`soak`) has not finished"), "{}", text(&out));
+    let log = promote(s.path(), &["audit", "log", "--run", &id]);
+    assert!(!text(&log).contains("approved by alice"), "no decision was recorded: {}", text(&log));
+}
+
+#[test]
+fn a_comment_cannot_forge_a_line_of_the_audit_log_or_the_status() {
+    let s = Setup::new("  ok:\n    approval: {approvers: [alice]}\n", "");
+    let out = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.0.0", "--detach"]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    for _ in 0..500 {
+        let st: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", &id, "--json"]).stdout).unwrap();
+        if st["stages"][0]["state"] == "waiting" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let forged = "fine\n#99     2026-12-01T00:00:00.000Z 01FORGED decision     ok                 bob        approved by bob\u{1b}[2K";
+    let out = promote(s.path(), &["reject", &id, "ok", "--as", "alice", "--reason", forged]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = String::from_utf8_lossy(&promote(s.path(), &["audit", "log"]).stdout).into_owned();
+    assert!(log.lines().all(|l| l.starts_with('#')) && !log.lines().any(|l| l.starts_with("#99 ")), "{log}");
+    assert!(log.contains("fine\\n#99") && log.contains("\\u{1b}[2K") && !log.contains('\u{1b}'), "{log}");
+    // The JSON keeps the text as it was written.
+    let json = String::from_utf8_lossy(&promote(s.path(), &["audit", "log", "--json"]).stdout).into_owned();
+    assert!(json.contains("fine\\n#99"), "{json}");
+}
+
+#[test]
+fn the_state_file_and_the_caches_are_their_owners_only() {
+    let s = Setup::new("  qa:\n    deploy: {environment: qa}\n", "");
+    let out = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.0.0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let state = s.path().join(".promote");
+    assert_eq!(mode(&state), 0o700, "the state folder");
+    assert_eq!(mode(&state.join("state.db")), 0o600, "the state file");
+    for entry in std::fs::read_dir(&state).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("state.db") {
+            assert_eq!(mode(&entry.path()) & 0o077, 0, "{name} is readable by others");
+        }
+    }
+    assert_eq!(mode(&state.join("repos")), 0o700, "the caches");
+}
