@@ -9,6 +9,16 @@ use crate::diag::{Diagnostics, Pos};
 /// Above this many nodes (aliases expanded), a document is refused: it protects against
 /// "billion laughs" alias bombs.
 const MAX_NODES: usize = 10_000_000;
+/// Above this much copied by aliases (each copy's scalar text plus 128 bytes a node, about what a
+/// node takes in memory), a document is refused before the copy is made: a few aliases of a long
+/// string, or the billion laughs, would otherwise take gigabytes. What is written out in the file
+/// is bounded by the file's size instead.
+const MAX_ALIASED_BYTES: usize = 16 << 20;
+/// What one node counts for `MAX_ALIASED_BYTES`, beside its text.
+const NODE_BYTES: usize = 128;
+/// Deeper than this (sequences and mappings inside each other), a document is refused: nothing
+/// promote reads is nested nearly so deep, and the tree is walked recursively.
+pub const MAX_DEPTH: usize = 128;
 
 /// One YAML node and where it starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,7 +131,9 @@ enum Frame {
 pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
     let mut parser = Parser::new_from_str(src);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    // Each anchor's node and its size (see MAX_EXPANDED_BYTES), measured once when defined.
+    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
+    let mut aliased = 0usize;
     let mut root: Option<Node> = None;
     let mut documents = 0;
     let mut nodes = 0usize;
@@ -165,6 +177,10 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                     anchor,
                 ))
             }
+            Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() >= MAX_DEPTH => {
+                diags.error(pos, format!("nested more than {MAX_DEPTH} levels deep: refused (nothing promote reads needs that)"));
+                return None;
+            }
             Event::SequenceStart(anchor, _) => {
                 stack.push(Frame::Seq { pos, anchor, items: Vec::new() });
                 None
@@ -184,8 +200,14 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                 _ => unreachable!("parser balances mappings"),
             },
             Event::Alias(id) => match anchors.get(&id) {
-                Some(n) => {
+                Some((n, size)) => {
+                    // Counted before it is copied: a bomb is refused without being built.
                     nodes += count(n);
+                    aliased += size;
+                    if aliased > MAX_ALIASED_BYTES || nodes > MAX_NODES {
+                        diags.error(pos, format!("aliases expand to more than {} MB: refused (an alias bomb?)", MAX_ALIASED_BYTES >> 20));
+                        return None;
+                    }
                     let mut n = n.clone();
                     n.mark_aliased();
                     n.pos = pos;
@@ -204,7 +226,8 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
         }
         let Some((node, anchor)) = done else { continue };
         if anchor != 0 {
-            anchors.insert(anchor, node.clone());
+            let size = size(&node);
+            anchors.insert(anchor, (node.clone(), size));
         }
         match stack.last_mut() {
             None => root = Some(node),
@@ -287,6 +310,15 @@ fn merge_keys(entries: Vec<(Node, Node)>, diags: &mut Diagnostics) -> Vec<(Node,
         }
     }
     own
+}
+
+/// A node's size as `MAX_ALIASED_BYTES` counts it.
+fn size(n: &Node) -> usize {
+    match &n.kind {
+        NodeKind::Scalar(s) => NODE_BYTES + s.value.len(),
+        NodeKind::Seq(items) => NODE_BYTES + items.iter().map(size).sum::<usize>(),
+        NodeKind::Map(e) => NODE_BYTES + e.iter().map(|(k, v)| size(k) + size(v)).sum::<usize>(),
+    }
 }
 
 fn count(n: &Node) -> usize {

@@ -111,3 +111,39 @@ fn the_state_file_and_the_caches_are_their_owners_only() {
     }
     assert_eq!(mode(&state.join("repos")), 0o700, "the caches");
 }
+
+/// A pipeline file whose `description` is `body`.
+fn pipeline_with(body: &str) -> String {
+    format!("apiVersion: promote/v1\nkind: Pipeline\nname: bomb\nartifact: {{image: registry.example.com/acme/x}}\nenvironments: {{}}\nstages: {{}}\n{body}")
+}
+
+#[test]
+fn alias_bombs_by_bytes_and_by_count_and_deep_nesting_are_refused_at_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 10,000-character string under 7 levels of 10 aliases: 10^7 copies of it.
+    let mut by_bytes = format!("x0: &a0 \"{}\"\n", "x".repeat(10_000));
+    for i in 1..=7 {
+        let refs = (0..10).map(|_| format!("*a{}", i - 1)).collect::<Vec<_>>().join(", ");
+        by_bytes.push_str(&format!("x{i}: &a{i} [{refs}]\n"));
+    }
+    // The classic billion laughs: 9 levels of 10.
+    let mut laughs = String::from("l0: &l0 \"lol\"\n");
+    for i in 1..=9 {
+        let refs = (0..10).map(|_| format!("*l{}", i - 1)).collect::<Vec<_>>().join(", ");
+        laughs.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
+    }
+    // 300,000 sequences inside each other on one line (`- - - ... x`): 600 KB.
+    let deep = format!("deep:\n{}x\n", "- ".repeat(300_000));
+    for (name, body, want) in [
+        ("bytes.yaml", by_bytes, "aliases expand to more than 16 MB: refused (an alias bomb?)"),
+        ("laughs.yaml", laughs, "aliases expand to more than 16 MB: refused (an alias bomb?)"),
+        ("deep.yaml", deep, "nested more than 128 levels deep: refused"),
+    ] {
+        std::fs::write(dir.path().join(name), pipeline_with(&body)).unwrap();
+        let out = promote(dir.path(), &["validate", name]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
+        let t = text(&out);
+        assert!(t.contains(want) && t.contains(&format!("{name}:")), "{name}: {t}");
+        assert!(!t.contains(&format!("{name}:1:1:")), "{name}: the position is where it happens, not 1:1: {t}");
+    }
+}
