@@ -30,6 +30,7 @@
 //! - [`ops`]: what people and programs ask (check a file, start a run, decide, roll back), with
 //!   the rules they carry; the CLI and the server both call it.
 //! - [`clock`]: the one clock (jiff) and durations for people.
+//! - [`files`]: reading the files a user names: regular files only, capped, UTF-8 errors placed.
 //! - [`cli`]: the `promote` command line (parse -> ops -> print); `main.rs` only calls it.
 
 pub mod analysis;
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod clock;
 pub mod diag;
 pub mod exec;
+pub mod files;
 pub mod git;
 pub mod governance;
 pub mod logs;

@@ -49,7 +49,7 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let checked = check_file(&args.file);
     print_diagnostics(&checked.diagnostics);
     let Some(plan) = checked.plan else { return Ok(ExitCode::from(EXIT_BAD_INPUT)) };
-    let source = std::fs::read_to_string(&args.file)?;
+    let source = crate::files::read_text(&args.file, crate::files::MAX_TEXT)?;
     let file = std::path::absolute(&args.file)?;
     let who = current_user();
     let request = crate::ops::start::Request {

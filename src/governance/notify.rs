@@ -210,7 +210,9 @@ fn resolve(t: &NotifyTarget) -> Result<String, String> {
         return std::env::var(var).map(|v| v.trim().to_string()).map_err(|_| format!("environment variable `{var}` (urlEnv) is not set"));
     }
     if let Some(file) = &t.url_file {
-        return std::fs::read_to_string(file).map(|v| v.trim().to_string()).map_err(|e| format!("cannot read `{file}` (urlFile): {e}"));
+        return crate::files::read_text(std::path::Path::new(file), crate::files::MAX_SMALL)
+            .map(|v| v.trim().to_string())
+            .map_err(|e| format!("cannot read `{file}` (urlFile): {e}"));
     }
     Err("no `url`, `urlEnv` or `urlFile`".into())
 }

@@ -55,7 +55,7 @@ impl Users {
     /// Reads and checks a users file; mistakes name the file, line and column.
     pub fn load(path: &Path) -> Result<Users, GovernanceError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| GovernanceError::Unreadable { file: file.clone(), why: e.to_string() })?;
+        let text = crate::files::read_text(path, crate::files::MAX_SMALL).map_err(|e| GovernanceError::Unreadable { file: file.clone(), why: e.why })?;
         Users::parse(&file, &text)
     }
 

@@ -49,13 +49,13 @@ pub struct Checked {
 pub fn check_file(path: &Path) -> Checked {
     let file = path.display().to_string();
     let mut diags = Diagnostics::new(file.clone());
-    let plan = match std::fs::read_to_string(path) {
+    let plan = match crate::files::read_text(path, crate::files::MAX_TEXT) {
         Ok(src) => crate::model::load(&src, &mut diags).and_then(|p| plan::plan(p, &mut diags)).inspect(|plan| {
             let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             crate::governance::check(plan, base, &mut diags);
         }),
         Err(e) => {
-            diags.error(crate::diag::Pos::new(1, 1), format!("cannot read the file: {e}"));
+            diags.error(e.pos.unwrap_or(crate::diag::Pos::new(1, 1)), format!("cannot read the file: {}", e.why));
             None
         }
     };

@@ -98,6 +98,35 @@ fn is_url_scheme(s: &str, schemes: &[&str]) -> bool {
     schemes.iter().any(|sc| s.strip_prefix(sc).is_some_and(|r| r.starts_with("://")))
 }
 
+/// Why a `repo` is a form git would turn into a command or an option, if it is: a
+/// `TRANSPORT::ADDRESS` (git's `ext::` runs a program), or a value, host or path that begins with
+/// `-` (taken for an option by ssh or git).
+fn odd_repo(v: &str) -> Option<String> {
+    if let Some(i) = v.find("::")
+        && !v[..i].contains(['/', ':', '@'])
+    {
+        return Some(format!("names git's `{}::` transport, which runs a program", &v[..i]));
+    }
+    if v.starts_with('-') {
+        return Some("begins with `-`, which git or ssh would take as an option".to_string());
+    }
+    let (host, path) = match v.split_once("://") {
+        Some((_, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            (authority.rsplit('@').next().unwrap_or(authority), path)
+        }
+        None => match v.split_once(':') {
+            // user@host:path
+            Some((before, path)) if before.contains('@') && !before.contains('/') => (before.rsplit('@').next().unwrap_or(before), path),
+            _ => return None,
+        },
+    };
+    if host.starts_with('-') || path.starts_with('-') {
+        return Some("has a host or path that begins with `-`, which ssh would take as an option".to_string());
+    }
+    None
+}
+
 /// Deploys name known environments, each at most once; environments are well formed and used.
 pub fn environments(p: &Pipeline, diags: &mut Diagnostics) {
     let names: Vec<&str> = p.environments.iter().map(|e| e.name.value.as_str()).collect();
@@ -108,6 +137,9 @@ pub fn environments(p: &Pipeline, diags: &mut Diagnostics) {
         }
         if repo.value.trim().is_empty() {
             diags.error(repo.pos, "`repo` is empty: give a path or a URL of the environment repo");
+        }
+        if let Some(why) = odd_repo(&repo.value) {
+            diags.error(repo.pos, format!("`repo: {}` {why}: use a path, a file://, git://, ssh:// or https:// URL, or user@host:path", repo.value));
         }
         if env.spec.file.value.starts_with('/') || env.spec.file.value.split('/').any(|s| s == "..") {
             diags.error(env.spec.file.pos, format!("`file: {}` must be a path inside the repo, relative to its root, without `..`", env.spec.file.value));

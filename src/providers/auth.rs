@@ -25,7 +25,7 @@ impl Credential {
                 };
             }
             if let Some(path) = file {
-                return match std::fs::read_to_string(path) {
+                return match crate::files::read_text(std::path::Path::new(path), crate::files::MAX_SMALL) {
                     Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v))),
                     Ok(_) => Err(ProviderError::Auth(format!("the {what} file {path} is empty"))),
                     Err(e) => Err(ProviderError::Auth(format!("the {what} file {path} cannot be read: {e}"))),

@@ -54,7 +54,7 @@ impl PolicySet {
             }
             for f in found {
                 let shown = shown_path(base_dir, &src.value, &path, &f);
-                let text = match std::fs::read_to_string(&f) {
+                let text = match crate::files::read_text(&f, crate::files::MAX_TEXT) {
                     Ok(t) => t,
                     Err(e) => {
                         diags.error(src.pos, format!("cannot read policy {shown}: {e}"));
@@ -89,7 +89,7 @@ impl PolicySet {
         }
         for d in data {
             let path = base_dir.join(&d.value);
-            let parsed = std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| {
+            let parsed = crate::files::read_text(&path, crate::files::MAX_TEXT).map_err(|e| e.why).and_then(|t| {
                 if d.value.ends_with(".json") {
                     serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string())
                 } else {

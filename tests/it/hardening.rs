@@ -147,3 +147,61 @@ fn alias_bombs_by_bytes_and_by_count_and_deep_nesting_are_refused_at_their_posit
         assert!(!t.contains(&format!("{name}:1:1:")), "{name}: the position is where it happens, not 1:1: {t}");
     }
 }
+
+#[test]
+fn a_fifo_is_not_read_and_a_bad_byte_is_placed_where_it_is() {
+    let s = Setup::new("  ok:\n    approval: {approvers: [alice]}\n", "users: users.yaml\n");
+    let fifo = s.path().join("users.yaml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Without the check, reading a FIFO nobody writes blocks forever.
+    let mut child = std::process::Command::new(crate::promote_bin())
+        .current_dir(s.path())
+        .args(["validate", "pipeline.yaml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("validate hung on a FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not a regular file"), "{}", text(&out));
+
+    // A byte that is not UTF-8 on line 3, column 9.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), b"apiVersion: promote/v1\nkind: Pipeline\nname: ab\xffcd\n").unwrap();
+    let out = promote(dir.path(), &["validate", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("bad.yaml:3:9: error: cannot read the file: not UTF-8 text: an invalid byte at line 3, column 9"), "{}", text(&out));
+}
+
+#[test]
+fn repos_that_git_would_turn_into_a_command_or_an_option_are_refused_by_validate() {
+    let s = Setup::new("  qa:\n    deploy: {environment: qa}\n", "");
+    let original = std::fs::read_to_string(&s.file).unwrap();
+    for (repo, want) in [
+        ("'ext::sh -c touch% /tmp/pwned'", "names git's `ext::` transport, which runs a program"),
+        ("'-oProxyCommand=touch /tmp/pwned@h:x'", "begins with `-`"),
+        ("'git@-oProxyCommand=x:repo.git'", "has a host or path that begins with `-`"),
+        ("'ssh://-oProxyCommand=x/repo.git'", "has a host or path that begins with `-`"),
+    ] {
+        std::fs::write(&s.file, original.replace("repo: envs/qa.git", &format!("repo: {repo}"))).unwrap();
+        let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+        assert_eq!(out.status.code(), Some(2), "{repo}: {}", text(&out));
+        assert!(text(&out).contains(want) && text(&out).contains("use a path, a file://"), "{repo}: {}", text(&out));
+    }
+    // The ordinary forms still pass.
+    for repo in ["envs/qa.git", "git@github.com:acme/envs.git", "https://git.example.com/acme/envs.git", "ssh://git@host/acme/envs.git"] {
+        std::fs::write(&s.file, original.replace("repo: envs/qa.git", &format!("repo: {repo}"))).unwrap();
+        let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+        assert!(!text(&out).contains("use a path, a file://"), "{repo}: {}", text(&out));
+    }
+}

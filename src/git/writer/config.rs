@@ -53,7 +53,7 @@ impl WriterConfig {
         if let Some(t) = var("PROMOTE_GIT_TOKEN") {
             c.credentials.token = Some(Secret::new(t));
         } else if let Some(f) = var("PROMOTE_GIT_TOKEN_FILE") {
-            let t = std::fs::read_to_string(&f).map_err(|e| format!("PROMOTE_GIT_TOKEN_FILE: cannot read {f}: {e}"))?;
+            let t = crate::files::read_text(Path::new(&f), crate::files::MAX_SMALL).map_err(|e| format!("PROMOTE_GIT_TOKEN_FILE: cannot read {f}: {e}"))?;
             c.credentials.token = Some(Secret::new(t));
         }
         c.credentials.ssh_key = var("PROMOTE_GIT_SSH_KEY").map(PathBuf::from);
