@@ -98,6 +98,17 @@ pub enum GitError {
     /// A rollback found nothing to undo, or a commit named is not a promotion on this branch.
     #[error("{0}")]
     Rollback(String),
+    /// The repo is a clone with a work tree that has the branch checked out: moving it would leave
+    /// the work tree out of step (as `git push` refuses).
+    #[error(
+        "{remote}: `{branch}` is checked out in this repo's work tree: promote pushes to a bare repo (`git clone --bare`, or point `repo` at the remote it pushes to); nothing was committed"
+    )]
+    CheckedOut {
+        /// The repo.
+        remote: String,
+        /// The branch.
+        branch: String,
+    },
     /// A text meant for the commit message is not one line: nothing was committed.
     #[error("{0}; nothing was committed")]
     NotOneLine(String),
@@ -120,6 +131,7 @@ impl GitError {
             | GitError::HistoryRewritten(_)
             | GitError::Rollback(_)
             | GitError::NotOneLine(_)
+            | GitError::CheckedOut { .. }
             | GitError::Refused(_) => false,
         }
     }

@@ -205,3 +205,18 @@ fn repos_that_git_would_turn_into_a_command_or_an_option_are_refused_by_validate
         assert!(!text(&out).contains("use a path, a file://"), "{repo}: {}", text(&out));
     }
 }
+
+#[test]
+fn a_clone_with_the_branch_checked_out_is_refused_and_its_work_tree_left_alone() {
+    let s = Setup::new("  qa:\n    deploy: {environment: qa}\n", "");
+    // A non-bare clone of qa with main checked out, named as the repo.
+    let work = s.path().join("envs/qa-work");
+    let text_before = std::fs::read_to_string(&s.file).unwrap();
+    std::fs::write(&s.file, text_before.replace("repo: envs/qa.git", "repo: envs/qa-work")).unwrap();
+    let head = crate::repos::git(&work, &["rev-parse", "HEAD"]);
+    let out = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.1.0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("`main` is checked out in this repo's work tree: promote pushes to a bare repo"), "{}", text(&out));
+    assert_eq!(crate::repos::git(&work, &["rev-parse", "HEAD"]), head, "the branch did not move");
+    assert_eq!(crate::repos::git(&work, &["status", "--porcelain"]), "", "nothing staged in the work tree");
+}

@@ -83,6 +83,11 @@ impl Writer {
     pub(super) fn push_local(&self, repo: &Repository, dest: &Destination, path: &Path, id: Oid, expected: Oid) -> Result<(), PushError> {
         let fatal = |e: git2::Error| PushError::Fatal(self.remote_err(dest, "push", e));
         let remote = Repository::open(path).map_err(fatal)?;
+        // As `git push` refuses (receive.denyCurrentBranch): moving the branch a work tree has
+        // checked out would leave that work tree holding a staged revert of the commit.
+        if !remote.is_bare() && remote.head().ok().and_then(|h| h.shorthand().ok().map(String::from)).as_deref() == Some(dest.branch.as_str()) {
+            return Err(PushError::Fatal(GitError::CheckedOut { remote: dest.remote.to_string(), branch: dest.branch.clone() }));
+        }
         let (src, dst) = (repo.odb().map_err(fatal)?, remote.odb().map_err(fatal)?);
         copy_missing(&src, &dst, id).map_err(fatal)?;
         match remote.reference_matching(&format!("refs/heads/{}", dest.branch), id, true, expected, "promote: push") {
