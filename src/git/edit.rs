@@ -298,6 +298,9 @@ fn replace_scalar(file: &str, p: &str, text: &str, node: &Node, value: &str) -> 
     let end =
         start + scalar_len(&text[start..], &scalar.value).ok_or_else(|| refuse("it is a multi-line value; promote edits single-line values only".into()))?;
     let written = &text[start..end];
+    if written.is_empty() && !scalar.quoted && scalar.value.is_empty() {
+        return Ok(fill_empty(text, start, value, line));
+    }
     if written.starts_with(['|', '>']) || written.contains('\n') {
         return Err(refuse("it is a multi-line value; promote edits single-line values only".into()));
     }
@@ -312,6 +315,27 @@ fn replace_scalar(file: &str, p: &str, text: &str, node: &Node, value: &str) -> 
     out.push_str(&new);
     out.push_str(&text[end..]);
     Ok(Edited { text: out, old_value: Some(scalar.value.clone()), line })
+}
+
+/// A key written with no value (`tag:`, as some charts ship it): the value goes after the colon,
+/// one space from it, and a comment after it stays one space away.
+fn fill_empty(text: &str, at: usize, value: &str, line: usize) -> Edited {
+    let new = if plain_is_string(value) { value.to_string() } else { double_quoted(value) };
+    let mut p = at;
+    if text[p..].starts_with(':') {
+        p += 1;
+    }
+    let lead = if text[p..].starts_with(' ') {
+        p += 1;
+        ""
+    } else if text[..p].ends_with([' ', '{', '[', ',']) {
+        ""
+    } else {
+        " "
+    };
+    let trail = if text[p..].starts_with('#') { " " } else { "" };
+    let text = format!("{}{lead}{new}{trail}{}", &text[..p], &text[p..]);
+    Edited { text, old_value: None, line }
 }
 
 /// The length in bytes of the scalar written at the start of `src` whose value is `value`, when it

@@ -158,3 +158,19 @@ fn a_file_of_several_documents_edits_the_one_that_has_the_path() {
         "manifests.yaml:8: path `spec.replicas` not found: in none of the 3 documents (`spec.replicas` does not exist in the first) (check the environment's `update` in the pipeline)"
     );
 }
+
+#[test]
+fn an_empty_value_gets_the_new_one_after_its_colon() {
+    // As a well-known community chart ships it: `tag:` with no value.
+    for (before, after) in [
+        ("image:\n  repository: acme/app\n  tag:\n  pullPolicy: IfNotPresent\n", "image:\n  repository: acme/app\n  tag: 9.9.9\n  pullPolicy: IfNotPresent\n"),
+        ("image:\n  tag: # set by CI\n", "image:\n  tag: 9.9.9 # set by CI\n"),
+        ("image: {tag: , repository: acme/app}\n", "image: {tag: 9.9.9, repository: acme/app}\n"),
+        ("image:\n  tag:", "image:\n  tag: 9.9.9"),
+    ] {
+        let edited = apply("values.yaml", before, Target::Path("image.tag"), "9.9.9").unwrap();
+        assert_eq!(edited.text, after, "from {before:?}");
+        // And it reads back.
+        assert_eq!(promote::git::edit::read("values.yaml", &edited.text, Target::Path("image.tag")).unwrap().as_deref(), Some("9.9.9"));
+    }
+}
