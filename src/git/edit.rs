@@ -232,6 +232,20 @@ fn locate<'a>(file: &str, root: &'a Node, target: Target<'_>) -> Result<Spot<'a>
                 let names: Vec<&str> = entries.iter().filter_map(|e| lookup(e, "name").and_then(Node::as_str)).collect();
                 not_found(format!("no `images` entry is named `{name}` (entries: {})", names.join(", ")), images.pos.line)
             })?;
+            // A digest pins the image whatever the tag says (`name:tag@digest`): a new tag beside an
+            // old digest would leave the old image running.
+            if !digest && let Some(d) = lookup(entry, "digest") {
+                return Err(EditError::NotEditable {
+                    file: file.into(),
+                    path: what,
+                    why: format!(
+                        "the entry also has `digest: {}`, which kustomize would keep (`{name}:TAG@{}` runs the old image): remove the digest, or promote digests (`update: {{kustomizeImage: {name}, digest: true}}`)",
+                        d.as_str().unwrap_or("?"),
+                        d.as_str().unwrap_or("?")
+                    ),
+                    line: d.pos.line,
+                });
+            }
             Ok(match lookup(entry, field) {
                 Some(node) => Spot::Value { node, what },
                 None => Spot::Missing { entry, field, what },

@@ -64,7 +64,8 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
         let names = pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.as_str());
         return refuse(format!("run {run_id} has no stage `{stage}`{}", did_you_mean(stage, names)));
     };
-    let current = store.stages(run_id).await?.into_iter().find(|r| r.name == stage).map(|r| r.state).unwrap_or(StageState::Pending);
+    let records = store.stages(run_id).await?;
+    let current = records.iter().find(|r| r.name == stage).map(|r| r.state).unwrap_or(StageState::Pending);
     let deciders;
     let a = match (&s.kind, mode) {
         (StageKind::Deploy(d), Mode::BreakGlass) => {
@@ -85,13 +86,6 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
             &deciders
         }
         (other, Mode::BreakGlass) => return refuse(format!("stage `{stage}` is a {} stage: break-glass overrides the freeze of a deploy", other.name())),
-        (StageKind::Approval(_), _) if current == StageState::Pending => {
-            let needs: Vec<String> = s.needs.iter().map(|n| format!("`{}`", n.value)).collect();
-            return refuse(format!(
-                "stage `{stage}` has not started: what it needs ({}) has not finished; a person approves what they have seen",
-                needs.join(", ")
-            ));
-        }
         (StageKind::Approval(a), _) => a,
         // An inconclusive analysis waits for a person, with the same checks.
         (StageKind::Metrics(m), _) if current == StageState::Waiting => {
@@ -114,6 +108,23 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
         && let Err(why) = u.authenticate(user, r.token)
     {
         return refuse(why);
+    }
+    // A person approves what they have seen: not before the stages an approval needs succeeded.
+    if matches!(s.kind, StageKind::Approval(_)) {
+        let unfinished: Vec<String> = s
+            .needs
+            .iter()
+            .filter_map(|n| {
+                let state = records.iter().find(|r| r.name == n.value).map_or(StageState::Pending, |r| r.state);
+                (state != StageState::Succeeded).then(|| format!("`{}` is {state}", n.value))
+            })
+            .collect();
+        if !unfinished.is_empty() {
+            return refuse(format!(
+                "stage `{stage}` cannot be decided yet: what it needs has not finished ({}); a person approves what they have seen",
+                unfinished.join(", ")
+            ));
+        }
     }
     let kind = if mode == Mode::BreakGlass { "break-glass" } else { "decision" };
     store.decide_as(run_id, stage, user, mode != Mode::Reject, comment, kind).await?;

@@ -174,3 +174,16 @@ fn an_empty_value_gets_the_new_one_after_its_colon() {
         assert_eq!(promote::git::edit::read("values.yaml", &edited.text, Target::Path("image.tag")).unwrap().as_deref(), Some("9.9.9"));
     }
 }
+
+#[test]
+fn a_new_tag_beside_a_digest_is_refused_naming_the_digest() {
+    let text = "images:\n  - name: registry.example.com/acme/checkout\n    newTag: 1.0.0\n    digest: sha256:0123abcd\n";
+    let target = Target::KustomizeImage { name: "registry.example.com/acme/checkout", digest: false };
+    let err = apply("kustomization.yaml", text, target, "9.9.9").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("kustomization.yaml:4: ") && msg.contains("digest: sha256:0123abcd"), "{msg}");
+    // Promoting digests there still works.
+    let target = Target::KustomizeImage { name: "registry.example.com/acme/checkout", digest: true };
+    let edited = apply("kustomization.yaml", text, target, "sha256:ffff").unwrap();
+    assert!(edited.text.contains("digest: sha256:ffff"), "{}", edited.text);
+}

@@ -66,7 +66,7 @@ fn an_approval_cannot_be_given_before_what_it_needs_has_finished() {
     }
     let out = promote(s.path(), &["approve", &id, "ok", "--as", "alice"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("stage `ok` has not started: what it needs (`soak`) has not finished"), "{}", text(&out));
+    assert!(text(&out).contains("stage `ok` cannot be decided yet: what it needs has not finished (`soak` is running)"), "{}", text(&out));
     let log = promote(s.path(), &["audit", "log", "--run", &id]);
     assert!(!text(&log).contains("approved by alice"), "no decision was recorded: {}", text(&log));
 }
