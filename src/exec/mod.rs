@@ -20,7 +20,7 @@ use crate::git::{Destination, Outcome, RollbackRequest, RollbackTarget, Writer};
 use crate::governance::notify::{Note, Notifier};
 use crate::model::StageKind;
 use crate::plan::Plan;
-use crate::stages::{self, StageContext, StageError, Step, Wake};
+use crate::stages::{self, StageContext, StageError, Step};
 use crate::store::{RunRecord, RunState, StageState, StageWrite, Store, StoreError, Transition};
 
 /// Why a run could not be started or walked.
@@ -72,7 +72,8 @@ pub struct Executor {
     pub writer: Arc<Writer>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// How often waiting stages look again (decisions, locks).
+    /// How often a deploy's health checks look again (people, locks and freezes wake their stages
+    /// through the change feed).
     pub poll: Duration,
 }
 
@@ -233,8 +234,8 @@ impl Executor {
                 }
             }
             if !pending.is_empty() {
-                let writes = std::mem::take(&mut pending);
-                self.record(&run, &plan, &writes, &mut starts, &progress).await?;
+                let mut writes = std::mem::take(&mut pending);
+                self.record(&run, &plan, &mut writes, &mut starts, &progress).await?;
                 for w in &writes {
                     if let Some((attempt, started_at, _)) = w.start {
                         let ctx = StageContext {
@@ -250,6 +251,7 @@ impl Executor {
                             notifier: notifier.clone(),
                             policies: policies.clone(),
                             memo: Arc::default(),
+                            is_waiting: Arc::default(),
                         };
                         let stage = &plan.pipeline.stages[w.i];
                         let span = tracing::info_span!("stage", run = %run.id, stage = %stage.name.value, kind = stage.kind.name());
@@ -422,7 +424,7 @@ impl Executor {
         starts: &mut [Option<i64>],
         progress: &Arc<dyn Fn(Progress) + Send + Sync>,
     ) -> Result<(), ExecError> {
-        self.record(run, plan, &[Write::end(i, to, message.to_string(), None)], starts, progress).await
+        self.record(run, plan, &mut [Write::end(i, to, message.to_string(), None)], starts, progress).await
     }
 
     /// Writes transitions in one transaction, then reports each (progress, logs, metrics). Nothing
@@ -431,13 +433,15 @@ impl Executor {
         &self,
         run: &RunRecord,
         plan: &Plan,
-        writes: &[Write],
+        writes: &mut [Write],
         starts: &mut [Option<i64>],
         progress: &Arc<dyn Fn(Progress) + Send + Sync>,
     ) -> Result<(), ExecError> {
         let at = now_ms();
-        let items: Vec<StageWrite> =
-            writes.iter().map(|w| StageWrite { stage: plan.pipeline.stages[w.i].name.value.clone(), transition: w.transition(at), event: w.event() }).collect();
+        let items: Vec<StageWrite> = writes
+            .iter_mut()
+            .map(|w| StageWrite { stage: plan.pipeline.stages[w.i].name.value.clone(), transition: w.transition(at), event: w.event() })
+            .collect();
         self.store.transitions(&run.id, items).await?;
         for w in writes {
             let stage = &plan.pipeline.stages[w.i];
@@ -476,7 +480,8 @@ impl Write {
         Write { i, state, start: None, message, output }
     }
 
-    fn transition(&self, at: i64) -> Transition {
+    /// The transition to write; a result's output moves into it.
+    fn transition(&mut self, at: i64) -> Transition {
         match self.start {
             Some((attempt, started_at, _)) => {
                 Transition { state: Some(self.state), attempt: Some(attempt), started_at: Some(started_at), message: Some(String::new()), ..Default::default() }
@@ -485,7 +490,7 @@ impl Write {
                 state: Some(self.state),
                 finished_at: Some(at),
                 message: Some(self.message.clone()),
-                output: self.output.clone(),
+                output: self.output.take(),
                 ..Default::default()
             },
         }
@@ -532,6 +537,7 @@ async fn attempt_loop(ctx: StageContext, first_attempt: i64) -> (usize, i64, Res
                 (ctx.report)(&stage.name.value, StageState::Running, &format!("attempt {attempt} (the last failed: {why})"));
                 ctx.started_at = now;
                 ctx.memo = Arc::default();
+                ctx.is_waiting = Arc::default();
             }
             other => return (ctx.index, ctx.started_at, other),
         }
@@ -548,9 +554,7 @@ async fn one_attempt(ctx: &StageContext) -> Result<serde_json::Value, StageError
     loop {
         match stages::execute(ctx).await? {
             Step::Done(output) => {
-                if recorded.is_some() {
-                    ctx.resumed().await?;
-                }
+                ctx.resumed().await?;
                 return Ok(output);
             }
             Step::Wait(w) => {
@@ -567,9 +571,6 @@ async fn one_attempt(ctx: &StageContext) -> Result<serde_json::Value, StageError
                         ctx.notify(event, Some(name), &w.why);
                     }
                     recorded = Some(w.why.clone());
-                }
-                if w.until.is_none() && w.wake == Wake::Time {
-                    return Err(StageError::Terminal(format!("`{name}` waits for nothing that can wake it: {}", w.why)));
                 }
                 sub.wait(|c| w.wake.by(c, &ctx.run.id, name), w.until).await;
             }

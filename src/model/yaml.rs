@@ -131,8 +131,9 @@ enum Frame {
 pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
     let mut parser = Parser::new_from_str(src);
     let mut stack: Vec<Frame> = Vec::new();
-    // Each anchor's node and its size (see MAX_EXPANDED_BYTES), measured once when defined.
-    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
+    // Each anchor's node, its size (see MAX_ALIASED_BYTES) and its node count, measured once when
+    // it is defined, not at each alias.
+    let mut anchors: HashMap<usize, (Node, usize, usize)> = HashMap::new();
     let mut aliased = 0usize;
     let mut root: Option<Node> = None;
     let mut documents = 0;
@@ -200,9 +201,9 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                 _ => unreachable!("parser balances mappings"),
             },
             Event::Alias(id) => match anchors.get(&id) {
-                Some((n, size)) => {
+                Some((n, size, n_nodes)) => {
                     // Counted before it is copied: a bomb is refused without being built.
-                    nodes += count(n);
+                    nodes += n_nodes;
                     aliased += size;
                     if aliased > MAX_ALIASED_BYTES || nodes > MAX_NODES {
                         diags.error(pos, format!("aliases expand to more than {} MB: refused (an alias bomb?)", MAX_ALIASED_BYTES >> 20));
@@ -226,8 +227,8 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
         }
         let Some((node, anchor)) = done else { continue };
         if anchor != 0 {
-            let size = size(&node);
-            anchors.insert(anchor, (node.clone(), size));
+            let (size, n_nodes) = (size(&node), count(&node));
+            anchors.insert(anchor, (node.clone(), size, n_nodes));
         }
         match stack.last_mut() {
             None => root = Some(node),

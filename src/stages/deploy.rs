@@ -23,6 +23,8 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
         },
         None => None,
     };
+    // Past the lock and the freeze: running again, if it waited for either.
+    ctx.resumed().await?;
     let run = ctx.run.clone();
     let pipeline = ctx.plan.pipeline.name.value.clone();
     let variables = ctx.variables_for(env_name);

@@ -80,8 +80,6 @@ pub enum Wake {
     Decision,
     /// The end of that run (which releases its environment locks).
     RunEnd(String),
-    /// Only the clock (`until`).
-    Time,
 }
 
 impl Wake {
@@ -90,7 +88,6 @@ impl Wake {
         match self {
             Wake::Decision => change.is_decision_on(run, stage),
             Wake::RunEnd(holder) => change.is_run_end() && change.run == *holder,
-            Wake::Time => false,
         }
     }
 }
@@ -115,7 +112,7 @@ pub struct StageContext {
     pub base_dir: PathBuf,
     /// When the stage's first attempt started (Unix ms): a resumed `wait` only waits the rest.
     pub started_at: i64,
-    /// How often to look for decisions and locks.
+    /// How often a deploy's health checks look again.
     pub poll: Duration,
     /// Reports `waiting` (with what for) and back to `running`.
     pub report: Report,
@@ -127,6 +124,8 @@ pub struct StageContext {
     /// What an attempt keeps between its looks (an inconclusive analysis' evidence while a person
     /// decides); empty at each attempt's start.
     pub memo: Arc<std::sync::Mutex<Option<serde_json::Value>>>,
+    /// Whether the stage is recorded `waiting` now (so that `resumed` records the way back once).
+    pub is_waiting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StageContext {
@@ -140,6 +139,7 @@ impl StageContext {
         let name = &self.stage().name.value;
         let t = Transition { state: Some(StageState::Waiting), message: Some(why.to_string()), ..Default::default() };
         self.store.transition(&self.run.id, name, t, &format!("waiting: {why}")).await?;
+        self.is_waiting.store(true, std::sync::atomic::Ordering::SeqCst);
         (self.report)(name, StageState::Waiting, why);
         Ok(())
     }
@@ -211,8 +211,11 @@ impl StageContext {
         crate::governance::users_of(&self.plan.pipeline, &self.base_dir).map_err(|e| StageError::Terminal(e.to_string()))
     }
 
-    /// Back to running after a wait.
+    /// Back to running after a wait; nothing when the stage is not recorded waiting.
     pub async fn resumed(&self) -> Result<(), StageError> {
+        if !self.is_waiting.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         let name = &self.stage().name.value;
         let t = Transition { state: Some(StageState::Running), message: Some(String::new()), ..Default::default() };
         self.store.transition(&self.run.id, name, t, "running again").await?;

@@ -313,3 +313,46 @@ async fn logs_from_the_pods_of_a_selector_are_split_at_the_deploy() {
     assert_eq!((v["linesBefore"].as_u64(), v["linesAfter"].as_u64()), (Some(40), Some(41)), "{v}");
     assert!(st.message.as_deref().unwrap().contains("java.net.SocketTimeoutException` new at error level (0 before, 1 after"), "{:?}", st.message);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_that_waited_for_its_environment_runs_again_before_it_commits_and_says_so_once() {
+    // A real local server: 503 twice, then 200.
+    let hits = Arc::new(Mutex::new(0));
+    let h2 = hits.clone();
+    let app = axum::Router::new().route(
+        "/healthz",
+        axum::routing::get(move || {
+            let hits = h2.clone();
+            async move {
+                let mut n = hits.lock().unwrap();
+                *n += 1;
+                if *n <= 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let s = setup(&format!("        http: {{url: \"http://127.0.0.1:{port}/healthz\"}}\n        timeout: 20s\n"));
+    let exec = std::sync::Arc::new(s.executor().await);
+    // Another run holds qa until it ends.
+    let holder = s.start(&exec, "5.5.4").await;
+    assert_eq!(exec.store.lock_environment("qa", &holder).await.unwrap(), None);
+    let id = s.start(&exec, "5.5.5").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    crate::exec::wait_for_state(&exec.store, &id, "deploy-qa", StageState::Waiting).await;
+    exec.store.finish_run(&holder, RunState::Failed, Some("gave up")).await.unwrap();
+    let sum = walker.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded, "{sum:?}");
+    let steps: Vec<String> = exec
+        .store
+        .events(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.stage.as_deref() == Some("deploy-qa"))
+        .map(|e| e.detail.split(':').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(steps, ["started (attempt 1)", "waiting", "running again", "waiting", "running again", "succeeded"], "{steps:?}");
+}

@@ -42,20 +42,16 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>)
                     let _ = job.reply.send(r);
                 }
             }
+            // A batch of one: its caller gets the database's own error (with its code).
             Err(e) => {
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(clone_error(&e)));
+                if let Some(job) = batch.pop() {
+                    let _ = job.reply.send(Err(e));
                 }
             }
         }
     }
     use sqlx::Connection;
     let _ = conn.close().await;
-}
-
-/// sqlx errors are not `Clone`: the same words for every caller of a failed commit.
-fn clone_error(e: &sqlx::Error) -> sqlx::Error {
-    sqlx::Error::Protocol(e.to_string())
 }
 
 /// One transaction for every job, committed before anything is returned.
