@@ -82,36 +82,22 @@ pub enum EditError {
 }
 
 /// Writes `value` at `target` in `text` (the contents of `file`), keeping everything else byte for
-/// byte. A kustomize image entry without `newTag`/`digest` gets one added under its `name`. In a
-/// file of several documents (`---`), the one document where the target exists is edited.
+/// byte (a byte-order mark and CRLF line endings included). A kustomize image entry without
+/// `newTag`/`digest` gets one added under its `name`. In a file of several documents (`---`, as
+/// `helm template` writes them), the one document where the target exists is edited.
 pub fn apply(file: &str, text: &str, target: Target<'_>, value: &str) -> Result<Edited, EditError> {
-    let Some((start, end, lines)) = pick_document(file, text, target)? else { return apply_one(file, text, target, value) };
-    let mut edited = apply_one(file, &text[start..end], target, value).map_err(|e| e.shifted(lines))?;
-    edited.text = format!("{}{}{}", &text[..start], edited.text, &text[end..]);
-    edited.line += lines;
-    Ok(edited)
-}
-
-/// The value at `target` in `text` (the contents of `file`): `None` when a kustomize image entry has
-/// no `newTag`/`digest` yet. Used to find what a rollback restores.
-pub fn read(file: &str, text: &str, target: Target<'_>) -> Result<Option<String>, EditError> {
-    match pick_document(file, text, target)? {
-        None => read_one(file, text, target),
-        Some((start, end, lines)) => read_one(file, &text[start..end], target).map_err(|e| e.shifted(lines)),
-    }
-}
-
-fn apply_one(file: &str, text: &str, target: Target<'_>, value: &str) -> Result<Edited, EditError> {
-    let root = parse_document(file, text)?;
-    match locate(file, &root, target)? {
+    let docs = parse_documents(file, text)?;
+    match pick_document(file, &docs, target)? {
         Spot::Value { node, what } => replace_scalar(file, &what, text, node, value),
         Spot::Missing { entry, field, what } => insert_after_name(file, &what, text, entry, field, value),
     }
 }
 
-fn read_one(file: &str, text: &str, target: Target<'_>) -> Result<Option<String>, EditError> {
-    let root = parse_document(file, text)?;
-    match locate(file, &root, target)? {
+/// The value at `target` in `text` (the contents of `file`): `None` when a kustomize image entry has
+/// no `newTag`/`digest` yet. Used to find what a rollback restores.
+pub fn read(file: &str, text: &str, target: Target<'_>) -> Result<Option<String>, EditError> {
+    let docs = parse_documents(file, text)?;
+    match pick_document(file, &docs, target)? {
         Spot::Value { node, what } => match &node.kind {
             NodeKind::Scalar(s) => Ok(Some(s.value.clone())),
             _ => Err(EditError::NotEditable {
@@ -125,85 +111,67 @@ fn read_one(file: &str, text: &str, target: Target<'_>) -> Result<Option<String>
     }
 }
 
-/// The documents of a file: (byte start, byte end, lines before it). A `---` at the start of a
-/// line opens a new document once the current one holds more than comments and blank lines.
-fn documents(text: &str) -> Vec<(usize, usize, usize)> {
-    let mut docs = Vec::new();
-    let (mut start, mut start_line, mut content) = (0, 0, false);
-    let mut offset = 0;
-    for (n, line) in text.split_inclusive('\n').enumerate() {
-        let marker = line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
-        if marker && content {
-            docs.push((start, offset, start_line));
-            (start, start_line, content) = (offset, n, false);
-        }
-        let body = line.trim();
-        if !marker && !body.is_empty() && !body.starts_with('#') {
-            content = true;
-        }
-        offset += line.len();
-    }
-    docs.push((start, text.len(), start_line));
-    docs
-}
-
-/// For a file of several documents, the one where `target` exists: `None` for a single document.
-fn pick_document(file: &str, text: &str, target: Target<'_>) -> Result<Option<(usize, usize, usize)>, EditError> {
-    let docs = documents(text);
-    if docs.len() < 2 {
-        return Ok(None);
+/// Where `target` is among the documents of a file: the one document that holds it. Empty and
+/// comment-only documents hold nothing; several documents holding it are refused, naming them.
+fn pick_document<'a>(file: &str, docs: &'a [Node], target: Target<'_>) -> Result<Spot<'a>, EditError> {
+    if let [only] = docs {
+        return locate(file, only, target);
     }
     let mut found = Vec::new();
     let mut first_miss = None;
-    for (i, &(start, end, lines)) in docs.iter().enumerate() {
-        let root = parse_document(file, &text[start..end]).map_err(|e| e.shifted(lines))?;
-        match locate(file, &root, target) {
-            Ok(Spot::Value { node, .. }) => found.push((i, (start, end, lines), node.pos.line + lines)),
-            Ok(Spot::Missing { entry, .. }) => found.push((i, (start, end, lines), entry.pos.line + lines)),
-            Err(e) => first_miss = first_miss.or(Some(e.shifted(lines))),
+    for (i, root) in docs.iter().enumerate() {
+        match locate(file, root, target) {
+            Ok(spot) => found.push((i, spot)),
+            Err(e) => first_miss = first_miss.or(Some(e)),
         }
     }
-    match found.as_slice() {
-        [(_, doc, _)] => Ok(Some(*doc)),
-        [] => Err(match first_miss.expect("several documents, none found") {
-            EditError::NotFound { file, path, missing, line } => {
+    let line_of = |spot: &Spot<'_>| match spot {
+        Spot::Value { node, .. } => node.pos.line,
+        Spot::Missing { entry, .. } => entry.pos.line,
+    };
+    match found.len() {
+        1 => Ok(found.pop().expect("one").1),
+        0 => Err(match first_miss {
+            Some(EditError::NotFound { file, path, missing, line }) if docs.len() > 1 => {
                 EditError::NotFound { file, path, missing: format!("in none of the {} documents ({missing} in the first)", docs.len()), line }
             }
-            e => e,
-        }),
-        many => Err(EditError::NotEditable {
-            file: file.into(),
-            path: match target {
-                Target::Path(p) => p.to_string(),
-                Target::KustomizeImage { name, .. } => format!("images[name={name}]"),
+            Some(e) => e,
+            None => EditError::NotFound {
+                file: file.into(),
+                path: target_name(target),
+                missing: "the file holds no YAML document".into(),
+                line: 1,
             },
+        }),
+        _ => Err(EditError::NotEditable {
+            file: file.into(),
+            path: target_name(target),
             why: format!(
-                "it exists in documents {} of the file; promote writes one value, so give each its own file or a more specific path",
-                many.iter().map(|(i, _, _)| (i + 1).to_string()).collect::<Vec<_>>().join(", ")
+                "it exists in documents {} of the file (lines {}); promote writes one value, so give each its own file or a more specific path",
+                found.iter().map(|(i, _)| (i + 1).to_string()).collect::<Vec<_>>().join(", "),
+                found.iter().map(|(_, s)| line_of(s).to_string()).collect::<Vec<_>>().join(", ")
             ),
-            line: many[1].2,
+            line: line_of(&found[1].1),
         }),
     }
 }
 
-impl EditError {
-    /// The same error with its line moved down by `lines` (for a document inside a file).
-    fn shifted(mut self, lines: usize) -> EditError {
-        match &mut self {
-            EditError::NotYaml { line, .. } | EditError::NotFound { line, .. } | EditError::NotEditable { line, .. } => *line += lines,
-            EditError::BadPath { .. } => {}
-        }
-        self
+fn target_name(target: Target<'_>) -> String {
+    match target {
+        Target::Path(p) => p.to_string(),
+        Target::KustomizeImage { name, digest } => format!("images[name={name}].{}", if digest { "digest" } else { "newTag" }),
     }
 }
 
-fn parse_document(file: &str, text: &str) -> Result<Node, EditError> {
+/// Every document of the file, positions counted from the file's start. Tags (`!!int`, `!Ref`)
+/// are accepted: they belong to whoever reads the file; only the target must not carry one.
+fn parse_documents(file: &str, text: &str) -> Result<Vec<Node>, EditError> {
     let mut diags = Diagnostics::new(file);
-    let root = yaml::parse(text, &mut diags);
+    let docs = yaml::parse_stream(text, &mut diags);
     if let Some(d) = diags.iter().next() {
         return Err(EditError::NotYaml { file: file.into(), line: d.pos.line, col: d.pos.col, message: d.message.clone() });
     }
-    Ok(root.expect("no diagnostics means a document"))
+    Ok(docs)
 }
 
 /// Where a target is in a document.
@@ -300,6 +268,9 @@ fn replace_scalar(file: &str, p: &str, text: &str, node: &Node, value: &str) -> 
     };
     let (mut start, _) = byte_range(text, node.span.0, node.span.1);
     let line = text[..start].matches('\n').count() + 1;
+    if let Some(tag) = &scalar.tag {
+        return Err(refuse(format!("it is tagged `{tag}`, so its reader expects that type, not a version: remove the tag, or quote the value")));
+    }
     if node.aliased {
         return Err(refuse(format!("its value comes from the anchor at line {line}: editing it would change every place that uses the anchor")));
     }
@@ -437,12 +408,17 @@ fn insert_after_name(file: &str, p: &str, text: &str, entry: &Node, field: &str,
             line: name.pos.line,
         });
     }
-    let line_end = text[name_end..].find('\n').map_or(text.len(), |i| name_end + i);
+    let mut line_end = text[name_end..].find('\n').map_or(text.len(), |i| name_end + i);
+    // The new line ends as the file's lines do (CRLF files stay CRLF).
+    let eol = if text[..line_end].ends_with('\r') || (line_end == text.len() && text.contains("\r\n")) { "\r\n" } else { "\n" };
+    if text[..line_end].ends_with('\r') {
+        line_end -= 1;
+    }
     let indent = " ".repeat(text[line_start..name_start].chars().count());
     let written = if plain_is_string(value) { value.to_string() } else { double_quoted(value) };
     let mut out = String::with_capacity(text.len() + indent.len() + written.len() + field.len() + 3);
     out.push_str(&text[..line_end]);
-    out.push('\n');
+    out.push_str(eol);
     out.push_str(&indent);
     out.push_str(field);
     out.push_str(": ");

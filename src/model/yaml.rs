@@ -52,6 +52,9 @@ pub struct Scalar {
     pub value: String,
     /// True for quoted, block and `!!str` scalars: they are always strings.
     pub quoted: bool,
+    /// A tag other than `!!str` written before it (`!!int`, `!Ref`), as written; only files read
+    /// with [`parse_stream`] keep such scalars.
+    pub tag: Option<String>,
 }
 
 impl Scalar {
@@ -126,16 +129,45 @@ enum Frame {
     Map { pos: Pos, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node>, index: Option<HashMap<String, usize>>, skip_value: bool },
 }
 
+/// How strict a read is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A file promote's own format defines (a pipeline): one document, no tags but `!!str`.
+    Own,
+    /// A file someone else's tool defines (an environment file promote edits): any number of
+    /// documents, any tags (kept on the scalar so that an edit can refuse a tagged target).
+    Foreign,
+}
+
 /// Parses one YAML document. Syntax errors, duplicate keys, unsupported tags and extra documents
 /// are recorded in `diags`; `None` when nothing usable could be read.
 pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
+    let mut docs = parse_with(src, diags, Mode::Own);
+    if docs.is_empty() {
+        if !diags.has_errors() {
+            diags.error(Pos::new(1, 1), "the file is empty: a pipeline starts with `apiVersion: promote/v1` and `kind: Pipeline`");
+        }
+        return None;
+    }
+    docs.pop()
+}
+
+/// Parses every document of a file written for another tool (`---` separated, as `helm template`
+/// writes them; empty and comment-only documents included, as null scalars), with the same limits
+/// as [`parse`] (aliases, depth, duplicate keys) but any tag accepted. Positions and spans are
+/// the file's, whatever the document. Empty when the file has a syntax error (in `diags`).
+pub fn parse_stream(src: &str, diags: &mut Diagnostics) -> Vec<Node> {
+    parse_with(src, diags, Mode::Foreign)
+}
+
+fn parse_with(src: &str, diags: &mut Diagnostics, mode: Mode) -> Vec<Node> {
+    let mut docs = Vec::new();
     let mut parser = Parser::new_from_str(src);
     let mut stack: Vec<Frame> = Vec::new();
     // Each anchor's node, its size (see MAX_ALIASED_BYTES) and its node count, measured once when
     // it is defined, not at each alias.
     let mut anchors: HashMap<usize, (Node, usize, usize)> = HashMap::new();
     let mut aliased = 0usize;
-    let mut root: Option<Node> = None;
     let mut documents = 0;
     let mut nodes = 0usize;
 
@@ -145,24 +177,29 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
             Err(e) => {
                 let m = e.marker();
                 diags.error(Pos::new(m.line(), m.col() + 1), format!("YAML syntax: {}", e.info()));
-                return None;
+                return Vec::new();
             }
         };
         let pos = pos_of(&span);
         let done: Option<(Node, usize)> = match event {
             Event::DocumentStart(_) => {
                 documents += 1;
-                if documents > 1 {
+                if documents > 1 && mode == Mode::Own {
                     diags.error(pos, "a second YAML document (`---`): a pipeline file holds exactly one pipeline; move the other one into its own file");
                     break;
                 }
+                // Anchors name nodes of their own document only.
+                anchors.clear();
                 None
             }
             Event::Scalar(value, style, anchor, tag) => {
                 let mut quoted = !matches!(style, ScalarStyle::Plain);
+                let mut kept = None;
                 if let Some(tag) = tag {
                     if tag.suffix == "str" && (tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!") {
                         quoted = true;
+                    } else if mode == Mode::Foreign {
+                        kept = Some(format!("{}{}", if tag.handle == "tag:yaml.org,2002:" { "!!" } else { &tag.handle }, tag.suffix));
                     } else {
                         diags.error(pos, format!("YAML tag `{}{}` is not supported here: remove it (only `!!str` is accepted)", tag.handle, tag.suffix));
                     }
@@ -173,14 +210,14 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                         pos,
                         span: (span.start.index(), span.end.index()),
                         aliased: false,
-                        kind: NodeKind::Scalar(Scalar { value: value.into_owned(), quoted }),
+                        kind: NodeKind::Scalar(Scalar { value: value.into_owned(), quoted, tag: kept }),
                     },
                     anchor,
                 ))
             }
             Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() >= MAX_DEPTH => {
                 diags.error(pos, format!("nested more than {MAX_DEPTH} levels deep: refused (nothing promote reads needs that)"));
-                return None;
+                return Vec::new();
             }
             Event::SequenceStart(anchor, _) => {
                 stack.push(Frame::Seq { pos, anchor, items: Vec::new() });
@@ -207,7 +244,7 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                     aliased += size;
                     if aliased > MAX_ALIASED_BYTES || nodes > MAX_NODES {
                         diags.error(pos, format!("aliases expand to more than {} MB: refused (an alias bomb?)", MAX_ALIASED_BYTES >> 20));
-                        return None;
+                        return Vec::new();
                     }
                     let mut n = n.clone();
                     n.mark_aliased();
@@ -216,14 +253,14 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
                 }
                 None => {
                     diags.error(pos, "alias to an unknown anchor");
-                    return None;
+                    return Vec::new();
                 }
             },
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => None,
         };
         if nodes > MAX_NODES {
             diags.error(pos, format!("document expands to more than {MAX_NODES} nodes (aliases?): refused"));
-            return None;
+            return Vec::new();
         }
         let Some((node, anchor)) = done else { continue };
         if anchor != 0 {
@@ -231,7 +268,7 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
             anchors.insert(anchor, (node.clone(), size, n_nodes));
         }
         match stack.last_mut() {
-            None => root = Some(node),
+            None => docs.push(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map { entries, key, index, skip_value, .. }) => match key.take() {
                 None => {
@@ -264,10 +301,7 @@ pub fn parse(src: &str, diags: &mut Diagnostics) -> Option<Node> {
             },
         }
     }
-    if root.is_none() && !diags.has_errors() {
-        diags.error(Pos::new(1, 1), "the file is empty: a pipeline starts with `apiVersion: promote/v1` and `kind: Pipeline`");
-    }
-    root
+    docs
 }
 
 /// Where `key` already stands in a mapping being built. Small mappings are scanned; large ones

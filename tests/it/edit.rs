@@ -150,7 +150,7 @@ fn a_file_of_several_documents_edits_the_one_that_has_the_path() {
     let e = apply("manifests.yaml", &text, Target::Path("metadata.name"), "x").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "manifests.yaml:13: `metadata.name` cannot be edited: it exists in documents 1, 2, 3 of the file; promote writes one value, so give each its own file or a more specific path"
+        "manifests.yaml:13: `metadata.name` cannot be edited: it exists in documents 1, 2, 3 of the file (lines 6, 13, 25); promote writes one value, so give each its own file or a more specific path"
     );
     let e = apply("manifests.yaml", &text, Target::Path("spec.replicas"), "3").unwrap_err();
     assert_eq!(
@@ -186,4 +186,51 @@ fn a_new_tag_beside_a_digest_is_refused_naming_the_digest() {
     let target = Target::KustomizeImage { name: "registry.example.com/acme/checkout", digest: true };
     let edited = apply("kustomization.yaml", text, target, "sha256:ffff").unwrap();
     assert!(edited.text.contains("digest: sha256:ffff"), "{}", edited.text);
+}
+
+#[test]
+fn empty_and_comment_only_documents_are_skipped_as_helm_template_writes_them() {
+    // `helm template` writes a `---` and a `# Source:` comment before each manifest; an empty
+    // document between two markers is common in generated files.
+    let text = "---\n---\n# Source: checkout/templates/deployment.yaml\n---\nimage:\n  repository: acme/checkout\n  tag: 1.4.1\n---\n# Source: checkout/templates/notes.txt\n";
+    let out = apply("rendered.yaml", text, Target::Path("image.tag"), "1.4.2").unwrap();
+    assert_eq!(out.old_value.as_deref(), Some("1.4.1"));
+    assert_eq!(out.line, 7);
+    assert_eq!(changed_lines(text, &out.text), vec![(7, "  tag: 1.4.1".into(), "  tag: 1.4.2".into())]);
+
+    // Two documents holding the target: refused, naming both documents and their lines.
+    let two = "image:\n  tag: 1.0.0\n---\n# Source: x\n---\nimage:\n  tag: 1.0.0\n";
+    let err = apply("two.yaml", two, Target::Path("image.tag"), "1.4.2").unwrap_err().to_string();
+    assert!(err.contains("documents 1, 3") && err.contains("lines 2, 7"), "{err}");
+    // A file with no document at all says so instead of talking about pipelines.
+    let err = apply("blank.yaml", "# nothing here\n", Target::Path("image.tag"), "1.4.2").unwrap_err().to_string();
+    assert!(err.contains("holds no YAML document"), "{err}");
+}
+
+#[test]
+fn a_byte_order_mark_and_crlf_line_endings_are_kept() {
+    let text = "\u{feff}# Default values for checkout.\r\n# This is a YAML-formatted file.\r\n---\r\nimage:\r\n  repository: acme/checkout\r\n  tag: \"1.4.1\"\r\n";
+    let out = apply("values.yaml", text, Target::Path("image.tag"), "1.4.2").unwrap();
+    assert_eq!(out.text, text.replace("1.4.1", "1.4.2"));
+    assert_eq!(out.line, 6);
+
+    // A kustomize entry that has no newTag yet gets a CRLF line like its neighbours.
+    let k = "\u{feff}images:\r\n  - name: acme/checkout\r\n  - name: acme/cart\r\n    newTag: 2.0.0\r\n";
+    let out = apply("kustomization.yaml", k, Target::KustomizeImage { name: "acme/checkout", digest: false }, "1.4.2").unwrap();
+    assert_eq!(out.text, "\u{feff}images:\r\n  - name: acme/checkout\r\n    newTag: 1.4.2\r\n  - name: acme/cart\r\n    newTag: 2.0.0\r\n");
+    assert!(!out.text.replace("\r\n", "").contains('\n'), "every line ends in CRLF");
+}
+
+#[test]
+fn standard_tags_elsewhere_are_accepted_and_a_tagged_target_is_refused() {
+    let text = "replicaCount: !!int 3\nresources: !!map {}\nimage:\n  tag: 1.4.1\n  pullSecrets: !!seq []\n  debug: !!bool false\n";
+    let out = apply("values.yaml", text, Target::Path("image.tag"), "1.4.2").unwrap();
+    assert_eq!(changed_lines(text, &out.text), vec![(4, "  tag: 1.4.1".into(), "  tag: 1.4.2".into())]);
+
+    let tagged = "image:\n  tag: !!float 1.4\n";
+    let err = apply("values.yaml", tagged, Target::Path("image.tag"), "1.4.2").unwrap_err();
+    assert!(matches!(&err, EditError::NotEditable { line: 2, why, .. } if why.contains("!!float")), "{err}");
+    // `!!str` on the target is a string already: edited.
+    let out = apply("values.yaml", "image:\n  tag: !!str 1.4\n", Target::Path("image.tag"), "1.4.2").unwrap();
+    assert_eq!(out.text, "image:\n  tag: !!str 1.4.2\n");
 }
