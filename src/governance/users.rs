@@ -61,6 +61,9 @@ impl Users {
 
     /// Parses the text of a users file named `file`.
     pub fn parse(file: &str, text: &str) -> Result<Users, GovernanceError> {
+        if let Err((pos, why)) = crate::model::yaml::within_limits(text) {
+            return Err(GovernanceError::Invalid { file: file.to_string(), line: pos.line, col: pos.col, why });
+        }
         let options = serde_saphyr::options! { strict_booleans: true };
         let parsed: File = serde_saphyr::from_str_with_options(text, options).map_err(|e| GovernanceError::Invalid {
             file: file.to_string(),
@@ -142,8 +145,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// The first line of serde-saphyr's message, without its own `error: line L column C:` prefix
+/// (the position is given separately).
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_string()
+    let line = s.lines().next().unwrap_or("");
+    let rest = line.strip_prefix("error: ").unwrap_or(line);
+    match rest.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+        Some((at, why)) if at.split(" column ").all(|n| n.trim().parse::<usize>().is_ok()) => why.to_string(),
+        _ => rest.to_string(),
+    }
 }
 
 /// 1-based line and column of the first occurrence of `needle`.

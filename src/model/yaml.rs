@@ -363,3 +363,16 @@ fn count(n: &Node) -> usize {
         NodeKind::Map(e) => 1 + e.iter().map(|(k, v)| count(k) + count(v)).sum::<usize>(),
     }
 }
+
+/// Checks that a YAML file read by another YAML library (the users file, Rego data, the
+/// manifests a policy sees) stays within this reader's limits (alias expansion, depth), so that
+/// an alias bomb or deep nesting is refused here, at its position, before that library builds it.
+/// Returns the first problem's position and message.
+pub fn within_limits(src: &str) -> Result<(), (Pos, String)> {
+    let mut diags = Diagnostics::new("");
+    parse_stream(src, &mut diags);
+    match diags.iter().next() {
+        Some(d) => Err((d.pos, d.message.clone())),
+        None => Ok(()),
+    }
+}

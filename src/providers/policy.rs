@@ -93,6 +93,7 @@ impl PolicySet {
                 if d.value.ends_with(".json") {
                     serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string())
                 } else {
+                    crate::model::yaml::within_limits(&t).map_err(|(pos, why)| format!("line {}, column {}: {why}", pos.line, pos.col))?;
                     serde_saphyr::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string())
                 }
             });

@@ -110,6 +110,10 @@ pub fn add_change(input: &mut Value, file: &str, old: Option<&str>, new: &str, h
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for (path, text) in manifests {
+        if let Err((pos, why)) = crate::model::yaml::within_limits(text) {
+            errors.push(json!({"file": path, "error": format!("line {}, column {}: {why}", pos.line, pos.col)}));
+            continue;
+        }
         match serde_saphyr::from_multiple_with_options::<Value>(text, serde_saphyr::options! { strict_booleans: true }) {
             Ok(list) => {
                 for (i, obj) in list.into_iter().enumerate().filter(|(_, v)| v.is_object()) {

@@ -117,9 +117,8 @@ fn pipeline_with(body: &str) -> String {
     format!("apiVersion: promote/v1\nkind: Pipeline\nname: bomb\nartifact: {{image: registry.example.com/acme/x}}\nenvironments: {{}}\nstages: {{}}\n{body}")
 }
 
-#[test]
-fn alias_bombs_by_bytes_and_by_count_and_deep_nesting_are_refused_at_their_position() {
-    let dir = tempfile::tempdir().unwrap();
+/// The three YAML bombs of item 6 and 7: bytes, count, depth; each with what it must say.
+fn bombs() -> Vec<(&'static str, String, &'static str)> {
     // A 10,000-character string under 7 levels of 10 aliases: 10^7 copies of it.
     let mut by_bytes = format!("x0: &a0 \"{}\"\n", "x".repeat(10_000));
     for i in 1..=7 {
@@ -134,17 +133,58 @@ fn alias_bombs_by_bytes_and_by_count_and_deep_nesting_are_refused_at_their_posit
     }
     // 300,000 sequences inside each other on one line (`- - - ... x`): 600 KB.
     let deep = format!("deep:\n{}x\n", "- ".repeat(300_000));
-    for (name, body, want) in [
+    vec![
         ("bytes.yaml", by_bytes, "aliases expand to more than 16 MB: refused (an alias bomb?)"),
         ("laughs.yaml", laughs, "aliases expand to more than 16 MB: refused (an alias bomb?)"),
         ("deep.yaml", deep, "nested more than 128 levels deep: refused"),
-    ] {
+    ]
+}
+
+#[test]
+fn alias_bombs_by_bytes_and_by_count_and_deep_nesting_are_refused_at_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body, want) in bombs() {
         std::fs::write(dir.path().join(name), pipeline_with(&body)).unwrap();
         let out = promote(dir.path(), &["validate", name]);
         assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
         let t = text(&out);
         assert!(t.contains(want) && t.contains(&format!("{name}:")), "{name}: {t}");
         assert!(!t.contains(&format!("{name}:1:1:")), "{name}: the position is where it happens, not 1:1: {t}");
+    }
+}
+
+#[test]
+fn the_same_bombs_are_refused_in_the_users_file_the_rego_data_and_an_environment_file() {
+    let s = Setup::new(
+        "  ok:\n    approval: {approvers: [alice]}\n  gate:\n    policy: {policies: [policies/], data: [data.yaml]}\n",
+        "users: users.yaml\n",
+    );
+    std::fs::create_dir(s.path().join("policies")).unwrap();
+    std::fs::write(s.path().join("policies/p.rego"), "package p\n\ndeny contains msg if { false; msg := \"never\" }\n").unwrap();
+    for (name, body, want) in bombs() {
+        // The users file: a bomb under a user's entry (serde-saphyr reads it after the check).
+        std::fs::write(s.path().join("users.yaml"), format!("users:\n  alice: {{name: Alice, email: a@example.com}}\n{body}")).unwrap();
+        std::fs::write(s.path().join("data.yaml"), "limits: {}\n").unwrap();
+        let started = std::time::Instant::now();
+        let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "users {name}: {t}");
+        assert!(t.contains(want) && t.contains("users.yaml:") && !t.contains("users.yaml:1:1:"), "users {name}: {t}");
+        assert!(started.elapsed() < Duration::from_secs(20), "users {name}: took {:?}", started.elapsed());
+
+        // Rego data.
+        std::fs::write(s.path().join("users.yaml"), "users:\n  alice: {name: Alice, email: a@example.com}\n").unwrap();
+        std::fs::write(s.path().join("data.yaml"), format!("limits: {{}}\n{body}")).unwrap();
+        let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "data {name}: {t}");
+        assert!(t.contains(want) && t.contains("data.yaml") && t.contains("line "), "data {name}: {t}");
+
+        // An environment file the git writer edits.
+        let err = promote::git::edit::apply("values.yaml", &format!("image:\n  tag: 1.0.0\n{body}"), promote::git::edit::Target::Path("image.tag"), "1.0.1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want) && err.starts_with("values.yaml:") && !err.starts_with("values.yaml:1:1:"), "env file {name}: {err}");
     }
 }
 
