@@ -55,7 +55,7 @@ fn main() {
         });
         let mut ids = Vec::with_capacity(runs);
         for _ in 0..runs {
-            ids.push(exec.start(&file, PIPELINE, &plan, "1.0.0", "bench").await.unwrap().id);
+            ids.push(exec.start(&file, PIPELINE, &plan, "1.0.0", "bench", false).await.unwrap().id);
         }
         // Per run: when `ok` first said waiting, and when it ran again after that (the decision).
         let waited: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();

@@ -58,7 +58,7 @@ fn main() {
         });
         let mut ids = Vec::with_capacity(runs);
         for _ in 0..runs {
-            ids.push(exec.start(&file, PIPELINE, &plan, "1.0.0", "bench").await.unwrap().id);
+            ids.push(exec.start(&file, PIPELINE, &plan, "1.0.0", "bench", false).await.unwrap().id);
         }
         // (run, stage) -> when it became running / succeeded, as the walker reported it (after the
         // durable write).

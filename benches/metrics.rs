@@ -88,7 +88,7 @@ async fn analysis(url: &str, compare: bool) -> (Duration, Duration, Duration) {
         metrics: Arc::new(Metrics::default()),
         poll: Duration::from_millis(50),
     };
-    let id = exec.start(&file, &text, &plan, "1.0.0", "bench").await.unwrap().id;
+    let id = exec.start(&file, &text, &plan, "1.0.0", "bench", false).await.unwrap().id;
     let start = Instant::now();
     let t0 = promote::clock::now_ms();
     let sum = exec.drive(&id, Arc::new(|_| {})).await.unwrap();

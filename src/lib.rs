@@ -14,6 +14,8 @@
 //! - [`git`]: what promote writes into environment repos: format-preserving YAML edits, promotion
 //!   and rollback commits built in memory in a kept bare clone, pushed with retries.
 //! - [`secret`]: secret values that never print.
+//! - [`seal`]: the key kept outside the state that seals what promote believes later (decisions,
+//!   stage results, run sources, the audit chain, its own commits).
 //! - [`providers`]: where evidence comes from: Prometheus and web JSON (metrics), HTTP and
 //!   Kubernetes / Argo CD (health), log sources, and Rego policies (regorus).
 //! - [`store`]: the state port: [`store::Store`] over a [`store::Backend`] (today
@@ -46,6 +48,7 @@ pub mod model;
 pub mod ops;
 pub mod plan;
 pub mod providers;
+pub mod seal;
 pub mod secret;
 pub mod stages;
 pub mod store;

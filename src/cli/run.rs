@@ -52,6 +52,7 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let source = crate::files::read_text(&args.file, crate::files::MAX_TEXT)?;
     let file = std::path::absolute(&args.file)?;
     let who = current_user();
+    let token = std::env::var("PROMOTE_TOKEN").ok().filter(|t| !t.is_empty());
     let request = crate::ops::start::Request {
         file: &file,
         source: &source,
@@ -59,6 +60,7 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
         shown: &checked.file,
         version: &args.version,
         who: &who,
+        token: token.as_deref(),
         accept_rewrite: &args.accept_rewrite,
     };
     let refused = crate::ops::start::refusals(&request);

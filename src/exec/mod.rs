@@ -88,8 +88,9 @@ pub struct Summary {
 
 impl Executor {
     /// Records a new run of `plan` for `version` (stages pending) and returns it. `file` should be
-    /// absolute: a resumed run finds relative repos from it.
-    pub async fn start(&self, file: &Path, source: &str, plan: &Plan, version: &str, triggered_by: &str) -> Result<RunRecord, ExecError> {
+    /// absolute: a resumed run finds relative repos from it. `authenticated`: the starter proved
+    /// who they are.
+    pub async fn start(&self, file: &Path, source: &str, plan: &Plan, version: &str, triggered_by: &str, authenticated: bool) -> Result<RunRecord, ExecError> {
         let run = RunRecord {
             id: ulid::Ulid::new().to_string(),
             pipeline: plan.pipeline.name.value.clone(),
@@ -98,9 +99,11 @@ impl Executor {
             version: version.to_string(),
             state: RunState::Running,
             triggered_by: triggered_by.to_string(),
+            authenticated,
             created_at: now_ms(),
             finished_at: None,
             message: None,
+            seal: None,
         };
         let stages: Vec<(&str, &str)> = plan.pipeline.stages.iter().map(|s| (s.name.value.as_str(), s.kind.name())).collect();
         self.store.create_run(&run, &stages).await?;

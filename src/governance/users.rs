@@ -114,7 +114,15 @@ impl Users {
         if u.disabled {
             return Err(format!("user `{login}` is disabled in the users file"));
         }
-        let Some(stored) = &u.token else { return Ok(()) };
+        let Some(stored) = &u.token else {
+            // In a file that gives tokens, a user without one is anyone who types their name.
+            if self.uses_tokens() {
+                return Err(format!(
+                    "user `{login}` has no token in a users file that gives tokens to others: anyone could act as them; give them a token (`token: sha256:...`)"
+                ));
+            }
+            return Ok(());
+        };
         let Some(given) = given.filter(|g| !g.is_empty()) else {
             return Err(format!("user `{login}` has an API token: set PROMOTE_TOKEN to it"));
         };
@@ -123,6 +131,13 @@ impl Users {
         } else {
             Err(format!("the token in PROMOTE_TOKEN is not `{login}`'s"))
         }
+    }
+}
+
+impl Users {
+    /// Whether any user of the file has a token: then every action is authenticated by one.
+    pub fn uses_tokens(&self) -> bool {
+        self.users.values().any(|u| u.token.is_some())
     }
 }
 

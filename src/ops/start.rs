@@ -22,6 +22,8 @@ pub struct Request<'a> {
     pub version: &'a str,
     /// Who starts it.
     pub who: &'a str,
+    /// Their token (`PROMOTE_TOKEN`), checked when the pipeline's users file gives tokens.
+    pub token: Option<&'a str>,
     /// Environments whose rewritten (force-pushed) history is accepted first.
     pub accept_rewrite: &'a [String],
 }
@@ -70,6 +72,7 @@ pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError
         return Err(OpsError::Refused(refused.join("\n")));
     }
     let base = r.file.parent().unwrap_or(Path::new("."));
+    let authenticated = authenticate(r, base)?;
     let mut accepted = Vec::new();
     for name in r.accept_rewrite {
         let env = r.plan.pipeline.environments.iter().find(|e| &e.name.value == name).expect("checked by refusals");
@@ -82,6 +85,23 @@ pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError
         let detail = format!("{}: rewritten history of `{name}` accepted at {head}", r.plan.pipeline.name.value);
         exec.store.audit("-", None, "accept-rewrite", r.who, &detail).await?;
     }
-    let run = exec.start(r.file, r.source, r.plan, r.version, r.who).await?;
+    let run = exec.start(r.file, r.source, r.plan, r.version, r.who, authenticated).await?;
     Ok(Started { run, accepted })
+}
+
+/// Whether the starter proved who they are. Where the users file gives tokens, starting a run
+/// takes the starter's token as deciding does (refused otherwise); elsewhere the name is
+/// self-declared and the run is recorded unauthenticated, which never satisfies separation of
+/// duties in a tokened file.
+fn authenticate(r: &Request<'_>, base: &Path) -> Result<bool, OpsError> {
+    let users = crate::governance::users_of(&r.plan.pipeline, base).map_err(|e| OpsError::Refused(format!("the users file: {e}")))?;
+    let Some(users) = users.filter(|u| u.uses_tokens()) else { return Ok(false) };
+    if !users.users.contains_key(r.who) {
+        return Err(OpsError::Refused(format!(
+            "`{}` is not in the users file, which gives tokens: a run is started by one of its users, with their token in PROMOTE_TOKEN (set PROMOTE_USER to who you are)",
+            r.who
+        )));
+    }
+    users.authenticate(r.who, r.token).map_err(OpsError::Refused)?;
+    Ok(true)
 }

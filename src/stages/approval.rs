@@ -33,6 +33,14 @@ pub fn check_approver(a: &ApprovalStage, run: &RunRecord, users: Option<&Users>,
     if !is_listed(&a.approvers, users, user) {
         return ApprovalCheck::NotAnApprover(format!("`{user}` is not an approver of this stage, nor in one of its groups (approvers: {})", names.join(", ")));
     }
+    // Where people prove who they are, a run whose starter did not can be anyone's: separation
+    // of duties cannot be shown, so it is not met.
+    if !a.allow_self_approval && !run.authenticated && users.is_some_and(Users::uses_tokens) {
+        return ApprovalCheck::SelfApproval(format!(
+            "run {} was started without proof of who started it (`{}` gave no token), so separation of duties cannot be met: start runs with PROMOTE_TOKEN (or `allowSelfApproval: true`)",
+            run.id, run.triggered_by
+        ));
+    }
     if user == run.triggered_by && !a.allow_self_approval {
         return ApprovalCheck::SelfApproval(format!(
             "`{user}` started this run and may not approve it (separation of duties; `allowSelfApproval: true` allows it)"

@@ -99,6 +99,7 @@ pub async fn input_base(ctx: &StageContext, phase: &str, env: Option<&str>) -> R
         "stages": stages,
         "approvals": approvals,
         "triggeredBy": ctx.run.triggered_by,
+        "triggerAuthenticated": ctx.run.authenticated,
         "time": now.to_string(),
         "timeNs": now.as_nanosecond() as i64,
     }))

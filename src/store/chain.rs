@@ -1,32 +1,22 @@
 //! The audit trail's chain, shared by every backend: the hash of an entry, what an entry is, and
 //! what a verification found.
 //!
-//! Every entry's `hash` is SHA-256 over the previous entry's hash and the entry's own fields
-//! (sequence number, run, stage, time, kind, actor, detail), each length-prefixed. A backend
-//! computes it with [`chain_hash`] as it appends (SQLite: inside the database, through a function
-//! it registers, so that no statement can write outside the chain), keeps the head, and verifies
-//! with the same function. The chain is not keyed: keep the head printed by `promote audit verify`
-//! somewhere else to catch someone who rewrites the whole trail and recomputes every hash.
+//! Every entry's `hash` is an HMAC-SHA256, under the key of [`crate::seal`] (kept outside the
+//! state), over the previous entry's hash and the entry's own fields (sequence number, run, stage,
+//! time, kind, actor, detail), each length-prefixed. A backend computes it with [`chain_hash`] as
+//! it appends, keeps the head, and verifies with the same function. Without the key nobody can
+//! add, change or recompute an entry that verifies; a cut tail or a wipe is caught by the head
+//! promote also keeps in Git (`refs/promote/audit` of the pipeline's first environment repo).
 
-use sha2::{Digest, Sha256};
+use crate::seal::Key;
 
-/// The hash of an entry: SHA-256 over `prev` and each field, a field being a tag byte (0 = NULL,
-/// 1 = text) then its length (8 bytes, little endian) and bytes. Integers are in decimal.
-pub fn chain_hash(prev: &str, fields: &[Option<&[u8]>]) -> String {
-    let mut h = Sha256::new();
-    h.update((prev.len() as u64).to_le_bytes());
-    h.update(prev.as_bytes());
-    for f in fields {
-        match f {
-            None => h.update([0u8]),
-            Some(b) => {
-                h.update([1u8]);
-                h.update((b.len() as u64).to_le_bytes());
-                h.update(b);
-            }
-        }
-    }
-    hex::encode(h.finalize())
+/// The hash of an entry: the key's MAC (domain `audit`) over `prev` and each field (a tag byte,
+/// 0 = NULL, 1 = text, then its length and bytes). Integers are in decimal.
+pub fn chain_hash(key: &Key, prev: &str, fields: &[Option<&[u8]>]) -> String {
+    let mut all = Vec::with_capacity(fields.len() + 1);
+    all.push(Some(prev.as_bytes()));
+    all.extend_from_slice(fields);
+    key.mac("audit", &all)
 }
 
 /// One entry of the trail.
@@ -57,16 +47,22 @@ pub struct Entry {
 
 impl Entry {
     /// The hash this entry should have after `prev`.
-    pub fn expected_hash(&self, prev: &str) -> String {
-        entry_hash(prev, self.seq, &self.run, self.stage.as_deref(), self.at, &self.kind, &self.actor, &self.detail)
+    pub fn expected_hash(&self, key: &Key, prev: &str) -> String {
+        self.expected_hash_at(key, prev, self.seq)
+    }
+
+    /// The hash this entry would have had as entry `seq` (to tell a moved entry from an altered one).
+    pub fn expected_hash_at(&self, key: &Key, prev: &str, seq: i64) -> String {
+        entry_hash(key, prev, seq, &self.run, self.stage.as_deref(), self.at, &self.kind, &self.actor, &self.detail)
     }
 }
 
 /// The hash of entry `seq` after `prev`: what every backend writes and verification recomputes.
 #[allow(clippy::too_many_arguments)]
-pub fn entry_hash(prev: &str, seq: i64, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> String {
+pub fn entry_hash(key: &Key, prev: &str, seq: i64, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> String {
     let (seq, at) = (seq.to_string(), at.to_string());
     chain_hash(
+        key,
         prev,
         &[
             Some(seq.as_bytes()),
@@ -104,6 +100,14 @@ pub enum Tamper {
         /// The entry before it.
         after: i64,
     },
+    /// The entry's content is intact but stands at another place than the one it was written at:
+    /// rows were swapped or moved.
+    Moved {
+        /// Where it is now.
+        seq: i64,
+        /// Where promote wrote it.
+        written_as: i64,
+    },
     /// The entry was written without the chain (by hand, with the trigger removed).
     Unhashed {
         /// The entry.
@@ -128,7 +132,7 @@ impl Tamper {
     /// The first bad entry's number.
     pub fn seq(&self) -> i64 {
         match self {
-            Tamper::Altered { seq } | Tamper::Removed { seq, .. } | Tamper::Reordered { seq, .. } | Tamper::Unhashed { seq } => *seq,
+            Tamper::Altered { seq } | Tamper::Removed { seq, .. } | Tamper::Reordered { seq, .. } | Tamper::Moved { seq, .. } | Tamper::Unhashed { seq } => *seq,
             Tamper::TailCut { last, .. } => *last + 1,
             Tamper::Rewritten { .. } => 0,
         }
@@ -142,6 +146,7 @@ impl std::fmt::Display for Tamper {
             Tamper::Removed { seq, after: 0 } => write!(f, "entries before #{seq} were removed: it does not follow the start of the trail"),
             Tamper::Removed { seq, after } => write!(f, "entries between #{after} and #{seq} were removed: #{seq} does not follow #{after}"),
             Tamper::Reordered { seq, after } => write!(f, "entry #{seq} does not follow #{after}: entries were reordered or replaced"),
+            Tamper::Moved { seq, written_as } => write!(f, "entry #{seq} was written as #{written_as}: entries were reordered (swapped or moved)"),
             Tamper::Unhashed { seq } => write!(f, "entry #{seq} has no hash: it was written outside promote's chain"),
             Tamper::TailCut { head, last } => write!(f, "the trail ends at #{last} but promote last wrote #{head}: entries at the end were removed"),
             Tamper::Rewritten { known } => {
@@ -169,12 +174,14 @@ mod tests {
 
     #[test]
     fn every_field_counts_and_boundaries_are_kept() {
-        let a = chain_hash("", &[Some(b"1"), Some(b"ab"), Some(b"c")]);
-        let b = chain_hash("", &[Some(b"1"), Some(b"a"), Some(b"bc")]);
-        let c = chain_hash("", &[Some(b"1"), None, Some(b"abc")]);
-        let d = chain_hash("x", &[Some(b"1"), Some(b"ab"), Some(b"c")]);
+        let k = Key::from_bytes([1; 32]);
+        let a = chain_hash(&k, "", &[Some(b"1"), Some(b"ab"), Some(b"c")]);
+        let b = chain_hash(&k, "", &[Some(b"1"), Some(b"a"), Some(b"bc")]);
+        let c = chain_hash(&k, "", &[Some(b"1"), None, Some(b"abc")]);
+        let d = chain_hash(&k, "x", &[Some(b"1"), Some(b"ab"), Some(b"c")]);
+        let e = chain_hash(&Key::from_bytes([2; 32]), "", &[Some(b"1"), Some(b"ab"), Some(b"c")]);
         assert_eq!(a.len(), 64);
-        assert!(a != b && a != c && a != d && b != c);
-        assert_eq!(a, chain_hash("", &[Some(b"1"), Some(b"ab"), Some(b"c")]));
+        assert!(a != b && a != c && a != d && b != c && a != e);
+        assert_eq!(a, chain_hash(&k, "", &[Some(b"1"), Some(b"ab"), Some(b"c")]));
     }
 }

@@ -11,6 +11,7 @@
 pub mod chain;
 mod feed;
 mod records;
+pub mod seals;
 pub mod sqlite;
 
 use std::future::Future;
@@ -22,7 +23,7 @@ use tokio::sync::Notify;
 
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
-pub use records::{Decision, Event, RunRecord, RunState, StageRecord, StageState, StageWrite, Transition, Write, Written};
+pub use records::{Decision, Event, Exemption, RunRecord, RunState, StageRecord, StageState, StageWrite, Transition, Write, Written};
 
 /// What a backend's operations return.
 pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -33,6 +34,10 @@ pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send 
 pub trait Backend: Send + Sync + 'static {
     /// Where the state is, for messages (a file path, a database URL without its password).
     fn path(&self) -> &str;
+    /// The key the backend chains and seals with.
+    fn key(&self) -> &crate::seal::Key;
+    /// The state's own id (made when it was created; `None`: it was removed).
+    fn state_id(&self) -> Fut<'_, Option<String>>;
     /// The schema version in use.
     fn schema_version(&self) -> Fut<'_, i64>;
     /// Applies a write durably (possibly in one transaction with others) and says what it gave.
@@ -46,7 +51,7 @@ pub trait Backend: Send + Sync + 'static {
     /// The decisions on a stage, oldest first.
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>>;
     /// The log templates marked "not a risk" for a pipeline.
-    fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> Fut<'a, Vec<String>>;
+    fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> Fut<'a, Vec<Exemption>>;
     /// A run's entries, oldest first.
     fn events<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<Event>>;
     /// The id of the last entry of the trail (0: none).
@@ -115,6 +120,18 @@ pub enum StoreError {
         /// The database's own error code, when it gave one (SQLite `5` is "busy").
         code: Option<String>,
     },
+    /// A record does not carry the seal promote gives what it writes: it was inserted or changed
+    /// outside promote, and is not acted on.
+    #[error("{path}: {what} does not carry promote's seal: it was written or changed outside promote (with a SQL shell?), so promote will not act on it; `promote audit verify` says what else changed")]
+    Forged {
+        /// The state.
+        path: String,
+        /// The record, for a person.
+        what: String,
+    },
+    /// The sealing key cannot be had.
+    #[error(transparent)]
+    Key(#[from] crate::seal::SealError),
     /// The store was closed while a write waited.
     #[error("{path}: the state was closed before the write was done")]
     Closed {
@@ -131,10 +148,16 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating, or migrating from an older version) the SQLite state file at `path`. A
-    /// file that is not promote's is refused untouched.
+    /// Opens (creating, or migrating from an older version) the SQLite state file at `path`,
+    /// sealed with the key of [`crate::seal::Key::default_path`]. A file that is not promote's is
+    /// refused untouched.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        Ok(Store::over(Arc::new(sqlite::SqliteBackend::open(path).await?)))
+        Store::open_with_key(path, crate::seal::Key::load_default()?).await
+    }
+
+    /// [`Store::open`] with a given key.
+    pub async fn open_with_key(path: &Path, key: crate::seal::Key) -> Result<Store, StoreError> {
+        Ok(Store::over(Arc::new(sqlite::SqliteBackend::open(path, key).await?)))
     }
 
     /// A store over any backend.
@@ -145,6 +168,20 @@ impl Store {
     /// Where the state is.
     pub fn path(&self) -> &str {
         self.backend.path()
+    }
+
+    /// The key this state is sealed with.
+    pub fn key(&self) -> &crate::seal::Key {
+        self.backend.key()
+    }
+
+    /// The state's own id (`None`: it was removed from the state).
+    pub async fn state_id(&self) -> Result<Option<String>, StoreError> {
+        self.backend.state_id().await
+    }
+
+    fn forged(&self, what: String) -> StoreError {
+        StoreError::Forged { path: self.path().to_string(), what }
     }
 
     /// The change feed from now on: every entry committed after this returns (by this process or
@@ -171,9 +208,13 @@ impl Store {
         self.write(Write::CreateRun { run: run.clone(), stages }).await.map(|_| ())
     }
 
-    /// One run by id.
+    /// One run by id; refused when its record does not carry its seal.
     pub async fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
         if let Some(r) = self.backend.run(id).await? {
+            let want = seals::run(self.key(), &r.id, &r.pipeline, &r.file, &r.source, &r.version, &r.triggered_by, r.authenticated, r.created_at);
+            if !self.key().verify_hex(&want, r.seal.as_deref()) {
+                return Err(self.forged(format!("run {id} (its pipeline source, version or starter)")));
+            }
             return Ok(r);
         }
         let recent = self.runs(5).await?;
@@ -190,9 +231,15 @@ impl Store {
         self.backend.runs(limit).await
     }
 
-    /// A run's stages, in file order.
+    /// A run's stages, in file order; refused when one's state does not carry its seal.
     pub async fn stages(&self, run: &str) -> Result<Vec<StageRecord>, StoreError> {
-        self.backend.stages(run).await
+        let stages = self.backend.stages(run).await?;
+        for s in &stages {
+            if !self.key().verify_hex(&seals::stage(self.key(), run, &s.name, s.state.as_str()), s.seal.as_deref()) {
+                return Err(self.forged(format!("stage `{}` of run {run} (state {})", s.name, s.state)));
+            }
+        }
+        Ok(stages)
     }
 
     /// Applies a stage transition and records its entry, atomically.
@@ -247,14 +294,27 @@ impl Store {
         self.write(w).await.map(|_| ())
     }
 
-    /// The log templates marked "not a risk" for a pipeline.
+    /// The log templates marked "not a risk" for a pipeline; refused when one does not carry its
+    /// seal.
     pub async fn exempt_templates(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
-        self.backend.exempt_templates(pipeline).await
+        let all = self.backend.exempt_templates(pipeline).await?;
+        for e in &all {
+            if !self.key().verify_hex(&seals::exemption(self.key(), pipeline, &e.template, &e.user, &e.reason, e.at), e.seal.as_deref()) {
+                return Err(self.forged(format!("the \"not a risk\" mark of `{}` for pipeline {pipeline}", e.template)));
+            }
+        }
+        Ok(all.into_iter().map(|e| e.template).collect())
     }
 
-    /// The decisions on an approval stage, oldest first.
+    /// The decisions on an approval stage, oldest first; refused when one does not carry its seal.
     pub async fn decisions(&self, run: &str, stage: &str) -> Result<Vec<Decision>, StoreError> {
-        self.backend.decisions(run, stage).await
+        let all = self.backend.decisions(run, stage).await?;
+        for d in &all {
+            if !self.key().verify_hex(&seals::decision(self.key(), run, stage, &d.user, d.approve, d.comment.as_deref(), d.at), d.seal.as_deref()) {
+                return Err(self.forged(format!("the decision of {} on stage `{stage}` of run {run}", d.user)));
+            }
+        }
+        Ok(all)
     }
 
     /// Takes the environment for `run`; `Some(holder)` when another run holds it.

@@ -75,12 +75,18 @@ pub struct RunRecord {
     pub state: RunState,
     /// Who started it.
     pub triggered_by: String,
+    /// Whether `triggered_by` proved who they are (a token of the users file); a run started
+    /// without proof can never satisfy separation of duties.
+    pub authenticated: bool,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Unix milliseconds.
     pub finished_at: Option<i64>,
     /// Why it failed.
     pub message: Option<String>,
+    /// The seal over what the run was started with ([`super::seals::run`]); `None` when written.
+    #[serde(skip)]
+    pub seal: Option<String>,
 }
 
 /// A stage of a run as stored.
@@ -103,6 +109,9 @@ pub struct StageRecord {
     pub message: Option<String>,
     /// What it produced (JSON): a deploy's commit, an approval's approvers.
     pub output: Option<serde_json::Value>,
+    /// The seal over its state ([`super::seals::stage`]).
+    #[serde(skip)]
+    pub seal: Option<String>,
 }
 
 /// An approval decision.
@@ -116,6 +125,24 @@ pub struct Decision {
     pub comment: Option<String>,
     /// Unix milliseconds.
     pub at: i64,
+    /// The seal over the decision ([`super::seals::decision`]).
+    #[serde(skip)]
+    pub seal: Option<String>,
+}
+
+/// A log template marked "not a risk", as stored.
+#[derive(Debug, Clone)]
+pub struct Exemption {
+    /// The template.
+    pub template: String,
+    /// Who.
+    pub user: String,
+    /// Why.
+    pub reason: String,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The seal over it ([`super::seals::exemption`]).
+    pub seal: Option<String>,
 }
 
 /// An event of a run's history.

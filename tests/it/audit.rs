@@ -132,12 +132,14 @@ async fn a_schema_4_state_file_is_chained_when_opened() {
     exec_sql(
         &pool,
         "DROP TRIGGER events_chained; DROP TRIGGER events_append_only; DROP TRIGGER events_no_delete; DROP TABLE audit_head;
-         ALTER TABLE events DROP COLUMN prev_hash; ALTER TABLE events DROP COLUMN hash; ALTER TABLE events DROP COLUMN actor; PRAGMA user_version = 4;",
+         ALTER TABLE events DROP COLUMN prev_hash; ALTER TABLE events DROP COLUMN hash; ALTER TABLE events DROP COLUMN actor;
+         ALTER TABLE runs DROP COLUMN authenticated; ALTER TABLE runs DROP COLUMN seal; ALTER TABLE stages DROP COLUMN seal;
+         ALTER TABLE decisions DROP COLUMN seal; ALTER TABLE log_exemptions DROP COLUMN seal; DROP TABLE meta; PRAGMA user_version = 4;",
     )
     .await;
     pool.close().await;
     let store = promote::store::Store::open(&db).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
     let v = store.verify_audit().await.unwrap();
     assert!(v.tamper.is_none() && v.entries > 10, "{v:?}");
     store.close().await;
@@ -149,17 +151,30 @@ async fn a_rewrite_that_recomputes_every_hash_is_caught_by_a_head_kept_elsewhere
     let (code, out) = verify(s.path(), &s.state());
     assert_eq!(code, Some(0));
     let kept = out.trim().rsplit(' ').next().unwrap().to_string();
-    // Someone with the file and promote's code edits entry 5 and recomputes every hash after it.
-    let store = promote::store::Store::open(&s.state()).await.unwrap();
-    store.raw_sql("DROP TRIGGER events_append_only; UPDATE events SET detail = 'approved by mallory' WHERE id = 5;").await.unwrap();
-    let mut prev = String::new();
-    for e in store.audit_entries(None, 0, 1_000_000).await.unwrap() {
-        let hash = e.expected_hash(&prev);
-        store.raw_sql(&format!("UPDATE events SET prev_hash = '{prev}', hash = '{hash}' WHERE id = {}", e.seq)).await.unwrap();
-        store.raw_sql(&format!("UPDATE audit_head SET id = {}, hash = '{hash}'", e.seq)).await.unwrap();
-        prev = hash;
-    }
-    store.close().await;
+    // Someone with the file and promote's code, but not the key, edits entry 5 and recomputes
+    // every hash after it with a key of their own: the chain is keyed, so it shows.
+    let recompute = |key: promote::seal::Key| {
+        let db = s.state();
+        async move {
+            let store = promote::store::Store::open(&db).await.unwrap();
+            store.raw_sql("DROP TRIGGER IF EXISTS events_append_only; UPDATE events SET detail = 'approved by mallory' WHERE id = 5;").await.unwrap();
+            let mut prev = String::new();
+            for e in store.audit_entries(None, 0, 1_000_000).await.unwrap() {
+                let hash = e.expected_hash(&key, &prev);
+                store.raw_sql(&format!("UPDATE events SET prev_hash = '{prev}', hash = '{hash}' WHERE id = {}", e.seq)).await.unwrap();
+                store.raw_sql(&format!("UPDATE audit_head SET id = {}, hash = '{hash}'", e.seq)).await.unwrap();
+                prev = hash;
+            }
+            store.close().await;
+        }
+    };
+    recompute(promote::seal::Key::from_bytes([0x5a; 32])).await;
+    let (code, out) = verify(s.path(), &s.state());
+    assert_eq!(code, Some(1), "a recompute without the key is caught by the chain: {out}");
+    assert!(out.contains("entry #1 was altered"), "{out}");
+    // Whoever also holds the key can recompute a chain that verifies: the head kept elsewhere
+    // (in Git by every run, or given here) is what catches them.
+    recompute(promote::seal::Key::load_default().unwrap()).await;
     let (code, out) = verify(s.path(), &s.state());
     assert_eq!(code, Some(0), "the chain alone cannot see it: {out}");
     let out = promote(s.path(), &["audit", "verify", "--known", &kept]);

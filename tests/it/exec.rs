@@ -68,9 +68,11 @@ impl Setup {
         (std::fs::read_to_string(&self.file).unwrap(), checked.plan.unwrap())
     }
 
+    /// Starts a run as `ci-bot`, authenticated: the test stands in for a starter who proved who
+    /// they are (the CLI's own checks are tried in hardening.rs).
     pub async fn start(&self, exec: &Executor, version: &str) -> String {
         let (source, plan) = self.plan();
-        exec.start(&self.file, &source, &plan, version, "ci-bot").await.unwrap().id
+        exec.start(&self.file, &source, &plan, version, "ci-bot", true).await.unwrap().id
     }
 
     /// Messages of the promotion commits in env `name`, newest first.
@@ -407,7 +409,7 @@ async fn a_state_file_from_an_older_version_is_migrated_with_its_runs() {
         pool.close().await;
     }
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), 7);
     let run = store.run("01OLD").await.unwrap();
     assert_eq!((run.version.as_str(), run.state), ("0.9.0", RunState::Succeeded));
     // The tables of versions 2 and 3 work on the old rows.

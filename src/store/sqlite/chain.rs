@@ -1,6 +1,7 @@
-//! The chain inside SQLite: `promote_chain` (the port's [`chain_hash`]) registered on every
-//! connection, so that an `AFTER INSERT` trigger chains each entry and a plain `sqlite3` shell,
-//! which lacks the function, cannot insert at all; and verification in one query.
+//! The chain inside SQLite: `promote_chain` (the port's [`chain_hash`], keyed) registered on
+//! every connection, so that the guard trigger refuses an entry off the chain and a plain
+//! `sqlite3` shell, which lacks the function (and the key), cannot insert at all; and
+//! verification in one query.
 
 use std::ffi::{CString, c_int};
 use std::ptr::NonNull;
@@ -9,6 +10,7 @@ use sqlx::Row;
 
 use super::SqliteBackend;
 use crate::store::StoreError;
+use crate::seal::Key;
 use crate::store::chain::{Entry, Tamper, Verdict, chain_hash};
 
 /// The SQL function's name.
@@ -33,29 +35,40 @@ unsafe extern "C" fn chain_fn(ctx: *mut libsqlite3_sys::sqlite3_context, argc: c
             }
         }
         let prev = fields.first().copied().flatten().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
-        let out = chain_hash(&prev, &fields[1..]);
+        // SAFETY: the user data is the `Key` boxed by `register`, alive until SQLite calls
+        // `drop_key` when the connection closes.
+        let key = &*(ffi::sqlite3_user_data(ctx) as *const Key);
+        let out = chain_hash(key, &prev, &fields[1..]);
         ffi::sqlite3_result_text(ctx, out.as_ptr().cast(), out.len() as c_int, ffi::SQLITE_TRANSIENT());
     }
 }
 
-/// Registers `promote_chain` on a new connection (the pool's `after_connect`).
-pub async fn register(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+/// Frees the key given to SQLite with the function.
+unsafe extern "C" fn drop_key(p: *mut std::ffi::c_void) {
+    // SAFETY: `p` is the `Box<Key>` leaked by `register`, given back once by SQLite.
+    drop(unsafe { Box::from_raw(p as *mut Key) });
+}
+
+/// Registers `promote_chain`, keyed with `key`, on a new connection (the pool's `after_connect`).
+pub async fn register(conn: &mut sqlx::SqliteConnection, key: Key) -> Result<(), sqlx::Error> {
     let mut handle = conn.lock_handle().await?;
     let db: NonNull<libsqlite3_sys::sqlite3> = handle.as_raw_handle();
     let name = CString::new(FUNCTION).expect("no NUL");
+    let data = Box::into_raw(Box::new(key)) as *mut std::ffi::c_void;
     // SAFETY: the handle is locked out of sqlx's worker for the duration of the call; the name is
-    // copied by SQLite; the function has no user data and no destructor.
+    // copied by SQLite; the user data is a leaked box that SQLite frees with `drop_key` (also
+    // when registering fails).
     let rc = unsafe {
         libsqlite3_sys::sqlite3_create_function_v2(
             db.as_ptr(),
             name.as_ptr(),
             8,
             libsqlite3_sys::SQLITE_UTF8 | libsqlite3_sys::SQLITE_DETERMINISTIC,
-            std::ptr::null_mut(),
+            data,
             Some(chain_fn),
             None,
             None,
-            None,
+            Some(drop_key),
         )
     };
     if rc != libsqlite3_sys::SQLITE_OK {
@@ -122,7 +135,20 @@ impl SqliteBackend {
         let row = sqlx::query(sqlx::AssertSqlSafe(q)).bind(seq).fetch_one(&self.pool).await.map_err(self.db())?;
         let e = row_entry(&row, 0);
         let (Some(hash), Some(prev)) = (&e.hash, &e.prev_hash) else { return Ok(Tamper::Unhashed { seq }) };
-        if e.expected_hash(prev) != *hash {
+        if e.expected_hash(&self.key, prev) != *hash {
+            // Intact content at another place: the place it was written at follows the entry
+            // whose hash is its `prev_hash`.
+            let written_after: Option<i64> = if prev.is_empty() {
+                Some(0)
+            } else {
+                sqlx::query_scalar("SELECT id FROM events WHERE hash = ?").bind(prev).fetch_optional(&self.pool).await.map_err(self.db())?
+            };
+            if let Some(a) = written_after
+                && a + 1 != seq
+                && e.expected_hash_at(&self.key, prev, a + 1) == *hash
+            {
+                return Ok(Tamper::Moved { seq, written_as: a + 1 });
+            }
             return Ok(Tamper::Altered { seq });
         }
         // Self-consistent, but it does not follow the entry before it.

@@ -15,12 +15,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Verdict};
-use super::{Backend, Change, Decision, Event, Fut, RunRecord, RunState, StageRecord, StageState, StoreError, Write, Written};
+use super::{Backend, Change, Decision, Event, Exemption, Fut, RunRecord, RunState, StageRecord, StageState, StoreError, Write, Written};
 
 /// A promote state file.
 pub struct SqliteBackend {
     pool: SqlitePool,
     path: String,
+    key: crate::seal::Key,
     /// The writer task's queue; taken away by `close`.
     writes: std::sync::RwLock<Option<mpsc::Sender<writer::Job>>>,
     /// The writer task, awaited by `close`.
@@ -41,7 +42,8 @@ impl StoreError {
 impl SqliteBackend {
     /// Opens (creating, or migrating from an older version) the state file at `path`. A file that
     /// is not promote's is refused untouched.
-    pub async fn open(path: &Path) -> Result<SqliteBackend, StoreError> {
+    /// Chains and seals with `key`.
+    pub async fn open(path: &Path, key: crate::seal::Key) -> Result<SqliteBackend, StoreError> {
         let shown = path.display().to_string();
         if let Ok(meta) = std::fs::metadata(path)
             && meta.len() > 0
@@ -80,21 +82,26 @@ impl SqliteBackend {
         loop {
             let db = |source| StoreError::db(&shown, source);
             let attempt = async {
+                let for_pool = key.clone();
                 let pool = SqlitePoolOptions::new()
                     .max_connections(4)
-                    .after_connect(|conn, _| Box::pin(chain::register(conn)))
+                    .after_connect(move |conn, _| {
+                        let key = for_pool.clone();
+                        Box::pin(async move { chain::register(conn, key).await })
+                    })
                     .connect_with(options.clone())
                     .await
                     .map_err(db)?;
-                schema::migrate(&pool, &shown).await?;
+                schema::migrate(&pool, &shown, &key).await?;
                 use sqlx::Connection;
                 let mut conn = sqlx::SqliteConnection::connect_with(&options).await.map_err(db)?;
-                chain::register(&mut conn).await.map_err(db)?;
+                chain::register(&mut conn, key.clone()).await.map_err(db)?;
                 let (writes, rx) = mpsc::channel(writer::QUEUE);
-                let task = tokio::spawn(writer::run(conn, rx));
+                let task = tokio::spawn(writer::run(conn, rx, key.clone()));
                 Ok::<SqliteBackend, StoreError>(SqliteBackend {
                     pool,
                     path: shown.clone(),
+                    key: key.clone(),
                     writes: std::sync::RwLock::new(Some(writes)),
                     writer: std::sync::Mutex::new(Some(task)),
                 })
@@ -122,7 +129,7 @@ impl SqliteBackend {
     }
 
     async fn run_of(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query("SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message FROM runs WHERE id = ?")
+        let row = sqlx::query("SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message, authenticated, seal FROM runs WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -132,7 +139,7 @@ impl SqliteBackend {
 
     async fn runs_of(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message FROM runs ORDER BY created_at DESC, id DESC LIMIT ?",
+            "SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message, authenticated, seal FROM runs ORDER BY created_at DESC, id DESC LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -142,7 +149,7 @@ impl SqliteBackend {
     }
 
     async fn stages_of(&self, run: &str) -> Result<Vec<StageRecord>, StoreError> {
-        let rows = sqlx::query("SELECT name, kind, state, attempt, started_at, finished_at, message, output FROM stages WHERE run_id = ? ORDER BY position")
+        let rows = sqlx::query("SELECT name, kind, state, attempt, started_at, finished_at, message, output, seal FROM stages WHERE run_id = ? ORDER BY position")
             .bind(run)
             .fetch_all(&self.pool)
             .await
@@ -158,18 +165,19 @@ impl SqliteBackend {
                 finished_at: r.get(5),
                 message: r.get(6),
                 output: r.get::<Option<String>, _>(7).and_then(|s| serde_json::from_str(&s).ok()),
+                seal: r.get(8),
             })
             .collect())
     }
 
     async fn decisions_of(&self, run: &str, stage: &str) -> Result<Vec<Decision>, StoreError> {
-        let rows = sqlx::query("SELECT user, approve, comment, at FROM decisions WHERE run_id = ? AND stage = ? ORDER BY at, user")
+        let rows = sqlx::query("SELECT user, approve, comment, at, seal FROM decisions WHERE run_id = ? AND stage = ? ORDER BY at, user")
             .bind(run)
             .bind(stage)
             .fetch_all(&self.pool)
             .await
             .map_err(self.db())?;
-        Ok(rows.iter().map(|r| Decision { user: r.get(0), approve: r.get(1), comment: r.get(2), at: r.get(3) }).collect())
+        Ok(rows.iter().map(|r| Decision { user: r.get(0), approve: r.get(1), comment: r.get(2), at: r.get(3), seal: r.get(4) }).collect())
     }
 
     async fn events_of(&self, run: &str) -> Result<Vec<Event>, StoreError> {
@@ -197,6 +205,14 @@ impl Backend for SqliteBackend {
         &self.path
     }
 
+    fn key(&self) -> &crate::seal::Key {
+        &self.key
+    }
+
+    fn state_id(&self) -> Fut<'_, Option<String>> {
+        Box::pin(async move { sqlx::query_scalar("SELECT state_id FROM meta").fetch_optional(&self.pool).await.map_err(self.db()) })
+    }
+
     fn schema_version(&self) -> Fut<'_, i64> {
         Box::pin(async move { sqlx::query_scalar("PRAGMA user_version").fetch_one(&self.pool).await.map_err(self.db()) })
     }
@@ -221,13 +237,14 @@ impl Backend for SqliteBackend {
         Box::pin(self.decisions_of(run, stage))
     }
 
-    fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> Fut<'a, Vec<String>> {
+    fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> Fut<'a, Vec<Exemption>> {
         Box::pin(async move {
-            sqlx::query_scalar("SELECT template FROM log_exemptions WHERE pipeline = ? ORDER BY at")
+            let rows = sqlx::query("SELECT template, by_user, reason, at, seal FROM log_exemptions WHERE pipeline = ? ORDER BY at")
                 .bind(pipeline)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(self.db())
+                .map_err(self.db())?;
+            Ok(rows.iter().map(|r| Exemption { template: r.get(0), user: r.get(1), reason: r.get(2), at: r.get(3), seal: r.get(4) }).collect())
         })
     }
 
@@ -319,5 +336,7 @@ fn run_of(r: &sqlx::sqlite::SqliteRow) -> RunRecord {
         created_at: r.get(7),
         finished_at: r.get(8),
         message: r.get(9),
+        authenticated: r.get(10),
+        seal: r.get(11),
     }
 }

@@ -1,9 +1,10 @@
 //! The SQLite schema: one migration per version, applied in order; `PRAGMA user_version` says how
 //! many are. Every state file written by an earlier promote opens and upgrades.
 
-use sqlx::AssertSqlSafe;
 use sqlx::sqlite::SqlitePool;
+use sqlx::{AssertSqlSafe, Row};
 
+use crate::seal::Key;
 use crate::store::StoreError;
 
 /// The schema version whose migration adds the chain; entries already there are chained then.
@@ -116,11 +117,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
     BEGIN
         SELECT RAISE(ABORT, 'an audit entry must carry its place in the chain: only promote appends to the trail');
     END;",
+    // 7: sealed records and a keyed chain, with the key of `crate::seal` (outside the state):
+    // runs, stages, decisions and exemptions carry the key's MAC over what promote acts on; the
+    // chain is re-computed keyed (`seal_existing`, in the same transaction); the state gets an id
+    // (the head kept in Git names it); a run records whether its starter proved who they are.
+    "ALTER TABLE runs ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN seal TEXT;
+    ALTER TABLE stages ADD COLUMN seal TEXT;
+    ALTER TABLE decisions ADD COLUMN seal TEXT;
+    ALTER TABLE log_exemptions ADD COLUMN seal TEXT;
+    CREATE TABLE meta (one INTEGER PRIMARY KEY CHECK (one = 1), state_id TEXT NOT NULL);
+    INSERT INTO meta (one, state_id) VALUES (1, lower(hex(randomblob(16))));",
 ];
+
+/// The schema whose migration seals what is there and re-chains the trail with the key.
+const SEAL_SCHEMA: usize = 7;
 
 /// Brings the file to the current schema in one `BEGIN IMMEDIATE` transaction (most opens find it
 /// current and take no write lock). A file that is not promote's, or is newer, is refused untouched.
-pub(super) async fn migrate(pool: &SqlitePool, path: &str) -> Result<(), StoreError> {
+pub(super) async fn migrate(pool: &SqlitePool, path: &str, key: &Key) -> Result<(), StoreError> {
     let db = |source| StoreError::db(path, source);
     // Most opens find the schema current: check without taking the write lock.
     let app: i64 = sqlx::query_scalar("PRAGMA application_id").fetch_one(pool).await.map_err(db)?;
@@ -143,7 +158,10 @@ pub(super) async fn migrate(pool: &SqlitePool, path: &str) -> Result<(), StoreEr
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(db)?;
         if i + 1 == CHAIN_SCHEMA {
-            chain_existing(&mut tx).await.map_err(db)?;
+            chain_existing(&mut tx, key).await.map_err(db)?;
+        }
+        if i + 1 == SEAL_SCHEMA {
+            seal_existing(&mut tx, key).await.map_err(db)?;
         }
         let set = format!("PRAGMA user_version = {}", i + 1);
         sqlx::query(AssertSqlSafe(set)).execute(&mut *tx).await.map_err(db)?;
@@ -156,13 +174,58 @@ pub(super) async fn migrate(pool: &SqlitePool, path: &str) -> Result<(), StoreEr
 
 /// Chains entries written before the chain existed (schema < 5), oldest first, inside the
 /// migration's transaction.
-async fn chain_existing(tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+async fn chain_existing(tx: &mut sqlx::SqliteConnection, key: &Key) -> Result<(), sqlx::Error> {
     let rows = sqlx::query("SELECT id, run_id, stage, at, kind, actor, detail FROM events WHERE hash IS NULL ORDER BY id").fetch_all(&mut *tx).await?;
     let mut prev: String = sqlx::query_scalar("SELECT hash FROM audit_head").fetch_optional(&mut *tx).await?.unwrap_or_default();
     let mut last = None;
     for r in &rows {
         let e = super::chain::row_entry(r, 0);
-        let hash = e.expected_hash(&prev);
+        let hash = e.expected_hash(key, &prev);
+        sqlx::query("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?").bind(&prev).bind(&hash).bind(e.seq).execute(&mut *tx).await?;
+        prev = hash;
+        last = Some(e.seq);
+    }
+    if let Some(id) = last {
+        sqlx::query("INSERT OR REPLACE INTO audit_head (one, id, hash) VALUES (1, ?, ?)").bind(id).bind(&prev).execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Seals the records of a state written before seals existed (schema < 7) and re-chains its whole
+/// trail with the key, inside the migration's transaction: whoever holds the key upgrades, and
+/// what the file held then is what is believed from now on.
+async fn seal_existing(tx: &mut sqlx::SqliteConnection, key: &Key) -> Result<(), sqlx::Error> {
+    use crate::store::seals;
+    let rows = sqlx::query("SELECT id, pipeline, file, source, version, triggered_by, created_at FROM runs").fetch_all(&mut *tx).await?;
+    for r in &rows {
+        let id: String = r.get(0);
+        let seal = seals::run(key, &id, r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), false, r.get(6));
+        sqlx::query("UPDATE runs SET seal = ? WHERE id = ?").bind(seal).bind(&id).execute(&mut *tx).await?;
+    }
+    let rows = sqlx::query("SELECT run_id, name, state FROM stages").fetch_all(&mut *tx).await?;
+    for r in &rows {
+        let (run, name): (String, String) = (r.get(0), r.get(1));
+        let seal = seals::stage(key, &run, &name, r.get(2));
+        sqlx::query("UPDATE stages SET seal = ? WHERE run_id = ? AND name = ?").bind(seal).bind(&run).bind(&name).execute(&mut *tx).await?;
+    }
+    let rows = sqlx::query("SELECT run_id, stage, user, approve, comment, at FROM decisions").fetch_all(&mut *tx).await?;
+    for r in &rows {
+        let (run, stage, user): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let seal = seals::decision(key, &run, &stage, &user, r.get(3), r.get(4), r.get(5));
+        sqlx::query("UPDATE decisions SET seal = ? WHERE run_id = ? AND stage = ? AND user = ?").bind(seal).bind(&run).bind(&stage).bind(&user).execute(&mut *tx).await?;
+    }
+    let rows = sqlx::query("SELECT pipeline, template, by_user, reason, at FROM log_exemptions").fetch_all(&mut *tx).await?;
+    for r in &rows {
+        let (pipeline, template): (String, String) = (r.get(0), r.get(1));
+        let seal = seals::exemption(key, &pipeline, &template, r.get(2), r.get(3), r.get(4));
+        sqlx::query("UPDATE log_exemptions SET seal = ? WHERE pipeline = ? AND template = ?").bind(seal).bind(&pipeline).bind(&template).execute(&mut *tx).await?;
+    }
+    let rows = sqlx::query("SELECT id, run_id, stage, at, kind, actor, detail FROM events ORDER BY id").fetch_all(&mut *tx).await?;
+    let mut prev = String::new();
+    let mut last = None;
+    for r in &rows {
+        let e = super::chain::row_entry(r, 0);
+        let hash = e.expected_hash(key, &prev);
         sqlx::query("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?").bind(&prev).bind(&hash).bind(e.seq).execute(&mut *tx).await?;
         prev = hash;
         last = Some(e.seq);

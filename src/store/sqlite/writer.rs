@@ -11,8 +11,9 @@ use sqlx::Row;
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::seal::Key;
 use crate::store::chain::entry_hash;
-use crate::store::{StageState, StageWrite, Write, Written};
+use crate::store::{StageState, StageWrite, Write, Written, seals};
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 1024;
@@ -27,10 +28,10 @@ pub(super) struct Job {
 
 /// The writer's loop: takes what is queued, commits it together, answers each. Ends when every
 /// sender is gone (the store closed or dropped), closing its connection.
-pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
+pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, key: Key) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match apply_all(&mut conn, &batch).await {
+        match apply_all(&mut conn, &batch, &key).await {
             Ok(results) => {
                 for (job, r) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(r));
@@ -38,7 +39,7 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>)
             }
             Err(_) if batch.len() > 1 => {
                 for job in batch.drain(..) {
-                    let r = apply_all(&mut conn, std::slice::from_ref(&job)).await.map(|mut v| v.remove(0));
+                    let r = apply_all(&mut conn, std::slice::from_ref(&job), &key).await.map(|mut v| v.remove(0));
                     let _ = job.reply.send(r);
                 }
             }
@@ -55,9 +56,9 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>)
 }
 
 /// One transaction for every job, committed before anything is returned.
-async fn apply_all(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<Vec<Written>, sqlx::Error> {
+async fn apply_all(conn: &mut SqliteConnection, jobs: &[Job], key: &Key) -> Result<Vec<Written>, sqlx::Error> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let done = match Head::read(conn).await {
+    let done = match Head::read(conn, key).await {
         Ok(mut head) => match apply_in_transaction(conn, jobs, &mut head).await {
             Ok(out) => head.write(conn).await.map(|_| out),
             Err(e) => Err(e),
@@ -101,7 +102,8 @@ const CHUNKS: [usize; 3] = [64, 8, 1];
 /// The stage UPDATE and its entry.
 const UPDATE_STAGE: &str = "UPDATE stages SET state = coalesce(?, state), attempt = coalesce(?, attempt), started_at = coalesce(?, started_at),
      finished_at = CASE WHEN ? IS NOT NULL THEN ? WHEN ? = 'running' THEN NULL ELSE finished_at END,
-     message = CASE WHEN ? IS NULL THEN message WHEN ? = '' THEN NULL ELSE ? END, output = coalesce(?, output)
+     message = CASE WHEN ? IS NULL THEN message WHEN ? = '' THEN NULL ELSE ? END, output = coalesce(?, output),
+     seal = coalesce(?, seal)
      WHERE run_id = ? AND name = ?;
      INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES (?, ?, ?, ?, 'stage', 'promote', ?, ?, ?);";
 
@@ -116,6 +118,7 @@ async fn update_stages(conn: &mut SqliteConnection, items: &[(&str, &StageWrite)
         for (run, item) in &items[at..at + n] {
             let t = &item.transition;
             let (id, prev, hash) = head.append(run, Some(&item.stage), now, "stage", "promote", &item.event);
+            let seal = t.state.map(|s| seals::stage(&head.key, run, &item.stage, s.as_str()));
             q = q
                 .bind(t.state.map(StageState::as_str))
                 .bind(t.attempt)
@@ -127,6 +130,7 @@ async fn update_stages(conn: &mut SqliteConnection, items: &[(&str, &StageWrite)
                 .bind(t.message.as_deref())
                 .bind(t.message.as_deref())
                 .bind(t.output.as_ref().map(|o| o.to_string()))
+                .bind(seal)
                 .bind(*run)
                 .bind(item.stage.as_str())
                 .bind(id)
@@ -147,8 +151,11 @@ async fn update_stages(conn: &mut SqliteConnection, items: &[(&str, &StageWrite)
 async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> Result<Written, sqlx::Error> {
     match write {
         Write::CreateRun { run, stages } => {
-            sqlx::query("INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-                .bind(&run.id)
+            let seal = seals::run(&head.key, &run.id, &run.pipeline, &run.file, &run.source, &run.version, &run.triggered_by, run.authenticated, run.created_at);
+            sqlx::query(
+                "INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, authenticated, seal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&run.id)
                 .bind(&run.pipeline)
                 .bind(&run.file)
                 .bind(&run.source)
@@ -156,14 +163,17 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(run.state.as_str())
                 .bind(&run.triggered_by)
                 .bind(run.created_at)
+                .bind(run.authenticated)
+                .bind(seal)
                 .execute(&mut *conn)
                 .await?;
             for (i, (name, kind)) in stages.iter().enumerate() {
-                sqlx::query("INSERT INTO stages (run_id, name, kind, position, state) VALUES (?, ?, ?, ?, 'pending')")
+                sqlx::query("INSERT INTO stages (run_id, name, kind, position, state, seal) VALUES (?, ?, ?, ?, 'pending', ?)")
                     .bind(&run.id)
                     .bind(name)
                     .bind(kind)
                     .bind(i as i64)
+                    .bind(seals::stage(&head.key, &run.id, name, StageState::Pending.as_str()))
                     .execute(&mut *conn)
                     .await?;
             }
@@ -186,13 +196,14 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             Ok(Written::Done)
         }
         Write::Decide { run, stage, user, approve, comment, kind, at } => {
-            sqlx::query("INSERT OR REPLACE INTO decisions (run_id, stage, user, approve, comment, at) VALUES (?, ?, ?, ?, ?, ?)")
+            sqlx::query("INSERT OR REPLACE INTO decisions (run_id, stage, user, approve, comment, at, seal) VALUES (?, ?, ?, ?, ?, ?, ?)")
                 .bind(run)
                 .bind(stage)
                 .bind(user)
                 .bind(approve)
                 .bind(comment)
                 .bind(at)
+                .bind(seals::decision(&head.key, run, stage, user, *approve, comment.as_deref(), *at))
                 .execute(&mut *conn)
                 .await?;
             let what = match (kind.as_str(), approve) {
@@ -205,12 +216,13 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             Ok(Written::Done)
         }
         Write::Exempt { run, pipeline, template, user, reason, at } => {
-            sqlx::query("INSERT OR REPLACE INTO log_exemptions (pipeline, template, by_user, reason, at) VALUES (?, ?, ?, ?, ?)")
+            sqlx::query("INSERT OR REPLACE INTO log_exemptions (pipeline, template, by_user, reason, at, seal) VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(pipeline)
                 .bind(template)
                 .bind(user)
                 .bind(reason)
                 .bind(at)
+                .bind(seals::exemption(&head.key, pipeline, template, user, reason, *at))
                 .execute(&mut *conn)
                 .await?;
             insert_event(conn, head, run, None, *at, "log-exemption", user, &format!("`{template}` marked not a risk by {user}: {reason}")).await?;
@@ -239,20 +251,21 @@ struct Head {
     id: i64,
     hash: String,
     moved: bool,
+    key: Key,
 }
 
 impl Head {
-    async fn read(conn: &mut SqliteConnection) -> Result<Head, sqlx::Error> {
+    async fn read(conn: &mut SqliteConnection, key: &Key) -> Result<Head, sqlx::Error> {
         let row = sqlx::query("SELECT coalesce((SELECT id FROM audit_head), (SELECT max(id) FROM events), 0), coalesce((SELECT hash FROM audit_head), '')")
             .fetch_one(&mut *conn)
             .await?;
-        Ok(Head { id: row.get(0), hash: row.get(1), moved: false })
+        Ok(Head { id: row.get(0), hash: row.get(1), moved: false, key: key.clone() })
     }
 
     /// The next entry's (id, previous hash, hash).
     fn append(&mut self, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> (i64, String, String) {
         let id = self.id + 1;
-        let hash = entry_hash(&self.hash, id, run, stage, at, kind, actor, detail);
+        let hash = entry_hash(&self.key, &self.hash, id, run, stage, at, kind, actor, detail);
         let prev = std::mem::replace(&mut self.hash, hash.clone());
         self.id = id;
         self.moved = true;

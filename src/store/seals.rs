@@ -1,0 +1,34 @@
+//! What the state's records are sealed with: the key's MAC over the fields promote acts on, one
+//! domain per record kind. Every backend writes these beside the records; [`super::Store`]
+//! refuses a record whose seal does not match, so that a row inserted or changed outside promote
+//! (a `sqlite3` shell, a SQL client) is never acted on.
+
+use crate::seal::Key;
+
+/// A run: what it was started with (its source decides who may approve).
+pub fn run(key: &Key, id: &str, pipeline: &str, file: &str, source: &str, version: &str, triggered_by: &str, authenticated: bool, created_at: i64) -> String {
+    let at = created_at.to_string();
+    let auth: &[u8] = if authenticated { b"1" } else { b"0" };
+    key.mac(
+        "run",
+        &[Some(id.as_bytes()), Some(pipeline.as_bytes()), Some(file.as_bytes()), Some(source.as_bytes()), Some(version.as_bytes()), Some(triggered_by.as_bytes()), Some(auth), Some(at.as_bytes())],
+    )
+}
+
+/// A stage's state (a resumed run skips what succeeded).
+pub fn stage(key: &Key, run: &str, stage: &str, state: &str) -> String {
+    key.mac("stage", &[Some(run.as_bytes()), Some(stage.as_bytes()), Some(state.as_bytes())])
+}
+
+/// A person's decision on a stage.
+pub fn decision(key: &Key, run: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>, at: i64) -> String {
+    let at = at.to_string();
+    let approve: &[u8] = if approve { b"1" } else { b"0" };
+    key.mac("decision", &[Some(run.as_bytes()), Some(stage.as_bytes()), Some(user.as_bytes()), Some(approve), comment.map(str::as_bytes), Some(at.as_bytes())])
+}
+
+/// A log template marked "not a risk".
+pub fn exemption(key: &Key, pipeline: &str, template: &str, user: &str, reason: &str, at: i64) -> String {
+    let at = at.to_string();
+    key.mac("exemption", &[Some(pipeline.as_bytes()), Some(template.as_bytes()), Some(user.as_bytes()), Some(reason.as_bytes()), Some(at.as_bytes())])
+}
