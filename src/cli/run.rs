@@ -73,7 +73,15 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let exec = super::executor(state).await?;
-        let started = crate::ops::start::start(&exec, &request).await?;
+        let started = match crate::ops::start::start(&exec, &request).await {
+            Ok(started) => started,
+            Err(crate::ops::OpsError::Refused(why)) => {
+                eprintln!("promote: error: {why}");
+                exec.store.close().await;
+                return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            }
+            Err(e) => return Err(e.into()),
+        };
         for line in &started.accepted {
             eprintln!("{line}");
         }

@@ -260,3 +260,111 @@ fn a_clone_with_the_branch_checked_out_is_refused_and_its_work_tree_left_alone()
     assert_eq!(crate::repos::git(&work, &["rev-parse", "HEAD"]), head, "the branch did not move");
     assert_eq!(crate::repos::git(&work, &["status", "--porcelain"]), "", "nothing staged in the work tree");
 }
+
+/// Runs SQL on the state as a `sqlite3` shell would: a plain connection, without promote's
+/// functions or key.
+async fn shell_sql(state: &std::path::Path, sql: &str) {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(state)).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_written_with_a_sql_shell_are_never_acted_on() {
+    let s = Setup::new("  ok:\n    approval: {approvers: [bob]}\n  prod:\n    needs: [ok]\n    deploy: {environment: prod}\n", "");
+    let exec = s.executor().await;
+    let (a, b, c) = (s.start(&exec, "1.0.1").await, s.start(&exec, "1.0.2").await, s.start(&exec, "1.0.3").await);
+    exec.store.close().await;
+    // A decision row nobody made, an approval marked succeeded, and the stored source edited to
+    // change who may approve.
+    shell_sql(
+        &s.state(),
+        &format!(
+            "INSERT INTO decisions (run_id, stage, user, approve, comment, at) VALUES ('{a}', 'ok', 'bob', 1, 'lgtm', 1);
+             UPDATE stages SET state = 'succeeded' WHERE run_id = '{b}' AND name = 'ok';
+             UPDATE runs SET source = replace(source, 'approvers: [bob]', 'approvers: [mallory]') WHERE id = '{c}';"
+        ),
+    )
+    .await;
+    for (run, want) in [
+        (&a, "the decision of bob on stage `ok`".to_string()),
+        (&b, format!("stage `ok` of run {b} (state succeeded)")),
+        (&c, format!("run {c} (its pipeline source")),
+    ] {
+        let out = promote(s.path(), &["resume", run]);
+        let t = text(&out);
+        assert!(!out.status.success(), "{run}: {t}");
+        assert!(t.contains(&want) && t.contains("does not carry promote's seal"), "{run}: {t}");
+    }
+    let out = promote(s.path(), &["approve", &c, "ok", "--as", "mallory"]);
+    assert!(!out.status.success() && text(&out).contains("does not carry promote's seal"), "{}", text(&out));
+    assert!(s.commits("prod").is_empty(), "nothing was deployed: {:?}", s.commits("prod"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn where_the_users_file_gives_tokens_starting_a_run_takes_one_and_a_self_declared_start_never_meets_separation_of_duties() {
+    let (alice, bob) = ("prt_alice_secret_token_0001", "prt_bob_secret_token_0002");
+    let hash = |t: &str| promote::governance::users::hash_token(t);
+    let s = Setup::new("  ok:\n    approval: {approvers: [alice, bob, carol]}\n", "users: users.yaml\n");
+    std::fs::write(
+        s.path().join("users.yaml"),
+        format!(
+            "users:\n  alice: {{name: Alice, email: a@example.com, token: \"{}\"}}\n  bob: {{name: Bob, email: b@example.com, token: \"{}\"}}\n  carol: {{name: Carol, email: c@example.com}}\n",
+            hash(alice),
+            hash(bob)
+        ),
+    )
+    .unwrap();
+    let cli = |user: &str, token: Option<&str>, args: &[&str]| {
+        let mut c = std::process::Command::new(crate::promote_bin());
+        c.current_dir(s.path()).env("PROMOTE_USER", user).env_remove("PROMOTE_TOKEN").args(args);
+        if let Some(t) = token {
+            c.env("PROMOTE_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let run = ["run", "pipeline.yaml", "--version", "1.0.0", "--detach"];
+    // Claiming to be alice without her token, or to be someone the file does not know: refused.
+    let out = cli("alice", None, &run);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("user `alice` has an API token: set PROMOTE_TOKEN"), "{}", text(&out));
+    let out = cli("ci-bot", None, &run);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("`ci-bot` is not in the users file, which gives tokens"), "{}", text(&out));
+    let out = cli("alice", Some(bob), &run);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // Alice, with her token: authenticated; she may not approve her own run, carol (no token in
+    // a tokened file) may not be claimed by anyone, bob with his token may.
+    let out = cli("alice", Some(alice), &run);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let st: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", &id, "--json"]).stdout).unwrap();
+    assert_eq!((st["run"]["triggeredBy"].as_str(), st["run"]["authenticated"].as_bool()), (Some("alice"), Some(true)), "{st}");
+    let approve = ["approve", id.as_str(), "ok"];
+    for _ in 0..500 {
+        let st: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", &id, "--json"]).stdout).unwrap();
+        if st["stages"][0]["state"] == "waiting" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = cli("alice", Some(alice), &[&approve[..], &["--as", "alice"]].concat());
+    assert!(text(&out).contains("started this run and may not approve it"), "{}", text(&out));
+    let out = cli("x", None, &[&approve[..], &["--as", "carol"]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("user `carol` has no token in a users file that gives tokens"), "{}", text(&out));
+    let out = cli("bob", Some(bob), &[&approve[..], &["--as", "bob"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A run recorded without proof of its starter (as the library allows) cannot be approved under
+    // separation of duties, by anyone.
+    let exec = s.executor().await;
+    let (source, plan) = s.plan();
+    let unproven = exec.start(&s.file, &source, &plan, "1.0.1", "alice", false).await.unwrap().id;
+    exec.store.close().await;
+    let out = cli("bob", Some(bob), &["approve", &unproven, "ok", "--as", "bob"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("was started without proof of who started it"), "{}", text(&out));
+}
