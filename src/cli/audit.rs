@@ -35,6 +35,11 @@ pub enum AuditCommand {
         /// (catches a rewrite that recomputed every hash). Repeatable.
         #[arg(long, value_name = "HASH")]
         known: Vec<String>,
+        /// A pipeline file whose head repo (its first environment's, `refs/promote/audit`) keeps
+        /// the trail's head; default: every pipeline this state has run. Name it when the state
+        /// may have been wiped. Repeatable.
+        #[arg(long, value_name = "PIPELINE")]
+        against: Vec<std::path::PathBuf>,
     },
 }
 
@@ -89,20 +94,34 @@ pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                 let _ = out.flush();
                 Ok(ExitCode::SUCCESS)
             }
-            AuditCommand::Verify { json, known } => {
-                let v = crate::ops::audit::verify(&store, &known).await?;
+            AuditCommand::Verify { json, known, against } => {
+                store.close().await;
+                let exec = super::executor(state).await?;
+                let v = match crate::ops::audit::verify(&exec, &known, &against).await {
+                    Ok(v) => v,
+                    Err(crate::ops::OpsError::Refused(why)) => {
+                        eprintln!("promote: error: {why}");
+                        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                exec.store.close().await;
                 if json {
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&serde_json::json!({
                             "intact": v.tamper.is_none(), "entries": v.entries, "head": v.head,
                             "firstBad": v.tamper.as_ref().map(|t| t.seq()), "problem": v.tamper.as_ref().map(|t| t.to_string()), "detail": v.tamper,
+                            "keptInGit": v.kept,
                         }))?
                     );
                 } else {
                     match &v.tamper {
                         None => println!("audit trail intact: {} entries, head {}", v.entries, v.head.as_deref().unwrap_or("(empty)")),
                         Some(t) => println!("audit trail TAMPERED: {t} ({} entries)", v.entries),
+                    }
+                    for line in &v.kept {
+                        println!("  {line}");
                     }
                 }
                 Ok(if v.tamper.is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -1,6 +1,7 @@
 //! The executor: starts runs, walks a run's DAG on tokio (independent stages at once), records
 //! each transition durably before reporting it, retries, cancels, skips and rolls back.
 
+mod head;
 mod metrics;
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use head::head_remote;
 pub use metrics::Metrics;
 
 use crate::clock::{humanize, now_ms};
@@ -343,6 +345,7 @@ impl Executor {
         };
         // The run waits for its notifications; those not delivered go into the audit trail.
         notifier.finish_audited(&self.store, id).await?;
+        self.keep_head(&plan.pipeline, &base_dir).await;
         self.metrics.run_finished(outcome.as_str());
         tracing::info!(run = %run.id, outcome = %outcome, "run finished");
         Ok(Summary { run: self.store.run(id).await?, stages: self.store.stages(id).await? })

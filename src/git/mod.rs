@@ -9,6 +9,7 @@ mod writer;
 pub use commit::{Identity, SigningKey, create as create_commit, message, replace_file, trailer_values};
 pub use remote::{Credentials, Remote, Secret};
 pub use writer::{
+    HEAD_REF, KeptHead,
     CheckInput, CommitCheck, Destination, EditTarget, LostCommit, Outcome, Promotion, Report, RollbackRequest, RollbackTarget, Writer, WriterConfig, Written,
 };
 

@@ -119,6 +119,36 @@ pub enum Tamper {
         /// The head given.
         known: String,
     },
+    /// The head kept in Git is past the trail's end: entries at the end were removed (or all).
+    HeadAhead {
+        /// Where the head is kept.
+        kept_in: String,
+        /// The entry it names.
+        head: i64,
+        /// The last entry there now (0: none).
+        last: i64,
+    },
+    /// The entry the head kept in Git names has another hash now: the trail was rewritten.
+    HeadDiverged {
+        /// Where the head is kept.
+        kept_in: String,
+        /// The entry.
+        seq: i64,
+    },
+    /// The state has lost its id, while Git keeps sealed heads: it was emptied by hand.
+    NoStateId {
+        /// Where heads are kept.
+        kept_in: String,
+    },
+    /// Git keeps sealed heads of another state and none of this one: this state replaced it.
+    Replaced {
+        /// Where heads are kept.
+        kept_in: String,
+        /// The state whose head is kept.
+        state: String,
+        /// Its last entry.
+        seq: i64,
+    },
     /// Entries at the end are gone: the head promote wrote last is not the last entry.
     TailCut {
         /// The last entry promote wrote.
@@ -133,7 +163,9 @@ impl Tamper {
     pub fn seq(&self) -> i64 {
         match self {
             Tamper::Altered { seq } | Tamper::Removed { seq, .. } | Tamper::Reordered { seq, .. } | Tamper::Moved { seq, .. } | Tamper::Unhashed { seq } => *seq,
-            Tamper::TailCut { last, .. } => *last + 1,
+            Tamper::TailCut { last, .. } | Tamper::HeadAhead { last, .. } => *last + 1,
+            Tamper::HeadDiverged { seq, .. } => *seq,
+            Tamper::NoStateId { .. } | Tamper::Replaced { .. } => 0,
             Tamper::Rewritten { .. } => 0,
         }
     }
@@ -148,6 +180,20 @@ impl std::fmt::Display for Tamper {
             Tamper::Reordered { seq, after } => write!(f, "entry #{seq} does not follow #{after}: entries were reordered or replaced"),
             Tamper::Moved { seq, written_as } => write!(f, "entry #{seq} was written as #{written_as}: entries were reordered (swapped or moved)"),
             Tamper::Unhashed { seq } => write!(f, "entry #{seq} has no hash: it was written outside promote's chain"),
+            Tamper::HeadAhead { kept_in, head, last } => write!(
+                f,
+                "the trail ends at #{last} but the head kept in {kept_in} ({HEAD}) is #{head}: entries at the end were removed"
+            ),
+            Tamper::HeadDiverged { kept_in, seq } => {
+                write!(f, "entry #{seq} is not the one whose hash {kept_in} keeps ({HEAD}): the trail was rewritten")
+            }
+            Tamper::NoStateId { kept_in } => {
+                write!(f, "the state has lost its id while {kept_in} ({HEAD}) keeps sealed heads: the state was emptied by hand")
+            }
+            Tamper::Replaced { kept_in, state, seq } => write!(
+                f,
+                "{kept_in} ({HEAD}) keeps the head #{seq} of state {state} and none of this one: this state replaced that one (was it wiped?); once a run of this state ends, its own head is kept and this is no longer reported"
+            ),
             Tamper::TailCut { head, last } => write!(f, "the trail ends at #{last} but promote last wrote #{head}: entries at the end were removed"),
             Tamper::Rewritten { known } => {
                 write!(f, "the head {known} kept from an earlier verify is not in the trail: it was rewritten and its hashes recomputed")
@@ -155,6 +201,9 @@ impl std::fmt::Display for Tamper {
         }
     }
 }
+
+/// Where the heads are kept in Git, for messages.
+const HEAD: &str = "refs/promote/audit";
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -166,6 +215,9 @@ pub struct Verdict {
     pub head: Option<String>,
     /// The first problem found, if any.
     pub tamper: Option<Tamper>,
+    /// What the heads kept in Git said, a line per repo.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
 }
 
 #[cfg(test)]

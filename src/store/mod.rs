@@ -355,6 +355,11 @@ impl Store {
         self.backend.audit_entry_with_hash(hash).await
     }
 
+    /// The number of the trail's last entry (0: empty).
+    pub async fn last_entry(&self) -> Result<i64, StoreError> {
+        self.backend.last_change().await
+    }
+
     /// The trail, oldest first, optionally of one run; `after` and `limit` page through it.
     pub async fn audit_entries(&self, run: Option<&str>, after: i64, limit: i64) -> Result<Vec<Entry>, StoreError> {
         self.backend.audit_entries(run, after, limit).await

@@ -150,7 +150,8 @@ async fn a_rewrite_that_recomputes_every_hash_is_caught_by_a_head_kept_elsewhere
     let (s, _) = trail().await;
     let (code, out) = verify(s.path(), &s.state());
     assert_eq!(code, Some(0));
-    let kept = out.trim().rsplit(' ').next().unwrap().to_string();
+    let kept = out.lines().next().unwrap().rsplit(' ').next().unwrap().to_string();
+    assert_eq!(kept.len(), 64, "the head printed: {out}");
     // Someone with the file and promote's code, but not the key, edits entry 5 and recomputes
     // every hash after it with a key of their own: the chain is keyed, so it shows.
     let recompute = |key: promote::seal::Key| {
@@ -172,12 +173,70 @@ async fn a_rewrite_that_recomputes_every_hash_is_caught_by_a_head_kept_elsewhere
     let (code, out) = verify(s.path(), &s.state());
     assert_eq!(code, Some(1), "a recompute without the key is caught by the chain: {out}");
     assert!(out.contains("entry #1 was altered"), "{out}");
-    // Whoever also holds the key can recompute a chain that verifies: the head kept elsewhere
-    // (in Git by every run, or given here) is what catches them.
+    // Whoever also holds the key can recompute a chain that verifies: the head every run keeps
+    // in Git catches them.
     recompute(promote::seal::Key::load_default().unwrap()).await;
     let (code, out) = verify(s.path(), &s.state());
-    assert_eq!(code, Some(0), "the chain alone cannot see it: {out}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("is not the one whose hash") && out.contains("envs/qa.git keeps (refs/promote/audit): the trail was rewritten"), "{out}");
+    // And if they can also push to the repo and remove that ref, a head kept anywhere else does.
+    crate::repos::git(&s.path().join("envs/qa.git"), &["update-ref", "-d", "refs/promote/audit"]);
+    let (code, out) = verify(s.path(), &s.state());
+    assert_eq!(code, Some(0), "the chain and Git alone cannot see it now: {out}");
     let out = promote(s.path(), &["audit", "verify", "--known", &kept]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains(&format!("the head {kept} kept from an earlier verify is not in the trail")), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_tail_a_wipe_a_forged_entry_and_a_swap_are_each_named_against_the_head_kept_in_git() {
+    let (s, n) = trail().await;
+    let n = n as i64;
+    // Every run's end keeps the trail's head, sealed, in the first environment's repo.
+    let kept = crate::repos::git(&s.path().join("envs/qa.git"), &["log", "--format=%B", "refs/promote/audit"]);
+    assert!(kept.contains(&format!("Promote-Audit-Seq: {n}")) && kept.contains("Promote-Audit-Seal: "), "{kept}");
+    let cases = [
+        (
+            "cut",
+            format!(
+                "DROP TRIGGER events_no_delete; DELETE FROM events WHERE id > {c};
+                 UPDATE audit_head SET id = {c}, hash = (SELECT hash FROM events WHERE id = {c});",
+                c = n - 3
+            ),
+            format!("the trail ends at #{} but the head kept in", n - 3),
+        ),
+        ("wipe", "DROP TRIGGER events_no_delete; DELETE FROM events; DELETE FROM audit_head;".to_string(), format!("the trail ends at #0 but the head kept in")),
+        ("wipe-all", "DROP TRIGGER events_no_delete; DELETE FROM events; DELETE FROM audit_head; DELETE FROM meta;".to_string(), "the state has lost its id".to_string()),
+        (
+            "forged",
+            format!(
+                "DROP TRIGGER events_chained; INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash)
+                 VALUES ({m}, 'x', 'ok', 1, 'decision', 'bob', 'approved by bob', (SELECT hash FROM events WHERE id = {n}), '{h}');
+                 UPDATE audit_head SET id = {m}, hash = '{h}';",
+                m = n + 1,
+                h = "ab".repeat(32)
+            ),
+            format!("entry #{} was altered", n + 1),
+        ),
+        (
+            "swap",
+            "DROP TRIGGER events_append_only; UPDATE events SET id = -1 WHERE id = 3; UPDATE events SET id = 3 WHERE id = 4; UPDATE events SET id = 4 WHERE id = -1;"
+                .to_string(),
+            "entry #3 was written as #4: entries were reordered".to_string(),
+        ),
+    ];
+    for (name, sql, want) in cases {
+        let (db, pool) = copy(&s, name).await;
+        exec_sql(&pool, &sql).await;
+        pool.close().await;
+        let (code, out) = verify(s.path(), &db);
+        assert_eq!(code, Some(1), "{name}: {out}");
+        assert!(out.contains(&want), "{name}: want `{want}` in: {out}");
+    }
+    // With the pipeline named, a state file that was replaced by a new one is named too.
+    let fresh = s.path().join("fresh.db");
+    promote::store::Store::open(&fresh).await.unwrap().close().await;
+    let out = promote(s.path(), &["--state", fresh.to_str().unwrap(), "audit", "verify", "--against", "pipeline.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&format!("keeps the head #{n} of state")) && text(&out).contains("none of this one"), "{}", text(&out));
 }

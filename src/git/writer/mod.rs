@@ -19,11 +19,13 @@ use crate::model::{Environment, Update};
 mod cache;
 mod config;
 mod destination;
+mod head;
 mod history;
 mod transport;
 
 pub use config::WriterConfig;
 pub use destination::{Destination, EditTarget};
+pub use head::{HEAD_REF, KeptHead};
 use history::seen_ref;
 use transport::{backoff, local_path};
 
