@@ -381,6 +381,7 @@ impl Executor {
             let writer = self.writer.clone();
             let (pipeline, environment, run_id, stage_name) =
                 (plan.pipeline.name.value.clone(), env.name.value.clone(), run.id.clone(), stage.name.value.clone());
+            let key = self.store.key().clone();
             let result = tokio::task::spawn_blocking(move || {
                 let r = RollbackRequest {
                     pipeline: &pipeline,
@@ -388,6 +389,7 @@ impl Executor {
                     target: RollbackTarget::Of(commit),
                     run: Some(&run_id),
                     stage: Some(&stage_name),
+                    seal: Some(&key),
                 };
                 writer.rollback(&dest, &r)
             })

@@ -45,9 +45,9 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
         return Err(OpsError::Refused(format!("{shown} has no environment `{environment}`{hint} (its environments: {})", names.join(", "))));
     };
     let dest = Destination::of(env, base);
-    let (w, name, env_name) = (writer.clone(), pipeline.name.value.clone(), environment.to_string());
+    let (w, name, env_name, key) = (writer.clone(), pipeline.name.value.clone(), environment.to_string(), store.key().clone());
     let result = tokio::task::spawn_blocking(move || {
-        let request = RollbackRequest { pipeline: &name, environment: &env_name, target, run: None, stage: None };
+        let request = RollbackRequest { pipeline: &name, environment: &env_name, target, run: None, stage: None, seal: Some(&key) };
         w.rollback(&dest, &request)
     })
     .await

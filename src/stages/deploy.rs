@@ -52,6 +52,7 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     let writer = ctx.writer.clone();
     let (run2, env2, stage2, value2) = (run.clone(), env_name.clone(), stage.clone(), value.clone());
     let pipeline2 = pipeline.clone();
+    let key = ctx.store.key().clone();
     let report = tokio::task::spawn_blocking(move || {
         let check = super::policies::commit_check(sets.iter().map(|(_, s)| s), &base);
         let p = Promotion {
@@ -63,6 +64,7 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
             value: &value2,
             approved_by: &approved_by,
             check: checked.then_some(crate::git::CommitCheck(&check)),
+            seal: Some(&key),
         };
         writer.promote(&dest, &p)
     })

@@ -229,7 +229,7 @@ async fn a_second_run_waits_for_the_environment_and_approvers_reach_the_commit()
     assert_eq!(w2.await.unwrap().run.state, RunState::Succeeded);
     assert_eq!(s.commits("qa"), ["promote checkout 4.0.1 to qa", "promote checkout 4.0.0 to qa"]);
     let prod = git(&s.path().join("envs/prod.git"), &["log", "-1", "--format=%B", "main"]);
-    assert!(prod.ends_with("Promote-Version: 4.0.1\nApproved-By: alice\nApproved-By: bob\n\n"), "{prod}");
+    assert!(prod.contains("Promote-Version: 4.0.1\nPromote-Seal: ") && prod.ends_with("\nApproved-By: alice\nApproved-By: bob\n\n"), "{prod}");
     // The metrics saw it all.
     let text = exec.metrics.encode();
     for line in [

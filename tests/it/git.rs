@@ -19,8 +19,18 @@ fn kustomize() -> EditTarget {
     EditTarget::KustomizeImage { name: IMAGE.into(), digest: false }
 }
 
+/// A commit message without its `Promote-Seal` trailer, once that is checked to be one (64 hex
+/// digits).
+fn unsealed(message: &str) -> String {
+    let (seals, rest): (Vec<&str>, Vec<&str>) = message.split_inclusive('\n').partition(|l| l.starts_with("Promote-Seal: "));
+    assert_eq!(seals.len(), 1, "one seal: {message}");
+    let hex = seals[0].trim_end().trim_start_matches("Promote-Seal: ");
+    assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "{message}");
+    rest.concat()
+}
+
 fn promotion<'a>(run: &'a str, stage: &'a str, version: &'a str) -> Promotion<'a> {
-    Promotion { pipeline: "checkout", environment: "qa", run, stage, version, value: version, approved_by: &[], check: None }
+    Promotion { pipeline: "checkout", environment: "qa", run, stage, version, value: version, approved_by: &[], check: None, seal: Some(&crate::repos::TEST_KEY) }
 }
 
 /// The qa repo, a writer with its cache in `dir/cache`, and the kustomization's checkout image.
@@ -47,7 +57,7 @@ fn promotion_commit_has_the_product_format_and_touches_one_line() {
     assert_eq!(written.old_value.as_deref(), Some("1.4.1"));
     assert_eq!(written.commit.to_string(), repo.head());
     assert_eq!(
-        repo.message("main"),
+        unsealed(&repo.message("main")),
         "promote checkout 1.4.2 to qa\n\nPromote-Pipeline: checkout\nPromote-Run: 01JDRUN\nPromote-Stage: deploy-qa\nPromote-Version: 1.4.2\n\
          Approved-By: Alice <alice@example.com>\nApproved-By: Bob <bob@example.com>\n\n"
     );
@@ -192,6 +202,7 @@ fn twenty_tasks_sharing_one_writer_all_land() {
                     value: &version,
                     approved_by: &[],
                     check: None,
+                    seal: Some(&crate::repos::TEST_KEY),
                 };
                 w.promote(&repo.dest(&repo.path(), &file, EditTarget::Path(path)), &p).unwrap()
             })
@@ -246,6 +257,7 @@ fn twenty_replicas(root: &Path, repo: EnvRepo, url: String) {
                     value: &version,
                     approved_by: &[],
                     check: None,
+                    seal: Some(&crate::repos::TEST_KEY),
                 };
                 let dest = repo.dest(&url, "values.yaml", EditTarget::Path(format!("services.svc{i}.tag")));
                 barrier.wait();
@@ -359,12 +371,12 @@ fn rollback_restores_the_value_over_unrelated_later_commits() {
     repo.commit_as_someone_else("README.md", "unrelated change\n", "docs");
     repo.commit_as_someone_else("apps/other.yaml", "a: 1\n", "other app");
 
-    let latest = RollbackRequest { pipeline: "checkout", environment: "qa", target: RollbackTarget::Latest, run: None, stage: None };
+    let latest = RollbackRequest { pipeline: "checkout", environment: "qa", target: RollbackTarget::Latest, run: None, stage: None, seal: Some(&crate::repos::TEST_KEY) };
     let r = w.rollback(&dest, &latest).unwrap();
     let Outcome::Committed(written) = &r.outcome else { panic!("{r:?}") };
     assert_eq!((written.old_value.as_deref(), written.new_value.as_str()), (Some("1.4.3"), "1.4.2"));
     assert_eq!(written.undoes.map(|u| u.to_string()), Some(p2.clone()));
-    assert_eq!(repo.message("main"), format!("roll back checkout in qa to 1.4.2\n\nPromote-Pipeline: checkout\nPromote-Rollback-Of: {p2}\n\n"));
+    assert_eq!(unsealed(&repo.message("main")), format!("roll back checkout in qa to 1.4.2\n\nPromote-Pipeline: checkout\nPromote-Rollback-Of: {p2}\n\n"));
     assert_eq!(repo.show("README.md"), "unrelated change\n", "later commits stay");
     assert_eq!(git(&repo.bare, &["show", "--numstat", "--format=", "main"]).trim(), format!("1\t1\t{KUSTOMIZATION}"));
     // Rolling back the same promotion again does nothing; "latest" now means the one before.
@@ -395,7 +407,7 @@ fn rollback_refuses_when_the_value_changed_since() {
     let p1 = repo.head();
     let hand = fixture("kustomization.yaml").replace("newTag: 1.4.1", "newTag: 1.5.0-hotfix");
     repo.commit_as_someone_else(KUSTOMIZATION, &hand, "hotfix by hand");
-    let of = RollbackRequest { pipeline: "checkout", environment: "qa", target: RollbackTarget::Of(p1.clone()), run: None, stage: None };
+    let of = RollbackRequest { pipeline: "checkout", environment: "qa", target: RollbackTarget::Of(p1.clone()), run: None, stage: None, seal: Some(&crate::repos::TEST_KEY) };
     let e = w.rollback(&dest, &of).unwrap_err();
     assert!(e.to_string().contains("wrote `1.4.2` but it is now `1.5.0-hotfix`: a later commit changed it; name the state to restore with --to COMMIT"), "{e}");
     let e = w.rollback(&dest, &RollbackRequest { target: RollbackTarget::Of("0123456789abcdef".into()), ..of }).unwrap_err();

@@ -42,6 +42,7 @@ fn the_git_writer_refuses_a_message_text_of_more_than_one_line() {
         value: "2.0.0",
         approved_by: &approvers,
         check: None,
+        seal: Some(&crate::repos::TEST_KEY),
     };
     let dest = repo.dest(&repo.path(), "values.yaml", promote::git::EditTarget::Path("image.tag".into()));
     let err = writer.promote(&dest, &p).unwrap_err();
@@ -367,4 +368,54 @@ async fn where_the_users_file_gives_tokens_starting_a_run_takes_one_and_a_self_d
     let out = cli("bob", Some(bob), &["approve", &unproven, "ok", "--as", "bob"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("was started without proof of who started it"), "{}", text(&out));
+}
+
+#[test]
+fn trailers_anyone_can_type_never_make_a_promotion_or_a_rollback_already_done() {
+    use promote::git::{EditTarget, Outcome, Promotion, RollbackRequest, RollbackTarget};
+    let dir = tempfile::tempdir().unwrap();
+    let repo = crate::repos::EnvRepo::new(dir.path(), "prod", &[("values.yaml", "image:\n  tag: 1.0.0\n")]);
+    let writer = crate::repos::writer(dir.path(), "cache");
+    let dest = repo.dest(&repo.path(), "values.yaml", EditTarget::Path("image.tag".into()));
+    let key = &crate::repos::TEST_KEY;
+    let p = Promotion {
+        pipeline: "checkout",
+        environment: "prod",
+        run: "01RUNWAITING",
+        stage: "deploy-prod",
+        version: "2.0.0",
+        value: "2.0.0",
+        approved_by: &[],
+        check: None,
+        seal: Some(key),
+    };
+    // Someone who can push types the trailers of the run that waits for its approval (and a seal
+    // of their own), with their value in the file.
+    let forged = format!(
+        "promote checkout 2.0.0 to prod\n\nPromote-Pipeline: checkout\nPromote-Run: 01RUNWAITING\nPromote-Stage: deploy-prod\nPromote-Version: 2.0.0\nPromote-Seal: {}\n",
+        "0".repeat(64)
+    );
+    repo.commit_as_someone_else("values.yaml", "image:\n  tag: 6.6.6\n", &forged);
+    let r = writer.promote(&dest, &p).unwrap();
+    assert!(matches!(r.outcome, Outcome::Committed(_)), "the typed trailers are not believed: {r:?}");
+    assert_eq!(repo.show("values.yaml"), "image:\n  tag: 2.0.0\n");
+    // promote's own commit is believed: the same stage again commits nothing.
+    let ours = repo.head();
+    assert!(matches!(writer.promote(&dest, &p).unwrap().outcome, Outcome::AlreadyDone { commit } if commit.to_string() == ours));
+    // Its message copied, seal and all, into another repo onto another value: the seal covers
+    // the file's content, so it is not believed there.
+    let other = crate::repos::EnvRepo::new(dir.path(), "prod-eu", &[("values.yaml", "image:\n  tag: 1.0.0\n")]);
+    other.commit_as_someone_else("values.yaml", "image:\n  tag: 6.6.6\n", &repo.message("main"));
+    let other_dest = other.dest(&other.path(), "values.yaml", EditTarget::Path("image.tag".into()));
+    let r = writer.promote(&other_dest, &p).unwrap();
+    assert!(matches!(r.outcome, Outcome::Committed(_)), "a copied seal on another content is not believed: {r:?}");
+    assert_eq!(other.show("values.yaml"), "image:\n  tag: 2.0.0\n");
+
+    // A typed `Promote-Rollback-Of` does not stop a rollback of that promotion.
+    let promotion = repo.head();
+    repo.commit_as_someone_else("README.md", "x\n", &format!("roll back checkout in prod to 1.0.0\n\nPromote-Pipeline: checkout\nPromote-Rollback-Of: {promotion}\n"));
+    let rb = RollbackRequest { pipeline: "checkout", environment: "prod", target: RollbackTarget::Of(promotion.clone()), run: None, stage: None, seal: Some(key) };
+    let r = writer.rollback(&dest, &rb).unwrap();
+    assert!(matches!(r.outcome, Outcome::Committed(_)), "{r:?}");
+    assert_eq!(repo.show("values.yaml"), "image:\n  tag: 6.6.6\n", "restored what the file held before that promotion");
 }

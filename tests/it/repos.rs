@@ -8,6 +8,9 @@ use std::process::{Child, Command};
 use promote::git::{Destination, EditTarget, Remote, Writer, WriterConfig};
 
 /// Runs git with `args` in `dir`; panics with its stderr on failure; returns stdout.
+/// The key the writer tests seal their commits with (the executor's tests use the state's key).
+pub static TEST_KEY: std::sync::LazyLock<promote::seal::Key> = std::sync::LazyLock::new(|| promote::seal::Key::from_bytes([3; 32]));
+
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)

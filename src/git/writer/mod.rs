@@ -15,6 +15,7 @@ use super::edit::{self, Target};
 use super::remote::{Credentials, Remote, Secret};
 use super::{GitError, Rewrite};
 use crate::model::{Environment, Update};
+use crate::seal::Key;
 
 mod cache;
 mod config;
@@ -79,6 +80,10 @@ pub struct Promotion<'a> {
     pub approved_by: &'a [String],
     /// Checked after the edit and before the push, on every round.
     pub check: Option<CommitCheck<'a>>,
+    /// Seals the commit (`Promote-Seal`), and is what "already promoted" is proven with: only a
+    /// commit sealed with this key, whose file holds the value, counts. `None`: nothing is
+    /// sealed and nothing is believed already done.
+    pub seal: Option<&'a Key>,
 }
 
 /// Which earlier state a rollback restores.
@@ -105,6 +110,8 @@ pub struct RollbackRequest<'a> {
     pub run: Option<&'a str>,
     /// The stage that rolls back, if any (trailer `Promote-Stage`).
     pub stage: Option<&'a str>,
+    /// Seals the commit and proves "already rolled back", as [`Promotion::seal`].
+    pub seal: Option<&'a Key>,
 }
 
 /// A commit that landed.
@@ -201,16 +208,26 @@ impl Writer {
             commit::one_line(what, text)?;
         }
         let subject = format!("promote {} {} to {}", p.pipeline, p.version, p.environment);
-        let mut trailers = vec![("Promote-Pipeline", p.pipeline), ("Promote-Run", p.run), ("Promote-Stage", p.stage), ("Promote-Version", p.version)];
-        trailers.extend(p.approved_by.iter().map(|a| ("Approved-By", a.as_str())));
-        let message = commit::message(&subject, &trailers);
+        let trailers = vec![("Promote-Pipeline", p.pipeline), ("Promote-Run", p.run), ("Promote-Stage", p.stage), ("Promote-Version", p.version)];
+        let seal_of = |key: &Key, blob: Oid| {
+            let blob = blob.to_string();
+            key.mac("promotion", &[Some(p.pipeline.as_bytes()), Some(p.run.as_bytes()), Some(p.stage.as_bytes()), Some(p.version.as_bytes()), Some(dest.file.as_bytes()), Some(blob.as_bytes())])
+        };
         let mut first_seen: Option<Option<String>> = None;
         let mut warnings = Vec::new();
         self.write(dest, |repo, tip| {
-            let found = self.find_in_history(repo, tip.id(), |c| {
-                let m = c.message().unwrap_or("");
-                m.contains(p.run) && trailer_values(m, "Promote-Run").contains(&p.run) && trailer_values(m, "Promote-Stage").contains(&p.stage)
-            })?;
+            // Already done: only a commit promote sealed for this run's stage, whose file holds
+            // this value. Trailers alone are text anyone who can push can type.
+            let found = match p.seal {
+                None => None,
+                Some(key) => self.find_in_history(repo, tip.id(), |c| {
+                    let m = c.message().unwrap_or("");
+                    m.contains(p.run)
+                        && trailer_values(m, "Promote-Run").contains(&p.run)
+                        && trailer_values(m, "Promote-Stage").contains(&p.stage)
+                        && self.sealed_file(repo, dest, c, |blob| seal_of(key, blob), Some(p.value))
+                })?,
+            };
             if let Some(commit) = found {
                 return Ok(Step::Done(Outcome::AlreadyDone { commit }));
             }
@@ -236,7 +253,12 @@ impl Writer {
                 warnings = (check.0)(&input).map_err(GitError::Refused)?;
             }
             let written = Written { commit: Oid::ZERO_SHA1, old_value: edited.old_value, new_value: p.value.to_string(), undoes: None };
-            Ok(Step::Write { text: edited.text, message: message.clone(), written })
+            let seal = p.seal.map(|k| seal_of(k, blob_id(&edited.text)));
+            // The seal follows the version; the approvers stay last, as the commit format has them.
+            let mut trailers = trailers.clone();
+            trailers.extend(seal.as_deref().map(|s| ("Promote-Seal", s)));
+            trailers.extend(p.approved_by.iter().map(|a| ("Approved-By", a.as_str())));
+            Ok(Step::Write { text: edited.text, message: commit::message(&subject, &trailers), written })
         })
         .map(|mut r| {
             r.warnings = std::mem::take(&mut warnings);
@@ -278,8 +300,16 @@ impl Writer {
                         })?,
                     };
                     let full = promotion.to_string();
-                    if let Some(commit) =
-                        self.find_in_history(repo, tip.id(), |c| trailer_values(c.message().unwrap_or(""), "Promote-Rollback-Of").contains(&full.as_str()))?
+                    // Already rolled back: only by a commit promote sealed (a typed
+                    // `Promote-Rollback-Of` would otherwise stop a rollback).
+                    if let Some(key) = r.seal
+                        && let Some(commit) = self.find_in_history(repo, tip.id(), |c| {
+                            let m = c.message().unwrap_or("");
+                            trailer_values(m, "Promote-Rollback-Of").contains(&full.as_str()) && {
+                                let to = trailer_values(m, "Promote-Rollback-To").first().map(|s| s.to_string());
+                                self.sealed_file(repo, dest, c, |blob| rollback_seal(key, r.pipeline, Some(&full), to.as_deref(), &dest.file, blob), None)
+                            }
+                        })?
                     {
                         return Ok(Step::Done(Outcome::AlreadyDone { commit }));
                     }
@@ -326,6 +356,8 @@ impl Writer {
             trailers.extend(to_s.as_deref().map(|t| ("Promote-Rollback-To", t)));
             trailers.extend(r.run.map(|v| ("Promote-Run", v)));
             trailers.extend(r.stage.map(|v| ("Promote-Stage", v)));
+            let seal = r.seal.map(|k| rollback_seal(k, r.pipeline, undoes_s.as_deref(), to_s.as_deref(), &dest.file, blob_id(&edited.text)));
+            trailers.extend(seal.as_deref().map(|s| ("Promote-Seal", s)));
             let written = Written { commit: Oid::ZERO_SHA1, old_value: edited.old_value, new_value: restore, undoes };
             Ok(Step::Write { text: edited.text, message: commit::message(&subject, &trailers), written })
         })
@@ -389,6 +421,14 @@ impl Writer {
         }
     }
 
+    /// Whether `c` carries the seal `want(blob)` of the destination file's blob in its tree and,
+    /// when `value` is given, that file holds it.
+    fn sealed_file(&self, repo: &Repository, dest: &Destination, c: &git2::Commit<'_>, want: impl Fn(Oid) -> String, value: Option<&str>) -> bool {
+        let Some(given) = trailer_values(c.message().unwrap_or(""), "Promote-Seal").first().map(|s| s.to_string()) else { return false };
+        let Ok(blob) = c.tree().and_then(|t| t.get_path(Path::new(&dest.file))).map(|e| e.id()) else { return false };
+        constant_eq(&want(blob), &given) && value.is_none_or(|v| self.read_value(repo, dest, c).ok().flatten().as_deref() == Some(v))
+    }
+
     fn read_file(&self, repo: &Repository, dest: &Destination, commit: &git2::Commit<'_>) -> Result<String, GitError> {
         let missing = |why| GitError::FileMissing { remote: dest.remote.to_string(), branch: dest.branch.clone(), file: dest.file.clone(), why };
         let tree = commit.tree().map_err(|e| self.cache_err(repo, e))?;
@@ -405,6 +445,23 @@ impl Writer {
     fn conflict(&self, dest: &Destination, why: String) -> GitError {
         GitError::Conflict { remote: dest.remote.to_string(), branch: dest.branch.clone(), file: dest.file.clone(), path: dest.target.describe(), why }
     }
+}
+
+/// The id git gives `text` as a blob.
+fn blob_id(text: &str) -> Oid {
+    Oid::hash_object(git2::ObjectType::Blob, text.as_bytes()).unwrap_or(Oid::ZERO_SHA1)
+}
+
+/// The seal of a rollback commit.
+fn rollback_seal(key: &Key, pipeline: &str, undoes: Option<&str>, to: Option<&str>, file: &str, blob: Oid) -> String {
+    let blob = blob.to_string();
+    key.mac("rollback", &[Some(pipeline.as_bytes()), undoes.map(str::as_bytes), to.map(str::as_bytes), Some(file.as_bytes()), Some(blob.as_bytes())])
+}
+
+/// Equal, in a time that does not depend on where they differ.
+fn constant_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 fn short(id: Oid) -> String {
