@@ -114,7 +114,7 @@ pub fn resume(args: ResumeArgs, state: &std::path::Path) -> anyhow::Result<ExitC
         let exec = super::executor(state).await?;
         match drive(&exec, &args.run).await {
             Err(e) => match e.downcast_ref::<ExecError>() {
-                Some(ExecError::Finished { .. } | ExecError::Store(crate::store::StoreError::UnknownRun { .. })) => {
+                Some(ExecError::Finished { .. } | ExecError::Driven { .. } | ExecError::Store(crate::store::StoreError::UnknownRun { .. })) => {
                     eprintln!("promote: error: {e}");
                     Ok(ExitCode::from(EXIT_BAD_INPUT))
                 }

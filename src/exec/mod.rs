@@ -40,6 +40,17 @@ pub enum ExecError {
         state: RunState,
     },
     /// The walk was stopped (the process is shutting down): the run stays `running`.
+    #[error(
+        "run {id} is being driven by another process ({holder}, its lease runs until {until}): refused, so that no stage runs twice; if that process is gone, its lease lapses and `promote resume {id}` takes the run over then"
+    )]
+    Driven {
+        /// The run.
+        id: String,
+        /// The process that drives it.
+        holder: String,
+        /// Its lease's end, RFC 3339.
+        until: String,
+    },
     #[error("run {id} stopped before its end: `promote resume {id}` carries it on")]
     Stopped {
         /// The run.
@@ -121,9 +132,41 @@ impl Executor {
     /// [`drive`](Self::drive), until `stop` is cancelled: then no stage starts, the running ones
     /// are stopped where they are (every stage is idempotent from its last durable step, as after
     /// a crash) and [`ExecError::Stopped`] says so; the run stays `running` for a later resume.
+    ///
+    /// One process drives a run at a time: it takes the run's lease first (refused with
+    /// [`ExecError::Driven`] while another process's lease is alive; taken over, audited, once it
+    /// lapsed), renews it and the run's environment locks every third of the lease, and gives it
+    /// back at the end. A driver that finds its lease taken stops as if cancelled.
     pub async fn drive_until(&self, id: &str, progress: Arc<dyn Fn(Progress) + Send + Sync>, stop: CancellationToken) -> Result<Summary, ExecError> {
         let span = tracing::info_span!("run", run = %id);
-        self.walk(id, progress, stop).instrument(span).await
+        if let Some((holder, until)) = self.store.take_drive(id).await? {
+            return Err(ExecError::Driven { id: id.into(), holder, until: crate::clock::rfc3339(until) });
+        }
+        let stop = stop.child_token();
+        let heartbeat = {
+            let (store, run, stop) = (self.store.clone(), id.to_string(), stop.clone());
+            tokio::spawn(async move {
+                let every = store.lease() / 3;
+                loop {
+                    tokio::time::sleep(every).await;
+                    match store.renew(&run).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(run = %run, "the lease on this run was taken by another process: stopping");
+                            stop.cancel();
+                            return;
+                        }
+                        Err(e) => tracing::warn!(run = %run, error = %e, "could not renew the lease on this run"),
+                    }
+                }
+            })
+        };
+        let done = self.walk(id, progress, stop).instrument(span).await;
+        heartbeat.abort();
+        if let Err(e) = self.store.release_drive(id).await {
+            tracing::warn!(run = %id, error = %e, "could not give back the lease on this run");
+        }
+        done
     }
 
     async fn walk(&self, id: &str, progress: Arc<dyn Fn(Progress) + Send + Sync>, stop: CancellationToken) -> Result<Summary, ExecError> {

@@ -11,9 +11,11 @@ use crate::model::DeployStage;
 pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError> {
     let env_name = &d.environment.value;
     let env = ctx.plan.pipeline.environments.iter().find(|e| &e.name.value == env_name).expect("validated: the environment exists");
-    if let Some(holder) = ctx.store.lock_environment(env_name, &ctx.run.id).await? {
+    if let Some((holder, lease_end)) = ctx.store.lock_environment(env_name, &ctx.run.id).await? {
+        // Woken by the holder's end, or at its lease's end: a holder whose driver died is taken
+        // over then.
         let why = format!("environment `{env_name}` is being promoted by run {holder}");
-        return Ok(Step::Wait(Wait { why, wake: Wake::RunEnd(holder), until: None, notify: None }));
+        return Ok(Step::Wait(Wait { why, wake: Wake::RunEnd(holder), until: Some(lease_end + 1), notify: None }));
     }
     let stage = ctx.stage().name.value.clone();
     let break_glass = match &env.spec.freeze {

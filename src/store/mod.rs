@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
-pub use records::{Decision, Event, Exemption, RunRecord, RunState, StageRecord, StageState, StageWrite, Transition, Write, Written};
+pub use records::{Decision, Event, Exemption, Lease, RunRecord, RunState, StageRecord, StageState, StageWrite, Transition, Write, Written};
 
 /// What a backend's operations return.
 pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -50,6 +50,10 @@ pub trait Backend: Send + Sync + 'static {
     fn stages<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<StageRecord>>;
     /// The decisions on a stage, oldest first.
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>>;
+    /// Every environment lock: the environment, its run, its lease's end.
+    fn env_locks(&self) -> Fut<'_, Vec<Lease>>;
+    /// Who drives a run, by lease, if anyone took it.
+    fn driver<'a>(&'a self, run: &'a str) -> Fut<'a, Option<Lease>>;
     /// The log templates marked "not a risk" for a pipeline.
     fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> Fut<'a, Vec<Exemption>>;
     /// A run's entries, oldest first.
@@ -145,6 +149,16 @@ pub enum StoreError {
 pub struct Store {
     backend: Arc<dyn Backend>,
     feed: Arc<feed::Feed>,
+    /// This handle's name as a lease holder (one per open store: a process).
+    holder: Arc<str>,
+    lease: std::time::Duration,
+}
+
+/// How long a lease (an environment lock, the driving of a run) lasts unless renewed: 15 s, or
+/// `PROMOTE_LEASE_MS` (200 ms to 10 min). Its holder renews it every third of that.
+pub fn lease_duration() -> std::time::Duration {
+    let ms = std::env::var("PROMOTE_LEASE_MS").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(15_000);
+    std::time::Duration::from_millis(ms.clamp(200, 600_000))
 }
 
 impl Store {
@@ -162,7 +176,8 @@ impl Store {
 
     /// A store over any backend.
     pub fn over(backend: Arc<dyn Backend>) -> Store {
-        Store { backend, feed: Arc::new(feed::Feed::new()) }
+        let holder = format!("{}@{}:{}", ulid::Ulid::new(), hostname(), std::process::id());
+        Store { backend, feed: Arc::new(feed::Feed::new()), holder: holder.into(), lease: lease_duration() }
     }
 
     /// Where the state is.
@@ -317,12 +332,68 @@ impl Store {
         Ok(all)
     }
 
-    /// Takes the environment for `run`; `Some(holder)` when another run holds it.
-    pub async fn lock_environment(&self, environment: &str, run: &str) -> Result<Option<String>, StoreError> {
-        match self.backend.write(Write::Lock { environment: environment.to_string(), run: run.to_string(), at: crate::clock::now_ms() }).await? {
+    /// The lease's length.
+    pub fn lease(&self) -> std::time::Duration {
+        self.lease
+    }
+
+    /// This handle's name as a lease holder.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn lease_end(&self) -> i64 {
+        crate::clock::now_ms() + self.lease.as_millis() as i64
+    }
+
+    /// Takes the environment for `run` (or renews it), taking it over from a run whose lease
+    /// lapsed; `Some((holder, lease end))` when another live run holds it.
+    pub async fn lock_environment(&self, environment: &str, run: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let w = Write::Lock { environment: environment.to_string(), run: run.to_string(), at: crate::clock::now_ms(), expires_at: self.lease_end() };
+        match self.write(w).await? {
             Written::Holder(h) => Ok(h),
             other => unreachable!("a backend answered a lock with {other:?}"),
         }
+    }
+
+    /// Takes the lease of driving `run`, taking it over from a driver whose lease lapsed;
+    /// `Some((holder, lease end))` when another live process drives it.
+    pub async fn take_drive(&self, run: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let mut at = crate::clock::now_ms();
+        loop {
+            let w = Write::Drive { run: run.to_string(), holder: self.holder.to_string(), at, expires_at: self.lease_end() };
+            match self.write(w).await? {
+                // A driver of this machine that no longer exists (killed) holds nothing: taken
+                // over at once instead of after its lease.
+                Written::Holder(Some((holder, until))) if at <= until && is_dead_here(&holder) => at = until + 1,
+                Written::Holder(h) => return Ok(h),
+                other => unreachable!("a backend answered a drive with {other:?}"),
+            }
+        }
+    }
+
+    /// Renews this process's lease on `run` and its environment locks; `false` when the lease
+    /// is no longer ours (it lapsed and another process took it).
+    pub async fn renew(&self, run: &str) -> Result<bool, StoreError> {
+        match self.backend.write(Write::Renew { run: run.to_string(), holder: self.holder.to_string(), expires_at: self.lease_end() }).await? {
+            Written::Renewed(ours) => Ok(ours),
+            other => unreachable!("a backend answered a renewal with {other:?}"),
+        }
+    }
+
+    /// Gives back this process's lease on `run`.
+    pub async fn release_drive(&self, run: &str) -> Result<(), StoreError> {
+        self.backend.write(Write::Release { run: run.to_string(), holder: self.holder.to_string() }).await.map(|_| ())
+    }
+
+    /// Every environment lock and its lease.
+    pub async fn env_locks(&self) -> Result<Vec<Lease>, StoreError> {
+        self.backend.env_locks().await
+    }
+
+    /// Who drives `run`, if a process took its lease.
+    pub async fn driver(&self, run: &str) -> Result<Option<Lease>, StoreError> {
+        self.backend.driver(run).await
     }
 
     /// A run's events, oldest first.
@@ -375,6 +446,30 @@ impl Store {
     pub async fn close(&self) {
         let _ = self.backend.close().await;
     }
+}
+
+/// This machine's name, as lease holders carry it.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname(2) writes at most `len` bytes into the buffer it is given.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether a lease holder (`ULID@HOST:PID`) is a process of this machine that no longer exists.
+fn is_dead_here(holder: &str) -> bool {
+    let Some((host, pid)) = holder.split_once('@').and_then(|(_, rest)| rest.rsplit_once(':')) else { return false };
+    let Ok(pid) = pid.parse::<i32>() else { return false };
+    if host != hostname() || pid <= 0 || pid == std::process::id() as i32 {
+        return false;
+    }
+    // SAFETY: kill(2) with signal 0 sends nothing; it only says whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// The default state file: `.promote/state.db` in the current folder.

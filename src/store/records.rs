@@ -251,7 +251,8 @@ pub enum Write {
         /// When.
         at: i64,
     },
-    /// Takes an environment for a run, if free.
+    /// Takes (or renews) an environment for a run, if free or if its holder's lease lapsed (then
+    /// taken over, with an entry naming the holder).
     Lock {
         /// The environment.
         environment: String,
@@ -259,6 +260,36 @@ pub enum Write {
         run: String,
         /// When.
         at: i64,
+        /// The lease's end.
+        expires_at: i64,
+    },
+    /// Takes the lease of driving a run for `holder` (a process), if nobody's lease is alive.
+    Drive {
+        /// The run.
+        run: String,
+        /// Who drives.
+        holder: String,
+        /// When; a lease ending before this has lapsed (later than now when its holder is known
+        /// to be dead: a process of this machine that no longer exists).
+        at: i64,
+        /// The lease's end.
+        expires_at: i64,
+    },
+    /// Renews a driver's lease and the environment locks of its run.
+    Renew {
+        /// The run.
+        run: String,
+        /// Who drives.
+        holder: String,
+        /// The lease's new end.
+        expires_at: i64,
+    },
+    /// Gives a driver's lease back.
+    Release {
+        /// The run.
+        run: String,
+        /// Who drove.
+        holder: String,
     },
     /// An entry of the audit trail.
     Audit {
@@ -282,6 +313,20 @@ pub enum Write {
 pub enum Written {
     /// Nothing to say.
     Done,
-    /// The run holding the environment, when another one does.
-    Holder(Option<String>),
+    /// The environment's or the run's lease holder and its lease's end, when another one holds it.
+    Holder(Option<(String, i64)>),
+    /// Whether a renewed lease was still the driver's.
+    Renewed(bool),
+}
+
+/// A lease someone holds: an environment's lock or a run's driver.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// What is held: an environment, or a run.
+    pub what: String,
+    /// Who holds it: a run (for an environment), a process (for a run).
+    pub holder: String,
+    /// Unix milliseconds when it lapses unless renewed.
+    pub expires_at: i64,
 }

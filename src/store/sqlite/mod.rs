@@ -15,7 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Verdict};
-use super::{Backend, Change, Decision, Event, Exemption, Fut, RunRecord, RunState, StageRecord, StageState, StoreError, Write, Written};
+use super::{Backend, Change, Decision, Event, Exemption, Fut, Lease, RunRecord, RunState, StageRecord, StageState, StoreError, Write, Written};
 
 /// A promote state file.
 pub struct SqliteBackend {
@@ -235,6 +235,22 @@ impl Backend for SqliteBackend {
 
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>> {
         Box::pin(self.decisions_of(run, stage))
+    }
+
+    fn env_locks(&self) -> Fut<'_, Vec<Lease>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String, i64)> =
+                sqlx::query_as("SELECT environment, run_id, expires_at FROM env_locks ORDER BY environment").fetch_all(&self.pool).await.map_err(self.db())?;
+            Ok(rows.into_iter().map(|(what, holder, expires_at)| Lease { what, holder, expires_at }).collect())
+        })
+    }
+
+    fn driver<'a>(&'a self, run: &'a str) -> Fut<'a, Option<Lease>> {
+        Box::pin(async move {
+            let row: Option<(String, i64)> =
+                sqlx::query_as("SELECT holder, expires_at FROM drivers WHERE run_id = ?").bind(run).fetch_optional(&self.pool).await.map_err(self.db())?;
+            Ok(row.map(|(holder, expires_at)| Lease { what: run.to_string(), holder, expires_at }))
+        })
     }
 
     fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> Fut<'a, Vec<Exemption>> {

@@ -128,6 +128,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE log_exemptions ADD COLUMN seal TEXT;
     CREATE TABLE meta (one INTEGER PRIMARY KEY CHECK (one = 1), state_id TEXT NOT NULL);
     INSERT INTO meta (one, state_id) VALUES (1, lower(hex(randomblob(16))));",
+    // 8: leases. An environment lock lapses unless its run's driver renews it; a run is driven by
+    // one process at a time, by lease. Locks from before have lapsed already (0).
+    "ALTER TABLE env_locks ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE drivers (run_id TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL);",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.

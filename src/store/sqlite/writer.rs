@@ -191,6 +191,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .execute(&mut *conn)
                 .await?;
             sqlx::query("DELETE FROM env_locks WHERE run_id = ?").bind(run).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM drivers WHERE run_id = ?").bind(run).execute(&mut *conn).await?;
             let detail = format!("run {state}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default());
             insert_event(conn, head, run, None, *at, "run", "promote", &detail).await?;
             Ok(Written::Done)
@@ -228,15 +229,67 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             insert_event(conn, head, run, None, *at, "log-exemption", user, &format!("`{template}` marked not a risk by {user}: {reason}")).await?;
             Ok(Written::Done)
         }
-        Write::Lock { environment, run, at } => {
-            sqlx::query("INSERT OR IGNORE INTO env_locks (environment, run_id, at) VALUES (?, ?, ?)")
+        Write::Lock { environment, run, at, expires_at } => {
+            let held: Option<(String, i64)> = sqlx::query_as("SELECT run_id, expires_at FROM env_locks WHERE environment = ?")
+                .bind(environment)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match held {
+                Some((holder, until)) if holder != *run && until >= *at => return Ok(Written::Holder(Some((holder, until)))),
+                Some((holder, until)) if holder != *run => {
+                    let detail = format!(
+                        "environment `{environment}` taken over from run {holder}: its lease lapsed at {} (its driver stopped)",
+                        crate::clock::rfc3339(until)
+                    );
+                    insert_event(conn, head, run, None, *at, "lock-takeover", "promote", &detail).await?;
+                }
+                _ => {}
+            }
+            sqlx::query("INSERT OR REPLACE INTO env_locks (environment, run_id, at, expires_at) VALUES (?, ?, ?, ?)")
                 .bind(environment)
                 .bind(run)
                 .bind(at)
+                .bind(expires_at)
                 .execute(&mut *conn)
                 .await?;
-            let holder: String = sqlx::query_scalar("SELECT run_id FROM env_locks WHERE environment = ?").bind(environment).fetch_one(&mut *conn).await?;
-            Ok(Written::Holder((holder != *run).then_some(holder)))
+            Ok(Written::Holder(None))
+        }
+        Write::Drive { run, holder, at, expires_at } => {
+            let held: Option<(String, i64)> =
+                sqlx::query_as("SELECT holder, expires_at FROM drivers WHERE run_id = ?").bind(run).fetch_optional(&mut *conn).await?;
+            match held {
+                Some((other, until)) if other != *holder && until >= *at => return Ok(Written::Holder(Some((other, until)))),
+                Some((_, until)) if until < *at => {
+                    let detail = format!("driven by a new process: the previous driver's lease lapsed at {}", crate::clock::rfc3339(until));
+                    insert_event(conn, head, run, None, *at, "driver-takeover", "promote", &detail).await?;
+                }
+                _ => {}
+            }
+            sqlx::query("INSERT OR REPLACE INTO drivers (run_id, holder, expires_at) VALUES (?, ?, ?)")
+                .bind(run)
+                .bind(holder)
+                .bind(expires_at)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Written::Holder(None))
+        }
+        Write::Renew { run, holder, expires_at } => {
+            let ours = sqlx::query("UPDATE drivers SET expires_at = ? WHERE run_id = ? AND holder = ?")
+                .bind(expires_at)
+                .bind(run)
+                .bind(holder)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                == 1;
+            if ours {
+                sqlx::query("UPDATE env_locks SET expires_at = ? WHERE run_id = ?").bind(expires_at).bind(run).execute(&mut *conn).await?;
+            }
+            Ok(Written::Renewed(ours))
+        }
+        Write::Release { run, holder } => {
+            sqlx::query("DELETE FROM drivers WHERE run_id = ? AND holder = ?").bind(run).bind(holder).execute(&mut *conn).await?;
+            Ok(Written::Done)
         }
         Write::Audit { run, stage, kind, actor, detail, at } => {
             insert_event(conn, head, run, stage.as_deref(), *at, kind, actor, detail).await?;
