@@ -419,3 +419,81 @@ fn trailers_anyone_can_type_never_make_a_promotion_or_a_rollback_already_done() 
     assert!(matches!(r.outcome, Outcome::Committed(_)), "{r:?}");
     assert_eq!(repo.show("values.yaml"), "image:\n  tag: 6.6.6\n", "restored what the file held before that promotion");
 }
+
+/// `promote` with short leases (600 ms), as `user`.
+fn leased(dir: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(crate::promote_bin());
+    c.current_dir(dir).env("PROMOTE_USER", "ci-bot").env("PROMOTE_LEASE_MS", "600").args(args);
+    c
+}
+
+fn status_json(dir: &std::path::Path, id: &str) -> serde_json::Value {
+    let out = leased(dir, &["status", id, "--json"]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_runs_environment_lock_is_named_stale_then_taken_over_and_audited() {
+    let s = Setup::new("  prod:\n    deploy: {environment: prod}\n  sign-off:\n    needs: [prod]\n    approval: {approvers: [alice]}\n", "");
+    // Run 1 deploys prod, then waits for its sign-off holding prod; then it is killed.
+    let mut first = leased(s.path(), &["run", "pipeline.yaml", "--version", "1.0.1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut r1 = String::new();
+    wait_until("run 1 to wait for its sign-off", || {
+        let list: serde_json::Value = serde_json::from_slice(&leased(s.path(), &["status", "--json"]).output().unwrap().stdout).unwrap_or_default();
+        r1 = list[0]["id"].as_str().unwrap_or("").to_string();
+        !r1.is_empty() && status_json(s.path(), &r1)["stages"][1]["state"] == "waiting"
+    });
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let st = status_json(s.path(), &r1);
+    let notes: Vec<&str> = st["leases"].as_array().unwrap().iter().filter_map(|l| l["note"].as_str()).collect();
+    assert!(notes.iter().any(|n| n.starts_with("not driven: the lease of") && n.contains(&format!("promote resume {r1}"))), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("holds environment `prod` as a stale holder")), "{notes:?}");
+
+    // Run 2 takes prod over instead of waiting forever, and the trail says from whom.
+    let out = leased(s.path(), &["run", "pipeline.yaml", "--version", "1.0.2", "--detach"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let r2 = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    wait_until("run 2 to deploy prod", || status_json(s.path(), &r2)["stages"][0]["state"] == "succeeded");
+    let log = text(&leased(s.path(), &["audit", "log", "--run", &r2]).output().unwrap());
+    assert!(log.contains(&format!("environment `prod` taken over from run {r1}: its lease lapsed at")), "{log}");
+    assert_eq!(s.commits("prod"), ["promote checkout 1.0.2 to prod", "promote checkout 1.0.1 to prod"]);
+}
+
+#[test]
+fn a_run_has_one_driver_and_a_dead_drivers_run_is_taken_over() {
+    let s = Setup::new("  ok:\n    approval: {approvers: [alice]}\n  prod:\n    needs: [ok]\n    deploy: {environment: prod}\n", "");
+    let out = leased(s.path(), &["run", "pipeline.yaml", "--version", "2.0.0", "--detach"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    wait_until("the run to wait", || status_json(s.path(), &id)["stages"][0]["state"] == "waiting");
+    // While the detached driver lives, a second driver is refused: no stage runs twice.
+    let out = leased(s.path(), &["resume", &id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(&format!("run {id} is being driven by another process")), "{}", text(&out));
+    // Its driver killed, the run is taken over at once (the process is gone from this machine).
+    let st = status_json(s.path(), &id);
+    let driver = st["leases"][0]["note"].as_str().unwrap().to_string();
+    let pid: i32 = driver.split(':').nth(1).and_then(|p| p.split(' ').next()).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{driver}"));
+    // SAFETY: kill(2) on the detached driver this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_until("the driver to be gone", || unsafe { libc::kill(pid, 0) } != 0);
+    let resumed = leased(s.path(), &["resume", &id]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    wait_until("the new driver", || status_json(s.path(), &id)["leases"][0]["note"].as_str().is_some_and(|n| n.starts_with("driven by") && !n.contains(&format!(":{pid} "))));
+    let out = leased(s.path(), &["approve", &id, "ok", "--as", "alice"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = resumed.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&leased(s.path(), &["audit", "log", "--run", &id]).output().unwrap());
+    assert!(log.contains(&format!("driven by a new process: the previous driver ")) && log.contains(&format!(":{pid} stopped (its lease ran until")), "{log}");
+    assert_eq!(log.matches("started (attempt 1)").count(), 2, "each stage started once, not once per driver: {log}");
+}

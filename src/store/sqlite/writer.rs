@@ -259,8 +259,8 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 sqlx::query_as("SELECT holder, expires_at FROM drivers WHERE run_id = ?").bind(run).fetch_optional(&mut *conn).await?;
             match held {
                 Some((other, until)) if other != *holder && until >= *at => return Ok(Written::Holder(Some((other, until)))),
-                Some((_, until)) if until < *at => {
-                    let detail = format!("driven by a new process: the previous driver's lease lapsed at {}", crate::clock::rfc3339(until));
+                Some((other, until)) if until < *at => {
+                    let detail = format!("driven by a new process: the previous driver {other} stopped (its lease ran until {})", crate::clock::rfc3339(until));
                     insert_event(conn, head, run, None, *at, "driver-takeover", "promote", &detail).await?;
                 }
                 _ => {}
