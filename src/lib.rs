@@ -14,6 +14,8 @@
 //! - [`git`]: what promote writes into environment repos: format-preserving YAML edits, promotion
 //!   and rollback commits built in memory in a kept bare clone, pushed with retries.
 //! - [`secret`]: secret values that never print.
+//! - [`redact`]: redaction by structure and by value, the one pass for all that is stored, logged
+//!   or printed as an error.
 //! - [`seal`]: the key kept outside the state that seals what promote believes later (decisions,
 //!   stage results, run sources, the audit chain, its own commits).
 //! - [`providers`]: where evidence comes from: Prometheus and web JSON (metrics), HTTP and
@@ -48,6 +50,7 @@ pub mod model;
 pub mod ops;
 pub mod plan;
 pub mod providers;
+pub mod redact;
 pub mod seal;
 pub mod secret;
 pub mod stages;

@@ -5,9 +5,12 @@
 pub struct Secret(String);
 
 impl Secret {
-    /// Wraps a secret (surrounding whitespace, such as a file's final newline, is dropped).
+    /// Wraps a secret (surrounding whitespace, such as a file's final newline, is dropped), and
+    /// has [`crate::redact`] look for it, in every form, in all that is stored, logged or printed.
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into().trim().to_string())
+        let s = value.into().trim().to_string();
+        crate::redact::register(&s);
+        Secret(s)
     }
 
     /// The secret itself, for the one place that sends it.

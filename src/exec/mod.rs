@@ -209,7 +209,9 @@ impl Executor {
             let waiting = std::sync::Mutex::new(std::collections::HashSet::new());
             let approvals: std::collections::HashSet<String> =
                 plan.pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.clone()).collect();
-            Arc::new(move |p: Progress| {
+            Arc::new(move |mut p: Progress| {
+                // What the caller shows passes the same redaction as what is stored.
+                crate::redact::string(&mut p.message);
                 let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
                 if p.state == StageState::Waiting && approvals.contains(&p.stage) {
                     if w.insert(p.stage.clone()) {

@@ -125,6 +125,8 @@ impl Notifier {
             };
             let name = n.name.clone().unwrap_or_else(|| kind.to_string());
             let url = resolve(t).map_err(|e| format!("notification `{name}`: {e}"))?;
+            // A webhook URL is a secret (its path is the credential), in every form.
+            crate::redact::register(&url);
             secrets.push(url.clone());
             let events = if n.events.is_empty() { EVENTS.iter().map(|s| s.to_string()).collect() } else { n.events.iter().map(|e| e.value.clone()).collect() };
             channels.push(Channel { name, format, url, events, attempts: n.attempts.max(1), timeout: n.timeout.0 });
@@ -217,31 +219,13 @@ fn resolve(t: &NotifyTarget) -> Result<String, String> {
     Err("no `url`, `urlEnv` or `urlFile`".into())
 }
 
-/// Removes secrets from text: the given values, bearer and basic credentials, `token=`,
-/// `password=`, `secret=`, `api_key=` values, passwords in URLs, Slack webhook paths and promote
-/// API tokens.
+/// Removes secrets from text: the given values, then everything [`crate::redact`] removes.
 pub fn redact(text: &str, secrets: &[&str]) -> String {
-    static PATTERNS: std::sync::OnceLock<Vec<(regex::Regex, &'static str)>> = std::sync::OnceLock::new();
-    let patterns = PATTERNS.get_or_init(|| {
-        [
-            (r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+", "$1 [redacted]"),
-            (r"(?i)\b(token|password|passwd|secret|api_key|apikey|access_token)\s*([=:])\s*[^\s&,;]+", "$1$2[redacted]"),
-            (r"(?i)(://[^/\s:@]+):[^@\s/]+@", "$1:[redacted]@"),
-            (r"hooks\.slack\.com/services/[A-Za-z0-9/_-]+", "hooks.slack.com/services/[redacted]"),
-            (r"\bprt_[0-9a-f]{16,}", "[redacted]"),
-        ]
-        .into_iter()
-        .map(|(p, r)| (regex::Regex::new(p).expect("valid"), r))
-        .collect()
-    });
     let mut out = text.to_string();
     for s in secrets.iter().filter(|s| s.len() >= 6) {
-        out = out.replace(s, "[redacted]");
+        out = out.replace(s, crate::redact::MASK);
     }
-    for (re, with) in patterns {
-        out = re.replace_all(&out, *with).into_owned();
-    }
-    out
+    crate::redact::text(&out).into_owned()
 }
 
 #[cfg(test)]

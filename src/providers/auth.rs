@@ -37,7 +37,11 @@ impl Credential {
             return Ok(Some(Credential::Bearer(token)));
         }
         if let Some(user) = &auth.username {
-            return Ok(Some(Credential::Basic(user.clone(), read(&auth.password_env, &auth.password_file, "password")?)));
+            let password = read(&auth.password_env, &auth.password_file, "password")?;
+            if let Some(p) = &password {
+                crate::redact::register_basic(user, p.expose());
+            }
+            return Ok(Some(Credential::Basic(user.clone(), password)));
         }
         Ok(None)
     }

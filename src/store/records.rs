@@ -308,6 +308,47 @@ pub enum Write {
     },
 }
 
+impl Write {
+    /// The write with every text a person wrote or a system answered (messages, outputs, entries,
+    /// comments) passed through [`crate::redact`]; a run's source stays as written (a resumed run
+    /// reads it).
+    pub fn redacted(mut self) -> Write {
+        use crate::redact::{json, string};
+        match &mut self {
+            Write::CreateRun { run, .. } => {
+                if let Some(m) = &mut run.message {
+                    string(m);
+                }
+            }
+            Write::Transitions { items, .. } => {
+                for i in items {
+                    string(&mut i.event);
+                    if let Some(m) = &mut i.transition.message {
+                        string(m);
+                    }
+                    if let Some(o) = &mut i.transition.output {
+                        json(o);
+                    }
+                }
+            }
+            Write::FinishRun { message, .. } => {
+                if let Some(m) = message {
+                    string(m);
+                }
+            }
+            Write::Decide { comment, .. } => {
+                if let Some(c) = comment {
+                    string(c);
+                }
+            }
+            Write::Exempt { reason, .. } => string(reason),
+            Write::Audit { detail, .. } => string(detail),
+            Write::Lock { .. } | Write::Drive { .. } | Write::Renew { .. } | Write::Release { .. } => {}
+        }
+        self
+    }
+}
+
 /// What a write gave back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {

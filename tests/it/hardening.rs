@@ -497,3 +497,88 @@ fn a_run_has_one_driver_and_a_dead_drivers_run_is_taken_over() {
     assert!(log.contains(&format!("driven by a new process: the previous driver ")) && log.contains(&format!(":{pid} stopped (its lease ran until")), "{log}");
     assert_eq!(log.matches("started (attempt 1)").count(), 2, "each stage started once, not once per driver: {log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_in_any_form_reaches_output_status_the_audit_log_or_the_state_file() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    // A server that refuses and echoes the Authorization header it was sent, as some do.
+    let app = axum::Router::new().route(
+        "/stats",
+        axum::routing::get(|h: axum::http::HeaderMap| async move {
+            let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            (axum::http::StatusCode::FORBIDDEN, format!("denied for Authorization: {auth}"))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (hook_path, password, api_key) = ("zzSecretHookPath77", "hunter2-S3cret!", "K3yInTheAddress99");
+    // Written with an upper-case host and the default port: the HTTP client shows it otherwise.
+    let hook = format!("http://LOCALHOST:80/hooks/{hook_path}");
+    let web = format!(
+        "  web-check:\n    metrics:\n      provider:\n        web: {{url: \"http://127.0.0.1:{port}/stats?q=${{query}}\", jsonPath: \"$.v\", auth: {{username: robot, passwordEnv: WEB_PASSWORD}}}}\n      checks:\n        - name: errors\n          query: errors\n          successCondition: result < 1\n          consecutiveErrorLimit: 0\n"
+    );
+    let prom = format!(
+        "  prom-check:\n    metrics:\n      provider: {{prometheus: {{address: \"http://127.0.0.1:1/?api_key={api_key}\", timeout: 1s}}}}\n      checks:\n        - name: up\n          query: up\n          successCondition: result[0] > 0\n          consecutiveErrorLimit: 0\n"
+    );
+    let notify = "notifications:\n  - webhook: {urlEnv: HOOK_URL}\n    events: [stage-failed, run-finished]\n    attempts: 1\n    timeout: 2s\n";
+    let s = Setup::new(&web, notify);
+    let text_of = std::fs::read_to_string(&s.file).unwrap();
+    std::fs::write(s.path().join("prom.yaml"), text_of.replace(&web, &prom)).unwrap();
+    let mut outputs = Vec::new();
+    for (file, version) in [("pipeline.yaml", "1.0.0"), ("prom.yaml", "1.0.1")] {
+        let run = std::process::Command::new(crate::promote_bin())
+            .current_dir(s.path())
+            .env("PROMOTE_USER", "ci-bot")
+            .env("PROMOTE_LOG", "debug")
+            .env("HOOK_URL", &hook)
+            .env("WEB_PASSWORD", password)
+            .args(["run", file, "--version", version])
+            .output()
+            .unwrap();
+        assert_eq!(run.status.code(), Some(1), "the check fails: {}", text(&run));
+        outputs.push((format!("{file} stdout"), run.stdout));
+        outputs.push((format!("{file} stderr"), run.stderr));
+    }
+    let list: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", "--json"]).stdout).unwrap();
+    let id = list[1]["id"].as_str().unwrap().to_string();
+    let status = promote(s.path(), &["status", &id, "--json"]);
+    let status_prom = promote(s.path(), &["status", list[0]["id"].as_str().unwrap(), "--json"]);
+    let audit = promote(s.path(), &["audit", "log", "--json"]);
+    let audit_text = promote(s.path(), &["audit", "log"]);
+    // The failures are there, told without their secrets.
+    let st = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(st.contains("HTTP 403 Forbidden") && st.contains("denied for Authorization: Basic [redacted]"), "{st}");
+    assert!(String::from_utf8_lossy(&audit.stdout).contains("notification"), "the undelivered notification is audited");
+
+    let forms = |secret: &str| {
+        vec![
+            secret.to_string(),
+            b64(secret),
+            b64(&format!("robot:{secret}")),
+            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>(),
+        ]
+    };
+    assert!(String::from_utf8_lossy(&status_prom.stdout).contains("?api_key=[redacted] failed"), "{}", String::from_utf8_lossy(&status_prom.stdout));
+    for (what, out) in [("status --json", &status), ("status --json (prom)", &status_prom), ("audit log --json", &audit), ("audit log", &audit_text)] {
+        outputs.push((what.to_string(), out.stdout.clone()));
+    }
+    let mut state_bytes = Vec::new();
+    for f in ["state.db", "state.db-wal"] {
+        state_bytes.extend(std::fs::read(s.path().join(".promote").join(f)).unwrap_or_default());
+    }
+    for secret in [hook_path, password, api_key] {
+        for form in forms(secret) {
+            for (what, bytes) in &outputs {
+                assert!(!String::from_utf8_lossy(bytes).contains(&form), "`{form}` (of {secret}) is in {what}:\n{}", String::from_utf8_lossy(bytes));
+            }
+            // The address is written in the pipeline file itself, so its source (stored for
+            // resume) holds it: only secrets from the environment and files are looked for here.
+            if secret != api_key {
+                assert!(!String::from_utf8_lossy(&state_bytes).contains(&form), "`{form}` (of {secret}) is in the state file");
+            }
+        }
+    }
+}

@@ -348,7 +348,7 @@ async fn a_web_provider_reads_json_with_a_bearer_token_and_a_json_path() {
             assert_eq!(evidence(check)["checks"][0]["measurements"][0]["value"], 0.01);
         } else {
             assert!(
-                msg.contains(&format!("query `errors=checkout` was refused by http://127.0.0.1:{port}/stats?q=errors%3Dcheckout: HTTP 401 Unauthorized")),
+                msg.contains(&format!("query `errors=checkout` was refused by http://127.0.0.1:{port}/stats?q=[redacted]: HTTP 401 Unauthorized")),
                 "{msg}"
             );
             assert!(!msg.contains("tok-bad0"), "{msg}");

@@ -151,6 +151,7 @@ impl Writer {
         let dst_repo = Repository::open(path).map_err(fatal)?;
         let (src, dst) = (repo.odb().map_err(fatal)?, dst_repo.odb().map_err(fatal)?);
         transport::copy_missing(&src, &dst, id).map_err(fatal)?;
+        let _pushing = transport::clear_stale_ref_lock(dst_repo.path(), name);
         let moved = match expected {
             Some(e) => dst_repo.reference_matching(name, id, true, e, "promote: audit head"),
             None => dst_repo.reference(name, id, false, "promote: audit head"),

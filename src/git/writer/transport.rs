@@ -90,6 +90,7 @@ impl Writer {
         }
         let (src, dst) = (repo.odb().map_err(fatal)?, remote.odb().map_err(fatal)?);
         copy_missing(&src, &dst, id).map_err(fatal)?;
+        let _pushing = clear_stale_ref_lock(remote.path(), &format!("refs/heads/{}", dest.branch));
         match remote.reference_matching(&format!("refs/heads/{}", dest.branch), id, true, expected, "promote: push") {
             Ok(_) => Ok(()),
             Err(e) if is_race(&e) => Err(PushError::Rejected(format!("the branch moved: {}", e.message()))),
@@ -100,6 +101,26 @@ impl Writer {
     pub(super) fn remote_err(&self, dest: &Destination, action: &'static str, e: git2::Error) -> GitError {
         GitError::Remote { remote: dest.remote.to_string(), action, message: self.config.credentials.redact(&dest.remote, e.message()) }
     }
+}
+
+/// How old a ref's lock file in a repo on this machine must be to count as left by a killed
+/// process (git holds one for milliseconds).
+const STALE_REF_LOCK: Duration = Duration::from_secs(2);
+
+/// Takes promote's own push lock of a repo on this machine (held while the returned file lives),
+/// then removes `REF.lock` if it is older than [`STALE_REF_LOCK`]: a promote killed while it
+/// moved the ref leaves one behind, and every later push would fail on it.
+pub(super) fn clear_stale_ref_lock(git_dir: &Path, name: &str) -> Option<File> {
+    let ours = File::options().create(true).truncate(false).write(true).open(git_dir.join("promote-push.lock")).ok()?;
+    ours.lock().ok()?;
+    let lock = git_dir.join(format!("{name}.lock"));
+    if let Ok(m) = std::fs::metadata(&lock)
+        && m.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > STALE_REF_LOCK)
+        && std::fs::remove_file(&lock).is_ok()
+    {
+        tracing::warn!(file = %lock.display(), "removed a stale ref lock left by a killed process");
+    }
+    Some(ours)
 }
 
 /// The folder of a remote that is a path or a `file://` URL.
