@@ -158,6 +158,8 @@ async fn drive(exec: &crate::exec::Executor, id: &str) -> anyhow::Result<ExitCod
         })
     };
     let result = exec.drive_until(id, progress, stop).await;
+    // The trail's head is pushed to Git in the background: wait for it before exiting.
+    crate::exec::settle_heads().await;
     signals.abort();
     ticker.abort();
     view.lock().unwrap_or_else(|e| e.into_inner()).redraw();

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use head::head_remote;
+pub use head::{head_remote, settle_heads};
 pub use metrics::Metrics;
 
 use crate::clock::{humanize, now_ms};
@@ -390,7 +390,7 @@ impl Executor {
         };
         // The run waits for its notifications; those not delivered go into the audit trail.
         notifier.finish_audited(&self.store, id).await?;
-        self.keep_head(&plan.pipeline, &base_dir).await;
+        self.keep_head(&plan.pipeline, &base_dir);
         self.metrics.run_finished(outcome.as_str());
         tracing::info!(run = %run.id, outcome = %outcome, "run finished");
         Ok(Summary { run: self.store.run(id).await?, stages: self.store.stages(id).await? })

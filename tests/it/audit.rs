@@ -22,6 +22,7 @@ async fn trail() -> (Setup, usize) {
         exec.store.decide(&id, "ok", "alice", true, Some("ship it")).await.unwrap();
         walker.await.unwrap();
     }
+    promote::exec::settle_heads().await;
     let n = exec.store.audit_entries(None, 0, 1_000_000).await.unwrap().len();
     exec.store.close().await;
     (s, n)
