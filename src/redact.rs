@@ -51,10 +51,7 @@ fn forms(value: &str) -> Vec<String> {
 }
 
 fn percent(value: &str) -> String {
-    value
-        .bytes()
-        .map(|c| if c.is_ascii_alphanumeric() || b"-._~".contains(&c) { (c as char).to_string() } else { format!("%{c:02X}") })
-        .collect()
+    value.bytes().map(|c| if c.is_ascii_alphanumeric() || b"-._~".contains(&c) { (c as char).to_string() } else { format!("%{c:02X}") }).collect()
 }
 
 /// Remembers a secret value so that it is redacted wherever it appears, in any of its forms.
@@ -95,7 +92,8 @@ struct Patterns {
     token: regex::Regex,
 }
 
-static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
+static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
+    Patterns {
     url: regex::Regex::new(r#"[A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>`()\[\]{}|\\^]+"#).expect("valid"),
     header: regex::Regex::new(
         r#"(?i)\b(authorization|proxy-authorization|x-api-key|api-key|x-auth-token|private-token)("?\s*[:=]\s*"?(?:(?:bearer|basic|digest|token|negotiate)\s+)?)[^\s",;]+"#,
@@ -109,6 +107,7 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     pairs: regex::Regex::new(r"(?i)\b(token|password|passwd|secret|api_key|apikey|api-key|access_token|client_secret|sig|signature)(\s*[=:]\s*)[^\s&,;]+")
         .expect("valid"),
     token: regex::Regex::new(r"\bprt_[0-9A-Za-z_]{16,}").expect("valid"),
+}
 });
 
 /// `text` with every secret it holds replaced by [`MASK`], by structure and by value.

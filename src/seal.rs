@@ -79,9 +79,10 @@ impl Key {
             )));
         }
         let text = crate::files::read_text(path, 1024).map_err(|e| err(e.why))?;
-        let bytes = hex::decode(text.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| {
-            err("not a promote key (64 hex digits): restore it from your backup; a new key makes every sealed record unbelievable".into())
-        })?;
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| err("not a promote key (64 hex digits): restore it from your backup; a new key makes every sealed record unbelievable".into()))?;
         Ok(Key { bytes: Arc::new(bytes), path: path.display().to_string().into() })
     }
 

@@ -76,7 +76,9 @@ async fn leases(store: &crate::store::Store, run: &crate::store::RunRecord, stag
     let ago = |t: i64| humanize(std::time::Duration::from_millis((now - t).max(0) as u64));
     let note = match store.driver(&run.id).await? {
         Some(d) if d.expires_at >= now => format!("driven by {} (lease renewed until {})", d.holder, crate::clock::rfc3339(d.expires_at)),
-        Some(d) => format!("not driven: the lease of {} lapsed {} ago (its process stopped); `promote resume {}` carries it on", d.holder, ago(d.expires_at), run.id),
+        Some(d) => {
+            format!("not driven: the lease of {} lapsed {} ago (its process stopped); `promote resume {}` carries it on", d.holder, ago(d.expires_at), run.id)
+        }
         None => format!("not driven by any process: `promote resume {}` carries it on", run.id),
     };
     out.push(serde_json::json!({"kind": "driver", "note": note}));

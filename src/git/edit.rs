@@ -136,12 +136,7 @@ fn pick_document<'a>(file: &str, docs: &'a [Node], target: Target<'_>) -> Result
                 EditError::NotFound { file, path, missing: format!("in none of the {} documents ({missing} in the first)", docs.len()), line }
             }
             Some(e) => e,
-            None => EditError::NotFound {
-                file: file.into(),
-                path: target_name(target),
-                missing: "the file holds no YAML document".into(),
-                line: 1,
-            },
+            None => EditError::NotFound { file: file.into(), path: target_name(target), missing: "the file holds no YAML document".into(), line: 1 },
         }),
         _ => Err(EditError::NotEditable {
             file: file.into(),

@@ -162,7 +162,9 @@ impl Tamper {
     /// The first bad entry's number.
     pub fn seq(&self) -> i64 {
         match self {
-            Tamper::Altered { seq } | Tamper::Removed { seq, .. } | Tamper::Reordered { seq, .. } | Tamper::Moved { seq, .. } | Tamper::Unhashed { seq } => *seq,
+            Tamper::Altered { seq } | Tamper::Removed { seq, .. } | Tamper::Reordered { seq, .. } | Tamper::Moved { seq, .. } | Tamper::Unhashed { seq } => {
+                *seq
+            }
             Tamper::TailCut { last, .. } | Tamper::HeadAhead { last, .. } => *last + 1,
             Tamper::HeadDiverged { seq, .. } => *seq,
             Tamper::NoStateId { .. } | Tamper::Replaced { .. } => 0,
@@ -180,10 +182,9 @@ impl std::fmt::Display for Tamper {
             Tamper::Reordered { seq, after } => write!(f, "entry #{seq} does not follow #{after}: entries were reordered or replaced"),
             Tamper::Moved { seq, written_as } => write!(f, "entry #{seq} was written as #{written_as}: entries were reordered (swapped or moved)"),
             Tamper::Unhashed { seq } => write!(f, "entry #{seq} has no hash: it was written outside promote's chain"),
-            Tamper::HeadAhead { kept_in, head, last } => write!(
-                f,
-                "the trail ends at #{last} but the head kept in {kept_in} ({HEAD}) is #{head}: entries at the end were removed"
-            ),
+            Tamper::HeadAhead { kept_in, head, last } => {
+                write!(f, "the trail ends at #{last} but the head kept in {kept_in} ({HEAD}) is #{head}: entries at the end were removed")
+            }
             Tamper::HeadDiverged { kept_in, seq } => {
                 write!(f, "entry #{seq} is not the one whose hash {kept_in} keeps ({HEAD}): the trail was rewritten")
             }

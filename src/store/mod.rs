@@ -126,7 +126,9 @@ pub enum StoreError {
     },
     /// A record does not carry the seal promote gives what it writes: it was inserted or changed
     /// outside promote, and is not acted on.
-    #[error("{path}: {what} does not carry promote's seal: it was written or changed outside promote (with a SQL shell?), so promote will not act on it; `promote audit verify` says what else changed")]
+    #[error(
+        "{path}: {what} does not carry promote's seal: it was written or changed outside promote (with a SQL shell?), so promote will not act on it; `promote audit verify` says what else changed"
+    )]
     Forged {
         /// The state.
         path: String,

@@ -6,12 +6,22 @@
 use crate::seal::Key;
 
 /// A run: what it was started with (its source decides who may approve).
+#[allow(clippy::too_many_arguments)]
 pub fn run(key: &Key, id: &str, pipeline: &str, file: &str, source: &str, version: &str, triggered_by: &str, authenticated: bool, created_at: i64) -> String {
     let at = created_at.to_string();
     let auth: &[u8] = if authenticated { b"1" } else { b"0" };
     key.mac(
         "run",
-        &[Some(id.as_bytes()), Some(pipeline.as_bytes()), Some(file.as_bytes()), Some(source.as_bytes()), Some(version.as_bytes()), Some(triggered_by.as_bytes()), Some(auth), Some(at.as_bytes())],
+        &[
+            Some(id.as_bytes()),
+            Some(pipeline.as_bytes()),
+            Some(file.as_bytes()),
+            Some(source.as_bytes()),
+            Some(version.as_bytes()),
+            Some(triggered_by.as_bytes()),
+            Some(auth),
+            Some(at.as_bytes()),
+        ],
     )
 }
 

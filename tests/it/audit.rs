@@ -207,7 +207,7 @@ async fn a_cut_tail_a_wipe_a_forged_entry_and_a_swap_are_each_named_against_the_
             ),
             format!("the trail ends at #{} but the head kept in", n - 3),
         ),
-        ("wipe", "DROP TRIGGER events_no_delete; DELETE FROM events; DELETE FROM audit_head;".to_string(), format!("the trail ends at #0 but the head kept in")),
+        ("wipe", "DROP TRIGGER events_no_delete; DELETE FROM events; DELETE FROM audit_head;".to_string(), "the trail ends at #0 but the head kept in".to_string()),
         ("wipe-all", "DROP TRIGGER events_no_delete; DELETE FROM events; DELETE FROM audit_head; DELETE FROM meta;".to_string(), "the state has lost its id".to_string()),
         (
             "forged",

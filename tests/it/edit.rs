@@ -209,7 +209,8 @@ fn empty_and_comment_only_documents_are_skipped_as_helm_template_writes_them() {
 
 #[test]
 fn a_byte_order_mark_and_crlf_line_endings_are_kept() {
-    let text = "\u{feff}# Default values for checkout.\r\n# This is a YAML-formatted file.\r\n---\r\nimage:\r\n  repository: acme/checkout\r\n  tag: \"1.4.1\"\r\n";
+    let text =
+        "\u{feff}# Default values for checkout.\r\n# This is a YAML-formatted file.\r\n---\r\nimage:\r\n  repository: acme/checkout\r\n  tag: \"1.4.1\"\r\n";
     let out = apply("values.yaml", text, Target::Path("image.tag"), "1.4.2").unwrap();
     assert_eq!(out.text, text.replace("1.4.1", "1.4.2"));
     assert_eq!(out.line, 6);

@@ -30,7 +30,17 @@ fn unsealed(message: &str) -> String {
 }
 
 fn promotion<'a>(run: &'a str, stage: &'a str, version: &'a str) -> Promotion<'a> {
-    Promotion { pipeline: "checkout", environment: "qa", run, stage, version, value: version, approved_by: &[], check: None, seal: Some(&crate::repos::TEST_KEY) }
+    Promotion {
+        pipeline: "checkout",
+        environment: "qa",
+        run,
+        stage,
+        version,
+        value: version,
+        approved_by: &[],
+        check: None,
+        seal: Some(&crate::repos::TEST_KEY),
+    }
 }
 
 /// The qa repo, a writer with its cache in `dir/cache`, and the kustomization's checkout image.
@@ -371,7 +381,14 @@ fn rollback_restores_the_value_over_unrelated_later_commits() {
     repo.commit_as_someone_else("README.md", "unrelated change\n", "docs");
     repo.commit_as_someone_else("apps/other.yaml", "a: 1\n", "other app");
 
-    let latest = RollbackRequest { pipeline: "checkout", environment: "qa", target: RollbackTarget::Latest, run: None, stage: None, seal: Some(&crate::repos::TEST_KEY) };
+    let latest = RollbackRequest {
+        pipeline: "checkout",
+        environment: "qa",
+        target: RollbackTarget::Latest,
+        run: None,
+        stage: None,
+        seal: Some(&crate::repos::TEST_KEY),
+    };
     let r = w.rollback(&dest, &latest).unwrap();
     let Outcome::Committed(written) = &r.outcome else { panic!("{r:?}") };
     assert_eq!((written.old_value.as_deref(), written.new_value.as_str()), (Some("1.4.3"), "1.4.2"));
@@ -407,7 +424,14 @@ fn rollback_refuses_when_the_value_changed_since() {
     let p1 = repo.head();
     let hand = fixture("kustomization.yaml").replace("newTag: 1.4.1", "newTag: 1.5.0-hotfix");
     repo.commit_as_someone_else(KUSTOMIZATION, &hand, "hotfix by hand");
-    let of = RollbackRequest { pipeline: "checkout", environment: "qa", target: RollbackTarget::Of(p1.clone()), run: None, stage: None, seal: Some(&crate::repos::TEST_KEY) };
+    let of = RollbackRequest {
+        pipeline: "checkout",
+        environment: "qa",
+        target: RollbackTarget::Of(p1.clone()),
+        run: None,
+        stage: None,
+        seal: Some(&crate::repos::TEST_KEY),
+    };
     let e = w.rollback(&dest, &of).unwrap_err();
     assert!(e.to_string().contains("wrote `1.4.2` but it is now `1.5.0-hotfix`: a later commit changed it; name the state to restore with --to COMMIT"), "{e}");
     let e = w.rollback(&dest, &RollbackRequest { target: RollbackTarget::Of("0123456789abcdef".into()), ..of }).unwrap_err();

@@ -156,10 +156,7 @@ fn alias_bombs_by_bytes_and_by_count_and_deep_nesting_are_refused_at_their_posit
 
 #[test]
 fn the_same_bombs_are_refused_in_the_users_file_the_rego_data_and_an_environment_file() {
-    let s = Setup::new(
-        "  ok:\n    approval: {approvers: [alice]}\n  gate:\n    policy: {policies: [policies/], data: [data.yaml]}\n",
-        "users: users.yaml\n",
-    );
+    let s = Setup::new("  ok:\n    approval: {approvers: [alice]}\n  gate:\n    policy: {policies: [policies/], data: [data.yaml]}\n", "users: users.yaml\n");
     std::fs::create_dir(s.path().join("policies")).unwrap();
     std::fs::write(s.path().join("policies/p.rego"), "package p\n\ndeny contains msg if { false; msg := \"never\" }\n").unwrap();
     for (name, body, want) in bombs() {
@@ -413,8 +410,13 @@ fn trailers_anyone_can_type_never_make_a_promotion_or_a_rollback_already_done() 
 
     // A typed `Promote-Rollback-Of` does not stop a rollback of that promotion.
     let promotion = repo.head();
-    repo.commit_as_someone_else("README.md", "x\n", &format!("roll back checkout in prod to 1.0.0\n\nPromote-Pipeline: checkout\nPromote-Rollback-Of: {promotion}\n"));
-    let rb = RollbackRequest { pipeline: "checkout", environment: "prod", target: RollbackTarget::Of(promotion.clone()), run: None, stage: None, seal: Some(key) };
+    repo.commit_as_someone_else(
+        "README.md",
+        "x\n",
+        &format!("roll back checkout in prod to 1.0.0\n\nPromote-Pipeline: checkout\nPromote-Rollback-Of: {promotion}\n"),
+    );
+    let rb =
+        RollbackRequest { pipeline: "checkout", environment: "prod", target: RollbackTarget::Of(promotion.clone()), run: None, stage: None, seal: Some(key) };
     let r = writer.rollback(&dest, &rb).unwrap();
     assert!(matches!(r.outcome, Outcome::Committed(_)), "{r:?}");
     assert_eq!(repo.show("values.yaml"), "image:\n  tag: 6.6.6\n", "restored what the file held before that promotion");
@@ -444,7 +446,11 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 fn a_killed_runs_environment_lock_is_named_stale_then_taken_over_and_audited() {
     let s = Setup::new("  prod:\n    deploy: {environment: prod}\n  sign-off:\n    needs: [prod]\n    approval: {approvers: [alice]}\n", "");
     // Run 1 deploys prod, then waits for its sign-off holding prod; then it is killed.
-    let mut first = leased(s.path(), &["run", "pipeline.yaml", "--version", "1.0.1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut first = leased(s.path(), &["run", "pipeline.yaml", "--version", "1.0.1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let mut r1 = String::new();
     wait_until("run 1 to wait for its sign-off", || {
         let list: serde_json::Value = serde_json::from_slice(&leased(s.path(), &["status", "--json"]).output().unwrap().stdout).unwrap_or_default();
@@ -488,13 +494,15 @@ fn a_run_has_one_driver_and_a_dead_drivers_run_is_taken_over() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     wait_until("the driver to be gone", || unsafe { libc::kill(pid, 0) } != 0);
     let resumed = leased(s.path(), &["resume", &id]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    wait_until("the new driver", || status_json(s.path(), &id)["leases"][0]["note"].as_str().is_some_and(|n| n.starts_with("driven by") && !n.contains(&format!(":{pid} "))));
+    wait_until("the new driver", || {
+        status_json(s.path(), &id)["leases"][0]["note"].as_str().is_some_and(|n| n.starts_with("driven by") && !n.contains(&format!(":{pid} ")))
+    });
     let out = leased(s.path(), &["approve", &id, "ok", "--as", "alice"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let out = resumed.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let log = text(&leased(s.path(), &["audit", "log", "--run", &id]).output().unwrap());
-    assert!(log.contains(&format!("driven by a new process: the previous driver ")) && log.contains(&format!(":{pid} stopped (its lease ran until")), "{log}");
+    assert!(log.contains("driven by a new process: the previous driver ") && log.contains(&format!(":{pid} stopped (its lease ran until")), "{log}");
     assert_eq!(log.matches("started (attempt 1)").count(), 2, "each stage started once, not once per driver: {log}");
 }
 
@@ -554,12 +562,7 @@ async fn no_secret_in_any_form_reaches_output_status_the_audit_log_or_the_state_
     assert!(String::from_utf8_lossy(&audit.stdout).contains("notification"), "the undelivered notification is audited");
 
     let forms = |secret: &str| {
-        vec![
-            secret.to_string(),
-            b64(secret),
-            b64(&format!("robot:{secret}")),
-            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>(),
-        ]
+        vec![secret.to_string(), b64(secret), b64(&format!("robot:{secret}")), url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>()]
     };
     assert!(String::from_utf8_lossy(&status_prom.stdout).contains("?api_key=[redacted] failed"), "{}", String::from_utf8_lossy(&status_prom.stdout));
     for (what, out) in [("status --json", &status), ("status --json (prom)", &status_prom), ("audit log --json", &audit), ("audit log", &audit_text)] {

@@ -277,9 +277,9 @@ async fn http_health_waits_for_the_expected_status() {
     assert_eq!(*hits.lock().unwrap(), 4);
     let events = exec.store.events(&id).await.unwrap();
     assert!(
-        events
-            .iter()
-            .any(|e| e.detail.contains(&format!("health: http: http://127.0.0.1:{port}/healthz?v=[redacted] answered HTTP 503 Service Unavailable (expected 200)"))),
+        events.iter().any(|e| e
+            .detail
+            .contains(&format!("health: http: http://127.0.0.1:{port}/healthz?v=[redacted] answered HTTP 503 Service Unavailable (expected 200)"))),
         "{events:?}"
     );
 }

@@ -93,7 +93,8 @@ impl Writer {
             let c = repo.find_commit(id).map_err(|e| self.cache_err(&repo, e))?;
             let m = c.message().unwrap_or("");
             let one = |k: &str| trailer_values(m, k).first().map(|s| s.to_string());
-            let (Some(state), Some(seq), Some(hash)) = (one("Promote-Audit-State"), one("Promote-Audit-Seq").and_then(|s| s.parse().ok()), one("Promote-Audit-Hash"))
+            let (Some(state), Some(seq), Some(hash)) =
+                (one("Promote-Audit-State"), one("Promote-Audit-Seq").and_then(|s| s.parse().ok()), one("Promote-Audit-Hash"))
             else {
                 continue;
             };
@@ -110,36 +111,14 @@ impl Writer {
         if let Ok(mut r) = repo.find_reference(&local) {
             r.delete().map_err(|e| self.cache_err(repo, e))?;
         }
-        let err = |e: git2::Error| GitError::Remote { remote: remote.to_string(), action: "fetch", message: self.config.credentials.redact(remote, e.message()) };
+        let err =
+            |e: git2::Error| GitError::Remote { remote: remote.to_string(), action: "fetch", message: self.config.credentials.redact(remote, e.message()) };
         let mut r = repo.remote_anonymous(remote.url()).map_err(err)?;
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(self.callbacks());
         opts.download_tags(AutotagOption::None);
         r.fetch(&[format!("+{name}:{local}")], Some(&mut opts), None).map_err(err)?;
         Ok(repo.refname_to_id(&local).ok())
-    }
-
-    fn push_ref(&self, repo: &Repository, remote: &Remote, out: &str, name: &str) -> Result<(), PushError> {
-        let err = |e: git2::Error| GitError::Remote { remote: remote.to_string(), action: "push", message: self.config.credentials.redact(remote, e.message()) };
-        let mut r = repo.remote_anonymous(remote.url()).map_err(|e| PushError::Fatal(err(e)))?;
-        let refused: Cell<Option<String>> = Cell::new(None);
-        let result = {
-            let mut cbs = self.callbacks();
-            cbs.push_update_reference(|_name, status| {
-                if let Some(s) = status {
-                    refused.set(Some(s.to_string()));
-                }
-                Ok(())
-            });
-            let mut opts = PushOptions::new();
-            opts.remote_callbacks(cbs);
-            r.push(&[format!("{out}:{name}")], Some(&mut opts))
-        };
-        match result {
-            Ok(()) => refused.take().map_or(Ok(()), |why| Err(PushError::Rejected(why))),
-            Err(e) if transport::is_race(&e) => Err(PushError::Rejected(self.config.credentials.redact(remote, e.message()))),
-            Err(e) => Err(PushError::Fatal(err(e))),
-        }
     }
 
     /// As `push_local`, for any ref: the objects copied, the ref moved by compare-and-swap from

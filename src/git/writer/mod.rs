@@ -211,7 +211,17 @@ impl Writer {
         let trailers = vec![("Promote-Pipeline", p.pipeline), ("Promote-Run", p.run), ("Promote-Stage", p.stage), ("Promote-Version", p.version)];
         let seal_of = |key: &Key, blob: Oid| {
             let blob = blob.to_string();
-            key.mac("promotion", &[Some(p.pipeline.as_bytes()), Some(p.run.as_bytes()), Some(p.stage.as_bytes()), Some(p.version.as_bytes()), Some(dest.file.as_bytes()), Some(blob.as_bytes())])
+            key.mac(
+                "promotion",
+                &[
+                    Some(p.pipeline.as_bytes()),
+                    Some(p.run.as_bytes()),
+                    Some(p.stage.as_bytes()),
+                    Some(p.version.as_bytes()),
+                    Some(dest.file.as_bytes()),
+                    Some(blob.as_bytes()),
+                ],
+            )
         };
         let mut first_seen: Option<Option<String>> = None;
         let mut warnings = Vec::new();

@@ -52,7 +52,15 @@ impl Writer {
     }
 
     pub(super) fn push(&self, repo: &Repository, dest: &Destination, out: &str) -> Result<(), PushError> {
-        let mut remote = repo.remote_anonymous(dest.remote.url()).map_err(|e| PushError::Fatal(self.remote_err(dest, "push", e)))?;
+        self.push_ref(repo, &dest.remote, out, &format!("refs/heads/{}", dest.branch))
+    }
+
+    /// Pushes the local ref `out` to the remote's ref `name` (no force: the remote refuses what
+    /// does not fast-forward, which is a lost race).
+    pub(super) fn push_ref(&self, repo: &Repository, remote: &Remote, out: &str, name: &str) -> Result<(), PushError> {
+        let err =
+            |e: git2::Error| GitError::Remote { remote: remote.to_string(), action: "push", message: self.config.credentials.redact(remote, e.message()) };
+        let mut r = repo.remote_anonymous(remote.url()).map_err(|e| PushError::Fatal(err(e)))?;
         let refused: Cell<Option<String>> = Cell::new(None);
         let result = {
             let mut cbs = self.callbacks();
@@ -64,15 +72,15 @@ impl Writer {
             });
             let mut opts = PushOptions::new();
             opts.remote_callbacks(cbs);
-            remote.push(&[format!("{out}:refs/heads/{}", dest.branch)], Some(&mut opts))
+            r.push(&[format!("{out}:{name}")], Some(&mut opts))
         };
         match result {
             Ok(()) => match refused.take() {
                 None => Ok(()),
                 Some(why) => Err(PushError::Rejected(why)),
             },
-            Err(e) if is_race(&e) => Err(PushError::Rejected(self.config.credentials.redact(&dest.remote, e.message()))),
-            Err(e) => Err(PushError::Fatal(self.remote_err(dest, "push", e))),
+            Err(e) if is_race(&e) => Err(PushError::Rejected(self.config.credentials.redact(remote, e.message()))),
+            Err(e) => Err(PushError::Fatal(err(e))),
         }
     }
 

@@ -9,8 +9,8 @@ use std::ptr::NonNull;
 use sqlx::Row;
 
 use super::SqliteBackend;
-use crate::store::StoreError;
 use crate::seal::Key;
+use crate::store::StoreError;
 use crate::store::chain::{Entry, Tamper, Verdict, chain_hash};
 
 /// The SQL function's name.

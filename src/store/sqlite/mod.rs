@@ -129,11 +129,13 @@ impl SqliteBackend {
     }
 
     async fn run_of(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query("SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message, authenticated, seal FROM runs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.db())?;
+        let row = sqlx::query(
+            "SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message, authenticated, seal FROM runs WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.db())?;
         Ok(row.as_ref().map(run_of))
     }
 
@@ -149,11 +151,12 @@ impl SqliteBackend {
     }
 
     async fn stages_of(&self, run: &str) -> Result<Vec<StageRecord>, StoreError> {
-        let rows = sqlx::query("SELECT name, kind, state, attempt, started_at, finished_at, message, output, seal FROM stages WHERE run_id = ? ORDER BY position")
-            .bind(run)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.db())?;
+        let rows =
+            sqlx::query("SELECT name, kind, state, attempt, started_at, finished_at, message, output, seal FROM stages WHERE run_id = ? ORDER BY position")
+                .bind(run)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.db())?;
         Ok(rows
             .iter()
             .map(|r| StageRecord {

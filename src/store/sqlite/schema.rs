@@ -179,8 +179,14 @@ pub(super) async fn migrate(pool: &SqlitePool, path: &str, key: &Key) -> Result<
 /// Chains entries written before the chain existed (schema < 5), oldest first, inside the
 /// migration's transaction.
 async fn chain_existing(tx: &mut sqlx::SqliteConnection, key: &Key) -> Result<(), sqlx::Error> {
-    let rows = sqlx::query("SELECT id, run_id, stage, at, kind, actor, detail FROM events WHERE hash IS NULL ORDER BY id").fetch_all(&mut *tx).await?;
-    let mut prev: String = sqlx::query_scalar("SELECT hash FROM audit_head").fetch_optional(&mut *tx).await?.unwrap_or_default();
+    let prev: String = sqlx::query_scalar("SELECT hash FROM audit_head").fetch_optional(&mut *tx).await?.unwrap_or_default();
+    chain_from(tx, key, "WHERE hash IS NULL", prev).await
+}
+
+/// Chains the entries `filter` selects, oldest first, after `prev`, and moves the head.
+async fn chain_from(tx: &mut sqlx::SqliteConnection, key: &Key, filter: &str, mut prev: String) -> Result<(), sqlx::Error> {
+    let q = format!("SELECT id, run_id, stage, at, kind, actor, detail FROM events {filter} ORDER BY id");
+    let rows = sqlx::query(AssertSqlSafe(q)).fetch_all(&mut *tx).await?;
     let mut last = None;
     for r in &rows {
         let e = super::chain::row_entry(r, 0);
@@ -216,26 +222,24 @@ async fn seal_existing(tx: &mut sqlx::SqliteConnection, key: &Key) -> Result<(),
     for r in &rows {
         let (run, stage, user): (String, String, String) = (r.get(0), r.get(1), r.get(2));
         let seal = seals::decision(key, &run, &stage, &user, r.get(3), r.get(4), r.get(5));
-        sqlx::query("UPDATE decisions SET seal = ? WHERE run_id = ? AND stage = ? AND user = ?").bind(seal).bind(&run).bind(&stage).bind(&user).execute(&mut *tx).await?;
+        sqlx::query("UPDATE decisions SET seal = ? WHERE run_id = ? AND stage = ? AND user = ?")
+            .bind(seal)
+            .bind(&run)
+            .bind(&stage)
+            .bind(&user)
+            .execute(&mut *tx)
+            .await?;
     }
     let rows = sqlx::query("SELECT pipeline, template, by_user, reason, at FROM log_exemptions").fetch_all(&mut *tx).await?;
     for r in &rows {
         let (pipeline, template): (String, String) = (r.get(0), r.get(1));
         let seal = seals::exemption(key, &pipeline, &template, r.get(2), r.get(3), r.get(4));
-        sqlx::query("UPDATE log_exemptions SET seal = ? WHERE pipeline = ? AND template = ?").bind(seal).bind(&pipeline).bind(&template).execute(&mut *tx).await?;
+        sqlx::query("UPDATE log_exemptions SET seal = ? WHERE pipeline = ? AND template = ?")
+            .bind(seal)
+            .bind(&pipeline)
+            .bind(&template)
+            .execute(&mut *tx)
+            .await?;
     }
-    let rows = sqlx::query("SELECT id, run_id, stage, at, kind, actor, detail FROM events ORDER BY id").fetch_all(&mut *tx).await?;
-    let mut prev = String::new();
-    let mut last = None;
-    for r in &rows {
-        let e = super::chain::row_entry(r, 0);
-        let hash = e.expected_hash(key, &prev);
-        sqlx::query("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?").bind(&prev).bind(&hash).bind(e.seq).execute(&mut *tx).await?;
-        prev = hash;
-        last = Some(e.seq);
-    }
-    if let Some(id) = last {
-        sqlx::query("INSERT OR REPLACE INTO audit_head (one, id, hash) VALUES (1, ?, ?)").bind(id).bind(&prev).execute(&mut *tx).await?;
-    }
-    Ok(())
+    chain_from(tx, key, "", String::new()).await
 }

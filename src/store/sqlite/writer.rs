@@ -151,7 +151,8 @@ async fn update_stages(conn: &mut SqliteConnection, items: &[(&str, &StageWrite)
 async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> Result<Written, sqlx::Error> {
     match write {
         Write::CreateRun { run, stages } => {
-            let seal = seals::run(&head.key, &run.id, &run.pipeline, &run.file, &run.source, &run.version, &run.triggered_by, run.authenticated, run.created_at);
+            let seal =
+                seals::run(&head.key, &run.id, &run.pipeline, &run.file, &run.source, &run.version, &run.triggered_by, run.authenticated, run.created_at);
             sqlx::query(
                 "INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, authenticated, seal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
@@ -230,10 +231,8 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             Ok(Written::Done)
         }
         Write::Lock { environment, run, at, expires_at } => {
-            let held: Option<(String, i64)> = sqlx::query_as("SELECT run_id, expires_at FROM env_locks WHERE environment = ?")
-                .bind(environment)
-                .fetch_optional(&mut *conn)
-                .await?;
+            let held: Option<(String, i64)> =
+                sqlx::query_as("SELECT run_id, expires_at FROM env_locks WHERE environment = ?").bind(environment).fetch_optional(&mut *conn).await?;
             match held {
                 Some((holder, until)) if holder != *run && until >= *at => return Ok(Written::Holder(Some((holder, until)))),
                 Some((holder, until)) if holder != *run => {
