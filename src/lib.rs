@@ -35,6 +35,8 @@
 //!   the rules they carry; the CLI and the server both call it.
 //! - [`clock`]: the one clock (jiff) and durations for people.
 //! - [`files`]: reading the files a user names: regular files only, capped, UTF-8 errors placed.
+//! - [`server`]: `promote serve`: webhook receivers (verified per provider) that start runs, the
+//!   API over `ops`, metrics; the executor in process.
 //! - [`cli`]: the `promote` command line (parse -> ops -> print); `main.rs` only calls it.
 
 pub mod analysis;
@@ -53,5 +55,6 @@ pub mod providers;
 pub mod redact;
 pub mod seal;
 pub mod secret;
+pub mod server;
 pub mod stages;
 pub mod store;

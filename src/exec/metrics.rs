@@ -1,4 +1,4 @@
-//! The executor's Prometheus metrics (prometheus-client registry; `promote serve` will expose it).
+//! The executor's Prometheus metrics (prometheus-client registry; `promote serve` exposes it).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -21,6 +21,7 @@ pub struct Metrics {
     stage_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     promotions: Family<Labels, Counter>,
     approvals_waiting: Gauge,
+    deliveries: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -30,11 +31,13 @@ impl Default for Metrics {
         let stage_seconds = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(stage_histogram as fn() -> Histogram);
         let promotions = Family::<Labels, Counter>::default();
         let approvals_waiting = Gauge::default();
+        let deliveries = Family::<Labels, Counter>::default();
         registry.register("runs", "Runs finished, by outcome", runs.clone());
         registry.register("stage_duration_seconds", "Stage durations, by kind and final state", stage_seconds.clone());
         registry.register("promotions", "Promotion commits written, by environment", promotions.clone());
         registry.register("approvals_waiting", "Approval stages waiting for people", approvals_waiting.clone());
-        Metrics { registry, runs, stage_seconds, promotions, approvals_waiting }
+        registry.register("webhook_deliveries", "Webhook deliveries received, by provider and result", deliveries.clone());
+        Metrics { registry, runs, stage_seconds, promotions, approvals_waiting, deliveries }
     }
 }
 
@@ -57,6 +60,12 @@ impl Metrics {
     /// An approval started (+1) or stopped (-1) waiting.
     pub fn approval_waiting(&self, delta: i64) {
         self.approvals_waiting.inc_by(delta);
+    }
+
+    /// A webhook delivery was answered: `result` is `started`, `duplicate`, `ignored`, `refused`,
+    /// `invalid`, `ping`.
+    pub fn delivery(&self, provider: &str, result: &str) {
+        self.deliveries.get_or_create(&vec![("provider".into(), provider.into()), ("result".into(), result.into())]).inc();
     }
 
     /// The OpenMetrics text of every metric.

@@ -104,6 +104,26 @@ impl Executor {
     /// absolute: a resumed run finds relative repos from it. `authenticated`: the starter proved
     /// who they are.
     pub async fn start(&self, file: &Path, source: &str, plan: &Plan, version: &str, triggered_by: &str, authenticated: bool) -> Result<RunRecord, ExecError> {
+        match self.start_delivered(file, source, plan, version, triggered_by, authenticated, None).await? {
+            Ok(run) => Ok(run),
+            Err(_) => unreachable!("only a delivery can be a duplicate"),
+        }
+    }
+
+    /// [`start`](Self::start) for a webhook `delivery`, recorded with the run in one transaction:
+    /// `Err(run)` (inside `Ok`) when the delivery, or a run of this pipeline and version, was
+    /// recorded before (`run`: the run it started), and nothing was started.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_delivered(
+        &self,
+        file: &Path,
+        source: &str,
+        plan: &Plan,
+        version: &str,
+        triggered_by: &str,
+        authenticated: bool,
+        delivery: Option<crate::store::Delivery>,
+    ) -> Result<Result<RunRecord, Option<String>>, ExecError> {
         let run = RunRecord {
             id: ulid::Ulid::new().to_string(),
             pipeline: plan.pipeline.name.value.clone(),
@@ -119,9 +139,11 @@ impl Executor {
             seal: None,
         };
         let stages: Vec<(&str, &str)> = plan.pipeline.stages.iter().map(|s| (s.name.value.as_str(), s.kind.name())).collect();
-        self.store.create_run(&run, &stages).await?;
+        if let Some(first) = self.store.create_delivered_run(&run, &stages, delivery).await? {
+            return Ok(Err(first));
+        }
         tracing::info!(run = %run.id, pipeline = %run.pipeline, version, "run started");
-        Ok(run)
+        Ok(Ok(run))
     }
 
     /// Walks run `id` from its last durable state to its end. `progress` hears every transition.

@@ -135,6 +135,24 @@ impl Users {
 }
 
 impl Users {
+    /// The enabled user whose token `given` is (compared in constant time with every stored hash).
+    pub fn by_token(&self, given: &str) -> Option<&str> {
+        if given.is_empty() {
+            return None;
+        }
+        let h = hash_token(given);
+        let mut found = None;
+        for (login, u) in &self.users {
+            if let Some(t) = &u.token
+                && constant_time_eq(h.as_bytes(), t.to_ascii_lowercase().as_bytes())
+                && !u.disabled
+            {
+                found = Some(login.as_str());
+            }
+        }
+        found
+    }
+
     /// Whether any user of the file has a token: then every action is authenticated by one.
     pub fn uses_tokens(&self) -> bool {
         self.users.values().any(|u| u.token.is_some())

@@ -8,7 +8,7 @@ use crate::diag::{Diagnostics, Pos, did_you_mean};
 /// Names that `${...}` may use.
 pub const KNOWN_VARIABLES: &[&str] = &["version", "image", "pipeline", "run", "environment", "stage"];
 
-const TOP_FIELDS: &[&str] = &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure", "users", "notifications"];
+const TOP_FIELDS: &[&str] = &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure", "users", "notifications", "triggers"];
 const API_VERSION: &str = "promote/v1";
 
 /// Reads `src` (the text of the file the user calls `diags.file()`). Every problem of shape is
@@ -35,6 +35,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
     let mut on_failure = None;
     let mut users = None;
     let mut notifications = Vec::new();
+    let mut triggers = Vec::new();
     let mut unreadable = Vec::new();
     for (key, value) in entries {
         let Some(k) = key.as_str() else { continue };
@@ -68,6 +69,10 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
             "onFailure" => on_failure = from_node::<OnFailure>(value, diags),
             "users" => users = from_node::<Spanned<String>>(value, diags),
             "notifications" => notifications = from_node::<Vec<Notification>>(value, diags).unwrap_or_default(),
+            "triggers" => {
+                triggers = from_node::<Vec<Spanned<triggers::Trigger>>>(value, diags).unwrap_or_default();
+                triggers::check(&triggers, diags);
+            }
             // Extension fields, as in Compose files: a place for YAML anchors, ignored.
             other if other.starts_with("x-") => {}
             other => unknown_key(key.pos, other, TOP_FIELDS, "", diags),
@@ -96,6 +101,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
         on_failure: on_failure.unwrap_or_default(),
         users,
         notifications,
+        triggers,
         unreadable,
     })
 }

@@ -7,6 +7,7 @@ mod kinds;
 mod load;
 pub mod path;
 mod spanned;
+pub mod triggers;
 pub mod version;
 pub mod yaml;
 
@@ -120,6 +121,8 @@ pub struct Pipeline {
     pub users: Option<Spanned<String>>,
     /// Where notifications go.
     pub notifications: Vec<Notification>,
+    /// What starts a run by itself (webhooks `promote serve` receives).
+    pub triggers: Vec<Spanned<triggers::Trigger>>,
     /// Names of stages and environments that were written but could not be read (their errors
     /// are already reported); later checks treat them as known so as not to report them twice.
     #[serde(skip)]

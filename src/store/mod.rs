@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
-pub use records::{Decision, Event, Exemption, Lease, RunRecord, RunState, StageRecord, StageState, StageWrite, Transition, Write, Written};
+pub use records::{Decision, Delivery, Event, Exemption, Lease, RunRecord, RunState, StageRecord, StageState, StageWrite, Transition, Write, Written};
 
 /// What a backend's operations return.
 pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -224,8 +224,18 @@ impl Store {
 
     /// Records a new run and its stages (all pending), in one transaction.
     pub async fn create_run(&self, run: &RunRecord, stages: &[(&str, &str)]) -> Result<(), StoreError> {
+        self.create_delivered_run(run, stages, None).await.map(|_| ())
+    }
+
+    /// Records a run started by a webhook delivery, with the delivery, in one transaction:
+    /// `Ok(None)` when recorded; `Ok(Some(run))` when the delivery, or a run of the same pipeline
+    /// and version, was recorded before (`run`: the run it started, if any), and nothing was.
+    pub async fn create_delivered_run(&self, run: &RunRecord, stages: &[(&str, &str)], delivery: Option<Delivery>) -> Result<Option<Option<String>>, StoreError> {
         let stages = stages.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect();
-        self.write(Write::CreateRun { run: run.clone(), stages }).await.map(|_| ())
+        match self.write(Write::CreateRun { run: run.clone(), stages, delivery }).await? {
+            Written::Duplicate(r) => Ok(Some(r)),
+            _ => Ok(None),
+        }
     }
 
     /// One run by id; refused when its record does not carry its seal.

@@ -194,12 +194,16 @@ pub struct StageWrite {
 /// transaction (group commit); each is acknowledged only once it is durable.
 #[derive(Debug, Clone)]
 pub enum Write {
-    /// A new run and its stages (pending), with its trigger entry.
+    /// A new run and its stages (pending), with its trigger entry; with a webhook delivery, in
+    /// the same transaction as the delivery's record, and only if neither the delivery nor a run
+    /// of this pipeline and version was recorded before ([`Written::Duplicate`] then).
     CreateRun {
         /// The run.
         run: RunRecord,
         /// (name, kind) of each stage, in file order.
         stages: Vec<(String, String)>,
+        /// The delivery that started it, if a webhook did.
+        delivery: Option<Delivery>,
     },
     /// Transitions of one run's stages, all or none.
     Transitions {
@@ -358,6 +362,20 @@ pub enum Written {
     Holder(Option<(String, i64)>),
     /// Whether a renewed lease was still the driver's.
     Renewed(bool),
+    /// The delivery, or a run of the same pipeline and version, was recorded before: this run
+    /// (if any) is the one that delivery started.
+    Duplicate(Option<String>),
+}
+
+/// A webhook delivery, as recorded before it is answered.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// `github`, `gitlab`, ...
+    pub provider: String,
+    /// The provider's delivery id (or the body's hash when it gives none).
+    pub id: String,
+    /// SHA-256 of the body, hex.
+    pub body_hash: String,
 }
 
 /// A lease someone holds: an environment's lock or a run's driver.

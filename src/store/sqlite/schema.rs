@@ -132,6 +132,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // one process at a time, by lease. Locks from before have lapsed already (0).
     "ALTER TABLE env_locks ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE drivers (run_id TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL);",
+    // 9: webhook deliveries, recorded with the run they start before they are answered: one run
+    // per delivery, and one per pipeline and version, however often or wherever it is delivered.
+    "CREATE TABLE deliveries (
+        provider TEXT NOT NULL,
+        delivery_id TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        version TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (provider, delivery_id, pipeline),
+        UNIQUE (pipeline, version)
+    );",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.

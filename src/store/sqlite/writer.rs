@@ -150,7 +150,35 @@ async fn update_stages(conn: &mut SqliteConnection, items: &[(&str, &StageWrite)
 /// One write's statements, inside the open transaction.
 async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> Result<Written, sqlx::Error> {
     match write {
-        Write::CreateRun { run, stages } => {
+        Write::CreateRun { run, stages, delivery } => {
+            if let Some(d) = delivery {
+                let inserted = sqlx::query(
+                    "INSERT OR IGNORE INTO deliveries (provider, delivery_id, body_hash, pipeline, version, run_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&d.provider)
+                .bind(&d.id)
+                .bind(&d.body_hash)
+                .bind(&run.pipeline)
+                .bind(&run.version)
+                .bind(&run.id)
+                .bind(run.created_at)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    let first: Option<String> = sqlx::query_scalar(
+                        "SELECT run_id FROM deliveries WHERE (provider = ? AND delivery_id = ? AND pipeline = ?) OR (pipeline = ? AND version = ?) ORDER BY at LIMIT 1",
+                    )
+                    .bind(&d.provider)
+                    .bind(&d.id)
+                    .bind(&run.pipeline)
+                    .bind(&run.pipeline)
+                    .bind(&run.version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    return Ok(Written::Duplicate(first));
+                }
+            }
             let seal =
                 seals::run(&head.key, &run.id, &run.pipeline, &run.file, &run.source, &run.version, &run.triggered_by, run.authenticated, run.created_at);
             sqlx::query(

@@ -1,0 +1,152 @@
+//! `/api/v1`: JSON over the same `ops` the CLI calls, authenticated by the users files' tokens
+//! (`Authorization: Bearer TOKEN`); the identity of every action is the token's user.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use super::Server;
+use crate::ops::OpsError;
+
+type Answer = Result<Response, Response>;
+
+fn error(status: StatusCode, why: impl Into<String>) -> Response {
+    (status, Json(json!({"error": crate::redact::text(&why.into())}))).into_response()
+}
+
+fn ops_error(e: OpsError) -> Response {
+    match e {
+        OpsError::Refused(why) => error(StatusCode::BAD_REQUEST, why),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+pub(super) fn routes() -> axum::Router<Server> {
+    axum::Router::new()
+        .route("/pipelines", get(pipelines))
+        .route("/runs", get(runs).post(start))
+        .route("/runs/{id}", get(run))
+        .route("/runs/{id}/stages/{stage}/{decision}", post(decide))
+        .route("/audit/verify", get(verify))
+}
+
+/// The token's user, in any loaded pipeline's users file. Refused before anything else is read.
+fn authenticate(server: &Server, headers: &HeaderMap) -> Result<(String, String), Response> {
+    let Some(token) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
+        return Err(error(StatusCode::UNAUTHORIZED, "the API takes `Authorization: Bearer TOKEN` (a token of the users file: `promote token --for USER`)"));
+    };
+    for loaded in server.pipelines().by_name.values() {
+        let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
+        if let Ok(Some(users)) = crate::governance::users_of(&loaded.plan.pipeline, base)
+            && let Some(login) = users.by_token(token)
+        {
+            return Ok((login.to_string(), token.to_string()));
+        }
+    }
+    Err(error(StatusCode::UNAUTHORIZED, "the token is no user's in the pipelines' users files"))
+}
+
+pub(super) async fn ready(State(server): State<Server>) -> Response {
+    match server.exec.store.last_entry().await {
+        Ok(_) => {
+            let p = server.pipelines();
+            (StatusCode::OK, Json(json!({"ready": true, "pipelines": p.by_name.len(), "invalid": p.errors.len()}))).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("the state does not answer: {e}")),
+    }
+}
+
+pub(super) async fn metrics(State(server): State<Server>) -> Response {
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], server.exec.metrics.encode()).into_response()
+}
+
+async fn pipelines(State(server): State<Server>, headers: HeaderMap) -> Answer {
+    authenticate(&server, &headers)?;
+    let p = server.pipelines();
+    let loaded: Vec<_> = p.by_name.values().map(|l| json!({"name": l.plan.pipeline.name.value, "file": l.file, "stages": l.plan.pipeline.stages.len()})).collect();
+    Ok(Json(json!({"pipelines": loaded, "errors": p.errors})).into_response())
+}
+
+async fn runs(State(server): State<Server>, headers: HeaderMap) -> Answer {
+    authenticate(&server, &headers)?;
+    let runs = server.exec.store.runs(100).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({"runs": runs})).into_response())
+}
+
+async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    authenticate(&server, &headers)?;
+    let store = &server.exec.store;
+    let run = match store.run(&id).await {
+        Ok(r) => r,
+        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Err(error(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    };
+    let stages = store.stages(&id).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let events = store.events(&id).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({"run": run, "stages": stages, "events": events})).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    pipeline: String,
+    version: String,
+}
+
+async fn start(State(server): State<Server>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
+    let (who, token) = authenticate(&server, &headers)?;
+    let b: StartBody = serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"pipeline\": NAME, \"version\": VERSION}}: {e}")))?;
+    let pipelines = server.pipelines();
+    let Some(loaded) = pipelines.get(&b.pipeline) else {
+        let names: Vec<&str> = pipelines.by_name.keys().map(String::as_str).collect();
+        return Err(error(StatusCode::NOT_FOUND, format!("no pipeline `{}` is loaded{}", b.pipeline, crate::diag::did_you_mean(&b.pipeline, names.iter().copied()))));
+    };
+    let shown = loaded.file.display().to_string();
+    let request = crate::ops::start::Request {
+        file: &loaded.file,
+        source: &loaded.source,
+        plan: &loaded.plan,
+        shown: &shown,
+        version: &b.version,
+        who: &who,
+        token: Some(&token),
+        accept_rewrite: &[],
+    };
+    let started = crate::ops::start::start(&server.exec, &request).await.map_err(ops_error)?;
+    server.drive(started.run.id.clone());
+    Ok((StatusCode::CREATED, Json(json!({"run": started.run}))).into_response())
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+async fn decide(State(server): State<Server>, headers: HeaderMap, Path((id, stage, decision)): Path<(String, String, String)>, body: axum::body::Bytes) -> Answer {
+    let (who, token) = authenticate(&server, &headers)?;
+    let b: DecideBody = if body.is_empty() {
+        DecideBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"comment\": TEXT}}: {e}")))?
+    };
+    let mode = match decision.as_str() {
+        "approve" => crate::ops::decide::Mode::Approve,
+        "reject" => crate::ops::decide::Mode::Reject,
+        "break-glass" => crate::ops::decide::Mode::BreakGlass,
+        other => return Err(error(StatusCode::NOT_FOUND, format!("`{other}`: a decision is approve, reject or break-glass"))),
+    };
+    let request = crate::ops::decide::Request { run: &id, stage: &stage, user: &who, mode, comment: b.comment.as_deref(), token: Some(&token) };
+    let line = crate::ops::decide::decide(&server.exec.store, &request).await.map_err(ops_error)?;
+    Ok(Json(json!({"done": line, "by": who})).into_response())
+}
+
+async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {
+    authenticate(&server, &headers)?;
+    let v = crate::ops::audit::verify(&server.exec, &[], &[]).await.map_err(ops_error)?;
+    Ok(Json(json!({"intact": v.tamper.is_none(), "entries": v.entries, "head": v.head, "problem": v.tamper.as_ref().map(|t| t.to_string()), "keptInGit": v.kept})).into_response())
+}

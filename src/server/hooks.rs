@@ -1,0 +1,286 @@
+//! `POST /hooks/{provider}`: a delivery is verified against the secret of each trigger that
+//! names its provider before anything of it is read; then its event (a Git push, an image push)
+//! is matched to the trigger's repo and refs or tags, and the run it starts is recorded with the
+//! delivery in one transaction before the answer: a redelivery, or one sent to two replicas,
+//! never starts two runs.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::verify::{self, Headers as _};
+use super::{Server, pipelines::Loaded};
+use crate::model::triggers::{GitVersion, Trigger};
+use crate::store::Delivery;
+
+/// The largest body a receiver reads (a GitHub push event is usually a few KB).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What an event asks for, once read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A check that the hook works.
+    Ping,
+    /// A push of `git_ref` at `commit` to `repo`.
+    Push {
+        /// The repo, as the provider names it.
+        repo: String,
+        /// `refs/tags/v1.4.2`, `refs/heads/main`.
+        git_ref: String,
+        /// The commit pushed.
+        commit: String,
+    },
+    /// A push of `tag` to the image `repository`.
+    Image {
+        /// The repository as the registry names it (with or without its host).
+        repository: String,
+        /// The tag pushed.
+        tag: String,
+    },
+    /// Something a trigger does not start runs for (a deleted ref, an issue comment).
+    Other(String),
+}
+
+/// The `/hooks/{provider}` and `/hooks/{provider}/{token}` handler.
+pub async fn receive(
+    State(server): State<Server>,
+    Path(path): Path<Vec<String>>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let provider = path.first().cloned().unwrap_or_default();
+    let url_token = path.get(1).cloned().or_else(|| query.get("token").cloned());
+    let answer = |status: StatusCode, result: &str, detail: Value| {
+        server.exec.metrics.delivery(&provider, result);
+        (status, axum::Json(detail)).into_response()
+    };
+    let pipelines = server.pipelines();
+    let candidates: Vec<(&Loaded, &Trigger)> = pipelines
+        .by_name
+        .values()
+        .flat_map(|l| l.plan.pipeline.triggers.iter().map(move |t| (l, &t.value)))
+        .filter(|(_, t)| t.provider() == provider)
+        .collect();
+    if candidates.is_empty() {
+        return answer(StatusCode::NOT_FOUND, "refused", json!({"error": format!("no pipeline has a `{provider}` trigger")}));
+    }
+    // Verified against each trigger's secret; nothing else of the delivery is read before.
+    let now = crate::clock::now_ms() / 1000;
+    let verified: Vec<(&Loaded, &Trigger)> = candidates
+        .into_iter()
+        .filter(|(l, t)| match secret_of(l, t) {
+            Ok(secret) => verify_one(&provider, &secret, &headers, &body, url_token.as_deref(), now).is_ok(),
+            Err(e) => {
+                tracing::warn!(pipeline = %l.plan.pipeline.name.value, error = %e, "a trigger's secret cannot be read");
+                false
+            }
+        })
+        .collect();
+    if verified.is_empty() {
+        tracing::warn!(provider, "a webhook delivery failed verification");
+        return answer(StatusCode::UNAUTHORIZED, "refused", json!({"error": "the delivery's signature does not verify with any trigger's secret"}));
+    }
+    let event = match parse(&provider, &headers, &body) {
+        Ok(e) => e,
+        Err(why) => return answer(StatusCode::BAD_REQUEST, "invalid", json!({"error": why})),
+    };
+    if event == Event::Ping {
+        return answer(StatusCode::OK, "ping", json!({"pong": true}));
+    }
+    let delivery_id = delivery_id(&provider, &headers).unwrap_or_else(|| hex::encode(Sha256::digest(&body)));
+    let body_hash = hex::encode(Sha256::digest(&body));
+    let mut started = Vec::new();
+    let mut matched = false;
+    for (loaded, trigger) in verified {
+        let Some(version) = version_for(trigger, &event) else { continue };
+        matched = true;
+        if let Err(why) = crate::model::version::check(&version) {
+            return answer(StatusCode::BAD_REQUEST, "invalid", json!({"error": format!("the version `{}` this event gives is refused: {why}", crate::diag::printable(&version))}));
+        }
+        let delivery = Delivery { provider: provider.clone(), id: delivery_id.clone(), body_hash: body_hash.clone() };
+        let who = format!("webhook:{provider}");
+        match server.exec.start_delivered(&loaded.file, &loaded.source, &loaded.plan, &version, &who, true, Some(delivery)).await {
+            Ok(Ok(run)) => {
+                server.drive(run.id.clone());
+                started.push(json!({"pipeline": run.pipeline, "version": run.version, "run": run.id, "started": true}));
+            }
+            Ok(Err(first)) => started.push(json!({"pipeline": loaded.plan.pipeline.name.value, "version": version, "run": first, "started": false, "duplicate": true})),
+            Err(e) => {
+                tracing::error!(error = %e, "a verified delivery could not be recorded");
+                return answer(StatusCode::SERVICE_UNAVAILABLE, "failed", json!({"error": "the delivery could not be recorded: send it again"}));
+            }
+        }
+    }
+    if !matched {
+        let what = match &event {
+            Event::Other(why) => why.clone(),
+            other => format!("{other:?} matches no trigger's repo and refs or tags"),
+        };
+        return answer(StatusCode::ACCEPTED, "ignored", json!({"ignored": crate::diag::printable(&what)}));
+    }
+    let any_new = started.iter().any(|s| s["started"] == true);
+    let (status, result) = if any_new { (StatusCode::CREATED, "started") } else { (StatusCode::OK, "duplicate") };
+    answer(status, result, json!({"runs": started}))
+}
+
+/// The secret a trigger names, read now (so that a rotated secret applies at once).
+fn secret_of(loaded: &Loaded, t: &Trigger) -> Result<String, String> {
+    if let Some(var) = &t.secret_env {
+        return std::env::var(&var.value).map(|v| v.trim().to_string()).map_err(|_| format!("environment variable `{}` is not set", var.value));
+    }
+    if let Some(file) = &t.secret_file {
+        let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
+        let path = base.join(&file.value);
+        return crate::files::read_text(&path, crate::files::MAX_SMALL).map(|s| crate::secret::Secret::new(s).expose().to_string()).map_err(|e| format!("{}: {}", path.display(), e.why));
+    }
+    Err("no secretEnv or secretFile".into())
+}
+
+fn verify_one(provider: &str, secret: &str, h: &HeaderMap, body: &[u8], url_token: Option<&str>, now: i64) -> Result<(), verify::Refused> {
+    match provider {
+        "github" => verify::github(secret, h, body),
+        "gitlab" => verify::shared(secret, h, "x-gitlab-token"),
+        "gitea" => verify::gitea(secret, h, body),
+        "bitbucket" => verify::bitbucket(secret, h, body),
+        "standard" => verify::standard(secret, h, body, now),
+        "harbor" => verify::shared(secret, h, "authorization"),
+        "dockerhub" | "quay" => verify::url_token(secret, url_token),
+        other => Err(verify::Refused(format!("unknown provider {other}"))),
+    }
+}
+
+fn delivery_id(provider: &str, h: &HeaderMap) -> Option<String> {
+    let names: &[&str] = match provider {
+        "github" => &["x-github-delivery"],
+        "gitlab" => &["x-gitlab-event-uuid", "x-gitlab-webhook-uuid", "idempotency-key"],
+        "gitea" => &["x-gitea-delivery", "x-forgejo-delivery", "x-gogs-delivery"],
+        "bitbucket" => &["x-request-uuid", "x-hook-uuid"],
+        "standard" => &["webhook-id"],
+        _ => &[],
+    };
+    names.iter().find_map(|n| h.get_str(n)).map(|v| v.chars().take(200).collect())
+}
+
+fn text(v: &Value, path: &[&str]) -> Option<String> {
+    let mut v = v;
+    for p in path {
+        v = v.get(p)?;
+    }
+    v.as_str().map(String::from)
+}
+
+/// Reads the event a verified delivery carries.
+pub fn parse(provider: &str, h: &HeaderMap, body: &[u8]) -> Result<Event, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let push = |repo: Option<String>, git_ref: Option<String>, commit: Option<String>| match (repo, git_ref, commit) {
+        (Some(repo), Some(git_ref), Some(commit)) => Ok(Event::Push { repo, git_ref, commit }),
+        _ => Err("a push event without its repository, ref or commit".to_string()),
+    };
+    match provider {
+        "github" | "gitea" => {
+            let event = ["x-github-event", "x-gitea-event", "x-forgejo-event", "x-gogs-event"].iter().find_map(|n| h.get_str(n)).unwrap_or("");
+            match event {
+                "ping" => Ok(Event::Ping),
+                "push" if v["deleted"] == true => Ok(Event::Other("a deleted ref".into())),
+                "push" => push(text(&v, &["repository", "full_name"]), text(&v, &["ref"]), text(&v, &["after"])),
+                other => Ok(Event::Other(format!("a `{other}` event"))),
+            }
+        }
+        "gitlab" => match h.get_str("x-gitlab-event").unwrap_or("") {
+            "Push Hook" | "Tag Push Hook" if v["after"].as_str().is_some_and(|a| a.chars().all(|c| c == '0')) => Ok(Event::Other("a deleted ref".into())),
+            "Push Hook" | "Tag Push Hook" => push(
+                text(&v, &["project", "path_with_namespace"]),
+                text(&v, &["ref"]),
+                text(&v, &["checkout_sha"]).or_else(|| text(&v, &["after"])),
+            ),
+            other => Ok(Event::Other(format!("a `{other}` event"))),
+        },
+        "bitbucket" => match h.get_str("x-event-key").unwrap_or("") {
+            "diagnostics:ping" => Ok(Event::Ping),
+            // Cloud: push.changes[].new {type, name, target.hash}.
+            "repo:push" => {
+                let change = &v["push"]["changes"][0]["new"];
+                if change.is_null() {
+                    return Ok(Event::Other("a deleted ref".into()));
+                }
+                let kind = if change["type"] == "tag" { "tags" } else { "heads" };
+                push(text(&v, &["repository", "full_name"]), change["name"].as_str().map(|n| format!("refs/{kind}/{n}")), text(change, &["target", "hash"]))
+            }
+            // Data Center / Server: changes[].ref.id, toHash; the repo as PROJECT/slug.
+            "repo:refs_changed" => {
+                let c = &v["changes"][0];
+                let repo = match (text(&v, &["repository", "project", "key"]), text(&v, &["repository", "slug"])) {
+                    (Some(p), Some(s)) => Some(format!("{p}/{s}")),
+                    _ => None,
+                };
+                if c["type"] == "DELETE" {
+                    return Ok(Event::Other("a deleted ref".into()));
+                }
+                push(repo, text(c, &["ref", "id"]), text(c, &["toHash"]))
+            }
+            other => Ok(Event::Other(format!("a `{other}` event"))),
+        },
+        // promote's own shape for senders that sign as Standard Webhooks (docs/api.md).
+        "standard" => match v["type"].as_str().unwrap_or("") {
+            "ping" => Ok(Event::Ping),
+            "git.push" => push(text(&v, &["data", "repo"]), text(&v, &["data", "ref"]), text(&v, &["data", "commit"])),
+            "image.push" => match (text(&v, &["data", "repository"]), text(&v, &["data", "tag"])) {
+                (Some(repository), Some(tag)) => Ok(Event::Image { repository, tag }),
+                _ => Err("an image.push event without data.repository and data.tag".into()),
+            },
+            other => Ok(Event::Other(format!("a `{other}` event"))),
+        },
+        "harbor" => match v["type"].as_str().unwrap_or("") {
+            "PUSH_ARTIFACT" | "pushImage" => {
+                let r = &v["event_data"]["resources"][0];
+                let repository = text(r, &["resource_url"]).map(|u| u.rsplit_once(':').map_or(u.clone(), |(repo, _)| repo.to_string()));
+                match (repository.or_else(|| text(&v, &["event_data", "repository", "repo_full_name"])), text(r, &["tag"])) {
+                    (Some(repository), Some(tag)) => Ok(Event::Image { repository, tag }),
+                    _ => Err("a Harbor push without event_data.resources[0].tag".into()),
+                }
+            }
+            "PING" => Ok(Event::Ping),
+            other => Ok(Event::Other(format!("a Harbor `{other}` event"))),
+        },
+        "dockerhub" => match (text(&v, &["repository", "repo_name"]), text(&v, &["push_data", "tag"])) {
+            (Some(repository), Some(tag)) => Ok(Event::Image { repository, tag }),
+            _ => Err("a Docker Hub push without repository.repo_name and push_data.tag".into()),
+        },
+        "quay" => match (text(&v, &["docker_url"]).or_else(|| text(&v, &["repository"])), v["updated_tags"][0].as_str()) {
+            (Some(repository), Some(tag)) => Ok(Event::Image { repository, tag: tag.to_string() }),
+            _ => Err("a Quay push without docker_url and updated_tags".into()),
+        },
+        other => Err(format!("unknown provider `{other}`")),
+    }
+}
+
+/// The version a trigger takes from an event, when the event is one it starts runs for.
+pub fn version_for(t: &Trigger, event: &Event) -> Option<String> {
+    match (event, &t.git, &t.image) {
+        (Event::Push { repo, git_ref, commit }, Some(g), _) => {
+            if !repo.eq_ignore_ascii_case(&g.repo.value) {
+                return None;
+            }
+            if !g.refs.iter().any(|r| glob::Pattern::new(&r.value).is_ok_and(|p| p.matches(git_ref))) {
+                return None;
+            }
+            match g.version {
+                GitVersion::Tag => git_ref.strip_prefix("refs/tags/").map(String::from),
+                GitVersion::Commit => Some(commit.clone()),
+            }
+        }
+        (Event::Image { repository, tag }, _, Some(i)) => {
+            // Registries name a repository with or without their host: match the trailing path.
+            let want = i.repository.value.trim_end_matches('/');
+            let got = repository.trim_end_matches('/');
+            let same = want == got || want.ends_with(&format!("/{got}")) || got.ends_with(&format!("/{want}"));
+            let tag_ok = i.tags.as_ref().is_none_or(|re| regex::Regex::new(&re.value).is_ok_and(|re| re.is_match(tag)));
+            (same && tag_ok).then(|| tag.clone())
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,77 @@
+//! The pipelines a server serves: every pipeline file of its folders, checked as `validate`
+//! checks them, reloaded when they change; an invalid version is refused with its errors while
+//! the last good one keeps serving.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::plan::Plan;
+
+/// The most pipeline files a server loads from its folders.
+const MAX_FILES: usize = 1000;
+
+/// One pipeline file as loaded.
+#[derive(Clone)]
+pub struct Loaded {
+    /// The file, absolute.
+    pub file: PathBuf,
+    /// Its text (stored with each run it starts).
+    pub source: String,
+    /// Its plan.
+    pub plan: Arc<Plan>,
+}
+
+/// Every pipeline and every file that does not load.
+#[derive(Clone, Default)]
+pub struct Pipelines {
+    /// By pipeline name: the last good version of each.
+    pub by_name: BTreeMap<String, Loaded>,
+    /// By file: the errors of its newest version (`FILE:LINE:COL: error: ...`), when it has any.
+    pub errors: BTreeMap<String, Vec<String>>,
+}
+
+impl Pipelines {
+    /// Reads every `*.yaml`/`*.yml` with `kind: Pipeline` in `dirs` (not recursive), over the last
+    /// good versions in `previous`.
+    pub fn load(dirs: &[PathBuf], previous: &Pipelines) -> Pipelines {
+        let mut out = Pipelines { by_name: previous.by_name.clone(), errors: BTreeMap::new() };
+        let mut seen = 0;
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                out.errors.insert(dir.display().to_string(), vec![format!("{}: cannot read the folder", dir.display())]);
+                continue;
+            };
+            let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml")).collect();
+            files.sort();
+            for file in files {
+                seen += 1;
+                if seen > MAX_FILES {
+                    out.errors.insert(dir.display().to_string(), vec![format!("more than {MAX_FILES} YAML files: the rest are not loaded")]);
+                    break;
+                }
+                let Ok(text) = crate::files::read_text(&file, crate::files::MAX_TEXT) else { continue };
+                if !text.lines().any(|l| l.trim() == "kind: Pipeline") {
+                    continue; // a users file, policy data, ...
+                }
+                let file = std::path::absolute(&file).unwrap_or(file);
+                let checked = crate::ops::check_file(&file);
+                let errors: Vec<String> = checked.diagnostics.iter().filter(|d| d.severity == crate::diag::Severity::Error).map(|d| d.to_string()).collect();
+                match checked.plan {
+                    Some(plan) if errors.is_empty() => {
+                        out.by_name.insert(plan.pipeline.name.value.clone(), Loaded { file, source: text, plan: Arc::new(plan) });
+                    }
+                    _ => {
+                        out.errors.insert(file.display().to_string(), errors);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The pipeline named `name`.
+    pub fn get(&self, name: &str) -> Option<&Loaded> {
+        self.by_name.get(name)
+    }
+}
