@@ -6,6 +6,7 @@ mod graph;
 mod logs;
 mod rollback;
 mod run;
+mod serve;
 mod status;
 mod validate;
 
@@ -62,6 +63,8 @@ pub enum Command {
     Rollback(rollback::Args),
     /// The log template miner, and log templates marked not a risk.
     Logs(logs::Args),
+    /// Serve webhooks that start runs, the API and metrics; drive runs in process.
+    Serve(serve::Args),
 }
 
 /// Runs the command line; the exit code follows docs/cli.md.
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
     let state = cli.state.clone().unwrap_or_else(|| PathBuf::from(".promote/state.db"));
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Serve(args) => serve::run(args, &state),
         Command::Graph(args) => graph::run(args),
         Command::Rollback(args) => rollback::run(args, &state),
         Command::Run(args) => run::run(args, &state),

@@ -8,7 +8,8 @@ use crate::diag::{Diagnostics, Pos, did_you_mean};
 /// Names that `${...}` may use.
 pub const KNOWN_VARIABLES: &[&str] = &["version", "image", "pipeline", "run", "environment", "stage"];
 
-const TOP_FIELDS: &[&str] = &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure", "users", "notifications", "triggers"];
+const TOP_FIELDS: &[&str] =
+    &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure", "users", "notifications", "triggers"];
 const API_VERSION: &str = "promote/v1";
 
 /// Reads `src` (the text of the file the user calls `diags.file()`). Every problem of shape is

@@ -90,7 +90,9 @@ pub fn check(triggers: &[Spanned<Trigger>], diags: &mut Diagnostics) {
         let pos = t.pos;
         let t = &t.value;
         match (&t.git, &t.image) {
-            (Some(_), Some(_)) | (None, None) => diags.error(pos, "a trigger is exactly one of `git: {provider, repo, refs, version}` or `image: {provider, repository, tags}`"),
+            (Some(_), Some(_)) | (None, None) => {
+                diags.error(pos, "a trigger is exactly one of `git: {provider, repo, refs, version}` or `image: {provider, repository, tags}`")
+            }
             (Some(g), None) => {
                 if !GIT_PROVIDERS.contains(&g.provider.value.as_str()) {
                     let hint = did_you_mean(&g.provider.value, GIT_PROVIDERS.iter().copied());
@@ -119,7 +121,8 @@ pub fn check(triggers: &[Spanned<Trigger>], diags: &mut Diagnostics) {
             }
         }
         if t.secret_env.is_some() == t.secret_file.is_some() {
-            diags.error(pos, "a trigger names its webhook secret with exactly one of `secretEnv` or `secretFile`: an unauthenticated webhook is never accepted");
+            diags
+                .error(pos, "a trigger names its webhook secret with exactly one of `secretEnv` or `secretFile`: an unauthenticated webhook is never accepted");
         }
     }
 }

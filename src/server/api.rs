@@ -11,13 +11,22 @@ use serde_json::json;
 use super::Server;
 use crate::ops::OpsError;
 
-type Answer = Result<Response, Response>;
+type Answer = Result<Response, ApiError>;
 
-fn error(status: StatusCode, why: impl Into<String>) -> Response {
-    (status, Json(json!({"error": crate::redact::text(&why.into())}))).into_response()
+/// A refusal: its status and why, as `{"error": ...}` (redacted).
+pub(super) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": crate::redact::text(&self.1)}))).into_response()
+    }
 }
 
-fn ops_error(e: OpsError) -> Response {
+fn error(status: StatusCode, why: impl Into<String>) -> ApiError {
+    ApiError(status, why.into())
+}
+
+fn ops_error(e: OpsError) -> ApiError {
     match e {
         OpsError::Refused(why) => error(StatusCode::BAD_REQUEST, why),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
@@ -34,7 +43,7 @@ pub(super) fn routes() -> axum::Router<Server> {
 }
 
 /// The token's user, in any loaded pipeline's users file. Refused before anything else is read.
-fn authenticate(server: &Server, headers: &HeaderMap) -> Result<(String, String), Response> {
+fn authenticate(server: &Server, headers: &HeaderMap) -> Result<(String, String), ApiError> {
     let Some(token) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
         return Err(error(StatusCode::UNAUTHORIZED, "the API takes `Authorization: Bearer TOKEN` (a token of the users file: `promote token --for USER`)"));
     };
@@ -55,7 +64,7 @@ pub(super) async fn ready(State(server): State<Server>) -> Response {
             let p = server.pipelines();
             (StatusCode::OK, Json(json!({"ready": true, "pipelines": p.by_name.len(), "invalid": p.errors.len()}))).into_response()
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("the state does not answer: {e}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("the state does not answer: {e}")).into_response(),
     }
 }
 
@@ -66,7 +75,8 @@ pub(super) async fn metrics(State(server): State<Server>) -> Response {
 async fn pipelines(State(server): State<Server>, headers: HeaderMap) -> Answer {
     authenticate(&server, &headers)?;
     let p = server.pipelines();
-    let loaded: Vec<_> = p.by_name.values().map(|l| json!({"name": l.plan.pipeline.name.value, "file": l.file, "stages": l.plan.pipeline.stages.len()})).collect();
+    let loaded: Vec<_> =
+        p.by_name.values().map(|l| json!({"name": l.plan.pipeline.name.value, "file": l.file, "stages": l.plan.pipeline.stages.len()})).collect();
     Ok(Json(json!({"pipelines": loaded, "errors": p.errors})).into_response())
 }
 
@@ -98,11 +108,15 @@ struct StartBody {
 
 async fn start(State(server): State<Server>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
     let (who, token) = authenticate(&server, &headers)?;
-    let b: StartBody = serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"pipeline\": NAME, \"version\": VERSION}}: {e}")))?;
+    let b: StartBody =
+        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"pipeline\": NAME, \"version\": VERSION}}: {e}")))?;
     let pipelines = server.pipelines();
     let Some(loaded) = pipelines.get(&b.pipeline) else {
         let names: Vec<&str> = pipelines.by_name.keys().map(String::as_str).collect();
-        return Err(error(StatusCode::NOT_FOUND, format!("no pipeline `{}` is loaded{}", b.pipeline, crate::diag::did_you_mean(&b.pipeline, names.iter().copied()))));
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no pipeline `{}` is loaded{}", b.pipeline, crate::diag::did_you_mean(&b.pipeline, names.iter().copied())),
+        ));
     };
     let shown = loaded.file.display().to_string();
     let request = crate::ops::start::Request {
@@ -127,7 +141,12 @@ struct DecideBody {
     comment: Option<String>,
 }
 
-async fn decide(State(server): State<Server>, headers: HeaderMap, Path((id, stage, decision)): Path<(String, String, String)>, body: axum::body::Bytes) -> Answer {
+async fn decide(
+    State(server): State<Server>,
+    headers: HeaderMap,
+    Path((id, stage, decision)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Answer {
     let (who, token) = authenticate(&server, &headers)?;
     let b: DecideBody = if body.is_empty() {
         DecideBody::default()
@@ -148,5 +167,8 @@ async fn decide(State(server): State<Server>, headers: HeaderMap, Path((id, stag
 async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {
     authenticate(&server, &headers)?;
     let v = crate::ops::audit::verify(&server.exec, &[], &[]).await.map_err(ops_error)?;
-    Ok(Json(json!({"intact": v.tamper.is_none(), "entries": v.entries, "head": v.head, "problem": v.tamper.as_ref().map(|t| t.to_string()), "keptInGit": v.kept})).into_response())
+    Ok(Json(
+        json!({"intact": v.tamper.is_none(), "entries": v.entries, "head": v.head, "problem": v.tamper.as_ref().map(|t| t.to_string()), "keptInGit": v.kept}),
+    )
+    .into_response())
 }

@@ -99,7 +99,11 @@ pub async fn receive(
         let Some(version) = version_for(trigger, &event) else { continue };
         matched = true;
         if let Err(why) = crate::model::version::check(&version) {
-            return answer(StatusCode::BAD_REQUEST, "invalid", json!({"error": format!("the version `{}` this event gives is refused: {why}", crate::diag::printable(&version))}));
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                json!({"error": format!("the version `{}` this event gives is refused: {why}", crate::diag::printable(&version))}),
+            );
         }
         let delivery = Delivery { provider: provider.clone(), id: delivery_id.clone(), body_hash: body_hash.clone() };
         let who = format!("webhook:{provider}");
@@ -108,7 +112,9 @@ pub async fn receive(
                 server.drive(run.id.clone());
                 started.push(json!({"pipeline": run.pipeline, "version": run.version, "run": run.id, "started": true}));
             }
-            Ok(Err(first)) => started.push(json!({"pipeline": loaded.plan.pipeline.name.value, "version": version, "run": first, "started": false, "duplicate": true})),
+            Ok(Err(first)) => {
+                started.push(json!({"pipeline": loaded.plan.pipeline.name.value, "version": version, "run": first, "started": false, "duplicate": true}))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "a verified delivery could not be recorded");
                 return answer(StatusCode::SERVICE_UNAVAILABLE, "failed", json!({"error": "the delivery could not be recorded: send it again"}));
@@ -135,7 +141,9 @@ fn secret_of(loaded: &Loaded, t: &Trigger) -> Result<String, String> {
     if let Some(file) = &t.secret_file {
         let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
         let path = base.join(&file.value);
-        return crate::files::read_text(&path, crate::files::MAX_SMALL).map(|s| crate::secret::Secret::new(s).expose().to_string()).map_err(|e| format!("{}: {}", path.display(), e.why));
+        return crate::files::read_text(&path, crate::files::MAX_SMALL)
+            .map(|s| crate::secret::Secret::new(s).expose().to_string())
+            .map_err(|e| format!("{}: {}", path.display(), e.why));
     }
     Err("no secretEnv or secretFile".into())
 }
@@ -192,11 +200,9 @@ pub fn parse(provider: &str, h: &HeaderMap, body: &[u8]) -> Result<Event, String
         }
         "gitlab" => match h.get_str("x-gitlab-event").unwrap_or("") {
             "Push Hook" | "Tag Push Hook" if v["after"].as_str().is_some_and(|a| a.chars().all(|c| c == '0')) => Ok(Event::Other("a deleted ref".into())),
-            "Push Hook" | "Tag Push Hook" => push(
-                text(&v, &["project", "path_with_namespace"]),
-                text(&v, &["ref"]),
-                text(&v, &["checkout_sha"]).or_else(|| text(&v, &["after"])),
-            ),
+            "Push Hook" | "Tag Push Hook" => {
+                push(text(&v, &["project", "path_with_namespace"]), text(&v, &["ref"]), text(&v, &["checkout_sha"]).or_else(|| text(&v, &["after"])))
+            }
             other => Ok(Event::Other(format!("a `{other}` event"))),
         },
         "bitbucket" => match h.get_str("x-event-key").unwrap_or("") {

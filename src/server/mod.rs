@@ -104,7 +104,12 @@ pub fn router(server: Server) -> Router {
 
 /// Serves on `listener` until `shutdown` completes: loads the pipelines, resumes the runs left
 /// running, reloads the pipelines every `config.reload`, then stops as described above.
-pub async fn serve(listener: tokio::net::TcpListener, exec: Executor, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    exec: Executor,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let server = Server {
         exec: Arc::new(exec),
         pipelines: Arc::new(RwLock::new(Pipelines::default())),

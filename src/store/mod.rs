@@ -230,7 +230,12 @@ impl Store {
     /// Records a run started by a webhook delivery, with the delivery, in one transaction:
     /// `Ok(None)` when recorded; `Ok(Some(run))` when the delivery, or a run of the same pipeline
     /// and version, was recorded before (`run`: the run it started, if any), and nothing was.
-    pub async fn create_delivered_run(&self, run: &RunRecord, stages: &[(&str, &str)], delivery: Option<Delivery>) -> Result<Option<Option<String>>, StoreError> {
+    pub async fn create_delivered_run(
+        &self,
+        run: &RunRecord,
+        stages: &[(&str, &str)],
+        delivery: Option<Delivery>,
+    ) -> Result<Option<Option<String>>, StoreError> {
         let stages = stages.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect();
         match self.write(Write::CreateRun { run: run.clone(), stages, delivery }).await? {
             Written::Duplicate(r) => Ok(Some(r)),

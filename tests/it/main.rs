@@ -17,6 +17,7 @@ mod plan;
 mod prom;
 mod repos;
 mod retry;
+mod server;
 mod stats;
 
 /// The built `promote` binary.

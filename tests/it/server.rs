@@ -1,0 +1,231 @@
+//! `promote serve` on 127.0.0.1: signed webhooks start runs (once, however often they are
+//! delivered), refused ones start nothing, the API approves as the token's user, the server stops
+//! gracefully. The GitHub push events are the documented JSON shape (GitHub's API cannot run
+//! here: the test stands in for it, signing as GitHub signs).
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::exec::{Setup, text};
+
+const ALICE: &str = "prt_alice_server_token_0001";
+const SECRET: &str = "It's a Secret to Everybody";
+
+fn sign(body: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    m.update(body);
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+/// A GitHub `push` event of `git_ref` (the fields promote reads, as GitHub sends them).
+fn push_event(repo: &str, git_ref: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ref": git_ref, "before": "0000000000000000000000000000000000000000", "after": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+        "created": true, "deleted": false, "forced": false,
+        "repository": {"id": 1296269, "name": repo.rsplit('/').next().unwrap(), "full_name": repo, "private": false},
+        "pusher": {"name": "octocat", "email": "octocat@github.com"},
+        "head_commit": {"id": "6113728f27ae82c7b1a177c8d03f9e96e0adf246", "message": "release"}
+    }))
+    .unwrap()
+}
+
+struct Running {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), promote::server::ServerError>>,
+    http: reqwest::Client,
+}
+
+impl Running {
+    async fn start(s: &Setup) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let exec = s.executor().await;
+        let config = promote::server::Config { pipelines: vec![s.path().to_path_buf()], reload: Duration::from_secs(60) };
+        let task = tokio::spawn(promote::server::serve(listener, exec, config, async move {
+            let _ = rx.await;
+        }));
+        Running { url, stop: Some(tx), task, http: promote::providers::http_client() }
+    }
+
+    async fn hook(&self, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, serde_json::Value) {
+        let mut req = self.http.post(format!("{}/hooks/github", self.url)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or_default())
+    }
+
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let mut req = self.http.request(method, format!("{}/api/v1{path}", self.url)).bearer_auth(ALICE);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or_default())
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("the server stops").unwrap().unwrap();
+    }
+}
+
+fn setup() -> Setup {
+    let s = Setup::new(
+        "  qa:\n    deploy: {environment: qa}\n  sign-off:\n    needs: [qa]\n    approval: {approvers: [alice]}\n  prod:\n    needs: [sign-off]\n    deploy: {environment: prod}\n",
+        "users: users.yaml\ntriggers:\n  - git: {provider: github, repo: acme/checkout, refs: [\"refs/tags/v*\"], version: tag}\n    secretFile: hook.secret\n",
+    );
+    std::fs::write(s.path().join("hook.secret"), format!("{SECRET}\n")).unwrap();
+    std::fs::write(
+        s.path().join("users.yaml"),
+        format!("users:\n  alice: {{name: Alice, email: alice@example.com, token: \"{}\"}}\n", promote::governance::users::hash_token(ALICE)),
+    )
+    .unwrap();
+    s
+}
+
+async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_tag_push_starts_one_run_that_the_api_approves_through_to_prod() {
+    let s = setup();
+    let server = Running::start(&s).await;
+    let body = push_event("acme/checkout", "refs/tags/v1.4.2");
+    let sig = sign(&body);
+    let headers = [("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"), ("X-Hub-Signature-256", sig.as_str())];
+    let (status, answer) = server.hook(&headers, body.clone()).await;
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["runs"][0]["run"].as_str().unwrap().to_string();
+    assert_eq!(answer["runs"][0]["version"], "v1.4.2");
+
+    // The same delivery again, and the same tag in another delivery: no second run.
+    let (status, again) = server.hook(&headers, body.clone()).await;
+    assert_eq!((status, again["runs"][0]["run"].as_str()), (200, Some(id.as_str())), "{again}");
+    let other = [("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "another-delivery"), ("X-Hub-Signature-256", sig.as_str())];
+    let (status, again) = server.hook(&other, body.clone()).await;
+    assert_eq!((status, again["runs"][0]["duplicate"].as_bool()), (200, Some(true)), "{again}");
+
+    // The run promotes the tag to QA at once and waits for alice.
+    wait_for("qa", async || s.commits("qa").first().is_some_and(|c| c == "promote checkout v1.4.2 to qa")).await;
+    wait_for("the sign-off", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["stages"][1]["state"] == "waiting").await;
+    let (status, shown) = server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!((shown["run"]["triggeredBy"].as_str(), shown["run"]["authenticated"].as_bool()), (Some("webhook:github"), Some(true)));
+
+    // Approved through the API, as the token's user, by the same rules as the CLI.
+    let (status, done) =
+        server.api(reqwest::Method::POST, &format!("/runs/{id}/stages/sign-off/approve"), Some(serde_json::json!({"comment": "ship it"}))).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["by"], "alice");
+    wait_for("prod", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["run"]["state"] == "succeeded").await;
+    assert_eq!(s.commits("prod"), ["promote checkout v1.4.2 to prod"]);
+    let (_, runs) = server.api(reqwest::Method::GET, "/runs", None).await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "one run for three deliveries");
+
+    // Without a token, the API answers nothing.
+    let r = server.http.get(format!("{}/api/v1/runs", server.url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let metrics = server.http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("promote_webhook_deliveries_total{provider=\"github\",result=\"started\"} 1"), "{metrics}");
+    assert!(metrics.contains("promote_webhook_deliveries_total{provider=\"github\",result=\"duplicate\"} 2"), "{metrics}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_sha1_oversized_and_unwatched_deliveries_start_nothing() {
+    let s = setup();
+    let server = Running::start(&s).await;
+    let body = push_event("acme/checkout", "refs/tags/v2.0.0");
+    let forged = sign(b"another body");
+    type Case = (Vec<(&'static str, String)>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
+        (vec![("X-GitHub-Event", "push".into()), ("X-Hub-Signature-256", forged)], body.clone(), 401),
+        (vec![("X-GitHub-Event", "push".into()), ("X-Hub-Signature", "sha1=01dc10d0c83e72ed246219cdd91669667fe2ca59".into())], body.clone(), 401),
+        (vec![("X-GitHub-Event", "push".into())], body.clone(), 401),
+        (vec![("X-GitHub-Event", "push".into()), ("X-Hub-Signature-256", "sha256=".into())], body.clone(), 401),
+        (vec![("X-GitHub-Event", "push".into()), ("X-Hub-Signature-256", sign(&vec![b'x'; 2 << 20]))], vec![b'x'; 2 << 20], 413),
+    ];
+    for (i, (headers, body, want)) in cases.into_iter().enumerate() {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, answer) = server.hook(&h, body).await;
+        assert_eq!(status, want, "case {i}: {answer}");
+    }
+    // Verified, but not a run: a ping, a branch the trigger does not watch, another repo, a
+    // deleted tag, a tag that is not a version.
+    let ping = br#"{"zen": "Keep it logically awesome.", "hook_id": 1}"#.to_vec();
+    let (status, _) = server.hook(&[("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sign(&ping))], ping).await;
+    assert_eq!(status, 200);
+    for body in [push_event("acme/checkout", "refs/heads/main"), push_event("acme/other", "refs/tags/v2.0.0")] {
+        let (status, answer) = server.hook(&[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sign(&body))], body).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let mut deleted: serde_json::Value = serde_json::from_slice(&push_event("acme/checkout", "refs/tags/v2.0.0")).unwrap();
+    deleted["deleted"] = true.into();
+    let deleted = serde_json::to_vec(&deleted).unwrap();
+    let (status, _) = server.hook(&[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sign(&deleted))], deleted).await;
+    assert_eq!(status, 202);
+    let bad = push_event("acme/checkout", "refs/tags/v1\nApproved-By: x");
+    let (status, answer) = server.hook(&[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sign(&bad))], bad).await;
+    assert_eq!(status, 400, "{answer}");
+    let (_, runs) = server.api(reqwest::Method::GET, "/runs", None).await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 0, "nothing started: {runs}");
+    assert!(s.commits("qa").is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_stops_on_sigterm_and_the_next_one_carries_the_run_on() {
+    let s = setup();
+    let mut child = std::process::Command::new(crate::promote_bin())
+        .current_dir(s.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The address it listens on is its first line on stderr.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let first = lines.next().unwrap().unwrap();
+    let url = first.rsplit(' ').next().unwrap().to_string();
+    std::thread::spawn(move || for _ in lines {});
+    let http = promote::providers::http_client();
+    let body = push_event("acme/checkout", "refs/tags/v3.0.0");
+    let r =
+        http.post(format!("{url}/hooks/github")).header("X-GitHub-Event", "push").header("X-Hub-Signature-256", sign(&body)).body(body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{first}");
+    let id = r.json::<serde_json::Value>().await.unwrap()["runs"][0]["run"].as_str().unwrap().to_string();
+    wait_for("the sign-off", async || {
+        let out = crate::exec::promote(s.path(), &["status", &id, "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v["stages"][1]["state"] == "waiting")
+    })
+    .await;
+    // SAFETY: kill(2) on the server this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a graceful stop exits 0: {status:?}");
+    // The run waits, undriven; approving it and serving again carries it to prod.
+    let out = crate::exec::promote(s.path(), &["status", &id, "--json"]);
+    assert!(text(&out).contains("not driven"), "{}", text(&out));
+    let out = std::process::Command::new(crate::promote_bin())
+        .current_dir(s.path())
+        .env("PROMOTE_TOKEN", ALICE)
+        .args(["approve", &id, "sign-off", "--as", "alice"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let server = Running::start(&s).await;
+    wait_for("prod", async || s.commits("prod").len() == 1).await;
+    server.stop().await;
+}
