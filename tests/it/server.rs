@@ -229,3 +229,90 @@ async fn the_server_stops_on_sigterm_and_the_next_one_carries_the_run_on() {
     wait_for("prod", async || s.commits("prod").len() == 1).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_git_push_of_a_tag_whose_post_receive_hook_posts_the_event_promotes_it_to_qa() {
+    let s = setup();
+    let server = Running::start(&s).await;
+    // The app's repo, with a post-receive hook that posts a GitHub-shaped push event, signed.
+    let app = s.path().join("checkout.git");
+    crate::repos::git(s.path(), &["init", "--bare", "-q", app.to_str().unwrap()]);
+    let hook = app.join("hooks/post-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            r#"#!/usr/bin/env python3
+import hashlib, hmac, json, sys, urllib.request
+for line in sys.stdin:
+    old, new, ref = line.split()
+    body = json.dumps({{"ref": ref, "before": old, "after": new, "deleted": new == "0" * 40,
+                        "repository": {{"full_name": "acme/checkout"}}}}).encode()
+    sig = "sha256=" + hmac.new({secret:?}.encode(), body, hashlib.sha256).hexdigest()
+    req = urllib.request.Request("{url}/hooks/github", data=body, method="POST",
+        headers={{"X-GitHub-Event": "push", "X-GitHub-Delivery": new + ref, "X-Hub-Signature-256": sig, "Content-Type": "application/json"}})
+    print("promote:", urllib.request.urlopen(req).status)
+"#,
+            secret = SECRET,
+            url = server.url
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let work = s.path().join("work");
+    crate::repos::git(s.path(), &["clone", "-q", app.to_str().unwrap(), work.to_str().unwrap()]);
+    std::fs::write(work.join("README.md"), "checkout\n").unwrap();
+    for args in [
+        &["add", "README.md"][..],
+        &["-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "release 5.0.0"],
+        &["tag", "v5.0.0"],
+    ] {
+        crate::repos::git(&work, args);
+    }
+    let out = std::process::Command::new("git").current_dir(&work).args(["push", "-q", "origin", "HEAD:refs/heads/main", "v5.0.0"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("promote: 201"), "the hook's delivery started a run: {}", text(&out));
+    wait_for("qa", async || s.commits("qa").first().is_some_and(|c| c == "promote checkout v5.0.0 to qa")).await;
+    server.stop().await;
+}
+
+/// tests/fixtures/webhooks holds each provider's push event as its documentation shows it,
+/// trimmed to the fields that identify the push.
+#[test]
+fn each_providers_documented_push_shape_gives_the_version_its_trigger_asks_for() {
+    use promote::server::{Event, parse, version_for};
+    let h = |pairs: &[(&'static str, &'static str)]| {
+        let mut m = axum::http::HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, v.parse().unwrap());
+        }
+        m
+    };
+    let git = |provider: &str, refs: &str, version: &str| {
+        let yaml = format!("git: {{provider: {provider}, repo: acme/checkout, refs: [\"{refs}\"], version: {version}}}\nsecretEnv: S\n");
+        let mut d = promote::diag::Diagnostics::new("t");
+        let node = promote::model::yaml::parse(&yaml, &mut d).unwrap();
+        promote::model::from_node::<promote::model::triggers::Trigger>(&node, &mut d).unwrap()
+    };
+    let image = |provider: &str, repository: &str, tags: &str| {
+        let yaml = format!("image: {{provider: {provider}, repository: {repository}, tags: '{tags}'}}\nsecretEnv: S\n");
+        let mut d = promote::diag::Diagnostics::new("t");
+        let node = promote::model::yaml::parse(&yaml, &mut d).unwrap();
+        promote::model::from_node::<promote::model::triggers::Trigger>(&node, &mut d).unwrap()
+    };
+    let fixture = |name: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks").join(name)).unwrap();
+    let cases = [
+        ("gitlab", h(&[("x-gitlab-event", "Tag Push Hook")]), "gitlab-tag-push.json", git("gitlab", "refs/tags/*", "tag"), Some("v1.4.2")),
+        ("gitea", h(&[("x-gitea-event", "push")]), "gitea-push.json", git("gitea", "refs/heads/main", "commit"), Some("4c2b8b9b6ee4c0d6d0e4b8c5c0c3a1a7c0a2d1e3")),
+        ("bitbucket", h(&[("x-event-key", "repo:push")]), "bitbucket-cloud-push.json", git("bitbucket", "refs/tags/*", "tag"), Some("v1.4.2")),
+        ("bitbucket", h(&[("x-event-key", "repo:refs_changed")]), "bitbucket-server-refs-changed.json", git("bitbucket", "refs/tags/*", "tag"), Some("v1.4.2")),
+        ("harbor", h(&[]), "harbor-push-artifact.json", image("harbor", "harbor.example.com/acme/checkout", "^[0-9]+[.][0-9]+[.][0-9]+$"), Some("1.4.2")),
+        ("dockerhub", h(&[]), "dockerhub-push.json", image("dockerhub", "docker.io/acme/checkout", ".*"), Some("1.4.2")),
+        ("quay", h(&[]), "quay-push.json", image("quay", "quay.io/acme/checkout", "^1[.]"), Some("1.4.2")),
+        ("standard", h(&[]), "standard-image-push.json", image("standard", "registry.example.com/acme/checkout", "^v"), None),
+    ];
+    for (provider, headers, file, trigger, want) in cases {
+        let event = parse(provider, &headers, &fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(!matches!(event, Event::Other(_)), "{file}: {event:?}");
+        assert_eq!(version_for(&trigger, &event).as_deref(), want, "{file}: {event:?}");
+    }
+}
