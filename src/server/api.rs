@@ -38,6 +38,7 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/pipelines", get(pipelines))
         .route("/runs", get(runs).post(start))
         .route("/runs/{id}", get(run))
+        .route("/runs/{id}/events", get(events))
         .route("/runs/{id}/stages/{stage}/{decision}", post(decide))
         .route("/audit/verify", get(verify))
 }
@@ -171,4 +172,47 @@ async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {
         json!({"intact": v.tamper.is_none(), "entries": v.entries, "head": v.head, "problem": v.tamper.as_ref().map(|t| t.to_string()), "keptInGit": v.kept}),
     )
     .into_response())
+}
+
+/// `GET /api/v1/runs/{id}/events`: the run's entries as server-sent events (`id` the entry's
+/// number, `event` its kind, `data` the entry as JSON): those so far, then each as it is
+/// committed (woken by the change feed), until the run's end.
+async fn events(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    authenticate(&server, &headers)?;
+    let store = server.exec.store.clone();
+    let run = match store.run(&id).await {
+        Ok(r) => r,
+        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Err(error(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    };
+    // Subscribed before the first read: nothing committed in between is missed.
+    let sub = store.subscribe().await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let first = store.events(&id).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let done = run.state != crate::store::RunState::Running || first.iter().any(|e| e.kind == "run");
+    let state = (store, sub, id, std::collections::VecDeque::from(first), 0i64, done);
+    let stream = futures_util::stream::unfold(state, |(store, mut sub, id, mut pending, mut last, mut done)| async move {
+        loop {
+            if let Some(e) = pending.pop_front() {
+                last = last.max(e.id);
+                let sse = Sse::default().id(e.id.to_string()).event(e.kind.clone()).json_data(&e).unwrap_or_default();
+                return Some((Ok::<_, std::convert::Infallible>(sse), (store, sub, id, pending, last, done)));
+            }
+            if done {
+                return None;
+            }
+            let run = id.clone();
+            sub.wait(move |c| c.run == run, None).await;
+            match store.events(&id).await {
+                Ok(all) => {
+                    for e in all.into_iter().filter(|e| e.id > last) {
+                        done |= e.kind == "run";
+                        pending.push_back(e);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    });
+    Ok(axum::response::sse::Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }

@@ -117,6 +117,19 @@ async fn a_signed_tag_push_starts_one_run_that_the_api_approves_through_to_prod(
     let (status, again) = server.hook(&other, body.clone()).await;
     assert_eq!((status, again["runs"][0]["duplicate"].as_bool()), (200, Some(true)), "{again}");
 
+    // Its entries stream as server-sent events until its end.
+    let stream = {
+        let r = server.http.get(format!("{}/api/v1/runs/{id}/events", server.url)).bearer_auth(ALICE).send().await.unwrap();
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        tokio::spawn(async move {
+            let mut r = r;
+            let mut text = String::new();
+            while let Ok(Some(chunk)) = r.chunk().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            text
+        })
+    };
     // The run promotes the tag to QA at once and waits for alice.
     wait_for("qa", async || s.commits("qa").first().is_some_and(|c| c == "promote checkout v1.4.2 to qa")).await;
     wait_for("the sign-off", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["stages"][1]["state"] == "waiting").await;
@@ -131,6 +144,10 @@ async fn a_signed_tag_push_starts_one_run_that_the_api_approves_through_to_prod(
     assert_eq!(done["by"], "alice");
     wait_for("prod", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["run"]["state"] == "succeeded").await;
     assert_eq!(s.commits("prod"), ["promote checkout v1.4.2 to prod"]);
+    let streamed = tokio::time::timeout(Duration::from_secs(10), stream).await.expect("the stream ends with the run").unwrap();
+    for want in ["event: trigger\n", "event: decision\n", "approved by alice: ship it", "event: run\n", "run succeeded"] {
+        assert!(streamed.contains(want), "`{want}` in:\n{streamed}");
+    }
     let (_, runs) = server.api(reqwest::Method::GET, "/runs", None).await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "one run for three deliveries");
 
