@@ -4,6 +4,7 @@ mod approve;
 mod audit;
 mod graph;
 mod logs;
+mod remote;
 mod rollback;
 mod run;
 mod serve;
@@ -27,6 +28,10 @@ pub struct Cli {
     /// State database (default `.promote/state.db` in the current folder).
     #[arg(long, global = true, value_name = "PATH")]
     pub state: Option<PathBuf>,
+    /// Act through a `promote serve` at this URL (run, status, approve, reject, break-glass),
+    /// with `PROMOTE_TOKEN`.
+    #[arg(long, global = true, env = "PROMOTE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
     /// Log format on stderr (`PROMOTE_LOG=info` for more than warnings).
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -72,7 +77,26 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let state = cli.state.clone().unwrap_or_else(|| PathBuf::from(".promote/state.db"));
-    let result = match cli.command {
+    let result = match (cli.command, cli.server.as_deref()) {
+        (Command::Run(a), Some(url)) => remote::run(url, &a.file, &a.version, a.detach),
+        (Command::Status(a), Some(url)) => remote::status(url, a.run.as_deref(), a.json),
+        (Command::Approve(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "approve", a.comment.as_deref()),
+        (Command::Reject(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "reject", Some(&a.reason)),
+        (Command::BreakGlass(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "break-glass", Some(&a.reason)),
+        (command, _) => local(command, &state),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("promote: error: {}", crate::redact::text(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn local(command: Command, state: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let state = state.to_path_buf();
+    match command {
         Command::Validate(args) => validate::run(args),
         Command::Serve(args) => serve::run(args, &state),
         Command::Graph(args) => graph::run(args),
@@ -86,13 +110,6 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => audit::run(args, &state),
         Command::Token(args) => audit::token(args),
         Command::Logs(args) => logs::run(args, &state),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("promote: error: {}", crate::redact::text(&format!("{e:#}")));
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -140,6 +140,9 @@ async fn start(State(server): State<Server>, headers: HeaderMap, body: axum::bod
 struct DecideBody {
     #[serde(default)]
     comment: Option<String>,
+    /// Who the caller means to decide as: refused unless it is the token's user.
+    #[serde(default, rename = "as")]
+    as_user: Option<String>,
 }
 
 async fn decide(
@@ -154,6 +157,11 @@ async fn decide(
     } else {
         serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"comment\": TEXT}}: {e}")))?
     };
+    if let Some(claimed) = &b.as_user
+        && claimed != &who
+    {
+        return Err(error(StatusCode::FORBIDDEN, format!("the token is {who}'s, not {claimed}'s: a decision is made as the token's user")));
+    }
     let mode = match decision.as_str() {
         "approve" => crate::ops::decide::Mode::Approve,
         "reject" => crate::ops::decide::Mode::Reject,

@@ -278,11 +278,9 @@ for line in sys.stdin:
     let work = s.path().join("work");
     crate::repos::git(s.path(), &["clone", "-q", app.to_str().unwrap(), work.to_str().unwrap()]);
     std::fs::write(work.join("README.md"), "checkout\n").unwrap();
-    for args in [
-        &["add", "README.md"][..],
-        &["-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "release 5.0.0"],
-        &["tag", "v5.0.0"],
-    ] {
+    for args in
+        [&["add", "README.md"][..], &["-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "release 5.0.0"], &["tag", "v5.0.0"]]
+    {
         crate::repos::git(&work, args);
     }
     let out = std::process::Command::new("git").current_dir(&work).args(["push", "-q", "origin", "HEAD:refs/heads/main", "v5.0.0"]).output().unwrap();
@@ -319,7 +317,13 @@ fn each_providers_documented_push_shape_gives_the_version_its_trigger_asks_for()
     let fixture = |name: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks").join(name)).unwrap();
     let cases = [
         ("gitlab", h(&[("x-gitlab-event", "Tag Push Hook")]), "gitlab-tag-push.json", git("gitlab", "refs/tags/*", "tag"), Some("v1.4.2")),
-        ("gitea", h(&[("x-gitea-event", "push")]), "gitea-push.json", git("gitea", "refs/heads/main", "commit"), Some("4c2b8b9b6ee4c0d6d0e4b8c5c0c3a1a7c0a2d1e3")),
+        (
+            "gitea",
+            h(&[("x-gitea-event", "push")]),
+            "gitea-push.json",
+            git("gitea", "refs/heads/main", "commit"),
+            Some("4c2b8b9b6ee4c0d6d0e4b8c5c0c3a1a7c0a2d1e3"),
+        ),
         ("bitbucket", h(&[("x-event-key", "repo:push")]), "bitbucket-cloud-push.json", git("bitbucket", "refs/tags/*", "tag"), Some("v1.4.2")),
         ("bitbucket", h(&[("x-event-key", "repo:refs_changed")]), "bitbucket-server-refs-changed.json", git("bitbucket", "refs/tags/*", "tag"), Some("v1.4.2")),
         ("harbor", h(&[]), "harbor-push-artifact.json", image("harbor", "harbor.example.com/acme/checkout", "^[0-9]+[.][0-9]+[.][0-9]+$"), Some("1.4.2")),
@@ -332,4 +336,43 @@ fn each_providers_documented_push_shape_gives_the_version_its_trigger_asks_for()
         assert!(!matches!(event, Event::Other(_)), "{file}: {event:?}");
         assert_eq!(version_for(&trigger, &event).as_deref(), want, "{file}: {event:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_acts_through_the_server_with_its_token() {
+    let s = setup();
+    let server = Running::start(&s).await;
+    let cli = |token: Option<&str>, args: &[&str]| {
+        let mut c = std::process::Command::new(crate::promote_bin());
+        c.current_dir(s.path()).env("PROMOTE_SERVER", &server.url).env_remove("PROMOTE_TOKEN").env("PROMOTE_USER", "nobody").args(args);
+        if let Some(t) = token {
+            c.env("PROMOTE_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let out = cli(None, &["status"]);
+    assert!(!out.status.success() && text(&out).contains("--server needs PROMOTE_TOKEN"), "{}", text(&out));
+    let out = cli(Some("prt_not_a_token"), &["status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // Started through the API: the token's user (alice) is the starter, whatever PROMOTE_USER says.
+    let out = cli(Some(ALICE), &["run", "pipeline.yaml", "--version", "6.1.0", "--detach"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    wait_for("the sign-off", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["stages"][1]["state"] == "waiting").await;
+    let out = cli(Some(ALICE), &["status", &id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["run"]["triggeredBy"], "alice");
+    // Claiming to be someone else, or approving one's own run: refused, by the same rules.
+    let out = cli(Some(ALICE), &["approve", &id, "sign-off", "--as", "bob"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("the token is alice's, not bob's"), "{}", text(&out));
+    let out = cli(Some(ALICE), &["approve", &id, "sign-off", "--as", "alice"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("started this run and may not approve it"), "{}", text(&out));
+    let out = cli(Some(ALICE), &["reject", &id, "sign-off", "--as", "alice", "--reason", "not today"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = cli(Some(ALICE), &["status", &id]);
+    assert!(out.status.success() && text(&out).contains(&format!("run {id} checkout 6.1.0")), "{}", text(&out));
+    server.stop().await;
 }
