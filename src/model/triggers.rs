@@ -39,10 +39,16 @@ pub struct GitTrigger {
     /// Which refs start a run: globs (`refs/tags/v*`); default every tag.
     #[serde(default = "default_refs")]
     pub refs: Vec<Spanned<String>>,
-    /// Where the version comes from: `tag` (the tag's name, default), `commit` (the commit id), or
-    /// `{file: PATH}` (not read from webhooks yet).
+    /// Where the version comes from: `tag` (the tag's name, default) or `commit` (the commit id).
     #[serde(default)]
     pub version: GitVersion,
+    /// Where to poll the repo's refs (a URL, or a path relative to the pipeline file), to catch
+    /// pushes whose webhook was missed; none: webhooks only.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// How often to poll `url` (default 1m; at least 1s).
+    #[serde(default)]
+    pub poll: Option<super::Duration>,
 }
 
 fn default_refs() -> Vec<Spanned<String>> {
@@ -102,6 +108,11 @@ pub fn check(triggers: &[Spanned<Trigger>], diags: &mut Diagnostics) {
                     if !r.value.starts_with("refs/") || glob::Pattern::new(&r.value).is_err() {
                         diags.error(r.pos, format!("`{}` is not a ref pattern: write `refs/tags/v*` or `refs/heads/main`", r.value));
                     }
+                }
+                if let Some(p) = &g.poll
+                    && (p.0 < std::time::Duration::from_secs(1) || g.url.is_none())
+                {
+                    diags.error(g.repo.pos, "`poll` is at least 1s, and needs `url` (where to poll)");
                 }
                 if g.version == GitVersion::Tag && g.refs.iter().any(|r| !r.value.starts_with("refs/tags/")) {
                     diags.error(g.repo.pos, "`version: tag` takes the version from a tag: its `refs` must be tags (`refs/tags/...`), or use `version: commit`");

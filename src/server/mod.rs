@@ -8,6 +8,7 @@
 mod api;
 mod hooks;
 mod pipelines;
+mod poll;
 pub mod verify;
 
 use std::future::Future;
@@ -139,6 +140,7 @@ pub async fn serve(
             }
         })
     };
+    let poller = tokio::spawn(poll::run(server.clone()));
     let stop = server.stop.clone();
     let app = router(server.clone());
     axum::serve(listener, app)
@@ -149,6 +151,7 @@ pub async fn serve(
         .await?;
     server.stop.cancel();
     reloader.abort();
+    poller.abort();
     let mut drivers = std::mem::take(&mut *server.drivers.lock().await);
     while drivers.join_next().await.is_some() {}
     crate::exec::settle_heads().await;

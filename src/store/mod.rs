@@ -52,6 +52,8 @@ pub trait Backend: Send + Sync + 'static {
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>>;
     /// Every environment lock: the environment, its run, its lease's end.
     fn env_locks(&self) -> Fut<'_, Vec<Lease>>;
+    /// The refs a trigger's source had when last polled; `None` before its first poll.
+    fn polled<'a>(&'a self, source: &'a str) -> Fut<'a, Option<Vec<(String, String)>>>;
     /// Who drives a run, by lease, if anyone took it.
     fn driver<'a>(&'a self, run: &'a str) -> Fut<'a, Option<Lease>>;
     /// The log templates marked "not a risk" for a pipeline.
@@ -404,6 +406,16 @@ impl Store {
     /// Gives back this process's lease on `run`.
     pub async fn release_drive(&self, run: &str) -> Result<(), StoreError> {
         self.backend.write(Write::Release { run: run.to_string(), holder: self.holder.to_string() }).await.map(|_| ())
+    }
+
+    /// The refs a trigger's source had when last polled; `None` before its first poll.
+    pub async fn polled(&self, source: &str) -> Result<Option<Vec<(String, String)>>, StoreError> {
+        self.backend.polled(source).await
+    }
+
+    /// Keeps the refs a trigger's source has now.
+    pub async fn set_polled(&self, source: &str, refs: Vec<(String, String)>) -> Result<(), StoreError> {
+        self.backend.write(Write::Polled { source: source.to_string(), refs }).await.map(|_| ())
     }
 
     /// Every environment lock and its lease.

@@ -288,6 +288,13 @@ pub enum Write {
         /// The lease's new end.
         expires_at: i64,
     },
+    /// The refs a trigger's source had when it was last polled (replacing what was kept).
+    Polled {
+        /// The source: the pipeline and the URL polled.
+        source: String,
+        /// (ref, commit) pairs.
+        refs: Vec<(String, String)>,
+    },
     /// Gives a driver's lease back.
     Release {
         /// The run.
@@ -347,7 +354,7 @@ impl Write {
             }
             Write::Exempt { reason, .. } => string(reason),
             Write::Audit { detail, .. } => string(detail),
-            Write::Lock { .. } | Write::Drive { .. } | Write::Renew { .. } | Write::Release { .. } => {}
+            Write::Lock { .. } | Write::Drive { .. } | Write::Renew { .. } | Write::Release { .. } | Write::Polled { .. } => {}
         }
         self
     }

@@ -376,3 +376,36 @@ async fn the_cli_acts_through_the_server_with_its_token() {
     assert!(out.status.success() && text(&out).contains(&format!("run {id} checkout 6.1.0")), "{}", text(&out));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_whose_webhook_never_came_is_caught_by_polling_the_source_and_old_tags_start_nothing() {
+    let s = setup();
+    // The app's repo, with a tag from before the server: the first poll only learns it.
+    let app = s.path().join("checkout.git");
+    let work = s.path().join("work");
+    crate::repos::git(s.path(), &["init", "--bare", "-q", app.to_str().unwrap()]);
+    crate::repos::git(s.path(), &["clone", "-q", app.to_str().unwrap(), work.to_str().unwrap()]);
+    let commit_and_tag = |tag: &str| {
+        std::fs::write(work.join("VERSION"), tag).unwrap();
+        crate::repos::git(&work, &["add", "VERSION"]);
+        crate::repos::git(&work, &["-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", tag]);
+        crate::repos::git(&work, &["tag", "-a", tag, "-m", tag]);
+        crate::repos::git(&work, &["push", "-q", "origin", "HEAD:refs/heads/main", tag]);
+    };
+    commit_and_tag("v0.9.0");
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    std::fs::write(&s.file, text.replace("version: tag}", "version: tag, url: checkout.git, poll: 1s}")).unwrap();
+    let server = Running::start(&s).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A push nobody announced.
+    commit_and_tag("v1.0.0");
+    wait_for("the poll", async || s.commits("qa").first().is_some_and(|c| c == "promote checkout v1.0.0 to qa")).await;
+    let (_, runs) = server.api(reqwest::Method::GET, "/runs", None).await;
+    let versions: Vec<&str> = runs["runs"].as_array().unwrap().iter().filter_map(|r| r["version"].as_str()).collect();
+    assert_eq!(versions, ["v1.0.0"], "the old tag started nothing: {runs}");
+    // The webhook arriving late starts no second run.
+    let body = push_event("acme/checkout", "refs/tags/v1.0.0");
+    let (status, answer) = server.hook(&[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sign(&body))], body).await;
+    assert_eq!((status, answer["runs"][0]["duplicate"].as_bool()), (200, Some(true)), "{answer}");
+    server.stop().await;
+}

@@ -51,6 +51,17 @@ impl Writer {
         repo.refname_to_id(&fetched).map_err(|_| GitError::BranchMissing { remote: dest.remote.to_string(), branch: dest.branch.clone() })
     }
 
+    /// Every ref of `remote` and the commit it points to (as `git ls-remote`), with the writer's
+    /// credentials.
+    pub fn list_refs(&self, remote: &Remote) -> Result<Vec<(String, Oid)>, GitError> {
+        let err =
+            |e: git2::Error| GitError::Remote { remote: remote.to_string(), action: "fetch", message: self.config.credentials.redact(remote, e.message()) };
+        let mut r = git2::Remote::create_detached(remote.url()).map_err(err)?;
+        let conn = r.connect_auth(git2::Direction::Fetch, Some(self.callbacks()), None).map_err(err)?;
+        let heads = conn.list().map_err(err)?;
+        Ok(heads.iter().map(|h| (h.name().to_string(), h.oid())).collect())
+    }
+
     pub(super) fn push(&self, repo: &Repository, dest: &Destination, out: &str) -> Result<(), PushError> {
         self.push_ref(repo, &dest.remote, out, &format!("refs/heads/{}", dest.branch))
     }

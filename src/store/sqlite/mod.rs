@@ -248,6 +248,15 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn polled<'a>(&'a self, source: &'a str) -> Fut<'a, Option<Vec<(String, String)>>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT ref, oid FROM polled WHERE source = ? ORDER BY ref").bind(source).fetch_all(&self.pool).await.map_err(self.db())?;
+            // The empty ref marks a source polled once, even when it had no refs.
+            Ok((!rows.is_empty()).then(|| rows.into_iter().filter(|(r, _)| !r.is_empty()).collect()))
+        })
+    }
+
     fn driver<'a>(&'a self, run: &'a str) -> Fut<'a, Option<Lease>> {
         Box::pin(async move {
             let row: Option<(String, i64)> =

@@ -145,6 +145,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (provider, delivery_id, pipeline),
         UNIQUE (pipeline, version)
     );",
+    // 10: the refs each polled trigger source had at its last poll (what a missed webhook is
+    // told from).
+    "CREATE TABLE polled (source TEXT NOT NULL, ref TEXT NOT NULL, oid TEXT NOT NULL, PRIMARY KEY (source, ref));",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.

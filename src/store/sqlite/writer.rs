@@ -314,6 +314,13 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             }
             Ok(Written::Renewed(ours))
         }
+        Write::Polled { source, refs } => {
+            sqlx::query("DELETE FROM polled WHERE source = ?").bind(source).execute(&mut *conn).await?;
+            for (r, oid) in std::iter::once(&(String::new(), String::new())).chain(refs) {
+                sqlx::query("INSERT INTO polled (source, ref, oid) VALUES (?, ?, ?)").bind(source).bind(r).bind(oid).execute(&mut *conn).await?;
+            }
+            Ok(Written::Done)
+        }
         Write::Release { run, holder } => {
             sqlx::query("DELETE FROM drivers WHERE run_id = ? AND holder = ?").bind(run).bind(holder).execute(&mut *conn).await?;
             Ok(Written::Done)
