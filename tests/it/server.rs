@@ -409,3 +409,100 @@ async fn a_push_whose_webhook_never_came_is_caught_by_polling_the_source_and_old
     assert_eq!((status, answer["runs"][0]["duplicate"].as_bool()), (200, Some(true)), "{answer}");
     server.stop().await;
 }
+
+/// `promote serve` as a child process: its URL from its first line on stderr.
+fn serve_child(s: &Setup) -> (std::process::Child, String) {
+    let mut child = std::process::Command::new(crate::promote_bin())
+        .current_dir(s.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let first = lines.next().unwrap().unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    (child, first.rsplit(' ').next().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_acknowledged_delivery_is_exactly_one_run_across_a_sigkill_of_the_server() {
+    let s = Setup::new(
+        "  soak:\n    wait: {duration: 0s}\n",
+        "triggers:\n  - git: {provider: github, repo: acme/checkout, refs: [\"refs/tags/v*\"]}\n    secretFile: hook.secret\n",
+    );
+    std::fs::write(s.path().join("hook.secret"), SECRET).unwrap();
+    let (mut child, url) = serve_child(&s);
+    let http = promote::providers::http_client();
+    let send = |url: String, i: usize| {
+        let http = http.clone();
+        async move {
+            let body = push_event("acme/checkout", &format!("refs/tags/v2.0.{i}"));
+            let r = http
+                .post(format!("{url}/hooks/github"))
+                .header("X-GitHub-Event", "push")
+                .header("X-GitHub-Delivery", format!("delivery-{i}"))
+                .header("X-Hub-Signature-256", sign(&body))
+                .body(body)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            r.map(|r| r.status().as_u16()).unwrap_or(0)
+        }
+    };
+    // 150 deliveries, 20 at a time, every tenth sent twice; the server is killed halfway.
+    let n = 150;
+    let mut acked = vec![false; n];
+    let mut sent = 0;
+    while sent < n {
+        let batch: Vec<usize> = (sent..(sent + 20).min(n)).collect();
+        let answers = futures_util::future::join_all(
+            batch
+                .iter()
+                .flat_map(|&i| {
+                    let twice = if i % 10 == 0 { 2 } else { 1 };
+                    (0..twice).map(move |_| i)
+                })
+                .map(|i| {
+                    let f = send(url.clone(), i);
+                    async move { (i, f.await) }
+                }),
+        );
+        let answers = if sent == 80 {
+            // SIGKILL while this batch is in flight: some are answered, some cut, some refused.
+            let kill = async {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                child.kill().unwrap();
+            };
+            let (answers, ()) = tokio::join!(answers, kill);
+            child.wait().unwrap();
+            answers
+        } else {
+            answers.await
+        };
+        for (i, status) in answers {
+            acked[i] |= (200..300).contains(&status);
+        }
+        sent += 20;
+    }
+    // Restarted, the senders retry what got no 2xx (as GitHub's redelivery would).
+    let (mut child, url) = serve_child(&s);
+    for i in 0..n {
+        if !acked[i] {
+            let status = send(url.clone(), i).await;
+            assert!((200..300).contains(&status), "delivery {i} after the restart: {status}");
+            acked[i] = true;
+        }
+    }
+    // SAFETY: kill(2) on the server this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let store = promote::store::Store::open(&s.state()).await.unwrap();
+    let runs = store.runs(10_000).await.unwrap();
+    store.close().await;
+    let mut versions: Vec<String> = runs.iter().map(|r| r.version.clone()).collect();
+    versions.sort();
+    let mut want: Vec<String> = (0..n).map(|i| format!("v2.0.{i}")).collect();
+    want.sort();
+    assert_eq!(versions, want, "one run per acknowledged delivery, none twice");
+}
