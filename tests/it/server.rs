@@ -56,9 +56,15 @@ impl Running {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or_default())
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or_default())
+            }
+            // The server answered and closed before the client finished sending (an oversized
+            // body): status 0.
+            Err(e) => (0, serde_json::json!({"error": e.to_string()})),
+        }
     }
 
     async fn api(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
@@ -177,7 +183,10 @@ async fn forged_sha1_oversized_and_unwatched_deliveries_start_nothing() {
     for (i, (headers, body, want)) in cases.into_iter().enumerate() {
         let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (status, answer) = server.hook(&h, body).await;
-        assert_eq!(status, want, "case {i}: {answer}");
+        // An oversized body is answered 413 as soon as its length is known; the client may see
+        // the connection closed under the rest of its upload instead.
+        let ok = status == want || (want == 413 && status == 0);
+        assert!(ok, "case {i}: {status} {answer}");
     }
     // Verified, but not a run: a ping, a branch the trigger does not watch, another repo, a
     // deleted tag, a tag that is not a version.
@@ -487,12 +496,10 @@ async fn every_acknowledged_delivery_is_exactly_one_run_across_a_sigkill_of_the_
     }
     // Restarted, the senders retry what got no 2xx (as GitHub's redelivery would).
     let (mut child, url) = serve_child(&s);
-    for i in 0..n {
-        if !acked[i] {
-            let status = send(url.clone(), i).await;
-            assert!((200..300).contains(&status), "delivery {i} after the restart: {status}");
-            acked[i] = true;
-        }
+    for (i, acked) in acked.iter_mut().enumerate().filter(|(_, a)| !**a) {
+        let status = send(url.clone(), i).await;
+        assert!((200..300).contains(&status), "delivery {i} after the restart: {status}");
+        *acked = true;
     }
     // SAFETY: kill(2) on the server this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
