@@ -156,3 +156,46 @@ $promote audit log | tail -n 12
 echo
 echo "==> promote audit verify"
 $promote audit verify
+
+echo
+echo "==> promote serve: a signed GitHub push event of tag v1.6.0 starts a run; alice approves it through the server"
+# The server's API authenticates with the users file's tokens: give alice one.
+alice_token=$($promote token --for alice | sed -n 1p | sed 's/.* //')
+alice_hash=$(printf %s "$alice_token" | sha256sum | cut -d' ' -f1)
+sed -i "s|^    email: alice@example.com|    email: alice@example.com\n    token: sha256:$alice_hash|" users.yaml
+printf 'demo-webhook-secret\n' > hook.secret
+$promote serve --listen 127.0.0.1:0 --pipelines . 2>serve.log &
+server=$!
+pids+=($server)
+url=
+for _ in $(seq 1 100); do
+    url=$(sed -n 's/^promote serve: listening on //p' serve.log)
+    [ -n "$url" ] && break
+    sleep 0.1
+done
+[ -n "$url" ] || { echo "demo: promote serve did not start; its log:" >&2; cat serve.log >&2; exit 1; }
+echo "(promote serve on $url)"
+# What GitHub sends for `git push origin v1.6.0`, signed with the trigger's secret.
+python3 - "$url" <<'PY'
+import hashlib, hmac, json, sys, urllib.request
+body = json.dumps({"ref": "refs/tags/v1.6.0", "after": "b6f4c5e2a1d3c0f9e8d7c6b5a4f3e2d1c0b9a8f7", "deleted": False,
+                   "repository": {"full_name": "acme/checkout"}}).encode()
+sig = "sha256=" + hmac.new(b"demo-webhook-secret", body, hashlib.sha256).hexdigest()
+req = urllib.request.Request(sys.argv[1] + "/hooks/github", data=body, method="POST",
+    headers={"X-GitHub-Event": "push", "X-GitHub-Delivery": "demo-1", "X-Hub-Signature-256": sig})
+answer = json.load(urllib.request.urlopen(req))
+print("webhook answered:", json.dumps(answer))
+PY
+export PROMOTE_TOKEN=$alice_token
+run3=$($promote status --server "$url" | sed -n 1p | cut -d' ' -f1)
+wait_for "$run3" business-approval
+$promote approve "$run3" business-approval --as alice --comment "approved through the server" --server "$url"
+for _ in $(seq 1 300); do
+    if $promote status --server "$url" "$run3" | sed -n 1p | grep succeeded >/dev/null; then break; fi
+    sleep 0.1
+done
+$promote status --server "$url" "$run3"
+unset PROMOTE_TOKEN
+kill -TERM "$server"
+wait "$server"
+echo "(promote serve stopped)"
