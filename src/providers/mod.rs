@@ -1,7 +1,7 @@
 //! Where evidence comes from: metric providers behind one trait (Prometheus, web JSON), and the
 //! health probes of a deploy (HTTP, Argo CD Applications and Deployments through kube).
 
-mod auth;
+pub mod auth;
 pub mod kubernetes;
 mod prometheus;
 mod web;

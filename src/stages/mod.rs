@@ -8,6 +8,7 @@ mod metrics;
 pub mod policies;
 mod policy;
 mod wait;
+mod webhook;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -260,15 +261,6 @@ macro_rules! run_dispatch {
     };
 }
 crate::model::with_kinds!(run_dispatch);
-
-/// The webhook kind is in the file format but not run yet.
-impl Run for crate::model::WebhookStage {
-    const RUNNABLE: Result<(), &'static str> = Err("this kind is not run yet");
-
-    async fn run(&self, _ctx: &StageContext) -> Result<Step, StageError> {
-        Err(StageError::Terminal("kind `webhook` is not run by this version of promote".into()))
-    }
-}
 
 /// The first 10 characters of a commit id.
 pub fn short(sha: &str) -> &str {

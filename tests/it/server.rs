@@ -513,3 +513,65 @@ async fn every_acknowledged_delivery_is_exactly_one_run_across_a_sigkill_of_the_
     want.sort();
     assert_eq!(versions, want, "one run per acknowledged delivery, none twice");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_stage_calls_out_with_the_runs_variables_and_judges_the_answer() {
+    use std::sync::{Arc, Mutex};
+    // A change-request system that answers `approved` for 1.x and `denied` otherwise, and records
+    // what it was sent; `/flaky` fails with 503 once.
+    let seen: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let flaky = Arc::new(Mutex::new(0));
+    let (s2, f2) = (seen.clone(), flaky.clone());
+    let app = axum::Router::new()
+        .route(
+            "/cr/{version}",
+            axum::routing::post(move |axum::extract::Path(v): axum::extract::Path<String>, h: axum::http::HeaderMap, body: String| {
+                let seen = s2.clone();
+                async move {
+                    let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    seen.lock().unwrap().push((v.clone(), auth, body));
+                    axum::Json(serde_json::json!({"state": if v.starts_with('1') { "approved" } else { "denied" }}))
+                }
+            }),
+        )
+        .route(
+            "/flaky",
+            axum::routing::get(move || {
+                let f = f2.clone();
+                async move {
+                    let mut n = f.lock().unwrap();
+                    *n += 1;
+                    if *n == 1 { axum::http::StatusCode::SERVICE_UNAVAILABLE } else { axum::http::StatusCode::OK }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir_token = tempfile::tempdir().unwrap();
+    let token_file = dir_token.path().join("cr-token");
+    std::fs::write(&token_file, "cr-s3cret-token").unwrap();
+    let stages = format!(
+        "  change-request:\n    webhook:\n      url: \"http://127.0.0.1:{port}/cr/${{version}}\"\n      body: '{{\"pipeline\": \"${{pipeline}}\", \"run\": \"${{run}}\"}}'\n      auth: {{bearerTokenFile: \"{}\"}}\n      successCondition: response.body.state == \"approved\"\n  flaky:\n    needs: [change-request]\n    retry: {{attempts: 2, backoff: 10ms}}\n    webhook: {{url: \"http://127.0.0.1:{port}/flaky\", method: GET}}\n  prod:\n    needs: [flaky]\n    deploy: {{environment: prod}}\n",
+        token_file.display()
+    );
+    let s = Setup::new(&stages, "");
+    let exec = s.executor().await;
+    let ok = s.start(&exec, "1.2.0").await;
+    let sum = crate::exec::drive(&exec, &ok).await;
+    assert_eq!(sum.run.state, promote::store::RunState::Succeeded, "{sum:?}");
+    let cr = sum.stages.iter().find(|x| x.name == "change-request").unwrap();
+    assert_eq!(cr.message.as_deref(), Some(format!("POST http://127.0.0.1:{port}/cr/1.2.0 -> HTTP 200").as_str()));
+    assert_eq!(sum.stages.iter().find(|x| x.name == "flaky").unwrap().attempt, 2, "a 503 is transient: retried");
+    let (v, auth, body) = seen.lock().unwrap()[0].clone();
+    assert_eq!((v.as_str(), auth.as_str()), ("1.2.0", "Bearer cr-s3cret-token"));
+    assert_eq!(body, format!("{{\"pipeline\": \"checkout\", \"run\": \"{ok}\"}}"));
+
+    let denied = s.start(&exec, "2.0.0").await;
+    let sum = crate::exec::drive(&exec, &denied).await;
+    assert_eq!(sum.run.state, promote::store::RunState::Failed);
+    let cr = sum.stages.iter().find(|x| x.name == "change-request").unwrap();
+    assert_eq!(cr.message.as_deref(), Some("successCondition `response.body.state == \"approved\"` is false (HTTP 200)"));
+    assert_eq!(s.commits("prod"), ["promote checkout 1.2.0 to prod"], "the denied version never reached prod");
+    exec.store.close().await;
+}
