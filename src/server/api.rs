@@ -41,6 +41,7 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/runs/{id}/events", get(events))
         .route("/runs/{id}/stages/{stage}/{decision}", post(decide))
         .route("/audit/verify", get(verify))
+        .route("/pipelines/{name}/environments/{env}/rollback", post(rollback))
 }
 
 /// The token's user, in any loaded pipeline's users file. Refused before anything else is read.
@@ -223,4 +224,35 @@ async fn events(State(server): State<Server>, headers: HeaderMap, Path(id): Path
         }
     });
     Ok(axum::response::sse::Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    /// Restore the environment as it was at this commit (default: before the newest promotion).
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// `POST /api/v1/pipelines/{name}/environments/{env}/rollback`: as `promote rollback`, by the
+/// token's user (in the trail).
+async fn rollback(State(server): State<Server>, headers: HeaderMap, Path((name, env)): Path<(String, String)>, body: axum::body::Bytes) -> Answer {
+    let (who, _) = authenticate(&server, &headers)?;
+    let b: RollbackBody = if body.is_empty() {
+        RollbackBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"to\": COMMIT}} (optional): {e}")))?
+    };
+    let pipelines = server.pipelines();
+    let Some(loaded) = pipelines.get(&name) else { return Err(error(StatusCode::NOT_FOUND, format!("no pipeline `{name}` is loaded"))) };
+    let target = match b.to {
+        Some(c) => crate::git::RollbackTarget::To(c),
+        None => crate::git::RollbackTarget::Latest,
+    };
+    let shown = loaded.file.display().to_string();
+    let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
+    let request = crate::ops::rollback::Request { plan: &loaded.plan, shown: &shown, base, environment: &env, target, who: &who };
+    let done = crate::ops::rollback::rollback(&server.exec.store, &server.exec.writer, request).await.map_err(ops_error)?;
+    let status = if done.result.is_ok() { StatusCode::OK } else { StatusCode::CONFLICT };
+    Ok((status, Json(json!({"done": done.line, "by": who, "rolledBack": done.result.is_ok()}))).into_response())
 }

@@ -137,7 +137,9 @@ pub async fn receive(
 fn secret_of(loaded: &Loaded, t: &Trigger) -> Result<String, String> {
     if let Some(var) = &t.secret_env {
         // Through `Secret`: registered for redaction wherever it could appear.
-        return std::env::var(&var.value).map(|v| crate::secret::Secret::new(v).expose().to_string()).map_err(|_| format!("environment variable `{}` is not set", var.value));
+        return std::env::var(&var.value)
+            .map(|v| crate::secret::Secret::new(v).expose().to_string())
+            .map_err(|_| format!("environment variable `{}` is not set", var.value));
     }
     if let Some(file) = &t.secret_file {
         let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));

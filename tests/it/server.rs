@@ -156,6 +156,11 @@ async fn a_signed_tag_push_starts_one_run_that_the_api_approves_through_to_prod(
     }
     let (_, runs) = server.api(reqwest::Method::GET, "/runs", None).await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "one run for three deliveries");
+    // And rolled back through the API, as alice, in a new commit.
+    let (status, done) = server.api(reqwest::Method::POST, "/pipelines/checkout/environments/prod/rollback", None).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!((done["by"].as_str(), done["rolledBack"].as_bool()), (Some("alice"), Some(true)), "{done}");
+    assert_eq!(s.commits("prod")[0], "roll back checkout in prod to 1.0.0");
 
     // Without a token, the API answers nothing.
     let r = server.http.get(format!("{}/api/v1/runs", server.url)).send().await.unwrap();
