@@ -143,17 +143,7 @@ async fn drive(exec: &crate::exec::Executor, id: &str) -> anyhow::Result<ExitCod
     let signals = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let terminated = async {
-                match term.as_mut() {
-                    Some(t) => t.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminated => {}
-            }
+            super::interrupted().await;
             stop.cancel();
         })
     };

@@ -28,17 +28,7 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         eprintln!("promote serve: listening on http://{}", listener.local_addr()?);
         let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let terminated = async {
-                match term.as_mut() {
-                    Some(t) => t.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminated => {}
-            }
+            super::interrupted().await;
             eprintln!("promote serve: stopping (runs stop at a durable point and resume at the next start)");
         };
         crate::server::serve(listener, exec, crate::server::Config { pipelines: dirs, reload: reload.0 }, shutdown).await?;

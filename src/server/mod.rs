@@ -134,7 +134,11 @@ pub async fn serve(
             tick.tick().await;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => server.reload(),
+                    // Reading and checking files is blocking work: off the async threads.
+                    _ = tick.tick() => {
+                        let s = server.clone();
+                        let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+                    }
                     _ = server.stop.cancelled() => return,
                 }
             }

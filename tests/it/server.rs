@@ -219,23 +219,12 @@ async fn forged_sha1_oversized_and_unwatched_deliveries_start_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_stops_on_sigterm_and_the_next_one_carries_the_run_on() {
     let s = setup();
-    let mut child = std::process::Command::new(crate::promote_bin())
-        .current_dir(s.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The address it listens on is its first line on stderr.
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let first = lines.next().unwrap().unwrap();
-    let url = first.rsplit(' ').next().unwrap().to_string();
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, url) = serve_child(&s);
     let http = promote::providers::http_client();
     let body = push_event("acme/checkout", "refs/tags/v3.0.0");
     let r =
         http.post(format!("{url}/hooks/github")).header("X-GitHub-Event", "push").header("X-Hub-Signature-256", sign(&body)).body(body).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 201, "{first}");
+    assert_eq!(r.status().as_u16(), 201);
     let id = r.json::<serde_json::Value>().await.unwrap()["runs"][0]["run"].as_str().unwrap().to_string();
     wait_for("the sign-off", async || {
         let out = crate::exec::promote(s.path(), &["status", &id, "--json"]);
