@@ -40,6 +40,7 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/runs/{id}", get(run))
         .route("/runs/{id}/events", get(events))
         .route("/runs/{id}/stages/{stage}/{decision}", post(decide))
+        .route("/runs/{id}/stages/{stage}/templates/{number}/not-a-risk", post(not_a_risk))
         .route("/audit/verify", get(verify))
         .route("/pipelines/{name}/environments/{env}/rollback", post(rollback))
 }
@@ -70,8 +71,18 @@ pub(super) async fn ready(State(server): State<Server>) -> Response {
     }
 }
 
+/// The executor's metrics, then the figures read from the state (DORA, waiting decisions).
 pub(super) async fn metrics(State(server): State<Server>) -> Response {
-    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], server.exec.metrics.encode()).into_response()
+    let own = server.exec.metrics.encode();
+    let figures = match crate::ops::figures::figures(&server.exec.store, crate::clock::now_ms()).await {
+        Ok(f) => crate::ops::figures::encode(&f),
+        Err(e) => {
+            tracing::warn!(error = %e, "the state's figures could not be read for /metrics");
+            String::new()
+        }
+    };
+    let text = format!("{}{figures}# EOF\n", own.strip_suffix("# EOF\n").unwrap_or(&own));
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
 async fn pipelines(State(server): State<Server>, headers: HeaderMap) -> Answer {
@@ -171,6 +182,35 @@ async fn decide(
     };
     let request = crate::ops::decide::Request { run: &id, stage: &stage, user: &who, mode, comment: b.comment.as_deref(), token: Some(&token) };
     let line = crate::ops::decide::decide(&server.exec.store, &request).await.map_err(ops_error)?;
+    Ok(Json(json!({"done": line, "by": who})).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotARiskBody {
+    reason: String,
+    #[serde(default, rename = "as")]
+    as_user: Option<String>,
+}
+
+/// `POST /api/v1/runs/{id}/stages/{stage}/templates/{n}/not-a-risk`: as `promote logs
+/// not-a-risk`, by the token's user, with a reason.
+async fn not_a_risk(
+    State(server): State<Server>,
+    headers: HeaderMap,
+    Path((id, stage, number)): Path<(String, String, usize)>,
+    body: axum::body::Bytes,
+) -> Answer {
+    let (who, _) = authenticate(&server, &headers)?;
+    let b: NotARiskBody = serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"reason\": TEXT}} (why the template is not a risk): {e}")))?;
+    if let Some(claimed) = &b.as_user
+        && claimed != &who
+    {
+        return Err(error(StatusCode::FORBIDDEN, format!("the token is {who}'s, not {claimed}'s: a decision is made as the token's user")));
+    }
+    let request = crate::ops::decide::NotARisk { run: &id, stage: &stage, number, user: &who, reason: &b.reason };
+    let line = crate::ops::decide::not_a_risk(&server.exec.store, &request).await.map_err(ops_error)?;
     Ok(Json(json!({"done": line, "by": who})).into_response())
 }
 

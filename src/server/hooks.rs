@@ -93,6 +93,7 @@ pub async fn receive(
     }
     let delivery_id = delivery_id(&provider, &headers).unwrap_or_else(|| hex::encode(Sha256::digest(&body)));
     let body_hash = hex::encode(Sha256::digest(&body));
+    let origin_at = origin(&provider, &body);
     let mut started = Vec::new();
     let mut matched = false;
     for (loaded, trigger) in verified {
@@ -105,7 +106,7 @@ pub async fn receive(
                 json!({"error": format!("the version `{}` this event gives is refused: {why}", crate::diag::printable(&version))}),
             );
         }
-        let delivery = Delivery { provider: provider.clone(), id: delivery_id.clone(), body_hash: body_hash.clone() };
+        let delivery = Delivery { provider: provider.clone(), id: delivery_id.clone(), body_hash: body_hash.clone(), origin_at };
         let who = format!("webhook:{provider}");
         match server.exec.start_delivered(&loaded.file, &loaded.source, &loaded.plan, &version, &who, true, Some(delivery)).await {
             Ok(Ok(run)) => {
@@ -264,6 +265,27 @@ pub fn parse(provider: &str, h: &HeaderMap, body: &[u8]) -> Result<Event, String
             _ => Err("a Quay push without docker_url and updated_tags".into()),
         },
         other => Err(format!("unknown provider `{other}`")),
+    }
+}
+
+/// When what a verified delivery announces happened, in Unix milliseconds, if it says: the pushed
+/// commit's time for a Git push, the push's time for an image (where DORA's lead time starts).
+pub fn origin(provider: &str, body: &[u8]) -> Option<i64> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let iso = |v: &Value| v.as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(|t| t.as_millisecond());
+    let unix = |v: &Value| v.as_f64().filter(|s| *s > 0.0).map(|s| (s * 1000.0) as i64);
+    match provider {
+        "github" | "gitea" => iso(&v["head_commit"]["timestamp"]),
+        "gitlab" => {
+            let sha = v["checkout_sha"].as_str().or(v["after"].as_str());
+            let commits = v["commits"].as_array()?;
+            commits.iter().find(|c| c["id"].as_str() == sha).or(commits.last()).and_then(|c| iso(&c["timestamp"]))
+        }
+        "bitbucket" => iso(&v["push"]["changes"][0]["new"]["target"]["date"]),
+        "standard" => iso(&v["timestamp"]),
+        "harbor" => unix(&v["occur_at"]),
+        "dockerhub" => unix(&v["push_data"]["pushed_at"]),
+        _ => None,
     }
 }
 

@@ -67,7 +67,7 @@ async fn poll_one(
                 tracing::warn!(version = %crate::diag::printable(&version), "a polled ref gives a version that is refused");
                 continue;
             }
-            let delivery = Delivery { provider: "poll".into(), id: format!("{git_ref}@{commit}"), body_hash: String::new() };
+            let delivery = Delivery { provider: "poll".into(), id: format!("{git_ref}@{commit}"), body_hash: String::new(), origin_at: None };
             match server.exec.start_delivered(&loaded.file, &loaded.source, &loaded.plan, &version, "poll", true, Some(delivery)).await {
                 Ok(Ok(run)) => {
                     tracing::info!(run = %run.id, version, "a poll found a push no webhook announced");

@@ -97,6 +97,10 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     let mut out = serde_json::json!({
         "environment": env_name, "outcome": outcome, "commit": commit, "oldValue": old, "newValue": value, "attempts": report.attempts,
     });
+    if outcome == "committed" {
+        // Where DORA's lead time ends (the stage's own end may come later, after health).
+        out["committedAt"] = serde_json::json!(crate::clock::now_ms());
+    }
     if !report.warnings.is_empty() {
         out["policyWarnings"] = serde_json::json!(report.warnings);
     }

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
-pub use records::{Decision, Delivery, Event, Exemption, Lease, RunRecord, RunState, StageRecord, StageState, StageWrite, Transition, Write, Written};
+pub use records::{Decision, Delivery, Event, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite, Transition, Write, Written};
 
 /// What a backend's operations return.
 pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -50,6 +50,9 @@ pub trait Backend: Send + Sync + 'static {
     fn stages<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<StageRecord>>;
     /// The decisions on a stage, oldest first.
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>>;
+    /// Every stage of `kind` (any kind: `None`) in `state` (any: `None`), with its run, oldest
+    /// run first.
+    fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>>;
     /// Every environment lock: the environment, its run, its lease's end.
     fn env_locks(&self) -> Fut<'_, Vec<Lease>>;
     /// The refs a trigger's source had when last polled; `None` before its first poll.
@@ -419,6 +422,12 @@ impl Store {
     }
 
     /// Every environment lock and its lease.
+    /// Every stage of `kind` in `state` (`None`: any) with its run, for figures across runs. Not
+    /// checked against its seal: nothing is acted on from it.
+    pub async fn stages_where(&self, kind: Option<&str>, state: Option<StageState>) -> Result<Vec<StageOf>, StoreError> {
+        self.backend.stages_where(kind, state).await
+    }
+
     pub async fn env_locks(&self) -> Result<Vec<Lease>, StoreError> {
         self.backend.env_locks().await
     }

@@ -383,6 +383,26 @@ pub struct Delivery {
     pub id: String,
     /// SHA-256 of the body, hex.
     pub body_hash: String,
+    /// Unix milliseconds of what it announces (the commit's time, the image's push), when the
+    /// event says: where the lead time is counted from.
+    pub origin_at: Option<i64>,
+}
+
+/// A stage with the run it belongs to (for figures across runs: DORA, waiting decisions).
+#[derive(Debug, Clone)]
+pub struct StageOf {
+    /// The run.
+    pub run: String,
+    /// The run's pipeline.
+    pub pipeline: String,
+    /// The run's version.
+    pub version: String,
+    /// Unix milliseconds of the run's start.
+    pub run_created_at: i64,
+    /// Unix milliseconds of what its webhook delivery announced, if it was started by one that said.
+    pub origin_at: Option<i64>,
+    /// The stage.
+    pub stage: StageRecord,
 }
 
 /// A lease someone holds: an environment's lock or a run's driver.

@@ -26,7 +26,9 @@ fn push_event(repo: &str, git_ref: &str) -> Vec<u8> {
         "created": true, "deleted": false, "forced": false,
         "repository": {"id": 1296269, "name": repo.rsplit('/').next().unwrap(), "full_name": repo, "private": false},
         "pusher": {"name": "octocat", "email": "octocat@github.com"},
-        "head_commit": {"id": "6113728f27ae82c7b1a177c8d03f9e96e0adf246", "message": "release"}
+        // Committed two hours ago: the lead time counts from it.
+        "head_commit": {"id": "6113728f27ae82c7b1a177c8d03f9e96e0adf246", "message": "release",
+                        "timestamp": jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_hours(2)).unwrap().to_string()}
     }))
     .unwrap()
 }
@@ -96,6 +98,17 @@ fn setup() -> Setup {
     s
 }
 
+/// The value of the sample `name{labels...}` in OpenMetrics `text` (labels in any order).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+        let have: Vec<&str> = rest.trim_end_matches('}').split(',').filter(|x| !x.is_empty()).collect();
+        let want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        (n == name && have.len() == want.len() && want.iter().all(|w| have.contains(&w.as_str()))).then(|| value.parse().ok()).flatten()
+    })
+}
+
 async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !f().await {
@@ -141,6 +154,18 @@ async fn a_signed_tag_push_starts_one_run_that_the_api_approves_through_to_prod(
     wait_for("the sign-off", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["stages"][1]["state"] == "waiting").await;
     let (status, shown) = server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await;
     assert_eq!(status, 200);
+    let metrics = server.http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(sample(&metrics, "promote_decisions_waiting", &[("pipeline", "checkout"), ("kind", "approval")]), Some(1.0), "{metrics}");
+    // Logs templates are marked through the API as through the CLI, with a reason, as the token's user.
+    let (status, why) =
+        server.api(reqwest::Method::POST, &format!("/runs/{id}/stages/sign-off/templates/1/not-a-risk"), Some(serde_json::json!({"reason": "known"}))).await;
+    assert_eq!((status, why["error"].as_str()), (400, Some(format!("stage `sign-off` of run {id} reported no log templates").as_str())));
+    let (status, _) = server.api(reqwest::Method::POST, &format!("/runs/{id}/stages/sign-off/templates/1/not-a-risk"), Some(serde_json::json!({}))).await;
+    assert_eq!(status, 400, "a reason is required");
+    let (status, _) = server
+        .api(reqwest::Method::POST, &format!("/runs/{id}/stages/sign-off/templates/1/not-a-risk"), Some(serde_json::json!({"reason": "x", "as": "bob"})))
+        .await;
+    assert_eq!(status, 403, "as someone else");
     assert_eq!((shown["run"]["triggeredBy"].as_str(), shown["run"]["authenticated"].as_bool()), (Some("webhook:github"), Some(true)));
 
     // Approved through the API, as the token's user, by the same rules as the CLI.
@@ -168,6 +193,18 @@ async fn a_signed_tag_push_starts_one_run_that_the_api_approves_through_to_prod(
     let metrics = server.http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("promote_webhook_deliveries_total{provider=\"github\",result=\"started\"} 1"), "{metrics}");
     assert!(metrics.contains("promote_webhook_deliveries_total{provider=\"github\",result=\"duplicate\"} 2"), "{metrics}");
+    // DORA, read from the state: one deployment each; prod's was rolled back by hand.
+    let qa = [("pipeline", "checkout"), ("environment", "qa")];
+    let prod = [("pipeline", "checkout"), ("environment", "prod")];
+    assert_eq!(sample(&metrics, "promote_deployments_total", &qa), Some(1.0), "{metrics}");
+    assert_eq!(sample(&metrics, "promote_deployments_failed_total", &qa), Some(0.0), "{metrics}");
+    assert_eq!(sample(&metrics, "promote_change_failure_ratio", &prod), Some(1.0), "{metrics}");
+    assert_eq!(sample(&metrics, "promote_time_to_restore_seconds_count", &prod), Some(1.0), "{metrics}");
+    assert_eq!(sample(&metrics, "promote_time_to_restore_seconds_count", &qa), None, "{metrics}");
+    // The lead time counts from the pushed commit's time, two hours before.
+    let le = |b: &str| sample(&metrics, "promote_lead_time_seconds_bucket", &[qa[0], qa[1], ("le", b)]);
+    assert_eq!((le("3600.0"), le("14400.0")), (Some(0.0), Some(1.0)), "{metrics}");
+    assert_eq!(sample(&metrics, "promote_decisions_waiting", &[("pipeline", "checkout"), ("kind", "approval")]), None, "none waits now");
     server.stop().await;
 }
 

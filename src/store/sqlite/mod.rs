@@ -15,7 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Verdict};
-use super::{Backend, Change, Decision, Event, Exemption, Fut, Lease, RunRecord, RunState, StageRecord, StageState, StoreError, Write, Written};
+use super::{Backend, Change, Decision, Event, Exemption, Fut, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StoreError, Write, Written};
 
 /// A promote state file.
 pub struct SqliteBackend {
@@ -36,6 +36,22 @@ impl StoreError {
             _ => None,
         };
         StoreError::Db { path: path.to_string(), message: e.to_string(), code }
+    }
+}
+
+/// A stage's nine columns (name, kind, state, attempt, started, finished, message, output, seal)
+/// from column `at` on.
+fn stage_row(r: &sqlx::sqlite::SqliteRow, at: usize) -> StageRecord {
+    StageRecord {
+        name: r.get(at),
+        kind: r.get(at + 1),
+        state: r.get::<String, _>(at + 2).parse().unwrap_or(StageState::Pending),
+        attempt: r.get(at + 3),
+        started_at: r.get(at + 4),
+        finished_at: r.get(at + 5),
+        message: r.get(at + 6),
+        output: r.get::<Option<String>, _>(at + 7).and_then(|s| serde_json::from_str(&s).ok()),
+        seal: r.get(at + 8),
     }
 }
 
@@ -157,18 +173,31 @@ impl SqliteBackend {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(self.db())?;
+        Ok(rows.iter().map(|r| stage_row(r, 0)).collect())
+    }
+
+    async fn stages_where_of(&self, kind: Option<&str>, state: Option<StageState>) -> Result<Vec<StageOf>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.name, s.kind, s.state, s.attempt, s.started_at, s.finished_at, s.message, s.output, s.seal,
+                    r.id, r.pipeline, r.version, r.created_at, d.origin_at
+             FROM stages s JOIN runs r ON r.id = s.run_id LEFT JOIN deliveries d ON d.run_id = r.id
+             WHERE (?1 IS NULL OR s.kind = ?1) AND (?2 IS NULL OR s.state = ?2)
+             ORDER BY r.created_at, r.id, s.position",
+        )
+        .bind(kind)
+        .bind(state.map(|s| s.as_str()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db())?;
         Ok(rows
             .iter()
-            .map(|r| StageRecord {
-                name: r.get(0),
-                kind: r.get(1),
-                state: r.get::<String, _>(2).parse().unwrap_or(StageState::Pending),
-                attempt: r.get(3),
-                started_at: r.get(4),
-                finished_at: r.get(5),
-                message: r.get(6),
-                output: r.get::<Option<String>, _>(7).and_then(|s| serde_json::from_str(&s).ok()),
-                seal: r.get(8),
+            .map(|r| StageOf {
+                stage: stage_row(r, 0),
+                run: r.get(9),
+                pipeline: r.get(10),
+                version: r.get(11),
+                run_created_at: r.get(12),
+                origin_at: r.get(13),
             })
             .collect())
     }
@@ -238,6 +267,10 @@ impl Backend for SqliteBackend {
 
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>> {
         Box::pin(self.decisions_of(run, stage))
+    }
+
+    fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>> {
+        Box::pin(self.stages_where_of(kind, state))
     }
 
     fn env_locks(&self) -> Fut<'_, Vec<Lease>> {

@@ -148,6 +148,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 10: the refs each polled trigger source had at its last poll (what a missed webhook is
     // told from).
     "CREATE TABLE polled (source TEXT NOT NULL, ref TEXT NOT NULL, oid TEXT NOT NULL, PRIMARY KEY (source, ref));",
+    // 11: when what a delivery announced happened (the lead time's start), and stages found by
+    // kind and state (DORA figures, waiting decisions) without a scan of every run.
+    "ALTER TABLE deliveries ADD COLUMN origin_at INTEGER;
+    CREATE INDEX stages_by_kind ON stages (kind, state);",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.

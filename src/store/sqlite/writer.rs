@@ -153,7 +153,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
         Write::CreateRun { run, stages, delivery } => {
             if let Some(d) = delivery {
                 let inserted = sqlx::query(
-                    "INSERT OR IGNORE INTO deliveries (provider, delivery_id, body_hash, pipeline, version, run_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO deliveries (provider, delivery_id, body_hash, pipeline, version, run_id, at, origin_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&d.provider)
                 .bind(&d.id)
@@ -162,6 +162,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(&run.version)
                 .bind(&run.id)
                 .bind(run.created_at)
+                .bind(d.origin_at)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
