@@ -52,6 +52,7 @@ fn main() {
             writer: Arc::new(Writer::new(WriterConfig::new(dir.path().join("repos")))),
             metrics: Arc::new(Metrics::default()),
             poll: Duration::from_secs(3600),
+            public_url: None,
         });
         let mut ids = Vec::with_capacity(runs);
         for _ in 0..runs {

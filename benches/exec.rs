@@ -55,6 +55,7 @@ fn main() {
             writer: Arc::new(Writer::new(WriterConfig::new(dir.path().join("repos")))),
             metrics: Arc::new(Metrics::default()),
             poll: Duration::from_millis(200),
+            public_url: None,
         });
         let mut ids = Vec::with_capacity(runs);
         for _ in 0..runs {

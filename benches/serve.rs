@@ -56,6 +56,7 @@ fn main() {
             writer: Arc::new(Writer::new(WriterConfig::new(root.join("repos")))),
             metrics: Arc::new(Metrics::default()),
             poll: Duration::from_millis(200),
+            public_url: None,
         };
         let store = exec.store.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -101,8 +101,8 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
     .expect("valid"),
     cookie: regex::Regex::new(r#"(?i)\b(cookie|set-cookie)("?\s*[:=]\s*"?)[^"\r\n]+"#).expect("valid"),
     // Paths that are the credential of well-known webhooks (Slack, Discord, Teams, generic
-    // `/hooks/TOKEN`).
-    webhook: regex::Regex::new(r"(?i)(hooks\.slack\.com/services/|/api/webhooks/|webhook\.office\.com/webhookb2/|/hooks/)[A-Za-z0-9/_@.-]+").expect("valid"),
+    // `/hooks/TOKEN`), and the one-time URLs of promote's webhook stages (`/callbacks/...`).
+    webhook: regex::Regex::new(r"(?i)(hooks\.slack\.com/services/|/api/webhooks/|webhook\.office\.com/webhookb2/|/hooks/|/callbacks/)[A-Za-z0-9/_@.-]+").expect("valid"),
     credential: regex::Regex::new(r"(?i)\b(bearer|basic|token|digest)(\s+)[A-Za-z0-9._~+/=-]{6,}").expect("valid"),
     pairs: regex::Regex::new(r"(?i)\b(token|password|passwd|secret|api_key|apikey|api-key|access_token|client_secret|sig|signature)(\s*[=:]\s*)[^\s&,;]+")
         .expect("valid"),

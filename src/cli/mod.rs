@@ -165,6 +165,8 @@ pub async fn executor(state: &Path) -> anyhow::Result<crate::exec::Executor> {
         writer: std::sync::Arc::new(crate::git::Writer::new(config)),
         metrics: std::sync::Arc::new(crate::exec::Metrics::default()),
         poll: std::time::Duration::from_millis(200),
+        // A run driven here can take a callback through a server that shares its state.
+        public_url: std::env::var("PROMOTE_PUBLIC_URL").ok().filter(|u| !u.is_empty()),
     })
 }
 

@@ -1,4 +1,4 @@
-//! `promote serve [--listen ADDR] [--pipelines DIR]... [--reload DURATION]`.
+//! `promote serve [--listen ADDR] [--pipelines DIR]... [--reload DURATION] [--public-url URL]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +15,10 @@ pub struct Args {
     /// How often the folders are read again.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub reload: String,
+    /// Where the server is reached from outside (the base of `webhook` stages' callback URLs);
+    /// default: the address it listens on.
+    #[arg(long, env = "PROMOTE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 /// Runs `serve` until SIGTERM or Ctrl-C.
@@ -24,7 +28,14 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let dirs = dirs.into_iter().map(|d| std::path::absolute(&d).unwrap_or(d)).collect();
     let rt = super::runtime()?;
     rt.block_on(async {
-        let exec = super::executor(state).await?;
+        let mut exec = super::executor(state).await?;
+        if let Some(u) = args.public_url.filter(|u| !u.is_empty()) {
+            let parsed = reqwest::Url::parse(&u).map_err(|e| anyhow::anyhow!("--public-url {u}: {e} (give the URL people and systems reach this server at, like https://promote.example.com)"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                anyhow::bail!("--public-url {u}: an http or https URL is needed");
+            }
+            exec.public_url = Some(u);
+        }
         let listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         eprintln!("promote serve: listening on http://{}", listener.local_addr()?);
         let shutdown = async {

@@ -88,6 +88,9 @@ pub struct Executor {
     /// How often a deploy's health checks look again (people, locks and freezes wake their stages
     /// through the change feed).
     pub poll: Duration,
+    /// Where `promote serve` is reached from outside (`--public-url`, `PROMOTE_PUBLIC_URL`): the
+    /// base of the one-time URLs a `webhook` stage with `callback: true` gives the called system.
+    pub public_url: Option<String>,
 }
 
 /// What became of each stage, and the run.
@@ -319,6 +322,7 @@ impl Executor {
                             base_dir: base_dir.clone(),
                             started_at,
                             poll: self.poll,
+                            public_url: self.public_url.clone(),
                             report: report.clone(),
                             notifier: notifier.clone(),
                             policies: policies.clone(),

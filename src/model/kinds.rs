@@ -644,6 +644,17 @@ pub struct WebhookStage {
     /// Fail the stage when the call fails (default true); false records and goes on.
     #[serde(default = "default_true")]
     pub required: bool,
+    /// Wait, after a successful call, for the called system to post its verdict to the one-time
+    /// URL the call carried (`${callbackUrl}`, and `callbackUrl` in the default body).
+    #[serde(default)]
+    pub callback: bool,
+    /// How long to wait for that verdict (default 1h); then the stage fails.
+    #[serde(default = "default_callback_timeout")]
+    pub callback_timeout: Duration,
+}
+
+fn default_callback_timeout() -> Duration {
+    secs(3600)
 }
 
 /// HTTP methods a webhook may use.

@@ -183,3 +183,55 @@ pub async fn not_a_risk(store: &Store, r: &NotARisk<'_>) -> Result<String, OpsEr
     store.exempt_template(&run.id, &run.pipeline, template, r.user, r.reason).await?;
     Ok(format!("`{template}` is not a risk for pipeline {} (by {}): later runs ignore it", run.pipeline, r.user))
 }
+
+/// A called system's verdict on a `webhook` stage with `callback: true`, posted to its one-time URL.
+#[derive(Debug, Clone)]
+pub struct Callback<'a> {
+    /// The run.
+    pub run: &'a str,
+    /// The webhook stage.
+    pub stage: &'a str,
+    /// The secret part of the URL.
+    pub token: &'a str,
+    /// Passed (true) or failed.
+    pub passed: bool,
+    /// What the system says (kept with the verdict).
+    pub message: Option<&'a str>,
+}
+
+/// Why a callback is not taken: unknown (no such URL: 404, the same whatever is wrong, so that
+/// the answer tells a guesser nothing), or no longer open (used, or the stage is not waiting: 409).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackRefused {
+    /// The token does not verify, or no such run or stage.
+    Unknown,
+    /// The verdict came already, or the stage no longer waits for one.
+    Closed(String),
+}
+
+/// Records a callback's verdict once: the token must be the stage's, the stage a waiting
+/// `webhook` stage with no verdict yet. The waiting stage is woken by it.
+pub async fn callback(store: &Store, c: &Callback<'_>) -> Result<Result<String, CallbackRefused>, OpsError> {
+    let want = crate::stages::webhook::callback_token(store.key(), c.run, c.stage);
+    if !store.key().verify_hex(&want, Some(c.token)) {
+        return Ok(Err(CallbackRefused::Unknown));
+    }
+    let run = match store.run(c.run).await {
+        Ok(r) => r,
+        Err(crate::store::StoreError::UnknownRun { .. }) => return Ok(Err(CallbackRefused::Unknown)),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(stage) = store.stages(&run.id).await?.into_iter().find(|s| s.name == c.stage && s.kind == "webhook") else {
+        return Ok(Err(CallbackRefused::Unknown));
+    };
+    let user = crate::stages::webhook::CALLBACK_USER;
+    if store.decisions(&run.id, c.stage).await?.iter().any(|d| d.user == user) {
+        return Ok(Err(CallbackRefused::Closed(format!("stage `{}` of run {} has its verdict already: a callback URL is used once", c.stage, run.id))));
+    }
+    if stage.state != crate::store::StageState::Waiting {
+        return Ok(Err(CallbackRefused::Closed(format!("stage `{}` of run {} is {}, not waiting for a verdict", c.stage, run.id, stage.state.as_str()))));
+    }
+    let message = c.message.map(|m| crate::diag::printable(&m.chars().take(2000).collect::<String>()).into_owned());
+    store.decide_as(&run.id, c.stage, user, c.passed, message.as_deref(), "callback").await?;
+    Ok(Ok(format!("stage `{}` of run {} {}", c.stage, run.id, if c.passed { "passed" } else { "failed" })))
+}

@@ -214,6 +214,37 @@ async fn not_a_risk(
     Ok(Json(json!({"done": line, "by": who})).into_response())
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallbackBody {
+    passed: bool,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// `POST /callbacks/{run}/{stage}/{token}`: the verdict of the system a `webhook` stage called
+/// with `callback: true`. The URL is the credential (given only to that system, in the call); it
+/// is taken once.
+pub(super) async fn callback(State(server): State<Server>, Path((run, stage, token)): Path<(String, String, String)>, body: axum::body::Bytes) -> Answer {
+    use crate::ops::decide::{Callback, CallbackRefused};
+    if body.len() > 64 << 10 {
+        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "a verdict is at most 64 KiB"));
+    }
+    let unknown = || error(StatusCode::NOT_FOUND, "no such callback URL");
+    // The token is checked before the body is read.
+    if !server.exec.store.key().verify_hex(&crate::stages::webhook::callback_token(server.exec.store.key(), &run, &stage), Some(&token)) {
+        return Err(unknown());
+    }
+    let b: CallbackBody = serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"passed\": true|false, \"message\": TEXT}}: {e}")))?;
+    let c = Callback { run: &run, stage: &stage, token: &token, passed: b.passed, message: b.message.as_deref() };
+    match crate::ops::decide::callback(&server.exec.store, &c).await.map_err(ops_error)? {
+        Ok(line) => Ok(Json(json!({"done": line})).into_response()),
+        Err(CallbackRefused::Unknown) => Err(unknown()),
+        Err(CallbackRefused::Closed(why)) => Err(error(StatusCode::CONFLICT, why)),
+    }
+}
+
 async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {
     authenticate(&server, &headers)?;
     let v = crate::ops::audit::verify(&server.exec, &[], &[]).await.map_err(ops_error)?;

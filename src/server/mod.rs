@@ -98,6 +98,7 @@ pub fn router(server: Server) -> Router {
         .route("/readyz", get(api::ready))
         .route("/metrics", get(api::metrics))
         .route("/hooks/{*path}", post(hooks::receive))
+        .route("/callbacks/{run}/{stage}/{token}", post(api::callback))
         .nest("/api/v1", api::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(server)
@@ -111,6 +112,15 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let mut exec = exec;
+    if exec.public_url.is_none() {
+        // Reached as it listens unless told otherwise (`--public-url`).
+        let addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            tracing::warn!(%addr, "no --public-url: webhook stages with `callback: true` give http://{addr} to the systems they call");
+        }
+        exec.public_url = Some(format!("http://{addr}"));
+    }
     let server = Server {
         exec: Arc::new(exec),
         pipelines: Arc::new(RwLock::new(Pipelines::default())),

@@ -8,7 +8,7 @@ mod metrics;
 pub mod policies;
 mod policy;
 mod wait;
-mod webhook;
+pub mod webhook;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -115,6 +115,8 @@ pub struct StageContext {
     pub started_at: i64,
     /// How often a deploy's health checks look again.
     pub poll: Duration,
+    /// The server's public URL (see [`crate::exec::Executor::public_url`]).
+    pub public_url: Option<String>,
     /// Reports `waiting` (with what for) and back to `running`.
     pub report: Report,
     /// The run's notification channels.

@@ -1,10 +1,10 @@
 //! The `webhook` kind: one outbound HTTP call (URL, headers and body interpolated with the run's
 //! variables, credentials by reference), judged by its status and an optional CEL condition over
-//! the answer.
+//! the answer; with `callback: true`, then the verdict the called system posts to a one-time URL.
 
 use serde_json::{Value, json};
 
-use super::{Run, StageContext, StageError, Step};
+use super::{Run, StageContext, StageError, Step, Wait, Wake};
 use crate::model::{Method, WebhookStage};
 use crate::providers::auth::Credential;
 
@@ -12,9 +12,54 @@ use crate::providers::auth::Credential;
 const MAX_ANSWER: usize = 1 << 20;
 const KEPT: usize = 16 << 10;
 
+/// Who a callback's verdict is recorded as (a decision on the stage, sealed like a person's).
+pub const CALLBACK_USER: &str = "callback";
+
+/// The trail entry that records a call whose verdict is awaited (once per stage: a resumed or
+/// re-woken stage does not call again).
+const CALLED: &str = "webhook-call";
+
+/// The secret part of a stage's callback URL: the key's MAC over the run and stage.
+pub fn callback_token(key: &crate::seal::Key, run: &str, stage: &str) -> String {
+    key.mac("callback", &[Some(run.as_bytes()), Some(stage.as_bytes())])
+}
+
+/// The one-time URL of a stage's verdict under the server's public URL `base`.
+pub fn callback_url(base: &str, key: &crate::seal::Key, run: &str, stage: &str) -> String {
+    format!("{}/callbacks/{run}/{stage}/{}", base.trim_end_matches('/'), callback_token(key, run, stage))
+}
+
 impl Run for WebhookStage {
     async fn run(&self, ctx: &StageContext) -> Result<Step, StageError> {
-        let vars = ctx.variables();
+        if self.callback {
+            let stage = ctx.stage().name.value.clone();
+            if let Some(d) = ctx.store.decisions(&ctx.run.id, &stage).await?.into_iter().find(|d| d.user == CALLBACK_USER) {
+                ctx.resumed().await?;
+                let out = json!({"ok": d.approve, "callback": {"passed": d.approve, "message": d.comment, "at": d.at}});
+                if d.approve {
+                    return Ok(Step::Done(out));
+                }
+                let why = format!("the called system's verdict: failed{}", d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default());
+                return Err(StageError::Verdict { message: why, evidence: out });
+            }
+            let called = ctx.store.events(&ctx.run.id).await?.into_iter().find(|e| e.kind == CALLED && e.stage.as_deref() == Some(stage.as_str()));
+            if let Some(e) = called {
+                return self.await_verdict(e.at);
+            }
+        }
+        let callback = match (&ctx.public_url, self.callback) {
+            (Some(base), true) => Some(callback_url(base, ctx.store.key(), &ctx.run.id, &ctx.stage().name.value)),
+            (None, true) => {
+                return Err(StageError::Terminal(
+                    "`callback: true` needs the server's public URL: `promote serve --public-url URL` (or PROMOTE_PUBLIC_URL for `promote run`)".into(),
+                ));
+            }
+            _ => None,
+        };
+        let mut vars = ctx.variables();
+        if let Some(u) = &callback {
+            vars.insert("callbackUrl".into(), u.clone());
+        }
         let fill = |text: &str, what: &str| {
             crate::model::interpolate(text, |n| vars.get(n).map(String::as_str))
                 .map_err(|v| StageError::Terminal(format!("{what}: `${{{v}}}` has no value here")))
@@ -22,8 +67,13 @@ impl Run for WebhookStage {
         let url = fill(&self.url.value, "url")?;
         let body = match &self.body {
             Some(b) => fill(b, "body")?,
-            None => json!({"pipeline": ctx.run.pipeline, "run": ctx.run.id, "version": ctx.run.version, "stage": ctx.stage().name.value, "triggeredBy": ctx.run.triggered_by})
-                .to_string(),
+            None => {
+                let mut b = json!({"pipeline": ctx.run.pipeline, "run": ctx.run.id, "version": ctx.run.version, "stage": ctx.stage().name.value, "triggeredBy": ctx.run.triggered_by});
+                if let Some(u) = &callback {
+                    b["callbackUrl"] = json!(u);
+                }
+                b.to_string()
+            }
         };
         let credential = self.auth.as_ref().map(Credential::resolve).transpose().map_err(|e| StageError::Terminal(e.to_string()))?.flatten();
         let client = crate::providers::http_client();
@@ -71,6 +121,13 @@ impl Run for WebhookStage {
             }
         }
         let kept: String = scrub(&text).chars().take(KEPT).collect();
+        if callback.is_some() {
+            // The call is recorded before the wait: woken again, or resumed elsewhere, the stage
+            // waits on and never calls twice.
+            let detail = format!("{method} {url} answered HTTP {status}; waiting up to {} for its verdict at the callback URL", self.callback_timeout);
+            ctx.store.audit(&ctx.run.id, Some(&ctx.stage().name.value), CALLED, "promote", &detail).await?;
+            return self.await_verdict(crate::clock::now_ms());
+        }
         Ok(Step::Done(json!({"ok": true, "method": method, "url": url, "status": status, "response": kept})))
     }
 
@@ -80,6 +137,22 @@ impl Run for WebhookStage {
             (Some(false), _) => format!("call failed, not required: {}", output["error"].as_str().unwrap_or("")),
             _ => String::new(),
         }
+    }
+}
+
+impl WebhookStage {
+    /// Waits for the verdict of a call made at `called` (Unix ms) until `callbackTimeout`.
+    fn await_verdict(&self, called: i64) -> Result<Step, StageError> {
+        let deadline = called + self.callback_timeout.0.as_millis() as i64;
+        if crate::clock::now_ms() >= deadline {
+            return Err(StageError::Terminal(format!("no verdict came to the callback URL within {} of the call", self.callback_timeout)));
+        }
+        Ok(Step::Wait(Wait {
+            why: format!("waiting for the called system's verdict at the callback URL (until {})", crate::clock::rfc3339(deadline)),
+            wake: Wake::Decision,
+            until: Some(deadline),
+            notify: None,
+        }))
     }
 }
 

@@ -30,7 +30,7 @@ pub struct Change {
 impl Change {
     /// Whether this is a person's decision (or a break-glass) on `stage` of `run`.
     pub fn is_decision_on(&self, run: &str, stage: &str) -> bool {
-        self.run == run && self.stage.as_deref() == Some(stage) && matches!(self.kind.as_str(), "decision" | "break-glass")
+        self.run == run && self.stage.as_deref() == Some(stage) && matches!(self.kind.as_str(), "decision" | "break-glass" | "callback")
     }
 
     /// Whether a run ended (its environment locks were released with it).

@@ -59,6 +59,7 @@ impl Setup {
             writer: Arc::new(Writer::new(WriterConfig::new(self.path().join(".promote/repos")))),
             metrics: Arc::new(Metrics::default()),
             poll: Duration::from_millis(20),
+            public_url: None,
         }
     }
 

@@ -606,3 +606,75 @@ async fn the_webhook_stage_calls_out_with_the_runs_variables_and_judges_the_answ
     assert_eq!(s.commits("prod"), ["promote checkout 1.2.0 to prod"], "the denied version never reached prod");
     exec.store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_stage_with_a_callback_waits_for_the_verdict_posted_once_to_its_url() {
+    use std::sync::{Arc, Mutex};
+    // An external test suite: takes the call, keeps the callback URL it was given, answers 202.
+    let given: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let g2 = given.clone();
+    let app = axum::Router::new().route(
+        "/suites",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let given = g2.clone();
+            async move {
+                given.lock().unwrap().push(body);
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let s = Setup::new(
+        &format!(
+            "  suite:\n    webhook: {{url: \"http://127.0.0.1:{port}/suites\", callback: true, callbackTimeout: 10m}}\n  prod:\n    needs: [suite]\n    deploy: {{environment: prod}}\n"
+        ),
+        "users: users.yaml\n",
+    );
+    std::fs::write(
+        s.path().join("users.yaml"),
+        format!("users:\n  alice: {{name: Alice, email: alice@example.com, token: \"{}\"}}\n", promote::governance::users::hash_token(ALICE)),
+    )
+    .unwrap();
+    let server = Running::start(&s).await;
+    let post = |url: String, body: serde_json::Value| {
+        let http = server.http.clone();
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let mut urls = Vec::new();
+    for (version, passed, message) in [("1.2.0", true, "412 tests passed"), ("1.3.0", false, "3 tests failed")] {
+        let (status, started) = server.api(reqwest::Method::POST, "/runs", Some(serde_json::json!({"pipeline": "checkout", "version": version}))).await;
+        assert_eq!(status, 201, "{started}");
+        let id = started["run"]["id"].as_str().unwrap().to_string();
+        wait_for("the suite to wait", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["stages"][0]["state"] == "waiting").await;
+        let call = given.lock().unwrap().last().cloned().unwrap();
+        assert_eq!((call["run"].as_str(), call["version"].as_str()), (Some(id.as_str()), Some(version)));
+        let url = call["callbackUrl"].as_str().unwrap().to_string();
+        assert!(url.starts_with(&format!("{}/callbacks/{id}/suite/", server.url)), "{url}");
+        // A guessed token is no URL at all.
+        let forged = format!("{}{}", &url[..url.len() - 4], "0000");
+        assert_eq!(post(forged, serde_json::json!({"passed": true})).await.0, 404);
+        let (status, done) = post(url.clone(), serde_json::json!({"passed": passed, "message": message})).await;
+        assert_eq!(status, 200, "{done}");
+        let (status, again) = post(url.clone(), serde_json::json!({"passed": true})).await;
+        assert_eq!(status, 409, "a callback URL is used once: {again}");
+        let want = if passed { "succeeded" } else { "failed" };
+        wait_for("the run's end", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["run"]["state"] == want).await;
+        let (_, shown) = server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await;
+        if !passed {
+            assert_eq!(shown["stages"][0]["message"], "the called system's verdict: failed: 3 tests failed", "{shown}");
+        }
+        assert_eq!(shown["stages"][0]["output"]["callback"]["message"], message, "{shown}");
+        assert_eq!(given.lock().unwrap().len(), urls.len() + 1, "one call per run: waking did not call again");
+        urls.push(url);
+    }
+    assert_eq!(s.commits("prod"), ["promote checkout 1.2.0 to prod"], "the failed suite kept 1.3.0 out of prod");
+    // The URL is a credential: the trail does not hold it.
+    let (_, shown) = server.api(reqwest::Method::GET, &format!("/runs/{}", urls[0].split('/').nth(4).unwrap()), None).await;
+    assert!(!shown.to_string().contains(urls[0].rsplit('/').next().unwrap()), "{shown}");
+    server.stop().await;
+}

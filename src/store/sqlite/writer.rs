@@ -239,6 +239,8 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .await?;
             let what = match (kind.as_str(), approve) {
                 ("break-glass", _) => "freeze overridden (break-glass)",
+                ("callback", true) => "passed",
+                ("callback", false) => "failed",
                 (_, true) => "approved",
                 (_, false) => "rejected",
             };
