@@ -329,7 +329,7 @@ fn main() {
             let _ = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await;
         }
         let (after_rss, peak) = rss(child.id());
-        println!("memory: {finished} finished runs in the history, {waiting} waiting for an approval (filled in {:.1} s)", fill.as_secs_f64());
+        println!("memory: {} finished runs in the history, {waiting} waiting for an approval (filled in {:.1} s)", have.max(finished), fill.as_secs_f64());
         println!("  all {waiting} driven and waiting {:.1} s after the start", to_wait.as_secs_f64());
         println!("  VmRSS                {settled_rss} MB settled, {after_rss} MB after 5 scrapes of /metrics; peak (VmHWM) {peak} MB");
         child.kill().unwrap();

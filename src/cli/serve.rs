@@ -1,4 +1,4 @@
-//! `promote serve [--listen ADDR] [--pipelines DIR]... [--reload DURATION] [--public-url URL]`.
+//! `promote serve [--listen ADDR] [--pipelines DIR|URL]... [--reload DURATION] [--public-url URL]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +9,10 @@ pub struct Args {
     /// Where to listen.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: String,
-    /// A folder of pipeline files (repeatable; default the current folder).
-    #[arg(long, value_name = "DIR")]
-    pub pipelines: Vec<PathBuf>,
+    /// A folder of pipeline files, or a Git repo of them (`URL[#BRANCH]`, default branch `main`,
+    /// fetched at every reload and on a verified push to it); repeatable; default the current folder.
+    #[arg(long, value_name = "DIR|URL")]
+    pub pipelines: Vec<String>,
     /// How often the folders are read again.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub reload: String,
@@ -24,8 +25,11 @@ pub struct Args {
 /// Runs `serve` until SIGTERM or Ctrl-C.
 pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let reload: crate::model::Duration = args.reload.parse().map_err(|e: crate::model::DurationError| anyhow::anyhow!("--reload {}: {e}", args.reload))?;
-    let dirs = if args.pipelines.is_empty() { vec![PathBuf::from(".")] } else { args.pipelines };
-    let dirs = dirs.into_iter().map(|d| std::path::absolute(&d).unwrap_or(d)).collect();
+    let given = if args.pipelines.is_empty() { vec![".".to_string()] } else { args.pipelines };
+    let (repos, dirs): (Vec<String>, Vec<String>) = given.into_iter().partition(|g| crate::server::PipelinesRepo::is_repo(g));
+    let dirs: Vec<PathBuf> = dirs.into_iter().map(PathBuf::from).map(|d| std::path::absolute(&d).unwrap_or(d)).collect();
+    let cache = super::cache_dir(state);
+    let repos = repos.iter().map(|r| crate::server::PipelinesRepo::parse(r, &cache)).collect();
     let rt = super::runtime()?;
     rt.block_on(async {
         let mut exec = super::executor(state).await?;
@@ -42,7 +46,7 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
             super::interrupted().await;
             eprintln!("promote serve: stopping (runs stop at a durable point and resume at the next start)");
         };
-        crate::server::serve(listener, exec, crate::server::Config { pipelines: dirs, reload: reload.0 }, shutdown).await?;
+        crate::server::serve(listener, exec, crate::server::Config { pipelines: dirs, repos, reload: reload.0 }, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -39,7 +39,8 @@ pub struct GitTrigger {
     /// Which refs start a run: globs (`refs/tags/v*`); default every tag.
     #[serde(default = "default_refs")]
     pub refs: Vec<Spanned<String>>,
-    /// Where the version comes from: `tag` (the tag's name, default) or `commit` (the commit id).
+    /// Where the version comes from: `tag` (the tag's name, default), `commit` (the commit id) or
+    /// `{file: PATH}` (a file of the repo at the commit).
     #[serde(default)]
     pub version: GitVersion,
     /// Where to poll the repo's refs (a URL, or a path relative to the pipeline file), to catch
@@ -64,6 +65,19 @@ pub enum GitVersion {
     Tag,
     /// The pushed commit's id.
     Commit,
+    /// The first line of a file of the repo at the pushed commit (`version: {file: VERSION}`),
+    /// read through `url`.
+    File(String),
+}
+
+impl GitVersion {
+    /// The file the version is read from, if it is.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            GitVersion::File(f) => Some(f),
+            _ => None,
+        }
+    }
 }
 
 /// `image:` a push of a repository's tag to a registry.
@@ -113,6 +127,14 @@ pub fn check(triggers: &[Spanned<Trigger>], diags: &mut Diagnostics) {
                     && (p.0 < std::time::Duration::from_secs(1) || g.url.is_none())
                 {
                     diags.error(g.repo.pos, "`poll` is at least 1s, and needs `url` (where to poll)");
+                }
+                if let Some(f) = g.version.file() {
+                    if g.url.is_none() {
+                        diags.error(g.repo.pos, format!("`version: {{file: {f}}}` reads the file at the pushed commit: give the repo's `url` to read it from"));
+                    }
+                    if f.is_empty() || f.starts_with('/') || f.split('/').any(|p| p == ".." || p.is_empty()) {
+                        diags.error(g.repo.pos, format!("`version: {{file: {f}}}`: a path in the repo, like `VERSION` or `deploy/version.txt`"));
+                    }
                 }
                 if g.version == GitVersion::Tag && g.refs.iter().any(|r| !r.value.starts_with("refs/tags/")) {
                     diags.error(g.repo.pos, "`version: tag` takes the version from a tag: its `refs` must be tags (`refs/tags/...`), or use `version: commit`");

@@ -91,6 +91,9 @@ pub async fn receive(
     if event == Event::Ping {
         return answer(StatusCode::OK, "ping", json!({"pong": true}));
     }
+    if let Event::Push { repo, .. } = &event {
+        server.pushed(repo);
+    }
     let delivery_id = delivery_id(&provider, &headers).unwrap_or_else(|| hex::encode(Sha256::digest(&body)));
     let body_hash = hex::encode(Sha256::digest(&body));
     let origin_at = origin(&provider, &body);
@@ -99,6 +102,17 @@ pub async fn receive(
     for (loaded, trigger) in verified {
         let Some(version) = version_for(trigger, &event) else { continue };
         matched = true;
+        let version = match read_version(&server, loaded, trigger, version).await {
+            Ok(v) => v,
+            Err(why) => {
+                tracing::warn!(pipeline = %loaded.plan.pipeline.name.value, error = %why, "the version file could not be read");
+                return answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "failed",
+                    json!({"error": format!("the version file could not be read: {why}; nothing was started: send it again (a poll of `url` catches it too)")}),
+                );
+            }
+        };
         if let Err(why) = crate::model::version::check(&version) {
             return answer(
                 StatusCode::BAD_REQUEST,
@@ -289,6 +303,25 @@ pub fn origin(provider: &str, body: &[u8]) -> Option<i64> {
     }
 }
 
+/// The version of a trigger with `version: {file}`: the file's first line at `commit`, read
+/// through the trigger's `url` (blocking work, off the async threads). Other triggers' `version`
+/// is returned as it is.
+pub(super) async fn read_version(server: &Server, loaded: &Loaded, t: &Trigger, version: String) -> Result<String, String> {
+    let Some(g) = &t.git else { return Ok(version) };
+    let (Some(file), Some(url)) = (g.version.file(), &g.url) else { return Ok(version) };
+    let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
+    let remote = crate::git::Remote::resolve(&url.value, base);
+    let (writer, file, commit) = (server.exec.writer.clone(), file.to_string(), version.clone());
+    let text = tokio::task::spawn_blocking(move || writer.read_at(&remote, &commit, &file, 4096).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())??;
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_string();
+    if line.is_empty() {
+        return Err(format!("`{}` is empty at {version}", g.version.file().unwrap_or_default()));
+    }
+    Ok(line)
+}
+
 /// The version a trigger takes from an event, when the event is one it starts runs for.
 pub fn version_for(t: &Trigger, event: &Event) -> Option<String> {
     match (event, &t.git, &t.image) {
@@ -299,9 +332,10 @@ pub fn version_for(t: &Trigger, event: &Event) -> Option<String> {
             if !g.refs.iter().any(|r| glob::Pattern::new(&r.value).is_ok_and(|p| p.matches(git_ref))) {
                 return None;
             }
-            match g.version {
+            match &g.version {
                 GitVersion::Tag => git_ref.strip_prefix("refs/tags/").map(String::from),
-                GitVersion::Commit => Some(commit.clone()),
+                // The file's text is read by `read_version` (it takes the repo).
+                GitVersion::Commit | GitVersion::File(_) => Some(commit.clone()),
             }
         }
         (Event::Image { repository, tag }, _, Some(i)) => {

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use hooks::{Event, MAX_BODY, parse, version_for};
 pub use pipelines::Pipelines;
 
+
 use crate::exec::Executor;
 use crate::store::RunState;
 
@@ -42,8 +43,45 @@ pub enum ServerError {
 pub struct Config {
     /// Folders of pipeline files.
     pub pipelines: Vec<PathBuf>,
-    /// How often the folders are read again (default 10 s).
+    /// Git repos of pipeline files (`--pipelines URL`).
+    pub repos: Vec<PipelinesRepo>,
+    /// How often the folders are read again and the repos fetched (default 10 s).
     pub reload: Duration,
+}
+
+/// A Git repo of pipeline files: its branch's files are written out to `checkout` and loaded
+/// from there; fetched again at every reload, and at once when a verified push to it arrives.
+#[derive(Debug, Clone)]
+pub struct PipelinesRepo {
+    /// The repo (a URL, or a path).
+    pub url: String,
+    /// The branch (`URL#BRANCH`; default `main`).
+    pub branch: String,
+    /// Where its files are written out.
+    pub checkout: PathBuf,
+}
+
+impl PipelinesRepo {
+    /// `URL[#BRANCH]`, written out under `cache` (one folder per repo and branch).
+    pub fn parse(given: &str, cache: &std::path::Path) -> PipelinesRepo {
+        let (url, branch) = given.rsplit_once('#').map_or((given, "main"), |(u, b)| (u, b));
+        let remote = crate::git::Remote::resolve(url, std::path::Path::new("."));
+        let name = format!("{}-{branch}", remote.cache_name().trim_end_matches(".git"));
+        PipelinesRepo { url: url.to_string(), branch: branch.to_string(), checkout: cache.join("pipelines").join(name) }
+    }
+
+    /// Whether `given` names a repo rather than a folder (`scheme://`, `user@host:path`, `*.git`).
+    pub fn is_repo(given: &str) -> bool {
+        let plain = given.rsplit_once('#').map_or(given, |(u, _)| u);
+        plain.contains("://") || plain.trim_end_matches('/').ends_with(".git") || (plain.contains('@') && plain.contains(':'))
+    }
+
+    /// Whether a push event's repo (`acme/pipelines`) is this one.
+    pub fn is(&self, repo: &str) -> bool {
+        let path = self.url.trim_end_matches('/').trim_end_matches(".git").to_ascii_lowercase();
+        let repo = repo.trim_matches('/').to_ascii_lowercase();
+        !repo.is_empty() && (path == repo || path.ends_with(&format!("/{repo}")) || path.ends_with(&format!(":{repo}")))
+    }
 }
 
 /// The server's shared state: cheap to clone.
@@ -62,9 +100,27 @@ impl Server {
         self.pipelines.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Fetches the pipelines repos and reads every folder again (blocking work: call it off the
+    /// async threads).
     fn reload(&self) {
         let previous = self.pipelines();
-        let next = Pipelines::load(&self.config.pipelines, &previous);
+        let mut dirs = self.config.pipelines.clone();
+        let mut fetch_errors = Vec::new();
+        for repo in &self.config.repos {
+            let remote = crate::git::Remote::resolve(&repo.url, std::path::Path::new("."));
+            match self.exec.writer.snapshot(&remote, &repo.branch, &repo.checkout) {
+                Ok(_) => dirs.push(repo.checkout.clone()),
+                Err(e) => {
+                    // The last files fetched keep serving.
+                    if repo.checkout.exists() {
+                        dirs.push(repo.checkout.clone());
+                    }
+                    fetch_errors.push((format!("{}#{}", remote.shown(), repo.branch), vec![crate::redact::text(&e.to_string()).into_owned()]));
+                }
+            }
+        }
+        let mut next = Pipelines::load(&dirs, &previous);
+        next.errors.extend(fetch_errors);
         for (file, errors) in &next.errors {
             if previous.errors.get(file) != Some(errors) {
                 for e in errors {
@@ -73,6 +129,15 @@ impl Server {
             }
         }
         *self.pipelines.write().unwrap_or_else(|e| e.into_inner()) = next;
+    }
+
+    /// Reloads at once when `repo` (a push event's) is one of the pipelines repos.
+    fn pushed(&self, repo: &str) {
+        if self.config.repos.iter().any(|r| r.is(repo)) {
+            tracing::info!(repo, "a push to a pipelines repo: reloading");
+            let s = self.clone();
+            tokio::task::spawn_blocking(move || s.reload());
+        }
     }
 
     /// Drives run `id` in the background until it ends or the server stops.
@@ -128,7 +193,10 @@ pub async fn serve(
         stop: CancellationToken::new(),
         drivers: Arc::new(tokio::sync::Mutex::new(tokio::task::JoinSet::new())),
     };
-    server.reload();
+    {
+        let s = server.clone();
+        let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+    }
     let loaded = server.pipelines();
     tracing::info!(pipelines = loaded.by_name.len(), invalid = loaded.errors.len(), addr = %listener.local_addr()?, "promote serve");
     // Runs left running by an earlier server (or a killed CLI) are carried on.

@@ -63,6 +63,7 @@ async fn poll_one(
             }
             let event = Event::Push { repo: g.repo.value.clone(), git_ref: git_ref.clone(), commit: commit.clone() };
             let Some(version) = version_for(t, &event) else { continue };
+            let version = super::hooks::read_version(server, loaded, t, version).await?;
             if crate::model::version::check(&version).is_err() {
                 tracing::warn!(version = %crate::diag::printable(&version), "a polled ref gives a version that is refused");
                 continue;

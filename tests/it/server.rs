@@ -46,7 +46,19 @@ impl Running {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let exec = s.executor().await;
-        let config = promote::server::Config { pipelines: vec![s.path().to_path_buf()], reload: Duration::from_secs(60) };
+        let config = promote::server::Config { pipelines: vec![s.path().to_path_buf()], repos: vec![], reload: Duration::from_secs(60) };
+        let task = tokio::spawn(promote::server::serve(listener, exec, config, async move {
+            let _ = rx.await;
+        }));
+        Running { url, stop: Some(tx), task, http: promote::providers::http_client() }
+    }
+
+    /// A server over `config` instead of the setup's folder.
+    async fn start_with(s: &Setup, config: promote::server::Config) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let exec = s.executor().await;
         let task = tokio::spawn(promote::server::serve(listener, exec, config, async move {
             let _ = rx.await;
         }));
@@ -676,5 +688,71 @@ async fn a_webhook_stage_with_a_callback_waits_for_the_verdict_posted_once_to_it
     // The URL is a credential: the trail does not hold it.
     let (_, shown) = server.api(reqwest::Method::GET, &format!("/runs/{}", urls[0].split('/').nth(4).unwrap()), None).await;
     assert!(!shown.to_string().contains(urls[0].rsplit('/').next().unwrap()), "{shown}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelines_from_a_git_repo_reload_on_a_push_to_it_and_a_version_file_is_read_at_the_pushed_commit() {
+    let s = setup();
+    let root = s.path().to_path_buf();
+    let commit_all = |work: &std::path::Path, msg: &str| {
+        crate::repos::git(work, &["add", "-A"]);
+        crate::repos::git(work, &["-c", "user.name=dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", msg]);
+        crate::repos::git(work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+        crate::repos::git(work, &["rev-parse", "HEAD"]).trim().to_string()
+    };
+    let repo = |name: &str| {
+        let bare = root.join(format!("acme/{name}.git"));
+        let work = root.join(format!("work-{name}"));
+        crate::repos::git(&root, &["init", "--bare", "-q", "-b", "main", bare.to_str().unwrap()]);
+        crate::repos::git(&root, &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+        (bare, work)
+    };
+    // The app: its version is in a file.
+    let (app, app_work) = repo("checkout");
+    std::fs::write(app_work.join("VERSION"), "2.5.0\n").unwrap();
+    let commit = commit_all(&app_work, "release 2.5.0");
+    // The pipelines repo: the setup's pipeline with absolute paths, reading VERSION at the commit.
+    let (pipelines, work) = repo("pipelines");
+    let text = std::fs::read_to_string(&s.file)
+        .unwrap()
+        .replace("repo: envs/", &format!("repo: {}/envs/", root.display()))
+        .replace("users: users.yaml", &format!("users: {}/users.yaml", root.display()))
+        .replace("secretFile: hook.secret", &format!("secretFile: {}/hook.secret", root.display()))
+        .replace("refs: [\"refs/tags/v*\"], version: tag}", &format!("refs: [refs/heads/main], version: {{file: VERSION}}, url: {}}}", app.display()));
+    std::fs::write(work.join("checkout.yaml"), &text).unwrap();
+    commit_all(&work, "the checkout pipeline");
+    let cache = tempfile::tempdir().unwrap();
+    let repos = vec![promote::server::PipelinesRepo::parse(pipelines.to_str().unwrap(), cache.path())];
+    let server = Running::start_with(&s, promote::server::Config { pipelines: vec![], repos, reload: Duration::from_secs(3600) }).await;
+    let (_, loaded) = server.api(reqwest::Method::GET, "/pipelines", None).await;
+    assert_eq!(loaded["pipelines"][0]["stages"], 3, "{loaded}");
+
+    // A push of main: the version is VERSION's line at that commit.
+    let push = |repo: &str, commit: &str| {
+        serde_json::to_vec(&serde_json::json!({"ref": "refs/heads/main", "after": commit, "deleted": false, "repository": {"full_name": repo}})).unwrap()
+    };
+    let body = push("acme/checkout", &commit);
+    let (status, answer) = server.hook(&[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sign(&body))], body).await;
+    assert_eq!((status, answer["runs"][0]["version"].as_str()), (201, Some("2.5.0")), "{answer}");
+    wait_for("qa", async || s.commits("qa").first().is_some_and(|c| c == "promote checkout 2.5.0 to qa")).await;
+
+    // A change to the pipelines repo, announced by its push webhook: loaded at once (the timer
+    // is an hour), and a broken one is refused with its line while the last good one serves.
+    std::fs::write(work.join("checkout.yaml"), text.replace("  prod:\n    needs: [sign-off]", "  soak:\n    needs: [sign-off]\n    wait: {duration: 0s}\n  prod:\n    needs: [soak]")).unwrap();
+    let head = commit_all(&work, "soak before prod");
+    let body = push("acme/pipelines", &head);
+    let (status, _) = server.hook(&[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sign(&body))], body).await;
+    assert_eq!(status, 202, "a push to the pipelines repo starts nothing");
+    wait_for("the reload", async || server.api(reqwest::Method::GET, "/pipelines", None).await.1["pipelines"][0]["stages"] == 4).await;
+    std::fs::write(work.join("checkout.yaml"), text.replace("needs: [sign-off]", "needs: [sign-of]")).unwrap();
+    let head = commit_all(&work, "a typo");
+    let body = push("acme/pipelines", &head);
+    server.hook(&[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sign(&body))], body).await;
+    wait_for("the refusal", async || !server.api(reqwest::Method::GET, "/pipelines", None).await.1["errors"].as_object().unwrap().is_empty()).await;
+    let (_, loaded) = server.api(reqwest::Method::GET, "/pipelines", None).await;
+    assert_eq!(loaded["pipelines"][0]["stages"], 4, "the last good version serves: {loaded}");
+    let errors = loaded["errors"].to_string();
+    assert!(errors.contains("checkout.yaml:") && errors.contains("sign-of"), "{errors}");
     server.stop().await;
 }

@@ -22,6 +22,7 @@ mod config;
 mod destination;
 mod head;
 mod history;
+mod source;
 mod transport;
 
 pub use config::WriterConfig;
