@@ -47,13 +47,17 @@ pub enum Event {
 /// The `/hooks/{provider}` and `/hooks/{provider}/{token}` handler.
 pub async fn receive(
     State(server): State<Server>,
-    Path(path): Path<Vec<String>>,
+    Path(path): Path<String>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let provider = path.first().cloned().unwrap_or_default();
-    let url_token = path.get(1).cloned().or_else(|| query.get("token").cloned());
+    // `{provider}` or `{provider}/{token}` (the wildcard is one string).
+    let (provider, in_path) = match path.trim_matches('/').split_once('/') {
+        Some((p, t)) => (p.to_string(), Some(t.to_string())),
+        None => (path.trim_matches('/').to_string(), None),
+    };
+    let url_token = in_path.or_else(|| query.get("token").cloned());
     let answer = |status: StatusCode, result: &str, detail: Value| {
         server.exec.metrics.delivery(&provider, result);
         (status, axum::Json(detail)).into_response()

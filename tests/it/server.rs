@@ -756,3 +756,44 @@ async fn pipelines_from_a_git_repo_reload_on_a_push_to_it_and_a_version_file_is_
     assert!(errors.contains("checkout.yaml:") && errors.contains("sign-of"), "{errors}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn harbor_and_docker_hub_image_pushes_of_their_documented_shape_promote_the_tag_to_qa() {
+    // Harbor signs nothing: it sends the configured `Authorization` value; Docker Hub sends
+    // nothing at all: the unguessable token is in the URL.
+    let s = Setup::new(
+        "  qa:\n    deploy: {environment: qa}\n",
+        "triggers:\n  - image: {provider: harbor, repository: harbor.example.com/acme/checkout, tags: '^[0-9]+[.][0-9]+[.][0-9]+$'}\n    secretFile: harbor.secret\n  - image: {provider: dockerhub, repository: docker.io/acme/checkout}\n    secretFile: dockerhub.token\n",
+    );
+    std::fs::write(s.path().join("harbor.secret"), "Basic aGFyYm9yOnMzY3JldA==\n").unwrap();
+    std::fs::write(s.path().join("dockerhub.token"), "dh-5a0c9e1f7b2d4c6e8a0b\n").unwrap();
+    let server = Running::start(&s).await;
+    let fixture = |name: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks").join(name)).unwrap();
+    let post = |path: String, auth: Option<&str>, body: Vec<u8>| {
+        let mut r = server.http.post(format!("{}{path}", server.url)).header("content-type", "application/json").body(body);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let harbor = fixture("harbor-push-artifact.json");
+    assert_eq!(post("/hooks/harbor".into(), Some("Basic d3Jvbmc="), harbor.clone()).await.0, 401, "a wrong Authorization starts nothing");
+    let (status, answer) = post("/hooks/harbor".into(), Some("Basic aGFyYm9yOnMzY3JldA=="), harbor).await;
+    assert_eq!((status, answer["runs"][0]["version"].as_str()), (201, Some("1.4.2")), "{answer}");
+    wait_for("qa 1.4.2", async || s.commits("qa").first().is_some_and(|c| c == "promote checkout 1.4.2 to qa")).await;
+
+    // Docker Hub's push of another tag.
+    let mut hub: serde_json::Value = serde_json::from_slice(&fixture("dockerhub-push.json")).unwrap();
+    hub["push_data"]["tag"] = "1.4.3".into();
+    let hub = serde_json::to_vec(&hub).unwrap();
+    assert_eq!(post("/hooks/dockerhub/dh-guessed".into(), None, hub.clone()).await.0, 401, "a wrong URL token starts nothing");
+    let (status, answer) = post("/hooks/dockerhub/dh-5a0c9e1f7b2d4c6e8a0b".into(), None, hub).await;
+    assert_eq!((status, answer["runs"][0]["version"].as_str()), (201, Some("1.4.3")), "{answer}");
+    wait_for("qa 1.4.3", async || s.commits("qa").first().is_some_and(|c| c == "promote checkout 1.4.3 to qa")).await;
+    let (_, runs) = server.api(reqwest::Method::GET, "/runs", None).await;
+    server.stop().await;
+    assert!(runs.get("error").is_some(), "no users file: the API takes no token here");
+}
