@@ -80,7 +80,7 @@ fn main() {
             assert_eq!(t.await.unwrap().run.state, promote::store::RunState::Succeeded);
         }
         let took = start.elapsed();
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().unwrap().clone();
         let mut latencies: Vec<Duration> = Vec::new();
         // The whole step, for honesty: from the durable start of the last need (a no-op) to the
         // durable start of the stage, which includes the wait for the need's result to be written.

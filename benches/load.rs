@@ -188,7 +188,10 @@ fn report(phase: &str, seconds: u64, sent: &mut Sent, checked: (usize, usize, us
     println!("  acknowledged (2xx)   {} distinct; {} refused, {} not answered (connection refused or cut)", sent.acked.len(), sent.refused, sent.failed);
     println!("  redelivered          {} answered, {} with the first delivery's run", sent.redelivered, sent.redelivered_same_run);
     println!("  answer               p50 {:.2} ms, p99 {:.2} ms", pct(&mut sent.answers, 0.5), pct(&mut sent.answers, 0.99));
-    println!("  runs                 {runs} (lost: {lost}, doubled: {doubled}, not succeeded: {unfinished}); all finished {:.1} s after the last delivery", settle.as_secs_f64());
+    println!(
+        "  runs                 {runs} (lost: {lost}, doubled: {doubled}, not succeeded: {unfinished}); all finished {:.1} s after the last delivery",
+        settle.as_secs_f64()
+    );
     assert_eq!((lost, doubled, unfinished), (0, 0, 0), "{phase}: every acknowledged delivery is exactly one run, finished");
     assert!(sent.refused == 0, "{phase}: deliveries were refused");
     assert!(sent.failed > 0 || sent.acked.len() as u64 >= RATE * seconds * 9 / 10, "{phase}: deliveries were not answered with the server up");

@@ -34,7 +34,9 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let mut exec = super::executor(state).await?;
         if let Some(u) = args.public_url.filter(|u| !u.is_empty()) {
-            let parsed = reqwest::Url::parse(&u).map_err(|e| anyhow::anyhow!("--public-url {u}: {e} (give the URL people and systems reach this server at, like https://promote.example.com)"))?;
+            let parsed = reqwest::Url::parse(&u).map_err(|e| {
+                anyhow::anyhow!("--public-url {u}: {e} (give the URL people and systems reach this server at, like https://promote.example.com)")
+            })?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 anyhow::bail!("--public-url {u}: an http or https URL is needed");
             }

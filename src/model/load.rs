@@ -309,7 +309,7 @@ fn check_interpolations(src: &str, entries: &[(Node, Node)], diags: &mut Diagnos
                 let written = format!("${{{name}}}");
                 let pos = locate(&lines, search_from, &written).unwrap_or(node.pos);
                 // A webhook stage's call also takes the URL its verdict comes back to.
-                let in_webhook = path.iter().any(|p| *p == "webhook");
+                let in_webhook = path.contains(&"webhook");
                 let known = KNOWN_VARIABLES.contains(&name) || (web_url && name == "query") || (in_webhook && name == "callbackUrl");
                 if !escaped && !known {
                     let hint = did_you_mean(name, KNOWN_VARIABLES.iter().copied());

@@ -51,10 +51,7 @@ fn authenticate(server: &Server, headers: &HeaderMap) -> Result<(String, String)
         return Err(error(StatusCode::UNAUTHORIZED, "the API takes `Authorization: Bearer TOKEN` (a token of the users file: `promote token --for USER`)"));
     };
     for loaded in server.pipelines().by_name.values() {
-        let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
-        if let Ok(Some(users)) = crate::governance::users_of(&loaded.plan.pipeline, base)
-            && let Some(login) = users.by_token(token)
-        {
+        if let Some(login) = loaded.users.as_ref().and_then(|u| u.by_token(token)) {
             return Ok((login.to_string(), token.to_string()));
         }
     }
@@ -235,8 +232,8 @@ pub(super) async fn callback(State(server): State<Server>, Path((run, stage, tok
     if !server.exec.store.key().verify_hex(&crate::stages::webhook::callback_token(server.exec.store.key(), &run, &stage), Some(&token)) {
         return Err(unknown());
     }
-    let b: CallbackBody = serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"passed\": true|false, \"message\": TEXT}}: {e}")))?;
+    let b: CallbackBody =
+        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"passed\": true|false, \"message\": TEXT}}: {e}")))?;
     let c = Callback { run: &run, stage: &stage, token: &token, passed: b.passed, message: b.message.as_deref() };
     match crate::ops::decide::callback(&server.exec.store, &c).await.map_err(ops_error)? {
         Ok(line) => Ok(Json(json!({"done": line})).into_response()),

@@ -316,9 +316,8 @@ pub(super) async fn read_version(server: &Server, loaded: &Loaded, t: &Trigger, 
     let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
     let remote = crate::git::Remote::resolve(&url.value, base);
     let (writer, file, commit) = (server.exec.writer.clone(), file.to_string(), version.clone());
-    let text = tokio::task::spawn_blocking(move || writer.read_at(&remote, &commit, &file, 4096).map_err(|e| e.to_string()))
-        .await
-        .map_err(|e| e.to_string())??;
+    let text =
+        tokio::task::spawn_blocking(move || writer.read_at(&remote, &commit, &file, 4096).map_err(|e| e.to_string())).await.map_err(|e| e.to_string())??;
     let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_string();
     if line.is_empty() {
         return Err(format!("`{}` is empty at {version}", g.version.file().unwrap_or_default()));

@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 pub use hooks::{Event, MAX_BODY, parse, version_for};
 pub use pipelines::Pipelines;
 
-
 use crate::exec::Executor;
 use crate::store::RunState;
 

@@ -20,6 +20,9 @@ pub struct Loaded {
     pub source: String,
     /// Its plan.
     pub plan: Arc<Plan>,
+    /// Its users file as read at this load (the API's tokens are checked against it; a changed
+    /// file is read again at the next reload). `None`: none, or it does not load.
+    pub users: Option<Arc<crate::governance::users::Users>>,
 }
 
 /// Every pipeline and every file that does not load.
@@ -59,7 +62,9 @@ impl Pipelines {
                 let errors: Vec<String> = checked.diagnostics.iter().filter(|d| d.severity == crate::diag::Severity::Error).map(|d| d.to_string()).collect();
                 match checked.plan {
                     Some(plan) if errors.is_empty() => {
-                        out.by_name.insert(plan.pipeline.name.value.clone(), Loaded { file, source: text, plan: Arc::new(plan) });
+                        let base = file.parent().unwrap_or(std::path::Path::new("."));
+                        let users = crate::governance::users_of(&plan.pipeline, base).ok().flatten().map(Arc::new);
+                        out.by_name.insert(plan.pipeline.name.value.clone(), Loaded { file, source: text, plan: Arc::new(plan), users });
                     }
                     _ => {
                         out.errors.insert(file.display().to_string(), errors);

@@ -58,7 +58,7 @@ impl Run for WebhookStage {
         };
         let mut vars = ctx.variables();
         if let Some(u) = &callback {
-            vars.insert("callbackUrl".into(), u.clone());
+            vars.insert("callbackUrl", u.clone());
         }
         let fill = |text: &str, what: &str| {
             crate::model::interpolate(text, |n| vars.get(n).map(String::as_str))

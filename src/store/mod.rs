@@ -242,7 +242,7 @@ impl Store {
         delivery: Option<Delivery>,
     ) -> Result<Option<Option<String>>, StoreError> {
         let stages = stages.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect();
-        match self.write(Write::CreateRun { run: run.clone(), stages, delivery }).await? {
+        match self.write(Write::CreateRun { run: Box::new(run.clone()), stages, delivery }).await? {
             Written::Duplicate(r) => Ok(Some(r)),
             _ => Ok(None),
         }

@@ -198,8 +198,8 @@ pub enum Write {
     /// the same transaction as the delivery's record, and only if neither the delivery nor a run
     /// of this pipeline and version was recorded before ([`Written::Duplicate`] then).
     CreateRun {
-        /// The run.
-        run: RunRecord,
+        /// The run (boxed: the other writes are small).
+        run: Box<RunRecord>,
         /// (name, kind) of each stage, in file order.
         stages: Vec<(String, String)>,
         /// The delivery that started it, if a webhook did.

@@ -548,3 +548,39 @@ fn sigterm_stops_a_run_at_a_durable_point_and_resume_carries_it_on() {
     assert_eq!(s.commits("qa"), ["promote checkout 6.1.0 to qa"], "the deploy before the stop is not repeated");
     assert_eq!(s.commits("prod"), ["promote checkout 6.1.0 to prod"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_unhealthy_after_its_commit_is_a_change_failure_restored_by_the_next_deployment() {
+    // The app is healthy at 2.0.1, not at 2.0.0.
+    let app = axum::Router::new().route(
+        "/health/{version}",
+        axum::routing::get(|axum::extract::Path(v): axum::extract::Path<String>| async move {
+            if v == "2.0.0" { axum::http::StatusCode::SERVICE_UNAVAILABLE } else { axum::http::StatusCode::OK }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let s = Setup::new(
+        &format!(
+            "  qa:\n    deploy:\n      environment: qa\n      health:\n        http: {{url: \"http://127.0.0.1:{port}/health/${{version}}\"}}\n        timeout: 1s\n"
+        ),
+        "",
+    );
+    let exec = s.executor().await;
+    let bad = s.start(&exec, "2.0.0").await;
+    assert_eq!(drive(&exec, &bad).await.run.state, RunState::Failed);
+    let f = promote::ops::figures::figures(&exec.store, promote::clock::now_ms()).await.unwrap();
+    let qa = &f.dora[&("checkout".to_string(), "qa".to_string())];
+    assert_eq!((qa.deployments, qa.failed, qa.restore_times.len()), (1, 1, 0), "failed, not restored yet: {qa:?}");
+    let good = s.start(&exec, "2.0.1").await;
+    assert_eq!(drive(&exec, &good).await.run.state, RunState::Succeeded);
+    let f = promote::ops::figures::figures(&exec.store, promote::clock::now_ms()).await.unwrap();
+    let qa = &f.dora[&("checkout".to_string(), "qa".to_string())];
+    assert_eq!((qa.deployments, qa.failed, qa.change_failure_rate()), (2, 1, 0.5), "{qa:?}");
+    // Restored by 2.0.1's commit: at least the second 2.0.0 waited for health, well under a minute.
+    assert_eq!(qa.restore_times.len(), 1, "{qa:?}");
+    assert!(qa.restore_times[0] >= 1.0 && qa.restore_times[0] < 60.0, "{qa:?}");
+    assert_eq!(qa.lead_times.len(), 2);
+    exec.store.close().await;
+}

@@ -739,7 +739,11 @@ async fn pipelines_from_a_git_repo_reload_on_a_push_to_it_and_a_version_file_is_
 
     // A change to the pipelines repo, announced by its push webhook: loaded at once (the timer
     // is an hour), and a broken one is refused with its line while the last good one serves.
-    std::fs::write(work.join("checkout.yaml"), text.replace("  prod:\n    needs: [sign-off]", "  soak:\n    needs: [sign-off]\n    wait: {duration: 0s}\n  prod:\n    needs: [soak]")).unwrap();
+    std::fs::write(
+        work.join("checkout.yaml"),
+        text.replace("  prod:\n    needs: [sign-off]", "  soak:\n    needs: [sign-off]\n    wait: {duration: 0s}\n  prod:\n    needs: [soak]"),
+    )
+    .unwrap();
     let head = commit_all(&work, "soak before prod");
     let body = push("acme/pipelines", &head);
     let (status, _) = server.hook(&[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sign(&body))], body).await;

@@ -10,7 +10,8 @@ const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
 
 impl Writer {
     fn fetch_into(&self, repo: &Repository, remote: &Remote, refspecs: &[&str]) -> Result<(), GitError> {
-        let err = |e: git2::Error| GitError::Remote { remote: remote.to_string(), action: "fetch", message: self.config.credentials.redact(remote, e.message()) };
+        let err =
+            |e: git2::Error| GitError::Remote { remote: remote.to_string(), action: "fetch", message: self.config.credentials.redact(remote, e.message()) };
         let mut r = repo.remote_anonymous(remote.url()).map_err(err)?;
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(self.callbacks());
