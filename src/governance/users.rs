@@ -107,6 +107,24 @@ impl Users {
         }
     }
 
+    /// Checks a user of a web session (whose token was checked when it was opened, and whose
+    /// seal covers that token's hash): refused when they are disabled, or have no token in a
+    /// file that gives tokens.
+    pub fn authenticate_session(&self, login: &str) -> Result<(), String> {
+        match self.users.get(login) {
+            Some(u) if u.disabled => Err(format!("user `{login}` is disabled in the users file")),
+            Some(u) if u.token.is_some() => Ok(()),
+            _ if !self.uses_tokens() => Ok(()),
+            _ => Err(format!("user `{login}` has no token in this users file: a session opened elsewhere does not prove who they are here")),
+        }
+    }
+
+    /// The stored hash of a user's token, if they have one (what a web session is sealed over:
+    /// a changed token ends the sessions opened with the old one).
+    pub fn token_hash(&self, login: &str) -> Option<&str> {
+        self.users.get(login).filter(|u| !u.disabled).and_then(|u| u.token.as_deref())
+    }
+
     /// Checks a user's token: `Ok` when the user has none or `given` matches (compared in constant
     /// time); the token itself is never part of an error.
     pub fn authenticate(&self, login: &str, given: Option<&str>) -> Result<(), String> {

@@ -31,8 +31,18 @@ pub struct Request<'a> {
     pub mode: Mode,
     /// The comment (approve) or the reason (reject, break-glass).
     pub comment: Option<&'a str>,
-    /// The person's token, checked against the users file when the pipeline has one.
-    pub token: Option<&'a str>,
+    /// How the person proved who they are, checked against the users file when the pipeline has one.
+    pub proof: Proof<'a>,
+}
+
+/// How a person deciding proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof<'a> {
+    /// Their token (`PROMOTE_TOKEN`, `Authorization: Bearer`), if they gave one.
+    Token(Option<&'a str>),
+    /// A session of the web pages, opened with their token and checked (sealed by the key,
+    /// against their current token) before this is asked.
+    Session,
 }
 
 /// Records a decision once every rule allows it: a reason where one is needed, a running run, a
@@ -40,11 +50,59 @@ pub struct Request<'a> {
 /// the users file, separation of duties), and the person's token. Returns one line saying what
 /// was done. A refusal is [`OpsError::Refused`] and writes nothing.
 pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> {
-    let refuse = |msg: String| Err(OpsError::Refused(msg));
     let (run_id, stage, user, mode, comment) = (r.run, r.stage, r.user, r.mode, r.comment);
     if mode != Mode::Approve && comment.is_none_or(|c| c.trim().is_empty()) {
-        return refuse(format!("{} needs a reason (--reason TEXT)", if mode == Mode::Reject { "a rejection" } else { "breaking the glass" }));
+        return Err(OpsError::Refused(format!(
+            "{} needs a reason (--reason TEXT)",
+            if mode == Mode::Reject { "a rejection" } else { "breaking the glass" }
+        )));
     }
+    let allowed = match rules(store, run_id, stage, user, mode).await? {
+        Ok(a) => a,
+        Err(why) => return Err(OpsError::Refused(why)),
+    };
+    if let Some(u) = &allowed.users {
+        let proven = match r.proof {
+            Proof::Token(t) => u.authenticate(user, t),
+            Proof::Session => u.authenticate_session(user),
+        };
+        if let Err(why) = proven {
+            return Err(OpsError::Refused(why));
+        }
+    }
+    let (run, pipeline) = (allowed.run, allowed.pipeline);
+    let kind = if mode == Mode::BreakGlass { "break-glass" } else { "decision" };
+    store.decide_as(run_id, stage, user, mode != Mode::Reject, comment, kind).await?;
+    if mode == Mode::BreakGlass {
+        let notifier = std::sync::Arc::new(crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]).unwrap_or_default());
+        let message = format!("{user} broke the glass: {}", comment.unwrap_or(""));
+        notifier.send(crate::governance::notify::Note::for_run(&run, "break-glass", Some(stage), &message));
+        notifier.finish_audited(store, run_id).await?;
+    }
+    let what = match mode {
+        Mode::Approve => "approved",
+        Mode::Reject => "rejected",
+        Mode::BreakGlass => "broke the freeze of",
+    };
+    Ok(format!("{what} `{stage}` of run {run_id} as {user}"))
+}
+
+/// Whether `user` may make decision `mode` on `stage` of `run` now, by every rule but the proof
+/// of who they are and the reason (what the web pages ask before they show a button; the
+/// server checks again when the button is pressed). `Err(why)` when not.
+pub async fn may_decide(store: &Store, run: &str, stage: &str, user: &str, mode: Mode) -> Result<Result<(), String>, OpsError> {
+    Ok(rules(store, run, stage, user, mode).await?.map(|_| ()))
+}
+
+/// What the rules found when they allow a decision.
+struct Allowed {
+    run: crate::store::RunRecord,
+    pipeline: crate::model::Pipeline,
+    users: Option<crate::governance::users::Users>,
+}
+
+async fn rules(store: &Store, run_id: &str, stage: &str, user: &str, mode: Mode) -> Result<Result<Allowed, String>, OpsError> {
+    let refuse = |msg: String| Ok(Err(msg));
     let run = match store.run(run_id).await {
         Ok(r) => r,
         Err(e @ crate::store::StoreError::UnknownRun { .. }) => return refuse(e.to_string()),
@@ -104,11 +162,6 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
         ApprovalCheck::Allowed => {}
         ApprovalCheck::NotAnApprover(m) | ApprovalCheck::SelfApproval(m) => return refuse(m),
     }
-    if let Some(u) = &users
-        && let Err(why) = u.authenticate(user, r.token)
-    {
-        return refuse(why);
-    }
     // A person approves what they have seen: not before the stages an approval needs succeeded.
     if matches!(s.kind, StageKind::Approval(_)) {
         let unfinished: Vec<String> = s
@@ -126,20 +179,7 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
             ));
         }
     }
-    let kind = if mode == Mode::BreakGlass { "break-glass" } else { "decision" };
-    store.decide_as(run_id, stage, user, mode != Mode::Reject, comment, kind).await?;
-    if mode == Mode::BreakGlass {
-        let notifier = std::sync::Arc::new(crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]).unwrap_or_default());
-        let message = format!("{user} broke the glass: {}", comment.unwrap_or(""));
-        notifier.send(crate::governance::notify::Note::for_run(&run, "break-glass", Some(stage), &message));
-        notifier.finish_audited(store, run_id).await?;
-    }
-    let what = match mode {
-        Mode::Approve => "approved",
-        Mode::Reject => "rejected",
-        Mode::BreakGlass => "broke the freeze of",
-    };
-    Ok(format!("{what} `{stage}` of run {run_id} as {user}"))
+    Ok(Ok(Allowed { run, pipeline, users }))
 }
 
 /// A log template marked "not a risk" for the pipeline's `logs` stages.
