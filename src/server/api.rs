@@ -255,9 +255,14 @@ async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {
 /// number, `event` its kind, `data` the entry as JSON): those so far, then each as it is
 /// committed (woken by the change feed), until the run's end.
 async fn events(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
-    use axum::response::sse::{Event as Sse, KeepAlive};
     authenticate(&server, &headers)?;
-    let store = server.exec.store.clone();
+    event_stream(server.exec.store.clone(), id).await
+}
+
+/// A run's entries as server-sent events (those so far, then each as it is committed, until the
+/// run's end), for whoever the caller authenticated.
+pub(super) async fn event_stream(store: crate::store::Store, id: String) -> Answer {
+    use axum::response::sse::{Event as Sse, KeepAlive};
     let run = match store.run(&id).await {
         Ok(r) => r,
         Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Err(error(StatusCode::NOT_FOUND, e.to_string())),

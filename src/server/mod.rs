@@ -9,6 +9,7 @@ mod api;
 mod hooks;
 mod pipelines;
 mod poll;
+pub mod ui;
 pub mod verify;
 
 use std::future::Future;
@@ -164,6 +165,7 @@ pub fn router(server: Server) -> Router {
         .route("/hooks/{*path}", post(hooks::receive))
         .route("/callbacks/{run}/{stage}/{token}", post(api::callback))
         .nest("/api/v1", api::routes())
+        .merge(ui::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(server)
 }

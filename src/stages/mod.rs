@@ -93,6 +93,41 @@ impl Wake {
     }
 }
 
+/// The variables stage `index` of `run` interpolates with: `version`, `image`, `pipeline`, `run`,
+/// `stage`, and `environment` (its own deploy's, else the nearest upstream deploy's).
+pub fn variables_of(run: &RunRecord, plan: &Plan, index: usize) -> crate::providers::Vars {
+    let mut v = crate::providers::Vars::new();
+    v.insert("version", run.version.clone());
+    v.insert("image", plan.pipeline.artifact.image.value.clone());
+    v.insert("pipeline", plan.pipeline.name.value.clone());
+    v.insert("run", run.id.clone());
+    v.insert("stage", plan.pipeline.stages[index].name.value.clone());
+    if let StageKind::Deploy(d) = &plan.pipeline.stages[index].kind {
+        v.insert("environment", d.environment.value.clone());
+        return v;
+    }
+    let mut at = index;
+    while let Some(&n) = plan.needs[at].first() {
+        if let StageKind::Deploy(d) = &plan.pipeline.stages[n].kind {
+            v.insert("environment", d.environment.value.clone());
+            break;
+        }
+        at = n;
+    }
+    v
+}
+
+/// The plan of the pipeline stored with `run` (what the run runs, whatever the file says now).
+pub fn plan_of(run: &RunRecord) -> Option<Plan> {
+    let mut diags = crate::diag::Diagnostics::new(run.file.clone());
+    crate::model::load(&run.source, &mut diags).and_then(|p| crate::plan::plan(p, &mut diags))
+}
+
+/// Whether stage `a` is upstream of stage `b` (b needs it, directly or through others).
+pub fn is_upstream(plan: &Plan, a: usize, b: usize) -> bool {
+    deploy::upstream(plan, a, b)
+}
+
 /// How a stage says it waits (for a person or a lock) and runs again: (stage, state, why).
 pub type Report = Arc<dyn Fn(&str, StageState, &str) + Send + Sync>;
 
@@ -150,21 +185,7 @@ impl StageContext {
     /// The values `${name}` takes in queries and URLs: version, image, pipeline, run, stage, and
     /// the environment of the nearest upstream deploy.
     pub fn variables(&self) -> crate::providers::Vars {
-        let mut v = crate::providers::Vars::new();
-        v.insert("version", self.run.version.clone());
-        v.insert("image", self.plan.pipeline.artifact.image.value.clone());
-        v.insert("pipeline", self.plan.pipeline.name.value.clone());
-        v.insert("run", self.run.id.clone());
-        v.insert("stage", self.stage().name.value.clone());
-        let mut at = self.index;
-        while let Some(&n) = self.plan.needs[at].first() {
-            if let StageKind::Deploy(d) = &self.plan.pipeline.stages[n].kind {
-                v.insert("environment", d.environment.value.clone());
-                break;
-            }
-            at = n;
-        }
-        v
+        variables_of(&self.run, &self.plan, self.index)
     }
 
     /// The latest upstream deploy that finished: (its end in Unix ms, its output).

@@ -19,6 +19,7 @@ mod repos;
 mod retry;
 mod server;
 mod stats;
+mod ui;
 
 /// The built `promote` binary.
 pub fn promote_bin() -> &'static str {

@@ -10,7 +10,7 @@ use sha2::Sha256;
 
 use crate::exec::{Setup, text};
 
-const ALICE: &str = "prt_alice_server_token_0001";
+pub const ALICE: &str = "prt_alice_server_token_0001";
 const SECRET: &str = "It's a Secret to Everybody";
 
 fn sign(body: &[u8]) -> String {
@@ -33,15 +33,16 @@ fn push_event(repo: &str, git_ref: &str) -> Vec<u8> {
     .unwrap()
 }
 
-struct Running {
-    url: String,
+/// `promote serve` in this process on 127.0.0.1:0.
+pub struct Running {
+    pub url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), promote::server::ServerError>>,
-    http: reqwest::Client,
+    pub http: reqwest::Client,
 }
 
 impl Running {
-    async fn start(s: &Setup) -> Running {
+    pub async fn start(s: &Setup) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -81,7 +82,7 @@ impl Running {
         }
     }
 
-    async fn api(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
         let mut req = self.http.request(method, format!("{}/api/v1{path}", self.url)).bearer_auth(ALICE);
         if let Some(b) = body {
             req = req.json(&b);
@@ -90,7 +91,7 @@ impl Running {
         (r.status().as_u16(), r.json().await.unwrap_or_default())
     }
 
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("the server stops").unwrap().unwrap();
     }
@@ -121,7 +122,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
+pub async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !f().await {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");

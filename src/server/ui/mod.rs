@@ -1,0 +1,723 @@
+//! `/ui/`: the web pages (server-rendered, templates checked at compile time, assets in the
+//! binary): the inbox of decisions, runs and their DAG drawn live, the environments matrix, the
+//! audit trail. Every action goes through the same `ops` as the CLI and the API, as the signed-in
+//! person, with the CSRF token of their session; nothing is allowed because a button was shown.
+
+mod dag;
+pub mod session;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+
+use super::Server;
+use crate::ops::decide::{Mode, Proof};
+use crate::store::{RunRecord, StageState};
+use session::Session;
+
+pub(super) fn routes() -> axum::Router<Server> {
+    axum::Router::new()
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui/", get(inbox))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/decide", post(decide))
+        .route("/ui/runs", get(runs))
+        .route("/ui/runs/{id}", get(run))
+        .route("/ui/runs/{id}/state", get(run_state))
+        .route("/ui/runs/{id}/events", get(run_events))
+        .route("/ui/environments", get(environments))
+        .route("/ui/rollback", post(rollback))
+        .route("/ui/audit", get(audit))
+        .route("/ui/assets/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("app.css")) }))
+        .route("/ui/assets/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("app.js")) }))
+}
+
+/// A page's answer when it cannot be shown: its status and why (in the page's frame).
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let page = Message { title: self.0.canonical_reason().unwrap_or("Error").to_string(), message: crate::redact::text(&self.1).into_owned(), user: None, csrf: String::new() };
+        (self.0, Html(page.render().unwrap_or_default())).into_response()
+    }
+}
+
+type Page = Result<Response, Refusal>;
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// Whether the pages are served over TLS (a proxy in front says so): cookies are `Secure` then.
+fn over_tls(server: &Server, headers: &HeaderMap) -> bool {
+    headers.get("x-forwarded-proto").is_some_and(|v| v == "https") || server.exec.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+}
+
+/// The stored token hash of `user` in the loaded pipelines' users files.
+fn token_hash(server: &Server, user: &str) -> Option<String> {
+    server.pipelines().by_name.values().find_map(|l| l.users.as_ref().and_then(|u| u.token_hash(user)).map(String::from))
+}
+
+/// The signed-in person, from the session cookie.
+fn session(server: &Server, headers: &HeaderMap) -> Option<Session> {
+    let cookies = headers.get_all(header::COOKIE);
+    let value = cookies.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| c.trim().strip_prefix(&format!("{}=", session::COOKIE)))?;
+    Session::read(server.exec.store.key(), value, crate::clock::now_ms(), |u| token_hash(server, u))
+}
+
+/// The signed-in person, or the sign-in page.
+fn signed_in(server: &Server, headers: &HeaderMap) -> Result<Session, Response> {
+    session(server, headers).ok_or_else(|| Redirect::to("/ui/login").into_response())
+}
+
+fn html(t: impl Template) -> Page {
+    Ok(Html(t.render().map_err(internal)?).into_response())
+}
+
+// ---- sign-in ----
+
+#[derive(Template)]
+#[template(path = "ui/login.html")]
+struct Login {
+    error: Option<String>,
+    user: Option<String>,
+    csrf: String,
+}
+
+async fn login_page() -> Page {
+    html(Login { error: None, user: None, csrf: String::new() })
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(server): State<Server>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Page {
+    let token = f.token.trim();
+    let found = server.pipelines().by_name.values().find_map(|l| {
+        let users = l.users.as_ref()?;
+        let user = users.by_token(token)?;
+        Some((user.to_string(), users.token_hash(user)?.to_string()))
+    });
+    let Some((user, hash)) = found else {
+        let page = Login { error: Some("That token is no user's in the pipelines' users files.".into()), user: None, csrf: String::new() };
+        return Ok((StatusCode::UNAUTHORIZED, Html(page.render().map_err(internal)?)).into_response());
+    };
+    let (_, cookie) = Session::open(server.exec.store.key(), &user, &hash, crate::clock::now_ms()).map_err(internal)?;
+    tracing::info!(user, "signed in to the web pages");
+    Ok(([(header::SET_COOKIE, session::set_cookie(&cookie, over_tls(&server, &headers)))], Redirect::to("/ui/")).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+async fn logout(State(server): State<Server>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Page {
+    if let Some(s) = session(&server, &headers)
+        && !s.csrf_ok(server.exec.store.key(), f.csrf.as_deref())
+    {
+        return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page".into()));
+    }
+    Ok(([(header::SET_COOKIE, session::clear_cookie(over_tls(&server, &headers)))], Redirect::to("/ui/login")).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "ui/message.html")]
+struct Message {
+    title: String,
+    message: String,
+    user: Option<String>,
+    csrf: String,
+}
+
+// ---- the inbox ----
+
+/// One measured check of an analysis, for a person.
+struct Check {
+    name: String,
+    phase: String,
+    why: String,
+    chart: String,
+}
+
+/// What a person sees of one stage of the run before deciding.
+struct Evidence {
+    stage: String,
+    kind: String,
+    state: String,
+    message: String,
+    checks: Vec<Check>,
+    templates: Vec<String>,
+}
+
+/// A promotion the decision lets through.
+struct Change {
+    environment: String,
+    file: String,
+    from: String,
+    to: String,
+}
+
+struct Decision {
+    run: String,
+    pipeline: String,
+    version: String,
+    stage: String,
+    kind: String,
+    what: String,
+    waiting_since: String,
+    deadline: Option<String>,
+    approvals: Vec<String>,
+    rejections: Vec<String>,
+    needed: u32,
+    changes: Vec<Change>,
+    evidence: Vec<Evidence>,
+}
+
+#[derive(Template)]
+#[template(path = "ui/inbox.html")]
+struct Inbox {
+    user: Option<String>,
+    csrf: String,
+    decisions: Vec<Decision>,
+    others: usize,
+    done: Option<String>,
+}
+
+/// A small line chart of a check's measured values (SVG), empty without values.
+fn sparkline(measurements: &[Value]) -> String {
+    let values: Vec<f64> = measurements.iter().filter_map(|m| m["value"].as_f64()).collect();
+    if values.len() < 2 {
+        return String::new();
+    }
+    let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let (w, h) = (160.0, 32.0);
+    let points: Vec<String> =
+        values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", i as f64 * w / (values.len() - 1) as f64, h - 2.0 - (v - lo) / span * (h - 4.0))).collect();
+    format!(
+        r#"<svg class="spark" width="160" height="32" viewBox="0 0 160 32" role="img" aria-label="{} measurements from {} to {}"><polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{}"/></svg>"#,
+        values.len(),
+        crate::analysis::fmt_f64(lo),
+        crate::analysis::fmt_f64(hi),
+        points.join(" ")
+    )
+}
+
+fn evidence_of(stages: &[crate::store::StageRecord], except: &str) -> Vec<Evidence> {
+    stages
+        .iter()
+        .filter(|s| s.name != except && !matches!(s.state, StageState::Pending | StageState::Skipped))
+        .map(|s| {
+            let out = s.output.clone().unwrap_or(Value::Null);
+            let checks = out["metrics"]["checks"]
+                .as_array()
+                .map(|cs| {
+                    cs.iter()
+                        .map(|c| Check {
+                            name: c["name"].as_str().unwrap_or_default().to_string(),
+                            phase: c["phase"].as_str().unwrap_or_default().to_string(),
+                            why: c["why"].as_str().unwrap_or_default().to_string(),
+                            chart: sparkline(c["measurements"].as_array().map(Vec::as_slice).unwrap_or_default()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let templates = out["logs"]["verdict"]["findings"]
+                .as_array()
+                .map(|fs| {
+                    fs.iter()
+                        .map(|f| format!("{} ({}): {}", f["change"].as_str().unwrap_or(""), f["level"].as_str().unwrap_or(""), f["template"].as_str().unwrap_or("")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Evidence {
+                stage: s.name.clone(),
+                kind: s.kind.clone(),
+                state: s.state.as_str().to_string(),
+                message: crate::redact::text(s.message.as_deref().unwrap_or("")).into_owned(),
+                checks,
+                templates,
+            }
+        })
+        .collect()
+}
+
+/// The deploys a decision on stage `index` lets through, with the value each environment holds
+/// now (its last promotion's) and the one it will get.
+async fn changes_after(server: &Server, run: &RunRecord, plan: &crate::plan::Plan, index: usize) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (i, s) in plan.pipeline.stages.iter().enumerate() {
+        let crate::model::StageKind::Deploy(d) = &s.kind else { continue };
+        if !crate::stages::is_upstream(plan, index, i) {
+            continue;
+        }
+        let Some(env) = plan.pipeline.environments.iter().find(|e| e.name.value == d.environment.value) else { continue };
+        let vars = crate::stages::variables_of(run, plan, i);
+        let to = crate::git::Destination::value(&env.spec.update.value, |n| vars.get(n).map(String::as_str)).unwrap_or_else(|v| format!("(`${{{v}}}` has no value)"));
+        let from = last_value(server, &run.pipeline, &env.name.value).await.unwrap_or_else(|| "(as it is in the repo)".into());
+        out.push(Change { environment: env.name.value.clone(), file: env.spec.file.value.clone(), from, to });
+    }
+    out
+}
+
+/// The value the newest promotion of `pipeline` wrote into `environment`, if any.
+async fn last_value(server: &Server, pipeline: &str, environment: &str) -> Option<String> {
+    let rows = server.exec.store.stages_where(Some("deploy"), Some(StageState::Succeeded)).await.ok()?;
+    rows.iter().rev().filter(|r| r.pipeline == pipeline).find_map(|r| {
+        let out = r.stage.output.as_ref()?;
+        (out["environment"] == environment).then(|| out["newValue"].as_str().map(String::from)).flatten()
+    })
+}
+
+#[derive(serde::Deserialize, Default)]
+struct InboxQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query<InboxQuery>) -> Page {
+    let s = match signed_in(&server, &headers) {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let store = &server.exec.store;
+    let waiting = store.stages_where(None, Some(StageState::Waiting)).await.map_err(internal)?;
+    let mut decisions = Vec::new();
+    let mut others = 0;
+    for w in waiting.iter().filter(|w| matches!(w.stage.kind.as_str(), "approval" | "metrics")) {
+        match crate::ops::decide::may_decide(store, &w.run, &w.stage.name, &s.user, Mode::Approve).await.map_err(internal)? {
+            Ok(()) => {}
+            Err(_) => {
+                others += 1;
+                continue;
+            }
+        }
+        let run = store.run(&w.run).await.map_err(internal)?;
+        let Some(plan) = crate::stages::plan_of(&run) else { continue };
+        let Some(index) = plan.pipeline.stages.iter().position(|x| x.name.value == w.stage.name) else { continue };
+        let stages = store.stages(&run.id).await.map_err(internal)?;
+        let all = store.decisions(&run.id, &w.stage.name).await.map_err(internal)?;
+        let (needed, deadline, what) = match &plan.pipeline.stages[index].kind {
+            crate::model::StageKind::Approval(a) => (
+                a.min_approvals.value,
+                a.timeout.map(|t| crate::clock::rfc3339(w.stage.started_at.unwrap_or(run.created_at) + t.0.as_millis() as i64)),
+                a.message.clone().unwrap_or_else(|| "approval".into()),
+            ),
+            _ => (1, None, "an inconclusive analysis: a person decides".into()),
+        };
+        decisions.push(Decision {
+            run: run.id.clone(),
+            pipeline: run.pipeline.clone(),
+            version: run.version.clone(),
+            stage: w.stage.name.clone(),
+            kind: w.stage.kind.clone(),
+            what,
+            waiting_since: crate::clock::rfc3339(w.stage.started_at.unwrap_or(run.created_at)),
+            deadline,
+            approvals: all.iter().filter(|d| d.approve).map(|d| d.user.clone()).collect(),
+            rejections: all.iter().filter(|d| !d.approve).map(|d| d.user.clone()).collect(),
+            needed,
+            changes: changes_after(&server, &run, &plan, index).await,
+            evidence: evidence_of(&stages, &w.stage.name),
+        });
+        if decisions.len() >= 200 {
+            break;
+        }
+    }
+    let csrf = s.csrf(store.key());
+    html(Inbox { user: Some(s.user), csrf, decisions, others, done: q.done.map(|d| crate::diag::printable(&d).into_owned()) })
+}
+
+#[derive(serde::Deserialize)]
+struct DecideForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    run: String,
+    stage: String,
+    decision: String,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+async fn decide(State(server): State<Server>, headers: HeaderMap, Form(f): Form<DecideForm>) -> Page {
+    let Some(s) = session(&server, &headers) else { return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into())) };
+    let store = &server.exec.store;
+    if !s.csrf_ok(store.key(), f.csrf.as_deref()) {
+        return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page and decide again".into()));
+    }
+    let mode = match f.decision.as_str() {
+        "approve" => Mode::Approve,
+        "reject" => Mode::Reject,
+        other => return Err(Refusal(StatusCode::BAD_REQUEST, format!("`{}`: a decision is approve or reject", crate::diag::printable(other)))),
+    };
+    // Who may decide is checked here, on the server: 403 for anyone else, whatever they post.
+    if let Err(why) = crate::ops::decide::may_decide(store, &f.run, &f.stage, &s.user, mode).await.map_err(internal)? {
+        return Err(Refusal(StatusCode::FORBIDDEN, why));
+    }
+    let comment = f.comment.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    let request = crate::ops::decide::Request { run: &f.run, stage: &f.stage, user: &s.user, mode, comment, proof: Proof::Session };
+    match crate::ops::decide::decide(store, &request).await {
+        Ok(line) => {
+            let to = format!("/ui/?done={}", form_urlencoded(&line));
+            Ok(Redirect::to(&to).into_response())
+        }
+        Err(crate::ops::OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+fn form_urlencoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b' ' => "+".into(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// ---- runs ----
+
+struct RunRow {
+    id: String,
+    pipeline: String,
+    version: String,
+    state: String,
+    triggered_by: String,
+    created: String,
+}
+
+#[derive(Template)]
+#[template(path = "ui/runs.html")]
+struct Runs {
+    user: Option<String>,
+    csrf: String,
+    runs: Vec<RunRow>,
+    pipeline: String,
+    state: String,
+    version: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RunsQuery {
+    #[serde(default)]
+    pipeline: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    version: String,
+}
+
+async fn runs(State(server): State<Server>, headers: HeaderMap, Query(q): Query<RunsQuery>) -> Page {
+    let s = match signed_in(&server, &headers) {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let all = server.exec.store.runs(2000).await.map_err(internal)?;
+    let runs = all
+        .into_iter()
+        .filter(|r| q.pipeline.is_empty() || r.pipeline == q.pipeline)
+        .filter(|r| q.state.is_empty() || r.state.as_str() == q.state)
+        .filter(|r| q.version.is_empty() || r.version.contains(&q.version))
+        .take(200)
+        .map(|r| RunRow {
+            created: crate::clock::rfc3339(r.created_at),
+            state: r.state.as_str().to_string(),
+            id: r.id,
+            pipeline: r.pipeline,
+            version: r.version,
+            triggered_by: r.triggered_by,
+        })
+        .collect();
+    let csrf = s.csrf(server.exec.store.key());
+    html(Runs { user: Some(s.user), csrf, runs, pipeline: q.pipeline, state: q.state, version: q.version })
+}
+
+struct StageRow {
+    name: String,
+    kind: String,
+    state: String,
+    attempt: i64,
+    message: String,
+    decided: Vec<String>,
+}
+
+struct EventRow {
+    time: String,
+    stage: String,
+    kind: String,
+    actor: String,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "ui/run.html")]
+struct RunPage {
+    user: Option<String>,
+    csrf: String,
+    run: RunRow,
+    svg: String,
+    stages: Vec<StageRow>,
+    events: Vec<EventRow>,
+    live: bool,
+}
+
+async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Page {
+    let s = match signed_in(&server, &headers) {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let store = &server.exec.store;
+    let run = match store.run(&id).await {
+        Ok(r) => r,
+        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Err(Refusal(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e) => return Err(internal(e)),
+    };
+    let stages = store.stages(&id).await.map_err(internal)?;
+    let svg = match crate::stages::plan_of(&run) {
+        Some(plan) => dag::svg(&plan, |i| stages.get(i).map_or("pending".into(), |r| r.state.as_str().to_string())),
+        None => String::new(),
+    };
+    let mut rows = Vec::new();
+    for st in &stages {
+        let decided = store
+            .decisions(&id, &st.name)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|d| format!("{} by {}{}", if d.approve { "approved" } else { "rejected" }, d.user, d.comment.map(|c| format!(": {c}")).unwrap_or_default()))
+            .collect();
+        rows.push(StageRow {
+            name: st.name.clone(),
+            kind: st.kind.clone(),
+            state: st.state.as_str().to_string(),
+            attempt: st.attempt,
+            message: crate::redact::text(st.message.as_deref().unwrap_or("")).into_owned(),
+            decided,
+        });
+    }
+    let events = store
+        .events(&id)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|e| EventRow { time: crate::clock::rfc3339(e.at), stage: e.stage.unwrap_or_default(), kind: e.kind, actor: e.actor, detail: crate::redact::text(&e.detail).into_owned() })
+        .collect();
+    let live = run.state == crate::store::RunState::Running;
+    let row = RunRow {
+        created: crate::clock::rfc3339(run.created_at),
+        state: run.state.as_str().to_string(),
+        id: run.id,
+        pipeline: run.pipeline,
+        version: run.version,
+        triggered_by: run.triggered_by,
+    };
+    let csrf = s.csrf(store.key());
+    html(RunPage { user: Some(s.user), csrf, run: row, svg, stages: rows, events, live })
+}
+
+/// `GET /ui/runs/{id}/state`: the run's and its stages' states, for the page's script.
+async fn run_state(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Page {
+    if session(&server, &headers).is_none() {
+        return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into()));
+    }
+    let store = &server.exec.store;
+    let run = store.run(&id).await.map_err(|e| Refusal(StatusCode::NOT_FOUND, e.to_string()))?;
+    let stages: Vec<Value> = store
+        .stages(&id)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|s| serde_json::json!({"name": s.name, "state": s.state.as_str(), "attempt": s.attempt, "message": crate::redact::text(s.message.as_deref().unwrap_or(""))}))
+        .collect();
+    Ok(axum::Json(serde_json::json!({"state": run.state.as_str(), "stages": stages})).into_response())
+}
+
+/// `GET /ui/runs/{id}/events`: the run's entries as server-sent events, for the signed-in.
+async fn run_events(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if session(&server, &headers).is_none() {
+        return Refusal(StatusCode::UNAUTHORIZED, "sign in first".into()).into_response();
+    }
+    super::api::event_stream(server.exec.store.clone(), id).await.into_response()
+}
+
+// ---- environments ----
+
+struct Cell {
+    version: String,
+    since: String,
+    run: String,
+    approved_by: Vec<String>,
+    history: Vec<(String, String, String)>,
+}
+
+struct Row {
+    pipeline: String,
+    cells: Vec<(String, Option<Cell>)>,
+}
+
+#[derive(Template)]
+#[template(path = "ui/environments.html")]
+struct Environments {
+    user: Option<String>,
+    csrf: String,
+    rows: Vec<Row>,
+    done: Option<String>,
+}
+
+async fn environments(State(server): State<Server>, headers: HeaderMap, Query(q): Query<InboxQuery>) -> Page {
+    let s = match signed_in(&server, &headers) {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let store = &server.exec.store;
+    let deploys = store.stages_where(Some("deploy"), None).await.map_err(internal)?;
+    let pipelines = server.pipelines();
+    let mut rows = Vec::new();
+    for (name, loaded) in &pipelines.by_name {
+        let mut cells = Vec::new();
+        for env in &loaded.plan.pipeline.environments {
+            let mut history: Vec<&crate::store::StageOf> = deploys
+                .iter()
+                .filter(|d| &d.pipeline == name)
+                .filter(|d| d.stage.output.as_ref().is_some_and(|o| o["environment"] == env.name.value.as_str() && o["outcome"] != "unchanged"))
+                .collect();
+            history.reverse();
+            let cell = match history.iter().find(|d| d.stage.state == StageState::Succeeded) {
+                Some(d) => {
+                    let out = d.stage.output.as_ref().expect("filtered");
+                    let mut approved_by = Vec::new();
+                    for st in store.stages(&d.run).await.map_err(internal)?.iter().filter(|st| st.kind == "approval") {
+                        for dec in store.decisions(&d.run, &st.name).await.map_err(internal)? {
+                            if dec.approve && !approved_by.contains(&dec.user) {
+                                approved_by.push(dec.user);
+                            }
+                        }
+                    }
+                    Some(Cell {
+                        version: out["newValue"].as_str().unwrap_or(&d.version).to_string(),
+                        since: crate::clock::rfc3339(out["committedAt"].as_i64().or(d.stage.finished_at).unwrap_or(d.run_created_at)),
+                        run: d.run.clone(),
+                        approved_by,
+                        history: history
+                            .iter()
+                            .take(10)
+                            .map(|h| (h.run.clone(), h.stage.output.as_ref().and_then(|o| o["newValue"].as_str()).unwrap_or(&h.version).to_string(), h.stage.state.as_str().to_string()))
+                            .collect(),
+                    })
+                }
+                None => None,
+            };
+            cells.push((env.name.value.clone(), cell));
+        }
+        rows.push(Row { pipeline: name.clone(), cells });
+    }
+    let csrf = s.csrf(store.key());
+    html(Environments { user: Some(s.user), csrf, rows, done: q.done.map(|d| crate::diag::printable(&d).into_owned()) })
+}
+
+#[derive(serde::Deserialize)]
+struct RollbackForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    pipeline: String,
+    environment: String,
+}
+
+async fn rollback(State(server): State<Server>, headers: HeaderMap, Form(f): Form<RollbackForm>) -> Page {
+    let Some(s) = session(&server, &headers) else { return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into())) };
+    if !s.csrf_ok(server.exec.store.key(), f.csrf.as_deref()) {
+        return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page".into()));
+    }
+    let pipelines = server.pipelines();
+    let Some(loaded) = pipelines.get(&f.pipeline) else { return Err(Refusal(StatusCode::NOT_FOUND, format!("no pipeline `{}` is loaded", f.pipeline))) };
+    let shown = loaded.file.display().to_string();
+    let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
+    let request = crate::ops::rollback::Request {
+        plan: &loaded.plan,
+        shown: &shown,
+        base,
+        environment: &f.environment,
+        target: crate::git::RollbackTarget::Latest,
+        who: &s.user,
+    };
+    match crate::ops::rollback::rollback(&server.exec.store, &server.exec.writer, request).await {
+        Ok(done) => Ok(Redirect::to(&format!("/ui/environments?done={}", form_urlencoded(&done.line))).into_response()),
+        Err(crate::ops::OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+// ---- audit ----
+
+#[derive(Template)]
+#[template(path = "ui/audit.html")]
+struct Audit {
+    user: Option<String>,
+    csrf: String,
+    entries: Vec<(i64, EventRow, String)>,
+    intact: bool,
+    problem: String,
+    total: i64,
+    run: String,
+    kind: String,
+    actor: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct AuditQuery {
+    #[serde(default)]
+    run: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    actor: String,
+}
+
+async fn audit(State(server): State<Server>, headers: HeaderMap, Query(q): Query<AuditQuery>) -> Page {
+    let s = match signed_in(&server, &headers) {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let store = &server.exec.store;
+    let last = store.last_entry().await.map_err(internal)?;
+    let run = (!q.run.is_empty()).then_some(q.run.as_str());
+    // The newest 500 entries that pass the filters.
+    let from = if run.is_some() { 0 } else { (last - 5000).max(0) };
+    let mut entries: Vec<(i64, EventRow, String)> = store
+        .audit_entries(run, from, 5000)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .filter(|e| q.kind.is_empty() || e.kind == q.kind)
+        .filter(|e| q.actor.is_empty() || e.actor == q.actor)
+        .map(|e| {
+            let row = EventRow { time: e.time.clone(), stage: e.stage.clone().unwrap_or_default(), kind: e.kind.clone(), actor: e.actor.clone(), detail: crate::redact::text(&e.detail).into_owned() };
+            (e.seq, row, e.run)
+        })
+        .collect();
+    entries.reverse();
+    entries.truncate(500);
+    let v = crate::ops::audit::verify(&server.exec, &[], &[]).await.map_err(internal)?;
+    let csrf = s.csrf(store.key());
+    html(Audit {
+        user: Some(s.user),
+        csrf,
+        entries,
+        intact: v.tamper.is_none(),
+        problem: v.tamper.map(|t| t.to_string()).unwrap_or_default(),
+        total: v.entries as i64,
+        run: q.run,
+        kind: q.kind,
+        actor: q.actor,
+    })
+}

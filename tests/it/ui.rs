@@ -1,0 +1,213 @@
+//! The web pages in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven
+//! over WebDriver): alice signs in with her token, sees the approval waiting with the analysis'
+//! measured values, approves, and watches the run reach prod live; bob, no approver, sees no
+//! button and his forged POST is refused; a POST without the CSRF token is refused; a rejection
+//! needs a reason. Screenshots go to target/ui-screenshots/. The metrics the analysis reads come
+//! from a local JSON endpoint through the `web` provider (a product feature, used for real).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::exec::Setup;
+use crate::server::{ALICE, Running, wait_for};
+
+const BOB: &str = "prt_bob_not_an_approver_0002";
+
+/// A chromedriver on a free port, killed when dropped.
+struct Driver(Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn need(binary: &str) -> String {
+    let path = ["/usr/bin", "/usr/local/bin", "/usr/lib/chromium"].iter().map(|d| format!("{d}/{binary}")).find(|p| std::path::Path::new(p).exists());
+    path.unwrap_or_else(|| panic!("`{binary}` is not installed: the web page tests need a real Chromium (Debian: apt-get install chromium chromium-driver; .ci/run installs them)"))
+}
+
+async fn browser() -> (Driver, Client, tempfile::TempDir) {
+    let driver = need("chromedriver");
+    let chromium = need("chromium");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(driver).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let d = Driver(child, port);
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                     format!("--user-data-dir={}", profile.path().display())]
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match ClientBuilder::new(connector.clone()).capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{}", d.1)).await {
+            Ok(c) => return (d, c, profile),
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "chromedriver did not start a Chromium session: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), c.screenshot().await.unwrap()).unwrap();
+}
+
+async fn sign_in(c: &Client, url: &str, token: &str) {
+    c.goto(&format!("{url}/ui/login")).await.unwrap();
+    c.find(Locator::Id("token")).await.unwrap().send_keys(token).await.unwrap();
+    c.find(Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("signed-in")).await.unwrap();
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+}
+
+/// The session cookie and a form's CSRF token of the page shown.
+async fn credentials(c: &Client) -> (String, String) {
+    let cookie = c.get_named_cookie("promote_session").await.unwrap().value().to_string();
+    let csrf = c.find(Locator::Css("form.who input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
+    (cookie, csrf)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob_cannot() {
+    // Error rates as a JSON API: three measurements, all well under the limit.
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s2 = served.clone();
+    let app = axum::Router::new().route(
+        "/stats",
+        axum::routing::get(move || {
+            let n = s2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let v = [0.004, 0.011, 0.007, 0.009][n % 4];
+            async move { serde_json::json!({"value": v}).to_string() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let s = Setup::new(
+        &format!(
+            "  qa:\n    deploy: {{environment: qa}}\n  check-errors:\n    needs: [qa]\n    metrics:\n      provider:\n        web: {{url: \"http://127.0.0.1:{port}/stats?q=${{query}}\", jsonPath: \"$.value\"}}\n      checks:\n        - name: error-rate\n          query: errors\n          successCondition: result < 0.05\n          count: 3\n          interval: 100ms\n  sign-off:\n    needs: [check-errors]\n    approval: {{approvers: [alice], message: \"Release manager sign-off\"}}\n  prod:\n    needs: [sign-off]\n    deploy: {{environment: prod}}\n"
+        ),
+        "users: users.yaml\n",
+    );
+    let hash = promote::governance::users::hash_token;
+    std::fs::write(
+        s.path().join("users.yaml"),
+        format!(
+            "users:\n  alice: {{name: Alice, email: alice@example.com, token: \"{}\"}}\n  bob: {{name: Bob, email: bob@example.com, token: \"{}\"}}\n",
+            hash(ALICE),
+            hash(BOB)
+        ),
+    )
+    .unwrap();
+    let server = Running::start(&s).await;
+    // Started by bob (alice may not approve her own run).
+    let r = server.http.post(format!("{}/api/v1/runs", server.url)).bearer_auth(BOB).json(&serde_json::json!({"pipeline": "checkout", "version": "1.7.0"})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let started: serde_json::Value = r.json().await.unwrap();
+    let id = started["run"]["id"].as_str().unwrap().to_string();
+    wait_for("the sign-off", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["stages"][2]["state"] == "waiting").await;
+
+    let (_driver, c, _profile) = browser().await;
+    let url = server.url.clone();
+    // Not signed in: the sign-in page.
+    c.goto(&format!("{url}/ui/")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/ui/login"));
+    // A wrong token is refused.
+    c.find(Locator::Id("token")).await.unwrap().send_keys("prt_wrong").await.unwrap();
+    c.find(Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
+    let shown = c.wait().for_element(Locator::Css("p.error")).await.unwrap().text().await.unwrap();
+    assert!(shown.contains("no user's"), "{shown}");
+
+    // Bob is no approver: nothing waits for him, no button; his forged POST is refused.
+    sign_in(&c, &url, BOB).await;
+    assert_eq!(text(&c, "#waiting-count").await, "0");
+    assert!(c.find(Locator::Css("button.approve")).await.is_err(), "no approve button for bob");
+    let (bob_cookie, bob_csrf) = credentials(&c).await;
+    let post = |cookie: String, form: Vec<(&'static str, String)>| {
+        let http = server.http.clone();
+        let url = url.clone();
+        async move {
+            let r = http.post(format!("{url}/ui/decide")).header("cookie", format!("promote_session={cookie}")).form(&form).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let form = |csrf: Option<&str>, decision: &str, comment: &str| {
+        let mut f = vec![("run", id.clone()), ("stage", "sign-off".to_string()), ("decision", decision.to_string()), ("comment", comment.to_string())];
+        if let Some(t) = csrf {
+            f.push(("csrf", t.to_string()));
+        }
+        f
+    };
+    let (status, page) = post(bob_cookie.clone(), form(Some(&bob_csrf), "approve", "looks fine to me")).await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("bob"), "the page says why: {page}");
+    c.find(Locator::Css("form.who button")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("token")).await.unwrap();
+
+    // Alice: the approval with what it will commit and the evidence's values.
+    sign_in(&c, &url, ALICE).await;
+    assert_eq!(text(&c, "#waiting-count").await, "1");
+    let card = text(&c, "article.decision").await;
+    for want in ["checkout 1.7.0", "sign-off", "Release manager sign-off", "prod", "1.7.0", "error-rate", "Successful", "check-errors", "1 approval needed"] {
+        assert!(card.contains(want), "`{want}` in the inbox card:\n{card}");
+    }
+    assert!(c.find(Locator::Css("article.decision svg.spark polyline")).await.is_ok(), "a chart of the measured series");
+    screenshot(&c, "inbox").await;
+    // Without the CSRF token even alice's POST is refused.
+    let (alice_cookie, _) = credentials(&c).await;
+    let (status, page) = post(alice_cookie, form(None, "approve", "")).await;
+    assert_eq!(status, 403, "{page}");
+    // The run page, opened before the decision, in a tab of its own: it must follow the run live.
+    let inbox_tab = c.window().await.unwrap();
+    let run_tab = c.new_window(true).await.unwrap().handle;
+    c.switch_to_window(run_tab.clone()).await.unwrap();
+    c.goto(&format!("{url}/ui/runs/{id}")).await.unwrap();
+    c.wait().for_element(Locator::Css("#dag g.stage.waiting[data-stage=sign-off]")).await.unwrap();
+    assert!(c.find(Locator::Css("#dag g.stage.pending[data-stage=prod]")).await.is_ok(), "prod has not started");
+    c.switch_to_window(inbox_tab).await.unwrap();
+    // A rejection needs a reason.
+    c.find(Locator::Css("button.reject")).await.unwrap().click().await.unwrap();
+    let shown = c.wait().for_element(Locator::Id("message")).await.unwrap().text().await.unwrap();
+    assert!(shown.contains("needs a reason"), "{shown}");
+    c.back().await.unwrap();
+    c.wait().for_element(Locator::Css("article.decision textarea")).await.unwrap().send_keys("error rate under 1.1% across the soak").await.unwrap();
+    c.find(Locator::Css("button.approve")).await.unwrap().click().await.unwrap();
+    let shown = c.wait().for_element(Locator::Css("#done, #message")).await.unwrap().text().await.unwrap();
+    assert!(shown.contains("approved `sign-off`"), "{shown}");
+
+    // The run page, live: the DAG's prod box turns succeeded without a reload.
+    c.switch_to_window(run_tab).await.unwrap();
+    c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css("#dag g.stage.succeeded[data-stage=prod]")).await.unwrap();
+    assert_eq!(text(&c, "#run-state").await, "succeeded");
+    screenshot(&c, "run").await;
+    let prod = crate::repos::git(&s.path().join("envs/prod.git"), &["log", "-1", "--format=%B", "main"]);
+    assert!(prod.contains("Approved-By: Alice <alice@example.com>"), "{prod}");
+
+    c.goto(&format!("{url}/ui/environments")).await.unwrap();
+    let prod_cell = text(&c, ".cell[data-environment=prod]").await;
+    assert!(prod_cell.contains("1.7.0") && prod_cell.contains("approved by alice"), "{prod_cell}");
+    screenshot(&c, "environments").await;
+    c.goto(&format!("{url}/ui/audit")).await.unwrap();
+    assert!(text(&c, "#verified").await.contains("intact"));
+    let trail = text(&c, "table.audit").await;
+    assert!(trail.contains("approved by alice: error rate under 1.1%"), "{trail}");
+    c.close().await.unwrap();
+    server.stop().await;
+}
