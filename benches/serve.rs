@@ -62,7 +62,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hooks/github", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let config = promote::server::Config { pipelines: vec![root.to_path_buf()], repos: vec![], reload: Duration::from_secs(3600) };
+        let config = promote::server::Config { pipelines: vec![root.to_path_buf()], repos: vec![], reload: Duration::from_secs(3600), ..Default::default() };
         let server = tokio::spawn(promote::server::serve(listener, exec, config, async move {
             let _ = rx.await;
         }));

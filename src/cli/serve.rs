@@ -1,4 +1,4 @@
-//! `promote serve [--listen ADDR] [--pipelines DIR|URL]... [--reload DURATION] [--public-url URL]`.
+//! `promote serve [--listen ADDR] [--pipelines DIR|URL]... [--reload DURATION] [--public-url URL] [--trusted-proxy IP]...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +20,10 @@ pub struct Args {
     /// default: the address it listens on.
     #[arg(long, env = "PROMOTE_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// The address of a proxy (oauth2-proxy, ...) whose `X-Forwarded-User`/`X-Forwarded-Email`
+    /// sign people in to the web pages (repeatable); from anyone else they are ignored.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Runs `serve` until SIGTERM or Ctrl-C.
@@ -48,7 +52,13 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
             super::interrupted().await;
             eprintln!("promote serve: stopping (runs stop at a durable point and resume at the next start)");
         };
-        crate::server::serve(listener, exec, crate::server::Config { pipelines: dirs, repos, reload: reload.0 }, shutdown).await?;
+        crate::server::serve(
+            listener,
+            exec,
+            crate::server::Config { pipelines: dirs, repos, reload: reload.0, trusted_proxies: args.trusted_proxies },
+            shutdown,
+        )
+        .await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -52,10 +52,7 @@ pub enum Proof<'a> {
 pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> {
     let (run_id, stage, user, mode, comment) = (r.run, r.stage, r.user, r.mode, r.comment);
     if mode != Mode::Approve && comment.is_none_or(|c| c.trim().is_empty()) {
-        return Err(OpsError::Refused(format!(
-            "{} needs a reason (--reason TEXT)",
-            if mode == Mode::Reject { "a rejection" } else { "breaking the glass" }
-        )));
+        return Err(OpsError::Refused(format!("{} needs a reason (--reason TEXT)", if mode == Mode::Reject { "a rejection" } else { "breaking the glass" })));
     }
     let allowed = match rules(store, run_id, stage, user, mode).await? {
         Ok(a) => a,

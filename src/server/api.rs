@@ -177,7 +177,14 @@ async fn decide(
         "break-glass" => crate::ops::decide::Mode::BreakGlass,
         other => return Err(error(StatusCode::NOT_FOUND, format!("`{other}`: a decision is approve, reject or break-glass"))),
     };
-    let request = crate::ops::decide::Request { run: &id, stage: &stage, user: &who, mode, comment: b.comment.as_deref(), proof: crate::ops::decide::Proof::Token(Some(&token)) };
+    let request = crate::ops::decide::Request {
+        run: &id,
+        stage: &stage,
+        user: &who,
+        mode,
+        comment: b.comment.as_deref(),
+        proof: crate::ops::decide::Proof::Token(Some(&token)),
+    };
     let line = crate::ops::decide::decide(&server.exec.store, &request).await.map_err(ops_error)?;
     Ok(Json(json!({"done": line, "by": who})).into_response())
 }

@@ -39,7 +39,7 @@ pub enum ServerError {
 }
 
 /// What a server serves.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     /// Folders of pipeline files.
     pub pipelines: Vec<PathBuf>,
@@ -47,6 +47,9 @@ pub struct Config {
     pub repos: Vec<PipelinesRepo>,
     /// How often the folders are read again and the repos fetched (default 10 s).
     pub reload: Duration,
+    /// Proxies whose identity headers (`X-Forwarded-User`, `X-Forwarded-Email`) sign a person in
+    /// to the web pages; from anyone else those headers are dropped before any handler sees them.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// A Git repo of pipeline files: its branch's files are written out to `checkout` and loaded
@@ -165,7 +168,7 @@ pub fn router(server: Server) -> Router {
         .route("/hooks/{*path}", post(hooks::receive))
         .route("/callbacks/{run}/{stage}/{token}", post(api::callback))
         .nest("/api/v1", api::routes())
-        .merge(ui::routes())
+        .merge(ui::routes().layer(axum::middleware::from_fn_with_state(server.clone(), ui::only_trusted_identity)))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(server)
 }
@@ -226,7 +229,7 @@ pub async fn serve(
     let poller = tokio::spawn(poll::run(server.clone()));
     let stop = server.stop.clone();
     let app = router(server.clone());
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;
             stop.cancel();

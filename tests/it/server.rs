@@ -47,7 +47,7 @@ impl Running {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let exec = s.executor().await;
-        let config = promote::server::Config { pipelines: vec![s.path().to_path_buf()], repos: vec![], reload: Duration::from_secs(60) };
+        let config = promote::server::Config { pipelines: vec![s.path().to_path_buf()], repos: vec![], reload: Duration::from_secs(60), ..Default::default() };
         let task = tokio::spawn(promote::server::serve(listener, exec, config, async move {
             let _ = rx.await;
         }));
@@ -55,7 +55,7 @@ impl Running {
     }
 
     /// A server over `config` instead of the setup's folder.
-    async fn start_with(s: &Setup, config: promote::server::Config) -> Running {
+    pub async fn start_with(s: &Setup, config: promote::server::Config) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -725,7 +725,7 @@ async fn pipelines_from_a_git_repo_reload_on_a_push_to_it_and_a_version_file_is_
     commit_all(&work, "the checkout pipeline");
     let cache = tempfile::tempdir().unwrap();
     let repos = vec![promote::server::PipelinesRepo::parse(pipelines.to_str().unwrap(), cache.path())];
-    let server = Running::start_with(&s, promote::server::Config { pipelines: vec![], repos, reload: Duration::from_secs(3600) }).await;
+    let server = Running::start_with(&s, promote::server::Config { pipelines: vec![], repos, reload: Duration::from_secs(3600), ..Default::default() }).await;
     let (_, loaded) = server.api(reqwest::Method::GET, "/pipelines", None).await;
     assert_eq!(loaded["pipelines"][0]["stages"], 3, "{loaded}");
 

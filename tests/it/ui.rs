@@ -27,7 +27,9 @@ impl Drop for Driver {
 
 fn need(binary: &str) -> String {
     let path = ["/usr/bin", "/usr/local/bin", "/usr/lib/chromium"].iter().map(|d| format!("{d}/{binary}")).find(|p| std::path::Path::new(p).exists());
-    path.unwrap_or_else(|| panic!("`{binary}` is not installed: the web page tests need a real Chromium (Debian: apt-get install chromium chromium-driver; .ci/run installs them)"))
+    path.unwrap_or_else(|| {
+        panic!("`{binary}` is not installed: the web page tests need a real Chromium (Debian: apt-get install chromium chromium-driver; .ci/run installs them)")
+    })
 }
 
 async fn browser() -> (Driver, Client, tempfile::TempDir) {
@@ -118,7 +120,14 @@ async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob
     .unwrap();
     let server = Running::start(&s).await;
     // Started by bob (alice may not approve her own run).
-    let r = server.http.post(format!("{}/api/v1/runs", server.url)).bearer_auth(BOB).json(&serde_json::json!({"pipeline": "checkout", "version": "1.7.0"})).send().await.unwrap();
+    let r = server
+        .http
+        .post(format!("{}/api/v1/runs", server.url))
+        .bearer_auth(BOB)
+        .json(&serde_json::json!({"pipeline": "checkout", "version": "1.7.0"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 201);
     let started: serde_json::Value = r.json().await.unwrap();
     let id = started["run"]["id"].as_str().unwrap().to_string();
@@ -209,5 +218,49 @@ async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob
     let trail = text(&c, "table.audit").await;
     assert!(trail.contains("approved by alice: error rate under 1.1%"), "{trail}");
     c.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_proxys_identity_headers_sign_in_and_anyone_elses_are_ignored() {
+    let s = Setup::new("  sign-off:\n    approval: {approvers: [alice]}\n", "users: users.yaml\n");
+    std::fs::write(
+        s.path().join("users.yaml"),
+        format!("users:\n  alice: {{name: Alice, email: alice@example.com, token: \"{}\"}}\n", promote::governance::users::hash_token(ALICE)),
+    )
+    .unwrap();
+    // The proxy is 127.0.0.2; the server listens on 127.0.0.1.
+    let config = promote::server::Config {
+        pipelines: vec![s.path().to_path_buf()],
+        reload: Duration::from_secs(60),
+        trusted_proxies: vec!["127.0.0.2".parse().unwrap()],
+        ..Default::default()
+    };
+    let server = Running::start_with(&s, config).await;
+    let from = |ip: &str| {
+        reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    };
+    let inbox = |client: reqwest::Client, headers: Vec<(&'static str, &'static str)>| {
+        let url = format!("{}/ui/", server.url);
+        async move {
+            let mut r = client.get(url);
+            for (k, v) in headers {
+                r = r.header(k, v);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, page) = inbox(from("127.0.0.2"), vec![("X-Forwarded-User", "alice")]).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(r#"<strong id="signed-in">alice</strong>"#), "{page}");
+    let (status, page) = inbox(from("127.0.0.2"), vec![("X-Forwarded-Email", "Alice@Example.com")]).await;
+    assert!(status == 200 && page.contains(r#"id="signed-in">alice<"#), "by email: {page}");
+    // The same headers from anyone else: not signed in.
+    let (status, _) = inbox(from("127.0.0.1"), vec![("X-Forwarded-User", "alice")]).await;
+    assert_eq!(status, 303, "to the sign-in page");
+    // A name the users file does not have: not signed in either.
+    let (status, _) = inbox(from("127.0.0.2"), vec![("X-Forwarded-User", "mallory")]).await;
+    assert_eq!(status, 303);
     server.stop().await;
 }

@@ -42,7 +42,12 @@ struct Refusal(StatusCode, String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let page = Message { title: self.0.canonical_reason().unwrap_or("Error").to_string(), message: crate::redact::text(&self.1).into_owned(), user: None, csrf: String::new() };
+        let page = Message {
+            title: self.0.canonical_reason().unwrap_or("Error").to_string(),
+            message: crate::redact::text(&self.1).into_owned(),
+            user: None,
+            csrf: String::new(),
+        };
         (self.0, Html(page.render().unwrap_or_default())).into_response()
     }
 }
@@ -63,10 +68,44 @@ fn token_hash(server: &Server, user: &str) -> Option<String> {
     server.pipelines().by_name.values().find_map(|l| l.users.as_ref().and_then(|u| u.token_hash(user)).map(String::from))
 }
 
-/// The signed-in person, from the session cookie.
+/// The identity headers a trusted proxy sets (oauth2-proxy's names).
+const PROXY_HEADERS: [&str; 4] = ["x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-preferred-username"];
+
+/// Drops the identity headers of every request that does not come from a trusted proxy, so that
+/// no handler can take them from anyone else.
+pub(super) async fn only_trusted_identity(State(server): State<Server>, mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    if !peer.is_some_and(|ip| server.config.trusted_proxies.contains(&ip)) {
+        for h in PROXY_HEADERS {
+            request.headers_mut().remove(h);
+        }
+    }
+    next.run(request).await
+}
+
+/// The person a trusted proxy names (by login or email), if they are in a loaded users file.
+fn proxied(server: &Server, headers: &HeaderMap) -> Option<Session> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let (login, email) = (get("x-forwarded-preferred-username").or(get("x-forwarded-user")), get("x-forwarded-email"));
+    if login.is_none() && email.is_none() {
+        return None;
+    }
+    let user = server.pipelines().by_name.values().find_map(|l| {
+        let users = l.users.as_ref()?;
+        login.and_then(|u| users.login(u)).or_else(|| email.and_then(|e| users.by_email(e))).map(String::from)
+    })?;
+    let nonce = server.exec.store.key().mac("proxy-session", &[Some(user.as_bytes())]);
+    Some(Session { user, expires: crate::clock::now_ms() + session::LIFETIME_MS, nonce })
+}
+
+/// The signed-in person: named by a trusted proxy, else by the session cookie.
 fn session(server: &Server, headers: &HeaderMap) -> Option<Session> {
+    if let Some(s) = proxied(server, headers) {
+        return Some(s);
+    }
     let cookies = headers.get_all(header::COOKIE);
-    let value = cookies.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| c.trim().strip_prefix(&format!("{}=", session::COOKIE)))?;
+    let value =
+        cookies.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| c.trim().strip_prefix(&format!("{}=", session::COOKIE)))?;
     Session::read(server.exec.store.key(), value, crate::clock::now_ms(), |u| token_hash(server, u))
 }
 
@@ -201,8 +240,11 @@ fn sparkline(measurements: &[Value]) -> String {
     let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     let span = if hi > lo { hi - lo } else { 1.0 };
     let (w, h) = (160.0, 32.0);
-    let points: Vec<String> =
-        values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", i as f64 * w / (values.len() - 1) as f64, h - 2.0 - (v - lo) / span * (h - 4.0))).collect();
+    let points: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", i as f64 * w / (values.len() - 1) as f64, h - 2.0 - (v - lo) / span * (h - 4.0)))
+        .collect();
     format!(
         r#"<svg class="spark" width="160" height="32" viewBox="0 0 160 32" role="img" aria-label="{} measurements from {} to {}"><polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{}"/></svg>"#,
         values.len(),
@@ -235,7 +277,9 @@ fn evidence_of(stages: &[crate::store::StageRecord], except: &str) -> Vec<Eviden
                 .as_array()
                 .map(|fs| {
                     fs.iter()
-                        .map(|f| format!("{} ({}): {}", f["change"].as_str().unwrap_or(""), f["level"].as_str().unwrap_or(""), f["template"].as_str().unwrap_or("")))
+                        .map(|f| {
+                            format!("{} ({}): {}", f["change"].as_str().unwrap_or(""), f["level"].as_str().unwrap_or(""), f["template"].as_str().unwrap_or(""))
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -262,7 +306,8 @@ async fn changes_after(server: &Server, run: &RunRecord, plan: &crate::plan::Pla
         }
         let Some(env) = plan.pipeline.environments.iter().find(|e| e.name.value == d.environment.value) else { continue };
         let vars = crate::stages::variables_of(run, plan, i);
-        let to = crate::git::Destination::value(&env.spec.update.value, |n| vars.get(n).map(String::as_str)).unwrap_or_else(|v| format!("(`${{{v}}}` has no value)"));
+        let to = crate::git::Destination::value(&env.spec.update.value, |n| vars.get(n).map(String::as_str))
+            .unwrap_or_else(|v| format!("(`${{{v}}}` has no value)"));
         let from = last_value(server, &run.pipeline, &env.name.value).await.unwrap_or_else(|| "(as it is in the repo)".into());
         out.push(Change { environment: env.name.value.clone(), file: env.spec.file.value.clone(), from, to });
     }
@@ -510,7 +555,13 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
         .await
         .map_err(internal)?
         .into_iter()
-        .map(|e| EventRow { time: crate::clock::rfc3339(e.at), stage: e.stage.unwrap_or_default(), kind: e.kind, actor: e.actor, detail: crate::redact::text(&e.detail).into_owned() })
+        .map(|e| EventRow {
+            time: crate::clock::rfc3339(e.at),
+            stage: e.stage.unwrap_or_default(),
+            kind: e.kind,
+            actor: e.actor,
+            detail: crate::redact::text(&e.detail).into_owned(),
+        })
         .collect();
     let live = run.state == crate::store::RunState::Running;
     let row = RunRow {
@@ -611,7 +662,13 @@ async fn environments(State(server): State<Server>, headers: HeaderMap, Query(q)
                         history: history
                             .iter()
                             .take(10)
-                            .map(|h| (h.run.clone(), h.stage.output.as_ref().and_then(|o| o["newValue"].as_str()).unwrap_or(&h.version).to_string(), h.stage.state.as_str().to_string()))
+                            .map(|h| {
+                                (
+                                    h.run.clone(),
+                                    h.stage.output.as_ref().and_then(|o| o["newValue"].as_str()).unwrap_or(&h.version).to_string(),
+                                    h.stage.state.as_str().to_string(),
+                                )
+                            })
                             .collect(),
                     })
                 }
@@ -701,7 +758,13 @@ async fn audit(State(server): State<Server>, headers: HeaderMap, Query(q): Query
         .filter(|e| q.kind.is_empty() || e.kind == q.kind)
         .filter(|e| q.actor.is_empty() || e.actor == q.actor)
         .map(|e| {
-            let row = EventRow { time: e.time.clone(), stage: e.stage.clone().unwrap_or_default(), kind: e.kind.clone(), actor: e.actor.clone(), detail: crate::redact::text(&e.detail).into_owned() };
+            let row = EventRow {
+                time: e.time.clone(),
+                stage: e.stage.clone().unwrap_or_default(),
+                kind: e.kind.clone(),
+                actor: e.actor.clone(),
+                detail: crate::redact::text(&e.detail).into_owned(),
+            };
             (e.seq, row, e.run)
         })
         .collect();
