@@ -109,9 +109,9 @@ fn session(server: &Server, headers: &HeaderMap) -> Option<Session> {
     Session::read(server.exec.store.key(), value, crate::clock::now_ms(), |u| token_hash(server, u))
 }
 
-/// The signed-in person, or the sign-in page.
-fn signed_in(server: &Server, headers: &HeaderMap) -> Result<Session, Response> {
-    session(server, headers).ok_or_else(|| Redirect::to("/ui/login").into_response())
+/// The sign-in page, for who is not signed in.
+fn to_login() -> Response {
+    Redirect::to("/ui/login").into_response()
 }
 
 fn html(t: impl Template) -> Page {
@@ -330,10 +330,7 @@ struct InboxQuery {
 }
 
 async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query<InboxQuery>) -> Page {
-    let s = match signed_in(&server, &headers) {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
+    let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
     let store = &server.exec.store;
     let waiting = store.stages_where(None, Some(StageState::Waiting)).await.map_err(internal)?;
     let mut decisions = Vec::new();
@@ -463,10 +460,7 @@ struct RunsQuery {
 }
 
 async fn runs(State(server): State<Server>, headers: HeaderMap, Query(q): Query<RunsQuery>) -> Page {
-    let s = match signed_in(&server, &headers) {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
+    let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
     let all = server.exec.store.runs(2000).await.map_err(internal)?;
     let runs = all
         .into_iter()
@@ -517,10 +511,7 @@ struct RunPage {
 }
 
 async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Page {
-    let s = match signed_in(&server, &headers) {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
+    let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
     let store = &server.exec.store;
     let run = match store.run(&id).await {
         Ok(r) => r,
@@ -626,10 +617,7 @@ struct Environments {
 }
 
 async fn environments(State(server): State<Server>, headers: HeaderMap, Query(q): Query<InboxQuery>) -> Page {
-    let s = match signed_in(&server, &headers) {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
+    let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
     let store = &server.exec.store;
     let deploys = store.stages_where(Some("deploy"), None).await.map_err(internal)?;
     let pipelines = server.pipelines();
@@ -741,10 +729,7 @@ struct AuditQuery {
 }
 
 async fn audit(State(server): State<Server>, headers: HeaderMap, Query(q): Query<AuditQuery>) -> Page {
-    let s = match signed_in(&server, &headers) {
-        Ok(s) => s,
-        Err(r) => return Ok(r),
-    };
+    let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
     let store = &server.exec.store;
     let last = store.last_entry().await.map_err(internal)?;
     let run = (!q.run.is_empty()).then_some(q.run.as_str());
