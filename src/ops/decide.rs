@@ -99,37 +99,57 @@ struct Allowed {
 }
 
 async fn rules(store: &Store, run_id: &str, stage: &str, user: &str, mode: Mode) -> Result<Result<Allowed, String>, OpsError> {
-    let refuse = |msg: String| Ok(Err(msg));
     let run = match store.run(run_id).await {
         Ok(r) => r,
-        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return refuse(e.to_string()),
+        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Ok(Err(e.to_string())),
         Err(e) => return Err(e.into()),
     };
     if run.state != RunState::Running {
-        return refuse(format!("run {run_id} already {}: nothing to decide", run.state));
+        return Ok(Err(format!("run {run_id} already {}: nothing to decide", run.state)));
     }
-    let mut diags = crate::diag::Diagnostics::new(run.file.clone());
-    let Some(pipeline) = crate::model::load(&run.source, &mut diags) else { return refuse(format!("the pipeline stored with run {run_id} does not load")) };
-    let base = std::path::Path::new(&run.file).parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
-    let users = match crate::governance::users_of(&pipeline, &base) {
-        Ok(u) => u,
-        Err(e) => return refuse(format!("the users file: {e}")),
-    };
-    let Some(s) = pipeline.stages.iter().find(|s| s.name.value == stage) else {
-        let names = pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.as_str());
-        return refuse(format!("run {run_id} has no stage `{stage}`{}", did_you_mean(stage, names)));
+    let (pipeline, users) = match load(&run) {
+        Ok(l) => l,
+        Err(why) => return Ok(Err(why)),
     };
     let records = store.stages(run_id).await?;
+    Ok(judge(&run, &pipeline, users.as_ref(), &records, stage, user, mode).map(|()| Allowed { run, pipeline, users }))
+}
+
+/// The pipeline stored with a run and its users file.
+fn load(run: &crate::store::RunRecord) -> Result<(crate::model::Pipeline, Option<crate::governance::users::Users>), String> {
+    let mut diags = crate::diag::Diagnostics::new(run.file.clone());
+    let Some(pipeline) = crate::model::load(&run.source, &mut diags) else { return Err(format!("the pipeline stored with run {} does not load", run.id)) };
+    let base = std::path::Path::new(&run.file).parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let users = crate::governance::users_of(&pipeline, &base).map_err(|e| format!("the users file: {e}"))?;
+    Ok((pipeline, users))
+}
+
+/// Every rule but the proof and the reason, over what is known of a running run: its pipeline,
+/// users file and stage records (at least the stage decided and what it needs).
+fn judge(
+    run: &crate::store::RunRecord,
+    pipeline: &crate::model::Pipeline,
+    users: Option<&crate::governance::users::Users>,
+    records: &[crate::store::StageRecord],
+    stage: &str,
+    user: &str,
+    mode: Mode,
+) -> Result<(), String> {
+    let run_id = &run.id;
+    let Some(s) = pipeline.stages.iter().find(|s| s.name.value == stage) else {
+        let names = pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.as_str());
+        return Err(format!("run {run_id} has no stage `{stage}`{}", did_you_mean(stage, names)));
+    };
     let current = records.iter().find(|r| r.name == stage).map(|r| r.state).unwrap_or(StageState::Pending);
     let deciders;
     let a = match (&s.kind, mode) {
         (StageKind::Deploy(d), Mode::BreakGlass) => {
             let env = pipeline.environments.iter().find(|e| e.name.value == d.environment.value);
             let Some(f) = env.and_then(|e| e.spec.freeze.as_ref()) else {
-                return refuse(format!("environment `{}` has no freeze windows: there is no glass to break", d.environment.value));
+                return Err(format!("environment `{}` has no freeze windows: there is no glass to break", d.environment.value));
             };
             if f.break_glass.is_empty() {
-                return refuse(format!("environment `{}` names nobody under `freeze.breakGlass`", d.environment.value));
+                return Err(format!("environment `{}` names nobody under `freeze.breakGlass`", d.environment.value));
             }
             deciders = ApprovalStage {
                 approvers: f.break_glass.clone(),
@@ -140,7 +160,7 @@ async fn rules(store: &Store, run_id: &str, stage: &str, user: &str, mode: Mode)
             };
             &deciders
         }
-        (other, Mode::BreakGlass) => return refuse(format!("stage `{stage}` is a {} stage: break-glass overrides the freeze of a deploy", other.name())),
+        (other, Mode::BreakGlass) => return Err(format!("stage `{stage}` is a {} stage: break-glass overrides the freeze of a deploy", other.name())),
         (StageKind::Approval(a), _) => a,
         // An inconclusive analysis waits for a person, with the same checks.
         (StageKind::Metrics(m), _) if current == StageState::Waiting => {
@@ -148,16 +168,16 @@ async fn rules(store: &Store, run_id: &str, stage: &str, user: &str, mode: Mode)
             &deciders
         }
         (StageKind::Metrics(_), _) => {
-            return refuse(format!("stage `{stage}` is a metrics stage that is {current}: only an inconclusive analysis (waiting) is decided by a person"));
+            return Err(format!("stage `{stage}` is a metrics stage that is {current}: only an inconclusive analysis (waiting) is decided by a person"));
         }
-        (other, _) => return refuse(format!("stage `{stage}` is a {} stage, not an approval", other.name())),
+        (other, _) => return Err(format!("stage `{stage}` is a {} stage, not an approval", other.name())),
     };
     if current.is_final() {
-        return refuse(format!("stage `{stage}` is already {current}"));
+        return Err(format!("stage `{stage}` is already {current}"));
     }
-    match check_approver(a, &run, users.as_ref(), user) {
+    match check_approver(a, run, users, user) {
         ApprovalCheck::Allowed => {}
-        ApprovalCheck::NotAnApprover(m) | ApprovalCheck::SelfApproval(m) => return refuse(m),
+        ApprovalCheck::NotAnApprover(m) | ApprovalCheck::SelfApproval(m) => return Err(m),
     }
     // A person approves what they have seen: not before the stages an approval needs succeeded.
     if matches!(s.kind, StageKind::Approval(_)) {
@@ -170,13 +190,49 @@ async fn rules(store: &Store, run_id: &str, stage: &str, user: &str, mode: Mode)
             })
             .collect();
         if !unfinished.is_empty() {
-            return refuse(format!(
+            return Err(format!(
                 "stage `{stage}` cannot be decided yet: what it needs has not finished ({}); a person approves what they have seen",
                 unfinished.join(", ")
             ));
         }
     }
-    Ok(Ok(Allowed { run, pipeline, users }))
+    Ok(())
+}
+
+/// A stage waiting for a person's decision.
+pub struct WaitingDecision {
+    /// Its run.
+    pub run: crate::store::RunRecord,
+    /// The stage.
+    pub stage: crate::store::StageRecord,
+    /// Its run's pipeline, as stored with the run (shared by the runs of the same source).
+    pub pipeline: std::sync::Arc<crate::model::Pipeline>,
+}
+
+/// Every stage waiting for a decision `user` may make now (approvals, inconclusive analyses),
+/// oldest first, by the same rules as [`decide`]: one read of the state, each stored pipeline
+/// and users file read once however many runs share it.
+pub async fn waiting_for(store: &Store, user: &str) -> Result<Vec<WaitingDecision>, OpsError> {
+    use std::collections::HashMap;
+    type Loaded = Option<(std::sync::Arc<crate::model::Pipeline>, Option<crate::governance::users::Users>)>;
+    let mut loaded: HashMap<(String, u64), Loaded> = HashMap::new();
+    let mut out = Vec::new();
+    for (run, records) in store.waiting_runs().await? {
+        let h = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            run.source.hash(&mut h);
+            h.finish()
+        };
+        let entry = loaded.entry((run.file.clone(), h)).or_insert_with(|| load(&run).ok().map(|(p, u)| (std::sync::Arc::new(p), u)));
+        let Some((pipeline, users)) = entry else { continue };
+        for stage in records.iter().filter(|s| s.state == StageState::Waiting && matches!(s.kind.as_str(), "approval" | "metrics")) {
+            if judge(&run, pipeline, users.as_ref(), &records, &stage.name, user, Mode::Approve).is_ok() {
+                out.push(WaitingDecision { pipeline: pipeline.clone(), run: run.clone(), stage: stage.clone() });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A log template marked "not a risk" for the pipeline's `logs` stages.

@@ -95,9 +95,30 @@ pub struct Server {
     config: Arc<Config>,
     stop: CancellationToken,
     drivers: Arc<tokio::sync::Mutex<tokio::task::JoinSet<()>>>,
+    /// Plans of the pipeline sources stored with runs, by the source's hash (the pages draw runs
+    /// of the same few sources again and again; a 5,000-stage plan takes ~50 ms to make).
+    plans: Arc<std::sync::Mutex<std::collections::HashMap<u64, Arc<crate::plan::Plan>>>>,
 }
 
 impl Server {
+    /// The plan of the pipeline stored with `run`, made once per source.
+    pub fn plan_of(&self, run: &crate::store::RunRecord) -> Option<Arc<crate::plan::Plan>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&run.file, &run.source).hash(&mut h);
+        let key = h.finish();
+        if let Some(p) = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Some(p.clone());
+        }
+        let plan = Arc::new(crate::stages::plan_of(run)?);
+        let mut cache = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(key, plan.clone());
+        Some(plan)
+    }
+
     /// The pipelines now loaded.
     pub fn pipelines(&self) -> Pipelines {
         self.pipelines.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -196,6 +217,7 @@ pub async fn serve(
         config: Arc::new(config),
         stop: CancellationToken::new(),
         drivers: Arc::new(tokio::sync::Mutex::new(tokio::task::JoinSet::new())),
+        plans: Arc::default(),
     };
     {
         let s = server.clone();

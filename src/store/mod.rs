@@ -50,6 +50,8 @@ pub trait Backend: Send + Sync + 'static {
     fn stages<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<StageRecord>>;
     /// The decisions on a stage, oldest first.
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>>;
+    /// Every running run with a stage waiting, and all its stages (file order), oldest run first.
+    fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>>;
     /// Every stage of `kind` (any kind: `None`) in `state` (any: `None`), with its run, oldest
     /// run first.
     fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>>;
@@ -61,6 +63,8 @@ pub trait Backend: Send + Sync + 'static {
     fn driver<'a>(&'a self, run: &'a str) -> Fut<'a, Option<Lease>>;
     /// The log templates marked "not a risk" for a pipeline.
     fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> Fut<'a, Vec<Exemption>>;
+    /// The newest `n` entries of a run (oldest of them first) and how many it has in all.
+    fn last_events<'a>(&'a self, run: &'a str, n: i64) -> Fut<'a, (Vec<Event>, i64)>;
     /// A run's entries, oldest first.
     fn events<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<Event>>;
     /// The id of the last entry of the trail (0: none).
@@ -422,6 +426,25 @@ impl Store {
     }
 
     /// Every environment lock and its lease.
+    /// Every running run with a stage waiting, with its stages, oldest first; refused when a run
+    /// or stage does not carry its seal (what people decide on is read from it).
+    pub async fn waiting_runs(&self) -> Result<Vec<(RunRecord, Vec<StageRecord>)>, StoreError> {
+        let all = self.backend.waiting_runs().await?;
+        let key = self.key();
+        for (r, stages) in &all {
+            let want = seals::run(key, &r.id, &r.pipeline, &r.file, &r.source, &r.version, &r.triggered_by, r.authenticated, r.created_at);
+            if !key.verify_hex(&want, r.seal.as_deref()) {
+                return Err(self.forged(format!("run {} (its pipeline source, version or starter)", r.id)));
+            }
+            for s in stages {
+                if !key.verify_hex(&seals::stage(key, &r.id, &s.name, s.state.as_str()), s.seal.as_deref()) {
+                    return Err(self.forged(format!("stage `{}` of run {} (state {})", s.name, r.id, s.state)));
+                }
+            }
+        }
+        Ok(all)
+    }
+
     /// Every stage of `kind` in `state` (`None`: any) with its run, for figures across runs. Not
     /// checked against its seal: nothing is acted on from it.
     pub async fn stages_where(&self, kind: Option<&str>, state: Option<StageState>) -> Result<Vec<StageOf>, StoreError> {
@@ -440,6 +463,11 @@ impl Store {
     /// A run's events, oldest first.
     pub async fn events(&self, run: &str) -> Result<Vec<Event>, StoreError> {
         self.backend.events(run).await
+    }
+
+    /// The newest `n` entries of a run (oldest of them first) and how many it has in all.
+    pub async fn last_events(&self, run: &str, n: i64) -> Result<(Vec<Event>, i64), StoreError> {
+        self.backend.last_events(run, n).await
     }
 
     /// Appends an entry to the audit trail (a policy decision, a break-glass, a rollback, an

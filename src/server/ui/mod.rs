@@ -227,7 +227,9 @@ struct Inbox {
     user: Option<String>,
     csrf: String,
     decisions: Vec<Decision>,
-    others: usize,
+    total: usize,
+    page: usize,
+    pages: usize,
     done: Option<String>,
 }
 
@@ -296,8 +298,8 @@ fn evidence_of(stages: &[crate::store::StageRecord], except: &str) -> Vec<Eviden
 }
 
 /// The deploys a decision on stage `index` lets through, with the value each environment holds
-/// now (its last promotion's) and the one it will get.
-async fn changes_after(server: &Server, run: &RunRecord, plan: &crate::plan::Plan, index: usize) -> Vec<Change> {
+/// now (its last promotion's, from `last`) and the one it will get.
+fn changes_after(last: &std::collections::HashMap<(String, String), String>, run: &RunRecord, plan: &crate::plan::Plan, index: usize) -> Vec<Change> {
     let mut out = Vec::new();
     for (i, s) in plan.pipeline.stages.iter().enumerate() {
         let crate::model::StageKind::Deploy(d) = &s.kind else { continue };
@@ -308,50 +310,64 @@ async fn changes_after(server: &Server, run: &RunRecord, plan: &crate::plan::Pla
         let vars = crate::stages::variables_of(run, plan, i);
         let to = crate::git::Destination::value(&env.spec.update.value, |n| vars.get(n).map(String::as_str))
             .unwrap_or_else(|v| format!("(`${{{v}}}` has no value)"));
-        let from = last_value(server, &run.pipeline, &env.name.value).await.unwrap_or_else(|| "(as it is in the repo)".into());
+        let from = last.get(&(run.pipeline.clone(), env.name.value.clone())).cloned().unwrap_or_else(|| "(as it is in the repo)".into());
         out.push(Change { environment: env.name.value.clone(), file: env.spec.file.value.clone(), from, to });
     }
     out
 }
 
-/// The value the newest promotion of `pipeline` wrote into `environment`, if any.
-async fn last_value(server: &Server, pipeline: &str, environment: &str) -> Option<String> {
-    let rows = server.exec.store.stages_where(Some("deploy"), Some(StageState::Succeeded)).await.ok()?;
-    rows.iter().rev().filter(|r| r.pipeline == pipeline).find_map(|r| {
-        let out = r.stage.output.as_ref()?;
-        (out["environment"] == environment).then(|| out["newValue"].as_str().map(String::from)).flatten()
-    })
+/// The value the newest promotion of each pipeline wrote into each environment.
+async fn last_values(server: &Server) -> std::collections::HashMap<(String, String), String> {
+    let mut out = std::collections::HashMap::new();
+    for r in server.exec.store.stages_where(Some("deploy"), Some(StageState::Succeeded)).await.unwrap_or_default() {
+        if let Some(out_) = &r.stage.output
+            && let (Some(env), Some(v)) = (out_["environment"].as_str(), out_["newValue"].as_str())
+        {
+            out.insert((r.pipeline.clone(), env.to_string()), v.to_string());
+        }
+    }
+    out
 }
 
 #[derive(serde::Deserialize, Default)]
 struct InboxQuery {
     #[serde(default)]
     done: Option<String>,
+    #[serde(default)]
+    page: Option<usize>,
 }
+
+/// How many decisions the inbox shows in full on a page.
+const PER_PAGE: usize = 50;
 
 async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query<InboxQuery>) -> Page {
     let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
     let store = &server.exec.store;
-    let waiting = store.stages_where(None, Some(StageState::Waiting)).await.map_err(internal)?;
-    let mut decisions = Vec::new();
-    let mut others = 0;
-    for w in waiting.iter().filter(|w| matches!(w.stage.kind.as_str(), "approval" | "metrics")) {
-        match crate::ops::decide::may_decide(store, &w.run, &w.stage.name, &s.user, Mode::Approve).await.map_err(internal)? {
-            Ok(()) => {}
-            Err(_) => {
-                others += 1;
-                continue;
-            }
-        }
-        let run = store.run(&w.run).await.map_err(internal)?;
-        let Some(plan) = crate::stages::plan_of(&run) else { continue };
+    let mine = crate::ops::decide::waiting_for(store, &s.user).await.map_err(internal)?;
+    let total = mine.len();
+    let page = q.page.unwrap_or(1).max(1);
+    let shown: Vec<_> = mine.into_iter().skip((page - 1) * PER_PAGE).take(PER_PAGE).collect();
+    let last = if shown.is_empty() { std::collections::HashMap::new() } else { last_values(&server).await };
+    let mut plans: std::collections::HashMap<usize, Option<std::sync::Arc<crate::plan::Plan>>> = std::collections::HashMap::new();
+    let mut decisions = Vec::with_capacity(shown.len());
+    for w in shown {
+        let plan = plans
+            .entry(std::sync::Arc::as_ptr(&w.pipeline) as usize)
+            .or_insert_with(|| {
+                let mut diags = crate::diag::Diagnostics::new(w.run.file.clone());
+                crate::plan::plan((*w.pipeline).clone(), &mut diags).map(std::sync::Arc::new)
+            })
+            .clone();
+        let Some(plan) = plan else { continue };
         let Some(index) = plan.pipeline.stages.iter().position(|x| x.name.value == w.stage.name) else { continue };
+        let (run, stage) = (&w.run, &w.stage);
         let stages = store.stages(&run.id).await.map_err(internal)?;
-        let all = store.decisions(&run.id, &w.stage.name).await.map_err(internal)?;
+        let all = store.decisions(&run.id, &stage.name).await.map_err(internal)?;
+        let since = stage.started_at.unwrap_or(run.created_at);
         let (needed, deadline, what) = match &plan.pipeline.stages[index].kind {
             crate::model::StageKind::Approval(a) => (
                 a.min_approvals.value,
-                a.timeout.map(|t| crate::clock::rfc3339(w.stage.started_at.unwrap_or(run.created_at) + t.0.as_millis() as i64)),
+                a.timeout.map(|t| crate::clock::rfc3339(since + t.0.as_millis() as i64)),
                 a.message.clone().unwrap_or_else(|| "approval".into()),
             ),
             _ => (1, None, "an inconclusive analysis: a person decides".into()),
@@ -360,23 +376,21 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
             run: run.id.clone(),
             pipeline: run.pipeline.clone(),
             version: run.version.clone(),
-            stage: w.stage.name.clone(),
-            kind: w.stage.kind.clone(),
+            stage: stage.name.clone(),
+            kind: stage.kind.clone(),
             what,
-            waiting_since: crate::clock::rfc3339(w.stage.started_at.unwrap_or(run.created_at)),
+            waiting_since: crate::clock::rfc3339(since),
             deadline,
             approvals: all.iter().filter(|d| d.approve).map(|d| d.user.clone()).collect(),
             rejections: all.iter().filter(|d| !d.approve).map(|d| d.user.clone()).collect(),
             needed,
-            changes: changes_after(&server, &run, &plan, index).await,
-            evidence: evidence_of(&stages, &w.stage.name),
+            changes: changes_after(&last, run, &plan, index),
+            evidence: evidence_of(&stages, &stage.name),
         });
-        if decisions.len() >= 200 {
-            break;
-        }
     }
+    let pages = total.div_ceil(PER_PAGE).max(1);
     let csrf = s.csrf(store.key());
-    html(Inbox { user: Some(s.user), csrf, decisions, others, done: q.done.map(|d| crate::diag::printable(&d).into_owned()) })
+    html(Inbox { user: Some(s.user), csrf, decisions, total, page, pages, done: q.done.map(|d| crate::diag::printable(&d).into_owned()) })
 }
 
 #[derive(serde::Deserialize)]
@@ -506,9 +520,17 @@ struct RunPage {
     run: RunRow,
     svg: String,
     stages: Vec<StageRow>,
+    unlisted: usize,
     events: Vec<EventRow>,
+    earlier: usize,
     live: bool,
 }
+
+/// How many stages a run page's table lists (a bigger run is in its DAG whole).
+const MAX_ROWS: usize = 300;
+
+/// How many of a run's entries its page shows (the newest).
+const MAX_EVENTS: usize = 300;
 
 async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Page {
     let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
@@ -519,16 +541,26 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
         Err(e) => return Err(internal(e)),
     };
     let stages = store.stages(&id).await.map_err(internal)?;
-    let svg = match crate::stages::plan_of(&run) {
+    let svg = match server.plan_of(&run) {
         Some(plan) => dag::svg(&plan, |i| stages.get(i).map_or("pending".into(), |r| r.state.as_str().to_string())),
         None => String::new(),
     };
     let mut rows = Vec::new();
-    for st in &stages {
-        let decided = store
-            .decisions(&id, &st.name)
-            .await
-            .map_err(internal)?
+    // The table lists what needs eyes first (not succeeded), then the rest in file order, up to
+    // MAX_ROWS; the DAG shows every stage.
+    let mut listed: Vec<&crate::store::StageRecord> = stages.iter().filter(|s| s.state != StageState::Succeeded).collect();
+    listed.extend(stages.iter().filter(|s| s.state == StageState::Succeeded));
+    let unlisted = listed.len().saturating_sub(MAX_ROWS);
+    listed.truncate(MAX_ROWS);
+    if unlisted > 0 {
+        // Keep file order among those listed.
+        let order: std::collections::HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        listed.sort_by_key(|s| order[s.name.as_str()]);
+    }
+    for st in listed {
+        // Only these kinds take decisions (a 5,000-stage run asks once per such stage).
+        let decides = matches!(st.kind.as_str(), "approval" | "metrics" | "webhook" | "deploy");
+        let decided = if decides { store.decisions(&id, &st.name).await.map_err(internal)? } else { Vec::new() }
             .into_iter()
             .map(|d| format!("{} by {}{}", if d.approve { "approved" } else { "rejected" }, d.user, d.comment.map(|c| format!(": {c}")).unwrap_or_default()))
             .collect();
@@ -541,10 +573,10 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
             decided,
         });
     }
-    let events = store
-        .events(&id)
-        .await
-        .map_err(internal)?
+    // The newest entries; the whole history is the audit page's, filtered by the run.
+    let (newest, total) = store.last_events(&id, MAX_EVENTS as i64).await.map_err(internal)?;
+    let earlier = (total as usize).saturating_sub(newest.len());
+    let events = newest
         .into_iter()
         .map(|e| EventRow {
             time: crate::clock::rfc3339(e.at),
@@ -564,7 +596,7 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
         triggered_by: run.triggered_by,
     };
     let csrf = s.csrf(store.key());
-    html(RunPage { user: Some(s.user), csrf, run: row, svg, stages: rows, events, live })
+    html(RunPage { user: Some(s.user), csrf, run: row, svg, stages: rows, unlisted, events, earlier, live })
 }
 
 /// `GET /ui/runs/{id}/state`: the run's and its stages' states, for the page's script.

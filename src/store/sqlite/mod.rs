@@ -176,6 +176,35 @@ impl SqliteBackend {
         Ok(rows.iter().map(|r| stage_row(r, 0)).collect())
     }
 
+    async fn waiting_runs_of(&self) -> Result<Vec<(RunRecord, Vec<StageRecord>)>, StoreError> {
+        let runs = sqlx::query(
+            "SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message, authenticated, seal FROM runs
+             WHERE state = 'running' AND id IN (SELECT run_id FROM stages WHERE state = 'waiting') ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db())?;
+        let stages = sqlx::query(
+            "SELECT name, kind, state, attempt, started_at, finished_at, message, output, seal, run_id FROM stages
+             WHERE run_id IN (SELECT run_id FROM stages WHERE state = 'waiting') ORDER BY run_id, position",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db())?;
+        let mut by_run: std::collections::HashMap<String, Vec<StageRecord>> = std::collections::HashMap::new();
+        for r in &stages {
+            by_run.entry(r.get(9)).or_default().push(stage_row(r, 0));
+        }
+        Ok(runs
+            .iter()
+            .map(run_of)
+            .map(|r| {
+                let s = by_run.remove(&r.id).unwrap_or_default();
+                (r, s)
+            })
+            .collect())
+    }
+
     async fn stages_where_of(&self, kind: Option<&str>, state: Option<StageState>) -> Result<Vec<StageOf>, StoreError> {
         let rows = sqlx::query(
             "SELECT s.name, s.kind, s.state, s.attempt, s.started_at, s.finished_at, s.message, s.output, s.seal,
@@ -219,6 +248,17 @@ impl SqliteBackend {
             .await
             .map_err(self.db())?;
         Ok(rows.iter().map(|r| Event { id: r.get(0), stage: r.get(1), at: r.get(2), kind: r.get(3), actor: r.get(4), detail: r.get(5) }).collect())
+    }
+
+    async fn last_events_of(&self, run: &str, n: i64) -> Result<(Vec<Event>, i64), StoreError> {
+        let rows = sqlx::query("SELECT id, stage, at, kind, actor, detail FROM (SELECT * FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id")
+            .bind(run)
+            .bind(n)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db())?;
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE run_id = ?").bind(run).fetch_one(&self.pool).await.map_err(self.db())?;
+        Ok((rows.iter().map(|r| Event { id: r.get(0), stage: r.get(1), at: r.get(2), kind: r.get(3), actor: r.get(4), detail: r.get(5) }).collect(), total))
     }
 
     async fn changes(&self, after: i64, limit: i64) -> Result<Vec<Change>, StoreError> {
@@ -269,6 +309,10 @@ impl Backend for SqliteBackend {
         Box::pin(self.decisions_of(run, stage))
     }
 
+    fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>> {
+        Box::pin(self.waiting_runs_of())
+    }
+
     fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>> {
         Box::pin(self.stages_where_of(kind, state))
     }
@@ -307,6 +351,10 @@ impl Backend for SqliteBackend {
                 .map_err(self.db())?;
             Ok(rows.iter().map(|r| Exemption { template: r.get(0), user: r.get(1), reason: r.get(2), at: r.get(3), seal: r.get(4) }).collect())
         })
+    }
+
+    fn last_events<'a>(&'a self, run: &'a str, n: i64) -> Fut<'a, (Vec<Event>, i64)> {
+        Box::pin(self.last_events_of(run, n))
     }
 
     fn events<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<Event>> {
