@@ -174,7 +174,19 @@ async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob
     sign_in(&c, &url, ALICE).await;
     assert_eq!(text(&c, "#waiting-count").await, "1");
     let card = text(&c, "article.decision").await;
-    for want in ["checkout 1.7.0", "sign-off", "Release manager sign-off", "prod", "1.7.0", "error-rate", "Successful", "check-errors", "1 approval needed"] {
+    for want in [
+        "checkout 1.7.0",
+        "sign-off",
+        "Release manager sign-off",
+        "prod",
+        "1.7.0",
+        "error-rate",
+        "Successful",
+        "passes if result < 0.05",
+        "last 0.007 (0.004 to 0.011, 3 measurements)",
+        "check-errors",
+        "1 approval needed",
+    ] {
         assert!(card.contains(want), "`{want}` in the inbox card:\n{card}");
     }
     assert!(c.find(Locator::Css("article.decision svg.spark polyline")).await.is_ok(), "a chart of the measured series");

@@ -184,6 +184,10 @@ struct Check {
     name: String,
     phase: String,
     why: String,
+    /// The condition it was judged by, as written.
+    condition: String,
+    /// The measured values in words: the last, and the range.
+    values: String,
     chart: String,
 }
 
@@ -256,7 +260,28 @@ fn sparkline(measurements: &[Value]) -> String {
     )
 }
 
-fn evidence_of(stages: &[crate::store::StageRecord], except: &str) -> Vec<Evidence> {
+/// `last 0.007 (0.004 to 0.011, 3 measurements)`.
+fn values_of(measurements: &[Value]) -> String {
+    let values: Vec<f64> = measurements.iter().filter_map(|m| m["value"].as_f64()).collect();
+    let Some(last) = values.last() else { return "no value".into() };
+    let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let f = crate::analysis::fmt_f64;
+    if values.len() == 1 { f(*last) } else { format!("last {} ({} to {}, {} measurements)", f(*last), f(lo), f(hi), values.len()) }
+}
+
+/// The condition check `name` of metrics stage `stage` was written with.
+fn condition_of(plan: &crate::plan::Plan, stage: &str, name: &str) -> String {
+    let Some(crate::model::StageKind::Metrics(m)) = plan.pipeline.stages.iter().find(|s| s.name.value == stage).map(|s| &s.kind) else { return String::new() };
+    let Some(c) = m.checks.iter().find(|c| c.name.value == name) else { return String::new() };
+    match (&c.success_condition, &c.failure_condition) {
+        (Some(ok), Some(bad)) => format!("passes if {}, fails if {}", ok.value, bad.value),
+        (Some(ok), None) => format!("passes if {}", ok.value),
+        (None, Some(bad)) => format!("fails if {}", bad.value),
+        (None, None) => c.compare.as_ref().map_or(String::new(), |_| "compared with the baseline".into()),
+    }
+}
+
+fn evidence_of(plan: &crate::plan::Plan, stages: &[crate::store::StageRecord], except: &str) -> Vec<Evidence> {
     stages
         .iter()
         .filter(|s| s.name != except && !matches!(s.state, StageState::Pending | StageState::Skipped))
@@ -266,11 +291,17 @@ fn evidence_of(stages: &[crate::store::StageRecord], except: &str) -> Vec<Eviden
                 .as_array()
                 .map(|cs| {
                     cs.iter()
-                        .map(|c| Check {
-                            name: c["name"].as_str().unwrap_or_default().to_string(),
-                            phase: c["phase"].as_str().unwrap_or_default().to_string(),
-                            why: c["why"].as_str().unwrap_or_default().to_string(),
-                            chart: sparkline(c["measurements"].as_array().map(Vec::as_slice).unwrap_or_default()),
+                        .map(|c| {
+                            let name = c["name"].as_str().unwrap_or_default().to_string();
+                            let measured = c["measurements"].as_array().map(Vec::as_slice).unwrap_or_default();
+                            Check {
+                                condition: condition_of(plan, &s.name, &name),
+                                values: values_of(measured),
+                                chart: sparkline(measured),
+                                phase: c["phase"].as_str().unwrap_or_default().to_string(),
+                                why: c["why"].as_str().unwrap_or_default().to_string(),
+                                name,
+                            }
                         })
                         .collect()
                 })
@@ -280,7 +311,13 @@ fn evidence_of(stages: &[crate::store::StageRecord], except: &str) -> Vec<Eviden
                 .map(|fs| {
                     fs.iter()
                         .map(|f| {
-                            format!("{} ({}): {}", f["change"].as_str().unwrap_or(""), f["level"].as_str().unwrap_or(""), f["template"].as_str().unwrap_or(""))
+                            let sample = f["samples"][0].as_str().map(|x| format!(" — e.g. {}", crate::redact::text(x))).unwrap_or_default();
+                            format!(
+                                "{} ({}): {}{sample}",
+                                f["change"].as_str().unwrap_or(""),
+                                f["level"].as_str().unwrap_or(""),
+                                f["template"].as_str().unwrap_or("")
+                            )
                         })
                         .collect()
                 })
@@ -385,7 +422,7 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
             rejections: all.iter().filter(|d| !d.approve).map(|d| d.user.clone()).collect(),
             needed,
             changes: changes_after(&last, run, &plan, index),
-            evidence: evidence_of(&stages, &stage.name),
+            evidence: evidence_of(&plan, &stages, &stage.name),
         });
     }
     let pages = total.div_ceil(PER_PAGE).max(1);
