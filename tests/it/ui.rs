@@ -224,6 +224,8 @@ async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob
     c.goto(&format!("{url}/ui/environments")).await.unwrap();
     let prod_cell = text(&c, ".cell[data-environment=prod]").await;
     assert!(prod_cell.contains("1.7.0") && prod_cell.contains("approved by alice"), "{prod_cell}");
+    let qa_cell = text(&c, ".cell[data-environment=qa]").await;
+    assert!(qa_cell.contains("1.7.0") && !qa_cell.contains("approved by"), "qa went in before the sign-off: {qa_cell}");
     screenshot(&c, "environments").await;
     c.goto(&format!("{url}/ui/audit")).await.unwrap();
     assert!(text(&c, "#verified").await.contains("intact"));

@@ -703,8 +703,18 @@ async fn environments(State(server): State<Server>, headers: HeaderMap, Query(q)
             let cell = match history.iter().find(|d| d.stage.state == StageState::Succeeded) {
                 Some(d) => {
                     let out = d.stage.output.as_ref().expect("filtered");
+                    // Who approved this promotion: the decisions of the approval stages it needed
+                    // (as its commit's Approved-By says), not every approval of the run.
                     let mut approved_by = Vec::new();
-                    for st in store.stages(&d.run).await.map_err(internal)?.iter().filter(|st| st.kind == "approval") {
+                    let run = store.run(&d.run).await.map_err(internal)?;
+                    let plan = server.plan_of(&run);
+                    let gated = |approval: &str| {
+                        plan.as_ref().is_some_and(|p| {
+                            let idx = |n: &str| p.pipeline.stages.iter().position(|x| x.name.value == n);
+                            matches!((idx(approval), idx(&d.stage.name)), (Some(a), Some(b)) if crate::stages::is_upstream(p, a, b))
+                        })
+                    };
+                    for st in store.stages(&d.run).await.map_err(internal)?.iter().filter(|st| st.kind == "approval" && gated(&st.name)) {
                         for dec in store.decisions(&d.run, &st.name).await.map_err(internal)? {
                             if dec.approve && !approved_by.contains(&dec.user) {
                                 approved_by.push(dec.user);
