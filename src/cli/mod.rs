@@ -2,6 +2,7 @@
 
 mod approve;
 mod audit;
+mod drift;
 mod graph;
 mod logs;
 mod remote;
@@ -70,6 +71,8 @@ pub enum Command {
     Logs(logs::Args),
     /// Serve webhooks that start runs, the API and metrics; drive runs in process.
     Serve(serve::Args),
+    /// Changes in environment branches promote did not make: check, list, show, accept, reject.
+    Drift(drift::Args),
 }
 
 /// Runs the command line; the exit code follows docs/cli.md.
@@ -99,6 +102,7 @@ fn local(command: Command, state: &std::path::Path) -> anyhow::Result<ExitCode> 
     match command {
         Command::Validate(args) => validate::run(args),
         Command::Serve(args) => serve::run(args, &state),
+        Command::Drift(args) => drift::run(args, &state),
         Command::Graph(args) => graph::run(args),
         Command::Rollback(args) => rollback::run(args, &state),
         Command::Run(args) => run::run(args, &state),

@@ -173,6 +173,35 @@ pub struct EnvironmentSpec {
     /// Windows when nothing is promoted into this environment.
     #[serde(default)]
     pub freeze: Option<Freeze>,
+    /// What a change promote did not make does (default: an alert a person decides).
+    #[serde(default)]
+    pub drift: Drift,
+}
+
+/// `drift: {action, approvers}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Drift {
+    /// `alert` (default): recorded, notified, decided by a person; `revert`: reverted at once;
+    /// `ignore`: not looked for.
+    #[serde(default)]
+    pub action: DriftAction,
+    /// Who may accept or reject it (users, `group:NAME`); none: any user of the users file.
+    #[serde(default)]
+    pub approvers: Vec<Spanned<String>>,
+}
+
+/// What a drift does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftAction {
+    /// A person decides.
+    #[default]
+    Alert,
+    /// Reverted at once.
+    Revert,
+    /// Not looked for.
+    Ignore,
 }
 
 fn default_branch() -> Spanned<String> {

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod decide;
+pub mod drift;
 pub mod figures;
 pub mod rollback;
 pub mod start;

@@ -23,7 +23,9 @@ use tokio::sync::Notify;
 
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
-pub use records::{Decision, Delivery, Event, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite, Transition, Write, Written};
+pub use records::{
+    Decision, Delivery, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite, Transition, Write, Written,
+};
 
 /// What a backend's operations return.
 pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -50,6 +52,8 @@ pub trait Backend: Send + Sync + 'static {
     fn stages<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<StageRecord>>;
     /// The decisions on a stage, oldest first.
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>>;
+    /// The drifts recorded (of one pipeline: `Some`), newest first.
+    fn drifts<'a>(&'a self, pipeline: Option<&'a str>) -> Fut<'a, Vec<DriftRecord>>;
     /// Every running run with a stage waiting, and all its stages (file order), oldest run first.
     fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>>;
     /// Every stage of `kind` (any kind: `None`) in `state` (any: `None`), with its run, oldest
@@ -426,6 +430,39 @@ impl Store {
     }
 
     /// Every environment lock and its lease.
+    /// The drifts recorded (of one pipeline: `Some`), newest first; refused when one does not
+    /// carry its seal (an accepted drift is the state the next promotion builds on).
+    pub async fn drifts(&self, pipeline: Option<&str>) -> Result<Vec<DriftRecord>, StoreError> {
+        let all = self.backend.drifts(pipeline).await?;
+        for d in &all {
+            let want = seals::drift(self.key(), &d.id, &d.pipeline, &d.environment, &d.head, d.baseline.as_deref(), &d.state, d.decided_by.as_deref());
+            if !self.key().verify_hex(&want, d.seal.as_deref()) {
+                return Err(self.forged(format!("drift {} ({} in {})", d.id, d.state, d.environment)));
+            }
+        }
+        Ok(all)
+    }
+
+    /// Records a drift (with its entry); `Some(id)` of the one recorded before for the same head.
+    pub async fn record_drift(&self, drift: DriftRecord) -> Result<Option<String>, StoreError> {
+        match self.write(Write::RecordDrift { drift: Box::new(drift) }).await? {
+            Written::Duplicate(first) => Ok(Some(first.unwrap_or_default())),
+            _ => Ok(None),
+        }
+    }
+
+    /// Records a drift's decision (with its entry).
+    pub async fn decide_drift(&self, id: &str, state: &str, user: &str, reason: Option<&str>) -> Result<(), StoreError> {
+        let w = Write::DecideDrift {
+            id: id.to_string(),
+            state: state.to_string(),
+            user: user.to_string(),
+            reason: reason.map(String::from),
+            at: crate::clock::now_ms(),
+        };
+        self.write(w).await.map(|_| ())
+    }
+
     /// Every running run with a stage waiting, with its stages, oldest first; refused when a run
     /// or stage does not carry its seal (what people decide on is read from it).
     pub async fn waiting_runs(&self) -> Result<Vec<(RunRecord, Vec<StageRecord>)>, StoreError> {

@@ -255,6 +255,25 @@ pub enum Write {
         /// When.
         at: i64,
     },
+    /// A drift found in an environment branch, with its entry, unless one was recorded for the
+    /// same head before ([`Written::Duplicate`] with its id).
+    RecordDrift {
+        /// The drift.
+        drift: Box<DriftRecord>,
+    },
+    /// A drift decided (accepted, rejected, reverted) by someone, with its entry.
+    DecideDrift {
+        /// The drift's id.
+        id: String,
+        /// `accepted`, `rejected`, `reverted`.
+        state: String,
+        /// Who (`promote` for an automatic revert).
+        user: String,
+        /// Why, or what was done.
+        reason: Option<String>,
+        /// When.
+        at: i64,
+    },
     /// Takes (or renews) an environment for a run, if free or if its holder's lease lapsed (then
     /// taken over, with an entry naming the holder).
     Lock {
@@ -353,6 +372,12 @@ impl Write {
                 }
             }
             Write::Exempt { reason, .. } => string(reason),
+            Write::RecordDrift { drift } => string(&mut drift.diff),
+            Write::DecideDrift { reason, .. } => {
+                if let Some(r) = reason {
+                    string(r);
+                }
+            }
             Write::Audit { detail, .. } => string(detail),
             Write::Lock { .. } | Write::Drive { .. } | Write::Renew { .. } | Write::Release { .. } | Write::Polled { .. } => {}
         }
@@ -403,6 +428,41 @@ pub struct StageOf {
     pub origin_at: Option<i64>,
     /// The stage.
     pub stage: StageRecord,
+}
+
+/// A change in an environment branch promote did not make, as recorded.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftRecord {
+    /// `d-` and a ULID.
+    pub id: String,
+    /// The pipeline whose environment drifted.
+    pub pipeline: String,
+    /// The environment.
+    pub environment: String,
+    /// The branch's head when it was seen.
+    pub head: String,
+    /// The last approved state it is on top of.
+    pub baseline: Option<String>,
+    /// Its commits, newest first.
+    pub commits: Vec<crate::git::DriftCommit>,
+    /// The diff from the baseline to the head (capped).
+    pub diff: String,
+    /// Whether the branch's history was rewritten.
+    pub rewritten: bool,
+    /// `open`, `accepted`, `rejected` (reverted by a person), `reverted` (at once, by its action).
+    pub state: String,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// Why, or what was done.
+    pub reason: Option<String>,
+    /// Unix milliseconds when it was seen.
+    pub at: i64,
+    /// Unix milliseconds when it was decided.
+    pub decided_at: Option<i64>,
+    /// The seal over what it is and its decision ([`super::seals::drift`]).
+    #[serde(skip)]
+    pub seal: Option<String>,
 }
 
 /// A lease someone holds: an environment's lock or a run's driver.

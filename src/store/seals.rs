@@ -42,3 +42,20 @@ pub fn exemption(key: &Key, pipeline: &str, template: &str, user: &str, reason: 
     let at = at.to_string();
     key.mac("exemption", &[Some(pipeline.as_bytes()), Some(template.as_bytes()), Some(user.as_bytes()), Some(reason.as_bytes()), Some(at.as_bytes())])
 }
+
+/// A drift's seal: what was seen (pipeline, environment, head, baseline) and its decision.
+#[allow(clippy::too_many_arguments)]
+pub fn drift(key: &Key, id: &str, pipeline: &str, environment: &str, head: &str, baseline: Option<&str>, state: &str, decided_by: Option<&str>) -> String {
+    key.mac(
+        "drift",
+        &[
+            Some(id.as_bytes()),
+            Some(pipeline.as_bytes()),
+            Some(environment.as_bytes()),
+            Some(head.as_bytes()),
+            baseline.map(str::as_bytes),
+            Some(state.as_bytes()),
+            decided_by.map(str::as_bytes),
+        ],
+    )
+}

@@ -2,6 +2,7 @@
 
 mod audit;
 mod cli;
+mod drift;
 mod edit;
 mod exec;
 mod fixtures;

@@ -20,6 +20,7 @@ use crate::seal::Key;
 mod cache;
 mod config;
 mod destination;
+mod drift;
 mod head;
 mod history;
 mod source;
@@ -27,6 +28,7 @@ mod transport;
 
 pub use config::WriterConfig;
 pub use destination::{Destination, EditTarget};
+pub use drift::{DriftCommit, Scan};
 pub use head::{HEAD_REF, KeptHead};
 use history::seen_ref;
 use transport::{backoff, local_path};
@@ -173,6 +175,8 @@ enum Step {
     Done(Outcome),
     /// Commit `text` as the file with `message`.
     Write { text: String, message: String, written: Written },
+    /// Commit `tree` (every file) with `message`.
+    Tree { tree: Oid, message: String, written: Written },
 }
 
 enum PushError {
@@ -384,12 +388,14 @@ impl Writer {
             let tip_id = self.fetch(&repo, dest)?;
             self.check_history(&repo, dest, tip_id)?;
             let tip = repo.find_commit(tip_id).map_err(|e| self.cache_err(&repo, e))?;
-            let (text, message, mut written) = match decide(&repo, &tip)? {
+            let (tree, message, mut written) = match decide(&repo, &tip)? {
                 Step::Done(outcome) => return Ok(Report { outcome, attempts: attempt, warnings: Vec::new() }),
-                Step::Write { text, message, written } => (text, message, written),
+                Step::Write { text, message, written } => {
+                    let base = tip.tree().map_err(|e| self.cache_err(&repo, e))?;
+                    (commit::replace_file(&repo, &base, &dest.file, text.as_bytes()).map_err(|e| self.cache_err(&repo, e))?, message, written)
+                }
+                Step::Tree { tree, message, written } => (tree, message, written),
             };
-            let base = tip.tree().map_err(|e| self.cache_err(&repo, e))?;
-            let tree = commit::replace_file(&repo, &base, &dest.file, text.as_bytes()).map_err(|e| self.cache_err(&repo, e))?;
             let id = commit::create(&repo, &tip, tree, &message, &self.config.author, &self.config.committer, self.config.signing.as_ref())?;
             let local = local_path(dest.remote.url());
             // libgit2 pushes a ref, not an object id: name the commit while it travels.

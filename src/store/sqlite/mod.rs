@@ -15,7 +15,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Verdict};
-use super::{Backend, Change, Decision, Event, Exemption, Fut, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StoreError, Write, Written};
+use super::{
+    Backend, Change, Decision, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StoreError, Write, Written,
+};
 
 /// A promote state file.
 pub struct SqliteBackend {
@@ -176,6 +178,36 @@ impl SqliteBackend {
         Ok(rows.iter().map(|r| stage_row(r, 0)).collect())
     }
 
+    async fn drifts_of(&self, pipeline: Option<&str>) -> Result<Vec<DriftRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, pipeline, environment, head, baseline, commits, diff, rewritten, state, decided_by, reason, at, decided_at, seal FROM drifts
+             WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY at DESC, id DESC LIMIT 1000",
+        )
+        .bind(pipeline)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db())?;
+        Ok(rows
+            .iter()
+            .map(|r| DriftRecord {
+                id: r.get(0),
+                pipeline: r.get(1),
+                environment: r.get(2),
+                head: r.get(3),
+                baseline: r.get(4),
+                commits: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
+                diff: r.get(6),
+                rewritten: r.get(7),
+                state: r.get(8),
+                decided_by: r.get(9),
+                reason: r.get(10),
+                at: r.get(11),
+                decided_at: r.get(12),
+                seal: r.get(13),
+            })
+            .collect())
+    }
+
     async fn waiting_runs_of(&self) -> Result<Vec<(RunRecord, Vec<StageRecord>)>, StoreError> {
         let runs = sqlx::query(
             "SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message, authenticated, seal FROM runs
@@ -307,6 +339,10 @@ impl Backend for SqliteBackend {
 
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>> {
         Box::pin(self.decisions_of(run, stage))
+    }
+
+    fn drifts<'a>(&'a self, pipeline: Option<&'a str>) -> Fut<'a, Vec<DriftRecord>> {
+        Box::pin(self.drifts_of(pipeline))
     }
 
     fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>> {

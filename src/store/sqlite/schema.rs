@@ -152,6 +152,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // kind and state (DORA figures, waiting decisions) without a scan of every run.
     "ALTER TABLE deliveries ADD COLUMN origin_at INTEGER;
     CREATE INDEX stages_by_kind ON stages (kind, state);",
+    // 12: drifts: changes in an environment branch promote did not make, one per head seen, and
+    // their decisions (sealed: an accepted drift becomes the state the next promotion builds on).
+    "CREATE TABLE drifts (
+        id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        head TEXT NOT NULL,
+        baseline TEXT,
+        commits TEXT NOT NULL,
+        diff TEXT NOT NULL,
+        rewritten INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        decided_by TEXT,
+        reason TEXT,
+        at INTEGER NOT NULL,
+        decided_at INTEGER,
+        seal TEXT,
+        UNIQUE (pipeline, environment, head)
+    );",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.

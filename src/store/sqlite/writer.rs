@@ -261,6 +261,69 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             insert_event(conn, head, run, None, *at, "log-exemption", user, &format!("`{template}` marked not a risk by {user}: {reason}")).await?;
             Ok(Written::Done)
         }
+        Write::RecordDrift { drift: d } => {
+            let commits = serde_json::to_string(&d.commits).unwrap_or_else(|_| "[]".into());
+            let seal = seals::drift(&head.key, &d.id, &d.pipeline, &d.environment, &d.head, d.baseline.as_deref(), &d.state, d.decided_by.as_deref());
+            let inserted = sqlx::query(
+                "INSERT OR IGNORE INTO drifts (id, pipeline, environment, head, baseline, commits, diff, rewritten, state, decided_by, reason, at, decided_at, seal)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&d.id)
+            .bind(&d.pipeline)
+            .bind(&d.environment)
+            .bind(&d.head)
+            .bind(&d.baseline)
+            .bind(commits)
+            .bind(&d.diff)
+            .bind(d.rewritten)
+            .bind(&d.state)
+            .bind(&d.decided_by)
+            .bind(&d.reason)
+            .bind(d.at)
+            .bind(d.decided_at)
+            .bind(seal)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let first: Option<String> = sqlx::query_scalar("SELECT id FROM drifts WHERE pipeline = ? AND environment = ? AND head = ?")
+                    .bind(&d.pipeline)
+                    .bind(&d.environment)
+                    .bind(&d.head)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                return Ok(Written::Duplicate(first));
+            }
+            let what = if d.rewritten {
+                "its history was rewritten".to_string()
+            } else {
+                let authors: Vec<&str> = d.commits.iter().map(|c| c.author.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+                format!("{} commit(s) promote did not make, by {}", d.commits.len(), authors.join(", "))
+            };
+            let on = d.baseline.as_deref().map(|b| format!(" on top of {}", &b[..b.len().min(10)])).unwrap_or_default();
+            let detail = format!("{}: drift {} in {}: {what}{on}, head {}", d.pipeline, d.id, d.environment, &d.head[..d.head.len().min(10)]);
+            insert_event(conn, head, "-", None, d.at, "drift", "promote", &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::DecideDrift { id, state, user, reason, at } => {
+            let row: Option<(String, String, String, Option<String>)> =
+                sqlx::query_as("SELECT pipeline, environment, head, baseline FROM drifts WHERE id = ?").bind(id).fetch_optional(&mut *conn).await?;
+            let Some((pipeline, environment, drift_head, baseline)) = row else { return Ok(Written::Duplicate(None)) };
+            let seal = seals::drift(&head.key, id, &pipeline, &environment, &drift_head, baseline.as_deref(), state, Some(user));
+            sqlx::query("UPDATE drifts SET state = ?, decided_by = ?, reason = ?, decided_at = ?, seal = ? WHERE id = ?")
+                .bind(state)
+                .bind(user)
+                .bind(reason)
+                .bind(at)
+                .bind(seal)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            let detail =
+                format!("{pipeline}: drift {id} in {environment} {state} by {user}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default());
+            insert_event(conn, head, "-", None, *at, "drift-decision", user, &detail).await?;
+            Ok(Written::Done)
+        }
         Write::Lock { environment, run, at, expires_at } => {
             let held: Option<(String, i64)> =
                 sqlx::query_as("SELECT run_id, expires_at FROM env_locks WHERE environment = ?").bind(environment).fetch_optional(&mut *conn).await?;

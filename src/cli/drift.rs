@@ -1,0 +1,141 @@
+//! `promote drift check|list|show|accept|reject`: changes in environment branches that promote
+//! did not make (for those who run it from cron; `promote serve` looks by itself).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{EXIT_BAD_INPUT, check_file, print_diagnostics};
+use crate::ops::OpsError;
+use crate::ops::drift::{Decision, Verdict};
+
+/// `promote drift ...`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: DriftCommand,
+}
+
+/// The `drift` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum DriftCommand {
+    /// Look at every environment of a pipeline: record, announce (and with `action: revert`,
+    /// revert) each drift. Exit 0 clean, 1 when a drift is open.
+    Check {
+        /// The pipeline file.
+        file: PathBuf,
+    },
+    /// The drifts recorded, newest first.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One drift: its commits and diff.
+    Show {
+        /// The drift's id (`d-...`).
+        id: String,
+    },
+    /// Keep a drift: it becomes the state the next promotion builds on.
+    Accept {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The drift's id.
+        id: String,
+        /// Who decides (`PROMOTE_TOKEN` proves it when the users file has tokens).
+        #[arg(long = "as", value_name = "USER")]
+        user: String,
+        /// Why (kept with it).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Revert a drift: a new commit restores the last approved state's files.
+    Reject {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The drift's id.
+        id: String,
+        /// Who decides.
+        #[arg(long = "as", value_name = "USER")]
+        user: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// Runs `drift`.
+pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
+    super::runtime()?.block_on(async {
+        let exec = super::executor(state).await?;
+        let code = match args.command {
+            DriftCommand::Check { file } => {
+                let checked = check_file(&file);
+                print_diagnostics(&checked.diagnostics);
+                let Some(plan) = checked.plan else { return Ok(ExitCode::from(EXIT_BAD_INPUT)) };
+                let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let looked = crate::ops::drift::check(&exec.store, &exec.writer, &plan, base).await?;
+                for l in &looked {
+                    println!("{}", l.line);
+                }
+                if looked.iter().any(|l| l.drift.as_ref().is_some_and(|d| d.state == "open")) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+            }
+            DriftCommand::List { json } => {
+                let all = exec.store.drifts(None).await?;
+                if json {
+                    println!("{}", serde_json::json!({ "drifts": all }));
+                } else if all.is_empty() {
+                    println!("no drift recorded");
+                }
+                if !json {
+                    for d in &all {
+                        println!("{}  {:9} {}/{}  {}", d.id, d.state, d.pipeline, d.environment, crate::ops::drift::describe(d));
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            DriftCommand::Show { id } => match exec.store.drifts(None).await?.into_iter().find(|d| d.id == id) {
+                Some(d) => {
+                    println!("drift {} in {} of {}: {}", d.id, d.environment, d.pipeline, d.state);
+                    println!("seen {} at head {}, on top of {}", crate::clock::rfc3339(d.at), d.head, d.baseline.as_deref().unwrap_or("-"));
+                    if let Some(by) = &d.decided_by {
+                        println!("decided by {by}: {}", d.reason.as_deref().unwrap_or(""));
+                    }
+                    for c in &d.commits {
+                        println!("  {} {} ({})", &c.id[..10.min(c.id.len())], crate::diag::printable(&c.summary), c.author);
+                    }
+                    print!("{}", crate::diag::printable(&d.diff));
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("promote: error: no drift `{id}` (promote drift list shows them)");
+                    ExitCode::from(EXIT_BAD_INPUT)
+                }
+            },
+            DriftCommand::Accept { file, id, user, reason } => decide(&exec, &file, &id, Verdict::Accept, &user, reason.as_deref()).await?,
+            DriftCommand::Reject { file, id, user, reason } => decide(&exec, &file, &id, Verdict::Reject, &user, Some(&reason)).await?,
+        };
+        crate::exec::settle_heads().await;
+        exec.store.close().await;
+        Ok(code)
+    })
+}
+
+async fn decide(exec: &crate::exec::Executor, file: &Path, id: &str, verdict: Verdict, user: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
+    let checked = check_file(file);
+    print_diagnostics(&checked.diagnostics);
+    let Some(plan) = checked.plan else { return Ok(ExitCode::from(EXIT_BAD_INPUT)) };
+    let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let token = std::env::var("PROMOTE_TOKEN").ok();
+    let d = Decision { id, verdict, user, reason, proof: crate::ops::decide::Proof::Token(token.as_deref()) };
+    match crate::ops::drift::decide(&exec.store, &exec.writer, &plan, base, &d).await {
+        Ok(line) => {
+            println!("{line}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(OpsError::Refused(why)) => {
+            eprintln!("promote: error: {why}");
+            Ok(ExitCode::from(EXIT_BAD_INPUT))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

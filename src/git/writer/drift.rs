@@ -1,0 +1,177 @@
+//! Drift in an environment branch: the commits on top of the last state promote wrote (a sealed
+//! promotion, rollback or revert of the pipeline) or a person accepted, and a history rewrite;
+//! and the revert that restores that state's files in a new commit (never a force push).
+
+use super::*;
+
+/// One commit of a drift.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DriftCommit {
+    /// Its id.
+    pub id: String,
+    /// `Name <email>`.
+    pub author: String,
+    /// Its subject.
+    pub summary: String,
+}
+
+/// What a look at an environment branch found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// The branch's head now.
+    pub head: String,
+    /// The last approved state: the newest commit promote wrote or a person accepted (`None`:
+    /// none in the history searched, nothing to compare with).
+    pub baseline: Option<String>,
+    /// The commits after the baseline, newest first (empty: no drift).
+    pub commits: Vec<DriftCommit>,
+    /// The history was rewritten: the head promote saw before, kept at `refs/promote/lost/...`,
+    /// is no longer in the branch.
+    pub rewritten: Option<Box<Rewrite>>,
+    /// What changed from the baseline to the head, as a unified diff (at most 64 KB).
+    pub diff: String,
+}
+
+/// The most of a drift's diff kept.
+const MAX_DIFF: usize = 64 << 10;
+
+/// The seal of a revert commit: over the pipeline, the state restored and its tree.
+fn revert_seal(key: &Key, pipeline: &str, to: &str, tree: Oid) -> String {
+    let tree = tree.to_string();
+    key.mac("revert", &[Some(pipeline.as_bytes()), Some(to.as_bytes()), Some(tree.as_bytes())])
+}
+
+impl Writer {
+    /// Whether `c` is a commit promote sealed for `pipeline` in this destination: a promotion, a
+    /// rollback or a drift revert whose seal verifies over its trailers and its content.
+    fn promote_wrote(&self, repo: &Repository, dest: &Destination, c: &git2::Commit<'_>, key: &Key, pipeline: &str) -> bool {
+        let m = c.message().unwrap_or("");
+        if !trailer_values(m, "Promote-Pipeline").contains(&pipeline) {
+            return false;
+        }
+        let one = |k: &str| trailer_values(m, k).first().copied();
+        if let Some(to) = one("Promote-Revert-To") {
+            let Some(given) = one("Promote-Seal") else { return false };
+            return constant_eq(&revert_seal(key, pipeline, to, c.tree_id()), given);
+        }
+        if let (Some(run), Some(stage), Some(version)) = (one("Promote-Run"), one("Promote-Stage"), one("Promote-Version")) {
+            let seal = |blob: Oid| {
+                let blob = blob.to_string();
+                key.mac(
+                    "promotion",
+                    &[
+                        Some(pipeline.as_bytes()),
+                        Some(run.as_bytes()),
+                        Some(stage.as_bytes()),
+                        Some(version.as_bytes()),
+                        Some(dest.file.as_bytes()),
+                        Some(blob.as_bytes()),
+                    ],
+                )
+            };
+            if self.sealed_file(repo, dest, c, seal, None) {
+                return true;
+            }
+        }
+        let (undoes, to) = (one("Promote-Rollback-Of"), one("Promote-Rollback-To"));
+        self.sealed_file(repo, dest, c, |blob| rollback_seal(key, pipeline, undoes, to, &dest.file, blob), None)
+    }
+
+    /// Looks at the destination's branch: the drift on top of the last approved state (a commit
+    /// promote sealed for `pipeline`, or one of `accepted`), and whether its history was rewritten
+    /// since promote last saw it.
+    pub fn scan(&self, dest: &Destination, key: &Key, pipeline: &str, accepted: &[String]) -> Result<Scan, GitError> {
+        let (repo, lock) = self.open_cache(&dest.remote)?;
+        let _guard = self.lock(&repo, &lock)?;
+        let tip = self.fetch(&repo, dest)?;
+        let rewritten = match self.check_history(&repo, dest, tip) {
+            Ok(()) => None,
+            Err(GitError::HistoryRewritten(r)) => {
+                // Seen from now on: the rewrite is reported once, as this drift.
+                repo.reference(&seen_ref(&dest.branch), tip, true, "promote: drift seen").map_err(|e| self.cache_err(&repo, e))?;
+                Some(r)
+            }
+            Err(e) => return Err(e),
+        };
+        let mut commits = Vec::new();
+        let mut baseline = None;
+        let mut walk = repo.revwalk().map_err(|e| self.cache_err(&repo, e))?;
+        walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME).map_err(|e| self.cache_err(&repo, e))?;
+        walk.push(tip).map_err(|e| self.cache_err(&repo, e))?;
+        for id in walk.take(self.config.history_depth) {
+            let id = id.map_err(|e| self.cache_err(&repo, e))?;
+            let c = repo.find_commit(id).map_err(|e| self.cache_err(&repo, e))?;
+            if accepted.iter().any(|a| a == &id.to_string()) || self.promote_wrote(&repo, dest, &c, key, pipeline) {
+                baseline = Some(id);
+                break;
+            }
+            let a = c.author();
+            commits.push(DriftCommit {
+                id: id.to_string(),
+                author: format!("{} <{}>", a.name().unwrap_or(""), a.email().unwrap_or("")),
+                summary: c.summary().ok().flatten().unwrap_or("").to_string(),
+            });
+        }
+        // A rewrite restores what promote had seen: its baseline is the lost head's state.
+        let baseline = match (&rewritten, baseline) {
+            (Some(r), _) => Oid::from_str(&r.seen).ok(),
+            (None, Some(b)) => Some(b),
+            // Nothing promote wrote or accepted: nothing to compare with yet.
+            (None, None) => return Ok(Scan { head: tip.to_string(), baseline: None, commits: Vec::new(), rewritten: None, diff: String::new() }),
+        };
+        let diff = match baseline {
+            Some(b) if b != tip => self.diff(&repo, b, tip)?,
+            _ => String::new(),
+        };
+        if rewritten.is_none() && baseline == Some(tip) {
+            commits.clear();
+        }
+        Ok(Scan { head: tip.to_string(), baseline: baseline.map(|b| b.to_string()), commits, rewritten, diff })
+    }
+
+    fn diff(&self, repo: &Repository, from: Oid, to: Oid) -> Result<String, GitError> {
+        let tree = |id: Oid| repo.find_commit(id).and_then(|c| c.tree()).map_err(|e| self.cache_err(repo, e));
+        let (a, b) = (tree(from)?, tree(to)?);
+        let d = repo.diff_tree_to_tree(Some(&a), Some(&b), None).map_err(|e| self.cache_err(repo, e))?;
+        let mut out = String::new();
+        let _ = d.print(git2::DiffFormat::Patch, |_, _, line| {
+            if out.len() < MAX_DIFF {
+                if matches!(line.origin(), '+' | '-' | ' ') {
+                    out.push(line.origin());
+                }
+                out.push_str(&String::from_utf8_lossy(line.content()));
+            }
+            true
+        });
+        if out.len() >= MAX_DIFF {
+            out.truncate(MAX_DIFF);
+            out.push_str("\n[diff cut at 64 KB]\n");
+        }
+        Ok(out)
+    }
+
+    /// Restores every file of the approved state `to` on top of the branch's tip, in one sealed
+    /// commit naming the drift commits it reverts (`Promote-Revert-Of`). Unchanged when the tip
+    /// already has that state's files.
+    pub fn revert_to(&self, dest: &Destination, key: &Key, pipeline: &str, environment: &str, to: &str, reverts: &[String]) -> Result<Report, GitError> {
+        for (what, text) in [("pipeline", pipeline), ("environment", environment), ("commit", to)] {
+            commit::one_line(what, text)?;
+        }
+        let to_id = Oid::from_str(to).map_err(|_| GitError::Rollback(format!("`{to}` is not a commit id")))?;
+        self.write(dest, |repo, tip| {
+            let target = repo.find_commit(to_id).map_err(|_| GitError::Rollback(format!("{to} is not in the cache of {}: fetch it first", dest.remote)))?;
+            let tree = target.tree_id();
+            if tip.tree_id() == tree {
+                return Ok(Step::Done(Outcome::Unchanged { value: to.to_string() }));
+            }
+            let subject = format!("revert drift in {environment} to {}", &to[..to.len().min(10)]);
+            let seal = revert_seal(key, pipeline, to, tree);
+            let mut trailers = vec![("Promote-Pipeline", pipeline)];
+            trailers.extend(reverts.iter().map(|r| ("Promote-Revert-Of", r.as_str())));
+            trailers.push(("Promote-Revert-To", to));
+            trailers.push(("Promote-Seal", seal.as_str()));
+            let written = Written { commit: Oid::ZERO_SHA1, old_value: Some(tip.id().to_string()), new_value: to.to_string(), undoes: None };
+            Ok(Step::Tree { tree, message: commit::message(&subject, &trailers), written })
+        })
+    }
+}

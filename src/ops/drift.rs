@@ -1,0 +1,232 @@
+//! Drift: a change in an environment branch that promote did not make. Looking for it (each
+//! environment whose `drift.action` is not `ignore`), recording and announcing it, reverting it
+//! at once (`action: revert`), and a person's decision: accept (it becomes the state the next
+//! promotion builds on) or reject (a revert commit restores the last approved state's files).
+
+use std::path::Path;
+
+use super::OpsError;
+use crate::git::{Destination, Outcome};
+use crate::model::DriftAction;
+use crate::plan::Plan;
+use crate::store::{DriftRecord, Store};
+
+/// What a look at one environment found.
+#[derive(Debug, Clone)]
+pub struct Looked {
+    /// The environment.
+    pub environment: String,
+    /// The drift, recorded now or before; `None`: clean.
+    pub drift: Option<DriftRecord>,
+    /// One line for a person.
+    pub line: String,
+}
+
+fn notify(pipeline: &crate::model::Pipeline, message: String) -> Option<std::sync::Arc<crate::governance::notify::Notifier>> {
+    let n = std::sync::Arc::new(crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]).ok()?);
+    n.send(crate::governance::notify::Note {
+        event: "drift".into(),
+        pipeline: pipeline.name.value.clone(),
+        run: "-".into(),
+        version: String::new(),
+        stage: None,
+        message,
+    });
+    Some(n)
+}
+
+/// Looks at every environment of `plan` (relative repos from `base`) for drift; records each new
+/// one (with its entry and a `drift` notification) and reverts it at once where the environment
+/// says `action: revert`.
+pub async fn check(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, plan: &Plan, base: &Path) -> Result<Vec<Looked>, OpsError> {
+    let pipeline = &plan.pipeline;
+    let name = pipeline.name.value.clone();
+    let recorded = store.drifts(Some(&name)).await?;
+    let mut out = Vec::new();
+    for env in &pipeline.environments {
+        if env.spec.drift.action == DriftAction::Ignore {
+            continue;
+        }
+        let env_name = env.name.value.clone();
+        let accepted: Vec<String> = recorded.iter().filter(|d| d.environment == env_name && d.state == "accepted").map(|d| d.head.clone()).collect();
+        let dest = Destination::of(env, base);
+        let (w, key, p, d2) = (writer.clone(), store.key().clone(), name.clone(), dest.clone());
+        let scan = tokio::task::spawn_blocking(move || w.scan(&d2, &key, &p, &accepted))
+            .await
+            .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))??;
+        if scan.commits.is_empty() && scan.rewritten.is_none() {
+            out.push(Looked { environment: env_name.clone(), drift: None, line: format!("{env_name}: no drift (head {})", short(&scan.head)) });
+            continue;
+        }
+        let drift = DriftRecord {
+            id: format!("d-{}", ulid::Ulid::new()),
+            pipeline: name.clone(),
+            environment: env_name.clone(),
+            head: scan.head.clone(),
+            baseline: scan.baseline.clone(),
+            commits: scan.commits.clone(),
+            diff: scan.diff.clone(),
+            rewritten: scan.rewritten.is_some(),
+            state: "open".into(),
+            decided_by: None,
+            reason: None,
+            at: crate::clock::now_ms(),
+            decided_at: None,
+            seal: None,
+        };
+        if let Some(first) = store.record_drift(drift.clone()).await? {
+            let known = store.drifts(Some(&name)).await?.into_iter().find(|d| d.id == first);
+            let state = known.as_ref().map_or("recorded".to_string(), |d| d.state.clone());
+            out.push(Looked { environment: env_name.clone(), line: format!("{env_name}: drift {first} ({state}), seen before"), drift: known });
+            continue;
+        }
+        let what = describe(&drift);
+        let notifier = notify(pipeline, format!("{env_name}: {what}"));
+        let mut line = format!("{env_name}: drift {}: {what}", drift.id);
+        let mut drift = drift;
+        if env.spec.drift.action == DriftAction::Revert {
+            let reverted = revert(store, writer, &dest, &drift).await?;
+            store.decide_drift(&drift.id, "reverted", "promote", Some(&format!("drift.action: revert; {reverted}"))).await?;
+            line.push_str(&format!("; reverted at once: {reverted}"));
+            drift.state = "reverted".into();
+        } else {
+            line.push_str(&format!("; waiting for a decision: promote drift accept|reject {} --as USER", drift.id));
+        }
+        if let Some(n) = notifier {
+            n.finish_audited(store, "-").await?;
+        }
+        out.push(Looked { environment: env_name, drift: Some(drift), line });
+    }
+    Ok(out)
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(10)]
+}
+
+/// `2 commit(s) promote did not make, by Dev <dev@example.com>: "hotfix" ...`.
+pub fn describe(d: &DriftRecord) -> String {
+    if d.rewritten {
+        return format!("the history was rewritten (head {}; promote had seen {})", short(&d.head), d.baseline.as_deref().map(short).unwrap_or("?"));
+    }
+    let authors: std::collections::BTreeSet<&str> = d.commits.iter().map(|c| c.author.as_str()).collect();
+    let subjects: Vec<String> = d.commits.iter().take(3).map(|c| format!("\"{}\"", crate::diag::printable(&c.summary))).collect();
+    format!(
+        "{} commit(s) promote did not make, by {}: {}{}",
+        d.commits.len(),
+        authors.into_iter().collect::<Vec<_>>().join(", "),
+        subjects.join(", "),
+        if d.commits.len() > 3 { ", ..." } else { "" }
+    )
+}
+
+async fn revert(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, dest: &Destination, d: &DriftRecord) -> Result<String, OpsError> {
+    let Some(to) = d.baseline.clone() else { return Err(OpsError::Refused(format!("drift {} has no approved state to go back to", d.id))) };
+    let (w, key, dest, p, e, reverts) = (
+        writer.clone(),
+        store.key().clone(),
+        dest.clone(),
+        d.pipeline.clone(),
+        d.environment.clone(),
+        d.commits.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+    );
+    let to2 = to.clone();
+    let report = tokio::task::spawn_blocking(move || w.revert_to(&dest, &key, &p, &e, &to2, &reverts))
+        .await
+        .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))??;
+    Ok(match report.outcome {
+        Outcome::Committed(w) => format!("commit {} restores the files of {}", short(&w.commit.to_string()), short(&to)),
+        Outcome::AlreadyDone { commit } => format!("already restored in {}", short(&commit.to_string())),
+        Outcome::Unchanged { .. } => format!("the branch already holds the files of {}", short(&to)),
+    })
+}
+
+/// A person's decision on a drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep it: it becomes the state the next promotion builds on.
+    Accept,
+    /// Revert it: a new commit restores the last approved state's files.
+    Reject,
+}
+
+/// Who decides, and how they proved it.
+pub struct Decision<'a> {
+    /// The drift.
+    pub id: &'a str,
+    /// Accept or reject.
+    pub verdict: Verdict,
+    /// Who.
+    pub user: &'a str,
+    /// Why (required to reject).
+    pub reason: Option<&'a str>,
+    /// Their proof.
+    pub proof: super::decide::Proof<'a>,
+}
+
+/// Accepts or rejects an open drift of `plan`'s pipeline, by the environment's `drift.approvers`
+/// (none: any user of the users file), with the person's proof; a rejection reverts first.
+pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, plan: &Plan, base: &Path, d: &Decision<'_>) -> Result<String, OpsError> {
+    let refuse = |m: String| Err(OpsError::Refused(m));
+    let Some(drift) = store.drifts(None).await?.into_iter().find(|x| x.id == d.id) else {
+        return refuse(format!("no drift `{}` (promote drift list shows them)", d.id));
+    };
+    if drift.pipeline != plan.pipeline.name.value {
+        return refuse(format!("drift {} is of pipeline {}, not {}", drift.id, drift.pipeline, plan.pipeline.name.value));
+    }
+    if drift.state != "open" {
+        return refuse(format!(
+            "drift {} is {} already{}",
+            drift.id,
+            drift.state,
+            drift.decided_by.as_deref().map(|u| format!(" (by {u})")).unwrap_or_default()
+        ));
+    }
+    if d.verdict == Verdict::Reject && d.reason.is_none_or(|r| r.trim().is_empty()) {
+        return refuse("rejecting a drift needs a reason (--reason TEXT)".into());
+    }
+    let Some(env) = plan.pipeline.environments.iter().find(|e| e.name.value == drift.environment) else {
+        return refuse(format!("pipeline {} has no environment `{}` any more", drift.pipeline, drift.environment));
+    };
+    let users = crate::governance::users_of(&plan.pipeline, base).map_err(|e| OpsError::Refused(format!("the users file: {e}")))?;
+    let approvers = &env.spec.drift.approvers;
+    let allowed = if approvers.is_empty() {
+        users.as_ref().is_none_or(|u| u.login(d.user).is_some())
+    } else {
+        approvers.iter().any(|a| match a.value.strip_prefix("group:") {
+            Some(g) => users.as_ref().is_some_and(|u| u.in_group(d.user, g)),
+            None => a.value == d.user,
+        })
+    };
+    if !allowed {
+        let who: Vec<&str> = approvers.iter().map(|a| a.value.as_str()).collect();
+        return refuse(format!(
+            "{} may not decide drift in `{}` (drift.approvers: {})",
+            d.user,
+            drift.environment,
+            if who.is_empty() { "any user of the users file".to_string() } else { who.join(", ") }
+        ));
+    }
+    if let Some(u) = &users {
+        let proven = match d.proof {
+            super::decide::Proof::Token(t) => u.authenticate(d.user, t),
+            super::decide::Proof::Session => u.authenticate_session(d.user),
+        };
+        if let Err(why) = proven {
+            return refuse(why);
+        }
+    }
+    match d.verdict {
+        Verdict::Accept => {
+            store.decide_drift(&drift.id, "accepted", d.user, d.reason).await?;
+            Ok(format!("drift {} in {} accepted by {}: the next promotion builds on {}", drift.id, drift.environment, d.user, short(&drift.head)))
+        }
+        Verdict::Reject => {
+            let dest = Destination::of(env, base);
+            let done = revert(store, writer, &dest, &drift).await?;
+            let reason = format!("{}; {done}", d.reason.unwrap_or_default());
+            store.decide_drift(&drift.id, "rejected", d.user, Some(&reason)).await?;
+            Ok(format!("drift {} in {} rejected by {}: {done}", drift.id, drift.environment, d.user))
+        }
+    }
+}
