@@ -20,6 +20,10 @@ pub struct Args {
     /// default: the address it listens on.
     #[arg(long, env = "PROMOTE_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// How often every environment is looked at for drift (a push webhook to its repo looks at
+    /// once).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub drift_poll: String,
     /// The address of a proxy (oauth2-proxy, ...) whose `X-Forwarded-User`/`X-Forwarded-Email`
     /// sign people in to the web pages (repeatable); from anyone else they are ignored.
     #[arg(long = "trusted-proxy", value_name = "IP")]
@@ -29,6 +33,8 @@ pub struct Args {
 /// Runs `serve` until SIGTERM or Ctrl-C.
 pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let reload: crate::model::Duration = args.reload.parse().map_err(|e: crate::model::DurationError| anyhow::anyhow!("--reload {}: {e}", args.reload))?;
+    let drift_poll: crate::model::Duration =
+        args.drift_poll.parse().map_err(|e: crate::model::DurationError| anyhow::anyhow!("--drift-poll {}: {e}", args.drift_poll))?;
     let given = if args.pipelines.is_empty() { vec![".".to_string()] } else { args.pipelines };
     let (repos, dirs): (Vec<String>, Vec<String>) = given.into_iter().partition(|g| crate::server::PipelinesRepo::is_repo(g));
     let dirs: Vec<PathBuf> = dirs.into_iter().map(PathBuf::from).map(|d| std::path::absolute(&d).unwrap_or(d)).collect();
@@ -55,7 +61,7 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
         crate::server::serve(
             listener,
             exec,
-            crate::server::Config { pipelines: dirs, repos, reload: reload.0, trusted_proxies: args.trusted_proxies },
+            crate::server::Config { pipelines: dirs, repos, reload: reload.0, trusted_proxies: args.trusted_proxies, drift_poll: drift_poll.0 },
             shutdown,
         )
         .await?;

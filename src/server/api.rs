@@ -42,6 +42,8 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/runs/{id}/stages/{stage}/{decision}", post(decide))
         .route("/runs/{id}/stages/{stage}/templates/{number}/not-a-risk", post(not_a_risk))
         .route("/audit/verify", get(verify))
+        .route("/drifts", get(drifts))
+        .route("/drifts/{id}/{verdict}", post(decide_drift))
         .route("/pipelines/{name}/environments/{env}/rollback", post(rollback))
 }
 
@@ -247,6 +249,44 @@ pub(super) async fn callback(State(server): State<Server>, Path((run, stage, tok
         Err(CallbackRefused::Unknown) => Err(unknown()),
         Err(CallbackRefused::Closed(why)) => Err(error(StatusCode::CONFLICT, why)),
     }
+}
+
+async fn drifts(State(server): State<Server>, headers: HeaderMap) -> Answer {
+    authenticate(&server, &headers)?;
+    let all = server.exec.store.drifts(None).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({"drifts": all})).into_response())
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DriftBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/drifts/{id}/accept|reject`: as `promote drift accept|reject`, by the token's user.
+async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Path((id, verdict)): Path<(String, String)>, body: axum::body::Bytes) -> Answer {
+    use crate::ops::drift::{Decision, Verdict};
+    let (who, token) = authenticate(&server, &headers)?;
+    let b: DriftBody = if body.is_empty() {
+        DriftBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"reason\": TEXT}}: {e}")))?
+    };
+    let verdict = match verdict.as_str() {
+        "accept" => Verdict::Accept,
+        "reject" => Verdict::Reject,
+        other => return Err(error(StatusCode::NOT_FOUND, format!("`{other}`: a drift is accepted or rejected"))),
+    };
+    let store = &server.exec.store;
+    let all = store.drifts(None).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let Some(drift) = all.iter().find(|d| d.id == id) else { return Err(error(StatusCode::NOT_FOUND, format!("no drift `{id}`"))) };
+    let pipelines = server.pipelines();
+    let Some(loaded) = pipelines.get(&drift.pipeline) else { return Err(error(StatusCode::NOT_FOUND, format!("pipeline `{}` is not loaded", drift.pipeline))) };
+    let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
+    let d = Decision { id: &id, verdict, user: &who, reason: b.reason.as_deref(), proof: crate::ops::decide::Proof::Token(Some(&token)) };
+    let line = crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await.map_err(ops_error)?;
+    Ok(Json(json!({"done": line, "by": who})).into_response())
 }
 
 async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {

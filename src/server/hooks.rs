@@ -97,6 +97,7 @@ pub async fn receive(
     }
     if let Event::Push { repo, .. } = &event {
         server.pushed(repo);
+        server.env_pushed(repo);
     }
     let delivery_id = delivery_id(&provider, &headers).unwrap_or_else(|| hex::encode(Sha256::digest(&body)));
     let body_hash = hex::encode(Sha256::digest(&body));

@@ -47,6 +47,9 @@ pub struct Config {
     pub repos: Vec<PipelinesRepo>,
     /// How often the folders are read again and the repos fetched (default 10 s).
     pub reload: Duration,
+    /// How often every environment is looked at for drift (besides each push webhook to its
+    /// repo); zero: every minute.
+    pub drift_poll: Duration,
     /// Proxies whose identity headers (`X-Forwarded-User`, `X-Forwarded-Email`) sign a person in
     /// to the web pages; from anyone else those headers are dropped before any handler sees them.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -81,10 +84,15 @@ impl PipelinesRepo {
 
     /// Whether a push event's repo (`acme/pipelines`) is this one.
     pub fn is(&self, repo: &str) -> bool {
-        let path = self.url.trim_end_matches('/').trim_end_matches(".git").to_ascii_lowercase();
-        let repo = repo.trim_matches('/').to_ascii_lowercase();
-        !repo.is_empty() && (path == repo || path.ends_with(&format!("/{repo}")) || path.ends_with(&format!(":{repo}")))
+        same_repo(&self.url, repo)
     }
+}
+
+/// Whether the repo at `url` (a URL or a path) is the one a push event names (`acme/checkout`).
+pub fn same_repo(url: &str, repo: &str) -> bool {
+    let path = url.trim_end_matches('/').trim_end_matches(".git").to_ascii_lowercase();
+    let repo = repo.trim_matches('/').trim_end_matches(".git").to_ascii_lowercase();
+    !repo.is_empty() && (path == repo || path.ends_with(&format!("/{repo}")) || path.ends_with(&format!(":{repo}")))
 }
 
 /// The server's shared state: cheap to clone.
@@ -161,6 +169,31 @@ impl Server {
             tracing::info!(repo, "a push to a pipelines repo: reloading");
             let s = self.clone();
             tokio::task::spawn_blocking(move || s.reload());
+        }
+    }
+
+    /// Looks for drift in every environment of the pipelines whose environment repo is `repo`
+    /// (a push event's), at once, in the background.
+    fn env_pushed(&self, repo: &str) {
+        let pipelines = self.pipelines();
+        let hit: Vec<_> =
+            pipelines.by_name.values().filter(|l| l.plan.pipeline.environments.iter().any(|e| same_repo(&e.spec.repo.value, repo))).cloned().collect();
+        for loaded in hit {
+            let s = self.clone();
+            tokio::spawn(async move { s.check_drift(&loaded).await });
+        }
+    }
+
+    /// Looks for drift in one pipeline's environments; logs what it found.
+    async fn check_drift(&self, loaded: &pipelines::Loaded) {
+        let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
+        match crate::ops::drift::check(&self.exec.store, &self.exec.writer, &loaded.plan, base).await {
+            Ok(found) => {
+                for f in found.iter().filter(|f| f.drift.is_some()) {
+                    tracing::warn!(pipeline = %loaded.plan.pipeline.name.value, environment = %f.environment, "{}", f.line);
+                }
+            }
+            Err(e) => tracing::warn!(pipeline = %loaded.plan.pipeline.name.value, error = %e, "could not look for drift"),
         }
     }
 

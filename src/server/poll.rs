@@ -1,4 +1,5 @@
-//! Polling each trigger's source (`git.url`) for what its webhooks missed: the refs it has now are
+//! Polling each trigger's source (`git.url`) for what its webhooks missed, and every
+//! environment for drift (`drift_poll`): the refs it has now are
 //! compared with those it had at the last poll (kept in the state, so a push made while no server
 //! ran is caught at the next start); a new or moved ref the trigger watches starts a run, through
 //! the same record as a webhook (one run per pipeline and version, whoever sees it first).
@@ -17,8 +18,17 @@ pub const DEFAULT_POLL: Duration = Duration::from_secs(60);
 /// Polls every source that is due, until the server stops.
 pub(super) async fn run(server: Server) {
     let mut due: HashMap<String, Instant> = HashMap::new();
+    let drift_every = if server.config.drift_poll.is_zero() { DEFAULT_POLL } else { server.config.drift_poll };
+    let mut drift_due = Instant::now();
     loop {
         let pipelines = server.pipelines();
+        // Drift: every environment of every pipeline, one pipeline after the other.
+        if Instant::now() >= drift_due {
+            drift_due = Instant::now() + drift_every;
+            for loaded in pipelines.by_name.values() {
+                server.check_drift(loaded).await;
+            }
+        }
         for loaded in pipelines.by_name.values() {
             for t in &loaded.plan.pipeline.triggers {
                 let Some(g) = &t.value.git else { continue };

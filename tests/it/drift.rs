@@ -110,3 +110,40 @@ fn drift_with_action_revert_is_reverted_without_a_person_and_a_force_push_is_res
     assert!(text(&out).contains("the history was rewritten"), "{}", text(&out));
     assert_eq!(file_at_head(&s, "qa"), promoted, "the files promote had seen are back");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_raises_drift_on_the_environment_repos_push_webhook_and_the_api_rejects_it() {
+    use crate::server::{Running, sign, wait_for};
+    let s = crate::server::setup();
+    let server = Running::start(&s).await;
+    // QA promoted (the run then waits for its sign-off).
+    let (status, _) = server.api(reqwest::Method::POST, "/runs", Some(serde_json::json!({"pipeline": "checkout", "version": "1.1.0"}))).await;
+    assert_eq!(status, 201);
+    wait_for("qa", async || s.commits("qa").first().is_some_and(|c| c == "promote checkout 1.1.0 to qa")).await;
+    let promoted = file_at_head(&s, "qa");
+    let hotfix = tokio::task::block_in_place(|| hand_edit(&s, "qa", |t| t.replace("newTag: 1.1.0", "newTag: 6.6.6"), "hotfix"));
+    // The environment repo's push webhook (GitHub's shape; the repo named as the server knows it).
+    let body =
+        serde_json::to_vec(&serde_json::json!({"ref": "refs/heads/main", "after": hotfix, "deleted": false, "repository": {"full_name": "envs/qa"}})).unwrap();
+    let sent = std::time::Instant::now();
+    let (status, _) = server.hook(&[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sign(&body))], body).await;
+    assert_eq!(status, 202, "a push to an environment repo starts no run");
+    let mut drift = serde_json::Value::Null;
+    wait_for("the drift", async || {
+        let (_, all) = server.api(reqwest::Method::GET, "/drifts", None).await;
+        drift = all["drifts"][0].clone();
+        drift["state"] == "open"
+    })
+    .await;
+    let raised = sent.elapsed();
+    assert!(raised < std::time::Duration::from_secs(5), "raised by the webhook, not a poll: {raised:?}");
+    assert_eq!(drift["commits"][0]["id"], hotfix.as_str());
+    assert_eq!(drift["environment"], "qa");
+    let id = drift["id"].as_str().unwrap().to_string();
+    let (status, done) =
+        server.api(reqwest::Method::POST, &format!("/drifts/{id}/reject"), Some(serde_json::json!({"reason": "not through the pipeline"}))).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["by"], "alice");
+    assert_eq!(tokio::task::block_in_place(|| file_at_head(&s, "qa")), promoted);
+    server.stop().await;
+}

@@ -13,7 +13,7 @@ use crate::exec::{Setup, text};
 pub const ALICE: &str = "prt_alice_server_token_0001";
 const SECRET: &str = "It's a Secret to Everybody";
 
-fn sign(body: &[u8]) -> String {
+pub fn sign(body: &[u8]) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     m.update(body);
     format!("sha256={}", hex::encode(m.finalize().into_bytes()))
@@ -66,7 +66,7 @@ impl Running {
         Running { url, stop: Some(tx), task, http: promote::providers::http_client() }
     }
 
-    async fn hook(&self, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, serde_json::Value) {
+    pub async fn hook(&self, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, serde_json::Value) {
         let mut req = self.http.post(format!("{}/hooks/github", self.url)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -97,7 +97,7 @@ impl Running {
     }
 }
 
-fn setup() -> Setup {
+pub fn setup() -> Setup {
     let s = Setup::new(
         "  qa:\n    deploy: {environment: qa}\n  sign-off:\n    needs: [qa]\n    approval: {approvers: [alice]}\n  prod:\n    needs: [sign-off]\n    deploy: {environment: prod}\n",
         "users: users.yaml\ntriggers:\n  - git: {provider: github, repo: acme/checkout, refs: [\"refs/tags/v*\"], version: tag}\n    secretFile: hook.secret\n",
