@@ -178,8 +178,8 @@ pub struct EnvironmentSpec {
     pub drift: Drift,
 }
 
-/// `drift: {action, approvers}`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `drift: {action, approvers, blockPromotions}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Drift {
     /// `alert` (default): recorded, notified, decided by a person; `revert`: reverted at once;
@@ -189,6 +189,20 @@ pub struct Drift {
     /// Who may accept or reject it (users, `group:NAME`); none: any user of the users file.
     #[serde(default)]
     pub approvers: Vec<Spanned<String>>,
+    /// Whether a promotion into the environment waits while a drift of it is undecided
+    /// (default true).
+    #[serde(default = "yes")]
+    pub block_promotions: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Drift {
+    fn default() -> Self {
+        Drift { action: DriftAction::default(), approvers: Vec::new(), block_promotions: true }
+    }
 }
 
 /// What a drift does.

@@ -106,18 +106,7 @@ fn short(id: &str) -> &str {
 
 /// `2 commit(s) promote did not make, by Dev <dev@example.com>: "hotfix" ...`.
 pub fn describe(d: &DriftRecord) -> String {
-    if d.rewritten {
-        return format!("the history was rewritten (head {}; promote had seen {})", short(&d.head), d.baseline.as_deref().map(short).unwrap_or("?"));
-    }
-    let authors: std::collections::BTreeSet<&str> = d.commits.iter().map(|c| c.author.as_str()).collect();
-    let subjects: Vec<String> = d.commits.iter().take(3).map(|c| format!("\"{}\"", crate::diag::printable(&c.summary))).collect();
-    format!(
-        "{} commit(s) promote did not make, by {}: {}{}",
-        d.commits.len(),
-        authors.into_iter().collect::<Vec<_>>().join(", "),
-        subjects.join(", "),
-        if d.commits.len() > 3 { ", ..." } else { "" }
-    )
+    d.describe()
 }
 
 async fn revert(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, dest: &Destination, d: &DriftRecord) -> Result<String, OpsError> {

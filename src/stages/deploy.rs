@@ -17,6 +17,13 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
         let why = format!("environment `{env_name}` is being promoted by run {holder}");
         return Ok(Step::Wait(Wait { why, wake: Wake::RunEnd(holder), until: Some(lease_end + 1), notify: None }));
     }
+    // An undecided drift of the environment holds its promotions (woken by its decision).
+    if env.spec.drift.block_promotions
+        && let Some(d) = ctx.store.drifts(Some(&ctx.run.pipeline)).await?.into_iter().find(|d| d.environment == *env_name && d.state == "open")
+    {
+        let why = format!("`{env_name}` has an undecided drift ({}): promote drift accept|reject {} --as USER decides it", d.describe(), d.id);
+        return Ok(Step::Wait(Wait { why, wake: Wake::DriftDecided, until: Some(crate::clock::now_ms() + 60_000), notify: None }));
+    }
     let stage = ctx.stage().name.value.clone();
     let break_glass = match &env.spec.freeze {
         Some(f) => match freeze_gate(f, ctx, env_name).await? {

@@ -81,6 +81,8 @@ pub enum Wake {
     Decision,
     /// The end of that run (which releases its environment locks).
     RunEnd(String),
+    /// A drift decided (accepted, rejected or reverted).
+    DriftDecided,
 }
 
 impl Wake {
@@ -89,6 +91,7 @@ impl Wake {
         match self {
             Wake::Decision => change.is_decision_on(run, stage),
             Wake::RunEnd(holder) => change.is_run_end() && change.run == *holder,
+            Wake::DriftDecided => change.kind == "drift-decision",
         }
     }
 }

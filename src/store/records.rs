@@ -465,6 +465,29 @@ pub struct DriftRecord {
     pub seal: Option<String>,
 }
 
+impl DriftRecord {
+    /// `2 commit(s) promote did not make, by Dev <dev@example.com>: "hotfix" ...`.
+    pub fn describe(&self) -> String {
+        let short = |id: &str| id[..id.len().min(10)].to_string();
+        if self.rewritten {
+            return format!(
+                "the history was rewritten (head {}; promote had seen {})",
+                short(&self.head),
+                self.baseline.as_deref().map(short).unwrap_or("?".into())
+            );
+        }
+        let authors: std::collections::BTreeSet<&str> = self.commits.iter().map(|c| c.author.as_str()).collect();
+        let subjects: Vec<String> = self.commits.iter().take(3).map(|c| format!("\"{}\"", crate::diag::printable(&c.summary))).collect();
+        format!(
+            "{} commit(s) promote did not make, by {}: {}{}",
+            self.commits.len(),
+            authors.into_iter().collect::<Vec<_>>().join(", "),
+            subjects.join(", "),
+            if self.commits.len() > 3 { ", ..." } else { "" }
+        )
+    }
+}
+
 /// A lease someone holds: an environment's lock or a run's driver.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -46,14 +46,39 @@ fn a_hand_edit_is_an_alert_that_a_rejection_reverts_and_an_acceptance_keeps() {
     let again = text(&promote(s.path(), &["drift", "check", "pipeline.yaml"]));
     assert!(again.contains(&format!("drift {id} (open), seen before")), "recorded once: {again}");
 
+    // A promotion into qa waits while the drift is undecided.
+    let detached = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.1.5", "--detach"]);
+    assert!(detached.status.success(), "{}", text(&detached));
+    let run_id = text(&detached).split_whitespace().find(|w| w.len() == 26 && w.chars().all(|c| c.is_ascii_alphanumeric())).unwrap().to_string();
+    // `--detach` leaves it to a process of its own.
+    let dir = s.path().to_path_buf();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let st = text(&promote(&dir, &["status", &run_id]));
+        if st.contains("has an undecided drift") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the deploy did not wait for the drift: {st}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
     // Rejected: a reason is needed; then a new commit restores the promoted file.
     let no_reason = promote(s.path(), &["drift", "reject", "pipeline.yaml", &id, "--as", "alice", "--reason", " "]);
     assert_eq!(no_reason.status.code(), Some(2), "{}", text(&no_reason));
     let rejected = promote(s.path(), &["drift", "reject", "pipeline.yaml", &id, "--as", "alice", "--reason", "hotfixes go through the pipeline"]);
     assert!(rejected.status.success(), "{}", text(&rejected));
-    assert_eq!(file_at_head(&s, "qa"), promoted, "Git is back at the promoted file");
+    assert_eq!(file_at_head(&s, "qa").replace("1.1.5", "1.1.0"), promoted, "Git is back at the promoted file");
     let head = git(&s.path().join("envs/qa.git"), &["log", "-1", "--format=%s%n%b", "main"]);
     assert!(head.starts_with("revert drift in qa to ") && head.contains(&format!("Promote-Revert-Of: {hotfix}")) && head.contains("Promote-Seal: "), "{head}");
+    // The waiting promotion goes on, on top of the revert.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !text(&promote(&dir, &["status", &run_id])).contains("succeeded") {
+        assert!(std::time::Instant::now() < deadline, "the promotion did not go on: {}", text(&promote(&dir, &["status", &run_id])));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(s.commits("qa")[0], "promote checkout 1.1.5 to qa");
+    assert!(s.commits("qa")[1].starts_with("revert drift in qa to "), "{:?}", s.commits("qa"));
+    let promoted = file_at_head(&s, "qa");
     let after = promote(s.path(), &["drift", "check", "pipeline.yaml"]);
     assert!(after.status.success() && text(&after).contains("qa: no drift"), "promote's revert is no drift: {}", text(&after));
     let again = promote(s.path(), &["drift", "reject", "pipeline.yaml", &id, "--as", "alice", "--reason", "x"]);
