@@ -130,6 +130,29 @@ async fn revert(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, dest
     })
 }
 
+/// Whether `user` may decide drift in `env` (its `drift.approvers`; none: any user of the users
+/// file, or anyone without one).
+pub fn may_decide(env: &crate::model::Environment, users: Option<&crate::governance::users::Users>, user: &str) -> Result<(), String> {
+    let approvers = &env.spec.drift.approvers;
+    let allowed = if approvers.is_empty() {
+        users.is_none_or(|u| u.login(user).is_some())
+    } else {
+        approvers.iter().any(|a| match a.value.strip_prefix("group:") {
+            Some(g) => users.is_some_and(|u| u.in_group(user, g)),
+            None => a.value == user,
+        })
+    };
+    if allowed {
+        return Ok(());
+    }
+    let who: Vec<&str> = approvers.iter().map(|a| a.value.as_str()).collect();
+    Err(format!(
+        "{user} may not decide drift in `{}` (drift.approvers: {})",
+        env.name.value,
+        if who.is_empty() { "any user of the users file".to_string() } else { who.join(", ") }
+    ))
+}
+
 /// A person's decision on a drift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -178,23 +201,8 @@ pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, 
         return refuse(format!("pipeline {} has no environment `{}` any more", drift.pipeline, drift.environment));
     };
     let users = crate::governance::users_of(&plan.pipeline, base).map_err(|e| OpsError::Refused(format!("the users file: {e}")))?;
-    let approvers = &env.spec.drift.approvers;
-    let allowed = if approvers.is_empty() {
-        users.as_ref().is_none_or(|u| u.login(d.user).is_some())
-    } else {
-        approvers.iter().any(|a| match a.value.strip_prefix("group:") {
-            Some(g) => users.as_ref().is_some_and(|u| u.in_group(d.user, g)),
-            None => a.value == d.user,
-        })
-    };
-    if !allowed {
-        let who: Vec<&str> = approvers.iter().map(|a| a.value.as_str()).collect();
-        return refuse(format!(
-            "{} may not decide drift in `{}` (drift.approvers: {})",
-            d.user,
-            drift.environment,
-            if who.is_empty() { "any user of the users file".to_string() } else { who.join(", ") }
-        ));
+    if let Err(why) = may_decide(env, users.as_ref(), d.user) {
+        return refuse(why);
     }
     if let Some(u) = &users {
         let proven = match d.proof {

@@ -26,6 +26,7 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/decide", post(decide))
+        .route("/ui/drift", post(decide_drift))
         .route("/ui/runs", get(runs))
         .route("/ui/runs/{id}", get(run))
         .route("/ui/runs/{id}/state", get(run_state))
@@ -225,11 +226,23 @@ struct Decision {
     evidence: Vec<Evidence>,
 }
 
+/// A drift waiting for the signed-in person.
+struct DriftItem {
+    id: String,
+    pipeline: String,
+    environment: String,
+    what: String,
+    seen: String,
+    commits: Vec<String>,
+    diff: String,
+}
+
 #[derive(Template)]
 #[template(path = "ui/inbox.html")]
 struct Inbox {
     user: Option<String>,
     csrf: String,
+    drifts: Vec<DriftItem>,
     decisions: Vec<Decision>,
     total: usize,
     page: usize,
@@ -426,8 +439,28 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
         });
     }
     let pages = total.div_ceil(PER_PAGE).max(1);
+    // Open drifts of the loaded pipelines this person may decide.
+    let pipelines = server.pipelines();
+    let mut drifts = Vec::new();
+    for d in store.drifts(None).await.map_err(internal)?.into_iter().filter(|d| d.state == "open") {
+        let Some(loaded) = pipelines.get(&d.pipeline) else { continue };
+        let Some(env) = loaded.plan.pipeline.environments.iter().find(|e| e.name.value == d.environment) else { continue };
+        if crate::ops::drift::may_decide(env, loaded.users.as_deref(), &s.user).is_err() {
+            continue;
+        }
+        drifts.push(DriftItem {
+            what: d.describe(),
+            seen: crate::clock::rfc3339(d.at),
+            commits: d.commits.iter().map(|c| format!("{} {} ({})", &c.id[..c.id.len().min(10)], crate::diag::printable(&c.summary), c.author)).collect(),
+            diff: crate::redact::text(&d.diff).chars().take(8000).collect(),
+            id: d.id,
+            pipeline: d.pipeline,
+            environment: d.environment,
+        });
+    }
     let csrf = s.csrf(store.key());
-    html(Inbox { user: Some(s.user), csrf, decisions, total, page, pages, done: q.done.map(|d| crate::diag::printable(&d).into_owned()) })
+    let total = total + drifts.len();
+    html(Inbox { user: Some(s.user), csrf, drifts, decisions, total, page, pages, done: q.done.map(|d| crate::diag::printable(&d).into_owned()) })
 }
 
 #[derive(serde::Deserialize)]
@@ -463,6 +496,50 @@ async fn decide(State(server): State<Server>, headers: HeaderMap, Form(f): Form<
             let to = format!("/ui/?done={}", form_urlencoded(&line));
             Ok(Redirect::to(&to).into_response())
         }
+        Err(crate::ops::OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DriftForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    id: String,
+    decision: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Form(f): Form<DriftForm>) -> Page {
+    use crate::ops::drift::{Decision, Verdict};
+    let Some(s) = session(&server, &headers) else { return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into())) };
+    let store = &server.exec.store;
+    if !s.csrf_ok(store.key(), f.csrf.as_deref()) {
+        return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page and decide again".into()));
+    }
+    let verdict = match f.decision.as_str() {
+        "accept" => Verdict::Accept,
+        "reject" => Verdict::Reject,
+        other => return Err(Refusal(StatusCode::BAD_REQUEST, format!("`{}`: a drift is accepted or rejected", crate::diag::printable(other)))),
+    };
+    let Some(drift) = store.drifts(None).await.map_err(internal)?.into_iter().find(|d| d.id == f.id) else {
+        return Err(Refusal(StatusCode::NOT_FOUND, format!("no drift `{}`", crate::diag::printable(&f.id))));
+    };
+    let pipelines = server.pipelines();
+    let Some(loaded) = pipelines.get(&drift.pipeline) else {
+        return Err(Refusal(StatusCode::NOT_FOUND, format!("pipeline `{}` is not loaded", drift.pipeline)));
+    };
+    if let Some(env) = loaded.plan.pipeline.environments.iter().find(|e| e.name.value == drift.environment)
+        && let Err(why) = crate::ops::drift::may_decide(env, loaded.users.as_deref(), &s.user)
+    {
+        return Err(Refusal(StatusCode::FORBIDDEN, why));
+    }
+    let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
+    let reason = f.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let d = Decision { id: &f.id, verdict, user: &s.user, reason, proof: Proof::Session };
+    match crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await {
+        Ok(line) => Ok(Redirect::to(&format!("/ui/?done={}", form_urlencoded(&line))).into_response()),
         Err(crate::ops::OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
         Err(e) => Err(internal(e)),
     }
