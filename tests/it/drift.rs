@@ -78,7 +78,6 @@ fn a_hand_edit_is_an_alert_that_a_rejection_reverts_and_an_acceptance_keeps() {
     }
     assert_eq!(s.commits("qa")[0], "promote checkout 1.1.5 to qa");
     assert!(s.commits("qa")[1].starts_with("revert drift in qa to "), "{:?}", s.commits("qa"));
-    let promoted = file_at_head(&s, "qa");
     let after = promote(s.path(), &["drift", "check", "pipeline.yaml"]);
     assert!(after.status.success() && text(&after).contains("qa: no drift"), "promote's revert is no drift: {}", text(&after));
     let again = promote(s.path(), &["drift", "reject", "pipeline.yaml", &id, "--as", "alice", "--reason", "x"]);
