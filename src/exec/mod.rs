@@ -172,8 +172,17 @@ impl Executor {
             let (store, run, stop) = (self.store.clone(), id.to_string(), stop.clone());
             tokio::spawn(async move {
                 let every = store.lease() / 3;
+                // A state file removed under a driver (its folder deleted) is the end of it: a
+                // detached driver must not live on over a state nobody can see.
+                let file = std::path::PathBuf::from(store.path());
+                let was_file = file.is_file();
                 loop {
                     tokio::time::sleep(every).await;
+                    if was_file && !file.exists() {
+                        tracing::warn!(run = %run, state = %file.display(), "the state file was removed: stopping");
+                        stop.cancel();
+                        return;
+                    }
                     match store.renew(&run).await {
                         Ok(true) => {}
                         Ok(false) => {

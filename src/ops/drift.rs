@@ -58,6 +58,15 @@ pub async fn check(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, p
             out.push(Looked { environment: env_name.clone(), drift: None, line: format!("{env_name}: no drift (head {})", short(&scan.head)) });
             continue;
         }
+        // Seen at an earlier look: nothing to write.
+        if let Some(known) = recorded.iter().find(|d| d.environment == env_name && d.head == scan.head) {
+            out.push(Looked {
+                environment: env_name.clone(),
+                line: format!("{env_name}: drift {} ({}), seen before", known.id, known.state),
+                drift: Some(known.clone()),
+            });
+            continue;
+        }
         let drift = DriftRecord {
             id: format!("d-{}", ulid::Ulid::new()),
             pipeline: name.clone(),

@@ -81,6 +81,23 @@ impl Writer {
     /// promote sealed for `pipeline`, or one of `accepted`), and whether its history was rewritten
     /// since promote last saw it.
     pub fn scan(&self, dest: &Destination, key: &Key, pipeline: &str, accepted: &[String]) -> Result<Scan, GitError> {
+        // The remote's head first (as `git ls-remote`): unmoved since the last scan, that scan holds.
+        let memo = format!("{}\n{}\n{pipeline}\n{}", dest.remote.url(), dest.branch, accepted.join(","));
+        let want = format!("refs/heads/{}", dest.branch);
+        let head_now = self.list_refs(&dest.remote)?.into_iter().find(|(r, _)| *r == want).map(|(_, o)| o.to_string());
+        if let Some(h) = &head_now
+            && let Some(prev) = self.scans.lock().unwrap_or_else(|e| e.into_inner()).get(&memo)
+            && &prev.head == h
+        {
+            // A rewrite is reported once: later looks see the head as it is.
+            return Ok(Scan { rewritten: None, ..prev.clone() });
+        }
+        let scan = self.scan_now(dest, key, pipeline, accepted)?;
+        self.scans.lock().unwrap_or_else(|e| e.into_inner()).insert(memo, scan.clone());
+        Ok(scan)
+    }
+
+    fn scan_now(&self, dest: &Destination, key: &Key, pipeline: &str, accepted: &[String]) -> Result<Scan, GitError> {
         let (repo, lock) = self.open_cache(&dest.remote)?;
         let _guard = self.lock(&repo, &lock)?;
         let tip = self.fetch(&repo, dest)?;

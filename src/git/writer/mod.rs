@@ -188,12 +188,15 @@ enum PushError {
 /// remote's cache is guarded by a file lock; the remote's own ref update decides who wins a race.
 pub struct Writer {
     config: WriterConfig,
+    /// The last drift scan of each branch, by (remote, branch, pipeline, accepted): a branch whose
+    /// head has not moved is not fetched and walked again (most of a fleet, most of the time).
+    scans: std::sync::Mutex<std::collections::HashMap<String, drift::Scan>>,
 }
 
 impl Writer {
     /// A writer with its configuration.
     pub fn new(config: WriterConfig) -> Writer {
-        Writer { config }
+        Writer { config, scans: Default::default() }
     }
 
     /// The configuration.
