@@ -93,7 +93,21 @@ pub async fn check(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, p
         let notifier = notify(pipeline, format!("{env_name}: {what}"));
         let mut line = format!("{env_name}: drift {}: {what}", drift.id);
         let mut drift = drift;
-        if env.spec.drift.action == DriftAction::Revert {
+        // The pipeline's policies judge the drifted state: a denial reverts it at once.
+        let denied = match judge(writer, plan, base, &dest, &drift).await {
+            Ok(d) => d,
+            Err(why) => {
+                store.audit("-", None, "policy", "promote", &format!("{name}: drift {} in {env_name} could not be judged: {why}", drift.id)).await?;
+                Vec::new()
+            }
+        };
+        if !denied.is_empty() {
+            let reverted = revert(store, writer, &dest, &drift).await?;
+            let why = format!("policy denied the drifted state: {}; {reverted}", denied.join("; "));
+            store.decide_drift(&drift.id, "reverted", "promote", Some(&why)).await?;
+            line.push_str(&format!("; {why}"));
+            drift.state = "reverted".into();
+        } else if env.spec.drift.action == DriftAction::Revert {
             let reverted = revert(store, writer, &dest, &drift).await?;
             store.decide_drift(&drift.id, "reverted", "promote", Some(&format!("drift.action: revert; {reverted}"))).await?;
             line.push_str(&format!("; reverted at once: {reverted}"));
@@ -107,6 +121,43 @@ pub async fn check(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, p
         out.push(Looked { environment: env_name, drift: Some(drift), line });
     }
     Ok(out)
+}
+
+/// What the pipeline's policies deny of a drifted state (every policy stage's set, over the
+/// manifests of the drifted head; input `phase: "drift"`, `environment`, `drift`).
+async fn judge(writer: &std::sync::Arc<crate::git::Writer>, plan: &Plan, base: &Path, dest: &Destination, d: &DriftRecord) -> Result<Vec<String>, String> {
+    let stages: Vec<crate::model::PolicyStage> =
+        plan.pipeline.stages.iter().filter_map(|s| if let crate::model::StageKind::Policy(p) = &s.kind { Some(p.clone()) } else { None }).collect();
+    if stages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (w, dest, base, file) = (writer.clone(), dest.clone(), base.to_path_buf(), dest.file.clone());
+    let head = d.head.clone();
+    let input = serde_json::json!({
+        "phase": "drift",
+        "pipeline": plan.pipeline.name.value,
+        "environment": d.environment,
+        "drift": {"id": d.id, "head": d.head, "baseline": d.baseline, "commits": d.commits, "rewritten": d.rewritten},
+        "stages": {}, "approvals": [],
+        "time": jiff::Timestamp::now().to_string(),
+    });
+    tokio::task::spawn_blocking(move || {
+        let (_, manifests) = w.manifests(&dest).map_err(|e| e.to_string())?;
+        let mut input = input;
+        crate::stages::policies::add_change(&mut input, &file, None, "", &head, &manifests);
+        let input = crate::providers::policy::to_value(&input);
+        let mut denied = Vec::new();
+        for p in &stages {
+            let mut diags = crate::diag::Diagnostics::new(file.clone());
+            let Some(set) = crate::providers::policy::PolicySet::load(&base, &p.policies, &p.data, &mut diags) else {
+                return Err(diags.into_sorted().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; "));
+            };
+            denied.extend(set.evaluate(input.clone())?.deny);
+        }
+        Ok(denied)
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 fn short(id: &str) -> &str {

@@ -177,3 +177,33 @@ async fn the_server_raises_drift_on_the_environment_repos_push_webhook_and_the_a
     assert_eq!(tokio::task::block_in_place(|| file_at_head(&s, "qa")), promoted);
     server.stop().await;
 }
+
+#[test]
+fn a_drift_the_pipelines_policy_denies_is_reverted_without_a_person() {
+    let s = Setup::new("  policy:\n    policy: {policies: [no-hotfix.rego]}\n  qa:\n    needs: [policy]\n    deploy: {environment: qa}\n", "");
+    std::fs::write(
+        s.path().join("no-hotfix.rego"),
+        "package promote.drift\n\n# Hand-pinned hotfix images never stay.\ndeny contains msg if {\n\tinput.phase == \"drift\"\n\tsome m in input.manifests\n\tsome img in m.object.images\n\tendswith(img.newTag, \"-hotfix\")\n\tmsg := sprintf(\"%s pins %s by hand\", [m.file, img.newTag])\n}\n",
+    )
+    .unwrap();
+    let run = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.1.0"]);
+    assert!(run.status.success(), "{}", text(&run));
+    let promoted = file_at_head(&s, "qa");
+    // A drift the policy has nothing against stays open for a person.
+    hand_edit(&s, "qa", |t| format!("{t}commonLabels:\n  owner: sre\n"), "label");
+    let out = promote(s.path(), &["drift", "check", "pipeline.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let id = drift_id(&text(&out));
+    assert!(promote(s.path(), &["drift", "accept", "pipeline.yaml", &id, "--as", "alice"]).status.success());
+    let labelled = file_at_head(&s, "qa");
+    // One it denies is reverted at once.
+    hand_edit(&s, "qa", |t| t.replace("newTag: 1.1.0", "newTag: 6.6.6-hotfix"), "pin the hotfix");
+    let out = promote(s.path(), &["drift", "check", "pipeline.yaml"]);
+    let said = text(&out);
+    assert!(out.status.success(), "nothing open: {said}");
+    assert!(said.contains("policy denied the drifted state: app/kustomization.yaml pins 6.6.6-hotfix by hand"), "{said}");
+    assert_eq!(file_at_head(&s, "qa"), labelled, "back to the accepted state");
+    assert_ne!(labelled, promoted);
+    let list = text(&promote(s.path(), &["drift", "list"]));
+    assert!(list.lines().next().unwrap().contains("reverted"), "{list}");
+}
