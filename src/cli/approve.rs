@@ -3,8 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::EXIT_BAD_INPUT;
-use crate::ops::{OpsError, decide::Mode};
+use crate::ops::decide::Mode;
 
 /// Arguments of `approve`.
 #[derive(Debug, clap::Args)]
@@ -59,16 +58,6 @@ fn decide(run: &str, stage: &str, user: &str, mode: Mode, comment: Option<&str>,
         let store = super::open_store(state).await?;
         let done = crate::ops::decide::decide(&store, &request).await;
         store.close().await;
-        match done {
-            Ok(line) => {
-                println!("{line}");
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(OpsError::Refused(why)) => {
-                eprintln!("promote: error: {why}");
-                Ok(ExitCode::from(EXIT_BAD_INPUT))
-            }
-            Err(e) => Err(e.into()),
-        }
+        super::report(done)
     })
 }

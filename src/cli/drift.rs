@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{EXIT_BAD_INPUT, check_file, print_diagnostics};
-use crate::ops::OpsError;
 use crate::ops::drift::{Decision, Verdict};
 
 /// `promote drift ...`.
@@ -127,15 +126,5 @@ async fn decide(exec: &crate::exec::Executor, file: &Path, id: &str, verdict: Ve
     let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let token = std::env::var("PROMOTE_TOKEN").ok();
     let d = Decision { id, verdict, user, reason, proof: crate::ops::decide::Proof::Token(token.as_deref()) };
-    match crate::ops::drift::decide(&exec.store, &exec.writer, &plan, base, &d).await {
-        Ok(line) => {
-            println!("{line}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(OpsError::Refused(why)) => {
-            eprintln!("promote: error: {why}");
-            Ok(ExitCode::from(EXIT_BAD_INPUT))
-        }
-        Err(e) => Err(e.into()),
-    }
+    super::report(crate::ops::drift::decide(&exec.store, &exec.writer, &plan, base, &d).await)
 }

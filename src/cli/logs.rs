@@ -70,17 +70,7 @@ fn not_a_risk(args: NotARiskArgs, state: &std::path::Path) -> anyhow::Result<Exi
         let request = crate::ops::decide::NotARisk { run: &args.run, stage: &args.stage, number: args.number, user: &args.user, reason: &args.reason };
         let done = crate::ops::decide::not_a_risk(&store, &request).await;
         store.close().await;
-        match done {
-            Ok(line) => {
-                println!("{line}");
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(crate::ops::OpsError::Refused(why)) => {
-                eprintln!("promote: error: {why}");
-                Ok(ExitCode::from(EXIT_BAD_INPUT))
-            }
-            Err(e) => Err(e.into()),
-        }
+        super::report(done)
     })
 }
 

@@ -182,6 +182,22 @@ pub fn cache_dir(state: &Path) -> PathBuf {
 pub use crate::ops::{Checked, check_file};
 
 /// Prints diagnostics on stderr, one per line.
+/// What an operation that answers one line did: the line on stdout and 0, or its refusal on
+/// stderr and 2; other errors go up.
+pub fn report(done: Result<String, crate::ops::OpsError>) -> anyhow::Result<ExitCode> {
+    match done {
+        Ok(line) => {
+            println!("{line}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(crate::ops::OpsError::Refused(why)) => {
+            eprintln!("promote: error: {why}");
+            Ok(ExitCode::from(EXIT_BAD_INPUT))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn print_diagnostics(diags: &[Diagnostic]) {
     for d in diags {
         eprintln!("{d}");

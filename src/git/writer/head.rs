@@ -111,13 +111,7 @@ impl Writer {
         if let Ok(mut r) = repo.find_reference(&local) {
             r.delete().map_err(|e| self.cache_err(repo, e))?;
         }
-        let err =
-            |e: git2::Error| GitError::Remote { remote: remote.to_string(), action: "fetch", message: self.config.credentials.redact(remote, e.message()) };
-        let mut r = repo.remote_anonymous(remote.url()).map_err(err)?;
-        let mut opts = FetchOptions::new();
-        opts.remote_callbacks(self.callbacks());
-        opts.download_tags(AutotagOption::None);
-        r.fetch(&[format!("+{name}:{local}")], Some(&mut opts), None).map_err(err)?;
+        self.fetch_into(repo, remote, &[&format!("+{name}:{local}")])?;
         Ok(repo.refname_to_id(&local).ok())
     }
 

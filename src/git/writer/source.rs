@@ -9,16 +9,6 @@ const MAX_SNAPSHOT_FILES: usize = 5000;
 const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
 
 impl Writer {
-    fn fetch_into(&self, repo: &Repository, remote: &Remote, refspecs: &[&str]) -> Result<(), GitError> {
-        let err =
-            |e: git2::Error| GitError::Remote { remote: remote.to_string(), action: "fetch", message: self.config.credentials.redact(remote, e.message()) };
-        let mut r = repo.remote_anonymous(remote.url()).map_err(err)?;
-        let mut opts = FetchOptions::new();
-        opts.remote_callbacks(self.callbacks());
-        opts.download_tags(AutotagOption::None);
-        r.fetch(refspecs, Some(&mut opts), None).map_err(err)
-    }
-
     /// Writes the files of `branch`'s head of `remote` under `into` unless `into` holds that head
     /// already; returns the head. The folder is replaced whole (written beside, then renamed).
     pub fn snapshot(&self, remote: &Remote, branch: &str, into: &Path) -> Result<String, GitError> {

@@ -36,6 +36,17 @@ impl Writer {
         cbs
     }
 
+    /// Fetches `refspecs` of `remote` into `repo` (no tags), with the writer's credentials.
+    pub(super) fn fetch_into(&self, repo: &Repository, remote: &Remote, refspecs: &[&str]) -> Result<(), GitError> {
+        let err =
+            |e: git2::Error| GitError::Remote { remote: remote.to_string(), action: "fetch", message: self.config.credentials.redact(remote, e.message()) };
+        let mut r = repo.remote_anonymous(remote.url()).map_err(err)?;
+        let mut opts = FetchOptions::new();
+        opts.remote_callbacks(self.callbacks());
+        opts.download_tags(AutotagOption::None);
+        r.fetch(refspecs, Some(&mut opts), None).map_err(err)
+    }
+
     /// Fetches the branch into `refs/promote/fetched/BRANCH`; returns its head.
     pub(super) fn fetch(&self, repo: &Repository, dest: &Destination) -> Result<Oid, GitError> {
         let fetched = format!("refs/promote/fetched/{}", dest.branch);
