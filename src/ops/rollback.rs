@@ -105,3 +105,13 @@ pub fn parse_detail(detail: &str) -> Option<(&str, &str)> {
     let (environment, _) = rest.split_once(": ")?;
     Some((pipeline, environment))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_rollbacks_trail_entry_names_its_pipeline_and_environment_only_when_it_committed() {
+        assert_eq!(super::parse_detail("checkout: rolled back prod: 1.4.2 -> 1.4.1 in commit abc"), Some(("checkout", "prod")));
+        assert_eq!(super::parse_detail("checkout: rollback of prod failed: refused"), None);
+        assert_eq!(super::parse_detail("checkout: prod is already rolled back (commit abc)"), None);
+    }
+}

@@ -299,3 +299,32 @@ pub async fn serve(
     server.exec.store.close().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_events_repo_is_matched_to_urls_and_paths_by_its_trailing_path() {
+        for url in [
+            "https://github.com/acme/checkout-env.git",
+            "git@github.com:acme/checkout-env.git",
+            "/srv/git/acme/checkout-env.git",
+            "ssh://git@host/acme/checkout-env",
+        ] {
+            assert!(same_repo(url, "acme/checkout-env"), "{url}");
+            assert!(same_repo(url, "ACME/Checkout-Env"), "case: {url}");
+        }
+        assert!(!same_repo("https://github.com/acme/checkout-env.git", "acme/checkout"), "a prefix is not the repo");
+        assert!(!same_repo("https://github.com/other/checkout-env.git", "acme/checkout-env"));
+        assert!(!same_repo("https://github.com/acme/x.git", ""));
+        assert!(PipelinesRepo::is_repo("https://git.example.com/acme/pipelines.git#release"));
+        assert!(PipelinesRepo::is_repo("git@github.com:acme/pipelines"));
+        assert!(PipelinesRepo::is_repo("/srv/pipelines.git"));
+        assert!(!PipelinesRepo::is_repo("pipelines/") && !PipelinesRepo::is_repo("./deploy"));
+        let r = PipelinesRepo::parse("https://git.example.com/acme/pipelines.git#release", std::path::Path::new("/var/cache"));
+        assert_eq!((r.url.as_str(), r.branch.as_str()), ("https://git.example.com/acme/pipelines.git", "release"));
+        assert!(r.checkout.starts_with("/var/cache/pipelines"), "{:?}", r.checkout);
+        assert_eq!(PipelinesRepo::parse("/srv/p.git", std::path::Path::new("/c")).branch, "main");
+    }
+}

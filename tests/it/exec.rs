@@ -584,3 +584,39 @@ async fn a_deploy_unhealthy_after_its_commit_is_a_change_failure_restored_by_the
     assert_eq!(qa.lead_times.len(), 2);
     exec.store.close().await;
 }
+
+#[test]
+fn a_detached_driver_stops_when_its_state_folder_is_removed() {
+    let s = Setup::new("  ok:\n    approval: {approvers: [alice]}\n", "");
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::promote_bin())
+            .current_dir(s.path())
+            .env("PROMOTE_USER", "ci-bot")
+            .env("PROMOTE_LEASE_MS", "600")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let detached = run(&["run", "pipeline.yaml", "--version", "5.0.0", "--detach"]);
+    assert!(detached.status.success(), "{}", text(&detached));
+    let id = String::from_utf8_lossy(&detached.stdout).trim().to_string();
+    // Its driver, by the pid in its lease's holder (`ULID@host:pid`).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        let st = text(&run(&["status", &id]));
+        if let Some(holder) = st.split_whitespace().skip_while(|w| *w != "by").nth(1)
+            && let Some(pid) = holder.rsplit(':').next().and_then(|p| p.parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no driver: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the driver runs");
+    drop(s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| !st.contains(") Z ")) {
+        assert!(std::time::Instant::now() < deadline, "the driver {pid} lives on over a removed state");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
