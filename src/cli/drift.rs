@@ -78,38 +78,8 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
                 }
                 if looked.iter().any(|l| l.drift.as_ref().is_some_and(|d| d.state == "open")) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
             }
-            DriftCommand::List { json } => {
-                let all = exec.store.drifts(None).await?;
-                if json {
-                    println!("{}", serde_json::json!({ "drifts": all }));
-                } else if all.is_empty() {
-                    println!("no drift recorded");
-                }
-                if !json {
-                    for d in &all {
-                        println!("{}  {:9} {}/{}  {}", d.id, d.state, d.pipeline, d.environment, crate::ops::drift::describe(d));
-                    }
-                }
-                ExitCode::SUCCESS
-            }
-            DriftCommand::Show { id } => match exec.store.drifts(None).await?.into_iter().find(|d| d.id == id) {
-                Some(d) => {
-                    println!("drift {} in {} of {}: {}", d.id, d.environment, d.pipeline, d.state);
-                    println!("seen {} at head {}, on top of {}", crate::clock::rfc3339(d.at), d.head, d.baseline.as_deref().unwrap_or("-"));
-                    if let Some(by) = &d.decided_by {
-                        println!("decided by {by}: {}", d.reason.as_deref().unwrap_or(""));
-                    }
-                    for c in &d.commits {
-                        println!("  {} {} ({})", &c.id[..10.min(c.id.len())], crate::diag::printable(&c.summary), c.author);
-                    }
-                    print!("{}", crate::diag::printable(&d.diff));
-                    ExitCode::SUCCESS
-                }
-                None => {
-                    eprintln!("promote: error: no drift `{id}` (promote drift list shows them)");
-                    ExitCode::from(EXIT_BAD_INPUT)
-                }
-            },
+            DriftCommand::List { json } => list(&exec.store.drifts(None).await?, json),
+            DriftCommand::Show { id } => show(&exec.store.drifts(None).await?, &id),
             DriftCommand::Accept { file, id, user, reason } => decide(&exec, &file, &id, Verdict::Accept, &user, reason.as_deref()).await?,
             DriftCommand::Reject { file, id, user, reason } => decide(&exec, &file, &id, Verdict::Reject, &user, Some(&reason)).await?,
         };
@@ -117,6 +87,39 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
         exec.store.close().await;
         Ok(code)
     })
+}
+
+/// Prints the drifts recorded, newest first.
+pub fn list(all: &[crate::store::DriftRecord], json: bool) -> ExitCode {
+    if json {
+        println!("{}", serde_json::json!({ "drifts": all }));
+        return ExitCode::SUCCESS;
+    }
+    if all.is_empty() {
+        println!("no drift recorded");
+    }
+    for d in all {
+        println!("{}  {:9} {}/{}  {}", d.id, d.state, d.pipeline, d.environment, d.describe());
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints one drift: what, its decision, its commits and its diff.
+pub fn show(all: &[crate::store::DriftRecord], id: &str) -> ExitCode {
+    let Some(d) = all.iter().find(|d| d.id == id) else {
+        eprintln!("promote: error: no drift `{}` (promote drift list shows them)", crate::diag::printable(id));
+        return ExitCode::from(EXIT_BAD_INPUT);
+    };
+    println!("drift {} in {} of {}: {}", d.id, d.environment, d.pipeline, d.state);
+    println!("seen {} at head {}, on top of {}", crate::clock::rfc3339(d.at), d.head, d.baseline.as_deref().unwrap_or("-"));
+    if let Some(by) = &d.decided_by {
+        println!("decided by {by}: {}", crate::diag::printable(d.reason.as_deref().unwrap_or("")));
+    }
+    for c in &d.commits {
+        println!("  {} {} ({})", &c.id[..10.min(c.id.len())], crate::diag::printable(&c.summary), crate::diag::printable(&c.author));
+    }
+    print!("{}", crate::diag::printable(&d.diff));
+    ExitCode::SUCCESS
 }
 
 async fn decide(exec: &crate::exec::Executor, file: &Path, id: &str, verdict: Verdict, user: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {

@@ -86,6 +86,7 @@ pub fn main() -> ExitCode {
         (Command::Approve(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "approve", a.comment.as_deref()),
         (Command::Reject(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "reject", Some(&a.reason)),
         (Command::BreakGlass(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "break-glass", Some(&a.reason)),
+        (Command::Drift(a), Some(url)) => remote::drift(url, &a.command),
         (command, _) => local(command, &state),
     };
     match result {

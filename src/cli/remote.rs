@@ -136,3 +136,49 @@ pub fn decide(server: &str, run: &str, stage: &str, user: &str, decision: &str, 
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// `promote drift ... --server URL`: list, show, accept and reject through the API (a server
+/// looks for drift by itself: `check` runs where the repos are).
+pub fn drift(server: &str, command: &super::drift::DriftCommand) -> anyhow::Result<ExitCode> {
+    use super::drift::DriftCommand;
+    let remote = Remote::new(server)?;
+    super::runtime()?.block_on(async {
+        let all = || async {
+            let (status, v) = remote.call(reqwest::Method::GET, "/drifts", None).await?;
+            anyhow::Ok((status, v))
+        };
+        match command {
+            DriftCommand::Check { .. } => {
+                eprintln!("promote: error: `drift check` looks at the repos from here: run it without --server (a server looks by itself, at each push and every --drift-poll)");
+                Ok(ExitCode::from(super::EXIT_BAD_INPUT))
+            }
+            DriftCommand::List { json } => {
+                let (status, v) = all().await?;
+                if status != 200 {
+                    return refused(status, &v);
+                }
+                let drifts: Vec<crate::store::DriftRecord> = serde_json::from_value(v["drifts"].clone())?;
+                Ok(super::drift::list(&drifts, *json))
+            }
+            DriftCommand::Show { id } => {
+                let (status, v) = all().await?;
+                if status != 200 {
+                    return refused(status, &v);
+                }
+                let drifts: Vec<crate::store::DriftRecord> = serde_json::from_value(v["drifts"].clone())?;
+                Ok(super::drift::show(&drifts, id))
+            }
+            DriftCommand::Accept { id, user, reason, .. } => decide_drift(&remote, id, "accept", user, reason.as_deref()).await,
+            DriftCommand::Reject { id, user, reason, .. } => decide_drift(&remote, id, "reject", user, Some(reason)).await,
+        }
+    })
+}
+
+async fn decide_drift(remote: &Remote, id: &str, verdict: &str, user: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
+    let (status, v) = remote.call(reqwest::Method::POST, &format!("/drifts/{id}/{verdict}"), Some(json!({"reason": reason, "as": user}))).await?;
+    if status != 200 {
+        return refused(status, &v);
+    }
+    println!("{}", crate::diag::printable(v["done"].as_str().unwrap_or("")));
+    Ok(ExitCode::SUCCESS)
+}

@@ -262,6 +262,9 @@ async fn drifts(State(server): State<Server>, headers: HeaderMap) -> Answer {
 struct DriftBody {
     #[serde(default)]
     reason: Option<String>,
+    /// Who the caller means to decide as: refused unless it is the token's user.
+    #[serde(default, rename = "as")]
+    as_user: Option<String>,
 }
 
 /// `POST /api/v1/drifts/{id}/accept|reject`: as `promote drift accept|reject`, by the token's user.
@@ -273,6 +276,11 @@ async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Path((id
     } else {
         serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"reason\": TEXT}}: {e}")))?
     };
+    if let Some(claimed) = &b.as_user
+        && claimed != &who
+    {
+        return Err(error(StatusCode::FORBIDDEN, format!("the token is {who}'s, not {claimed}'s: a decision is made as the token's user")));
+    }
     let verdict = match verdict.as_str() {
         "accept" => Verdict::Accept,
         "reject" => Verdict::Reject,

@@ -431,7 +431,7 @@ pub struct StageOf {
 }
 
 /// A change in an environment branch promote did not make, as recorded.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftRecord {
     /// `d-` and a ULID.

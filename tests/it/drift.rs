@@ -170,10 +170,22 @@ async fn the_server_raises_drift_on_the_environment_repos_push_webhook_and_the_a
     let cookie = signed.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
     let inbox = http.get(format!("{}/ui/", server.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     assert!(inbox.contains(&format!("id=\"drift-{id}\"")) && inbox.contains(&hotfix[..10]) && inbox.contains("Reject and revert"), "{inbox}");
-    let (status, done) =
-        server.api(reqwest::Method::POST, &format!("/drifts/{id}/reject"), Some(serde_json::json!({"reason": "not through the pipeline"}))).await;
-    assert_eq!(status, 200, "{done}");
-    assert_eq!(done["by"], "alice");
+    // The CLI against the server, with alice's token: the list, then the rejection.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(crate::promote_bin())
+            .current_dir(s.path())
+            .env("PROMOTE_SERVER", &server.url)
+            .env("PROMOTE_TOKEN", crate::server::ALICE)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listed = tokio::task::block_in_place(|| cli(&["drift", "list"]));
+    assert!(text(&listed).contains(&format!("{id}  open")), "{}", text(&listed));
+    let as_bob = tokio::task::block_in_place(|| cli(&["drift", "reject", "pipeline.yaml", &id, "--as", "bob", "--reason", "x"]));
+    assert_eq!(as_bob.status.code(), Some(2), "the token is alice's: {}", text(&as_bob));
+    let done = tokio::task::block_in_place(|| cli(&["drift", "reject", "pipeline.yaml", &id, "--as", "alice", "--reason", "not through the pipeline"]));
+    assert!(done.status.success() && text(&done).contains(&format!("drift {id} in qa rejected by alice")), "{}", text(&done));
     assert_eq!(tokio::task::block_in_place(|| file_at_head(&s, "qa")), promoted);
     server.stop().await;
 }
