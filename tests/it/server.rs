@@ -67,11 +67,21 @@ impl Running {
     }
 
     pub async fn hook(&self, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, serde_json::Value) {
-        let mut req = self.http.post(format!("{}/hooks/github", self.url)).body(body);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
+        let send = |body: Vec<u8>| {
+            let mut req = self.http.post(format!("{}/hooks/github", self.url)).body(body);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.send()
+        };
+        let small = body.len() <= promote::server::MAX_BODY;
+        let mut sent = send(body.clone()).await;
+        // A pooled connection the server closed (after refusing an oversized body) fails the
+        // next request before it is sent: that one is sent again, as a provider redelivers.
+        if small && sent.is_err() {
+            sent = send(body).await;
         }
-        match req.send().await {
+        match sent {
             Ok(r) => {
                 let status = r.status().as_u16();
                 (status, r.json().await.unwrap_or_default())
