@@ -151,7 +151,7 @@ fn main() {
                 http.post(format!("{url}/hooks/github")).header("X-GitHub-Event", "push").header("X-Hub-Signature-256", sig).body(body).send().await.unwrap();
             assert_eq!(r.status().as_u16(), 202);
             let id = loop {
-                if let Some(d) = store.drifts(None).await.unwrap().into_iter().find(|d| d.head == head) {
+                if let Some(d) = store.drifts(promote::store::DriftFilter::default()).await.unwrap().into_iter().find(|d| d.head == head) {
                     break d.id;
                 }
                 sub.wait(|c| c.kind == "drift", Some(promote::clock::now_ms() + 200)).await;

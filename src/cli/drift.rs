@@ -78,8 +78,8 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
                 }
                 if looked.iter().any(|l| l.drift.as_ref().is_some_and(|d| d.state == "open")) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
             }
-            DriftCommand::List { json } => list(&exec.store.drifts(None).await?, json),
-            DriftCommand::Show { id } => show(&exec.store.drifts(None).await?, &id),
+            DriftCommand::List { json } => list(&exec.store.drifts(crate::store::DriftFilter::default()).await?, json),
+            DriftCommand::Show { id } => show(&exec.store.drifts(crate::store::DriftFilter { id: Some(&id), ..Default::default() }).await?, &id),
             DriftCommand::Accept { file, id, user, reason } => decide(&exec, &file, &id, Verdict::Accept, &user, reason.as_deref()).await?,
             DriftCommand::Reject { file, id, user, reason } => decide(&exec, &file, &id, Verdict::Reject, &user, Some(&reason)).await?,
         };

@@ -41,7 +41,7 @@ fn notify(pipeline: &crate::model::Pipeline, message: String) -> Option<std::syn
 pub async fn check(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, plan: &Plan, base: &Path) -> Result<Vec<Looked>, OpsError> {
     let pipeline = &plan.pipeline;
     let name = pipeline.name.value.clone();
-    let recorded = store.drifts(Some(&name)).await?;
+    let recorded = store.drifts(crate::store::DriftFilter { pipeline: Some(&name), ..Default::default() }).await?;
     let mut out = Vec::new();
     for env in &pipeline.environments {
         if env.spec.drift.action == DriftAction::Ignore {
@@ -84,12 +84,12 @@ pub async fn check(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, p
             seal: None,
         };
         if let Some(first) = store.record_drift(drift.clone()).await? {
-            let known = store.drifts(Some(&name)).await?.into_iter().find(|d| d.id == first);
+            let known = store.drift(&first).await?;
             let state = known.as_ref().map_or("recorded".to_string(), |d| d.state.clone());
             out.push(Looked { environment: env_name.clone(), line: format!("{env_name}: drift {first} ({state}), seen before"), drift: known });
             continue;
         }
-        let what = describe(&drift);
+        let what = drift.describe();
         let notifier = notify(pipeline, format!("{env_name}: {what}"));
         let mut line = format!("{env_name}: drift {}: {what}", drift.id);
         let mut drift = drift;
@@ -164,11 +164,6 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(10)]
 }
 
-/// `2 commit(s) promote did not make, by Dev <dev@example.com>: "hotfix" ...`.
-pub fn describe(d: &DriftRecord) -> String {
-    d.describe()
-}
-
 async fn revert(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, dest: &Destination, d: &DriftRecord) -> Result<String, OpsError> {
     let Some(to) = d.baseline.clone() else { return Err(OpsError::Refused(format!("drift {} has no approved state to go back to", d.id))) };
     let (w, key, dest, p, e, reverts) = (
@@ -240,7 +235,7 @@ pub struct Decision<'a> {
 /// (none: any user of the users file), with the person's proof; a rejection reverts first.
 pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, plan: &Plan, base: &Path, d: &Decision<'_>) -> Result<String, OpsError> {
     let refuse = |m: String| Err(OpsError::Refused(m));
-    let Some(drift) = store.drifts(None).await?.into_iter().find(|x| x.id == d.id) else {
+    let Some(drift) = store.drift(d.id).await? else {
         return refuse(format!("no drift `{}` (promote drift list shows them)", d.id));
     };
     if drift.pipeline != plan.pipeline.name.value {

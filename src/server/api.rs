@@ -22,6 +22,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A state error: an unknown run is 404, anything else 500.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        let status = if matches!(e, crate::store::StoreError::UnknownRun { .. }) { StatusCode::NOT_FOUND } else { StatusCode::INTERNAL_SERVER_ERROR };
+        ApiError(status, e.to_string())
+    }
+}
+
 fn error(status: StatusCode, why: impl Into<String>) -> ApiError {
     ApiError(status, why.into())
 }
@@ -94,20 +102,16 @@ async fn pipelines(State(server): State<Server>, headers: HeaderMap) -> Answer {
 
 async fn runs(State(server): State<Server>, headers: HeaderMap) -> Answer {
     authenticate(&server, &headers)?;
-    let runs = server.exec.store.runs(100).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let runs = server.exec.store.runs(100).await?;
     Ok(Json(json!({"runs": runs})).into_response())
 }
 
 async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
     authenticate(&server, &headers)?;
     let store = &server.exec.store;
-    let run = match store.run(&id).await {
-        Ok(r) => r,
-        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Err(error(StatusCode::NOT_FOUND, e.to_string())),
-        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    };
-    let stages = store.stages(&id).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let events = store.events(&id).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let run = store.run(&id).await?;
+    let stages = store.stages(&id).await?;
+    let events = store.events(&id).await?;
     Ok(Json(json!({"run": run, "stages": stages, "events": events})).into_response())
 }
 
@@ -253,7 +257,7 @@ pub(super) async fn callback(State(server): State<Server>, Path((run, stage, tok
 
 async fn drifts(State(server): State<Server>, headers: HeaderMap) -> Answer {
     authenticate(&server, &headers)?;
-    let all = server.exec.store.drifts(None).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let all = server.exec.store.drifts(crate::store::DriftFilter::default()).await?;
     Ok(Json(json!({"drifts": all})).into_response())
 }
 
@@ -287,8 +291,8 @@ async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Path((id
         other => return Err(error(StatusCode::NOT_FOUND, format!("`{other}`: a drift is accepted or rejected"))),
     };
     let store = &server.exec.store;
-    let all = store.drifts(None).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let Some(drift) = all.iter().find(|d| d.id == id) else { return Err(error(StatusCode::NOT_FOUND, format!("no drift `{id}`"))) };
+    let found = store.drift(&id).await?;
+    let Some(drift) = found else { return Err(error(StatusCode::NOT_FOUND, format!("no drift `{id}`"))) };
     let pipelines = server.pipelines();
     let Some(loaded) = pipelines.get(&drift.pipeline) else { return Err(error(StatusCode::NOT_FOUND, format!("pipeline `{}` is not loaded", drift.pipeline))) };
     let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
@@ -318,14 +322,10 @@ async fn events(State(server): State<Server>, headers: HeaderMap, Path(id): Path
 /// run's end), for whoever the caller authenticated.
 pub(super) async fn event_stream(store: crate::store::Store, id: String) -> Answer {
     use axum::response::sse::{Event as Sse, KeepAlive};
-    let run = match store.run(&id).await {
-        Ok(r) => r,
-        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Err(error(StatusCode::NOT_FOUND, e.to_string())),
-        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    };
+    let run = store.run(&id).await?;
     // Subscribed before the first read: nothing committed in between is missed.
-    let sub = store.subscribe().await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let first = store.events(&id).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let sub = store.subscribe().await?;
+    let first = store.events(&id).await?;
     let done = run.state != crate::store::RunState::Running || first.iter().any(|e| e.kind == "run");
     let state = (store, sub, id, std::collections::VecDeque::from(first), 0i64, done);
     let stream = futures_util::stream::unfold(state, |(store, mut sub, id, mut pending, mut last, mut done)| async move {

@@ -72,23 +72,33 @@ pub async fn receive(
     if candidates.is_empty() {
         return answer(StatusCode::NOT_FOUND, "refused", json!({"error": format!("no pipeline has a `{provider}` trigger")}));
     }
-    // Verified against each trigger's secret; nothing else of the delivery is read before.
+    // Verified against each trigger's secret; nothing else of the delivery is read before. The
+    // secrets are read now (a rotated one applies at once), off the async threads.
+    let wanted: Vec<(std::path::PathBuf, Trigger)> =
+        candidates.iter().map(|(l, t)| (l.file.parent().unwrap_or(std::path::Path::new(".")).to_path_buf(), (*t).clone())).collect();
+    let secrets = match tokio::task::spawn_blocking(move || wanted.iter().map(|(base, t)| secret_of(base, t)).collect::<Vec<_>>()).await {
+        Ok(s) => s,
+        Err(_) => return answer(StatusCode::SERVICE_UNAVAILABLE, "failed", json!({"error": "the secrets could not be read: send it again"})),
+    };
     let now = crate::clock::now_ms() / 1000;
     let verified: Vec<(&Loaded, &Trigger)> = candidates
         .into_iter()
-        .filter(|(l, t)| match secret_of(l, t) {
-            Ok(secret) => verify_one(&provider, &secret, &headers, &body, url_token.as_deref(), now).is_ok(),
+        .zip(secrets)
+        .filter(|((l, _), secret)| match secret {
+            Ok(secret) => verify_one(&provider, secret, &headers, &body, url_token.as_deref(), now).is_ok(),
             Err(e) => {
                 tracing::warn!(pipeline = %l.plan.pipeline.name.value, error = %e, "a trigger's secret cannot be read");
                 false
             }
         })
+        .map(|(c, _)| c)
         .collect();
     if verified.is_empty() {
         tracing::warn!(provider, "a webhook delivery failed verification");
         return answer(StatusCode::UNAUTHORIZED, "refused", json!({"error": "the delivery's signature does not verify with any trigger's secret"}));
     }
-    let event = match parse(&provider, &headers, &body) {
+    // Read as JSON once: the event and when what it announces happened.
+    let (event, origin_at) = match json_of(&body).and_then(|v| Ok((parse_json(&provider, &headers, &v)?, origin(&provider, &v)))) {
         Ok(e) => e,
         Err(why) => return answer(StatusCode::BAD_REQUEST, "invalid", json!({"error": why})),
     };
@@ -101,7 +111,6 @@ pub async fn receive(
     }
     let delivery_id = delivery_id(&provider, &headers).unwrap_or_else(|| hex::encode(Sha256::digest(&body)));
     let body_hash = hex::encode(Sha256::digest(&body));
-    let origin_at = origin(&provider, &body);
     let mut started = Vec::new();
     let mut matched = false;
     for (loaded, trigger) in verified {
@@ -154,7 +163,7 @@ pub async fn receive(
 }
 
 /// The secret a trigger names, read now (so that a rotated secret applies at once).
-fn secret_of(loaded: &Loaded, t: &Trigger) -> Result<String, String> {
+fn secret_of(base: &std::path::Path, t: &Trigger) -> Result<String, String> {
     if let Some(var) = &t.secret_env {
         // Through `Secret`: registered for redaction wherever it could appear.
         return std::env::var(&var.value)
@@ -162,7 +171,6 @@ fn secret_of(loaded: &Loaded, t: &Trigger) -> Result<String, String> {
             .map_err(|_| format!("environment variable `{}` is not set", var.value));
     }
     if let Some(file) = &t.secret_file {
-        let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
         let path = base.join(&file.value);
         return crate::files::read_text(&path, crate::files::MAX_SMALL)
             .map(|s| crate::secret::Secret::new(s).expose().to_string())
@@ -206,7 +214,15 @@ fn text(v: &Value, path: &[&str]) -> Option<String> {
 
 /// Reads the event a verified delivery carries.
 pub fn parse(provider: &str, h: &HeaderMap, body: &[u8]) -> Result<Event, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    parse_json(provider, h, &json_of(body)?)
+}
+
+fn json_of(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
+}
+
+/// [`parse`] of a body already read as JSON.
+fn parse_json(provider: &str, h: &HeaderMap, v: &Value) -> Result<Event, String> {
     let push = |repo: Option<String>, git_ref: Option<String>, commit: Option<String>| match (repo, git_ref, commit) {
         (Some(repo), Some(git_ref), Some(commit)) => Ok(Event::Push { repo, git_ref, commit }),
         _ => Err("a push event without its repository, ref or commit".to_string()),
@@ -217,14 +233,14 @@ pub fn parse(provider: &str, h: &HeaderMap, body: &[u8]) -> Result<Event, String
             match event {
                 "ping" => Ok(Event::Ping),
                 "push" if v["deleted"] == true => Ok(Event::Other("a deleted ref".into())),
-                "push" => push(text(&v, &["repository", "full_name"]), text(&v, &["ref"]), text(&v, &["after"])),
+                "push" => push(text(v, &["repository", "full_name"]), text(v, &["ref"]), text(v, &["after"])),
                 other => Ok(Event::Other(format!("a `{other}` event"))),
             }
         }
         "gitlab" => match h.get_str("x-gitlab-event").unwrap_or("") {
             "Push Hook" | "Tag Push Hook" if v["after"].as_str().is_some_and(|a| a.chars().all(|c| c == '0')) => Ok(Event::Other("a deleted ref".into())),
             "Push Hook" | "Tag Push Hook" => {
-                push(text(&v, &["project", "path_with_namespace"]), text(&v, &["ref"]), text(&v, &["checkout_sha"]).or_else(|| text(&v, &["after"])))
+                push(text(v, &["project", "path_with_namespace"]), text(v, &["ref"]), text(v, &["checkout_sha"]).or_else(|| text(v, &["after"])))
             }
             other => Ok(Event::Other(format!("a `{other}` event"))),
         },
@@ -237,12 +253,12 @@ pub fn parse(provider: &str, h: &HeaderMap, body: &[u8]) -> Result<Event, String
                     return Ok(Event::Other("a deleted ref".into()));
                 }
                 let kind = if change["type"] == "tag" { "tags" } else { "heads" };
-                push(text(&v, &["repository", "full_name"]), change["name"].as_str().map(|n| format!("refs/{kind}/{n}")), text(change, &["target", "hash"]))
+                push(text(v, &["repository", "full_name"]), change["name"].as_str().map(|n| format!("refs/{kind}/{n}")), text(change, &["target", "hash"]))
             }
             // Data Center / Server: changes[].ref.id, toHash; the repo as PROJECT/slug.
             "repo:refs_changed" => {
                 let c = &v["changes"][0];
-                let repo = match (text(&v, &["repository", "project", "key"]), text(&v, &["repository", "slug"])) {
+                let repo = match (text(v, &["repository", "project", "key"]), text(v, &["repository", "slug"])) {
                     (Some(p), Some(s)) => Some(format!("{p}/{s}")),
                     _ => None,
                 };
@@ -256,8 +272,8 @@ pub fn parse(provider: &str, h: &HeaderMap, body: &[u8]) -> Result<Event, String
         // promote's own shape for senders that sign as Standard Webhooks (docs/api.md).
         "standard" => match v["type"].as_str().unwrap_or("") {
             "ping" => Ok(Event::Ping),
-            "git.push" => push(text(&v, &["data", "repo"]), text(&v, &["data", "ref"]), text(&v, &["data", "commit"])),
-            "image.push" => match (text(&v, &["data", "repository"]), text(&v, &["data", "tag"])) {
+            "git.push" => push(text(v, &["data", "repo"]), text(v, &["data", "ref"]), text(v, &["data", "commit"])),
+            "image.push" => match (text(v, &["data", "repository"]), text(v, &["data", "tag"])) {
                 (Some(repository), Some(tag)) => Ok(Event::Image { repository, tag }),
                 _ => Err("an image.push event without data.repository and data.tag".into()),
             },
@@ -267,7 +283,7 @@ pub fn parse(provider: &str, h: &HeaderMap, body: &[u8]) -> Result<Event, String
             "PUSH_ARTIFACT" | "pushImage" => {
                 let r = &v["event_data"]["resources"][0];
                 let repository = text(r, &["resource_url"]).map(|u| u.rsplit_once(':').map_or(u.clone(), |(repo, _)| repo.to_string()));
-                match (repository.or_else(|| text(&v, &["event_data", "repository", "repo_full_name"])), text(r, &["tag"])) {
+                match (repository.or_else(|| text(v, &["event_data", "repository", "repo_full_name"])), text(r, &["tag"])) {
                     (Some(repository), Some(tag)) => Ok(Event::Image { repository, tag }),
                     _ => Err("a Harbor push without event_data.resources[0].tag".into()),
                 }
@@ -275,11 +291,11 @@ pub fn parse(provider: &str, h: &HeaderMap, body: &[u8]) -> Result<Event, String
             "PING" => Ok(Event::Ping),
             other => Ok(Event::Other(format!("a Harbor `{other}` event"))),
         },
-        "dockerhub" => match (text(&v, &["repository", "repo_name"]), text(&v, &["push_data", "tag"])) {
+        "dockerhub" => match (text(v, &["repository", "repo_name"]), text(v, &["push_data", "tag"])) {
             (Some(repository), Some(tag)) => Ok(Event::Image { repository, tag }),
             _ => Err("a Docker Hub push without repository.repo_name and push_data.tag".into()),
         },
-        "quay" => match (text(&v, &["docker_url"]).or_else(|| text(&v, &["repository"])), v["updated_tags"][0].as_str()) {
+        "quay" => match (text(v, &["docker_url"]).or_else(|| text(v, &["repository"])), v["updated_tags"][0].as_str()) {
             (Some(repository), Some(tag)) => Ok(Event::Image { repository, tag: tag.to_string() }),
             _ => Err("a Quay push without docker_url and updated_tags".into()),
         },
@@ -289,8 +305,7 @@ pub fn parse(provider: &str, h: &HeaderMap, body: &[u8]) -> Result<Event, String
 
 /// When what a verified delivery announces happened, in Unix milliseconds, if it says: the pushed
 /// commit's time for a Git push, the push's time for an image (where DORA's lead time starts).
-pub fn origin(provider: &str, body: &[u8]) -> Option<i64> {
-    let v: Value = serde_json::from_slice(body).ok()?;
+pub fn origin(provider: &str, v: &Value) -> Option<i64> {
     let iso = |v: &Value| v.as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(|t| t.as_millisecond());
     let unix = |v: &Value| v.as_f64().filter(|s| *s > 0.0).map(|s| (s * 1000.0) as i64);
     match provider {

@@ -99,7 +99,8 @@ pub fn same_repo(url: &str, repo: &str) -> bool {
 #[derive(Clone)]
 pub struct Server {
     exec: Arc<Executor>,
-    pipelines: Arc<RwLock<Pipelines>>,
+    /// Swapped whole at each reload: a request takes the `Arc`, never a copy.
+    pipelines: Arc<RwLock<Arc<Pipelines>>>,
     config: Arc<Config>,
     stop: CancellationToken,
     drivers: Arc<tokio::sync::Mutex<tokio::task::JoinSet<()>>>,
@@ -128,7 +129,7 @@ impl Server {
     }
 
     /// The pipelines now loaded.
-    pub fn pipelines(&self) -> Pipelines {
+    pub fn pipelines(&self) -> Arc<Pipelines> {
         self.pipelines.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -160,7 +161,7 @@ impl Server {
                 }
             }
         }
-        *self.pipelines.write().unwrap_or_else(|e| e.into_inner()) = next;
+        *self.pipelines.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
     }
 
     /// Reloads at once when `repo` (a push event's) is one of the pipelines repos.
@@ -246,7 +247,7 @@ pub async fn serve(
     }
     let server = Server {
         exec: Arc::new(exec),
-        pipelines: Arc::new(RwLock::new(Pipelines::default())),
+        pipelines: Arc::default(),
         config: Arc::new(config),
         stop: CancellationToken::new(),
         drivers: Arc::new(tokio::sync::Mutex::new(tokio::task::JoinSet::new())),

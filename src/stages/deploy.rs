@@ -19,7 +19,12 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     }
     // An undecided drift of the environment holds its promotions (woken by its decision).
     if env.spec.drift.block_promotions
-        && let Some(d) = ctx.store.drifts(Some(&ctx.run.pipeline)).await?.into_iter().find(|d| d.environment == *env_name && d.state == "open")
+        && let Some(d) = ctx
+            .store
+            .drifts(crate::store::DriftFilter { pipeline: Some(&ctx.run.pipeline), environment: Some(env_name), state: Some("open"), id: None })
+            .await?
+            .into_iter()
+            .next()
     {
         let why = format!("`{env_name}` has an undecided drift ({}): promote drift accept|reject {} --as USER decides it", d.describe(), d.id);
         return Ok(Step::Wait(Wait { why, wake: Wake::DriftDecided, until: Some(crate::clock::now_ms() + 60_000), notify: None }));

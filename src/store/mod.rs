@@ -24,7 +24,8 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Decision, Delivery, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite, Transition, Write, Written,
+    Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite, Transition,
+    Write, Written,
 };
 
 /// What a backend's operations return.
@@ -52,8 +53,8 @@ pub trait Backend: Send + Sync + 'static {
     fn stages<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<StageRecord>>;
     /// The decisions on a stage, oldest first.
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>>;
-    /// The drifts recorded (of one pipeline: `Some`), newest first.
-    fn drifts<'a>(&'a self, pipeline: Option<&'a str>) -> Fut<'a, Vec<DriftRecord>>;
+    /// The drifts recorded that `filter` names, newest first (at most 1,000).
+    fn drifts<'a>(&'a self, filter: DriftFilter<'a>) -> Fut<'a, Vec<DriftRecord>>;
     /// Every running run with a stage waiting, and all its stages (file order), oldest run first.
     fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>>;
     /// Every stage of `kind` (any kind: `None`) in `state` (any: `None`), with its run, oldest
@@ -430,10 +431,10 @@ impl Store {
     }
 
     /// Every environment lock and its lease.
-    /// The drifts recorded (of one pipeline: `Some`), newest first; refused when one does not
-    /// carry its seal (an accepted drift is the state the next promotion builds on).
-    pub async fn drifts(&self, pipeline: Option<&str>) -> Result<Vec<DriftRecord>, StoreError> {
-        let all = self.backend.drifts(pipeline).await?;
+    /// The drifts recorded that `filter` names, newest first; refused when one does not carry
+    /// its seal (an accepted drift is the state the next promotion builds on).
+    pub async fn drifts(&self, filter: DriftFilter<'_>) -> Result<Vec<DriftRecord>, StoreError> {
+        let all = self.backend.drifts(filter).await?;
         for d in &all {
             let want = seals::drift(self.key(), &d.id, &d.pipeline, &d.environment, &d.head, d.baseline.as_deref(), &d.state, d.decided_by.as_deref());
             if !self.key().verify_hex(&want, d.seal.as_deref()) {
@@ -449,6 +450,11 @@ impl Store {
             Written::Duplicate(first) => Ok(Some(first.unwrap_or_default())),
             _ => Ok(None),
         }
+    }
+
+    /// One drift, by id.
+    pub async fn drift(&self, id: &str) -> Result<Option<DriftRecord>, StoreError> {
+        Ok(self.drifts(DriftFilter { id: Some(id), ..Default::default() }).await?.pop())
     }
 
     /// Records a drift's decision (with its entry).

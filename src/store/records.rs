@@ -465,6 +465,19 @@ pub struct DriftRecord {
     pub seal: Option<String>,
 }
 
+/// Which drifts to read (each `None`: any).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DriftFilter<'a> {
+    /// Of this pipeline.
+    pub pipeline: Option<&'a str>,
+    /// Of this environment.
+    pub environment: Option<&'a str>,
+    /// In this state (`open`, `accepted`, ...).
+    pub state: Option<&'a str>,
+    /// This one.
+    pub id: Option<&'a str>,
+}
+
 impl DriftRecord {
     /// `2 commit(s) promote did not make, by Dev <dev@example.com>: "hotfix" ...`.
     pub fn describe(&self) -> String {

@@ -251,12 +251,18 @@ struct Inbox {
 }
 
 /// A small line chart of a check's measured values (SVG), empty without values.
-fn sparkline(measurements: &[Value]) -> String {
+/// A check's measured values, in order, and their range.
+fn series(measurements: &[Value]) -> (Vec<f64>, f64, f64) {
     let values: Vec<f64> = measurements.iter().filter_map(|m| m["value"].as_f64()).collect();
+    let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    (values, lo, hi)
+}
+
+fn sparkline(measurements: &[Value]) -> String {
+    let (values, lo, hi) = series(measurements);
     if values.len() < 2 {
         return String::new();
     }
-    let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     let span = if hi > lo { hi - lo } else { 1.0 };
     let (w, h) = (160.0, 32.0);
     let points: Vec<String> = values
@@ -275,9 +281,8 @@ fn sparkline(measurements: &[Value]) -> String {
 
 /// `last 0.007 (0.004 to 0.011, 3 measurements)`.
 fn values_of(measurements: &[Value]) -> String {
-    let values: Vec<f64> = measurements.iter().filter_map(|m| m["value"].as_f64()).collect();
+    let (values, lo, hi) = series(measurements);
     let Some(last) = values.last() else { return "no value".into() };
-    let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     let f = crate::analysis::fmt_f64;
     if values.len() == 1 { f(*last) } else { format!("last {} ({} to {}, {} measurements)", f(*last), f(lo), f(hi), values.len()) }
 }
@@ -442,7 +447,7 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
     // Open drifts of the loaded pipelines this person may decide.
     let pipelines = server.pipelines();
     let mut drifts = Vec::new();
-    for d in store.drifts(None).await.map_err(internal)?.into_iter().filter(|d| d.state == "open") {
+    for d in store.drifts(crate::store::DriftFilter { state: Some("open"), ..Default::default() }).await.map_err(internal)?.into_iter() {
         let Some(loaded) = pipelines.get(&d.pipeline) else { continue };
         let Some(env) = loaded.plan.pipeline.environments.iter().find(|e| e.name.value == d.environment) else { continue };
         if crate::ops::drift::may_decide(env, loaded.users.as_deref(), &s.user).is_err() {
@@ -523,7 +528,7 @@ async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Form(f):
         "reject" => Verdict::Reject,
         other => return Err(Refusal(StatusCode::BAD_REQUEST, format!("`{}`: a drift is accepted or rejected", crate::diag::printable(other)))),
     };
-    let Some(drift) = store.drifts(None).await.map_err(internal)?.into_iter().find(|d| d.id == f.id) else {
+    let Some(drift) = store.drift(&f.id).await.map_err(internal)? else {
         return Err(Refusal(StatusCode::NOT_FOUND, format!("no drift `{}`", crate::diag::printable(&f.id))));
     };
     let pipelines = server.pipelines();
@@ -566,6 +571,19 @@ struct RunRow {
     created: String,
 }
 
+impl From<RunRecord> for RunRow {
+    fn from(r: RunRecord) -> RunRow {
+        RunRow {
+            created: crate::clock::rfc3339(r.created_at),
+            state: r.state.as_str().to_string(),
+            id: r.id,
+            pipeline: r.pipeline,
+            version: r.version,
+            triggered_by: r.triggered_by,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "ui/runs.html")]
 struct Runs {
@@ -596,14 +614,7 @@ async fn runs(State(server): State<Server>, headers: HeaderMap, Query(q): Query<
         .filter(|r| q.state.is_empty() || r.state.as_str() == q.state)
         .filter(|r| q.version.is_empty() || r.version.contains(&q.version))
         .take(200)
-        .map(|r| RunRow {
-            created: crate::clock::rfc3339(r.created_at),
-            state: r.state.as_str().to_string(),
-            id: r.id,
-            pipeline: r.pipeline,
-            version: r.version,
-            triggered_by: r.triggered_by,
-        })
+        .map(RunRow::from)
         .collect();
     let csrf = s.csrf(server.exec.store.key());
     html(Runs { user: Some(s.user), csrf, runs, pipeline: q.pipeline, state: q.state, version: q.version })
@@ -701,14 +712,7 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
         })
         .collect();
     let live = run.state == crate::store::RunState::Running;
-    let row = RunRow {
-        created: crate::clock::rfc3339(run.created_at),
-        state: run.state.as_str().to_string(),
-        id: run.id,
-        pipeline: run.pipeline,
-        version: run.version,
-        triggered_by: run.triggered_by,
-    };
+    let row = RunRow::from(run);
     let csrf = s.csrf(store.key());
     html(RunPage { user: Some(s.user), csrf, run: row, svg, stages: rows, unlisted, events, earlier, live })
 }

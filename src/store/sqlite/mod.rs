@@ -16,7 +16,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Verdict};
 use super::{
-    Backend, Change, Decision, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StoreError, Write, Written,
+    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StoreError,
+    Write, Written,
 };
 
 /// A promote state file.
@@ -178,12 +179,16 @@ impl SqliteBackend {
         Ok(rows.iter().map(|r| stage_row(r, 0)).collect())
     }
 
-    async fn drifts_of(&self, pipeline: Option<&str>) -> Result<Vec<DriftRecord>, StoreError> {
+    async fn drifts_of(&self, f: DriftFilter<'_>) -> Result<Vec<DriftRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, pipeline, environment, head, baseline, commits, diff, rewritten, state, decided_by, reason, at, decided_at, seal FROM drifts
-             WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY at DESC, id DESC LIMIT 1000",
+             WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR environment = ?2) AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR id = ?4)
+             ORDER BY at DESC, id DESC LIMIT 1000",
         )
-        .bind(pipeline)
+        .bind(f.pipeline)
+        .bind(f.environment)
+        .bind(f.state)
+        .bind(f.id)
         .fetch_all(&self.pool)
         .await
         .map_err(self.db())?;
@@ -341,8 +346,8 @@ impl Backend for SqliteBackend {
         Box::pin(self.decisions_of(run, stage))
     }
 
-    fn drifts<'a>(&'a self, pipeline: Option<&'a str>) -> Fut<'a, Vec<DriftRecord>> {
-        Box::pin(self.drifts_of(pipeline))
+    fn drifts<'a>(&'a self, filter: DriftFilter<'a>) -> Fut<'a, Vec<DriftRecord>> {
+        Box::pin(self.drifts_of(filter))
     }
 
     fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>> {
