@@ -3,6 +3,7 @@
 mod approve;
 mod audit;
 mod drift;
+mod watch;
 mod graph;
 mod logs;
 mod remote;
@@ -73,6 +74,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Changes in environment branches promote did not make: check, list, show, accept, reject.
     Drift(drift::Args),
+    /// Releases kept being judged after their runs: list, show, clear a held version, run.
+    Watch(watch::Args),
 }
 
 /// Runs the command line; the exit code follows docs/cli.md.
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
         (Command::Reject(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "reject", Some(&a.reason)),
         (Command::BreakGlass(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "break-glass", Some(&a.reason)),
         (Command::Drift(a), Some(url)) => remote::drift(url, &a.command),
+        (Command::Watch(a), Some(url)) => remote::watch(url, &a.command),
         (command, _) => local(command, &state),
     };
     match result {
@@ -104,6 +108,7 @@ fn local(command: Command, state: &std::path::Path) -> anyhow::Result<ExitCode> 
         Command::Validate(args) => validate::run(args),
         Command::Serve(args) => serve::run(args, &state),
         Command::Drift(args) => drift::run(args, &state),
+        Command::Watch(args) => watch::run(args, &state),
         Command::Graph(args) => graph::run(args),
         Command::Rollback(args) => rollback::run(args, &state),
         Command::Run(args) => run::run(args, &state),

@@ -174,6 +174,57 @@ pub fn drift(server: &str, command: &super::drift::DriftCommand) -> anyhow::Resu
     })
 }
 
+/// `promote watch ...` through a server's API.
+pub fn watch(server: &str, command: &super::watch::WatchCommand) -> anyhow::Result<ExitCode> {
+    use super::watch::WatchCommand;
+    let remote = Remote::new(server)?;
+    super::runtime()?.block_on(async {
+        match command {
+            WatchCommand::Run { .. } => {
+                eprintln!("promote: error: a server makes its watches' looks by itself: run `watch run` without --server");
+                Ok(ExitCode::from(super::EXIT_BAD_INPUT))
+            }
+            WatchCommand::List { pipeline, json } => {
+                let path = match pipeline {
+                    Some(p) => format!("/watches?pipeline={}", urlencoding(p)),
+                    None => "/watches".to_string(),
+                };
+                let (status, v) = remote.call(reqwest::Method::GET, &path, None).await?;
+                if status != 200 {
+                    return refused(status, &v);
+                }
+                let all: Vec<crate::store::WatchRecord> = serde_json::from_value(v["watches"].clone())?;
+                Ok(super::watch::list(&all, *json))
+            }
+            WatchCommand::Show { id } => {
+                let (status, v) = remote.call(reqwest::Method::GET, &format!("/watches/{}", urlencoding(id)), None).await?;
+                if status == 404 {
+                    return Ok(super::watch::show(None, id));
+                }
+                if status != 200 {
+                    return refused(status, &v);
+                }
+                let w: crate::store::WatchRecord = serde_json::from_value(v)?;
+                Ok(super::watch::show(Some(&w), id))
+            }
+            WatchCommand::Clear { id, user, reason } => {
+                let body = json!({"reason": reason, "as": user});
+                let (status, v) = remote.call(reqwest::Method::POST, &format!("/watches/{}/clear", urlencoding(id)), Some(body)).await?;
+                if status != 200 {
+                    return refused(status, &v);
+                }
+                println!("{}", crate::diag::printable(v["done"].as_str().unwrap_or("")));
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+/// A path segment or query value, percent-encoded.
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 async fn decide_drift(remote: &Remote, id: &str, verdict: &str, user: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
     let (status, v) = remote.call(reqwest::Method::POST, &format!("/drifts/{id}/{verdict}"), Some(json!({"reason": reason, "as": user}))).await?;
     if status != 200 {

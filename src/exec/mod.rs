@@ -3,6 +3,7 @@
 
 mod head;
 mod metrics;
+mod watch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use tracing::Instrument;
 
 pub use head::{head_remote, settle_heads};
 pub use metrics::Metrics;
+pub use watch::Looked;
 
 use crate::clock::{humanize, now_ms};
 use crate::diag::Diagnostics;
@@ -56,6 +58,9 @@ pub enum ExecError {
         /// The run.
         id: String,
     },
+    /// The version is held: a watch of it failed and nobody cleared it.
+    #[error("{0}")]
+    Held(String),
     /// The pipeline stored with the run no longer loads (a newer promote changed a rule).
     #[error("the pipeline stored with run {id} does not load any more:\n{errors}")]
     Invalid {
@@ -127,6 +132,9 @@ impl Executor {
         authenticated: bool,
         delivery: Option<crate::store::Delivery>,
     ) -> Result<Result<RunRecord, Option<String>>, ExecError> {
+        if let Some(w) = self.store.held(&plan.pipeline.name.value, version).await? {
+            return Err(ExecError::Held(stages::held(&w)));
+        }
         let run = RunRecord {
             id: ulid::Ulid::new().to_string(),
             pipeline: plan.pipeline.name.value.clone(),
@@ -419,6 +427,8 @@ impl Executor {
             note("run-finished", None, &format!("failed: `{failed}` failed: {why}"));
             RunState::Failed
         } else {
+            // The releases it promoted keep being judged where a `watch` says so.
+            self.begin_watches(&run, &plan, &base_dir).await?;
             self.store.finish_run(id, RunState::Succeeded, None).await?;
             note("run-finished", None, "succeeded");
             RunState::Succeeded
@@ -470,6 +480,7 @@ impl Executor {
                     run: Some(&run_id),
                     stage: Some(&stage_name),
                     seal: Some(&key),
+                    only_if: None,
                 };
                 writer.rollback(&dest, &r)
             })

@@ -24,6 +24,44 @@ pub struct DeployStage {
     /// What must be healthy after the commit before the stage succeeds.
     #[serde(default)]
     pub health: Option<Health>,
+    /// How the release keeps being judged after the run (replaces the environment's `watch`).
+    #[serde(default)]
+    pub watch: Option<Watch>,
+}
+
+impl DeployStage {
+    /// The watch this deploy's releases get: its own, else its environment's.
+    pub fn watch_in<'a>(&'a self, env: &'a crate::model::Environment) -> Option<&'a Watch> {
+        self.watch.as_ref().or(env.spec.watch.as_ref())
+    }
+}
+
+/// `watch`: after the run has promoted, the release keeps being judged for `for`, one look every
+/// `interval` (each metric check measured once, the logs since the promotion judged); a failed
+/// look beyond `failureLimit` reverts the environment to its last compliant state and holds the
+/// version until a person clears it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Watch {
+    /// How long the release is watched after its run ended.
+    #[serde(rename = "for")]
+    pub duration: Duration,
+    /// Time between looks (default 1m).
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    /// Failed looks tolerated; the next one reverts (default 0: the first reverts).
+    #[serde(default)]
+    pub failure_limit: u32,
+    /// Metric checks, as in a `metrics` stage (one measurement of each per look).
+    #[serde(default)]
+    pub metrics: Option<MetricsStage>,
+    /// A log check, as in a `logs` stage (each look judges the lines since the promotion).
+    #[serde(default)]
+    pub logs: Option<LogsStage>,
+    /// Who may clear a version the watch held (users, `group:NAME`); none: any user of the
+    /// users file.
+    #[serde(default)]
+    pub approvers: Vec<Spanned<String>>,
 }
 
 /// Health checks after a deploy; every one given must pass before `timeout`.

@@ -176,6 +176,10 @@ pub struct EnvironmentSpec {
     /// What a change promote did not make does (default: an alert a person decides).
     #[serde(default)]
     pub drift: Drift,
+    /// How a release promoted here keeps being judged after its run (a deploy's own `watch`
+    /// replaces it).
+    #[serde(default)]
+    pub watch: Option<Watch>,
 }
 
 /// `drift: {action, approvers, blockPromotions}`.

@@ -9,6 +9,7 @@ pub mod drift;
 pub mod figures;
 pub mod rollback;
 pub mod start;
+pub mod watch;
 
 use std::path::Path;
 

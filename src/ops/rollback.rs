@@ -47,7 +47,7 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
     let dest = Destination::of(env, base);
     let (w, name, env_name, key) = (writer.clone(), pipeline.name.value.clone(), environment.to_string(), store.key().clone());
     let result = tokio::task::spawn_blocking(move || {
-        let request = RollbackRequest { pipeline: &name, environment: &env_name, target, run: None, stage: None, seal: Some(&key) };
+        let request = RollbackRequest { pipeline: &name, environment: &env_name, target, run: None, stage: None, seal: Some(&key), only_if: None };
         w.rollback(&dest, &request)
     })
     .await
@@ -62,6 +62,10 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
         Err(e) => format!("{}: rollback of {environment} failed: {e}", pipeline.name.value),
     };
     store.audit("-", None, "rollback", who, &detail).await?;
+    if let Ok(Report { outcome: Outcome::Committed(_), .. }) = &result {
+        // What watched the release rolled back watches no more.
+        store.supersede_watches(&pipeline.name.value, environment, &format!("a rollback by {who}")).await?;
+    }
     // The pipeline's channels hear of it as of a run's rollback.
     if let Ok(Report { outcome: Outcome::Committed(_), .. }) = &result {
         match crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]) {

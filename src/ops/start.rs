@@ -71,6 +71,9 @@ pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError
     if !refused.is_empty() {
         return Err(OpsError::Refused(refused.join("\n")));
     }
+    if let Some(w) = exec.store.held(&r.plan.pipeline.name.value, r.version).await? {
+        return Err(OpsError::Refused(crate::stages::held(&w)));
+    }
     let base = r.file.parent().unwrap_or(Path::new("."));
     let authenticated = authenticate(r, base)?;
     let mut accepted = Vec::new();

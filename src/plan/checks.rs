@@ -217,6 +217,14 @@ pub fn expressions(p: &Pipeline, diags: &mut Diagnostics) {
             jobs.push((cond, "if", IF_VARIABLES));
         }
         jobs.extend(kind_expressions(&stage.kind));
+        if let StageKind::Deploy(d) = &stage.kind
+            && let Some(m) = d.watch.as_ref().and_then(|w| w.metrics.as_ref())
+        {
+            jobs.extend(m.expressions());
+        }
+    }
+    for m in p.environments.iter().filter_map(|e| e.spec.watch.as_ref().and_then(|w| w.metrics.as_ref())) {
+        jobs.extend(m.expressions());
     }
     let mut distinct: HashMap<&str, usize> = HashMap::new();
     let mut texts: Vec<&str> = Vec::new();
@@ -441,6 +449,68 @@ impl Checks for DeployStage {
 }
 
 impl Checks for WaitStage {}
+
+/// Every `watch` (of an environment, of a deploy) judges something, at an interval within its
+/// length, with checks that would be valid in a `metrics` or `logs` stage.
+pub fn watches(p: &Pipeline, diags: &mut Diagnostics) {
+    let mut all: Vec<(String, crate::diag::Pos, &crate::model::Watch)> = Vec::new();
+    for e in &p.environments {
+        if let Some(w) = &e.spec.watch {
+            all.push((format!("the watch of environment `{}`", e.name.value), e.name.pos, w));
+        }
+    }
+    for s in &p.stages {
+        if let StageKind::Deploy(d) = &s.kind
+            && let Some(w) = &d.watch
+        {
+            all.push((format!("the watch of stage `{}`", s.name.value), s.kind_pos, w));
+        }
+    }
+    for (what, pos, w) in all {
+        if w.duration.0.is_zero() {
+            diags.error(pos, format!("{what}: `for` is 0s: say how long the release is watched after its run (`for: 30m`)"));
+        }
+        if w.interval.0.is_zero() {
+            diags.error(pos, format!("{what}: `interval` is 0s: give the time between looks (`interval: 1m`)"));
+        } else if w.interval.0 > w.duration.0 && !w.duration.0.is_zero() {
+            diags.error(
+                pos,
+                format!("{what}: `interval: {}` is longer than `for: {}`: it would never look", crate::clock::humanize(w.interval.0), crate::clock::humanize(w.duration.0)),
+            );
+        }
+        if w.metrics.is_none() && w.logs.is_none() {
+            diags.error(pos, format!("{what} judges nothing: give it `metrics` (checks, as in a metrics stage) or `logs` (a source, as in a logs stage)"));
+        }
+        // The kinds' own checks, on a stage standing for the watch (their messages name it).
+        let stand_in = |kind| Stage {
+            name: Spanned::new(pos, what.clone()),
+            needs: Vec::new(),
+            condition: None,
+            timeout: None,
+            retry: None,
+            description: None,
+            kind_pos: pos,
+            kind,
+        };
+        if let Some(m) = &w.metrics {
+            if m.count != 1 {
+                diags.error(pos, format!("{what}: `metrics.count: {}`: a watch measures each check once per look; its `for` and `interval` say how many looks", m.count));
+            }
+            if !m.initial_delay.0.is_zero() {
+                diags.error(pos, format!("{what}: `metrics.initialDelay` has no meaning in a watch (it starts when the run has ended): remove it"));
+            }
+            m.check(&stand_in(StageKind::Metrics(m.clone())), diags);
+        }
+        if let Some(l) = &w.logs {
+            l.check(&stand_in(StageKind::Logs(l.clone())), diags);
+        }
+        for who in &w.approvers {
+            if who.value.strip_prefix("group:").is_some_and(str::is_empty) || who.value.trim().is_empty() {
+                diags.error(who.pos, format!("{what}: empty approver `{}`", who.value));
+            }
+        }
+    }
+}
 
 #[allow(clippy::neg_cmp_op_on_partial_ord)]
 fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics) {

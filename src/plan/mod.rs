@@ -54,6 +54,7 @@ pub fn plan(pipeline: Pipeline, diags: &mut Diagnostics) -> Option<Plan> {
     checks::environments(&pipeline, diags);
     checks::expressions(&pipeline, diags);
     checks::kinds(&pipeline, diags);
+    checks::watches(&pipeline, diags);
     if acyclic {
         checks::production_gates(&pipeline, &graph, diags);
     }

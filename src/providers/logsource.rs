@@ -46,6 +46,17 @@ impl FileMarks {
         Ok(FileMarks { files })
     }
 
+    /// The files and their noted lengths, as JSON (`[[path, length], ...]`), to be kept.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.files.iter().map(|(p, n)| serde_json::json!([p.display().to_string(), n])).collect())
+    }
+
+    /// Marks kept with [`to_json`](Self::to_json); `None` when `v` is not such a list.
+    pub fn from_json(v: &serde_json::Value) -> Option<FileMarks> {
+        let files = v.as_array()?.iter().map(|e| Some((PathBuf::from(e[0].as_str()?), e[1].as_u64()?))).collect::<Option<Vec<_>>>()?;
+        Some(FileMarks { files })
+    }
+
     /// (the lines each file had when the window opened — the most recent ones, the lines
     /// appended since). A file that shrank (rotated) is read from its start.
     pub fn read(&self) -> Result<(Vec<String>, Vec<String>), ProviderError> {

@@ -52,6 +52,9 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/audit/verify", get(verify))
         .route("/drifts", get(drifts))
         .route("/drifts/{id}/{verdict}", post(decide_drift))
+        .route("/watches", get(watches))
+        .route("/watches/{id}", get(watch))
+        .route("/watches/{id}/clear", post(clear_watch))
         .route("/pipelines/{name}/environments/{env}/rollback", post(rollback))
 }
 
@@ -298,6 +301,46 @@ async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Path((id
     let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
     let d = Decision { id: &id, verdict, user: &who, reason: b.reason.as_deref(), proof: crate::ops::decide::Proof::Token(Some(&token)) };
     let line = crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await.map_err(ops_error)?;
+    Ok(Json(json!({"done": line, "by": who})).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct WatchQuery {
+    pipeline: Option<String>,
+}
+
+/// `GET /api/v1/watches[?pipeline=NAME]`: newest first, without each last look's evidence.
+async fn watches(State(server): State<Server>, headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<WatchQuery>) -> Answer {
+    authenticate(&server, &headers)?;
+    let mut all = crate::ops::watch::list(&server.exec.store, q.pipeline.as_deref()).await.map_err(ops_error)?;
+    for w in &mut all {
+        w.evidence = None;
+    }
+    Ok(Json(json!({"watches": all})).into_response())
+}
+
+/// `GET /api/v1/watches/{id}`: one watch with its last look's evidence.
+async fn watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    authenticate(&server, &headers)?;
+    match server.exec.store.watch(&id).await? {
+        Some(w) => Ok(Json(w).into_response()),
+        None => Err(error(StatusCode::NOT_FOUND, format!("no watch `{}`", crate::diag::printable(&id)))),
+    }
+}
+
+/// `POST /api/v1/watches/{id}/clear` `{"reason": TEXT}`: as `promote watch clear`, by the token's
+/// user.
+async fn clear_watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Answer {
+    let (who, token) = authenticate(&server, &headers)?;
+    let b: DriftBody = serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"reason\": TEXT}}: {e}")))?;
+    if let Some(claimed) = &b.as_user
+        && claimed != &who
+    {
+        return Err(error(StatusCode::FORBIDDEN, format!("the token is {who}'s, not {claimed}'s: a hold is cleared as the token's user")));
+    }
+    let reason = b.reason.unwrap_or_default();
+    let c = crate::ops::watch::Clear { id: &id, user: &who, reason: &reason, proof: crate::ops::decide::Proof::Token(Some(&token)) };
+    let line = crate::ops::watch::clear(&server.exec.store, &c).await.map_err(ops_error)?;
     Ok(Json(json!({"done": line, "by": who})).into_response())
 }
 

@@ -144,6 +144,9 @@ pub async fn receive(
             Ok(Err(first)) => {
                 started.push(json!({"pipeline": loaded.plan.pipeline.name.value, "version": version, "run": first, "started": false, "duplicate": true}))
             }
+            Err(crate::exec::ExecError::Held(why)) => {
+                started.push(json!({"pipeline": loaded.plan.pipeline.name.value, "version": version, "started": false, "held": why}));
+            }
             Err(e) => {
                 tracing::error!(error = %e, "a verified delivery could not be recorded");
                 return answer(StatusCode::SERVICE_UNAVAILABLE, "failed", json!({"error": "the delivery could not be recorded: send it again"}));
@@ -158,7 +161,15 @@ pub async fn receive(
         return answer(StatusCode::ACCEPTED, "ignored", json!({"ignored": crate::diag::printable(&what)}));
     }
     let any_new = started.iter().any(|s| s["started"] == true);
-    let (status, result) = if any_new { (StatusCode::CREATED, "started") } else { (StatusCode::OK, "duplicate") };
+    let held = started.iter().any(|s| s.get("held").is_some());
+    let (status, result) = if any_new {
+        (StatusCode::CREATED, "started")
+    } else if held {
+        // Not recorded: once a person clears the version, the same delivery starts it.
+        (StatusCode::CONFLICT, "held")
+    } else {
+        (StatusCode::OK, "duplicate")
+    };
     answer(status, result, json!({"runs": started}))
 }
 

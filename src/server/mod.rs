@@ -214,6 +214,9 @@ impl Server {
     }
 }
 
+/// How often the server asks for the watches' due looks.
+const WATCH_TICK: Duration = Duration::from_millis(500);
+
 /// The router of a server (also used by tests that bind their own listener).
 pub fn router(server: Server) -> Router {
     Router::new()
@@ -283,6 +286,21 @@ pub async fn serve(
         })
     };
     let poller = tokio::spawn(poll::run(server.clone()));
+    // Promoted releases under a `watch`: their looks, resumed from the state after a restart.
+    let watcher = {
+        let (exec, stop) = (server.exec.clone(), server.stop.clone());
+        tokio::spawn(async move {
+            let said = |l: &crate::exec::Looked| {
+                let message = crate::diag::printable(&l.message);
+                match l.state.as_str() {
+                    "watching" => tracing::debug!(watch = %l.watch, environment = %l.environment, version = %l.version, "looked: {message}"),
+                    "failed" | "error" => tracing::warn!(watch = %l.watch, environment = %l.environment, version = %l.version, state = %l.state, "{message}"),
+                    _ => tracing::info!(watch = %l.watch, environment = %l.environment, version = %l.version, state = %l.state, "{message}"),
+                }
+            };
+            exec.watch_until(stop, WATCH_TICK, said).await
+        })
+    };
     let stop = server.stop.clone();
     let app = router(server.clone());
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
@@ -294,6 +312,7 @@ pub async fn serve(
     server.stop.cancel();
     reloader.abort();
     poller.abort();
+    let _ = watcher.await;
     let mut drivers = std::mem::take(&mut *server.drivers.lock().await);
     while drivers.join_next().await.is_some() {}
     crate::exec::settle_heads().await;

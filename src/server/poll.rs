@@ -86,6 +86,7 @@ async fn poll_one(
                     server.drive(run.id);
                 }
                 Ok(Err(_)) => {}
+                Err(crate::exec::ExecError::Held(why)) => tracing::info!(version, "a polled ref names a held version: {why}"),
                 Err(e) => return Err(e.to_string()),
             }
         }

@@ -29,6 +29,10 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
         let why = format!("`{env_name}` has an undecided drift ({}): promote drift accept|reject {} --as USER decides it", d.describe(), d.id);
         return Ok(Step::Wait(Wait { why, wake: Wake::DriftDecided, until: Some(crate::clock::now_ms() + 60_000), notify: None }));
     }
+    // A version whose watch failed is not promoted again until a person clears it.
+    if let Some(w) = ctx.store.held(&ctx.run.pipeline, &ctx.run.version).await? {
+        return Err(StageError::Terminal(held(&w)));
+    }
     let stage = ctx.stage().name.value.clone();
     let break_glass = match &env.spec.freeze {
         Some(f) => match freeze_gate(f, ctx, env_name).await? {
@@ -112,6 +116,8 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     if outcome == "committed" {
         // Where DORA's lead time ends (the stage's own end may come later, after health).
         out["committedAt"] = serde_json::json!(crate::clock::now_ms());
+        // What watched the release before this one watches no more.
+        ctx.store.supersede_watches(&pipeline, env_name, &format!("the promotion of {} by run {}", run.version, run.id)).await?;
     }
     if !report.warnings.is_empty() {
         out["policyWarnings"] = serde_json::json!(report.warnings);
@@ -139,6 +145,18 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
         }
     }
     Ok(Step::Done(out))
+}
+
+/// Why a held version is not promoted, and what clears it.
+pub fn held(w: &crate::store::WatchRecord) -> String {
+    format!(
+        "{} {} is held: its watch in `{}` failed ({}); `promote watch clear {} --as USER --reason TEXT` lets it be promoted again",
+        w.pipeline,
+        w.version,
+        w.environment,
+        w.message.as_deref().unwrap_or("reverted"),
+        w.id
+    )
 }
 
 /// Whether a frozen environment lets the deploy through.

@@ -32,35 +32,55 @@ async fn sleep_until(ms: i64) {
     }
 }
 
-/// Runs the check.
-pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+/// The lines judged: those after the deploy, the baseline's, and where they came from.
+pub struct Lines {
+    /// The baseline's lines.
+    pub before: Vec<String>,
+    /// The lines after the deploy.
+    pub after: Vec<String>,
+    /// Where they came from (evidence).
+    pub source: serde_json::Value,
+}
+
+/// What a read of the lines needs beside the stage's settings.
+pub struct Reading<'a> {
+    /// The values `${name}` takes in a Loki query.
+    pub vars: &'a crate::providers::Vars,
+    /// The version the environment held before (a `previousVersion` baseline's `${version}`).
+    pub previous: Option<&'a str>,
+    /// The version judged.
+    pub version: &'a str,
+    /// For `files`: the lengths noted when the window opened.
+    pub marks: Option<FileMarks>,
+    /// When the release was deployed (Unix ms).
+    pub deployed_at: i64,
+    /// How long after it to read.
+    pub window: i64,
+}
+
+/// Reads the lines after the deploy and the baseline's, from the stage's source.
+pub async fn read(l: &LogsStage, r: Reading<'_>) -> Result<Lines, StageError> {
     let fail = |e: String| StageError::Transient(e);
     let invalid = |e: String| StageError::Terminal(e);
-    let window = l.window.0.as_millis() as i64;
-    let deployed_at = ctx.deployed_at().await?;
-    let vars = ctx.variables();
-    // The baseline reads the previous version's lines where a query names `${version}`.
-    let previous = ctx.last_deploy().await?.and_then(|(_, out)| out["oldValue"].as_str().map(String::from));
-    let (before, after, source) = match &l.source {
+    let Reading { vars, previous, version, marks, deployed_at, window } = r;
+    match &l.source {
         LogSource::Files(patterns) => {
             let patterns: Vec<String> = patterns.iter().map(|p| p.value.clone()).collect();
-            let marks = FileMarks::open(&ctx.base_dir, &patterns).map_err(|e| fail(e.to_string()))?;
-            sleep_until(ctx.started_at + window).await;
+            let marks = marks.ok_or_else(|| invalid("log files: no lengths were noted when the window opened".into()))?;
             // Reading files (up to 200,000 baseline lines) blocks: off the async threads.
-            let (b, a) = tokio::task::spawn_blocking(move || marks.read())
+            let (before, after) = tokio::task::spawn_blocking(move || marks.read())
                 .await
                 .map_err(|e| fail(format!("reading the log files stopped: {e}")))?
                 .map_err(|e| fail(e.to_string()))?;
-            (b, a, json!({"files": patterns}))
+            Ok(Lines { before, after, source: json!({"files": patterns}) })
         }
         LogSource::Loki(src) => {
             let interpolate = |version: &str| {
                 crate::model::interpolate(&src.query.value, |n| if n == "version" { Some(version) } else { vars.get(n).map(String::as_str) })
                     .map_err(|v| invalid(format!("loki query: `${{{v}}}` has no value here")))
             };
-            let query = interpolate(&ctx.run.version)?;
-            let base_query = interpolate(previous.as_deref().unwrap_or(&ctx.run.version))?;
-            sleep_until(deployed_at + window).await;
+            let query = interpolate(version)?;
+            let base_query = interpolate(previous.unwrap_or(version))?;
             let timeout = Duration::from_secs(60);
             let after = logsource::loki(src, &query, deployed_at, deployed_at + window, timeout).await.map_err(|e| fail(e.to_string()))?;
             let (from, to) = match l.baseline {
@@ -68,24 +88,42 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
                 LogBaseline::PreviousVersion => (deployed_at, deployed_at + window),
             };
             let before = logsource::loki(src, &base_query, from, to, timeout).await.map_err(|e| fail(e.to_string()))?;
-            (before, after, json!({"loki": {"query": query, "baselineQuery": base_query}}))
+            Ok(Lines { before, after, source: json!({"loki": {"query": query, "baselineQuery": base_query}}) })
         }
         LogSource::Kubernetes(k) => {
-            sleep_until(deployed_at + window).await;
             let client = crate::providers::kubernetes::client().await.map_err(|e| fail(e.to_string()))?;
-            let (b, a) = logsource::kubernetes(&client, k, deployed_at, window).await.map_err(|e| fail(e.to_string()))?;
-            (b, a, json!({"kubernetes": {"namespace": k.namespace, "selector": k.selector}}))
+            let (before, after) = logsource::kubernetes(&client, k, deployed_at, window).await.map_err(|e| fail(e.to_string()))?;
+            Ok(Lines { before, after, source: json!({"kubernetes": {"namespace": k.namespace, "selector": k.selector}}) })
         }
-    };
+    }
+}
+
+/// Notes the length of every file of a `files` source (the window opens now); `None` for the
+/// other sources.
+pub fn marks(l: &LogsStage, base: &std::path::Path) -> Result<Option<FileMarks>, StageError> {
+    match &l.source {
+        LogSource::Files(patterns) => {
+            let patterns: Vec<String> = patterns.iter().map(|p| p.value.clone()).collect();
+            FileMarks::open(base, &patterns).map(Some).map_err(|e| StageError::Transient(e.to_string()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Mines the lines and judges them by the stage's rules (`ignored`: templates marked not a
+/// risk): the evidence, or the verdict naming each failing template (`hint`: how to exempt one).
+pub async fn judge(l: &LogsStage, lines: Lines, ignored: Vec<String>, window: Duration, hint: &str) -> Result<serde_json::Value, StageError> {
+    let fail = |e: String| StageError::Transient(e);
+    let Lines { before, after, source } = lines;
     if after.is_empty() {
         return Err(fail(format!(
             "no log lines after the deploy (window {}): nothing to judge; check the source ({} baseline lines were read)",
-            crate::clock::humanize(l.window.0),
+            crate::clock::humanize(window),
             before.len()
         )));
     }
     let mut rules = rules(l);
-    rules.ignored = ctx.store.exempt_templates(&ctx.plan.pipeline.name.value).await?;
+    rules.ignored = ignored;
     // Mining is CPU work proportional to the lines: off the async threads too.
     let v = tokio::task::spawn_blocking(move || verdict::judge(&before, &after, &rules)).await.map_err(|e| fail(format!("judging the logs stopped: {e}")))?;
     let failing: Vec<String> = v
@@ -101,18 +139,29 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
     if v.passed {
         Ok(evidence)
     } else {
-        let run = &ctx.run.id;
-        let stage = &ctx.stage().name.value;
         Err(StageError::Verdict {
-            message: format!(
-                "{} of {} templates after the deploy fail: {} (not a risk? promote logs not-a-risk {run} {stage} N --as USER --reason ...)",
-                failing.len(),
-                v.templates,
-                failing.join(" | ")
-            ),
+            message: format!("{} of {} templates after the deploy fail: {} ({hint})", failing.len(), v.templates, failing.join(" | ")),
             evidence,
         })
     }
+}
+
+/// Runs the check.
+pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value, StageError> {
+    let window = l.window.0.as_millis() as i64;
+    let deployed_at = ctx.deployed_at().await?;
+    let vars = ctx.variables();
+    // The baseline reads the previous version's lines where a query names `${version}`.
+    let previous = ctx.last_deploy().await?.and_then(|(_, out)| out["oldValue"].as_str().map(String::from));
+    // Files: the window opens at the stage's start; the others read after the deploy.
+    let marks = marks(l, &ctx.base_dir)?;
+    let opens = if marks.is_some() { ctx.started_at } else { deployed_at };
+    sleep_until(opens + window).await;
+    let reading = Reading { vars: &vars, previous: previous.as_deref(), version: &ctx.run.version, marks, deployed_at, window };
+    let lines = read(l, reading).await?;
+    let ignored = ctx.store.exempt_templates(&ctx.plan.pipeline.name.value).await?;
+    let hint = format!("not a risk? promote logs not-a-risk {} {} N --as USER --reason ...", ctx.run.id, ctx.stage().name.value);
+    judge(l, lines, ignored, l.window.0, &hint).await
 }
 
 impl super::Run for crate::model::LogsStage {

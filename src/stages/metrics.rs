@@ -52,7 +52,28 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<Step, StageErro
         let summary = kept["summary"].as_str().unwrap_or_default().to_string();
         return decide(m, ctx, &stage, summary, kept["evidence"].clone()).await;
     }
-    let vars = ctx.variables();
+    let prepared = prepare(m, &ctx.variables(), None)?;
+    // The deploy this analysis judges: the latest upstream deploy's end, else this stage's start.
+    let deployed_at = ctx.deployed_at().await?;
+    let delay_left = ctx.started_at + m.initial_delay.0.as_millis() as i64 - now_ms();
+    if delay_left > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_left as u64)).await;
+    }
+
+    let (verdict, summary, evidence) = analyse(m, prepared, deployed_at).await?;
+    match verdict {
+        Phase::Successful => Ok(Step::Done(evidence)),
+        Phase::Failed | Phase::Error => Err(StageError::Verdict { message: summary, evidence }),
+        Phase::Inconclusive => {
+            *ctx.memo.lock().unwrap_or_else(|e| e.into_inner()) = Some(json!({"summary": summary, "evidence": evidence}));
+            decide(m, ctx, &stage, summary, evidence).await
+        }
+    }
+}
+
+/// The checks of `m` ready to measure with `vars` (each measured `count` times, or its own or
+/// the stage's count).
+fn prepare(m: &MetricsStage, vars: &crate::providers::Vars, count: Option<u32>) -> Result<Vec<Prepared>, StageError> {
     let lookup = |n: &str| vars.get(n).map(String::as_str);
     let fail = |why: String| StageError::Terminal(why);
     let stage_provider = Arc::new(AnyProvider::new(&m.provider, &vars).map_err(|e| fail(e.to_string()))?);
@@ -73,7 +94,7 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<Step, StageErro
             Conditions::new(c.success_condition.as_ref().map(|s| s.value.as_str()), c.failure_condition.as_ref().map(|s| s.value.as_str()), cel_root.clone())
                 .map_err(|e| fail(format!("check `{}`: {e}", c.name.value)))?;
         let limits = Limits {
-            count: c.count.unwrap_or(m.count).max(1),
+            count: count.unwrap_or(c.count.unwrap_or(m.count)).max(1),
             failure: c.failure_limit,
             inconclusive: c.inconclusive_limit,
             consecutive_errors: c.consecutive_error_limit,
@@ -81,13 +102,12 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<Step, StageErro
         prepared.push(Prepared { check: c.clone(), query, baseline_query, provider, conditions, limits, interval: c.interval.unwrap_or(m.interval).0 });
     }
 
-    // The deploy this analysis judges: the latest upstream deploy's end, else this stage's start.
-    let deployed_at = ctx.deployed_at().await?;
-    let delay_left = ctx.started_at + m.initial_delay.0.as_millis() as i64 - now_ms();
-    if delay_left > 0 {
-        tokio::time::sleep(Duration::from_millis(delay_left as u64)).await;
-    }
+    Ok(prepared)
+}
 
+/// Measures every check at once until each is decided, and judges them: (verdict, summary,
+/// evidence).
+async fn analyse(m: &MetricsStage, prepared: Vec<Prepared>, deployed_at: i64) -> Result<(Phase, String, serde_json::Value), StageError> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, p) in prepared.into_iter().enumerate() {
@@ -100,16 +120,14 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<Step, StageErro
         results[i] = Some(r);
     }
     let results: Vec<CheckResult> = results.into_iter().map(|r| r.expect("every check reports")).collect();
+    Ok(judge(m, results))
+}
 
-    let (verdict, summary, evidence) = judge(m, results);
-    match verdict {
-        Phase::Successful => Ok(Step::Done(evidence)),
-        Phase::Failed | Phase::Error => Err(StageError::Verdict { message: summary, evidence }),
-        Phase::Inconclusive => {
-            *ctx.memo.lock().unwrap_or_else(|e| e.into_inner()) = Some(json!({"summary": summary, "evidence": evidence}));
-            decide(m, ctx, &stage, summary, evidence).await
-        }
-    }
+/// One look of a watch: each check of `m` measured once (a comparison over the time since
+/// `deployed_at`), judged as the stage would: (verdict, summary, evidence).
+pub async fn look(m: &MetricsStage, vars: &crate::providers::Vars, deployed_at: i64) -> Result<(Phase, String, serde_json::Value), StageError> {
+    let prepared = prepare(m, vars, Some(1))?;
+    analyse(m, prepared, deployed_at).await
 }
 
 /// Measures one check until its limits decide it or `count` is reached.

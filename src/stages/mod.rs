@@ -3,8 +3,8 @@
 
 mod approval;
 mod deploy;
-mod logs;
-mod metrics;
+pub mod logs;
+pub mod metrics;
 pub mod policies;
 mod policy;
 mod wait;
@@ -21,6 +21,7 @@ use crate::plan::Plan;
 use crate::store::{RunRecord, StageState, Store, Transition};
 
 pub use approval::{ApprovalCheck, check_approver};
+pub use deploy::held;
 pub use metrics::deciders;
 
 /// Why a stage attempt failed, and so whether another attempt may help: the engine retries a

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite, Transition,
+    Decision, Delivery, DriftFilter, DriftRecord, Event, WatchFilter, WatchRecord, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite, Transition,
     Write, Written,
 };
 
@@ -55,6 +55,9 @@ pub trait Backend: Send + Sync + 'static {
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>>;
     /// The drifts recorded that `filter` names, newest first (at most 1,000).
     fn drifts<'a>(&'a self, filter: DriftFilter<'a>) -> Fut<'a, Vec<DriftRecord>>;
+    /// The watches `filter` names: newest first (at most 1,000), or with `due`, the due ones
+    /// soonest first (at most 10,000).
+    fn watches<'a>(&'a self, filter: WatchFilter<'a>) -> Fut<'a, Vec<WatchRecord>>;
     /// Every running run with a stage waiting, and all its stages (file order), oldest run first.
     fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>>;
     /// Every stage of `kind` (any kind: `None`) in `state` (any: `None`), with its run, oldest
@@ -467,6 +470,80 @@ impl Store {
             at: crate::clock::now_ms(),
         };
         self.write(w).await.map(|_| ())
+    }
+
+    /// The watches `filter` names; refused when one does not carry its seal (a failed watch holds
+    /// its version, a passed one makes its commit the state a revert goes back to).
+    pub async fn watches(&self, filter: WatchFilter<'_>) -> Result<Vec<WatchRecord>, StoreError> {
+        let all = self.backend.watches(filter).await?;
+        for w in &all {
+            if !self.key().verify_hex(&seals::watch(self.key(), w), w.seal.as_deref()) {
+                return Err(self.forged(format!("watch {} ({} of {} in {})", w.id, w.state, w.version, w.environment)));
+            }
+        }
+        Ok(all)
+    }
+
+    /// One watch, by id.
+    pub async fn watch(&self, id: &str) -> Result<Option<WatchRecord>, StoreError> {
+        Ok(self.watches(WatchFilter { id: Some(id), ..Default::default() }).await?.pop())
+    }
+
+    /// The watch that holds `version` of `pipeline` from being promoted, if one does.
+    pub async fn held(&self, pipeline: &str, version: &str) -> Result<Option<WatchRecord>, StoreError> {
+        let f = WatchFilter { pipeline: Some(pipeline), version: Some(version), state: Some("failed"), ..Default::default() };
+        Ok(self.watches(f).await?.into_iter().find(WatchRecord::holds))
+    }
+
+    /// Begins a watch (with its entry; the older active ones of its environment are superseded);
+    /// `Some(id)` of the one the run's stage already has.
+    pub async fn begin_watch(&self, watch: WatchRecord) -> Result<Option<String>, StoreError> {
+        match self.write(Write::BeginWatch { watch: Box::new(watch) }).await? {
+            Written::Duplicate(first) => Ok(Some(first.unwrap_or_default())),
+            _ => Ok(None),
+        }
+    }
+
+    /// Ends the active watches of an environment as superseded by `by` (in words).
+    pub async fn supersede_watches(&self, pipeline: &str, environment: &str, by: &str) -> Result<(), StoreError> {
+        let w = Write::SupersedeWatches {
+            pipeline: pipeline.into(),
+            environment: environment.into(),
+            by: by.into(),
+            except: None,
+            at: crate::clock::now_ms(),
+        };
+        self.write(w).await.map(|_| ())
+    }
+
+    /// Takes the look of watch `id` due at `due` (moving its next look to `next_at`); false when
+    /// another process took it.
+    pub async fn claim_watch(&self, id: &str, due: i64, next_at: i64) -> Result<bool, StoreError> {
+        Ok(self.write(Write::ClaimWatch { id: id.into(), due, next_at }).await? == Written::Renewed(true))
+    }
+
+    /// Records what a look found.
+    pub async fn watch_looked(&self, id: &str, failed: bool, errored: bool, passed: bool, message: &str, evidence: serde_json::Value) -> Result<(), StoreError> {
+        let w = Write::WatchLooked { id: id.into(), failed, errored, passed, message: message.into(), evidence };
+        self.write(w).await.map(|_| ())
+    }
+
+    /// Ends a watch (or marks it reverting), with its entry; `reverted` marks its run reverted.
+    pub async fn end_watch(&self, id: &str, state: &str, message: &str, reverted_to: Option<&str>, reverted: bool) -> Result<(), StoreError> {
+        let w = Write::EndWatch {
+            id: id.into(),
+            state: state.into(),
+            message: message.into(),
+            reverted_to: reverted_to.map(String::from),
+            reverted,
+            at: crate::clock::now_ms(),
+        };
+        self.write(w).await.map(|_| ())
+    }
+
+    /// Clears the hold of a failed watch on its version.
+    pub async fn clear_watch(&self, id: &str, user: &str, reason: &str) -> Result<(), StoreError> {
+        self.write(Write::ClearWatch { id: id.into(), user: user.into(), reason: reason.into(), at: crate::clock::now_ms() }).await.map(|_| ())
     }
 
     /// Every running run with a stage waiting, with its stages, oldest first; refused when a run

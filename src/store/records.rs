@@ -12,6 +12,8 @@ pub enum RunState {
     Succeeded,
     /// A stage failed.
     Failed,
+    /// It succeeded, then its watch judged the release bad and reverted it.
+    Reverted,
 }
 
 /// How a stage stands.
@@ -274,6 +276,77 @@ pub enum Write {
         /// When.
         at: i64,
     },
+    /// A watch begun (with its entry), unless the run's stage has one ([`Written::Duplicate`]);
+    /// the older active watches of its environment end `superseded`.
+    BeginWatch {
+        /// The watch.
+        watch: Box<WatchRecord>,
+    },
+    /// The active watches of an environment end `superseded` (a newer promotion, a rollback, a
+    /// revert), each with its entry.
+    SupersedeWatches {
+        /// The pipeline.
+        pipeline: String,
+        /// The environment.
+        environment: String,
+        /// What superseded them, in words.
+        by: String,
+        /// Not this one (the watch of the promotion that supersedes).
+        except: Option<String>,
+        /// When.
+        at: i64,
+    },
+    /// Takes a watch's look due at `due` by moving it to `next_at`, if nobody took it first
+    /// ([`Written::Renewed`] says whether this did).
+    ClaimWatch {
+        /// The watch.
+        id: String,
+        /// The due time read.
+        due: i64,
+        /// The next look's time.
+        next_at: i64,
+    },
+    /// What a look found (no entry: the watch's row keeps its last look).
+    WatchLooked {
+        /// The watch.
+        id: String,
+        /// Failed by this look.
+        failed: bool,
+        /// Judged nothing (an error) by this look.
+        errored: bool,
+        /// Had data and passed.
+        passed: bool,
+        /// The look's summary.
+        message: String,
+        /// Its evidence.
+        evidence: serde_json::Value,
+    },
+    /// A watch ends (or begins reverting), with its entry; `reverted` marks its run `reverted`.
+    EndWatch {
+        /// The watch.
+        id: String,
+        /// `reverting`, `failed`, `passed`, `inconclusive`, `superseded`, `error`.
+        state: String,
+        /// Why, in words.
+        message: String,
+        /// The revert commit.
+        reverted_to: Option<String>,
+        /// Whether the run is marked `reverted`.
+        reverted: bool,
+        /// When.
+        at: i64,
+    },
+    /// A held version cleared by a person, with its entry.
+    ClearWatch {
+        /// The watch.
+        id: String,
+        /// Who.
+        user: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at: i64,
+    },
     /// Takes (or renews) an environment for a run, if free or if its holder's lease lapsed (then
     /// taken over, with an entry naming the holder).
     Lock {
@@ -373,6 +446,13 @@ impl Write {
             }
             Write::Exempt { reason, .. } => string(reason),
             Write::RecordDrift { drift } => string(&mut drift.diff),
+            Write::BeginWatch { .. } | Write::SupersedeWatches { .. } | Write::ClaimWatch { .. } => {}
+            Write::WatchLooked { message, evidence, .. } => {
+                string(message);
+                json(evidence);
+            }
+            Write::EndWatch { message, .. } => string(message),
+            Write::ClearWatch { reason, .. } => string(reason),
             Write::DecideDrift { reason, .. } => {
                 if let Some(r) = reason {
                     string(r);
@@ -463,6 +543,99 @@ pub struct DriftRecord {
     /// The seal over what it is and its decision ([`super::seals::drift`]).
     #[serde(skip)]
     pub seal: Option<String>,
+}
+
+/// A release kept being judged after its run: one per deploy whose environment (or itself) has a
+/// `watch`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchRecord {
+    /// `w-` and a ULID.
+    pub id: String,
+    /// The run that promoted the release.
+    pub run: String,
+    /// Its deploy stage.
+    pub stage: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The environment.
+    pub environment: String,
+    /// The version promoted.
+    pub version: String,
+    /// The promotion commit.
+    pub commit: String,
+    /// The value it wrote.
+    pub value: String,
+    /// When the watch began (the run's end), Unix ms.
+    pub started_at: i64,
+    /// When it ends clean if nothing fails.
+    pub ends_at: i64,
+    /// Time between looks, ms.
+    pub interval_ms: i64,
+    /// When the next look is due.
+    pub next_at: i64,
+    /// `watching`, `reverting` (a failure seen, the revert under way), `failed` (reverted; the
+    /// version is held until cleared), `passed`, `inconclusive` (no look had data), `superseded`
+    /// (a newer promotion, a rollback, a revert), `error` (the look itself kept failing).
+    pub state: String,
+    /// Looks made.
+    pub looks: i64,
+    /// Looks that failed.
+    pub failures: i64,
+    /// Looks that could not judge (a provider down) in a row.
+    pub errors: i64,
+    /// Looks that had data and passed.
+    pub passes: i64,
+    /// The last look's summary, or how the watch ended.
+    pub message: Option<String>,
+    /// The last look's evidence.
+    pub evidence: Option<serde_json::Value>,
+    /// What the logs judge noted when the watch began (file lengths).
+    pub marks: Option<serde_json::Value>,
+    /// The revert commit, when it reverted.
+    pub reverted_to: Option<String>,
+    /// When it ended.
+    pub ended_at: Option<i64>,
+    /// Who cleared the held version.
+    pub cleared_by: Option<String>,
+    /// When.
+    pub cleared_at: Option<i64>,
+    /// Why.
+    pub clear_reason: Option<String>,
+    /// The seal over what it is and how it stands ([`super::seals::watch`]).
+    #[serde(skip)]
+    pub seal: Option<String>,
+}
+
+impl WatchRecord {
+    /// Whether it holds its version from being promoted (failed and not cleared).
+    pub fn holds(&self) -> bool {
+        self.state == "failed" && self.cleared_by.is_none()
+    }
+
+    /// Whether it still looks.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state.as_str(), "watching" | "reverting")
+    }
+}
+
+/// Which watches to read (each `None`: any).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WatchFilter<'a> {
+    /// Of this pipeline.
+    pub pipeline: Option<&'a str>,
+    /// Of this environment.
+    pub environment: Option<&'a str>,
+    /// Of this version.
+    pub version: Option<&'a str>,
+    /// Of this run.
+    pub run: Option<&'a str>,
+    /// In this state.
+    pub state: Option<&'a str>,
+    /// Active (`watching`, `reverting`) with a look due at or before this time (Unix ms).
+    pub due: Option<i64>,
+    /// This one.
+    pub id: Option<&'a str>,
 }
 
 /// Which drifts to read (each `None`: any).

@@ -59,3 +59,26 @@ pub fn drift(key: &Key, id: &str, pipeline: &str, environment: &str, head: &str,
         ],
     )
 }
+
+/// A watch's seal: what it watches (run, stage, environment, version, commit), how it stands
+/// (state, failures) and who cleared its hold.
+#[allow(clippy::too_many_arguments)]
+pub fn watch(key: &Key, w: &super::WatchRecord) -> String {
+    let failures = w.failures.to_string();
+    key.mac(
+        "watch",
+        &[
+            Some(w.id.as_bytes()),
+            Some(w.run.as_bytes()),
+            Some(w.stage.as_bytes()),
+            Some(w.pipeline.as_bytes()),
+            Some(w.environment.as_bytes()),
+            Some(w.version.as_bytes()),
+            Some(w.commit.as_bytes()),
+            Some(w.value.as_bytes()),
+            Some(w.state.as_bytes()),
+            Some(failures.as_bytes()),
+            w.cleared_by.as_deref().map(str::as_bytes),
+        ],
+    )
+}

@@ -115,6 +115,9 @@ pub struct RollbackRequest<'a> {
     pub stage: Option<&'a str>,
     /// Seals the commit and proves "already rolled back", as [`Promotion::seal`].
     pub seal: Option<&'a Key>,
+    /// Only while the file holds this value ([`GitError::Conflict`] otherwise): a watch's revert
+    /// never lands over a newer promotion or another rollback.
+    pub only_if: Option<&'a str>,
 }
 
 /// A commit that landed.
@@ -306,6 +309,11 @@ impl Writer {
         self.write(dest, |repo, tip| {
             let text = self.read_file(repo, dest, tip)?;
             let current = edit::read(&dest.file, &text, dest.target.as_target())?;
+            if let Some(want) = r.only_if
+                && current.as_deref() != Some(want)
+            {
+                return Err(self.conflict(dest, format!("it holds {}, not {want} any more: something else changed it since", shown(&current))));
+            }
             let (undoes, restore, to) = match &r.target {
                 RollbackTarget::Latest | RollbackTarget::Of(_) => {
                     let promotion = match &r.target {

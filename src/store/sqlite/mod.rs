@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Verdict};
 use super::{
-    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StoreError,
+    Backend, Change, Decision, DriftFilter, DriftRecord, WatchFilter, WatchRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StoreError,
     Write, Written,
 };
 
@@ -213,6 +213,29 @@ impl SqliteBackend {
             .collect())
     }
 
+    async fn watches_of(&self, f: WatchFilter<'_>) -> Result<Vec<WatchRecord>, StoreError> {
+        let (order, limit) = if f.due.is_some() { ("next_at, id", 10_000) } else { ("started_at DESC, id DESC", 1000) };
+        // (Only constants are formatted in.)
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {}, clear_reason FROM watches
+             WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR environment = ?2) AND (?3 IS NULL OR version = ?3) AND (?4 IS NULL OR run_id = ?4)
+               AND (?5 IS NULL OR state = ?5) AND (?6 IS NULL OR (state IN ('watching', 'reverting') AND next_at <= ?6)) AND (?7 IS NULL OR id = ?7)
+             ORDER BY {order} LIMIT {limit}",
+            writer::WATCH_COLUMNS
+        )))
+        .bind(f.pipeline)
+        .bind(f.environment)
+        .bind(f.version)
+        .bind(f.run)
+        .bind(f.state)
+        .bind(f.due)
+        .bind(f.id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db())?;
+        Ok(rows.iter().map(watch_of).collect())
+    }
+
     async fn waiting_runs_of(&self) -> Result<Vec<(RunRecord, Vec<StageRecord>)>, StoreError> {
         let runs = sqlx::query(
             "SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message, authenticated, seal FROM runs
@@ -350,6 +373,10 @@ impl Backend for SqliteBackend {
         Box::pin(self.drifts_of(filter))
     }
 
+    fn watches<'a>(&'a self, filter: WatchFilter<'a>) -> Fut<'a, Vec<WatchRecord>> {
+        Box::pin(self.watches_of(filter))
+    }
+
     fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>> {
         Box::pin(self.waiting_runs_of())
     }
@@ -472,6 +499,45 @@ fn watch(path: &Path, poke: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
             None
         }
     }
+}
+
+/// A `watches` row read with [`writer::WATCH_COLUMNS`] and `clear_reason`.
+fn watch_of(r: &sqlx::sqlite::SqliteRow) -> WatchRecord {
+    let json = |i: usize| r.get::<Option<String>, _>(i).and_then(|t| serde_json::from_str(&t).ok());
+    WatchRecord {
+        id: r.get(0),
+        run: r.get(1),
+        stage: r.get(2),
+        pipeline: r.get(3),
+        environment: r.get(4),
+        version: r.get(5),
+        commit: r.get(6),
+        value: r.get(7),
+        started_at: r.get(8),
+        ends_at: r.get(9),
+        interval_ms: r.get(10),
+        next_at: r.get(11),
+        state: r.get(12),
+        looks: r.get(13),
+        failures: r.get(14),
+        errors: r.get(15),
+        passes: r.get(16),
+        message: r.get(17),
+        evidence: json(18),
+        marks: json(19),
+        reverted_to: r.get(20),
+        ended_at: r.get(21),
+        cleared_by: r.get(22),
+        cleared_at: r.get(23),
+        seal: r.get(24),
+        clear_reason: r.get(25),
+    }
+}
+
+/// One watch, inside the writer's transaction.
+async fn read_watch(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<WatchRecord>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {}, clear_reason FROM watches WHERE id = ?", writer::WATCH_COLUMNS))).bind(id).fetch_optional(&mut *conn).await?;
+    Ok(row.as_ref().map(watch_of))
 }
 
 fn run_of(r: &sqlx::sqlite::SqliteRow) -> RunRecord {

@@ -171,6 +171,40 @@ pub(super) const MIGRATIONS: &[&str] = &[
         seal TEXT,
         UNIQUE (pipeline, environment, head)
     );",
+    // 13: watches: a promoted release judged after its run, reverted when it goes bad (sealed: a
+    // failed watch holds its version, a passed one makes its commit the last compliant state).
+    "CREATE TABLE watches (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        version TEXT NOT NULL,
+        commit_id TEXT NOT NULL,
+        value TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ends_at INTEGER NOT NULL,
+        interval_ms INTEGER NOT NULL,
+        next_at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        looks INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        errors INTEGER NOT NULL DEFAULT 0,
+        passes INTEGER NOT NULL DEFAULT 0,
+        message TEXT,
+        evidence TEXT,
+        marks TEXT,
+        reverted_to TEXT,
+        ended_at INTEGER,
+        cleared_by TEXT,
+        cleared_at INTEGER,
+        clear_reason TEXT,
+        seal TEXT,
+        UNIQUE (run_id, stage)
+    );
+    CREATE INDEX watches_due ON watches (state, next_at);
+    CREATE INDEX watches_by_env ON watches (pipeline, environment, state);
+    CREATE INDEX watches_by_version ON watches (pipeline, version);",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.

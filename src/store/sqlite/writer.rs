@@ -324,6 +324,131 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             insert_event(conn, head, "-", None, *at, "drift-decision", user, &detail).await?;
             Ok(Written::Done)
         }
+        Write::BeginWatch { watch: w } => {
+            let mut w = (**w).clone();
+            w.seal = Some(seals::watch(&head.key, &w));
+            let inserted = // (Only constants are formatted in.)
+            sqlx::query(sqlx::AssertSqlSafe(format!("INSERT OR IGNORE INTO watches ({WATCH_COLUMNS}) VALUES ({})", ["?"; 25].join(", "))))
+                .bind(&w.id)
+                .bind(&w.run)
+                .bind(&w.stage)
+                .bind(&w.pipeline)
+                .bind(&w.environment)
+                .bind(&w.version)
+                .bind(&w.commit)
+                .bind(&w.value)
+                .bind(w.started_at)
+                .bind(w.ends_at)
+                .bind(w.interval_ms)
+                .bind(w.next_at)
+                .bind(&w.state)
+                .bind(w.looks)
+                .bind(w.failures)
+                .bind(w.errors)
+                .bind(w.passes)
+                .bind(&w.message)
+                .bind(w.evidence.as_ref().map(|e| e.to_string()))
+                .bind(w.marks.as_ref().map(|e| e.to_string()))
+                .bind(&w.reverted_to)
+                .bind(w.ended_at)
+                .bind(&w.cleared_by)
+                .bind(w.cleared_at)
+                .bind(&w.seal)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if inserted == 0 {
+                let first: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM watches WHERE run_id = ? AND stage = ?").bind(&w.run).bind(&w.stage).fetch_optional(&mut *conn).await?;
+                return Ok(Written::Duplicate(first));
+            }
+            let by = format!("the promotion of {} by run {}", w.version, w.run);
+            supersede(conn, head, &w.pipeline, &w.environment, &by, Some(&w.id), w.started_at).await?;
+            let detail = format!(
+                "{}: watching {} in {} ({}, commit {}) until {} (watch {})",
+                w.pipeline,
+                w.version,
+                w.environment,
+                w.value,
+                &w.commit[..w.commit.len().min(10)],
+                crate::clock::rfc3339(w.ends_at),
+                w.id
+            );
+            insert_event(conn, head, &w.run, Some(&w.stage), w.started_at, "watch", "promote", &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::SupersedeWatches { pipeline, environment, by, except, at } => {
+            supersede(conn, head, pipeline, environment, by, except.as_deref(), *at).await?;
+            Ok(Written::Done)
+        }
+        Write::ClaimWatch { id, due, next_at } => {
+            let taken = sqlx::query("UPDATE watches SET next_at = ? WHERE id = ? AND next_at = ? AND state IN ('watching', 'reverting')")
+                .bind(next_at)
+                .bind(id)
+                .bind(due)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            Ok(Written::Renewed(taken == 1))
+        }
+        Write::WatchLooked { id, failed, errored, passed, message, evidence } => {
+            let Some(mut w) = super::read_watch(conn, id).await? else { return Ok(Written::Duplicate(None)) };
+            w.looks += 1;
+            w.failures += i64::from(*failed);
+            w.errors = if *errored { w.errors + 1 } else { 0 };
+            w.passes += i64::from(*passed);
+            let seal = seals::watch(&head.key, &w);
+            sqlx::query("UPDATE watches SET looks = ?, failures = ?, errors = ?, passes = ?, message = ?, evidence = ?, seal = ? WHERE id = ?")
+                .bind(w.looks)
+                .bind(w.failures)
+                .bind(w.errors)
+                .bind(w.passes)
+                .bind(message)
+                .bind(evidence.to_string())
+                .bind(seal)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Written::Done)
+        }
+        Write::EndWatch { id, state, message, reverted_to, reverted, at } => {
+            let Some(mut w) = super::read_watch(conn, id).await? else { return Ok(Written::Duplicate(None)) };
+            w.state = state.clone();
+            let seal = seals::watch(&head.key, &w);
+            let ended = (state != "reverting").then_some(*at);
+            sqlx::query("UPDATE watches SET state = ?, message = ?, reverted_to = coalesce(?, reverted_to), ended_at = ?, seal = ? WHERE id = ?")
+                .bind(state)
+                .bind(message)
+                .bind(reverted_to)
+                .bind(ended)
+                .bind(seal)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            if *reverted {
+                sqlx::query("UPDATE runs SET state = 'reverted', message = ? WHERE id = ?").bind(message).bind(&w.run).execute(&mut *conn).await?;
+                insert_event(conn, head, &w.run, None, *at, "run", "promote", &format!("run reverted: {message}")).await?;
+            }
+            let detail = format!("{}: watch {} of {} in {} {state}: {message}", w.pipeline, w.id, w.version, w.environment);
+            insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch", "promote", &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::ClearWatch { id, user, reason, at } => {
+            let Some(mut w) = super::read_watch(conn, id).await? else { return Ok(Written::Duplicate(None)) };
+            w.cleared_by = Some(user.clone());
+            let seal = seals::watch(&head.key, &w);
+            sqlx::query("UPDATE watches SET cleared_by = ?, cleared_at = ?, clear_reason = ?, seal = ? WHERE id = ?")
+                .bind(user)
+                .bind(at)
+                .bind(reason)
+                .bind(seal)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            let detail = format!("{}: {} may be promoted again: the hold of watch {} ({}) cleared by {user}: {reason}", w.pipeline, w.version, w.id, w.environment);
+            insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
+            Ok(Written::Done)
+        }
         Write::Lock { environment, run, at, expires_at } => {
             let held: Option<(String, i64)> =
                 sqlx::query_as("SELECT run_id, expires_at FROM env_locks WHERE environment = ?").bind(environment).fetch_optional(&mut *conn).await?;
@@ -434,6 +559,36 @@ impl Head {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The columns of `watches`, in [`super::watch_of`]'s order.
+pub(super) const WATCH_COLUMNS: &str = "id, run_id, stage, pipeline, environment, version, commit_id, value, started_at, ends_at, interval_ms, next_at, state, looks, failures, errors, passes, message, evidence, marks, reverted_to, ended_at, cleared_by, cleared_at, seal";
+
+/// Ends the active watches of an environment (but `except`) as `superseded`, each with its entry.
+async fn supersede(conn: &mut SqliteConnection, head: &mut Head, pipeline: &str, environment: &str, by: &str, except: Option<&str>, at: i64) -> Result<(), sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM watches WHERE pipeline = ? AND environment = ? AND state IN ('watching', 'reverting') AND id != coalesce(?, '') ORDER BY started_at",
+    )
+    .bind(pipeline)
+    .bind(environment)
+    .bind(except)
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in ids {
+        let Some(mut w) = super::read_watch(conn, &id).await? else { continue };
+        w.state = "superseded".into();
+        let message = format!("superseded by {by}");
+        sqlx::query("UPDATE watches SET state = 'superseded', message = ?, ended_at = ?, seal = ? WHERE id = ?")
+            .bind(&message)
+            .bind(at)
+            .bind(seals::watch(&head.key, &w))
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
+        let detail = format!("{pipeline}: watch {id} of {} in {environment} superseded: {message}", w.version);
+        insert_event(conn, head, &w.run, Some(&w.stage), at, "watch", "promote", &detail).await?;
+    }
+    Ok(())
+}
+
 async fn insert_event(
     conn: &mut SqliteConnection,
     head: &mut Head,
