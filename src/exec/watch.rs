@@ -356,7 +356,7 @@ impl Executor {
                 candidates.push((at, row.run.clone(), row.stage.name.clone(), commit.to_string(), row.version.clone()));
             }
         }
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         for (_, run, stage, commit, version) in candidates {
             if self.store.run(&run).await?.state != RunState::Succeeded {
                 continue;

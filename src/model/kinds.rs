@@ -26,13 +26,13 @@ pub struct DeployStage {
     pub health: Option<Health>,
     /// How the release keeps being judged after the run (replaces the environment's `watch`).
     #[serde(default)]
-    pub watch: Option<Watch>,
+    pub watch: Option<Box<Watch>>,
 }
 
 impl DeployStage {
     /// The watch this deploy's releases get: its own, else its environment's.
     pub fn watch_in<'a>(&'a self, env: &'a crate::model::Environment) -> Option<&'a Watch> {
-        self.watch.as_ref().or(env.spec.watch.as_ref())
+        self.watch.as_deref().or(env.spec.watch.as_deref())
     }
 }
 

@@ -179,7 +179,7 @@ pub struct EnvironmentSpec {
     /// How a release promoted here keeps being judged after its run (a deploy's own `watch`
     /// replaces it).
     #[serde(default)]
-    pub watch: Option<Watch>,
+    pub watch: Option<Box<Watch>>,
 }
 
 /// `drift: {action, approvers, blockPromotions}`.

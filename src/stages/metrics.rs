@@ -76,13 +76,13 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<Step, StageErro
 fn prepare(m: &MetricsStage, vars: &crate::providers::Vars, count: Option<u32>) -> Result<Vec<Prepared>, StageError> {
     let lookup = |n: &str| vars.get(n).map(String::as_str);
     let fail = |why: String| StageError::Terminal(why);
-    let stage_provider = Arc::new(AnyProvider::new(&m.provider, &vars).map_err(|e| fail(e.to_string()))?);
+    let stage_provider = Arc::new(AnyProvider::new(&m.provider, vars).map_err(|e| fail(e.to_string()))?);
     let cel_vars: Vec<(&str, &str)> = ["version", "pipeline", "run", "image"].iter().filter_map(|k| vars.get(k).map(|v| (*k, v.as_str()))).collect();
     let cel_root = Conditions::context(&cel_vars);
     let mut prepared = Vec::new();
     for c in &m.checks {
         let provider = match &c.provider {
-            Some(p) => Arc::new(AnyProvider::new(p, &vars).map_err(|e| fail(format!("check `{}`: {e}", c.name.value)))?),
+            Some(p) => Arc::new(AnyProvider::new(p, vars).map_err(|e| fail(format!("check `{}`: {e}", c.name.value)))?),
             None => stage_provider.clone(),
         };
         let query = crate::model::interpolate(&c.query.value, lookup).map_err(|v| fail(format!("check `{}`: `${{{v}}}` has no value here", c.name.value)))?;

@@ -21,6 +21,7 @@ mod retry;
 mod server;
 mod stats;
 mod ui;
+mod watch;
 
 /// The built `promote` binary.
 pub fn promote_bin() -> &'static str {

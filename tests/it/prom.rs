@@ -70,6 +70,21 @@ impl Prometheus {
         p
     }
 
+    /// Starts Prometheus scraping `target` (`127.0.0.1:PORT`, its `/metrics`) every second, with
+    /// nothing backfilled: what it holds is what the target said as time went.
+    pub fn scraping(target: &str) -> Prometheus {
+        need("prometheus");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: app\n    scrape_interval: 1s\n    static_configs: [{{targets: ['{target}']}}]\n"
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let mut p = Prometheus { child: None, port: 0, dir };
+        p.spawn();
+        p
+    }
+
     fn spawn(&mut self) {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = self.dir.path();
@@ -133,4 +148,60 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A service's `/metrics` on a loopback port, saying what the test sets (OpenMetrics text lines);
+/// Prometheus scrapes it as it would a real one.
+pub struct Exporter {
+    pub addr: String,
+    said: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Exporter {
+    pub fn start(text: &str) -> Exporter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let said = std::sync::Arc::new(std::sync::Mutex::new(text.to_string()));
+        let shared = said.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = conn.read(&mut buf);
+                let body = shared.lock().unwrap().clone();
+                let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            }
+        });
+        Exporter { addr, said }
+    }
+
+    /// From now on, the service says `text`.
+    pub fn say(&self, text: &str) {
+        *self.said.lock().unwrap() = text.to_string();
+    }
+}
+
+/// Waits until `query` at Prometheus gives `want` (its first series' value), for at most 30 s.
+pub fn wait_for_value(prom: &Prometheus, query: &str, want: f64) {
+    let t = Instant::now();
+    let q: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
+    while t.elapsed() < Duration::from_secs(30) {
+        use std::io::{Read, Write};
+        let mut answer = String::new();
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", prom.port)) {
+            let _ = write!(s, "GET /api/v1/query?query={q} HTTP/1.0\r\n\r\n");
+            let _ = s.read_to_string(&mut answer);
+        }
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(body)
+            && let Some(x) = v["data"]["result"][0]["value"][1].as_str().and_then(|x| x.parse::<f64>().ok())
+            && (x - want).abs() < 1e-9
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("Prometheus never gave {query} = {want}: {}", prom.log());
 }

@@ -558,7 +558,6 @@ impl Head {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// The columns of `watches`, in [`super::watch_of`]'s order.
 pub(super) const WATCH_COLUMNS: &str = "id, run_id, stage, pipeline, environment, version, commit_id, value, started_at, ends_at, interval_ms, next_at, state, looks, failures, errors, passes, message, evidence, marks, reverted_to, ended_at, cleared_by, cleared_at, seal";
 
@@ -589,6 +588,7 @@ async fn supersede(conn: &mut SqliteConnection, head: &mut Head, pipeline: &str,
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn insert_event(
     conn: &mut SqliteConnection,
     head: &mut Head,

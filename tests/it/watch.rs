@@ -1,0 +1,261 @@
+//! Watches: a promoted release keeps being judged after its run, against a real Prometheus that
+//! scrapes a service's `/metrics` (what the test makes the service say) and real log files; a
+//! failure reverts the environment to the last compliant release, marks the run reverted and holds
+//! the version until a person clears it; a watch survives a killed server and ends when a newer
+//! promotion supersedes it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::exec::{Setup, promote, text};
+use crate::prom::{Exporter, Prometheus, wait_for_value};
+use crate::repos::git;
+
+/// A pipeline that deploys to QA, watched `for` with one look every `interval` (after `extra`
+/// YAML of the watch, indented by 8).
+fn watched(prom: &Prometheus, for_: &str, extra: &str) -> Setup {
+    let stages = format!(
+        "  deploy-qa:\n    deploy:\n      environment: qa\n      watch:\n        for: {for_}\n        interval: 1s\n{extra}        metrics:\n          provider: {{prometheus: {{address: \"{}\", timeout: 2s}}}}\n          checks:\n            - name: error-rate\n              query: error_rate\n              successCondition: result[0] < 0.05\n",
+        prom.url()
+    );
+    Setup::new(&stages, "")
+}
+
+/// The watch's `for` in the pipeline file, from now on (each run keeps the file it started with).
+fn set_for(s: &Setup, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    std::fs::write(&s.file, text.replace(&format!("for: {from}"), &format!("for: {to}"))).unwrap();
+}
+
+fn qa_file(s: &Setup) -> String {
+    git(&s.path().join("envs/qa.git"), &["show", "main:app/kustomization.yaml"])
+}
+
+fn run_id(o: &std::process::Output) -> String {
+    let all = text(o);
+    all.split_whitespace().find(|w| w.len() == 26 && w.chars().all(|c| c.is_ascii_alphanumeric())).unwrap_or_else(|| panic!("no run id in {all}")).to_string()
+}
+
+fn watches(s: &Setup) -> Vec<serde_json::Value> {
+    let out = promote(s.path(), &["watch", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["watches"].as_array().unwrap().clone()
+}
+
+fn watch_of<'a>(all: &'a [serde_json::Value], version: &str) -> &'a serde_json::Value {
+    all.iter().find(|w| w["version"] == version).unwrap_or_else(|| panic!("no watch of {version}: {all:?}"))
+}
+
+/// `promote watch run` in the background (it makes the looks until no watch is left).
+fn watch_run(s: &Setup) -> Child {
+    Command::new(crate::promote_bin()).current_dir(s.path()).args(["watch", "run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+#[test]
+fn a_release_whose_error_rate_rises_after_its_run_is_reverted_to_the_last_compliant_one_and_held() {
+    let service = Exporter::start("error_rate 0.001\n");
+    let prom = Prometheus::scraping(&service.addr);
+    wait_for_value(&prom, "error_rate", 0.001);
+    let s = watched(&prom, "2s", "");
+
+    // 1.2.0: promoted, watched two seconds, clean: the last compliant release.
+    let first = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.2.0"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let looks = promote(s.path(), &["watch", "run"]);
+    assert!(looks.status.success(), "{}", text(&looks));
+    assert_eq!(watch_of(&watches(&s), "1.2.0")["state"], "passed", "{}", text(&looks));
+
+    // 1.3.0: promoted and watched for a minute; its error rate rises after the run ended.
+    set_for(&s, "2s", "60s");
+    let second = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.3.0"]);
+    assert!(second.status.success(), "{}", text(&second));
+    let run = run_id(&second);
+    assert!(qa_file(&s).contains("newTag: 1.3.0"), "{}", qa_file(&s));
+    let looking = watch_run(&s);
+    // Clean looks first.
+    let t = Instant::now();
+    while watch_of(&watches(&s), "1.3.0")["passes"].as_i64().unwrap_or(0) < 2 {
+        assert!(t.elapsed() < Duration::from_secs(30), "no clean look: {:?}", watches(&s));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    service.say("error_rate 0.31\n");
+    let flipped = promote::clock::now_ms();
+    let done = looking.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(1), "a failed watch: exit 1\n{}", text(&done));
+
+    let all = watches(&s);
+    let w = watch_of(&all, "1.3.0");
+    assert_eq!(w["state"], "failed", "{w}");
+    let message = w["message"].as_str().unwrap();
+    assert!(message.contains("error-rate") && message.contains("0.31"), "the message names the check and the value: {message}");
+    assert!(message.contains("reverted qa to 1.2.0") && message.contains("last compliant release"), "{message}");
+    // Within a few looks of the change (one scrape, one look), long before its minute was up.
+    assert!(w["endedAt"].as_i64().unwrap() - flipped < 20_000, "{w}");
+    // Git holds 1.2.0 again, in a rollback commit that names the run.
+    assert!(qa_file(&s).contains("newTag: 1.2.0"), "{}", qa_file(&s));
+    let head = git(&s.path().join("envs/qa.git"), &["log", "-1", "--format=%B", "main"]);
+    assert!(head.starts_with("roll back checkout in qa to 1.2.0"), "{head}");
+    assert!(head.contains(&format!("Promote-Run: {run}")) && head.contains("Promote-Rollback-To: "), "{head}");
+    // The run is shown reverted, its deploy rolled back.
+    let status = promote(s.path(), &["status", &run]);
+    let status_text = text(&status);
+    assert!(status_text.contains("reverted"), "{status_text}");
+    assert!(status_text.contains("rolled-back"), "{status_text}");
+
+    // Held: 1.3.0 is not promoted again until a person clears it.
+    let again = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.3.0"]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    let id = w["id"].as_str().unwrap();
+    assert!(text(&again).contains("is held") && text(&again).contains(&format!("promote watch clear {id}")), "{}", text(&again));
+    let no_reason = promote(s.path(), &["watch", "clear", id, "--as", "alice", "--reason", " "]);
+    assert_eq!(no_reason.status.code(), Some(2), "{}", text(&no_reason));
+    let cleared = promote(s.path(), &["watch", "clear", id, "--as", "alice", "--reason", "the rate came from a load test"]);
+    assert!(cleared.status.success(), "{}", text(&cleared));
+    let twice = promote(s.path(), &["watch", "clear", id, "--as", "alice", "--reason", "again"]);
+    assert_eq!(twice.status.code(), Some(2), "{}", text(&twice));
+    set_for(&s, "60s", "1s");
+    let after = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.3.0"]);
+    assert!(after.status.success(), "cleared: promoted again\n{}", text(&after));
+
+    // Every step is in the trail, and the trail is intact.
+    let log = text(&promote(s.path(), &["audit", "log", "--run", &run]));
+    for what in ["watching 1.3.0 in qa", "reverting", "run reverted", "failed", "cleared by alice"] {
+        assert!(log.contains(what), "`{what}` in the trail:\n{log}");
+    }
+    let verify = promote(s.path(), &["audit", "verify"]);
+    assert!(verify.status.success(), "{}", text(&verify));
+}
+
+#[test]
+fn a_newer_promotion_supersedes_a_watch_and_a_failure_then_never_reverts_it() {
+    let service = Exporter::start("error_rate 0.001\n");
+    let prom = Prometheus::scraping(&service.addr);
+    wait_for_value(&prom, "error_rate", 0.001);
+    let s = watched(&prom, "60s", "");
+    for v in ["2.0.0", "2.1.0"] {
+        let out = promote(s.path(), &["run", "pipeline.yaml", "--version", v]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let all = watches(&s);
+    let old = watch_of(&all, "2.0.0");
+    assert_eq!(old["state"], "superseded", "{old}");
+    assert!(old["message"].as_str().unwrap().contains("2.1.0"), "{old}");
+    assert_eq!(watch_of(&all, "2.1.0")["state"], "watching");
+
+    // A rollback by hand: the watch of 2.1.0 ends, and its failure would revert nothing.
+    let back = promote(s.path(), &["rollback", "qa", "--pipeline", "pipeline.yaml"]);
+    assert!(back.status.success(), "{}", text(&back));
+    assert!(qa_file(&s).contains("newTag: 2.0.0"));
+    let head_before = git(&s.path().join("envs/qa.git"), &["rev-parse", "main"]);
+    service.say("error_rate 0.5\n");
+    wait_for_value(&prom, "error_rate", 0.5);
+    let looks = promote(s.path(), &["watch", "run", "--once"]);
+    assert!(looks.status.success(), "{}", text(&looks));
+    let w = watch_of(&watches(&s), "2.1.0").clone();
+    assert_eq!(w["state"], "superseded", "{w}");
+    assert!(w["message"].as_str().unwrap().contains("rollback by ci-bot"), "{w}");
+    assert_eq!(git(&s.path().join("envs/qa.git"), &["rev-parse", "main"]), head_before, "nothing was committed over the rollback");
+}
+
+#[test]
+fn a_watch_survives_a_killed_server_and_ends_clean_where_nothing_went_wrong() {
+    let service = Exporter::start("error_rate 0.002\n");
+    let prom = Prometheus::scraping(&service.addr);
+    wait_for_value(&prom, "error_rate", 0.002);
+    let s = watched(&prom, "8s", "");
+    let out = promote(s.path(), &["run", "pipeline.yaml", "--version", "3.0.0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let serve = || {
+        Command::new(crate::promote_bin())
+            .current_dir(s.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--pipelines", "."])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // The server takes up the watch the CLI's run began.
+    let mut server = serve();
+    let t = Instant::now();
+    while watch_of(&watches(&s), "3.0.0")["looks"].as_i64().unwrap_or(0) < 2 {
+        assert!(t.elapsed() < Duration::from_secs(30), "the server made no look: {:?}", watches(&s));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let looks_before = watch_of(&watches(&s), "3.0.0")["looks"].as_i64().unwrap();
+    assert_eq!(watch_of(&watches(&s), "3.0.0")["state"], "watching");
+    // Another server carries it on from the state, to its end.
+    let mut again = serve();
+    let t = Instant::now();
+    loop {
+        let all = watches(&s);
+        let w = watch_of(&all, "3.0.0");
+        if w["state"] != "watching" {
+            assert_eq!(w["state"], "passed", "{w}");
+            assert!(w["looks"].as_i64().unwrap() > looks_before, "looks after the restart: {w}");
+            assert_eq!(w["failures"], 0);
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(40), "the watch never ended: {w}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    again.kill().unwrap();
+    again.wait().unwrap();
+    assert!(qa_file(&s).contains("newTag: 3.0.0"), "a clean watch keeps the release");
+}
+
+#[test]
+fn new_error_lines_in_the_logs_after_the_run_revert_the_release() {
+    let service = Exporter::start("error_rate 0.001\n");
+    let prom = Prometheus::scraping(&service.addr);
+    let s = watched(&prom, "2s", "");
+    // A logs-only watch over the service's log file.
+    let log = s.path().join("app.log");
+    let mut normal = String::new();
+    for i in 0..200 {
+        normal.push_str(&format!("2026-12-01 10:00:{:02} INFO request {i} served in {} ms\n", i % 60, 10 + i % 7));
+    }
+    std::fs::write(&log, &normal).unwrap();
+    let text_before = std::fs::read_to_string(&s.file).unwrap();
+    let start = text_before.find("        metrics:").unwrap();
+    let yaml = format!("{}        logs:\n          source: {{files: [app.log]}}\n          sensitivity: medium\n", &text_before[..start]);
+    std::fs::write(&s.file, yaml).unwrap();
+    let first = promote(s.path(), &["run", "pipeline.yaml", "--version", "4.0.0"]);
+    assert!(first.status.success(), "{}", text(&first));
+    // Traffic as before: the watch passes.
+    std::fs::write(&log, format!("{normal}{normal}")).unwrap();
+    let looks = promote(s.path(), &["watch", "run"]);
+    assert!(looks.status.success(), "{}", text(&looks));
+    assert_eq!(watch_of(&watches(&s), "4.0.0")["state"], "passed", "{}", text(&looks));
+
+    set_for(&s, "2s", "30s");
+    let second = promote(s.path(), &["run", "pipeline.yaml", "--version", "4.1.0"]);
+    assert!(second.status.success(), "{}", text(&second));
+    let mut lines = std::fs::read_to_string(&log).unwrap();
+    for i in 0..20 {
+        lines.push_str(&format!("2026-12-01 10:05:{:02} ERROR connection to db-{} refused: pool exhausted\n", i, i % 3));
+    }
+    std::fs::write(&log, lines).unwrap();
+    let looks = promote(s.path(), &["watch", "run"]);
+    assert_eq!(looks.status.code(), Some(1), "{}", text(&looks));
+    let w = watch_of(&watches(&s), "4.1.0").clone();
+    assert_eq!(w["state"], "failed", "{w}");
+    assert!(w["message"].as_str().unwrap().contains("refused"), "the message names the new template: {w}");
+    assert!(qa_file(&s).contains("newTag: 4.0.0"), "{}", qa_file(&s));
+}
+
+#[test]
+fn a_watch_that_judges_nothing_or_never_looks_is_refused_at_validate() {
+    let s = Setup::new(
+        "  deploy-qa:\n    deploy:\n      environment: qa\n      watch: {for: 10s, interval: 1m}\n  deploy-prod:\n    needs: [deploy-qa]\n    deploy:\n      environment: prod\n      watch:\n        for: 0s\n        logs: {source: {files: [a.log]}, errorPatterns: ['(']}\n",
+        "",
+    );
+    let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let all = text(&out);
+    for want in ["judges nothing", "is longer than `for: 10.0s`", "`for` is 0s", "not a valid regular expression"] {
+        assert!(all.contains(want), "`{want}` in:\n{all}");
+    }
+    assert!(all.contains("pipeline.yaml:"), "the errors name the file: {all}");
+}
