@@ -66,8 +66,9 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
             }
             WatchCommand::Run { once } => {
                 let mut failed = false;
+                let plans = crate::exec::Plans::default();
                 loop {
-                    for l in exec.watch_due().await? {
+                    for l in exec.watch_due(&plans).await? {
                         failed |= l.state == "failed";
                         println!("{} {}/{} {}: {}: {}", l.watch, l.pipeline, l.environment, l.version, l.state, crate::diag::printable(&l.message));
                     }

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 pub use head::{head_remote, settle_heads};
 pub use metrics::Metrics;
-pub use watch::Looked;
+pub use watch::{Looked, Plans};
 
 use crate::clock::{humanize, now_ms};
 use crate::diag::Diagnostics;

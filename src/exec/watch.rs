@@ -49,10 +49,34 @@ pub struct Looked {
     pub message: String,
 }
 
+/// The plans of the pipelines stored with watched runs, made once per source (a thousand watches
+/// of one run share one plan; a look would otherwise parse the pipeline again).
+#[derive(Default)]
+pub struct Plans(std::sync::Mutex<std::collections::HashMap<u64, Arc<Plan>>>);
+
+impl Plans {
+    fn of(&self, run: &RunRecord) -> Option<Arc<Plan>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&run.file, &run.source).hash(&mut h);
+        let key = h.finish();
+        if let Some(p) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Some(p.clone());
+        }
+        let plan = Arc::new(stages::plan_of(run)?);
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() >= 256 {
+            all.clear();
+        }
+        all.insert(key, plan.clone());
+        Some(plan)
+    }
+}
+
 /// The deploy stage a watch watches and its `watch`, from the run's stored pipeline.
 struct Watched {
     run: RunRecord,
-    plan: Plan,
+    plan: Arc<Plan>,
     index: usize,
     spec: Watch,
     base_dir: PathBuf,
@@ -120,9 +144,9 @@ impl Executor {
 
     /// Makes one look at every watch due now (at most 32 at once) and says what each did. A look
     /// another process claimed first is not made here.
-    pub async fn watch_due(&self) -> Result<Vec<Looked>, ExecError> {
+    pub async fn watch_due(&self, plans: &Plans) -> Result<Vec<Looked>, ExecError> {
         let due = self.store.watches(WatchFilter { due: Some(now_ms()), ..Default::default() }).await?;
-        let looks = futures_util::stream::iter(due).map(|w| self.look(w)).buffer_unordered(PARALLEL);
+        let looks = futures_util::stream::iter(due).map(|w| self.look(w, plans)).buffer_unordered(PARALLEL);
         let done: Vec<Result<Option<Looked>, ExecError>> = looks.collect().await;
         let mut out = Vec::new();
         for r in done {
@@ -138,12 +162,13 @@ impl Executor {
 
     /// Looks at the due watches every `tick` until `stop`; `looked` hears each look.
     pub async fn watch_until(&self, stop: CancellationToken, tick: Duration, looked: impl Fn(&Looked)) {
+        let plans = Plans::default();
         loop {
             // A look cut short by the stop is made again at its next time (a revert under way
             // is recorded `reverting` and finished then).
             let done = tokio::select! {
                 () = stop.cancelled() => return,
-                done = self.watch_due() => done,
+                done = self.watch_due(&plans) => done,
             };
             match done {
                 Ok(done) => done.iter().for_each(&looked),
@@ -163,12 +188,12 @@ impl Executor {
     }
 
     /// One look at `w`, if this process claims it.
-    async fn look(&self, w: WatchRecord) -> Result<Option<Looked>, ExecError> {
+    async fn look(&self, w: WatchRecord, plans: &Plans) -> Result<Option<Looked>, ExecError> {
         let now = now_ms();
         if !self.store.claim_watch(&w.id, w.next_at, (now + w.interval_ms).min(w.ends_at.max(now + 1))).await? {
             return Ok(None);
         }
-        let watched = match self.watched(&w).await? {
+        let watched = match self.watched(&w, plans).await? {
             Ok(x) => x,
             Err(why) => return self.end(&w, "error", &why).await,
         };
@@ -203,9 +228,9 @@ impl Executor {
     }
 
     /// The run, plan, deploy stage and watch settings behind `w` (`Err`: why it cannot be had).
-    async fn watched(&self, w: &WatchRecord) -> Result<Result<Watched, String>, ExecError> {
+    async fn watched(&self, w: &WatchRecord, plans: &Plans) -> Result<Result<Watched, String>, ExecError> {
         let run = self.store.run(&w.run).await?;
-        let Some(plan) = stages::plan_of(&run) else { return Ok(Err(format!("the pipeline stored with run {} does not load any more", run.id))) };
+        let Some(plan) = plans.of(&run) else { return Ok(Err(format!("the pipeline stored with run {} does not load any more", run.id))) };
         let Some(index) = plan.pipeline.stages.iter().position(|s| s.name.value == w.stage) else {
             return Ok(Err(format!("run {} has no stage `{}`", run.id, w.stage)));
         };
