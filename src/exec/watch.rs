@@ -49,33 +49,32 @@ pub struct Looked {
     pub message: String,
 }
 
-/// The plans of the pipelines stored with watched runs, made once per source (a thousand watches
-/// of one run share one plan; a look would otherwise parse the pipeline again).
+/// The watched runs and the plans of their stored pipelines, read and made once (a thousand
+/// watches of one run share them; a look would otherwise read the run, verify its seal and parse
+/// its pipeline again). What a look takes from a run (its id, version, file, source) never
+/// changes.
 #[derive(Default)]
-pub struct Plans(std::sync::Mutex<std::collections::HashMap<u64, Arc<Plan>>>);
+pub struct Plans(std::sync::Mutex<std::collections::HashMap<String, (Arc<RunRecord>, Option<Arc<Plan>>)>>);
 
 impl Plans {
-    fn of(&self, run: &RunRecord) -> Option<Arc<Plan>> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&run.file, &run.source).hash(&mut h);
-        let key = h.finish();
-        if let Some(p) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Some(p.clone());
+    async fn of(&self, store: &crate::store::Store, id: &str) -> Result<(Arc<RunRecord>, Option<Arc<Plan>>), ExecError> {
+        if let Some(found) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            return Ok(found.clone());
         }
-        let plan = Arc::new(stages::plan_of(run)?);
+        let run = Arc::new(store.run(id).await?);
+        let plan = stages::plan_of(&run).map(Arc::new);
         let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if all.len() >= 256 {
+        if all.len() >= 4096 {
             all.clear();
         }
-        all.insert(key, plan.clone());
-        Some(plan)
+        all.insert(id.to_string(), (run.clone(), plan.clone()));
+        Ok((run, plan))
     }
 }
 
 /// The deploy stage a watch watches and its `watch`, from the run's stored pipeline.
 struct Watched {
-    run: RunRecord,
+    run: Arc<RunRecord>,
     plan: Arc<Plan>,
     index: usize,
     spec: Watch,
@@ -108,6 +107,7 @@ impl Executor {
                 None => None,
             };
             let interval = spec.interval.0.as_millis() as i64;
+            let deployed_at = out["committedAt"].as_i64().or(r.finished_at).unwrap_or(now);
             let ends_at = now + spec.duration.0.as_millis() as i64;
             let w = WatchRecord {
                 id: format!("w-{}", ulid::Ulid::new()),
@@ -118,6 +118,8 @@ impl Executor {
                 version: run.version.clone(),
                 commit: commit.to_string(),
                 value: value.to_string(),
+                deployed_at,
+                previous: out["oldValue"].as_str().map(String::from),
                 started_at: now,
                 ends_at,
                 interval_ms: interval,
@@ -229,8 +231,8 @@ impl Executor {
 
     /// The run, plan, deploy stage and watch settings behind `w` (`Err`: why it cannot be had).
     async fn watched(&self, w: &WatchRecord, plans: &Plans) -> Result<Result<Watched, String>, ExecError> {
-        let run = self.store.run(&w.run).await?;
-        let Some(plan) = plans.of(&run) else { return Ok(Err(format!("the pipeline stored with run {} does not load any more", run.id))) };
+        let (run, plan) = plans.of(&self.store, &w.run).await?;
+        let Some(plan) = plan else { return Ok(Err(format!("the pipeline stored with run {} does not load any more", run.id))) };
         let Some(index) = plan.pipeline.stages.iter().position(|s| s.name.value == w.stage) else {
             return Ok(Err(format!("run {} has no stage `{}`", run.id, w.stage)));
         };
@@ -244,9 +246,7 @@ impl Executor {
     /// One look's verdict: each metric check measured once, the logs since the promotion judged;
     /// the worse phase wins. (phase, summary, evidence.)
     async fn judge(&self, w: &WatchRecord, x: &Watched) -> Result<(Phase, String, serde_json::Value), ExecError> {
-        let record = self.store.stages(&w.run).await?.into_iter().find(|r| r.name == w.stage);
-        let out = record.as_ref().and_then(|r| r.output.clone()).unwrap_or_default();
-        let deployed_at = out["committedAt"].as_i64().or(record.as_ref().and_then(|r| r.finished_at)).unwrap_or(w.started_at);
+        let deployed_at = w.deployed_at;
         let vars = stages::variables_of(&x.run, &x.plan, x.index);
         let mut phase = Phase::Successful;
         let mut parts = Vec::new();
@@ -268,7 +268,7 @@ impl Executor {
             let now = now_ms();
             let reading = stages::logs::Reading {
                 vars: &vars,
-                previous: out["oldValue"].as_str(),
+                previous: w.previous.as_deref(),
                 version: &x.run.version,
                 marks: w.marks.as_ref().and_then(crate::providers::logsource::FileMarks::from_json),
                 deployed_at,

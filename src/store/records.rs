@@ -566,6 +566,10 @@ pub struct WatchRecord {
     pub commit: String,
     /// The value it wrote.
     pub value: String,
+    /// When the release was deployed (its commit), Unix ms: where the judged windows start.
+    pub deployed_at: i64,
+    /// The value the environment held before (a `previousVersion` log baseline).
+    pub previous: Option<String>,
     /// When the watch began (the run's end), Unix ms.
     pub started_at: i64,
     /// When it ends clean if nothing fails.

@@ -20,7 +20,7 @@ pub fn sign(body: &[u8]) -> String {
 }
 
 /// A GitHub `push` event of `git_ref` (the fields promote reads, as GitHub sends them).
-fn push_event(repo: &str, git_ref: &str) -> Vec<u8> {
+pub fn push_event(repo: &str, git_ref: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "ref": git_ref, "before": "0000000000000000000000000000000000000000", "after": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
         "created": true, "deleted": false, "forced": false,

@@ -259,3 +259,62 @@ fn a_watch_that_judges_nothing_or_never_looks_is_refused_at_validate() {
     }
     assert!(all.contains("pipeline.yaml:"), "the errors name the file: {all}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_reverts_a_bad_release_on_its_own_and_the_held_version_waits_for_a_person_through_the_api() {
+    use crate::server::{ALICE, Running, push_event, sign};
+    let service = Exporter::start("error_rate 0.4\n");
+    let prom = Prometheus::scraping(&service.addr);
+    tokio::task::block_in_place(|| wait_for_value(&prom, "error_rate", 0.4));
+    let s = crate::server::setup();
+    // QA only, watched; the tag trigger and the users file of the server tests.
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    let (head, rest) = text.split_once("stages:\n").unwrap();
+    let tail = &rest[rest.find("users: users.yaml").unwrap()..];
+    let stages = format!(
+        "stages:\n  qa:\n    deploy:\n      environment: qa\n      watch:\n        for: 1m\n        interval: 1s\n        approvers: [alice]\n        metrics:\n          provider: {{prometheus: {{address: \"{}\", timeout: 2s}}}}\n          checks:\n            - {{name: error-rate, query: error_rate, successCondition: \"result[0] < 0.05\"}}\n",
+        prom.url()
+    );
+    std::fs::write(&s.file, format!("{head}{stages}{tail}")).unwrap();
+    let server = Running::start(&s).await;
+
+    let (status, started) = server.api(reqwest::Method::POST, "/runs", Some(serde_json::json!({"pipeline": "checkout", "version": "v5.0.0"}))).await;
+    assert_eq!(status, 201, "{started}");
+    let run = started["run"]["id"].as_str().or(started["run"].as_str()).unwrap().to_string();
+    // The server's watcher looks a second after the run and reverts.
+    let mut watch = serde_json::Value::Null;
+    crate::server::wait_for("the watch to fail", async || {
+        let (_, all) = server.api(reqwest::Method::GET, "/watches", None).await;
+        watch = all["watches"].as_array().and_then(|a| a.first().cloned()).unwrap_or_default();
+        watch["state"] == "failed"
+    })
+    .await;
+    let id = watch["id"].as_str().unwrap().to_string();
+    assert!(qa_file(&s).contains("newTag: 1.0.0"), "back to the state before: {}", qa_file(&s));
+    let (_, shown) = server.api(reqwest::Method::GET, &format!("/runs/{run}"), None).await;
+    assert_eq!(shown["run"]["state"], "reverted", "{shown}");
+    let (status, one) = server.api(reqwest::Method::GET, &format!("/watches/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(one["evidence"]["metrics"]["checks"][0]["phase"], "Failed", "the last look's evidence: {one}");
+
+    // Held: the API refuses the version, a webhook of it answers 409 and records nothing.
+    let (status, refused) = server.api(reqwest::Method::POST, "/runs", Some(serde_json::json!({"pipeline": "checkout", "version": "v5.0.0"}))).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("is held"), "{refused}");
+    let body = push_event("acme/checkout", "refs/tags/v5.0.0");
+    let sig = sign(&body);
+    let headers = [("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "held-delivery-1"), ("X-Hub-Signature-256", sig.as_str())];
+    let (status, answer) = server.hook(&headers, body.clone()).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["runs"][0]["held"].as_str().unwrap().contains(&id), "{answer}");
+
+    // Cleared by alice (a reason is required), the same delivery starts the run.
+    let (status, no_reason) = server.api(reqwest::Method::POST, &format!("/watches/{id}/clear"), Some(serde_json::json!({}))).await;
+    assert_eq!(status, 400, "{no_reason}");
+    let (status, cleared) = server.api(reqwest::Method::POST, &format!("/watches/{id}/clear"), Some(serde_json::json!({"reason": "a bad node, drained"}))).await;
+    assert_eq!(status, 200, "{cleared}");
+    assert_eq!(cleared["by"], "alice");
+    let (status, answer) = server.hook(&headers, body).await;
+    assert_eq!(status, 201, "{answer}");
+    server.stop().await;
+}

@@ -530,7 +530,9 @@ fn watch_of(r: &sqlx::sqlite::SqliteRow) -> WatchRecord {
         cleared_by: r.get(22),
         cleared_at: r.get(23),
         seal: r.get(24),
-        clear_reason: r.get(25),
+        deployed_at: r.get(25),
+        previous: r.get(26),
+        clear_reason: r.get(27),
     }
 }
 

@@ -200,6 +200,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         cleared_at INTEGER,
         clear_reason TEXT,
         seal TEXT,
+        deployed_at INTEGER NOT NULL,
+        previous TEXT,
         UNIQUE (run_id, stage)
     );
     CREATE INDEX watches_due ON watches (state, next_at);

@@ -328,7 +328,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             let mut w = (**w).clone();
             w.seal = Some(seals::watch(&head.key, &w));
             let inserted = // (Only constants are formatted in.)
-            sqlx::query(sqlx::AssertSqlSafe(format!("INSERT OR IGNORE INTO watches ({WATCH_COLUMNS}) VALUES ({})", ["?"; 25].join(", "))))
+            sqlx::query(sqlx::AssertSqlSafe(format!("INSERT OR IGNORE INTO watches ({WATCH_COLUMNS}) VALUES ({})", ["?"; 27].join(", "))))
                 .bind(&w.id)
                 .bind(&w.run)
                 .bind(&w.stage)
@@ -354,6 +354,8 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(&w.cleared_by)
                 .bind(w.cleared_at)
                 .bind(&w.seal)
+                .bind(w.deployed_at)
+                .bind(&w.previous)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
@@ -559,7 +561,7 @@ impl Head {
 }
 
 /// The columns of `watches`, in [`super::watch_of`]'s order.
-pub(super) const WATCH_COLUMNS: &str = "id, run_id, stage, pipeline, environment, version, commit_id, value, started_at, ends_at, interval_ms, next_at, state, looks, failures, errors, passes, message, evidence, marks, reverted_to, ended_at, cleared_by, cleared_at, seal";
+pub(super) const WATCH_COLUMNS: &str = "id, run_id, stage, pipeline, environment, version, commit_id, value, started_at, ends_at, interval_ms, next_at, state, looks, failures, errors, passes, message, evidence, marks, reverted_to, ended_at, cleared_by, cleared_at, seal, deployed_at, previous";
 
 /// Ends the active watches of an environment (but `except`) as `superseded`, each with its entry.
 async fn supersede(conn: &mut SqliteConnection, head: &mut Head, pipeline: &str, environment: &str, by: &str, except: Option<&str>, at: i64) -> Result<(), sqlx::Error> {
