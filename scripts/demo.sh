@@ -130,6 +130,11 @@ echo "==> promote status $run"
 $promote status "$run"
 
 echo
+echo "==> promote watch run: after its run, QA stays under watch (its error rate every 2 s for 8 s; promote serve does this by itself)"
+$promote watch run
+$promote watch list
+
+echo
 echo "==> a second run, 1.5.0: the sample service serves it badly, the metrics and log checks fail, QA is rolled back"
 set +e
 $promote run pipeline.yaml --version 1.5.0 2>/dev/null

@@ -258,7 +258,20 @@ impl Executor {
         if let Some(m) = &x.spec.metrics {
             match stages::metrics::look(m, &vars, deployed_at).await {
                 Ok((ph, summary, ev)) => {
-                    worse(ph, format!("metrics: {ph}: {summary}"), &mut parts);
+                    // Per check: its phase and what its one measurement said (the stage's summary
+                    // speaks of counts and limits, which a single look does not have).
+                    let checks: Vec<String> = ev["metrics"]["checks"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| {
+                            let said = c["measurements"].as_array().and_then(|m| m.iter().rev().find_map(|x| x["why"].as_str())).unwrap_or("");
+                            format!("{} {}: {said}", c["name"].as_str().unwrap_or(""), c["phase"].as_str().unwrap_or(""))
+                        })
+                        .collect();
+                    let score = ev["metrics"]["score"]["why"].as_str().map(|w| format!("; {w}")).unwrap_or_default();
+                    let line = if checks.is_empty() { summary } else { format!("{}{score}", checks.join("; ")) };
+                    worse(ph, format!("metrics {ph}: {line}"), &mut parts);
                     evidence["metrics"] = ev["metrics"].clone();
                 }
                 Err(e) => worse(Phase::Error, format!("metrics: {e}"), &mut parts),
