@@ -43,6 +43,43 @@ pub fn may_clear(approvers: &[crate::model::Spanned<String>], users: Option<&cra
     ))
 }
 
+/// Whether `user` may clear the hold of `w`, by the rules of the pipeline stored with its run (its
+/// watch's `approvers`, its users file): `Ok(users file)` or why not.
+pub async fn may_clear_watch(store: &Store, w: &WatchRecord, user: &str) -> Result<Result<Option<crate::governance::users::Users>, String>, OpsError> {
+    let run = store.run(&w.run).await?;
+    let Some(plan) = crate::stages::plan_of(&run) else {
+        return Ok(Err(format!("the pipeline stored with run {} does not load any more", run.id)));
+    };
+    let base = std::path::Path::new(&run.file).parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| ".".into());
+    let env = plan.pipeline.environments.iter().find(|e| e.name.value == w.environment);
+    let approvers = plan
+        .pipeline
+        .stages
+        .iter()
+        .find(|s| s.name.value == w.stage)
+        .and_then(|s| match (&s.kind, env) {
+            (crate::model::StageKind::Deploy(d), Some(env)) => d.watch_in(env).map(|x| x.approvers.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let users = match crate::governance::users_of(&plan.pipeline, &base) {
+        Ok(u) => u,
+        Err(e) => return Ok(Err(format!("the users file: {e}"))),
+    };
+    Ok(may_clear(&approvers, users.as_ref(), user, &w.environment).map(|()| users))
+}
+
+/// The failed watches whose hold `user` may clear, newest first.
+pub async fn held_for(store: &Store, user: &str) -> Result<Vec<WatchRecord>, OpsError> {
+    let mut out = Vec::new();
+    for w in store.watches(WatchFilter { state: Some("failed"), ..Default::default() }).await?.into_iter().filter(WatchRecord::holds) {
+        if may_clear_watch(store, &w, user).await?.is_ok() {
+            out.push(w);
+        }
+    }
+    Ok(out)
+}
+
 /// A person clearing a held version.
 pub struct Clear<'a> {
     /// The watch (`w-...`).
@@ -71,26 +108,10 @@ pub async fn clear(store: &Store, c: &Clear<'_>) -> Result<String, OpsError> {
     if c.reason.trim().is_empty() {
         return refuse("clearing a held version needs a reason (--reason TEXT)".into());
     }
-    let run = store.run(&w.run).await?;
-    let Some(plan) = crate::stages::plan_of(&run) else {
-        return refuse(format!("the pipeline stored with run {} does not load any more", run.id));
+    let users = match may_clear_watch(store, &w, c.user).await? {
+        Ok(users) => users,
+        Err(why) => return refuse(why),
     };
-    let base = std::path::Path::new(&run.file).parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| ".".into());
-    let env = plan.pipeline.environments.iter().find(|e| e.name.value == w.environment);
-    let approvers = plan
-        .pipeline
-        .stages
-        .iter()
-        .find(|s| s.name.value == w.stage)
-        .and_then(|s| match (&s.kind, env) {
-            (crate::model::StageKind::Deploy(d), Some(env)) => d.watch_in(env).map(|x| x.approvers.clone()),
-            _ => None,
-        })
-        .unwrap_or_default();
-    let users = crate::governance::users_of(&plan.pipeline, &base).map_err(|e| OpsError::Refused(format!("the users file: {e}")))?;
-    if let Err(why) = may_clear(&approvers, users.as_ref(), c.user, &w.environment) {
-        return refuse(why);
-    }
     if let Some(u) = &users {
         let proven = match c.proof {
             super::decide::Proof::Token(t) => u.authenticate(c.user, t),

@@ -308,12 +308,21 @@ async fn the_server_reverts_a_bad_release_on_its_own_and_the_held_version_waits_
     assert_eq!(status, 409, "{answer}");
     assert!(answer["runs"][0]["held"].as_str().unwrap().contains(&id), "{answer}");
 
-    // Cleared by alice (a reason is required), the same delivery starts the run.
+    // Alice's inbox in the web pages shows the held version; she clears it there (a reason is
+    // required, through the API too), and the same delivery starts the run.
     let (status, no_reason) = server.api(reqwest::Method::POST, &format!("/watches/{id}/clear"), Some(serde_json::json!({}))).await;
     assert_eq!(status, 400, "{no_reason}");
-    let (status, cleared) = server.api(reqwest::Method::POST, &format!("/watches/{id}/clear"), Some(serde_json::json!({"reason": "a bad node, drained"}))).await;
-    assert_eq!(status, 200, "{cleared}");
-    assert_eq!(cleared["by"], "alice");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = http.post(format!("{}/ui/login", server.url)).form(&[("token", ALICE)]).send().await.unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let inbox = http.get(format!("{}/ui/", server.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(inbox.contains(&format!("id=\"held-{id}\"")) && inbox.contains("held in qa") && inbox.contains("v5.0.0"), "{inbox}");
+    let csrf = inbox.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let form = [("csrf", csrf.as_str()), ("id", id.as_str()), ("reason", "a bad node, drained")];
+    let cleared = http.post(format!("{}/ui/watch/clear", server.url)).header("cookie", &cookie).form(&form).send().await.unwrap();
+    assert_eq!(cleared.status().as_u16(), 303, "{:?}", cleared.text().await);
+    let (_, one) = server.api(reqwest::Method::GET, &format!("/watches/{id}"), None).await;
+    assert_eq!((one["clearedBy"].as_str(), one["clearReason"].as_str()), (Some("alice"), Some("a bad node, drained")), "{one}");
     let (status, answer) = server.hook(&headers, body).await;
     assert_eq!(status, 201, "{answer}");
     server.stop().await;

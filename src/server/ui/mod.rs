@@ -27,6 +27,7 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/ui/logout", post(logout))
         .route("/ui/decide", post(decide))
         .route("/ui/drift", post(decide_drift))
+        .route("/ui/watch/clear", post(clear_watch))
         .route("/ui/runs", get(runs))
         .route("/ui/runs/{id}", get(run))
         .route("/ui/runs/{id}/state", get(run_state))
@@ -226,6 +227,17 @@ struct Decision {
     evidence: Vec<Evidence>,
 }
 
+/// A version held by a failed watch, that the signed-in person may clear.
+struct HeldItem {
+    id: String,
+    pipeline: String,
+    version: String,
+    environment: String,
+    run: String,
+    why: String,
+    at: String,
+}
+
 /// A drift waiting for the signed-in person.
 struct DriftItem {
     id: String,
@@ -243,6 +255,7 @@ struct Inbox {
     user: Option<String>,
     csrf: String,
     drifts: Vec<DriftItem>,
+    held: Vec<HeldItem>,
     decisions: Vec<Decision>,
     total: usize,
     page: usize,
@@ -463,9 +476,24 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
             environment: d.environment,
         });
     }
+    // Versions held by a failed watch that this person may clear.
+    let held: Vec<HeldItem> = crate::ops::watch::held_for(store, &s.user)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|w| HeldItem {
+            why: crate::diag::printable(w.message.as_deref().unwrap_or("")).into_owned(),
+            at: w.ended_at.map(crate::clock::rfc3339).unwrap_or_default(),
+            id: w.id,
+            pipeline: w.pipeline,
+            version: w.version,
+            environment: w.environment,
+            run: w.run,
+        })
+        .collect();
     let csrf = s.csrf(store.key());
-    let total = total + drifts.len();
-    html(Inbox { user: Some(s.user), csrf, drifts, decisions, total, page, pages, done: q.done.map(|d| crate::diag::printable(&d).into_owned()) })
+    let total = total + drifts.len() + held.len();
+    html(Inbox { user: Some(s.user), csrf, drifts, held, decisions, total, page, pages, done: q.done.map(|d| crate::diag::printable(&d).into_owned()) })
 }
 
 #[derive(serde::Deserialize)]
@@ -544,6 +572,30 @@ async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Form(f):
     let reason = f.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
     let d = Decision { id: &f.id, verdict, user: &s.user, reason, proof: Proof::Session };
     match crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await {
+        Ok(line) => Ok(Redirect::to(&format!("/ui/?done={}", form_urlencoded(&line))).into_response()),
+        Err(crate::ops::OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ClearForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    id: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Clears a held version, as `promote watch clear`, by the signed-in person.
+async fn clear_watch(State(server): State<Server>, headers: HeaderMap, Form(f): Form<ClearForm>) -> Page {
+    let Some(s) = session(&server, &headers) else { return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into())) };
+    let store = &server.exec.store;
+    if !s.csrf_ok(store.key(), f.csrf.as_deref()) {
+        return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page and decide again".into()));
+    }
+    let c = crate::ops::watch::Clear { id: &f.id, user: &s.user, reason: f.reason.trim(), proof: Proof::Session };
+    match crate::ops::watch::clear(store, &c).await {
         Ok(line) => Ok(Redirect::to(&format!("/ui/?done={}", form_urlencoded(&line))).into_response()),
         Err(crate::ops::OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
         Err(e) => Err(internal(e)),
