@@ -54,10 +54,13 @@ pub struct Looked {
 /// its pipeline again). What a look takes from a run (its id, version, file, source) never
 /// changes.
 #[derive(Default)]
-pub struct Plans(std::sync::Mutex<std::collections::HashMap<String, (Arc<RunRecord>, Option<Arc<Plan>>)>>);
+pub struct Plans(std::sync::Mutex<std::collections::HashMap<String, RunAndPlan>>);
+
+/// A run and the plan of its stored pipeline (`None`: it does not load any more).
+type RunAndPlan = (Arc<RunRecord>, Option<Arc<Plan>>);
 
 impl Plans {
-    async fn of(&self, store: &crate::store::Store, id: &str) -> Result<(Arc<RunRecord>, Option<Arc<Plan>>), ExecError> {
+    async fn of(&self, store: &crate::store::Store, id: &str) -> Result<RunAndPlan, ExecError> {
         if let Some(found) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
             return Ok(found.clone());
         }
