@@ -28,8 +28,8 @@ pub struct CompareSettings {
     pub direction: Direction,
     /// Interval confidence (Kayenta's default here: 0.98).
     pub confidence: f64,
-    /// The interval must clear `tolerance` × |shift estimate| (default 0.25).
-    pub tolerance: f64,
+    /// How far the mean must move, in the baseline's standard deviations (default 2.5).
+    pub min_effect: f64,
     /// High only when mean(new) / mean(baseline) ≥ this (default 1.0: any increase).
     pub allowed_increase: f64,
     /// Low only when the ratio ≤ this (default 1.0).
@@ -54,7 +54,8 @@ pub struct Classification {
     pub critical_failure: bool,
     /// Why, in words (with the numbers).
     pub reason: String,
-    /// mean(new) / mean(baseline) (1 when the baseline's mean is 0).
+    /// mean(new) / mean(baseline); NaN (`null` in JSON) when the baseline's mean is 0 or the
+    /// means differ in sign.
     pub ratio: f64,
     /// The test, when it ran.
     pub lower: Option<f64>,
@@ -128,50 +129,126 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
     new.sort_by(f64::total_cmp);
     base.sort_by(f64::total_cmp);
     if new == base {
-        c.reason = "the new version's and the baseline's samples are identical".into();
+        c.reason = format!("the new version's and the baseline's samples are identical (mean {}, {} samples each, p = 1)", super::fmt_f64(mean(&new)), new.len());
         return c;
     }
     if new.iter().chain(&base).all(|v| *v == new[0]) {
-        c.reason = format!("every sample is {}", super::fmt_f64(new[0]));
+        c.reason = format!("every sample is {} (mean {} on both sides, p = 1)", super::fmt_f64(new[0]), super::fmt_f64(new[0]));
         return c;
     }
     let degenerate = new.first() == new.last() && base.first() == base.last();
+    // The means are of the samples as measured (the jitter only breaks ties for the test).
+    let (mean_new, mean_base) = (mean(&new), mean(&base));
+    let base_raw = base.clone();
     let (x, y) = if degenerate { (jitter(&new, 1), jitter(&base, 2)) } else { (new, base) };
-    let mb = mean(&y);
-    c.ratio = if mb == 0.0 { 1.0 } else { mean(&x) / mb };
+    c.ratio = ratio(mean_new, mean_base);
     let Some(mw) = mannwhitney::test(&x, &y, s.confidence) else {
-        c.reason = "every observation is tied: no interval".into();
+        c.reason = format!("every observation is tied: no test (means {} vs {})", super::fmt_f64(mean_new), super::fmt_f64(mean_base));
         return c;
     };
     c.lower = Some(mw.lower);
     c.upper = Some(mw.upper);
     c.estimate = Some(mw.estimate);
     c.p_value = Some(mw.p_value);
-    let bound = s.tolerance * mw.estimate.abs();
+    // Bursts: a few samples far beyond everything the baseline did move the mean but hardly the
+    // ranks; how many new samples lie past every baseline sample and past its far fence (3 IQR
+    // beyond the quartiles), and how likely that many would be there by chance.
+    let far = exceedance(&x, &y);
     let increase = matches!(s.direction, Direction::Increase | Direction::Either);
     let decrease = matches!(s.direction, Direction::Decrease | Direction::Either);
     let f = super::fmt_f64;
-    let interval = format!(
-        "shift {} ({:.0}% interval {} .. {}), mean ratio {}, p = {}",
+    // Which way it moved: the interval's side when it excludes 0; else the means' (a change in a
+    // few samples, bursts, moves the mean and not the median of the differences).
+    let delta = mean_new - mean_base;
+    let up = mw.lower > 0.0 || (mw.upper >= 0.0 && mw.lower <= 0.0 && delta > 0.0);
+    let down = mw.upper < 0.0 || (mw.upper >= 0.0 && mw.lower <= 0.0 && delta < 0.0);
+    let alpha = 1.0 - s.confidence;
+    let significant_up = (mw.p_value < alpha && up) || far.p_up < alpha;
+    let significant_down = (mw.p_value < alpha && down) || far.p_down < alpha;
+    let up = up || far.p_up < alpha;
+    let down = down || far.p_down < alpha;
+    let bursts = match (far.up, far.down) {
+        (k, _) if far.p_up < alpha => format!(", {k} new samples far above every baseline sample (p = {})", f(far.p_up)),
+        (_, k) if far.p_down < alpha => format!(", {k} new samples far below every baseline sample (p = {})", f(far.p_down)),
+        _ => String::new(),
+    };
+    // How much: the mean's move in the baseline's standard deviations (any move over a constant
+    // baseline), so that a series' own ups and downs do not count.
+    let sd = sd(&base_raw, mean_base);
+    let effect = if sd > 0.0 { delta.abs() / sd } else if delta == 0.0 { 0.0 } else { f64::INFINITY };
+    let material = effect > s.min_effect;
+    let means = match c.ratio {
+        r if r.is_finite() => format!("mean {} vs {} (ratio {})", f(mean_new), f(mean_base), f(r)),
+        _ if mean_base == 0.0 => format!("mean {} vs {} (the baseline's mean is 0)", f(mean_new), f(mean_base)),
+        _ => format!("mean {} vs {}", f(mean_new), f(mean_base)),
+    };
+    let moved = if effect.is_finite() { format!("{} sd", f((effect * 100.0).round() / 100.0)) } else { "over a constant baseline".to_string() };
+    let facts = format!(
+        "{means}, moved {moved}, shift {} ({:.0}% interval {} .. {}), p = {}{bursts} ({} new, {} baseline samples)",
         f(mw.estimate),
         s.confidence * 100.0,
         f(mw.lower),
         f(mw.upper),
-        f(c.ratio),
-        f(mw.p_value)
+        f(mw.p_value),
+        c.n_new,
+        c.n_baseline
     );
-    if increase && mw.lower > bound && c.ratio >= s.allowed_increase {
+    let within = |limit: f64, high: bool| if high { c.ratio.is_nan() || c.ratio >= limit } else { c.ratio.is_nan() || c.ratio <= limit };
+    if significant_up && material && up && increase && within(s.allowed_increase, true) {
         c.class = Class::High;
-        c.critical_failure = s.critical && c.ratio >= s.critical_increase;
-        c.reason = format!("High: {interval}; the interval is above +{} (tolerance {} x |shift|)", f(bound), f(s.tolerance));
-    } else if decrease && mw.upper < -bound && c.ratio <= s.allowed_decrease {
+        c.critical_failure = s.critical && within(s.critical_increase, true);
+        c.reason = format!("High: {facts}: significant (p < {}) and the mean moved more than {} baseline sd", f(alpha), f(s.min_effect));
+    } else if significant_down && material && down && decrease && within(s.allowed_decrease, false) {
         c.class = Class::Low;
-        c.critical_failure = s.critical && c.ratio <= s.critical_decrease;
-        c.reason = format!("Low: {interval}; the interval is below -{} (tolerance {} x |shift|)", f(bound), f(s.tolerance));
+        c.critical_failure = s.critical && within(s.critical_decrease, false);
+        c.reason = format!("Low: {facts}: significant (p < {}) and the mean moved more than {} baseline sd", f(alpha), f(s.min_effect));
+    } else if !(significant_up || significant_down) {
+        c.reason = format!("Pass: {facts}: not significant (p >= {})", f(alpha));
+    } else if !material {
+        c.reason = format!("Pass: {facts}: significant, but the mean moved at most {} baseline sd", f(s.min_effect));
     } else {
-        c.reason = format!("Pass: {interval}");
+        c.reason = format!("Pass: {facts}: not in the direction judged or within the allowed effect size");
     }
     c
+}
+
+/// mean(new) / mean(baseline), when both are of one sign and the baseline's is not 0 (NaN
+/// otherwise: a ratio over a zero or negative mean says nothing).
+fn ratio(new: f64, base: f64) -> f64 {
+    if base > 0.0 && new >= 0.0 || base < 0.0 && new <= 0.0 { new / base } else { f64::NAN }
+}
+
+/// How many new samples lie beyond every baseline sample and beyond its far fence (Tukey's 3 IQR
+/// past the quartiles; past the baseline's range when its IQR is 0), each way, and the chance of at
+/// least that many under exchangeability: that the top (bottom) k of all samples are all new,
+/// prod_{i<k} (n-i)/(n+m-i), which bounds it since the fence only asks more.
+struct Far {
+    up: usize,
+    p_up: f64,
+    down: usize,
+    p_down: f64,
+}
+
+fn exceedance(new: &[f64], base: &[f64]) -> Far {
+    let mut b = base.to_vec();
+    b.sort_by(f64::total_cmp);
+    let q = |p: f64| b[((b.len() - 1) as f64 * p).round() as usize];
+    let (q1, q3, lo, hi) = (q(0.25), q(0.75), b[0], b[b.len() - 1]);
+    let spread = if q3 > q1 { q3 - q1 } else { hi - lo };
+    let (upper, lower) = ((q3 + 3.0 * spread).max(hi), (q1 - 3.0 * spread).min(lo));
+    let up = new.iter().filter(|v| **v > upper).count();
+    let down = new.iter().filter(|v| **v < lower).count();
+    let (n, m) = (new.len() as f64, base.len() as f64);
+    let chance = |k: usize| (0..k).map(|i| (n - i as f64) / (n + m - i as f64)).product::<f64>();
+    Far { up, p_up: if up == 0 { 1.0 } else { chance(up) }, down, p_down: if down == 0 { 1.0 } else { chance(down) } }
+}
+
+/// The sample standard deviation (0 for fewer than two samples).
+fn sd(v: &[f64], mean: f64) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
 }
 
 /// A metric's place in the score.
@@ -245,7 +322,7 @@ mod tests {
         CompareSettings {
             direction: Direction::Increase,
             confidence: 0.98,
-            tolerance: 0.25,
+            min_effect: 2.5,
             allowed_increase: 1.0,
             allowed_decrease: 1.0,
             critical_increase: 1.0,

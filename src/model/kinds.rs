@@ -288,9 +288,12 @@ pub struct Compare {
     /// Confidence of the Mann-Whitney interval (default 0.98).
     #[serde(default = "default_confidence")]
     pub confidence: f64,
-    /// Allowed relative shift before it counts (default 0.25).
-    #[serde(default = "default_tolerance")]
-    pub tolerance: f64,
+    /// How far the mean must move, in the baseline's standard deviations, to count (default 2.5).
+    #[serde(default = "default_min_effect")]
+    pub min_effect: f64,
+    /// No longer decides (Kayenta's bound on the interval): accepted, with a warning.
+    #[serde(default)]
+    pub tolerance: Option<Spanned<f64>>,
     /// A failing critical metric fails the whole score.
     #[serde(default)]
     pub critical: bool,
@@ -350,8 +353,8 @@ fn default_confidence() -> f64 {
     0.98
 }
 
-fn default_tolerance() -> f64 {
-    0.25
+fn default_min_effect() -> f64 {
+    2.5
 }
 
 fn default_weight() -> f64 {

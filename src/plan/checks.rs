@@ -528,8 +528,14 @@ fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics
     if !(cmp.confidence > 0.0 && cmp.confidence < 1.0) {
         diags.error(check.pos, format!("check `{}`: `confidence: {}` must be between 0 and 1, like 0.98", check.value, cmp.confidence));
     }
-    if !(cmp.tolerance >= 0.0) {
-        diags.error(check.pos, format!("check `{}`: `tolerance: {}` must be 0 or more", check.value, cmp.tolerance));
+    if let Some(t) = &cmp.tolerance {
+        diags.warning(
+            t.pos,
+            format!("check `{}`: `tolerance` no longer decides a comparison: a change counts when it is significant and moves the mean by more than `minEffect` (default 2.5) of the baseline's standard deviations; remove it (docs/metrics.md)", check.value),
+        );
+    }
+    if !(cmp.min_effect >= 0.0) {
+        diags.error(check.pos, format!("check `{}`: `minEffect: {}` must be 0 or more", check.value, cmp.min_effect));
     }
     if cmp.step.0.is_zero() {
         diags.error(check.pos, format!("check `{}`: `step` must be longer than 0s (the time between compared samples, like 1m)", check.value));

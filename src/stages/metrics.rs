@@ -218,7 +218,7 @@ async fn one(p: &Prepared, deployed_at: i64, last: &mut Option<Classification>) 
                 let settings = CompareSettings {
                     direction: cmp.direction,
                     confidence: cmp.confidence,
-                    tolerance: cmp.tolerance,
+                    min_effect: cmp.min_effect,
                     allowed_increase: cmp.effect_size.allowed_increase,
                     allowed_decrease: cmp.effect_size.allowed_decrease,
                     critical_increase: cmp.effect_size.critical_increase,
@@ -333,10 +333,24 @@ impl super::Run for crate::model::MetricsStage {
         run(self, ctx)
     }
     fn describe(&self, output: &serde_json::Value) -> String {
+        // What decided each check, pass or fail: its last measurement's reason (the values, the
+        // condition or the comparison's means, effect and p-value), then the score.
         let m = &output["metrics"];
-        let checks = m["checks"].as_array().map_or(0, Vec::len);
-        let score = m["score"]["score"].as_f64().map(|s| format!(", score {}", crate::analysis::fmt_f64(s))).unwrap_or_default();
-        let by = m["decidedBy"]["user"].as_str().map(|u| format!(", inconclusive: approved by {u}")).unwrap_or_default();
-        format!("{checks} check(s) {}{score}{by}", m["verdict"].as_str().unwrap_or(""))
+        let mut parts: Vec<String> = m["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let last = c["measurements"].as_array().and_then(|ms| ms.iter().rev().find_map(|x| x["why"].as_str())).unwrap_or("");
+                format!("{}: {}: {last}", c["name"].as_str().unwrap_or(""), c["phase"].as_str().unwrap_or(""))
+            })
+            .collect();
+        if let Some(why) = m["score"]["why"].as_str() {
+            parts.push(why.to_string());
+        }
+        if let Some(u) = m["decidedBy"]["user"].as_str() {
+            parts.push(format!("inconclusive: approved by {u}"));
+        }
+        parts.join(" | ")
     }
 }

@@ -2,6 +2,7 @@
 
 mod audit;
 mod cli;
+mod decisions;
 mod drift;
 mod edit;
 mod exec;
