@@ -250,7 +250,10 @@ impl Executor {
     /// the worse phase wins. (phase, summary, evidence.)
     async fn judge(&self, w: &WatchRecord, x: &Watched) -> Result<(Phase, String, serde_json::Value), ExecError> {
         let deployed_at = w.deployed_at;
-        let vars = stages::variables_of(&x.run, &x.plan, x.index);
+        let mut vars = stages::variables_of(&x.run, &x.plan, x.index);
+        if let Some(p) = &w.previous {
+            vars.insert("previousVersion", p.clone());
+        }
         let mut phase = Phase::Successful;
         let mut parts = Vec::new();
         let mut evidence = json!({});

@@ -6,7 +6,7 @@ use super::*;
 use crate::diag::{Diagnostics, Pos, did_you_mean};
 
 /// Names that `${...}` may use.
-pub const KNOWN_VARIABLES: &[&str] = &["version", "image", "pipeline", "run", "environment", "stage"];
+pub const KNOWN_VARIABLES: &[&str] = &["version", "previousVersion", "image", "pipeline", "run", "environment", "stage"];
 
 const TOP_FIELDS: &[&str] =
     &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure", "users", "notifications", "triggers"];

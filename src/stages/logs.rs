@@ -150,7 +150,7 @@ pub async fn judge(l: &LogsStage, lines: Lines, ignored: Vec<String>, window: Du
 pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value, StageError> {
     let window = l.window.0.as_millis() as i64;
     let deployed_at = ctx.deployed_at().await?;
-    let vars = ctx.variables();
+    let vars = ctx.variables_with_previous().await?;
     // The baseline reads the previous version's lines where a query names `${version}`.
     let previous = ctx.last_deploy().await?.and_then(|(_, out)| out["oldValue"].as_str().map(String::from));
     // Files: the window opens at the stage's start; the others read after the deploy.

@@ -52,7 +52,7 @@ pub async fn run(m: &MetricsStage, ctx: &StageContext) -> Result<Step, StageErro
         let summary = kept["summary"].as_str().unwrap_or_default().to_string();
         return decide(m, ctx, &stage, summary, kept["evidence"].clone()).await;
     }
-    let prepared = prepare(m, &ctx.variables(), None)?;
+    let prepared = prepare(m, &ctx.variables_with_previous().await?, None)?;
     // The deploy this analysis judges: the latest upstream deploy's end, else this stage's start.
     let deployed_at = ctx.deployed_at().await?;
     let delay_left = ctx.started_at + m.initial_delay.0.as_millis() as i64 - now_ms();

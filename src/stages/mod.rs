@@ -192,6 +192,16 @@ impl StageContext {
         variables_of(&self.run, &self.plan, self.index)
     }
 
+    /// [`variables`](Self::variables) and `previousVersion`: the value the environment held
+    /// before the latest upstream deploy (absent when it had none, or the deploy changed nothing).
+    pub async fn variables_with_previous(&self) -> Result<crate::providers::Vars, StageError> {
+        let mut v = self.variables();
+        if let Some(previous) = self.last_deploy().await?.and_then(|(_, out)| out["oldValue"].as_str().map(String::from)) {
+            v.insert("previousVersion", previous);
+        }
+        Ok(v)
+    }
+
     /// The latest upstream deploy that finished: (its end in Unix ms, its output).
     pub async fn last_deploy(&self) -> Result<Option<(i64, serde_json::Value)>, StageError> {
         let records = self.store.stages(&self.run.id).await?;

@@ -56,7 +56,7 @@ impl Run for WebhookStage {
             }
             _ => None,
         };
-        let mut vars = ctx.variables();
+        let mut vars = ctx.variables_with_previous().await?;
         if let Some(u) = &callback {
             vars.insert("callbackUrl", u.clone());
         }

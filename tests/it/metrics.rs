@@ -357,3 +357,26 @@ async fn a_web_provider_reads_json_with_a_bearer_token_and_a_json_path() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_baseline_query_names_the_version_the_environment_held_before() {
+    // The old version (what QA held: 1.0.0) and the new one serve side by side; the new one is
+    // 3 sd slower.
+    let mut n = normal(11);
+    let mut m = normal(12);
+    let old = series("latency_ms", "version=\"1.0.0\"", 600.0, 0.0, 15.0, |_| n(100.0, 10.0));
+    let new = series("latency_ms", "version=\"1.1.0\"", 600.0, 0.0, 15.0, |_| m(130.0, 10.0));
+    let prom = Prometheus::start(&[("latency_ms", format!("{old}{new}"))]);
+    let stages = format!(
+        "  qa:\n    deploy: {{environment: qa}}\n  check:\n    needs: [qa]\n    metrics:\n      provider: {{prometheus: {{address: \"{}\", timeout: 2s}}}}\n      checks:\n        - name: latency\n          query: latency_ms{{version=\"${{version}}\"}}\n          compare: {{baselineQuery: 'latency_ms{{version=\"${{previousVersion}}\"}}', window: 10m, step: 15s}}\n",
+        prom.url()
+    );
+    let s = Setup::new(&stages, "");
+    let exec = s.executor().await;
+    let id = s.start(&exec, "1.1.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Failed, "{:?}", stage(&sum, "check").message);
+    let cmp = &evidence(stage(&sum, "check"))["checks"][0]["comparison"];
+    assert_eq!(cmp["class"], "High", "{cmp}");
+    assert!(cmp["nBaseline"].as_u64().unwrap() >= 39, "the baseline is 1.0.0's series: {cmp}");
+}
