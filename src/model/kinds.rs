@@ -29,6 +29,10 @@ pub struct DeployStage {
     pub watch: Option<Box<Watch>>,
 }
 
+fn whole_answer() -> Spanned<String> {
+    Spanned::new(Default::default(), "$".to_string())
+}
+
 impl DeployStage {
     /// The watch this deploy's releases get: its own, else its environment's.
     pub fn watch_in<'a>(&'a self, env: &'a crate::model::Environment) -> Option<&'a Watch> {
@@ -160,7 +164,9 @@ fn default_query_timeout() -> Duration {
 pub struct WebProvider {
     /// The URL to GET (interpolated; `${query}` is the check's query).
     pub url: Spanned<String>,
-    /// A JSON path (`$.data.value`) picking the value from the answer.
+    /// A JSON path (`$.data.value`) picking the value from the answer (default `$`: all of it,
+    /// or the text of an answer that is not JSON).
+    #[serde(default = "whole_answer")]
     pub json_path: Spanned<String>,
     /// Extra request headers.
     #[serde(default)]

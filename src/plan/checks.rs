@@ -352,6 +352,16 @@ impl Checks for MetricsStage {
             if !seen.insert(c.name.value.as_str()) {
                 diags.error(c.name.pos, format!("two checks are named `{}` in stage `{name}`", c.name.value));
             }
+            // Argo Rollouts' own rule: a limit larger than the measurements can never be passed.
+            let count = c.count.unwrap_or(m.count);
+            for (field, limit) in [("failureLimit", c.failure_limit), ("inconclusiveLimit", c.inconclusive_limit)] {
+                if count > 0 && count < limit {
+                    diags.error(
+                        c.name.pos,
+                        format!("check `{}`: `count: {count}` is less than `{field}: {limit}`, which could then never be passed (Argo Rollouts refuses it too): raise `count` or lower the limit", c.name.value),
+                    );
+                }
+            }
             if c.success_condition.is_none() && c.failure_condition.is_none() && c.compare.is_none() {
                 diags.warning(c.name.pos, format!("check `{}` has no `successCondition`, `failureCondition` or `compare`: it can never fail", c.name.value));
             }

@@ -37,6 +37,12 @@ impl Web {
     }
 }
 
+/// Whether a JSON path names the whole answer (`$`, `{$}`).
+fn is_root(path: &str) -> bool {
+    let p = path.trim();
+    matches!(p.strip_prefix('{').and_then(|p| p.strip_suffix('}')).unwrap_or(p).trim(), "$" | "")
+}
+
 /// Picks a value out of JSON with a path such as `$.data.value`, `$.items[0].count` or Argo's
 /// `{$.data.value}`.
 pub fn json_path<'a>(doc: &'a serde_json::Value, path: &str) -> Result<&'a serde_json::Value, String> {
@@ -103,8 +109,15 @@ impl MetricProvider for Web {
         if !status.is_success() {
             return Err(refused(self.credential.as_ref(), query, shown, status, &body));
         }
-        let doc: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| ProviderError::Decode { query: query.into(), url: shown.clone(), why: format!("not JSON ({e})") })?;
+        let doc: serde_json::Value = match serde_json::from_str(&body) {
+            Ok(doc) => doc,
+            // Argo takes a body that is not JSON as a string; here the conditions judge it
+            // (`result == "OK"`) rather than it passing unjudged. A path into it cannot be read.
+            Err(_) if is_root(&self.path) => return Ok(Sample::Json(serde_json::Value::String(body.trim().to_string()))),
+            Err(e) => {
+                return Err(ProviderError::Decode { query: query.into(), url: shown, why: format!("not JSON ({e}), so `{}` cannot be read in it", self.path) });
+            }
+        };
         let v = json_path(&doc, &self.path).map_err(|why| ProviderError::Decode { query: query.into(), url: shown, why })?;
         Ok(to_sample(v))
     }

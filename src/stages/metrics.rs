@@ -156,7 +156,7 @@ async fn measure(p: Prepared, deployed_at: i64, stop: Arc<AtomicBool>) -> CheckR
             break decided;
         }
         if stop.load(Ordering::Relaxed) {
-            break (Phase::Inconclusive, "stopped: another check already failed the analysis".into());
+            break stopped(&tally);
         }
         // (A zero sleep would still wait for the timer's next 1 ms tick.)
         let rest = p.interval.saturating_sub(Duration::from_millis((now_ms() - started).max(0) as u64));
@@ -164,14 +164,28 @@ async fn measure(p: Prepared, deployed_at: i64, stop: Arc<AtomicBool>) -> CheckR
             tokio::time::sleep(rest).await;
         }
         if stop.load(Ordering::Relaxed) {
-            break (Phase::Inconclusive, "stopped: another check already failed the analysis".into());
+            break stopped(&tally);
         }
     };
-    if matches!(phase, Phase::Failed | Phase::Error) && !c.dry_run {
+    // As in Argo Rollouts, a check that decides the analysis (failed, error, inconclusive) stops
+    // the others; a dry run decides nothing.
+    if matches!(phase, Phase::Failed | Phase::Error | Phase::Inconclusive) && !c.dry_run {
         stop.store(true, Ordering::Relaxed);
     }
     let (group, weight) = c.compare.as_ref().map_or((c.name.value.clone(), 1.0), |x| (x.group.clone().unwrap_or_else(|| c.name.value.clone()), x.weight));
     CheckResult { name: c.name.value.clone(), dry_run: c.dry_run, phase, why, tally, measurements, last, group, weight }
+}
+
+/// A check stopped because another decided the analysis: Successful, as in Argo Rollouts, since
+/// it passed no limit (it would have been decided otherwise).
+fn stopped(t: &Tally) -> (Phase, String) {
+    (
+        Phase::Successful,
+        format!(
+            "stopped when another check decided the analysis, having passed no limit ({} measured: {} successful, {} failed, {} inconclusive, {} errors)",
+            t.count, t.successful, t.failed, t.inconclusive, t.error
+        ),
+    )
 }
 
 /// One measurement: the instant value judged by the conditions, and the comparison if any; the

@@ -380,3 +380,61 @@ async fn a_baseline_query_names_the_version_the_environment_held_before() {
     assert_eq!(cmp["class"], "High", "{cmp}");
     assert!(cmp["nBaseline"].as_u64().unwrap() >= 39, "the baseline is 1.0.0's series: {cmp}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn as_in_argo_an_inconclusive_check_stops_the_others_which_count_as_successful() {
+    let prom = Prometheus::start(&[
+        ("ratio", series("ratio", "", 600.0, 0.0, 15.0, |_| f64::NAN)),
+        ("errs", series("errs", "", 600.0, 0.0, 15.0, |_| 0.01)),
+    ]);
+    let s = pipeline(
+        &prom,
+        "      interval: 200ms\n",
+        "        - name: ratio\n          query: ratio\n          failureCondition: result[0] > 0.05\n        - name: errors\n          query: errs\n          count: 20\n          failureCondition: result[0] > 0.05\n",
+    );
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "2.4.0").await;
+    let (e2, id2) = (exec.clone(), id.clone());
+    let task = tokio::spawn(async move { drive(&e2, &id2).await });
+    let msg = wait_for(&exec, &id, "check", StageState::Waiting).await.message.unwrap();
+    assert!(msg.contains("ratio: Inconclusive"), "{msg}");
+    assert!(msg.contains("errors: Successful: stopped when another check decided the analysis, having passed no limit"), "{msg}");
+    let out = promote(s.path(), &["approve", &id, "check", "--as", "alice"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sum = task.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded);
+    let errors = &evidence(stage(&sum, "check"))["checks"][1];
+    assert!(errors["measurements"].as_array().unwrap().len() < 20, "stopped early: {errors}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_web_answer_that_is_not_json_is_judged_as_a_string() {
+    use axum::routing::get;
+    let app = axum::Router::new().route("/ok", get(|| async { "OK\n" })).route("/degraded", get(|| async { "DEGRADED" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    for (path, ok) in [("ok", true), ("degraded", false)] {
+        let stages = format!(
+            "  check:\n    metrics:\n      provider: {{web: {{url: \"http://127.0.0.1:{port}/{path}\"}}}}\n      checks:\n        - name: status\n          query: status\n          successCondition: result == \"OK\"\n"
+        );
+        let s = Setup::new(&stages, "");
+        let exec = s.executor().await;
+        let id = s.start(&exec, "5.2.0").await;
+        let sum = drive(&exec, &id).await;
+        let msg = stage(&sum, "check").message.clone().unwrap_or_default();
+        assert_eq!(sum.run.state == RunState::Succeeded, ok, "{path}: {msg}");
+        assert!(msg.contains("successCondition `result == \"OK\"`"), "{msg}");
+    }
+}
+
+#[test]
+fn a_limit_that_count_could_never_pass_is_refused_as_argo_refuses_it() {
+    let s = Setup::new(
+        "  check:\n    metrics:\n      provider: {prometheus: {address: \"http://127.0.0.1:9\"}}\n      checks:\n        - name: errors\n          query: errs\n          count: 1\n          failureLimit: 3\n          successCondition: result[0] < 0.05\n",
+        "",
+    );
+    let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("check `errors`: `count: 1` is less than `failureLimit: 3`"), "{}", text(&out));
+}
