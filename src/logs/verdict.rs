@@ -18,20 +18,105 @@ pub enum Level {
     Error,
 }
 
-/// The level a line's text shows.
+/// Severity words, as log formats write a line's level.
+const ERROR_LEVELS: &[&str] = &["ERROR", "ERR", "FATAL", "SEVERE", "CRITICAL", "CRIT", "PANIC", "EMERG", "EMERGENCY", "ALERT"];
+const WARNING_LEVELS: &[&str] = &["WARN", "WARNING"];
+const LOW_LEVELS: &[&str] = &["INFO", "INFORMATION", "NOTICE", "DEBUG", "TRACE", "VERBOSE", "FINE", "FINER", "FINEST", "CONFIG"];
+
+/// Words and phrases that say something went wrong, in any format: a line without a level of its
+/// own is at error level when it says one of these.
+const FAILURE_WORDS: &[&str] = &[
+    "fail", "failed", "fails", "failing", "failure", "failures", "crash", "crashed", "crashes", "crashing", "refused", "refuse", "denied",
+    "unable", "cannot", "timeout", "timeouts", "unreachable", "abort", "aborted", "aborting", "panic", "panicked", "segfault", "corrupt",
+    "corrupted", "exhausted", "rejected", "unavailable", "killed", "oom", "fatal", "errno",
+];
+const FAILURE_PHRASES: &[&str] = &["timed out", "time out", "could not", "couldn't", "can't", "out of memory", "segmentation fault", "not responding", "no space left"];
+
+/// The level a line's text shows. A level the line writes itself decides: a severity word in
+/// capitals (`ERROR`, `WARN`), or in any case where formats put one (`[error]`, `<warn>`,
+/// `level=error`, `error:` at the start), or a one-letter level among the first fields (`E`, `W`
+/// as logcat writes them, `E/Tag`). The level a line writes wins: `INFO ... KeeperException` is at info level. Without one, an
+/// exception class (`IOException`, `Exception in thread`), a traceback, or a line that says
+/// something failed (`failed`, `refused`, `timed out`, `unable to`, an HRESULT or NTSTATUS failure
+/// code) is an error.
 pub fn level(text: &str) -> Level {
-    let words = text.split(|c: char| !c.is_ascii_alphanumeric() && c != '_');
-    let mut warn = false;
-    for w in words {
-        let upper = w.to_ascii_uppercase();
-        match upper.as_str() {
-            "ERROR" | "ERR" | "FATAL" | "SEVERE" | "CRITICAL" | "CRIT" | "PANIC" | "TRACEBACK" | "EMERG" | "ALERT" => return Level::Error,
-            "WARN" | "WARNING" => warn = true,
-            _ if upper.ends_with("EXCEPTION") || (upper.ends_with("ERROR") && w.len() > 5) => return Level::Error,
-            _ => {}
+    let mut written: Option<Level> = None;
+    let note = |l: Level, written: &mut Option<Level>| *written = Some(written.map_or(l, |w| w.max(l)));
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    let mut exception = false;
+    for (i, raw) in tokens.iter().enumerate() {
+        // One-letter levels near the start (logcat's `E`, `W`, `I`; `E/Tag:`).
+        if i < 8 {
+            let letter = raw.split('/').next().unwrap_or("");
+            if raw.len() == 1 || (raw.contains('/') && letter.len() == 1) {
+                match letter {
+                    "E" | "F" | "A" => note(Level::Error, &mut written),
+                    "W" => note(Level::Warning, &mut written),
+                    "I" | "D" | "V" => note(Level::Info, &mut written),
+                    _ => {}
+                }
+            }
+        }
+        let bracketed = raw.starts_with(['[', '<', '(']) || raw.ends_with([']', '>', ')']);
+        let keyed = raw.to_ascii_lowercase().starts_with("level=") || raw.to_ascii_lowercase().starts_with("severity=");
+        let leading_colon = i < 8 && raw.ends_with(':');
+        for w in raw.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| !w.is_empty()) {
+            let upper = w.to_ascii_uppercase();
+            let capitals = w == upper && w.chars().any(|c| c.is_ascii_alphabetic());
+            let placed = capitals || bracketed || keyed || leading_colon;
+            if placed && ERROR_LEVELS.contains(&upper.as_str()) && (capitals || upper != "ALERT") {
+                note(Level::Error, &mut written);
+            } else if placed && WARNING_LEVELS.contains(&upper.as_str()) {
+                note(Level::Warning, &mut written);
+            } else if placed && LOW_LEVELS.contains(&upper.as_str()) {
+                note(Level::Info, &mut written);
+            }
+            // An exception class or a traceback: `NullPointerException`, `Exception`, `EXCEPTION`.
+            if (w.ends_with("Exception") && w.len() >= 9) || w == "EXCEPTION" || w == "Traceback" || (w.ends_with("Error") && w.len() > 5 && w.starts_with(|c: char| c.is_ascii_uppercase())) {
+                exception = true;
+            }
         }
     }
-    if warn { Level::Warning } else { Level::Info }
+    if let Some(l) = written {
+        return l;
+    }
+    if exception || failure_code(text) || says_failure(text) { Level::Error } else { Level::Info }
+}
+
+/// Whether the text says something failed (a failure word or phrase, any case).
+fn says_failure(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '\'').any(|w| FAILURE_WORDS.contains(&w))
+        || FAILURE_PHRASES.iter().any(|p| lower.contains(p))
+}
+
+/// An HRESULT or NTSTATUS code with its failure bit (`0x80070005`, `0xC0000005`).
+fn failure_code(text: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
+        let hex = w.strip_prefix("0x").or_else(|| w.strip_prefix("0X"));
+        hex.is_some_and(|h| h.len() == 8 && h.chars().all(|c| c.is_ascii_hexdigit()) && matches!(h.as_bytes()[0], b'8' | b'9' | b'a'..=b'f' | b'A'..=b'F'))
+    })
+}
+
+/// How unlikely a template's growth must be by chance to count.
+pub const GROWTH_ALPHA: f64 = 0.01;
+
+/// P(X >= k) for X ~ Binomial(n, p), summed in log space (exact; n is a template's lines).
+pub fn binomial_tail(k: u64, n: u64, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    let ln_choose = |n: u64, i: u64| libm::lgamma(n as f64 + 1.0) - libm::lgamma(i as f64 + 1.0) - libm::lgamma((n - i) as f64 + 1.0);
+    let (lp, lq) = (p.ln(), (1.0 - p).ln());
+    let terms: Vec<f64> = (k..=n).map(|i| ln_choose(n, i) + i as f64 * lp + (n - i) as f64 * lq).collect();
+    let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()).exp().min(1.0)
 }
 
 /// What the verdict looks for.
@@ -136,18 +221,30 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
             (Change::Grown, Some(f))
         };
         let pattern = rules.patterns.iter().find(|p| samples[id].iter().any(|s| p.is_match(s)) || p.is_match(&text));
+        // Growth needs evidence, not a ratio: given the template's lines in both windows, how
+        // likely this many of them would fall after the deploy if its share had not changed.
+        let p_grown = (b > 0).then(|| binomial_tail(a, a + b, after.len() as f64 / (before.len() + after.len()) as f64));
         let (fails, why) = match change {
             Change::New if ignored => (false, "new, but marked not a risk".to_string()),
             Change::New if pattern.is_some() => (true, format!("new, and matches `{}`", pattern.unwrap().as_str())),
             Change::New if lvl >= rules.new_at => (true, format!("new at {lvl:?} level").to_lowercase()),
             Change::New => (false, format!("new at {lvl:?} level (below what fails)").to_lowercase()),
-            Change::Grown => match (rules.grown_at, factor) {
-                (Some((at, limit)), Some(f)) if f > limit && lvl >= at && !ignored => {
-                    (true, format!("{} level, {f:.1}x as frequent (limit {limit}x)", format!("{lvl:?}").to_lowercase()))
+            Change::Grown => {
+                let p = p_grown.unwrap_or(1.0);
+                let evidence = format!("{f:.1}x as frequent, p = {}", crate::analysis::fmt_f64(p), f = factor.unwrap_or(1.0));
+                match (rules.grown_at, factor) {
+                    (Some((at, limit)), Some(f)) if f > limit && p < GROWTH_ALPHA && (lvl >= at || pattern.is_some()) && !ignored => {
+                        let what = match pattern {
+                            Some(pat) if lvl < at => format!("matches `{}`", pat.as_str()),
+                            _ => format!("{} level", format!("{lvl:?}").to_lowercase()),
+                        };
+                        (true, format!("{what}, {evidence} (limit {limit}x, p < {GROWTH_ALPHA})"))
+                    }
+                    (Some((_, limit)), Some(f)) if f > limit && p >= GROWTH_ALPHA => (false, format!("{evidence}: too few lines to tell from chance (p >= {GROWTH_ALPHA})")),
+                    (_, Some(f)) if f > 1.0 => (false, evidence),
+                    _ => continue,
                 }
-                (_, Some(f)) if f > 1.0 => (false, format!("{f:.1}x as frequent")),
-                _ => continue,
-            },
+            }
         };
         findings.push(Finding { template: text, level: lvl, change, before: b, after: a, factor, samples: samples[id].clone(), fails, why });
     }
@@ -166,5 +263,76 @@ mod tests {
         assert_eq!(level("java.lang.NullPointerException: x"), Level::Error);
         assert_eq!(level("[WARN] slow disk"), Level::Warning);
         assert_eq!(level("INFO all good, no errors"), Level::Info);
+    }
+
+    fn lines(pattern: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| pattern.replace("{}", &i.to_string())).collect()
+    }
+
+    #[test]
+    fn growth_needs_evidence_not_a_ratio() {
+        let rules = Rules { new_at: Level::Error, grown_at: Some((Level::Error, 5.0)), patterns: vec![], ignored: vec![] };
+        let normal = lines("INFO request {} served", 500);
+        // One baseline error line, eight after: 8x, but p = 0.02.
+        let mut before = normal.clone();
+        before.push("ERROR db call 1 failed".into());
+        let mut after = normal.clone();
+        after.extend(lines("ERROR db call {} failed", 8));
+        let v = judge(&before, &after, &rules);
+        assert!(v.passed, "{:?}", v.findings);
+        assert!(v.findings[0].why.contains("too few lines to tell from chance"), "{}", v.findings[0].why);
+        // Thirty after: it counts.
+        let mut after = normal.clone();
+        after.extend(lines("ERROR db call {} failed", 30));
+        let v = judge(&before, &after, &rules);
+        assert!(!v.passed && v.findings[0].why.contains("p < 0.01"), "{:?}", v.findings);
+        assert!((binomial_tail(8, 9, 0.5) - 10.0 / 512.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_error_pattern_counts_for_growth_too() {
+        let rules = Rules { new_at: Level::Error, grown_at: Some((Level::Error, 2.0)), patterns: vec![regex::Regex::new("slow query").unwrap()], ignored: vec![] };
+        let normal = lines("INFO request {} served", 200);
+        let mut before = normal.clone();
+        before.extend(lines("INFO slow query {} ms", 2));
+        let mut after = normal.clone();
+        after.extend(lines("INFO slow query {} ms", 40));
+        let v = judge(&before, &after, &rules);
+        assert!(!v.passed, "{:?}", v.findings);
+        assert!(v.findings[0].why.starts_with("matches `slow query`"), "{}", v.findings[0].why);
+    }
+
+    #[test]
+    fn failures_said_in_other_words_are_errors() {
+        for line in [
+            "sshd[24200]: Failed password for root from 5.36.59.76 port 42393 ssh2",
+            "connect to 10.0.0.7:5432 refused",
+            "worker 3 crashed, restarting",
+            "permission denied while opening /var/lib/app",
+            "request to payments timed out after 30s",
+            "unable to resolve host db-1",
+            "03-17 16:13:38.811  1702  2395 E WindowManager: removeWindowToken: Attempted to remove non-existing token",
+            "E/AndroidRuntime( 1234): FATAL EXCEPTION: main",
+            "CBS Failed to process single phase execution. [HRESULT = 0x800f0816 - CBS_E_DPX_JOB_STATE_SAVED]",
+            "Loading driver returned status 0xC0000034",
+        ] {
+            assert_eq!(level(line), Level::Error, "{line}");
+        }
+        assert_eq!(level("03-17 16:13:38.811  1702  8671 W ActivityManager: Unable to start service"), Level::Warning);
+        assert_eq!(level("[error] [client 10.1.1.1] Directory index forbidden by rule"), Level::Error);
+    }
+
+    #[test]
+    fn words_that_only_look_like_errors_are_not() {
+        for line in [
+            "jk2_init() Found child 6725 in scoreboard slot 10; C++ exception support enabled... done",
+            "TLS: received CLOSE_NOTIFY alert, closing connection",
+            "INFO retry 2 of 3 after a failed attempt",
+            "03-17 16:13:38.811  1702  2395 I PowerManager: screen on",
+            "processed 120 requests, 0 errors",
+            "status 0x00000000 ok",
+        ] {
+            assert_ne!(level(line), Level::Error, "{line}");
+        }
     }
 }
