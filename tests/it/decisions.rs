@@ -240,7 +240,8 @@ pub fn log_cases() -> Vec<(String, bool, Vec<String>, Vec<String>)> {
         assert_eq!(raw.len(), rows.len(), "{s}");
         (raw, rows)
     };
-    let all: Vec<(&str, (Vec<String>, Vec<(String, bool)>))> = systems.iter().map(|s| (*s, read(s))).collect();
+    type Lines = (Vec<String>, Vec<(String, bool)>);
+    let all: Vec<(&str, Lines)> = systems.iter().map(|s| (*s, read(s))).collect();
     let mut cases = Vec::new();
     for (s, (raw, rows)) in &all {
         let before: Vec<String> = raw.iter().step_by(2).cloned().collect();
@@ -326,4 +327,40 @@ fn the_logs_judge_on_real_system_logs_with_real_errors_injected_and_grown() {
     // fault-injection logs holds error templates seen once, which stop 4 of the 8.
     assert_eq!(bad_stopped, bad, "every bad release stopped");
     assert!(good_stopped <= 4, "good releases stopped: {good_stopped} of {good} (4 when this was written)");
+}
+
+/// How `minEffect`'s default was chosen, kept so that it can be checked: on the tweets and the
+/// artificial series only, the smallest effect (of 1.5 .. 5 by halves) that keeps at most 2% of
+/// their good releases stopped; then on the traffic and ad-exchange series, which played no part.
+#[test]
+fn min_effect_chosen_on_half_the_files_holds_on_the_other_half() {
+    use promote::analysis::kayenta::{Class, classify};
+    let cases = metric_cases();
+    let chosen_on = ["realTweets", "artificialWithAnomaly", "artificialNoAnomaly"];
+    let rates = |k: f64, tuning: bool| {
+        let mut s = settings();
+        s.min_effect = k;
+        let (mut b, mut bs, mut g, mut gs) = (0, 0, 0, 0);
+        for c in cases.iter().filter(|c| chosen_on.contains(&c.family.as_str()) == tuning) {
+            let stopped = classify(&c.new, &c.baseline, &s).class != Class::Pass;
+            if c.bad {
+                b += 1;
+                bs += usize::from(stopped);
+            } else {
+                g += 1;
+                gs += usize::from(stopped);
+            }
+        }
+        (b, bs, g, gs)
+    };
+    let candidates = [1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0];
+    // Smallest effect (most bad releases stopped) whose good releases stopped stay within 2%.
+    let k = candidates.iter().copied().find(|&k| {
+        let (_, _, g, gs) = rates(k, true);
+        gs * 50 <= g
+    });
+    assert_eq!(k, Some(2.5), "the default minEffect is what this procedure chooses");
+    let (b, bs, g, gs) = rates(2.5, false);
+    println!("held out: bad {bs} of {b}, good {gs} of {g}");
+    assert!(gs * 50 <= g, "held out: {gs} of {g} good releases stopped");
 }
