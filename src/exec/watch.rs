@@ -292,6 +292,7 @@ impl Executor {
                 marks: w.marks.as_ref().and_then(crate::providers::logsource::FileMarks::from_json),
                 deployed_at,
                 window: (now - deployed_at).max(1),
+                base: &x.base_dir,
             };
             match stages::logs::read(l, reading).await {
                 // A quiet service: nothing new to judge is no evidence either way.

@@ -421,6 +421,10 @@ pub struct LogsStage {
     /// An error template whose rate grows by more than this factor fails the stage.
     #[serde(default)]
     pub rate_factor: Option<Spanned<f64>>,
+    /// With a `files` source: files (globs) whose lines are the baseline, instead of what the
+    /// watched files held before the window.
+    #[serde(default)]
+    pub baseline_files: Vec<Spanned<String>>,
 }
 
 fn default_log_window() -> Duration {

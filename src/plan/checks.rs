@@ -417,6 +417,9 @@ impl Checks for LogsStage {
                 format!("logs stage `{name}`: `baseline: previousVersion` needs a `loki` source (its query reads the previous version through `${{version}}`); use `before` with files or Kubernetes"),
             );
         }
+        if !l.baseline_files.is_empty() && !matches!(l.source, LogSource::Files(_)) {
+            diags.error(l.baseline_files[0].pos, format!("logs stage `{name}`: `baselineFiles` goes with a `files` source (Loki and Kubernetes read their baseline by time)"));
+        }
         match &l.source {
             LogSource::Files(files) if files.is_empty() => diags.error(stage.kind_pos, "`source.files` lists no files"),
             LogSource::Loki(loki) => check_http_url(&loki.address, "address", diags),

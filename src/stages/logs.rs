@@ -56,23 +56,40 @@ pub struct Reading<'a> {
     pub deployed_at: i64,
     /// How long after it to read.
     pub window: i64,
+    /// Where relative files are (the pipeline file's folder).
+    pub base: &'a std::path::Path,
 }
 
 /// Reads the lines after the deploy and the baseline's, from the stage's source.
 pub async fn read(l: &LogsStage, r: Reading<'_>) -> Result<Lines, StageError> {
     let fail = |e: String| StageError::Transient(e);
     let invalid = |e: String| StageError::Terminal(e);
-    let Reading { vars, previous, version, marks, deployed_at, window } = r;
+    let Reading { vars, previous, version, marks, deployed_at, window, base } = r;
     match &l.source {
         LogSource::Files(patterns) => {
             let patterns: Vec<String> = patterns.iter().map(|p| p.value.clone()).collect();
             let marks = marks.ok_or_else(|| invalid("log files: no lengths were noted when the window opened".into()))?;
+            let noted = marks.to_json();
+            let baseline: Vec<String> = l.baseline_files.iter().map(|p| p.value.clone()).collect();
+            let base = base.to_path_buf();
             // Reading files (up to 200,000 baseline lines) blocks: off the async threads.
-            let (before, after) = tokio::task::spawn_blocking(move || marks.read())
-                .await
-                .map_err(|e| fail(format!("reading the log files stopped: {e}")))?
-                .map_err(|e| fail(e.to_string()))?;
-            Ok(Lines { before, after, source: json!({"files": patterns}) })
+            let (before, after) = tokio::task::spawn_blocking(move || {
+                let (before, after) = marks.read()?;
+                if baseline.is_empty() {
+                    return Ok((before, after));
+                }
+                // The baseline files as they are now, whole (their last 200,000 lines).
+                let (then, _) = FileMarks::open(&base, &baseline)?.read()?;
+                Ok::<_, crate::providers::ProviderError>((then, after))
+            })
+            .await
+            .map_err(|e| fail(format!("reading the log files stopped: {e}")))?
+            .map_err(|e| fail(e.to_string()))?;
+            let mut source = json!({"files": patterns, "lengthsNoted": noted});
+            if !l.baseline_files.is_empty() {
+                source["baselineFiles"] = json!(l.baseline_files.iter().map(|p| p.value.clone()).collect::<Vec<_>>());
+            }
+            Ok(Lines { before, after, source })
         }
         LogSource::Loki(src) => {
             let interpolate = |version: &str| {
@@ -156,8 +173,19 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
     // Files: the window opens at the stage's start; the others read after the deploy.
     let marks = marks(l, &ctx.base_dir)?;
     let opens = if marks.is_some() { ctx.started_at } else { deployed_at };
+    if let Some(m) = &marks {
+        // Said where people look (the run's history): from when the lines are the release's.
+        let files: Vec<String> = m.to_json().as_array().into_iter().flatten().map(|f| format!("{} at {} bytes", f[0].as_str().unwrap_or(""), f[1])).collect();
+        let what = format!(
+            "the lines appended from {} until {} are judged: noted {}",
+            crate::clock::rfc3339(crate::clock::now_ms()),
+            crate::clock::rfc3339(opens + window),
+            files.join(", ")
+        );
+        ctx.store.audit(&ctx.run.id, Some(&ctx.stage().name.value), "logs", "promote", &what).await?;
+    }
     sleep_until(opens + window).await;
-    let reading = Reading { vars: &vars, previous: previous.as_deref(), version: &ctx.run.version, marks, deployed_at, window };
+    let reading = Reading { vars: &vars, previous: previous.as_deref(), version: &ctx.run.version, marks, deployed_at, window, base: &ctx.base_dir };
     let lines = read(l, reading).await?;
     let ignored = ctx.store.exempt_templates(&ctx.plan.pipeline.name.value).await?;
     let hint = format!("not a risk? promote logs not-a-risk {} {} N --as USER --reason ...", ctx.run.id, ctx.stage().name.value);

@@ -210,3 +210,38 @@ async fn loki_baseline_is_the_previous_versions_lines_before_the_deploy() {
     assert!(seen.contains(&("{app=\"zk\", version=\"7.2.0\"}".into(), deployed, deployed + window)), "{seen:?}");
     assert!(seen.contains(&("{app=\"zk\", version=\"1.0.0\"}".into(), deployed - window, deployed)), "the baseline is 1.0.0's, before the deploy: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_files_source_can_take_its_baseline_from_other_files_and_says_when_it_noted_the_lengths() {
+    let lines = raw("HDFS");
+    for (bad, extra) in [(false, None), (true, Some("081111 093012 26 ERROR dfs.DataNode: disk /data/3 failed: read-only file system"))] {
+        let s = Setup::new(
+            "  analyse-logs:\n    logs:\n      source: {files: [logs/app.log]}\n      baselineFiles: [yesterday/*.log]\n      window: 1500ms\n",
+            "",
+        );
+        std::fs::create_dir(s.path().join("logs")).unwrap();
+        std::fs::create_dir(s.path().join("yesterday")).unwrap();
+        // Yesterday's traffic is the baseline; the watched file starts empty.
+        std::fs::write(s.path().join("yesterday/app.log"), lines.join("\n") + "\n").unwrap();
+        let log = s.path().join("logs/app.log");
+        std::fs::write(&log, "").unwrap();
+        let exec = Arc::new(s.executor().await);
+        let id = s.start(&exec, "7.1.0").await;
+        let (e2, id2) = (exec.clone(), id.clone());
+        let task = tokio::spawn(async move { drive(&e2, &id2).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut after = shuffled(&lines);
+        after.extend(extra.map(String::from));
+        std::fs::write(&log, after.join("\n") + "\n").unwrap();
+        let sum = task.await.unwrap();
+        let st = stage(&sum, "analyse-logs");
+        assert_eq!(st.state == StageState::Failed, bad, "{:?}", st.message);
+        let source = &st.output.as_ref().unwrap()["logs"]["source"];
+        assert_eq!(source["baselineFiles"], serde_json::json!(["yesterday/*.log"]), "{source}");
+        let v = &st.output.as_ref().unwrap()["logs"]["verdict"];
+        assert_eq!(v["linesBefore"].as_u64(), Some(lines.len() as u64));
+        let events = exec.store.events(&id).await.unwrap();
+        let noted = events.iter().find(|e| e.kind == "logs").expect("the trail says when the lengths were noted");
+        assert!(noted.detail.contains("logs/app.log at 0 bytes") && noted.detail.contains("the lines appended from "), "{}", noted.detail);
+    }
+}
