@@ -311,7 +311,14 @@ fn check_interpolations(src: &str, entries: &[(Node, Node)], diags: &mut Diagnos
                 // A webhook stage's call also takes the URL its verdict comes back to.
                 let in_webhook = path.contains(&"webhook");
                 let known = KNOWN_VARIABLES.contains(&name) || (web_url && name == "query") || (in_webhook && name == "callbackUrl");
-                if !escaped && !known {
+                // The version held before a deploy is known where evidence is judged after one.
+                let judged = path.iter().any(|p| matches!(*p, "metrics" | "logs" | "webhook" | "watch"));
+                if !escaped && known && name == "previousVersion" && !judged {
+                    diags.error(
+                        pos,
+                        "`${previousVersion}` has a value only in `metrics`, `logs` and `webhook` stages and in watches (the value the environment held before the deploy they judge)",
+                    );
+                } else if !escaped && !known {
                     let hint = did_you_mean(name, KNOWN_VARIABLES.iter().copied());
                     let hint = if hint.is_empty() { format!(": known variables are {}", list(KNOWN_VARIABLES)) } else { hint };
                     diags.error(pos, format!("unknown variable `${{{name}}}`{hint}"));

@@ -438,3 +438,12 @@ fn a_limit_that_count_could_never_pass_is_refused_as_argo_refuses_it() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("check `errors`: `count: 1` is less than `failureLimit: 3`"), "{}", text(&out));
 }
+
+#[test]
+fn previous_version_is_refused_where_it_has_no_value() {
+    let s = Setup::new("  qa:\n    deploy:\n      environment: qa\n      health: {http: {url: \"http://127.0.0.1:9/${previousVersion}\"}}\n", "");
+    let out = promote(s.path(), &["validate", "pipeline.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("`${previousVersion}` has a value only in `metrics`, `logs` and `webhook` stages and in watches"), "{}", text(&out));
+    assert!(text(&out).contains("pipeline.yaml:"), "{}", text(&out));
+}
