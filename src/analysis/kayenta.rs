@@ -1,5 +1,7 @@
-//! Kayenta's judgment: each compared metric classified by the Mann-Whitney interval of its shift
-//! against the baseline (Pass, High, Low, NoData), then groups scored and weighted out of 100.
+//! The comparison with a baseline, in Kayenta's classes and score: each compared metric is High or
+//! Low when its change is significant (Mann-Whitney, or bursts beyond every baseline sample) and
+//! material (the mean moved more than `minEffect` baseline sd), else Pass or NoData; then groups
+//! are scored and weighted out of 100.
 
 use serde::Serialize;
 
@@ -113,7 +115,8 @@ fn jitter(values: &[f64], seed: u64) -> Vec<f64> {
         .collect()
 }
 
-/// Classifies `new` against `baseline` as Kayenta's `MannWhitneyClassifier` does.
+/// Classifies `new` against `baseline`: Kayenta's `MannWhitneyClassifier` steps (NaN, no data,
+/// ties), then promote's rule (docs/metrics.md: significant and material, in the direction judged).
 pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classification {
     // Sorted: the tests below and Mann-Whitney do not depend on the order.
     let mut new: Vec<f64> = new.iter().copied().filter(|v| !v.is_nan()).collect();
