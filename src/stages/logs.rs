@@ -199,8 +199,20 @@ impl super::Run for crate::model::LogsStage {
         async move { run(self, ctx).await.map(super::Step::Done) }
     }
     fn describe(&self, output: &serde_json::Value) -> String {
+        // The numbers it passed on: the lines and templates, and the new or grown templates that
+        // came closest, with their counts and why they did not fail.
         let v = &output["logs"]["verdict"];
-        let findings = v["findings"].as_array().map_or(0, Vec::len);
-        format!("{} lines after the deploy, {} templates, {findings} new or grown (none failing)", v["linesAfter"], v["templates"])
+        let findings = v["findings"].as_array().map_or(&[][..], Vec::as_slice);
+        let mut line = format!("{} lines after the deploy ({} before), {} templates, {} new or grown, none failing", v["linesAfter"], v["linesBefore"], v["templates"], findings.len());
+        let shown: Vec<String> = findings
+            .iter()
+            .take(3)
+            .map(|f| format!("`{}` {} ({} before, {} after)", f["template"].as_str().unwrap_or(""), f["why"].as_str().unwrap_or(""), f["before"], f["after"]))
+            .collect();
+        if !shown.is_empty() {
+            line.push_str(": ");
+            line.push_str(&shown.join("; "));
+        }
+        line
     }
 }
