@@ -69,6 +69,9 @@ async fn the_same_traffic_after_a_deploy_passes() {
         assert_eq!(st.state, StageState::Succeeded, "{system}: {:?}", st.message);
         let v = &st.output.as_ref().unwrap()["logs"]["verdict"];
         assert_eq!((v["linesBefore"].as_u64(), v["linesAfter"].as_u64()), (Some(lines.len() as u64), Some(lines.len() as u64)));
+        // The pass says the numbers it passed on.
+        let msg = st.message.as_deref().unwrap();
+        assert!(msg.starts_with(&format!("{n} lines after the deploy ({n} before), ", n = lines.len())) && msg.contains("none failing"), "{msg}");
     }
 }
 
