@@ -1,6 +1,8 @@
 //! The decision suite: releases built from real labelled data nobody on the project wrote, judged
-//! by promote's judges. Metrics: NAB's series (../shared/data/nab) served from a real Prometheus
-//! backfilled with promtool, each release a `compare` of a new window against its baseline.
+//! by promote's judges. Metrics: NAB's series (tests/fixtures/nab, copied from ../shared/data/nab:
+//! Numenta Anomaly Benchmark, MIT, its LICENSE.txt beside it) served from a real Prometheus
+//! backfilled with promtool, each release a `compare` of a new window against its baseline. Logs:
+//! the LogHub samples of tests/fixtures/loghub.
 //!
 //! How the releases are chosen (fixed before any verdict was seen; `W` = 30 points):
 //! - bad: for each labelled anomaly point, the new window is the W points centred on it, the
@@ -27,11 +29,11 @@ pub struct Case {
 }
 
 pub fn nab() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/nab")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nab")
 }
 
 fn read_series(path: &std::path::Path) -> Vec<(String, f64)> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e} (the decision suite reads ../shared/data/nab)", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e} (the decision suite reads tests/fixtures/nab)", path.display()));
     text.lines()
         .skip(1)
         .filter_map(|l| {
@@ -207,7 +209,7 @@ fn large_significant_shifts_stop_and_tied_noise_passes() {
     assert!(c.reason.contains("not significant"), "{}", c.reason);
 }
 
-/// Log releases from LogHub (`../shared/data/loghub`). For each system: the baseline is its lines
+/// Log releases from LogHub (`tests/fixtures/loghub`). For each system: the baseline is its lines
 /// at even positions and the release's window those at odd positions, as recorded: the same
 /// traffic of the same period (good; a first rule took the first 1,000 lines against the next
 /// 1,000 and stopped 6 of 8: those second halves hold incidents of the source logs, Hadoop's
@@ -218,7 +220,7 @@ fn large_significant_shifts_stop_and_tied_noise_passes() {
 /// among those under 5% of it (a share can only grow so much) grown: its baseline lines repeated into the window until it has six times its baseline count
 /// there (at most 1,000 lines added).
 pub fn log_cases() -> Vec<(String, bool, Vec<String>, Vec<String>)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/loghub");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loghub");
     let systems = ["Apache", "BGL", "HDFS", "HPC", "Hadoop", "OpenSSH", "Spark", "Zookeeper"];
     let error_levels = ["error", "ERROR", "FATAL", "SEVERE"];
     // (raw lines, per line: (event id, whether labelled an error)).
