@@ -6,6 +6,9 @@
 //!
 //! Run: `cargo bench --bench drift` (20 drifts, 1,000 environments) or `cargo bench --bench drift -- 100`.
 
+#[path = "support.rs"]
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use promote::exec::{Executor, Metrics};
 use promote::git::{Destination, Promotion, Writer, WriterConfig};
 use promote::store::Store;
 use sha2::Sha256;
+use support::{bare, cpu, pct};
 
 const SECRET: &str = "drift-bench-secret";
 const TOKEN: &str = "prt_alice_drift_bench_0001";
@@ -24,31 +28,6 @@ fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git").current_dir(dir).args(args).output().unwrap();
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn cpu() -> Duration {
-    // SAFETY: getrusage writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let t = |v: libc::timeval| Duration::from_secs(v.tv_sec as u64) + Duration::from_micros(v.tv_usec as u64);
-    t(u.ru_utime) + t(u.ru_stime)
-}
-
-/// A bare repo `name.git` under `dir` with `k.yaml` on `main`, made with libgit2 (fast).
-fn bare(dir: &Path, name: &str) {
-    let repo = git2::Repository::init_bare(dir.join(format!("{name}.git"))).unwrap();
-    let blob = repo.blob(b"image:\n  tag: 1.0.0\n").unwrap();
-    let mut tb = repo.treebuilder(None).unwrap();
-    tb.insert("k.yaml", blob, 0o100644).unwrap();
-    let tree = repo.find_tree(tb.write().unwrap()).unwrap();
-    let sig = git2::Signature::now("init", "init@example.com").unwrap();
-    repo.commit(Some("refs/heads/main"), &sig, &sig, "initial", &tree, &[]).unwrap();
-    repo.set_head("refs/heads/main").unwrap();
 }
 
 fn pipeline(envs: &[String], trigger: bool) -> String {

@@ -14,38 +14,16 @@
 #[allow(dead_code)]
 mod prom;
 
-use std::path::Path;
+#[path = "support.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promote::exec::{Executor, Metrics, Plans};
 use promote::git::{Writer, WriterConfig};
 use promote::store::{RunState, Store, WatchFilter};
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn cpu() -> Duration {
-    // SAFETY: getrusage writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let t = |v: libc::timeval| Duration::from_secs(v.tv_sec as u64) + Duration::from_micros(v.tv_usec as u64);
-    t(u.ru_utime) + t(u.ru_stime)
-}
-
-/// A bare repo `name.git` under `dir` with `k.yaml` on `main`, made with libgit2 (fast).
-fn bare(dir: &Path, name: &str) {
-    let repo = git2::Repository::init_bare(dir.join(format!("{name}.git"))).unwrap();
-    let blob = repo.blob(b"image:\n  tag: 1.0.0\n").unwrap();
-    let mut tb = repo.treebuilder(None).unwrap();
-    tb.insert("k.yaml", blob, 0o100644).unwrap();
-    let tree = repo.find_tree(tb.write().unwrap()).unwrap();
-    let sig = git2::Signature::now("init", "init@example.com").unwrap();
-    repo.commit(Some("refs/heads/main"), &sig, &sig, "initial", &tree, &[]).unwrap();
-    repo.set_head("refs/heads/main").unwrap();
-}
+use support::{bare, cpu, pct};
 
 fn pipeline(n: usize, prometheus: &str) -> String {
     let mut s = String::from("apiVersion: promote/v1\nkind: Pipeline\nname: fleet\nenvironments:\n");

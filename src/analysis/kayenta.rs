@@ -132,7 +132,8 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
     new.sort_by(f64::total_cmp);
     base.sort_by(f64::total_cmp);
     if new == base {
-        c.reason = format!("the new version's and the baseline's samples are identical (mean {}, {} samples each, p = 1)", super::fmt_f64(mean(&new)), new.len());
+        c.reason =
+            format!("the new version's and the baseline's samples are identical (mean {}, {} samples each, p = 1)", super::fmt_f64(mean(&new)), new.len());
         return c;
     }
     if new.iter().chain(&base).all(|v| *v == new[0]) {
@@ -178,7 +179,13 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
     // How much: the mean's move in the baseline's standard deviations (any move over a constant
     // baseline), so that a series' own ups and downs do not count.
     let sd = sd(&base_raw, mean_base);
-    let effect = if sd > 0.0 { delta.abs() / sd } else if delta == 0.0 { 0.0 } else { f64::INFINITY };
+    let effect = if sd > 0.0 {
+        delta.abs() / sd
+    } else if delta == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    };
     let material = effect > s.min_effect;
     let means = match c.ratio {
         r if r.is_finite() => format!("mean {} vs {} (ratio {})", f(mean_new), f(mean_base), f(r)),

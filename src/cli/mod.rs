@@ -3,7 +3,6 @@
 mod approve;
 mod audit;
 mod drift;
-mod watch;
 mod graph;
 mod logs;
 mod remote;
@@ -12,6 +11,7 @@ mod run;
 mod serve;
 mod status;
 mod validate;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -225,7 +225,15 @@ impl Executor {
             let (state, why) = if passes == 0 {
                 ("inconclusive", format!("no look of {} had data to judge: {message}", w.looks + 1))
             } else {
-                ("passed", format!("{} looks over {}, {passes} passed, {failures} failed (limit {})", w.looks + 1, humanize(Duration::from_millis((w.ends_at - w.started_at).max(0) as u64)), watched.spec.failure_limit))
+                (
+                    "passed",
+                    format!(
+                        "{} looks over {}, {passes} passed, {failures} failed (limit {})",
+                        w.looks + 1,
+                        humanize(Duration::from_millis((w.ends_at - w.started_at).max(0) as u64)),
+                        watched.spec.failure_limit
+                    ),
+                )
             };
             return self.end(&w, state, &why).await;
         }
@@ -304,7 +312,11 @@ impl Executor {
                     match stages::logs::judge(l, lines, ignored, window, &hint).await {
                         Ok(ev) => {
                             let v = &ev["logs"]["verdict"];
-                            worse(Phase::Successful, format!("logs: {} lines since the promotion, {} templates, none failing", v["linesAfter"], v["templates"]), &mut parts);
+                            worse(
+                                Phase::Successful,
+                                format!("logs: {} lines since the promotion, {} templates, none failing", v["linesAfter"], v["templates"]),
+                                &mut parts,
+                            );
                             evidence["logs"] = ev["logs"].clone();
                         }
                         Err(StageError::Verdict { message, evidence: ev }) => {
@@ -371,15 +383,25 @@ impl Executor {
             None => "the state before this promotion".to_string(),
         };
         let (done, commit) = match &report.outcome {
-            Outcome::Committed(c) => (format!("reverted {} to {} in {}: {to}", w.environment, c.new_value, stages::short(&c.commit.to_string())), Some(c.commit.to_string())),
-            Outcome::AlreadyDone { commit } => (format!("{} already reverted in {}", w.environment, stages::short(&commit.to_string())), Some(commit.to_string())),
+            Outcome::Committed(c) => {
+                (format!("reverted {} to {} in {}: {to}", w.environment, c.new_value, stages::short(&c.commit.to_string())), Some(c.commit.to_string()))
+            }
+            Outcome::AlreadyDone { commit } => {
+                (format!("{} already reverted in {}", w.environment, stages::short(&commit.to_string())), Some(commit.to_string()))
+            }
             Outcome::Unchanged { value } => (format!("{} already holds {value}", w.environment), None),
         };
         let message = format!("{why}; {done}");
-        let t = Transition { state: Some(StageState::RolledBack), finished_at: Some(now_ms()), message: Some(format!("watch: {message}")), ..Default::default() };
+        let t =
+            Transition { state: Some(StageState::RolledBack), finished_at: Some(now_ms()), message: Some(format!("watch: {message}")), ..Default::default() };
         self.store.transition(&w.run, &w.stage, t, &format!("rolled back by its watch: {done}")).await?;
         self.store.end_watch(&w.id, "failed", &message, commit.as_deref(), true).await?;
-        self.notify(w, x, "watch-failed", &format!("{} {} reverted in {}: {message}; held until `promote watch clear {}`", w.pipeline, w.version, w.environment, w.id));
+        self.notify(
+            w,
+            x,
+            "watch-failed",
+            &format!("{} {} reverted in {}: {message}; held until `promote watch clear {}`", w.pipeline, w.version, w.environment, w.id),
+        );
         Ok(Some(looked(w, "failed", message)))
     }
 

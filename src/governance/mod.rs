@@ -54,6 +54,12 @@ pub fn is_listed(approvers: &[Spanned<String>], users: Option<&Users>, login: &s
     })
 }
 
+/// Who may act where a list of people may be empty (drift decisions, clearing a held version):
+/// those listed; none listed, any user of the users file (anyone, without one).
+pub fn may_act(approvers: &[Spanned<String>], users: Option<&Users>, login: &str) -> bool {
+    if approvers.is_empty() { users.is_none_or(|u| u.login(login).is_some()) } else { is_listed(approvers, users, login) }
+}
+
 /// Checks what needs the files a pipeline names: the users file and every approver and group in
 /// it, the freeze windows, the policies (compiled), the notification targets. Every problem is
 /// recorded; policy errors are reported at the policy's own file and line.

@@ -10,7 +10,8 @@ use crate::diag::{Diagnostics, did_you_mean};
 use crate::model::{Notification, NotifyTarget};
 
 /// The events a channel can subscribe to.
-pub const EVENTS: &[&str] = &["approval-pending", "stage-failed", "rollback", "policy-warning", "freeze", "break-glass", "run-finished", "drift", "watch-failed"];
+pub const EVENTS: &[&str] =
+    &["approval-pending", "stage-failed", "rollback", "policy-warning", "freeze", "break-glass", "run-finished", "drift", "watch-failed"];
 
 /// Checks the channels: one target each, known events.
 pub fn check(list: &[Notification], diags: &mut Diagnostics) {

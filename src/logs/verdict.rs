@@ -26,11 +26,42 @@ const LOW_LEVELS: &[&str] = &["INFO", "INFORMATION", "NOTICE", "DEBUG", "TRACE",
 /// Words and phrases that say something went wrong, in any format: a line without a level of its
 /// own is at error level when it says one of these.
 const FAILURE_WORDS: &[&str] = &[
-    "fail", "failed", "fails", "failing", "failure", "failures", "crash", "crashed", "crashes", "crashing", "refused", "refuse", "denied",
-    "unable", "cannot", "timeout", "timeouts", "unreachable", "abort", "aborted", "aborting", "panic", "panicked", "segfault", "corrupt",
-    "corrupted", "exhausted", "rejected", "unavailable", "killed", "oom", "fatal", "errno",
+    "fail",
+    "failed",
+    "fails",
+    "failing",
+    "failure",
+    "failures",
+    "crash",
+    "crashed",
+    "crashes",
+    "crashing",
+    "refused",
+    "refuse",
+    "denied",
+    "unable",
+    "cannot",
+    "timeout",
+    "timeouts",
+    "unreachable",
+    "abort",
+    "aborted",
+    "aborting",
+    "panic",
+    "panicked",
+    "segfault",
+    "corrupt",
+    "corrupted",
+    "exhausted",
+    "rejected",
+    "unavailable",
+    "killed",
+    "oom",
+    "fatal",
+    "errno",
 ];
-const FAILURE_PHRASES: &[&str] = &["timed out", "time out", "could not", "couldn't", "can't", "out of memory", "segmentation fault", "not responding", "no space left"];
+const FAILURE_PHRASES: &[&str] =
+    &["timed out", "time out", "could not", "couldn't", "can't", "out of memory", "segmentation fault", "not responding", "no space left"];
 
 /// The level a line's text shows. A level the line writes itself decides: a severity word in
 /// capitals (`ERROR`, `WARN`), or in any case where formats put one (`[error]`, `<warn>`,
@@ -72,7 +103,11 @@ pub fn level(text: &str) -> Level {
                 note(Level::Info, &mut written);
             }
             // An exception class or a traceback: `NullPointerException`, `Exception`, `EXCEPTION`.
-            if (w.ends_with("Exception") && w.len() >= 9) || w == "EXCEPTION" || w == "Traceback" || (w.ends_with("Error") && w.len() > 5 && w.starts_with(|c: char| c.is_ascii_uppercase())) {
+            if (w.ends_with("Exception") && w.len() >= 9)
+                || w == "EXCEPTION"
+                || w == "Traceback"
+                || (w.ends_with("Error") && w.len() > 5 && w.starts_with(|c: char| c.is_ascii_uppercase()))
+            {
                 exception = true;
             }
         }
@@ -86,8 +121,7 @@ pub fn level(text: &str) -> Level {
 /// Whether the text says something failed (a failure word or phrase, any case).
 fn says_failure(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '\'').any(|w| FAILURE_WORDS.contains(&w))
-        || FAILURE_PHRASES.iter().any(|p| lower.contains(p))
+    lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '\'').any(|w| FAILURE_WORDS.contains(&w)) || FAILURE_PHRASES.iter().any(|p| lower.contains(p))
 }
 
 /// An HRESULT or NTSTATUS code with its failure bit (`0x80070005`, `0xC0000005`).
@@ -240,7 +274,9 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
                         };
                         (true, format!("{what}, {evidence} (limit {limit}x, p < {GROWTH_ALPHA})"))
                     }
-                    (Some((_, limit)), Some(f)) if f > limit && p >= GROWTH_ALPHA => (false, format!("{evidence}: too few lines to tell from chance (p >= {GROWTH_ALPHA})")),
+                    (Some((_, limit)), Some(f)) if f > limit && p >= GROWTH_ALPHA => {
+                        (false, format!("{evidence}: too few lines to tell from chance (p >= {GROWTH_ALPHA})"))
+                    }
                     (_, Some(f)) if f > 1.0 => (false, evidence),
                     _ => continue,
                 }
@@ -291,7 +327,8 @@ mod tests {
 
     #[test]
     fn an_error_pattern_counts_for_growth_too() {
-        let rules = Rules { new_at: Level::Error, grown_at: Some((Level::Error, 2.0)), patterns: vec![regex::Regex::new("slow query").unwrap()], ignored: vec![] };
+        let rules =
+            Rules { new_at: Level::Error, grown_at: Some((Level::Error, 2.0)), patterns: vec![regex::Regex::new("slow query").unwrap()], ignored: vec![] };
         let normal = lines("INFO request {} served", 200);
         let mut before = normal.clone();
         before.extend(lines("INFO slow query {} ms", 2));

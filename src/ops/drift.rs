@@ -189,15 +189,7 @@ async fn revert(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, dest
 /// file, or anyone without one).
 pub fn may_decide(env: &crate::model::Environment, users: Option<&crate::governance::users::Users>, user: &str) -> Result<(), String> {
     let approvers = &env.spec.drift.approvers;
-    let allowed = if approvers.is_empty() {
-        users.is_none_or(|u| u.login(user).is_some())
-    } else {
-        approvers.iter().any(|a| match a.value.strip_prefix("group:") {
-            Some(g) => users.is_some_and(|u| u.in_group(user, g)),
-            None => a.value == user,
-        })
-    };
-    if allowed {
+    if crate::governance::may_act(approvers, users, user) {
         return Ok(());
     }
     let who: Vec<&str> = approvers.iter().map(|a| a.value.as_str()).collect();

@@ -25,15 +25,7 @@ pub fn describe(w: &WatchRecord) -> String {
 /// Whether `user` may clear the hold of a watch with `approvers` (none: any user of the users
 /// file, or anyone without one).
 pub fn may_clear(approvers: &[crate::model::Spanned<String>], users: Option<&crate::governance::users::Users>, user: &str, env: &str) -> Result<(), String> {
-    let allowed = if approvers.is_empty() {
-        users.is_none_or(|u| u.login(user).is_some())
-    } else {
-        approvers.iter().any(|a| match a.value.strip_prefix("group:") {
-            Some(g) => users.is_some_and(|u| u.in_group(user, g)),
-            None => a.value == user,
-        })
-    };
-    if allowed {
+    if crate::governance::may_act(approvers, users, user) {
         return Ok(());
     }
     let who: Vec<&str> = approvers.iter().map(|a| a.value.as_str()).collect();

@@ -418,7 +418,10 @@ impl Checks for LogsStage {
             );
         }
         if !l.baseline_files.is_empty() && !matches!(l.source, LogSource::Files(_)) {
-            diags.error(l.baseline_files[0].pos, format!("logs stage `{name}`: `baselineFiles` goes with a `files` source (Loki and Kubernetes read their baseline by time)"));
+            diags.error(
+                l.baseline_files[0].pos,
+                format!("logs stage `{name}`: `baselineFiles` goes with a `files` source (Loki and Kubernetes read their baseline by time)"),
+            );
         }
         match &l.source {
             LogSource::Files(files) if files.is_empty() => diags.error(stage.kind_pos, "`source.files` lists no files"),
@@ -488,7 +491,11 @@ pub fn watches(p: &Pipeline, diags: &mut Diagnostics) {
         } else if w.interval.0 > w.duration.0 && !w.duration.0.is_zero() {
             diags.error(
                 pos,
-                format!("{what}: `interval: {}` is longer than `for: {}`: it would never look", crate::clock::humanize(w.interval.0), crate::clock::humanize(w.duration.0)),
+                format!(
+                    "{what}: `interval: {}` is longer than `for: {}`: it would never look",
+                    crate::clock::humanize(w.interval.0),
+                    crate::clock::humanize(w.duration.0)
+                ),
             );
         }
         if w.metrics.is_none() && w.logs.is_none() {
@@ -507,7 +514,10 @@ pub fn watches(p: &Pipeline, diags: &mut Diagnostics) {
         };
         if let Some(m) = &w.metrics {
             if m.count != 1 {
-                diags.error(pos, format!("{what}: `metrics.count: {}`: a watch measures each check once per look; its `for` and `interval` say how many looks", m.count));
+                diags.error(
+                    pos,
+                    format!("{what}: `metrics.count: {}`: a watch measures each check once per look; its `for` and `interval` say how many looks", m.count),
+                );
             }
             if !m.initial_delay.0.is_zero() {
                 diags.error(pos, format!("{what}: `metrics.initialDelay` has no meaning in a watch (it starts when the run has ended): remove it"));

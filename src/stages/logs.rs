@@ -203,7 +203,13 @@ impl super::Run for crate::model::LogsStage {
         // came closest, with their counts and why they did not fail.
         let v = &output["logs"]["verdict"];
         let findings = v["findings"].as_array().map_or(&[][..], Vec::as_slice);
-        let mut line = format!("{} lines after the deploy ({} before), {} templates, {} new or grown, none failing", v["linesAfter"], v["linesBefore"], v["templates"], findings.len());
+        let mut line = format!(
+            "{} lines after the deploy ({} before), {} templates, {} new or grown, none failing",
+            v["linesAfter"],
+            v["linesBefore"],
+            v["templates"],
+            findings.len()
+        );
         let shown: Vec<String> = findings
             .iter()
             .take(3)

@@ -24,8 +24,8 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Decision, Delivery, DriftFilter, DriftRecord, Event, WatchFilter, WatchRecord, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite, Transition,
-    Write, Written,
+    Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite, Transition,
+    WatchFilter, WatchRecord, Write, Written,
 };
 
 /// What a backend's operations return.
@@ -506,13 +506,7 @@ impl Store {
 
     /// Ends the active watches of an environment as superseded by `by` (in words).
     pub async fn supersede_watches(&self, pipeline: &str, environment: &str, by: &str) -> Result<(), StoreError> {
-        let w = Write::SupersedeWatches {
-            pipeline: pipeline.into(),
-            environment: environment.into(),
-            by: by.into(),
-            except: None,
-            at: crate::clock::now_ms(),
-        };
+        let w = Write::SupersedeWatches { pipeline: pipeline.into(), environment: environment.into(), by: by.into(), except: None, at: crate::clock::now_ms() };
         self.write(w).await.map(|_| ())
     }
 
@@ -523,7 +517,15 @@ impl Store {
     }
 
     /// Records what a look found.
-    pub async fn watch_looked(&self, id: &str, failed: bool, errored: bool, passed: bool, message: &str, evidence: serde_json::Value) -> Result<(), StoreError> {
+    pub async fn watch_looked(
+        &self,
+        id: &str,
+        failed: bool,
+        errored: bool,
+        passed: bool,
+        message: &str,
+        evidence: serde_json::Value,
+    ) -> Result<(), StoreError> {
         let w = Write::WatchLooked { id: id.into(), failed, errored, passed, message: message.into(), evidence };
         self.write(w).await.map(|_| ())
     }

@@ -71,7 +71,13 @@ pub fn metric_cases() -> Vec<Case> {
             if i < W / 2 || i + W / 2 > series.len() || bs < W || series[bs - W..bs].iter().any(|(t, _)| inside(t)) {
                 continue;
             }
-            bad.push(Case { name: format!("{short}#a{k}"), family: family.clone(), bad: true, baseline: values(bs - W, bs), new: values(i - W / 2, i + W / 2) });
+            bad.push(Case {
+                name: format!("{short}#a{k}"),
+                family: family.clone(),
+                bad: true,
+                baseline: values(bs - W, bs),
+                new: values(i - W / 2, i + W / 2),
+            });
         }
         let mut taken_until = 0;
         for q in 0..4 {
@@ -81,7 +87,13 @@ pub fn metric_cases() -> Vec<Case> {
                     at += off + 1;
                     continue;
                 }
-                good.push(Case { name: format!("{short}#g{q}"), family: family.clone(), bad: false, baseline: values(at, at + W), new: values(at + W, at + 2 * W) });
+                good.push(Case {
+                    name: format!("{short}#g{q}"),
+                    family: family.clone(),
+                    bad: false,
+                    baseline: values(at, at + W),
+                    new: values(at + W, at + 2 * W),
+                });
                 taken_until = at + 2 * W;
                 break;
             }
@@ -315,7 +327,12 @@ fn the_logs_judge_on_real_system_logs_with_real_errors_injected_and_grown() {
         let stopped = !v.passed;
         let why: Vec<String> = v.findings.iter().filter(|f| f.fails).take(2).map(|f| format!("`{}` {}", f.template, f.why)).collect();
         let shown = if why.is_empty() { format!("{} lines, {} templates, none failing", v.lines_after, v.templates) } else { why.join(" | ") };
-        println!("{name:40} {:5} {:7} {shown}{}", if *is_bad { "bad" } else { "good" }, if stopped { "stopped" } else { "passed" }, if stopped == *is_bad { "" } else { " (wrong)" });
+        println!(
+            "{name:40} {:5} {:7} {shown}{}",
+            if *is_bad { "bad" } else { "good" },
+            if stopped { "stopped" } else { "passed" },
+            if stopped == *is_bad { "" } else { " (wrong)" }
+        );
         if *is_bad {
             bad += 1;
             bad_stopped += usize::from(stopped);

@@ -415,8 +415,15 @@ fn trailers_anyone_can_type_never_make_a_promotion_or_a_rollback_already_done() 
         "x\n",
         &format!("roll back checkout in prod to 1.0.0\n\nPromote-Pipeline: checkout\nPromote-Rollback-Of: {promotion}\n"),
     );
-    let rb =
-        RollbackRequest { pipeline: "checkout", environment: "prod", target: RollbackTarget::Of(promotion.clone()), run: None, stage: None, seal: Some(key), only_if: None };
+    let rb = RollbackRequest {
+        pipeline: "checkout",
+        environment: "prod",
+        target: RollbackTarget::Of(promotion.clone()),
+        run: None,
+        stage: None,
+        seal: Some(key),
+        only_if: None,
+    };
     let r = writer.rollback(&dest, &rb).unwrap();
     assert!(matches!(r.outcome, Outcome::Committed(_)), "{r:?}");
     assert_eq!(repo.show("values.yaml"), "image:\n  tag: 6.6.6\n", "restored what the file held before that promotion");

@@ -218,10 +218,8 @@ async fn loki_baseline_is_the_previous_versions_lines_before_the_deploy() {
 async fn a_files_source_can_take_its_baseline_from_other_files_and_says_when_it_noted_the_lengths() {
     let lines = raw("HDFS");
     for (bad, extra) in [(false, None), (true, Some("081111 093012 26 ERROR dfs.DataNode: disk /data/3 failed: read-only file system"))] {
-        let s = Setup::new(
-            "  analyse-logs:\n    logs:\n      source: {files: [logs/app.log]}\n      baselineFiles: [yesterday/*.log]\n      window: 1500ms\n",
-            "",
-        );
+        let s =
+            Setup::new("  analyse-logs:\n    logs:\n      source: {files: [logs/app.log]}\n      baselineFiles: [yesterday/*.log]\n      window: 1500ms\n", "");
         std::fs::create_dir(s.path().join("logs")).unwrap();
         std::fs::create_dir(s.path().join("yesterday")).unwrap();
         // Yesterday's traffic is the baseline; the watched file starts empty.

@@ -383,10 +383,7 @@ async fn a_baseline_query_names_the_version_the_environment_held_before() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn as_in_argo_an_inconclusive_check_stops_the_others_which_count_as_successful() {
-    let prom = Prometheus::start(&[
-        ("ratio", series("ratio", "", 600.0, 0.0, 15.0, |_| f64::NAN)),
-        ("errs", series("errs", "", 600.0, 0.0, 15.0, |_| 0.01)),
-    ]);
+    let prom = Prometheus::start(&[("ratio", series("ratio", "", 600.0, 0.0, 15.0, |_| f64::NAN)), ("errs", series("errs", "", 600.0, 0.0, 15.0, |_| 0.01))]);
     let s = pipeline(
         &prom,
         "      interval: 200ms\n",

@@ -171,7 +171,11 @@ impl Exporter {
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
                 let _ = conn.read(&mut buf);
                 let body = shared.lock().unwrap().clone();
-                let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
             }
         });
         Exporter { addr, said }

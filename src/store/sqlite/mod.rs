@@ -16,8 +16,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Verdict};
 use super::{
-    Backend, Change, Decision, DriftFilter, DriftRecord, WatchFilter, WatchRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StoreError,
-    Write, Written,
+    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StoreError,
+    WatchFilter, WatchRecord, Write, Written,
 };
 
 /// A promote state file.
@@ -538,7 +538,10 @@ fn watch_of(r: &sqlx::sqlite::SqliteRow) -> WatchRecord {
 
 /// One watch, inside the writer's transaction.
 async fn read_watch(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<WatchRecord>, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {}, clear_reason FROM watches WHERE id = ?", writer::WATCH_COLUMNS))).bind(id).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {}, clear_reason FROM watches WHERE id = ?", writer::WATCH_COLUMNS)))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(row.as_ref().map(watch_of))
 }
 

@@ -447,7 +447,8 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            let detail = format!("{}: {} may be promoted again: the hold of watch {} ({}) cleared by {user}: {reason}", w.pipeline, w.version, w.id, w.environment);
+            let detail =
+                format!("{}: {} may be promoted again: the hold of watch {} ({}) cleared by {user}: {reason}", w.pipeline, w.version, w.id, w.environment);
             insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
             Ok(Written::Done)
         }
@@ -564,7 +565,15 @@ impl Head {
 pub(super) const WATCH_COLUMNS: &str = "id, run_id, stage, pipeline, environment, version, commit_id, value, started_at, ends_at, interval_ms, next_at, state, looks, failures, errors, passes, message, evidence, marks, reverted_to, ended_at, cleared_by, cleared_at, seal, deployed_at, previous";
 
 /// Ends the active watches of an environment (but `except`) as `superseded`, each with its entry.
-async fn supersede(conn: &mut SqliteConnection, head: &mut Head, pipeline: &str, environment: &str, by: &str, except: Option<&str>, at: i64) -> Result<(), sqlx::Error> {
+async fn supersede(
+    conn: &mut SqliteConnection,
+    head: &mut Head,
+    pipeline: &str,
+    environment: &str,
+    by: &str,
+    except: Option<&str>,
+    at: i64,
+) -> Result<(), sqlx::Error> {
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM watches WHERE pipeline = ? AND environment = ? AND state IN ('watching', 'reverting') AND id != coalesce(?, '') ORDER BY started_at",
     )

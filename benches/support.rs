@@ -1,0 +1,31 @@
+//! What the benchmarks share: percentiles, the process's CPU time, bare repos made with libgit2.
+
+use std::path::Path;
+use std::time::Duration;
+
+/// The `p` quantile of `v` (sorted in place).
+pub fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// User + system CPU time of this process so far.
+pub fn cpu() -> Duration {
+    // SAFETY: getrusage writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| Duration::from_secs(v.tv_sec as u64) + Duration::from_micros(v.tv_usec as u64);
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// A bare repo `name.git` under `dir` with `k.yaml` on `main`, made with libgit2 (fast).
+pub fn bare(dir: &Path, name: &str) {
+    let repo = git2::Repository::init_bare(dir.join(format!("{name}.git"))).unwrap();
+    let blob = repo.blob(b"image:\n  tag: 1.0.0\n").unwrap();
+    let mut tb = repo.treebuilder(None).unwrap();
+    tb.insert("k.yaml", blob, 0o100644).unwrap();
+    let tree = repo.find_tree(tb.write().unwrap()).unwrap();
+    let sig = git2::Signature::now("init", "init@example.com").unwrap();
+    repo.commit(Some("refs/heads/main"), &sig, &sig, "initial", &tree, &[]).unwrap();
+    repo.set_head("refs/heads/main").unwrap();
+}
