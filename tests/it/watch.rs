@@ -327,3 +327,44 @@ async fn the_server_reverts_a_bad_release_on_its_own_and_the_held_version_waits_
     assert_eq!(status, 201, "{answer}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revert_whose_commit_landed_before_a_crash_is_finished_not_called_superseded() {
+    let service = Exporter::start("error_rate 0.3\n");
+    let prom = Prometheus::scraping(&service.addr);
+    tokio::task::block_in_place(|| wait_for_value(&prom, "error_rate", 0.3));
+    let s = watched(&prom, "60s", "");
+    let out = promote(s.path(), &["run", "pipeline.yaml", "--version", "6.0.0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = watch_of(&watches(&s), "6.0.0")["id"].as_str().unwrap().to_string();
+    // As a crash would leave it: the watch recorded `reverting`, its rollback commit pushed, the
+    // end not recorded.
+    {
+        let exec = s.executor().await;
+        exec.store.end_watch(&id, "reverting", "look 1 of the watch failed", None, false).await.unwrap();
+        let (_, plan) = s.plan();
+        let env = plan.pipeline.environments.iter().find(|e| e.name.value == "qa").unwrap();
+        let dest = promote::git::Destination::of(env, s.path());
+        let key = exec.store.key().clone();
+        let w = exec.store.watch(&id).await.unwrap().unwrap();
+        let r = promote::git::RollbackRequest {
+            pipeline: "checkout",
+            environment: "qa",
+            target: promote::git::RollbackTarget::Of(w.commit.clone()),
+            run: Some(&w.run),
+            stage: Some(&w.stage),
+            seal: Some(&key),
+            only_if: Some(&w.value),
+        };
+        exec.writer.rollback(&dest, &r).unwrap();
+        exec.store.raw_sql(&format!("UPDATE watches SET next_at = 0 WHERE id = '{id}'")).await.unwrap();
+        exec.store.close().await;
+    }
+    let head = git(&s.path().join("envs/qa.git"), &["rev-parse", "main"]);
+    let looks = promote(s.path(), &["watch", "run", "--once"]);
+    assert_eq!(looks.status.code(), Some(1), "{}", text(&looks));
+    let w = watch_of(&watches(&s), "6.0.0").clone();
+    assert_eq!(w["state"], "failed", "{w}");
+    assert!(w["message"].as_str().unwrap().contains("; qa already"), "the revert found done: {w}");
+    assert_eq!(git(&s.path().join("envs/qa.git"), &["rev-parse", "main"]), head, "no second commit");
+}

@@ -115,8 +115,9 @@ pub struct RollbackRequest<'a> {
     pub stage: Option<&'a str>,
     /// Seals the commit and proves "already rolled back", as [`Promotion::seal`].
     pub seal: Option<&'a Key>,
-    /// Only while the file holds this value ([`GitError::Conflict`] otherwise): a watch's revert
-    /// never lands over a newer promotion or another rollback.
+    /// Only while the file holds this value ([`GitError::Conflict`] otherwise; a file that holds
+    /// the value to restore already is [`Outcome::Unchanged`]): a watch's revert never lands over a
+    /// newer promotion or another rollback, and one whose commit landed before a crash is found.
     pub only_if: Option<&'a str>,
 }
 
@@ -309,11 +310,6 @@ impl Writer {
         self.write(dest, |repo, tip| {
             let text = self.read_file(repo, dest, tip)?;
             let current = edit::read(&dest.file, &text, dest.target.as_target())?;
-            if let Some(want) = r.only_if
-                && current.as_deref() != Some(want)
-            {
-                return Err(self.conflict(dest, format!("it holds {}, not {want} any more: something else changed it since", shown(&current))));
-            }
             let (undoes, restore, to) = match &r.target {
                 RollbackTarget::Latest | RollbackTarget::Of(_) => {
                     let promotion = match &r.target {
@@ -370,8 +366,14 @@ impl Writer {
                     dest.target.describe()
                 )));
             };
+            // Already there (a revert whose commit landed before a crash finds it so).
             if current.as_deref() == Some(restore.as_str()) {
                 return Ok(Step::Done(Outcome::Unchanged { value: restore }));
+            }
+            if let Some(want) = r.only_if
+                && current.as_deref() != Some(want)
+            {
+                return Err(self.conflict(dest, format!("it holds {}, not {want} any more: something else changed it since", shown(&current))));
             }
             let edited = edit::apply(&dest.file, &text, dest.target.as_target(), &restore)?;
             let subject = format!("roll back {} in {} to {}", r.pipeline, r.environment, restore);
