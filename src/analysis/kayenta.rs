@@ -150,6 +150,14 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
         c.reason = format!("every observation is tied: no test (means {} vs {})", super::fmt_f64(mean_new), super::fmt_f64(mean_base));
         return c;
     };
+    // Small or heavily tied samples: the p-value from the assignments themselves (exact, or by
+    // permutation), where the normal approximation is least to be trusted.
+    let (p_value, p_how) = match mannwhitney::permutation_p(&x, &y) {
+        Some((p, mannwhitney::Exactness::Exact)) => (p, " exact"),
+        Some((p, mannwhitney::Exactness::Permutation)) => (p, " by permutation"),
+        None => (mw.p_value, ""),
+    };
+    let mw = mannwhitney::MannWhitney { p_value, ..mw };
     c.lower = Some(mw.lower);
     c.upper = Some(mw.upper);
     c.estimate = Some(mw.estimate);
@@ -194,7 +202,7 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
     };
     let moved = if effect.is_finite() { format!("{} sd", f((effect * 100.0).round() / 100.0)) } else { "over a constant baseline".to_string() };
     let facts = format!(
-        "{means}, moved {moved}, shift {} ({:.0}% interval {} .. {}), p = {}{bursts} ({} new, {} baseline samples)",
+        "{means}, moved {moved}, shift {} ({:.0}% interval {} .. {}), p = {}{p_how}{bursts} ({} new, {} baseline samples)",
         f(mw.estimate),
         s.confidence * 100.0,
         f(mw.lower),

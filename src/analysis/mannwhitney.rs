@@ -150,6 +150,85 @@ pub fn test(x: &[f64], y: &[f64], confidence: f64) -> Option<MannWhitney> {
     })
 }
 
+/// How the p-value of a small or heavily tied comparison was had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exactness {
+    /// Every assignment of the pooled samples to the two sides counted.
+    Exact,
+    /// A fixed number of random assignments (deterministic seed).
+    Permutation,
+}
+
+/// Draws of a permutation test.
+const DRAWS: usize = 20_000;
+
+/// The two-sided p-value of the rank-sum statistic (mid-ranks for ties) over the assignments of
+/// the pooled samples to the sides, where the normal approximation is least to be trusted: fewer
+/// than 20 samples in all, or a quarter or more of them one tied value (at most 200 samples; above
+/// that the tie-corrected approximation holds). Exact when the assignments are at most 50,000;
+/// else 20,000 random ones, p = (k + 1) / (draws + 1). `None`: the approximation is used.
+pub fn permutation_p(x: &[f64], y: &[f64]) -> Option<(f64, Exactness)> {
+    let (n, m) = (x.len(), y.len());
+    let total = n + m;
+    if n == 0 || m == 0 || total > 200 {
+        return None;
+    }
+    let mut pooled: Vec<(f64, bool)> = x.iter().map(|v| (*v, true)).chain(y.iter().map(|v| (*v, false))).collect();
+    pooled.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Mid-ranks, and the largest tie group.
+    let mut ranks = vec![0.0; total];
+    let (mut i, mut biggest) = (0, 0);
+    while i < total {
+        let mut j = i;
+        while j + 1 < total && pooled[j + 1].0 == pooled[i].0 {
+            j += 1;
+        }
+        let mid = (i + j) as f64 / 2.0 + 1.0;
+        ranks[i..=j].fill(mid);
+        biggest = biggest.max(j - i + 1);
+        i = j + 1;
+    }
+    if total >= 20 && biggest * 4 < total {
+        return None;
+    }
+    let observed: f64 = pooled.iter().zip(&ranks).filter(|((_, in_x), _)| *in_x).map(|(_, r)| r).sum();
+    let centre = n as f64 * (total as f64 + 1.0) / 2.0;
+    let far = (observed - centre).abs() - 1e-9;
+    let assignments = (0..n).fold(1f64, |c, k| c * (total - k) as f64 / (k + 1) as f64);
+    if assignments <= 50_000.0 {
+        // Every n-subset of the ranks, in lexicographic order.
+        let mut pick: Vec<usize> = (0..n).collect();
+        let (mut at_least, mut all) = (0u64, 0u64);
+        loop {
+            let sum: f64 = pick.iter().map(|&k| ranks[k]).sum();
+            all += 1;
+            at_least += u64::from((sum - centre).abs() >= far);
+            let Some(k) = (0..n).rev().find(|&k| pick[k] < total - n + k) else { break };
+            pick[k] += 1;
+            for l in k + 1..n {
+                pick[l] = pick[l - 1] + 1;
+            }
+        }
+        return Some((at_least as f64 / all as f64, Exactness::Exact));
+    }
+    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut r = ranks.clone();
+    let mut at_least = 0usize;
+    for _ in 0..DRAWS {
+        // A partial Fisher-Yates shuffle: the first n places are a random n-subset.
+        for k in 0..n {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let j = k + (s % (total - k) as u64) as usize;
+            r.swap(k, j);
+        }
+        let sum: f64 = r[..n].iter().sum();
+        at_least += usize::from((sum - centre).abs() >= far);
+    }
+    Some(((at_least + 1) as f64 / (DRAWS + 1) as f64, Exactness::Permutation))
+}
+
 /// The median of all pairwise differences, when there are at most 4 million of them (else `None`:
 /// the caller takes the root of the statistic, which lies within the same middle step).
 fn hodges_lehmann(x: &[f64], y: &[f64]) -> Option<f64> {
@@ -170,6 +249,35 @@ fn hodges_lehmann(x: &[f64], y: &[f64]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_samples_get_their_exact_p_value() {
+        // Three against three, all higher: 2 of the 20 assignments are as extreme (two-sided).
+        let (p, how) = permutation_p(&[4.0, 5.0, 6.0], &[1.0, 2.0, 3.0]).unwrap();
+        assert_eq!(how, Exactness::Exact);
+        assert!((p - 0.1).abs() < 1e-12, "{p}");
+        // Identical samples: nothing is more extreme than what was seen.
+        let (p, _) = permutation_p(&[1.0, 2.0], &[1.0, 2.0]).unwrap();
+        assert!((p - 1.0).abs() < 1e-12, "{p}");
+        // Large and untied: the approximation is used.
+        let x: Vec<f64> = (0..30).map(f64::from).collect();
+        let y: Vec<f64> = (0..30).map(|i| f64::from(i) + 0.5).collect();
+        assert!(permutation_p(&x, &y).is_none());
+    }
+
+    #[test]
+    fn heavy_ties_get_a_permutation_p_value_close_to_the_exact_one() {
+        // 40 against 40, mostly zeros: the permutation p of a clear difference is small, of none
+        // large, and repeatable (fixed seed).
+        let base: Vec<f64> = (0..40).map(|i| if i % 10 == 0 { 1.0 } else { 0.0 }).collect();
+        let more: Vec<f64> = (0..40).map(|i| if i % 2 == 0 { 1.0 } else { 0.0 }).collect();
+        let (p, how) = permutation_p(&more, &base).unwrap();
+        assert_eq!(how, Exactness::Permutation);
+        assert!(p < 0.01, "{p}");
+        assert_eq!(permutation_p(&more, &base).unwrap().0, p);
+        let (p, _) = permutation_p(&base, &base.iter().rev().copied().collect::<Vec<_>>()).unwrap();
+        assert!(p > 0.9, "{p}");
+    }
 
     #[test]
     fn quantiles_and_cdf_agree_with_tables() {
