@@ -143,7 +143,7 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
     let degenerate = new.first() == new.last() && base.first() == base.last();
     // The means are of the samples as measured (the jitter only breaks ties for the test).
     let (mean_new, mean_base) = (mean(&new), mean(&base));
-    let base_raw = base.clone();
+    let sd = sd(&base, mean_base);
     let (x, y) = if degenerate { (jitter(&new, 1), jitter(&base, 2)) } else { (new, base) };
     c.ratio = ratio(mean_new, mean_base);
     let Some(mw) = mannwhitney::test(&x, &y, s.confidence) else {
@@ -186,7 +186,6 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
     };
     // How much: the mean's move in the baseline's standard deviations (any move over a constant
     // baseline), so that a series' own ups and downs do not count.
-    let sd = sd(&base_raw, mean_base);
     let effect = if sd > 0.0 {
         delta.abs() / sd
     } else if delta == 0.0 {

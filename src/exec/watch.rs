@@ -188,8 +188,8 @@ impl Executor {
 
     /// Whether any watch still looks.
     pub async fn watching(&self) -> Result<bool, ExecError> {
-        let f = |state| WatchFilter { state: Some(state), ..Default::default() };
-        Ok(!self.store.watches(f("watching")).await?.is_empty() || !self.store.watches(f("reverting")).await?.is_empty())
+        // Active ones, due at any time.
+        Ok(!self.store.watches(WatchFilter { due: Some(i64::MAX), ..Default::default() }).await?.is_empty())
     }
 
     /// One look at `w`, if this process claims it.
@@ -217,7 +217,7 @@ impl Executor {
         }
         if errored && w.errors + 1 >= ERRORS {
             let why = format!("{ERRORS} looks in a row could not judge the release: {message}");
-            self.notify(&w, &watched, "watch-failed", &format!("{} {} in {}: {why}; nothing was reverted", w.pipeline, w.version, w.environment));
+            self.notify(&w, &watched, "watch-failed", &format!("{} {} in {}: {why}; nothing was reverted", w.pipeline, w.version, w.environment)).await?;
             return self.end(&w, "error", &why).await;
         }
         if now_ms() >= w.ends_at {
@@ -373,7 +373,7 @@ impl Executor {
             }
             Ok(Err(e)) => {
                 let message = format!("a look failed ({why}), and the revert failed: {e}");
-                self.notify(w, x, "watch-failed", &format!("{} {} in {}: {message}", w.pipeline, w.version, w.environment));
+                self.notify(w, x, "watch-failed", &format!("{} {} in {}: {message}", w.pipeline, w.version, w.environment)).await?;
                 return self.end(w, "error", &message).await;
             }
             Err(e) => return Ok(Some(looked(w, "reverting", format!("the git writer stopped: {e}")))),
@@ -401,7 +401,8 @@ impl Executor {
             x,
             "watch-failed",
             &format!("{} {} reverted in {}: {message}; held until `promote watch clear {}`", w.pipeline, w.version, w.environment, w.id),
-        );
+        )
+        .await?;
         Ok(Some(looked(w, "failed", message)))
     }
 
@@ -442,18 +443,16 @@ impl Executor {
         Ok(Some(looked(w, state, why.to_string())))
     }
 
-    /// Tells the pipeline's channels (waiting for the delivery; undelivered ones go into the
-    /// trail).
-    fn notify(&self, w: &WatchRecord, x: &Watched, event: &str, message: &str) {
-        let Ok(n) = Notifier::new(&x.plan.pipeline.notifications, self.writer.config().credentials.secrets()) else { return };
-        let n = Arc::new(n);
+    /// Tells the pipeline's channels and waits for the delivery (an undelivered note goes into
+    /// the trail), so that `promote watch run` does not exit before it is sent.
+    async fn notify(&self, w: &WatchRecord, x: &Watched, event: &str, message: &str) -> Result<(), ExecError> {
+        let n = match Notifier::new(&x.plan.pipeline.notifications, self.writer.config().credentials.secrets()) {
+            Ok(n) => Arc::new(n),
+            Err(e) => return Ok(self.store.audit(&w.run, Some(&w.stage), "notification", "promote", &format!("notifications are off: {e}")).await?),
+        };
         n.send(Note::for_run(&x.run, event, Some(&w.stage), message));
-        let (store, run) = (self.store.clone(), w.run.clone());
-        tokio::spawn(async move {
-            if let Err(e) = n.finish_audited(&store, &run).await {
-                tracing::warn!(error = %e, "could not record the notifications' outcome");
-            }
-        });
+        n.finish_audited(&self.store, &w.run).await?;
+        Ok(())
     }
 }
 

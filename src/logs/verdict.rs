@@ -76,10 +76,14 @@ pub fn level(text: &str) -> Level {
     let tokens: Vec<&str> = text.split_whitespace().collect();
     let mut exception = false;
     for (i, raw) in tokens.iter().enumerate() {
-        // One-letter levels near the start (logcat's `E`, `W`, `I`; `E/Tag:`).
+        // One-letter levels (logcat's `E`, `W`, `I`): after the header fields only (every token
+        // before it has a digit: date, time, pid), or as `E/Tag` — never an `A` or `I` in prose.
         if i < 8 {
             let letter = raw.split('/').next().unwrap_or("");
-            if raw.len() == 1 || (raw.contains('/') && letter.len() == 1) {
+            let after_header = tokens[..i].iter().all(|t| t.bytes().any(|b| b.is_ascii_digit())) && i > 0;
+            let tag = raw.split_once('/').map_or("", |(_, t)| t);
+            let tagged = letter.len() == 1 && tag.len() >= 2 && tag.starts_with(|c: char| c.is_ascii_uppercase());
+            if (raw.len() == 1 && after_header) || tagged {
                 match letter {
                     "E" | "F" | "A" => note(Level::Error, &mut written),
                     "W" => note(Level::Warning, &mut written),
@@ -367,6 +371,8 @@ mod tests {
             "INFO retry 2 of 3 after a failed attempt",
             "03-17 16:13:38.811  1702  2395 I PowerManager: screen on",
             "processed 120 requests, 0 errors",
+            "A new session was opened for alice",
+            "I/O scheduler cfq registered",
             "status 0x00000000 ok",
         ] {
             assert_ne!(level(line), Level::Error, "{line}");

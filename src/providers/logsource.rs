@@ -11,6 +11,11 @@ use crate::model::{KubernetesLogSource, LokiSource};
 
 /// Lines kept from a baseline at most (the most recent ones).
 pub const MAX_BASELINE_LINES: usize = 200_000;
+/// Bytes of a file read for its baseline at most (the last ones before the mark).
+pub const MAX_BASELINE_BYTES: u64 = 64 << 20;
+/// Bytes of a file read after the mark at most (the first ones: a watch reads the file again at
+/// each look, so neither side grows with the file).
+pub const MAX_WINDOW_BYTES: u64 = 256 << 20;
 
 /// Files matched by globs, with the length each had when the window opened.
 #[derive(Debug, Clone)]
@@ -62,15 +67,30 @@ impl FileMarks {
     pub fn read(&self) -> Result<(Vec<String>, Vec<String>), ProviderError> {
         let (mut before, mut after) = (Vec::new(), Vec::new());
         for (path, mark) in &self.files {
+            use std::io::{Seek, SeekFrom};
             let shown = path.display();
-            let mut f = std::fs::File::open(path).map_err(|e| unreadable(format!("log file {shown}: {e}")))?;
-            let len = f.metadata().map_err(|e| unreadable(format!("log file {shown}: {e}")))?.len();
+            let fail = |e: std::io::Error| unreadable(format!("log file {shown}: {e}"));
+            let mut f = std::fs::File::open(path).map_err(fail)?;
+            let len = f.metadata().map_err(fail)?.len();
+            let mark = if len < *mark { 0 } else { *mark };
+            // Only the end of the baseline and the start of the window are read.
+            let from = mark.saturating_sub(MAX_BASELINE_BYTES);
+            f.seek(SeekFrom::Start(from)).map_err(fail)?;
             let mut bytes = Vec::new();
-            f.read_to_end(&mut bytes).map_err(|e| unreadable(format!("log file {shown}: {e}")))?;
-            let mark = if len < *mark { 0 } else { *mark as usize };
-            let split = mark.min(bytes.len());
-            before.extend(lines(&bytes[..split]));
-            after.extend(lines(&bytes[split..]));
+            f.take(mark - from + MAX_WINDOW_BYTES).read_to_end(&mut bytes).map_err(fail)?;
+            let split = ((mark - from) as usize).min(bytes.len());
+            let mut head = &bytes[..split];
+            if from > 0 {
+                // Started inside a line: drop its end.
+                head = head.iter().position(|b| *b == b'\n').map_or(&[][..], |i| &head[i + 1..]);
+            }
+            let mut tail = &bytes[split..];
+            if (tail.len() as u64) == MAX_WINDOW_BYTES {
+                // Stopped inside a line: drop its start.
+                tail = tail.iter().rposition(|b| *b == b'\n').map_or(&[][..], |i| &tail[..i]);
+            }
+            before.extend(lines(head));
+            after.extend(lines(tail));
         }
         if before.len() > MAX_BASELINE_LINES {
             before.drain(..before.len() - MAX_BASELINE_LINES);

@@ -34,6 +34,22 @@ fn error(status: StatusCode, why: impl Into<String>) -> ApiError {
     ApiError(status, why.into())
 }
 
+/// A JSON body of shape `shape` (an empty one is the default), refused unless its `as` is the
+/// token's user `who` (an action is taken as the token's user, never as another).
+fn acting<T: serde::de::DeserializeOwned + Default>(body: &[u8], shape: &str, claimed: impl Fn(&T) -> Option<&str>, who: &str) -> Result<T, ApiError> {
+    let b: T = if body.is_empty() {
+        T::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {shape}: {e}")))?
+    };
+    if let Some(claimed) = claimed(&b)
+        && claimed != who
+    {
+        return Err(error(StatusCode::FORBIDDEN, format!("the token is {who}'s, not {claimed}'s: an action is taken as the token's user")));
+    }
+    Ok(b)
+}
+
 fn ops_error(e: OpsError) -> ApiError {
     match e {
         OpsError::Refused(why) => error(StatusCode::BAD_REQUEST, why),
@@ -170,16 +186,7 @@ async fn decide(
     body: axum::body::Bytes,
 ) -> Answer {
     let (who, token) = authenticate(&server, &headers)?;
-    let b: DecideBody = if body.is_empty() {
-        DecideBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"comment\": TEXT}}: {e}")))?
-    };
-    if let Some(claimed) = &b.as_user
-        && claimed != &who
-    {
-        return Err(error(StatusCode::FORBIDDEN, format!("the token is {who}'s, not {claimed}'s: a decision is made as the token's user")));
-    }
+    let b: DecideBody = acting(&body, "{\"comment\": TEXT}", |b: &DecideBody| b.as_user.as_deref(), &who)?;
     let mode = match decision.as_str() {
         "approve" => crate::ops::decide::Mode::Approve,
         "reject" => crate::ops::decide::Mode::Reject,
@@ -198,7 +205,7 @@ async fn decide(
     Ok(Json(json!({"done": line, "by": who})).into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct NotARiskBody {
     reason: String,
@@ -215,13 +222,7 @@ async fn not_a_risk(
     body: axum::body::Bytes,
 ) -> Answer {
     let (who, _) = authenticate(&server, &headers)?;
-    let b: NotARiskBody = serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"reason\": TEXT}} (why the template is not a risk): {e}")))?;
-    if let Some(claimed) = &b.as_user
-        && claimed != &who
-    {
-        return Err(error(StatusCode::FORBIDDEN, format!("the token is {who}'s, not {claimed}'s: a decision is made as the token's user")));
-    }
+    let b: NotARiskBody = acting(&body, "{\"reason\": TEXT} (why the template is not a risk)", |b: &NotARiskBody| b.as_user.as_deref(), &who)?;
     let request = crate::ops::decide::NotARisk { run: &id, stage: &stage, number, user: &who, reason: &b.reason };
     let line = crate::ops::decide::not_a_risk(&server.exec.store, &request).await.map_err(ops_error)?;
     Ok(Json(json!({"done": line, "by": who})).into_response())
@@ -278,16 +279,7 @@ struct DriftBody {
 async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Path((id, verdict)): Path<(String, String)>, body: axum::body::Bytes) -> Answer {
     use crate::ops::drift::{Decision, Verdict};
     let (who, token) = authenticate(&server, &headers)?;
-    let b: DriftBody = if body.is_empty() {
-        DriftBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"reason\": TEXT}}: {e}")))?
-    };
-    if let Some(claimed) = &b.as_user
-        && claimed != &who
-    {
-        return Err(error(StatusCode::FORBIDDEN, format!("the token is {who}'s, not {claimed}'s: a decision is made as the token's user")));
-    }
+    let b: DriftBody = acting(&body, "{\"reason\": TEXT}", |b: &DriftBody| b.as_user.as_deref(), &who)?;
     let verdict = match verdict.as_str() {
         "accept" => Verdict::Accept,
         "reject" => Verdict::Reject,
@@ -332,12 +324,7 @@ async fn watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<
 /// user.
 async fn clear_watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Answer {
     let (who, token) = authenticate(&server, &headers)?;
-    let b: DriftBody = serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"reason\": TEXT}}: {e}")))?;
-    if let Some(claimed) = &b.as_user
-        && claimed != &who
-    {
-        return Err(error(StatusCode::FORBIDDEN, format!("the token is {who}'s, not {claimed}'s: a hold is cleared as the token's user")));
-    }
+    let b: DriftBody = acting(&body, "{\"reason\": TEXT}", |b: &DriftBody| b.as_user.as_deref(), &who)?;
     let reason = b.reason.unwrap_or_default();
     let c = crate::ops::watch::Clear { id: &id, user: &who, reason: &reason, proof: crate::ops::decide::Proof::Token(Some(&token)) };
     let line = crate::ops::watch::clear(&server.exec.store, &c).await.map_err(ops_error)?;

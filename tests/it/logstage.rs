@@ -246,3 +246,32 @@ async fn a_files_source_can_take_its_baseline_from_other_files_and_says_when_it_
         assert!(noted.detail.contains("logs/app.log at 0 bytes") && noted.detail.contains("the lines appended from "), "{}", noted.detail);
     }
 }
+
+#[test]
+fn a_file_is_read_only_as_far_as_the_limits_say_before_and_after_its_mark() {
+    use promote::providers::logsource::{FileMarks, MAX_BASELINE_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("big.log");
+    // 80 MiB of numbered lines before the mark, two lines after.
+    // Long lines, so that 64 MiB hold fewer than the 200,000 baseline lines kept.
+    let pad = "x".repeat(450);
+    let line = |i: usize| format!("2026-12-01 10:00:00 INFO request {i:08} served in 12 ms {pad}\n");
+    let per = line(0).len();
+    let n = (80 << 20) / per;
+    let mut text = String::with_capacity(n * per + 200);
+    for i in 0..n {
+        text.push_str(&line(i));
+    }
+    std::fs::write(&log, &text).unwrap();
+    let marks = FileMarks::open(dir.path(), &["big.log".to_string()]).unwrap();
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"ERROR one\nERROR two\n").unwrap();
+    let (before, after) = marks.read().unwrap();
+    assert_eq!(after, ["ERROR one", "ERROR two"]);
+    // Only the last 64 MiB before the mark, starting at a whole line.
+    let kept = MAX_BASELINE_BYTES as usize / per;
+    assert!(kept < promote::providers::logsource::MAX_BASELINE_LINES);
+    assert!(before.len() <= kept && before.len() + 2 >= kept, "{} lines of {n}", before.len());
+    assert_eq!(before.last().unwrap(), line(n - 1).trim_end());
+    assert!(before[0].starts_with("2026-12-01 10:00:00 INFO request "), "{}", before[0]);
+}

@@ -508,11 +508,8 @@ struct DecideForm {
 }
 
 async fn decide(State(server): State<Server>, headers: HeaderMap, Form(f): Form<DecideForm>) -> Page {
-    let Some(s) = session(&server, &headers) else { return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into())) };
+    let s = poster(&server, &headers, f.csrf.as_deref())?;
     let store = &server.exec.store;
-    if !s.csrf_ok(store.key(), f.csrf.as_deref()) {
-        return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page and decide again".into()));
-    }
     let mode = match f.decision.as_str() {
         "approve" => Mode::Approve,
         "reject" => Mode::Reject,
@@ -524,14 +521,7 @@ async fn decide(State(server): State<Server>, headers: HeaderMap, Form(f): Form<
     }
     let comment = f.comment.as_deref().map(str::trim).filter(|c| !c.is_empty());
     let request = crate::ops::decide::Request { run: &f.run, stage: &f.stage, user: &s.user, mode, comment, proof: Proof::Session };
-    match crate::ops::decide::decide(store, &request).await {
-        Ok(line) => {
-            let to = format!("/ui/?done={}", form_urlencoded(&line));
-            Ok(Redirect::to(&to).into_response())
-        }
-        Err(crate::ops::OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
-        Err(e) => Err(internal(e)),
-    }
+    after("/ui/", crate::ops::decide::decide(store, &request).await)
 }
 
 #[derive(serde::Deserialize)]
@@ -546,11 +536,8 @@ struct DriftForm {
 
 async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Form(f): Form<DriftForm>) -> Page {
     use crate::ops::drift::{Decision, Verdict};
-    let Some(s) = session(&server, &headers) else { return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into())) };
+    let s = poster(&server, &headers, f.csrf.as_deref())?;
     let store = &server.exec.store;
-    if !s.csrf_ok(store.key(), f.csrf.as_deref()) {
-        return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page and decide again".into()));
-    }
     let verdict = match f.decision.as_str() {
         "accept" => Verdict::Accept,
         "reject" => Verdict::Reject,
@@ -571,11 +558,7 @@ async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Form(f):
     let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
     let reason = f.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
     let d = Decision { id: &f.id, verdict, user: &s.user, reason, proof: Proof::Session };
-    match crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await {
-        Ok(line) => Ok(Redirect::to(&format!("/ui/?done={}", form_urlencoded(&line))).into_response()),
-        Err(crate::ops::OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
-        Err(e) => Err(internal(e)),
-    }
+    after("/ui/", crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await)
 }
 
 #[derive(serde::Deserialize)]
@@ -589,27 +572,29 @@ struct ClearForm {
 
 /// Clears a held version, as `promote watch clear`, by the signed-in person.
 async fn clear_watch(State(server): State<Server>, headers: HeaderMap, Form(f): Form<ClearForm>) -> Page {
-    let Some(s) = session(&server, &headers) else { return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into())) };
+    let s = poster(&server, &headers, f.csrf.as_deref())?;
     let store = &server.exec.store;
-    if !s.csrf_ok(store.key(), f.csrf.as_deref()) {
-        return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page and decide again".into()));
-    }
     let c = crate::ops::watch::Clear { id: &f.id, user: &s.user, reason: f.reason.trim(), proof: Proof::Session };
-    match crate::ops::watch::clear(store, &c).await {
-        Ok(line) => Ok(Redirect::to(&format!("/ui/?done={}", form_urlencoded(&line))).into_response()),
+    after("/ui/", crate::ops::watch::clear(store, &c).await)
+}
+
+/// The person posting a form: signed in, and the form's CSRF token theirs (refused otherwise,
+/// before anything of the form is acted on).
+fn poster(server: &Server, headers: &HeaderMap, csrf: Option<&str>) -> Result<Session, Refusal> {
+    let Some(s) = session(server, headers) else { return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into())) };
+    if !s.csrf_ok(server.exec.store.key(), csrf) {
+        return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page and try again".into()));
+    }
+    Ok(s)
+}
+
+/// What an action through `ops` gives a form: back to `page` saying what was done, or the refusal.
+fn after(page: &str, done: Result<String, crate::ops::OpsError>) -> Page {
+    match done {
+        Ok(line) => Ok(Redirect::to(&format!("{page}?done={}", url::form_urlencoded::byte_serialize(line.as_bytes()).collect::<String>())).into_response()),
         Err(crate::ops::OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
         Err(e) => Err(internal(e)),
     }
-}
-
-fn form_urlencoded(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            b' ' => "+".into(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 // ---- runs ----
@@ -891,10 +876,7 @@ struct RollbackForm {
 }
 
 async fn rollback(State(server): State<Server>, headers: HeaderMap, Form(f): Form<RollbackForm>) -> Page {
-    let Some(s) = session(&server, &headers) else { return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into())) };
-    if !s.csrf_ok(server.exec.store.key(), f.csrf.as_deref()) {
-        return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page".into()));
-    }
+    let s = poster(&server, &headers, f.csrf.as_deref())?;
     let pipelines = server.pipelines();
     let Some(loaded) = pipelines.get(&f.pipeline) else { return Err(Refusal(StatusCode::NOT_FOUND, format!("no pipeline `{}` is loaded", f.pipeline))) };
     let shown = loaded.file.display().to_string();
@@ -907,11 +889,7 @@ async fn rollback(State(server): State<Server>, headers: HeaderMap, Form(f): For
         target: crate::git::RollbackTarget::Latest,
         who: &s.user,
     };
-    match crate::ops::rollback::rollback(&server.exec.store, &server.exec.writer, request).await {
-        Ok(done) => Ok(Redirect::to(&format!("/ui/environments?done={}", form_urlencoded(&done.line))).into_response()),
-        Err(crate::ops::OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
-        Err(e) => Err(internal(e)),
-    }
+    after("/ui/environments", crate::ops::rollback::rollback(&server.exec.store, &server.exec.writer, request).await.map(|done| done.line))
 }
 
 // ---- audit ----
