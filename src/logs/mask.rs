@@ -57,18 +57,55 @@ fn is_variable(part: &str) -> bool {
     if part.bytes().any(|b| b.is_ascii_digit()) {
         return true;
     }
-    // Paths and URLs.
-    if part.contains("://") || (part.starts_with('/') && part.len() > 1) || part.starts_with("~/") {
+    // Paths (POSIX and Windows: `C:\x`, `\\host\share`, `DOMAIN\user`) and URLs.
+    if part.contains("://") || (part.starts_with('/') && part.len() > 1) || part.starts_with("~/") || (part.contains('\\') && part.len() > 2) {
+        return true;
+    }
+    // Mail addresses and host names without digits (`mail.example.org`, `a@b.c`).
+    if is_address(part) {
         return true;
     }
     // Long hex strings without digits are rare; hex with digits is caught above.
     false
 }
 
+/// Whether a part without digits names a host or a mailbox: a `@` between a name and a domain, or
+/// a lower-case dotted name under a generic top-level domain (`mail.example.org`, `a.b.local`) or
+/// a country's second level (`cs.cuhk.edu.hk`, `x.co.uk`). Other dotted names (`mapred.task.id`,
+/// `n.leader`, `org.apache.X`) are too often a setting, a field or a class: kept.
+fn is_address(part: &str) -> bool {
+    const GENERIC: [&str; 12] = ["com", "net", "org", "edu", "gov", "mil", "int", "io", "local", "lan", "internal", "arpa"];
+    const SECOND: [&str; 8] = ["com", "net", "org", "edu", "gov", "ac", "co", "ne"];
+    if !part.contains('.') {
+        return false;
+    }
+    let domain = |d: &str| {
+        let lower = d.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        let mut labels = d.rsplit('.');
+        let (last, second, third) = (labels.next().unwrap_or(""), labels.next(), labels.next());
+        lower && second.is_some() && (GENERIC.contains(&last) || (third.is_some() && last.len() == 2 && second.is_some_and(|s| SECOND.contains(&s))))
+    };
+    match part.split_once('@') {
+        Some((user, host)) => !user.is_empty() && domain(host),
+        None => domain(part),
+    }
+}
+
+/// `key:value` with an identifier as its key (`onExtend:1514038530000`, `pid:42`): the key kept,
+/// the value judged alone. Addresses and times (`10.0.0.1:80`, `host.lan:80`, `18:01:47`) have
+/// no identifier before their first colon and stay one value.
+fn split_key(part: &str) -> Option<String> {
+    let (key, value) = part.split_once(':')?;
+    let identifier = key.len() >= 2 && key.as_bytes()[0].is_ascii_alphabetic() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    (identifier && is_named(key) && !value.is_empty() && !value.starts_with('/')).then(|| format!("{}:{}", mask_part(key), mask_part(value)))
+}
+
 /// One part: kept, masked whole, or (a named identifier with numbers) its digit runs masked.
 fn mask_part(part: &str) -> String {
     if !is_variable(part) {
         part.to_string()
+    } else if let Some(kv) = split_key(part) {
+        kv
     } else if part.bytes().any(|b| b.is_ascii_digit()) && is_named(part) {
         mask_digits(part)
     } else {
@@ -131,5 +168,10 @@ mod tests {
         assert_eq!(t("size=67108864 path=/tmp/x user=bob"), "size=<*> path=<*> user=bob");
         assert_eq!(t("took 12ms at 2015-10-18T18:01:47,978 id 550e8400-e29b-41d4-a716-446655440000"), "took <*> at <*>,<*> id <*>");
         assert_eq!(t("GET https://example.com/a?b=c [OK]"), "GET <*> [OK]");
+        // Windows paths, mail and host names without digits, `key:value` with a named key.
+        assert_eq!(t(r"Loading C:\Windows\servicing\Packages from \\srv\share"), "Loading <*> from <*>");
+        assert_eq!(t("rhost=csnsu.nsuok.edu user=bob@mail.example.org"), "rhost=<*> user=<*>");
+        assert_eq!(t("mapred.task.id is deprecated, n.leader x.cuhk.edu.hk"), "mapred.task.id is deprecated, n.leader <*>");
+        assert_eq!(t("onExtend:1514038530000 pid:42 at 10.0.0.1:80 host.lan:443 18:01:47"), "onExtend:<*> pid:<*> at <*>");
     }
 }

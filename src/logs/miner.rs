@@ -17,11 +17,14 @@ pub struct Config {
     pub similarity: f64,
     /// Children per tree node before further tokens are routed as `<*>`.
     pub max_children: usize,
+    /// Of a template's tokens, the share (at least one) that a joining line may change from one
+    /// word to another: words are what a template is made of, values are masked already.
+    pub word_changes: f64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { prefix_tokens: 2, similarity: 0.5, max_children: 100 }
+        Config { prefix_tokens: 2, similarity: 0.5, max_children: 100, word_changes: 0.2 }
     }
 }
 
@@ -120,13 +123,31 @@ impl Miner {
         let mut best: Option<(f64, usize, usize)> = None;
         for &i in candidates {
             let t = &self.templates[i].tokens;
-            let (mut same, mut wild) = (0, 0);
+            // Words the line would turn into `<*>`: at most one per `1 / word_changes` tokens.
+            let allowed = ((t.len() as f64 * self.config.word_changes) as usize).max(1);
+            // Tokens that must match (same, or under a `<*>`) for the similarity to be reached.
+            let needed = (self.config.similarity * t.len() as f64).ceil() as usize;
+            let (mut same, mut wild, mut words, mut missed) = (0, 0, 0, 0);
+            let mut rejected = false;
             for (a, b) in t.iter().zip(toks) {
                 if a == WILDCARD {
                     wild += 1;
+                    continue;
                 } else if a == b {
                     same += 1;
+                    continue;
+                } else if !a.contains(WILDCARD) && !b.contains(WILDCARD) {
+                    words += 1;
                 }
+                missed += 1;
+                // Stop as soon as the template cannot be the answer.
+                if words > allowed || t.len() - missed < needed {
+                    rejected = true;
+                    break;
+                }
+            }
+            if rejected {
+                continue;
             }
             let fixed = t.len() - wild;
             let sim = if fixed == 0 { 1.0 } else { same as f64 / t.len() as f64 };

@@ -157,6 +157,19 @@ pub fn binomial_tail(k: u64, n: u64, p: f64) -> f64 {
     (max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()).exp().min(1.0)
 }
 
+/// P(X >= k) for X ~ Poisson(lambda) (1 for k = 0; 0 for k > 0 at lambda = 0).
+pub fn poisson_tail(k: u64, lambda: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if lambda <= 0.0 {
+        return 0.0;
+    }
+    // 1 - P(X < k), summed in logs.
+    let below: f64 = (0..k).map(|i| (i as f64 * lambda.ln() - lambda - libm::lgamma(i as f64 + 1.0)).exp()).sum();
+    (1.0 - below).clamp(0.0, 1.0)
+}
+
 /// What the verdict looks for.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -242,6 +255,33 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
             }
         }
     }
+    // New templates at a failing level are judged together, on evidence: how likely it is that
+    // all their lines would fall after the deploy by chance, given the two windows' sizes (a rare
+    // error of the recorded traffic lands in either window; ten lines of one never seen before do
+    // not). With no baseline there is nothing to tell chance by: they fail.
+    let share = after.len() as f64 / (before.len() + after.len()).max(1) as f64;
+    let new_error_lines: u64 = miner
+        .templates()
+        .iter()
+        .filter(|t| {
+            let id = t.id as usize;
+            count_before.get(id) == Some(&0)
+                && count_after.get(id).is_some_and(|a| *a > 0)
+                && samples[id].iter().map(|s| level(s)).max().unwrap_or(Level::Info) >= rules.new_at
+                && !rules.ignored.contains(&t.text())
+        })
+        .map(|t| count_after[t.id as usize])
+        .sum();
+    // Two ways to know chance, and either is evidence enough: (1) the windows' sizes, the chance
+    // that all those lines fall after the deploy (binomial); (2) how often the baseline itself
+    // wrote a one-off error (Good-Turing: error templates seen once there, per baseline line),
+    // the chance of this many new error lines in a window this long at that rate (Poisson). A
+    // baseline that never wrote a one-off error makes one new error line enough.
+    let singletons = miner.templates().iter().filter(|t| count_before.get(t.id as usize) == Some(&1) && level(&t.text()) >= rules.new_at).count();
+    let lambda = after.len() as f64 * singletons as f64 / before.len().max(1) as f64;
+    let p_volume = binomial_tail(new_error_lines, new_error_lines, share);
+    let p_rate = poisson_tail(new_error_lines, lambda);
+    let p_new = if before.is_empty() { 0.0 } else { p_volume.min(p_rate) };
     let mut findings = Vec::new();
     for t in miner.templates() {
         let id = t.id as usize;
@@ -265,7 +305,21 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
         let (fails, why) = match change {
             Change::New if ignored => (false, "new, but marked not a risk".to_string()),
             Change::New if pattern.is_some() => (true, format!("new, and matches `{}`", pattern.unwrap().as_str())),
-            Change::New if lvl >= rules.new_at => (true, format!("new at {lvl:?} level").to_lowercase()),
+            Change::New if lvl >= rules.new_at => {
+                let lvl = format!("{lvl:?}").to_lowercase();
+                let f = crate::analysis::fmt_f64;
+                let evidence = format!(
+                    "{new_error_lines} line(s) of new templates at a failing level after the deploy: p = {} by the windows' sizes, p = {} by the baseline's {singletons} one-off error template(s); p = {}",
+                    f(p_volume),
+                    f(p_rate),
+                    f(p_new)
+                );
+                if p_new < GROWTH_ALPHA {
+                    (true, format!("new at {lvl} level ({evidence} < {GROWTH_ALPHA})"))
+                } else {
+                    (false, format!("new at {lvl} level, but too few lines to tell from chance ({evidence} >= {GROWTH_ALPHA})"))
+                }
+            }
             Change::New => (false, format!("new at {lvl:?} level (below what fails)").to_lowercase()),
             Change::Grown => {
                 let p = p_grown.unwrap_or(1.0);
@@ -327,6 +381,29 @@ mod tests {
         let v = judge(&before, &after, &rules);
         assert!(!v.passed && v.findings[0].why.contains("p < 0.01"), "{:?}", v.findings);
         assert!((binomial_tail(8, 9, 0.5) - 10.0 / 512.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_new_error_needs_evidence_from_the_windows_or_the_baselines_habit() {
+        let rules = Rules { new_at: Level::Error, grown_at: None, patterns: vec![], ignored: vec![] };
+        let mut before = lines("INFO served request", 200);
+        let crash = |n: usize| (0..n).map(|i| format!("ERROR worker {i} crashed: disk full")).collect::<Vec<_>>();
+        // A baseline that never wrote a one-off error: one new error line is enough.
+        let mut after = lines("INFO served request", 200);
+        after.extend(crash(1));
+        let v = judge(&before, &after, &rules);
+        assert!(!v.passed && v.findings[0].why.contains("the baseline's 0 one-off error template(s)"), "{:?}", v.findings);
+        // A baseline that writes one-off errors of its own, as long as the window: one is chance,
+        // eight are not (0.5^8 < 0.01).
+        before.extend(["ERROR cache miss storm", "ERROR slow disk on sdb", "ERROR lost heartbeat from peer"].map(String::from));
+        let v = judge(&before, &after, &rules);
+        assert!(v.passed && v.findings[0].why.contains("too few lines to tell from chance"), "{:?}", v.findings);
+        let mut after = lines("INFO served request", 200);
+        after.extend(crash(8));
+        assert!(!judge(&before, &after, &rules).passed);
+        assert_eq!(poisson_tail(0, 2.0), 1.0);
+        assert!((poisson_tail(1, 2.0) - (1.0 - (-2.0f64).exp())).abs() < 1e-12);
+        assert_eq!(poisson_tail(1, 0.0), 0.0);
     }
 
     #[test]

@@ -229,7 +229,9 @@ fn large_significant_shifts_stop_and_tied_noise_passes() {
 /// releases); bad: the same window with ten real error lines of another system
 /// (those LogHub labels `error`, `ERROR`, `FATAL` or `SEVERE`, the first ten) spread through it, and
 /// the same window with the system's own most frequent error-labelled template of the baseline
-/// among those under 5% of it (a share can only grow so much) grown: its baseline lines repeated into the window until it has six times its baseline count
+/// among those under 5% of it (a share can only grow so much) and of at least 3 lines (a first
+/// rule took any: Hadoop's had 1, and 1 line grown to 6 is, by the test growth needs, p = 0.06,
+/// not evidence) grown: its baseline lines repeated into the window until it has six times its baseline count
 /// there (at most 1,000 lines added).
 pub fn log_cases() -> Vec<(String, bool, Vec<String>, Vec<String>)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loghub");
@@ -280,7 +282,7 @@ pub fn log_cases() -> Vec<(String, bool, Vec<String>, Vec<String>)> {
         for (event, _) in before_rows.iter().filter(|(_, is_error)| *is_error) {
             *counts.entry(event.as_str()).or_default() += 1;
         }
-        if let Some((event, _)) = counts.iter().filter(|(_, n)| **n * 20 < before.len()).max_by_key(|(e, n)| (**n, std::cmp::Reverse(**e))) {
+        if let Some((event, _)) = counts.iter().filter(|(_, n)| **n >= 3 && **n * 20 < before.len()).max_by_key(|(e, n)| (**n, std::cmp::Reverse(**e))) {
             let own: Vec<&String> = before.iter().zip(&before_rows).filter(|(_, r)| r.0 == *event).map(|(l, _)| l).collect();
             let mut window = after.clone();
             let have = after.iter().zip(rows.iter().skip(1).step_by(2)).filter(|(_, r)| r.0 == *event).count();
@@ -342,10 +344,11 @@ fn the_logs_judge_on_real_system_logs_with_real_errors_injected_and_grown() {
         }
     }
     println!("bad releases stopped: {bad_stopped} of {bad}; good releases stopped: {good_stopped} of {good}");
-    // Where the suite stands (docs/logs.md): every bad release stopped; recorded traffic of these
-    // fault-injection logs holds error templates seen once, which stop 4 of the 8.
+    // Where the suite stands (docs/logs.md): every bad release stopped; of the recorded traffic,
+    // BGL's window holds 11 lines of FATAL templates its baseline has not (p = 0.0005), and
+    // Zookeeper's one ERROR line of a template its baseline, which never wrote a one-off error, has not.
     assert_eq!(bad_stopped, bad, "every bad release stopped");
-    assert!(good_stopped <= 4, "good releases stopped: {good_stopped} of {good} (4 when this was written)");
+    assert!(good_stopped <= 2, "good releases stopped: {good_stopped} of {good} (2 when this was written)");
 }
 
 /// How `minEffect`'s default was chosen, kept so that it can be checked: on the tweets and the
