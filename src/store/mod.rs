@@ -10,6 +10,7 @@
 
 pub mod chain;
 mod feed;
+pub mod postgres;
 mod records;
 pub mod seals;
 pub mod sqlite;

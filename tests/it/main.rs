@@ -15,6 +15,7 @@ mod health;
 mod loghub;
 mod logstage;
 mod metrics;
+mod pg;
 mod plan;
 mod prom;
 mod repos;

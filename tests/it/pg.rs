@@ -1,0 +1,173 @@
+//! A real PostgreSQL 15 (Debian's `postgresql-15` package) in a temporary data folder on a
+//! loopback port, started as the `postgres` user when the tests run as root (PostgreSQL refuses
+//! to run as root). Never a silent skip: a machine without it fails these tests.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running PostgreSQL; stopped (immediately) and its folder removed when dropped.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+    as_user: Option<&'static str>,
+}
+
+fn bin_dir() -> PathBuf {
+    for v in ["15", "16", "17"] {
+        let d = PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"));
+        if d.join("initdb").exists() {
+            return d;
+        }
+    }
+    panic!(
+        "PostgreSQL's server is not installed (no /usr/lib/postgresql/15/bin/initdb): these tests need a real one (Debian: apt-get install postgresql-15; .ci/run installs it)"
+    );
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl Postgres {
+    /// Initialises a cluster (trust authentication on loopback, user `promote`, database
+    /// `promote`) and starts it.
+    pub fn start() -> Postgres {
+        let bin = bin_dir();
+        let as_user = is_root().then_some("postgres");
+        let dir = tempfile::Builder::new().prefix("promote-pg").tempdir().unwrap();
+        if as_user.is_some() {
+            // The server's user must own its folder (and reach it).
+            assert!(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap().success(), "chown failed");
+        }
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pg = Postgres { dir, port, bin, as_user };
+        let data = pg.dir.path().join("data");
+        pg.run("initdb", &["-D", data.to_str().unwrap(), "-U", "promote", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        pg.start_server();
+        pg.run("createdb", &["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "promote", "promote"]);
+        pg
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        match self.as_user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(self.bin.join(tool));
+                c
+            }
+            None => Command::new(self.bin.join(tool)),
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.command(tool).args(args).current_dir(self.dir.path()).output().unwrap_or_else(|e| panic!("{tool}: {e}"));
+        assert!(out.status.success(), "{tool} {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts the server on its folder and waits until it answers.
+    pub fn start_server(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", self.port, self.dir.path().display());
+        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-w", "-t", "60", "start"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let ok =
+                self.command("pg_isready").args(["-h", "127.0.0.1", "-p", &self.port.to_string()]).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("PostgreSQL did not answer on port {}: {}", self.port, std::fs::read_to_string(log).unwrap_or_default());
+    }
+
+    /// Stops the server at once (as a crash would, no checkpoint).
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        let _ =
+            self.command("pg_ctl").args(["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+
+    /// The URL promote connects with.
+    pub fn url(&self) -> String {
+        format!("postgres://promote@127.0.0.1:{}/promote", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Three replicas starting at once on a new database migrate it once; every entry that writers
+/// on all three append at the same time chains on the one before it (one chain, never forked);
+/// the database refuses an entry written beside promote's chain, and any change to the trail.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_migrate_once_and_concurrent_writers_keep_one_chain() {
+    use promote::store::postgres::{self, NewEntry, schema};
+    let pg = Postgres::start();
+    let url = pg.url();
+    let key = promote::seal::Key::from_bytes([7u8; 32]);
+    let pools = futures_util::future::join_all((0..3).map(|_| postgres::connect(&url, 8))).await;
+    let pools: Vec<_> = pools.into_iter().map(|p| p.expect("a replica connects and migrates")).collect();
+    assert_eq!(schema::version(&pools[0], &url).await.unwrap(), schema::MIGRATIONS.len() as i64);
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM promote_schema ORDER BY version").fetch_all(&pools[1]).await.unwrap();
+    assert_eq!(versions, (1..=schema::MIGRATIONS.len() as i64).collect::<Vec<_>>(), "each migration applied once");
+    let id = schema::state_id(&pools[2], &url).await.unwrap();
+    assert_eq!(id.len(), 32);
+
+    // 3 replicas x 4 writers x 25 entries, all at once.
+    let mut tasks = Vec::new();
+    for (r, pool) in pools.iter().enumerate() {
+        for w in 0..4 {
+            let (pool, url, key) = (pool.clone(), url.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    let detail = format!("replica {r} writer {w} entry {i}");
+                    let run = format!("run-{r}-{w}");
+                    let entry = NewEntry { run: &run, stage: None, at: 1_800_000_000_000 + i, kind: "test", actor: "promote", detail: &detail };
+                    postgres::append(&pool, &url, &key, &entry).await.unwrap();
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let trail = postgres::entries(&pools[0], &url).await.unwrap();
+    assert_eq!(trail.len(), 300);
+    let mut prev = String::new();
+    for (i, e) in trail.iter().enumerate() {
+        assert_eq!(e.seq, i as i64 + 1);
+        assert_eq!(e.prev_hash.as_deref(), Some(prev.as_str()), "entry {} chains on the one before it", e.seq);
+        assert_eq!(e.hash.as_deref(), Some(e.expected_hash_at(&key, &prev, e.seq).as_str()), "entry {} is intact", e.seq);
+        prev = e.hash.clone().unwrap();
+    }
+
+    // Beside the chain, or changing it: refused by the database itself.
+    let forged = sqlx::query("INSERT INTO events (id, run_id, at, kind, detail, prev_hash, hash) VALUES (301, 'x', 0, 'test', 'forged', 'nope', 'nope')")
+        .execute(&pools[0])
+        .await;
+    assert!(forged.unwrap_err().to_string().contains("must carry its place in the chain"));
+    let changed = sqlx::query("UPDATE events SET detail = 'changed' WHERE id = 5").execute(&pools[0]).await;
+    assert!(changed.unwrap_err().to_string().contains("append-only"));
+    let removed = sqlx::query("DELETE FROM events WHERE id = 300").execute(&pools[0]).await;
+    assert!(removed.unwrap_err().to_string().contains("append-only"));
+
+    // A replica restarted on the database finds it current and the same state.
+    let again = postgres::connect(&url, 2).await.unwrap();
+    assert_eq!(schema::state_id(&again, &url).await.unwrap(), id);
+    assert_eq!(schema::version(&again, &url).await.unwrap(), schema::MIGRATIONS.len() as i64);
+}
+
+/// The URL in a database error never carries its password.
+#[test]
+fn a_database_url_in_messages_has_no_password() {
+    let shown = promote::store::postgres::redacted("postgres://promote:s3cret-pw@db.internal:5432/promote");
+    assert!(!shown.contains("s3cret-pw") && shown.contains("db.internal:5432/promote"), "{shown}");
+}
