@@ -2,8 +2,9 @@
 //! locks, log exemptions, the hash-chained audit trail) behind one interface, [`Backend`], with a
 //! change feed ([`Store::subscribe`]) that wakes whoever waits for a write.
 //!
-//! [`Store`] is what the rest of promote holds: a cheap handle over one backend (today
-//! [`sqlite::SqliteBackend`]) and its feed. Only backends know a database (only they import
+//! [`Store`] is what the rest of promote holds: a cheap handle over one backend
+//! ([`sqlite::SqliteBackend`], or [`postgres::PgBackend`] for replicas sharing a database) and its
+//! feed. Only backends know a database (only they import
 //! sqlx); the records ([`records`]), the writes, the chain's hash ([`chain`]) and the feed are
 //! shared by all. Every write is acknowledged only once it is durable; a backend may group the
 //! writes of many callers into one transaction (SQLite does: group commit).
@@ -174,6 +175,11 @@ pub struct Store {
     lease: std::time::Duration,
 }
 
+/// `PROMOTE_DATABASE_URL`, when set and not empty: the PostgreSQL database the state is in.
+pub fn database_url() -> Option<String> {
+    std::env::var("PROMOTE_DATABASE_URL").ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
 /// How long a lease (an environment lock, the driving of a run) lasts unless renewed: 15 s, or
 /// `PROMOTE_LEASE_MS` (200 ms to 10 min). Its holder renews it every third of that.
 pub fn lease_duration() -> std::time::Duration {
@@ -189,9 +195,19 @@ impl Store {
         Store::open_with_key(path, crate::seal::Key::load_default()?).await
     }
 
-    /// [`Store::open`] with a given key.
+    /// [`Store::open`] with a given key. `PROMOTE_DATABASE_URL=postgres://...` (or a path that is
+    /// such a URL) opens that PostgreSQL database instead, the state several replicas share.
     pub async fn open_with_key(path: &Path, key: crate::seal::Key) -> Result<Store, StoreError> {
+        let location = database_url().unwrap_or_else(|| path.to_string_lossy().into_owned());
+        if postgres::is_url(&location) {
+            return Store::open_url(&location, key).await;
+        }
         Ok(Store::over(Arc::new(sqlite::SqliteBackend::open(path, key).await?)))
+    }
+
+    /// Opens the PostgreSQL database at `url` (migrating it if needed), sealed with `key`.
+    pub async fn open_url(url: &str, key: crate::seal::Key) -> Result<Store, StoreError> {
+        Ok(Store::over(Arc::new(postgres::PgBackend::open(url, key).await?)))
     }
 
     /// A store over any backend.

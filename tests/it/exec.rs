@@ -18,6 +18,8 @@ const KUSTOMIZATION: &str = "# promote writes newTag\nimages:\n  - name: registr
 pub struct Setup {
     pub dir: tempfile::TempDir,
     pub file: PathBuf,
+    /// The PostgreSQL database the state is in, when the test runs on PostgreSQL.
+    pub database: Option<String>,
 }
 
 impl Setup {
@@ -36,7 +38,7 @@ impl Setup {
         );
         let file = dir.path().join("pipeline.yaml");
         std::fs::write(&file, yaml).unwrap();
-        Setup { dir, file }
+        Setup { dir, file, database: crate::pg::database_for_this_test() }
     }
 
     pub fn path(&self) -> &Path {
@@ -49,13 +51,21 @@ impl Setup {
         std::fs::write(&self.file, text.replace("repo: envs/staging.git", "repo: envs/staging.git\n    branch: release")).unwrap();
     }
 
+    /// Where the state is: the SQLite file, or the PostgreSQL database's URL (which `--state` and
+    /// `Store::open` take as well).
     pub fn state(&self) -> PathBuf {
-        self.path().join(".promote/state.db")
+        match &self.database {
+            Some(url) => PathBuf::from(url),
+            None => self.path().join(".promote/state.db"),
+        }
     }
 
     pub async fn executor(&self) -> Executor {
+        let store = Store::open(&self.state()).await.unwrap();
+        // A test on PostgreSQL is on PostgreSQL.
+        assert_eq!(store.path().starts_with("postgres://"), self.database.is_some(), "{}", store.path());
         Executor {
-            store: Store::open(&self.state()).await.unwrap(),
+            store,
             writer: Arc::new(Writer::new(WriterConfig::new(self.path().join(".promote/repos")))),
             metrics: Arc::new(Metrics::default()),
             poll: Duration::from_millis(20),
@@ -91,7 +101,7 @@ pub fn stage<'a>(s: &'a Summary, name: &str) -> &'a promote::store::StageRecord 
     s.stages.iter().find(|x| x.name == name).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn independent_stages_overlap_and_a_join_waits_for_both() {
     let s = Setup::new("  a:\n    wait: {duration: 300ms}\n  b:\n    wait: {duration: 300ms}\n  c:\n    needs: [a, b]\n    deploy: {environment: qa}\n", "");
     let exec = s.executor().await;
@@ -104,8 +114,9 @@ async fn independent_stages_overlap_and_a_join_waits_for_both() {
     assert_eq!(s.commits("qa"), ["promote checkout 1.1.0 to qa"]);
     assert_eq!(c.output.as_ref().unwrap()["outcome"], "committed");
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_failure_cancels_running_stages_and_skips_downstream() {
     // `broken` deploys to a branch that does not exist: a real git error.
     let s = Setup::new(
@@ -126,8 +137,9 @@ async fn a_failure_cancels_running_stages_and_skips_downstream() {
     assert!(sum.run.message.as_deref().unwrap().starts_with("`broken` failed: "));
     assert!(s.commits("prod").is_empty());
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_terminal_failure_is_not_retried_and_timeouts_fail_the_stage() {
     let only_flaky = Setup::new("  flaky:\n    retry: {attempts: 3, backoff: 10ms}\n    deploy: {environment: staging}\n", "");
     only_flaky.staging_on_missing_branch();
@@ -146,8 +158,9 @@ async fn a_terminal_failure_is_not_retried_and_timeouts_fail_the_stage() {
     assert_eq!(stage(&sum, "sleepy").state, StageState::Failed);
     assert_eq!(stage(&sum, "sleepy").message.as_deref(), Some("timed out after 100ms"));
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn if_false_skips_the_stage_and_what_needs_it() {
     let s = Setup::new(
         "  qa:\n    deploy: {environment: qa}\n  hotfix-only:\n    needs: [qa]\n    if: version.endsWith(\"-hotfix\")\n    deploy: {environment: staging}\n  after:\n    needs: [hotfix-only]\n    deploy: {environment: prod}\n  always:\n    needs: [qa]\n    if: stages[\"qa\"].state == \"succeeded\" && trigger.by == \"ci-bot\"\n    wait: {duration: 0s}\n",
@@ -168,8 +181,9 @@ async fn if_false_skips_the_stage_and_what_needs_it() {
     assert_eq!(stage(&sum, "hotfix-only").state, StageState::Succeeded);
     assert_eq!(s.commits("prod"), ["promote checkout 2.0.1-hotfix to prod"]);
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_rejection_rolls_back_every_deploy_newest_first() {
     let s = Setup::new(
         "  qa:\n    deploy: {environment: qa}\n  staging:\n    needs: [qa]\n    deploy: {environment: staging}\n  sign-off:\n    needs: [staging]\n    approval: {approvers: [alice]}\n  prod:\n    needs: [sign-off]\n    deploy: {environment: prod}\n",
@@ -193,6 +207,7 @@ async fn a_rejection_rolls_back_every_deploy_newest_first() {
     let rollback = git(&s.path().join("envs/qa.git"), &["log", "-1", "--format=%B", "main"]);
     assert!(rollback.contains(&format!("Promote-Run: {id}\nPromote-Stage: qa\n")), "{rollback}");
 }
+}
 
 pub async fn wait_for_state(store: &Store, run: &str, stage: &str, want: StageState) {
     for _ in 0..500 {
@@ -204,7 +219,7 @@ pub async fn wait_for_state(store: &Store, run: &str, stage: &str, want: StageSt
     panic!("{stage} never became {want}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_second_run_waits_for_the_environment_and_approvers_reach_the_commit() {
     let s = Setup::new(
         "  qa:\n    deploy: {environment: qa}\n  ok:\n    needs: [qa]\n    approval: {approvers: [alice, bob], minApprovals: 2}\n  prod:\n    needs: [ok]\n    deploy: {environment: prod}\n",
@@ -242,6 +257,7 @@ async fn a_second_run_waits_for_the_environment_and_approvers_reach_the_commit()
     ] {
         assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
     }
+}
 }
 
 // ---- the real binary: approvals on the command line, crashes, bad state files ----

@@ -104,34 +104,100 @@ impl Drop for Postgres {
     }
 }
 
+impl Postgres {
+    /// A new, empty database on this server; its URL.
+    pub fn fresh_database(&self) -> String {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!("t{}_{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        self.run("createdb", &["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "promote", &name]);
+        format!("postgres://promote@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+/// The server the two-backend tests share (one per test process, a database per test), started
+/// on first use and stopped when the process ends, however it ends: a watchdog stops it once
+/// this process is gone (a static is never dropped).
+pub fn shared() -> &'static Postgres {
+    static SHARED: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let pg = Postgres::start();
+        let data = pg.dir.path().join("data");
+        let stop = match pg.as_user {
+            Some(u) => format!("runuser -u {u} -- {} -D {} -m immediate stop", pg.bin.join("pg_ctl").display(), data.display()),
+            None => format!("{} -D {} -m immediate stop", pg.bin.join("pg_ctl").display(), data.display()),
+        };
+        let dir = pg.dir.path().display().to_string();
+        let script = format!("while kill -0 {} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}", std::process::id());
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the PostgreSQL watchdog starts");
+        pg
+    })
+}
+
+thread_local! {
+    static ON_POSTGRES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes the setups this test thread builds from now on keep their state in PostgreSQL.
+pub fn use_postgres() {
+    ON_POSTGRES.with(|p| p.set(true));
+}
+
+/// For a test's setup: a fresh database on the shared server when the test runs on PostgreSQL.
+pub fn database_for_this_test() -> Option<String> {
+    ON_POSTGRES.with(|p| p.get()).then(|| shared().fresh_database())
+}
+
+/// One test, run twice: on SQLite (`NAME::sqlite`) and on PostgreSQL (`NAME::postgres`). The
+/// body builds its `Setup` as usual; on PostgreSQL, the setup's state is a fresh database.
+#[macro_export]
+macro_rules! both_backends {
+    ($(#[$meta:meta])* async fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() $body
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                $crate::pg::use_postgres();
+                $body
+            }
+        }
+    };
+}
+
 /// Three replicas starting at once on a new database migrate it once; every entry that writers
-/// on all three append at the same time chains on the one before it (one chain, never forked);
-/// the database refuses an entry written beside promote's chain, and any change to the trail.
+/// on all three append at the same time chains on the one before it (one chain, never forked,
+/// and `verify_audit` finds it intact); the database refuses an entry written beside promote's
+/// chain, and any change to the trail.
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_migrate_once_and_concurrent_writers_keep_one_chain() {
-    use promote::store::postgres::{self, NewEntry, schema};
-    let pg = Postgres::start();
-    let url = pg.url();
+    use promote::store::{Store, postgres::schema};
+    let url = shared().fresh_database();
     let key = promote::seal::Key::from_bytes([7u8; 32]);
-    let pools = futures_util::future::join_all((0..3).map(|_| postgres::connect(&url, 8))).await;
-    let pools: Vec<_> = pools.into_iter().map(|p| p.expect("a replica connects and migrates")).collect();
-    assert_eq!(schema::version(&pools[0], &url).await.unwrap(), schema::MIGRATIONS.len() as i64);
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM promote_schema ORDER BY version").fetch_all(&pools[1]).await.unwrap();
-    assert_eq!(versions, (1..=schema::MIGRATIONS.len() as i64).collect::<Vec<_>>(), "each migration applied once");
-    let id = schema::state_id(&pools[2], &url).await.unwrap();
+    let opened = futures_util::future::join_all((0..3).map(|_| Store::open_url(&url, key.clone()))).await;
+    let stores: Vec<Store> = opened.into_iter().map(|s| s.expect("a replica connects and migrates")).collect();
+    assert_eq!(stores[0].schema_version().await.unwrap(), schema::MIGRATIONS.len() as i64);
+    let id = stores[2].state_id().await.unwrap().unwrap();
     assert_eq!(id.len(), 32);
+    assert_eq!(stores[1].state_id().await.unwrap().as_deref(), Some(id.as_str()), "one state, whichever replica asks");
 
     // 3 replicas x 4 writers x 25 entries, all at once.
     let mut tasks = Vec::new();
-    for (r, pool) in pools.iter().enumerate() {
+    for (r, store) in stores.iter().enumerate() {
         for w in 0..4 {
-            let (pool, url, key) = (pool.clone(), url.clone(), key.clone());
+            let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..25 {
-                    let detail = format!("replica {r} writer {w} entry {i}");
-                    let run = format!("run-{r}-{w}");
-                    let entry = NewEntry { run: &run, stage: None, at: 1_800_000_000_000 + i, kind: "test", actor: "promote", detail: &detail };
-                    postgres::append(&pool, &url, &key, &entry).await.unwrap();
+                    store.audit(&format!("run-{r}-{w}"), None, "test", "promote", &format!("replica {r} writer {w} entry {i}")).await.unwrap();
                 }
             }));
         }
@@ -139,30 +205,33 @@ async fn replicas_migrate_once_and_concurrent_writers_keep_one_chain() {
     for t in tasks {
         t.await.unwrap();
     }
-    let trail = postgres::entries(&pools[0], &url).await.unwrap();
+    let trail = stores[0].audit_entries(None, 0, 1000).await.unwrap();
     assert_eq!(trail.len(), 300);
     let mut prev = String::new();
     for (i, e) in trail.iter().enumerate() {
         assert_eq!(e.seq, i as i64 + 1);
         assert_eq!(e.prev_hash.as_deref(), Some(prev.as_str()), "entry {} chains on the one before it", e.seq);
-        assert_eq!(e.hash.as_deref(), Some(e.expected_hash_at(&key, &prev, e.seq).as_str()), "entry {} is intact", e.seq);
         prev = e.hash.clone().unwrap();
     }
+    let verdict = stores[1].verify_audit().await.unwrap();
+    assert!(verdict.tamper.is_none() && verdict.entries == 300, "{verdict:?}");
 
     // Beside the chain, or changing it: refused by the database itself.
-    let forged = sqlx::query("INSERT INTO events (id, run_id, at, kind, detail, prev_hash, hash) VALUES (301, 'x', 0, 'test', 'forged', 'nope', 'nope')")
-        .execute(&pools[0])
-        .await;
+    let forged =
+        stores[0].raw_sql("INSERT INTO events (id, run_id, at, kind, detail, prev_hash, hash) VALUES (301, 'x', 0, 'test', 'forged', 'nope', 'nope')").await;
     assert!(forged.unwrap_err().to_string().contains("must carry its place in the chain"));
-    let changed = sqlx::query("UPDATE events SET detail = 'changed' WHERE id = 5").execute(&pools[0]).await;
+    let changed = stores[0].raw_sql("UPDATE events SET detail = 'changed' WHERE id = 5").await;
     assert!(changed.unwrap_err().to_string().contains("append-only"));
-    let removed = sqlx::query("DELETE FROM events WHERE id = 300").execute(&pools[0]).await;
+    let removed = stores[0].raw_sql("DELETE FROM events WHERE id = 300").await;
     assert!(removed.unwrap_err().to_string().contains("append-only"));
 
     // A replica restarted on the database finds it current and the same state.
-    let again = postgres::connect(&url, 2).await.unwrap();
-    assert_eq!(schema::state_id(&again, &url).await.unwrap(), id);
-    assert_eq!(schema::version(&again, &url).await.unwrap(), schema::MIGRATIONS.len() as i64);
+    let again = Store::open_url(&url, key.clone()).await.unwrap();
+    assert_eq!(again.state_id().await.unwrap().as_deref(), Some(id.as_str()));
+    // One who changes an entry with the guard removed is found out.
+    again.raw_sql("ALTER TABLE events DISABLE TRIGGER events_append_only; UPDATE events SET detail = 'rewritten' WHERE id = 7").await.unwrap();
+    let verdict = again.verify_audit().await.unwrap();
+    assert_eq!(verdict.tamper.map(|t| t.seq()), Some(7), "the altered entry is named");
 }
 
 /// The URL in a database error never carries its password.

@@ -1,15 +1,37 @@
-//! The PostgreSQL side of the state port, for several `promote serve` replicas on one database
-//! (issue 19): so far its schema, migrated by whichever replica starts first, and the audit
-//! trail's append, which keeps one chain whatever the number of concurrent writers. The
-//! [`super::Backend`] over it is not done yet: nothing outside the tests opens one.
+//! The PostgreSQL backend of the state port, for several `promote serve` replicas on one
+//! database: the schema migrated by whichever replica starts first (`schema`), writes grouped
+//! by one writer task per replica, each transaction taking its turn at the trail's head row
+//! (`writer`), reads on a pool, and other replicas' commits heard through LISTEN/NOTIFY.
 
 pub mod schema;
+mod writer;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::seal::Key;
-use crate::store::StoreError;
-use crate::store::chain::entry_hash;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::chain::{Entry, Tamper, Verdict};
+use super::{
+    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StoreError,
+    WatchFilter, WatchRecord, Write, Written,
+};
+
+/// The columns of `watches`, in [`watch_of`]'s order.
+const WATCH_COLUMNS: &str = "id, run_id, stage, pipeline, environment, version, commit_id, value, started_at, ends_at, interval_ms, next_at, state, looks, failures, errors, passes, message, evidence, marks, reverted_to, ended_at, cleared_by, cleared_at, seal, deployed_at, previous";
+const RUN_COLUMNS: &str = "id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message, authenticated, seal";
+const STAGE_COLUMNS: &str = "name, kind, state, attempt, started_at, finished_at, message, output, seal";
+const ENTRY_COLUMNS: &str = "id, run_id, stage, at, kind, actor, detail, prev_hash, hash";
+
+/// The channel every replica listens on (the trigger on `events` notifies it at each commit).
+pub const CHANNEL: &str = "promote_changes";
+
+/// Whether a state location names a PostgreSQL database.
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
 
 /// A database URL without its password, for messages.
 pub fn redacted(url: &str) -> String {
@@ -23,83 +45,549 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-fn db(url: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-    move |e| {
-        let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
-        StoreError::Db { path: redacted(url), message: e.to_string(), code }
+fn db(path: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |e| StoreError::db(path, e)
+}
+
+/// A promote state in a PostgreSQL database.
+pub struct PgBackend {
+    pool: PgPool,
+    options: PgConnectOptions,
+    /// The URL without its password.
+    path: String,
+    key: crate::seal::Key,
+    writes: std::sync::RwLock<Option<mpsc::Sender<writer::Job>>>,
+    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl PgBackend {
+    /// Connects to the database at `url`, migrating it to the current schema (once, whichever
+    /// replica comes first), and starts this replica's writer. Chains and seals with `key`.
+    pub async fn open(url: &str, key: crate::seal::Key) -> Result<PgBackend, StoreError> {
+        let path = redacted(url);
+        let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| StoreError::Db { path: path.clone(), message: e.to_string(), code: None })?;
+        let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect_with(options.clone()).await.map_err(db(&path))?;
+        schema::migrate(&pool, &path).await?;
+        let (writes, rx) = mpsc::channel(writer::QUEUE);
+        let for_writer = options.clone();
+        let connect: writer::Connect = Box::new(move || {
+            let o = for_writer.clone();
+            Box::pin(async move {
+                use sqlx::Connection;
+                PgConnection::connect_with(&o).await
+            })
+        });
+        let task = tokio::spawn(writer::run(connect, rx, key.clone()));
+        Ok(PgBackend { pool, options, path, key, writes: std::sync::RwLock::new(Some(writes)), writer: std::sync::Mutex::new(Some(task)) })
+    }
+
+    async fn write_one(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let closed = || StoreError::Closed { path: self.path.clone() };
+        let writes = self.writes.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(closed)?;
+        writes.send(writer::Job { write, reply }).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?.map_err(db(&self.path))
+    }
+
+    async fn runs_where(&self, sql: &str, bind: Option<&str>, limit: Option<i64>) -> Result<Vec<RunRecord>, StoreError> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+        if let Some(b) = bind {
+            q = q.bind(b);
+        }
+        if let Some(l) = limit {
+            q = q.bind(l);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db(&self.path))?;
+        Ok(rows.iter().map(run_of).collect())
+    }
+
+    async fn drifts_of(&self, f: DriftFilter<'_>) -> Result<Vec<DriftRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, pipeline, environment, head, baseline, commits, diff, rewritten, state, decided_by, reason, at, decided_at, seal FROM drifts
+             WHERE ($1::TEXT IS NULL OR pipeline = $1) AND ($2::TEXT IS NULL OR environment = $2) AND ($3::TEXT IS NULL OR state = $3) AND ($4::TEXT IS NULL OR id = $4)
+             ORDER BY at DESC, id DESC LIMIT 1000",
+        )
+        .bind(f.pipeline)
+        .bind(f.environment)
+        .bind(f.state)
+        .bind(f.id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(&self.path))?;
+        Ok(rows
+            .iter()
+            .map(|r| DriftRecord {
+                id: r.get(0),
+                pipeline: r.get(1),
+                environment: r.get(2),
+                head: r.get(3),
+                baseline: r.get(4),
+                commits: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
+                diff: r.get(6),
+                rewritten: r.get(7),
+                state: r.get(8),
+                decided_by: r.get(9),
+                reason: r.get(10),
+                at: r.get(11),
+                decided_at: r.get(12),
+                seal: r.get(13),
+            })
+            .collect())
+    }
+
+    async fn watches_of(&self, f: WatchFilter<'_>) -> Result<Vec<WatchRecord>, StoreError> {
+        let (order, limit) = if f.due.is_some() { ("next_at, id", 10_000) } else { ("started_at DESC, id DESC", 1000) };
+        // (Only constants are formatted in.)
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {WATCH_COLUMNS}, clear_reason FROM watches
+             WHERE ($1::TEXT IS NULL OR pipeline = $1) AND ($2::TEXT IS NULL OR environment = $2) AND ($3::TEXT IS NULL OR version = $3) AND ($4::TEXT IS NULL OR run_id = $4)
+               AND ($5::TEXT IS NULL OR state = $5) AND ($6::BIGINT IS NULL OR (state IN ('watching', 'reverting') AND next_at <= $6)) AND ($7::TEXT IS NULL OR id = $7)
+             ORDER BY {order} LIMIT {limit}"
+        )))
+        .bind(f.pipeline)
+        .bind(f.environment)
+        .bind(f.version)
+        .bind(f.run)
+        .bind(f.state)
+        .bind(f.due)
+        .bind(f.id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(&self.path))?;
+        Ok(rows.iter().map(watch_of).collect())
+    }
+
+    async fn waiting_runs_of(&self) -> Result<Vec<(RunRecord, Vec<StageRecord>)>, StoreError> {
+        let runs = self
+            .runs_where(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND id IN (SELECT run_id FROM stages WHERE state = 'waiting') ORDER BY created_at, id"),
+                None,
+                None,
+            )
+            .await?;
+        let stages = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {STAGE_COLUMNS}, run_id FROM stages WHERE run_id IN (SELECT run_id FROM stages WHERE state = 'waiting') ORDER BY run_id, position"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(&self.path))?;
+        let mut by_run: std::collections::HashMap<String, Vec<StageRecord>> = std::collections::HashMap::new();
+        for r in &stages {
+            by_run.entry(r.get(9)).or_default().push(stage_row(r, 0));
+        }
+        Ok(runs
+            .into_iter()
+            .map(|r| {
+                let s = by_run.remove(&r.id).unwrap_or_default();
+                (r, s)
+            })
+            .collect())
+    }
+
+    async fn stages_where_of(&self, kind: Option<&str>, state: Option<StageState>) -> Result<Vec<StageOf>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.name, s.kind, s.state, s.attempt, s.started_at, s.finished_at, s.message, s.output, s.seal,
+                    r.id, r.pipeline, r.version, r.created_at, d.origin_at
+             FROM stages s JOIN runs r ON r.id = s.run_id LEFT JOIN deliveries d ON d.run_id = r.id
+             WHERE ($1::TEXT IS NULL OR s.kind = $1) AND ($2::TEXT IS NULL OR s.state = $2)
+             ORDER BY r.created_at, r.id, s.position",
+        )
+        .bind(kind)
+        .bind(state.map(|s| s.as_str()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(&self.path))?;
+        Ok(rows
+            .iter()
+            .map(|r| StageOf {
+                stage: stage_row(r, 0),
+                run: r.get(9),
+                pipeline: r.get(10),
+                version: r.get(11),
+                run_created_at: r.get(12),
+                origin_at: r.get(13),
+            })
+            .collect())
+    }
+
+    async fn events_where(&self, sql: &str, run: &str, n: Option<i64>) -> Result<Vec<Event>, StoreError> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).bind(run);
+        if let Some(n) = n {
+            q = q.bind(n);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db(&self.path))?;
+        Ok(rows.iter().map(|r| Event { id: r.get(0), stage: r.get(1), at: r.get(2), kind: r.get(3), actor: r.get(4), detail: r.get(5) }).collect())
+    }
+
+    /// Checks the whole trail, a page at a time: every hash recomputed with the key and every
+    /// link compared; then the head row against the last entry (a cut tail).
+    async fn verify(&self) -> Result<Verdict, StoreError> {
+        let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await.map_err(db(&self.path))?;
+        let mut prev = String::new();
+        let mut after = 0i64;
+        let mut last: Option<(i64, Option<String>)> = None;
+        let mut previous_entries: Vec<Entry> = Vec::new();
+        loop {
+            let page = self.entries(None, after, 10_000).await?;
+            if page.is_empty() {
+                break;
+            }
+            for e in &page {
+                let (Some(hash), Some(p)) = (&e.hash, &e.prev_hash) else {
+                    return Ok(Verdict { entries, head: None, tamper: Some(Tamper::Unhashed { seq: e.seq }), kept: Vec::new() });
+                };
+                let expected_seq = last.as_ref().map_or(1, |l| l.0 + 1);
+                let tamper = if e.expected_hash(&self.key, p) != *hash {
+                    Some(Tamper::Altered { seq: e.seq })
+                } else if *p != prev {
+                    let after_seq = last.as_ref().map_or(0, |l| l.0);
+                    if e.seq > expected_seq {
+                        Some(Tamper::Removed { seq: e.seq, after: after_seq })
+                    } else {
+                        Some(Tamper::Reordered { seq: e.seq, after: after_seq })
+                    }
+                } else {
+                    None
+                };
+                if let Some(t) = tamper {
+                    return Ok(Verdict { entries, head: None, tamper: Some(t), kept: Vec::new() });
+                }
+                prev = hash.clone();
+                last = Some((e.seq, Some(hash.clone())));
+            }
+            after = page.last().map_or(after, |e| e.seq);
+            previous_entries = page;
+        }
+        drop(previous_entries);
+        let head = last.as_ref().and_then(|l| l.1.clone());
+        let written: (i64, String) = sqlx::query_as("SELECT id, hash FROM audit_head WHERE one = 1").fetch_one(&self.pool).await.map_err(db(&self.path))?;
+        let tamper = match &last {
+            Some((lid, lhash)) if written.0 != *lid || Some(&written.1) != lhash.as_ref() => Some(Tamper::TailCut { head: written.0, last: *lid }),
+            None if written.0 > 0 => Some(Tamper::TailCut { head: written.0, last: 0 }),
+            _ => None,
+        };
+        Ok(Verdict { entries, head, tamper, kept: Vec::new() })
+    }
+
+    async fn entries(&self, run: Option<&str>, after: i64, limit: i64) -> Result<Vec<Entry>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM events WHERE id > $1 AND ($2::TEXT IS NULL OR run_id = $2) ORDER BY id LIMIT $3"
+        )))
+        .bind(after)
+        .bind(run)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(&self.path))?;
+        Ok(rows.iter().map(entry_of).collect())
     }
 }
 
-/// Connects to `url` and brings its schema to the current version (see [`schema::migrate`]).
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    let pool = PgPoolOptions::new().max_connections(max_connections).connect(url).await.map_err(db(url))?;
-    schema::migrate(&pool, url).await?;
-    Ok(pool)
-}
+impl Backend for PgBackend {
+    fn path(&self) -> &str {
+        &self.path
+    }
 
-/// One audit entry to append.
-#[derive(Debug, Clone)]
-pub struct NewEntry<'a> {
-    /// The run it belongs to.
-    pub run: &'a str,
-    /// The stage, if any.
-    pub stage: Option<&'a str>,
-    /// When, in ms since the epoch.
-    pub at: i64,
-    /// What kind of entry.
-    pub kind: &'a str,
-    /// Who did it.
-    pub actor: &'a str,
-    /// The entry's text.
-    pub detail: &'a str,
-}
+    fn key(&self) -> &crate::seal::Key {
+        &self.key
+    }
 
-/// Appends `entry` to the trail in its own transaction and returns its id: the head row is
-/// locked (`SELECT ... FOR UPDATE`), so that concurrent writers on any number of replicas take
-/// turns and each entry chains on the one before it; the database's trigger refuses an entry
-/// whose `prev_hash` is not the head's, whoever writes it.
-pub async fn append(pool: &PgPool, url: &str, key: &Key, entry: &NewEntry<'_>) -> Result<i64, StoreError> {
-    let e = db(url);
-    let mut tx = pool.begin().await.map_err(&e)?;
-    let (head_id, head_hash): (i64, String) =
-        sqlx::query_as("SELECT id, hash FROM audit_head WHERE one = 1 FOR UPDATE").fetch_one(&mut *tx).await.map_err(&e)?;
-    let id = head_id + 1;
-    let hash = entry_hash(key, &head_hash, id, entry.run, entry.stage, entry.at, entry.kind, entry.actor, entry.detail);
-    sqlx::query("INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-        .bind(id)
-        .bind(entry.run)
-        .bind(entry.stage)
-        .bind(entry.at)
-        .bind(entry.kind)
-        .bind(entry.actor)
-        .bind(entry.detail)
-        .bind(&head_hash)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(&e)?;
-    tx.commit().await.map_err(&e)?;
-    Ok(id)
-}
+    fn state_id(&self) -> Fut<'_, Option<String>> {
+        Box::pin(async move { sqlx::query_scalar("SELECT state_id FROM meta").fetch_optional(&self.pool).await.map_err(db(&self.path)) })
+    }
 
-/// The trail as stored, oldest first.
-pub async fn entries(pool: &PgPool, url: &str) -> Result<Vec<crate::store::Entry>, StoreError> {
-    type Row = (i64, String, String, String, Option<String>, i64, String, String, String);
-    let rows: Vec<Row> =
-        sqlx::query_as("SELECT id, prev_hash, hash, run_id, stage, at, kind, actor, detail FROM events ORDER BY id").fetch_all(pool).await.map_err(db(url))?;
-    Ok(rows
-        .into_iter()
-        .map(|(seq, prev_hash, hash, run, stage, at, kind, actor, detail)| crate::store::Entry {
-            seq,
-            at,
-            time: crate::clock::rfc3339(at),
-            run,
-            stage,
-            kind,
-            actor,
-            detail,
-            prev_hash: Some(prev_hash),
-            hash: Some(hash),
+    fn schema_version(&self) -> Fut<'_, i64> {
+        Box::pin(schema::version(&self.pool, &self.path))
+    }
+
+    fn write(&self, write: Write) -> Fut<'_, Written> {
+        Box::pin(self.write_one(write))
+    }
+
+    fn run<'a>(&'a self, id: &'a str) -> Fut<'a, Option<RunRecord>> {
+        Box::pin(async move { Ok(self.runs_where(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"), Some(id), None).await?.pop()) })
+    }
+
+    fn runs(&self, limit: i64) -> Fut<'_, Vec<RunRecord>> {
+        Box::pin(async move { self.runs_where(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC LIMIT $1"), None, Some(limit)).await })
+    }
+
+    fn stages<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<StageRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {STAGE_COLUMNS} FROM stages WHERE run_id = $1 ORDER BY position")))
+                .bind(run)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(&self.path))?;
+            Ok(rows.iter().map(|r| stage_row(r, 0)).collect())
         })
-        .collect())
+    }
+
+    fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT \"user\", approve, comment, at, seal FROM decisions WHERE run_id = $1 AND stage = $2 ORDER BY at, \"user\"")
+                .bind(run)
+                .bind(stage)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(&self.path))?;
+            Ok(rows.iter().map(|r| Decision { user: r.get(0), approve: r.get(1), comment: r.get(2), at: r.get(3), seal: r.get(4) }).collect())
+        })
+    }
+
+    fn drifts<'a>(&'a self, filter: DriftFilter<'a>) -> Fut<'a, Vec<DriftRecord>> {
+        Box::pin(self.drifts_of(filter))
+    }
+
+    fn watches<'a>(&'a self, filter: WatchFilter<'a>) -> Fut<'a, Vec<WatchRecord>> {
+        Box::pin(self.watches_of(filter))
+    }
+
+    fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>> {
+        Box::pin(self.waiting_runs_of())
+    }
+
+    fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>> {
+        Box::pin(self.stages_where_of(kind, state))
+    }
+
+    fn env_locks(&self) -> Fut<'_, Vec<Lease>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String, i64)> = sqlx::query_as("SELECT environment, run_id, expires_at FROM env_locks ORDER BY environment")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(&self.path))?;
+            Ok(rows.into_iter().map(|(what, holder, expires_at)| Lease { what, holder, expires_at }).collect())
+        })
+    }
+
+    fn polled<'a>(&'a self, source: &'a str) -> Fut<'a, Option<Vec<(String, String)>>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String)> = sqlx::query_as("SELECT ref, oid FROM polled WHERE source = $1 ORDER BY ref")
+                .bind(source)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(&self.path))?;
+            Ok((!rows.is_empty()).then(|| rows.into_iter().filter(|(r, _)| !r.is_empty()).collect()))
+        })
+    }
+
+    fn driver<'a>(&'a self, run: &'a str) -> Fut<'a, Option<Lease>> {
+        Box::pin(async move {
+            let row: Option<(String, i64)> = sqlx::query_as("SELECT holder, expires_at FROM drivers WHERE run_id = $1")
+                .bind(run)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db(&self.path))?;
+            Ok(row.map(|(holder, expires_at)| Lease { what: run.to_string(), holder, expires_at }))
+        })
+    }
+
+    fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> Fut<'a, Vec<Exemption>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT template, by_user, reason, at, seal FROM log_exemptions WHERE pipeline = $1 ORDER BY at")
+                .bind(pipeline)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(&self.path))?;
+            Ok(rows.iter().map(|r| Exemption { template: r.get(0), user: r.get(1), reason: r.get(2), at: r.get(3), seal: r.get(4) }).collect())
+        })
+    }
+
+    fn last_events<'a>(&'a self, run: &'a str, n: i64) -> Fut<'a, (Vec<Event>, i64)> {
+        Box::pin(async move {
+            let events = self
+                .events_where(
+                    "SELECT id, stage, at, kind, actor, detail FROM (SELECT * FROM events WHERE run_id = $1 ORDER BY id DESC LIMIT $2) last ORDER BY id",
+                    run,
+                    Some(n),
+                )
+                .await?;
+            let total: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM events WHERE run_id = $1").bind(run).fetch_one(&self.pool).await.map_err(db(&self.path))?;
+            Ok((events, total))
+        })
+    }
+
+    fn events<'a>(&'a self, run: &'a str) -> Fut<'a, Vec<Event>> {
+        Box::pin(self.events_where("SELECT id, stage, at, kind, actor, detail FROM events WHERE run_id = $1 ORDER BY id", run, None))
+    }
+
+    fn last_change(&self) -> Fut<'_, i64> {
+        Box::pin(async move { sqlx::query_scalar("SELECT coalesce(max(id), 0)::BIGINT FROM events").fetch_one(&self.pool).await.map_err(db(&self.path)) })
+    }
+
+    fn changes_after(&self, after: i64, limit: i64) -> Fut<'_, Vec<Change>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT id, run_id, stage, kind FROM events WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(&self.path))?;
+            Ok(rows.iter().map(|r| Change { id: r.get(0), run: r.get(1), stage: r.get(2), kind: r.get(3) }).collect())
+        })
+    }
+
+    fn watch(&self, poke: Arc<Notify>) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        let options = self.options.clone();
+        let task = tokio::spawn(listen(options, poke));
+        Some(Box::new(AbortOnDrop(task)))
+    }
+
+    fn verify_audit(&self) -> Fut<'_, Verdict> {
+        Box::pin(self.verify())
+    }
+
+    fn audit_entry_with_hash<'a>(&'a self, hash: &'a str) -> Fut<'a, Option<i64>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT id FROM events WHERE hash = $1")
+                .bind(hash.trim().to_ascii_lowercase())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db(&self.path))
+        })
+    }
+
+    fn audit_entries<'a>(&'a self, run: Option<&'a str>, after: i64, limit: i64) -> Fut<'a, Vec<Entry>> {
+        Box::pin(self.entries(run, after, limit))
+    }
+
+    fn raw_sql<'a>(&'a self, sql: &'a str) -> Fut<'a, ()> {
+        Box::pin(async move { sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool).await.map(|_| ()).map_err(db(&self.path)) })
+    }
+
+    fn close(&self) -> Fut<'_, ()> {
+        Box::pin(async move {
+            drop(self.writes.write().unwrap_or_else(|e| e.into_inner()).take());
+            let task = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(t) = task {
+                let _ = t.await;
+            }
+            self.pool.close().await;
+            Ok(())
+        })
+    }
+}
+
+/// A task stopped when its handle goes (the change feed's listener lives with its subscription).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// LISTENs on [`CHANNEL`] and pokes the feed at each notification (each commit of any replica);
+/// a lost connection is made again (and the feed poked, since commits may have been missed).
+async fn listen(options: PgConnectOptions, poke: Arc<Notify>) {
+    loop {
+        let listener = async {
+            let mut l = PgListener::connect_with(&PgPool::connect_lazy_with(options.clone())).await?;
+            l.listen(CHANNEL).await?;
+            poke.notify_one();
+            loop {
+                l.recv().await?;
+                poke.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(e) = listener.await {
+            tracing::warn!(error = %e, "the change feed lost the database; listening again in 1 s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn run_of(r: &PgRow) -> RunRecord {
+    RunRecord {
+        id: r.get(0),
+        pipeline: r.get(1),
+        file: r.get(2),
+        source: r.get(3),
+        version: r.get(4),
+        state: r.get::<String, _>(5).parse().unwrap_or(RunState::Running),
+        triggered_by: r.get(6),
+        created_at: r.get(7),
+        finished_at: r.get(8),
+        message: r.get(9),
+        authenticated: r.get(10),
+        seal: r.get(11),
+    }
+}
+
+fn stage_row(r: &PgRow, at: usize) -> StageRecord {
+    StageRecord {
+        name: r.get(at),
+        kind: r.get(at + 1),
+        state: r.get::<String, _>(at + 2).parse().unwrap_or(StageState::Pending),
+        attempt: r.get(at + 3),
+        started_at: r.get(at + 4),
+        finished_at: r.get(at + 5),
+        message: r.get(at + 6),
+        output: r.get::<Option<String>, _>(at + 7).and_then(|s| serde_json::from_str(&s).ok()),
+        seal: r.get(at + 8),
+    }
+}
+
+fn entry_of(r: &PgRow) -> Entry {
+    let at: i64 = r.get(3);
+    Entry {
+        seq: r.get(0),
+        run: r.get(1),
+        stage: r.get(2),
+        at,
+        time: crate::clock::rfc3339(at),
+        kind: r.get(4),
+        actor: r.get(5),
+        detail: r.get(6),
+        prev_hash: r.get(7),
+        hash: r.get(8),
+    }
+}
+
+/// A `watches` row read with [`WATCH_COLUMNS`] and `clear_reason`.
+fn watch_of(r: &PgRow) -> WatchRecord {
+    let json = |i: usize| r.get::<Option<String>, _>(i).and_then(|t| serde_json::from_str(&t).ok());
+    WatchRecord {
+        id: r.get(0),
+        run: r.get(1),
+        stage: r.get(2),
+        pipeline: r.get(3),
+        environment: r.get(4),
+        version: r.get(5),
+        commit: r.get(6),
+        value: r.get(7),
+        started_at: r.get(8),
+        ends_at: r.get(9),
+        interval_ms: r.get(10),
+        next_at: r.get(11),
+        state: r.get(12),
+        looks: r.get(13),
+        failures: r.get(14),
+        errors: r.get(15),
+        passes: r.get(16),
+        message: r.get(17),
+        evidence: json(18),
+        marks: json(19),
+        reverted_to: r.get(20),
+        ended_at: r.get(21),
+        cleared_by: r.get(22),
+        cleared_at: r.get(23),
+        seal: r.get(24),
+        deployed_at: r.get(25),
+        previous: r.get(26),
+        clear_reason: r.get(27),
+    }
+}
+
+/// One watch, inside the writer's transaction (its row locked).
+async fn read_watch(conn: &mut PgConnection, id: &str) -> Result<Option<WatchRecord>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {WATCH_COLUMNS}, clear_reason FROM watches WHERE id = $1 FOR UPDATE")))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.as_ref().map(watch_of))
 }

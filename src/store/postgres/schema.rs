@@ -12,7 +12,7 @@ const MIGRATION_LOCK: i64 = 0x5052_4f4d;
 /// The schema, one migration per version. Never edit a released entry: add one.
 pub const MIGRATIONS: &[&str] = &[
     // 1: everything the SQLite schema holds at its version 13. Times are Unix milliseconds
-    // (BIGINT), flags 0/1 (INTEGER), JSON as text: the records decode the same from both.
+    // (BIGINT), counts BIGINT, flags BOOLEAN, JSON as text: the records decode the same from both.
     "CREATE TABLE meta (one INTEGER PRIMARY KEY CHECK (one = 1), state_id TEXT NOT NULL);
     INSERT INTO meta (one, state_id) VALUES (1, md5(random()::text || clock_timestamp()::text));
     CREATE TABLE runs (
@@ -26,16 +26,16 @@ pub const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL,
         finished_at BIGINT,
         message TEXT,
-        authenticated INTEGER NOT NULL DEFAULT 0,
+        authenticated BOOLEAN NOT NULL DEFAULT false,
         seal TEXT
     );
     CREATE TABLE stages (
         run_id TEXT NOT NULL REFERENCES runs(id),
         name TEXT NOT NULL,
         kind TEXT NOT NULL,
-        position INTEGER NOT NULL,
+        position BIGINT NOT NULL,
         state TEXT NOT NULL,
-        attempt INTEGER NOT NULL DEFAULT 0,
+        attempt BIGINT NOT NULL DEFAULT 0,
         started_at BIGINT,
         finished_at BIGINT,
         message TEXT,
@@ -67,6 +67,8 @@ pub const MIGRATIONS: &[&str] = &[
             RAISE EXCEPTION 'an audit entry must carry its place in the chain: only promote appends to the trail';
         END IF;
         UPDATE audit_head SET id = NEW.id, hash = NEW.hash WHERE one = 1;
+        -- Every replica's change feed listens (delivered at commit; one per transaction).
+        PERFORM pg_notify('promote_changes', '');
         RETURN NEW;
     END $$;
     CREATE TRIGGER events_chained BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION promote_events_chained();
@@ -79,7 +81,7 @@ pub const MIGRATIONS: &[&str] = &[
         run_id TEXT NOT NULL,
         stage TEXT NOT NULL,
         \"user\" TEXT NOT NULL,
-        approve INTEGER NOT NULL,
+        approve BOOLEAN NOT NULL,
         comment TEXT,
         at BIGINT NOT NULL,
         seal TEXT,
@@ -117,7 +119,7 @@ pub const MIGRATIONS: &[&str] = &[
         baseline TEXT,
         commits TEXT NOT NULL,
         diff TEXT NOT NULL,
-        rewritten INTEGER NOT NULL,
+        rewritten BOOLEAN NOT NULL,
         state TEXT NOT NULL,
         decided_by TEXT,
         reason TEXT,
@@ -140,10 +142,10 @@ pub const MIGRATIONS: &[&str] = &[
         interval_ms BIGINT NOT NULL,
         next_at BIGINT NOT NULL,
         state TEXT NOT NULL,
-        looks INTEGER NOT NULL DEFAULT 0,
-        failures INTEGER NOT NULL DEFAULT 0,
-        errors INTEGER NOT NULL DEFAULT 0,
-        passes INTEGER NOT NULL DEFAULT 0,
+        looks BIGINT NOT NULL DEFAULT 0,
+        failures BIGINT NOT NULL DEFAULT 0,
+        errors BIGINT NOT NULL DEFAULT 0,
+        passes BIGINT NOT NULL DEFAULT 0,
         message TEXT,
         evidence TEXT,
         marks TEXT,

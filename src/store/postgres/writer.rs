@@ -1,0 +1,622 @@
+//! Group commit on PostgreSQL, as on SQLite: one task per replica takes every write queued
+//! meanwhile into one transaction and answers each caller after the commit. The transaction
+//! first locks the trail's head row (`FOR UPDATE`): replicas take turns at the chain, so each
+//! entry follows the one before it whoever wrote it; the other tables' rows are claimed by
+//! conditional statements inside the same transaction (a lease taken only when free or lapsed).
+
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::seal::Key;
+use crate::store::chain::entry_hash;
+use crate::store::{StageState, StageWrite, Write, Written, seals};
+
+/// The most writes one transaction carries.
+const MAX_BATCH: usize = 512;
+/// The queue in front of the writer (callers wait when it is full).
+pub(super) const QUEUE: usize = 8192;
+
+/// A write and who waits for it.
+pub(super) struct Job {
+    pub(super) write: Write,
+    pub(super) reply: oneshot::Sender<Result<Written, sqlx::Error>>,
+}
+
+/// How the writer gets a connection (again, after the database went away).
+pub(super) type Connect = Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<PgConnection, sqlx::Error>> + Send + Sync>;
+
+/// The writer's loop. A connection lost (the database restarted) fails the batch in hand, whose
+/// callers retry as after any transient error, and is made again for the next one.
+pub(super) async fn run(connect: Connect, mut rx: mpsc::Receiver<Job>, key: Key) {
+    let mut conn: Option<PgConnection> = None;
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if conn.is_none() {
+            match connect().await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    let msg = e.to_string();
+                    for job in batch.drain(..) {
+                        let _ = job.reply.send(Err(sqlx::Error::Protocol(format!("cannot reach the database: {msg}"))));
+                    }
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        match apply_all(c, &batch, &key).await {
+            Ok(results) => {
+                for (job, r) in batch.drain(..).zip(results) {
+                    let _ = job.reply.send(Ok(r));
+                }
+            }
+            Err(e) if lost(&e) => {
+                conn = None;
+                let msg = e.to_string();
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(sqlx::Error::Protocol(format!("the database connection was lost: {msg}"))));
+                }
+            }
+            Err(_) if batch.len() > 1 => {
+                for job in batch.drain(..) {
+                    let r = apply_all(c, std::slice::from_ref(&job), &key).await.map(|mut v| v.remove(0));
+                    let _ = job.reply.send(r);
+                }
+            }
+            Err(e) => {
+                if let Some(job) = batch.pop() {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+        }
+    }
+    if let Some(c) = conn {
+        let _ = c.close().await;
+    }
+}
+
+/// Whether an error means the connection is gone (not that a statement was refused).
+fn lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx connection.
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
+}
+
+/// One transaction for every job, committed before anything is returned.
+async fn apply_all(conn: &mut PgConnection, jobs: &[Job], key: &Key) -> Result<Vec<Written>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let row = sqlx::query("SELECT id, hash FROM audit_head WHERE one = 1 FOR UPDATE").fetch_one(&mut *tx).await?;
+    let mut head = Head { id: row.get(0), hash: row.get(1), key: key.clone() };
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        out.push(apply(&mut tx, &job.write, &mut head).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// A stage's UPDATE and its entry, one statement.
+const UPDATE_STAGE: &str = "WITH s AS (
+       UPDATE stages SET state = coalesce($1, state), attempt = coalesce($2, attempt), started_at = coalesce($3, started_at),
+         finished_at = CASE WHEN $4::BIGINT IS NOT NULL THEN $4 WHEN $1 = 'running' THEN NULL ELSE finished_at END,
+         message = CASE WHEN $5::TEXT IS NULL THEN message WHEN $5 = '' THEN NULL ELSE $5 END, output = coalesce($6, output),
+         seal = coalesce($7, seal)
+       WHERE run_id = $8 AND name = $9 RETURNING 1)
+     INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES ($10, $8, $9, $11, 'stage', 'promote', $12, $13, $14)";
+
+async fn transition(conn: &mut PgConnection, run: &str, item: &StageWrite, head: &mut Head) -> Result<(), sqlx::Error> {
+    let now = crate::clock::now_ms();
+    let t = &item.transition;
+    let (id, prev, hash) = head.append(run, Some(&item.stage), now, "stage", "promote", &item.event);
+    let seal = t.state.map(|s| seals::stage(&head.key, run, &item.stage, s.as_str()));
+    sqlx::query(UPDATE_STAGE)
+        .bind(t.state.map(StageState::as_str))
+        .bind(t.attempt)
+        .bind(t.started_at)
+        .bind(t.finished_at)
+        .bind(t.message.as_deref())
+        .bind(t.output.as_ref().map(|o| o.to_string()))
+        .bind(seal)
+        .bind(run)
+        .bind(item.stage.as_str())
+        .bind(id)
+        .bind(now)
+        .bind(item.event.as_str())
+        .bind(prev)
+        .bind(hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// One write's statements, inside the open transaction.
+async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Result<Written, sqlx::Error> {
+    match write {
+        Write::CreateRun { run, stages, delivery } => {
+            if let Some(d) = delivery {
+                let inserted = sqlx::query(
+                    "INSERT INTO deliveries (provider, delivery_id, body_hash, pipeline, version, run_id, at, origin_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&d.provider)
+                .bind(&d.id)
+                .bind(&d.body_hash)
+                .bind(&run.pipeline)
+                .bind(&run.version)
+                .bind(&run.id)
+                .bind(run.created_at)
+                .bind(d.origin_at)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    let first: Option<String> = sqlx::query_scalar(
+                        "SELECT run_id FROM deliveries WHERE (provider = $1 AND delivery_id = $2 AND pipeline = $3) OR (pipeline = $3 AND version = $4) ORDER BY at LIMIT 1",
+                    )
+                    .bind(&d.provider)
+                    .bind(&d.id)
+                    .bind(&run.pipeline)
+                    .bind(&run.version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    return Ok(Written::Duplicate(first));
+                }
+            }
+            let seal =
+                seals::run(&head.key, &run.id, &run.pipeline, &run.file, &run.source, &run.version, &run.triggered_by, run.authenticated, run.created_at);
+            sqlx::query(
+                "INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, authenticated, seal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&run.id)
+            .bind(&run.pipeline)
+            .bind(&run.file)
+            .bind(&run.source)
+            .bind(&run.version)
+            .bind(run.state.as_str())
+            .bind(&run.triggered_by)
+            .bind(run.created_at)
+            .bind(run.authenticated)
+            .bind(seal)
+            .execute(&mut *conn)
+            .await?;
+            for (i, (name, kind)) in stages.iter().enumerate() {
+                sqlx::query("INSERT INTO stages (run_id, name, kind, position, state, seal) VALUES ($1, $2, $3, $4, 'pending', $5)")
+                    .bind(&run.id)
+                    .bind(name)
+                    .bind(kind)
+                    .bind(i as i64)
+                    .bind(seals::stage(&head.key, &run.id, name, StageState::Pending.as_str()))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let detail = format!("run started: {} {} by {}", run.pipeline, run.version, run.triggered_by);
+            insert_event(conn, head, &run.id, None, run.created_at, "trigger", &run.triggered_by, &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::Transitions { run, items } => {
+            for item in items {
+                transition(conn, run, item, head).await?;
+            }
+            Ok(Written::Done)
+        }
+        Write::FinishRun { run, state, message, at } => {
+            sqlx::query("UPDATE runs SET state = $1, finished_at = $2, message = $3 WHERE id = $4")
+                .bind(state.as_str())
+                .bind(at)
+                .bind(message)
+                .bind(run)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM env_locks WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM drivers WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
+            let detail = format!("run {state}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default());
+            insert_event(conn, head, run, None, *at, "run", "promote", &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::Decide { run, stage, user, approve, comment, kind, at } => {
+            sqlx::query(
+                "INSERT INTO decisions (run_id, stage, \"user\", approve, comment, at, seal) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (run_id, stage, \"user\") DO UPDATE SET approve = EXCLUDED.approve, comment = EXCLUDED.comment, at = EXCLUDED.at, seal = EXCLUDED.seal",
+            )
+            .bind(run)
+            .bind(stage)
+            .bind(user)
+            .bind(approve)
+            .bind(comment)
+            .bind(at)
+            .bind(seals::decision(&head.key, run, stage, user, *approve, comment.as_deref(), *at))
+            .execute(&mut *conn)
+            .await?;
+            let what = match (kind.as_str(), approve) {
+                ("break-glass", _) => "freeze overridden (break-glass)",
+                ("callback", true) => "passed",
+                ("callback", false) => "failed",
+                (_, true) => "approved",
+                (_, false) => "rejected",
+            };
+            let detail = format!("{what} by {user}{}", comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default());
+            insert_event(conn, head, run, Some(stage), *at, kind, user, &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::Exempt { run, pipeline, template, user, reason, at } => {
+            sqlx::query(
+                "INSERT INTO log_exemptions (pipeline, template, by_user, reason, at, seal) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (pipeline, template) DO UPDATE SET by_user = EXCLUDED.by_user, reason = EXCLUDED.reason, at = EXCLUDED.at, seal = EXCLUDED.seal",
+            )
+            .bind(pipeline)
+            .bind(template)
+            .bind(user)
+            .bind(reason)
+            .bind(at)
+            .bind(seals::exemption(&head.key, pipeline, template, user, reason, *at))
+            .execute(&mut *conn)
+            .await?;
+            insert_event(conn, head, run, None, *at, "log-exemption", user, &format!("`{template}` marked not a risk by {user}: {reason}")).await?;
+            Ok(Written::Done)
+        }
+        Write::RecordDrift { drift: d } => {
+            let commits = serde_json::to_string(&d.commits).unwrap_or_else(|_| "[]".into());
+            let seal = seals::drift(&head.key, &d.id, &d.pipeline, &d.environment, &d.head, d.baseline.as_deref(), &d.state, d.decided_by.as_deref());
+            let inserted = sqlx::query(
+                "INSERT INTO drifts (id, pipeline, environment, head, baseline, commits, diff, rewritten, state, decided_by, reason, at, decided_at, seal)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+            )
+            .bind(&d.id)
+            .bind(&d.pipeline)
+            .bind(&d.environment)
+            .bind(&d.head)
+            .bind(&d.baseline)
+            .bind(commits)
+            .bind(&d.diff)
+            .bind(d.rewritten)
+            .bind(&d.state)
+            .bind(&d.decided_by)
+            .bind(&d.reason)
+            .bind(d.at)
+            .bind(d.decided_at)
+            .bind(seal)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let first: Option<String> = sqlx::query_scalar("SELECT id FROM drifts WHERE pipeline = $1 AND environment = $2 AND head = $3")
+                    .bind(&d.pipeline)
+                    .bind(&d.environment)
+                    .bind(&d.head)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                return Ok(Written::Duplicate(first));
+            }
+            let what = if d.rewritten {
+                "its history was rewritten".to_string()
+            } else {
+                let authors: Vec<&str> = d.commits.iter().map(|c| c.author.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+                format!("{} commit(s) promote did not make, by {}", d.commits.len(), authors.join(", "))
+            };
+            let on = d.baseline.as_deref().map(|b| format!(" on top of {}", &b[..b.len().min(10)])).unwrap_or_default();
+            let detail = format!("{}: drift {} in {}: {what}{on}, head {}", d.pipeline, d.id, d.environment, &d.head[..d.head.len().min(10)]);
+            insert_event(conn, head, "-", None, d.at, "drift", "promote", &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::DecideDrift { id, state, user, reason, at } => {
+            let row: Option<(String, String, String, Option<String>)> =
+                sqlx::query_as("SELECT pipeline, environment, head, baseline FROM drifts WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *conn).await?;
+            let Some((pipeline, environment, drift_head, baseline)) = row else { return Ok(Written::Duplicate(None)) };
+            let seal = seals::drift(&head.key, id, &pipeline, &environment, &drift_head, baseline.as_deref(), state, Some(user));
+            sqlx::query("UPDATE drifts SET state = $1, decided_by = $2, reason = $3, decided_at = $4, seal = $5 WHERE id = $6")
+                .bind(state)
+                .bind(user)
+                .bind(reason)
+                .bind(at)
+                .bind(seal)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            let detail =
+                format!("{pipeline}: drift {id} in {environment} {state} by {user}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default());
+            insert_event(conn, head, "-", None, *at, "drift-decision", user, &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::BeginWatch { watch: w } => {
+            let mut w = (**w).clone();
+            w.seal = Some(seals::watch(&head.key, &w));
+            let placeholders: Vec<String> = (1..=27).map(|i| format!("${i}")).collect();
+            // (Only constants are formatted in.)
+            let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO watches ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+                super::WATCH_COLUMNS,
+                placeholders.join(", ")
+            )))
+            .bind(&w.id)
+            .bind(&w.run)
+            .bind(&w.stage)
+            .bind(&w.pipeline)
+            .bind(&w.environment)
+            .bind(&w.version)
+            .bind(&w.commit)
+            .bind(&w.value)
+            .bind(w.started_at)
+            .bind(w.ends_at)
+            .bind(w.interval_ms)
+            .bind(w.next_at)
+            .bind(&w.state)
+            .bind(w.looks)
+            .bind(w.failures)
+            .bind(w.errors)
+            .bind(w.passes)
+            .bind(&w.message)
+            .bind(w.evidence.as_ref().map(|e| e.to_string()))
+            .bind(w.marks.as_ref().map(|e| e.to_string()))
+            .bind(&w.reverted_to)
+            .bind(w.ended_at)
+            .bind(&w.cleared_by)
+            .bind(w.cleared_at)
+            .bind(&w.seal)
+            .bind(w.deployed_at)
+            .bind(&w.previous)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let first: Option<String> = sqlx::query_scalar("SELECT id FROM watches WHERE run_id = $1 AND stage = $2")
+                    .bind(&w.run)
+                    .bind(&w.stage)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                return Ok(Written::Duplicate(first));
+            }
+            let by = format!("the promotion of {} by run {}", w.version, w.run);
+            supersede(conn, head, &w.pipeline, &w.environment, &by, Some(&w.id), w.started_at).await?;
+            let detail = format!(
+                "{}: watching {} in {} ({}, commit {}) until {} (watch {})",
+                w.pipeline,
+                w.version,
+                w.environment,
+                w.value,
+                &w.commit[..w.commit.len().min(10)],
+                crate::clock::rfc3339(w.ends_at),
+                w.id
+            );
+            insert_event(conn, head, &w.run, Some(&w.stage), w.started_at, "watch", "promote", &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::SupersedeWatches { pipeline, environment, by, except, at } => {
+            supersede(conn, head, pipeline, environment, by, except.as_deref(), *at).await?;
+            Ok(Written::Done)
+        }
+        Write::ClaimWatch { id, due, next_at } => {
+            let taken = sqlx::query("UPDATE watches SET next_at = $1 WHERE id = $2 AND next_at = $3 AND state IN ('watching', 'reverting')")
+                .bind(next_at)
+                .bind(id)
+                .bind(due)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            Ok(Written::Renewed(taken == 1))
+        }
+        Write::WatchLooked { id, failed, errored, passed, message, evidence } => {
+            let Some(mut w) = super::read_watch(conn, id).await? else { return Ok(Written::Duplicate(None)) };
+            w.looks += 1;
+            w.failures += i64::from(*failed);
+            w.errors = if *errored { w.errors + 1 } else { 0 };
+            w.passes += i64::from(*passed);
+            let seal = seals::watch(&head.key, &w);
+            sqlx::query("UPDATE watches SET looks = $1, failures = $2, errors = $3, passes = $4, message = $5, evidence = $6, seal = $7 WHERE id = $8")
+                .bind(w.looks)
+                .bind(w.failures)
+                .bind(w.errors)
+                .bind(w.passes)
+                .bind(message)
+                .bind(evidence.to_string())
+                .bind(seal)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Written::Done)
+        }
+        Write::EndWatch { id, state, message, reverted_to, reverted, at } => {
+            let Some(mut w) = super::read_watch(conn, id).await? else { return Ok(Written::Duplicate(None)) };
+            w.state = state.clone();
+            let seal = seals::watch(&head.key, &w);
+            let ended = (state != "reverting").then_some(*at);
+            sqlx::query("UPDATE watches SET state = $1, message = $2, reverted_to = coalesce($3, reverted_to), ended_at = $4, seal = $5 WHERE id = $6")
+                .bind(state)
+                .bind(message)
+                .bind(reverted_to)
+                .bind(ended)
+                .bind(seal)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            if *reverted {
+                sqlx::query("UPDATE runs SET state = 'reverted', message = $1 WHERE id = $2").bind(message).bind(&w.run).execute(&mut *conn).await?;
+                insert_event(conn, head, &w.run, None, *at, "run", "promote", &format!("run reverted: {message}")).await?;
+            }
+            let detail = format!("{}: watch {} of {} in {} {state}: {message}", w.pipeline, w.id, w.version, w.environment);
+            insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch", "promote", &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::ClearWatch { id, user, reason, at } => {
+            let Some(mut w) = super::read_watch(conn, id).await? else { return Ok(Written::Duplicate(None)) };
+            w.cleared_by = Some(user.clone());
+            let seal = seals::watch(&head.key, &w);
+            sqlx::query("UPDATE watches SET cleared_by = $1, cleared_at = $2, clear_reason = $3, seal = $4 WHERE id = $5")
+                .bind(user)
+                .bind(at)
+                .bind(reason)
+                .bind(seal)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            let detail =
+                format!("{}: {} may be promoted again: the hold of watch {} ({}) cleared by {user}: {reason}", w.pipeline, w.version, w.id, w.environment);
+            insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::Lock { environment, run, at, expires_at } => {
+            // The head row's lock already serialises every writer; the row lock makes it plain.
+            let held: Option<(String, i64)> = sqlx::query_as("SELECT run_id, expires_at FROM env_locks WHERE environment = $1 FOR UPDATE")
+                .bind(environment)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match held {
+                Some((holder, until)) if holder != *run && until >= *at => return Ok(Written::Holder(Some((holder, until)))),
+                Some((holder, until)) if holder != *run => {
+                    let detail = format!(
+                        "environment `{environment}` taken over from run {holder}: its lease lapsed at {} (its driver stopped)",
+                        crate::clock::rfc3339(until)
+                    );
+                    insert_event(conn, head, run, None, *at, "lock-takeover", "promote", &detail).await?;
+                }
+                _ => {}
+            }
+            sqlx::query(
+                "INSERT INTO env_locks (environment, run_id, at, expires_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (environment) DO UPDATE SET run_id = EXCLUDED.run_id, at = EXCLUDED.at, expires_at = EXCLUDED.expires_at",
+            )
+            .bind(environment)
+            .bind(run)
+            .bind(at)
+            .bind(expires_at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(Written::Holder(None))
+        }
+        Write::Drive { run, holder, at, expires_at } => {
+            let held: Option<(String, i64)> =
+                sqlx::query_as("SELECT holder, expires_at FROM drivers WHERE run_id = $1 FOR UPDATE").bind(run).fetch_optional(&mut *conn).await?;
+            match held {
+                Some((other, until)) if other != *holder && until >= *at => return Ok(Written::Holder(Some((other, until)))),
+                Some((other, until)) if until < *at => {
+                    let detail = format!("driven by a new process: the previous driver {other} stopped (its lease ran until {})", crate::clock::rfc3339(until));
+                    insert_event(conn, head, run, None, *at, "driver-takeover", "promote", &detail).await?;
+                }
+                _ => {}
+            }
+            sqlx::query(
+                "INSERT INTO drivers (run_id, holder, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (run_id) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at",
+            )
+            .bind(run)
+            .bind(holder)
+            .bind(expires_at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(Written::Holder(None))
+        }
+        Write::Renew { run, holder, expires_at } => {
+            let ours = sqlx::query("UPDATE drivers SET expires_at = $1 WHERE run_id = $2 AND holder = $3")
+                .bind(expires_at)
+                .bind(run)
+                .bind(holder)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                == 1;
+            if ours {
+                sqlx::query("UPDATE env_locks SET expires_at = $1 WHERE run_id = $2").bind(expires_at).bind(run).execute(&mut *conn).await?;
+            }
+            Ok(Written::Renewed(ours))
+        }
+        Write::Polled { source, refs } => {
+            sqlx::query("DELETE FROM polled WHERE source = $1").bind(source).execute(&mut *conn).await?;
+            for (r, oid) in std::iter::once(&(String::new(), String::new())).chain(refs) {
+                sqlx::query("INSERT INTO polled (source, ref, oid) VALUES ($1, $2, $3)").bind(source).bind(r).bind(oid).execute(&mut *conn).await?;
+            }
+            Ok(Written::Done)
+        }
+        Write::Release { run, holder } => {
+            sqlx::query("DELETE FROM drivers WHERE run_id = $1 AND holder = $2").bind(run).bind(holder).execute(&mut *conn).await?;
+            Ok(Written::Done)
+        }
+        Write::Audit { run, stage, kind, actor, detail, at } => {
+            insert_event(conn, head, run, stage.as_deref(), *at, kind, actor, detail).await?;
+            Ok(Written::Done)
+        }
+    }
+}
+
+/// The end of the chain inside the open transaction, read under the head row's lock and moved by
+/// every entry (the database's trigger moves the row with it and checks each link).
+pub(super) struct Head {
+    pub(super) id: i64,
+    pub(super) hash: String,
+    pub(super) key: Key,
+}
+
+impl Head {
+    /// The next entry's (id, previous hash, hash).
+    pub(super) fn append(&mut self, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> (i64, String, String) {
+        let id = self.id + 1;
+        let hash = entry_hash(&self.key, &self.hash, id, run, stage, at, kind, actor, detail);
+        let prev = std::mem::replace(&mut self.hash, hash.clone());
+        self.id = id;
+        (id, prev, hash)
+    }
+}
+
+/// Ends the active watches of an environment (but `except`) as `superseded`, each with its entry.
+async fn supersede(
+    conn: &mut PgConnection,
+    head: &mut Head,
+    pipeline: &str,
+    environment: &str,
+    by: &str,
+    except: Option<&str>,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM watches WHERE pipeline = $1 AND environment = $2 AND state IN ('watching', 'reverting') AND id <> coalesce($3, '') ORDER BY started_at",
+    )
+    .bind(pipeline)
+    .bind(environment)
+    .bind(except)
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in ids {
+        let Some(mut w) = super::read_watch(conn, &id).await? else { continue };
+        w.state = "superseded".into();
+        let message = format!("superseded by {by}");
+        sqlx::query("UPDATE watches SET state = 'superseded', message = $1, ended_at = $2, seal = $3 WHERE id = $4")
+            .bind(&message)
+            .bind(at)
+            .bind(seals::watch(&head.key, &w))
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
+        let detail = format!("{pipeline}: watch {id} of {} in {environment} superseded: {message}", w.version);
+        insert_event(conn, head, &w.run, Some(&w.stage), at, "watch", "promote", &detail).await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn insert_event(
+    conn: &mut PgConnection,
+    head: &mut Head,
+    run: &str,
+    stage: Option<&str>,
+    at: i64,
+    kind: &str,
+    actor: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    let (id, prev, hash) = head.append(run, stage, at, kind, actor, detail);
+    sqlx::query("INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(id)
+        .bind(run)
+        .bind(stage)
+        .bind(at)
+        .bind(kind)
+        .bind(actor)
+        .bind(detail)
+        .bind(prev)
+        .bind(hash)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
