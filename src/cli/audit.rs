@@ -62,7 +62,8 @@ pub fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `audit`.
 pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
-    if !state.exists() {
+    let in_database = crate::store::database_url().is_some() || crate::store::postgres::is_url(&state.to_string_lossy());
+    if !in_database && !state.exists() {
         eprintln!("promote: error: no state file at {}: nothing has run here (pass --state PATH)", state.display());
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }

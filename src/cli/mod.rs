@@ -181,7 +181,13 @@ pub async fn executor(state: &Path) -> anyhow::Result<crate::exec::Executor> {
 }
 
 /// Where the bare clones of environment repos live: `repos/` beside the state file.
+/// Where the git writer keeps its caches: beside the state file, or, for a state in a database
+/// (which replicas share, while each keeps its own caches), `.promote/repos` in the working folder.
 pub fn cache_dir(state: &Path) -> PathBuf {
+    let location = state.to_string_lossy();
+    if crate::store::database_url().is_some() || crate::store::postgres::is_url(&location) {
+        return PathBuf::from(".promote/repos");
+    }
     state.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("repos")
 }
 

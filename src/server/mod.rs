@@ -104,6 +104,8 @@ pub struct Server {
     config: Arc<Config>,
     stop: CancellationToken,
     drivers: Arc<tokio::sync::Mutex<tokio::task::JoinSet<()>>>,
+    /// The runs this server drives now (the others' are taken over when their lease lapses).
+    driving: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Plans of the pipeline sources stored with runs, by the source's hash (the pages draw runs
     /// of the same few sources again and again; a 5,000-stage plan takes ~50 ms to make).
     plans: Arc<std::sync::Mutex<std::collections::HashMap<u64, Arc<crate::plan::Plan>>>>,
@@ -198,11 +200,16 @@ impl Server {
         }
     }
 
-    /// Drives run `id` in the background until it ends or the server stops.
+    /// Drives run `id` in the background until it ends or the server stops (once: a run this
+    /// server drives already is left alone).
     fn drive(&self, id: String) {
-        let (exec, stop, drivers) = (self.exec.clone(), self.stop.clone(), self.drivers.clone());
+        if !self.driving.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone()) {
+            return;
+        }
+        let (exec, stop, drivers, driving) = (self.exec.clone(), self.stop.clone(), self.drivers.clone(), self.driving.clone());
         tokio::spawn(async move {
             drivers.lock().await.spawn(async move {
+                let _done = Forget(driving, id.clone());
                 match exec.drive_until(&id, Arc::new(|_| {}), stop.child_token()).await {
                     Ok(s) => tracing::info!(run = %id, state = %s.run.state, "run ended"),
                     Err(crate::exec::ExecError::Stopped { .. }) => tracing::info!(run = %id, "run stopped with the server; resumed at the next start"),
@@ -211,6 +218,47 @@ impl Server {
                 }
             });
         });
+    }
+}
+
+/// Takes a run out of the set of those a server drives when its driving ends, however it ends.
+struct Forget(Arc<std::sync::Mutex<std::collections::HashSet<String>>>, String);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+    }
+}
+
+/// Runs left by a replica that stopped (killed, its machine gone): every half lease, the running
+/// runs nobody drives, or whose driver's lease lapsed, are taken over. Taking one over is the
+/// store's conditional claim (`Write::Drive`): of several replicas that try at once one wins,
+/// the trail records the takeover, and the run resumes from its last durable step.
+async fn adopt(server: Server) {
+    let every = crate::store::lease_duration() / 2;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = server.stop.cancelled() => return,
+        }
+        let Ok(runs) = server.exec.store.runs(10_000).await else { continue };
+        let now = crate::clock::now_ms();
+        for r in runs.into_iter().filter(|r| r.state == RunState::Running) {
+            if server.driving.lock().unwrap_or_else(|e| e.into_inner()).contains(&r.id) {
+                continue;
+            }
+            let lapsed = match server.exec.store.driver(&r.id).await {
+                Ok(Some(lease)) => lease.expires_at < now,
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if lapsed {
+                tracing::info!(run = %r.id, "taking over a run whose driver stopped");
+                server.drive(r.id);
+            }
+        }
     }
 }
 
@@ -254,6 +302,7 @@ pub async fn serve(
         config: Arc::new(config),
         stop: CancellationToken::new(),
         drivers: Arc::new(tokio::sync::Mutex::new(tokio::task::JoinSet::new())),
+        driving: Arc::default(),
         plans: Arc::default(),
     };
     {
@@ -286,6 +335,7 @@ pub async fn serve(
         })
     };
     let poller = tokio::spawn(poll::run(server.clone()));
+    let adopter = tokio::spawn(adopt(server.clone()));
     // Promoted releases under a `watch`: their looks, resumed from the state after a restart.
     let watcher = {
         let (exec, stop) = (server.exec.clone(), server.stop.clone());
@@ -312,6 +362,7 @@ pub async fn serve(
     server.stop.cancel();
     reloader.abort();
     poller.abort();
+    adopter.abort();
     let _ = watcher.await;
     let mut drivers = std::mem::take(&mut *server.drivers.lock().await);
     while drivers.join_next().await.is_some() {}

@@ -18,6 +18,7 @@ mod metrics;
 mod pg;
 mod plan;
 mod prom;
+mod replicas;
 mod repos;
 mod retry;
 mod server;

@@ -91,11 +91,6 @@ impl Postgres {
         let _ =
             self.command("pg_ctl").args(["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
-
-    /// The URL promote connects with.
-    pub fn url(&self) -> String {
-        format!("postgres://promote@127.0.0.1:{}/promote", self.port)
-    }
 }
 
 impl Drop for Postgres {
@@ -128,7 +123,9 @@ pub fn shared() -> &'static Postgres {
         };
         let dir = pg.dir.path().display().to_string();
         let script = format!("while kill -0 {} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}", std::process::id());
-        Command::new("sh")
+        // Never waited for: it outlives this process on purpose, to stop the server after it.
+        #[allow(clippy::zombie_processes)]
+        let _watchdog = Command::new("sh")
             .arg("-c")
             .arg(script)
             .stdin(Stdio::null())
