@@ -180,10 +180,10 @@ pub fn database_url() -> Option<String> {
     std::env::var("PROMOTE_DATABASE_URL").ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
-/// How long a lease (an environment lock, the driving of a run) lasts unless renewed: 15 s, or
+/// How long a lease (an environment lock, the driving of a run) lasts unless renewed: 10 s, or
 /// `PROMOTE_LEASE_MS` (200 ms to 10 min). Its holder renews it every third of that.
 pub fn lease_duration() -> std::time::Duration {
-    let ms = std::env::var("PROMOTE_LEASE_MS").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(15_000);
+    let ms = std::env::var("PROMOTE_LEASE_MS").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(10_000);
     std::time::Duration::from_millis(ms.clamp(200, 600_000))
 }
 

@@ -13,6 +13,7 @@ pub struct Postgres {
     pub port: u16,
     bin: PathBuf,
     as_user: Option<&'static str>,
+    durable: bool,
 }
 
 fn bin_dir() -> PathBuf {
@@ -33,8 +34,17 @@ fn is_root() -> bool {
 
 impl Postgres {
     /// Initialises a cluster (trust authentication on loopback, user `promote`, database
-    /// `promote`) and starts it.
+    /// `promote`) and starts it, without `fsync` (tests: a crash of the machine is not tried).
     pub fn start() -> Postgres {
+        Postgres::start_with(false)
+    }
+
+    /// The same, with `fsync` on, as a production server has it (benchmarks).
+    pub fn start_durable() -> Postgres {
+        Postgres::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Postgres {
         let bin = bin_dir();
         let as_user = is_root().then_some("postgres");
         let dir = tempfile::Builder::new().prefix("promote-pg").tempdir().unwrap();
@@ -43,7 +53,7 @@ impl Postgres {
             assert!(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap().success(), "chown failed");
         }
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let pg = Postgres { dir, port, bin, as_user };
+        let pg = Postgres { dir, port, bin, as_user, durable };
         let data = pg.dir.path().join("data");
         pg.run("initdb", &["-D", data.to_str().unwrap(), "-U", "promote", "--auth=trust", "-E", "UTF8", "--no-sync"]);
         pg.start_server();
@@ -71,7 +81,8 @@ impl Postgres {
     pub fn start_server(&self) {
         let data = self.dir.path().join("data");
         let log = self.dir.path().join("server.log");
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", self.port, self.dir.path().display());
+        let fsync = if self.durable { "on" } else { "off" };
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={fsync} -c max_connections=200", self.port, self.dir.path().display());
         self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-w", "-t", "60", "start"]);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
