@@ -38,7 +38,13 @@ impl Setup {
         );
         let file = dir.path().join("pipeline.yaml");
         std::fs::write(&file, yaml).unwrap();
-        Setup { dir, file, database: crate::pg::database_for_this_test() }
+        let database = crate::pg::database_for_this_test();
+        if let Some(url) = &database {
+            // For the commands a test runs in this folder (`promote` below): the same database.
+            std::fs::create_dir_all(dir.path().join(".promote")).unwrap();
+            std::fs::write(dir.path().join(".promote/database-url"), url).unwrap();
+        }
+        Setup { dir, file, database }
     }
 
     pub fn path(&self) -> &Path {
@@ -263,14 +269,25 @@ async fn a_second_run_waits_for_the_environment_and_approvers_reach_the_commit()
 // ---- the real binary: approvals on the command line, crashes, bad state files ----
 
 pub fn promote(dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(crate::promote_bin()).current_dir(dir).env("PROMOTE_USER", "ci-bot").args(args).output().unwrap()
+    promote_command(dir).env("PROMOTE_USER", "ci-bot").args(args).output().unwrap()
+}
+
+/// The binary, in `dir`, on the state of the setup there (its PostgreSQL database, when the test
+/// runs on one).
+pub fn promote_command(dir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(crate::promote_bin());
+    c.current_dir(dir);
+    if let Ok(url) = std::fs::read_to_string(dir.join(".promote/database-url")) {
+        c.env("PROMOTE_DATABASE_URL", url.trim());
+    }
+    c
 }
 
 pub fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-#[test]
+crate::both_backends! {
 fn approve_and_reject_refuse_what_is_not_allowed() {
     let s = Setup::new("  ok:\n    approval: {approvers: [alice, ci-bot]}\n", "");
     let detached = promote(s.path(), &["run", "pipeline.yaml", "--version", "5.0.0", "--detach"]);
@@ -309,8 +326,9 @@ fn approve_and_reject_refuse_what_is_not_allowed() {
         (Some(2), format!("promote: error: run {id} already succeeded: nothing to resume (`promote status {id}` shows it)\n"))
     );
 }
+}
 
-#[test]
+crate::both_backends! {
 fn killed_runs_resume_to_the_same_end_with_one_commit_per_deploy() {
     // Kill at several points: during the first deploy, during the soak, around the last deploy.
     let mut resumed = 0;
@@ -320,8 +338,7 @@ fn killed_runs_resume_to_the_same_end_with_one_commit_per_deploy() {
             "",
         );
         let version = format!("6.0.{i}");
-        let mut child = std::process::Command::new(crate::promote_bin())
-            .current_dir(s.path())
+        let mut child = promote_command(s.path())
             .args(["run", "pipeline.yaml", "--version", &version])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -359,6 +376,7 @@ fn killed_runs_resume_to_the_same_end_with_one_commit_per_deploy() {
         }
     }
     assert!(resumed >= 3, "most kills landed mid-run ({resumed} of 5)");
+}
 }
 
 #[test]

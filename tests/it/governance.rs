@@ -132,7 +132,7 @@ async fn broken_policies_are_errors_with_their_place_never_a_pass() {
     assert!(text(&out).contains("rules/broken.rego:1:1: error: policy rules/broken.rego (data.nothing) has no `deny` or `warn` rule"), "{}", text(&out));
 }
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn approvals_follow_the_users_file_groups_min_count_and_separation_of_duties() {
     let s = governed(
         "  ok:\n    approval: {approvers: [group:release-managers], minApprovals: 2}\n  prod:\n    needs: [ok]\n    deploy: {environment: prod}\n",
@@ -182,8 +182,9 @@ async fn approvals_follow_the_users_file_groups_min_count_and_separation_of_duti
     assert_eq!(stage(&sum, "ok").message.as_deref(), Some("rejected by alice: freeze week"));
     assert_eq!(audit_details(&exec, &id, "decision").await, ["rejected by alice: freeze week"]);
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn an_approval_times_out_as_a_rejection() {
     let s = governed("  ok:\n    approval: {approvers: [alice], timeout: 300ms}\n  prod:\n    needs: [ok]\n    deploy: {environment: prod}\n", "");
     let exec = s.executor().await;
@@ -192,6 +193,7 @@ async fn an_approval_times_out_as_a_rejection() {
     assert_eq!(stage(&sum, "ok").state, StageState::Failed);
     assert_eq!(stage(&sum, "ok").message.as_deref(), Some("rejected: no decision within 300ms (0 of 1 approvals)"));
     assert!(s.commits("prod").is_empty());
+}
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -209,8 +211,8 @@ async fn a_user_with_a_token_must_present_it_and_it_is_never_printed_or_stored()
     let walker = tokio::spawn(async move { drive(&e, &i).await });
     wait_for_state(&exec.store, &id, "ok", StageState::Waiting).await;
     let with = |tok: Option<&str>| {
-        let mut c = std::process::Command::new(crate::promote_bin());
-        c.current_dir(s.path()).env("PROMOTE_USER", "ci-bot").env_remove("PROMOTE_TOKEN").args(["approve", &id, "ok", "--as", "bob"]);
+        let mut c = crate::exec::promote_command(s.path());
+        c.env("PROMOTE_USER", "ci-bot").env_remove("PROMOTE_TOKEN").args(["approve", &id, "ok", "--as", "bob"]);
         if let Some(t) = tok {
             c.env("PROMOTE_TOKEN", t);
         }
@@ -252,7 +254,7 @@ fn with_frozen_prod(on_freeze: &str) -> Setup {
     s
 }
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_freeze_fails_or_waits_and_only_an_allowed_person_breaks_the_glass() {
     let s = with_frozen_prod("fail");
     let head = env_repo(&s, "prod").head();
@@ -291,6 +293,7 @@ async fn a_freeze_fails_or_waits_and_only_an_allowed_person_breaks_the_glass() {
     assert_eq!(audit_details(&exec, &id, "break-glass").await, ["freeze overridden (break-glass) by alice: payment outage hotfix INC-42"]);
     let verify = promote(s.path(), &["audit", "verify"]);
     assert!(verify.status.success() && text(&verify).starts_with("audit trail intact"), "{}", text(&verify));
+}
 }
 
 /// A local HTTP receiver: answers each request with the next status of `script` (then 200), and

@@ -180,6 +180,20 @@ macro_rules! both_backends {
             }
         }
     };
+    ($(#[$meta:meta])* fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn sqlite() $body
+            #[test]
+            fn postgres() {
+                $crate::pg::use_postgres();
+                $body
+            }
+        }
+    };
 }
 
 /// Three replicas starting at once on a new database migrate it once; every entry that writers

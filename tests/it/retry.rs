@@ -27,7 +27,7 @@ async fn retry_events(exec: &Executor, id: &str) -> Vec<String> {
     exec.store.events(id).await.unwrap().into_iter().filter(|e| e.detail.starts_with("attempt ")).map(|e| e.detail).collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_rejected_approval_fails_at_once_despite_retry() {
     let s = Setup::new(&format!("  ok:\n{RETRY}    approval: {{approvers: [alice]}}\n"), "");
     let exec = Arc::new(s.executor().await);
@@ -40,8 +40,9 @@ async fn a_rejected_approval_fails_at_once_despite_retry() {
     assert_eq!(attempts(&sum, "ok"), (StageState::Failed, 1, "rejected by alice: not this week".into()));
     assert!(retry_events(&exec, &id).await.is_empty());
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_commit_refused_by_policy_fails_at_once_despite_retry() {
     let s =
         Setup::new(&format!("  guard:\n    policy: {{policies: [guard.rego]}}\n  prod:\n    needs: [guard]\n{RETRY}    deploy: {{environment: prod}}\n"), "");
@@ -59,8 +60,9 @@ async fn a_commit_refused_by_policy_fails_at_once_despite_retry() {
     assert!(retry_events(&exec, &id).await.is_empty());
     assert!(s.commits("prod").is_empty());
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_force_pushed_branch_fails_at_once_despite_retry() {
     let s = Setup::new(&format!("  qa:\n{RETRY}    deploy: {{environment: qa}}\n"), "");
     let exec = s.executor().await;
@@ -81,8 +83,9 @@ async fn a_force_pushed_branch_fails_at_once_despite_retry() {
     assert!(message.contains("was rewritten"), "{message}");
     assert!(retry_events(&exec, &id).await.is_empty());
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_lost_push_race_is_retried_and_lands_once() {
     let s = Setup::new(&format!("  qa:\n{RETRY}    deploy: {{environment: qa}}\n"), "");
     // Hooks run in receive-pack, which `git daemon` runs: this one refuses the first push only, as
@@ -112,8 +115,9 @@ async fn a_lost_push_race_is_retried_and_lands_once() {
     assert!(retried[0].starts_with("attempt 1 failed: ") && retried[0].contains("push to `main` refused"), "{retried:?}");
     assert_eq!(s.commits("qa"), ["promote checkout 3.0.0 to qa"], "exactly one commit");
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn an_unreachable_remote_is_retried_with_backoff() {
     let s = Setup::new(&format!("  qa:\n{RETRY}    deploy: {{environment: qa}}\n"), "");
     // Nothing listens on port 1 of loopback: every fetch is refused at once.
@@ -127,8 +131,9 @@ async fn an_unreachable_remote_is_retried_with_backoff() {
     assert_eq!(retried.len(), 2, "{retried:?}");
     assert!(retried[0].ends_with("retrying in 10ms") && retried[1].ends_with("retrying in 20ms"), "backoff doubles: {retried:?}");
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_decision_by_another_process_wakes_the_stage_without_polling() {
     let s = Setup::new("  ok:\n    approval: {approvers: [alice]}\n  after:\n    needs: [ok]\n    wait: {duration: 0s}\n", "");
     // An hour between looks: only the change feed can wake the stage in time.
@@ -152,8 +157,9 @@ async fn a_decision_by_another_process_wakes_the_stage_without_polling() {
     let woken = feed.wait(|c| c.kind == "note" && c.run == id, Some(promote::clock::now_ms() + 30_000)).await;
     assert_eq!(woken, promote::store::Woken::Change);
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_waiting_stage_says_what_it_still_waits_for_after_each_decision() {
     let s = Setup::new("  ok:\n    approval: {approvers: [alice, bob], minApprovals: 2}\n", "");
     let exec = Arc::new(Executor { poll: Duration::from_secs(3600), ..s.executor().await });
@@ -174,4 +180,5 @@ async fn a_waiting_stage_says_what_it_still_waits_for_after_each_decision() {
     assert_eq!(stage(&sum, "ok").output.as_ref().unwrap()["approvedBy"], serde_json::json!(["alice", "bob"]));
     let waits: Vec<String> = exec.store.events(&id).await.unwrap().into_iter().map(|e| e.detail).filter(|d| d.starts_with("waiting: ")).collect();
     assert_eq!(waits.len(), 2, "one entry per reason: {waits:?}");
+}
 }

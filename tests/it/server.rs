@@ -140,7 +140,7 @@ pub async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_signed_tag_push_starts_one_run_that_the_api_approves_through_to_prod() {
     let s = setup();
     let server = Running::start(&s).await;
@@ -229,6 +229,7 @@ async fn a_signed_tag_push_starts_one_run_that_the_api_approves_through_to_prod(
     assert_eq!((le("3600.0"), le("14400.0")), (Some(0.0), Some(1.0)), "{metrics}");
     assert_eq!(sample(&metrics, "promote_decisions_waiting", &[("pipeline", "checkout"), ("kind", "approval")]), None, "none waits now");
     server.stop().await;
+}
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -401,13 +402,13 @@ fn each_providers_documented_push_shape_gives_the_version_its_trigger_asks_for()
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn the_cli_acts_through_the_server_with_its_token() {
     let s = setup();
     let server = Running::start(&s).await;
     let cli = |token: Option<&str>, args: &[&str]| {
-        let mut c = std::process::Command::new(crate::promote_bin());
-        c.current_dir(s.path()).env("PROMOTE_SERVER", &server.url).env_remove("PROMOTE_TOKEN").env("PROMOTE_USER", "nobody").args(args);
+        let mut c = crate::exec::promote_command(s.path());
+        c.env("PROMOTE_SERVER", &server.url).env_remove("PROMOTE_TOKEN").env("PROMOTE_USER", "nobody").args(args);
         if let Some(t) = token {
             c.env("PROMOTE_TOKEN", t);
         }
@@ -438,6 +439,7 @@ async fn the_cli_acts_through_the_server_with_its_token() {
     let out = cli(Some(ALICE), &["status", &id]);
     assert!(out.status.success() && text(&out).contains(&format!("run {id} checkout 6.1.0")), "{}", text(&out));
     server.stop().await;
+}
 }
 
 #[tokio::test(flavor = "multi_thread")]

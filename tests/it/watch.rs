@@ -48,7 +48,7 @@ fn watch_of<'a>(all: &'a [serde_json::Value], version: &str) -> &'a serde_json::
 
 /// `promote watch run` in the background (it makes the looks until no watch is left).
 fn watch_run(s: &Setup) -> Child {
-    Command::new(crate::promote_bin()).current_dir(s.path()).args(["watch", "run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    crate::exec::promote_command(s.path()).args(["watch", "run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn a_watch_that_judges_nothing_or_never_looks_is_refused_at_validate() {
     assert!(all.contains("pipeline.yaml:"), "the errors name the file: {all}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn the_server_reverts_a_bad_release_on_its_own_and_the_held_version_waits_for_a_person_through_the_api() {
     use crate::server::{ALICE, Running, push_event, sign};
     let service = Exporter::start("error_rate 0.4\n");
@@ -327,8 +327,9 @@ async fn the_server_reverts_a_bad_release_on_its_own_and_the_held_version_waits_
     assert_eq!(status, 201, "{answer}");
     server.stop().await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread")]
+crate::both_backends! {
 async fn a_revert_whose_commit_landed_before_a_crash_is_finished_not_called_superseded() {
     let service = Exporter::start("error_rate 0.3\n");
     let prom = Prometheus::scraping(&service.addr);
@@ -367,4 +368,5 @@ async fn a_revert_whose_commit_landed_before_a_crash_is_finished_not_called_supe
     assert_eq!(w["state"], "failed", "{w}");
     assert!(w["message"].as_str().unwrap().contains("; qa already"), "the revert found done: {w}");
     assert_eq!(git(&s.path().join("envs/qa.git"), &["rev-parse", "main"]), head, "no second commit");
+}
 }
