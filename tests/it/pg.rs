@@ -39,7 +39,8 @@ impl Postgres {
         Postgres::start_with(false)
     }
 
-    /// The same, with `fsync` on, as a production server has it (benchmarks).
+    /// The same, with `fsync` on, as a production server has it (benches/replicas.rs).
+    #[allow(dead_code)]
     pub fn start_durable() -> Postgres {
         Postgres::start_with(true)
     }
