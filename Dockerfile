@@ -1,25 +1,29 @@
-# Multi-stage build of the promote binary.
+# promote serve, as an image: docs/operations.md.
 #   docker build -t promote .
-#   docker run --rm -v "$PWD:/work" -w /work promote validate pipelines/
+#   docker run -p 8080:8080 -v promote-state:/var/lib/promote -v $PWD/pipelines:/etc/promote/pipelines:ro promote
+# Build stage: the Rust toolchain; runtime stage: Debian slim with only what `promote serve`
+# needs (git for the signing helpers, openssh-client for ssh remotes, ca-certificates).
+
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so that they are cached while only the sources change.
-COPY Cargo.toml Cargo.lock ./
-# Every [[bench]] of Cargo.toml needs a file for the manifest to parse: a stub each.
-RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && for b in $(grep -A1 '^\[\[bench\]\]' Cargo.toml | sed -n 's/^name = "\(.*\)"/\1/p'); do echo 'fn main() {}' > "benches/$b.rs"; done \
-    && cargo build --release --locked \
-    && rm -rf src benches
-COPY src ./src
-COPY benches ./benches
-COPY tests ./tests
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin promote
+COPY . .
+RUN cargo build --release --locked --bin promote && strip target/release/promote
 
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates git \
-    && rm -rf /var/lib/apt/lists/*
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 promote \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/promote --create-home --shell /usr/sbin/nologin promote \
+    && mkdir -p /etc/promote/pipelines
 COPY --from=build /src/target/release/promote /usr/local/bin/promote
-COPY pipelines /usr/share/promote/pipelines
+USER 10001:10001
+WORKDIR /var/lib/promote
+# The state (`.promote/state.db` here, unless PROMOTE_DATABASE_URL names a database), the key
+# (`.config/promote/key`, unless PROMOTE_KEY_FILE) and the git caches.
+ENV HOME=/var/lib/promote
+VOLUME ["/var/lib/promote"]
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["promote", "probe", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["promote"]
-CMD ["--help"]
+CMD ["serve", "--listen", "0.0.0.0:8080", "--pipelines", "/etc/promote/pipelines"]

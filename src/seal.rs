@@ -71,7 +71,13 @@ impl Key {
         if !meta.is_file() {
             return Err(err("not a regular file".into()));
         }
-        if meta.permissions().mode() & 0o077 != 0 {
+        // Readable by its owner only; or by its group too when that group is this process's own
+        // (a Kubernetes Secret mounted with `fsGroup` is 0440, its group the pod's).
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: getegid has no preconditions and cannot fail.
+        let own_group = meta.gid() == unsafe { libc::getegid() };
+        let others = if own_group { 0o007 } else { 0o077 };
+        if meta.permissions().mode() & others != 0 || meta.permissions().mode() & 0o022 != 0 {
             return Err(err(format!(
                 "readable by others (mode {:o}): anyone who reads it can forge approvals; run `chmod 600 {}`",
                 meta.permissions().mode() & 0o777,
@@ -166,6 +172,14 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Key::load_or_create(&path).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
+        // Group-readable, its group this process's own (a Secret mounted with `fsGroup`): taken;
+        // group-writable, or readable by everyone: refused.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        assert!(Key::load_or_create(&path).is_ok());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+        assert!(Key::load_or_create(&path).is_err());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        assert!(Key::load_or_create(&path).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod audit;
 mod drift;
 mod graph;
 mod logs;
+mod probe;
 mod remote;
 mod rollback;
 mod run;
@@ -76,6 +77,8 @@ pub enum Command {
     Drift(drift::Args),
     /// Releases kept being judged after their runs: list, show, clear a held version, run.
     Watch(watch::Args),
+    /// Ask a `promote serve` whether it is up (exit 0 on a 2xx answer): the image's HEALTHCHECK.
+    Probe(probe::Args),
 }
 
 /// Runs the command line; the exit code follows docs/cli.md.
@@ -120,6 +123,7 @@ fn local(command: Command, state: &std::path::Path) -> anyhow::Result<ExitCode> 
         Command::Audit(args) => audit::run(args, &state),
         Command::Token(args) => audit::token(args),
         Command::Logs(args) => logs::run(args, &state),
+        Command::Probe(args) => probe::run(args),
     }
 }
 

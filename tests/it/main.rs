@@ -3,6 +3,7 @@
 mod audit;
 mod cli;
 mod decisions;
+mod deploy;
 mod drift;
 mod edit;
 mod exec;
