@@ -10,6 +10,7 @@ pub use health::http_ok;
 mod health;
 pub mod logsource;
 pub mod policy;
+pub mod pullrequest;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
