@@ -180,6 +180,44 @@ pub struct EnvironmentSpec {
     /// replaces it).
     #[serde(default)]
     pub watch: Option<Box<Watch>>,
+    /// Promotions go through a pull (merge) request on the repo's host instead of a push to
+    /// `branch`: the branch is protected, and its merge is the promotion.
+    #[serde(default)]
+    pub pull_request: Option<PullRequest>,
+}
+
+/// `pullRequest: {provider, repo, tokenEnv | tokenFile, merge, api}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PullRequest {
+    /// `github`, `gitlab`, `gitea` (or `forgejo`).
+    pub provider: Spanned<String>,
+    /// The repo on that host: `OWNER/NAME` (GitLab: the project's full path).
+    pub repo: Spanned<String>,
+    /// The environment variable holding the API token (never the token itself) ...
+    #[serde(default)]
+    pub token_env: Option<Spanned<String>>,
+    /// ... or the file holding it, relative to the pipeline file (a mounted Secret).
+    #[serde(default)]
+    pub token_file: Option<Spanned<String>>,
+    /// `wait` (default): a person merges; `auto`: promote merges once the host lets it (its
+    /// required checks and reviews passed).
+    #[serde(default)]
+    pub merge: PrMerge,
+    /// The host's API base (default GitHub's and GitLab's public ones; required for Gitea).
+    #[serde(default)]
+    pub api: Option<Spanned<String>>,
+}
+
+/// Who merges a promotion's pull request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrMerge {
+    /// A person, on the host.
+    #[default]
+    Wait,
+    /// promote, when the host allows it.
+    Auto,
 }
 
 /// `drift: {action, approvers, blockPromotions}`.

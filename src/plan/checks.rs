@@ -144,6 +144,9 @@ pub fn environments(p: &Pipeline, diags: &mut Diagnostics) {
         if env.spec.file.value.starts_with('/') || env.spec.file.value.split('/').any(|s| s == "..") {
             diags.error(env.spec.file.pos, format!("`file: {}` must be a path inside the repo, relative to its root, without `..`", env.spec.file.value));
         }
+        if let Some(pr) = &env.spec.pull_request {
+            pull_request(pr, diags);
+        }
     }
     let mut deployed: HashMap<&str, &Spanned<String>> = HashMap::new();
     for stage in &p.stages {
@@ -180,6 +183,43 @@ pub fn environments(p: &Pipeline, diags: &mut Diagnostics) {
         if !deployed.contains_key(env.name.value.as_str()) {
             diags.warning(env.name.pos, format!("environment `{}` is defined but no stage deploys to it", env.name.value));
         }
+    }
+}
+
+/// A `pullRequest`: a known host, `OWNER/NAME`, a token named by its variable, an API for Gitea.
+fn pull_request(pr: &crate::model::PullRequest, diags: &mut Diagnostics) {
+    use crate::providers::pullrequest::{Host, PullRequests};
+    let host = Host::parse(&pr.provider.value);
+    if host.is_none() {
+        diags
+            .error(pr.provider.pos, format!("`pullRequest.provider: {}` is not a host promote knows: use github, gitlab, gitea or forgejo", pr.provider.value));
+    }
+    let parts: Vec<&str> = pr.repo.value.split('/').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty() || p.starts_with('.') || p.contains(char::is_whitespace)) {
+        diags.error(pr.repo.pos, format!("`pullRequest.repo: {}` must be OWNER/NAME (GitLab: GROUP/.../NAME)", pr.repo.value));
+    }
+    match (&pr.token_env, &pr.token_file) {
+        (Some(var), None) => {
+            let v = &var.value;
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || v.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+                diags.error(
+                    var.pos,
+                    format!("`pullRequest.tokenEnv: {v}` must name an environment variable (letters, digits, `_`): the token itself never goes in the file"),
+                );
+            }
+        }
+        (None, Some(_)) => {}
+        (Some(var), Some(_)) => diags.error(var.pos, "`pullRequest` names its token with one of `tokenEnv` or `tokenFile`, not both"),
+        (None, None) => diags.error(pr.provider.pos, "`pullRequest` needs its host's API token: `tokenEnv: VARIABLE` or `tokenFile: PATH`"),
+    }
+    match (&pr.api, host) {
+        (Some(api), _) if !(api.value.starts_with("https://") || api.value.starts_with("http://")) => {
+            diags.error(api.pos, format!("`pullRequest.api: {}` must be an http(s) URL of the host's API", api.value));
+        }
+        (None, Some(h)) if PullRequests::default_api(h).is_none() => {
+            diags.error(pr.provider.pos, format!("`pullRequest.provider: {}` is self-hosted: give `api` (https://HOST/api/v1)", pr.provider.value));
+        }
+        _ => {}
     }
 }
 

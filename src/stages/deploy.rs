@@ -41,14 +41,25 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
         },
         None => None,
     };
-    // Past the lock and the freeze: running again, if it waited for either.
-    ctx.resumed().await?;
     let run = ctx.run.clone();
     let pipeline = ctx.plan.pipeline.name.value.clone();
-    let variables = ctx.variables_for(env_name);
-    let vars = |n: &str| variables.get(n).map(String::as_str);
     let value = ctx.deploy_value(env)?;
     let dest = Destination::of(env, &ctx.base_dir);
+    // Through a pull request: a request an earlier attempt opened decides (its branch may be
+    // gone once merged), and the stage stays waiting while it is open; else the commit goes on
+    // the request's branch.
+    let request = match &env.spec.pull_request {
+        Some(spec) => Some(super::pull_request::Request::new(spec, ctx, env_name, &dest.branch)?),
+        None => None,
+    };
+    if let Some(r) = &request
+        && let Some(number) = r.recorded(ctx).await?
+    {
+        return merged(r, number, d, ctx, env_name, &value, &pipeline, break_glass, None).await;
+    }
+    // Past the lock and the freeze: running again, if it waited for either.
+    ctx.resumed().await?;
+    let via = request.as_ref().map(|r| r.branch.clone());
     // Everyone who approved an approval stage of this run gated this promotion: `Name <email>`
     // from the users file.
     let users = ctx.users()?;
@@ -84,7 +95,10 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
             check: checked.then_some(crate::git::CommitCheck(&check)),
             seal: Some(&key),
         };
-        writer.promote(&dest, &p)
+        match &via {
+            Some(branch) => writer.promote_via_branch(&dest, branch, &p),
+            None => writer.promote(&dest, &p),
+        }
     })
     .await
     .map_err(|e| StageError::Transient(format!("the git writer stopped: {e}")))?;
@@ -104,6 +118,18 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     if checked && matches!(report.outcome, Outcome::Committed(_)) {
         let d = crate::providers::policy::Decision { deny: vec![], warn: report.warnings.clone() };
         ctx.store.audit(&run.id, Some(&stage), "policy", "promote", &format!("commit: {}", super::policies::describe(&d, Some(env_name)))).await?;
+    }
+    if let Some(r) = &request
+        && !matches!(report.outcome, Outcome::Unchanged { .. })
+    {
+        let body = super::pull_request::body(ctx).await?;
+        let number = r.open(ctx, env_name, &body).await?;
+        let on_branch = match &report.outcome {
+            Outcome::Committed(w) => Some(w.commit.to_string()),
+            Outcome::AlreadyDone { commit } => Some(commit.to_string()),
+            Outcome::Unchanged { .. } => None,
+        };
+        return merged(r, number, d, ctx, env_name, &value, &pipeline, break_glass, on_branch).await;
     }
     let (outcome, commit, old) = match &report.outcome {
         Outcome::Committed(w) => ("committed", Some(w.commit.to_string()), w.old_value.clone()),
@@ -125,6 +151,13 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     if let Some(bg) = break_glass {
         out["breakGlass"] = bg;
     }
+    healthy(d, ctx, &value, commit, out).await
+}
+
+/// Waits for the deploy's health checks (if any) on `commit`, then the stage is done with `out`.
+async fn healthy(d: &DeployStage, ctx: &StageContext, value: &str, commit: Option<String>, mut out: serde_json::Value) -> Result<Step, StageError> {
+    let variables = ctx.variables_for(&d.environment.value);
+    let vars = |n: &str| variables.get(n).map(String::as_str);
     if let Some(h) = &d.health {
         let url = match &h.http {
             Some(x) => {
@@ -132,7 +165,7 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
             }
             None => None,
         };
-        match wait_healthy(h, ctx, commit.as_deref(), &value, url).await {
+        match wait_healthy(h, ctx, commit.as_deref(), value, url).await {
             Ok(seen) => out["health"] = serde_json::json!(seen),
             Err(why) => {
                 // The commit stays (a rollback reverts it); the evidence says what was seen.
@@ -145,6 +178,38 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
         }
     }
     Ok(Step::Done(out))
+}
+
+/// A deploy through request `number`: waits until it is merged, then the merge commit is the
+/// promotion (recorded, watched, health-checked as a pushed commit would be).
+#[allow(clippy::too_many_arguments)]
+async fn merged(
+    r: &super::pull_request::Request,
+    number: u64,
+    d: &DeployStage,
+    ctx: &StageContext,
+    env_name: &str,
+    value: &str,
+    pipeline: &str,
+    break_glass: Option<serde_json::Value>,
+    on_branch: Option<String>,
+) -> Result<Step, StageError> {
+    let (sha, shown) = match r.follow(ctx, number).await? {
+        super::pull_request::Follow::Merged(sha, shown) => (sha, shown),
+        super::pull_request::Follow::Wait(w) => return Ok(Step::Wait(w)),
+    };
+    ctx.resumed().await?;
+    let stage = ctx.stage().name.value.clone();
+    ctx.store.audit(&ctx.run.id, Some(&stage), "pull-request", "promote", &format!("#{number} merged into `{}` as {sha}", r.base)).await?;
+    ctx.store.supersede_watches(pipeline, env_name, &format!("the promotion of {} by run {}", ctx.run.version, ctx.run.id)).await?;
+    let mut out = serde_json::json!({
+        "environment": env_name, "outcome": "merged", "commit": sha, "newValue": value, "pullRequest": shown, "branchCommit": on_branch,
+        "committedAt": crate::clock::now_ms(),
+    });
+    if let Some(bg) = break_glass {
+        out["breakGlass"] = bg;
+    }
+    healthy(d, ctx, value, Some(sha), out).await
 }
 
 /// Why a held version is not promoted, and what clears it.

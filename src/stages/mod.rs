@@ -7,6 +7,7 @@ pub mod logs;
 pub mod metrics;
 pub mod policies;
 mod policy;
+mod pull_request;
 mod wait;
 pub mod webhook;
 
@@ -84,6 +85,8 @@ pub enum Wake {
     RunEnd(String),
     /// A drift decided (accepted, rejected or reverted).
     DriftDecided,
+    /// Nothing in the state: only the wait's `until` (a host polled with backoff).
+    Time,
 }
 
 impl Wake {
@@ -93,6 +96,7 @@ impl Wake {
             Wake::Decision => change.is_decision_on(run, stage),
             Wake::RunEnd(holder) => change.is_run_end() && change.run == *holder,
             Wake::DriftDecided => change.kind == "drift-decision",
+            Wake::Time => false,
         }
     }
 }

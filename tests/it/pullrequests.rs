@@ -75,3 +75,146 @@ async fn gitlab_merge_requests_open_wait_for_checks_merge_for_real_and_close() {
 async fn gitea_pull_requests_open_wait_for_checks_merge_for_real_and_close() {
     the_requests_of(Host::Gitea).await;
 }
+
+// ---- the deploy stage through a pull request, on the fakes ----
+
+use std::sync::Arc;
+
+use promote::store::{RunState, StageState};
+
+use crate::exec::{Setup, drive, stage, wait_for_state};
+
+/// A pipeline deploying QA by push and prod through a request on `host` (the fake at `api`).
+async fn pr_setup(host: Host, merge: &str) -> (Setup, crate::hosts::Fake) {
+    let s = Setup::new("  deploy-qa:\n    deploy: {environment: qa}\n  deploy-prod:\n    needs: [deploy-qa]\n    deploy: {environment: prod}\n", "");
+    let prod = s.path().join("envs/prod.git");
+    let (fake, api) = crate::hosts::start(host, prod, TOKEN).await;
+    std::fs::write(s.path().join("pr.token"), format!("{TOKEN}\n")).unwrap();
+    let provider = match host {
+        Host::GitHub => "github",
+        Host::GitLab => "gitlab",
+        Host::Gitea => "gitea",
+    };
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    let pr = format!(
+        "    repo: envs/prod.git\n    pullRequest: {{provider: {provider}, repo: acme/checkout-env, tokenFile: pr.token, merge: {merge}, api: \"{api}\"}}\n"
+    );
+    std::fs::write(&s.file, text.replace("    repo: envs/prod.git\n", &pr)).unwrap();
+    (s, fake)
+}
+
+fn client(host: Host, fake: &crate::hosts::Fake) -> PullRequests {
+    let base = fake.base_url.lock().unwrap().clone();
+    let api = match host {
+        Host::GitHub => base,
+        Host::GitLab => format!("{base}/api/v4"),
+        Host::Gitea => format!("{base}/api/v1"),
+    };
+    PullRequests::new(host, &api, "acme/checkout-env", Secret::new(TOKEN))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_protected_prod_is_promoted_by_the_merge_of_a_pull_request_with_the_evidence() {
+    let (s, fake) = pr_setup(Host::GitHub, "wait").await;
+    let bare = s.path().join("envs/prod.git");
+    // A request an earlier promotion left open: a newer one closes it, saying why.
+    git(&bare, &["branch", "promote/checkout/prod/1.9.0", "main"]);
+    let stale = client(Host::GitHub, &fake).open("promote/checkout/prod/1.9.0", "main", "promote checkout 1.9.0 to prod", "").await.unwrap();
+    let main_before = git(&bare, &["rev-parse", "main"]);
+
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "2.0.0").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    for _ in 0..300 {
+        let st = exec.store.stages(&id).await.unwrap();
+        if st.iter().any(|x| x.name == "deploy-prod" && x.state != StageState::Pending && x.state != StageState::Running) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let st = exec.store.stages(&id).await.unwrap().into_iter().find(|x| x.name == "deploy-prod").unwrap();
+    assert_eq!(st.state, StageState::Waiting, "{:?}", st.message);
+    assert!(st.message.as_deref().unwrap().starts_with("pull request #2 waits for a merge: http://127.0.0.1:"), "{:?}", st.message);
+    // The promotion commit is on its own branch, main untouched; the request carries the evidence.
+    assert_eq!(git(&bare, &["rev-parse", "main"]), main_before, "the protected branch is not pushed to");
+    let on_branch = git(&bare, &["log", "-1", "--format=%B", "promote/checkout/prod/2.0.0"]);
+    assert!(on_branch.starts_with("promote checkout 2.0.0 to prod") && on_branch.contains(&format!("Promote-Run: {id}")), "{on_branch}");
+    let (body, closed, comments) = {
+        let prs = fake.prs.lock().unwrap();
+        (prs[1].body.clone(), prs[0].state, prs[0].comments.clone())
+    };
+    assert!(body.contains(&format!("by run `{id}`")) && body.contains("| deploy-qa | succeeded | qa -> 2.0.0 in "), "{body}");
+    assert_eq!(closed, "closed");
+    assert!(comments[0].starts_with("Superseded by pull request #2 (checkout 2.0.0"), "{comments:?}");
+    assert_eq!(stale.number, 1);
+
+    // A person merges it on the host: the merge commit is the promotion; the run carries on.
+    let Merge::Merged(sha) = client(Host::GitHub, &fake).merge(2).await.unwrap() else { panic!("not merged") };
+    let sum = walker.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded, "{:?}", stage(&sum, "deploy-prod").message);
+    let out = stage(&sum, "deploy-prod").output.clone().unwrap();
+    assert_eq!((out["outcome"].as_str(), out["commit"].as_str()), (Some("merged"), Some(sha.as_str())));
+    assert_eq!(out["pullRequest"]["number"], 2);
+    assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), sha);
+    // Its trailers are kept in main's history (the promotion commit is the merge's second parent).
+    let log = git(&bare, &["log", "--format=%H %s", "main"]);
+    assert!(log.contains("promote checkout 2.0.0 to prod"), "{log}");
+    let trail: Vec<String> = exec.store.events(&id).await.unwrap().into_iter().filter(|e| e.kind == "pull-request").map(|e| e.detail).collect();
+    assert!(trail.iter().any(|t| t.starts_with("opened pull request #2")) && trail.iter().any(|t| t.starts_with("closed stale pull request #1")), "{trail:?}");
+    assert!(trail.iter().any(|t| t.starts_with(&format!("#2 merged into `main` as {sha}"))), "{trail:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_merge_auto_promote_merges_the_request_once_the_hosts_checks_pass() {
+    let (s, fake) = pr_setup(Host::GitLab, "auto").await;
+    fake.checks_pass.store(false, std::sync::atomic::Ordering::SeqCst);
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "3.0.0").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "deploy-prod", StageState::Waiting).await;
+    let st = exec.store.stages(&id).await.unwrap().into_iter().find(|x| x.name == "deploy-prod").unwrap();
+    let msg = st.message.unwrap();
+    assert!(msg.starts_with("merge request #1 waits for its checks to pass: ") && msg.contains("Required status check"), "{msg}");
+    fake.checks_pass.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sum = tokio::time::timeout(std::time::Duration::from_secs(30), walker).await.expect("merged within the poll").unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded);
+    let sha = stage(&sum, "deploy-prod").output.clone().unwrap()["commit"].as_str().unwrap().to_string();
+    assert_eq!(git(&s.path().join("envs/prod.git"), &["rev-parse", "main"]).trim(), sha);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_closed_without_a_merge_fails_the_deploy() {
+    let (s, fake) = pr_setup(Host::Gitea, "wait").await;
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "4.0.0").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "deploy-prod", StageState::Waiting).await;
+    client(Host::Gitea, &fake).close(1).await.unwrap();
+    let sum = tokio::time::timeout(std::time::Duration::from_secs(30), walker).await.expect("seen within the poll").unwrap();
+    assert_eq!(sum.run.state, RunState::Failed);
+    let msg = stage(&sum, "deploy-prod").message.clone().unwrap();
+    assert!(msg.contains("pull request #1") && msg.contains("was closed without a merge: nothing was promoted"), "{msg}");
+    assert_eq!(git(&s.path().join("envs/prod.git"), &["log", "--format=%s", "main"]).trim(), "initial", "nothing reached prod");
+}
+
+#[test]
+fn a_pull_request_is_checked_before_anything_runs() {
+    let s = Setup::new("  deploy-prod:\n    deploy: {environment: prod}\n", "");
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    let bad = "    repo: envs/prod.git\n    pullRequest: {provider: bitbucket, repo: acme, tokenEnv: \"ghp_123 4\"}\n";
+    std::fs::write(&s.file, text.replace("    repo: envs/prod.git\n", bad)).unwrap();
+    let out = crate::exec::promote(s.path(), &["validate", "pipeline.yaml"]);
+    let said = crate::exec::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    for want in ["is not a host promote knows: use github, gitlab, gitea or forgejo", "must be OWNER/NAME", "must name an environment variable"] {
+        assert!(said.contains(want), "missing `{want}` in:\n{said}");
+    }
+    assert!(said.contains("pipeline.yaml:"), "each with its place: {said}");
+    let gitea = "    repo: envs/prod.git\n    pullRequest: {provider: gitea, repo: acme/x, tokenFile: t}\n";
+    std::fs::write(&s.file, text.replace("    repo: envs/prod.git\n", gitea)).unwrap();
+    let said = crate::exec::text(&crate::exec::promote(s.path(), &["validate", "pipeline.yaml"]));
+    assert!(said.contains("is self-hosted: give `api`"), "{said}");
+}

@@ -17,6 +17,7 @@ use super::{GitError, Rewrite};
 use crate::model::{Environment, Update};
 use crate::seal::Key;
 
+mod branch;
 mod cache;
 mod config;
 mod destination;

@@ -1,0 +1,56 @@
+//! Promotion through a pull request: the promotion commit on a branch of its own, made from the
+//! environment branch's head, for the host to merge.
+
+use super::*;
+
+impl Writer {
+    /// Writes the promotion of `p` on branch `branch` (made from the head of `dest.branch` when
+    /// it does not exist; a branch left by an earlier attempt is built on, and a commit of this
+    /// run's stage found on it is `AlreadyDone`). The environment branch is not touched.
+    pub fn promote_via_branch(&self, dest: &Destination, branch: &str, p: &Promotion<'_>) -> Result<Report, GitError> {
+        commit::one_line("branch", branch)?;
+        if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+            return Err(GitError::Refused(format!("`{branch}` is not a branch name git takes (from the pipeline, environment and version)")));
+        }
+        self.create_branch(dest, branch)?;
+        let mut on_branch = dest.clone();
+        on_branch.branch = branch.to_string();
+        self.promote(&on_branch, p)
+    }
+
+    /// Makes `branch` on the remote at the head of `dest.branch`, unless it exists; whether it
+    /// made it.
+    fn create_branch(&self, dest: &Destination, branch: &str) -> Result<bool, GitError> {
+        let name = format!("refs/heads/{branch}");
+        if self.list_refs(&dest.remote)?.iter().any(|(n, _)| *n == name) {
+            return Ok(false);
+        }
+        let (repo, lock) = self.open_cache(&dest.remote)?;
+        let _guard = self.lock(&repo, &lock)?;
+        let tip = self.fetch(&repo, dest)?;
+        match local_path(dest.remote.url()) {
+            Some(path) => {
+                let remote = Repository::open(&path).map_err(|e| self.remote_err(dest, "push", e))?;
+                match remote.reference(&name, tip, false, "promote: a pull request's branch") {
+                    Ok(_) => Ok(true),
+                    // Made meanwhile by another attempt: built on.
+                    Err(e) if e.code() == git2::ErrorCode::Exists => Ok(false),
+                    Err(e) => Err(self.remote_err(dest, "push", e)),
+                }
+            }
+            None => {
+                let out = format!("refs/promote/out/{tip}");
+                repo.reference(&out, tip, true, "promote: to push").map_err(|e| self.cache_err(&repo, e))?;
+                let pushed = self.push_ref(&repo, &dest.remote, &out, &name);
+                if let Ok(mut r) = repo.find_reference(&out) {
+                    let _ = r.delete();
+                }
+                match pushed {
+                    Ok(()) => Ok(true),
+                    Err(PushError::Rejected(_)) => Ok(false),
+                    Err(PushError::Fatal(e)) => Err(e),
+                }
+            }
+        }
+    }
+}

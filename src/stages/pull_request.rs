@@ -1,0 +1,172 @@
+//! The deploy kind's pull-request path (`environments.NAME.pullRequest`): the promotion commit
+//! goes on a branch `promote/PIPELINE/ENVIRONMENT/VERSION`, a request is opened on the host with
+//! the run's evidence and a link to its page, newer promotions close stale requests, and the
+//! stage waits (polling with backoff) until the request is merged (the merge commit is the
+//! promotion) or closed (the stage fails).
+
+use serde_json::{Value, json};
+
+use super::{StageContext, StageError, Wait, Wake};
+use crate::model::{PrMerge, PullRequest};
+use crate::providers::pullrequest::{Host, Merge, PrState, PullRequests};
+
+/// The audit entry kind that records a stage's request.
+const KIND: &str = "pull-request";
+
+/// One deploy's request, on its host.
+pub struct Request {
+    /// The branch the promotion commit goes on.
+    pub branch: String,
+    /// The environment branch it merges into.
+    pub base: String,
+    merge: PrMerge,
+    host: Host,
+    client: PullRequests,
+    /// The branches of this pipeline's requests into this environment: `promote/P/E/`.
+    prefix: String,
+}
+
+/// Where a request stands for the deploy.
+pub enum Follow {
+    /// Merged: the merge commit, and what to show of the request.
+    Merged(String, Value),
+    /// Not yet: wait.
+    Wait(Wait),
+}
+
+impl Request {
+    /// The request of the deploy of `ctx` into `env` (the token read from its variable now).
+    pub fn new(spec: &PullRequest, ctx: &StageContext, env: &str, base: &str) -> Result<Request, StageError> {
+        let host =
+            Host::parse(&spec.provider.value).ok_or_else(|| StageError::Terminal(format!("pullRequest.provider `{}` is unknown", spec.provider.value)))?;
+        let api = match &spec.api {
+            Some(a) => a.value.clone(),
+            None => {
+                PullRequests::default_api(host).map(String::from).ok_or_else(|| StageError::Terminal("pullRequest.api is required for this host".into()))?
+            }
+        };
+        let token = match (&spec.token_env, &spec.token_file) {
+            (Some(var), _) => std::env::var(&var.value).ok().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+                StageError::Terminal(format!("the token for `{env}`'s pull requests is not set: export {} (pullRequest.tokenEnv)", var.value))
+            })?,
+            (None, Some(file)) => {
+                let path = ctx.base_dir.join(&file.value);
+                crate::files::read_text(&path, crate::files::MAX_SMALL)
+                    .map_err(|e| StageError::Terminal(format!("the token for `{env}`'s pull requests: {}: {}", path.display(), e.why)))?
+            }
+            (None, None) => return Err(StageError::Terminal("pullRequest has no tokenEnv or tokenFile".into())),
+        };
+        let prefix = format!("promote/{}/{env}/", ctx.run.pipeline);
+        Ok(Request {
+            branch: format!("{prefix}{}", ctx.run.version),
+            base: base.to_string(),
+            merge: spec.merge,
+            host,
+            client: PullRequests::new(host, &api, &spec.repo.value, crate::secret::Secret::new(token)),
+            prefix,
+        })
+    }
+
+    /// The request an earlier attempt of this stage opened, from the run's trail.
+    pub async fn recorded(&self, ctx: &StageContext) -> Result<Option<u64>, StageError> {
+        let stage = &ctx.stage().name.value;
+        let events = ctx.store.events(&ctx.run.id).await?;
+        Ok(events
+            .iter()
+            .rev()
+            .filter(|e| e.kind == KIND && e.stage.as_deref() == Some(stage) && e.detail.starts_with("opened "))
+            .find_map(|e| e.detail.split_once('#').and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())))
+    }
+
+    /// Opens the request for the branch (or finds the one open), records it, and closes this
+    /// environment's stale requests with a comment.
+    pub async fn open(&self, ctx: &StageContext, env: &str, body: &str) -> Result<u64, StageError> {
+        let host_err = |e: crate::providers::pullrequest::PrError| StageError::Transient(e.to_string());
+        let pr = match self.client.find_open(&self.branch, &self.base).await.map_err(host_err)? {
+            Some(pr) => pr,
+            None => {
+                let title = format!("promote {} {} to {env}", ctx.run.pipeline, ctx.run.version);
+                self.client.open(&self.branch, &self.base, &title, body).await.map_err(host_err)?
+            }
+        };
+        let stage = ctx.stage().name.value.clone();
+        ctx.store
+            .audit(
+                &ctx.run.id,
+                Some(&stage),
+                KIND,
+                "promote",
+                &format!("opened {} #{} for {} into `{}`: {}", self.host.noun(), pr.number, self.branch, self.base, pr.url),
+            )
+            .await?;
+        for stale in self.client.list_open(&self.base).await.map_err(host_err)? {
+            if stale.number != pr.number && stale.head.starts_with(&self.prefix) {
+                let note = format!(
+                    "Superseded by {} #{} ({} {}, run {}): closed by promote.",
+                    self.host.noun(),
+                    pr.number,
+                    ctx.run.pipeline,
+                    ctx.run.version,
+                    ctx.run.id
+                );
+                self.client.comment(stale.number, &note).await.map_err(host_err)?;
+                self.client.close(stale.number).await.map_err(host_err)?;
+                ctx.store
+                    .audit(&ctx.run.id, Some(&stage), KIND, "promote", &format!("closed stale {} #{} ({}): {note}", self.host.noun(), stale.number, stale.head))
+                    .await?;
+            }
+        }
+        Ok(pr.number)
+    }
+
+    /// Where request `number` stands: merged (with `merge: auto`, merged by promote when the host
+    /// lets it), still open (wait, polled with backoff), or closed (the stage fails).
+    pub async fn follow(&self, ctx: &StageContext, number: u64) -> Result<Follow, StageError> {
+        let host_err = |e: crate::providers::pullrequest::PrError| StageError::Transient(e.to_string());
+        let pr = self.client.get(number).await.map_err(host_err)?;
+        let shown = json!({"host": format!("{:?}", self.host).to_lowercase(), "number": pr.number, "url": pr.url, "branch": self.branch});
+        let noun = self.host.noun();
+        let mut why_not = String::new();
+        match pr.state {
+            PrState::Merged(sha) => return Ok(Follow::Merged(sha, shown)),
+            PrState::Closed => {
+                return Err(StageError::Terminal(format!("{noun} #{number} ({}) was closed without a merge: nothing was promoted", pr.url)));
+            }
+            PrState::Open if self.merge == PrMerge::Auto => match self.client.merge(number).await.map_err(host_err)? {
+                Merge::Merged(sha) => return Ok(Follow::Merged(sha, shown)),
+                Merge::NotYet(why) => why_not = format!(" ({why})"),
+            },
+            PrState::Open => {}
+        }
+        // Polled: every 2 s at first, then a quarter of the time waited so far, at most a minute.
+        let waited = (crate::clock::now_ms() - ctx.started_at).max(0);
+        let next = (waited / 4).clamp(2_000, 60_000);
+        let who = if self.merge == PrMerge::Auto { "its checks to pass" } else { "a merge" };
+        Ok(Follow::Wait(Wait {
+            why: format!("{noun} #{number} waits for {who}: {}{why_not}", pr.url),
+            wake: Wake::Time,
+            until: Some(crate::clock::now_ms() + next),
+            notify: None,
+        }))
+    }
+}
+
+/// The request's description: the run's evidence so far (each stage before this one, its state
+/// and message) and a link to the run's page.
+pub async fn body(ctx: &StageContext) -> Result<String, StageError> {
+    let mut text = format!("Promotion of **{}** `{}` by run `{}`.\n\n", ctx.run.pipeline, ctx.run.version, ctx.run.id);
+    if let Some(url) = &ctx.public_url {
+        text.push_str(&format!("Run page: {}/ui/runs/{}\n\n", url.trim_end_matches('/'), ctx.run.id));
+    }
+    text.push_str("| stage | state | evidence |\n| --- | --- | --- |\n");
+    for s in ctx.store.stages(&ctx.run.id).await? {
+        if s.name == ctx.stage().name.value || s.state == crate::store::StageState::Pending {
+            continue;
+        }
+        let msg = s.message.as_deref().unwrap_or("").replace('|', "\\|").replace('\n', " ");
+        let msg: String = msg.chars().take(300).collect();
+        text.push_str(&format!("| {} | {} | {msg} |\n", s.name, s.state));
+    }
+    text.push_str("\nMerging this is the promotion: promote records the merge commit and carries the run on.\n");
+    Ok(text)
+}
