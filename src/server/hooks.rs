@@ -40,6 +40,16 @@ pub enum Event {
         /// The tag pushed.
         tag: String,
     },
+    /// A pull (merge) request of `repo` changed (merged, closed, reopened...): waiting deploys
+    /// look at theirs now instead of at their next poll.
+    PullRequest {
+        /// The repo, as the provider names it.
+        repo: String,
+        /// Its number (GitLab: `iid`).
+        number: u64,
+        /// What happened (`closed`, `merge`, ...).
+        action: String,
+    },
     /// Something a trigger does not start runs for (a deleted ref, an issue comment).
     Other(String),
 }
@@ -108,6 +118,16 @@ pub async fn receive(
     if let Event::Push { repo, .. } = &event {
         server.pushed(repo);
         server.env_pushed(repo);
+    }
+    // A request changed: one entry in the trail wakes the deploys waiting on requests, which
+    // each ask their host about their own (the event is a hint; the host's answer decides).
+    if let Event::PullRequest { repo, number, action } = &event {
+        let detail = format!("{} #{number} {}", crate::diag::printable(repo), crate::diag::printable(action));
+        if let Err(e) = server.exec.store.audit("-", None, "pull-request-event", &format!("webhook:{provider}"), &detail).await {
+            tracing::warn!(error = %e, "a pull request event could not be recorded");
+            return answer(StatusCode::SERVICE_UNAVAILABLE, "failed", json!({"error": "the event could not be recorded: send it again"}));
+        }
+        return answer(StatusCode::ACCEPTED, "pull-request", json!({"pullRequest": number, "woke": true}));
     }
     let delivery_id = delivery_id(&provider, &headers).unwrap_or_else(|| hex::encode(Sha256::digest(&body)));
     let body_hash = hex::encode(Sha256::digest(&body));
@@ -245,10 +265,18 @@ fn parse_json(provider: &str, h: &HeaderMap, v: &Value) -> Result<Event, String>
                 "ping" => Ok(Event::Ping),
                 "push" if v["deleted"] == true => Ok(Event::Other("a deleted ref".into())),
                 "push" => push(text(v, &["repository", "full_name"]), text(v, &["ref"]), text(v, &["after"])),
+                "pull_request" => match (text(v, &["repository", "full_name"]), v["pull_request"]["number"].as_u64().or(v["number"].as_u64())) {
+                    (Some(repo), Some(number)) => Ok(Event::PullRequest { repo, number, action: text(v, &["action"]).unwrap_or_default() }),
+                    _ => Err("a pull_request event without its repository or number".to_string()),
+                },
                 other => Ok(Event::Other(format!("a `{other}` event"))),
             }
         }
         "gitlab" => match h.get_str("x-gitlab-event").unwrap_or("") {
+            "Merge Request Hook" => match (text(v, &["project", "path_with_namespace"]), v["object_attributes"]["iid"].as_u64()) {
+                (Some(repo), Some(number)) => Ok(Event::PullRequest { repo, number, action: text(v, &["object_attributes", "action"]).unwrap_or_default() }),
+                _ => Err("a merge request event without its project or iid".to_string()),
+            },
             "Push Hook" | "Tag Push Hook" if v["after"].as_str().is_some_and(|a| a.chars().all(|c| c == '0')) => Ok(Event::Other("a deleted ref".into())),
             "Push Hook" | "Tag Push Hook" => {
                 push(text(v, &["project", "path_with_namespace"]), text(v, &["ref"]), text(v, &["checkout_sha"]).or_else(|| text(v, &["after"])))

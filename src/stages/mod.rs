@@ -85,8 +85,9 @@ pub enum Wake {
     RunEnd(String),
     /// A drift decided (accepted, rejected or reverted).
     DriftDecided,
-    /// Nothing in the state: only the wait's `until` (a host polled with backoff).
-    Time,
+    /// A pull request event a webhook delivered (any: each waiting deploy asks its host), or
+    /// the wait's `until` (the host polled with backoff).
+    PullRequestEvent,
 }
 
 impl Wake {
@@ -96,7 +97,7 @@ impl Wake {
             Wake::Decision => change.is_decision_on(run, stage),
             Wake::RunEnd(holder) => change.is_run_end() && change.run == *holder,
             Wake::DriftDecided => change.kind == "drift-decision",
-            Wake::Time => false,
+            Wake::PullRequestEvent => change.kind == "pull-request-event",
         }
     }
 }

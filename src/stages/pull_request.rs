@@ -2,7 +2,8 @@
 //! goes on a branch `promote/PIPELINE/ENVIRONMENT/VERSION`, a request is opened on the host with
 //! the run's evidence and a link to its page, newer promotions close stale requests, and the
 //! stage waits (polling with backoff) until the request is merged (the merge commit is the
-//! promotion) or closed (the stage fails).
+//! promotion) or closed (the stage fails); a pull-request webhook to `promote serve` wakes it
+//! at once.
 
 use serde_json::{Value, json};
 
@@ -144,7 +145,7 @@ impl Request {
         let who = if self.merge == PrMerge::Auto { "its checks to pass" } else { "a merge" };
         Ok(Follow::Wait(Wait {
             why: format!("{noun} #{number} waits for {who}: {}{why_not}", pr.url),
-            wake: Wake::Time,
+            wake: Wake::PullRequestEvent,
             until: Some(crate::clock::now_ms() + next),
             notify: None,
         }))

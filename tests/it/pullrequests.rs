@@ -218,3 +218,50 @@ fn a_pull_request_is_checked_before_anything_runs() {
     let said = crate::exec::text(&crate::exec::promote(s.path(), &["validate", "pipeline.yaml"]));
     assert!(said.contains("is self-hosted: give `api`"), "{said}");
 }
+
+/// A pull_request webhook, signed with the trigger's secret as GitHub signs it, wakes the waiting
+/// deploy at once: it does not wait for its next poll.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_request_webhook_wakes_the_waiting_deploy_before_its_next_poll() {
+    let (s, fake) = pr_setup(Host::GitHub, "wait").await;
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    std::fs::write(
+        &s.file,
+        format!("{text}triggers:\n  - git: {{provider: github, repo: acme/checkout, refs: [\"refs/tags/v*\"], version: tag}}\n    secretFile: hook.secret\n"),
+    )
+    .unwrap();
+    std::fs::write(s.path().join("hook.secret"), "It's a Secret to Everybody\n").unwrap();
+    let server = crate::server::Running::start(&s).await;
+    let body = crate::server::push_event("acme/checkout", "refs/tags/v5.0.0");
+    let sig = crate::server::sign(&body);
+    let (status, answer) = server.hook(&[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d-pr-1"), ("X-Hub-Signature-256", sig.as_str())], body).await;
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["runs"][0]["run"].as_str().unwrap().to_string();
+    let store = s.executor().await.store;
+    wait_for_state(&store, &id, "deploy-prod", StageState::Waiting).await;
+    // The deploy polls every 2 s for its first 10 s, then every quarter of its wait: just after
+    // its 10 s look, the next is 2.5 s away.
+    tokio::time::sleep(std::time::Duration::from_millis(10_300)).await;
+    let Merge::Merged(sha) = client(Host::GitHub, &fake).merge(1).await.unwrap() else { panic!("not merged") };
+    let event = serde_json::to_vec(&serde_json::json!({
+        "action": "closed", "number": 1,
+        "pull_request": {"number": 1, "merged": true, "merge_commit_sha": sha, "head": {"ref": "promote/checkout/prod/v5.0.0"}, "base": {"ref": "main"}},
+        "repository": {"full_name": "acme/checkout-env"}
+    }))
+    .unwrap();
+    let sig = crate::server::sign(&event);
+    let sent = std::time::Instant::now();
+    let (status, answer) =
+        server.hook(&[("X-GitHub-Event", "pull_request"), ("X-GitHub-Delivery", "d-pr-2"), ("X-Hub-Signature-256", sig.as_str())], event).await;
+    assert_eq!((status, answer["woke"].as_bool()), (202, Some(true)), "{answer}");
+    loop {
+        let run = store.run(&id).await.unwrap();
+        if run.state == RunState::Succeeded {
+            break;
+        }
+        assert!(sent.elapsed() < std::time::Duration::from_millis(1500), "not woken by the event: {:?}", store.stages(&id).await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    println!("merged -> deploy done {} ms after the pull_request event", sent.elapsed().as_millis());
+    server.stop().await;
+}
