@@ -160,6 +160,11 @@ async fn a_protected_prod_is_promoted_by_the_merge_of_a_pull_request_with_the_ev
     // Its trailers are kept in main's history (the promotion commit is the merge's second parent).
     let log = git(&bare, &["log", "--format=%H %s", "main"]);
     assert!(log.contains("promote checkout 2.0.0 to prod"), "{log}");
+    // `promote rollback` works on it: the value from before the promotion the merge brought.
+    let back = crate::exec::promote(s.path(), &["rollback", "prod", "--pipeline", "pipeline.yaml"]);
+    assert!(back.status.success(), "{}", crate::exec::text(&back));
+    assert!(crate::exec::text(&back).contains("rolled back prod: 2.0.0 -> 1.0.0"), "{}", crate::exec::text(&back));
+    assert!(git(&bare, &["show", "main:app/kustomization.yaml"]).contains("newTag: 1.0.0"));
     let trail: Vec<String> = exec.store.events(&id).await.unwrap().into_iter().filter(|e| e.kind == "pull-request").map(|e| e.detail).collect();
     assert!(trail.iter().any(|t| t.starts_with("opened pull request #2")) && trail.iter().any(|t| t.starts_with("closed stale pull request #1")), "{trail:?}");
     assert!(trail.iter().any(|t| t.starts_with(&format!("#2 merged into `main` as {sha}"))), "{trail:?}");
