@@ -472,6 +472,21 @@ impl Executor {
             let (pipeline, environment, run_id, stage_name) =
                 (plan.pipeline.name.value.clone(), env.name.value.clone(), run.id.clone(), stage.name.value.clone());
             let key = self.store.key().clone();
+            // A protected environment is rolled back through a request too.
+            let request = match &env.spec.pull_request {
+                Some(spec) => {
+                    match crate::stages::pull_request::Request::of(spec, &pipeline, &environment, &dest.branch, base_dir, &format!("rollback-{}", run.id)) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            let t = Transition { message: Some(format!("rollback failed: {e}")), ..Default::default() };
+                            self.store.transition(&run.id, &stage.name.value, t, &format!("rollback failed: {e}")).await?;
+                            continue;
+                        }
+                    }
+                }
+                None => None,
+            };
+            let via = request.as_ref().map(|r| r.branch.clone());
             let result = tokio::task::spawn_blocking(move || {
                 let r = RollbackRequest {
                     pipeline: &pipeline,
@@ -482,10 +497,39 @@ impl Executor {
                     seal: Some(&key),
                     only_if: None,
                 };
-                writer.rollback(&dest, &r)
+                match &via {
+                    Some(branch) => writer.rollback_via_branch(&dest, branch, &r),
+                    None => writer.rollback(&dest, &r),
+                }
             })
             .await;
             match result {
+                Ok(Ok(report)) if request.is_some() && !matches!(report.outcome, Outcome::Unchanged { .. }) => {
+                    let r = request.as_ref().expect("checked");
+                    let restore = match &report.outcome {
+                        Outcome::Committed(w) => format!("rolled back to {}", w.new_value),
+                        _ => "rolled back".to_string(),
+                    };
+                    match crate::stages::pull_request::propose_rollback(r, &env.name.value, &restore).await {
+                        Ok((Some(_), line)) => {
+                            let message = match &failed {
+                                Some(why) => format!("{why}; {line}"),
+                                None => line,
+                            };
+                            self.set(run, plan, i, StageState::RolledBack, &message, starts, progress).await?;
+                            state[i] = StageState::RolledBack;
+                        }
+                        Ok((None, line)) => {
+                            let t = Transition { message: Some(line.clone()), ..Default::default() };
+                            self.store.transition(&run.id, &stage.name.value, t, &line).await?;
+                            progress(Progress { stage: stage.name.value.clone(), state: state[i], message: line });
+                        }
+                        Err(e) => {
+                            let t = Transition { message: Some(format!("rollback failed: {e}")), ..Default::default() };
+                            self.store.transition(&run.id, &stage.name.value, t, &format!("rollback failed: {e}")).await?;
+                        }
+                    }
+                }
                 Ok(Ok(report)) => {
                     let message = match &report.outcome {
                         Outcome::Committed(w) => format!("rolled back to {} in {}", w.new_value, crate::stages::short(&w.commit.to_string())),

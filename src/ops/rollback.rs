@@ -45,17 +45,51 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
         return Err(OpsError::Refused(format!("{shown} has no environment `{environment}`{hint} (its environments: {})", names.join(", "))));
     };
     let dest = Destination::of(env, base);
+    // A protected environment is rolled back through a request.
+    let request = match &env.spec.pull_request {
+        Some(spec) => Some(
+            crate::stages::pull_request::Request::of(
+                spec,
+                &pipeline.name.value,
+                environment,
+                &dest.branch,
+                base,
+                &format!("rollback-{}", crate::clock::now_ms()),
+            )
+            .map_err(|e| OpsError::Refused(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let via = request.as_ref().map(|r| r.branch.clone());
     let (w, name, env_name, key) = (writer.clone(), pipeline.name.value.clone(), environment.to_string(), store.key().clone());
-    let result = tokio::task::spawn_blocking(move || {
+    let mut result = tokio::task::spawn_blocking(move || {
         let request = RollbackRequest { pipeline: &name, environment: &env_name, target, run: None, stage: None, seal: Some(&key), only_if: None };
-        w.rollback(&dest, &request)
+        match &via {
+            Some(branch) => w.rollback_via_branch(&dest, branch, &request),
+            None => w.rollback(&dest, &request),
+        }
     })
     .await
     .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))?;
-    let line = match &result {
+    let mut line = match &result {
         Ok(report) => describe(environment, &report.outcome),
         Err(e) => format!("promote: error: {e}"),
     };
+    if let (Some(r), Ok(Report { outcome: Outcome::Committed(_), .. })) = (&request, &result) {
+        match crate::stages::pull_request::propose_rollback(r, environment, &format!("rollback of {environment}")).await {
+            // Merged: the rollback is done, and said as any rollback is (with the request).
+            Ok((Some(_), pr)) => line = format!("{line}; {pr}"),
+            // Proposed: nothing is restored until someone merges it.
+            Ok((None, pr)) => {
+                line = pr;
+                result = Err(GitError::Refused(line.clone()));
+            }
+            Err(e) => {
+                line = format!("promote: error: the rollback commit is on {}, but its request could not be opened: {e}", r.branch);
+                result = Err(GitError::Refused(line.clone()));
+            }
+        }
+    }
     // The trail keeps every manual rollback, done or not (run `-`: no run).
     let detail = match &result {
         Ok(_) => format!("{}: {line}", pipeline.name.value),

@@ -7,7 +7,7 @@ pub mod logs;
 pub mod metrics;
 pub mod policies;
 mod policy;
-mod pull_request;
+pub mod pull_request;
 mod wait;
 pub mod webhook;
 

@@ -38,6 +38,12 @@ pub enum Follow {
 impl Request {
     /// The request of the deploy of `ctx` into `env` (the token read from its variable now).
     pub fn new(spec: &PullRequest, ctx: &StageContext, env: &str, base: &str) -> Result<Request, StageError> {
+        Request::of(spec, &ctx.run.pipeline, env, base, &ctx.base_dir, &ctx.run.version)
+    }
+
+    /// The request of `pipeline` into `env` on branch `promote/PIPELINE/ENV/LABEL` (a version,
+    /// or `rollback-...`), with the pipeline file in `base_dir`.
+    pub fn of(spec: &PullRequest, pipeline: &str, env: &str, base: &str, base_dir: &std::path::Path, label: &str) -> Result<Request, StageError> {
         let host =
             Host::parse(&spec.provider.value).ok_or_else(|| StageError::Terminal(format!("pullRequest.provider `{}` is unknown", spec.provider.value)))?;
         let api = match &spec.api {
@@ -51,15 +57,15 @@ impl Request {
                 StageError::Terminal(format!("the token for `{env}`'s pull requests is not set: export {} (pullRequest.tokenEnv)", var.value))
             })?,
             (None, Some(file)) => {
-                let path = ctx.base_dir.join(&file.value);
+                let path = base_dir.join(&file.value);
                 crate::files::read_text(&path, crate::files::MAX_SMALL)
                     .map_err(|e| StageError::Terminal(format!("the token for `{env}`'s pull requests: {}: {}", path.display(), e.why)))?
             }
             (None, None) => return Err(StageError::Terminal("pullRequest has no tokenEnv or tokenFile".into())),
         };
-        let prefix = format!("promote/{}/{env}/", ctx.run.pipeline);
+        let prefix = format!("promote/{pipeline}/{env}/");
         Ok(Request {
-            branch: format!("{prefix}{}", ctx.run.version),
+            branch: format!("{prefix}{label}"),
             base: base.to_string(),
             merge: spec.merge,
             host,
@@ -149,6 +155,48 @@ impl Request {
             until: Some(crate::clock::now_ms() + next),
             notify: None,
         }))
+    }
+}
+
+impl Request {
+    /// Opens (or finds) the request for the branch, and with `merge: auto` asks the host to merge
+    /// it at once: the request, and its merge commit when merged. For what is not a deploy
+    /// waiting (a rollback): nobody follows it after this.
+    pub async fn propose(
+        &self,
+        title: &str,
+        body: &str,
+    ) -> Result<(crate::providers::pullrequest::Pr, Option<String>), crate::providers::pullrequest::PrError> {
+        let pr = match self.client.find_open(&self.branch, &self.base).await? {
+            Some(pr) => pr,
+            None => self.client.open(&self.branch, &self.base, title, body).await?,
+        };
+        let merged = match self.merge {
+            PrMerge::Auto => match self.client.merge(pr.number).await? {
+                Merge::Merged(sha) => Some(sha),
+                Merge::NotYet(_) => None,
+            },
+            PrMerge::Wait => None,
+        };
+        Ok((pr, merged))
+    }
+
+    /// What a person calls a request on this host.
+    pub fn noun(&self) -> &'static str {
+        self.host.noun()
+    }
+}
+
+/// A rollback of `env` through a request: its branch (`promote/PIPELINE/ENV/rollback-LABEL`) is
+/// written by the caller with [`crate::git::Writer::rollback_via_branch`]; this opens the request and
+/// says, in one line, what became of it: merged (`Ok(Some(sha), line)`) or proposed.
+pub async fn propose_rollback(r: &Request, env: &str, what: &str) -> Result<(Option<String>, String), String> {
+    let title = format!("roll {env} back: {what}");
+    let body = format!("{what}.\n\nMerging this restores the value; promote opened it (its rollback commit carries `Promote-Rollback-Of`).\n");
+    match r.propose(&title, &body).await {
+        Ok((pr, Some(sha))) => Ok((Some(sha.clone()), format!("{what} through {} #{} ({}), merged as {}", r.noun(), pr.number, pr.url, super::short(&sha)))),
+        Ok((pr, None)) => Ok((None, format!("{what}: proposed in {} #{} ({}); merging it restores the value", r.noun(), pr.number, pr.url))),
+        Err(e) => Err(e.to_string()),
     }
 }
 

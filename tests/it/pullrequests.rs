@@ -86,7 +86,12 @@ use crate::exec::{Setup, drive, stage, wait_for_state};
 
 /// A pipeline deploying QA by push and prod through a request on `host` (the fake at `api`).
 async fn pr_setup(host: Host, merge: &str) -> (Setup, crate::hosts::Fake) {
-    let s = Setup::new("  deploy-qa:\n    deploy: {environment: qa}\n  deploy-prod:\n    needs: [deploy-qa]\n    deploy: {environment: prod}\n", "");
+    pr_setup_with(host, merge, "  deploy-qa:\n    deploy: {environment: qa}\n  deploy-prod:\n    needs: [deploy-qa]\n    deploy: {environment: prod}\n", "")
+        .await
+}
+
+async fn pr_setup_with(host: Host, merge: &str, stages: &str, extra: &str) -> (Setup, crate::hosts::Fake) {
+    let s = Setup::new(stages, extra);
     let prod = s.path().join("envs/prod.git");
     let (fake, api) = crate::hosts::start(host, prod, TOKEN).await;
     std::fs::write(s.path().join("pr.token"), format!("{TOKEN}\n")).unwrap();
@@ -160,10 +165,11 @@ async fn a_protected_prod_is_promoted_by_the_merge_of_a_pull_request_with_the_ev
     // Its trailers are kept in main's history (the promotion commit is the merge's second parent).
     let log = git(&bare, &["log", "--format=%H %s", "main"]);
     assert!(log.contains("promote checkout 2.0.0 to prod"), "{log}");
-    // `promote rollback` works on it: the value from before the promotion the merge brought.
+    // `promote rollback` works on it (the value from before the promotion the merge brought),
+    // through a request of its own, which a person merges.
     let back = crate::exec::promote(s.path(), &["rollback", "prod", "--pipeline", "pipeline.yaml"]);
-    assert!(back.status.success(), "{}", crate::exec::text(&back));
-    assert!(crate::exec::text(&back).contains("rolled back prod: 2.0.0 -> 1.0.0"), "{}", crate::exec::text(&back));
+    assert!(crate::exec::text(&back).contains("rollback of prod: proposed in pull request #3"), "{}", crate::exec::text(&back));
+    let Merge::Merged(_) = client(Host::GitHub, &fake).merge(3).await.unwrap() else { panic!("not merged") };
     assert!(git(&bare, &["show", "main:app/kustomization.yaml"]).contains("newTag: 1.0.0"));
     let trail: Vec<String> = exec.store.events(&id).await.unwrap().into_iter().filter(|e| e.kind == "pull-request").map(|e| e.detail).collect();
     assert!(trail.iter().any(|t| t.starts_with("opened pull request #2")) && trail.iter().any(|t| t.starts_with("closed stale pull request #1")), "{trail:?}");
@@ -269,4 +275,42 @@ async fn a_pull_request_webhook_wakes_the_waiting_deploy_before_its_next_poll() 
     }
     println!("merged -> deploy done {} ms after the pull_request event", sent.elapsed().as_millis());
     server.stop().await;
+}
+
+/// A run that fails after a protected prod was promoted rolls prod back through a request too
+/// (merged at once with `merge: auto`), QA by a push; `promote rollback` on a `merge: wait`
+/// environment proposes the request and says that nothing is restored until it is merged.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollbacks_of_a_protected_environment_go_through_a_request() {
+    let stages = "  deploy-qa:\n    deploy: {environment: qa}\n  deploy-prod:\n    needs: [deploy-qa]\n    deploy: {environment: prod}\n  sign-off:\n    needs: [deploy-prod]\n    approval: {approvers: [alice]}\n";
+    let (s, _fake) = pr_setup_with(Host::GitLab, "auto", stages, "onFailure: {rollback: true}\n").await;
+    let bare = s.path().join("envs/prod.git");
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "6.0.0").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "sign-off", StageState::Waiting).await;
+    assert!(git(&bare, &["show", "main:app/kustomization.yaml"]).contains("newTag: 6.0.0"));
+    exec.store.decide(&id, "sign-off", "alice", false, Some("not today")).await.unwrap();
+    let sum = walker.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Failed);
+    let prod = stage(&sum, "deploy-prod");
+    assert_eq!(prod.state, StageState::RolledBack, "{:?}", prod.message);
+    assert!(prod.message.as_deref().unwrap().contains("through merge request #2"), "{:?}", prod.message);
+    assert!(git(&bare, &["show", "main:app/kustomization.yaml"]).contains("newTag: 1.0.0"), "prod restored by the merge");
+    assert!(git(&bare, &["log", "-1", "--format=%s", "main"]).starts_with("Merge pull request #2 from acme/promote/checkout/prod/rollback-"));
+
+    // By hand, on an environment a person merges: proposed, not restored.
+    let (s, fake) = pr_setup(Host::GitHub, "auto").await;
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "7.0.0").await;
+    assert_eq!(drive(&exec, &id).await.run.state, RunState::Succeeded);
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    std::fs::write(&s.file, text.replace("merge: auto", "merge: wait")).unwrap();
+    let out = crate::exec::promote(s.path(), &["rollback", "prod", "--pipeline", "pipeline.yaml"]);
+    let said = crate::exec::text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("rollback of prod: proposed in pull request #2 (http://127.0.0.1:") && said.contains("merging it restores the value"), "{said}");
+    assert!(git(&s.path().join("envs/prod.git"), &["show", "main:app/kustomization.yaml"]).contains("newTag: 7.0.0"), "not restored yet");
+    assert_eq!(fake.prs.lock().unwrap()[1].state, "open");
 }

@@ -18,6 +18,19 @@ impl Writer {
         self.promote(&on_branch, p)
     }
 
+    /// Writes rollback `r` on branch `branch` (made from the head of `dest.branch` when it does
+    /// not exist), for a request to merge: the environment branch is not touched.
+    pub fn rollback_via_branch(&self, dest: &Destination, branch: &str, r: &RollbackRequest<'_>) -> Result<Report, GitError> {
+        commit::one_line("branch", branch)?;
+        if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+            return Err(GitError::Refused(format!("`{branch}` is not a branch name git takes")));
+        }
+        self.create_branch(dest, branch)?;
+        let mut on_branch = dest.clone();
+        on_branch.branch = branch.to_string();
+        self.rollback(&on_branch, r)
+    }
+
     /// Makes `branch` on the remote at the head of `dest.branch`, unless it exists; whether it
     /// made it.
     fn create_branch(&self, dest: &Destination, branch: &str) -> Result<bool, GitError> {
