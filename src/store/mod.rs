@@ -15,6 +15,7 @@ pub mod postgres;
 mod records;
 pub mod seals;
 pub mod sqlite;
+pub mod texts;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::seal::Key;
 use crate::store::chain::entry_hash;
-use crate::store::{StageState, StageWrite, Write, Written, seals};
+use crate::store::{StageState, StageWrite, Write, Written, seals, texts};
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 512;
@@ -193,8 +193,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
                     .execute(&mut *conn)
                     .await?;
             }
-            let detail = format!("run started: {} {} by {}", run.pipeline, run.version, run.triggered_by);
-            insert_event(conn, head, &run.id, None, run.created_at, "trigger", &run.triggered_by, &detail).await?;
+            insert_event(conn, head, &run.id, None, run.created_at, "trigger", &run.triggered_by, &texts::run_started(run)).await?;
             Ok(Written::Done)
         }
         Write::Transitions { run, items } => {
@@ -213,8 +212,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
                 .await?;
             sqlx::query("DELETE FROM env_locks WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
             sqlx::query("DELETE FROM drivers WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
-            let detail = format!("run {state}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default());
-            insert_event(conn, head, run, None, *at, "run", "promote", &detail).await?;
+            insert_event(conn, head, run, None, *at, "run", "promote", &texts::run_finished(*state, message.as_deref())).await?;
             Ok(Written::Done)
         }
         Write::Decide { run, stage, user, approve, comment, kind, at } => {
@@ -231,14 +229,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             .bind(seals::decision(&head.key, run, stage, user, *approve, comment.as_deref(), *at))
             .execute(&mut *conn)
             .await?;
-            let what = match (kind.as_str(), approve) {
-                ("break-glass", _) => "freeze overridden (break-glass)",
-                ("callback", true) => "passed",
-                ("callback", false) => "failed",
-                (_, true) => "approved",
-                (_, false) => "rejected",
-            };
-            let detail = format!("{what} by {user}{}", comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default());
+            let detail = texts::decided(kind, *approve, user, comment.as_deref());
             insert_event(conn, head, run, Some(stage), *at, kind, user, &detail).await?;
             Ok(Written::Done)
         }
@@ -255,7 +246,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             .bind(seals::exemption(&head.key, pipeline, template, user, reason, *at))
             .execute(&mut *conn)
             .await?;
-            insert_event(conn, head, run, None, *at, "log-exemption", user, &format!("`{template}` marked not a risk by {user}: {reason}")).await?;
+            insert_event(conn, head, run, None, *at, "log-exemption", user, &texts::exempted(template, user, reason)).await?;
             Ok(Written::Done)
         }
         Write::RecordDrift { drift: d } => {
@@ -291,14 +282,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
                     .await?;
                 return Ok(Written::Duplicate(first));
             }
-            let what = if d.rewritten {
-                "its history was rewritten".to_string()
-            } else {
-                let authors: Vec<&str> = d.commits.iter().map(|c| c.author.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-                format!("{} commit(s) promote did not make, by {}", d.commits.len(), authors.join(", "))
-            };
-            let on = d.baseline.as_deref().map(|b| format!(" on top of {}", &b[..b.len().min(10)])).unwrap_or_default();
-            let detail = format!("{}: drift {} in {}: {what}{on}, head {}", d.pipeline, d.id, d.environment, &d.head[..d.head.len().min(10)]);
+            let detail = texts::drift_recorded(d);
             insert_event(conn, head, "-", None, d.at, "drift", "promote", &detail).await?;
             Ok(Written::Done)
         }
@@ -316,8 +300,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            let detail =
-                format!("{pipeline}: drift {id} in {environment} {state} by {user}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default());
+            let detail = texts::drift_decided(&pipeline, id, &environment, state, user, reason.as_deref());
             insert_event(conn, head, "-", None, *at, "drift-decision", user, &detail).await?;
             Ok(Written::Done)
         }
@@ -371,16 +354,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             }
             let by = format!("the promotion of {} by run {}", w.version, w.run);
             supersede(conn, head, &w.pipeline, &w.environment, &by, Some(&w.id), w.started_at).await?;
-            let detail = format!(
-                "{}: watching {} in {} ({}, commit {}) until {} (watch {})",
-                w.pipeline,
-                w.version,
-                w.environment,
-                w.value,
-                &w.commit[..w.commit.len().min(10)],
-                crate::clock::rfc3339(w.ends_at),
-                w.id
-            );
+            let detail = texts::watch_begun(&w);
             insert_event(conn, head, &w.run, Some(&w.stage), w.started_at, "watch", "promote", &detail).await?;
             Ok(Written::Done)
         }
@@ -436,7 +410,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
                 sqlx::query("UPDATE runs SET state = 'reverted', message = $1 WHERE id = $2").bind(message).bind(&w.run).execute(&mut *conn).await?;
                 insert_event(conn, head, &w.run, None, *at, "run", "promote", &format!("run reverted: {message}")).await?;
             }
-            let detail = format!("{}: watch {} of {} in {} {state}: {message}", w.pipeline, w.id, w.version, w.environment);
+            let detail = texts::watch_ended(&w, state, message);
             insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch", "promote", &detail).await?;
             Ok(Written::Done)
         }
@@ -452,8 +426,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            let detail =
-                format!("{}: {} may be promoted again: the hold of watch {} ({}) cleared by {user}: {reason}", w.pipeline, w.version, w.id, w.environment);
+            let detail = texts::watch_cleared(&w, user, reason);
             insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
             Ok(Written::Done)
         }
@@ -466,10 +439,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             match held {
                 Some((holder, until)) if holder != *run && until >= *at => return Ok(Written::Holder(Some((holder, until)))),
                 Some((holder, until)) if holder != *run => {
-                    let detail = format!(
-                        "environment `{environment}` taken over from run {holder}: its lease lapsed at {} (its driver stopped)",
-                        crate::clock::rfc3339(until)
-                    );
+                    let detail = texts::lock_taken_over(environment, &holder, until);
                     insert_event(conn, head, run, None, *at, "lock-takeover", "promote", &detail).await?;
                 }
                 _ => {}
@@ -492,7 +462,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             match held {
                 Some((other, until)) if other != *holder && until >= *at => return Ok(Written::Holder(Some((other, until)))),
                 Some((other, until)) if until < *at => {
-                    let detail = format!("driven by a new process: the previous driver {other} stopped (its lease ran until {})", crate::clock::rfc3339(until));
+                    let detail = texts::driver_taken_over(&other, until);
                     insert_event(conn, head, run, None, *at, "driver-takeover", "promote", &detail).await?;
                 }
                 _ => {}
@@ -580,7 +550,7 @@ async fn supersede(
     for id in ids {
         let Some(mut w) = super::read_watch(conn, &id).await? else { continue };
         w.state = "superseded".into();
-        let message = format!("superseded by {by}");
+        let (message, detail) = texts::watch_superseded(&w, by);
         sqlx::query("UPDATE watches SET state = 'superseded', message = $1, ended_at = $2, seal = $3 WHERE id = $4")
             .bind(&message)
             .bind(at)
@@ -588,7 +558,6 @@ async fn supersede(
             .bind(&id)
             .execute(&mut *conn)
             .await?;
-        let detail = format!("{pipeline}: watch {id} of {} in {environment} superseded: {message}", w.version);
         insert_event(conn, head, &w.run, Some(&w.stage), at, "watch", "promote", &detail).await?;
     }
     Ok(())

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::seal::Key;
 use crate::store::chain::entry_hash;
-use crate::store::{StageState, StageWrite, Write, Written, seals};
+use crate::store::{StageState, StageWrite, Write, Written, seals, texts};
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 1024;
@@ -207,8 +207,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                     .execute(&mut *conn)
                     .await?;
             }
-            let detail = format!("run started: {} {} by {}", run.pipeline, run.version, run.triggered_by);
-            insert_event(conn, head, &run.id, None, run.created_at, "trigger", &run.triggered_by, &detail).await?;
+            insert_event(conn, head, &run.id, None, run.created_at, "trigger", &run.triggered_by, &texts::run_started(run)).await?;
             Ok(Written::Done)
         }
         Write::Transitions { .. } => unreachable!("transitions are written together by update_stages"),
@@ -222,8 +221,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .await?;
             sqlx::query("DELETE FROM env_locks WHERE run_id = ?").bind(run).execute(&mut *conn).await?;
             sqlx::query("DELETE FROM drivers WHERE run_id = ?").bind(run).execute(&mut *conn).await?;
-            let detail = format!("run {state}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default());
-            insert_event(conn, head, run, None, *at, "run", "promote", &detail).await?;
+            insert_event(conn, head, run, None, *at, "run", "promote", &texts::run_finished(*state, message.as_deref())).await?;
             Ok(Written::Done)
         }
         Write::Decide { run, stage, user, approve, comment, kind, at } => {
@@ -237,14 +235,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(seals::decision(&head.key, run, stage, user, *approve, comment.as_deref(), *at))
                 .execute(&mut *conn)
                 .await?;
-            let what = match (kind.as_str(), approve) {
-                ("break-glass", _) => "freeze overridden (break-glass)",
-                ("callback", true) => "passed",
-                ("callback", false) => "failed",
-                (_, true) => "approved",
-                (_, false) => "rejected",
-            };
-            let detail = format!("{what} by {user}{}", comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default());
+            let detail = texts::decided(kind, *approve, user, comment.as_deref());
             insert_event(conn, head, run, Some(stage), *at, kind, user, &detail).await?;
             Ok(Written::Done)
         }
@@ -258,7 +249,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(seals::exemption(&head.key, pipeline, template, user, reason, *at))
                 .execute(&mut *conn)
                 .await?;
-            insert_event(conn, head, run, None, *at, "log-exemption", user, &format!("`{template}` marked not a risk by {user}: {reason}")).await?;
+            insert_event(conn, head, run, None, *at, "log-exemption", user, &texts::exempted(template, user, reason)).await?;
             Ok(Written::Done)
         }
         Write::RecordDrift { drift: d } => {
@@ -294,14 +285,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                     .await?;
                 return Ok(Written::Duplicate(first));
             }
-            let what = if d.rewritten {
-                "its history was rewritten".to_string()
-            } else {
-                let authors: Vec<&str> = d.commits.iter().map(|c| c.author.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-                format!("{} commit(s) promote did not make, by {}", d.commits.len(), authors.join(", "))
-            };
-            let on = d.baseline.as_deref().map(|b| format!(" on top of {}", &b[..b.len().min(10)])).unwrap_or_default();
-            let detail = format!("{}: drift {} in {}: {what}{on}, head {}", d.pipeline, d.id, d.environment, &d.head[..d.head.len().min(10)]);
+            let detail = texts::drift_recorded(d);
             insert_event(conn, head, "-", None, d.at, "drift", "promote", &detail).await?;
             Ok(Written::Done)
         }
@@ -319,8 +303,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            let detail =
-                format!("{pipeline}: drift {id} in {environment} {state} by {user}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default());
+            let detail = texts::drift_decided(&pipeline, id, &environment, state, user, reason.as_deref());
             insert_event(conn, head, "-", None, *at, "drift-decision", user, &detail).await?;
             Ok(Written::Done)
         }
@@ -366,16 +349,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             }
             let by = format!("the promotion of {} by run {}", w.version, w.run);
             supersede(conn, head, &w.pipeline, &w.environment, &by, Some(&w.id), w.started_at).await?;
-            let detail = format!(
-                "{}: watching {} in {} ({}, commit {}) until {} (watch {})",
-                w.pipeline,
-                w.version,
-                w.environment,
-                w.value,
-                &w.commit[..w.commit.len().min(10)],
-                crate::clock::rfc3339(w.ends_at),
-                w.id
-            );
+            let detail = texts::watch_begun(&w);
             insert_event(conn, head, &w.run, Some(&w.stage), w.started_at, "watch", "promote", &detail).await?;
             Ok(Written::Done)
         }
@@ -431,7 +405,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 sqlx::query("UPDATE runs SET state = 'reverted', message = ? WHERE id = ?").bind(message).bind(&w.run).execute(&mut *conn).await?;
                 insert_event(conn, head, &w.run, None, *at, "run", "promote", &format!("run reverted: {message}")).await?;
             }
-            let detail = format!("{}: watch {} of {} in {} {state}: {message}", w.pipeline, w.id, w.version, w.environment);
+            let detail = texts::watch_ended(&w, state, message);
             insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch", "promote", &detail).await?;
             Ok(Written::Done)
         }
@@ -447,8 +421,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            let detail =
-                format!("{}: {} may be promoted again: the hold of watch {} ({}) cleared by {user}: {reason}", w.pipeline, w.version, w.id, w.environment);
+            let detail = texts::watch_cleared(&w, user, reason);
             insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
             Ok(Written::Done)
         }
@@ -458,10 +431,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             match held {
                 Some((holder, until)) if holder != *run && until >= *at => return Ok(Written::Holder(Some((holder, until)))),
                 Some((holder, until)) if holder != *run => {
-                    let detail = format!(
-                        "environment `{environment}` taken over from run {holder}: its lease lapsed at {} (its driver stopped)",
-                        crate::clock::rfc3339(until)
-                    );
+                    let detail = texts::lock_taken_over(environment, &holder, until);
                     insert_event(conn, head, run, None, *at, "lock-takeover", "promote", &detail).await?;
                 }
                 _ => {}
@@ -481,7 +451,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             match held {
                 Some((other, until)) if other != *holder && until >= *at => return Ok(Written::Holder(Some((other, until)))),
                 Some((other, until)) if until < *at => {
-                    let detail = format!("driven by a new process: the previous driver {other} stopped (its lease ran until {})", crate::clock::rfc3339(until));
+                    let detail = texts::driver_taken_over(&other, until);
                     insert_event(conn, head, run, None, *at, "driver-takeover", "promote", &detail).await?;
                 }
                 _ => {}
@@ -585,7 +555,7 @@ async fn supersede(
     for id in ids {
         let Some(mut w) = super::read_watch(conn, &id).await? else { continue };
         w.state = "superseded".into();
-        let message = format!("superseded by {by}");
+        let (message, detail) = texts::watch_superseded(&w, by);
         sqlx::query("UPDATE watches SET state = 'superseded', message = ?, ended_at = ?, seal = ? WHERE id = ?")
             .bind(&message)
             .bind(at)
@@ -593,7 +563,6 @@ async fn supersede(
             .bind(&id)
             .execute(&mut *conn)
             .await?;
-        let detail = format!("{pipeline}: watch {id} of {} in {environment} superseded: {message}", w.version);
         insert_event(conn, head, &w.run, Some(&w.stage), at, "watch", "promote", &detail).await?;
     }
     Ok(())
