@@ -27,8 +27,8 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite, Transition,
-    WatchFilter, WatchRecord, Write, Written,
+    Claim, Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite,
+    Transition, WatchFilter, WatchRecord, Write, Written,
 };
 
 /// What a backend's operations return.

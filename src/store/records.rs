@@ -689,3 +689,37 @@ pub struct Lease {
     /// Unix milliseconds when it lapses unless renewed.
     pub expires_at: i64,
 }
+
+/// What a claim of a lease (an environment lock, the driving of a run) does, given who holds it
+/// now: the one rule every backend applies inside its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Someone else holds it and its lease runs: (holder, lease's end).
+    Held(String, i64),
+    /// Taken: free, already ours, or (`Some`) taken over from a holder whose lease lapsed.
+    Take(Option<(String, i64)>),
+}
+
+impl Claim {
+    /// The claim of `me` at `at`, the lease being `held` (holder, lease's end) or free.
+    pub fn of(held: Option<(String, i64)>, me: &str, at: i64) -> Claim {
+        match held {
+            Some((holder, until)) if holder != me && until >= at => Claim::Held(holder, until),
+            Some((holder, until)) if holder != me => Claim::Take(Some((holder, until))),
+            _ => Claim::Take(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::Claim;
+
+    #[test]
+    fn a_lease_is_taken_when_free_ours_or_lapsed_and_never_from_a_live_holder() {
+        assert_eq!(Claim::of(None, "a", 100), Claim::Take(None));
+        assert_eq!(Claim::of(Some(("a".into(), 50)), "a", 100), Claim::Take(None), "ours, even lapsed");
+        assert_eq!(Claim::of(Some(("b".into(), 100)), "a", 100), Claim::Held("b".into(), 100), "live until its end");
+        assert_eq!(Claim::of(Some(("b".into(), 99)), "a", 100), Claim::Take(Some(("b".into(), 99))), "lapsed: taken over");
+    }
+}

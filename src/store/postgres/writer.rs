@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::seal::Key;
 use crate::store::chain::entry_hash;
-use crate::store::{StageState, StageWrite, Write, Written, seals, texts};
+use crate::store::{Claim, StageState, StageWrite, Write, Written, seals, texts};
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 512;
@@ -436,13 +436,13 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
                 .bind(environment)
                 .fetch_optional(&mut *conn)
                 .await?;
-            match held {
-                Some((holder, until)) if holder != *run && until >= *at => return Ok(Written::Holder(Some((holder, until)))),
-                Some((holder, until)) if holder != *run => {
+            match Claim::of(held, run, *at) {
+                Claim::Held(holder, until) => return Ok(Written::Holder(Some((holder, until)))),
+                Claim::Take(Some((holder, until))) => {
                     let detail = texts::lock_taken_over(environment, &holder, until);
                     insert_event(conn, head, run, None, *at, "lock-takeover", "promote", &detail).await?;
                 }
-                _ => {}
+                Claim::Take(None) => {}
             }
             sqlx::query(
                 "INSERT INTO env_locks (environment, run_id, at, expires_at) VALUES ($1, $2, $3, $4)
@@ -459,13 +459,13 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
         Write::Drive { run, holder, at, expires_at } => {
             let held: Option<(String, i64)> =
                 sqlx::query_as("SELECT holder, expires_at FROM drivers WHERE run_id = $1 FOR UPDATE").bind(run).fetch_optional(&mut *conn).await?;
-            match held {
-                Some((other, until)) if other != *holder && until >= *at => return Ok(Written::Holder(Some((other, until)))),
-                Some((other, until)) if until < *at => {
+            match Claim::of(held, holder, *at) {
+                Claim::Held(other, until) => return Ok(Written::Holder(Some((other, until)))),
+                Claim::Take(Some((other, until))) => {
                     let detail = texts::driver_taken_over(&other, until);
                     insert_event(conn, head, run, None, *at, "driver-takeover", "promote", &detail).await?;
                 }
-                _ => {}
+                Claim::Take(None) => {}
             }
             sqlx::query(
                 "INSERT INTO drivers (run_id, holder, expires_at) VALUES ($1, $2, $3)

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::seal::Key;
 use crate::store::chain::entry_hash;
-use crate::store::{StageState, StageWrite, Write, Written, seals, texts};
+use crate::store::{Claim, StageState, StageWrite, Write, Written, seals, texts};
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 1024;
@@ -428,13 +428,13 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
         Write::Lock { environment, run, at, expires_at } => {
             let held: Option<(String, i64)> =
                 sqlx::query_as("SELECT run_id, expires_at FROM env_locks WHERE environment = ?").bind(environment).fetch_optional(&mut *conn).await?;
-            match held {
-                Some((holder, until)) if holder != *run && until >= *at => return Ok(Written::Holder(Some((holder, until)))),
-                Some((holder, until)) if holder != *run => {
+            match Claim::of(held, run, *at) {
+                Claim::Held(holder, until) => return Ok(Written::Holder(Some((holder, until)))),
+                Claim::Take(Some((holder, until))) => {
                     let detail = texts::lock_taken_over(environment, &holder, until);
                     insert_event(conn, head, run, None, *at, "lock-takeover", "promote", &detail).await?;
                 }
-                _ => {}
+                Claim::Take(None) => {}
             }
             sqlx::query("INSERT OR REPLACE INTO env_locks (environment, run_id, at, expires_at) VALUES (?, ?, ?, ?)")
                 .bind(environment)
@@ -448,13 +448,13 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
         Write::Drive { run, holder, at, expires_at } => {
             let held: Option<(String, i64)> =
                 sqlx::query_as("SELECT holder, expires_at FROM drivers WHERE run_id = ?").bind(run).fetch_optional(&mut *conn).await?;
-            match held {
-                Some((other, until)) if other != *holder && until >= *at => return Ok(Written::Holder(Some((other, until)))),
-                Some((other, until)) if until < *at => {
+            match Claim::of(held, holder, *at) {
+                Claim::Held(other, until) => return Ok(Written::Holder(Some((other, until)))),
+                Claim::Take(Some((other, until))) => {
                     let detail = texts::driver_taken_over(&other, until);
                     insert_event(conn, head, run, None, *at, "driver-takeover", "promote", &detail).await?;
                 }
-                _ => {}
+                Claim::Take(None) => {}
             }
             sqlx::query("INSERT OR REPLACE INTO drivers (run_id, holder, expires_at) VALUES (?, ?, ?)")
                 .bind(run)
