@@ -391,7 +391,7 @@ impl Executor {
             match result {
                 Ok(output) => {
                     if let StageKind::Deploy(d) = &stage.kind
-                        && output["outcome"] == "committed"
+                        && matches!(output["outcome"].as_str(), Some("committed" | "merged"))
                     {
                         self.metrics.promoted(&d.environment.value);
                     }

@@ -97,7 +97,7 @@ impl Executor {
             let Some(r) = records.iter().find(|r| r.name == s.name.value && r.state == StageState::Succeeded) else { continue };
             let Some(out) = &r.output else { continue };
             let (Some(commit), Some(value)) = (out["commit"].as_str(), out["newValue"].as_str()) else { continue };
-            if !matches!(out["outcome"].as_str(), Some("committed" | "already-done")) {
+            if !matches!(out["outcome"].as_str(), Some("committed" | "already-done" | "merged")) {
                 continue;
             }
             // A `files` source: the lines appended from now on are the release's.
@@ -347,6 +347,16 @@ impl Executor {
             Some((commit, _, _)) => RollbackTarget::To(commit.clone()),
             None => RollbackTarget::Of(w.commit.clone()),
         };
+        // A protected environment is reverted through a request (merged at once with
+        // `merge: auto`; until someone merges it, the watch stays `reverting`).
+        let request = match &env.spec.pull_request {
+            Some(spec) => match stages::pull_request::Request::of(spec, &w.pipeline, &w.environment, &dest.branch, &x.base_dir, &format!("revert-{}", w.id)) {
+                Ok(r) => Some(r),
+                Err(e) => return Ok(Some(looked(w, "reverting", format!("reverting: {e}")))),
+            },
+            None => None,
+        };
+        let via = request.as_ref().map(|r| r.branch.clone());
         let (writer, key, w2) = (self.writer.clone(), self.store.key().clone(), w.clone());
         let result = tokio::task::spawn_blocking(move || {
             let r = RollbackRequest {
@@ -358,7 +368,10 @@ impl Executor {
                 seal: Some(&key),
                 only_if: Some(&w2.value),
             };
-            writer.rollback(&dest, &r)
+            match &via {
+                Some(branch) => writer.rollback_via_branch(&dest, branch, &r),
+                None => writer.rollback(&dest, &r),
+            }
         })
         .await;
         let report = match result {
@@ -382,14 +395,25 @@ impl Executor {
             Some((_, run, version)) => format!("{version}, the last compliant release (run {run})"),
             None => "the state before this promotion".to_string(),
         };
-        let (done, commit) = match &report.outcome {
-            Outcome::Committed(c) => {
+        let (done, commit) = match (&report.outcome, &request) {
+            (Outcome::Committed(_) | Outcome::AlreadyDone { .. }, Some(r)) => {
+                let value = match &report.outcome {
+                    Outcome::Committed(c) => c.new_value.clone(),
+                    _ => "its last compliant value".to_string(),
+                };
+                match stages::pull_request::propose_rollback(r, &w.environment, &format!("revert {} to {value}", w.environment)).await {
+                    Ok((Some(sha), line)) => (format!("{line}: {to}"), Some(sha)),
+                    Ok((None, line)) => return Ok(Some(looked(w, "reverting", format!("reverting: {line}")))),
+                    Err(e) => return Ok(Some(looked(w, "reverting", format!("reverting: the revert's request could not be opened: {e}")))),
+                }
+            }
+            (Outcome::Committed(c), None) => {
                 (format!("reverted {} to {} in {}: {to}", w.environment, c.new_value, stages::short(&c.commit.to_string())), Some(c.commit.to_string()))
             }
-            Outcome::AlreadyDone { commit } => {
+            (Outcome::AlreadyDone { commit }, None) => {
                 (format!("{} already reverted in {}", w.environment, stages::short(&commit.to_string())), Some(commit.to_string()))
             }
-            Outcome::Unchanged { value } => (format!("{} already holds {value}", w.environment), None),
+            (Outcome::Unchanged { value }, _) => (format!("{} already holds {value}", w.environment), None),
         };
         let message = format!("{why}; {done}");
         let t =
@@ -416,7 +440,7 @@ impl Executor {
                 continue;
             }
             let (Some(commit), Some(value)) = (out["commit"].as_str(), out["newValue"].as_str()) else { continue };
-            if value == w.value || !matches!(out["outcome"].as_str(), Some("committed" | "already-done")) {
+            if value == w.value || !matches!(out["outcome"].as_str(), Some("committed" | "already-done" | "merged")) {
                 continue;
             }
             let at = out["committedAt"].as_i64().or(row.stage.finished_at).unwrap_or(row.run_created_at);

@@ -68,7 +68,8 @@ pub async fn figures(store: &Store, now: i64) -> Result<Figures, StoreError> {
     let mut by_env: BTreeMap<(String, String), Vec<Deployment>> = BTreeMap::new();
     for row in store.stages_where(Some("deploy"), None).await? {
         let Some(out) = &row.stage.output else { continue };
-        if out["outcome"] != "committed" {
+        // A deployment is a promotion commit that landed: pushed, or a request's merge.
+        if !matches!(out["outcome"].as_str(), Some("committed" | "merged")) {
             continue;
         }
         let Some(env) = out["environment"].as_str() else { continue };

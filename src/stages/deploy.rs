@@ -338,6 +338,10 @@ impl super::Run for crate::model::DeployStage {
         let line = match (output["outcome"].as_str(), output["commit"].as_str()) {
             (Some("committed"), Some(c)) => format!("{env} -> {value} in {}", super::short(c)),
             (Some("already-done"), Some(c)) => format!("{env}: already promoted in {}", super::short(c)),
+            (Some("merged"), Some(c)) => {
+                let pr = output["pullRequest"]["number"].as_u64().map(|n| format!(" (request #{n})")).unwrap_or_default();
+                format!("{env} -> {value} in {}, merged{pr}", super::short(c))
+            }
             _ => format!("{env} already at {value}"),
         };
         let warnings = output["policyWarnings"].as_array().map_or(0, Vec::len);

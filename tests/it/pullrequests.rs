@@ -314,3 +314,38 @@ async fn rollbacks_of_a_protected_environment_go_through_a_request() {
     assert!(git(&s.path().join("envs/prod.git"), &["show", "main:app/kustomization.yaml"]).contains("newTag: 7.0.0"), "not restored yet");
     assert_eq!(fake.prs.lock().unwrap()[1].state, "open");
 }
+
+/// A watch on a protected environment reverts through a request too: the release's error rate
+/// is bad from its first look; the revert's request is merged by promote (`merge: auto`), the
+/// environment holds its value from before the release, the watch fails and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_watch_reverts_a_protected_environment_through_a_request() {
+    let service = crate::prom::Exporter::start("error_rate 0.31\n");
+    let prom = tokio::task::block_in_place(|| {
+        let p = crate::prom::Prometheus::scraping(&service.addr);
+        crate::prom::wait_for_value(&p, "error_rate", 0.31);
+        p
+    });
+    let stages = format!(
+        "  deploy-prod:\n    deploy:\n      environment: prod\n      watch:\n        for: 60s\n        interval: 1s\n        metrics:\n          provider: {{prometheus: {{address: \"{}\", timeout: 2s}}}}\n          checks:\n            - name: error-rate\n              query: error_rate\n              successCondition: result[0] < 0.05\n",
+        prom.url()
+    );
+    let (s, fake) = pr_setup_with(Host::GitHub, "auto", &stages, "").await;
+    let bare = s.path().join("envs/prod.git");
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "8.0.0").await;
+    assert_eq!(drive(&exec, &id).await.run.state, RunState::Succeeded);
+    assert!(git(&bare, &["show", "main:app/kustomization.yaml"]).contains("newTag: 8.0.0"));
+    let dir = s.path().to_path_buf();
+    let looked = tokio::task::spawn_blocking(move || crate::exec::promote(&dir, &["watch", "run"])).await.unwrap();
+    assert_eq!(looked.status.code(), Some(1), "a failed watch\n{}", crate::exec::text(&looked));
+    assert!(git(&bare, &["show", "main:app/kustomization.yaml"]).contains("newTag: 1.0.0"), "reverted by the merge");
+    let head = git(&bare, &["log", "-1", "--format=%s", "main"]);
+    assert!(head.starts_with("Merge pull request #2 from acme/promote/checkout/prod/revert-"), "{head}");
+    assert_eq!(fake.prs.lock().unwrap()[1].state, "merged");
+    let list = crate::exec::promote(s.path(), &["watch", "list", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let w = &doc["watches"][0];
+    assert_eq!(w["state"], "failed", "{w}");
+    assert!(w["message"].as_str().unwrap().contains("through pull request #2"), "{w}");
+}
