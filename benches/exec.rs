@@ -5,28 +5,17 @@
 //!
 //! Run: `cargo bench --bench exec` (1,000 runs) or `cargo bench --bench exec -- 200`.
 
+#[path = "support.rs"]
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use promote::exec::{Executor, Metrics, Progress};
-use promote::git::{Writer, WriterConfig};
+use promote::exec::Progress;
 use promote::store::{StageState, Store};
 
-const PIPELINE: &str = "apiVersion: promote/v1
-kind: Pipeline
-name: bench
-artifact: {image: registry.example.com/acme/bench}
-environments:
-  qa: {repo: envs/qa.git, file: k.yaml, update: {kustomizeImage: registry.example.com/acme/bench}}
-stages:
-  s1: {wait: {duration: 0s}}
-  s2: {needs: [s1], wait: {duration: 0s}}
-  s3: {needs: [s1], wait: {duration: 0s}}
-  s4: {needs: [s2, s3], wait: {duration: 0s}}
-  s5: {needs: [s4], wait: {duration: 0s}}
-  s6: {needs: [s4], wait: {duration: 0s}}
-";
+const PIPELINE: &str = support::NOOP_PIPELINE;
 
 /// (run, stage, state) -> when the walker reported it.
 type Seen = HashMap<(String, String, StageState), Instant>;
@@ -50,13 +39,7 @@ fn main() {
         plan.pipeline.stages.iter().map(|s| (s.name.value.clone(), s.needs.iter().map(|n| n.value.clone()).collect())).collect();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let exec = Arc::new(Executor {
-            store: Store::open(&dir.path().join("state.db")).await.unwrap(),
-            writer: Arc::new(Writer::new(WriterConfig::new(dir.path().join("repos")))),
-            metrics: Arc::new(Metrics::default()),
-            poll: Duration::from_millis(200),
-            public_url: None,
-        });
+        let exec = Arc::new(support::executor(Store::open(&dir.path().join("state.db")).await.unwrap(), &dir.path().join("repos")));
         let mut ids = Vec::with_capacity(runs);
         for _ in 0..runs {
             ids.push(exec.start(&file, PIPELINE, &plan, "1.0.0", "bench", false).await.unwrap().id);

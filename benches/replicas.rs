@@ -13,6 +13,9 @@
 //!
 //! Run: `cargo bench --bench replicas` (1,000 runs) or `cargo bench --bench replicas -- 200`.
 
+#[path = "support.rs"]
+mod support;
+
 #[path = "../tests/it/pg.rs"]
 #[allow(dead_code, unused_macros)]
 mod pg;
@@ -21,24 +24,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use promote::exec::{Executor, Metrics, Progress};
-use promote::git::{Writer, WriterConfig};
+use promote::exec::Progress;
 use promote::store::{StageState, Store};
 
-const PIPELINE: &str = "apiVersion: promote/v1
-kind: Pipeline
-name: bench
-artifact: {image: registry.example.com/acme/bench}
-environments:
-  qa: {repo: envs/qa.git, file: k.yaml, update: {kustomizeImage: registry.example.com/acme/bench}}
-stages:
-  s1: {wait: {duration: 0s}}
-  s2: {needs: [s1], wait: {duration: 0s}}
-  s3: {needs: [s1], wait: {duration: 0s}}
-  s4: {needs: [s2, s3], wait: {duration: 0s}}
-  s5: {needs: [s4], wait: {duration: 0s}}
-  s6: {needs: [s4], wait: {duration: 0s}}
-";
+const PIPELINE: &str = support::NOOP_PIPELINE;
 
 type Seen = HashMap<(String, String, StageState), Instant>;
 
@@ -60,13 +49,8 @@ fn main() {
             let key = promote::seal::Key::from_bytes([9u8; 32]);
             let mut execs = Vec::new();
             for r in 0..replicas {
-                execs.push(Arc::new(Executor {
-                    store: Store::open_url(&url, key.clone()).await.unwrap(),
-                    writer: Arc::new(Writer::new(WriterConfig::new(dir.path().join(format!("repos-{replicas}-{r}"))))),
-                    metrics: Arc::new(Metrics::default()),
-                    poll: Duration::from_millis(200),
-                    public_url: None,
-                }));
+                let store = Store::open_url(&url, key.clone()).await.unwrap();
+                execs.push(Arc::new(support::executor(store, &dir.path().join(format!("repos-{replicas}-{r}")))));
             }
             let mut ids = Vec::with_capacity(runs);
             for i in 0..runs {
@@ -140,13 +124,7 @@ stages:
     std::fs::write(&file, SOAK).unwrap();
     let plan = promote::ops::check_file(&file).plan.unwrap();
     let store = Store::open_url(&url, key).await.unwrap();
-    let exec = Executor {
-        store: store.clone(),
-        writer: Arc::new(Writer::new(WriterConfig::new(dir.join("repos-failover")))),
-        metrics: Arc::new(Metrics::default()),
-        poll: Duration::from_millis(200),
-        public_url: None,
-    };
+    let exec = support::executor(store.clone(), &dir.join("repos-failover"));
     let mut ids = Vec::new();
     for i in 0..30 {
         ids.push(exec.start(&file, SOAK, &plan, &format!("1.0.{i}"), "bench", false).await.unwrap().id);

@@ -1,4 +1,7 @@
-//! What the benchmarks share: percentiles, the process's CPU time, bare repos made with libgit2.
+//! What the benchmarks share: percentiles, the process's CPU time, bare repos made with libgit2,
+//! the durable-run benchmarks' pipeline and executor.
+// Each benchmark uses some of it.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,4 +31,32 @@ pub fn bare(dir: &Path, name: &str) {
     let sig = git2::Signature::now("init", "init@example.com").unwrap();
     repo.commit(Some("refs/heads/main"), &sig, &sig, "initial", &tree, &[]).unwrap();
     repo.set_head("refs/heads/main").unwrap();
+}
+
+/// The pipeline of the durable-run benchmarks (exec, replicas): six no-op stages, a diamond
+/// and two tails.
+pub const NOOP_PIPELINE: &str = "apiVersion: promote/v1
+kind: Pipeline
+name: bench
+artifact: {image: registry.example.com/acme/bench}
+environments:
+  qa: {repo: envs/qa.git, file: k.yaml, update: {kustomizeImage: registry.example.com/acme/bench}}
+stages:
+  s1: {wait: {duration: 0s}}
+  s2: {needs: [s1], wait: {duration: 0s}}
+  s3: {needs: [s1], wait: {duration: 0s}}
+  s4: {needs: [s2, s3], wait: {duration: 0s}}
+  s5: {needs: [s4], wait: {duration: 0s}}
+  s6: {needs: [s4], wait: {duration: 0s}}
+";
+
+/// An executor over `store`, its git caches in `cache`, polling every 200 ms.
+pub fn executor(store: promote::store::Store, cache: &Path) -> promote::exec::Executor {
+    promote::exec::Executor {
+        store,
+        writer: std::sync::Arc::new(promote::git::Writer::new(promote::git::WriterConfig::new(cache))),
+        metrics: std::sync::Arc::new(promote::exec::Metrics::default()),
+        poll: Duration::from_millis(200),
+        public_url: None,
+    }
 }

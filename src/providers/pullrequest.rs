@@ -9,6 +9,8 @@ use crate::secret::Secret;
 
 /// The most bytes of an answer read.
 const MAX_ANSWER: usize = 4 << 20;
+/// How long one call may take, answer read included (a host that hangs is a transient error).
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Which host's API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +145,7 @@ impl PullRequests {
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>, what: &str) -> Result<(u16, Value), PrError> {
         let url = format!("{}{path}", self.api);
-        let mut req = self.http.request(method, &url);
+        let mut req = self.http.request(method, &url).timeout(CALL_TIMEOUT);
         req = match self.host {
             Host::GitHub => req.bearer_auth(self.token.expose()).header("Accept", "application/vnd.github+json").header("X-GitHub-Api-Version", "2022-11-28"),
             Host::GitLab => req.header("PRIVATE-TOKEN", self.token.expose()),

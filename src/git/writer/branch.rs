@@ -31,13 +31,12 @@ impl Writer {
         self.rollback(&on_branch, r)
     }
 
-    /// Makes `branch` on the remote at the head of `dest.branch`, unless it exists; whether it
+    /// Makes `branch` on the remote at the head of `dest.branch`, unless it exists (a local repo
+    /// refuses to create it again; a remote refuses the push of the base's head over a branch
+    /// with commits of its own, and takes it as a no-op or fast-forward otherwise); whether it
     /// made it.
     fn create_branch(&self, dest: &Destination, branch: &str) -> Result<bool, GitError> {
         let name = format!("refs/heads/{branch}");
-        if self.list_refs(&dest.remote)?.iter().any(|(n, _)| *n == name) {
-            return Ok(false);
-        }
         let (repo, lock) = self.open_cache(&dest.remote)?;
         let _guard = self.lock(&repo, &lock)?;
         let tip = self.fetch(&repo, dest)?;

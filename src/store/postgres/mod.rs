@@ -65,6 +65,10 @@ impl PgBackend {
     /// replica comes first), and starts this replica's writer. Chains and seals with `key`.
     pub async fn open(url: &str, key: crate::seal::Key) -> Result<PgBackend, StoreError> {
         let path = redacted(url);
+        // Its password is a secret like any other: scrubbed from whatever a driver error says.
+        if let Some(pw) = url::Url::parse(url).ok().and_then(|u| u.password().map(String::from)) {
+            let _ = crate::secret::Secret::new(pw);
+        }
         let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| StoreError::Db { path: path.clone(), message: e.to_string(), code: None })?;
         let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect_with(options.clone()).await.map_err(db(&path))?;
         schema::migrate(&pool, &path).await?;
@@ -226,7 +230,6 @@ impl PgBackend {
         let mut prev = String::new();
         let mut after = 0i64;
         let mut last: Option<(i64, Option<String>)> = None;
-        let mut previous_entries: Vec<Entry> = Vec::new();
         loop {
             let page = self.entries(None, after, 10_000).await?;
             if page.is_empty() {
@@ -256,9 +259,7 @@ impl PgBackend {
                 last = Some((e.seq, Some(hash.clone())));
             }
             after = page.last().map_or(after, |e| e.seq);
-            previous_entries = page;
         }
-        drop(previous_entries);
         let head = last.as_ref().and_then(|l| l.1.clone());
         let written: (i64, String) = sqlx::query_as("SELECT id, hash FROM audit_head WHERE one = 1").fetch_one(&self.pool).await.map_err(db(&self.path))?;
         let tamper = match &last {
