@@ -53,6 +53,7 @@ fn main() {
             metrics: Arc::new(Metrics::default()),
             poll: Duration::from_secs(3600),
             public_url: None,
+            directory: None,
         });
         let mut ids = Vec::with_capacity(runs);
         for _ in 0..runs {

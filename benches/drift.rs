@@ -89,6 +89,7 @@ fn main() {
             metrics: Arc::new(Metrics::default()),
             poll: Duration::from_millis(200),
             public_url: None,
+            directory: None,
         };
         let store = exec.store.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -280,6 +280,7 @@ fn main() {
             metrics: Arc::new(promote::exec::Metrics::default()),
             poll: Duration::from_millis(200),
             public_url: None,
+            directory: None,
         });
         let plan_of = |name: &str| {
             let file = b.root.join("pipelines").join(name);

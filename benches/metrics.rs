@@ -88,6 +88,7 @@ async fn analysis(url: &str, compare: bool) -> (Duration, Duration, Duration) {
         metrics: Arc::new(Metrics::default()),
         poll: Duration::from_millis(50),
         public_url: None,
+        directory: None,
     };
     let id = exec.start(&file, &text, &plan, "1.0.0", "bench", false).await.unwrap().id;
     let start = Instant::now();

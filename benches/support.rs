@@ -58,5 +58,6 @@ pub fn executor(store: promote::store::Store, cache: &Path) -> promote::exec::Ex
         metrics: std::sync::Arc::new(promote::exec::Metrics::default()),
         poll: Duration::from_millis(200),
         public_url: None,
+        directory: None,
     }
 }

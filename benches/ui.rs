@@ -126,6 +126,7 @@ fn main() {
             metrics: Arc::new(Metrics::default()),
             poll: Duration::from_millis(200),
             public_url: None,
+            directory: None,
         };
         let plan_of = |name: &str| Arc::new(promote::ops::check_file(&root.join(name)).plan.expect("valid"));
         let (gate_plan, wide_plan) = (plan_of("gate.yaml"), plan_of("wide.yaml"));

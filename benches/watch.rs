@@ -64,6 +64,7 @@ fn main() {
             metrics: Arc::new(Metrics::default()),
             poll: Duration::from_millis(200),
             public_url: None,
+            directory: None,
         };
         let t = Instant::now();
         let run = exec.start(&file, &source, &plan, "2.0.0", "bench", false).await.unwrap();

@@ -52,7 +52,7 @@ pub fn break_glass(a: RejectArgs, state: &std::path::Path) -> anyhow::Result<Exi
 
 fn decide(run: &str, stage: &str, user: &str, mode: Mode, comment: Option<&str>, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let token = std::env::var("PROMOTE_TOKEN").ok();
-    let request = crate::ops::decide::Request { run, stage, user, mode, comment, proof: crate::ops::decide::Proof::Token(token.as_deref()) };
+    let request = crate::ops::decide::Request { run, stage, mode, comment, caller: crate::ops::access::Caller::Local { user, token: token.as_deref() } };
     let rt = super::runtime()?;
     rt.block_on(async {
         let store = super::open_store(state).await?;

@@ -128,6 +128,6 @@ async fn decide(exec: &crate::exec::Executor, file: &Path, id: &str, verdict: Ve
     let Some(plan) = checked.plan else { return Ok(ExitCode::from(EXIT_BAD_INPUT)) };
     let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let token = std::env::var("PROMOTE_TOKEN").ok();
-    let d = Decision { id, verdict, user, reason, proof: crate::ops::decide::Proof::Token(token.as_deref()) };
+    let d = Decision { id, verdict, reason, caller: crate::ops::access::Caller::Local { user, token: token.as_deref() } };
     super::report(crate::ops::drift::decide(&exec.store, &exec.writer, &plan, base, &d).await)
 }

@@ -181,6 +181,7 @@ pub async fn executor(state: &Path) -> anyhow::Result<crate::exec::Executor> {
         poll: std::time::Duration::from_millis(200),
         // A run driven here can take a callback through a server that shares its state.
         public_url: std::env::var("PROMOTE_PUBLIC_URL").ok().filter(|u| !u.is_empty()),
+        directory: None,
     })
 }
 

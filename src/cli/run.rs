@@ -59,8 +59,7 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
         plan: &plan,
         shown: &checked.file,
         version: &args.version,
-        who: &who,
-        token: token.as_deref(),
+        caller: crate::ops::access::Caller::Local { user: &who, token: token.as_deref() },
         accept_rewrite: &args.accept_rewrite,
     };
     let refused = crate::ops::start::refusals(&request);

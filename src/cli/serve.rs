@@ -28,6 +28,11 @@ pub struct Args {
     /// sign people in to the web pages (repeatable); from anyone else they are ignored.
     #[arg(long = "trusted-proxy", value_name = "IP")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The directory of people (a users file: name, email, groups, token hash, disabled): a login
+    /// is one person for every pipeline served. Without it, the pipelines' own users files are
+    /// merged, and a login two of them describe differently signs in nowhere.
+    #[arg(long, env = "PROMOTE_USERS", value_name = "FILE")]
+    pub users: Option<PathBuf>,
 }
 
 /// Runs `serve` until SIGTERM or Ctrl-C.
@@ -40,6 +45,10 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let dirs: Vec<PathBuf> = dirs.into_iter().map(PathBuf::from).map(|d| std::path::absolute(&d).unwrap_or(d)).collect();
     let cache = super::cache_dir(state);
     let repos = repos.iter().map(|r| crate::server::PipelinesRepo::parse(r, &cache)).collect();
+    if let Some(u) = &args.users {
+        // Checked before anything listens: a server with a broken directory signs nobody in.
+        crate::governance::Users::load(u).map_err(|e| anyhow::anyhow!("--users: {e}"))?;
+    }
     let rt = super::runtime()?;
     rt.block_on(async {
         let mut exec = super::executor(state).await?;
@@ -61,7 +70,14 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
         crate::server::serve(
             listener,
             exec,
-            crate::server::Config { pipelines: dirs, repos, reload: reload.0, trusted_proxies: args.trusted_proxies, drift_poll: drift_poll.0 },
+            crate::server::Config {
+                pipelines: dirs,
+                repos,
+                reload: reload.0,
+                trusted_proxies: args.trusted_proxies,
+                drift_poll: drift_poll.0,
+                users: args.users.map(|u| std::path::absolute(&u).unwrap_or(u)),
+            },
             shutdown,
         )
         .await?;

@@ -96,6 +96,9 @@ pub struct Executor {
     /// Where `promote serve` is reached from outside (`--public-url`, `PROMOTE_PUBLIC_URL`): the
     /// base of the one-time URLs a `webhook` stage with `callback: true` gives the called system.
     pub public_url: Option<String>,
+    /// The server's directory of people, when a server runs this executor: approval stages count
+    /// the decisions of its people by it instead of the pipeline's own users file.
+    pub directory: Option<crate::governance::SharedDirectory>,
 }
 
 /// What became of each stage, and the run.
@@ -340,6 +343,7 @@ impl Executor {
                             started_at,
                             poll: self.poll,
                             public_url: self.public_url.clone(),
+                            directory: self.directory.clone(),
                             report: report.clone(),
                             notifier: notifier.clone(),
                             policies: policies.clone(),
@@ -496,6 +500,7 @@ impl Executor {
                     stage: Some(&stage_name),
                     seal: Some(&key),
                     only_if: None,
+                    forbidden: &[],
                 };
                 match &via {
                     Some(branch) => writer.rollback_via_branch(&dest, branch, &r),

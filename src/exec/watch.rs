@@ -367,6 +367,7 @@ impl Executor {
                 stage: Some(&w2.stage),
                 seal: Some(&key),
                 only_if: Some(&w2.value),
+                forbidden: &[],
             };
             match &via {
                 Some(branch) => writer.rollback_via_branch(&dest, branch, &r),

@@ -11,7 +11,10 @@ use crate::diag::{Diagnostics, Pos, did_you_mean};
 use crate::model::{Spanned, StageKind};
 use crate::plan::Plan;
 
-pub use users::{User, Users};
+pub use users::{Directory, User, Users};
+
+/// A directory swapped whole at each reload, shared by the server and its executor.
+pub type SharedDirectory = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Directory>>>;
 
 /// Why a governance file could not be used.
 #[derive(Debug, thiserror::Error)]

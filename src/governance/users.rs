@@ -184,6 +184,76 @@ impl Users {
     }
 }
 
+/// The server's directory of people: one person per login for every pipeline it loads. Read
+/// from `promote serve --users FILE`; without one (the way before it existed), merged from the
+/// loaded pipelines' users files, where a login that two files describe differently (another
+/// email, another token) is nobody's: it names two people, so it names none (see
+/// [`Directory::problems`]).
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    /// The people.
+    pub users: Users,
+    /// Why some logins were left out, for the pipelines' errors and the log.
+    pub problems: Vec<String>,
+    /// Where it was read from (a file), or `None` when merged from pipelines' files.
+    pub file: Option<String>,
+}
+
+impl Directory {
+    /// The directory of one users file.
+    pub fn of_file(file: &str, users: Users) -> Directory {
+        Directory { users, problems: Vec::new(), file: Some(file.to_string()) }
+    }
+
+    /// The directory merged from several users files `(file, users)`: a login described the same
+    /// way (email and token) by every file that has it is one person, in the union of the groups
+    /// the files give them; a login described two ways is left out, with a problem naming both
+    /// files.
+    pub fn merge<'a>(files: impl IntoIterator<Item = (&'a str, &'a Users)>) -> Directory {
+        let mut seen: BTreeMap<String, (String, User)> = BTreeMap::new();
+        let mut clashed: BTreeMap<String, String> = BTreeMap::new();
+        for (file, users) in files {
+            for (login, u) in &users.users {
+                if clashed.contains_key(login) {
+                    continue;
+                }
+                match seen.get_mut(login) {
+                    None => {
+                        seen.insert(login.clone(), (file.to_string(), u.clone()));
+                    }
+                    Some((first, known)) => {
+                        let same = known.email.eq_ignore_ascii_case(&u.email)
+                            && known.token.as_deref().map(str::to_ascii_lowercase) == u.token.as_deref().map(str::to_ascii_lowercase)
+                            && known.disabled == u.disabled;
+                        if same {
+                            for g in &u.groups {
+                                if !known.groups.contains(g) {
+                                    known.groups.push(g.clone());
+                                }
+                            }
+                        } else {
+                            clashed.insert(
+                                login.clone(),
+                                format!(
+                                    "user `{login}` is described differently by {first} and {file} (another email, token or state): two people cannot share a login, so `{login}` cannot sign in to this server; give the server one directory of people (`promote serve --users FILE`)"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for login in clashed.keys() {
+            seen.remove(login);
+        }
+        Directory {
+            users: Users { users: seen.into_iter().map(|(login, (_, u))| (login, u)).collect() },
+            problems: clashed.into_values().collect(),
+            file: None,
+        }
+    }
+}
+
 /// `sha256:HEX` of a token, as stored in the users file.
 pub fn hash_token(token: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
@@ -250,6 +320,16 @@ mod tests {
         let e = Users::parse("users.yaml", "users:\n  alice:\n    name: A\n    email: a@x\n    token: hunter2\n").unwrap_err().to_string();
         assert!(e.starts_with("users.yaml:5:12:"), "{e}");
         assert!(!e.contains("hunter2"), "the bad token must not be printed: {e}");
+    }
+
+    #[test]
+    fn a_login_two_files_describe_differently_is_nobody() {
+        let a = Users::parse("a.yaml", "users:\n  alice: {name: Alice, email: alice@a.example, groups: [rm]}\n  carl: {name: C, email: c@x, groups: [x]}\n").unwrap();
+        let b = Users::parse("b.yaml", "users:\n  alice: {name: Alice B, email: alice@b.example}\n  carl: {name: C, email: C@X, groups: [y]}\n").unwrap();
+        let d = Directory::merge([("a.yaml", &a), ("b.yaml", &b)]);
+        assert!(d.users.login("alice").is_none(), "alice names two people");
+        assert!(d.problems.len() == 1 && d.problems[0].contains("a.yaml") && d.problems[0].contains("b.yaml"), "{:?}", d.problems);
+        assert!(d.users.in_group("carl", "x") && d.users.in_group("carl", "y"), "the same person in both files keeps both groups");
     }
 
     #[test]

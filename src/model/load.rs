@@ -9,7 +9,7 @@ use crate::diag::{Diagnostics, Pos, did_you_mean};
 pub const KNOWN_VARIABLES: &[&str] = &["version", "previousVersion", "image", "pipeline", "run", "environment", "stage"];
 
 const TOP_FIELDS: &[&str] =
-    &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure", "users", "notifications", "triggers"];
+    &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure", "users", "access", "notifications", "triggers"];
 const API_VERSION: &str = "promote/v1";
 
 /// Reads `src` (the text of the file the user calls `diags.file()`). Every problem of shape is
@@ -35,6 +35,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
     let mut stages = None;
     let mut on_failure = None;
     let mut users = None;
+    let mut access = None;
     let mut notifications = Vec::new();
     let mut triggers = Vec::new();
     let mut unreadable = Vec::new();
@@ -69,6 +70,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
             "stages" => stages = load_stages(value, &mut unreadable, diags),
             "onFailure" => on_failure = from_node::<OnFailure>(value, diags),
             "users" => users = from_node::<Spanned<String>>(value, diags),
+            "access" => access = from_node::<Access>(value, diags),
             "notifications" => notifications = from_node::<Vec<Notification>>(value, diags).unwrap_or_default(),
             "triggers" => {
                 triggers = from_node::<Vec<Spanned<triggers::Trigger>>>(value, diags).unwrap_or_default();
@@ -101,6 +103,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
         stages,
         on_failure: on_failure.unwrap_or_default(),
         users,
+        access,
         notifications,
         triggers,
         unreadable,

@@ -119,6 +119,9 @@ pub struct Pipeline {
     pub on_failure: OnFailure,
     /// The users file (relative to this file): who approvers and groups are.
     pub users: Option<Spanned<String>>,
+    /// Who may do what through the server (`access:`); `None`: every signed-in person views,
+    /// nobody runs, rolls back or administers through the server.
+    pub access: Option<Access>,
     /// Where notifications go.
     pub notifications: Vec<Notification>,
     /// What starts a run by itself (webhooks `promote serve` receives).
@@ -127,6 +130,35 @@ pub struct Pipeline {
     /// are already reported); later checks treat them as known so as not to report them twice.
     #[serde(skip)]
     pub unreadable: Vec<String>,
+}
+
+/// `access:` who may do what with this pipeline through the server (people by login, `group:NAME`
+/// of the directory or the identity provider, `group:everyone` for every signed-in person).
+/// `admin` includes the others.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Access {
+    /// See its runs, evidence, environments and trail (absent: every signed-in person).
+    #[serde(default)]
+    pub view: Option<Vec<Spanned<String>>>,
+    /// Start and resume runs.
+    #[serde(default)]
+    pub run: Vec<Spanned<String>>,
+    /// Roll back its environments (an environment's own `access.rollback` narrows it there).
+    #[serde(default)]
+    pub rollback: Vec<Spanned<String>>,
+    /// All of the above, drift decisions, clearing held versions, "not a risk" marks.
+    #[serde(default)]
+    pub admin: Vec<Spanned<String>>,
+}
+
+/// An environment's `access:`: who may roll it back (instead of the pipeline's `access.rollback`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvironmentAccess {
+    /// Who may roll this environment back (admins always may).
+    #[serde(default)]
+    pub rollback: Vec<Spanned<String>>,
 }
 
 /// `artifact`: the thing being promoted; the version comes from the trigger.
@@ -184,6 +216,9 @@ pub struct EnvironmentSpec {
     /// `branch`: the branch is protected, and its merge is the promotion.
     #[serde(default)]
     pub pull_request: Option<PullRequest>,
+    /// Who may roll this environment back, narrowing the pipeline's `access.rollback`.
+    #[serde(default)]
+    pub access: Option<EnvironmentAccess>,
 }
 
 /// `pullRequest: {provider, repo, tokenEnv | tokenFile, merge, api}`.

@@ -2,6 +2,7 @@
 //! decision and its audit entry, the notification; one function for the CLI and the server.
 
 use super::OpsError;
+use super::access::Caller;
 use crate::diag::did_you_mean;
 use crate::model::{ApprovalStage, Spanned, StageKind};
 use crate::stages::{ApprovalCheck, check_approver};
@@ -25,24 +26,31 @@ pub struct Request<'a> {
     pub run: &'a str,
     /// The stage.
     pub stage: &'a str,
-    /// Who decides.
-    pub user: &'a str,
     /// What.
     pub mode: Mode,
     /// The comment (approve) or the reason (reject, break-glass).
     pub comment: Option<&'a str>,
-    /// How the person proved who they are, checked against the users file when the pipeline has one.
-    pub proof: Proof<'a>,
+    /// Who decides: a person the server vouched for, or a local command's `--as` user (proven by
+    /// their token against the pipeline's users file when it gives tokens).
+    pub caller: Caller<'a>,
 }
 
-/// How a person deciding proved who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proof<'a> {
-    /// Their token (`PROMOTE_TOKEN`, `Authorization: Bearer`), if they gave one.
-    Token(Option<&'a str>),
-    /// A session of the web pages, opened with their token and checked (sealed by the key,
-    /// against their current token) before this is asked.
-    Session,
+/// The users a rule is judged over: the pipeline's users file for a local caller, the person
+/// (as the server's directory and their IdP describe them) for one the server vouched for.
+pub(super) fn users_for(caller: &Caller<'_>, file: Option<crate::governance::Users>) -> Option<crate::governance::Users> {
+    match caller {
+        Caller::Local { .. } => file,
+        Caller::Person(p) => Some(p.as_users()),
+    }
+}
+
+/// Checks a local caller's token against the users file (a person the server vouched for has
+/// proven who they are already).
+pub(super) fn prove(caller: &Caller<'_>, users: Option<&crate::governance::Users>) -> Result<(), OpsError> {
+    match (caller, users) {
+        (Caller::Local { user, token }, Some(u)) => u.authenticate(user, *token).map_err(OpsError::Refused),
+        _ => Ok(()),
+    }
 }
 
 /// Records a decision once every rule allows it: a reason where one is needed, a running run, a
@@ -50,29 +58,28 @@ pub enum Proof<'a> {
 /// the users file, separation of duties), and the person's token. Returns one line saying what
 /// was done. A refusal is [`OpsError::Refused`] and writes nothing.
 pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> {
-    let (run_id, stage, user, mode, comment) = (r.run, r.stage, r.user, r.mode, r.comment);
+    let (run_id, stage, mode, comment) = (r.run, r.stage, r.mode, r.comment);
+    let user = r.caller.login();
     if mode != Mode::Approve && comment.is_none_or(|c| c.trim().is_empty()) {
-        return Err(OpsError::Refused(format!("{} needs a reason (--reason TEXT)", if mode == Mode::Reject { "a rejection" } else { "breaking the glass" })));
+        return Err(OpsError::Refused(format!("{} needs a reason", if mode == Mode::Reject { "a rejection" } else { "breaking the glass" })));
     }
-    let allowed = match rules(store, run_id, stage, user, mode).await? {
+    if comment.is_some_and(|c| c.len() > MAX_REASON) {
+        return Err(OpsError::Refused(format!("a comment or reason is at most {MAX_REASON} bytes")));
+    }
+    let allowed = match rules(store, run_id, stage, &r.caller, mode).await? {
         Ok(a) => a,
         Err(why) => return Err(OpsError::Refused(why)),
     };
-    if let Some(u) = &allowed.users {
-        let proven = match r.proof {
-            Proof::Token(t) => u.authenticate(user, t),
-            Proof::Session => u.authenticate_session(user),
-        };
-        if let Err(why) = proven {
-            return Err(OpsError::Refused(why));
-        }
-    }
+    prove(&r.caller, allowed.users.as_ref())?;
     let (run, pipeline) = (allowed.run, allowed.pipeline);
     let kind = if mode == Mode::BreakGlass { "break-glass" } else { "decision" };
-    store.decide_as(run_id, stage, user, mode != Mode::Reject, comment, kind).await?;
+    let comment = via_noted(&r.caller, comment);
+    if !store.decide_as(run_id, stage, user, mode != Mode::Reject, comment.as_deref(), kind).await? {
+        return Err(OpsError::Conflict(format!("{user} has decided `{stage}` of run {run_id} already: a person's decision is made once")));
+    }
     if mode == Mode::BreakGlass {
         let notifier = std::sync::Arc::new(crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]).unwrap_or_default());
-        let message = format!("{user} broke the glass: {}", comment.unwrap_or(""));
+        let message = format!("{user} broke the glass: {}", r.comment.unwrap_or(""));
         notifier.send(crate::governance::notify::Note::for_run(&run, "break-glass", Some(stage), &message));
         notifier.finish_audited(store, run_id).await?;
     }
@@ -84,11 +91,26 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
     Ok(format!("{what} `{stage}` of run {run_id} as {user}"))
 }
 
+/// The longest comment or reason a person may give (a trail entry is read by people).
+pub const MAX_REASON: usize = 4096;
+
+/// A comment with who vouched for the person appended (`[via OIDC subject ...]`), so that the
+/// trail entry of the decision says it; a local caller's comment as given.
+pub(super) fn via_noted(caller: &Caller<'_>, comment: Option<&str>) -> Option<String> {
+    match caller {
+        Caller::Local { .. } => comment.map(String::from),
+        Caller::Person(p) => Some(match comment.filter(|c| !c.trim().is_empty()) {
+            Some(c) => format!("{c} [via {}]", p.via),
+            None => format!("[via {}]", p.via),
+        }),
+    }
+}
+
 /// Whether `user` may make decision `mode` on `stage` of `run` now, by every rule but the proof
 /// of who they are and the reason (what the web pages ask before they show a button; the
 /// server checks again when the button is pressed). `Err(why)` when not.
-pub async fn may_decide(store: &Store, run: &str, stage: &str, user: &str, mode: Mode) -> Result<Result<(), String>, OpsError> {
-    Ok(rules(store, run, stage, user, mode).await?.map(|_| ()))
+pub async fn may_decide(store: &Store, run: &str, stage: &str, caller: &Caller<'_>, mode: Mode) -> Result<Result<(), String>, OpsError> {
+    Ok(rules(store, run, stage, caller, mode).await?.map(|_| ()))
 }
 
 /// What the rules found when they allow a decision.
@@ -98,7 +120,8 @@ struct Allowed {
     users: Option<crate::governance::users::Users>,
 }
 
-async fn rules(store: &Store, run_id: &str, stage: &str, user: &str, mode: Mode) -> Result<Result<Allowed, String>, OpsError> {
+async fn rules(store: &Store, run_id: &str, stage: &str, caller: &Caller<'_>, mode: Mode) -> Result<Result<Allowed, String>, OpsError> {
+    let user = caller.login();
     let run = match store.run(run_id).await {
         Ok(r) => r,
         Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Ok(Err(e.to_string())),
@@ -111,6 +134,7 @@ async fn rules(store: &Store, run_id: &str, stage: &str, user: &str, mode: Mode)
         Ok(l) => l,
         Err(why) => return Ok(Err(why)),
     };
+    let users = users_for(caller, users);
     let records = store.stages(run_id).await?;
     Ok(judge(&run, &pipeline, users.as_ref(), &records, stage, user, mode).map(|()| Allowed { run, pipeline, users }))
 }
@@ -212,7 +236,8 @@ pub struct WaitingDecision {
 /// Every stage waiting for a decision `user` may make now (approvals, inconclusive analyses),
 /// oldest first, by the same rules as [`decide`]: one read of the state, each stored pipeline
 /// and users file read once however many runs share it.
-pub async fn waiting_for(store: &Store, user: &str) -> Result<Vec<WaitingDecision>, OpsError> {
+pub async fn waiting_for(store: &Store, caller: &Caller<'_>) -> Result<Vec<WaitingDecision>, OpsError> {
+    let user = caller.login();
     use std::collections::HashMap;
     type Loaded = Option<(std::sync::Arc<crate::model::Pipeline>, Option<crate::governance::users::Users>)>;
     let mut loaded: HashMap<(String, u64), Loaded> = HashMap::new();
@@ -226,6 +251,7 @@ pub async fn waiting_for(store: &Store, user: &str) -> Result<Vec<WaitingDecisio
         };
         let entry = loaded.entry((run.file.clone(), h)).or_insert_with(|| load(&run).ok().map(|(p, u)| (std::sync::Arc::new(p), u)));
         let Some((pipeline, users)) = entry else { continue };
+        let users = users_for(caller, users.clone());
         for stage in records.iter().filter(|s| s.state == StageState::Waiting && matches!(s.kind.as_str(), "approval" | "metrics")) {
             if judge(&run, pipeline, users.as_ref(), &records, &stage.name, user, Mode::Approve).is_ok() {
                 out.push(WaitingDecision { pipeline: pipeline.clone(), run: run.clone(), stage: stage.clone() });
@@ -244,24 +270,31 @@ pub struct NotARisk<'a> {
     pub stage: &'a str,
     /// The template's number in that stage's findings (1-based).
     pub number: usize,
-    /// Who decides.
-    pub user: &'a str,
-    /// Why (required).
+    /// Who decides (through the server: an `admin` of the pipeline).
+    pub caller: Caller<'a>,
+    /// Why (required, at most [`MAX_REASON`] bytes).
     pub reason: &'a str,
 }
 
-/// Marks a template a logs stage found as not a risk: later runs of the pipeline ignore it. The
-/// mark and who made it go into the trail. Returns one line saying what was done.
+/// Marks a template a logs stage found as not a risk: later runs of the pipeline ignore it. Only
+/// an admin of the pipeline may (it silences the template for every later run); a template is
+/// marked once (a later mark is a conflict, never a silent replacement). The mark and who made
+/// it go into the trail. Returns one line saying what was done.
 pub async fn not_a_risk(store: &Store, r: &NotARisk<'_>) -> Result<String, OpsError> {
     let refuse = |msg: String| Err(OpsError::Refused(msg));
     if r.reason.trim().is_empty() {
         return refuse("a reason is required: say why this template is not a risk".into());
+    }
+    if r.reason.len() > MAX_REASON {
+        return refuse(format!("the reason is at most {MAX_REASON} bytes"));
     }
     let run = match store.run(r.run).await {
         Ok(x) => x,
         Err(e @ crate::store::StoreError::UnknownRun { .. }) => return refuse(e.to_string()),
         Err(e) => return Err(e.into()),
     };
+    let (pipeline, _) = load(&run).map_err(OpsError::Refused)?;
+    super::access::allow(&pipeline, super::access::Permission::Admin, None, &r.caller)?;
     let Some(stage) = store.stages(&run.id).await?.into_iter().find(|s| s.name == r.stage) else {
         return refuse(format!("run {} has no stage `{}`", run.id, r.stage));
     };
@@ -273,8 +306,12 @@ pub async fn not_a_risk(store: &Store, r: &NotARisk<'_>) -> Result<String, OpsEr
         return refuse(format!("stage `{}` reported templates #1 to #{}, not #{}", r.stage, findings.len(), r.number));
     };
     let template = f["template"].as_str().unwrap_or_default();
-    store.exempt_template(&run.id, &run.pipeline, template, r.user, r.reason).await?;
-    Ok(format!("`{template}` is not a risk for pipeline {} (by {}): later runs ignore it", run.pipeline, r.user))
+    let user = r.caller.login();
+    let reason = via_noted(&r.caller, Some(r.reason)).unwrap_or_default();
+    if let Some(by) = store.exempt_template(&run.id, &run.pipeline, template, user, &reason).await? {
+        return Err(OpsError::Conflict(format!("`{template}` was marked not a risk for pipeline {} already (by {by})", run.pipeline)));
+    }
+    Ok(format!("`{template}` is not a risk for pipeline {} (by {user}): later runs ignore it", run.pipeline))
 }
 
 /// A called system's verdict on a `webhook` stage with `callback: true`, posted to its one-time URL.
@@ -325,6 +362,8 @@ pub async fn callback(store: &Store, c: &Callback<'_>) -> Result<Result<String, 
         return Ok(Err(CallbackRefused::Closed(format!("stage `{}` of run {} is {}, not waiting for a verdict", c.stage, run.id, stage.state.as_str()))));
     }
     let message = c.message.map(|m| crate::diag::printable(&m.chars().take(2000).collect::<String>()).into_owned());
-    store.decide_as(&run.id, c.stage, user, c.passed, message.as_deref(), "callback").await?;
+    if !store.decide_as(&run.id, c.stage, user, c.passed, message.as_deref(), "callback").await? {
+        return Ok(Err(CallbackRefused::Closed(format!("stage `{}` of run {} has its verdict already: a callback URL is used once", c.stage, run.id))));
+    }
     Ok(Ok(format!("stage `{}` of run {} {}", c.stage, run.id, if c.passed { "passed" } else { "failed" })))
 }

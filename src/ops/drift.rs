@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use super::OpsError;
+use super::access::Caller;
 use crate::git::{Destination, Outcome};
 use crate::model::DriftAction;
 use crate::plan::Plan;
@@ -104,12 +105,12 @@ pub async fn check(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, p
         if !denied.is_empty() {
             let reverted = revert(store, writer, &dest, &drift).await?;
             let why = format!("policy denied the drifted state: {}; {reverted}", denied.join("; "));
-            store.decide_drift(&drift.id, "reverted", "promote", Some(&why)).await?;
+            store.decide_drift(&drift.id, "open", "reverted", "promote", Some(&why)).await?;
             line.push_str(&format!("; {why}"));
             drift.state = "reverted".into();
         } else if env.spec.drift.action == DriftAction::Revert {
             let reverted = revert(store, writer, &dest, &drift).await?;
-            store.decide_drift(&drift.id, "reverted", "promote", Some(&format!("drift.action: revert; {reverted}"))).await?;
+            store.decide_drift(&drift.id, "open", "reverted", "promote", Some(&format!("drift.action: revert; {reverted}"))).await?;
             line.push_str(&format!("; reverted at once: {reverted}"));
             drift.state = "reverted".into();
         } else {
@@ -209,22 +210,23 @@ pub enum Verdict {
     Reject,
 }
 
-/// Who decides, and how they proved it.
+/// Who decides.
 pub struct Decision<'a> {
     /// The drift.
     pub id: &'a str,
     /// Accept or reject.
     pub verdict: Verdict,
-    /// Who.
-    pub user: &'a str,
     /// Why (required to reject).
     pub reason: Option<&'a str>,
-    /// Their proof.
-    pub proof: super::decide::Proof<'a>,
+    /// Who: a person the server vouched for (the environment's `drift.approvers` or the
+    /// pipeline's admins), or a local command's user (the approvers; none listed: any user of the
+    /// users file), with their token.
+    pub caller: Caller<'a>,
 }
 
-/// Accepts or rejects an open drift of `plan`'s pipeline, by the environment's `drift.approvers`
-/// (none: any user of the users file), with the person's proof; a rejection reverts first.
+/// Accepts or rejects an open drift of `plan`'s pipeline; a rejection reverts. Of concurrent
+/// decisions on one drift exactly one is taken ([`OpsError::Conflict`] for the others): the
+/// decision is claimed by a conditional write before anything is reverted.
 pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, plan: &Plan, base: &Path, d: &Decision<'_>) -> Result<String, OpsError> {
     let refuse = |m: String| Err(OpsError::Refused(m));
     let Some(drift) = store.drift(d.id).await? else {
@@ -233,44 +235,66 @@ pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, 
     if drift.pipeline != plan.pipeline.name.value {
         return refuse(format!("drift {} is of pipeline {}, not {}", drift.id, drift.pipeline, plan.pipeline.name.value));
     }
-    if drift.state != "open" {
-        return refuse(format!(
+    let decided = |drift: &DriftRecord| {
+        OpsError::Conflict(format!(
             "drift {} is {} already{}",
             drift.id,
             drift.state,
             drift.decided_by.as_deref().map(|u| format!(" (by {u})")).unwrap_or_default()
-        ));
+        ))
+    };
+    if drift.state != "open" {
+        return Err(decided(&drift));
     }
     if d.verdict == Verdict::Reject && d.reason.is_none_or(|r| r.trim().is_empty()) {
-        return refuse("rejecting a drift needs a reason (--reason TEXT)".into());
+        return refuse("rejecting a drift needs a reason".into());
+    }
+    if d.reason.is_some_and(|r| r.len() > super::decide::MAX_REASON) {
+        return refuse(format!("the reason is at most {} bytes", super::decide::MAX_REASON));
     }
     let Some(env) = plan.pipeline.environments.iter().find(|e| e.name.value == drift.environment) else {
         return refuse(format!("pipeline {} has no environment `{}` any more", drift.pipeline, drift.environment));
     };
     let users = crate::governance::users_of(&plan.pipeline, base).map_err(|e| OpsError::Refused(format!("the users file: {e}")))?;
-    if let Err(why) = may_decide(env, users.as_ref(), d.user) {
-        return refuse(why);
-    }
-    if let Some(u) = &users {
-        let proven = match d.proof {
-            super::decide::Proof::Token(t) => u.authenticate(d.user, t),
-            super::decide::Proof::Session => u.authenticate_session(d.user),
-        };
-        if let Err(why) = proven {
-            return refuse(why);
+    match d.caller {
+        Caller::Person(_) => {
+            let what = format!("decide drift in `{}`", env.name.value);
+            super::access::allow_listed(&plan.pipeline, &env.spec.drift.approvers, "drift.approvers", &what, &d.caller)?;
+        }
+        Caller::Local { user, .. } => {
+            if let Err(why) = may_decide(env, users.as_ref(), user) {
+                return refuse(why);
+            }
+            super::decide::prove(&d.caller, users.as_ref())?;
         }
     }
+    let user = d.caller.login();
+    let reason = super::decide::via_noted(&d.caller, d.reason);
+    let again = || async { Ok::<_, OpsError>(store.drift(d.id).await?.map(|x| decided(&x)).unwrap_or_else(|| OpsError::Conflict(format!("drift {} was decided already", d.id)))) };
     match d.verdict {
         Verdict::Accept => {
-            store.decide_drift(&drift.id, "accepted", d.user, d.reason).await?;
-            Ok(format!("drift {} in {} accepted by {}: the next promotion builds on {}", drift.id, drift.environment, d.user, short(&drift.head)))
+            if !store.decide_drift(&drift.id, "open", "accepted", user, reason.as_deref()).await? {
+                return Err(again().await?);
+            }
+            Ok(format!("drift {} in {} accepted by {user}: the next promotion builds on {}", drift.id, drift.environment, short(&drift.head)))
         }
         Verdict::Reject => {
+            // Claimed first: a concurrent accept or reject finds it `rejecting` and is refused.
+            if !store.decide_drift(&drift.id, "open", "rejecting", user, reason.as_deref()).await? {
+                return Err(again().await?);
+            }
             let dest = Destination::of(env, base);
-            let done = revert(store, writer, &dest, &drift).await?;
-            let reason = format!("{}; {done}", d.reason.unwrap_or_default());
-            store.decide_drift(&drift.id, "rejected", d.user, Some(&reason)).await?;
-            Ok(format!("drift {} in {} rejected by {}: {done}", drift.id, drift.environment, d.user))
+            let done = match revert(store, writer, &dest, &drift).await {
+                Ok(done) => done,
+                Err(e) => {
+                    // Open again, so that it can be decided once the cause is fixed.
+                    store.decide_drift(&drift.id, "rejecting", "open", user, Some(&format!("the revert failed: {e}"))).await?;
+                    return Err(e);
+                }
+            };
+            let reason = format!("{}; {done}", reason.unwrap_or_default());
+            store.decide_drift(&drift.id, "rejecting", "rejected", user, Some(&reason)).await?;
+            Ok(format!("drift {} in {} rejected by {user}: {done}", drift.id, drift.environment))
         }
     }
 }

@@ -3,6 +3,7 @@
 //! and read the trail. The CLI (`cli/`) and the server call these and only parse and print around
 //! them.
 
+pub mod access;
 pub mod audit;
 pub mod decide;
 pub mod drift;
@@ -23,6 +24,14 @@ pub enum OpsError {
     /// CLI exits 2 with it; the server answers 4xx.
     #[error("{0}")]
     Refused(String),
+    /// The person may not do this: the message names the rule that would allow it. Nothing was
+    /// written but the refusal's trail entry. The server answers 403, the CLI exits 2.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A decision that happens once was already made (by a concurrent or an earlier request):
+    /// nothing was written. The server answers 409.
+    #[error("{0}")]
+    Conflict(String),
     /// The state failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

@@ -29,16 +29,19 @@ pub struct Request<'a> {
     pub environment: &'a str,
     /// To which state.
     pub target: RollbackTarget,
-    /// Who asks.
-    pub who: &'a str,
+    /// Who asks: a person the server vouched for needs `access.rollback` (or the environment's
+    /// own `access.rollback`, or `access.admin`).
+    pub caller: super::access::Caller<'a>,
 }
 
 /// Rolls an environment back: a new commit, never a force push. The trail keeps it whether it
 /// landed or not; the pipeline's channels hear of a commit. An unknown environment is
 /// [`OpsError::Refused`].
 pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request<'_>) -> Result<RolledBack, OpsError> {
-    let Request { plan, shown, base, environment, target, who } = r;
+    let Request { plan, shown, base, environment, target, caller } = r;
     let pipeline = &plan.pipeline;
+    super::access::allow(pipeline, super::access::Permission::Rollback, Some(environment), &caller)?;
+    let who = caller.login();
     let Some(env) = pipeline.environments.iter().find(|e| e.name.value == environment) else {
         let names: Vec<&str> = pipeline.environments.iter().map(|e| e.name.value.as_str()).collect();
         let hint = did_you_mean(environment, names.iter().copied());
@@ -61,9 +64,21 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
         None => None,
     };
     let via = request.as_ref().map(|r| r.branch.clone());
+    // A version whose watch failed is held: no rollback restores it.
+    let forbidden: Vec<(String, String)> = store
+        .watches(crate::store::WatchFilter { pipeline: Some(&pipeline.name.value), state: Some("failed"), ..Default::default() })
+        .await?
+        .into_iter()
+        .filter(|w| w.holds())
+        .map(|w| {
+            let why = format!("{} would restore {} ({}), which is held: {}", environment, w.value, w.version, crate::stages::held(&w));
+            (w.value, why)
+        })
+        .collect();
     let (w, name, env_name, key) = (writer.clone(), pipeline.name.value.clone(), environment.to_string(), store.key().clone());
     let mut result = tokio::task::spawn_blocking(move || {
-        let request = RollbackRequest { pipeline: &name, environment: &env_name, target, run: None, stage: None, seal: Some(&key), only_if: None };
+        let request =
+            RollbackRequest { pipeline: &name, environment: &env_name, target, run: None, stage: None, seal: Some(&key), only_if: None, forbidden: &forbidden };
         match &via {
             Some(branch) => w.rollback_via_branch(&dest, branch, &request),
             None => w.rollback(&dest, &request),

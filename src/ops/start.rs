@@ -20,10 +20,9 @@ pub struct Request<'a> {
     pub shown: &'a str,
     /// The version to promote.
     pub version: &'a str,
-    /// Who starts it.
-    pub who: &'a str,
-    /// Their token (`PROMOTE_TOKEN`), checked when the pipeline's users file gives tokens.
-    pub token: Option<&'a str>,
+    /// Who starts it: a person the server vouched for (who needs `access.run`), or a local
+    /// command's user (with their token, checked when the pipeline's users file gives tokens).
+    pub caller: super::access::Caller<'a>,
     /// Environments whose rewritten (force-pushed) history is accepted first.
     pub accept_rewrite: &'a [String],
 }
@@ -67,6 +66,7 @@ pub struct Started {
 /// Accepts the histories asked for (each in the trail), then records the run. The caller drives
 /// it ([`Executor::drive`]) or leaves it to another process.
 pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError> {
+    super::access::allow(&r.plan.pipeline, super::access::Permission::Run, None, &r.caller)?;
     let refused = refusals(r);
     if !refused.is_empty() {
         return Err(OpsError::Refused(refused.join("\n")));
@@ -86,9 +86,9 @@ pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError
             .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))??;
         accepted.push(format!("accepted the history of `{name}` at {head}; commits that vanished stay under refs/promote/lost/ in the cache"));
         let detail = format!("{}: rewritten history of `{name}` accepted at {head}", r.plan.pipeline.name.value);
-        exec.store.audit("-", None, "accept-rewrite", r.who, &detail).await?;
+        exec.store.audit("-", None, "accept-rewrite", r.caller.login(), &detail).await?;
     }
-    let run = exec.start(r.file, r.source, r.plan, r.version, r.who, authenticated).await?;
+    let run = exec.start(r.file, r.source, r.plan, r.version, r.caller.login(), authenticated).await?;
     Ok(Started { run, accepted })
 }
 
@@ -97,14 +97,15 @@ pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError
 /// self-declared and the run is recorded unauthenticated, which never satisfies separation of
 /// duties in a tokened file.
 fn authenticate(r: &Request<'_>, base: &Path) -> Result<bool, OpsError> {
+    let super::access::Caller::Local { user: who, token } = r.caller else { return Ok(true) };
     let users = crate::governance::users_of(&r.plan.pipeline, base).map_err(|e| OpsError::Refused(format!("the users file: {e}")))?;
     let Some(users) = users.filter(|u| u.uses_tokens()) else { return Ok(false) };
-    if !users.users.contains_key(r.who) {
+    if !users.users.contains_key(who) {
         return Err(OpsError::Refused(format!(
             "`{}` is not in the users file, which gives tokens: a run is started by one of its users, with their token in PROMOTE_TOKEN (set PROMOTE_USER to who you are)",
-            r.who
+            who
         )));
     }
-    users.authenticate(r.who, r.token).map_err(OpsError::Refused)?;
+    users.authenticate(who, token).map_err(OpsError::Refused)?;
     Ok(true)
 }

@@ -2,6 +2,7 @@
 //! failed watch puts on its version (by the watch's `approvers`, with the person's proof).
 
 use super::OpsError;
+use super::access::Caller;
 use crate::store::{Store, WatchFilter, WatchRecord};
 
 /// One line for a person on a watch.
@@ -22,25 +23,13 @@ pub fn describe(w: &WatchRecord) -> String {
     format!("{} {}/{} {}{held}: {how}", w.version, w.pipeline, w.environment, w.state)
 }
 
-/// Whether `user` may clear the hold of a watch with `approvers` (none: any user of the users
-/// file, or anyone without one).
-pub fn may_clear(approvers: &[crate::model::Spanned<String>], users: Option<&crate::governance::users::Users>, user: &str, env: &str) -> Result<(), String> {
-    if crate::governance::may_act(approvers, users, user) {
-        return Ok(());
-    }
-    let who: Vec<&str> = approvers.iter().map(|a| a.value.as_str()).collect();
-    Err(format!(
-        "{user} may not clear a held version of `{env}` (watch.approvers: {})",
-        if who.is_empty() { "any user of the users file".to_string() } else { who.join(", ") }
-    ))
-}
-
-/// Whether `user` may clear the hold of `w`, by the rules of the pipeline stored with its run (its
-/// watch's `approvers`, its users file): `Ok(users file)` or why not.
-pub async fn may_clear_watch(store: &Store, w: &WatchRecord, user: &str) -> Result<Result<Option<crate::governance::users::Users>, String>, OpsError> {
+/// Whether `caller` may clear the hold of `w`, by the rules of the pipeline stored with its run:
+/// its watch's `approvers` or the pipeline's admins (a local caller: the approvers, none listed
+/// meaning any user of the users file); `Ok(users file)` or why not.
+pub async fn may_clear_watch(store: &Store, w: &WatchRecord, caller: &Caller<'_>) -> Result<Result<Option<crate::governance::users::Users>, OpsError>, OpsError> {
     let run = store.run(&w.run).await?;
     let Some(plan) = crate::stages::plan_of(&run) else {
-        return Ok(Err(format!("the pipeline stored with run {} does not load any more", run.id)));
+        return Ok(Err(OpsError::Refused(format!("the pipeline stored with run {} does not load any more", run.id))));
     };
     let base = std::path::Path::new(&run.file).parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| ".".into());
     let env = plan.pipeline.environments.iter().find(|e| e.name.value == w.environment);
@@ -56,16 +45,29 @@ pub async fn may_clear_watch(store: &Store, w: &WatchRecord, user: &str) -> Resu
         .unwrap_or_default();
     let users = match crate::governance::users_of(&plan.pipeline, &base) {
         Ok(u) => u,
-        Err(e) => return Ok(Err(format!("the users file: {e}"))),
+        Err(e) => return Ok(Err(OpsError::Refused(format!("the users file: {e}")))),
     };
-    Ok(may_clear(&approvers, users.as_ref(), user, &w.environment).map(|()| users))
+    let what = format!("clear a held version of `{}`", w.environment);
+    match caller {
+        Caller::Person(_) => Ok(super::access::allow_listed(&plan.pipeline, &approvers, "watch.approvers", &what, caller).map(|()| users)),
+        Caller::Local { user, .. } => {
+            if crate::governance::may_act(&approvers, users.as_ref(), user) {
+                return Ok(Ok(users));
+            }
+            let who: Vec<&str> = approvers.iter().map(|a| a.value.as_str()).collect();
+            Ok(Err(OpsError::Refused(format!(
+                "{user} may not {what} (watch.approvers: {})",
+                if who.is_empty() { "any user of the users file".to_string() } else { who.join(", ") }
+            ))))
+        }
+    }
 }
 
-/// The failed watches whose hold `user` may clear, newest first.
-pub async fn held_for(store: &Store, user: &str) -> Result<Vec<WatchRecord>, OpsError> {
+/// The failed watches whose hold `caller` may clear, newest first.
+pub async fn held_for(store: &Store, caller: &Caller<'_>) -> Result<Vec<WatchRecord>, OpsError> {
     let mut out = Vec::new();
     for w in store.watches(WatchFilter { state: Some("failed"), ..Default::default() }).await?.into_iter().filter(WatchRecord::holds) {
-        if may_clear_watch(store, &w, user).await?.is_ok() {
+        if may_clear_watch(store, &w, caller).await?.is_ok() {
             out.push(w);
         }
     }
@@ -76,12 +78,10 @@ pub async fn held_for(store: &Store, user: &str) -> Result<Vec<WatchRecord>, Ops
 pub struct Clear<'a> {
     /// The watch (`w-...`).
     pub id: &'a str,
-    /// Who.
-    pub user: &'a str,
     /// Why (required).
     pub reason: &'a str,
-    /// Their proof.
-    pub proof: super::decide::Proof<'a>,
+    /// Who.
+    pub caller: Caller<'a>,
 }
 
 /// Clears the hold of a failed watch: its version may be promoted again. The rules come from the
@@ -98,23 +98,19 @@ pub async fn clear(store: &Store, c: &Clear<'_>) -> Result<String, OpsError> {
         return refuse(format!("the hold of watch {} was cleared already (by {by})", w.id));
     }
     if c.reason.trim().is_empty() {
-        return refuse("clearing a held version needs a reason (--reason TEXT)".into());
+        return refuse("clearing a held version needs a reason".into());
     }
-    let users = match may_clear_watch(store, &w, c.user).await? {
-        Ok(users) => users,
-        Err(why) => return refuse(why),
-    };
-    if let Some(u) = &users {
-        let proven = match c.proof {
-            super::decide::Proof::Token(t) => u.authenticate(c.user, t),
-            super::decide::Proof::Session => u.authenticate_session(c.user),
-        };
-        if let Err(why) = proven {
-            return refuse(why);
-        }
+    if c.reason.len() > super::decide::MAX_REASON {
+        return refuse(format!("the reason is at most {} bytes", super::decide::MAX_REASON));
     }
-    store.clear_watch(&w.id, c.user, c.reason).await?;
-    Ok(format!("{} {} may be promoted again: the hold of watch {} cleared by {}", w.pipeline, w.version, w.id, c.user))
+    let users = may_clear_watch(store, &w, &c.caller).await??;
+    super::decide::prove(&c.caller, users.as_ref())?;
+    let user = c.caller.login();
+    let reason = super::decide::via_noted(&c.caller, Some(c.reason)).unwrap_or_default();
+    if let Some(by) = store.clear_watch(&w.id, user, &reason).await? {
+        return Err(OpsError::Conflict(format!("the hold of watch {} was cleared already (by {by})", w.id)));
+    }
+    Ok(format!("{} {} may be promoted again: the hold of watch {} cleared by {user}", w.pipeline, w.version, w.id))
 }
 
 /// The watches, newest first (at most 1,000), of one pipeline or all.

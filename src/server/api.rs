@@ -1,5 +1,7 @@
-//! `/api/v1`: JSON over the same `ops` the CLI calls, authenticated by the users files' tokens
-//! (`Authorization: Bearer TOKEN`); the identity of every action is the token's user.
+//! `/api/v1`: JSON over the same `ops` the CLI calls, authenticated by a token of the server's
+//! directory of people (`Authorization: Bearer TOKEN`); the identity of every action is the
+//! token's person, and every action is allowed or refused by `ops` (the pipeline's `access:`):
+//! a refusal is 403 naming the rule, recorded in the trail; a decision made already is 409.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,6 +12,7 @@ use serde_json::json;
 
 use super::Server;
 use crate::ops::OpsError;
+use crate::ops::access::{Caller, Permission, Person};
 
 type Answer = Result<Response, ApiError>;
 
@@ -53,7 +56,49 @@ fn acting<T: serde::de::DeserializeOwned + Default>(body: &[u8], shape: &str, cl
 fn ops_error(e: OpsError) -> ApiError {
     match e {
         OpsError::Refused(why) => error(StatusCode::BAD_REQUEST, why),
+        OpsError::Forbidden(why) => error(StatusCode::FORBIDDEN, why),
+        OpsError::Conflict(why) => error(StatusCode::CONFLICT, why),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+/// An operation's outcome as an answer; a refusal by the rules of `access:` is recorded in the
+/// trail first (who, what, which rule).
+async fn answer<T>(server: &Server, person: &Person, action: &str, done: Result<T, OpsError>) -> Result<T, ApiError> {
+    match done {
+        Ok(x) => Ok(x),
+        Err(OpsError::Forbidden(why)) => {
+            crate::ops::access::refused(&server.exec.store, person, action, &why).await;
+            Err(error(StatusCode::FORBIDDEN, why))
+        }
+        Err(e) => Err(ops_error(e)),
+    }
+}
+
+/// Refuses a read of `pipeline` (loaded, or as stored with a run) unless `person` may view it.
+async fn viewable(server: &Server, person: &Person, pipeline: &crate::model::Pipeline, action: &str) -> Result<(), ApiError> {
+    let caller = Caller::Person(person);
+    answer(server, person, action, crate::ops::access::allow(pipeline, Permission::View, None, &caller)).await
+}
+
+/// Whether `person` may see what belongs to pipeline `name`: by the loaded pipeline's rules, or,
+/// for a pipeline no longer loaded, by those stored with `run` (if given).
+pub(super) fn may_view(server: &Server, person: &Person, name: &str, run: Option<&crate::store::RunRecord>) -> bool {
+    if let Some(l) = server.pipelines().get(name) {
+        return crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, person);
+    }
+    match run.and_then(|r| server.plan_of(r)) {
+        Some(plan) => crate::ops::access::holds(&plan.pipeline, Permission::View, None, person),
+        // Nothing says who may: only those who administer every loaded pipeline.
+        None => false,
+    }
+}
+
+/// The pipeline whose rules govern `run`: the loaded one of its name, else the one stored with it.
+pub(super) fn rules_of(server: &Server, run: &crate::store::RunRecord) -> Option<std::sync::Arc<crate::plan::Plan>> {
+    match server.pipelines().get(&run.pipeline) {
+        Some(l) => Some(l.plan.clone()),
+        None => server.plan_of(run),
     }
 }
 
@@ -72,19 +117,23 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/watches/{id}", get(watch))
         .route("/watches/{id}/clear", post(clear_watch))
         .route("/pipelines/{name}/environments/{env}/rollback", post(rollback))
+        .route("/sessions/revoke", post(revoke))
 }
 
-/// The token's user, in any loaded pipeline's users file. Refused before anything else is read.
-fn authenticate(server: &Server, headers: &HeaderMap) -> Result<(String, String), ApiError> {
-    let Some(token) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "the API takes `Authorization: Bearer TOKEN` (a token of the users file: `promote token --for USER`)"));
+/// The bearer token of a request (the scheme's name in any case, RFC 7235).
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get("authorization")?.to_str().ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// The person whose token the request carries, in the server's directory. Refused before
+/// anything else is read.
+fn authenticate(server: &Server, headers: &HeaderMap) -> Result<Person, ApiError> {
+    let Some(token) = bearer(headers) else {
+        return Err(error(StatusCode::UNAUTHORIZED, "the API takes `Authorization: Bearer TOKEN`: a token of the server's directory of people (`promote token --for USER` makes one)"));
     };
-    for loaded in server.pipelines().by_name.values() {
-        if let Some(login) = loaded.users.as_ref().and_then(|u| u.by_token(token)) {
-            return Ok((login.to_string(), token.to_string()));
-        }
-    }
-    Err(error(StatusCode::UNAUTHORIZED, "the token is no user's in the pipelines' users files"))
+    super::auth::person_by_token(server, token).ok_or_else(|| error(StatusCode::UNAUTHORIZED, "that token is no one's in the server's directory of people (or they are disabled)"))
 }
 
 pub(super) async fn ready(State(server): State<Server>) -> Response {
@@ -112,23 +161,44 @@ pub(super) async fn metrics(State(server): State<Server>) -> Response {
 }
 
 async fn pipelines(State(server): State<Server>, headers: HeaderMap) -> Answer {
-    authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers)?;
     let p = server.pipelines();
-    let loaded: Vec<_> =
-        p.by_name.values().map(|l| json!({"name": l.plan.pipeline.name.value, "file": l.file, "stages": l.plan.pipeline.stages.len()})).collect();
+    let loaded: Vec<_> = p
+        .by_name
+        .values()
+        .filter(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, &person))
+        .map(|l| {
+            let may: Vec<&str> = [Permission::Run, Permission::Rollback, Permission::Admin]
+                .into_iter()
+                .filter(|perm| crate::ops::access::holds(&l.plan.pipeline, *perm, None, &person))
+                .map(Permission::rule)
+                .collect();
+            json!({"name": l.plan.pipeline.name.value, "file": l.file, "stages": l.plan.pipeline.stages.len(), "youMay": may})
+        })
+        .collect();
     Ok(Json(json!({"pipelines": loaded, "errors": p.errors})).into_response())
 }
 
 async fn runs(State(server): State<Server>, headers: HeaderMap) -> Answer {
-    authenticate(&server, &headers)?;
-    let runs = server.exec.store.runs(100).await?;
+    let person = authenticate(&server, &headers)?;
+    let runs: Vec<_> = server.exec.store.runs(100).await?.into_iter().filter(|r| may_view(&server, &person, &r.pipeline, Some(r))).collect();
     Ok(Json(json!({"runs": runs})).into_response())
 }
 
+/// A run the person may see (403 naming the rule otherwise; 404 for an unknown run).
+async fn visible_run(server: &Server, person: &Person, id: &str) -> Result<crate::store::RunRecord, ApiError> {
+    let run = server.exec.store.run(id).await?;
+    match rules_of(server, &run) {
+        Some(plan) => viewable(server, person, &plan.pipeline, &format!("to see run {id}")).await?,
+        None => return Err(error(StatusCode::FORBIDDEN, format!("the pipeline of run {id} is not loaded and its stored file does not load: nobody may see it"))),
+    }
+    Ok(run)
+}
+
 async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
-    authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers)?;
+    let run = visible_run(&server, &person, &id).await?;
     let store = &server.exec.store;
-    let run = store.run(&id).await?;
     let stages = store.stages(&id).await?;
     let events = store.events(&id).await?;
     Ok(Json(json!({"run": run, "stages": stages, "events": events})).into_response())
@@ -142,12 +212,17 @@ struct StartBody {
 }
 
 async fn start(State(server): State<Server>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
-    let (who, token) = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers)?;
     let b: StartBody =
         serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"pipeline\": NAME, \"version\": VERSION}}: {e}")))?;
     let pipelines = server.pipelines();
-    let Some(loaded) = pipelines.get(&b.pipeline) else {
-        let names: Vec<&str> = pipelines.by_name.keys().map(String::as_str).collect();
+    let Some(loaded) = pipelines.get(&b.pipeline).filter(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, &person)) else {
+        let names: Vec<&str> = pipelines
+            .by_name
+            .values()
+            .filter(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, &person))
+            .map(|l| l.plan.pipeline.name.value.as_str())
+            .collect();
         return Err(error(
             StatusCode::NOT_FOUND,
             format!("no pipeline `{}` is loaded{}", b.pipeline, crate::diag::did_you_mean(&b.pipeline, names.iter().copied())),
@@ -160,11 +235,10 @@ async fn start(State(server): State<Server>, headers: HeaderMap, body: axum::bod
         plan: &loaded.plan,
         shown: &shown,
         version: &b.version,
-        who: &who,
-        token: Some(&token),
+        caller: Caller::Person(&person),
         accept_rewrite: &[],
     };
-    let started = crate::ops::start::start(&server.exec, &request).await.map_err(ops_error)?;
+    let started = answer(&server, &person, &format!("to start {} {}", b.pipeline, b.version), crate::ops::start::start(&server.exec, &request).await).await?;
     server.drive(started.run.id.clone());
     Ok((StatusCode::CREATED, Json(json!({"run": started.run}))).into_response())
 }
@@ -185,24 +259,17 @@ async fn decide(
     Path((id, stage, decision)): Path<(String, String, String)>,
     body: axum::body::Bytes,
 ) -> Answer {
-    let (who, token) = authenticate(&server, &headers)?;
-    let b: DecideBody = acting(&body, "{\"comment\": TEXT}", |b: &DecideBody| b.as_user.as_deref(), &who)?;
+    let person = authenticate(&server, &headers)?;
+    let b: DecideBody = acting(&body, "{\"comment\": TEXT}", |b: &DecideBody| b.as_user.as_deref(), &person.login)?;
     let mode = match decision.as_str() {
         "approve" => crate::ops::decide::Mode::Approve,
         "reject" => crate::ops::decide::Mode::Reject,
         "break-glass" => crate::ops::decide::Mode::BreakGlass,
         other => return Err(error(StatusCode::NOT_FOUND, format!("`{other}`: a decision is approve, reject or break-glass"))),
     };
-    let request = crate::ops::decide::Request {
-        run: &id,
-        stage: &stage,
-        user: &who,
-        mode,
-        comment: b.comment.as_deref(),
-        proof: crate::ops::decide::Proof::Token(Some(&token)),
-    };
-    let line = crate::ops::decide::decide(&server.exec.store, &request).await.map_err(ops_error)?;
-    Ok(Json(json!({"done": line, "by": who})).into_response())
+    let request = crate::ops::decide::Request { run: &id, stage: &stage, mode, comment: b.comment.as_deref(), caller: Caller::Person(&person) };
+    let line = answer(&server, &person, &format!("to {decision} `{stage}` of run {id}"), crate::ops::decide::decide(&server.exec.store, &request).await).await?;
+    Ok(Json(json!({"done": line, "by": person.login})).into_response())
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -221,11 +288,12 @@ async fn not_a_risk(
     Path((id, stage, number)): Path<(String, String, usize)>,
     body: axum::body::Bytes,
 ) -> Answer {
-    let (who, _) = authenticate(&server, &headers)?;
-    let b: NotARiskBody = acting(&body, "{\"reason\": TEXT} (why the template is not a risk)", |b: &NotARiskBody| b.as_user.as_deref(), &who)?;
-    let request = crate::ops::decide::NotARisk { run: &id, stage: &stage, number, user: &who, reason: &b.reason };
-    let line = crate::ops::decide::not_a_risk(&server.exec.store, &request).await.map_err(ops_error)?;
-    Ok(Json(json!({"done": line, "by": who})).into_response())
+    let person = authenticate(&server, &headers)?;
+    let b: NotARiskBody = acting(&body, "{\"reason\": TEXT} (why the template is not a risk)", |b: &NotARiskBody| b.as_user.as_deref(), &person.login)?;
+    let request = crate::ops::decide::NotARisk { run: &id, stage: &stage, number, caller: Caller::Person(&person), reason: &b.reason };
+    let action = format!("to mark template #{number} of `{stage}` (run {id}) not a risk");
+    let line = answer(&server, &person, &action, crate::ops::decide::not_a_risk(&server.exec.store, &request).await).await?;
+    Ok(Json(json!({"done": line, "by": person.login})).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -260,8 +328,9 @@ pub(super) async fn callback(State(server): State<Server>, Path((run, stage, tok
 }
 
 async fn drifts(State(server): State<Server>, headers: HeaderMap) -> Answer {
-    authenticate(&server, &headers)?;
-    let all = server.exec.store.drifts(crate::store::DriftFilter::default()).await?;
+    let person = authenticate(&server, &headers)?;
+    let all: Vec<_> =
+        server.exec.store.drifts(crate::store::DriftFilter::default()).await?.into_iter().filter(|d| may_view(&server, &person, &d.pipeline, None)).collect();
     Ok(Json(json!({"drifts": all})).into_response())
 }
 
@@ -278,22 +347,23 @@ struct DriftBody {
 /// `POST /api/v1/drifts/{id}/accept|reject`: as `promote drift accept|reject`, by the token's user.
 async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Path((id, verdict)): Path<(String, String)>, body: axum::body::Bytes) -> Answer {
     use crate::ops::drift::{Decision, Verdict};
-    let (who, token) = authenticate(&server, &headers)?;
-    let b: DriftBody = acting(&body, "{\"reason\": TEXT}", |b: &DriftBody| b.as_user.as_deref(), &who)?;
-    let verdict = match verdict.as_str() {
+    let person = authenticate(&server, &headers)?;
+    let b: DriftBody = acting(&body, "{\"reason\": TEXT}", |b: &DriftBody| b.as_user.as_deref(), &person.login)?;
+    let verdict_ = match verdict.as_str() {
         "accept" => Verdict::Accept,
         "reject" => Verdict::Reject,
         other => return Err(error(StatusCode::NOT_FOUND, format!("`{other}`: a drift is accepted or rejected"))),
     };
     let store = &server.exec.store;
     let found = store.drift(&id).await?;
-    let Some(drift) = found else { return Err(error(StatusCode::NOT_FOUND, format!("no drift `{id}`"))) };
+    let Some(drift) = found else { return Err(error(StatusCode::NOT_FOUND, format!("no drift `{}`", crate::diag::printable(&id)))) };
     let pipelines = server.pipelines();
     let Some(loaded) = pipelines.get(&drift.pipeline) else { return Err(error(StatusCode::NOT_FOUND, format!("pipeline `{}` is not loaded", drift.pipeline))) };
     let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
-    let d = Decision { id: &id, verdict, user: &who, reason: b.reason.as_deref(), proof: crate::ops::decide::Proof::Token(Some(&token)) };
-    let line = crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await.map_err(ops_error)?;
-    Ok(Json(json!({"done": line, "by": who})).into_response())
+    let d = Decision { id: &id, verdict: verdict_, reason: b.reason.as_deref(), caller: Caller::Person(&person) };
+    let action = format!("to {verdict} drift {id}");
+    let line = answer(&server, &person, &action, crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await).await?;
+    Ok(Json(json!({"done": line, "by": person.login})).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -303,8 +373,9 @@ struct WatchQuery {
 
 /// `GET /api/v1/watches[?pipeline=NAME]`: newest first, without each last look's evidence.
 async fn watches(State(server): State<Server>, headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<WatchQuery>) -> Answer {
-    authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers)?;
     let mut all = crate::ops::watch::list(&server.exec.store, q.pipeline.as_deref()).await.map_err(ops_error)?;
+    all.retain(|w| may_view(&server, &person, &w.pipeline, None));
     for w in &mut all {
         w.evidence = None;
     }
@@ -313,25 +384,29 @@ async fn watches(State(server): State<Server>, headers: HeaderMap, axum::extract
 
 /// `GET /api/v1/watches/{id}`: one watch with its last look's evidence.
 async fn watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
-    authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers)?;
     match server.exec.store.watch(&id).await? {
-        Some(w) => Ok(Json(w).into_response()),
+        Some(w) => {
+            visible_run(&server, &person, &w.run).await?;
+            Ok(Json(w).into_response())
+        }
         None => Err(error(StatusCode::NOT_FOUND, format!("no watch `{}`", crate::diag::printable(&id)))),
     }
 }
 
 /// `POST /api/v1/watches/{id}/clear` `{"reason": TEXT}`: as `promote watch clear`, by the token's
-/// user.
+/// person (the watch's `approvers` or the pipeline's admins).
 async fn clear_watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Answer {
-    let (who, token) = authenticate(&server, &headers)?;
-    let b: DriftBody = acting(&body, "{\"reason\": TEXT}", |b: &DriftBody| b.as_user.as_deref(), &who)?;
+    let person = authenticate(&server, &headers)?;
+    let b: DriftBody = acting(&body, "{\"reason\": TEXT}", |b: &DriftBody| b.as_user.as_deref(), &person.login)?;
     let reason = b.reason.unwrap_or_default();
-    let c = crate::ops::watch::Clear { id: &id, user: &who, reason: &reason, proof: crate::ops::decide::Proof::Token(Some(&token)) };
-    let line = crate::ops::watch::clear(&server.exec.store, &c).await.map_err(ops_error)?;
-    Ok(Json(json!({"done": line, "by": who})).into_response())
+    let c = crate::ops::watch::Clear { id: &id, reason: &reason, caller: Caller::Person(&person) };
+    let line = answer(&server, &person, &format!("to clear the hold of watch {id}"), crate::ops::watch::clear(&server.exec.store, &c).await).await?;
+    Ok(Json(json!({"done": line, "by": person.login})).into_response())
 }
 
 async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {
+    // Any signed-in person: it says whether the trail is intact and how long, nothing of its content.
     authenticate(&server, &headers)?;
     let v = crate::ops::audit::verify(&server.exec, &[], &[]).await.map_err(ops_error)?;
     Ok(Json(
@@ -344,7 +419,8 @@ async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {
 /// number, `event` its kind, `data` the entry as JSON): those so far, then each as it is
 /// committed (woken by the change feed), until the run's end.
 async fn events(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
-    authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers)?;
+    visible_run(&server, &person, &id).await?;
     event_stream(server.exec.store.clone(), id).await
 }
 
@@ -395,22 +471,45 @@ struct RollbackBody {
 /// `POST /api/v1/pipelines/{name}/environments/{env}/rollback`: as `promote rollback`, by the
 /// token's user (in the trail).
 async fn rollback(State(server): State<Server>, headers: HeaderMap, Path((name, env)): Path<(String, String)>, body: axum::body::Bytes) -> Answer {
-    let (who, _) = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers)?;
     let b: RollbackBody = if body.is_empty() {
         RollbackBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"to\": COMMIT}} (optional): {e}")))?
     };
     let pipelines = server.pipelines();
-    let Some(loaded) = pipelines.get(&name) else { return Err(error(StatusCode::NOT_FOUND, format!("no pipeline `{name}` is loaded"))) };
+    let Some(loaded) = pipelines.get(&name) else { return Err(error(StatusCode::NOT_FOUND, format!("no pipeline `{}` is loaded", crate::diag::printable(&name)))) };
     let target = match b.to {
         Some(c) => crate::git::RollbackTarget::To(c),
         None => crate::git::RollbackTarget::Latest,
     };
     let shown = loaded.file.display().to_string();
     let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
-    let request = crate::ops::rollback::Request { plan: &loaded.plan, shown: &shown, base, environment: &env, target, who: &who };
-    let done = crate::ops::rollback::rollback(&server.exec.store, &server.exec.writer, request).await.map_err(ops_error)?;
+    let request = crate::ops::rollback::Request { plan: &loaded.plan, shown: &shown, base, environment: &env, target, caller: Caller::Person(&person) };
+    let action = format!("to roll back {env} of {name}");
+    let done = answer(&server, &person, &action, crate::ops::rollback::rollback(&server.exec.store, &server.exec.writer, request).await).await?;
     let status = if done.result.is_ok() { StatusCode::OK } else { StatusCode::CONFLICT };
-    Ok((status, Json(json!({"done": done.line, "by": who, "rolledBack": done.result.is_ok()}))).into_response())
+    Ok((status, Json(json!({"done": done.line, "by": person.login, "rolledBack": done.result.is_ok()}))).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    /// Whose sessions end.
+    user: String,
+}
+
+/// `POST /api/v1/sessions/revoke` `{"user": LOGIN}`: ends every web session of a person (their own,
+/// or anyone's for an admin of a loaded pipeline); recorded in the trail.
+async fn revoke(State(server): State<Server>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
+    let person = authenticate(&server, &headers)?;
+    let b: RevokeBody = serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"user\": LOGIN}}: {e}")))?;
+    let admin = server.pipelines().by_name.values().any(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::Admin, None, &person));
+    let done = if b.user == person.login || admin {
+        super::auth::revoke(&server, &b.user, &person).await.map_err(OpsError::from)
+    } else {
+        Err(OpsError::Forbidden(format!("{} may not end {}'s sessions: that needs `access.admin` of a loaded pipeline", person.login, b.user)))
+    };
+    let ended = answer(&server, &person, &format!("to end {}'s sessions", b.user), done).await?;
+    Ok(Json(json!({"done": if ended { format!("ended every session of {}", b.user) } else { format!("{} had no open session", b.user) }, "by": person.login})).into_response())
 }

@@ -6,6 +6,7 @@
 //! resumed by the next start, by this or another replica) and waits for the audit heads.
 
 mod api;
+pub mod auth;
 mod hooks;
 mod pipelines;
 mod poll;
@@ -53,6 +54,9 @@ pub struct Config {
     /// Proxies whose identity headers (`X-Forwarded-User`, `X-Forwarded-Email`) sign a person in
     /// to the web pages; from anyone else those headers are dropped before any handler sees them.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The directory of people (`--users FILE`), read again at every reload; `None`: the loaded
+    /// pipelines' users files merged ([`crate::governance::Directory::merge`]).
+    pub users: Option<PathBuf>,
 }
 
 /// A Git repo of pipeline files: its branch's files are written out to `checkout` and loaded
@@ -101,6 +105,9 @@ pub struct Server {
     exec: Arc<Executor>,
     /// Swapped whole at each reload: a request takes the `Arc`, never a copy.
     pipelines: Arc<RwLock<Arc<Pipelines>>>,
+    /// The directory of people, swapped whole at each reload (shared with the executor, whose
+    /// approval stages count decisions by it).
+    directory: crate::governance::SharedDirectory,
     config: Arc<Config>,
     stop: CancellationToken,
     drivers: Arc<tokio::sync::Mutex<tokio::task::JoinSet<()>>>,
@@ -135,6 +142,44 @@ impl Server {
         self.pipelines.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The directory of people now loaded.
+    pub fn directory(&self) -> Arc<crate::governance::Directory> {
+        self.directory.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the directory again: `--users FILE` (a broken file keeps the last good directory,
+    /// with its error among the pipelines' errors), or the pipelines' users files merged.
+    fn reload_directory(&self, pipelines: &mut Pipelines) {
+        let previous = self.directory();
+        let next = match &self.config.users {
+            Some(path) => {
+                let shown = path.display().to_string();
+                match crate::governance::Users::load(path) {
+                    Ok(u) => crate::governance::Directory::of_file(&shown, u),
+                    Err(e) => {
+                        pipelines.errors.insert(shown, vec![e.to_string()]);
+                        return;
+                    }
+                }
+            }
+            None => {
+                let files: Vec<(String, Arc<crate::governance::Users>)> =
+                    pipelines.by_name.values().filter_map(|l| Some((l.file.display().to_string(), l.users.clone()?))).collect();
+                let d = crate::governance::Directory::merge(files.iter().map(|(f, u)| (f.as_str(), &**u)));
+                if !d.problems.is_empty() {
+                    pipelines.errors.insert("users".into(), d.problems.clone());
+                }
+                d
+            }
+        };
+        if next.problems != previous.problems {
+            for p in &next.problems {
+                tracing::error!("{p}");
+            }
+        }
+        *self.directory.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+    }
+
     /// Fetches the pipelines repos and reads every folder again (blocking work: call it off the
     /// async threads).
     fn reload(&self) {
@@ -156,6 +201,7 @@ impl Server {
         }
         let mut next = Pipelines::load(&dirs, &previous);
         next.errors.extend(fetch_errors);
+        self.reload_directory(&mut next);
         for (file, errors) in &next.errors {
             if previous.errors.get(file) != Some(errors) {
                 for e in errors {
@@ -276,7 +322,22 @@ pub fn router(server: Server) -> Router {
         .nest("/api/v1", api::routes())
         .merge(ui::routes().layer(axum::middleware::from_fn_with_state(server.clone(), ui::only_trusted_identity)))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(protective_headers))
         .with_state(server)
+}
+
+/// Headers every answer carries: no page of promote's is framed by another site (clickjacking a
+/// decision button), and no answer is read as another type than it says.
+async fn protective_headers(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    let h = response.headers_mut();
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if !h.contains_key("content-security-policy") {
+        h.insert("content-security-policy", HeaderValue::from_static("frame-ancestors 'none'"));
+    }
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    response
 }
 
 /// Serves on `listener` until `shutdown` completes: loads the pipelines, resumes the runs left
@@ -288,6 +349,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let mut exec = exec;
+    let directory: crate::governance::SharedDirectory = Arc::default();
+    exec.directory = Some(directory.clone());
     if exec.public_url.is_none() {
         // Reached as it listens unless told otherwise (`--public-url`).
         let addr = listener.local_addr()?;
@@ -299,6 +362,7 @@ pub async fn serve(
     let server = Server {
         exec: Arc::new(exec),
         pipelines: Arc::default(),
+        directory,
         config: Arc::new(config),
         stop: CancellationToken::new(),
         drivers: Arc::new(tokio::sync::Mutex::new(tokio::task::JoinSet::new())),

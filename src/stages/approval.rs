@@ -55,7 +55,7 @@ pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<Step, StageErr
     let name = &ctx.stage().name.value;
     let need = a.min_approvals.value as usize;
     let deadline = a.timeout.map(|t| ctx.started_at + t.0.as_millis() as i64);
-    let users = ctx.users()?;
+    let users = ctx.people()?;
     let allowed = |u: &str| check_approver(a, &ctx.run, users.as_ref(), u) == ApprovalCheck::Allowed;
     let decisions = ctx.store.decisions(&ctx.run.id, name).await?;
     if let Some(r) = decisions.iter().find(|d| !d.approve && allowed(&d.user)) {

@@ -62,7 +62,7 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     let via = request.as_ref().map(|r| r.branch.clone());
     // Everyone who approved an approval stage of this run gated this promotion: `Name <email>`
     // from the users file.
-    let users = ctx.users()?;
+    let users = ctx.people()?;
     let mut approved_by = Vec::new();
     for (i, s) in ctx.plan.pipeline.stages.iter().enumerate() {
         if matches!(s.kind, crate::model::StageKind::Approval(_)) && upstream(&ctx.plan, i, ctx.index) {

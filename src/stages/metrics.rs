@@ -313,7 +313,7 @@ fn judge(m: &MetricsStage, results: Vec<CheckResult>) -> (Phase, String, serde_j
 async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: String, mut evidence: serde_json::Value) -> Result<Step, StageError> {
     let who = deciders(m);
     let decisions = ctx.store.decisions(&ctx.run.id, stage).await?;
-    let users = ctx.users()?;
+    let users = ctx.people()?;
     let allowed = |u: &str| super::check_approver(&who, &ctx.run, users.as_ref(), u) == super::ApprovalCheck::Allowed;
     if let Some(d) = decisions.iter().find(|d| allowed(&d.user)) {
         evidence["metrics"]["decidedBy"] = json!({"user": d.user, "approve": d.approve, "comment": d.comment, "at": d.at});

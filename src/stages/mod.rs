@@ -161,6 +161,8 @@ pub struct StageContext {
     pub poll: Duration,
     /// The server's public URL (see [`crate::exec::Executor::public_url`]).
     pub public_url: Option<String>,
+    /// The server's directory of people, when a server drives the run.
+    pub directory: Option<crate::governance::SharedDirectory>,
     /// Reports `waiting` (with what for) and back to `running`.
     pub report: Report,
     /// The run's notification channels.
@@ -252,6 +254,15 @@ impl StageContext {
     /// The pipeline's users file, if it names one (read anew: changes count at once).
     pub fn users(&self) -> Result<Option<crate::governance::Users>, StageError> {
         crate::governance::users_of(&self.plan.pipeline, &self.base_dir).map_err(|e| StageError::Terminal(e.to_string()))
+    }
+
+    /// Who people are for the decisions on this run: the server's directory when a server drives
+    /// it (one person per login for every pipeline), else the pipeline's users file.
+    pub fn people(&self) -> Result<Option<crate::governance::Users>, StageError> {
+        match &self.directory {
+            Some(d) => Ok(Some(d.read().unwrap_or_else(|e| e.into_inner()).users.clone())),
+            None => self.users(),
+        }
     }
 
     /// Back to running after a wait; nothing when the stage is not recorded waiting.

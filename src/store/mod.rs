@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Claim, Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StageWrite,
+    Claim, Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState, StageWrite,
     Transition, WatchFilter, WatchRecord, Write, Written,
 };
 
@@ -70,6 +70,8 @@ pub trait Backend: Send + Sync + 'static {
     fn env_locks(&self) -> Fut<'_, Vec<Lease>>;
     /// The refs a trigger's source had when last polled; `None` before its first poll.
     fn polled<'a>(&'a self, source: &'a str) -> Fut<'a, Option<Vec<(String, String)>>>;
+    /// A web session by the hash of its cookie.
+    fn session<'a>(&'a self, id_hash: &'a str) -> Fut<'a, Option<SessionRecord>>;
     /// Who drives a run, by lease, if anyone took it.
     fn driver<'a>(&'a self, run: &'a str) -> Fut<'a, Option<Lease>>;
     /// The log templates marked "not a risk" for a pipeline.
@@ -331,13 +333,14 @@ impl Store {
         self.write(w).await.map(|_| ())
     }
 
-    /// Records an approval decision; a user's later decision replaces their earlier one.
-    pub async fn decide(&self, run: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>) -> Result<(), StoreError> {
+    /// Records an approval decision, once per person (see [`Store::decide_as`]).
+    pub async fn decide(&self, run: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>) -> Result<bool, StoreError> {
         self.decide_as(run, stage, user, approve, comment, "decision").await
     }
 
-    /// Records a decision whose audit entry is of `kind` (`decision`, `break-glass`).
-    pub async fn decide_as(&self, run: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>, kind: &str) -> Result<(), StoreError> {
+    /// Records a decision whose audit entry is of `kind` (`decision`, `break-glass`, `callback`),
+    /// once per person and stage: `false` when they had decided already and nothing was written.
+    pub async fn decide_as(&self, run: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>, kind: &str) -> Result<bool, StoreError> {
         let w = Write::Decide {
             run: run.to_string(),
             stage: stage.to_string(),
@@ -347,12 +350,13 @@ impl Store {
             kind: kind.to_string(),
             at: crate::clock::now_ms(),
         };
-        self.write(w).await.map(|_| ())
+        Ok(!matches!(self.write(w).await?, Written::Duplicate(_)))
     }
 
     /// Marks a log template "not a risk" for a pipeline's `logs` stages, with who and why; an
     /// entry of `run` records it.
-    pub async fn exempt_template(&self, run: &str, pipeline: &str, template: &str, user: &str, reason: &str) -> Result<(), StoreError> {
+    /// `Some(who)` when the template was marked already (never replaced) and nothing was written.
+    pub async fn exempt_template(&self, run: &str, pipeline: &str, template: &str, user: &str, reason: &str) -> Result<Option<String>, StoreError> {
         let w = Write::Exempt {
             run: run.to_string(),
             pipeline: pipeline.to_string(),
@@ -361,7 +365,10 @@ impl Store {
             reason: reason.to_string(),
             at: crate::clock::now_ms(),
         };
-        self.write(w).await.map(|_| ())
+        match self.write(w).await? {
+            Written::Duplicate(by) => Ok(Some(by.unwrap_or_default())),
+            _ => Ok(None),
+        }
     }
 
     /// The log templates marked "not a risk" for a pipeline; refused when one does not carry its
@@ -478,16 +485,18 @@ impl Store {
         Ok(self.drifts(DriftFilter { id: Some(id), ..Default::default() }).await?.pop())
     }
 
-    /// Records a drift's decision (with its entry).
-    pub async fn decide_drift(&self, id: &str, state: &str, user: &str, reason: Option<&str>) -> Result<(), StoreError> {
+    /// Records a drift's decision (with its entry) if it is still in state `from`: `false` when it
+    /// was not (decided by a concurrent or an earlier request) and nothing was written.
+    pub async fn decide_drift(&self, id: &str, from: &str, state: &str, user: &str, reason: Option<&str>) -> Result<bool, StoreError> {
         let w = Write::DecideDrift {
             id: id.to_string(),
+            from: from.to_string(),
             state: state.to_string(),
             user: user.to_string(),
             reason: reason.map(String::from),
             at: crate::clock::now_ms(),
         };
-        self.write(w).await.map(|_| ())
+        Ok(!matches!(self.write(w).await?, Written::Duplicate(_)))
     }
 
     /// The watches `filter` names; refused when one does not carry its seal (a failed watch holds
@@ -561,9 +570,42 @@ impl Store {
         self.write(w).await.map(|_| ())
     }
 
-    /// Clears the hold of a failed watch on its version.
-    pub async fn clear_watch(&self, id: &str, user: &str, reason: &str) -> Result<(), StoreError> {
-        self.write(Write::ClearWatch { id: id.into(), user: user.into(), reason: reason.into(), at: crate::clock::now_ms() }).await.map(|_| ())
+    /// Clears the hold of a failed watch on its version, once: `Some(who)` when it was cleared
+    /// already (by a concurrent or an earlier request) and nothing was written.
+    pub async fn clear_watch(&self, id: &str, user: &str, reason: &str) -> Result<Option<String>, StoreError> {
+        match self.write(Write::ClearWatch { id: id.into(), user: user.into(), reason: reason.into(), at: crate::clock::now_ms() }).await? {
+            Written::Duplicate(by) => Ok(Some(by.unwrap_or_default())),
+            _ => Ok(None),
+        }
+    }
+
+    /// Opens a web session (with its `sign-in` entry).
+    pub async fn open_session(&self, session: SessionRecord) -> Result<(), StoreError> {
+        self.write(Write::OpenSession { session: Box::new(session) }).await.map(|_| ())
+    }
+
+    /// A web session by the hash of its cookie (ended ones too: the caller decides).
+    pub async fn session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.backend.session(id_hash).await
+    }
+
+    /// Marks a session seen in use now.
+    pub async fn seen_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.write(Write::SeenSession { id_hash: id_hash.into(), at: crate::clock::now_ms() }).await.map(|_| ())
+    }
+
+    /// Ends one session (by its hash) or every open session of a login, with one entry of `kind`
+    /// by `by`; whether any was open.
+    pub async fn end_sessions(&self, id_hash: Option<&str>, login: Option<&str>, kind: &str, by: &str, detail: &str) -> Result<bool, StoreError> {
+        let w = Write::EndSessions {
+            id_hash: id_hash.map(String::from),
+            login: login.map(String::from),
+            kind: kind.into(),
+            by: by.into(),
+            detail: detail.into(),
+            at: crate::clock::now_ms(),
+        };
+        Ok(matches!(self.write(w).await?, Written::Renewed(true)))
     }
 
     /// Every running run with a stage waiting, with its stages, oldest first; refused when a run

@@ -132,6 +132,31 @@ pub struct Decision {
     pub seal: Option<String>,
 }
 
+/// A web session, as stored: the cookie itself never is, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// SHA-256 of the cookie's value, hex.
+    pub id_hash: String,
+    /// The person's login in the directory.
+    pub login: String,
+    /// Who vouched for them ([`crate::ops::access::Via::encode`]'s form).
+    pub via: String,
+    /// The directory token's stored hash it was opened with (a changed token ends it).
+    pub token_hash: Option<String>,
+    /// The identity provider's groups at sign-in (JSON list).
+    pub groups: String,
+    /// Opened, Unix milliseconds.
+    pub created_at: i64,
+    /// Last seen in use.
+    pub seen_at: i64,
+    /// Its absolute end.
+    pub expires_at: i64,
+    /// When it was ended (sign-out, revoke).
+    pub ended_at: Option<i64>,
+    /// The `sign-in` entry's text.
+    pub detail: String,
+}
+
 /// A log template marked "not a risk", as stored.
 #[derive(Debug, Clone)]
 pub struct Exemption {
@@ -225,7 +250,9 @@ pub enum Write {
         /// When.
         at: i64,
     },
-    /// A person's decision on a stage (a later one by the same person replaces theirs).
+    /// A person's decision on a stage, once: a person who decided already is
+    /// [`Written::Duplicate`] and nothing is written (of concurrent votes by one person, or
+    /// concurrent verdicts of one callback, exactly one is taken).
     Decide {
         /// The run.
         run: String,
@@ -242,7 +269,8 @@ pub enum Write {
         /// When.
         at: i64,
     },
-    /// A log template marked "not a risk" for a pipeline.
+    /// A log template marked "not a risk" for a pipeline, once: a template marked already is
+    /// [`Written::Duplicate`] (an earlier mark is never replaced).
     Exempt {
         /// The run it was seen in.
         run: String,
@@ -263,10 +291,13 @@ pub enum Write {
         /// The drift.
         drift: Box<DriftRecord>,
     },
-    /// A drift decided (accepted, rejected, reverted) by someone, with its entry.
+    /// A drift decided (accepted, rejected, reverted) by someone, with its entry, only if it is
+    /// still in state `from` ([`Written::Duplicate`] otherwise: of concurrent decisions one wins).
     DecideDrift {
         /// The drift's id.
         id: String,
+        /// The state it must be in (`open`; `rejecting` while a rejection reverts it).
+        from: String,
         /// `accepted`, `rejected`, `reverted`.
         state: String,
         /// Who (`promote` for an automatic revert).
@@ -337,6 +368,7 @@ pub enum Write {
         at: i64,
     },
     /// A held version cleared by a person, with its entry.
+    /// Clears a failed watch's hold, once ([`Written::Duplicate`] when it was cleared already).
     ClearWatch {
         /// The watch.
         id: String,
@@ -344,6 +376,34 @@ pub enum Write {
         user: String,
         /// Why.
         reason: String,
+        /// When.
+        at: i64,
+    },
+    /// A web session opened, with its `sign-in` entry.
+    OpenSession {
+        /// The session (boxed: the other writes are small).
+        session: Box<SessionRecord>,
+    },
+    /// A session seen in use at `at` (its idle expiry moves), unless it ended.
+    SeenSession {
+        /// The hash of its cookie.
+        id_hash: String,
+        /// When.
+        at: i64,
+    },
+    /// Ends sessions, with one entry: one (sign-out, by its hash) or every session of a person
+    /// (an admin's revoke). [`Written::Renewed`] says whether any was open.
+    EndSessions {
+        /// One session, by the hash of its cookie.
+        id_hash: Option<String>,
+        /// Every open session of this login.
+        login: Option<String>,
+        /// The entry's kind (`sign-out`, `sessions-revoked`).
+        kind: String,
+        /// Who ends them (the entry's actor).
+        by: String,
+        /// The entry's text.
+        detail: String,
         /// When.
         at: i64,
     },
@@ -459,6 +519,8 @@ impl Write {
                 }
             }
             Write::Audit { detail, .. } => string(detail),
+            Write::EndSessions { detail, .. } => string(detail),
+            Write::OpenSession { .. } | Write::SeenSession { .. } => {}
             Write::Lock { .. } | Write::Drive { .. } | Write::Renew { .. } | Write::Release { .. } | Write::Polled { .. } => {}
         }
         self

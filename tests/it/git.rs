@@ -389,6 +389,7 @@ fn rollback_restores_the_value_over_unrelated_later_commits() {
         stage: None,
         seal: Some(&crate::repos::TEST_KEY),
         only_if: None,
+        forbidden: &[],
     };
     let r = w.rollback(&dest, &latest).unwrap();
     let Outcome::Committed(written) = &r.outcome else { panic!("{r:?}") };
@@ -433,6 +434,7 @@ fn rollback_refuses_when_the_value_changed_since() {
         stage: None,
         seal: Some(&crate::repos::TEST_KEY),
         only_if: None,
+        forbidden: &[],
     };
     let e = w.rollback(&dest, &of).unwrap_err();
     assert!(e.to_string().contains("wrote `1.4.2` but it is now `1.5.0-hotfix`: a later commit changed it; name the state to restore with --to COMMIT"), "{e}");

@@ -423,6 +423,7 @@ fn trailers_anyone_can_type_never_make_a_promotion_or_a_rollback_already_done() 
         stage: None,
         seal: Some(key),
         only_if: None,
+        forbidden: &[],
     };
     let r = writer.rollback(&dest, &rb).unwrap();
     assert!(matches!(r.outcome, Outcome::Committed(_)), "{r:?}");

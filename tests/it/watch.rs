@@ -356,6 +356,7 @@ async fn a_revert_whose_commit_landed_before_a_crash_is_finished_not_called_supe
             stage: Some(&w.stage),
             seal: Some(&key),
             only_if: Some(&w.value),
+            forbidden: &[],
         };
         exec.writer.rollback(&dest, &r).unwrap();
         exec.store.raw_sql(&format!("UPDATE watches SET next_at = 0 WHERE id = '{id}'")).await.unwrap();

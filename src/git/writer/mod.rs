@@ -120,6 +120,9 @@ pub struct RollbackRequest<'a> {
     /// the value to restore already is [`Outcome::Unchanged`]): a watch's revert never lands over a
     /// newer promotion or another rollback, and one whose commit landed before a crash is found.
     pub only_if: Option<&'a str>,
+    /// Values that may not be restored, each with why ([`GitError::Rollback`] with it; nothing
+    /// is written): the values of held versions, whose watch failed.
+    pub forbidden: &'a [(String, String)],
 }
 
 /// A commit that landed.
@@ -367,6 +370,9 @@ impl Writer {
                     dest.target.describe()
                 )));
             };
+            if let Some((_, why)) = r.forbidden.iter().find(|(v, _)| *v == restore) {
+                return Err(GitError::Rollback(why.clone()));
+            }
             // Already there (a revert whose commit landed before a crash finds it so).
             if current.as_deref() == Some(restore.as_str()) {
                 return Ok(Step::Done(Outcome::Unchanged { value: restore }));

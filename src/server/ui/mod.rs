@@ -15,7 +15,8 @@ use axum::routing::{get, post};
 use serde_json::Value;
 
 use super::Server;
-use crate::ops::decide::{Mode, Proof};
+use crate::ops::access::{Caller, Permission};
+use crate::ops::decide::Mode;
 use crate::store::{RunRecord, StageState};
 use session::Session;
 
@@ -65,50 +66,34 @@ fn over_tls(server: &Server, headers: &HeaderMap) -> bool {
     headers.get("x-forwarded-proto").is_some_and(|v| v == "https") || server.exec.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
 }
 
-/// The stored token hash of `user` in the loaded pipelines' users files.
-fn token_hash(server: &Server, user: &str) -> Option<String> {
-    server.pipelines().by_name.values().find_map(|l| l.users.as_ref().and_then(|u| u.token_hash(user)).map(String::from))
-}
-
-/// The identity headers a trusted proxy sets (oauth2-proxy's names).
-const PROXY_HEADERS: [&str; 4] = ["x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-preferred-username"];
+/// The header through which the middleware tells handlers which trusted proxy a request came
+/// from (removed from every request first: nobody can send it).
+const PROXY_ADDR: &str = "x-promote-trusted-proxy";
 
 /// Drops the identity headers of every request that does not come from a trusted proxy, so that
-/// no handler can take them from anyone else.
+/// no handler can take them from anyone else; names the proxy for those that do.
 pub(super) async fn only_trusted_identity(State(server): State<Server>, mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    if !peer.is_some_and(|ip| server.config.trusted_proxies.contains(&ip)) {
-        for h in PROXY_HEADERS {
-            request.headers_mut().remove(h);
+    request.headers_mut().remove(PROXY_ADDR);
+    match peer.filter(|ip| server.config.trusted_proxies.contains(ip)) {
+        Some(ip) => {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&ip.to_string()) {
+                request.headers_mut().insert(PROXY_ADDR, v);
+            }
+        }
+        None => {
+            for h in super::auth::PROXY_HEADERS {
+                request.headers_mut().remove(h);
+            }
         }
     }
     next.run(request).await
 }
 
-/// The person a trusted proxy names (by login or email), if they are in a loaded users file.
-fn proxied(server: &Server, headers: &HeaderMap) -> Option<Session> {
-    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    let (login, email) = (get("x-forwarded-preferred-username").or(get("x-forwarded-user")), get("x-forwarded-email"));
-    if login.is_none() && email.is_none() {
-        return None;
-    }
-    let user = server.pipelines().by_name.values().find_map(|l| {
-        let users = l.users.as_ref()?;
-        login.and_then(|u| users.login(u)).or_else(|| email.and_then(|e| users.by_email(e))).map(String::from)
-    })?;
-    let nonce = server.exec.store.key().mac("proxy-session", &[Some(user.as_bytes())]);
-    Some(Session { user, expires: crate::clock::now_ms() + session::LIFETIME_MS, nonce })
-}
-
-/// The signed-in person: named by a trusted proxy, else by the session cookie.
-fn session(server: &Server, headers: &HeaderMap) -> Option<Session> {
-    if let Some(s) = proxied(server, headers) {
-        return Some(s);
-    }
-    let cookies = headers.get_all(header::COOKIE);
-    let value =
-        cookies.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| c.trim().strip_prefix(&format!("{}=", session::COOKIE)))?;
-    Session::read(server.exec.store.key(), value, crate::clock::now_ms(), |u| token_hash(server, u))
+/// The signed-in person: named by a trusted proxy, else by the session kept on the server.
+async fn session(server: &Server, headers: &HeaderMap) -> Option<Session> {
+    let proxy = headers.get(PROXY_ADDR).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    super::auth::session(server, headers, proxy).await
 }
 
 /// The sign-in page, for who is not signed in.
@@ -130,28 +115,43 @@ struct Login {
     csrf: String,
 }
 
-async fn login_page() -> Page {
-    html(Login { error: None, user: None, csrf: String::new() })
+/// The sign-in form, with a CSRF token bound to a nonce cookie of its own.
+async fn login_page(State(server): State<Server>, headers: HeaderMap) -> Page {
+    let (nonce, _) = session::new_cookie().map_err(internal)?;
+    let csrf = session::form_csrf(server.exec.store.key(), &nonce);
+    let page = Login { error: None, user: None, csrf };
+    Ok(([(header::SET_COOKIE, session::set_form_cookie(&nonce, over_tls(&server, &headers)))], Html(page.render().map_err(internal)?)).into_response())
 }
 
 #[derive(serde::Deserialize)]
 struct LoginForm {
     token: String,
+    #[serde(default)]
+    csrf: Option<String>,
 }
 
 async fn login(State(server): State<Server>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Page {
+    let peer = headers.get(PROXY_ADDR).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let form_ok =
+        super::auth::cookie(&headers, session::FORM_COOKIE).is_some_and(|n| server.exec.store.key().verify_hex(&session::form_csrf(server.exec.store.key(), &n), f.csrf.as_deref()));
+    if !form_ok {
+        return Err(Refusal(StatusCode::FORBIDDEN, "the sign-in form's CSRF token is missing or wrong: open the sign-in page again".into()));
+    }
     let token = f.token.trim();
-    let found = server.pipelines().by_name.values().find_map(|l| {
-        let users = l.users.as_ref()?;
-        let user = users.by_token(token)?;
-        Some((user.to_string(), users.token_hash(user)?.to_string()))
-    });
-    let Some((user, hash)) = found else {
-        let page = Login { error: Some("That token is no user's in the pipelines' users files.".into()), user: None, csrf: String::new() };
-        return Ok((StatusCode::UNAUTHORIZED, Html(page.render().map_err(internal)?)).into_response());
+    let Some(person) = super::auth::person_by_token(&server, token) else {
+        super::auth::refused_sign_in(&server, peer, "a token that is no one's in the directory (or someone disabled)").await;
+        let (nonce, _) = session::new_cookie().map_err(internal)?;
+        let csrf = session::form_csrf(server.exec.store.key(), &nonce);
+        let page = Login { error: Some("That token is no one's in this server's directory of people.".into()), user: None, csrf };
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            [(header::SET_COOKIE, session::set_form_cookie(&nonce, over_tls(&server, &headers)))],
+            Html(page.render().map_err(internal)?),
+        )
+            .into_response());
     };
-    let (_, cookie) = Session::open(server.exec.store.key(), &user, &hash, crate::clock::now_ms()).map_err(internal)?;
-    tracing::info!(user, "signed in to the web pages");
+    let hash = server.directory().users.token_hash(&person.login).map(String::from);
+    let cookie = super::auth::open_session(&server, &person, hash, &[]).await.map_err(internal)?;
     Ok(([(header::SET_COOKIE, session::set_cookie(&cookie, over_tls(&server, &headers)))], Redirect::to("/ui/")).into_response())
 }
 
@@ -161,11 +161,13 @@ struct CsrfForm {
     csrf: Option<String>,
 }
 
+/// Ends the session on the server (the cookie is cleared too).
 async fn logout(State(server): State<Server>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Page {
-    if let Some(s) = session(&server, &headers)
-        && !s.csrf_ok(server.exec.store.key(), f.csrf.as_deref())
-    {
-        return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page".into()));
+    if let Some(s) = session(&server, &headers).await {
+        if !s.csrf_ok(server.exec.store.key(), f.csrf.as_deref()) {
+            return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page".into()));
+        }
+        super::auth::sign_out(&server, &s).await.map_err(internal)?;
     }
     Ok(([(header::SET_COOKIE, session::clear_cookie(over_tls(&server, &headers)))], Redirect::to("/ui/login")).into_response())
 }
@@ -401,6 +403,9 @@ async fn last_values(server: &Server) -> std::collections::HashMap<(String, Stri
 struct InboxQuery {
     #[serde(default)]
     done: Option<String>,
+    /// The banner's seal.
+    #[serde(default)]
+    sig: Option<String>,
     #[serde(default)]
     page: Option<usize>,
 }
@@ -409,9 +414,10 @@ struct InboxQuery {
 const PER_PAGE: usize = 50;
 
 async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query<InboxQuery>) -> Page {
-    let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
+    let Some(s) = session(&server, &headers).await else { return Ok(to_login()) };
     let store = &server.exec.store;
-    let mine = crate::ops::decide::waiting_for(store, &s.user).await.map_err(internal)?;
+    let me = Caller::Person(&s.person);
+    let mine = crate::ops::decide::waiting_for(store, &me).await.map_err(internal)?;
     let total = mine.len();
     let page = q.page.unwrap_or(1).max(1);
     let shown: Vec<_> = mine.into_iter().skip((page - 1) * PER_PAGE).take(PER_PAGE).collect();
@@ -463,7 +469,7 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
     for d in store.drifts(crate::store::DriftFilter { state: Some("open"), ..Default::default() }).await.map_err(internal)?.into_iter() {
         let Some(loaded) = pipelines.get(&d.pipeline) else { continue };
         let Some(env) = loaded.plan.pipeline.environments.iter().find(|e| e.name.value == d.environment) else { continue };
-        if crate::ops::drift::may_decide(env, loaded.users.as_deref(), &s.user).is_err() {
+        if crate::ops::access::allow_listed(&loaded.plan.pipeline, &env.spec.drift.approvers, "drift.approvers", "", &me).is_err() {
             continue;
         }
         drifts.push(DriftItem {
@@ -477,7 +483,7 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
         });
     }
     // Versions held by a failed watch that this person may clear.
-    let held: Vec<HeldItem> = crate::ops::watch::held_for(store, &s.user)
+    let held: Vec<HeldItem> = crate::ops::watch::held_for(store, &me)
         .await
         .map_err(internal)?
         .into_iter()
@@ -493,7 +499,8 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
         .collect();
     let csrf = s.csrf(store.key());
     let total = total + drifts.len() + held.len();
-    html(Inbox { user: Some(s.user), csrf, drifts, held, decisions, total, page, pages, done: q.done.map(|d| crate::diag::printable(&d).into_owned()) })
+    let done = banner(store.key(), q.done, q.sig);
+    html(Inbox { user: Some(s.user), csrf, drifts, held, decisions, total, page, pages, done })
 }
 
 #[derive(serde::Deserialize)]
@@ -508,7 +515,7 @@ struct DecideForm {
 }
 
 async fn decide(State(server): State<Server>, headers: HeaderMap, Form(f): Form<DecideForm>) -> Page {
-    let s = poster(&server, &headers, f.csrf.as_deref())?;
+    let s = poster(&server, &headers, f.csrf.as_deref()).await?;
     let store = &server.exec.store;
     let mode = match f.decision.as_str() {
         "approve" => Mode::Approve,
@@ -516,12 +523,15 @@ async fn decide(State(server): State<Server>, headers: HeaderMap, Form(f): Form<
         other => return Err(Refusal(StatusCode::BAD_REQUEST, format!("`{}`: a decision is approve or reject", crate::diag::printable(other)))),
     };
     // Who may decide is checked here, on the server: 403 for anyone else, whatever they post.
-    if let Err(why) = crate::ops::decide::may_decide(store, &f.run, &f.stage, &s.user, mode).await.map_err(internal)? {
+    let me = Caller::Person(&s.person);
+    let action = format!("to {} `{}` of run {}", f.decision, f.stage, f.run);
+    if let Err(why) = crate::ops::decide::may_decide(store, &f.run, &f.stage, &me, mode).await.map_err(internal)? {
+        crate::ops::access::refused(store, &s.person, &action, &why).await;
         return Err(Refusal(StatusCode::FORBIDDEN, why));
     }
     let comment = f.comment.as_deref().map(str::trim).filter(|c| !c.is_empty());
-    let request = crate::ops::decide::Request { run: &f.run, stage: &f.stage, user: &s.user, mode, comment, proof: Proof::Session };
-    after("/ui/", crate::ops::decide::decide(store, &request).await)
+    let request = crate::ops::decide::Request { run: &f.run, stage: &f.stage, mode, comment, caller: me };
+    after(&server, &s, &action, "/ui/", crate::ops::decide::decide(store, &request).await).await
 }
 
 #[derive(serde::Deserialize)]
@@ -536,7 +546,7 @@ struct DriftForm {
 
 async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Form(f): Form<DriftForm>) -> Page {
     use crate::ops::drift::{Decision, Verdict};
-    let s = poster(&server, &headers, f.csrf.as_deref())?;
+    let s = poster(&server, &headers, f.csrf.as_deref()).await?;
     let store = &server.exec.store;
     let verdict = match f.decision.as_str() {
         "accept" => Verdict::Accept,
@@ -550,15 +560,11 @@ async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Form(f):
     let Some(loaded) = pipelines.get(&drift.pipeline) else {
         return Err(Refusal(StatusCode::NOT_FOUND, format!("pipeline `{}` is not loaded", drift.pipeline)));
     };
-    if let Some(env) = loaded.plan.pipeline.environments.iter().find(|e| e.name.value == drift.environment)
-        && let Err(why) = crate::ops::drift::may_decide(env, loaded.users.as_deref(), &s.user)
-    {
-        return Err(Refusal(StatusCode::FORBIDDEN, why));
-    }
     let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
     let reason = f.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
-    let d = Decision { id: &f.id, verdict, user: &s.user, reason, proof: Proof::Session };
-    after("/ui/", crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await)
+    let d = Decision { id: &f.id, verdict, reason, caller: Caller::Person(&s.person) };
+    let action = format!("to {} drift {}", f.decision, f.id);
+    after(&server, &s, &action, "/ui/", crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await).await
 }
 
 #[derive(serde::Deserialize)]
@@ -572,29 +578,53 @@ struct ClearForm {
 
 /// Clears a held version, as `promote watch clear`, by the signed-in person.
 async fn clear_watch(State(server): State<Server>, headers: HeaderMap, Form(f): Form<ClearForm>) -> Page {
-    let s = poster(&server, &headers, f.csrf.as_deref())?;
+    let s = poster(&server, &headers, f.csrf.as_deref()).await?;
     let store = &server.exec.store;
-    let c = crate::ops::watch::Clear { id: &f.id, user: &s.user, reason: f.reason.trim(), proof: Proof::Session };
-    after("/ui/", crate::ops::watch::clear(store, &c).await)
+    let c = crate::ops::watch::Clear { id: &f.id, reason: f.reason.trim(), caller: Caller::Person(&s.person) };
+    let action = format!("to clear the hold of watch {}", f.id);
+    after(&server, &s, &action, "/ui/", crate::ops::watch::clear(store, &c).await).await
 }
 
 /// The person posting a form: signed in, and the form's CSRF token theirs (refused otherwise,
 /// before anything of the form is acted on).
-fn poster(server: &Server, headers: &HeaderMap, csrf: Option<&str>) -> Result<Session, Refusal> {
-    let Some(s) = session(server, headers) else { return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into())) };
+async fn poster(server: &Server, headers: &HeaderMap, csrf: Option<&str>) -> Result<Session, Refusal> {
+    let Some(s) = session(server, headers).await else { return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into())) };
     if !s.csrf_ok(server.exec.store.key(), csrf) {
         return Err(Refusal(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page and try again".into()));
     }
     Ok(s)
 }
 
-/// What an action through `ops` gives a form: back to `page` saying what was done, or the refusal.
-fn after(page: &str, done: Result<String, crate::ops::OpsError>) -> Page {
+/// What an action through `ops` gives a form: back to `page` saying what was done (the banner's
+/// text sealed, so that no link can put words there), or the refusal (403 for a rule of
+/// `access:`, recorded in the trail; 409 for a decision made already).
+async fn after(server: &Server, s: &Session, action: &str, page: &str, done: Result<String, crate::ops::OpsError>) -> Page {
+    use crate::ops::OpsError;
     match done {
-        Ok(line) => Ok(Redirect::to(&format!("{page}?done={}", url::form_urlencoded::byte_serialize(line.as_bytes()).collect::<String>())).into_response()),
-        Err(crate::ops::OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
+        Ok(line) => {
+            let sig = server.exec.store.key().mac("banner", &[Some(line.as_bytes())]);
+            let text = url::form_urlencoded::byte_serialize(line.as_bytes()).collect::<String>();
+            Ok(Redirect::to(&format!("{page}?done={text}&sig={sig}")).into_response())
+        }
+        Err(OpsError::Refused(why)) => Err(Refusal(StatusCode::BAD_REQUEST, why)),
+        Err(OpsError::Forbidden(why)) => {
+            crate::ops::access::refused(&server.exec.store, &s.person, action, &why).await;
+            Err(Refusal(StatusCode::FORBIDDEN, why))
+        }
+        Err(OpsError::Conflict(why)) => Err(Refusal(StatusCode::CONFLICT, why)),
         Err(e) => Err(internal(e)),
     }
+}
+
+/// The banner's text, when it carries the server's seal (an action's own redirect).
+fn banner(key: &crate::seal::Key, done: Option<String>, sig: Option<String>) -> Option<String> {
+    let done = done?;
+    key.verify_hex(&key.mac("banner", &[Some(done.as_bytes())]), sig.as_deref()).then(|| crate::diag::printable(&done).into_owned())
+}
+
+/// Whether the person may see what belongs to a run (its pipeline's `access.view`).
+fn sees(server: &Server, s: &Session, run: &RunRecord) -> bool {
+    super::api::may_view(server, &s.person, &run.pipeline, Some(run))
 }
 
 // ---- runs ----
@@ -643,10 +673,11 @@ struct RunsQuery {
 }
 
 async fn runs(State(server): State<Server>, headers: HeaderMap, Query(q): Query<RunsQuery>) -> Page {
-    let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
+    let Some(s) = session(&server, &headers).await else { return Ok(to_login()) };
     let all = server.exec.store.runs(2000).await.map_err(internal)?;
     let runs = all
         .into_iter()
+        .filter(|r| sees(&server, &s, r))
         .filter(|r| q.pipeline.is_empty() || r.pipeline == q.pipeline)
         .filter(|r| q.state.is_empty() || r.state.as_str() == q.state)
         .filter(|r| q.version.is_empty() || r.version.contains(&q.version))
@@ -695,13 +726,16 @@ const MAX_ROWS: usize = 300;
 const MAX_EVENTS: usize = 300;
 
 async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Page {
-    let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
+    let Some(s) = session(&server, &headers).await else { return Ok(to_login()) };
     let store = &server.exec.store;
     let run = match store.run(&id).await {
         Ok(r) => r,
         Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Err(Refusal(StatusCode::NOT_FOUND, e.to_string())),
         Err(e) => return Err(internal(e)),
     };
+    if !sees(&server, &s, &run) {
+        return Err(Refusal(StatusCode::FORBIDDEN, format!("{} may not see runs of pipeline {}: that needs its `access.view`", s.user, run.pipeline)));
+    }
     let stages = store.stages(&id).await.map_err(internal)?;
     let svg = match server.plan_of(&run) {
         Some(plan) => dag::svg(&plan, |i| stages.get(i).map_or("pending".into(), |r| r.state.as_str().to_string())),
@@ -756,11 +790,14 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
 
 /// `GET /ui/runs/{id}/state`: the run's and its stages' states, for the page's script.
 async fn run_state(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Page {
-    if session(&server, &headers).is_none() {
+    let Some(s) = session(&server, &headers).await else {
         return Err(Refusal(StatusCode::UNAUTHORIZED, "sign in first".into()));
-    }
+    };
     let store = &server.exec.store;
     let run = store.run(&id).await.map_err(|e| Refusal(StatusCode::NOT_FOUND, e.to_string()))?;
+    if !sees(&server, &s, &run) {
+        return Err(Refusal(StatusCode::FORBIDDEN, format!("{} may not see runs of pipeline {}", s.user, run.pipeline)));
+    }
     let stages: Vec<Value> = store
         .stages(&id)
         .await
@@ -773,8 +810,13 @@ async fn run_state(State(server): State<Server>, headers: HeaderMap, Path(id): P
 
 /// `GET /ui/runs/{id}/events`: the run's entries as server-sent events, for the signed-in.
 async fn run_events(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if session(&server, &headers).is_none() {
+    let Some(s) = session(&server, &headers).await else {
         return Refusal(StatusCode::UNAUTHORIZED, "sign in first".into()).into_response();
+    };
+    match server.exec.store.run(&id).await {
+        Ok(run) if sees(&server, &s, &run) => {}
+        Ok(run) => return Refusal(StatusCode::FORBIDDEN, format!("{} may not see runs of pipeline {}", s.user, run.pipeline)).into_response(),
+        Err(e) => return Refusal(StatusCode::NOT_FOUND, e.to_string()).into_response(),
     }
     super::api::event_stream(server.exec.store.clone(), id).await.into_response()
 }
@@ -804,12 +846,12 @@ struct Environments {
 }
 
 async fn environments(State(server): State<Server>, headers: HeaderMap, Query(q): Query<InboxQuery>) -> Page {
-    let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
+    let Some(s) = session(&server, &headers).await else { return Ok(to_login()) };
     let store = &server.exec.store;
     let deploys = store.stages_where(Some("deploy"), None).await.map_err(internal)?;
     let pipelines = server.pipelines();
     let mut rows = Vec::new();
-    for (name, loaded) in &pipelines.by_name {
+    for (name, loaded) in pipelines.by_name.iter().filter(|(_, l)| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, &s.person)) {
         let mut cells = Vec::new();
         for env in &loaded.plan.pipeline.environments {
             let mut history: Vec<&crate::store::StageOf> = deploys
@@ -864,7 +906,8 @@ async fn environments(State(server): State<Server>, headers: HeaderMap, Query(q)
         rows.push(Row { pipeline: name.clone(), cells });
     }
     let csrf = s.csrf(store.key());
-    html(Environments { user: Some(s.user), csrf, rows, done: q.done.map(|d| crate::diag::printable(&d).into_owned()) })
+    let done = banner(store.key(), q.done, q.sig);
+    html(Environments { user: Some(s.user), csrf, rows, done })
 }
 
 #[derive(serde::Deserialize)]
@@ -876,7 +919,7 @@ struct RollbackForm {
 }
 
 async fn rollback(State(server): State<Server>, headers: HeaderMap, Form(f): Form<RollbackForm>) -> Page {
-    let s = poster(&server, &headers, f.csrf.as_deref())?;
+    let s = poster(&server, &headers, f.csrf.as_deref()).await?;
     let pipelines = server.pipelines();
     let Some(loaded) = pipelines.get(&f.pipeline) else { return Err(Refusal(StatusCode::NOT_FOUND, format!("no pipeline `{}` is loaded", f.pipeline))) };
     let shown = loaded.file.display().to_string();
@@ -887,12 +930,39 @@ async fn rollback(State(server): State<Server>, headers: HeaderMap, Form(f): For
         base,
         environment: &f.environment,
         target: crate::git::RollbackTarget::Latest,
-        who: &s.user,
+        caller: Caller::Person(&s.person),
     };
-    after("/ui/environments", crate::ops::rollback::rollback(&server.exec.store, &server.exec.writer, request).await.map(|done| done.line))
+    let action = format!("to roll back {} of {}", f.environment, f.pipeline);
+    let done = crate::ops::rollback::rollback(&server.exec.store, &server.exec.writer, request).await;
+    let done = match done {
+        Ok(d) if d.result.is_err() => Err(crate::ops::OpsError::Conflict(d.line)),
+        other => other.map(|d| d.line),
+    };
+    after(&server, &s, &action, "/ui/environments", done).await
 }
 
 // ---- audit ----
+
+/// Which entries of the trail a person sees: those of runs whose pipeline they may view, and
+/// those of no run (sign-ins, drifts, rollbacks, which may be of any pipeline) only when they may
+/// view every loaded pipeline.
+struct Visible {
+    all: bool,
+    runs: std::collections::HashSet<String>,
+}
+
+impl Visible {
+    async fn of(server: &Server, s: &Session) -> Result<Visible, crate::store::StoreError> {
+        let pipelines = server.pipelines();
+        let all = pipelines.by_name.values().all(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, &s.person));
+        let runs = if all { Default::default() } else { server.exec.store.runs(10_000).await?.into_iter().filter(|r| sees(server, s, r)).map(|r| r.id).collect() };
+        Ok(Visible { all, runs })
+    }
+
+    fn sees(&self, run: &str) -> bool {
+        self.all || self.runs.contains(run)
+    }
+}
 
 #[derive(Template)]
 #[template(path = "ui/audit.html")]
@@ -919,10 +989,11 @@ struct AuditQuery {
 }
 
 async fn audit(State(server): State<Server>, headers: HeaderMap, Query(q): Query<AuditQuery>) -> Page {
-    let Some(s) = session(&server, &headers) else { return Ok(to_login()) };
+    let Some(s) = session(&server, &headers).await else { return Ok(to_login()) };
     let store = &server.exec.store;
     let last = store.last_entry().await.map_err(internal)?;
     let run = (!q.run.is_empty()).then_some(q.run.as_str());
+    let visible = Visible::of(&server, &s).await.map_err(internal)?;
     // The newest 500 entries that pass the filters.
     let from = if run.is_some() { 0 } else { (last - 5000).max(0) };
     let mut entries: Vec<(i64, EventRow, String)> = store
@@ -932,6 +1003,7 @@ async fn audit(State(server): State<Server>, headers: HeaderMap, Query(q): Query
         .into_iter()
         .filter(|e| q.kind.is_empty() || e.kind == q.kind)
         .filter(|e| q.actor.is_empty() || e.actor == q.actor)
+        .filter(|e| visible.sees(&e.run))
         .map(|e| {
             let row = EventRow {
                 time: e.time.clone(),

@@ -162,6 +162,19 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX watches_due ON watches (state, next_at);
     CREATE INDEX watches_by_env ON watches (pipeline, environment, state);
     CREATE INDEX watches_by_version ON watches (pipeline, version);",
+    // 2: web sessions (SQLite's 14).
+    "CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        login TEXT NOT NULL,
+        via TEXT NOT NULL,
+        token_hash TEXT,
+        groups TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        seen_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        ended_at BIGINT
+    );
+    CREATE INDEX sessions_by_login ON sessions (login, ended_at);",
 ];
 
 /// The schema version the database is at (0: none yet).

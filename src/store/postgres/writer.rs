@@ -216,9 +216,9 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             Ok(Written::Done)
         }
         Write::Decide { run, stage, user, approve, comment, kind, at } => {
-            sqlx::query(
+            let decided = sqlx::query(
                 "INSERT INTO decisions (run_id, stage, \"user\", approve, comment, at, seal) VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (run_id, stage, \"user\") DO UPDATE SET approve = EXCLUDED.approve, comment = EXCLUDED.comment, at = EXCLUDED.at, seal = EXCLUDED.seal",
+                 ON CONFLICT (run_id, stage, \"user\") DO NOTHING",
             )
             .bind(run)
             .bind(stage)
@@ -229,14 +229,25 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             .bind(seals::decision(&head.key, run, stage, user, *approve, comment.as_deref(), *at))
             .execute(&mut *conn)
             .await?;
+            if decided.rows_affected() == 0 {
+                return Ok(Written::Duplicate(None));
+            }
             let detail = texts::decided(kind, *approve, user, comment.as_deref());
             insert_event(conn, head, run, Some(stage), *at, kind, user, &detail).await?;
             Ok(Written::Done)
         }
         Write::Exempt { run, pipeline, template, user, reason, at } => {
+            let marked: Option<String> = sqlx::query_scalar("SELECT by_user FROM log_exemptions WHERE pipeline = $1 AND template = $2")
+                .bind(pipeline)
+                .bind(template)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(by) = marked {
+                return Ok(Written::Duplicate(Some(by)));
+            }
             sqlx::query(
                 "INSERT INTO log_exemptions (pipeline, template, by_user, reason, at, seal) VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (pipeline, template) DO UPDATE SET by_user = EXCLUDED.by_user, reason = EXCLUDED.reason, at = EXCLUDED.at, seal = EXCLUDED.seal",
+                 ON CONFLICT (pipeline, template) DO NOTHING",
             )
             .bind(pipeline)
             .bind(template)
@@ -286,9 +297,13 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             insert_event(conn, head, "-", None, d.at, "drift", "promote", &detail).await?;
             Ok(Written::Done)
         }
-        Write::DecideDrift { id, state, user, reason, at } => {
+        Write::DecideDrift { id, from, state, user, reason, at } => {
             let row: Option<(String, String, String, Option<String>)> =
-                sqlx::query_as("SELECT pipeline, environment, head, baseline FROM drifts WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *conn).await?;
+                sqlx::query_as("SELECT pipeline, environment, head, baseline FROM drifts WHERE id = $1 AND state = $2 FOR UPDATE")
+                    .bind(id)
+                    .bind(from)
+                    .fetch_optional(&mut *conn)
+                    .await?;
             let Some((pipeline, environment, drift_head, baseline)) = row else { return Ok(Written::Duplicate(None)) };
             let seal = seals::drift(&head.key, id, &pipeline, &environment, &drift_head, baseline.as_deref(), state, Some(user));
             sqlx::query("UPDATE drifts SET state = $1, decided_by = $2, reason = $3, decided_at = $4, seal = $5 WHERE id = $6")
@@ -416,6 +431,9 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
         }
         Write::ClearWatch { id, user, reason, at } => {
             let Some(mut w) = super::read_watch(conn, id).await? else { return Ok(Written::Duplicate(None)) };
+            if w.cleared_by.is_some() {
+                return Ok(Written::Duplicate(w.cleared_by.clone()));
+            }
             w.cleared_by = Some(user.clone());
             let seal = seals::watch(&head.key, &w);
             sqlx::query("UPDATE watches SET cleared_by = $1, cleared_at = $2, clear_reason = $3, seal = $4 WHERE id = $5")
@@ -502,6 +520,40 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
         Write::Release { run, holder } => {
             sqlx::query("DELETE FROM drivers WHERE run_id = $1 AND holder = $2").bind(run).bind(holder).execute(&mut *conn).await?;
             Ok(Written::Done)
+        }
+        Write::OpenSession { session: x } => {
+            sqlx::query(
+                "INSERT INTO sessions (id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&x.id_hash)
+            .bind(&x.login)
+            .bind(&x.via)
+            .bind(&x.token_hash)
+            .bind(&x.groups)
+            .bind(x.created_at)
+            .bind(x.seen_at)
+            .bind(x.expires_at)
+            .execute(&mut *conn)
+            .await?;
+            insert_event(conn, head, "-", None, x.created_at, "sign-in", &x.login, &x.detail).await?;
+            Ok(Written::Done)
+        }
+        Write::SeenSession { id_hash, at } => {
+            sqlx::query("UPDATE sessions SET seen_at = $1 WHERE id_hash = $2 AND ended_at IS NULL").bind(at).bind(id_hash).execute(&mut *conn).await?;
+            Ok(Written::Done)
+        }
+        Write::EndSessions { id_hash, login, kind, by, detail, at } => {
+            let ended = sqlx::query("UPDATE sessions SET ended_at = $1 WHERE ended_at IS NULL AND (id_hash = $2 OR login = $3)")
+                .bind(at)
+                .bind(id_hash)
+                .bind(login)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if ended > 0 {
+                insert_event(conn, head, "-", None, *at, kind, by, detail).await?;
+            }
+            Ok(Written::Renewed(ended > 0))
         }
         Write::Audit { run, stage, kind, actor, detail, at } => {
             insert_event(conn, head, run, stage.as_deref(), *at, kind, actor, detail).await?;

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Verdict};
 use super::{
-    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, StageOf, StageRecord, StageState, StoreError,
+    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState, StoreError,
     WatchFilter, WatchRecord, Write, Written,
 };
 
@@ -399,6 +399,30 @@ impl Backend for SqliteBackend {
                 sqlx::query_as("SELECT ref, oid FROM polled WHERE source = ? ORDER BY ref").bind(source).fetch_all(&self.pool).await.map_err(self.db())?;
             // The empty ref marks a source polled once, even when it had no refs.
             Ok((!rows.is_empty()).then(|| rows.into_iter().filter(|(r, _)| !r.is_empty()).collect()))
+        })
+    }
+
+    fn session<'a>(&'a self, id_hash: &'a str) -> Fut<'a, Option<SessionRecord>> {
+        Box::pin(async move {
+            let row: Option<(String, String, String, Option<String>, String, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at FROM sessions WHERE id_hash = ?",
+            )
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.db())?;
+            Ok(row.map(|(id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at)| SessionRecord {
+                id_hash,
+                login,
+                via,
+                token_hash,
+                groups,
+                created_at,
+                seen_at,
+                expires_at,
+                ended_at,
+                detail: String::new(),
+            }))
         })
     }
 

@@ -207,6 +207,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX watches_due ON watches (state, next_at);
     CREATE INDEX watches_by_env ON watches (pipeline, environment, state);
     CREATE INDEX watches_by_version ON watches (pipeline, version);",
+    // 14: web sessions kept on the server (revocable: sign-out, a token change, a disabled
+    // person, an admin's revoke); only the hash of a cookie is stored.
+    "CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        login TEXT NOT NULL,
+        via TEXT NOT NULL,
+        token_hash TEXT,
+        groups TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        seen_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        ended_at INTEGER
+    );
+    CREATE INDEX sessions_by_login ON sessions (login, ended_at);",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.

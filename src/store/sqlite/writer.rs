@@ -225,6 +225,15 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             Ok(Written::Done)
         }
         Write::Decide { run, stage, user, approve, comment, kind, at } => {
+            let decided: Option<i64> = sqlx::query_scalar("SELECT 1 FROM decisions WHERE run_id = ? AND stage = ? AND user = ?")
+                .bind(run)
+                .bind(stage)
+                .bind(user)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if decided.is_some() {
+                return Ok(Written::Duplicate(None));
+            }
             sqlx::query("INSERT OR REPLACE INTO decisions (run_id, stage, user, approve, comment, at, seal) VALUES (?, ?, ?, ?, ?, ?, ?)")
                 .bind(run)
                 .bind(stage)
@@ -240,6 +249,14 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             Ok(Written::Done)
         }
         Write::Exempt { run, pipeline, template, user, reason, at } => {
+            let marked: Option<String> = sqlx::query_scalar("SELECT by_user FROM log_exemptions WHERE pipeline = ? AND template = ?")
+                .bind(pipeline)
+                .bind(template)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(by) = marked {
+                return Ok(Written::Duplicate(Some(by)));
+            }
             sqlx::query("INSERT OR REPLACE INTO log_exemptions (pipeline, template, by_user, reason, at, seal) VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(pipeline)
                 .bind(template)
@@ -289,9 +306,9 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             insert_event(conn, head, "-", None, d.at, "drift", "promote", &detail).await?;
             Ok(Written::Done)
         }
-        Write::DecideDrift { id, state, user, reason, at } => {
+        Write::DecideDrift { id, from, state, user, reason, at } => {
             let row: Option<(String, String, String, Option<String>)> =
-                sqlx::query_as("SELECT pipeline, environment, head, baseline FROM drifts WHERE id = ?").bind(id).fetch_optional(&mut *conn).await?;
+                sqlx::query_as("SELECT pipeline, environment, head, baseline FROM drifts WHERE id = ? AND state = ?").bind(id).bind(from).fetch_optional(&mut *conn).await?;
             let Some((pipeline, environment, drift_head, baseline)) = row else { return Ok(Written::Duplicate(None)) };
             let seal = seals::drift(&head.key, id, &pipeline, &environment, &drift_head, baseline.as_deref(), state, Some(user));
             sqlx::query("UPDATE drifts SET state = ?, decided_by = ?, reason = ?, decided_at = ?, seal = ? WHERE id = ?")
@@ -411,6 +428,9 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
         }
         Write::ClearWatch { id, user, reason, at } => {
             let Some(mut w) = super::read_watch(conn, id).await? else { return Ok(Written::Duplicate(None)) };
+            if w.cleared_by.is_some() {
+                return Ok(Written::Duplicate(w.cleared_by.clone()));
+            }
             w.cleared_by = Some(user.clone());
             let seal = seals::watch(&head.key, &w);
             sqlx::query("UPDATE watches SET cleared_by = ?, cleared_at = ?, clear_reason = ?, seal = ? WHERE id = ?")
@@ -488,6 +508,40 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
         Write::Release { run, holder } => {
             sqlx::query("DELETE FROM drivers WHERE run_id = ? AND holder = ?").bind(run).bind(holder).execute(&mut *conn).await?;
             Ok(Written::Done)
+        }
+        Write::OpenSession { session: x } => {
+            sqlx::query(
+                "INSERT INTO sessions (id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&x.id_hash)
+            .bind(&x.login)
+            .bind(&x.via)
+            .bind(&x.token_hash)
+            .bind(&x.groups)
+            .bind(x.created_at)
+            .bind(x.seen_at)
+            .bind(x.expires_at)
+            .execute(&mut *conn)
+            .await?;
+            insert_event(conn, head, "-", None, x.created_at, "sign-in", &x.login, &x.detail).await?;
+            Ok(Written::Done)
+        }
+        Write::SeenSession { id_hash, at } => {
+            sqlx::query("UPDATE sessions SET seen_at = ? WHERE id_hash = ? AND ended_at IS NULL").bind(at).bind(id_hash).execute(&mut *conn).await?;
+            Ok(Written::Done)
+        }
+        Write::EndSessions { id_hash, login, kind, by, detail, at } => {
+            let ended = sqlx::query("UPDATE sessions SET ended_at = ? WHERE ended_at IS NULL AND (id_hash = ? OR login = ?)")
+                .bind(at)
+                .bind(id_hash)
+                .bind(login)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if ended > 0 {
+                insert_event(conn, head, "-", None, *at, kind, by, detail).await?;
+            }
+            Ok(Written::Renewed(ended > 0))
         }
         Write::Audit { run, stage, kind, actor, detail, at } => {
             insert_event(conn, head, run, stage.as_deref(), *at, kind, actor, detail).await?;
