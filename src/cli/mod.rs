@@ -207,7 +207,7 @@ pub fn report(done: Result<String, crate::ops::OpsError>) -> anyhow::Result<Exit
             println!("{line}");
             Ok(ExitCode::SUCCESS)
         }
-        Err(crate::ops::OpsError::Refused(why)) => {
+        Err(crate::ops::OpsError::Refused(why) | crate::ops::OpsError::Forbidden(why) | crate::ops::OpsError::Conflict(why)) => {
             eprintln!("promote: error: {why}");
             Ok(ExitCode::from(EXIT_BAD_INPUT))
         }

@@ -41,7 +41,7 @@ impl Remote {
 /// What a refusal prints, and its exit code: 2 for a request the server refused (400, 401, 404).
 fn refused(status: u16, v: &Value) -> anyhow::Result<ExitCode> {
     let why = v["error"].as_str().unwrap_or("(no reason given)");
-    if matches!(status, 400 | 401 | 403 | 404) {
+    if matches!(status, 400 | 401 | 403 | 404 | 409) {
         eprintln!("promote: error: {}", crate::diag::printable(why));
         return Ok(ExitCode::from(EXIT_BAD_INPUT));
     }

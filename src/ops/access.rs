@@ -275,7 +275,7 @@ mod tests {
         let src = format!(
             "apiVersion: promote/v1\nkind: Pipeline\nname: checkout\nartifact: {{image: r/x}}\n{access}\nenvironments:\n  qa: {{repo: q.git, file: f.yaml, update: {{yamlPath: a}}}}\n  prod:\n    repo: p.git\n    file: f.yaml\n    update: {{yamlPath: a}}\n    access: {{rollback: [carol]}}\nstages:\n  d:\n    deploy: {{environment: qa}}\n  p:\n    needs: [d]\n    deploy: {{environment: prod}}\n"
         );
-        let mut d = crate::diag::Diagnostics::new("p.yaml".into());
+        let mut d = crate::diag::Diagnostics::new("p.yaml".to_string());
         let p = crate::model::load(&src, &mut d).expect("loads");
         assert!(!d.has_errors(), "{:?}", d.into_sorted());
         p

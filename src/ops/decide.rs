@@ -73,8 +73,7 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
     prove(&r.caller, allowed.users.as_ref())?;
     let (run, pipeline) = (allowed.run, allowed.pipeline);
     let kind = if mode == Mode::BreakGlass { "break-glass" } else { "decision" };
-    let comment = via_noted(&r.caller, comment);
-    if !store.decide_as(run_id, stage, user, mode != Mode::Reject, comment.as_deref(), kind).await? {
+    if !store.decide_as(run_id, stage, user, mode != Mode::Reject, comment, kind, vouched(&r.caller).as_deref()).await? {
         return Err(OpsError::Conflict(format!("{user} has decided `{stage}` of run {run_id} already: a person's decision is made once")));
     }
     if mode == Mode::BreakGlass {
@@ -94,15 +93,11 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
 /// The longest comment or reason a person may give (a trail entry is read by people).
 pub const MAX_REASON: usize = 4096;
 
-/// A comment with who vouched for the person appended (`[via OIDC subject ...]`), so that the
-/// trail entry of the decision says it; a local caller's comment as given.
-pub(super) fn via_noted(caller: &Caller<'_>, comment: Option<&str>) -> Option<String> {
+/// Who vouched for a person the server authenticated, for the trail; `None` for a local caller.
+pub(super) fn vouched(caller: &Caller<'_>) -> Option<String> {
     match caller {
-        Caller::Local { .. } => comment.map(String::from),
-        Caller::Person(p) => Some(match comment.filter(|c| !c.trim().is_empty()) {
-            Some(c) => format!("{c} [via {}]", p.via),
-            None => format!("[via {}]", p.via),
-        }),
+        Caller::Local { .. } => None,
+        Caller::Person(p) => Some(p.via.to_string()),
     }
 }
 
@@ -307,8 +302,7 @@ pub async fn not_a_risk(store: &Store, r: &NotARisk<'_>) -> Result<String, OpsEr
     };
     let template = f["template"].as_str().unwrap_or_default();
     let user = r.caller.login();
-    let reason = via_noted(&r.caller, Some(r.reason)).unwrap_or_default();
-    if let Some(by) = store.exempt_template(&run.id, &run.pipeline, template, user, &reason).await? {
+    if let Some(by) = store.exempt_template(&run.id, &run.pipeline, template, user, r.reason, vouched(&r.caller).as_deref()).await? {
         return Err(OpsError::Conflict(format!("`{template}` was marked not a risk for pipeline {} already (by {by})", run.pipeline)));
     }
     Ok(format!("`{template}` is not a risk for pipeline {} (by {user}): later runs ignore it", run.pipeline))
@@ -362,7 +356,7 @@ pub async fn callback(store: &Store, c: &Callback<'_>) -> Result<Result<String, 
         return Ok(Err(CallbackRefused::Closed(format!("stage `{}` of run {} is {}, not waiting for a verdict", c.stage, run.id, stage.state.as_str()))));
     }
     let message = c.message.map(|m| crate::diag::printable(&m.chars().take(2000).collect::<String>()).into_owned());
-    if !store.decide_as(&run.id, c.stage, user, c.passed, message.as_deref(), "callback").await? {
+    if !store.decide_as(&run.id, c.stage, user, c.passed, message.as_deref(), "callback", Some("its one-time callback URL")).await? {
         return Ok(Err(CallbackRefused::Closed(format!("stage `{}` of run {} has its verdict already: a callback URL is used once", c.stage, run.id))));
     }
     Ok(Ok(format!("stage `{}` of run {} {}", c.stage, run.id, if c.passed { "passed" } else { "failed" })))

@@ -105,12 +105,12 @@ pub async fn check(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, p
         if !denied.is_empty() {
             let reverted = revert(store, writer, &dest, &drift).await?;
             let why = format!("policy denied the drifted state: {}; {reverted}", denied.join("; "));
-            store.decide_drift(&drift.id, "open", "reverted", "promote", Some(&why)).await?;
+            store.decide_drift(&drift.id, "open", "reverted", "promote", Some(&why), None).await?;
             line.push_str(&format!("; {why}"));
             drift.state = "reverted".into();
         } else if env.spec.drift.action == DriftAction::Revert {
             let reverted = revert(store, writer, &dest, &drift).await?;
-            store.decide_drift(&drift.id, "open", "reverted", "promote", Some(&format!("drift.action: revert; {reverted}"))).await?;
+            store.decide_drift(&drift.id, "open", "reverted", "promote", Some(&format!("drift.action: revert; {reverted}")), None).await?;
             line.push_str(&format!("; reverted at once: {reverted}"));
             drift.state = "reverted".into();
         } else {
@@ -269,18 +269,19 @@ pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, 
         }
     }
     let user = d.caller.login();
-    let reason = super::decide::via_noted(&d.caller, d.reason);
+    let reason = d.reason.map(String::from);
+    let via = super::decide::vouched(&d.caller);
     let again = || async { Ok::<_, OpsError>(store.drift(d.id).await?.map(|x| decided(&x)).unwrap_or_else(|| OpsError::Conflict(format!("drift {} was decided already", d.id)))) };
     match d.verdict {
         Verdict::Accept => {
-            if !store.decide_drift(&drift.id, "open", "accepted", user, reason.as_deref()).await? {
+            if !store.decide_drift(&drift.id, "open", "accepted", user, reason.as_deref(), via.as_deref()).await? {
                 return Err(again().await?);
             }
             Ok(format!("drift {} in {} accepted by {user}: the next promotion builds on {}", drift.id, drift.environment, short(&drift.head)))
         }
         Verdict::Reject => {
             // Claimed first: a concurrent accept or reject finds it `rejecting` and is refused.
-            if !store.decide_drift(&drift.id, "open", "rejecting", user, reason.as_deref()).await? {
+            if !store.decide_drift(&drift.id, "open", "rejecting", user, reason.as_deref(), via.as_deref()).await? {
                 return Err(again().await?);
             }
             let dest = Destination::of(env, base);
@@ -288,12 +289,12 @@ pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, 
                 Ok(done) => done,
                 Err(e) => {
                     // Open again, so that it can be decided once the cause is fixed.
-                    store.decide_drift(&drift.id, "rejecting", "open", user, Some(&format!("the revert failed: {e}"))).await?;
+                    store.decide_drift(&drift.id, "rejecting", "open", user, Some(&format!("the revert failed: {e}")), via.as_deref()).await?;
                     return Err(e);
                 }
             };
             let reason = format!("{}; {done}", reason.unwrap_or_default());
-            store.decide_drift(&drift.id, "rejecting", "rejected", user, Some(&reason)).await?;
+            store.decide_drift(&drift.id, "rejecting", "rejected", user, Some(&reason), via.as_deref()).await?;
             Ok(format!("drift {} in {} rejected by {user}: {done}", drift.id, drift.environment))
         }
     }

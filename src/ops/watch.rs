@@ -106,8 +106,7 @@ pub async fn clear(store: &Store, c: &Clear<'_>) -> Result<String, OpsError> {
     let users = may_clear_watch(store, &w, &c.caller).await??;
     super::decide::prove(&c.caller, users.as_ref())?;
     let user = c.caller.login();
-    let reason = super::decide::via_noted(&c.caller, Some(c.reason)).unwrap_or_default();
-    if let Some(by) = store.clear_watch(&w.id, user, &reason).await? {
+    if let Some(by) = store.clear_watch(&w.id, user, c.reason, super::decide::vouched(&c.caller).as_deref()).await? {
         return Err(OpsError::Conflict(format!("the hold of watch {} was cleared already (by {by})", w.id)));
     }
     Ok(format!("{} {} may be promoted again: the hold of watch {} cleared by {user}", w.pipeline, w.version, w.id))

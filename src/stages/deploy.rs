@@ -17,14 +17,16 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
         let why = format!("environment `{env_name}` is being promoted by run {holder}");
         return Ok(Step::Wait(Wait { why, wake: Wake::RunEnd(holder), until: Some(lease_end + 1), notify: None }));
     }
-    // An undecided drift of the environment holds its promotions (woken by its decision).
+    // An undecided drift of the environment holds its promotions (woken by its decision), and one
+    // whose rejection is reverting it (the promotion lands on top of the revert, never under it).
+    let undecided = |state| crate::store::DriftFilter { pipeline: Some(&ctx.run.pipeline), environment: Some(env_name), state: Some(state), id: None };
+    let rejecting = ctx.store.drifts(undecided("rejecting")).await?.into_iter().next();
+    if let Some(d) = rejecting {
+        let why = format!("`{env_name}` is being reverted to undo drift {}", d.id);
+        return Ok(Step::Wait(Wait { why, wake: Wake::DriftDecided, until: Some(crate::clock::now_ms() + 5_000), notify: None }));
+    }
     if env.spec.drift.block_promotions
-        && let Some(d) = ctx
-            .store
-            .drifts(crate::store::DriftFilter { pipeline: Some(&ctx.run.pipeline), environment: Some(env_name), state: Some("open"), id: None })
-            .await?
-            .into_iter()
-            .next()
+        && let Some(d) = ctx.store.drifts(undecided("open")).await?.into_iter().next()
     {
         let why = format!("`{env_name}` has an undecided drift ({}): promote drift accept|reject {} --as USER decides it", d.describe(), d.id);
         return Ok(Step::Wait(Wait { why, wake: Wake::DriftDecided, until: Some(crate::clock::now_ms() + 60_000), notify: None }));

@@ -335,12 +335,22 @@ impl Store {
 
     /// Records an approval decision, once per person (see [`Store::decide_as`]).
     pub async fn decide(&self, run: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>) -> Result<bool, StoreError> {
-        self.decide_as(run, stage, user, approve, comment, "decision").await
+        self.decide_as(run, stage, user, approve, comment, "decision", None).await
     }
 
     /// Records a decision whose audit entry is of `kind` (`decision`, `break-glass`, `callback`),
     /// once per person and stage: `false` when they had decided already and nothing was written.
-    pub async fn decide_as(&self, run: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>, kind: &str) -> Result<bool, StoreError> {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide_as(
+        &self,
+        run: &str,
+        stage: &str,
+        user: &str,
+        approve: bool,
+        comment: Option<&str>,
+        kind: &str,
+        via: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let w = Write::Decide {
             run: run.to_string(),
             stage: stage.to_string(),
@@ -349,6 +359,7 @@ impl Store {
             comment: comment.map(String::from),
             kind: kind.to_string(),
             at: crate::clock::now_ms(),
+            via: via.map(String::from),
         };
         Ok(!matches!(self.write(w).await?, Written::Duplicate(_)))
     }
@@ -356,7 +367,7 @@ impl Store {
     /// Marks a log template "not a risk" for a pipeline's `logs` stages, with who and why; an
     /// entry of `run` records it.
     /// `Some(who)` when the template was marked already (never replaced) and nothing was written.
-    pub async fn exempt_template(&self, run: &str, pipeline: &str, template: &str, user: &str, reason: &str) -> Result<Option<String>, StoreError> {
+    pub async fn exempt_template(&self, run: &str, pipeline: &str, template: &str, user: &str, reason: &str, via: Option<&str>) -> Result<Option<String>, StoreError> {
         let w = Write::Exempt {
             run: run.to_string(),
             pipeline: pipeline.to_string(),
@@ -364,6 +375,7 @@ impl Store {
             user: user.to_string(),
             reason: reason.to_string(),
             at: crate::clock::now_ms(),
+            via: via.map(String::from),
         };
         match self.write(w).await? {
             Written::Duplicate(by) => Ok(Some(by.unwrap_or_default())),
@@ -487,7 +499,7 @@ impl Store {
 
     /// Records a drift's decision (with its entry) if it is still in state `from`: `false` when it
     /// was not (decided by a concurrent or an earlier request) and nothing was written.
-    pub async fn decide_drift(&self, id: &str, from: &str, state: &str, user: &str, reason: Option<&str>) -> Result<bool, StoreError> {
+    pub async fn decide_drift(&self, id: &str, from: &str, state: &str, user: &str, reason: Option<&str>, via: Option<&str>) -> Result<bool, StoreError> {
         let w = Write::DecideDrift {
             id: id.to_string(),
             from: from.to_string(),
@@ -495,6 +507,7 @@ impl Store {
             user: user.to_string(),
             reason: reason.map(String::from),
             at: crate::clock::now_ms(),
+            via: via.map(String::from),
         };
         Ok(!matches!(self.write(w).await?, Written::Duplicate(_)))
     }
@@ -572,8 +585,9 @@ impl Store {
 
     /// Clears the hold of a failed watch on its version, once: `Some(who)` when it was cleared
     /// already (by a concurrent or an earlier request) and nothing was written.
-    pub async fn clear_watch(&self, id: &str, user: &str, reason: &str) -> Result<Option<String>, StoreError> {
-        match self.write(Write::ClearWatch { id: id.into(), user: user.into(), reason: reason.into(), at: crate::clock::now_ms() }).await? {
+    pub async fn clear_watch(&self, id: &str, user: &str, reason: &str, via: Option<&str>) -> Result<Option<String>, StoreError> {
+        let w = Write::ClearWatch { id: id.into(), user: user.into(), reason: reason.into(), at: crate::clock::now_ms(), via: via.map(String::from) };
+        match self.write(w).await? {
             Written::Duplicate(by) => Ok(Some(by.unwrap_or_default())),
             _ => Ok(None),
         }

@@ -268,6 +268,8 @@ pub enum Write {
         kind: String,
         /// When.
         at: i64,
+        /// Who vouched for the person (the server's identity source), said in the entry.
+        via: Option<String>,
     },
     /// A log template marked "not a risk" for a pipeline, once: a template marked already is
     /// [`Written::Duplicate`] (an earlier mark is never replaced).
@@ -284,6 +286,8 @@ pub enum Write {
         reason: String,
         /// When.
         at: i64,
+        /// Who vouched for the person (the server's identity source), said in the entry.
+        via: Option<String>,
     },
     /// A drift found in an environment branch, with its entry, unless one was recorded for the
     /// same head before ([`Written::Duplicate`] with its id).
@@ -306,6 +310,8 @@ pub enum Write {
         reason: Option<String>,
         /// When.
         at: i64,
+        /// Who vouched for the person (the server's identity source), said in the entry.
+        via: Option<String>,
     },
     /// A watch begun (with its entry), unless the run's stage has one ([`Written::Duplicate`]);
     /// the older active watches of its environment end `superseded`.
@@ -378,6 +384,8 @@ pub enum Write {
         reason: String,
         /// When.
         at: i64,
+        /// Who vouched for the person (the server's identity source), said in the entry.
+        via: Option<String>,
     },
     /// A web session opened, with its `sign-in` entry.
     OpenSession {

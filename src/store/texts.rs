@@ -86,3 +86,11 @@ pub fn lock_taken_over(environment: &str, holder: &str, until: i64) -> String {
 pub fn driver_taken_over(other: &str, until: i64) -> String {
     format!("driven by a new process: the previous driver {other} stopped (its lease ran until {})", crate::clock::rfc3339(until))
 }
+
+/// An entry's text with who vouched for the person acting (the server's identity source).
+pub fn vouched(detail: String, via: Option<&str>) -> String {
+    match via {
+        Some(v) => format!("{detail} (vouched for by {v})"),
+        None => detail,
+    }
+}

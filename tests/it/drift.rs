@@ -166,8 +166,7 @@ async fn the_server_raises_drift_on_the_environment_repos_push_webhook_and_the_a
     let id = drift["id"].as_str().unwrap().to_string();
     // It waits in alice's inbox on the web pages, with its commit.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let signed = http.post(format!("{}/ui/login", server.url)).form(&[("token", crate::server::ALICE)]).send().await.unwrap();
-    let cookie = signed.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let cookie = crate::server::sign_in(&http, &server.url, crate::server::ALICE).await;
     let inbox = http.get(format!("{}/ui/", server.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     assert!(inbox.contains(&format!("id=\"drift-{id}\"")) && inbox.contains(&hotfix[..10]) && inbox.contains("Reject and revert"), "{inbox}");
     // The CLI against the server, with alice's token: the list, then the rejection.

@@ -110,7 +110,7 @@ impl Running {
 pub fn setup() -> Setup {
     let s = Setup::new(
         "  qa:\n    deploy: {environment: qa}\n  sign-off:\n    needs: [qa]\n    approval: {approvers: [alice]}\n  prod:\n    needs: [sign-off]\n    deploy: {environment: prod}\n",
-        "users: users.yaml\ntriggers:\n  - git: {provider: github, repo: acme/checkout, refs: [\"refs/tags/v*\"], version: tag}\n    secretFile: hook.secret\n",
+        "users: users.yaml\naccess: {run: [alice], rollback: [alice], admin: [alice]}\ntriggers:\n  - git: {provider: github, repo: acme/checkout, refs: [\"refs/tags/v*\"], version: tag}\n    secretFile: hook.secret\n",
     );
     std::fs::write(s.path().join("hook.secret"), format!("{SECRET}\n")).unwrap();
     std::fs::write(
@@ -130,6 +130,18 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
         (n == name && have.len() == want.len() && want.iter().all(|w| have.contains(&w.as_str()))).then(|| value.parse().ok()).flatten()
     })
+}
+
+/// Signs in to the web pages as a browser would (the form's CSRF token and its cookie first):
+/// the session cookie (`promote_session=...`).
+pub async fn sign_in(http: &reqwest::Client, url: &str, token: &str) -> String {
+    let page = http.get(format!("{url}/ui/login")).send().await.unwrap();
+    let form_cookie = page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let html = page.text().await.unwrap();
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let signed = http.post(format!("{url}/ui/login")).header("cookie", &form_cookie).form(&[("token", token), ("csrf", &csrf)]).send().await.unwrap();
+    assert_eq!(signed.status().as_u16(), 303, "signed in");
+    signed.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string()
 }
 
 pub async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
@@ -655,7 +667,7 @@ async fn a_webhook_stage_with_a_callback_waits_for_the_verdict_posted_once_to_it
         &format!(
             "  suite:\n    webhook: {{url: \"http://127.0.0.1:{port}/suites\", callback: true, callbackTimeout: 10m}}\n  prod:\n    needs: [suite]\n    deploy: {{environment: prod}}\n"
         ),
-        "users: users.yaml\n",
+        "users: users.yaml\naccess: {run: [alice, bob], rollback: [alice]}\n",
     );
     std::fs::write(
         s.path().join("users.yaml"),

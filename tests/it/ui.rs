@@ -106,7 +106,7 @@ async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob
         &format!(
             "  qa:\n    deploy: {{environment: qa}}\n  check-errors:\n    needs: [qa]\n    metrics:\n      provider:\n        web: {{url: \"http://127.0.0.1:{port}/stats?q=${{query}}\", jsonPath: \"$.value\"}}\n      checks:\n        - name: error-rate\n          query: errors\n          successCondition: result < 0.05\n          count: 3\n          interval: 100ms\n  sign-off:\n    needs: [check-errors]\n    approval: {{approvers: [alice], message: \"Release manager sign-off\"}}\n  prod:\n    needs: [sign-off]\n    deploy: {{environment: prod}}\n"
         ),
-        "users: users.yaml\n",
+        "users: users.yaml\naccess: {run: [alice, bob], rollback: [alice]}\n",
     );
     let hash = promote::governance::users::hash_token;
     std::fs::write(
@@ -142,7 +142,7 @@ async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob
     c.find(Locator::Id("token")).await.unwrap().send_keys("prt_wrong").await.unwrap();
     c.find(Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
     let shown = c.wait().for_element(Locator::Css("p.error")).await.unwrap().text().await.unwrap();
-    assert!(shown.contains("no user's"), "{shown}");
+    assert!(shown.contains("no one's"), "{shown}");
 
     // Bob is no approver: nothing waits for him, no button; his forged POST is refused.
     sign_in(&c, &url, BOB).await;
@@ -237,7 +237,7 @@ async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trusted_proxys_identity_headers_sign_in_and_anyone_elses_are_ignored() {
-    let s = Setup::new("  sign-off:\n    approval: {approvers: [alice]}\n", "users: users.yaml\n");
+    let s = Setup::new("  sign-off:\n    approval: {approvers: [alice]}\n", "users: users.yaml\naccess: {run: [alice, bob], rollback: [alice]}\n");
     std::fs::write(
         s.path().join("users.yaml"),
         format!("users:\n  alice: {{name: Alice, email: alice@example.com, token: \"{}\"}}\n", promote::governance::users::hash_token(ALICE)),

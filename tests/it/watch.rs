@@ -313,8 +313,7 @@ async fn the_server_reverts_a_bad_release_on_its_own_and_the_held_version_waits_
     let (status, no_reason) = server.api(reqwest::Method::POST, &format!("/watches/{id}/clear"), Some(serde_json::json!({}))).await;
     assert_eq!(status, 400, "{no_reason}");
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let login = http.post(format!("{}/ui/login", server.url)).form(&[("token", ALICE)]).send().await.unwrap();
-    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let cookie = crate::server::sign_in(&http, &server.url, ALICE).await;
     let inbox = http.get(format!("{}/ui/", server.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     assert!(inbox.contains(&format!("id=\"held-{id}\"")) && inbox.contains("held in qa") && inbox.contains("v5.0.0"), "{inbox}");
     let csrf = inbox.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();

@@ -215,7 +215,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             insert_event(conn, head, run, None, *at, "run", "promote", &texts::run_finished(*state, message.as_deref())).await?;
             Ok(Written::Done)
         }
-        Write::Decide { run, stage, user, approve, comment, kind, at } => {
+        Write::Decide { run, stage, user, approve, comment, kind, at, via } => {
             let decided = sqlx::query(
                 "INSERT INTO decisions (run_id, stage, \"user\", approve, comment, at, seal) VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (run_id, stage, \"user\") DO NOTHING",
@@ -232,11 +232,11 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             if decided.rows_affected() == 0 {
                 return Ok(Written::Duplicate(None));
             }
-            let detail = texts::decided(kind, *approve, user, comment.as_deref());
+            let detail = texts::vouched(texts::decided(kind, *approve, user, comment.as_deref()), via.as_deref());
             insert_event(conn, head, run, Some(stage), *at, kind, user, &detail).await?;
             Ok(Written::Done)
         }
-        Write::Exempt { run, pipeline, template, user, reason, at } => {
+        Write::Exempt { run, pipeline, template, user, reason, at, via } => {
             let marked: Option<String> = sqlx::query_scalar("SELECT by_user FROM log_exemptions WHERE pipeline = $1 AND template = $2")
                 .bind(pipeline)
                 .bind(template)
@@ -257,7 +257,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             .bind(seals::exemption(&head.key, pipeline, template, user, reason, *at))
             .execute(&mut *conn)
             .await?;
-            insert_event(conn, head, run, None, *at, "log-exemption", user, &texts::exempted(template, user, reason)).await?;
+            insert_event(conn, head, run, None, *at, "log-exemption", user, &texts::vouched(texts::exempted(template, user, reason), via.as_deref())).await?;
             Ok(Written::Done)
         }
         Write::RecordDrift { drift: d } => {
@@ -297,7 +297,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             insert_event(conn, head, "-", None, d.at, "drift", "promote", &detail).await?;
             Ok(Written::Done)
         }
-        Write::DecideDrift { id, from, state, user, reason, at } => {
+        Write::DecideDrift { id, from, state, user, reason, at, via } => {
             let row: Option<(String, String, String, Option<String>)> =
                 sqlx::query_as("SELECT pipeline, environment, head, baseline FROM drifts WHERE id = $1 AND state = $2 FOR UPDATE")
                     .bind(id)
@@ -315,7 +315,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            let detail = texts::drift_decided(&pipeline, id, &environment, state, user, reason.as_deref());
+            let detail = texts::vouched(texts::drift_decided(&pipeline, id, &environment, state, user, reason.as_deref()), via.as_deref());
             insert_event(conn, head, "-", None, *at, "drift-decision", user, &detail).await?;
             Ok(Written::Done)
         }
@@ -429,7 +429,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch", "promote", &detail).await?;
             Ok(Written::Done)
         }
-        Write::ClearWatch { id, user, reason, at } => {
+        Write::ClearWatch { id, user, reason, at, via } => {
             let Some(mut w) = super::read_watch(conn, id).await? else { return Ok(Written::Duplicate(None)) };
             if w.cleared_by.is_some() {
                 return Ok(Written::Duplicate(w.cleared_by.clone()));
@@ -444,7 +444,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            let detail = texts::watch_cleared(&w, user, reason);
+            let detail = texts::vouched(texts::watch_cleared(&w, user, reason), via.as_deref());
             insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
             Ok(Written::Done)
         }

@@ -224,7 +224,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             insert_event(conn, head, run, None, *at, "run", "promote", &texts::run_finished(*state, message.as_deref())).await?;
             Ok(Written::Done)
         }
-        Write::Decide { run, stage, user, approve, comment, kind, at } => {
+        Write::Decide { run, stage, user, approve, comment, kind, at, via } => {
             let decided: Option<i64> = sqlx::query_scalar("SELECT 1 FROM decisions WHERE run_id = ? AND stage = ? AND user = ?")
                 .bind(run)
                 .bind(stage)
@@ -244,11 +244,11 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(seals::decision(&head.key, run, stage, user, *approve, comment.as_deref(), *at))
                 .execute(&mut *conn)
                 .await?;
-            let detail = texts::decided(kind, *approve, user, comment.as_deref());
+            let detail = texts::vouched(texts::decided(kind, *approve, user, comment.as_deref()), via.as_deref());
             insert_event(conn, head, run, Some(stage), *at, kind, user, &detail).await?;
             Ok(Written::Done)
         }
-        Write::Exempt { run, pipeline, template, user, reason, at } => {
+        Write::Exempt { run, pipeline, template, user, reason, at, via } => {
             let marked: Option<String> = sqlx::query_scalar("SELECT by_user FROM log_exemptions WHERE pipeline = ? AND template = ?")
                 .bind(pipeline)
                 .bind(template)
@@ -266,7 +266,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(seals::exemption(&head.key, pipeline, template, user, reason, *at))
                 .execute(&mut *conn)
                 .await?;
-            insert_event(conn, head, run, None, *at, "log-exemption", user, &texts::exempted(template, user, reason)).await?;
+            insert_event(conn, head, run, None, *at, "log-exemption", user, &texts::vouched(texts::exempted(template, user, reason), via.as_deref())).await?;
             Ok(Written::Done)
         }
         Write::RecordDrift { drift: d } => {
@@ -306,7 +306,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             insert_event(conn, head, "-", None, d.at, "drift", "promote", &detail).await?;
             Ok(Written::Done)
         }
-        Write::DecideDrift { id, from, state, user, reason, at } => {
+        Write::DecideDrift { id, from, state, user, reason, at, via } => {
             let row: Option<(String, String, String, Option<String>)> =
                 sqlx::query_as("SELECT pipeline, environment, head, baseline FROM drifts WHERE id = ? AND state = ?").bind(id).bind(from).fetch_optional(&mut *conn).await?;
             let Some((pipeline, environment, drift_head, baseline)) = row else { return Ok(Written::Duplicate(None)) };
@@ -320,7 +320,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            let detail = texts::drift_decided(&pipeline, id, &environment, state, user, reason.as_deref());
+            let detail = texts::vouched(texts::drift_decided(&pipeline, id, &environment, state, user, reason.as_deref()), via.as_deref());
             insert_event(conn, head, "-", None, *at, "drift-decision", user, &detail).await?;
             Ok(Written::Done)
         }
@@ -426,7 +426,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch", "promote", &detail).await?;
             Ok(Written::Done)
         }
-        Write::ClearWatch { id, user, reason, at } => {
+        Write::ClearWatch { id, user, reason, at, via } => {
             let Some(mut w) = super::read_watch(conn, id).await? else { return Ok(Written::Duplicate(None)) };
             if w.cleared_by.is_some() {
                 return Ok(Written::Duplicate(w.cleared_by.clone()));
@@ -441,7 +441,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            let detail = texts::watch_cleared(&w, user, reason);
+            let detail = texts::vouched(texts::watch_cleared(&w, user, reason), via.as_deref());
             insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
             Ok(Written::Done)
         }
