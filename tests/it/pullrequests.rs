@@ -349,3 +349,69 @@ async fn a_failed_watch_reverts_a_protected_environment_through_a_request() {
     assert_eq!(w["state"], "failed", "{w}");
     assert!(w["message"].as_str().unwrap().contains("through pull request #2"), "{w}");
 }
+
+// ---- issue 35: lists read page after page; the merge commit from the merge's answer ----
+
+/// A long list: 150 requests of other people opened after promote's own; every page is read
+/// (GitHub and GitLab 100 a page, Gitea 50), and promote's request, on the last page, is found.
+async fn every_page_of(host: Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let env = EnvRepo::new(dir.path(), "checkout-env", &[("app/kustomization.yaml", "images:\n  - name: app\n    newTag: 1.0.0\n")]);
+    git(&env.work, &["push", "-q", "origin", "main:promote/checkout/prod/1.1.0"]);
+    let (fake, api) = crate::hosts::start(host, env.bare.clone(), TOKEN).await;
+    let prs = PullRequests::new(host, &api, "acme/checkout-env", Secret::new(TOKEN));
+    let ours = prs.open("promote/checkout/prod/1.1.0", "main", "promote checkout 1.1.0 to prod", "").await.unwrap();
+    fake.seed(150, "main");
+    let open = prs.list_open("main").await.unwrap();
+    assert_eq!(open.len(), 151, "{host:?}");
+    assert_eq!(open.last().map(|p| p.number), Some(ours.number), "newest first: promote's is the oldest");
+    assert_eq!(prs.find_open("promote/checkout/prod/1.1.0", "main").await.unwrap().map(|p| p.number), Some(ours.number));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_gitlab_and_gitea_lists_are_read_page_after_page() {
+    every_page_of(Host::GitHub).await;
+    every_page_of(Host::GitLab).await;
+    every_page_of(Host::Gitea).await;
+}
+
+/// GitHub's merge answer names the merge commit (`sha`): it is taken from there, also when the
+/// request read again has no `merge_commit_sha` (as newer API versions have it).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_merge_commit_comes_from_the_merge_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = EnvRepo::new(dir.path(), "checkout-env", &[("app/kustomization.yaml", "images:\n  - name: app\n    newTag: 1.0.0\n")]);
+    git(&env.work, &["checkout", "-q", "-b", "promote/checkout/prod/1.1.0"]);
+    std::fs::write(env.work.join("app/kustomization.yaml"), "images:\n  - name: app\n    newTag: 1.1.0\n").unwrap();
+    git(&env.work, &["commit", "-q", "-am", "promote checkout 1.1.0 to prod"]);
+    git(&env.work, &["push", "-q", "origin", "promote/checkout/prod/1.1.0"]);
+    let (fake, api) = crate::hosts::start(Host::GitHub, env.bare.clone(), TOKEN).await;
+    fake.no_merge_commit_sha.store(true, std::sync::atomic::Ordering::SeqCst);
+    let prs = PullRequests::new(Host::GitHub, &api, "acme/checkout-env", Secret::new(TOKEN));
+    let pr = prs.open("promote/checkout/prod/1.1.0", "main", "promote checkout 1.1.0 to prod", "").await.unwrap();
+    assert_eq!(prs.merge(pr.number).await.unwrap(), Merge::Merged(env.head()));
+}
+
+/// 150 requests open into prod, promote's stale one the oldest (on the second page): a new
+/// promotion closes it, with its comment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_request_on_the_second_page_is_closed() {
+    let (s, fake) = pr_setup(Host::GitHub, "wait").await;
+    let bare = s.path().join("envs/prod.git");
+    git(&bare, &["branch", "promote/checkout/prod/1.9.0", "main"]);
+    let stale = client(Host::GitHub, &fake).open("promote/checkout/prod/1.9.0", "main", "promote checkout 1.9.0 to prod", "").await.unwrap();
+    fake.seed(149, "main");
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "2.0.0").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "deploy-prod", StageState::Waiting).await;
+    let (state, comments) = {
+        let prs = fake.prs.lock().unwrap();
+        let p = prs.iter().find(|p| p.number == stale.number).unwrap();
+        (p.state, p.comments.clone())
+    };
+    assert_eq!(state, "closed", "{comments:?}");
+    assert!(comments.first().is_some_and(|c| c.starts_with("Superseded by pull request #151")), "{comments:?}");
+    walker.abort();
+}
