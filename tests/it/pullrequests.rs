@@ -349,3 +349,212 @@ async fn a_failed_watch_reverts_a_protected_environment_through_a_request() {
     assert_eq!(w["state"], "failed", "{w}");
     assert!(w["message"].as_str().unwrap().contains("through pull request #2"), "{w}");
 }
+
+// ---- issue 35: lists read page after page; a merged request is the promotion, not a drift ----
+
+/// A long list: 150 requests of other people opened after promote's own; every page is read
+/// (GitHub and GitLab 100 a page, Gitea 50), and promote's request, on the last page, is found.
+async fn every_page_of(host: Host) {
+    let dir = tempfile::tempdir().unwrap();
+    let env = EnvRepo::new(dir.path(), "checkout-env", &[("app/kustomization.yaml", "images:\n  - name: app\n    newTag: 1.0.0\n")]);
+    git(&env.work, &["push", "-q", "origin", "main:promote/checkout/prod/1.1.0"]);
+    let (fake, api) = crate::hosts::start(host, env.bare.clone(), TOKEN).await;
+    let prs = PullRequests::new(host, &api, "acme/checkout-env", Secret::new(TOKEN));
+    let ours = prs.open("promote/checkout/prod/1.1.0", "main", "promote checkout 1.1.0 to prod", "").await.unwrap();
+    fake.seed(150, "main");
+    let open = prs.list_open("main").await.unwrap();
+    assert_eq!(open.len(), 151, "{host:?}");
+    assert_eq!(open.last().map(|p| p.number), Some(ours.number), "newest first: promote's is the oldest");
+    assert_eq!(prs.find_open("promote/checkout/prod/1.1.0", "main").await.unwrap().map(|p| p.number), Some(ours.number));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_gitlab_and_gitea_lists_are_read_page_after_page() {
+    every_page_of(Host::GitHub).await;
+    every_page_of(Host::GitLab).await;
+    every_page_of(Host::Gitea).await;
+}
+
+/// GitHub's merge answer names the merge commit (`sha`): it is taken from there, also when the
+/// request read again has no `merge_commit_sha` (as newer API versions have it).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_merge_commit_comes_from_the_merge_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = EnvRepo::new(dir.path(), "checkout-env", &[("app/kustomization.yaml", "images:\n  - name: app\n    newTag: 1.0.0\n")]);
+    git(&env.work, &["checkout", "-q", "-b", "promote/checkout/prod/1.1.0"]);
+    std::fs::write(env.work.join("app/kustomization.yaml"), "images:\n  - name: app\n    newTag: 1.1.0\n").unwrap();
+    git(&env.work, &["commit", "-q", "-am", "promote checkout 1.1.0 to prod"]);
+    git(&env.work, &["push", "-q", "origin", "promote/checkout/prod/1.1.0"]);
+    let (fake, api) = crate::hosts::start(Host::GitHub, env.bare.clone(), TOKEN).await;
+    fake.no_merge_commit_sha.store(true, std::sync::atomic::Ordering::SeqCst);
+    let prs = PullRequests::new(Host::GitHub, &api, "acme/checkout-env", Secret::new(TOKEN));
+    let pr = prs.open("promote/checkout/prod/1.1.0", "main", "promote checkout 1.1.0 to prod", "").await.unwrap();
+    assert_eq!(prs.merge(pr.number).await.unwrap(), Merge::Merged(env.head()));
+}
+
+/// `promote drift check` in the pipeline's folder: its exit code and what it said.
+fn drift_check(s: &Setup) -> (Option<i32>, String) {
+    let out = crate::exec::promote(s.path(), &["drift", "check", "pipeline.yaml"]);
+    (out.status.code(), crate::exec::text(&out))
+}
+
+/// Drives run `id` to its end, within a minute (a deploy waiting on a drift never ends).
+async fn finish(exec: &Arc<promote::exec::Executor>, id: &str) -> promote::exec::Summary {
+    tokio::time::timeout(std::time::Duration::from_secs(60), drive(exec, id)).await.unwrap_or_else(|_| panic!("run {id} did not end: waiting?"))
+}
+
+/// A promotion merged by promote (`merge: auto`) is the approved state: no drift, and the next
+/// promotion goes on without waiting; a rollback merged through a request is no drift either.
+async fn merged_promotions_are_no_drift_on(host: Host) {
+    let (s, fake) = pr_setup(host, "auto").await;
+    let bare = s.path().join("envs/prod.git");
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "2.0.0").await;
+    assert_eq!(finish(&exec, &id).await.run.state, RunState::Succeeded);
+    assert_eq!(git(&bare, &["rev-list", "--parents", "-n", "1", "main"]).split_whitespace().count(), 3, "{host:?}: a merge commit");
+    let (code, said) = drift_check(&s);
+    assert_eq!(code, Some(0), "{host:?}: {said}");
+    assert!(said.contains("prod: no drift"), "{host:?}: {said}");
+
+    let id = s.start(&exec, "2.1.0").await;
+    let sum = finish(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Succeeded, "{host:?}: {:?}", stage(&sum, "deploy-prod").message);
+    assert!(git(&bare, &["show", "main:app/kustomization.yaml"]).contains("newTag: 2.1.0"));
+    assert_eq!(drift_check(&s).0, Some(0), "{host:?}");
+
+    let back = crate::exec::promote(s.path(), &["rollback", "prod", "--pipeline", "pipeline.yaml"]);
+    assert!(back.status.success(), "{host:?}: {}", crate::exec::text(&back));
+    assert!(git(&bare, &["show", "main:app/kustomization.yaml"]).contains("newTag: 2.0.0"), "{host:?}: rolled back by the merge");
+    assert_eq!(fake.prs.lock().unwrap().last().unwrap().state, "merged");
+    let (code, said) = drift_check(&s);
+    assert_eq!(code, Some(0), "{host:?}: {said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_github_merge_of_promotes_request_is_no_drift_and_the_next_promotion_does_not_wait() {
+    merged_promotions_are_no_drift_on(Host::GitHub).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gitlab_merge_of_promotes_request_is_no_drift_and_the_next_promotion_does_not_wait() {
+    merged_promotions_are_no_drift_on(Host::GitLab).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gitea_merge_of_promotes_request_is_no_drift_and_the_next_promotion_does_not_wait() {
+    merged_promotions_are_no_drift_on(Host::Gitea).await;
+}
+
+/// Runs `version` up to its deploy waiting for request `number`, lets `merge` land it on the
+/// host, and drives the run to its end.
+async fn promoted_through(s: &Setup, exec: &Arc<promote::exec::Executor>, version: &str, merge: impl AsyncFnOnce()) -> promote::exec::Summary {
+    let id = s.start(exec, version).await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "deploy-prod", StageState::Waiting).await;
+    merge().await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), walker).await.expect("merged within the poll").unwrap()
+}
+
+/// A person's commit pushed to the request's branch and merged with it is a drift (what the
+/// merge brought beyond promote's change); the same request merged alone was none.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persons_commit_on_the_requests_branch_merged_with_it_is_a_drift() {
+    let (s, fake) = pr_setup(Host::GitHub, "wait").await;
+    let exec = Arc::new(s.executor().await);
+    let sum = promoted_through(&s, &exec, "2.0.0", async || {
+        let Merge::Merged(_) = client(Host::GitHub, &fake).merge(1).await.unwrap() else { panic!("not merged") };
+    })
+    .await;
+    assert_eq!(sum.run.state, RunState::Succeeded);
+    let (code, said) = drift_check(&s);
+    assert_eq!(code, Some(0), "the merge alone: {said}");
+
+    let sum = promoted_through(&s, &exec, "2.1.0", async || {
+        fake.push_to_head(2, "app/debug.yaml", "debug: true\n", "turn debug on in prod");
+        let Merge::Merged(_) = client(Host::GitHub, &fake).merge(2).await.unwrap() else { panic!("not merged") };
+    })
+    .await;
+    assert_eq!(sum.run.state, RunState::Succeeded);
+    let (code, said) = drift_check(&s);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("prod: drift") && said.contains("Dev <dev@example.com>") && said.contains("turn debug on in prod"), "{said}");
+    let id = said.split_whitespace().find(|w| w.starts_with("d-")).unwrap().trim_end_matches(':').to_string();
+    let shown = crate::exec::text(&crate::exec::promote(s.path(), &["drift", "show", &id]));
+    assert!(shown.contains("+debug: true"), "{shown}");
+    assert!(!shown.contains("newTag"), "promote's own change is not the drift: {shown}");
+}
+
+/// A person squash-merges promote's request on the host (one new commit, without promote's
+/// trailers; on GitLab, a squash commit merged with a merge commit) on top of a promotion pushed
+/// before prod was protected: no drift.
+async fn a_squash_is_no_drift_on(host: Host) {
+    let (s, fake) = pr_setup(host, "wait").await;
+    let bare = s.path().join("envs/prod.git");
+    let exec = Arc::new(s.executor().await);
+    let protected = std::fs::read_to_string(&s.file).unwrap();
+    let open: String = protected.lines().filter(|l| !l.contains("pullRequest:")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&s.file, open).unwrap();
+    let id = s.start(&exec, "1.5.0").await;
+    assert_eq!(finish(&exec, &id).await.run.state, RunState::Succeeded);
+    assert!(git(&bare, &["log", "-1", "--format=%B", "main"]).contains("Promote-Seal"), "pushed by promote");
+    std::fs::write(&s.file, protected).unwrap();
+    let sum = promoted_through(&s, &exec, "2.0.0", async || {
+        let base = fake.base_url.lock().unwrap().clone();
+        let http = reqwest::Client::new();
+        let req = match host {
+            Host::GitHub => http
+                .put(format!("{base}/repos/acme/checkout-env/pulls/1/merge"))
+                .bearer_auth(TOKEN)
+                .header("X-GitHub-Api-Version", "2022-11-28")
+                .json(&serde_json::json!({"merge_method": "squash"})),
+            Host::GitLab => http
+                .put(format!("{base}/api/v4/projects/acme%2Fcheckout-env/merge_requests/1/merge"))
+                .header("PRIVATE-TOKEN", TOKEN)
+                .json(&serde_json::json!({"squash": true})),
+            Host::Gitea => http
+                .post(format!("{base}/api/v1/repos/acme/checkout-env/pulls/1/merge"))
+                .header("Authorization", format!("token {TOKEN}"))
+                .json(&serde_json::json!({"Do": "squash"})),
+        };
+        assert_eq!(req.send().await.unwrap().status(), 200);
+    })
+    .await;
+    assert_eq!(sum.run.state, RunState::Succeeded, "{host:?}: {:?}", stage(&sum, "deploy-prod").message);
+    assert_eq!(stage(&sum, "deploy-prod").output.as_ref().unwrap()["commit"].as_str().unwrap(), git(&bare, &["rev-parse", "main"]).trim());
+    let landed = git(&bare, &["log", "--first-parent", "-1", "--format=%B", "main"]);
+    assert!(!landed.contains("Promote-Seal"), "{host:?}: the host's own commit: {landed}");
+    let (code, said) = drift_check(&s);
+    assert_eq!(code, Some(0), "{host:?}: {said}");
+    assert!(said.contains("prod: no drift"), "{host:?}: {said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_squash_merge_of_promotes_request_is_no_drift() {
+    a_squash_is_no_drift_on(Host::GitHub).await;
+    a_squash_is_no_drift_on(Host::GitLab).await;
+}
+
+/// 150 requests open into prod, promote's stale one the oldest (on the second page): a new
+/// promotion closes it, with its comment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_request_on_the_second_page_is_closed() {
+    let (s, fake) = pr_setup(Host::GitHub, "wait").await;
+    let bare = s.path().join("envs/prod.git");
+    git(&bare, &["branch", "promote/checkout/prod/1.9.0", "main"]);
+    let stale = client(Host::GitHub, &fake).open("promote/checkout/prod/1.9.0", "main", "promote checkout 1.9.0 to prod", "").await.unwrap();
+    fake.seed(149, "main");
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "2.0.0").await;
+    let (e, i) = (exec.clone(), id.clone());
+    let walker = tokio::spawn(async move { drive(&e, &i).await });
+    wait_for_state(&exec.store, &id, "deploy-prod", StageState::Waiting).await;
+    let (state, comments) = {
+        let prs = fake.prs.lock().unwrap();
+        let p = prs.iter().find(|p| p.number == stale.number).unwrap();
+        (p.state, p.comments.clone())
+    };
+    assert_eq!(state, "closed", "{comments:?}");
+    assert!(comments.first().is_some_and(|c| c.starts_with("Superseded by pull request #151")), "{comments:?}");
+    walker.abort();
+}

@@ -15,7 +15,9 @@ impl Writer {
         self.create_branch(dest, branch)?;
         let mut on_branch = dest.clone();
         on_branch.branch = branch.to_string();
-        self.promote(&on_branch, p)
+        let report = self.promote(&on_branch, p)?;
+        self.remember_request(dest, branch, &report)?;
+        Ok(report)
     }
 
     /// Writes rollback `r` on branch `branch` (made from the head of `dest.branch` when it does
@@ -28,7 +30,24 @@ impl Writer {
         self.create_branch(dest, branch)?;
         let mut on_branch = dest.clone();
         on_branch.branch = branch.to_string();
-        self.rollback(&on_branch, r)
+        let report = self.rollback(&on_branch, r)?;
+        self.remember_request(dest, branch, &report)?;
+        Ok(report)
+    }
+
+    /// Keeps the sealed commit written on a request's branch at `refs/promote/requests/BRANCH` in
+    /// the cache: a squash (or any merge the host makes without it as a parent) is recognised by
+    /// it after the host deleted the branch (see `Writer::scan`).
+    fn remember_request(&self, dest: &Destination, branch: &str, report: &Report) -> Result<(), GitError> {
+        let commit = match &report.outcome {
+            Outcome::Committed(w) => w.commit,
+            Outcome::AlreadyDone { commit } => *commit,
+            Outcome::Unchanged { .. } => return Ok(()),
+        };
+        let (repo, lock) = self.open_cache(&dest.remote)?;
+        let _guard = self.lock(&repo, &lock)?;
+        repo.reference(&request_ref(branch), commit, true, "promote: a request's sealed commit").map_err(|e| self.cache_err(&repo, e))?;
+        Ok(())
     }
 
     /// Makes `branch` on the remote at the head of `dest.branch`, unless it exists (a local repo
@@ -65,4 +84,9 @@ impl Writer {
             }
         }
     }
+}
+
+/// Where the cache keeps the sealed commit of a request's branch `promote/PIPELINE/ENV/LABEL`.
+pub(super) fn request_ref(branch: &str) -> String {
+    format!("refs/promote/requests/{branch}")
 }

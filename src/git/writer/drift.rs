@@ -34,6 +34,24 @@ pub struct Scan {
 
 /// The most of a drift's diff kept.
 const MAX_DIFF: usize = 64 << 10;
+/// The most requests' sealed commits a scan compares a landing with (the newest).
+const MAX_REQUESTS: usize = 100;
+/// How far below a request branch's head its sealed commit is looked for (commits a person
+/// pushed on top of it).
+const MAX_ABOVE_SEAL: usize = 16;
+
+/// The tree of `sealed`'s change (from its first parent) applied on `onto`: its own tree when
+/// made from `onto`; else a cherry-pick in memory (`None` when it conflicts).
+fn applied_tree(repo: &Repository, sealed: &git2::Commit<'_>, onto: &git2::Commit<'_>) -> Option<Oid> {
+    if sealed.parent_id(0).ok()? == onto.id() {
+        return Some(sealed.tree_id());
+    }
+    let mut index = repo.cherrypick_commit(sealed, onto, 0, None).ok()?;
+    if index.has_conflicts() {
+        return None;
+    }
+    index.write_tree_to(repo).ok()
+}
 
 /// The seal of a revert commit: over the pipeline, the state restored and its tree.
 fn revert_seal(key: &Key, pipeline: &str, to: &str, tree: Oid) -> String {
@@ -110,6 +128,7 @@ impl Writer {
             }
             Err(e) => return Err(e),
         };
+        let requests = self.request_commits(&repo, dest, key, pipeline)?;
         let mut commits = Vec::new();
         let mut baseline = None;
         let mut walk = repo.revwalk().map_err(|e| self.cache_err(&repo, e))?;
@@ -118,7 +137,10 @@ impl Writer {
         for id in walk.take(self.config.history_depth) {
             let id = id.map_err(|e| self.cache_err(&repo, e))?;
             let c = repo.find_commit(id).map_err(|e| self.cache_err(&repo, e))?;
-            if accepted.iter().any(|a| a == &id.to_string()) || self.promote_wrote(&repo, dest, &c, key, pipeline) {
+            if accepted.iter().any(|a| a == &id.to_string())
+                || self.promote_wrote(&repo, dest, &c, key, pipeline)
+                || self.lands_request(&repo, dest, &c, key, pipeline, &requests)
+            {
                 baseline = Some(id);
                 break;
             }
@@ -144,6 +166,65 @@ impl Writer {
             commits.clear();
         }
         Ok(Scan { head: tip.to_string(), baseline: baseline.map(|b| b.to_string()), commits, rewritten, diff })
+    }
+
+    /// The sealed commits of this pipeline's requests into the destination that the cache knows
+    /// (written here, or fetched now from the remote's `promote/PIPELINE/...` branches, kept after
+    /// the host deletes them), newest first, at most [`MAX_REQUESTS`]. A branch a person pushed
+    /// more commits to counts by its newest sealed commit: what the merge brings beyond it is
+    /// still a drift.
+    fn request_commits(&self, repo: &Repository, dest: &Destination, key: &Key, pipeline: &str) -> Result<Vec<Oid>, GitError> {
+        let prefix = request_ref(&format!("promote/{pipeline}/"));
+        if !git2::Reference::is_valid_name(&format!("{prefix}x")) {
+            return Ok(Vec::new());
+        }
+        self.fetch_into(repo, &dest.remote, &[&format!("+refs/heads/promote/{pipeline}/*:{prefix}*")])?;
+        let refs = repo.references_glob(&format!("{prefix}*")).map_err(|e| self.cache_err(repo, e))?;
+        let mut found: Vec<(i64, Oid)> = Vec::new();
+        for r in refs.flatten() {
+            let Some(mut at) = r.target().and_then(|id| repo.find_commit(id).ok()) else { continue };
+            for _ in 0..MAX_ABOVE_SEAL {
+                if self.promote_wrote(repo, dest, &at, key, pipeline) {
+                    if !found.iter().any(|(_, id)| *id == at.id()) {
+                        found.push((at.time().seconds(), at.id()));
+                    }
+                    break;
+                }
+                let Ok(parent) = at.parent(0) else { break };
+                at = parent;
+            }
+        }
+        found.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        Ok(found.into_iter().take(MAX_REQUESTS).map(|(_, id)| id).collect())
+    }
+
+    /// Whether `c` is the landing of a request promote made (a merge commit, a squash, a rebase,
+    /// by any host): a sealed commit of `pipeline` (one of `c`'s other parents, or of `requests`)
+    /// not yet in `c`'s first parent, whose change applied on that first parent gives exactly
+    /// `c`'s tree. Anything else the merge brought (a person's commit on the request's branch, a
+    /// hand edit while merging) makes the trees differ: a drift.
+    fn lands_request(&self, repo: &Repository, dest: &Destination, c: &git2::Commit<'_>, key: &Key, pipeline: &str, requests: &[Oid]) -> bool {
+        // Every request promote makes changes the destination's file.
+        let Ok(base) = c.parent(0) else { return false };
+        if !touches(c, &dest.file) {
+            return false;
+        }
+        let blob = |x: &git2::Commit<'_>| x.tree().ok().and_then(|t| t.get_path(Path::new(&dest.file)).ok()).map(|e| e.id());
+        let (here, before) = (blob(c), blob(&base));
+        let parents = c.parent_ids().skip(1).filter(|id| repo.find_commit(*id).is_ok_and(|p| self.promote_wrote(repo, dest, &p, key, pipeline)));
+        let candidates: Vec<Oid> = parents.chain(requests.iter().copied()).collect();
+        candidates.into_iter().any(|id| {
+            let Ok(sealed) = repo.find_commit(id) else { return false };
+            // Cheap first: on an unchanged file, the landed file is the sealed commit's.
+            if sealed.parent(0).ok().is_some_and(|from| blob(&from) == before) && blob(&sealed) != here {
+                return false;
+            }
+            // Already landed before `c`: it lands no second time.
+            if id == base.id() || repo.graph_descendant_of(base.id(), id).unwrap_or(true) {
+                return false;
+            }
+            applied_tree(repo, &sealed, &base) == Some(c.tree_id())
+        })
     }
 
     fn diff(&self, repo: &Repository, from: Oid, to: Oid) -> Result<String, GitError> {

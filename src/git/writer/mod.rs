@@ -27,11 +27,12 @@ mod history;
 mod source;
 mod transport;
 
+use branch::request_ref;
 pub use config::WriterConfig;
 pub use destination::{Destination, EditTarget};
 pub use drift::{DriftCommit, Scan};
 pub use head::{HEAD_REF, KeptHead};
-use history::seen_ref;
+use history::{seen_ref, touches};
 use transport::{backoff, local_path};
 
 /// What a commit check sees: the change about to be committed and every YAML file of the branch
