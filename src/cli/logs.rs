@@ -67,7 +67,13 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
 fn not_a_risk(args: NotARiskArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(async {
         let store = super::open_store(state).await?;
-        let request = crate::ops::decide::NotARisk { run: &args.run, stage: &args.stage, number: args.number, caller: crate::ops::access::Caller::Local { user: &args.user, token: None }, reason: &args.reason };
+        let request = crate::ops::decide::NotARisk {
+            run: &args.run,
+            stage: &args.stage,
+            number: args.number,
+            caller: crate::ops::access::Caller::Local { user: &args.user, token: None },
+            reason: &args.reason,
+        };
         let done = crate::ops::decide::not_a_risk(&store, &request).await;
         store.close().await;
         super::report(done)

@@ -43,7 +43,14 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     let done = rt.block_on(async {
         let store = super::open_store(state).await?;
-        let request = crate::ops::rollback::Request { plan: &plan, shown: &checked.file, base, environment: &args.environment, target, caller: crate::ops::access::Caller::Local { user: &who, token: None } };
+        let request = crate::ops::rollback::Request {
+            plan: &plan,
+            shown: &checked.file,
+            base,
+            environment: &args.environment,
+            target,
+            caller: crate::ops::access::Caller::Local { user: &who, token: None },
+        };
         let done = crate::ops::rollback::rollback(&store, &writer, request).await;
         store.close().await;
         Ok::<_, anyhow::Error>(done)

@@ -61,7 +61,8 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
             WatchCommand::Show { id } => show(exec.store.watch(&id).await?.as_ref(), &id),
             WatchCommand::Clear { id, user, reason } => {
                 let token = std::env::var("PROMOTE_TOKEN").ok();
-                let c = crate::ops::watch::Clear { id: &id, reason: &reason, caller: crate::ops::access::Caller::Local { user: &user, token: token.as_deref() } };
+                let c =
+                    crate::ops::watch::Clear { id: &id, reason: &reason, caller: crate::ops::access::Caller::Local { user: &user, token: token.as_deref() } };
                 super::report(crate::ops::watch::clear(&exec.store, &c).await)?
             }
             WatchCommand::Run { once } => {

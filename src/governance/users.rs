@@ -324,7 +324,8 @@ mod tests {
 
     #[test]
     fn a_login_two_files_describe_differently_is_nobody() {
-        let a = Users::parse("a.yaml", "users:\n  alice: {name: Alice, email: alice@a.example, groups: [rm]}\n  carl: {name: C, email: c@x, groups: [x]}\n").unwrap();
+        let a = Users::parse("a.yaml", "users:\n  alice: {name: Alice, email: alice@a.example, groups: [rm]}\n  carl: {name: C, email: c@x, groups: [x]}\n")
+            .unwrap();
         let b = Users::parse("b.yaml", "users:\n  alice: {name: Alice B, email: alice@b.example}\n  carl: {name: C, email: C@X, groups: [y]}\n").unwrap();
         let d = Directory::merge([("a.yaml", &a), ("b.yaml", &b)]);
         assert!(d.users.login("alice").is_none(), "alice names two people");

@@ -288,8 +288,7 @@ mod tests {
     #[test]
     fn rules_grant_what_they_name_and_admin_everything() {
         let p = pipeline("access:\n  run: [group:rm]\n  rollback: [group:sre]\n  admin: [group:platform]");
-        let (bob, rm, sre, carol, admin) =
-            (person("bob", &[]), person("r", &["rm"]), person("s", &["sre"]), person("carol", &[]), person("a", &["platform"]));
+        let (bob, rm, sre, carol, admin) = (person("bob", &[]), person("r", &["rm"]), person("s", &["sre"]), person("carol", &[]), person("a", &["platform"]));
         assert!(holds(&p, Permission::View, None, &bob), "view defaults to everyone");
         assert!(!holds(&p, Permission::Run, None, &bob) && holds(&p, Permission::Run, None, &rm));
         assert!(holds(&p, Permission::Rollback, Some("qa"), &sre));

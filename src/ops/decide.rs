@@ -66,10 +66,10 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
     if comment.is_some_and(|c| c.len() > MAX_REASON) {
         return Err(OpsError::Refused(format!("a comment or reason is at most {MAX_REASON} bytes")));
     }
-    let allowed = match rules(store, run_id, stage, &r.caller, mode).await? {
-        Ok(a) => a,
-        Err(why) => return Err(OpsError::Refused(why)),
-    };
+    if store.decisions(run_id, stage).await?.iter().any(|d| d.user == user) {
+        return Err(OpsError::Conflict(format!("{user} has decided `{stage}` of run {run_id} already: a person's decision is made once")));
+    }
+    let allowed = rules(store, run_id, stage, &r.caller, mode).await??;
     prove(&r.caller, allowed.users.as_ref())?;
     let (run, pipeline) = (allowed.run, allowed.pipeline);
     let kind = if mode == Mode::BreakGlass { "break-glass" } else { "decision" };
@@ -104,7 +104,7 @@ pub(super) fn vouched(caller: &Caller<'_>) -> Option<String> {
 /// Whether `user` may make decision `mode` on `stage` of `run` now, by every rule but the proof
 /// of who they are and the reason (what the web pages ask before they show a button; the
 /// server checks again when the button is pressed). `Err(why)` when not.
-pub async fn may_decide(store: &Store, run: &str, stage: &str, caller: &Caller<'_>, mode: Mode) -> Result<Result<(), String>, OpsError> {
+pub async fn may_decide(store: &Store, run: &str, stage: &str, caller: &Caller<'_>, mode: Mode) -> Result<Result<(), OpsError>, OpsError> {
     Ok(rules(store, run, stage, caller, mode).await?.map(|_| ()))
 }
 
@@ -115,19 +115,19 @@ struct Allowed {
     users: Option<crate::governance::users::Users>,
 }
 
-async fn rules(store: &Store, run_id: &str, stage: &str, caller: &Caller<'_>, mode: Mode) -> Result<Result<Allowed, String>, OpsError> {
+async fn rules(store: &Store, run_id: &str, stage: &str, caller: &Caller<'_>, mode: Mode) -> Result<Result<Allowed, OpsError>, OpsError> {
     let user = caller.login();
     let run = match store.run(run_id).await {
         Ok(r) => r,
-        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Ok(Err(e.to_string())),
+        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Ok(Err(OpsError::Refused(e.to_string()))),
         Err(e) => return Err(e.into()),
     };
     if run.state != RunState::Running {
-        return Ok(Err(format!("run {run_id} already {}: nothing to decide", run.state)));
+        return Ok(Err(OpsError::Refused(format!("run {run_id} already {}: nothing to decide", run.state))));
     }
     let (pipeline, users) = match load(&run) {
         Ok(l) => l,
-        Err(why) => return Ok(Err(why)),
+        Err(why) => return Ok(Err(OpsError::Refused(why))),
     };
     let users = users_for(caller, users);
     let records = store.stages(run_id).await?;
@@ -153,11 +153,11 @@ fn judge(
     stage: &str,
     user: &str,
     mode: Mode,
-) -> Result<(), String> {
+) -> Result<(), OpsError> {
     let run_id = &run.id;
     let Some(s) = pipeline.stages.iter().find(|s| s.name.value == stage) else {
         let names = pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.as_str());
-        return Err(format!("run {run_id} has no stage `{stage}`{}", did_you_mean(stage, names)));
+        return Err(OpsError::Refused(format!("run {run_id} has no stage `{stage}`{}", did_you_mean(stage, names))));
     };
     let current = records.iter().find(|r| r.name == stage).map(|r| r.state).unwrap_or(StageState::Pending);
     let deciders;
@@ -165,10 +165,10 @@ fn judge(
         (StageKind::Deploy(d), Mode::BreakGlass) => {
             let env = pipeline.environments.iter().find(|e| e.name.value == d.environment.value);
             let Some(f) = env.and_then(|e| e.spec.freeze.as_ref()) else {
-                return Err(format!("environment `{}` has no freeze windows: there is no glass to break", d.environment.value));
+                return Err(OpsError::Refused(format!("environment `{}` has no freeze windows: there is no glass to break", d.environment.value)));
             };
             if f.break_glass.is_empty() {
-                return Err(format!("environment `{}` names nobody under `freeze.breakGlass`", d.environment.value));
+                return Err(OpsError::Refused(format!("environment `{}` names nobody under `freeze.breakGlass`", d.environment.value)));
             }
             deciders = ApprovalStage {
                 approvers: f.break_glass.clone(),
@@ -179,7 +179,9 @@ fn judge(
             };
             &deciders
         }
-        (other, Mode::BreakGlass) => return Err(format!("stage `{stage}` is a {} stage: break-glass overrides the freeze of a deploy", other.name())),
+        (other, Mode::BreakGlass) => {
+            return Err(OpsError::Refused(format!("stage `{stage}` is a {} stage: break-glass overrides the freeze of a deploy", other.name())));
+        }
         (StageKind::Approval(a), _) => a,
         // An inconclusive analysis waits for a person, with the same checks.
         (StageKind::Metrics(m), _) if current == StageState::Waiting => {
@@ -187,16 +189,18 @@ fn judge(
             &deciders
         }
         (StageKind::Metrics(_), _) => {
-            return Err(format!("stage `{stage}` is a metrics stage that is {current}: only an inconclusive analysis (waiting) is decided by a person"));
+            return Err(OpsError::Refused(format!(
+                "stage `{stage}` is a metrics stage that is {current}: only an inconclusive analysis (waiting) is decided by a person"
+            )));
         }
-        (other, _) => return Err(format!("stage `{stage}` is a {} stage, not an approval", other.name())),
+        (other, _) => return Err(OpsError::Refused(format!("stage `{stage}` is a {} stage, not an approval", other.name()))),
     };
     if current.is_final() {
-        return Err(format!("stage `{stage}` is already {current}"));
+        return Err(OpsError::Refused(format!("stage `{stage}` is already {current}")));
     }
     match check_approver(a, run, users, user) {
         ApprovalCheck::Allowed => {}
-        ApprovalCheck::NotAnApprover(m) | ApprovalCheck::SelfApproval(m) => return Err(m),
+        ApprovalCheck::NotAnApprover(m) | ApprovalCheck::SelfApproval(m) => return Err(OpsError::Forbidden(m)),
     }
     // A person approves what they have seen: not before the stages an approval needs succeeded.
     if matches!(s.kind, StageKind::Approval(_)) {
@@ -209,10 +213,10 @@ fn judge(
             })
             .collect();
         if !unfinished.is_empty() {
-            return Err(format!(
+            return Err(OpsError::Refused(format!(
                 "stage `{stage}` cannot be decided yet: what it needs has not finished ({}); a person approves what they have seen",
                 unfinished.join(", ")
-            ));
+            )));
         }
     }
     Ok(())

@@ -243,15 +243,6 @@ pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, 
             drift.decided_by.as_deref().map(|u| format!(" (by {u})")).unwrap_or_default()
         ))
     };
-    if drift.state != "open" {
-        return Err(decided(&drift));
-    }
-    if d.verdict == Verdict::Reject && d.reason.is_none_or(|r| r.trim().is_empty()) {
-        return refuse("rejecting a drift needs a reason".into());
-    }
-    if d.reason.is_some_and(|r| r.len() > super::decide::MAX_REASON) {
-        return refuse(format!("the reason is at most {} bytes", super::decide::MAX_REASON));
-    }
     let Some(env) = plan.pipeline.environments.iter().find(|e| e.name.value == drift.environment) else {
         return refuse(format!("pipeline {} has no environment `{}` any more", drift.pipeline, drift.environment));
     };
@@ -268,10 +259,22 @@ pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, 
             super::decide::prove(&d.caller, users.as_ref())?;
         }
     }
+    // Who may, first: the state of a drift is not told to who may not decide it.
+    if drift.state != "open" {
+        return Err(decided(&drift));
+    }
+    if d.verdict == Verdict::Reject && d.reason.is_none_or(|r| r.trim().is_empty()) {
+        return refuse("rejecting a drift needs a reason".into());
+    }
+    if d.reason.is_some_and(|r| r.len() > super::decide::MAX_REASON) {
+        return refuse(format!("the reason is at most {} bytes", super::decide::MAX_REASON));
+    }
     let user = d.caller.login();
     let reason = d.reason.map(String::from);
     let via = super::decide::vouched(&d.caller);
-    let again = || async { Ok::<_, OpsError>(store.drift(d.id).await?.map(|x| decided(&x)).unwrap_or_else(|| OpsError::Conflict(format!("drift {} was decided already", d.id)))) };
+    let again = || async {
+        Ok::<_, OpsError>(store.drift(d.id).await?.map(|x| decided(&x)).unwrap_or_else(|| OpsError::Conflict(format!("drift {} was decided already", d.id))))
+    };
     match d.verdict {
         Verdict::Accept => {
             if !store.decide_drift(&drift.id, "open", "accepted", user, reason.as_deref(), via.as_deref()).await? {

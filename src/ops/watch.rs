@@ -26,7 +26,11 @@ pub fn describe(w: &WatchRecord) -> String {
 /// Whether `caller` may clear the hold of `w`, by the rules of the pipeline stored with its run:
 /// its watch's `approvers` or the pipeline's admins (a local caller: the approvers, none listed
 /// meaning any user of the users file); `Ok(users file)` or why not.
-pub async fn may_clear_watch(store: &Store, w: &WatchRecord, caller: &Caller<'_>) -> Result<Result<Option<crate::governance::users::Users>, OpsError>, OpsError> {
+pub async fn may_clear_watch(
+    store: &Store,
+    w: &WatchRecord,
+    caller: &Caller<'_>,
+) -> Result<Result<Option<crate::governance::users::Users>, OpsError>, OpsError> {
     let run = store.run(&w.run).await?;
     let Some(plan) = crate::stages::plan_of(&run) else {
         return Ok(Err(OpsError::Refused(format!("the pipeline stored with run {} does not load any more", run.id))));

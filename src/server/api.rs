@@ -131,9 +131,13 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// anything else is read.
 fn authenticate(server: &Server, headers: &HeaderMap) -> Result<Person, ApiError> {
     let Some(token) = bearer(headers) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "the API takes `Authorization: Bearer TOKEN`: a token of the server's directory of people (`promote token --for USER` makes one)"));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "the API takes `Authorization: Bearer TOKEN`: a token of the server's directory of people (`promote token --for USER` makes one)",
+        ));
     };
-    super::auth::person_by_token(server, token).ok_or_else(|| error(StatusCode::UNAUTHORIZED, "that token is no one's in the server's directory of people (or they are disabled)"))
+    super::auth::person_by_token(server, token)
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "that token is no one's in the server's directory of people (or they are disabled)"))
 }
 
 pub(super) async fn ready(State(server): State<Server>) -> Response {
@@ -190,7 +194,9 @@ async fn visible_run(server: &Server, person: &Person, id: &str) -> Result<crate
     let run = server.exec.store.run(id).await?;
     match rules_of(server, &run) {
         Some(plan) => viewable(server, person, &plan.pipeline, &format!("to see run {id}")).await?,
-        None => return Err(error(StatusCode::FORBIDDEN, format!("the pipeline of run {id} is not loaded and its stored file does not load: nobody may see it"))),
+        None => {
+            return Err(error(StatusCode::FORBIDDEN, format!("the pipeline of run {id} is not loaded and its stored file does not load: nobody may see it")));
+        }
     }
     Ok(run)
 }
@@ -268,7 +274,8 @@ async fn decide(
         other => return Err(error(StatusCode::NOT_FOUND, format!("`{other}`: a decision is approve, reject or break-glass"))),
     };
     let request = crate::ops::decide::Request { run: &id, stage: &stage, mode, comment: b.comment.as_deref(), caller: Caller::Person(&person) };
-    let line = answer(&server, &person, &format!("to {decision} `{stage}` of run {id}"), crate::ops::decide::decide(&server.exec.store, &request).await).await?;
+    let line =
+        answer(&server, &person, &format!("to {decision} `{stage}` of run {id}"), crate::ops::decide::decide(&server.exec.store, &request).await).await?;
     Ok(Json(json!({"done": line, "by": person.login})).into_response())
 }
 
@@ -478,7 +485,9 @@ async fn rollback(State(server): State<Server>, headers: HeaderMap, Path((name, 
         serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"to\": COMMIT}} (optional): {e}")))?
     };
     let pipelines = server.pipelines();
-    let Some(loaded) = pipelines.get(&name) else { return Err(error(StatusCode::NOT_FOUND, format!("no pipeline `{}` is loaded", crate::diag::printable(&name)))) };
+    let Some(loaded) = pipelines.get(&name) else {
+        return Err(error(StatusCode::NOT_FOUND, format!("no pipeline `{}` is loaded", crate::diag::printable(&name))));
+    };
     let target = match b.to {
         Some(c) => crate::git::RollbackTarget::To(c),
         None => crate::git::RollbackTarget::Latest,
@@ -511,5 +520,6 @@ async fn revoke(State(server): State<Server>, headers: HeaderMap, body: axum::bo
         Err(OpsError::Forbidden(format!("{} may not end {}'s sessions: that needs `access.admin` of a loaded pipeline", person.login, b.user)))
     };
     let ended = answer(&server, &person, &format!("to end {}'s sessions", b.user), done).await?;
-    Ok(Json(json!({"done": if ended { format!("ended every session of {}", b.user) } else { format!("{} had no open session", b.user) }, "by": person.login})).into_response())
+    Ok(Json(json!({"done": if ended { format!("ended every session of {}", b.user) } else { format!("{} had no open session", b.user) }, "by": person.login}))
+        .into_response())
 }

@@ -27,8 +27,8 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Claim, Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState, StageWrite,
-    Transition, WatchFilter, WatchRecord, Write, Written,
+    Claim, Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState,
+    StageWrite, Transition, WatchFilter, WatchRecord, Write, Written,
 };
 
 /// What a backend's operations return.
@@ -367,7 +367,15 @@ impl Store {
     /// Marks a log template "not a risk" for a pipeline's `logs` stages, with who and why; an
     /// entry of `run` records it.
     /// `Some(who)` when the template was marked already (never replaced) and nothing was written.
-    pub async fn exempt_template(&self, run: &str, pipeline: &str, template: &str, user: &str, reason: &str, via: Option<&str>) -> Result<Option<String>, StoreError> {
+    pub async fn exempt_template(
+        &self,
+        run: &str,
+        pipeline: &str,
+        template: &str,
+        user: &str,
+        reason: &str,
+        via: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
         let w = Write::Exempt {
             run: run.to_string(),
             pipeline: pipeline.to_string(),

@@ -5,7 +5,7 @@
 use crate::exec::{Setup, promote, text};
 use crate::repos::git;
 
-fn hand_edit(s: &Setup, env: &str, edit: impl Fn(&str) -> String, subject: &str) -> String {
+pub fn hand_edit(s: &Setup, env: &str, edit: impl Fn(&str) -> String, subject: &str) -> String {
     let work = s.path().join(format!("work-{env}-{}", subject.len()));
     let bare = s.path().join(format!("envs/{env}.git"));
     let _ = std::fs::remove_dir_all(&work);
@@ -21,7 +21,7 @@ fn file_at_head(s: &Setup, env: &str) -> String {
     git(&s.path().join(format!("envs/{env}.git")), &["show", "main:app/kustomization.yaml"])
 }
 
-fn drift_id(out: &str) -> String {
+pub fn drift_id(out: &str) -> String {
     out.split_whitespace().find(|w| w.starts_with("d-")).unwrap().trim_end_matches(':').to_string()
 }
 

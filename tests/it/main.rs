@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area. Data lives in tests/fixtures.
 
+mod access;
 mod audit;
 mod cli;
 mod decisions;

@@ -132,8 +132,8 @@ struct LoginForm {
 
 async fn login(State(server): State<Server>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Page {
     let peer = headers.get(PROXY_ADDR).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let form_ok =
-        super::auth::cookie(&headers, session::FORM_COOKIE).is_some_and(|n| server.exec.store.key().verify_hex(&session::form_csrf(server.exec.store.key(), &n), f.csrf.as_deref()));
+    let form_ok = super::auth::cookie(&headers, session::FORM_COOKIE)
+        .is_some_and(|n| server.exec.store.key().verify_hex(&session::form_csrf(server.exec.store.key(), &n), f.csrf.as_deref()));
     if !form_ok {
         return Err(Refusal(StatusCode::FORBIDDEN, "the sign-in form's CSRF token is missing or wrong: open the sign-in page again".into()));
     }
@@ -525,9 +525,8 @@ async fn decide(State(server): State<Server>, headers: HeaderMap, Form(f): Form<
     // Who may decide is checked here, on the server: 403 for anyone else, whatever they post.
     let me = Caller::Person(&s.person);
     let action = format!("to {} `{}` of run {}", f.decision, f.stage, f.run);
-    if let Err(why) = crate::ops::decide::may_decide(store, &f.run, &f.stage, &me, mode).await.map_err(internal)? {
-        crate::ops::access::refused(store, &s.person, &action, &why).await;
-        return Err(Refusal(StatusCode::FORBIDDEN, why));
+    if let Err(e) = crate::ops::decide::may_decide(store, &f.run, &f.stage, &me, mode).await.map_err(internal)? {
+        return after(&server, &s, &action, "/ui/", Err(e)).await;
     }
     let comment = f.comment.as_deref().map(str::trim).filter(|c| !c.is_empty());
     let request = crate::ops::decide::Request { run: &f.run, stage: &f.stage, mode, comment, caller: me };
@@ -955,7 +954,8 @@ impl Visible {
     async fn of(server: &Server, s: &Session) -> Result<Visible, crate::store::StoreError> {
         let pipelines = server.pipelines();
         let all = pipelines.by_name.values().all(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, &s.person));
-        let runs = if all { Default::default() } else { server.exec.store.runs(10_000).await?.into_iter().filter(|r| sees(server, s, r)).map(|r| r.id).collect() };
+        let runs =
+            if all { Default::default() } else { server.exec.store.runs(10_000).await?.into_iter().filter(|r| sees(server, s, r)).map(|r| r.id).collect() };
         Ok(Visible { all, runs })
     }
 

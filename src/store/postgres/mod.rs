@@ -15,8 +15,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Tamper, Verdict};
 use super::{
-    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState, StoreError,
-    WatchFilter, WatchRecord, Write, Written,
+    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState,
+    StoreError, WatchFilter, WatchRecord, Write, Written,
 };
 
 /// The columns of `watches`, in [`watch_of`]'s order.
@@ -375,13 +375,12 @@ impl Backend for PgBackend {
 
     fn session<'a>(&'a self, id_hash: &'a str) -> Fut<'a, Option<SessionRecord>> {
         Box::pin(async move {
-            let row: Option<(String, String, String, Option<String>, String, i64, i64, i64, Option<i64>)> = sqlx::query_as(
-                "SELECT id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at FROM sessions WHERE id_hash = $1",
-            )
-            .bind(id_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db(&self.path))?;
+            let row: Option<(String, String, String, Option<String>, String, i64, i64, i64, Option<i64>)> =
+                sqlx::query_as("SELECT id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at FROM sessions WHERE id_hash = $1")
+                    .bind(id_hash)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db(&self.path))?;
             Ok(row.map(|(id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at)| SessionRecord {
                 id_hash,
                 login,

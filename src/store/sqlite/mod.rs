@@ -16,8 +16,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Verdict};
 use super::{
-    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState, StoreError,
-    WatchFilter, WatchRecord, Write, Written,
+    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState,
+    StoreError, WatchFilter, WatchRecord, Write, Written,
 };
 
 /// A promote state file.
@@ -404,13 +404,12 @@ impl Backend for SqliteBackend {
 
     fn session<'a>(&'a self, id_hash: &'a str) -> Fut<'a, Option<SessionRecord>> {
         Box::pin(async move {
-            let row: Option<(String, String, String, Option<String>, String, i64, i64, i64, Option<i64>)> = sqlx::query_as(
-                "SELECT id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at FROM sessions WHERE id_hash = ?",
-            )
-            .bind(id_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.db())?;
+            let row: Option<(String, String, String, Option<String>, String, i64, i64, i64, Option<i64>)> =
+                sqlx::query_as("SELECT id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at FROM sessions WHERE id_hash = ?")
+                    .bind(id_hash)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(self.db())?;
             Ok(row.map(|(id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at)| SessionRecord {
                 id_hash,
                 login,

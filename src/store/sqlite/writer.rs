@@ -308,7 +308,11 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
         }
         Write::DecideDrift { id, from, state, user, reason, at, via } => {
             let row: Option<(String, String, String, Option<String>)> =
-                sqlx::query_as("SELECT pipeline, environment, head, baseline FROM drifts WHERE id = ? AND state = ?").bind(id).bind(from).fetch_optional(&mut *conn).await?;
+                sqlx::query_as("SELECT pipeline, environment, head, baseline FROM drifts WHERE id = ? AND state = ?")
+                    .bind(id)
+                    .bind(from)
+                    .fetch_optional(&mut *conn)
+                    .await?;
             let Some((pipeline, environment, drift_head, baseline)) = row else { return Ok(Written::Duplicate(None)) };
             let seal = seals::drift(&head.key, id, &pipeline, &environment, &drift_head, baseline.as_deref(), state, Some(user));
             sqlx::query("UPDATE drifts SET state = ?, decided_by = ?, reason = ?, decided_at = ?, seal = ? WHERE id = ?")
@@ -510,19 +514,17 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             Ok(Written::Done)
         }
         Write::OpenSession { session: x } => {
-            sqlx::query(
-                "INSERT INTO sessions (id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&x.id_hash)
-            .bind(&x.login)
-            .bind(&x.via)
-            .bind(&x.token_hash)
-            .bind(&x.groups)
-            .bind(x.created_at)
-            .bind(x.seen_at)
-            .bind(x.expires_at)
-            .execute(&mut *conn)
-            .await?;
+            sqlx::query("INSERT INTO sessions (id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                .bind(&x.id_hash)
+                .bind(&x.login)
+                .bind(&x.via)
+                .bind(&x.token_hash)
+                .bind(&x.groups)
+                .bind(x.created_at)
+                .bind(x.seen_at)
+                .bind(x.expires_at)
+                .execute(&mut *conn)
+                .await?;
             insert_event(conn, head, "-", None, x.created_at, "sign-in", &x.login, &x.detail).await?;
             Ok(Written::Done)
         }
