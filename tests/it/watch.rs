@@ -296,6 +296,13 @@ async fn the_server_reverts_a_bad_release_on_its_own_and_the_held_version_waits_
     let (status, one) = server.api(reqwest::Method::GET, &format!("/watches/{id}"), None).await;
     assert_eq!(status, 200);
     assert_eq!(one["evidence"]["metrics"]["checks"][0]["phase"], "Failed", "the last look's evidence: {one}");
+    // No rollback restores the held version (the commit that promoted it named as the state).
+    let commit = one["commit"].as_str().unwrap().to_string();
+    let (status, refused) =
+        server.api(reqwest::Method::POST, "/pipelines/checkout/environments/qa/rollback", Some(serde_json::json!({"to": commit}))).await;
+    assert_eq!((status, refused["rolledBack"].as_bool()), (409, Some(false)), "{refused}");
+    assert!(refused["done"].as_str().unwrap().contains("is held"), "{refused}");
+    assert!(qa_file(&s).contains("newTag: 1.0.0"), "nothing written: {}", qa_file(&s));
 
     // Held: the API refuses the version, a webhook of it answers 409 and records nothing.
     let (status, refused) = server.api(reqwest::Method::POST, "/runs", Some(serde_json::json!({"pipeline": "checkout", "version": "v5.0.0"}))).await;
