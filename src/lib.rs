@@ -32,7 +32,8 @@
 //! - [`exec`]: the executor: starts runs and walks their DAG on tokio, durably; retries what is
 //!   transient; stops on a cancellation token; metrics.
 //! - [`ops`]: what people and programs ask (check a file, start a run, decide, roll back), with
-//!   the rules they carry; the CLI and the server both call it.
+//!   the rules they carry, who may ask them included ([`ops::access`]); the CLI and the server
+//!   both call it.
 //! - [`clock`]: the one clock (jiff) and durations for people.
 //! - [`files`]: reading the files a user names: regular files only, capped, UTF-8 errors placed.
 //! - [`server`]: `promote serve`: webhook receivers (verified per provider) that start runs, the
