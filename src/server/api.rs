@@ -33,6 +33,45 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// A body that is not of its shape, said in the API's words (no internal type names).
+fn body_error(shape: &str, e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let why = match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => format!("it is not JSON (line {}, column {})", e.line(), e.column()),
+        Category::Data => {
+            let text = e.to_string();
+            let text = text.split(" at line ").next().unwrap_or(&text);
+            static TYPE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| regex::Regex::new(r"struct \w+|a map").expect("valid"));
+            TYPE.replace_all(text, "an object").into_owned()
+        }
+    };
+    error(StatusCode::BAD_REQUEST, format!("the body is {shape}: {why}"))
+}
+
+/// The API's answer to what no handler answered (an unknown route, a method a route does not
+/// take, a body too large): `{"error": ...}` like every other error.
+pub(super) async fn as_json(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let json =
+        response.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/event-stream"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let why = match status {
+        StatusCode::NOT_FOUND => "no such route: docs/api.md lists them".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => format!("this route does not take {method}: docs/api.md says what each route takes"),
+        StatusCode::PAYLOAD_TOO_LARGE => format!("the body is larger than {} bytes", super::MAX_BODY),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "the body is JSON (Content-Type: application/json)".to_string(),
+        other => other.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove("content-length");
+    parts.headers.insert("content-type", axum::http::HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, axum::body::Body::from(json!({"error": why}).to_string()))
+}
+
 fn error(status: StatusCode, why: impl Into<String>) -> ApiError {
     ApiError(status, why.into())
 }
@@ -40,11 +79,7 @@ fn error(status: StatusCode, why: impl Into<String>) -> ApiError {
 /// A JSON body of shape `shape` (an empty one is the default), refused unless its `as` is the
 /// token's user `who` (an action is taken as the token's user, never as another).
 fn acting<T: serde::de::DeserializeOwned + Default>(body: &[u8], shape: &str, claimed: impl Fn(&T) -> Option<&str>, who: &str) -> Result<T, ApiError> {
-    let b: T = if body.is_empty() {
-        T::default()
-    } else {
-        serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {shape}: {e}")))?
-    };
+    let b: T = if body.is_empty() { T::default() } else { serde_json::from_slice(body).map_err(|e| body_error(shape, &e))? };
     if let Some(claimed) = claimed(&b)
         && claimed != who
     {
@@ -133,7 +168,7 @@ fn authenticate(server: &Server, headers: &HeaderMap) -> Result<Person, ApiError
     let Some(token) = bearer(headers) else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
-            "the API takes `Authorization: Bearer TOKEN`: a token of the server's directory of people (`promote token --for USER` makes one)",
+            "sign the request with the Authorization header, scheme Bearer, and a token of the server's directory of people (`promote token --for USER` makes one)",
         ));
     };
     super::auth::person_by_token(server, token)
@@ -151,7 +186,7 @@ pub(super) async fn ready(State(server): State<Server>) -> Response {
 }
 
 /// The executor's metrics, then the figures read from the state (DORA, waiting decisions).
-pub(super) async fn metrics(State(server): State<Server>) -> Response {
+pub(super) async fn metrics(State(server): State<Server>, headers: HeaderMap) -> Response {
     let own = server.exec.metrics.encode();
     let figures = match crate::ops::figures::figures(&server.exec.store, crate::clock::now_ms()).await {
         Ok(f) => crate::ops::figures::encode(&f),
@@ -161,7 +196,39 @@ pub(super) async fn metrics(State(server): State<Server>) -> Response {
         }
     };
     let text = format!("{}{figures}# EOF\n", own.strip_suffix("# EOF\n").unwrap_or(&own));
-    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    // OpenMetrics to whoever asks for it (Prometheus does); the text format 0.0.4 otherwise.
+    let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        return ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response();
+    }
+    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text_format(&text)).into_response()
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter's family is named by its
+/// `_total` sample (so that its HELP and TYPE name what is exposed), no `_created` samples, no
+/// `# UNIT` or `# EOF`.
+fn text_format(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")) {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{}{name}_total {tail}\n", &line[..7]));
+                continue;
+            }
+        }
+        let name = line.split(['{', ' ']).next().unwrap_or("");
+        if name.strip_suffix("_created").is_some_and(|f| counters.contains(f)) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 async fn pipelines(State(server): State<Server>, headers: HeaderMap) -> Answer {
@@ -219,8 +286,7 @@ struct StartBody {
 
 async fn start(State(server): State<Server>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
     let person = authenticate(&server, &headers)?;
-    let b: StartBody =
-        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"pipeline\": NAME, \"version\": VERSION}}: {e}")))?;
+    let b: StartBody = serde_json::from_slice(&body).map_err(|e| body_error("{{\"pipeline\": NAME, \"version\": VERSION}}", &e))?;
     let pipelines = server.pipelines();
     let Some(loaded) = pipelines.get(&b.pipeline).filter(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, &person)) else {
         let names: Vec<&str> = pipelines
@@ -324,8 +390,7 @@ pub(super) async fn callback(State(server): State<Server>, Path((run, stage, tok
     if !server.exec.store.key().verify_hex(&crate::stages::webhook::callback_token(server.exec.store.key(), &run, &stage), Some(&token)) {
         return Err(unknown());
     }
-    let b: CallbackBody =
-        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"passed\": true|false, \"message\": TEXT}}: {e}")))?;
+    let b: CallbackBody = serde_json::from_slice(&body).map_err(|e| body_error("{{\"passed\": true|false, \"message\": TEXT}}", &e))?;
     let c = Callback { run: &run, stage: &stage, token: &token, passed: b.passed, message: b.message.as_deref() };
     match crate::ops::decide::callback(&server.exec.store, &c).await.map_err(ops_error)? {
         Ok(line) => Ok(Json(json!({"done": line})).into_response()),
@@ -479,11 +544,8 @@ struct RollbackBody {
 /// token's user (in the trail).
 async fn rollback(State(server): State<Server>, headers: HeaderMap, Path((name, env)): Path<(String, String)>, body: axum::body::Bytes) -> Answer {
     let person = authenticate(&server, &headers)?;
-    let b: RollbackBody = if body.is_empty() {
-        RollbackBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"to\": COMMIT}} (optional): {e}")))?
-    };
+    let b: RollbackBody =
+        if body.is_empty() { RollbackBody::default() } else { serde_json::from_slice(&body).map_err(|e| body_error("{{\"to\": COMMIT}} (optional)", &e))? };
     let pipelines = server.pipelines();
     let Some(loaded) = pipelines.get(&name) else {
         return Err(error(StatusCode::NOT_FOUND, format!("no pipeline `{}` is loaded", crate::diag::printable(&name))));
@@ -497,8 +559,10 @@ async fn rollback(State(server): State<Server>, headers: HeaderMap, Path((name, 
     let request = crate::ops::rollback::Request { plan: &loaded.plan, shown: &shown, base, environment: &env, target, caller: Caller::Person(&person) };
     let action = format!("to roll back {env} of {name}");
     let done = answer(&server, &person, &action, crate::ops::rollback::rollback(&server.exec.store, &server.exec.writer, request).await).await?;
-    let status = if done.result.is_ok() { StatusCode::OK } else { StatusCode::CONFLICT };
-    Ok((status, Json(json!({"done": done.line, "by": person.login, "rolledBack": done.result.is_ok()}))).into_response())
+    if done.result.is_err() {
+        return Ok((StatusCode::CONFLICT, Json(json!({"error": crate::redact::text(&done.line), "by": person.login, "rolledBack": false}))).into_response());
+    }
+    Ok(Json(json!({"done": done.line, "by": person.login, "rolledBack": true})).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -512,7 +576,7 @@ struct RevokeBody {
 /// or anyone's for an admin of a loaded pipeline); recorded in the trail.
 async fn revoke(State(server): State<Server>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
     let person = authenticate(&server, &headers)?;
-    let b: RevokeBody = serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is {{\"user\": LOGIN}}: {e}")))?;
+    let b: RevokeBody = serde_json::from_slice(&body).map_err(|e| body_error("{{\"user\": LOGIN}}", &e))?;
     let admin = server.pipelines().by_name.values().any(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::Admin, None, &person));
     let done = if b.user == person.login || admin {
         super::auth::revoke(&server, &b.user, &person).await.map_err(OpsError::from)

@@ -68,8 +68,10 @@ pub async fn receive(
         None => (path.trim_matches('/').to_string(), None),
     };
     let url_token = in_path.or_else(|| query.get("token").cloned());
+    // The metrics' label is one of the providers promote knows, never what a caller put in a URL.
+    let label = if PROVIDERS.contains(&provider.as_str()) { provider.as_str() } else { "unknown" };
     let answer = |status: StatusCode, result: &str, detail: Value| {
-        server.exec.metrics.delivery(&provider, result);
+        server.exec.metrics.delivery(label, result);
         (status, axum::Json(detail)).into_response()
     };
     let pipelines = server.pipelines();
@@ -91,24 +93,45 @@ pub async fn receive(
         Err(_) => return answer(StatusCode::SERVICE_UNAVAILABLE, "failed", json!({"error": "the secrets could not be read: send it again"})),
     };
     let now = crate::clock::now_ms() / 1000;
+    let mut unreadable = false;
     let verified: Vec<(&Loaded, &Trigger)> = candidates
         .into_iter()
         .zip(secrets)
         .filter(|((l, _), secret)| match secret {
-            Ok(secret) => verify_one(&provider, secret, &headers, &body, url_token.as_deref(), now).is_ok(),
+            Ok(secret) => match verify_one(&provider, secret, &headers, &body, url_token.as_deref(), now) {
+                Ok(()) => true,
+                Err(why) => {
+                    // Why, for whoever runs the server (never the secret or the signature).
+                    tracing::info!(pipeline = %l.plan.pipeline.name.value, provider = %label, "a delivery does not verify with this trigger's secret: {}", why.0);
+                    false
+                }
+            },
             Err(e) => {
-                tracing::warn!(pipeline = %l.plan.pipeline.name.value, error = %e, "a trigger's secret cannot be read");
+                tracing::error!(pipeline = %l.plan.pipeline.name.value, error = %e, "a trigger's secret cannot be read: its deliveries are refused until it can");
+                unreadable = true;
                 false
             }
         })
         .map(|(c, _)| c)
         .collect();
     if verified.is_empty() {
-        tracing::warn!(provider, "a webhook delivery failed verification");
+        if unreadable {
+            // Not the sender's fault: answered so that the provider sends it again later.
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "failed",
+                json!({"error": "a trigger's secret cannot be read on this server (its log says which): nothing was started; send it again"}),
+            );
+        }
+        tracing::warn!(provider = %label, "a webhook delivery failed verification");
         return answer(StatusCode::UNAUTHORIZED, "refused", json!({"error": "the delivery's signature does not verify with any trigger's secret"}));
     }
-    // Read as JSON once: the event and when what it announces happened.
-    let (event, origin_at) = match json_of(&body).and_then(|v| Ok((parse_json(&provider, &headers, &v)?, origin(&provider, &v)))) {
+    // Read as JSON once: the event and when what it announces happened. (GitHub sends a hook made
+    // with the REST API's default content type as a form: `payload=JSON`; the signature covers
+    // the form as sent.)
+    let form = headers.get_str("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let json = if form { form_payload(&body) } else { Ok(body.to_vec()) };
+    let (event, origin_at) = match json.and_then(|b| json_of(&b)).and_then(|v| Ok((parse_json(&provider, &headers, &v)?, origin(&provider, &v)))) {
         Ok(e) => e,
         Err(why) => return answer(StatusCode::BAD_REQUEST, "invalid", json!({"error": why})),
     };
@@ -248,6 +271,17 @@ pub fn parse(provider: &str, h: &HeaderMap, body: &[u8]) -> Result<Event, String
     parse_json(provider, h, &json_of(body)?)
 }
 
+/// Every provider `/hooks/{provider}` knows.
+const PROVIDERS: [&str; 10] = ["github", "gitlab", "gitea", "forgejo", "gogs", "bitbucket", "standard", "harbor", "dockerhub", "quay"];
+
+/// The `payload` field of a form-encoded delivery (GitHub's `application/x-www-form-urlencoded`).
+fn form_payload(body: &[u8]) -> Result<Vec<u8>, String> {
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| v.into_owned().into_bytes())
+        .ok_or_else(|| "a form-encoded delivery without its `payload` field".to_string())
+}
+
 fn json_of(body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
 }
@@ -321,10 +355,16 @@ fn parse_json(provider: &str, h: &HeaderMap, v: &Value) -> Result<Event, String>
         "harbor" => match v["type"].as_str().unwrap_or("") {
             "PUSH_ARTIFACT" | "pushImage" => {
                 let r = &v["event_data"]["resources"][0];
-                let repository = text(r, &["resource_url"]).map(|u| u.rsplit_once(':').map_or(u.clone(), |(repo, _)| repo.to_string()));
-                match (repository.or_else(|| text(v, &["event_data", "repository", "repo_full_name"])), text(r, &["tag"])) {
+                // `host/project/repo:tag`, or `host/project/repo@sha256:...` for a push by digest.
+                let repository = text(r, &["resource_url"]).map(|u| match u.split_once('@') {
+                    Some((repo, _)) => repo.to_string(),
+                    None => u.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(u.clone(), |(repo, _)| repo.to_string()),
+                });
+                // A push by digest has no tag: its version is the digest.
+                let tag = text(r, &["tag"]).filter(|t| !t.is_empty()).or_else(|| text(r, &["digest"]).filter(|d| !d.is_empty()));
+                match (repository.or_else(|| text(v, &["event_data", "repository", "repo_full_name"])), tag) {
                     (Some(repository), Some(tag)) => Ok(Event::Image { repository, tag }),
-                    _ => Err("a Harbor push without event_data.resources[0].tag".into()),
+                    _ => Err("a Harbor push without event_data.resources[0].tag or .digest".into()),
                 }
             }
             "PING" => Ok(Event::Ping),

@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
@@ -317,9 +318,13 @@ pub fn router(server: Server) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(api::ready))
         .route("/metrics", get(api::metrics))
-        .route("/hooks/{*path}", post(hooks::receive))
-        .route("/callbacks/{run}/{stage}/{token}", post(api::callback))
-        .nest("/api/v1", api::routes())
+        .merge(
+            Router::new()
+                .route("/hooks/{*path}", post(hooks::receive))
+                .route("/callbacks/{run}/{stage}/{token}", post(api::callback))
+                .nest("/api/v1", api::routes().fallback(|| async { StatusCode::NOT_FOUND }))
+                .layer(axum::middleware::from_fn(api::as_json)),
+        )
         .merge(ui::routes().layer(axum::middleware::from_fn_with_state(server.clone(), ui::only_trusted_identity)))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(protective_headers))

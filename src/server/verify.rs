@@ -104,7 +104,11 @@ pub fn standard(secret: &str, h: &(impl Headers + ?Sized), body: &[u8], now: i64
     if (now - t).abs() > TOLERANCE_SECS {
         return refuse(format!("webhook-timestamp is {}s off this server's clock (at most {TOLERANCE_SECS}s): stale or replayed", now - t));
     }
-    let b64 = base64::engine::general_purpose::STANDARD;
+    // Padding optional, as the reference libraries take it (a secret copied without its `=`).
+    let b64 = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
     let Ok(key) = b64.decode(secret.trim().strip_prefix("whsec_").unwrap_or(secret.trim())) else {
         return refuse("the trigger's secret is not a Standard Webhooks secret (whsec_ and base64)");
     };
@@ -137,6 +141,19 @@ mod tests {
         assert!(github("It's a Secret to Everybody", sha1, b"Hello, World!").unwrap_err().0.contains("no X-Hub-Signature-256"));
         let bare: &[(&str, &str)] = &[("X-Hub-Signature-256", "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")];
         assert!(github("It's a Secret to Everybody", bare, b"Hello, World!").is_err());
+    }
+
+    #[test]
+    fn a_standard_webhooks_secret_verifies_with_or_without_its_base64_padding() {
+        use base64::Engine as _;
+        let key = b"0123456789abcdefghij"; // 20 bytes: base64 ends in `=`
+        let padded = base64::engine::general_purpose::STANDARD.encode(key);
+        assert!(padded.ends_with('='));
+        let sig = base64::engine::general_purpose::STANDARD.encode(hmac_sha256(key, &[b"msg_1", b".", b"1700000000", b".", b"{}"]));
+        let h: &[(&str, &str)] = &[("webhook-id", "msg_1"), ("webhook-timestamp", "1700000000"), ("webhook-signature", &format!("v1,{sig}"))];
+        for secret in [format!("whsec_{padded}"), format!("whsec_{}", padded.trim_end_matches('='))] {
+            assert_eq!(standard(&secret, h, b"{}", 1700000000), Ok(()), "{secret}");
+        }
     }
 
     #[test]

@@ -301,7 +301,7 @@ async fn the_server_reverts_a_bad_release_on_its_own_and_the_held_version_waits_
     let (status, refused) =
         server.api(reqwest::Method::POST, "/pipelines/checkout/environments/qa/rollback", Some(serde_json::json!({"to": commit}))).await;
     assert_eq!((status, refused["rolledBack"].as_bool()), (409, Some(false)), "{refused}");
-    assert!(refused["done"].as_str().unwrap().contains("is held"), "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("is held"), "{refused}");
     assert!(qa_file(&s).contains("newTag: 1.0.0"), "nothing written: {}", qa_file(&s));
 
     // Held: the API refuses the version, a webhook of it answers 409 and records nothing.
