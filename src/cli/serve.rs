@@ -77,6 +77,7 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                 trusted_proxies: args.trusted_proxies,
                 drift_poll: drift_poll.0,
                 users: args.users.map(|u| std::path::absolute(&u).unwrap_or(u)),
+                limits: Default::default(),
             },
             shutdown,
         )

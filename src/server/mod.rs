@@ -8,6 +8,7 @@
 mod api;
 pub mod auth;
 mod hooks;
+pub mod listen;
 mod pipelines;
 mod poll;
 pub mod ui;
@@ -58,6 +59,8 @@ pub struct Config {
     /// The directory of people (`--users FILE`), read again at every reload; `None`: the loaded
     /// pipelines' users files merged ([`crate::governance::Directory::merge`]).
     pub users: Option<PathBuf>,
+    /// How connections are bounded (a cap, header and request time limits).
+    pub limits: listen::Limits,
 }
 
 /// A Git repo of pipeline files: its branch's files are written out to `checkout` and loaded
@@ -422,12 +425,13 @@ pub async fn serve(
     };
     let stop = server.stop.clone();
     let app = router(server.clone());
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stop.cancel();
-        })
-        .await?;
+    let files = listen::raise_file_limit();
+    tracing::debug!(files, max_connections = server.config.limits.max_connections, "connection limits");
+    let shutdown = async move {
+        shutdown.await;
+        stop.cancel();
+    };
+    listen::serve(listener, app, server.config.limits, shutdown, Duration::from_secs(10)).await?;
     server.stop.cancel();
     reloader.abort();
     poller.abort();

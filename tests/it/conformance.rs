@@ -151,3 +151,47 @@ async fn every_api_error_is_json_in_the_apis_words() {
     assert!(v["error"].as_str().unwrap().contains("Authorization header, scheme Bearer"), "{v}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_sent_requests_never_hold_up_others_and_are_closed_when_their_time_is_up() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = crate::server::setup();
+    let limits = promote::server::listen::Limits { max_connections: 400, header_timeout: std::time::Duration::from_secs(1), ..Default::default() };
+    let config = promote::server::Config { pipelines: vec![s.path().to_path_buf()], reload: std::time::Duration::from_secs(60), limits, ..Default::default() };
+    let server = Running::start_with(&s, config).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    // (A client that keeps no connection open between requests: the count below is exact.)
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    // 300 clients that send half a request and then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"POST /hooks/github HTTP/1.1\r\nHost: promote\r\nX-Half: ").await.unwrap();
+        slow.push(c);
+    }
+    // Everyone else is answered meanwhile.
+    let health = tokio::time::timeout(std::time::Duration::from_secs(5), http.get(format!("{}/healthz", server.url)).send()).await;
+    assert_eq!(health.expect("/healthz answers while 300 requests are half sent").unwrap().status().as_u16(), 200);
+    // Their time up, the server closes them (EOF, or a 408 and EOF).
+    for c in slow.iter_mut().take(20) {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), c.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a half-sent request is closed once its headers' time is up");
+    }
+    drop(slow);
+    // Over the cap, a connection is closed at once; under it again, served.
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut over = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = over.write_all(b"GET /healthz HTTP/1.1\r\nHost: promote\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), over.read_to_end(&mut buf)).await;
+    assert!(got.is_ok() && buf.is_empty(), "the 401st connection is closed unanswered: {:?}", String::from_utf8_lossy(&buf));
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(http.get(format!("{}/healthz", server.url)).send().await.unwrap().status().as_u16(), 200);
+    server.stop().await;
+}
