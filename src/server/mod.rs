@@ -8,6 +8,7 @@
 mod api;
 pub mod auth;
 mod hooks;
+pub mod oidc;
 mod pipelines;
 mod poll;
 pub mod ui;
@@ -57,6 +58,9 @@ pub struct Config {
     /// The directory of people (`--users FILE`), read again at every reload; `None`: the loaded
     /// pipelines' users files merged ([`crate::governance::Directory::merge`]).
     pub users: Option<PathBuf>,
+    /// Single sign-on by OpenID Connect (`--oidc-issuer`, `--oidc-client-id`, ...): the pages'
+    /// "Sign in with SSO" and the API's bearer JWTs.
+    pub oidc: Option<Arc<oidc::Oidc>>,
 }
 
 /// A Git repo of pipeline files: its branch's files are written out to `checkout` and loaded
@@ -372,6 +376,10 @@ pub async fn serve(
     {
         let s = server.clone();
         let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+    }
+    if let Some(o) = &server.config.oidc {
+        // In the background: a server whose IdP is down still starts, with sign-in by token.
+        o.start(server.stop.clone());
     }
     let loaded = server.pipelines();
     tracing::info!(pipelines = loaded.by_name.len(), invalid = loaded.errors.len(), addr = %listener.local_addr()?, "promote serve");
