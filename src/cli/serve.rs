@@ -71,7 +71,9 @@ fn oidc(args: &Args) -> anyhow::Result<Option<std::sync::Arc<crate::server::oidc
         (None, s) => s,
     };
     if secret.is_none() {
-        eprintln!("promote serve: no OIDC client secret (PROMOTE_OIDC_CLIENT_SECRET, --oidc-client-secret-file): signing in as a public client, with PKCE only");
+        eprintln!(
+            "promote serve: no OIDC client secret (PROMOTE_OIDC_CLIENT_SECRET, --oidc-client-secret-file): signing in as a public client, with PKCE only"
+        );
     }
     let settings = crate::server::oidc::Settings {
         issuer: issuer.clone(),

@@ -144,7 +144,8 @@ async fn authenticate(server: &Server, headers: &HeaderMap) -> Result<Person, Ap
             error(StatusCode::UNAUTHORIZED, e.to_string())
         });
     }
-    super::auth::person_by_token(server, token).ok_or_else(|| error(StatusCode::UNAUTHORIZED, "that token is no one's in the server's directory of people (or they are disabled)"))
+    super::auth::person_by_token(server, token)
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "that token is no one's in the server's directory of people (or they are disabled)"))
 }
 
 pub(super) async fn ready(State(server): State<Server>) -> Response {

@@ -627,7 +627,8 @@ impl Oidc {
     pub async fn begin(&self, redirect_uri: &str, key: &Key) -> Result<(String, String), OidcError> {
         let provider = self.provider().await?;
         let flow = Flow::new()?;
-        let mut url = url::Url::parse(&provider.authorization_endpoint).map_err(|e| OidcError::BadAnswer { what: "authorization endpoint", why: e.to_string() })?;
+        let mut url =
+            url::Url::parse(&provider.authorization_endpoint).map_err(|e| OidcError::BadAnswer { what: "authorization endpoint", why: e.to_string() })?;
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.settings.client_id)
@@ -676,7 +677,8 @@ impl Oidc {
             let code: String = code.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
             return Err(self.unreachable("the code exchange", format!("HTTP {status}: {code}")));
         }
-        let id_token = answer.get("id_token").and_then(Value::as_str).ok_or_else(|| OidcError::BadAnswer { what: "token answer", why: "it has no ID token".into() })?;
+        let id_token =
+            answer.get("id_token").and_then(Value::as_str).ok_or_else(|| OidcError::BadAnswer { what: "token answer", why: "it has no ID token".into() })?;
         self.verify(id_token, Some(&flow.nonce)).await
     }
 
@@ -705,7 +707,8 @@ impl Oidc {
                 "the identity provider names this person `{name}`, but does not vouch for the email this server's directory has for `{login}` (a verified `email` claim equal to it): they are not that person"
             )));
         }
-        let person = Person::of(users, login, via, groups.clone()).ok_or_else(|| refuse(format!("`{login}` is disabled in this server's directory of people")))?;
+        let person =
+            Person::of(users, login, via, groups.clone()).ok_or_else(|| refuse(format!("`{login}` is disabled in this server's directory of people")))?;
         Ok((person, groups))
     }
 

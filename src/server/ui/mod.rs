@@ -147,7 +147,8 @@ async fn login(State(server): State<Server>, headers: HeaderMap, Form(f): Form<L
         super::auth::refused_sign_in(&server, peer, "a token that is no one's in the directory (or someone disabled)").await;
         let (nonce, _) = session::new_cookie().map_err(internal)?;
         let csrf = session::form_csrf(server.exec.store.key(), &nonce);
-        let page = Login { error: Some("That token is no one's in this server's directory of people.".into()), user: None, csrf, sso: server.config.oidc.is_some() };
+        let page =
+            Login { error: Some("That token is no one's in this server's directory of people.".into()), user: None, csrf, sso: server.config.oidc.is_some() };
         return Ok((
             StatusCode::UNAUTHORIZED,
             [(header::SET_COOKIE, session::set_form_cookie(&nonce, over_tls(&server, &headers)))],
