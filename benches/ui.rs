@@ -35,6 +35,19 @@ fn wide(n: usize) -> String {
     s
 }
 
+/// Signs in through the form as a browser does (its CSRF token and cookie first); the session
+/// cookie's value.
+async fn sign_in(url: &str) -> String {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = http.get(format!("{url}/ui/login")).send().await.unwrap();
+    let form = page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let html = page.text().await.unwrap();
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let signed = http.post(format!("{url}/ui/login")).header("cookie", form).form(&[("token", TOKEN), ("csrf", csrf.as_str())]).send().await.unwrap();
+    let set = signed.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().trim_start_matches("promote_session=").to_string()
+}
+
 async fn timed(http: &reqwest::Client, url: &str, cookie: &str, n: usize) -> (f64, f64, usize) {
     let mut times = Vec::with_capacity(n);
     let mut bytes = 0;
@@ -154,9 +167,8 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         println!("{decisions} decisions waiting and a {stages}-stage run done, in {:.1} s", filled.elapsed().as_secs_f64());
-        let (_, cookie) =
-            promote::server::ui::session::Session::open(&key, "alice", &promote::governance::users::hash_token(TOKEN), promote::clock::now_ms()).unwrap();
         let http = promote::providers::http_client();
+        let cookie = sign_in(&url).await;
         let (p50, p99, bytes) = timed(&http, &format!("{url}/ui/"), &cookie, 100).await;
         println!("inbox ({decisions} waiting)       server p50 {p50:.1} ms, p99 {p99:.1} ms, {} KB", bytes / 1024);
         let (p50, p99, bytes) = timed(&http, &format!("{url}/ui/runs/{wide_run}"), &cookie, 100).await;

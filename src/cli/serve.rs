@@ -1,4 +1,5 @@
-//! `promote serve [--listen ADDR] [--pipelines DIR|URL]... [--reload DURATION] [--public-url URL] [--trusted-proxy IP]...`.
+//! `promote serve [--listen ADDR] [--pipelines DIR|URL]... [--reload DURATION] [--public-url URL] [--trusted-proxy IP]...
+//! [--users FILE] [--oidc-issuer URL --oidc-client-id ID [--oidc-client-secret-file PATH]]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,10 +34,60 @@ pub struct Args {
     /// merged, and a login two of them describe differently signs in nowhere.
     #[arg(long, env = "PROMOTE_USERS", value_name = "FILE")]
     pub users: Option<PathBuf>,
+    /// Single sign-on: the issuer URL of an OpenID Provider (Keycloak realm, Dex, Okta, ...),
+    /// exactly as it names itself in its tokens. The pages offer "Sign in with SSO"; the API
+    /// takes its JWTs for this client as bearer tokens.
+    #[arg(long, env = "PROMOTE_OIDC_ISSUER", value_name = "URL", requires = "oidc_client_id")]
+    pub oidc_issuer: Option<String>,
+    /// This server's client id at the OpenID Provider (the audience of its tokens). The client
+    /// secret comes from `PROMOTE_OIDC_CLIENT_SECRET` or `--oidc-client-secret-file`; the redirect
+    /// URI to register is `{--public-url}/ui/auth/callback`.
+    #[arg(long, env = "PROMOTE_OIDC_CLIENT_ID", value_name = "ID", requires = "oidc_issuer")]
+    pub oidc_client_id: Option<String>,
+    /// A file holding the client secret (instead of `PROMOTE_OIDC_CLIENT_SECRET`).
+    #[arg(long, value_name = "PATH", requires = "oidc_issuer")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// The claim of the OpenID Provider's tokens that is the person's login.
+    #[arg(long, default_value = "preferred_username", value_name = "CLAIM")]
+    pub oidc_username_claim: String,
+    /// The claim of the OpenID Provider's tokens that lists the person's groups (`group:NAME`).
+    #[arg(long, default_value = "groups", value_name = "CLAIM")]
+    pub oidc_groups_claim: String,
+}
+
+/// Single sign-on from the flags, if an issuer is given; the secret from the environment or a
+/// file (never from a flag: flags show in the process list).
+fn oidc(args: &Args) -> anyhow::Result<Option<std::sync::Arc<crate::server::oidc::Oidc>>> {
+    let (Some(issuer), Some(client_id)) = (&args.oidc_issuer, &args.oidc_client_id) else { return Ok(None) };
+    let from_env = std::env::var("PROMOTE_OIDC_CLIENT_SECRET").ok().filter(|s| !s.is_empty());
+    let secret = match (&args.oidc_client_secret_file, from_env) {
+        (Some(_), Some(_)) => anyhow::bail!("--oidc-client-secret-file and PROMOTE_OIDC_CLIENT_SECRET are both given: give one"),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--oidc-client-secret-file {}: {e}", path.display()))?;
+            let s = text.trim().to_string();
+            anyhow::ensure!(!s.is_empty(), "--oidc-client-secret-file {}: the file is empty", path.display());
+            Some(s)
+        }
+        (None, s) => s,
+    };
+    if secret.is_none() {
+        eprintln!(
+            "promote serve: no OIDC client secret (PROMOTE_OIDC_CLIENT_SECRET, --oidc-client-secret-file): signing in as a public client, with PKCE only"
+        );
+    }
+    let settings = crate::server::oidc::Settings {
+        issuer: issuer.clone(),
+        client_id: client_id.clone(),
+        client_secret: secret,
+        username_claim: args.oidc_username_claim.clone(),
+        groups_claim: args.oidc_groups_claim.clone(),
+    };
+    Ok(Some(std::sync::Arc::new(crate::server::oidc::Oidc::new(settings)?)))
 }
 
 /// Runs `serve` until SIGTERM or Ctrl-C.
 pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let oidc = oidc(&args)?;
     let reload: crate::model::Duration = args.reload.parse().map_err(|e: crate::model::DurationError| anyhow::anyhow!("--reload {}: {e}", args.reload))?;
     let drift_poll: crate::model::Duration =
         args.drift_poll.parse().map_err(|e: crate::model::DurationError| anyhow::anyhow!("--drift-poll {}: {e}", args.drift_poll))?;
@@ -78,6 +129,7 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                 drift_poll: drift_poll.0,
                 users: args.users.map(|u| std::path::absolute(&u).unwrap_or(u)),
                 limits: Default::default(),
+                oidc,
             },
             shutdown,
         )

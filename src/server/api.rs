@@ -162,15 +162,23 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-/// The person whose token the request carries, in the server's directory. Refused before
-/// anything else is read.
-fn authenticate(server: &Server, headers: &HeaderMap) -> Result<Person, ApiError> {
+/// The person whose token the request carries: a token of the server's directory, or a JWT
+/// of the OIDC issuer for this server's client. Refused before anything else is read.
+async fn authenticate(server: &Server, headers: &HeaderMap) -> Result<Person, ApiError> {
     let Some(token) = bearer(headers) else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
-            "sign the request with the Authorization header, scheme Bearer, and a token of the server's directory of people (`promote token --for USER` makes one)",
+            "sign the request with the Authorization header, scheme Bearer, and a token of the server's directory of people (`promote token --for USER` makes one) or a JWT of the server's OIDC issuer",
         ));
     };
+    if let Some(oidc) = &server.config.oidc
+        && super::oidc::looks_like_jwt(token)
+    {
+        return oidc.bearer(|| server.directory(), token).await.map_err(|e| {
+            tracing::info!(issuer = %oidc.issuer(), "a bearer JWT was refused: {e}");
+            error(StatusCode::UNAUTHORIZED, e.to_string())
+        });
+    }
     super::auth::person_by_token(server, token)
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "that token is no one's in the server's directory of people (or they are disabled)"))
 }
@@ -232,7 +240,7 @@ fn text_format(open: &str) -> String {
 }
 
 async fn pipelines(State(server): State<Server>, headers: HeaderMap) -> Answer {
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     let p = server.pipelines();
     let loaded: Vec<_> = p
         .by_name
@@ -251,7 +259,7 @@ async fn pipelines(State(server): State<Server>, headers: HeaderMap) -> Answer {
 }
 
 async fn runs(State(server): State<Server>, headers: HeaderMap) -> Answer {
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     let runs: Vec<_> = server.exec.store.runs(100).await?.into_iter().filter(|r| may_view(&server, &person, &r.pipeline, Some(r))).collect();
     Ok(Json(json!({"runs": runs})).into_response())
 }
@@ -269,7 +277,7 @@ async fn visible_run(server: &Server, person: &Person, id: &str) -> Result<crate
 }
 
 async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     let run = visible_run(&server, &person, &id).await?;
     let store = &server.exec.store;
     let stages = store.stages(&id).await?;
@@ -285,8 +293,8 @@ struct StartBody {
 }
 
 async fn start(State(server): State<Server>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
-    let person = authenticate(&server, &headers)?;
-    let b: StartBody = serde_json::from_slice(&body).map_err(|e| body_error("{{\"pipeline\": NAME, \"version\": VERSION}}", &e))?;
+    let person = authenticate(&server, &headers).await?;
+    let b: StartBody = serde_json::from_slice(&body).map_err(|e| body_error("{\"pipeline\": NAME, \"version\": VERSION}", &e))?;
     let pipelines = server.pipelines();
     let Some(loaded) = pipelines.get(&b.pipeline).filter(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, &person)) else {
         let names: Vec<&str> = pipelines
@@ -331,7 +339,7 @@ async fn decide(
     Path((id, stage, decision)): Path<(String, String, String)>,
     body: axum::body::Bytes,
 ) -> Answer {
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     let b: DecideBody = acting(&body, "{\"comment\": TEXT}", |b: &DecideBody| b.as_user.as_deref(), &person.login)?;
     let mode = match decision.as_str() {
         "approve" => crate::ops::decide::Mode::Approve,
@@ -361,7 +369,7 @@ async fn not_a_risk(
     Path((id, stage, number)): Path<(String, String, usize)>,
     body: axum::body::Bytes,
 ) -> Answer {
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     let b: NotARiskBody = acting(&body, "{\"reason\": TEXT} (why the template is not a risk)", |b: &NotARiskBody| b.as_user.as_deref(), &person.login)?;
     let request = crate::ops::decide::NotARisk { run: &id, stage: &stage, number, caller: Caller::Person(&person), reason: &b.reason };
     let action = format!("to mark template #{number} of `{stage}` (run {id}) not a risk");
@@ -390,7 +398,7 @@ pub(super) async fn callback(State(server): State<Server>, Path((run, stage, tok
     if !server.exec.store.key().verify_hex(&crate::stages::webhook::callback_token(server.exec.store.key(), &run, &stage), Some(&token)) {
         return Err(unknown());
     }
-    let b: CallbackBody = serde_json::from_slice(&body).map_err(|e| body_error("{{\"passed\": true|false, \"message\": TEXT}}", &e))?;
+    let b: CallbackBody = serde_json::from_slice(&body).map_err(|e| body_error("{\"passed\": true|false, \"message\": TEXT}", &e))?;
     let c = Callback { run: &run, stage: &stage, token: &token, passed: b.passed, message: b.message.as_deref() };
     match crate::ops::decide::callback(&server.exec.store, &c).await.map_err(ops_error)? {
         Ok(line) => Ok(Json(json!({"done": line})).into_response()),
@@ -400,7 +408,7 @@ pub(super) async fn callback(State(server): State<Server>, Path((run, stage, tok
 }
 
 async fn drifts(State(server): State<Server>, headers: HeaderMap) -> Answer {
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     let all: Vec<_> =
         server.exec.store.drifts(crate::store::DriftFilter::default()).await?.into_iter().filter(|d| may_view(&server, &person, &d.pipeline, None)).collect();
     Ok(Json(json!({"drifts": all})).into_response())
@@ -419,7 +427,7 @@ struct DriftBody {
 /// `POST /api/v1/drifts/{id}/accept|reject`: as `promote drift accept|reject`, by the token's user.
 async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Path((id, verdict)): Path<(String, String)>, body: axum::body::Bytes) -> Answer {
     use crate::ops::drift::{Decision, Verdict};
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     let b: DriftBody = acting(&body, "{\"reason\": TEXT}", |b: &DriftBody| b.as_user.as_deref(), &person.login)?;
     let verdict_ = match verdict.as_str() {
         "accept" => Verdict::Accept,
@@ -445,7 +453,7 @@ struct WatchQuery {
 
 /// `GET /api/v1/watches[?pipeline=NAME]`: newest first, without each last look's evidence.
 async fn watches(State(server): State<Server>, headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<WatchQuery>) -> Answer {
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     let mut all = crate::ops::watch::list(&server.exec.store, q.pipeline.as_deref()).await.map_err(ops_error)?;
     all.retain(|w| may_view(&server, &person, &w.pipeline, None));
     for w in &mut all {
@@ -456,7 +464,7 @@ async fn watches(State(server): State<Server>, headers: HeaderMap, axum::extract
 
 /// `GET /api/v1/watches/{id}`: one watch with its last look's evidence.
 async fn watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     match server.exec.store.watch(&id).await? {
         Some(w) => {
             visible_run(&server, &person, &w.run).await?;
@@ -469,7 +477,7 @@ async fn watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<
 /// `POST /api/v1/watches/{id}/clear` `{"reason": TEXT}`: as `promote watch clear`, by the token's
 /// person (the watch's `approvers` or the pipeline's admins).
 async fn clear_watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Answer {
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     let b: DriftBody = acting(&body, "{\"reason\": TEXT}", |b: &DriftBody| b.as_user.as_deref(), &person.login)?;
     let reason = b.reason.unwrap_or_default();
     let c = crate::ops::watch::Clear { id: &id, reason: &reason, caller: Caller::Person(&person) };
@@ -479,7 +487,7 @@ async fn clear_watch(State(server): State<Server>, headers: HeaderMap, Path(id):
 
 async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {
     // Any signed-in person: it says whether the trail is intact and how long, nothing of its content.
-    authenticate(&server, &headers)?;
+    authenticate(&server, &headers).await?;
     let v = crate::ops::audit::verify(&server.exec, &[], &[]).await.map_err(ops_error)?;
     Ok(Json(
         json!({"intact": v.tamper.is_none(), "entries": v.entries, "head": v.head, "problem": v.tamper.as_ref().map(|t| t.to_string()), "keptInGit": v.kept}),
@@ -491,7 +499,7 @@ async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {
 /// number, `event` its kind, `data` the entry as JSON): those so far, then each as it is
 /// committed (woken by the change feed), until the run's end.
 async fn events(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     visible_run(&server, &person, &id).await?;
     event_stream(server.exec.store.clone(), id).await
 }
@@ -543,9 +551,9 @@ struct RollbackBody {
 /// `POST /api/v1/pipelines/{name}/environments/{env}/rollback`: as `promote rollback`, by the
 /// token's user (in the trail).
 async fn rollback(State(server): State<Server>, headers: HeaderMap, Path((name, env)): Path<(String, String)>, body: axum::body::Bytes) -> Answer {
-    let person = authenticate(&server, &headers)?;
+    let person = authenticate(&server, &headers).await?;
     let b: RollbackBody =
-        if body.is_empty() { RollbackBody::default() } else { serde_json::from_slice(&body).map_err(|e| body_error("{{\"to\": COMMIT}} (optional)", &e))? };
+        if body.is_empty() { RollbackBody::default() } else { serde_json::from_slice(&body).map_err(|e| body_error("{\"to\": COMMIT} (optional)", &e))? };
     let pipelines = server.pipelines();
     let Some(loaded) = pipelines.get(&name) else {
         return Err(error(StatusCode::NOT_FOUND, format!("no pipeline `{}` is loaded", crate::diag::printable(&name))));
@@ -575,8 +583,8 @@ struct RevokeBody {
 /// `POST /api/v1/sessions/revoke` `{"user": LOGIN}`: ends every web session of a person (their own,
 /// or anyone's for an admin of a loaded pipeline); recorded in the trail.
 async fn revoke(State(server): State<Server>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
-    let person = authenticate(&server, &headers)?;
-    let b: RevokeBody = serde_json::from_slice(&body).map_err(|e| body_error("{{\"user\": LOGIN}}", &e))?;
+    let person = authenticate(&server, &headers).await?;
+    let b: RevokeBody = serde_json::from_slice(&body).map_err(|e| body_error("{\"user\": LOGIN}", &e))?;
     let admin = server.pipelines().by_name.values().any(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::Admin, None, &person));
     let done = if b.user == person.login || admin {
         super::auth::revoke(&server, &b.user, &person).await.map_err(OpsError::from)

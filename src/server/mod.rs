@@ -9,6 +9,7 @@ mod api;
 pub mod auth;
 mod hooks;
 pub mod listen;
+pub mod oidc;
 mod pipelines;
 mod poll;
 pub mod ui;
@@ -61,6 +62,9 @@ pub struct Config {
     pub users: Option<PathBuf>,
     /// How connections are bounded (a cap, header and request time limits).
     pub limits: listen::Limits,
+    /// Single sign-on by OpenID Connect (`--oidc-issuer`, `--oidc-client-id`, ...): the pages'
+    /// "Sign in with SSO" and the API's bearer JWTs.
+    pub oidc: Option<Arc<oidc::Oidc>>,
 }
 
 /// A Git repo of pipeline files: its branch's files are written out to `checkout` and loaded
@@ -380,6 +384,10 @@ pub async fn serve(
     {
         let s = server.clone();
         let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+    }
+    if let Some(o) = &server.config.oidc {
+        // In the background: a server whose IdP is down still starts, with sign-in by token.
+        o.start(server.stop.clone());
     }
     let loaded = server.pipelines();
     tracing::info!(pipelines = loaded.by_name.len(), invalid = loaded.errors.len(), addr = %listener.local_addr()?, "promote serve");

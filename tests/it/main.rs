@@ -19,6 +19,7 @@ mod hosts;
 mod loghub;
 mod logstage;
 mod metrics;
+mod oidc;
 mod pg;
 mod plan;
 mod prom;

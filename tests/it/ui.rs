@@ -16,7 +16,7 @@ use crate::server::{ALICE, Running, wait_for};
 const BOB: &str = "prt_bob_not_an_approver_0002";
 
 /// A chromedriver on a free port, killed when dropped.
-struct Driver(Child, u16);
+pub(crate) struct Driver(Child, u16);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -32,7 +32,7 @@ fn need(binary: &str) -> String {
     })
 }
 
-async fn browser() -> (Driver, Client, tempfile::TempDir) {
+pub(crate) async fn browser() -> (Driver, Client, tempfile::TempDir) {
     let driver = need("chromedriver");
     let chromium = need("chromium");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -62,7 +62,7 @@ async fn browser() -> (Driver, Client, tempfile::TempDir) {
     }
 }
 
-async fn screenshot(c: &Client, name: &str) {
+pub(crate) async fn screenshot(c: &Client, name: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{name}.png")), c.screenshot().await.unwrap()).unwrap();

@@ -5,6 +5,7 @@
 
 mod dag;
 pub mod session;
+mod sso;
 
 use askama::Template;
 use axum::Form;
@@ -26,6 +27,8 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/ui/", get(inbox))
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
+        .route("/ui/auth/login", get(sso::login))
+        .route("/ui/auth/callback", get(sso::callback))
         .route("/ui/decide", post(decide))
         .route("/ui/drift", post(decide_drift))
         .route("/ui/watch/clear", post(clear_watch))
@@ -113,13 +116,15 @@ struct Login {
     error: Option<String>,
     user: Option<String>,
     csrf: String,
+    /// Whether "Sign in with SSO" is offered (OIDC is set up).
+    sso: bool,
 }
 
 /// The sign-in form, with a CSRF token bound to a nonce cookie of its own.
 async fn login_page(State(server): State<Server>, headers: HeaderMap) -> Page {
     let (nonce, _) = session::new_cookie().map_err(internal)?;
     let csrf = session::form_csrf(server.exec.store.key(), &nonce);
-    let page = Login { error: None, user: None, csrf };
+    let page = Login { error: None, user: None, csrf, sso: server.config.oidc.is_some() };
     Ok(([(header::SET_COOKIE, session::set_form_cookie(&nonce, over_tls(&server, &headers)))], Html(page.render().map_err(internal)?)).into_response())
 }
 
@@ -142,7 +147,8 @@ async fn login(State(server): State<Server>, headers: HeaderMap, Form(f): Form<L
         super::auth::refused_sign_in(&server, peer, "a token that is no one's in the directory (or someone disabled)").await;
         let (nonce, _) = session::new_cookie().map_err(internal)?;
         let csrf = session::form_csrf(server.exec.store.key(), &nonce);
-        let page = Login { error: Some("That token is no one's in this server's directory of people.".into()), user: None, csrf };
+        let page =
+            Login { error: Some("That token is no one's in this server's directory of people.".into()), user: None, csrf, sso: server.config.oidc.is_some() };
         return Ok((
             StatusCode::UNAUTHORIZED,
             [(header::SET_COOKIE, session::set_form_cookie(&nonce, over_tls(&server, &headers)))],
