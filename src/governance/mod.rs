@@ -92,9 +92,15 @@ pub fn check(plan: &Plan, base_dir: &Path, diags: &mut Diagnostics) {
                         let groups: Vec<&str> = u.groups().collect();
                         diags.error(a.pos, format!("{what}: nobody in the users file is in group `{g}`{}", did_you_mean(g, groups)));
                     }
-                    (None, false) => {
-                        diags.error(a.pos, format!("{what}: `{}` needs a users file (`users: users.yaml` at the top) to say who is in it", a.value))
-                    }
+                    // Under `promote serve` the server's directory or the identity provider says who
+                    // is in it; without a server nobody is.
+                    (None, false) => diags.warning(
+                        a.pos,
+                        format!(
+                            "{what}: `{}`: no users file says who is in it, so only `promote serve`'s directory or identity provider can (add `users: users.yaml` for runs without a server)",
+                            a.value
+                        ),
+                    ),
                     _ => {}
                 },
                 None => {

@@ -49,6 +49,19 @@ pub fn check_approver(a: &ApprovalStage, run: &RunRecord, users: Option<&Users>,
     ApprovalCheck::Allowed
 }
 
+/// Whether a recorded decision by `user` counts now. Without a server, by every rule over the
+/// pipeline's users file. Under a server, the decision was judged by the same rules when it was
+/// made (its seal proves it went through promote), with the groups the person had then, an
+/// identity provider's included: it counts unless the person is now disabled in the directory
+/// or it breaks separation of duties.
+pub fn counts(a: &ApprovalStage, ctx: &StageContext, users: Option<&Users>, user: &str) -> bool {
+    if ctx.directory.is_none() {
+        return check_approver(a, &ctx.run, users, user) == ApprovalCheck::Allowed;
+    }
+    let disabled = users.is_some_and(|u| u.users.get(user).is_some_and(|x| x.disabled));
+    !disabled && (a.allow_self_approval || user != ctx.run.triggered_by)
+}
+
 /// One look at the decisions: enough approvals, a rejection, the deadline passed, or a wait for
 /// the next decision.
 pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<Step, StageError> {
@@ -56,7 +69,7 @@ pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<Step, StageErr
     let need = a.min_approvals.value as usize;
     let deadline = a.timeout.map(|t| ctx.started_at + t.0.as_millis() as i64);
     let users = ctx.people()?;
-    let allowed = |u: &str| check_approver(a, &ctx.run, users.as_ref(), u) == ApprovalCheck::Allowed;
+    let allowed = |u: &str| counts(a, ctx, users.as_ref(), u);
     let decisions = ctx.store.decisions(&ctx.run.id, name).await?;
     if let Some(r) = decisions.iter().find(|d| !d.approve && allowed(&d.user)) {
         return Err(StageError::Terminal(format!("rejected by {}: {}", r.user, r.comment.as_deref().unwrap_or("no reason given"))));

@@ -314,7 +314,7 @@ async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: Stri
     let who = deciders(m);
     let decisions = ctx.store.decisions(&ctx.run.id, stage).await?;
     let users = ctx.people()?;
-    let allowed = |u: &str| super::check_approver(&who, &ctx.run, users.as_ref(), u) == super::ApprovalCheck::Allowed;
+    let allowed = |u: &str| super::approval::counts(&who, ctx, users.as_ref(), u);
     if let Some(d) = decisions.iter().find(|d| allowed(&d.user)) {
         evidence["metrics"]["decidedBy"] = json!({"user": d.user, "approve": d.approve, "comment": d.comment, "at": d.at});
         if d.approve {

@@ -158,6 +158,12 @@ async fn carol_whom_the_directory_does_not_know_approves_through_her_idp_group()
     assert!(decided.iter().any(|e| e.contains("approved by carol: release-managers agree")), "{decided:?}");
     let signs = support::trail(&s, "sign-in").await;
     assert!(signs.iter().any(|e| e.starts_with("carol: ") && e.contains("OIDC subject id-carol of")), "{signs:?}");
+    // Her approval counts: the sign-off succeeds and the run goes on.
+    wait_for("the sign-off to count carol's approval", async || {
+        let run: serde_json::Value = http.get(format!("{}/api/v1/runs/{id}", server.url)).bearer_auth(ALICE).send().await.unwrap().json().await.unwrap();
+        run["stages"][0]["state"] == "succeeded"
+    })
+    .await;
     server.stop().await;
 }
 
