@@ -22,6 +22,9 @@ pub struct Metrics {
     promotions: Family<Labels, Counter>,
     approvals_waiting: Gauge,
     deliveries: Family<Labels, Counter>,
+    registry_polls: Family<Labels, Counter>,
+    registry_poll_errors: Family<Labels, Counter>,
+    registry_backing_off: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -37,7 +40,19 @@ impl Default for Metrics {
         registry.register("promotions", "Promotion commits written, by environment", promotions.clone());
         registry.register("approvals_waiting", "Approval stages waiting for people", approvals_waiting.clone());
         registry.register("webhook_deliveries", "Webhook deliveries received, by provider and result", deliveries.clone());
-        Metrics { registry, runs, stage_seconds, promotions, approvals_waiting, deliveries }
+        // Registry polls, by pipeline only (a pipeline's name comes from a loaded file, never
+        // from a request).
+        let registry_polls = Family::<Labels, Counter>::default();
+        let registry_poll_errors = Family::<Labels, Counter>::default();
+        let registry_backing_off = Family::<Labels, Gauge>::default();
+        registry.register("registry_polls", "Looks at polled registry repositories, by pipeline", registry_polls.clone());
+        registry.register("registry_poll_errors", "Looks at polled registry repositories that failed, by pipeline", registry_poll_errors.clone());
+        registry.register(
+            "registry_polls_backing_off",
+            "Polled registry repositories backing off after a 429 or 5xx, by pipeline",
+            registry_backing_off.clone(),
+        );
+        Metrics { registry, runs, stage_seconds, promotions, approvals_waiting, deliveries, registry_polls, registry_poll_errors, registry_backing_off }
     }
 }
 
@@ -66,6 +81,22 @@ impl Metrics {
     /// `invalid`, `ping`.
     pub fn delivery(&self, provider: &str, result: &str) {
         self.deliveries.get_or_create(&vec![("provider".into(), provider.into()), ("result".into(), result.into())]).inc();
+    }
+
+    /// A registry repository of `pipeline` was looked at; `failed` when the look failed.
+    pub fn registry_polled(&self, pipeline: &str, failed: bool) {
+        let labels = vec![("pipeline".into(), pipeline.into())];
+        self.registry_polls.get_or_create(&labels).inc();
+        // The series is there (at 0) from the first look, not only once a registry was busy.
+        let _ = self.registry_backing_off.get_or_create(&labels);
+        if failed {
+            self.registry_poll_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A polled repository of `pipeline` started (+1) or stopped (-1) backing off.
+    pub fn registry_backing_off(&self, pipeline: &str, delta: i64) {
+        self.registry_backing_off.get_or_create(&vec![("pipeline".into(), pipeline.into())]).inc_by(delta);
     }
 
     /// The OpenMetrics text of every metric.

@@ -7,6 +7,7 @@ mod kinds;
 mod load;
 pub mod path;
 mod spanned;
+pub mod tags;
 pub mod triggers;
 pub mod version;
 pub mod yaml;

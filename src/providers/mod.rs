@@ -11,6 +11,7 @@ mod health;
 pub mod logsource;
 pub mod policy;
 pub mod pullrequest;
+pub mod registry;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};

@@ -252,7 +252,8 @@ async fn pipelines(State(server): State<Server>, headers: HeaderMap) -> Answer {
                 .filter(|perm| crate::ops::access::holds(&l.plan.pipeline, *perm, None, &person))
                 .map(Permission::rule)
                 .collect();
-            json!({"name": l.plan.pipeline.name.value, "file": l.file, "stages": l.plan.pipeline.stages.len(), "youMay": may})
+            let polling = server.polls.of(&l.plan.pipeline.name.value);
+            json!({"name": l.plan.pipeline.name.value, "file": l.file, "stages": l.plan.pipeline.stages.len(), "youMay": may, "polling": polling})
         })
         .collect();
     Ok(Json(json!({"pipelines": loaded, "errors": p.errors})).into_response())

@@ -79,7 +79,7 @@ pub async fn receive(
         .by_name
         .values()
         .flat_map(|l| l.plan.pipeline.triggers.iter().map(move |t| (l, &t.value)))
-        .filter(|(_, t)| t.provider() == provider)
+        .filter(|(_, t)| !provider.is_empty() && t.provider() == provider)
         .collect();
     if candidates.is_empty() {
         return answer(StatusCode::NOT_FOUND, "refused", json!({"error": format!("no pipeline has a `{provider}` trigger")}));
@@ -441,7 +441,7 @@ pub fn version_for(t: &Trigger, event: &Event) -> Option<String> {
             let want = i.repository.value.trim_end_matches('/');
             let got = repository.trim_end_matches('/');
             let same = want == got || want.ends_with(&format!("/{got}")) || got.ends_with(&format!("/{want}"));
-            let tag_ok = i.tags.as_ref().is_none_or(|re| regex::Regex::new(&re.value).is_ok_and(|re| re.is_match(tag)));
+            let tag_ok = i.filter().admits(tag);
             (same && tag_ok).then(|| tag.clone())
         }
         _ => None,

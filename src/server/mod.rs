@@ -10,6 +10,7 @@ pub mod auth;
 mod hooks;
 pub mod listen;
 pub mod oidc;
+mod imagepoll;
 mod pipelines;
 mod poll;
 pub mod ui;
@@ -124,6 +125,8 @@ pub struct Server {
     /// Plans of the pipeline sources stored with runs, by the source's hash (the pages draw runs
     /// of the same few sources again and again; a 5,000-stage plan takes ~50 ms to make).
     plans: Arc<std::sync::Mutex<std::collections::HashMap<u64, Arc<crate::plan::Plan>>>>,
+    /// What this server knows of each polled registry repository (`/api/v1/pipelines`).
+    polls: Arc<imagepoll::Polls>,
 }
 
 impl Server {
@@ -380,6 +383,7 @@ pub async fn serve(
         drivers: Arc::new(tokio::sync::Mutex::new(tokio::task::JoinSet::new())),
         driving: Arc::default(),
         plans: Arc::default(),
+        polls: Arc::default(),
     };
     {
         let s = server.clone();
@@ -415,6 +419,7 @@ pub async fn serve(
         })
     };
     let poller = tokio::spawn(poll::run(server.clone()));
+    let registry_poller = tokio::spawn(imagepoll::run(server.clone()));
     let adopter = tokio::spawn(adopt(server.clone()));
     // Promoted releases under a `watch`: their looks, resumed from the state after a restart.
     let watcher = {
@@ -443,6 +448,7 @@ pub async fn serve(
     server.stop.cancel();
     reloader.abort();
     poller.abort();
+    registry_poller.abort();
     adopter.abort();
     let _ = watcher.await;
     let mut drivers = std::mem::take(&mut *server.drivers.lock().await);

@@ -552,6 +552,18 @@ impl Store {
         }
     }
 
+    /// Takes the look at a polled source due now (its next one at `next_at`); false when another
+    /// process's look is not yet over (its next look is later than now).
+    pub async fn claim_poll(&self, source: &str, next_at: i64) -> Result<bool, StoreError> {
+        let w = Write::ClaimPoll { source: source.into(), holder: self.holder.to_string(), now: crate::clock::now_ms(), next_at };
+        Ok(self.backend.write(w).await? == Written::Renewed(true))
+    }
+
+    /// Moves the next look at a source this process claimed, for every replica.
+    pub async fn defer_poll(&self, source: &str, next_at: i64) -> Result<(), StoreError> {
+        self.backend.write(Write::DeferPoll { source: source.into(), holder: self.holder.to_string(), next_at }).await.map(|_| ())
+    }
+
     /// Ends the active watches of an environment as superseded by `by` (in words).
     pub async fn supersede_watches(&self, pipeline: &str, environment: &str, by: &str) -> Result<(), StoreError> {
         let w = Write::SupersedeWatches { pipeline: pipeline.into(), environment: environment.into(), by: by.into(), except: None, at: crate::clock::now_ms() };

@@ -455,6 +455,29 @@ pub enum Write {
         /// (ref, commit) pairs.
         refs: Vec<(String, String)>,
     },
+    /// Takes the look at a polled source (a registry repository) due now: moves its next look
+    /// to `next_at` if no process's look is still due later ([`Written::Renewed`] says whether
+    /// this one took it): of several replicas, one looks each time.
+    ClaimPoll {
+        /// The source: the pipeline and the repository polled.
+        source: String,
+        /// Who looks.
+        holder: String,
+        /// Now: a claim whose next look is after this is another process's.
+        now: i64,
+        /// When the next look is due.
+        next_at: i64,
+    },
+    /// Moves the next look at a source this process claimed (a registry that asked to be left
+    /// alone: every replica waits).
+    DeferPoll {
+        /// The source.
+        source: String,
+        /// Who claimed it.
+        holder: String,
+        /// When the next look is due.
+        next_at: i64,
+    },
     /// Gives a driver's lease back.
     Release {
         /// The run.
@@ -530,6 +553,7 @@ impl Write {
             Write::EndSessions { detail, .. } => string(detail),
             Write::OpenSession { .. } | Write::SeenSession { .. } => {}
             Write::Lock { .. } | Write::Drive { .. } | Write::Renew { .. } | Write::Release { .. } | Write::Polled { .. } => {}
+            Write::ClaimPoll { .. } | Write::DeferPoll { .. } => {}
         }
         self
     }

@@ -175,6 +175,8 @@ pub const MIGRATIONS: &[&str] = &[
         ended_at BIGINT
     );
     CREATE INDEX sessions_by_login ON sessions (login, ended_at);",
+    // 3: polled registry repositories' claims (SQLite's 15).
+    "CREATE TABLE poll_claims (source TEXT PRIMARY KEY, holder TEXT NOT NULL, next_at BIGINT NOT NULL);",
 ];
 
 /// The schema version the database is at (0: none yet).

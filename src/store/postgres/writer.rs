@@ -510,6 +510,28 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             }
             Ok(Written::Renewed(ours))
         }
+        Write::ClaimPoll { source, holder, now, next_at } => {
+            let taken = sqlx::query(
+                "INSERT INTO poll_claims (source, holder, next_at) VALUES ($1, $2, $3) ON CONFLICT (source) DO UPDATE SET holder = excluded.holder, next_at = excluded.next_at WHERE poll_claims.next_at <= $4",
+            )
+            .bind(source)
+            .bind(holder)
+            .bind(next_at)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(Written::Renewed(taken == 1))
+        }
+        Write::DeferPoll { source, holder, next_at } => {
+            sqlx::query("UPDATE poll_claims SET next_at = $1 WHERE source = $2 AND holder = $3")
+                .bind(next_at)
+                .bind(source)
+                .bind(holder)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Written::Done)
+        }
         Write::Polled { source, refs } => {
             sqlx::query("DELETE FROM polled WHERE source = $1").bind(source).execute(&mut *conn).await?;
             for (r, oid) in std::iter::once(&(String::new(), String::new())).chain(refs) {

@@ -221,6 +221,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         ended_at INTEGER
     );
     CREATE INDEX sessions_by_login ON sessions (login, ended_at);",
+    // 15: polled registry repositories: when each one's next look is due and who took the last
+    // (of several processes on one state, one looks each time).
+    "CREATE TABLE poll_claims (source TEXT PRIMARY KEY, holder TEXT NOT NULL, next_at INTEGER NOT NULL);",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.

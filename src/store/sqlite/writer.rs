@@ -502,6 +502,28 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             }
             Ok(Written::Renewed(ours))
         }
+        Write::ClaimPoll { source, holder, now, next_at } => {
+            let taken = sqlx::query(
+                "INSERT INTO poll_claims (source, holder, next_at) VALUES (?, ?, ?) ON CONFLICT (source) DO UPDATE SET holder = excluded.holder, next_at = excluded.next_at WHERE poll_claims.next_at <= ?",
+            )
+            .bind(source)
+            .bind(holder)
+            .bind(next_at)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(Written::Renewed(taken == 1))
+        }
+        Write::DeferPoll { source, holder, next_at } => {
+            sqlx::query("UPDATE poll_claims SET next_at = ? WHERE source = ? AND holder = ?")
+                .bind(next_at)
+                .bind(source)
+                .bind(holder)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Written::Done)
+        }
         Write::Polled { source, refs } => {
             sqlx::query("DELETE FROM polled WHERE source = ?").bind(source).execute(&mut *conn).await?;
             for (r, oid) in std::iter::once(&(String::new(), String::new())).chain(refs) {
