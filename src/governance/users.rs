@@ -195,14 +195,12 @@ pub struct Directory {
     pub users: Users,
     /// Why some logins were left out, for the pipelines' errors and the log.
     pub problems: Vec<String>,
-    /// Where it was read from (a file), or `None` when merged from pipelines' files.
-    pub file: Option<String>,
 }
 
 impl Directory {
     /// The directory of one users file.
-    pub fn of_file(file: &str, users: Users) -> Directory {
-        Directory { users, problems: Vec::new(), file: Some(file.to_string()) }
+    pub fn of_file(users: Users) -> Directory {
+        Directory { users, problems: Vec::new() }
     }
 
     /// The directory merged from several users files `(file, users)`: a login described the same
@@ -246,11 +244,7 @@ impl Directory {
         for login in clashed.keys() {
             seen.remove(login);
         }
-        Directory {
-            users: Users { users: seen.into_iter().map(|(login, (_, u))| (login, u)).collect() },
-            problems: clashed.into_values().collect(),
-            file: None,
-        }
+        Directory { users: Users { users: seen.into_iter().map(|(login, (_, u))| (login, u)).collect() }, problems: clashed.into_values().collect() }
     }
 }
 

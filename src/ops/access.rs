@@ -262,11 +262,6 @@ pub async fn refused(store: &crate::store::Store, person: &Person, action: &str,
     }
 }
 
-/// The pipelines a person may see, of those named.
-pub fn visible<'a>(pipelines: impl Iterator<Item = &'a Pipeline>, person: &Person) -> BTreeSet<String> {
-    pipelines.filter(|p| holds(p, Permission::View, None, person)).map(|p| p.name.value.clone()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

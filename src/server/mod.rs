@@ -8,9 +8,9 @@
 mod api;
 pub mod auth;
 mod hooks;
+mod imagepoll;
 pub mod listen;
 pub mod oidc;
-mod imagepoll;
 mod pipelines;
 mod poll;
 pub mod ui;
@@ -166,7 +166,7 @@ impl Server {
             Some(path) => {
                 let shown = path.display().to_string();
                 match crate::governance::Users::load(path) {
-                    Ok(u) => crate::governance::Directory::of_file(&shown, u),
+                    Ok(u) => crate::governance::Directory::of_file(u),
                     Err(e) => {
                         pipelines.errors.insert(shown, vec![e.to_string()]);
                         return;
