@@ -52,7 +52,7 @@ pub fn raise_file_limit() -> u64 {
             }
         }
     }
-    l.rlim_cur as u64
+    l.rlim_cur
 }
 
 /// Serves `app` on `listener` within `limits` until `shutdown` completes, then waits (at most

@@ -157,6 +157,16 @@ pub struct SessionRecord {
     pub detail: String,
 }
 
+/// A session's row, as both backends select it (`id_hash, login, via, token_hash, groups,
+/// created_at, seen_at, expires_at, ended_at`).
+pub type SessionRow = (String, String, String, Option<String>, String, i64, i64, i64, Option<i64>);
+
+impl From<SessionRow> for SessionRecord {
+    fn from((id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at): SessionRow) -> SessionRecord {
+        SessionRecord { id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at, detail: String::new() }
+    }
+}
+
 /// A log template marked "not a risk", as stored.
 #[derive(Debug, Clone)]
 pub struct Exemption {

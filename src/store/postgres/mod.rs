@@ -375,24 +375,13 @@ impl Backend for PgBackend {
 
     fn session<'a>(&'a self, id_hash: &'a str) -> Fut<'a, Option<SessionRecord>> {
         Box::pin(async move {
-            let row: Option<(String, String, String, Option<String>, String, i64, i64, i64, Option<i64>)> =
+            let row: Option<super::records::SessionRow> =
                 sqlx::query_as("SELECT id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at FROM sessions WHERE id_hash = $1")
                     .bind(id_hash)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(db(&self.path))?;
-            Ok(row.map(|(id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at)| SessionRecord {
-                id_hash,
-                login,
-                via,
-                token_hash,
-                groups,
-                created_at,
-                seen_at,
-                expires_at,
-                ended_at,
-                detail: String::new(),
-            }))
+            Ok(row.map(SessionRecord::from))
         })
     }
 
