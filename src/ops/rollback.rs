@@ -110,6 +110,7 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
         Ok(_) => format!("{}: {line}", pipeline.name.value),
         Err(e) => format!("{}: rollback of {environment} failed: {e}", pipeline.name.value),
     };
+    let detail = crate::store::texts::vouched(detail, super::decide::vouched(&caller).as_deref());
     store.audit("-", None, "rollback", who, &detail).await?;
     if let Ok(Report { outcome: Outcome::Committed(_), .. }) = &result {
         // What watched the release rolled back watches no more.

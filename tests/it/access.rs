@@ -168,6 +168,12 @@ async fn every_route_and_form_allows_exactly_the_roles_access_names() {
         },
     ];
     walk(&server, &store, &s, rows).await;
+    // Every action's entry says who vouched for the person.
+    let trail = store.audit_entries(None, 0, 1_000_000).await.unwrap();
+    for (kind, actor) in [("rollback", "sam"), ("decision", "alice")] {
+        let e = trail.iter().find(|e| e.kind == kind && e.actor == actor).unwrap_or_else(|| panic!("no {kind} entry by {actor}"));
+        assert!(e.detail.contains("vouched for by directory token"), "{kind}: {}", e.detail);
+    }
     assert_eq!(s.commits("qa").len(), qa_before + 1, "one rollback commit (sam's; ada's found it done): {:?}", s.commits("qa"));
 
     // A drift nobody promoted: only an admin decides it (no `drift.approvers`).
