@@ -114,6 +114,18 @@ pub fn check(plan: &Plan, base_dir: &Path, diags: &mut Diagnostics) {
             }
         }
     };
+    // `access:` names people of the server's directory; a login the pipeline's users file does
+    // not know is likely a typo (groups may be the identity provider's: not checked).
+    if let (Some(access), Some(u)) = (&p.access, &users) {
+        let lists = [access.view.as_deref().unwrap_or(&[]), &access.run, &access.rollback, &access.admin];
+        let envs = p.environments.iter().filter_map(|e| e.spec.access.as_ref()).map(|a| a.rollback.as_slice());
+        for person in lists.into_iter().chain(envs).flatten().filter(|x| !x.value.starts_with("group:")) {
+            if !u.users.contains_key(&person.value) {
+                let names: Vec<&str> = u.users.keys().map(String::as_str).collect();
+                diags.warning(person.pos, format!("access: `{}` is not in the users file{}", person.value, did_you_mean(&person.value, names)));
+            }
+        }
+    }
     for s in &p.stages {
         match &s.kind {
             StageKind::Approval(a) => {
