@@ -181,7 +181,7 @@ fn main() {
         let store = Store::open_with_key(&fleet_dir.join("state.db"), key.clone()).await.unwrap();
         for round in 0..3 {
             let (c0, t0) = (cpu(), Instant::now());
-            let looked = promote::ops::drift::check(&store, &writer, &plan, &fleet_dir).await.unwrap();
+            let looked = promote::ops::drift::check(&store, &writer, &plan, &fleet_dir, None).await.unwrap();
             let (cpu_s, wall) = ((cpu() - c0).as_secs_f64(), t0.elapsed().as_secs_f64());
             let found = looked.iter().filter(|l| l.drift.is_some()).count();
             println!(

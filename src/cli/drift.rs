@@ -72,7 +72,7 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
                 print_diagnostics(&checked.diagnostics);
                 let Some(plan) = checked.plan else { return Ok(ExitCode::from(EXIT_BAD_INPUT)) };
                 let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-                let looked = crate::ops::drift::check(&exec.store, &exec.writer, &plan, base).await?;
+                let looked = crate::ops::drift::check(&exec.store, &exec.writer, &plan, base, exec.public_url.as_deref()).await?;
                 for l in &looked {
                     println!("{}", l.line);
                 }

@@ -111,6 +111,15 @@ pub struct Summary {
 }
 
 impl Executor {
+    /// Who email notes can reach: the pipeline's users file's people, then the server
+    /// directory's.
+    pub fn people(&self, pipeline: &crate::model::Pipeline, base_dir: &Path) -> crate::governance::notify::People {
+        use crate::governance::notify::People;
+        let own = crate::governance::users_of(pipeline, base_dir).ok().flatten().map(|u| People::of(&u)).unwrap_or_default();
+        let server = self.directory.as_ref().map(|d| People::of(&d.read().unwrap_or_else(|e| e.into_inner()).users)).unwrap_or_default();
+        own.or(server)
+    }
+
     /// Records a new run of `plan` for `version` (stages pending) and returns it. `file` should be
     /// absolute: a resumed run finds relative repos from it. `authenticated`: the starter proved
     /// who they are.
@@ -230,7 +239,7 @@ impl Executor {
         };
         let base_dir = Path::new(&run.file).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         let notifier = match Notifier::new(&plan.pipeline.notifications, self.writer.config().credentials.secrets()) {
-            Ok(n) => Arc::new(n),
+            Ok(n) => Arc::new(n.linked(self.public_url.as_deref()).addressed(self.people(&plan.pipeline, &base_dir))),
             Err(e) => {
                 self.store.audit(id, None, "notification", "promote", &format!("notifications are off for this run: {e}")).await?;
                 Arc::new(Notifier::default())

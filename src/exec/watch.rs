@@ -472,10 +472,14 @@ impl Executor {
     /// the trail), so that `promote watch run` does not exit before it is sent.
     async fn notify(&self, w: &WatchRecord, x: &Watched, event: &str, message: &str) -> Result<(), ExecError> {
         let n = match Notifier::new(&x.plan.pipeline.notifications, self.writer.config().credentials.secrets()) {
-            Ok(n) => Arc::new(n),
+            Ok(n) => {
+                let base = std::path::Path::new(&x.run.file).parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+                Arc::new(n.linked(self.public_url.as_deref()).addressed(self.people(&x.plan.pipeline, &base)))
+            }
             Err(e) => return Ok(self.store.audit(&w.run, Some(&w.stage), "notification", "promote", &format!("notifications are off: {e}")).await?),
         };
-        n.send(Note::for_run(&x.run, event, Some(&w.stage), message));
+        // A hold is cleared in the inbox, where its card is.
+        n.send(Note::for_run(&x.run, event, Some(&w.stage), message).on_page(format!("/ui/#held-{}", w.id)));
         n.finish_audited(&self.store, &w.run).await?;
         Ok(())
     }

@@ -172,4 +172,11 @@ pub fn check(plan: &Plan, base_dir: &Path, diags: &mut Diagnostics) {
         }
     }
     notify::check(&p.notifications, diags);
+    // Email recipients: people and groups as approvers are; addresses as written.
+    for n in &p.notifications {
+        if let Some(e) = &n.email {
+            let people: Vec<Spanned<String>> = e.value.to.iter().filter(|t| !t.value.contains('@') || t.value.starts_with("group:")).cloned().collect();
+            check_people(&people, "email recipient", diags);
+        }
+    }
 }

@@ -1,5 +1,7 @@
-//! Notifications: a generic JSON webhook and a Slack-compatible incoming webhook, sent in the
-//! background with retries (doubling waits), every secret redacted from what is sent and logged.
+//! Notifications: a generic JSON webhook, a Slack-compatible incoming webhook, a Microsoft Teams
+//! workflow webhook (an Adaptive Card) and email (SMTP, lettre), sent in the background with
+//! retries (doubling waits), every secret redacted from what is sent and logged. A note about
+//! something a person may decide carries the link to its page (`{--public-url}/ui/...`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,27 +26,82 @@ pub fn check(list: &[Notification], diags: &mut Diagnostics) {
                 );
             }
         }
-        if n.webhook.is_some() == n.slack.is_some() {
-            let pos = n.events.first().map(|e| e.pos).unwrap_or_default();
-            diags.error(pos, "a notification has exactly one of `webhook` or `slack`");
+        let kinds = [n.webhook.is_some(), n.slack.is_some(), n.teams.is_some(), n.email.is_some()].iter().filter(|b| **b).count();
+        if kinds != 1 {
+            let pos = n.email.as_ref().map(|e| e.pos).or(n.teams.as_ref().map(|t| t.pos)).or(n.events.first().map(|e| e.pos)).unwrap_or_default();
+            diags.error(pos, "a notification has exactly one of `webhook`, `slack`, `teams` or `email`");
         }
-        for t in [&n.webhook, &n.slack].into_iter().flatten() {
-            let given = [t.url.is_some(), t.url_env.is_some(), t.url_file.is_some()].iter().filter(|b| **b).count();
-            if given != 1 {
-                let pos = t.url.as_ref().map(|u| u.pos).unwrap_or_default();
-                diags.error(pos, "a notification target has exactly one of `url`, `urlEnv` or `urlFile`");
+        let teams = n.teams.as_ref().map(|t| (&t.value, t.pos));
+        for (t, at) in [n.webhook.as_ref().map(|t| (t, None)), n.slack.as_ref().map(|t| (t, None)), teams.map(|(t, p)| (t, Some(p)))].into_iter().flatten() {
+            check_target(t, at, &["http://", "https://"], diags);
+        }
+        if let Some(e) = &n.email {
+            check_target(&e.value.smtp, Some(e.pos), &["smtp://", "smtps://"], diags);
+            if let Some(u) = &e.value.smtp.url {
+                check_smtp_url(&u.value, u.pos, diags);
             }
-            if let Some(u) = &t.url
-                && !(u.value.starts_with("http://") || u.value.starts_with("https://"))
+            if e.value.to.is_empty() {
+                diags.error(e.pos, "an email notification needs `to`: people, `group:NAME` or addresses");
+            }
+            for t in &e.value.to {
+                if t.value.trim().is_empty() || t.value.contains(char::is_whitespace) && !t.value.contains('<') {
+                    diags.error(t.pos, format!("`{}` is not a person, `group:NAME` or an email address", t.value));
+                } else if t.value.contains('@') && !t.value.starts_with("group:") && t.value.parse::<lettre::message::Mailbox>().is_err() {
+                    diags.error(t.pos, format!("`{}` is not an email address", t.value));
+                }
+            }
+            if let Some(f) = &e.value.from
+                && f.value.parse::<lettre::message::Mailbox>().is_err()
             {
-                diags.error(u.pos, "a notification `url` starts with http:// or https://");
+                diags.error(f.pos, format!("`from: {}` is not an email address (`Name <address>` or `address`)", f.value));
             }
         }
     }
 }
 
+/// One of `url`, `urlEnv`, `urlFile`, and an inline URL's scheme one of `schemes`.
+fn check_target(t: &NotifyTarget, at: Option<crate::diag::Pos>, schemes: &[&str], diags: &mut Diagnostics) {
+    let given = [t.url.is_some(), t.url_env.is_some(), t.url_file.is_some()].iter().filter(|b| **b).count();
+    if given != 1 {
+        let pos = t.url.as_ref().map(|u| u.pos).or(at).unwrap_or_default();
+        diags.error(pos, "a notification target has exactly one of `url`, `urlEnv` or `urlFile`");
+    }
+    if let Some(u) = &t.url
+        && !schemes.iter().any(|s| u.value.starts_with(s))
+    {
+        diags.error(u.pos, format!("a notification `url` starts with {}", schemes.join(" or ")));
+    }
+}
+
+/// An SMTP URL written inline: a host, and only `tls=required` or `tls=opportunistic`.
+fn check_smtp_url(url: &str, pos: crate::diag::Pos, diags: &mut Diagnostics) {
+    if let Err(e) = smtp_url(url) {
+        diags.error(pos, e);
+    }
+}
+
+/// The SMTP URL as lettre reads it: `smtp://` without `tls` is STARTTLS when the server offers
+/// it (`tls=opportunistic`); `?tls=required` insists; `smtps://` is TLS from the start. Errors
+/// never repeat the URL (it may hold a password).
+fn smtp_url(url: &str) -> Result<String, String> {
+    let mut u = url::Url::parse(url).map_err(|e| format!("the SMTP URL cannot be read: {e}"))?;
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("the SMTP URL names no host".into());
+    }
+    let tls: Vec<String> = u.query_pairs().filter(|(k, _)| k == "tls").map(|(_, v)| v.into_owned()).collect();
+    match (u.scheme(), tls.first().map(String::as_str)) {
+        ("smtp", None) => {
+            u.query_pairs_mut().append_pair("tls", "opportunistic");
+        }
+        ("smtp", Some("required" | "opportunistic")) | ("smtps", None) => {}
+        ("smtp" | "smtps", Some(other)) => return Err(format!("`tls={other}`: the SMTP URL takes `tls=required` (or `tls=opportunistic`, the default)")),
+        (scheme, _) => return Err(format!("`{scheme}://`: the SMTP URL starts with smtp:// or smtps://")),
+    }
+    Ok(u.to_string())
+}
+
 /// One thing to tell people.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Note {
     /// One of [`EVENTS`].
@@ -59,11 +116,27 @@ pub struct Note {
     pub stage: Option<String>,
     /// What happened, in words (redacted before sending).
     pub message: String,
+    /// The page where a person sees it and decides (`{--public-url}/ui/...`), when the server's
+    /// public URL is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// The question or news in a business person's words ("Approve deploying checkout 1.7.0 to
+    /// prod?"); empty: made from the event.
+    #[serde(skip)]
+    pub headline: String,
+    /// The page's path (`/ui/...`), made into `link` by the notifier.
+    #[serde(skip)]
+    pub page: Option<String>,
 }
 
 impl Note {
     /// A note about a run.
     pub fn for_run(run: &crate::store::RunRecord, event: &str, stage: Option<&str>, message: &str) -> Note {
+        // A waiting decision's page is its card in the inbox; anything else about a run, the run.
+        let page = match (event, stage) {
+            ("approval-pending", Some(s)) => format!("/ui/#decision-{}-{}", run.id, s),
+            _ => format!("/ui/runs/{}", run.id),
+        };
         Note {
             event: event.into(),
             pipeline: run.pipeline.clone(),
@@ -71,7 +144,55 @@ impl Note {
             version: run.version.clone(),
             stage: stage.map(str::to_string),
             message: message.into(),
+            link: None,
+            headline: String::new(),
+            page: Some(page),
         }
+    }
+
+    /// The same note with its headline.
+    pub fn headed(mut self, headline: impl Into<String>) -> Note {
+        self.headline = headline.into();
+        self
+    }
+
+    /// The same note about the page `path` (`/ui/...`).
+    pub fn on_page(mut self, path: impl Into<String>) -> Note {
+        self.page = Some(path.into());
+        self
+    }
+
+    /// The headline, or one made from the event.
+    pub fn title(&self) -> String {
+        if !self.headline.is_empty() {
+            return self.headline.clone();
+        }
+        let (p, v) = (&self.pipeline, &self.version);
+        let stage = self.stage.as_deref().unwrap_or("");
+        match self.event.as_str() {
+            "approval-pending" => format!("Approve {p} {v} ({stage})?"),
+            "drift" => format!("{p}: a change nobody promoted. Keep it or undo it?"),
+            "watch-failed" => format!("{p} {v} was taken back: a check after the release failed"),
+            "freeze" => format!("{p} {v} waits for a change freeze to end"),
+            "break-glass" => format!("{p} {v} was let through a change freeze"),
+            "stage-failed" => format!("{p} {v} stopped: {stage} failed"),
+            "rollback" => format!("{p} was rolled back"),
+            "policy-warning" => format!("{p} {v}: a policy warns"),
+            "run-finished" => format!("{p} {v}: the release finished"),
+            other => format!("{p} {v}: {other}"),
+        }
+    }
+
+    /// The note as plain text for a person: the headline, what happened, the link.
+    pub fn text(&self, message: &str) -> String {
+        let mut out = format!("{}\n\n{message}\n", self.title());
+        if let Some(l) = &self.link {
+            out.push_str(&format!("\nOpen it: {l}\n"));
+        }
+        if self.run != "-" {
+            out.push_str(&format!("\n(pipeline {}, version {}, run {})\n", self.pipeline, self.version, self.run));
+        }
+        out
     }
 }
 
@@ -79,13 +200,20 @@ impl Note {
 enum Format {
     Json,
     Slack,
+    Teams,
+    Email,
 }
 
 #[derive(Debug, Clone)]
 struct Channel {
     name: String,
     format: Format,
+    /// The webhook's URL, or the SMTP server's.
     url: String,
+    /// Email: the recipients as written (logins, `group:NAME`, addresses).
+    to: Vec<String>,
+    /// Email: the sender.
+    from: String,
     events: Vec<String>,
     attempts: u32,
     timeout: Duration,
@@ -110,6 +238,65 @@ pub struct Notifier {
     tasks: Mutex<Vec<tokio::task::JoinHandle<Option<Undelivered>>>>,
     /// Waits between attempts start here and double (tests shorten it).
     pub first_backoff: Duration,
+    /// The server's public URL: the base of each note's link.
+    public_url: Option<String>,
+    /// Login -> email address, and group -> its members' addresses, for email recipients.
+    people: People,
+}
+
+/// Who the email recipients are: the users file's (or the server directory's) addresses.
+#[derive(Debug, Clone, Default)]
+pub struct People {
+    by_login: std::collections::BTreeMap<String, String>,
+    by_group: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl People {
+    /// The people of a users file or directory (disabled people get no mail).
+    pub fn of(users: &super::Users) -> People {
+        let mut p = People::default();
+        for (login, u) in users.users.iter().filter(|(_, u)| !u.disabled && !u.email.is_empty()) {
+            p.by_login.insert(login.clone(), u.email.clone());
+            for g in &u.groups {
+                p.by_group.entry(g.clone()).or_default().push(u.email.clone());
+            }
+        }
+        p
+    }
+
+    /// Adds `other`'s people where these do not know them (a pipeline's users file over the
+    /// server's directory).
+    pub fn or(mut self, other: People) -> People {
+        for (k, v) in other.by_login {
+            self.by_login.entry(k).or_insert(v);
+        }
+        for (k, v) in other.by_group {
+            self.by_group.entry(k).or_insert(v);
+        }
+        self
+    }
+
+    /// The addresses of `to`, each once: a login's, a group's members', an address as written.
+    /// Unknown names are returned apart.
+    pub fn expand(&self, to: &[String]) -> (Vec<String>, Vec<String>) {
+        let (mut out, mut unknown) = (Vec::new(), Vec::new());
+        for t in to {
+            let found = match t.strip_prefix("group:") {
+                Some(g) => self.by_group.get(g).cloned().unwrap_or_default(),
+                None if t.contains('@') => vec![t.clone()],
+                None => self.by_login.get(t).cloned().into_iter().collect(),
+            };
+            if found.is_empty() {
+                unknown.push(t.clone());
+            }
+            for a in found {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        (out, unknown)
+    }
 }
 
 impl Notifier {
@@ -119,24 +306,63 @@ impl Notifier {
         let mut channels = Vec::new();
         let mut secrets = extra_secrets;
         for n in list {
-            let (format, t, kind) = match (&n.webhook, &n.slack) {
-                (Some(t), _) => (Format::Json, t, "webhook"),
-                (None, Some(t)) => (Format::Slack, t, "slack"),
+            let (format, t, kind) = match (&n.webhook, &n.slack, &n.teams, &n.email) {
+                (Some(t), ..) => (Format::Json, t, "webhook"),
+                (None, Some(t), ..) => (Format::Slack, t, "slack"),
+                (None, None, Some(t), _) => (Format::Teams, &t.value, "teams"),
+                (None, None, None, Some(e)) => (Format::Email, &e.value.smtp, "email"),
                 _ => continue,
             };
             let name = n.name.clone().unwrap_or_else(|| kind.to_string());
-            let url = resolve(t).map_err(|e| format!("notification `{name}`: {e}"))?;
-            // A webhook URL is a secret (its path is the credential), in every form.
+            let mut url = resolve(t).map_err(|e| format!("notification `{name}`: {e}"))?;
+            // A webhook URL is a secret (its path is the credential), in every form; so is an
+            // SMTP URL (its password).
             crate::redact::register(&url);
             secrets.push(url.clone());
+            if let Some(pw) = url::Url::parse(&url).ok().and_then(|u| u.password().map(str::to_string)) {
+                crate::redact::register(&pw);
+                secrets.push(pw);
+            }
+            let (mut to, mut from) = (Vec::new(), String::new());
+            if let Some(e) = &n.email {
+                url = smtp_url(&url).map_err(|e| format!("notification `{name}`: {e}"))?;
+                crate::redact::register(&url);
+                secrets.push(url.clone());
+                to = e.value.to.iter().map(|t| t.value.clone()).collect();
+                from = e.value.from.as_ref().map_or_else(|| "promote <promote@localhost>".to_string(), |f| f.value.clone());
+            }
             let events = if n.events.is_empty() { EVENTS.iter().map(|s| s.to_string()).collect() } else { n.events.iter().map(|e| e.value.clone()).collect() };
-            channels.push(Channel { name, format, url, events, attempts: n.attempts.max(1), timeout: n.timeout.0 });
+            channels.push(Channel { name, format, url, to, from, events, attempts: n.attempts.max(1), timeout: n.timeout.0 });
         }
-        Ok(Notifier { channels, secrets, tasks: Mutex::new(Vec::new()), first_backoff: Duration::from_millis(200) })
+        Ok(Notifier {
+            channels,
+            secrets,
+            tasks: Mutex::new(Vec::new()),
+            first_backoff: Duration::from_millis(200),
+            public_url: None,
+            people: People::default(),
+        })
+    }
+
+    /// The same notifier, linking each note to its page under `public_url`.
+    pub fn linked(mut self, public_url: Option<&str>) -> Notifier {
+        self.public_url = public_url.map(|u| u.trim_end_matches('/').to_string()).filter(|u| !u.is_empty());
+        self
+    }
+
+    /// The same notifier, addressing email to `people`.
+    pub fn addressed(mut self, people: People) -> Notifier {
+        self.people = people;
+        self
     }
 
     /// Sends `note` to every channel that wants its event, in the background.
-    pub fn send(self: &Arc<Self>, note: Note) {
+    pub fn send(self: &Arc<Self>, mut note: Note) {
+        if note.link.is_none()
+            && let (Some(base), Some(page)) = (&self.public_url, &note.page)
+        {
+            note.link = Some(format!("{base}{page}"));
+        }
         for (i, c) in self.channels.iter().enumerate() {
             if !c.events.iter().any(|e| e == &note.event) {
                 continue;
@@ -181,12 +407,19 @@ impl Notifier {
     async fn deliver(&self, c: &Channel, note: &Note) -> Result<u32, String> {
         let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
         let message = redact(&note.message, &secrets);
+        if c.format == Format::Email {
+            return self.deliver_email(c, note, &message, &secrets).await;
+        }
+        let title = redact(&note.title(), &secrets);
         let body = match c.format {
             Format::Json => serde_json::to_value(Note { message, ..note.clone() }).unwrap_or_default(),
             Format::Slack => {
                 let stage = note.stage.as_deref().map(|s| format!(" `{s}`")).unwrap_or_default();
-                serde_json::json!({"text": format!("*{}* {} {}{stage}: {message} (run {})", note.event, note.pipeline, note.version, note.run)})
+                let link = note.link.as_deref().map(|l| format!("\n<{l}|{title}>")).unwrap_or_default();
+                serde_json::json!({"text": format!("*{}* {} {}{stage}: {message} (run {}){link}", note.event, note.pipeline, note.version, note.run)})
             }
+            Format::Teams => teams_card(note, &title, &message),
+            Format::Email => unreachable!("sent above"),
         };
         let client = crate::providers::http_client();
         let mut last = String::new();
@@ -203,6 +436,84 @@ impl Notifier {
         }
         Err(format!("{last} (after {} attempts)", c.attempts))
     }
+}
+
+impl Notifier {
+    /// One email to every recipient, every attempt: returns the attempts it took, or the last
+    /// error (never the SMTP URL or its password).
+    async fn deliver_email(&self, c: &Channel, note: &Note, message: &str, secrets: &[&str]) -> Result<u32, String> {
+        use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+        let (to, unknown) = self.people.expand(&c.to);
+        if !unknown.is_empty() {
+            tracing::warn!(channel = %c.name, unknown = %unknown.join(", "), "email recipients with no address");
+        }
+        if to.is_empty() {
+            return Err(format!("{}: no address for {}", c.name, c.to.join(", ")));
+        }
+        let from = c.from.parse().map_err(|_| format!("{}: `from` is not an email address", c.name))?;
+        let mut b = Message::builder().from(from).subject(redact(&note.title(), secrets));
+        for a in &to {
+            match a.parse() {
+                Ok(m) => b = b.to(m),
+                Err(_) => tracing::warn!(channel = %c.name, "an email recipient's address cannot be read"),
+            }
+        }
+        let mail = b
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(redact(&note.text(message), secrets))
+            .map_err(|e| format!("{}: the email cannot be built: {}", c.name, redact(&e.to_string(), secrets)))?;
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&c.url)
+            .map_err(|e| format!("{}: the SMTP URL cannot be used: {}", c.name, redact(&e.to_string(), secrets)))?
+            .timeout(Some(c.timeout))
+            .build();
+        let mut last = String::new();
+        for attempt in 1..=c.attempts {
+            match transport.send(mail.clone()).await {
+                Ok(r) if r.is_positive() => return Ok(attempt),
+                Ok(r) => last = format!("{}: the SMTP server answered {}", c.name, r.code()),
+                Err(e) => last = format!("{}: {}", c.name, redact(&e.to_string(), secrets)),
+            }
+            if attempt < c.attempts {
+                tokio::time::sleep(self.first_backoff.saturating_mul(1 << (attempt - 1).min(10))).await;
+            }
+        }
+        Err(format!("{last} (after {} attempts)", c.attempts))
+    }
+}
+
+/// A Teams workflow webhook's message: one Adaptive Card 1.4 with the headline, what happened,
+/// the facts, and a button to the page.
+fn teams_card(note: &Note, title: &str, message: &str) -> serde_json::Value {
+    let mut facts = vec![serde_json::json!({"title": "Pipeline", "value": note.pipeline})];
+    if !note.version.is_empty() {
+        facts.push(serde_json::json!({"title": "Version", "value": note.version}));
+    }
+    if let Some(s) = &note.stage {
+        facts.push(serde_json::json!({"title": "Step", "value": s}));
+    }
+    let actions: Vec<serde_json::Value> = note
+        .link
+        .iter()
+        .map(|l| serde_json::json!({"type": "Action.OpenUrl", "title": if note.event == "approval-pending" { "Review and decide" } else { "Open" }, "url": l}))
+        .collect();
+    serde_json::json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": [
+                    {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": true},
+                    {"type": "TextBlock", "text": message, "wrap": true},
+                    {"type": "FactSet", "facts": facts}
+                ],
+                "actions": actions
+            }
+        }]
+    })
 }
 
 fn resolve(t: &NotifyTarget) -> Result<String, String> {

@@ -597,8 +597,14 @@ pub struct Notification {
     /// A Slack-compatible incoming webhook.
     #[serde(default)]
     pub slack: Option<NotifyTarget>,
+    /// A Microsoft Teams workflow webhook (an Adaptive Card).
+    #[serde(default)]
+    pub teams: Option<Spanned<NotifyTarget>>,
+    /// Email through an SMTP server.
+    #[serde(default)]
+    pub email: Option<Spanned<EmailTarget>>,
     /// Which events (default: all): approval-pending, stage-failed, rollback, policy-warning,
-    /// freeze, break-glass, run-finished.
+    /// freeze, break-glass, run-finished, drift, watch-failed.
     #[serde(default)]
     pub events: Vec<Spanned<String>>,
     /// Attempts in all (default 4), with doubling waits from 200ms.
@@ -631,6 +637,21 @@ pub struct NotifyTarget {
     /// A file holding the URL.
     #[serde(default)]
     pub url_file: Option<String>,
+}
+
+/// Email: to people (logins), groups (`group:NAME`, each member's address) and addresses, through
+/// the SMTP server of `smtp` (a URL: `smtp://` with STARTTLS when offered, `?tls=required` to
+/// insist, or `smtps://`; a password in it is a secret, so usually from `urlEnv` or `urlFile`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EmailTarget {
+    /// Logins, `group:NAME` and email addresses.
+    pub to: Vec<Spanned<String>>,
+    /// The SMTP server's URL.
+    pub smtp: NotifyTarget,
+    /// The sender (default `promote <promote@localhost>`).
+    #[serde(default)]
+    pub from: Option<Spanned<String>>,
 }
 
 /// `approval`: waits until enough allowed people approve (or one rejects).

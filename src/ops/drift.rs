@@ -23,15 +23,27 @@ pub struct Looked {
     pub line: String,
 }
 
-fn notify(pipeline: &crate::model::Pipeline, message: String) -> Option<std::sync::Arc<crate::governance::notify::Notifier>> {
-    let n = std::sync::Arc::new(crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]).ok()?);
+/// Tells the pipeline's channels of drift `id`, linking its card in the inbox (where it is
+/// accepted or rejected) when the server's public URL is known.
+fn notify(
+    pipeline: &crate::model::Pipeline,
+    id: &str,
+    environment: &str,
+    message: String,
+    public_url: Option<&str>,
+) -> Option<std::sync::Arc<crate::governance::notify::Notifier>> {
+    let n = std::sync::Arc::new(crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]).ok()?.linked(public_url));
+    let name = &pipeline.name.value;
     n.send(crate::governance::notify::Note {
         event: "drift".into(),
-        pipeline: pipeline.name.value.clone(),
+        pipeline: name.clone(),
         run: "-".into(),
         version: String::new(),
         stage: None,
         message,
+        link: None,
+        headline: format!("{name} in {environment} was changed outside promote: keep the change or undo it?"),
+        page: Some(format!("/ui/#drift-{id}")),
     });
     Some(n)
 }
@@ -39,7 +51,14 @@ fn notify(pipeline: &crate::model::Pipeline, message: String) -> Option<std::syn
 /// Looks at every environment of `plan` (relative repos from `base`) for drift; records each new
 /// one (with its entry and a `drift` notification) and reverts it at once where the environment
 /// says `action: revert`.
-pub async fn check(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, plan: &Plan, base: &Path) -> Result<Vec<Looked>, OpsError> {
+/// `public_url`: the server's, the base of the notes' links.
+pub async fn check(
+    store: &Store,
+    writer: &std::sync::Arc<crate::git::Writer>,
+    plan: &Plan,
+    base: &Path,
+    public_url: Option<&str>,
+) -> Result<Vec<Looked>, OpsError> {
     let pipeline = &plan.pipeline;
     let name = pipeline.name.value.clone();
     let recorded = store.drifts(crate::store::DriftFilter { pipeline: Some(&name), ..Default::default() }).await?;
@@ -91,7 +110,7 @@ pub async fn check(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, p
             continue;
         }
         let what = drift.describe();
-        let notifier = notify(pipeline, format!("{env_name}: {what}"));
+        let notifier = notify(pipeline, &drift.id, &env_name, format!("{env_name}: {what}"), public_url);
         let mut line = format!("{env_name}: drift {}: {what}", drift.id);
         let mut drift = drift;
         // The pipeline's policies judge the drifted state: a denial reverts it at once.

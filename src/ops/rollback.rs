@@ -128,6 +128,9 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
                     version: String::new(),
                     stage: None,
                     message: format!("{line} (by {who}, `promote rollback`)"),
+                    link: None,
+                    headline: String::new(),
+                    page: None,
                 });
                 n.finish_audited(store, "-").await?;
             }

@@ -496,25 +496,49 @@ async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {
     .into_response())
 }
 
-/// `GET /api/v1/runs/{id}/events`: the run's entries as server-sent events (`id` the entry's
-/// number, `event` its kind, `data` the entry as JSON): those so far, then each as it is
-/// committed (woken by the change feed), until the run's end.
-async fn events(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
-    let person = authenticate(&server, &headers).await?;
-    visible_run(&server, &person, &id).await?;
-    event_stream(server.exec.store.clone(), id).await
+/// Where a stream picks up: `?after=N`.
+#[derive(serde::Deserialize, Default)]
+pub(super) struct StreamQuery {
+    /// Only entries after this number (the page's last rendered entry).
+    #[serde(default)]
+    after: Option<i64>,
 }
 
-/// A run's entries as server-sent events (those so far, then each as it is committed, until the
-/// run's end), for whoever the caller authenticated.
-pub(super) async fn event_stream(store: crate::store::Store, id: String) -> Answer {
+/// The entry number a client already has: the later of its `Last-Event-ID` header (an
+/// EventSource sends it by itself when it reconnects) and `?after=N` (its first connection).
+/// Anything unreadable counts as nothing seen.
+pub(super) fn resume_after(headers: &HeaderMap, q: &StreamQuery) -> i64 {
+    let header = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
+    header.max(q.after.unwrap_or(0)).max(0)
+}
+
+/// `GET /api/v1/runs/{id}/events`: the run's entries as server-sent events (`id` the entry's
+/// number, `event` its kind, `data` the entry as JSON): those so far, then each as it is
+/// committed (woken by the change feed), until the run's end. Only entries after `Last-Event-ID`
+/// (or `?after=N`) are sent: a reconnect never repeats one.
+async fn events(
+    State(server): State<Server>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<StreamQuery>,
+) -> Answer {
+    let person = authenticate(&server, &headers).await?;
+    visible_run(&server, &person, &id).await?;
+    event_stream(server.exec.store.clone(), id, resume_after(&headers, &q)).await
+}
+
+/// A run's entries after entry `after` as server-sent events (those so far, then each as it is
+/// committed, until the run's end), for whoever the caller authenticated.
+pub(super) async fn event_stream(store: crate::store::Store, id: String, after: i64) -> Answer {
     use axum::response::sse::{Event as Sse, KeepAlive};
     let run = store.run(&id).await?;
     // Subscribed before the first read: nothing committed in between is missed.
     let sub = store.subscribe().await?;
-    let first = store.events(&id).await?;
-    let done = run.state != crate::store::RunState::Running || first.iter().any(|e| e.kind == "run");
-    let state = (store, sub, id, std::collections::VecDeque::from(first), 0i64, done);
+    let all = store.events(&id).await?;
+    // The run's end may be among the entries the client already has: then it ends at once.
+    let done = run.state != crate::store::RunState::Running || all.iter().any(|e| e.kind == "run");
+    let first: std::collections::VecDeque<_> = all.into_iter().filter(|e| e.id > after).collect();
+    let state = (store, sub, id, first, after, done);
     let stream = futures_util::stream::unfold(state, |(store, mut sub, id, mut pending, mut last, mut done)| async move {
         loop {
             if let Some(e) = pending.pop_front() {

@@ -247,7 +247,7 @@ impl Server {
     /// Looks for drift in one pipeline's environments; logs what it found.
     async fn check_drift(&self, loaded: &pipelines::Loaded) {
         let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
-        match crate::ops::drift::check(&self.exec.store, &self.exec.writer, &loaded.plan, base).await {
+        match crate::ops::drift::check(&self.exec.store, &self.exec.writer, &loaded.plan, base, self.exec.public_url.as_deref()).await {
             Ok(found) => {
                 for f in found.iter().filter(|f| f.drift.is_some()) {
                     tracing::warn!(pipeline = %loaded.plan.pipeline.name.value, environment = %f.environment, "{}", f.line);

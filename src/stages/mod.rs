@@ -234,7 +234,48 @@ impl StageContext {
 
     /// Sends a notification about this run (in the background).
     pub fn notify(&self, event: &str, stage: Option<&str>, message: &str) {
-        self.notifier.send(crate::governance::notify::Note::for_run(&self.run, event, stage, message));
+        let mut note = crate::governance::notify::Note::for_run(&self.run, event, stage, message);
+        if let Some(s) = stage {
+            match event {
+                "approval-pending" => note = note.headed(self.question(s)),
+                "freeze" => note = note.on_page(format!("/ui/runs/{}", self.run.id)),
+                _ => {}
+            }
+        }
+        self.notifier.send(note);
+    }
+
+    /// What a person is asked at stage `stage`, in a business person's words: "Approve deploying
+    /// checkout 1.7.0 to prod?" (the environments of the deploys that wait for it), else
+    /// "Approve checkout 1.7.0 at STAGE?".
+    pub fn question(&self, stage: &str) -> String {
+        let stages = &self.plan.pipeline.stages;
+        // Every stage downstream of `stage`, breadth first; the environments of the deploys
+        // among them, nearest first.
+        let mut seen = vec![stage.to_string()];
+        let mut envs: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < seen.len() {
+            let at = seen[i].clone();
+            for s in stages.iter().filter(|s| s.needs.iter().any(|n| n.value == at)) {
+                if seen.contains(&s.name.value) {
+                    continue;
+                }
+                seen.push(s.name.value.clone());
+                if let crate::model::StageKind::Deploy(d) = &s.kind
+                    && !envs.contains(&d.environment.value)
+                {
+                    envs.push(d.environment.value.clone());
+                }
+            }
+            i += 1;
+        }
+        let (p, v) = (&self.run.pipeline, &self.run.version);
+        match envs.as_slice() {
+            [] => format!("Approve {p} {v} at {stage}?"),
+            [one] => format!("Approve deploying {p} {v} to {one}?"),
+            [first, ..] => format!("Approve deploying {p} {v} to {first} (then {})?", envs[1..].join(", ")),
+        }
     }
 
     /// [`variables`](Self::variables) with `environment` set to a deploy's environment.

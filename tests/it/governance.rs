@@ -361,6 +361,7 @@ async fn a_receiver_that_fails_twice_gets_the_note_on_the_third_attempt_redacted
         version: "1.0.0".into(),
         stage: Some("deploy".into()),
         message: format!("push failed: Authorization: Bearer abc123secret; see {}", r.url),
+        ..Default::default()
     });
     assert!(n.finish().await.is_empty(), "delivered");
     assert_eq!(*r.hits.lock().unwrap(), 3);
@@ -373,7 +374,15 @@ async fn a_receiver_that_fails_twice_gets_the_note_on_the_third_attempt_redacted
     let mut n = Notifier::new(&channel(&format!("- slack: {{url: \"{}\"}}\n  attempts: 2\n  name: ops\n", always.url)), vec![]).unwrap();
     n.first_backoff = std::time::Duration::from_millis(10);
     let n = Arc::new(n);
-    n.send(Note { event: "rollback".into(), pipeline: "c".into(), run: "r".into(), version: "v".into(), stage: None, message: "m".into() });
+    n.send(Note {
+        event: "rollback".into(),
+        pipeline: "c".into(),
+        run: "r".into(),
+        version: "v".into(),
+        stage: None,
+        message: "m".into(),
+        ..Default::default()
+    });
     let failed = n.finish().await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].error, "ops answered 503 Service Unavailable (after 2 attempts)");

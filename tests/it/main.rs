@@ -19,6 +19,7 @@ mod hosts;
 mod loghub;
 mod logstage;
 mod metrics;
+mod notes;
 mod oci;
 mod oidc;
 mod pg;

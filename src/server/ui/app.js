@@ -1,6 +1,8 @@
 // The run page, live: each entry the server streams (server-sent events) makes the page read the
 // stages' states again and recolour the DAG and the table. Without JavaScript the page is the
-// same, as of when it was loaded.
+// same, as of when it was loaded. The page keeps its place: it asks only for the entries after
+// the newest one it rendered (`data-after`), and a reconnect sends `Last-Event-ID` by itself, so
+// nothing the page shows is appended twice.
 (function () {
   const dag = document.getElementById("dag");
   if (!dag || dag.dataset.live !== "true" || !window.EventSource) return;
@@ -29,8 +31,8 @@
     head.className = "state " + s.state;
     head.textContent = s.state;
   };
-  const source = new EventSource("/ui/runs/" + encodeURIComponent(run) + "/events");
-  let seen = 0;
+  let seen = Number(dag.dataset.after) || 0;
+  const source = new EventSource("/ui/runs/" + encodeURIComponent(run) + "/events?after=" + seen);
   source.onmessage = source.onerror = null;
   const on = (e) => {
     const entry = JSON.parse(e.data);

@@ -722,6 +722,8 @@ struct RunPage {
     events: Vec<EventRow>,
     earlier: usize,
     live: bool,
+    /// The number of the newest entry shown: the script streams only those after it.
+    last_entry: i64,
 }
 
 /// How many stages a run page's table lists (a bigger run is in its DAG whole).
@@ -777,6 +779,7 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
     // The newest entries; the whole history is the audit page's, filtered by the run.
     let (newest, total) = store.last_events(&id, MAX_EVENTS as i64).await.map_err(internal)?;
     let earlier = (total as usize).saturating_sub(newest.len());
+    let last_entry = newest.iter().map(|e| e.id).max().unwrap_or(0);
     let events = newest
         .into_iter()
         .map(|e| EventRow {
@@ -790,7 +793,7 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
     let live = run.state == crate::store::RunState::Running;
     let row = RunRow::from(run);
     let csrf = s.csrf(store.key());
-    html(RunPage { user: Some(s.user), csrf, run: row, svg, stages: rows, unlisted, events, earlier, live })
+    html(RunPage { user: Some(s.user), csrf, run: row, svg, stages: rows, unlisted, events, earlier, live, last_entry })
 }
 
 /// `GET /ui/runs/{id}/state`: the run's and its stages' states, for the page's script.
@@ -814,7 +817,8 @@ async fn run_state(State(server): State<Server>, headers: HeaderMap, Path(id): P
 }
 
 /// `GET /ui/runs/{id}/events`: the run's entries as server-sent events, for the signed-in.
-async fn run_events(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+/// Only entries after `Last-Event-ID` or `?after=N` (the page's last rendered entry).
+async fn run_events(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<super::api::StreamQuery>) -> Response {
     let Some(s) = session(&server, &headers).await else {
         return Refusal(StatusCode::UNAUTHORIZED, "sign in first".into()).into_response();
     };
@@ -823,7 +827,8 @@ async fn run_events(State(server): State<Server>, headers: HeaderMap, Path(id): 
         Ok(run) => return Refusal(StatusCode::FORBIDDEN, format!("{} may not see runs of pipeline {}", s.user, run.pipeline)).into_response(),
         Err(e) => return Refusal(StatusCode::NOT_FOUND, e.to_string()).into_response(),
     }
-    super::api::event_stream(server.exec.store.clone(), id).await.into_response()
+    let after = super::api::resume_after(&headers, &q);
+    super::api::event_stream(server.exec.store.clone(), id, after).await.into_response()
 }
 
 // ---- environments ----
