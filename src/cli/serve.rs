@@ -33,6 +33,9 @@ pub struct Args {
     /// merged, and a login two of them describe differently signs in nowhere.
     #[arg(long, env = "PROMOTE_USERS", value_name = "FILE")]
     pub users: Option<PathBuf>,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
 }
 
 /// Runs `serve` until SIGTERM or Ctrl-C.
