@@ -301,3 +301,22 @@ fn every_json_list_is_an_object_with_items() {
         assert!(items.iter().all(|i| i.is_object()), "{args:?}: {v}");
     }
 }
+
+#[test]
+fn the_tutorials_pipeline_validates_beside_the_shipped_governance_folder() {
+    let tutorial = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/tutorial.md")).unwrap();
+    let step = &tutorial[tutorial.find("## 3. Point the pipeline at them").expect("step 3")..];
+    let start = step.find("```yaml\n").expect("step 3 shows a pipeline") + "```yaml\n".len();
+    let yaml = &step[start..start + step[start..].find("```").unwrap()];
+    assert!(yaml.contains("apiVersion: promote/v1") && yaml.contains("kind: Pipeline"), "a whole file, not a fragment:\n{yaml}");
+    let dir = tmpdir("tutorial");
+    let pipelines = dir.join("pipelines");
+    std::fs::create_dir_all(pipelines.join("governance/policies")).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/governance");
+    std::fs::copy(shipped.join("users.yaml"), pipelines.join("governance/users.yaml")).unwrap();
+    std::fs::copy(shipped.join("policies/production.rego"), pipelines.join("governance/policies/production.rego")).unwrap();
+    std::fs::write(pipelines.join("checkout.yaml"), yaml).unwrap();
+    let out = Command::new(promote_bin()).current_dir(&dir).args(["validate", "pipelines/checkout.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(tutorial.contains(text(&out.stdout).trim()), "the tutorial shows what validate prints: {}", text(&out.stdout));
+}
