@@ -1,22 +1,33 @@
 # promote serve, as an image: docs/operations.md.
-#   docker build -t promote .
+#   docker build -t promote .            (or scripts/image.sh: podman, no registry needed)
 #   docker run -p 8080:8080 -v promote-state:/var/lib/promote -v $PWD/pipelines:/etc/promote/pipelines:ro promote
 # Build stage: the Rust toolchain; runtime stage: Debian slim with only what `promote serve`
 # needs (git for the signing helpers, openssh-client for ssh remotes, ca-certificates).
+#
+# Build arguments: RUST_IMAGE and BASE_IMAGE name the two stages' images (scripts/image.sh gives
+# the ones it makes from Debian's packages); JOBS caps cargo's parallel jobs. The registry and
+# target/ are cache mounts, kept by the engine between builds: a rebuild compiles only what
+# changed.
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG BASE_IMAGE=debian:bookworm-slim
 
-FROM rust:1.95-bookworm AS build
+FROM ${RUST_IMAGE} AS build
+ARG JOBS=
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin promote && strip target/release/promote
+RUN --mount=type=cache,id=promote-cargo-registry,target=/usr/local/cargo/registry \
+    --mount=type=cache,id=promote-target,target=/src/target \
+    cargo build --release --locked --bin promote ${JOBS:+--jobs $JOBS} \
+    && strip -o /promote target/release/promote
 
-FROM debian:bookworm-slim AS runtime
+FROM ${BASE_IMAGE} AS runtime
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git openssh-client ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 promote \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/promote --create-home --shell /usr/sbin/nologin promote \
     && mkdir -p /etc/promote/pipelines
-COPY --from=build /src/target/release/promote /usr/local/bin/promote
+COPY --from=build /promote /usr/local/bin/promote
 USER 10001:10001
 WORKDIR /var/lib/promote
 # The state (`.promote/state.db` here, unless PROMOTE_DATABASE_URL names a database), the key

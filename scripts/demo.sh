@@ -117,7 +117,8 @@ echo "==> promote run pipeline.yaml --version 1.4.2 (in the background; this scr
 $promote run pipeline.yaml --version 1.4.2 &
 runner=$!
 for _ in $(seq 1 100); do
-    run=$($promote status | sed -n 1p | cut -d' ' -f1)
+    # Until the run has made the state, status says there is none (exit 2): look again.
+    run=$({ $promote status 2>/dev/null || true; } | sed -n 1p | cut -d' ' -f1)
     [ -n "$run" ] && [ "$run" != "no" ] && break
     sleep 0.1
 done

@@ -64,7 +64,9 @@ impl Key {
         let err = |why: String| SealError { path: path.display().to_string(), why };
         match std::fs::symlink_metadata(path) {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Key::create(path).map_err(|e| err(format!("cannot create it: {e}")))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Key::create(path).map_err(|e| err(format!("cannot create it: {e}")))?;
+            }
             Err(e) => return Err(err(format!("cannot read it: {e}"))),
         }
         let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read it: {e}")))?;
@@ -92,14 +94,29 @@ impl Key {
         Ok(Key { bytes: Arc::new(bytes), path: path.display().to_string().into() })
     }
 
+    /// Writes a new key to `path` (0600, its folder 0700 when made) and loads it back as
+    /// [`Key::load_or_create`] would; a file already at `path` is refused and left as it is.
+    pub fn generate(path: &Path) -> Result<Key, SealError> {
+        let err = |why: String| SealError { path: path.display().to_string(), why };
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(err("already exists; it is left as it is (a new key makes every record the old one sealed unbelievable: move it away first if that is what you want)".into()));
+        }
+        match Key::create(path) {
+            Ok(true) => {}
+            Ok(false) => return Err(err("made by another process at the same moment; it is left as it is".into())),
+            Err(e) => return Err(err(format!("cannot create it: {e}"))),
+        }
+        Key::load_or_create(path)
+    }
+
     /// A key from bytes (tests and benchmarks that keep no key file).
     pub fn from_bytes(bytes: [u8; 32]) -> Key {
         Key { bytes: Arc::new(bytes), path: "(in memory)".into() }
     }
 
     /// Writes a new random key where none is, atomically: written aside, then linked into place,
-    /// so that a racing process either wins or reads the winner's key.
-    fn create(path: &Path) -> std::io::Result<()> {
+    /// so that a racing process either wins or reads the winner's key. `false`: it lost the race.
+    fn create(path: &Path) -> std::io::Result<bool> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         }
@@ -112,8 +129,9 @@ impl Key {
         let linked = std::fs::hard_link(&aside, path);
         let _ = std::fs::remove_file(&aside);
         match linked {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-            _ => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+            Ok(()) => Ok(true),
         }
     }
 

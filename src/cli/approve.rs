@@ -18,6 +18,12 @@ pub struct ApproveArgs {
     /// A comment for the record.
     #[arg(long)]
     pub comment: Option<String>,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
+    /// Through a server.
+    #[command(flatten)]
+    pub remote: super::Remote,
 }
 
 /// Arguments of `reject` and `break-glass`.
@@ -33,6 +39,12 @@ pub struct RejectArgs {
     /// Why (required).
     #[arg(long)]
     pub reason: String,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
+    /// Through a server.
+    #[command(flatten)]
+    pub remote: super::Remote,
 }
 
 /// Runs `approve`.

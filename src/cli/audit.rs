@@ -12,17 +12,20 @@ pub struct Args {
     /// What to do.
     #[command(subcommand)]
     pub command: AuditCommand,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
 }
 
 /// The audit commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
-    /// The trail, oldest first (`--json`: one JSON object per line, with the hashes).
+    /// The trail, oldest first (`--json`: `{"items": [...]}`, each entry with its hashes).
     Log {
         /// Only this run's entries.
         #[arg(long)]
         run: Option<String>,
-        /// JSON Lines.
+        /// Machine-readable output: `{"items": [...]}`.
         #[arg(long)]
         json: bool,
     },
@@ -62,11 +65,6 @@ pub fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `audit`.
 pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let in_database = crate::store::database_url().is_some() || crate::store::postgres::is_url(&state.to_string_lossy());
-    if !in_database && !state.exists() {
-        eprintln!("promote: error: no state file at {}: nothing has run here (pass --state PATH)", state.display());
-        return Ok(ExitCode::from(EXIT_BAD_INPUT));
-    }
     let rt = super::runtime()?;
     rt.block_on(async {
         let store = super::open_store(state).await?;
@@ -75,13 +73,20 @@ pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                 let out = std::io::stdout();
                 let mut out = std::io::BufWriter::new(out.lock());
                 let mut after = 0;
+                let mut first = true;
+                // Written as it is read (a trail may be long): `{"items": [` ... `]}`.
+                if json && write!(out, "{{\"items\": [").is_err() {
+                    return Ok(ExitCode::SUCCESS);
+                }
                 loop {
                     let page = crate::ops::audit::entries(&store, run.as_deref(), after, 10_000).await?;
                     let Some(last) = page.last() else { break };
                     after = last.seq;
                     for e in &page {
                         let r = if json {
-                            writeln!(out, "{}", serde_json::to_string(e)?)
+                            let sep = if first { "\n  " } else { ",\n  " };
+                            first = false;
+                            write!(out, "{sep}{}", serde_json::to_string(e)?)
                         } else {
                             let stage = e.stage.as_deref().unwrap_or("-");
                             let p = crate::diag::printable;
@@ -91,6 +96,9 @@ pub fn run(a: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
                             return Ok(ExitCode::SUCCESS); // the reader went away (| head)
                         }
                     }
+                }
+                if json {
+                    let _ = writeln!(out, "{}]}}", if first { "" } else { "\n" });
                 }
                 let _ = out.flush();
                 Ok(ExitCode::SUCCESS)

@@ -12,6 +12,12 @@ use crate::ops::drift::{Decision, Verdict};
 pub struct Args {
     #[command(subcommand)]
     pub command: DriftCommand,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
+    /// Through a server.
+    #[command(flatten)]
+    pub remote: super::Remote,
 }
 
 /// The `drift` subcommands.
@@ -92,7 +98,7 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
 /// Prints the drifts recorded, newest first.
 pub fn list(all: &[crate::store::DriftRecord], json: bool) -> ExitCode {
     if json {
-        println!("{}", serde_json::json!({ "drifts": all }));
+        println!("{}", super::items(all));
         return ExitCode::SUCCESS;
     }
     if all.is_empty() {

@@ -15,6 +15,16 @@ pub struct Args {
     pub command: LogsCommand,
 }
 
+impl Args {
+    /// The state and log options, for the subcommand that has a state.
+    pub fn local(&self) -> Option<&super::Local> {
+        match &self.command {
+            LogsCommand::NotARisk(n) => Some(&n.local),
+            LogsCommand::Mine(_) => None,
+        }
+    }
+}
+
 /// The `logs` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum LogsCommand {
@@ -39,6 +49,9 @@ pub struct NotARiskArgs {
     /// Why it is not a risk (kept with it).
     #[arg(long)]
     pub reason: String,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
 }
 
 /// Arguments of `logs mine`.

@@ -4,6 +4,7 @@ mod approve;
 mod audit;
 mod drift;
 mod graph;
+mod key;
 mod logs;
 mod probe;
 mod remote;
@@ -28,19 +29,39 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "promote", version, about, long_about = None)]
 pub struct Cli {
-    /// State database (default `.promote/state.db` in the current folder).
-    #[arg(long, global = true, value_name = "PATH")]
-    pub state: Option<PathBuf>,
-    /// Act through a `promote serve` at this URL (run, status, approve, reject, break-glass),
-    /// with `PROMOTE_TOKEN`.
-    #[arg(long, global = true, env = "PROMOTE_SERVER", value_name = "URL")]
-    pub server: Option<String>,
-    /// Log format on stderr (`PROMOTE_LOG=info` for more than warnings).
-    #[arg(long, global = true, value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    // `--state`, `--server` and `--log-format` belong to the commands they act on (`Local`,
+    // `Remote`); given before the command (`promote --state X status`), as earlier versions
+    // documented, they are still taken there, and refused for a command that has no use for them.
+    #[arg(long, hide = true, value_name = "PATH")]
+    state: Option<PathBuf>,
+    #[arg(long, hide = true, value_name = "URL")]
+    server: Option<String>,
+    #[arg(long, hide = true, value_enum)]
+    log_format: Option<LogFormat>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The options of a command that reads or writes a state: where it is, and how to log.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Local {
+    /// The state: a SQLite file (default `.promote/state.db` in the current folder) or a
+    /// `postgres://` URL (or `PROMOTE_DATABASE_URL`).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Log format on stderr: `text` (colours only on a terminal) or `json`, one object a line
+    /// (`PROMOTE_LOG=info` for more than warnings).
+    #[arg(long, global = true, value_enum, env = "PROMOTE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The option of a command that can act through a `promote serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Remote {
+    /// Act through the `promote serve` at this URL (its API, with `PROMOTE_TOKEN`).
+    #[arg(long, global = true, env = "PROMOTE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
 }
 
 /// The commands.
@@ -67,6 +88,8 @@ pub enum Command {
     Audit(audit::Args),
     /// Make an API token for a user of the users file (printed once; store only its hash).
     Token(audit::TokenArgs),
+    /// The key that seals the state, the audit chain and promote's commits: `generate`.
+    Key(key::Args),
     /// Revert an environment to its previous (or a given) promoted state, in a new commit.
     Rollback(rollback::Args),
     /// The log template miner, and log templates marked not a risk.
@@ -79,14 +102,96 @@ pub enum Command {
     Watch(watch::Args),
     /// Ask a `promote serve` whether it is up (exit 0 on a 2xx answer): the image's HEALTHCHECK.
     Probe(probe::Args),
+    /// Print shell completions (`promote completions bash > /etc/bash_completion.d/promote`).
+    Completions(CompletionsArgs),
+}
+
+/// Arguments of `completions`.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish (also elvish, powershell).
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+impl Command {
+    /// The command's name, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Validate(_) => "validate",
+            Command::Graph(_) => "graph",
+            Command::Run(_) => "run",
+            Command::Status(_) => "status",
+            Command::Resume(_) => "resume",
+            Command::Approve(_) => "approve",
+            Command::Reject(_) => "reject",
+            Command::BreakGlass(_) => "break-glass",
+            Command::Audit(_) => "audit",
+            Command::Token(_) => "token",
+            Command::Key(_) => "key",
+            Command::Rollback(_) => "rollback",
+            Command::Logs(_) => "logs",
+            Command::Serve(_) => "serve",
+            Command::Drift(_) => "drift",
+            Command::Watch(_) => "watch",
+            Command::Probe(_) => "probe",
+            Command::Completions(_) => "completions",
+        }
+    }
+
+    /// Its state and log options, if it has any.
+    fn local(&self) -> Option<&Local> {
+        match self {
+            Command::Run(a) => Some(&a.local),
+            Command::Status(a) => Some(&a.local),
+            Command::Resume(a) => Some(&a.local),
+            Command::Approve(a) => Some(&a.local),
+            Command::Reject(a) | Command::BreakGlass(a) => Some(&a.local),
+            Command::Audit(a) => Some(&a.local),
+            Command::Rollback(a) => Some(&a.local),
+            Command::Logs(a) => a.local(),
+            Command::Serve(a) => Some(&a.local),
+            Command::Drift(a) => Some(&a.local),
+            Command::Watch(a) => Some(&a.local),
+            Command::Validate(_) | Command::Graph(_) | Command::Token(_) | Command::Key(_) | Command::Probe(_) | Command::Completions(_) => None,
+        }
+    }
+
+    /// Its `--server`, if it can act through a server.
+    fn remote(&self) -> Option<&Remote> {
+        match self {
+            Command::Run(a) => Some(&a.remote),
+            Command::Status(a) => Some(&a.remote),
+            Command::Approve(a) => Some(&a.remote),
+            Command::Reject(a) | Command::BreakGlass(a) => Some(&a.remote),
+            Command::Drift(a) => Some(&a.remote),
+            Command::Watch(a) => Some(&a.remote),
+            _ => None,
+        }
+    }
 }
 
 /// Runs the command line; the exit code follows docs/cli.md.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
-    let state = cli.state.clone().unwrap_or_else(|| PathBuf::from(".promote/state.db"));
-    let result = match (cli.command, cli.server.as_deref()) {
+    let name = cli.command.name();
+    let local = cli.command.local().cloned();
+    let remote = cli.command.remote().cloned();
+    // An option the command would ignore is refused, not silently dropped.
+    let misplaced = [
+        ("--state", cli.state.is_some() && local.is_none()),
+        ("--log-format", cli.log_format.is_some() && local.is_none()),
+        ("--server", cli.server.is_some() && remote.is_none()),
+    ];
+    if let Some((flag, _)) = misplaced.iter().find(|(_, bad)| *bad) {
+        eprintln!("promote: error: {flag} does nothing for `promote {name}`: it is not one of its options (`promote {name} --help`)");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let local = local.unwrap_or_default();
+    init_logs(local.log_format.or(cli.log_format).unwrap_or(LogFormat::Text));
+    let state = local.state.or(cli.state).unwrap_or_else(|| PathBuf::from(".promote/state.db"));
+    let server = remote.and_then(|r| r.server).or(cli.server);
+    let result = match (cli.command, server.as_deref()) {
         (Command::Run(a), Some(url)) => remote::run(url, &a.file, &a.version, a.detach),
         (Command::Status(a), Some(url)) => remote::status(url, a.run.as_deref(), a.json),
         (Command::Approve(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "approve", a.comment.as_deref()),
@@ -94,7 +199,7 @@ pub fn main() -> ExitCode {
         (Command::BreakGlass(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "break-glass", Some(&a.reason)),
         (Command::Drift(a), Some(url)) => remote::drift(url, &a.command),
         (Command::Watch(a), Some(url)) => remote::watch(url, &a.command),
-        (command, _) => local(command, &state),
+        (command, _) => local_command(command, &state),
     };
     match result {
         Ok(code) => code,
@@ -105,8 +210,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn local(command: Command, state: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn local_command(command: Command, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let state = state.to_path_buf();
+    // A command that only reads or decides never makes a state: where there is none, nothing has
+    // run, and a new empty one would only hide the mistake (`audit verify` saying "intact: 0
+    // entries" in the wrong folder).
+    let reads_only = match &command {
+        Command::Status(_) | Command::Resume(_) | Command::Approve(_) | Command::Reject(_) | Command::BreakGlass(_) | Command::Audit(_) => true,
+        Command::Drift(a) => !matches!(a.command, drift::DriftCommand::Check { .. }),
+        Command::Watch(_) => true,
+        Command::Logs(a) => a.local().is_some(),
+        _ => false,
+    };
+    if reads_only && let Some(code) = no_state(&state) {
+        return Ok(code);
+    }
     match command {
         Command::Validate(args) => validate::run(args),
         Command::Serve(args) => serve::run(args, &state),
@@ -122,13 +240,31 @@ fn local(command: Command, state: &std::path::Path) -> anyhow::Result<ExitCode> 
         Command::BreakGlass(args) => approve::break_glass(args, &state),
         Command::Audit(args) => audit::run(args, &state),
         Command::Token(args) => audit::token(args),
+        Command::Key(args) => key::run(args),
         Command::Logs(args) => logs::run(args, &state),
         Command::Probe(args) => probe::run(args),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            clap_complete::generate(args.shell, &mut Cli::command(), "promote", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
+/// `Some(2)`, having said so, when `state` is a SQLite file that does not exist.
+fn no_state(state: &Path) -> Option<ExitCode> {
+    if crate::store::in_database(state) || state.exists() {
+        return None;
+    }
+    eprintln!(
+        "promote: error: no state at {}: nothing has run here (run this in the folder where `promote run` or `promote serve` ran, or pass --state PATH); nothing was created",
+        state.display()
+    );
+    Some(ExitCode::from(EXIT_BAD_INPUT))
+}
+
 /// How logs are written.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -137,8 +273,10 @@ pub enum LogFormat {
 }
 
 fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROMOTE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::redact::Stderr);
+    // Colours only for a person at a terminal: a log collector stores escape codes as text.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(crate::redact::Stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -189,14 +327,19 @@ pub async fn executor(state: &Path) -> anyhow::Result<crate::exec::Executor> {
 /// Where the git writer keeps its caches: beside the state file, or, for a state in a database
 /// (which replicas share, while each keeps its own caches), `.promote/repos` in the working folder.
 pub fn cache_dir(state: &Path) -> PathBuf {
-    let location = state.to_string_lossy();
-    if crate::store::database_url().is_some() || crate::store::postgres::is_url(&location) {
+    if crate::store::in_database(state) {
         return PathBuf::from(".promote/repos");
     }
     state.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("repos")
 }
 
 pub use crate::ops::{Checked, check_file};
+
+/// Every list `--json` prints has one shape: `{"items": [...]}` (room for more fields beside it,
+/// and the same for every command).
+pub fn items<T: serde::Serialize>(list: &[T]) -> serde_json::Value {
+    serde_json::json!({ "items": list })
+}
 
 /// Prints diagnostics on stderr, one per line.
 /// What an operation that answers one line did: the line on stdout and 0, or its refusal on

@@ -109,7 +109,8 @@ pub fn status(server: &str, run: Option<&str>, as_json: bool) -> anyhow::Result<
             return refused(status, &v);
         }
         if as_json {
-            println!("{}", serde_json::to_string_pretty(if run.is_some() { &v } else { &v["runs"] })?);
+            let out = if run.is_some() { v } else { json!({ "items": v["runs"] }) };
+            println!("{}", serde_json::to_string_pretty(&out)?);
         } else if run.is_some() {
             print!("{}", super::run::render_summary(&summary(&v)?));
         } else {

@@ -24,6 +24,9 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
 }
 
 /// Runs `rollback`: 0 when the environment holds the earlier value, 1 when it could not be

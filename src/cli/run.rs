@@ -29,6 +29,12 @@ pub struct RunArgs {
     /// promote writes on top of the new head; the vanished commits stay kept in its cache.
     #[arg(long, value_name = "ENV")]
     pub accept_rewrite: Vec<String>,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
+    /// Through a server.
+    #[command(flatten)]
+    pub remote: super::Remote,
 }
 
 /// Arguments of `resume`.
@@ -37,6 +43,9 @@ pub struct ResumeArgs {
     /// The run id.
     #[arg(value_name = "RUN")]
     pub run: String,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
 }
 
 /// Who starts a run: `PROMOTE_USER`, else `USER`.
@@ -88,9 +97,9 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
         if args.detach {
             let exe = std::env::current_exe()?;
             std::process::Command::new(exe)
+                .args(["resume", &run.id])
                 .arg("--state")
                 .arg(state)
-                .args(["resume", &run.id])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

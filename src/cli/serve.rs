@@ -53,6 +53,9 @@ pub struct Args {
     /// The claim of the OpenID Provider's tokens that lists the person's groups (`group:NAME`).
     #[arg(long, default_value = "groups", value_name = "CLAIM")]
     pub oidc_groups_claim: String,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
 }
 
 /// Single sign-on from the flags, if an issuer is given; the secret from the environment or a

@@ -15,6 +15,12 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
+    /// Through a server.
+    #[command(flatten)]
+    pub remote: super::Remote,
 }
 
 /// Runs `status`.
@@ -26,7 +32,7 @@ pub fn run(args: Args, state: &std::path::Path) -> anyhow::Result<ExitCode> {
             None => {
                 let runs = store.runs(20).await?;
                 if args.json {
-                    println!("{}", serde_json::to_string_pretty(&runs)?);
+                    println!("{}", serde_json::to_string_pretty(&super::items(&runs))?);
                 } else if runs.is_empty() {
                     println!("no runs yet in {}", store.path());
                 } else {

@@ -13,6 +13,12 @@ use crate::store::WatchRecord;
 pub struct Args {
     #[command(subcommand)]
     pub command: WatchCommand,
+    /// Where the state is, how to log.
+    #[command(flatten)]
+    pub local: super::Local,
+    /// Through a server.
+    #[command(flatten)]
+    pub remote: super::Remote,
 }
 
 /// The `watch` subcommands.
@@ -90,7 +96,7 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
 /// Prints the watches, newest first.
 pub fn list(all: &[WatchRecord], json: bool) -> ExitCode {
     if json {
-        println!("{}", serde_json::json!({ "watches": all }));
+        println!("{}", super::items(all));
         return ExitCode::SUCCESS;
     }
     if all.is_empty() {

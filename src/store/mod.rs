@@ -160,6 +160,24 @@ pub enum StoreError {
     /// The sealing key cannot be had.
     #[error(transparent)]
     Key(#[from] crate::seal::SealError),
+    /// `PROMOTE_DATABASE_URL_FILE` names a file that cannot give the URL.
+    #[error("PROMOTE_DATABASE_URL_FILE {file}: {why}")]
+    DatabaseUrlFile {
+        /// The file.
+        file: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The database did not answer within the time given to wait for it at start.
+    #[error("{path}: the database did not answer for {waited_s} s (PROMOTE_DATABASE_WAIT): {message}")]
+    Unreachable {
+        /// The database, without its password.
+        path: String,
+        /// How long promote waited.
+        waited_s: u64,
+        /// The last attempt's error.
+        message: String,
+    },
     /// The store was closed while a write waited.
     #[error("{path}: the state was closed before the write was done")]
     Closed {
@@ -178,9 +196,32 @@ pub struct Store {
     lease: std::time::Duration,
 }
 
-/// `PROMOTE_DATABASE_URL`, when set and not empty: the PostgreSQL database the state is in.
-pub fn database_url() -> Option<String> {
-    std::env::var("PROMOTE_DATABASE_URL").ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+/// The PostgreSQL database the state is in, when one is named: `PROMOTE_DATABASE_URL` (set and
+/// not empty), else the contents of the file `PROMOTE_DATABASE_URL_FILE` names (a mounted Secret,
+/// so that the password is in no process's environment for git, ssh or gpg to inherit). A file
+/// named but unreadable or empty is an error, never a quiet fall back to a SQLite state.
+pub fn database_url() -> Result<Option<String>, StoreError> {
+    if let Some(url) = std::env::var("PROMOTE_DATABASE_URL").ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+        return Ok(Some(url));
+    }
+    let Some(file) = std::env::var_os("PROMOTE_DATABASE_URL_FILE").filter(|f| !f.is_empty()) else { return Ok(None) };
+    let path = Path::new(&file);
+    let err = |why: String| StoreError::DatabaseUrlFile { file: path.display().to_string(), why };
+    let text = crate::files::read_text(path, crate::files::MAX_SMALL).map_err(|e| err(e.why))?;
+    let url = text.trim().to_string();
+    if url.is_empty() {
+        return Err(err("it is empty (it should hold postgres://USER:PASSWORD@HOST:PORT/DATABASE)".into()));
+    }
+    if let Some(pw) = url::Url::parse(&url).ok().and_then(|u| u.password().map(String::from)) {
+        let _ = crate::secret::Secret::new(pw);
+    }
+    Ok(Some(url))
+}
+
+/// Whether the state is in a database (`PROMOTE_DATABASE_URL`, `PROMOTE_DATABASE_URL_FILE`, or a
+/// `postgres://` state location) rather than a SQLite file.
+pub fn in_database(state: &Path) -> bool {
+    !matches!(database_url(), Ok(None)) || postgres::is_url(&state.to_string_lossy())
 }
 
 /// How long a lease (an environment lock, the driving of a run) lasts unless renewed: 10 s, or
@@ -201,7 +242,7 @@ impl Store {
     /// [`Store::open`] with a given key. `PROMOTE_DATABASE_URL=postgres://...` (or a path that is
     /// such a URL) opens that PostgreSQL database instead, the state several replicas share.
     pub async fn open_with_key(path: &Path, key: crate::seal::Key) -> Result<Store, StoreError> {
-        let location = database_url().unwrap_or_else(|| path.to_string_lossy().into_owned());
+        let location = database_url()?.unwrap_or_else(|| path.to_string_lossy().into_owned());
         if postgres::is_url(&location) {
             return Store::open_url(&location, key).await;
         }

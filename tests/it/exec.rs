@@ -348,8 +348,8 @@ fn killed_runs_resume_to_the_same_end_with_one_commit_per_deploy() {
         // Wait until the run exists, then let it go on for the delay, then SIGKILL.
         let id = loop {
             let out = promote(s.path(), &["status", "--json"]);
-            let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]));
-            if let Some(id) = runs.get(0).and_then(|r| r["id"].as_str()) {
+            let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if let Some(id) = runs["items"].get(0).and_then(|r| r["id"].as_str()) {
                 break id.to_string();
             }
             if let Some(status) = child.try_wait().unwrap() {
@@ -413,9 +413,11 @@ fn bad_state_files_are_refused_untouched() {
         assert_eq!(body, "keep me");
     });
 
-    // An unknown run id.
-    let out = promote(dir.path(), &["--state", "fresh.db", "resume", "01HZZZZZZZZZZZZZZZZZZZZZZZ"]);
-    assert_eq!((out.status.code(), text(&out)), (Some(2), "promote: error: no run `01HZZZZZZZZZZZZZZZZZZZZZZZ` in fresh.db (it has no runs yet)\n".into()));
+    // No state at all: said, and none made.
+    let out = promote(dir.path(), &["resume", "01HZZZZZZZZZZZZZZZZZZZZZZZ", "--state", "fresh.db"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).starts_with("promote: error: no state at fresh.db: nothing has run here"), "{}", text(&out));
+    assert!(!dir.path().join("fresh.db").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -479,7 +481,7 @@ fn a_force_pushed_environment_fails_the_run_until_accepted() {
     assert_eq!(s.commits("qa"), ["promote checkout 7.0.1 to qa", "rewrite"]);
     // The trail keeps the rewrite found and who accepted it.
     let log = promote(s.path(), &["audit", "log", "--json"]);
-    let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&log.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let entries = serde_json::from_slice::<serde_json::Value>(&log.stdout).unwrap()["items"].as_array().unwrap().clone();
     let found = entries.iter().find(|e| e["kind"] == "history-rewrite").expect("the rewrite is in the trail");
     assert!(found["detail"].as_str().unwrap().contains("`main` was rewritten"), "{found}");
     let accepted = entries.iter().find(|e| e["kind"] == "accept-rewrite").expect("the acceptance is in the trail");
@@ -520,17 +522,29 @@ fn on_a_terminal_the_live_view_redraws_one_line_per_stage() {
 
 #[test]
 fn processes_creating_the_state_file_at_once_all_succeed() {
-    // Seen in CI: `promote status` and `promote run` creating .promote/state.db together, one
-    // failing with "database is locked" while the other switched the file to WAL.
-    for round in 0..80 {
+    // Seen in CI: two processes creating .promote/state.db together, one failing with "database
+    // is locked" while the other switched the file to WAL. (Only commands that write make a
+    // state: here `promote run` of a one-stage pipeline.)
+    let pipeline =
+        "apiVersion: promote/v1\nkind: Pipeline\nname: tiny\nartifact: {image: registry.example.com/acme/tiny}\nstages:\n  pause:\n    wait: {duration: 1ms}\n";
+    for round in 0..40 {
         let dir = tempfile::tempdir().unwrap();
-        let children: Vec<_> =
-            (0..6).map(|_| std::process::Command::new(crate::promote_bin()).current_dir(dir.path()).args(["status", "--json"]).output_async()).collect();
+        std::fs::write(dir.path().join("tiny.yaml"), pipeline).unwrap();
+        let children: Vec<_> = (0..6)
+            .map(|i| {
+                std::process::Command::new(crate::promote_bin())
+                    .current_dir(dir.path())
+                    .args(["run", "tiny.yaml", "--version", &format!("1.0.{i}")])
+                    .output_async()
+            })
+            .collect();
         for c in children {
             let out = c.wait_with_output().unwrap();
             assert!(out.status.success(), "round {round}: {}", text(&out));
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
         }
+        let list = promote(dir.path(), &["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        assert_eq!(v["items"].as_array().map(Vec::len), Some(6), "round {round}: {v}");
     }
 }
 
@@ -560,8 +574,8 @@ fn sigterm_stops_a_run_at_a_durable_point_and_resume_carries_it_on() {
         .unwrap();
     // Wait until the approval waits, then ask the process to stop.
     let id = loop {
-        let runs: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", "--json"]).stdout).unwrap_or(serde_json::json!([]));
-        if let Some(id) = runs.get(0).and_then(|r| r["id"].as_str()) {
+        let runs: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", "--json"]).stdout).unwrap_or_default();
+        if let Some(id) = runs["items"].get(0).and_then(|r| r["id"].as_str()) {
             let st: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", id, "--json"]).stdout).unwrap();
             if st["stages"][1]["state"] == "waiting" {
                 break id.to_string();

@@ -524,7 +524,8 @@ fn rollback_command_writes_a_gpg_signed_commit() {
 
     // The manual rollback is in the audit trail, with who did it.
     let log = std::process::Command::new(crate::promote_bin()).current_dir(dir.path()).args(["audit", "log", "--json"]).output().unwrap();
-    let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&log.stdout).lines().last().unwrap()).unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
+    let last = all["items"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["kind"], "rollback");
     assert!(last["detail"].as_str().unwrap().starts_with(&format!("checkout: rolled back qa: 1.4.2 -> 1.4.1 in commit {head}")), "{last}");
 

@@ -17,8 +17,8 @@ fn a_version_that_smuggles_trailers_is_refused_before_anything_runs() {
         assert!(text(&out).contains("is not a version"), "{bad:?}: {}", text(&out));
     }
     assert!(s.commits("prod").is_empty(), "nothing was committed");
-    let runs: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", "--json"]).stdout).unwrap_or(serde_json::json!([]));
-    assert_eq!(runs.as_array().map_or(0, Vec::len), 0, "no run was recorded: {runs}");
+    let runs: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", "--json"]).stdout).unwrap_or_default();
+    assert_eq!(runs["items"].as_array().map_or(0, Vec::len), 0, "no run was recorded: {runs}");
     // A tag and a digest are versions.
     let digest = format!("sha256:{}", "ab".repeat(32));
     for good in ["1.4.2-rc.1", digest.as_str()] {
@@ -462,7 +462,7 @@ fn a_killed_runs_environment_lock_is_named_stale_then_taken_over_and_audited() {
     let mut r1 = String::new();
     wait_until("run 1 to wait for its sign-off", || {
         let list: serde_json::Value = serde_json::from_slice(&leased(s.path(), &["status", "--json"]).output().unwrap().stdout).unwrap_or_default();
-        r1 = list[0]["id"].as_str().unwrap_or("").to_string();
+        r1 = list["items"][0]["id"].as_str().unwrap_or("").to_string();
         !r1.is_empty() && status_json(s.path(), &r1)["stages"][1]["state"] == "waiting"
     });
     first.kill().unwrap(); // SIGKILL
@@ -559,9 +559,9 @@ async fn no_secret_in_any_form_reaches_output_status_the_audit_log_or_the_state_
         outputs.push((format!("{file} stderr"), run.stderr));
     }
     let list: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", "--json"]).stdout).unwrap();
-    let id = list[1]["id"].as_str().unwrap().to_string();
+    let id = list["items"][1]["id"].as_str().unwrap().to_string();
     let status = promote(s.path(), &["status", &id, "--json"]);
-    let status_prom = promote(s.path(), &["status", list[0]["id"].as_str().unwrap(), "--json"]);
+    let status_prom = promote(s.path(), &["status", list["items"][0]["id"].as_str().unwrap(), "--json"]);
     let audit = promote(s.path(), &["audit", "log", "--json"]);
     let audit_text = promote(s.path(), &["audit", "log"]);
     // The failures are there, told without their secrets.

@@ -345,7 +345,7 @@ async fn a_failed_watch_reverts_a_protected_environment_through_a_request() {
     assert_eq!(fake.prs.lock().unwrap()[1].state, "merged");
     let list = crate::exec::promote(s.path(), &["watch", "list", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    let w = &doc["watches"][0];
+    let w = &doc["items"][0];
     assert_eq!(w["state"], "failed", "{w}");
     assert!(w["message"].as_str().unwrap().contains("through pull request #2"), "{w}");
 }

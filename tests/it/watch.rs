@@ -39,7 +39,7 @@ fn run_id(o: &std::process::Output) -> String {
 fn watches(s: &Setup) -> Vec<serde_json::Value> {
     let out = promote(s.path(), &["watch", "list", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["watches"].as_array().unwrap().clone()
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["items"].as_array().unwrap().clone()
 }
 
 fn watch_of<'a>(all: &'a [serde_json::Value], version: &str) -> &'a serde_json::Value {

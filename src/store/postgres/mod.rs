@@ -49,6 +49,64 @@ fn db(path: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError::db(path, e)
 }
 
+/// How long a start waits for a database that does not answer yet (a pod that comes up before
+/// its database, a database restarting): `PROMOTE_DATABASE_WAIT` seconds, default 60; `0` tries
+/// once.
+pub fn wait() -> Duration {
+    let s = std::env::var("PROMOTE_DATABASE_WAIT").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(60);
+    Duration::from_secs(s.min(3600))
+}
+
+/// Whether a failed connection may succeed later: the database is not reachable (refused, no
+/// route, its name not resolved yet) or is starting up, shutting down or recovering; not a
+/// refused password or a missing database.
+fn not_answering(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
+}
+
+/// Connects once, trying again with backoff (0.25 s doubling to 5 s) while the database does not
+/// answer, for up to `wait`, saying so in the log at each try.
+async fn wait_for(options: &PgConnectOptions, path: &str, wait: Duration) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let left = wait.saturating_sub(started.elapsed());
+        let attempt = tokio::time::timeout(left.max(Duration::from_secs(1)).min(Duration::from_secs(10)), PgConnection::connect_with(options)).await;
+        let e = match attempt {
+            Ok(Ok(c)) => {
+                let _ = c.close().await;
+                if tries > 1 {
+                    tracing::warn!(database = %path, waited_ms = started.elapsed().as_millis() as u64, "the database answers: starting");
+                }
+                return Ok(());
+            }
+            Ok(Err(e)) if not_answering(&e) => e.to_string(),
+            Ok(Err(e)) => return Err(StoreError::db(path, e)),
+            Err(_) => "no answer to the connection".to_string(),
+        };
+        let waited = started.elapsed();
+        if waited + delay > wait {
+            return Err(StoreError::Unreachable { path: path.to_string(), waited_s: waited.as_secs(), message: crate::redact::text(&e).into_owned() });
+        }
+        tracing::warn!(
+            database = %path,
+            error = %crate::redact::text(&e),
+            "waiting for the database: it does not answer yet; trying again in {} (giving up {} s after the start, PROMOTE_DATABASE_WAIT)",
+            crate::clock::humanize(delay),
+            wait.as_secs()
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// A promote state in a PostgreSQL database.
 pub struct PgBackend {
     pool: PgPool,
@@ -70,6 +128,7 @@ impl PgBackend {
             let _ = crate::secret::Secret::new(pw);
         }
         let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| StoreError::Db { path: path.clone(), message: e.to_string(), code: None })?;
+        wait_for(&options, &path, wait()).await?;
         let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect_with(options.clone()).await.map_err(db(&path))?;
         schema::migrate(&pool, &path).await?;
         let (writes, rx) = mpsc::channel(writer::QUEUE);
