@@ -129,7 +129,10 @@ pub async fn receive(
     // Read as JSON once: the event and when what it announces happened. (GitHub sends a hook made
     // with the REST API's default content type as a form: `payload=JSON`; the signature covers
     // the form as sent.)
-    let form = headers.get_str("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    // (A client that sends JSON under the form type, as Python's urllib does by default, is read
+    // as JSON.)
+    let form = headers.get_str("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+        && body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{');
     let json = if form { form_payload(&body) } else { Ok(body.to_vec()) };
     let (event, origin_at) = match json.and_then(|b| json_of(&b)).and_then(|v| Ok((parse_json(&provider, &headers, &v)?, origin(&provider, &v)))) {
         Ok(e) => e,

@@ -28,6 +28,21 @@ async fn a_github_hook_made_with_the_form_content_type_is_read_like_json() {
     let status = r.status().as_u16();
     let answer: serde_json::Value = r.json().await.unwrap();
     assert_eq!((status, answer["runs"][0]["version"].as_str()), (201, Some("v2.0.1")), "{answer}");
+    // JSON sent under the form type (Python's urllib does it by default) is still read as JSON.
+    let json = push_event("acme/checkout", "refs/tags/v2.0.2");
+    let sig = sign(&json);
+    let r = server
+        .http
+        .post(format!("{}/hooks/github", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "form-3")
+        .header("x-hub-signature-256", sig)
+        .body(json)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
     // A ping of such a hook too.
     let ping = b"payload=%7B%22zen%22%3A%22Keep+it+logically+awesome.%22%2C%22hook_id%22%3A1%7D".to_vec();
     let sig = sign(&ping);
