@@ -129,6 +129,31 @@ pub(super) fn may_view(server: &Server, person: &Person, name: &str, run: Option
     }
 }
 
+/// Which entries of the trail a person sees: those of runs whose pipeline they may view, and
+/// those of no run (sign-ins, drifts, rollbacks, which may be of any pipeline) only when they may
+/// view every loaded pipeline.
+pub(super) struct Visible {
+    all: bool,
+    runs: std::collections::HashSet<String>,
+}
+
+impl Visible {
+    pub(super) async fn of(server: &Server, person: &Person) -> Result<Visible, crate::store::StoreError> {
+        let pipelines = server.pipelines();
+        let all = pipelines.by_name.values().all(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, person));
+        let runs = if all {
+            Default::default()
+        } else {
+            server.exec.store.runs(10_000).await?.into_iter().filter(|r| may_view(server, person, &r.pipeline, Some(r))).map(|r| r.id).collect()
+        };
+        Ok(Visible { all, runs })
+    }
+
+    pub(super) fn sees(&self, run: &str) -> bool {
+        self.all || self.runs.contains(run)
+    }
+}
+
 /// The pipeline whose rules govern `run`: the loaded one of its name, else the one stored with it.
 pub(super) fn rules_of(server: &Server, run: &crate::store::RunRecord) -> Option<std::sync::Arc<crate::plan::Plan>> {
     match server.pipelines().get(&run.pipeline) {
@@ -145,6 +170,7 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/runs/{id}/events", get(events))
         .route("/runs/{id}/stages/{stage}/{decision}", post(decide))
         .route("/runs/{id}/stages/{stage}/templates/{number}/not-a-risk", post(not_a_risk))
+        .route("/audit", get(audit))
         .route("/audit/verify", get(verify))
         .route("/drifts", get(drifts))
         .route("/drifts/{id}/{verdict}", post(decide_drift))
@@ -484,6 +510,43 @@ async fn clear_watch(State(server): State<Server>, headers: HeaderMap, Path(id):
     let c = crate::ops::watch::Clear { id: &id, reason: &reason, caller: Caller::Person(&person) };
     let line = answer(&server, &person, &format!("to clear the hold of watch {id}"), crate::ops::watch::clear(&server.exec.store, &c).await).await?;
     Ok(Json(json!({"done": line, "by": person.login})).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Of this run only.
+    run: Option<String>,
+    /// Entries after this number.
+    #[serde(default)]
+    after: i64,
+    /// At most this many (default 100, at most 1,000).
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/audit[?run=ID&after=N&limit=M]`: the trail, oldest first, as `promote audit log
+/// --json`, paged by entry number; only the entries the person may see.
+async fn audit(State(server): State<Server>, headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<AuditQuery>) -> Answer {
+    let person = authenticate(&server, &headers).await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let visible = Visible::of(&server, &person).await?;
+    // Pages of the trail until `limit` visible entries or its end.
+    let (mut items, mut after) = (Vec::new(), q.after.max(0));
+    loop {
+        let page = server.exec.store.audit_entries(q.run.as_deref(), after, 1000).await?;
+        let Some(last) = page.last().map(|e| e.seq) else { break };
+        after = last;
+        items.extend(page.into_iter().filter(|e| visible.sees(&e.run)).map(|mut e| {
+            e.detail = crate::redact::text(&e.detail).into_owned();
+            e
+        }));
+        if items.len() as i64 >= limit {
+            items.truncate(limit as usize);
+            break;
+        }
+    }
+    let next = items.last().map(|e| e.seq);
+    Ok(Json(json!({"items": items, "next": next})).into_response())
 }
 
 async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {

@@ -128,6 +128,10 @@ async fn every_route_and_form_allows_exactly_the_roles_access_names() {
         assert_eq!(p["pipelines"].as_array().unwrap().len(), n, "pipelines seen by {who}: {p}");
         let (_, r) = call(&server, who, Method::GET, "/runs", None).await;
         assert_eq!(r["runs"].as_array().unwrap().len(), n, "runs seen by {who}: {r}");
+        let (_, trail) = call(&server, who, Method::GET, "/audit?limit=1000", None).await;
+        let entries = trail["items"].as_array().unwrap();
+        assert_eq!(entries.is_empty(), n == 0, "the trail seen by {who}: {} entries", entries.len());
+        assert!(entries.iter().all(|e| n == 1 || e["run"] != id.as_str()), "{who} sees no entry of the run");
         let (_, d) = call(&server, who, Method::GET, "/drifts", None).await;
         assert!(d["drifts"].as_array().unwrap().is_empty(), "{who}: {d}");
     }

@@ -953,28 +953,6 @@ async fn rollback(State(server): State<Server>, headers: HeaderMap, Form(f): For
 
 // ---- audit ----
 
-/// Which entries of the trail a person sees: those of runs whose pipeline they may view, and
-/// those of no run (sign-ins, drifts, rollbacks, which may be of any pipeline) only when they may
-/// view every loaded pipeline.
-struct Visible {
-    all: bool,
-    runs: std::collections::HashSet<String>,
-}
-
-impl Visible {
-    async fn of(server: &Server, s: &Session) -> Result<Visible, crate::store::StoreError> {
-        let pipelines = server.pipelines();
-        let all = pipelines.by_name.values().all(|l| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, &s.person));
-        let runs =
-            if all { Default::default() } else { server.exec.store.runs(10_000).await?.into_iter().filter(|r| sees(server, s, r)).map(|r| r.id).collect() };
-        Ok(Visible { all, runs })
-    }
-
-    fn sees(&self, run: &str) -> bool {
-        self.all || self.runs.contains(run)
-    }
-}
-
 #[derive(Template)]
 #[template(path = "ui/audit.html")]
 struct Audit {
@@ -1004,7 +982,7 @@ async fn audit(State(server): State<Server>, headers: HeaderMap, Query(q): Query
     let store = &server.exec.store;
     let last = store.last_entry().await.map_err(internal)?;
     let run = (!q.run.is_empty()).then_some(q.run.as_str());
-    let visible = Visible::of(&server, &s).await.map_err(internal)?;
+    let visible = super::api::Visible::of(&server, &s.person).await.map_err(internal)?;
     // The newest 500 entries that pass the filters.
     let from = if run.is_some() { 0 } else { (last - 5000).max(0) };
     let mut entries: Vec<(i64, EventRow, String)> = store
