@@ -600,6 +600,14 @@ impl Store {
         Ok(self.backend.write(w).await? == Written::Renewed(true))
     }
 
+    /// Takes note `seq` of kind `kind` (`approval-reminder`, `approval-escalation`) of the
+    /// approval `stage` of `run` waiting since `since`, writing `detail` to the trail: false when
+    /// it, or a later one, was taken before (by this process before a restart, or a replica).
+    pub async fn claim_note(&self, run: &str, stage: &str, since: i64, kind: &str, seq: i64, detail: &str) -> Result<bool, StoreError> {
+        let w = Write::ClaimNote { run: run.into(), stage: stage.into(), since, kind: kind.into(), seq, detail: detail.into(), at: crate::clock::now_ms() };
+        Ok(self.write(w).await? == Written::Renewed(true))
+    }
+
     /// Moves the next look at a source this process claimed, for every replica.
     pub async fn defer_poll(&self, source: &str, next_at: i64) -> Result<(), StoreError> {
         self.backend.write(Write::DeferPoll { source: source.into(), holder: self.holder.to_string(), next_at }).await.map(|_| ())

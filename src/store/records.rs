@@ -488,6 +488,26 @@ pub enum Write {
         /// When the next look is due.
         next_at: i64,
     },
+    /// Takes note `seq` of an approval waiting since `since` (its reminder `seq`, or its
+    /// escalation: `seq` 1), with its entry, unless that note or a later one of the same kind was
+    /// taken ([`Written::Renewed`] says whether this write took it): of several replicas, or a
+    /// process and the one restarted after it, one sends each note.
+    ClaimNote {
+        /// The run.
+        run: String,
+        /// The approval stage.
+        stage: String,
+        /// When its wait began (the attempt's start).
+        since: i64,
+        /// `approval-reminder` or `approval-escalation` (the entry's kind).
+        kind: String,
+        /// The note's number: reminders count from 1, one per `remindEvery` since `since`.
+        seq: i64,
+        /// The entry's text: what was sent to whom.
+        detail: String,
+        /// When.
+        at: i64,
+    },
     /// Gives a driver's lease back.
     Release {
         /// The run.
@@ -559,7 +579,7 @@ impl Write {
                     string(r);
                 }
             }
-            Write::Audit { detail, .. } => string(detail),
+            Write::Audit { detail, .. } | Write::ClaimNote { detail, .. } => string(detail),
             Write::EndSessions { detail, .. } => string(detail),
             Write::OpenSession { .. } | Write::SeenSession { .. } => {}
             Write::Lock { .. } | Write::Drive { .. } | Write::Renew { .. } | Write::Release { .. } | Write::Polled { .. } => {}

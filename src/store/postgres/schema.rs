@@ -177,6 +177,16 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessions_by_login ON sessions (login, ended_at);",
     // 3: polled registry repositories' claims (SQLite's 15).
     "CREATE TABLE poll_claims (source TEXT PRIMARY KEY, holder TEXT NOT NULL, next_at BIGINT NOT NULL);",
+    // 4: the notes a waiting approval sent (SQLite's 16).
+    "CREATE TABLE approval_notes (
+        run_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        since BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        PRIMARY KEY (run_id, stage, since, kind)
+    );",
 ];
 
 /// The schema version the database is at (0: none yet).

@@ -577,6 +577,25 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             }
             Ok(Written::Renewed(ended > 0))
         }
+        Write::ClaimNote { run, stage, since, kind, seq, detail, at } => {
+            let taken = sqlx::query(
+                "INSERT INTO approval_notes (run_id, stage, since, kind, seq, at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, stage, since, kind) DO UPDATE SET seq = excluded.seq, at = excluded.at WHERE approval_notes.seq < excluded.seq",
+            )
+            .bind(run)
+            .bind(stage)
+            .bind(since)
+            .bind(kind)
+            .bind(seq)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                == 1;
+            if taken {
+                insert_event(conn, head, run, Some(stage), *at, kind, "promote", detail).await?;
+            }
+            Ok(Written::Renewed(taken))
+        }
         Write::Audit { run, stage, kind, actor, detail, at } => {
             insert_event(conn, head, run, stage.as_deref(), *at, kind, actor, detail).await?;
             Ok(Written::Done)

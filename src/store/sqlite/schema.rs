@@ -224,6 +224,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 15: polled registry repositories: when each one's next look is due and who took the last
     // (of several processes on one state, one looks each time).
     "CREATE TABLE poll_claims (source TEXT PRIMARY KEY, holder TEXT NOT NULL, next_at INTEGER NOT NULL);",
+    // 16: the notes a waiting approval sent (its latest reminder, its escalation), each taken by
+    // a conditional write so that no process, replica or restart sends one twice.
+    "CREATE TABLE approval_notes (
+        run_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (run_id, stage, since, kind)
+    );",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.
