@@ -12,8 +12,30 @@ use crate::diag::{Diagnostics, did_you_mean};
 use crate::model::{Notification, NotifyTarget};
 
 /// The events a channel can subscribe to.
-pub const EVENTS: &[&str] =
-    &["approval-pending", "stage-failed", "rollback", "policy-warning", "freeze", "break-glass", "run-finished", "drift", "watch-failed"];
+pub const EVENTS: &[&str] = &[
+    "approval-pending",
+    "approval-reminder",
+    "approval-escalation",
+    "stage-failed",
+    "rollback",
+    "policy-warning",
+    "freeze",
+    "break-glass",
+    "run-finished",
+    "drift",
+    "watch-failed",
+];
+
+/// Whether a channel subscribed to `events` (none listed: every event) gets a note of `event`:
+/// one that asks for `approval-pending` gets the approval's reminders and escalation too.
+pub fn carries<'a>(mut events: impl ExactSizeIterator<Item = &'a str>, event: &str) -> bool {
+    events.len() == 0 || events.any(|e| e == event || (e == "approval-pending" && matches!(event, "approval-reminder" | "approval-escalation")))
+}
+
+/// Whether an event is about a decision that waits (its note links the decision's page).
+fn about_a_decision(event: &str) -> bool {
+    matches!(event, "approval-pending" | "approval-reminder" | "approval-escalation")
+}
 
 /// Checks the channels: one target each, known events.
 pub fn check(list: &[Notification], diags: &mut Diagnostics) {
@@ -120,6 +142,15 @@ pub struct Note {
     /// public URL is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Whom the note is for, when not the channel's own list (an approval's reminder: the
+    /// approvers who have not decided; its escalation: `escalateTo`): logins, `group:NAME`,
+    /// addresses. Email is sent to them instead of the channel's `to`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// Logins that get no email of this note even when a group of `to` has them (those who
+    /// decided already).
+    #[serde(skip)]
+    pub except: Vec<String>,
     /// The question or news in a business person's words ("Approve deploying checkout 1.7.0 to
     /// prod?"); empty: made from the event.
     #[serde(skip)]
@@ -134,7 +165,7 @@ impl Note {
     pub fn for_run(run: &crate::store::RunRecord, event: &str, stage: Option<&str>, message: &str) -> Note {
         // A waiting decision's page is its card in the inbox; anything else about a run, the run.
         let page = match (event, stage) {
-            ("approval-pending", Some(s)) => format!("/ui/#decision-{}-{}", run.id, s),
+            (e, Some(s)) if about_a_decision(e) => format!("/ui/#decision-{}-{}", run.id, s),
             _ => format!("/ui/runs/{}", run.id),
         };
         Note {
@@ -145,6 +176,8 @@ impl Note {
             stage: stage.map(str::to_string),
             message: message.into(),
             link: None,
+            to: Vec::new(),
+            except: Vec::new(),
             headline: String::new(),
             page: Some(page),
         }
@@ -153,6 +186,13 @@ impl Note {
     /// The same note with its headline.
     pub fn headed(mut self, headline: impl Into<String>) -> Note {
         self.headline = headline.into();
+        self
+    }
+
+    /// The same note for `to` (logins, `group:NAME`, addresses) but not the people `except`.
+    pub fn for_people(mut self, to: Vec<String>, except: Vec<String>) -> Note {
+        self.to = to;
+        self.except = except;
         self
     }
 
@@ -171,6 +211,8 @@ impl Note {
         let stage = self.stage.as_deref().unwrap_or("");
         match self.event.as_str() {
             "approval-pending" => format!("Approve {p} {v} ({stage})?"),
+            "approval-reminder" => format!("Reminder: approve {p} {v} ({stage})?"),
+            "approval-escalation" => format!("Escalated: approve {p} {v} ({stage})? Nobody has decided"),
             "drift" => format!("{p}: a change nobody promoted. Keep it or undo it?"),
             "watch-failed" => format!("{p} {v} was taken back: a check after the release failed"),
             "freeze" => format!("{p} {v} waits for a change freeze to end"),
@@ -262,6 +304,11 @@ impl People {
             }
         }
         p
+    }
+
+    /// The address of a login, if it has one.
+    pub fn address(&self, login: &str) -> Option<&str> {
+        self.by_login.get(login).map(String::as_str)
     }
 
     /// Adds `other`'s people where these do not know them (a pipeline's users file over the
@@ -364,7 +411,7 @@ impl Notifier {
             note.link = Some(format!("{base}{page}"));
         }
         for (i, c) in self.channels.iter().enumerate() {
-            if !c.events.iter().any(|e| e == &note.event) {
+            if !carries(c.events.iter().map(String::as_str), &note.event) {
                 continue;
             }
             let me = self.clone();
@@ -443,12 +490,15 @@ impl Notifier {
     /// error (never the SMTP URL or its password).
     async fn deliver_email(&self, c: &Channel, note: &Note, message: &str, secrets: &[&str]) -> Result<u32, String> {
         use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-        let (to, unknown) = self.people.expand(&c.to);
+        let wanted = if note.to.is_empty() { &c.to } else { &note.to };
+        let (mut to, unknown) = self.people.expand(wanted);
         if !unknown.is_empty() {
             tracing::warn!(channel = %c.name, unknown = %unknown.join(", "), "email recipients with no address");
         }
+        let skipped: Vec<&str> = note.except.iter().filter_map(|l| self.people.address(l)).collect();
+        to.retain(|a| !skipped.contains(&a.as_str()));
         if to.is_empty() {
-            return Err(format!("{}: no address for {}", c.name, c.to.join(", ")));
+            return Err(format!("{}: no address for {}", c.name, wanted.join(", ")));
         }
         let from = c.from.parse().map_err(|_| format!("{}: `from` is not an email address", c.name))?;
         let mut b = Message::builder().from(from).subject(redact(&note.title(), secrets));
@@ -494,7 +544,7 @@ fn teams_card(note: &Note, title: &str, message: &str) -> serde_json::Value {
     let actions: Vec<serde_json::Value> = note
         .link
         .iter()
-        .map(|l| serde_json::json!({"type": "Action.OpenUrl", "title": if note.event == "approval-pending" { "Review and decide" } else { "Open" }, "url": l}))
+        .map(|l| serde_json::json!({"type": "Action.OpenUrl", "title": if about_a_decision(&note.event) { "Review and decide" } else { "Open" }, "url": l}))
         .collect();
     serde_json::json!({
         "type": "message",

@@ -44,6 +44,7 @@ fn notify(
         link: None,
         headline: format!("{name} in {environment} was changed outside promote: keep the change or undo it?"),
         page: Some(format!("/ui/#drift-{id}")),
+        ..Default::default()
     });
     Some(n)
 }

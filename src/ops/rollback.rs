@@ -131,6 +131,7 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
                     link: None,
                     headline: String::new(),
                     page: None,
+                    ..Default::default()
                 });
                 n.finish_audited(store, "-").await?;
             }
