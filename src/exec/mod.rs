@@ -702,7 +702,8 @@ async fn attempt_loop(ctx: StageContext, first_attempt: i64) -> (usize, i64, Res
 }
 
 /// One attempt of a stage: looks at it until it is done or fails. While it waits, the engine
-/// records why (again when the reason changes), sends the wait's notification once, and sleeps
+/// records why (again when the reason changes), sends the wait's notification once (taken in the
+/// state before it is sent, so once across restarts and replicas), and sleeps
 /// until the change feed announces what wakes it, or its `until`: no stage polls.
 async fn one_attempt(ctx: &StageContext) -> Result<serde_json::Value, StageError> {
     let name = ctx.stage().name.value.as_str();
@@ -722,8 +723,11 @@ async fn one_attempt(ctx: &StageContext) -> Result<serde_json::Value, StageError
                 };
                 if recorded.as_deref() != Some(w.why.as_str()) {
                     ctx.waiting(&w.why).await?;
+                    // The wait's note, taken in the state first: a process that takes the run
+                    // over (a restart, another replica) does not send it again.
                     if recorded.is_none()
                         && let Some(event) = w.notify
+                        && ctx.store.claim_note(&ctx.run.id, name, ctx.started_at, event, 1, &format!("`{event}` note sent: {}", w.why)).await?
                     {
                         ctx.notify(event, Some(name), &w.why);
                     }

@@ -130,6 +130,19 @@ pub fn check(plan: &Plan, base_dir: &Path, diags: &mut Diagnostics) {
         match &s.kind {
             StageKind::Approval(a) => {
                 check_people(&a.approvers, "approver", diags);
+                let people: Vec<Spanned<String>> = a.escalate_to.iter().filter(|t| !t.value.contains('@') || t.value.starts_with("group:")).cloned().collect();
+                check_people(&people, "escalateTo", diags);
+                // A reminder or an escalation nobody would be sent is likely a forgotten channel.
+                for (field, d, event) in [("remindEvery", &a.remind_every, "approval-reminder"), ("escalateAfter", &a.escalate_after, "approval-escalation")] {
+                    if let Some(d) = d
+                        && !p.notifications.iter().any(|n| notify::carries(n.events.iter().map(|e| e.value.as_str()), event))
+                    {
+                        diags.warning(
+                            d.pos,
+                            format!("`{field}`: no notification carries `{event}` (add a channel under `notifications` whose `events` list it or `approval-pending`)"),
+                        );
+                    }
+                }
                 if a.min_approvals.value == 0 {
                     diags.error(a.min_approvals.pos, "`minApprovals` is at least 1");
                 }

@@ -672,6 +672,16 @@ pub struct ApprovalStage {
     /// Shown to approvers.
     #[serde(default)]
     pub message: Option<String>,
+    /// While it waits, the approvers who have not decided are reminded this often
+    /// (`approval-reminder` notes).
+    #[serde(default)]
+    pub remind_every: Option<Spanned<Duration>>,
+    /// After this long with no decision, one note goes to `escalateTo` (`approval-escalation`).
+    #[serde(default)]
+    pub escalate_after: Option<Spanned<Duration>>,
+    /// Who hears of an approval waiting past `escalateAfter`: logins, `group:NAME`, addresses.
+    #[serde(default)]
+    pub escalate_to: Vec<Spanned<String>>,
 }
 
 fn default_min_approvals() -> Spanned<u32> {

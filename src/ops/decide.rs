@@ -176,6 +176,9 @@ fn judge(
                 timeout: None,
                 allow_self_approval: false,
                 message: None,
+                remind_every: None,
+                escalate_after: None,
+                escalate_to: Vec::new(),
             };
             &deciders
         }

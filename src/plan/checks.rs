@@ -364,6 +364,34 @@ impl Checks for ApprovalStage {
         } else if !has_group && min.value as usize > a.approvers.len() {
             diags.error(min_pos, format!("`minApprovals: {}` but only {} approvers are listed: it could never be met", min.value, a.approvers.len()));
         }
+        for (field, d) in [("remindEvery", &a.remind_every), ("escalateAfter", &a.escalate_after)] {
+            if let Some(d) = d
+                && d.value.0.is_zero()
+            {
+                diags.error(d.pos, format!("`{field}` must be longer than 0s"));
+            }
+        }
+        if let (Some(after), Some(t)) = (&a.escalate_after, a.timeout)
+            && after.value >= t
+        {
+            diags.warning(
+                after.pos,
+                format!("`escalateAfter: {}` is not before the approval's `timeout: {}`: the escalation would never be sent", after.value, t),
+            );
+        }
+        match (&a.escalate_after, a.escalate_to.is_empty()) {
+            (Some(after), true) => diags.error(after.pos, "`escalateAfter` needs `escalateTo`: the people (`alice`), groups (`group:NAME`) or addresses told"),
+            (None, false) => diags.error(a.escalate_to[0].pos, "`escalateTo` needs `escalateAfter`: how long the approval may wait before they are told"),
+            _ => {}
+        }
+        for t in &a.escalate_to {
+            let v = t.value.as_str();
+            if v.trim().is_empty() || v == "group:" || v == "group:*" || v.contains(char::is_whitespace) && !v.contains('<') {
+                diags.error(t.pos, format!("`{v}` in `escalateTo` is not a person, `group:NAME` or an email address"));
+            } else if v.contains('@') && !v.starts_with("group:") && v.parse::<lettre::message::Mailbox>().is_err() {
+                diags.error(t.pos, format!("`{v}` in `escalateTo` is not an email address"));
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::clock::now_ms;
+use crate::governance::notify::Note;
 use crate::governance::{Users, is_listed};
 use crate::model::ApprovalStage;
 use crate::store::RunRecord;
@@ -88,7 +89,69 @@ pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<Step, StageErr
     let who: Vec<&str> = a.approvers.iter().map(|x| x.value.as_str()).collect();
     let msg = a.message.as_deref().map(|m| format!(" — {m}")).unwrap_or_default();
     let why = format!("{} of {need} approvals from {}: promote approve {} {name} --as USER{msg}", approvers.len(), who.join(", "), ctx.run.id);
-    Ok(Step::Wait(Wait { why, wake: Wake::Decision, until: deadline, notify: Some("approval-pending") }))
+    let decided: Vec<String> = decisions.iter().map(|d| d.user.clone()).collect();
+    let next = remind(a, ctx, &decided, approvers.len()).await?;
+    let until = match (deadline, next) {
+        (Some(d), Some(n)) => Some(d.min(n)),
+        (d, n) => d.or(n),
+    };
+    Ok(Step::Wait(Wait { why, wake: Wake::Decision, until, notify: Some("approval-pending") }))
+}
+
+/// The notes due while the approval waits: the latest reminder (`remindEvery`: to the approvers
+/// who have not decided) and the escalation (`escalateAfter`: to `escalateTo`, once). Each is
+/// first taken in the state by a conditional write, which is its trail entry: a replica, or this
+/// process restarted, never sends it again; a reminder due while no process ran is sent once
+/// when one is back (never a burst of them). Returns when the next note is due (Unix ms).
+async fn remind(a: &ApprovalStage, ctx: &StageContext, decided: &[String], approved: usize) -> Result<Option<i64>, StageError> {
+    let name = &ctx.stage().name.value;
+    let (now, since) = (now_ms(), ctx.started_at);
+    let waited = crate::clock::humanize(std::time::Duration::from_millis((now - since).max(0) as u64));
+    let need = a.min_approvals.value;
+    let question = ctx.question(name);
+    let mut next: Option<i64> = None;
+    if let Some(every) = a.remind_every.as_ref().map(|e| e.value.0.as_millis() as i64).filter(|e| *e > 0) {
+        let n = (now - since) / every;
+        let pending: Vec<String> = a.approvers.iter().map(|x| x.value.clone()).filter(|x| !decided.contains(x)).collect();
+        if n >= 1 && !pending.is_empty() {
+            let detail = format!("reminder {n} sent to {} ({approved} of {need} approvals after {waited})", pending.join(", "));
+            if ctx.store.claim_note(&ctx.run.id, name, since, "approval-reminder", n, &detail).await? {
+                let message = format!(
+                    "Still waiting for your decision after {waited}: {approved} of {need} approvals; not yet decided: {} (reminder {n}).{}",
+                    pending.join(", "),
+                    a.message.as_deref().map(|m| format!(" {m}")).unwrap_or_default()
+                );
+                let note = Note::for_run(&ctx.run, "approval-reminder", Some(name), &message)
+                    .headed(format!("Reminder: {question}"))
+                    .for_people(pending, decided.to_vec());
+                ctx.notifier.send(note);
+            }
+        }
+        next = Some(since + (n + 1) * every);
+    }
+    if let Some(written) = a.escalate_after.as_ref().map(|e| e.value)
+        && !a.escalate_to.is_empty()
+    {
+        let due = since + written.0.as_millis() as i64;
+        if now < due {
+            next = Some(next.map_or(due, |n| n.min(due)));
+        } else {
+            let to: Vec<String> = a.escalate_to.iter().map(|x| x.value.clone()).collect();
+            let after = written.to_string();
+            let who: Vec<&str> = a.approvers.iter().map(|x| x.value.as_str()).collect();
+            let detail = format!("escalated to {} after {after} without a decision ({approved} of {need} approvals)", to.join(", "));
+            if ctx.store.claim_note(&ctx.run.id, name, since, "approval-escalation", 1, &detail).await? {
+                let message = format!(
+                    "Nobody has decided in {after}: {approved} of {need} approvals from {}. You hear of it as the escalation of step `{name}`; please see that it is decided.",
+                    who.join(", ")
+                );
+                let note =
+                    Note::for_run(&ctx.run, "approval-escalation", Some(name), &message).headed(format!("Escalated: {question}")).for_people(to, Vec::new());
+                ctx.notifier.send(note);
+            }
+        }
+    }
+    Ok(next)
 }
 
 impl super::Run for crate::model::ApprovalStage {

@@ -337,6 +337,9 @@ pub fn deciders(m: &MetricsStage) -> ApprovalStage {
         timeout: None,
         allow_self_approval: false,
         message: None,
+        remind_every: None,
+        escalate_after: None,
+        escalate_to: Vec::new(),
     }
 }
 

@@ -27,6 +27,7 @@ mod plan;
 mod prom;
 mod pullrequests;
 mod registry;
+mod reminders;
 mod replicas;
 mod repos;
 mod retry;

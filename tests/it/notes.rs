@@ -16,7 +16,7 @@ async fn sse_ids(mut r: reqwest::Response, quiet: Duration) -> Vec<i64> {
 }
 
 /// A run of the server's pipeline, started by a signed GitHub push, waiting at `sign-off`.
-async fn waiting_run(server: &Running) -> String {
+pub async fn waiting_run(server: &Running) -> String {
     let body = push_event("acme/checkout", "refs/tags/v1.7.0");
     let sig = sign(&body);
     let headers = [("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d-1"), ("X-Hub-Signature-256", sig.as_str())];
@@ -111,14 +111,14 @@ fn pipeline_with(notifications: &str) -> crate::exec::Setup {
 
 /// A real SMTP server (PyPI's aiosmtpd, tests/support/smtp_sink.py) writing each message to a
 /// folder; stopped when dropped. Without aiosmtpd: skipped, except under CI=true, where it fails.
-struct Smtp {
+pub struct Smtp {
     child: std::process::Child,
-    port: u16,
+    pub port: u16,
     folder: tempfile::TempDir,
 }
 
 impl Smtp {
-    fn start() -> Option<Smtp> {
+    pub fn start() -> Option<Smtp> {
         let have = std::process::Command::new("python3").args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
         if !have {
             assert!(std::env::var("CI").as_deref() != Ok("true"), "aiosmtpd is missing (python3 -m pip install aiosmtpd): under CI the email tests never skip");
@@ -140,7 +140,7 @@ impl Smtp {
     }
 
     /// The messages received so far, as received.
-    fn messages(&self) -> Vec<String> {
+    pub fn messages(&self) -> Vec<String> {
         let mut names: Vec<_> =
             std::fs::read_dir(self.folder.path()).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect();
         names.sort();
@@ -156,7 +156,7 @@ impl Drop for Smtp {
 }
 
 /// A message's text with quoted-printable soft line breaks and `=3D` undone.
-fn unfolded(mail: &str) -> String {
+pub fn unfolded(mail: &str) -> String {
     mail.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=")
 }
 
