@@ -32,7 +32,14 @@ use crate::store::{RunRecord, RunState, StageState, StageWrite, Store, StoreErro
 pub enum ExecError {
     /// The state store failed; the run can be resumed once it works again.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    /// Another process took the run over while this one was paused or cut off (its lease
+    /// lapsed), or the run ended: this process stopped driving it, and its writes were refused.
+    #[error("run {id}: another process drives it now (this one lost its lease): stopped here, nothing more written")]
+    LeaseLost {
+        /// The run.
+        id: String,
+    },
     /// The run already ended.
     #[error("run {id} already {state}: nothing to resume (`promote status {id}` shows it)")]
     Finished {
@@ -41,7 +48,7 @@ pub enum ExecError {
         /// How it ended.
         state: RunState,
     },
-    /// The walk was stopped (the process is shutting down): the run stays `running`.
+    /// Another process drives the run (its lease is alive).
     #[error(
         "run {id} is being driven by another process ({holder}, its lease runs until {until}): refused, so that no stage runs twice; if that process is gone, its lease lapses and `promote resume {id}` takes the run over then"
     )]
@@ -53,6 +60,7 @@ pub enum ExecError {
         /// Its lease's end, RFC 3339.
         until: String,
     },
+    /// The walk was stopped (the process is shutting down): the run stays `running`.
     #[error("run {id} stopped before its end: `promote resume {id}` carries it on")]
     Stopped {
         /// The run.
@@ -69,6 +77,16 @@ pub enum ExecError {
         /// Every problem.
         errors: String,
     },
+}
+
+/// A store error, except a fenced write, which is this process losing the run to another.
+impl From<StoreError> for ExecError {
+    fn from(e: StoreError) -> ExecError {
+        match e {
+            StoreError::Fenced { run } => ExecError::LeaseLost { id: run },
+            other => ExecError::Store(other),
+        }
+    }
 }
 
 /// One line of progress: a stage changed state.
@@ -188,8 +206,9 @@ impl Executor {
             return Err(ExecError::Driven { id: id.into(), holder, until: crate::clock::rfc3339(until) });
         }
         let stop = stop.child_token();
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let heartbeat = {
-            let (store, run, stop) = (self.store.clone(), id.to_string(), stop.clone());
+            let (store, run, stop, lost) = (self.store.clone(), id.to_string(), stop.clone(), lost.clone());
             tokio::spawn(async move {
                 let every = store.lease() / 3;
                 // A state file removed under a driver (its folder deleted) is the end of it: a
@@ -207,6 +226,7 @@ impl Executor {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::warn!(run = %run, "the lease on this run was taken by another process: stopping");
+                            lost.store(true, std::sync::atomic::Ordering::SeqCst);
                             stop.cancel();
                             return;
                         }
@@ -215,8 +235,11 @@ impl Executor {
                 }
             })
         };
-        let done = self.walk(id, progress, stop).instrument(span).await;
+        let mut done = self.walk(id, progress, stop).instrument(span).await;
         heartbeat.abort();
+        if matches!(done, Err(ExecError::Stopped { .. })) && lost.load(std::sync::atomic::Ordering::SeqCst) {
+            done = Err(ExecError::LeaseLost { id: id.into() });
+        }
         if let Err(e) = self.store.release_drive(id).await {
             tracing::warn!(run = %id, error = %e, "could not give back the lease on this run");
         }

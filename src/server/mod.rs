@@ -270,7 +270,7 @@ impl Server {
                 match exec.drive_until(&id, Arc::new(|_| {}), stop.child_token()).await {
                     Ok(s) => tracing::info!(run = %id, state = %s.run.state, "run ended"),
                     Err(crate::exec::ExecError::Stopped { .. }) => tracing::info!(run = %id, "run stopped with the server; resumed at the next start"),
-                    Err(e @ crate::exec::ExecError::Driven { .. }) => tracing::info!(run = %id, "{e}"),
+                    Err(e @ (crate::exec::ExecError::Driven { .. } | crate::exec::ExecError::LeaseLost { .. })) => tracing::info!(run = %id, "{e}"),
                     Err(e) => tracing::error!(run = %id, error = %e, "run failed to drive"),
                 }
             });

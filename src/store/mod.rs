@@ -136,6 +136,13 @@ pub enum StoreError {
         /// The most recent runs, for a person.
         hint: String,
     },
+    /// A write of a run's driver refused: another process took the run over (its lease lapsed,
+    /// the process was paused or cut off), or the run ended. The driver stops; nothing was written.
+    #[error("run {run}: this process no longer drives it (another process took it over, or it ended): its write was refused")]
+    Fenced {
+        /// The run.
+        run: String,
+    },
     /// The database failed.
     #[error("{path}: {message}")]
     Db {
@@ -194,6 +201,9 @@ pub struct Store {
     /// This handle's name as a lease holder (one per open store: a process).
     holder: Arc<str>,
     lease: std::time::Duration,
+    /// The runs this process took the lease of driving: their transitions and their end are
+    /// fenced by it (refused once another process took the run over, or it ended).
+    driving: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The PostgreSQL database the state is in, when one is named: `PROMOTE_DATABASE_URL` (set and
@@ -257,7 +267,7 @@ impl Store {
     /// A store over any backend.
     pub fn over(backend: Arc<dyn Backend>) -> Store {
         let holder = format!("{}@{}:{}", ulid::Ulid::new(), hostname(), std::process::id());
-        Store { backend, feed: Arc::new(feed::Feed::new()), holder: holder.into(), lease: lease_duration() }
+        Store { backend, feed: Arc::new(feed::Feed::new()), holder: holder.into(), lease: lease_duration(), driving: Default::default() }
     }
 
     /// Where the state is.
@@ -364,14 +374,34 @@ impl Store {
     /// Several transitions of one run in one transaction: all durable, or none. The walker writes a
     /// stage's result together with the starts it allows, so a stage whose needs are met is
     /// recorded running by the same commit.
+    ///
+    /// When this process drives the run, the write is fenced by its lease: refused with
+    /// [`StoreError::Fenced`] once another process took the run over or the run ended, so a
+    /// driver that was paused past its lease writes nothing after the new driver began.
     pub async fn transitions(&self, run: &str, items: Vec<StageWrite>) -> Result<(), StoreError> {
-        self.write(Write::Transitions { run: run.to_string(), items }).await.map(|_| ())
+        let w = Write::Transitions { run: run.to_string(), items, fence: self.fence(run) };
+        self.fenced(run, w).await
     }
 
-    /// Ends a run (its environment locks are released with it).
+    /// Ends a run (its environment locks are released with it); fenced as [`Store::transitions`].
     pub async fn finish_run(&self, run: &str, state: RunState, message: Option<&str>) -> Result<(), StoreError> {
-        let w = Write::FinishRun { run: run.to_string(), state, message: message.map(String::from), at: crate::clock::now_ms() };
-        self.write(w).await.map(|_| ())
+        let w = Write::FinishRun { run: run.to_string(), fence: self.fence(run), state, message: message.map(String::from), at: crate::clock::now_ms() };
+        self.fenced(run, w).await
+    }
+
+    /// This process's holder name when it drives `run` (its writes then need its lease).
+    fn fence(&self, run: &str) -> Option<String> {
+        self.driving.lock().unwrap_or_else(|e| e.into_inner()).contains(run).then(|| self.holder.to_string())
+    }
+
+    /// A write that may be fenced: [`Written::Fenced`] as [`StoreError::Fenced`].
+    async fn fenced(&self, run: &str, w: Write) -> Result<(), StoreError> {
+        match self.write(w).await? {
+            // (The run stays among those driven until the driver gives it back: every later
+            // write of it from this process is refused too.)
+            Written::Fenced => Err(StoreError::Fenced { run: run.to_string() }),
+            _ => Ok(()),
+        }
     }
 
     /// Records an approval decision, once per person (see [`Store::decide_as`]).
@@ -455,6 +485,13 @@ impl Store {
         Ok(all)
     }
 
+    /// This handle with leases of `lease` (its environment locks and the runs it drives) instead of
+    /// [`lease_duration`]'s.
+    pub fn with_lease(mut self, lease: std::time::Duration) -> Store {
+        self.lease = lease;
+        self
+    }
+
     /// The lease's length.
     pub fn lease(&self) -> std::time::Duration {
         self.lease
@@ -489,7 +526,12 @@ impl Store {
                 // A driver of this machine that no longer exists (killed) holds nothing: taken
                 // over at once instead of after its lease.
                 Written::Holder(Some((holder, until))) if at <= until && is_dead_here(&holder) => at = until + 1,
-                Written::Holder(h) => return Ok(h),
+                Written::Holder(h) => {
+                    if h.is_none() {
+                        self.driving.lock().unwrap_or_else(|e| e.into_inner()).insert(run.to_string());
+                    }
+                    return Ok(h);
+                }
                 other => unreachable!("a backend answered a drive with {other:?}"),
             }
         }
@@ -506,6 +548,7 @@ impl Store {
 
     /// Gives back this process's lease on `run`.
     pub async fn release_drive(&self, run: &str) -> Result<(), StoreError> {
+        self.driving.lock().unwrap_or_else(|e| e.into_inner()).remove(run);
         self.backend.write(Write::Release { run: run.to_string(), holder: self.holder.to_string() }).await.map(|_| ())
     }
 

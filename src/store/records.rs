@@ -248,11 +248,16 @@ pub enum Write {
         run: String,
         /// The transitions.
         items: Vec<StageWrite>,
+        /// The driver whose lease the write needs: refused ([`Written::Fenced`]) unless that holder
+        /// still drives the run and the run is running. `None`: a write of no driver (a watch's).
+        fence: Option<String>,
     },
     /// A run's end: its state, its entry, its environment locks released.
     FinishRun {
         /// The run.
         run: String,
+        /// As for [`Write::Transitions`].
+        fence: Option<String>,
         /// How it ended.
         state: RunState,
         /// Why it failed.
@@ -598,6 +603,8 @@ pub enum Written {
     Holder(Option<(String, i64)>),
     /// Whether a renewed lease was still the driver's.
     Renewed(bool),
+    /// Refused: the write needed a driver's lease that moved to another process, or the run ended.
+    Fenced,
     /// The delivery, or a run of the same pipeline and version, was recorded before: this run
     /// (if any) is the one that delivery started.
     Duplicate(Option<String>),

@@ -9,6 +9,7 @@ mod deploy;
 mod drift;
 mod edit;
 mod exec;
+mod fencing;
 mod fixtures;
 mod generate;
 mod git;

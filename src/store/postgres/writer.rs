@@ -108,6 +108,19 @@ const UPDATE_STAGE: &str = "WITH s AS (
        WHERE run_id = $8 AND name = $9 RETURNING 1)
      INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES ($10, $8, $9, $11, 'stage', 'promote', $12, $13, $14)";
 
+/// Whether `holder` still drives `run` and the run is running: what a fenced write needs. The
+/// driver's row is locked until the commit, so a takeover waits for the write it fences.
+async fn drives(conn: &mut PgConnection, run: &str, holder: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM drivers d JOIN runs r ON r.id = d.run_id WHERE d.run_id = $1 AND d.holder = $2 AND r.state = 'running' FOR SHARE OF d",
+    )
+    .bind(run)
+    .bind(holder)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(found.is_some())
+}
+
 async fn transition(conn: &mut PgConnection, run: &str, item: &StageWrite, head: &mut Head) -> Result<(), sqlx::Error> {
     let now = crate::clock::now_ms();
     let t = &item.transition;
@@ -196,13 +209,23 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             insert_event(conn, head, &run.id, None, run.created_at, "trigger", &run.triggered_by, &texts::run_started(run)).await?;
             Ok(Written::Done)
         }
-        Write::Transitions { run, items } => {
+        Write::Transitions { run, items, fence } => {
+            if let Some(holder) = fence
+                && !drives(conn, run, holder).await?
+            {
+                return Ok(Written::Fenced);
+            }
             for item in items {
                 transition(conn, run, item, head).await?;
             }
             Ok(Written::Done)
         }
-        Write::FinishRun { run, state, message, at } => {
+        Write::FinishRun { run, fence, state, message, at } => {
+            if let Some(holder) = fence
+                && !drives(conn, run, holder).await?
+            {
+                return Ok(Written::Fenced);
+            }
             sqlx::query("UPDATE runs SET state = $1, finished_at = $2, message = $3 WHERE id = $4")
                 .bind(state.as_str())
                 .bind(at)

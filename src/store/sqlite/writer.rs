@@ -82,17 +82,42 @@ async fn apply_in_transaction(conn: &mut SqliteConnection, jobs: &[Job], head: &
     let mut items: Vec<(&str, &StageWrite)> = Vec::new();
     for job in jobs {
         match &job.write {
-            Write::Transitions { run, items: mine } => {
+            Write::Transitions { run, items: mine, fence } => {
+                if let Some(holder) = fence
+                    && !drives(conn, run, holder).await?
+                {
+                    out.push(Written::Fenced);
+                    continue;
+                }
                 items.extend(mine.iter().map(|i| (run.as_str(), i)));
                 out.push(Written::Done);
             }
-            other => out.push(apply(conn, other, head).await?),
+            other => {
+                // A change of driver or a run's end comes after the transitions before it (so a
+                // transition checked against its lease is written before the lease moves).
+                if matches!(other, Write::Drive { .. } | Write::FinishRun { .. }) && !items.is_empty() {
+                    update_stages(conn, &items, head).await?;
+                    items.clear();
+                }
+                out.push(apply(conn, other, head).await?)
+            }
         }
     }
     if !items.is_empty() {
         update_stages(conn, &items, head).await?;
     }
     Ok(out)
+}
+
+/// Whether `holder` still drives `run` and the run is running: what a fenced write needs.
+async fn drives(conn: &mut SqliteConnection, run: &str, holder: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM drivers d JOIN runs r ON r.id = d.run_id WHERE d.run_id = ? AND d.holder = ? AND r.state = 'running'")
+            .bind(run)
+            .bind(holder)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(found.is_some())
 }
 
 /// How many transitions one statement list carries: the longest that fits first. Few sizes, so
@@ -211,7 +236,12 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             Ok(Written::Done)
         }
         Write::Transitions { .. } => unreachable!("transitions are written together by update_stages"),
-        Write::FinishRun { run, state, message, at } => {
+        Write::FinishRun { run, fence, state, message, at } => {
+            if let Some(holder) = fence
+                && !drives(conn, run, holder).await?
+            {
+                return Ok(Written::Fenced);
+            }
             sqlx::query("UPDATE runs SET state = ?, finished_at = ?, message = ? WHERE id = ?")
                 .bind(state.as_str())
                 .bind(at)
