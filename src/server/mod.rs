@@ -270,7 +270,10 @@ impl Server {
                 match exec.drive_until(&id, Arc::new(|_| {}), stop.child_token()).await {
                     Ok(s) => tracing::info!(run = %id, state = %s.run.state, "run ended"),
                     Err(crate::exec::ExecError::Stopped { .. }) => tracing::info!(run = %id, "run stopped with the server; resumed at the next start"),
-                    Err(e @ (crate::exec::ExecError::Driven { .. } | crate::exec::ExecError::LeaseLost { .. })) => tracing::info!(run = %id, "{e}"),
+                    // Another replica drives it, took it over, or ended it meanwhile: not an error.
+                    Err(e @ (crate::exec::ExecError::Driven { .. } | crate::exec::ExecError::LeaseLost { .. } | crate::exec::ExecError::Finished { .. })) => {
+                        tracing::info!(run = %id, "{e}")
+                    }
                     Err(e) => tracing::error!(run = %id, error = %e, "run failed to drive"),
                 }
             });
@@ -290,7 +293,9 @@ impl Drop for Forget {
 /// Runs left by a replica that stopped (killed, its machine gone): every half lease, the running
 /// runs nobody drives, or whose driver's lease lapsed, are taken over. Taking one over is the
 /// store's conditional claim (`Write::Drive`): of several replicas that try at once one wins,
-/// the trail records the takeover, and the run resumes from its last durable step.
+/// the trail records the takeover, and the run resumes from its last durable step. A replica
+/// takes at most [`ADOPT_PER_LOOK`] runs a look, the oldest first, so that a restarted replica does
+/// not take every orphan at once and the others share them.
 async fn adopt(server: Server) {
     let every = crate::store::lease_duration() / 2;
     let mut tick = tokio::time::interval(every);
@@ -302,7 +307,11 @@ async fn adopt(server: Server) {
         }
         let Ok(runs) = server.exec.store.runs(10_000).await else { continue };
         let now = crate::clock::now_ms();
-        for r in runs.into_iter().filter(|r| r.state == RunState::Running) {
+        let mut taken = 0;
+        for r in runs.into_iter().rev().filter(|r| r.state == RunState::Running) {
+            if taken >= ADOPT_PER_LOOK {
+                break;
+            }
             if server.driving.lock().unwrap_or_else(|e| e.into_inner()).contains(&r.id) {
                 continue;
             }
@@ -314,10 +323,14 @@ async fn adopt(server: Server) {
             if lapsed {
                 tracing::info!(run = %r.id, "taking over a run whose driver stopped");
                 server.drive(r.id);
+                taken += 1;
             }
         }
     }
 }
+
+/// The most runs one look of [`adopt`] takes over.
+const ADOPT_PER_LOOK: usize = 64;
 
 /// How often the server asks for the watches' due looks.
 const WATCH_TICK: Duration = Duration::from_millis(500);
