@@ -87,7 +87,10 @@ fn a_paused_process_resumed_after_another_finished_its_run_writes_nothing() {
     let out = first.wait_with_output().unwrap();
     let said = text(&out);
     assert!(!out.status.success(), "the paused process does not claim the run: {said}");
-    assert!(said.contains("another process drives it now"), "it says why it stopped: {said}");
+    // It says why it stopped: it lost the lease (or, on PostgreSQL, when it was paused in the
+    // middle of a transaction, the server ended that session after a lease and its write failed).
+    let why = said.contains("another process drives it now") || (said.contains("connection") || said.contains("terminat"));
+    assert!(why, "it says why it stopped: {said}");
     let last: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["status", &id, "--json"]).stdout).unwrap();
     assert_eq!(last["events"].as_array().unwrap().len(), entries, "nothing written after it lost its lease: {last}");
     assert_eq!(last["run"]["state"], "succeeded");

@@ -128,6 +128,11 @@ impl PgBackend {
             let _ = crate::secret::Secret::new(pw);
         }
         let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| StoreError::Db { path: path.clone(), message: e.to_string(), code: None })?;
+        // A process paused or cut off in the middle of a transaction (SIGSTOP, a stalled VM) would
+        // hold the trail's head, and with it every replica's writes, for as long as it stays so:
+        // the server ends such a session after a lease (the process's lease lapses then anyway).
+        let stall = super::lease_duration().as_millis().to_string();
+        let options = options.options([("idle_in_transaction_session_timeout", stall.as_str())]);
         wait_for(&options, &path, wait()).await?;
         let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect_with(options.clone()).await.map_err(db(&path))?;
         schema::migrate(&pool, &path).await?;
