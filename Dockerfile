@@ -13,11 +13,14 @@ ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
 ARG JOBS=
+# A CA bundle for cargo to verify crates.io with, when the build's network goes through a proxy
+# with its own CA (scripts/image.sh mounts the host's there); empty: the image's own bundle.
+ARG CARGO_CAINFO=
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,id=promote-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=promote-target,target=/src/target \
-    cargo build --release --locked --bin promote ${JOBS:+--jobs $JOBS} \
+    ${CARGO_CAINFO:+env CARGO_HTTP_CAINFO=$CARGO_CAINFO} cargo build --release --locked --bin promote ${JOBS:+--jobs $JOBS} \
     && strip -o /promote target/release/promote
 
 FROM ${BASE_IMAGE} AS runtime

@@ -142,10 +142,12 @@ say "$toolchain: Rust $have (rust-version $need)"
 
 # --- 4. the image ----------------------------------------------------------------------------
 # cargo verifies crates.io's certificate with the toolchain image's CA bundle; where the host's
-# differs (a proxy's own CA), the host's is the one that works here.
+# differs (a proxy's own CA), the host's is the one that works here. It is mounted beside, not
+# over, the image's own bundle (a mount applies to every RUN, and the runtime stage's
+# ca-certificates package must be free to write its own) and named to cargo by CARGO_CAINFO.
 mounts=()
 if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-    mounts+=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
+    mounts+=(-v /etc/ssl/certs/ca-certificates.crt:/run/promote-host-ca.crt:ro --build-arg CARGO_CAINFO=/run/promote-host-ca.crt)
 fi
 say "$image: podman build (cargo build --release -j $jobs)"
 started=$SECONDS

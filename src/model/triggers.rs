@@ -9,7 +9,7 @@ use crate::diag::{Diagnostics, did_you_mean};
 /// The Git hosts whose push webhooks promote verifies.
 pub const GIT_PROVIDERS: &[&str] = &["github", "gitlab", "gitea", "bitbucket", "standard"];
 /// The registries whose push webhooks promote verifies.
-pub const IMAGE_PROVIDERS: &[&str] = &["harbor", "dockerhub", "quay", "standard"];
+pub const IMAGE_PROVIDERS: &[&str] = &["harbor", "dockerhub", "quay", "standard", "github"];
 
 /// One trigger: exactly one of `git` or `image`, and the secret its webhooks are verified with.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,10 +7,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde_json::json;
 
 use super::Server;
+use super::shapes::{
+    AuditPage, CallbackBody, CallbackDone, DecideBody, Done, Drifts, ErrorBody, NotARiskBody, NotRolledBack, PipelineView, Pipelines, Ready, ReasonBody,
+    RevokeBody, RollbackBody, RolledBack, RunView, Runs, StartBody, Started, Verified, Watches,
+};
 use crate::ops::OpsError;
 use crate::ops::access::{Caller, Permission, Person};
 
@@ -21,7 +23,7 @@ pub(super) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": crate::redact::text(&self.1)}))).into_response()
+        (self.0, Json(ErrorBody { error: crate::redact::text(&self.1).into_owned() })).into_response()
     }
 }
 
@@ -69,7 +71,7 @@ pub(super) async fn as_json(request: axum::extract::Request, next: axum::middlew
     let (mut parts, _) = response.into_parts();
     parts.headers.remove("content-length");
     parts.headers.insert("content-type", axum::http::HeaderValue::from_static("application/json"));
-    Response::from_parts(parts, axum::body::Body::from(json!({"error": why}).to_string()))
+    Response::from_parts(parts, axum::body::Body::from(serde_json::to_string(&ErrorBody { error: why }).unwrap_or_default()))
 }
 
 fn error(status: StatusCode, why: impl Into<String>) -> ApiError {
@@ -162,23 +164,26 @@ pub(super) fn rules_of(server: &Server, run: &crate::store::RunRecord) -> Option
     }
 }
 
-pub(super) fn routes() -> axum::Router<Server> {
-    axum::Router::new()
-        .route("/pipelines", get(pipelines))
-        .route("/runs", get(runs).post(start))
-        .route("/runs/{id}", get(run))
-        .route("/runs/{id}/events", get(events))
-        .route("/runs/{id}/stages/{stage}/{decision}", post(decide))
-        .route("/runs/{id}/stages/{stage}/templates/{number}/not-a-risk", post(not_a_risk))
-        .route("/audit", get(audit))
-        .route("/audit/verify", get(verify))
-        .route("/drifts", get(drifts))
-        .route("/drifts/{id}/{verdict}", post(decide_drift))
-        .route("/watches", get(watches))
-        .route("/watches/{id}", get(watch))
-        .route("/watches/{id}/clear", post(clear_watch))
-        .route("/pipelines/{name}/environments/{env}/rollback", post(rollback))
-        .route("/sessions/revoke", post(revoke))
+/// The API's routes, each with its part of the OpenAPI document (generated from the handlers'
+/// `#[utoipa::path]` and the types of [`super::shapes`]: a route cannot be served undescribed).
+pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Server> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(pipelines))
+        .routes(routes!(runs, start))
+        .routes(routes!(run))
+        .routes(routes!(events))
+        .routes(routes!(decide))
+        .routes(routes!(not_a_risk))
+        .routes(routes!(audit))
+        .routes(routes!(verify))
+        .routes(routes!(drifts))
+        .routes(routes!(decide_drift))
+        .routes(routes!(watches))
+        .routes(routes!(watch))
+        .routes(routes!(clear_watch))
+        .routes(routes!(rollback))
+        .routes(routes!(revoke))
 }
 
 /// The bearer token of a request (the scheme's name in any case, RFC 7235).
@@ -209,17 +214,26 @@ async fn authenticate(server: &Server, headers: &HeaderMap) -> Result<Person, Ap
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "that token is no one's in the server's directory of people (or they are disabled)"))
 }
 
+/// `GET /readyz`: whether this replica's state answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "the state answers", body = Ready),
+    (status = 503, description = "the state does not answer", body = ErrorBody),
+))]
 pub(super) async fn ready(State(server): State<Server>) -> Response {
     match server.exec.store.last_entry().await {
         Ok(_) => {
             let p = server.pipelines();
-            (StatusCode::OK, Json(json!({"ready": true, "pipelines": p.by_name.len(), "invalid": p.errors.len()}))).into_response()
+            (StatusCode::OK, Json(Ready { ready: true, pipelines: p.by_name.len(), invalid: p.errors.len() })).into_response()
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("the state does not answer: {e}")).into_response(),
     }
 }
 
 /// The executor's metrics, then the figures read from the state (DORA, waiting decisions).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "the Prometheus text format 0.0.4, or OpenMetrics 1.0 when `Accept` asks for `application/openmetrics-text`",
+     content((String = "text/plain"), (String = "application/openmetrics-text"))),
+))]
 pub(super) async fn metrics(State(server): State<Server>, headers: HeaderMap) -> Response {
     let own = server.exec.metrics.encode();
     let figures = match crate::ops::figures::figures(&server.exec.store, crate::clock::now_ms()).await {
@@ -265,6 +279,16 @@ fn text_format(open: &str) -> String {
     out
 }
 
+#[utoipa::path(
+    get,
+    path = "/pipelines",
+    tag = "pipelines",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the pipelines the person may view", body = Pipelines),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn pipelines(State(server): State<Server>, headers: HeaderMap) -> Answer {
     let person = authenticate(&server, &headers).await?;
     let p = server.pipelines();
@@ -278,17 +302,32 @@ async fn pipelines(State(server): State<Server>, headers: HeaderMap) -> Answer {
                 .filter(|perm| crate::ops::access::holds(&l.plan.pipeline, *perm, None, &person))
                 .map(Permission::rule)
                 .collect();
-            let polling = server.polls.of(&l.plan.pipeline.name.value);
-            json!({"name": l.plan.pipeline.name.value, "file": l.file, "stages": l.plan.pipeline.stages.len(), "youMay": may, "polling": polling})
+            PipelineView {
+                name: l.plan.pipeline.name.value.clone(),
+                file: l.file.display().to_string(),
+                stages: l.plan.pipeline.stages.len(),
+                you_may: may.into_iter().map(str::to_string).collect(),
+                polling: server.polls.of(&l.plan.pipeline.name.value),
+            }
         })
         .collect();
-    Ok(Json(json!({"pipelines": loaded, "errors": p.errors})).into_response())
+    Ok(Json(Pipelines { pipelines: loaded, errors: p.errors.clone() }).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/runs",
+    tag = "runs",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "newest first (100), of the pipelines the person may view", body = Runs),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn runs(State(server): State<Server>, headers: HeaderMap) -> Answer {
     let person = authenticate(&server, &headers).await?;
     let runs: Vec<_> = server.exec.store.runs(100).await?.into_iter().filter(|r| may_view(&server, &person, &r.pipeline, Some(r))).collect();
-    Ok(Json(json!({"runs": runs})).into_response())
+    Ok(Json(Runs { runs }).into_response())
 }
 
 /// A run the person may see (403 naming the rule otherwise; 404 for an unknown run).
@@ -303,22 +342,42 @@ async fn visible_run(server: &Server, person: &Person, id: &str) -> Result<crate
     Ok(run)
 }
 
+#[utoipa::path(
+    get,
+    path = "/runs/{id}",
+    tag = "runs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the run")),
+    responses(
+        (status = 200, description = "the run, its stages and its entries, as `promote status RUN --json`", body = RunView),
+        (status = 403, description = "the pipeline's `access:` does not allow it (the answer names the rule)", body = ErrorBody),
+        (status = 404, description = "no such run", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
     let person = authenticate(&server, &headers).await?;
     let run = visible_run(&server, &person, &id).await?;
     let store = &server.exec.store;
     let stages = store.stages(&id).await?;
     let events = store.events(&id).await?;
-    Ok(Json(json!({"run": run, "stages": stages, "events": events})).into_response())
+    Ok(Json(RunView { run, stages, events }).into_response())
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StartBody {
-    pipeline: String,
-    version: String,
-}
-
+#[utoipa::path(
+    post,
+    path = "/runs",
+    tag = "runs",
+    security(("bearer" = [])),
+    request_body(content = StartBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "started as the token's person, driven by the server; `Location` names it", body = Started, headers(("location" = String, description = "/api/v1/runs/{id}"))),
+        (status = 400, description = "the body is not of its shape, or the run is refused (the reason: an invalid version, a held one, a freeze)", body = ErrorBody),
+        (status = 403, description = "the pipeline's `access:` does not allow it (the answer names the rule)", body = ErrorBody),
+        (status = 404, description = "no such pipeline is loaded (or the person may not view it)", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn start(State(server): State<Server>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
     let person = authenticate(&server, &headers).await?;
     let b: StartBody = serde_json::from_slice(&body).map_err(|e| body_error("{\"pipeline\": NAME, \"version\": VERSION}", &e))?;
@@ -347,19 +406,26 @@ async fn start(State(server): State<Server>, headers: HeaderMap, body: axum::bod
     };
     let started = answer(&server, &person, &format!("to start {} {}", b.pipeline, b.version), crate::ops::start::start(&server.exec, &request).await).await?;
     server.drive(started.run.id.clone());
-    Ok((StatusCode::CREATED, Json(json!({"run": started.run}))).into_response())
+    let location = format!("/api/v1/runs/{}", started.run.id);
+    Ok((StatusCode::CREATED, [("location", location)], Json(Started { run: started.run })).into_response())
 }
 
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct DecideBody {
-    #[serde(default)]
-    comment: Option<String>,
-    /// Who the caller means to decide as: refused unless it is the token's user.
-    #[serde(default, rename = "as")]
-    as_user: Option<String>,
-}
-
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/stages/{stage}/{decision}",
+    tag = "decisions",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the run"), ("stage" = String, Path, description = "an approval stage"), ("decision" = String, Path, description = "approve, reject or break-glass")),
+    request_body(content = DecideBody, content_type = "application/json", description = "optional: an empty body approves without a comment"),
+    responses(
+        (status = 200, description = "the vote is recorded", body = Done),
+        (status = 400, description = "the body is not of its shape, or the decision is refused (the reason: a reject without a reason, a stage that does not wait)", body = ErrorBody),
+        (status = 403, description = "the person is not among the stage's approvers (or `freeze.breakGlass`), or started the run, or `as` is someone else", body = ErrorBody),
+        (status = 404, description = "no such run, or a decision other than approve, reject, break-glass", body = ErrorBody),
+        (status = 409, description = "this person decided already", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn decide(
     State(server): State<Server>,
     headers: HeaderMap,
@@ -377,19 +443,27 @@ async fn decide(
     let request = crate::ops::decide::Request { run: &id, stage: &stage, mode, comment: b.comment.as_deref(), caller: Caller::Person(&person) };
     let line =
         answer(&server, &person, &format!("to {decision} `{stage}` of run {id}"), crate::ops::decide::decide(&server.exec.store, &request).await).await?;
-    Ok(Json(json!({"done": line, "by": person.login})).into_response())
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct NotARiskBody {
-    reason: String,
-    #[serde(default, rename = "as")]
-    as_user: Option<String>,
+    Ok(Json(Done { done: line, by: person.login }).into_response())
 }
 
 /// `POST /api/v1/runs/{id}/stages/{stage}/templates/{n}/not-a-risk`: as `promote logs
 /// not-a-risk`, by the token's user, with a reason.
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/stages/{stage}/templates/{number}/not-a-risk",
+    tag = "decisions",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the run"), ("stage" = String, Path, description = "a logs stage"), ("number" = usize, Path, description = "the template's number among the stage's findings")),
+    request_body(content = NotARiskBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the template is ignored by the pipeline's later runs", body = Done),
+        (status = 400, description = "the body is not of its shape, the reason is missing or over 4 KiB, or no such template", body = ErrorBody),
+        (status = 403, description = "the person is not an admin of the pipeline, or `as` is someone else", body = ErrorBody),
+        (status = 404, description = "no such run", body = ErrorBody),
+        (status = 409, description = "the template was marked already (a mark is never replaced)", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn not_a_risk(
     State(server): State<Server>,
     headers: HeaderMap,
@@ -401,20 +475,23 @@ async fn not_a_risk(
     let request = crate::ops::decide::NotARisk { run: &id, stage: &stage, number, caller: Caller::Person(&person), reason: &b.reason };
     let action = format!("to mark template #{number} of `{stage}` (run {id}) not a risk");
     let line = answer(&server, &person, &action, crate::ops::decide::not_a_risk(&server.exec.store, &request).await).await?;
-    Ok(Json(json!({"done": line, "by": person.login})).into_response())
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CallbackBody {
-    passed: bool,
-    #[serde(default)]
-    message: Option<String>,
+    Ok(Json(Done { done: line, by: person.login }).into_response())
 }
 
 /// `POST /callbacks/{run}/{stage}/{token}`: the verdict of the system a `webhook` stage called
 /// with `callback: true`. The URL is the credential (given only to that system, in the call); it
 /// is taken once.
+#[utoipa::path(post, path = "/callbacks/{run}/{stage}/{token}", tag = "decisions",
+    params(("run" = String, Path, description = "the run"), ("stage" = String, Path, description = "the webhook stage"), ("token" = String, Path, description = "the URL's credential, as the call carried it")),
+    request_body(content = CallbackBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the verdict is taken", body = CallbackDone),
+        (status = 400, description = "the body is not of its shape", body = ErrorBody),
+        (status = 404, description = "no such callback URL", body = ErrorBody),
+        (status = 409, description = "the stage has its verdict already, or no longer waits", body = ErrorBody),
+        (status = 413, description = "the body is over 64 KiB", body = ErrorBody),
+    ),
+)]
 pub(super) async fn callback(State(server): State<Server>, Path((run, stage, token)): Path<(String, String, String)>, body: axum::body::Bytes) -> Answer {
     use crate::ops::decide::{Callback, CallbackRefused};
     if body.len() > 64 << 10 {
@@ -428,34 +505,50 @@ pub(super) async fn callback(State(server): State<Server>, Path((run, stage, tok
     let b: CallbackBody = serde_json::from_slice(&body).map_err(|e| body_error("{\"passed\": true|false, \"message\": TEXT}", &e))?;
     let c = Callback { run: &run, stage: &stage, token: &token, passed: b.passed, message: b.message.as_deref() };
     match crate::ops::decide::callback(&server.exec.store, &c).await.map_err(ops_error)? {
-        Ok(line) => Ok(Json(json!({"done": line})).into_response()),
+        Ok(line) => Ok(Json(CallbackDone { done: line }).into_response()),
         Err(CallbackRefused::Unknown) => Err(unknown()),
         Err(CallbackRefused::Closed(why)) => Err(error(StatusCode::CONFLICT, why)),
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/drifts",
+    tag = "drift",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "newest first, of the pipelines the person may view", body = Drifts),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn drifts(State(server): State<Server>, headers: HeaderMap) -> Answer {
     let person = authenticate(&server, &headers).await?;
     let all: Vec<_> =
         server.exec.store.drifts(crate::store::DriftFilter::default()).await?.into_iter().filter(|d| may_view(&server, &person, &d.pipeline, None)).collect();
-    Ok(Json(json!({"drifts": all})).into_response())
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct DriftBody {
-    #[serde(default)]
-    reason: Option<String>,
-    /// Who the caller means to decide as: refused unless it is the token's user.
-    #[serde(default, rename = "as")]
-    as_user: Option<String>,
+    Ok(Json(Drifts { drifts: all }).into_response())
 }
 
 /// `POST /api/v1/drifts/{id}/accept|reject`: as `promote drift accept|reject`, by the token's user.
+#[utoipa::path(
+    post,
+    path = "/drifts/{id}/{verdict}",
+    tag = "drift",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the drift"), ("verdict" = String, Path, description = "accept or reject")),
+    request_body(content = ReasonBody, content_type = "application/json", description = "the reason: required to reject"),
+    responses(
+        (status = 200, description = "decided (a reject reverts the drift first)", body = Done),
+        (status = 400, description = "the body is not of its shape, or the decision is refused (a reject without a reason)", body = ErrorBody),
+        (status = 403, description = "the person is not among `drift.approvers` nor an admin, or `as` is someone else", body = ErrorBody),
+        (status = 404, description = "no such drift, its pipeline is not loaded, or a verdict other than accept or reject", body = ErrorBody),
+        (status = 409, description = "the drift was decided already", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Path((id, verdict)): Path<(String, String)>, body: axum::body::Bytes) -> Answer {
     use crate::ops::drift::{Decision, Verdict};
     let person = authenticate(&server, &headers).await?;
-    let b: DriftBody = acting(&body, "{\"reason\": TEXT}", |b: &DriftBody| b.as_user.as_deref(), &person.login)?;
+    let b: ReasonBody = acting(&body, "{\"reason\": TEXT}", |b: &ReasonBody| b.as_user.as_deref(), &person.login)?;
     let verdict_ = match verdict.as_str() {
         "accept" => Verdict::Accept,
         "reject" => Verdict::Reject,
@@ -470,15 +563,30 @@ async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Path((id
     let d = Decision { id: &id, verdict: verdict_, reason: b.reason.as_deref(), caller: Caller::Person(&person) };
     let action = format!("to {verdict} drift {id}");
     let line = answer(&server, &person, &action, crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await).await?;
-    Ok(Json(json!({"done": line, "by": person.login})).into_response())
+    Ok(Json(Done { done: line, by: person.login }).into_response())
 }
 
-#[derive(serde::Deserialize)]
+/// `?pipeline=NAME`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WatchQuery {
+    /// Only this pipeline's watches.
     pipeline: Option<String>,
 }
 
 /// `GET /api/v1/watches[?pipeline=NAME]`: newest first, without each last look's evidence.
+#[utoipa::path(
+    get,
+    path = "/watches",
+    tag = "watch",
+    security(("bearer" = [])),
+    params(WatchQuery),
+    responses(
+        (status = 200, description = "newest first (at most 1,000), of viewable pipelines, without each last look's evidence", body = Watches),
+        (status = 400, description = "the body or a parameter is not of its shape (the answer says which)", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn watches(State(server): State<Server>, headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<WatchQuery>) -> Answer {
     let person = authenticate(&server, &headers).await?;
     let mut all = crate::ops::watch::list(&server.exec.store, q.pipeline.as_deref()).await.map_err(ops_error)?;
@@ -486,10 +594,23 @@ async fn watches(State(server): State<Server>, headers: HeaderMap, axum::extract
     for w in &mut all {
         w.evidence = None;
     }
-    Ok(Json(json!({"watches": all})).into_response())
+    Ok(Json(Watches { watches: all }).into_response())
 }
 
 /// `GET /api/v1/watches/{id}`: one watch with its last look's evidence.
+#[utoipa::path(
+    get,
+    path = "/watches/{id}",
+    tag = "watch",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the watch")),
+    responses(
+        (status = 200, description = "the watch, with its last look's evidence", body = crate::store::WatchRecord),
+        (status = 403, description = "the pipeline's `access:` does not allow it (the answer names the rule)", body = ErrorBody),
+        (status = 404, description = "no such watch", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
     let person = authenticate(&server, &headers).await?;
     match server.exec.store.watch(&id).await? {
@@ -503,16 +624,33 @@ async fn watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<
 
 /// `POST /api/v1/watches/{id}/clear` `{"reason": TEXT}`: as `promote watch clear`, by the token's
 /// person (the watch's `approvers` or the pipeline's admins).
+#[utoipa::path(
+    post,
+    path = "/watches/{id}/clear",
+    tag = "watch",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the watch")),
+    request_body(content = ReasonBody, content_type = "application/json", description = "the reason (required)"),
+    responses(
+        (status = 200, description = "the held version is cleared", body = Done),
+        (status = 400, description = "the body is not of its shape, or the clearing is refused (no reason, a watch that holds nothing)", body = ErrorBody),
+        (status = 403, description = "the person is not among `watch.approvers` nor an admin, or `as` is someone else", body = ErrorBody),
+        (status = 404, description = "no such watch", body = ErrorBody),
+        (status = 409, description = "cleared already", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn clear_watch(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Answer {
     let person = authenticate(&server, &headers).await?;
-    let b: DriftBody = acting(&body, "{\"reason\": TEXT}", |b: &DriftBody| b.as_user.as_deref(), &person.login)?;
+    let b: ReasonBody = acting(&body, "{\"reason\": TEXT}", |b: &ReasonBody| b.as_user.as_deref(), &person.login)?;
     let reason = b.reason.unwrap_or_default();
     let c = crate::ops::watch::Clear { id: &id, reason: &reason, caller: Caller::Person(&person) };
     let line = answer(&server, &person, &format!("to clear the hold of watch {id}"), crate::ops::watch::clear(&server.exec.store, &c).await).await?;
-    Ok(Json(json!({"done": line, "by": person.login})).into_response())
+    Ok(Json(Done { done: line, by: person.login }).into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     /// Of this run only.
@@ -526,6 +664,18 @@ struct AuditQuery {
 
 /// `GET /api/v1/audit[?run=ID&after=N&limit=M]`: the trail, oldest first, as `promote audit log
 /// --json`, paged by entry number; only the entries the person may see.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "audit",
+    security(("bearer" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "a page of the trail, oldest first, of what the person may see", body = AuditPage),
+        (status = 400, description = "the body or a parameter is not of its shape (the answer says which)", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn audit(State(server): State<Server>, headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<AuditQuery>) -> Answer {
     let person = authenticate(&server, &headers).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
@@ -546,21 +696,30 @@ async fn audit(State(server): State<Server>, headers: HeaderMap, axum::extract::
         }
     }
     let next = items.last().map(|e| e.seq);
-    Ok(Json(json!({"items": items, "next": next})).into_response())
+    Ok(Json(AuditPage { items, next }).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/audit/verify",
+    tag = "audit",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "whether the trail is intact, and how long (nothing of its content)", body = Verified),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn verify(State(server): State<Server>, headers: HeaderMap) -> Answer {
     // Any signed-in person: it says whether the trail is intact and how long, nothing of its content.
     authenticate(&server, &headers).await?;
     let v = crate::ops::audit::verify(&server.exec, &[], &[]).await.map_err(ops_error)?;
-    Ok(Json(
-        json!({"intact": v.tamper.is_none(), "entries": v.entries, "head": v.head, "problem": v.tamper.as_ref().map(|t| t.to_string()), "keptInGit": v.kept}),
-    )
-    .into_response())
+    Ok(Json(Verified { intact: v.tamper.is_none(), entries: v.entries, head: v.head, problem: v.tamper.as_ref().map(|t| t.to_string()), kept_in_git: v.kept })
+        .into_response())
 }
 
 /// Where a stream picks up: `?after=N`.
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct StreamQuery {
     /// Only entries after this number (the page's last rendered entry).
     #[serde(default)]
@@ -579,6 +738,20 @@ pub(super) fn resume_after(headers: &HeaderMap, q: &StreamQuery) -> i64 {
 /// number, `event` its kind, `data` the entry as JSON): those so far, then each as it is
 /// committed (woken by the change feed), until the run's end. Only entries after `Last-Event-ID`
 /// (or `?after=N`) are sent: a reconnect never repeats one.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}/events",
+    tag = "runs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the run"), StreamQuery, ("Last-Event-ID" = Option<i64>, Header, description = "the last entry the client has (an EventSource sends it when it reconnects)")),
+    responses(
+        (status = 200, description = "server-sent events: `id:` the entry's number, `event:` its kind, `data:` the entry as JSON; until the run's end", content_type = "text/event-stream", body = super::shapes::StreamEvent),
+        (status = 400, description = "the body or a parameter is not of its shape (the answer says which)", body = ErrorBody),
+        (status = 403, description = "the pipeline's `access:` does not allow it (the answer names the rule)", body = ErrorBody),
+        (status = 404, description = "no such run", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn events(
     State(server): State<Server>,
     headers: HeaderMap,
@@ -628,16 +801,24 @@ pub(super) async fn event_stream(store: crate::store::Store, id: String, after: 
     Ok(axum::response::sse::Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RollbackBody {
-    /// Restore the environment as it was at this commit (default: before the newest promotion).
-    #[serde(default)]
-    to: Option<String>,
-}
-
 /// `POST /api/v1/pipelines/{name}/environments/{env}/rollback`: as `promote rollback`, by the
 /// token's user (in the trail).
+#[utoipa::path(
+    post,
+    path = "/pipelines/{name}/environments/{env}/rollback",
+    tag = "pipelines",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "a loaded pipeline"), ("env" = String, Path, description = "its environment")),
+    request_body(content = RollbackBody, content_type = "application/json", description = "optional"),
+    responses(
+        (status = 200, description = "rolled back: the commit is written", body = RolledBack),
+        (status = 400, description = "the body is not of its shape, or the rollback is refused (no such environment, nothing to roll back to)", body = ErrorBody),
+        (status = 403, description = "the pipeline's `access:` does not allow it (the answer names the rule)", body = ErrorBody),
+        (status = 404, description = "no such pipeline is loaded", body = ErrorBody),
+        (status = 409, description = "nothing could be committed (a held version is never restored)", body = NotRolledBack),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn rollback(State(server): State<Server>, headers: HeaderMap, Path((name, env)): Path<(String, String)>, body: axum::body::Bytes) -> Answer {
     let person = authenticate(&server, &headers).await?;
     let b: RollbackBody =
@@ -656,20 +837,27 @@ async fn rollback(State(server): State<Server>, headers: HeaderMap, Path((name, 
     let action = format!("to roll back {env} of {name}");
     let done = answer(&server, &person, &action, crate::ops::rollback::rollback(&server.exec.store, &server.exec.writer, request).await).await?;
     if done.result.is_err() {
-        return Ok((StatusCode::CONFLICT, Json(json!({"error": crate::redact::text(&done.line), "by": person.login, "rolledBack": false}))).into_response());
+        let refused = NotRolledBack { error: crate::redact::text(&done.line).into_owned(), by: person.login, rolled_back: false };
+        return Ok((StatusCode::CONFLICT, Json(refused)).into_response());
     }
-    Ok(Json(json!({"done": done.line, "by": person.login, "rolledBack": true})).into_response())
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeBody {
-    /// Whose sessions end.
-    user: String,
+    Ok(Json(RolledBack { done: done.line, by: person.login, rolled_back: true }).into_response())
 }
 
 /// `POST /api/v1/sessions/revoke` `{"user": LOGIN}`: ends every web session of a person (their own,
 /// or anyone's for an admin of a loaded pipeline); recorded in the trail.
+#[utoipa::path(
+    post,
+    path = "/sessions/revoke",
+    tag = "people",
+    security(("bearer" = [])),
+    request_body(content = RevokeBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "every web session of that person ended (or they had none)", body = Done),
+        (status = 400, description = "the body or a parameter is not of its shape (the answer says which)", body = ErrorBody),
+        (status = 403, description = "another person's sessions, without `access.admin` of a loaded pipeline", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
 async fn revoke(State(server): State<Server>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
     let person = authenticate(&server, &headers).await?;
     let b: RevokeBody = serde_json::from_slice(&body).map_err(|e| body_error("{\"user\": LOGIN}", &e))?;
@@ -680,6 +868,6 @@ async fn revoke(State(server): State<Server>, headers: HeaderMap, body: axum::bo
         Err(OpsError::Forbidden(format!("{} may not end {}'s sessions: that needs `access.admin` of a loaded pipeline", person.login, b.user)))
     };
     let ended = answer(&server, &person, &format!("to end {}'s sessions", b.user), done).await?;
-    Ok(Json(json!({"done": if ended { format!("ended every session of {}", b.user) } else { format!("{} had no open session", b.user) }, "by": person.login}))
-        .into_response())
+    let done = if ended { format!("ended every session of {}", b.user) } else { format!("{} had no open session", b.user) };
+    Ok(Json(Done { done, by: person.login }).into_response())
 }

@@ -8,9 +8,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::shapes::{ErrorBody, HookAnswer, HookRun};
 use super::verify::{self, Headers as _};
 use super::{Server, pipelines::Loaded};
 use crate::model::triggers::{GitVersion, Trigger};
@@ -54,25 +55,72 @@ pub enum Event {
     Other(String),
 }
 
-/// The `/hooks/{provider}` and `/hooks/{provider}/{token}` handler.
-pub async fn receive(
-    State(server): State<Server>,
-    Path(path): Path<String>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    // `{provider}` or `{provider}/{token}` (the wildcard is one string).
-    let (provider, in_path) = match path.trim_matches('/').split_once('/') {
-        Some((p, t)) => (p.to_string(), Some(t.to_string())),
-        None => (path.trim_matches('/').to_string(), None),
-    };
-    let url_token = in_path.or_else(|| query.get("token").cloned());
+/// A token in the URL (`?token=`), for the providers that cannot sign.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HookQuery {
+    /// The trigger's secret, for `dockerhub` and `quay` (which cannot sign a delivery).
+    token: Option<String>,
+}
+
+/// `POST /hooks/{provider}`: a webhook delivery, verified against the secret of every trigger of
+/// a loaded pipeline that names `provider` before anything else of it is read (docs/api.md).
+#[utoipa::path(
+    post,
+    path = "/hooks/{provider}",
+    tag = "webhooks",
+    params(("provider" = String, Path, description = "github, gitlab, gitea, bitbucket, standard, harbor, dockerhub or quay"), HookQuery),
+    request_body(description = "the provider's own payload, signed as the provider signs (or form-encoded, GitHub's `content_type: form`)", content((Object = "application/json"), (Object = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "a ping, or a duplicate delivery: nothing started", body = HookAnswer),
+        (status = 201, description = "runs started (recorded with the delivery before this answer)", body = HookAnswer),
+        (status = 202, description = "verified, but no trigger wants it (`ignored`), or a pull-request event (`pullRequest`, `woke`)", body = HookAnswer),
+        (status = 400, description = "not JSON, or the version it gives is refused", body = ErrorBody),
+        (status = 401, description = "no trigger's secret verifies it", body = ErrorBody),
+        (status = 404, description = "no loaded pipeline has a trigger for this provider", body = ErrorBody),
+        (status = 409, description = "the version is held by a failed watch (`held`): nothing recorded", body = HookAnswer),
+        (status = 413, description = "the body is over 1 MiB", body = ErrorBody),
+        (status = 503, description = "it could not be recorded, or a secret cannot be read here: send it again", body = ErrorBody),
+    ),
+)]
+pub async fn receive(State(server): State<Server>, Path(provider): Path<String>, Query(query): Query<HookQuery>, headers: HeaderMap, body: Bytes) -> Response {
+    deliver(server, provider, query.token, headers, body).await
+}
+
+/// `POST /hooks/{provider}/{token}`: a delivery of a provider that cannot sign, its token in the path.
+#[utoipa::path(
+    post,
+    path = "/hooks/{provider}/{token}",
+    tag = "webhooks",
+    params(("provider" = String, Path, description = "dockerhub or quay"), ("token" = String, Path, description = "the trigger's secret")),
+    request_body(content = Object, description = "the registry's own payload", content_type = "application/json"),
+    responses(
+        (status = 200, description = "a duplicate delivery: nothing started", body = HookAnswer),
+        (status = 201, description = "runs started", body = HookAnswer),
+        (status = 202, description = "verified, but no trigger wants it", body = HookAnswer),
+        (status = 400, description = "not JSON, or the version it gives is refused", body = ErrorBody),
+        (status = 401, description = "the token is no trigger's", body = ErrorBody),
+        (status = 404, description = "no loaded pipeline has a trigger for this provider", body = ErrorBody),
+        (status = 409, description = "the version is held by a failed watch", body = HookAnswer),
+        (status = 413, description = "the body is over 1 MiB", body = ErrorBody),
+        (status = 503, description = "it could not be recorded: send it again", body = ErrorBody),
+    ),
+)]
+pub async fn receive_with_token(State(server): State<Server>, Path((provider, token)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+    deliver(server, provider, Some(token), headers, body).await
+}
+
+/// A delivery for `provider`, with the token its URL carried (if any).
+async fn deliver(server: Server, provider: String, url_token: Option<String>, headers: HeaderMap, body: Bytes) -> Response {
     // The metrics' label is one of the providers promote knows, never what a caller put in a URL.
     let label = if PROVIDERS.contains(&provider.as_str()) { provider.as_str() } else { "unknown" };
-    let answer = |status: StatusCode, result: &str, detail: Value| {
+    let answer = |status: StatusCode, result: &str, detail: HookAnswer| {
         server.exec.metrics.delivery(label, result);
         (status, axum::Json(detail)).into_response()
+    };
+    let refuse = |status: StatusCode, result: &str, why: String| {
+        server.exec.metrics.delivery(label, result);
+        (status, axum::Json(ErrorBody { error: why })).into_response()
     };
     let pipelines = server.pipelines();
     let candidates: Vec<(&Loaded, &Trigger)> = pipelines
@@ -82,7 +130,7 @@ pub async fn receive(
         .filter(|(_, t)| !provider.is_empty() && t.provider() == provider)
         .collect();
     if candidates.is_empty() {
-        return answer(StatusCode::NOT_FOUND, "refused", json!({"error": format!("no pipeline has a `{provider}` trigger")}));
+        return refuse(StatusCode::NOT_FOUND, "refused", format!("no pipeline has a `{provider}` trigger"));
     }
     // Verified against each trigger's secret; nothing else of the delivery is read before. The
     // secrets are read now (a rotated one applies at once), off the async threads.
@@ -90,7 +138,7 @@ pub async fn receive(
         candidates.iter().map(|(l, t)| (l.file.parent().unwrap_or(std::path::Path::new(".")).to_path_buf(), (*t).clone())).collect();
     let secrets = match tokio::task::spawn_blocking(move || wanted.iter().map(|(base, t)| secret_of(base, t)).collect::<Vec<_>>()).await {
         Ok(s) => s,
-        Err(_) => return answer(StatusCode::SERVICE_UNAVAILABLE, "failed", json!({"error": "the secrets could not be read: send it again"})),
+        Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "failed", "the secrets could not be read: send it again".to_string()),
     };
     let now = crate::clock::now_ms() / 1000;
     let mut unreadable = false;
@@ -117,14 +165,14 @@ pub async fn receive(
     if verified.is_empty() {
         if unreadable {
             // Not the sender's fault: answered so that the provider sends it again later.
-            return answer(
+            return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "failed",
-                json!({"error": "a trigger's secret cannot be read on this server (its log says which): nothing was started; send it again"}),
+                "a trigger's secret cannot be read on this server (its log says which): nothing was started; send it again".to_string(),
             );
         }
         tracing::warn!(provider = %label, "a webhook delivery failed verification");
-        return answer(StatusCode::UNAUTHORIZED, "refused", json!({"error": "the delivery's signature does not verify with any trigger's secret"}));
+        return refuse(StatusCode::UNAUTHORIZED, "refused", "the delivery's signature does not verify with any trigger's secret".to_string());
     }
     // Read as JSON once: the event and when what it announces happened. (GitHub sends a hook made
     // with the REST API's default content type as a form: `payload=JSON`; the signature covers
@@ -136,10 +184,10 @@ pub async fn receive(
     let json = if form { form_payload(&body) } else { Ok(body.to_vec()) };
     let (event, origin_at) = match json.and_then(|b| json_of(&b)).and_then(|v| Ok((parse_json(&provider, &headers, &v)?, origin(&provider, &v)))) {
         Ok(e) => e,
-        Err(why) => return answer(StatusCode::BAD_REQUEST, "invalid", json!({"error": why})),
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, "invalid", why),
     };
     if event == Event::Ping {
-        return answer(StatusCode::OK, "ping", json!({"pong": true}));
+        return answer(StatusCode::OK, "ping", HookAnswer { pong: Some(true), ..Default::default() });
     }
     if let Event::Push { repo, .. } = &event {
         server.pushed(repo);
@@ -151,9 +199,9 @@ pub async fn receive(
         let detail = format!("{} #{number} {}", crate::diag::printable(repo), crate::diag::printable(action));
         if let Err(e) = server.exec.store.audit("-", None, "pull-request-event", &format!("webhook:{provider}"), &detail).await {
             tracing::warn!(error = %e, "a pull request event could not be recorded");
-            return answer(StatusCode::SERVICE_UNAVAILABLE, "failed", json!({"error": "the event could not be recorded: send it again"}));
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "failed", "the event could not be recorded: send it again".to_string());
         }
-        return answer(StatusCode::ACCEPTED, "pull-request", json!({"pullRequest": number, "woke": true}));
+        return answer(StatusCode::ACCEPTED, "pull-request", HookAnswer { pull_request: Some(*number), woke: Some(true), ..Default::default() });
     }
     let delivery_id = delivery_id(&provider, &headers).unwrap_or_else(|| hex::encode(Sha256::digest(&body)));
     let body_hash = hex::encode(Sha256::digest(&body));
@@ -166,18 +214,18 @@ pub async fn receive(
             Ok(v) => v,
             Err(why) => {
                 tracing::warn!(pipeline = %loaded.plan.pipeline.name.value, error = %why, "the version file could not be read");
-                return answer(
+                return refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "failed",
-                    json!({"error": format!("the version file could not be read: {why}; nothing was started: send it again (a poll of `url` catches it too)")}),
+                    format!("the version file could not be read: {why}; nothing was started: send it again (a poll of `url` catches it too)"),
                 );
             }
         };
         if let Err(why) = crate::model::version::check(&version) {
-            return answer(
+            return refuse(
                 StatusCode::BAD_REQUEST,
                 "invalid",
-                json!({"error": format!("the version `{}` this event gives is refused: {why}", crate::diag::printable(&version))}),
+                format!("the version `{}` this event gives is refused: {why}", crate::diag::printable(&version)),
             );
         }
         let delivery = Delivery { provider: provider.clone(), id: delivery_id.clone(), body_hash: body_hash.clone(), origin_at };
@@ -185,17 +233,29 @@ pub async fn receive(
         match server.exec.start_delivered(&loaded.file, &loaded.source, &loaded.plan, &version, &who, true, Some(delivery)).await {
             Ok(Ok(run)) => {
                 server.drive(run.id.clone());
-                started.push(json!({"pipeline": run.pipeline, "version": run.version, "run": run.id, "started": true}));
+                started.push(HookRun { pipeline: run.pipeline, version: run.version, run: Some(run.id), started: true, duplicate: None, held: None });
             }
-            Ok(Err(first)) => {
-                started.push(json!({"pipeline": loaded.plan.pipeline.name.value, "version": version, "run": first, "started": false, "duplicate": true}))
-            }
+            Ok(Err(first)) => started.push(HookRun {
+                pipeline: loaded.plan.pipeline.name.value.clone(),
+                version,
+                run: first,
+                started: false,
+                duplicate: Some(true),
+                held: None,
+            }),
             Err(crate::exec::ExecError::Held(why)) => {
-                started.push(json!({"pipeline": loaded.plan.pipeline.name.value, "version": version, "started": false, "held": why}));
+                started.push(HookRun {
+                    pipeline: loaded.plan.pipeline.name.value.clone(),
+                    version,
+                    run: None,
+                    started: false,
+                    duplicate: None,
+                    held: Some(why),
+                });
             }
             Err(e) => {
                 tracing::error!(error = %e, "a verified delivery could not be recorded");
-                return answer(StatusCode::SERVICE_UNAVAILABLE, "failed", json!({"error": "the delivery could not be recorded: send it again"}));
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "failed", "the delivery could not be recorded: send it again".to_string());
             }
         }
     }
@@ -204,10 +264,10 @@ pub async fn receive(
             Event::Other(why) => why.clone(),
             other => format!("{other:?} matches no trigger's repo and refs or tags"),
         };
-        return answer(StatusCode::ACCEPTED, "ignored", json!({"ignored": crate::diag::printable(&what)}));
+        return answer(StatusCode::ACCEPTED, "ignored", HookAnswer { ignored: Some(crate::diag::printable(&what).into_owned()), ..Default::default() });
     }
-    let any_new = started.iter().any(|s| s["started"] == true);
-    let held = started.iter().any(|s| s.get("held").is_some());
+    let any_new = started.iter().any(|s| s.started);
+    let held = started.iter().any(|s| s.held.is_some());
     let (status, result) = if any_new {
         (StatusCode::CREATED, "started")
     } else if held {
@@ -216,7 +276,7 @@ pub async fn receive(
     } else {
         (StatusCode::OK, "duplicate")
     };
-    answer(status, result, json!({"runs": started}))
+    answer(status, result, HookAnswer { runs: Some(started), ..Default::default() })
 }
 
 /// The secret a trigger names, read now (so that a rotated secret applies at once).
@@ -290,6 +350,28 @@ fn json_of(body: &[u8]) -> Result<Value, String> {
 }
 
 /// [`parse`] of a body already read as JSON.
+/// A GitHub Packages event: a container image published (`ghcr.io/OWNER/NAME`, its tag, or its
+/// digest when pushed by digest) is an image push; any other package (npm, Maven...) or action is
+/// nothing to start.
+fn github_package(v: &Value) -> Event {
+    let p = if v["package"].is_object() { &v["package"] } else { &v["registry_package"] };
+    let action = v["action"].as_str().unwrap_or("");
+    let version = &p["package_version"];
+    let container = p["package_type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("container")) || version["container_metadata"].is_object();
+    if action != "published" || !container {
+        let kind = p["package_type"].as_str().unwrap_or("unknown");
+        return Event::Other(format!("a `package` event ({} of a {} package)", crate::diag::printable(action), crate::diag::printable(kind)));
+    }
+    // `ghcr.io/owner/name:tag` (the tag may be empty); image names are lowercase.
+    let url = version["package_url"].as_str().unwrap_or("");
+    let repository = url.split(['@']).next().unwrap_or("").rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(url, |(r, _)| r).to_ascii_lowercase();
+    let tag = version["container_metadata"]["tag"]["name"].as_str().filter(|t| !t.is_empty()).or_else(|| version["version"].as_str().filter(|t| !t.is_empty()));
+    match (repository.is_empty(), tag) {
+        (false, Some(tag)) => Event::Image { repository, tag: tag.to_string() },
+        _ => Event::Other("a container `package` event without package_url and a tag or digest".into()),
+    }
+}
+
 fn parse_json(provider: &str, h: &HeaderMap, v: &Value) -> Result<Event, String> {
     let push = |repo: Option<String>, git_ref: Option<String>, commit: Option<String>| match (repo, git_ref, commit) {
         (Some(repo), Some(git_ref), Some(commit)) => Ok(Event::Push { repo, git_ref, commit }),
@@ -306,6 +388,9 @@ fn parse_json(provider: &str, h: &HeaderMap, v: &Value) -> Result<Event, String>
                     (Some(repo), Some(number)) => Ok(Event::PullRequest { repo, number, action: text(v, &["action"]).unwrap_or_default() }),
                     _ => Err("a pull_request event without its repository or number".to_string()),
                 },
+                // GitHub Packages: a container image published to ghcr.io (`registry_package` is the
+                // older name of the same event; GitHub sends both).
+                "package" | "registry_package" if provider == "github" => Ok(github_package(v)),
                 other => Ok(Event::Other(format!("a `{other}` event"))),
             }
         }

@@ -31,7 +31,7 @@ const CONCURRENT_LOOKS: usize = 16;
 const LOOK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a server knows of one polled repository (`GET /api/v1/pipelines`: `polling`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PollStatus {
     /// The repository, as the trigger names it.

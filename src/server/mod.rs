@@ -11,8 +11,10 @@ mod hooks;
 mod imagepoll;
 pub mod listen;
 pub mod oidc;
+mod openapi;
 mod pipelines;
 mod poll;
+mod shapes;
 pub mod ui;
 pub mod verify;
 
@@ -22,8 +24,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 pub use hooks::{Event, MAX_BODY, parse, version_for};
@@ -337,17 +337,8 @@ const WATCH_TICK: Duration = Duration::from_millis(500);
 
 /// The router of a server (also used by tests that bind their own listener).
 pub fn router(server: Server) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(api::ready))
-        .route("/metrics", get(api::metrics))
-        .merge(
-            Router::new()
-                .route("/hooks/{*path}", post(hooks::receive))
-                .route("/callbacks/{run}/{stage}/{token}", post(api::callback))
-                .nest("/api/v1", api::routes().fallback(|| async { StatusCode::NOT_FOUND }))
-                .layer(axum::middleware::from_fn(api::as_json)),
-        )
+    let (routes, _) = openapi::described().split_for_parts();
+    routes
         .merge(ui::routes().layer(axum::middleware::from_fn_with_state(server.clone(), ui::only_trusted_identity)))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(protective_headers))

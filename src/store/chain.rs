@@ -20,7 +20,7 @@ pub fn chain_hash(key: &Key, prev: &str, fields: &[Option<&[u8]>]) -> String {
 }
 
 /// One entry of the trail.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     /// Its sequence number (the events table's id).

@@ -2,7 +2,9 @@
 //! and the writes the engine asks for.
 
 /// How a run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::Display, strum::EnumString, strum::IntoStaticStr)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::Display, strum::EnumString, strum::IntoStaticStr, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
 pub enum RunState {
@@ -17,7 +19,9 @@ pub enum RunState {
 }
 
 /// How a stage stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, strum::Display, strum::EnumString, strum::IntoStaticStr)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, strum::Display, strum::EnumString, strum::IntoStaticStr, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
 pub enum StageState {
@@ -59,7 +63,7 @@ impl StageState {
 }
 
 /// A run as stored.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunRecord {
     /// ULID.
@@ -92,7 +96,7 @@ pub struct RunRecord {
 }
 
 /// A stage of a run as stored.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageRecord {
     /// The stage's name.
@@ -183,7 +187,7 @@ pub struct Exemption {
 }
 
 /// An event of a run's history.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Event {
     /// Increasing.
     pub id: i64,
@@ -642,7 +646,7 @@ pub struct StageOf {
 }
 
 /// A change in an environment branch promote did not make, as recorded.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftRecord {
     /// `d-` and a ULID.
@@ -678,7 +682,7 @@ pub struct DriftRecord {
 
 /// A release kept being judged after its run: one per deploy whose environment (or itself) has a
 /// `watch`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WatchRecord {
     /// `w-` and a ULID.

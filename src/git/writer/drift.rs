@@ -5,7 +5,7 @@
 use super::*;
 
 /// One commit of a drift.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DriftCommit {
     /// Its id.
     pub id: String,
