@@ -22,6 +22,7 @@ mod metrics;
 mod notes;
 mod oci;
 mod oidc;
+mod pages;
 mod pg;
 mod plan;
 mod prom;
