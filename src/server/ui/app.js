@@ -50,8 +50,6 @@
         node.setAttribute("class", "stage " + st.state);
         const label = st.name + ": " + (node.dataset.kind || "") + ", " + st.state;
         node.setAttribute("aria-label", label);
-        const title = node.querySelector("title");
-        if (title) title.textContent = label;
         const t = node.querySelector(".state");
         if (t) t.textContent = st.state;
       }

@@ -1,8 +1,7 @@
 //! A plan drawn as SVG: one column per wave (every stage of a column needs only stages to its
 //! left), one box per stage coloured by its state, a curve per need. Each box carries its stage's
 //! name (`data-stage`) so that the run page's script recolours it as events arrive, and says its
-//! name, kind and state to a screen reader (`role="img"` with an `aria-label`, and a `<title>`
-//! for a pointer).
+//! name, kind and state to a screen reader (`role="img"` with an `aria-label`).
 
 use std::fmt::Write as _;
 
@@ -62,7 +61,7 @@ pub fn svg(plan: &Plan, state_of: impl Fn(usize) -> String) -> String {
         let state = escape(&state_of(i));
         let _ = write!(
             out,
-            r#"<g class="stage {state}" data-stage="{name}" data-kind="{kind}" role="img" aria-label="{name}: {kind}, {state}" transform="translate({x},{y})"><title>{name}: {kind}, {state}</title><rect width="{W}" height="{H}" rx="6"/><text x="10" y="18" class="name">{shown}</text><text x="10" y="35" class="kind">{kind} · <tspan class="state">{state}</tspan></text></g>"#,
+            r#"<g class="stage {state}" data-stage="{name}" data-kind="{kind}" role="img" aria-label="{name}: {kind}, {state}" transform="translate({x},{y})"><rect width="{W}" height="{H}" rx="6"/><text x="10" y="18" class="name">{shown}</text><text x="10" y="35" class="kind">{kind} · <tspan class="state">{state}</tspan></text></g>"#,
             shown = escape(&ellipsis(&stage.name.value, 22)),
             kind = stage.kind.name(),
         );

@@ -5,6 +5,7 @@
 
 mod dag;
 mod decision;
+mod drift;
 pub mod session;
 mod sso;
 
@@ -32,6 +33,7 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/ui/auth/callback", get(sso::callback))
         .route("/ui/decide", post(decide))
         .route("/ui/drift", post(decide_drift))
+        .route("/ui/drifts/{id}", get(drift::page).post(drift::step))
         .route("/ui/watch/clear", post(clear_watch))
         .route("/ui/runs", get(runs))
         .route("/ui/runs/{id}", get(run))
@@ -539,6 +541,10 @@ async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Form(f):
     };
     let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
     let reason = f.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    if matches!(verdict, Verdict::Reject) && reason.is_none() {
+        // Asked in place: the drift's page again, the message next to its reason field.
+        return drift::reason_missing(&server, &s, &f.id).await;
+    }
     let d = Decision { id: &f.id, verdict, reason, caller: Caller::Person(&s.person) };
     let action = format!("to {} drift {}", f.decision, f.id);
     after(&server, &s, &action, "/ui/", crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await).await
