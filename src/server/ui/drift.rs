@@ -107,6 +107,17 @@ pub(super) struct StepForm {
 pub(super) async fn step(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<StepForm>) -> Page {
     let s = super::poster(&server, &headers, f.csrf.as_deref()).await?;
     let reason = f.reason.as_deref().map(str::trim).unwrap_or_default().to_string();
+    // Only who may decide gets the confirmation (`/ui/drift` checks again when it is posted).
+    let v = view(&server, &s, &id).await?;
+    if v.state != "open" {
+        return Err(Refusal(StatusCode::CONFLICT, format!("drift {} is {} already: nothing to decide", v.id, v.state)));
+    }
+    if !v.may_decide {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            format!("{} may not decide drifts of {} in {}: that needs its `drift.approvers`", s.user, v.pipeline, v.environment),
+        ));
+    }
     match f.decision.as_str() {
         "reject" if reason.is_empty() => reason_missing(&server, &s, &id).await,
         "accept" | "reject" => render(&server, &s, &id, None, Some(f.decision.clone()), reason).await,
