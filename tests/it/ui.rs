@@ -236,6 +236,13 @@ async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob
     c.switch_to_window(run_tab).await.unwrap();
     c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css("#dag g.stage.succeeded[data-stage=prod]")).await.unwrap();
     assert_eq!(text(&c, "#run-state").await, "succeeded");
+    // Said to a screen reader too: the box's name, and the live region.
+    let label = c.find(Locator::Css("#dag g.stage[data-stage=prod]")).await.unwrap().attr("aria-label").await.unwrap().unwrap();
+    assert_eq!(label, "prod: deploy, succeeded");
+    wait_for("the live region", async || {
+        c.find(Locator::Id("live")).await.unwrap().prop("textContent").await.unwrap().is_some_and(|t| t.contains("the run is succeeded"))
+    })
+    .await;
     screenshot(&c, "run").await;
     let prod = crate::repos::git(&s.path().join("envs/prod.git"), &["log", "-1", "--format=%B", "main"]);
     assert!(prod.contains("Approved-By: Alice <alice@example.com>"), "{prod}");

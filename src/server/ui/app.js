@@ -48,8 +48,8 @@
         const before = node.getAttribute("class").replace(/^stage /, "");
         if (before !== st.state) said.push(st.name + " is " + st.state);
         node.setAttribute("class", "stage " + st.state);
-        const label = st.name + ": " + (node.dataset.kind || "") + ", " + st.state;
-        node.setAttribute("aria-label", label);
+        const label = node.getAttribute("aria-label") || "";
+        node.setAttribute("aria-label", label.replace(/, [a-z-]+$/, ", " + st.state));
         const t = node.querySelector(".state");
         if (t) t.textContent = st.state;
       }

@@ -61,7 +61,7 @@ pub fn svg(plan: &Plan, state_of: impl Fn(usize) -> String) -> String {
         let state = escape(&state_of(i));
         let _ = write!(
             out,
-            r#"<g class="stage {state}" data-stage="{name}" data-kind="{kind}" role="img" aria-label="{name}: {kind}, {state}" transform="translate({x},{y})"><rect width="{W}" height="{H}" rx="6"/><text x="10" y="18" class="name">{shown}</text><text x="10" y="35" class="kind">{kind} · <tspan class="state">{state}</tspan></text></g>"#,
+            r#"<g class="stage {state}" data-stage="{name}" role="img" aria-label="{name}: {kind}, {state}" transform="translate({x},{y})"><rect width="{W}" height="{H}" rx="6"/><text x="10" y="18" class="name">{shown}</text><text x="10" y="35" class="kind">{kind} · <tspan class="state">{state}</tspan></text></g>"#,
             shown = escape(&ellipsis(&stage.name.value, 22)),
             kind = stage.kind.name(),
         );
