@@ -163,9 +163,10 @@ pub struct Note {
 impl Note {
     /// A note about a run.
     pub fn for_run(run: &crate::store::RunRecord, event: &str, stage: Option<&str>, message: &str) -> Note {
-        // A waiting decision's page is its card in the inbox; anything else about a run, the run.
+        // A waiting decision's page is its own (its card in the inbox is `/ui/#decision-RUN-STAGE`,
+        // which keeps working); anything else about a run, the run.
         let page = match (event, stage) {
-            (e, Some(s)) if about_a_decision(e) => format!("/ui/#decision-{}-{}", run.id, s),
+            (e, Some(s)) if about_a_decision(e) => format!("/ui/runs/{}/decisions/{}", run.id, s),
             _ => format!("/ui/runs/{}", run.id),
         };
         Note {

@@ -43,7 +43,7 @@ fn notify(
         message,
         link: None,
         headline: format!("{name} in {environment} was changed outside promote: keep the change or undo it?"),
-        page: Some(format!("/ui/#drift-{id}")),
+        page: Some(format!("/ui/drifts/{id}")),
         ..Default::default()
     });
     Some(n)

@@ -169,6 +169,17 @@ async fn the_server_raises_drift_on_the_environment_repos_push_webhook_and_the_a
     let cookie = crate::server::sign_in(&http, &server.url, crate::server::ALICE).await;
     let inbox = http.get(format!("{}/ui/", server.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     assert!(inbox.contains(&format!("id=\"drift-{id}\"")) && inbox.contains(&hotfix[..10]) && inbox.contains("Reject and revert"), "{inbox}");
+    // Its own page, in words; a revert without a reason is asked for in place; the
+    // confirmation names the action.
+    let page = format!("{}/ui/drifts/{id}", server.url);
+    let html = http.get(&page).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("Keep the change to qa of checkout that did not come through the pipeline?"), "{html}");
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let r = http.post(&page).header("cookie", &cookie).form(&[("csrf", csrf.as_str()), ("decision", "reject"), ("reason", " ")]).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("Say why you revert it"));
+    let r = http.post(&page).header("cookie", &cookie).form(&[("csrf", csrf.as_str()), ("decision", "reject"), ("reason", "by hand")]).send().await.unwrap();
+    assert!(r.text().await.unwrap().contains(">Revert the change to qa of checkout</button>"));
     // The CLI against the server, with alice's token: the list, then the rejection.
     let cli = |args: &[&str]| {
         std::process::Command::new(crate::promote_bin())

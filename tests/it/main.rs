@@ -25,6 +25,7 @@ mod oci;
 mod octokit;
 mod oidc;
 mod openapi;
+mod pages;
 mod pg;
 mod plan;
 mod prom;

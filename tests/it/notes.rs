@@ -183,20 +183,25 @@ async fn the_approvers_get_an_email_whose_link_opens_the_decision_and_approving_
     assert!(mail.contains("Subject: Approve deploying checkout v1.7.0 to prod?"), "{mail}");
     assert!(mail.contains("From: promote <promote@acme.example>"), "{mail}");
     assert!(mail.contains("Content-Type: text/plain"), "{mail}");
-    let link = format!("{}/ui/#decision-{id}-sign-off", server.url);
+    let link = format!("{}/ui/runs/{id}/decisions/sign-off", server.url);
     assert!(mail.contains(&format!("Open it: {link}")), "{link} in:\n{mail}");
 
-    // The link is the decision's page on the server: signed in, alice approves there.
+    // The link is the decision's page on the server: signed in, alice approves there, through
+    // the confirmation step that names the action.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let (page, card) = link.split_once('#').unwrap();
-    let r = http.get(page).send().await.unwrap();
+    let r = http.get(&link).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 303, "not signed in: to the sign-in page first");
     let cookie = sign_in(&http, &server.url, ALICE).await;
-    let html = http.get(page).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
-    assert!(html.contains(&format!("id=\"{card}\"")), "the card the link points at is on the page");
-    let form = html.split(&format!("id=\"{card}\"")).nth(1).unwrap();
-    let csrf = form.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap();
-    let fields = [("csrf", csrf), ("run", id.as_str()), ("stage", "sign-off"), ("comment", "from the email"), ("decision", "approve")];
+    let html = http.get(&link).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("Approve deploying checkout v1.7.0 to prod?"), "the question on top: {html}");
+    let form = html.split("class=\"decide\"").nth(1).expect("the decision's form");
+    let csrf = form.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let fields = [("csrf", csrf.as_str()), ("comment", "from the email"), ("decision", "approve")];
+    let r = http.post(&link).header("cookie", &cookie).form(&fields).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let confirm = r.text().await.unwrap();
+    assert!(confirm.contains(">Approve deploying checkout v1.7.0 to prod</button>"), "the confirmation names the action: {confirm}");
+    let fields = [("csrf", csrf.as_str()), ("run", id.as_str()), ("stage", "sign-off"), ("comment", "from the email"), ("decision", "approve")];
     let r = http.post(format!("{}/ui/decide", server.url)).header("cookie", &cookie).form(&fields).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 303, "{}", r.text().await.unwrap());
     wait_for("prod", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["run"]["state"] == "succeeded").await;
@@ -235,7 +240,7 @@ async fn teams_gets_an_adaptive_card_and_the_webhook_a_link_to_the_decision() {
     let server = Running::start(&s).await;
     let id = waiting_run(&server).await;
     wait_for("both notes", async || got.lock().unwrap().len() == 2).await;
-    let link = format!("{}/ui/#decision-{id}-sign-off", server.url);
+    let link = format!("{}/ui/runs/{id}/decisions/sign-off", server.url);
     let notes = got.lock().unwrap().clone();
     let teams = &notes.iter().find(|(p, _)| p == "teams").unwrap().1;
     assert_eq!(teams["type"], "message", "{teams}");

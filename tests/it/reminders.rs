@@ -93,7 +93,7 @@ async fn reminders_reach_who_has_not_decided_and_a_restart_neither_repeats_nor_l
     let s = reminding(&smtp);
     let first = Running::start(&s).await;
     let id = waiting_run(&first).await;
-    let page = format!("/ui/#decision-{id}-sign-off");
+    let page = format!("/ui/runs/{id}/decisions/sign-off");
     // alice decides at once; bob does not.
     approve(&first, &id, ALICE).await;
     wait_for("a reminder", async || !reminder_numbers(&mails(&smtp)).is_empty()).await;

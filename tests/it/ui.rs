@@ -2,7 +2,7 @@
 //! over WebDriver): alice signs in with her token, sees the approval waiting with the analysis'
 //! measured values, approves, and watches the run reach prod live; bob, no approver, sees no
 //! button and his forged POST is refused; a POST without the CSRF token is refused; a rejection
-//! needs a reason. Screenshots go to target/ui-screenshots/. The metrics the analysis reads come
+//! needs a reason, asked for in place. Screenshots go to target/ui-shots/. The metrics the analysis reads come
 //! from a local JSON endpoint through the `web` provider (a product feature, used for real).
 
 use std::process::{Child, Command, Stdio};
@@ -33,6 +33,11 @@ fn need(binary: &str) -> String {
 }
 
 pub(crate) async fn browser() -> (Driver, Client, tempfile::TempDir) {
+    browser_at(1280, 1000).await
+}
+
+/// A Chromium whose window is `width` x `height` CSS px (the viewport of a phone at 320).
+pub(crate) async fn browser_at(width: u32, height: u32) -> (Driver, Client, tempfile::TempDir) {
     let driver = need("chromedriver");
     let chromium = need("chromium");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -45,10 +50,14 @@ pub(crate) async fn browser() -> (Driver, Client, tempfile::TempDir) {
         serde_json::json!({
             "binary": chromium,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", format!("--window-size={},{}", width.max(500), height),
                      format!("--user-data-dir={}", profile.path().display())]
         }),
     );
+    // A window is at least 500 px wide: a phone's viewport is emulated.
+    if width < 500 {
+        caps["goog:chromeOptions"]["mobileEmulation"] = serde_json::json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0}});
+    }
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -63,19 +72,19 @@ pub(crate) async fn browser() -> (Driver, Client, tempfile::TempDir) {
 }
 
 pub(crate) async fn screenshot(c: &Client, name: &str) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-shots");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{name}.png")), c.screenshot().await.unwrap()).unwrap();
 }
 
-async fn sign_in(c: &Client, url: &str, token: &str) {
+pub(crate) async fn sign_in(c: &Client, url: &str, token: &str) {
     c.goto(&format!("{url}/ui/login")).await.unwrap();
     c.find(Locator::Id("token")).await.unwrap().send_keys(token).await.unwrap();
     c.find(Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
     c.wait().for_element(Locator::Id("signed-in")).await.unwrap();
 }
 
-async fn text(c: &Client, css: &str) -> String {
+pub(crate) async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
 }
 
@@ -180,14 +189,20 @@ async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob
         "Release manager sign-off",
         "prod",
         "1.7.0",
-        "error-rate",
-        "Successful",
-        "passes if result < 0.05",
-        "last 0.007 (0.004 to 0.011, 3 measurements)",
+        "Approve deploying checkout 1.7.0 to prod?",
+        "Requested by bob",
+        "error rate at most 1.1% over 3 measurements (limit 5%): passed",
         "check-errors",
         "1 approval needed",
     ] {
         assert!(card.contains(want), "`{want}` in the inbox card:\n{card}");
+    }
+    // The engineer's detail, one click away.
+    assert!(!card.contains("passes if result < 0.05"), "the detail is folded:\n{card}");
+    c.find(Locator::Css("article.decision details.detail summary")).await.unwrap().click().await.unwrap();
+    let card = text(&c, "article.decision").await;
+    for want in ["error-rate", "Successful", "passes if result < 0.05", "last 0.007 (0.004 to 0.011, 3 measurements)"] {
+        assert!(card.contains(want), "`{want}` in the detail:\n{card}");
     }
     assert!(c.find(Locator::Css("article.decision svg.spark polyline")).await.is_ok(), "a chart of the measured series");
     screenshot(&c, "inbox").await;
@@ -203,13 +218,17 @@ async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob
     c.wait().for_element(Locator::Css("#dag g.stage.waiting[data-stage=sign-off]")).await.unwrap();
     assert!(c.find(Locator::Css("#dag g.stage.pending[data-stage=prod]")).await.is_ok(), "prod has not started");
     c.switch_to_window(inbox_tab).await.unwrap();
-    // A rejection needs a reason.
+    // A rejection needs a reason: asked for next to the field, on the decision's page.
     c.find(Locator::Css("button.reject")).await.unwrap().click().await.unwrap();
-    let shown = c.wait().for_element(Locator::Id("message")).await.unwrap().text().await.unwrap();
-    assert!(shown.contains("needs a reason"), "{shown}");
-    c.back().await.unwrap();
-    c.wait().for_element(Locator::Css("article.decision textarea")).await.unwrap().send_keys("error rate under 1.1% across the soak").await.unwrap();
+    let shown = c.wait().for_element(Locator::Css(".field-error")).await.unwrap().text().await.unwrap();
+    assert!(shown.contains("Say why you reject it"), "{shown}");
+    assert!(!c.source().await.unwrap().contains("--comment"), "no CLI flag on the page");
+    c.find(Locator::Css("article.decision textarea")).await.unwrap().send_keys("error rate under 1.1% across the soak").await.unwrap();
     c.find(Locator::Css("button.approve")).await.unwrap().click().await.unwrap();
+    // The confirmation names the action.
+    let confirm = c.wait().for_element(Locator::Id("confirm")).await.unwrap();
+    assert_eq!(confirm.text().await.unwrap(), "Approve deploying checkout 1.7.0 to prod");
+    confirm.click().await.unwrap();
     let shown = c.wait().for_element(Locator::Css("#done, #message")).await.unwrap().text().await.unwrap();
     assert!(shown.contains("approved `sign-off`"), "{shown}");
 
@@ -217,6 +236,13 @@ async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob
     c.switch_to_window(run_tab).await.unwrap();
     c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css("#dag g.stage.succeeded[data-stage=prod]")).await.unwrap();
     assert_eq!(text(&c, "#run-state").await, "succeeded");
+    // Said to a screen reader too: the box's name, and the live region.
+    let label = c.find(Locator::Css("#dag g.stage[data-stage=prod]")).await.unwrap().attr("aria-label").await.unwrap().unwrap();
+    assert_eq!(label, "prod: deploy, succeeded");
+    wait_for("the live region", async || {
+        c.find(Locator::Id("live")).await.unwrap().prop("textContent").await.unwrap().is_some_and(|t| t.contains("the run is succeeded"))
+    })
+    .await;
     screenshot(&c, "run").await;
     let prod = crate::repos::git(&s.path().join("envs/prod.git"), &["log", "-1", "--format=%B", "main"]);
     assert!(prod.contains("Approved-By: Alice <alice@example.com>"), "{prod}");

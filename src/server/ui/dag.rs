@@ -1,6 +1,7 @@
 //! A plan drawn as SVG: one column per wave (every stage of a column needs only stages to its
 //! left), one box per stage coloured by its state, a curve per need. Each box carries its stage's
-//! name (`data-stage`) so that the run page's script recolours it as events arrive.
+//! name (`data-stage`) so that the run page's script recolours it as events arrive, and says its
+//! name, kind and state to a screen reader (`role="img"` with an `aria-label`).
 
 use std::fmt::Write as _;
 
@@ -42,7 +43,7 @@ pub fn svg(plan: &Plan, state_of: impl Fn(usize) -> String) -> String {
     let mut out = String::with_capacity(n * 400);
     let _ = write!(
         out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" class="dag" role="img" aria-label="the pipeline's stages by wave" width="{width}" height="{height}" viewBox="0 0 {width} {height}">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="dag" role="group" aria-label="{n} stages by wave, each with its state" width="{width}" height="{height}" viewBox="0 0 {width} {height}">"#
     );
     out.push_str(r##"<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#7a8391"/></marker></defs><g class="edges">"##);
     for (i, needs) in plan.needs.iter().enumerate() {
@@ -60,7 +61,7 @@ pub fn svg(plan: &Plan, state_of: impl Fn(usize) -> String) -> String {
         let state = escape(&state_of(i));
         let _ = write!(
             out,
-            r#"<g class="stage {state}" data-stage="{name}" transform="translate({x},{y})"><rect width="{W}" height="{H}" rx="6"/><text x="10" y="18" class="name">{shown}</text><text x="10" y="35" class="kind">{kind} · <tspan class="state">{state}</tspan></text></g>"#,
+            r#"<g class="stage {state}" data-stage="{name}" role="img" aria-label="{name}: {kind}, {state}" transform="translate({x},{y})"><rect width="{W}" height="{H}" rx="6"/><text x="10" y="18" class="name">{shown}</text><text x="10" y="35" class="kind">{kind} · <tspan class="state">{state}</tspan></text></g>"#,
             shown = escape(&ellipsis(&stage.name.value, 22)),
             kind = stage.kind.name(),
         );

@@ -4,6 +4,8 @@
 //! person, with the CSRF token of their session; nothing is allowed because a button was shown.
 
 mod dag;
+mod decision;
+mod drift;
 pub mod session;
 mod sso;
 
@@ -31,9 +33,11 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/ui/auth/callback", get(sso::callback))
         .route("/ui/decide", post(decide))
         .route("/ui/drift", post(decide_drift))
+        .route("/ui/drifts/{id}", get(drift::page).post(drift::step))
         .route("/ui/watch/clear", post(clear_watch))
         .route("/ui/runs", get(runs))
         .route("/ui/runs/{id}", get(run))
+        .route("/ui/runs/{id}/decisions/{stage}", get(decision::page).post(decision::step))
         .route("/ui/runs/{id}/state", get(run_state))
         .route("/ui/runs/{id}/events", get(run_events))
         .route("/ui/environments", get(environments))
@@ -219,22 +223,6 @@ struct Change {
     to: String,
 }
 
-struct Decision {
-    run: String,
-    pipeline: String,
-    version: String,
-    stage: String,
-    kind: String,
-    what: String,
-    waiting_since: String,
-    deadline: Option<String>,
-    approvals: Vec<String>,
-    rejections: Vec<String>,
-    needed: u32,
-    changes: Vec<Change>,
-    evidence: Vec<Evidence>,
-}
-
 /// A version held by a failed watch, that the signed-in person may clear.
 struct HeldItem {
     id: String,
@@ -264,11 +252,14 @@ struct Inbox {
     csrf: String,
     drifts: Vec<DriftItem>,
     held: Vec<HeldItem>,
-    decisions: Vec<Decision>,
+    decisions: Vec<decision::Decision>,
     total: usize,
     page: usize,
     pages: usize,
     done: Option<String>,
+    /// The reason field's message (only the decision's own page shows one).
+    error: Option<String>,
+    comment: String,
 }
 
 /// A small line chart of a check's measured values (SVG), empty without values.
@@ -440,33 +431,8 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
             .clone();
         let Some(plan) = plan else { continue };
         let Some(index) = plan.pipeline.stages.iter().position(|x| x.name.value == w.stage.name) else { continue };
-        let (run, stage) = (&w.run, &w.stage);
-        let stages = store.stages(&run.id).await.map_err(internal)?;
-        let all = store.decisions(&run.id, &stage.name).await.map_err(internal)?;
-        let since = stage.started_at.unwrap_or(run.created_at);
-        let (needed, deadline, what) = match &plan.pipeline.stages[index].kind {
-            crate::model::StageKind::Approval(a) => (
-                a.min_approvals.value,
-                a.timeout.map(|t| crate::clock::rfc3339(since + t.0.as_millis() as i64)),
-                a.message.clone().unwrap_or_else(|| "approval".into()),
-            ),
-            _ => (1, None, "an inconclusive analysis: a person decides".into()),
-        };
-        decisions.push(Decision {
-            run: run.id.clone(),
-            pipeline: run.pipeline.clone(),
-            version: run.version.clone(),
-            stage: stage.name.clone(),
-            kind: stage.kind.clone(),
-            what,
-            waiting_since: crate::clock::rfc3339(since),
-            deadline,
-            approvals: all.iter().filter(|d| d.approve).map(|d| d.user.clone()).collect(),
-            rejections: all.iter().filter(|d| !d.approve).map(|d| d.user.clone()).collect(),
-            needed,
-            changes: changes_after(&last, run, &plan, index),
-            evidence: evidence_of(&plan, &stages, &stage.name),
-        });
+        // `waiting_for` judged already that this person may decide it.
+        decisions.push(decision::decision_of(&server, &me, &w.run, &w.stage, &plan, index, &last, Some(true)).await?);
     }
     let pages = total.div_ceil(PER_PAGE).max(1);
     // Open drifts of the loaded pipelines this person may decide.
@@ -506,7 +472,7 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
     let csrf = s.csrf(store.key());
     let total = total + drifts.len() + held.len();
     let done = banner(store.key(), q.done, q.sig);
-    html(Inbox { user: Some(s.user), csrf, drifts, held, decisions, total, page, pages, done })
+    html(Inbox { user: Some(s.user), csrf, drifts, held, decisions, total, page, pages, done, error: None, comment: String::new() })
 }
 
 #[derive(serde::Deserialize)]
@@ -518,6 +484,9 @@ struct DecideForm {
     decision: String,
     #[serde(default)]
     comment: Option<String>,
+    /// `run`: back to the run's page after the decision; else the inbox.
+    #[serde(default)]
+    back: Option<String>,
 }
 
 async fn decide(State(server): State<Server>, headers: HeaderMap, Form(f): Form<DecideForm>) -> Page {
@@ -535,8 +504,13 @@ async fn decide(State(server): State<Server>, headers: HeaderMap, Form(f): Form<
         return after(&server, &s, &action, "/ui/", Err(e)).await;
     }
     let comment = f.comment.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    if mode == Mode::Reject && comment.is_none() {
+        // Asked in place: the decision's page again, the message next to its reason field.
+        return decision::reason_missing(&server, &s, &f.run, &f.stage).await;
+    }
     let request = crate::ops::decide::Request { run: &f.run, stage: &f.stage, mode, comment, caller: me };
-    after(&server, &s, &action, "/ui/", crate::ops::decide::decide(store, &request).await).await
+    let back = if f.back.as_deref() == Some("run") { format!("/ui/runs/{}", f.run) } else { "/ui/".into() };
+    after(&server, &s, &action, &back, crate::ops::decide::decide(store, &request).await).await
 }
 
 #[derive(serde::Deserialize)]
@@ -567,6 +541,10 @@ async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Form(f):
     };
     let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
     let reason = f.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    if matches!(verdict, Verdict::Reject) && reason.is_none() {
+        // Asked in place: the drift's page again, the message next to its reason field.
+        return drift::reason_missing(&server, &s, &f.id).await;
+    }
     let d = Decision { id: &f.id, verdict, reason, caller: Caller::Person(&s.person) };
     let action = format!("to {} drift {}", f.decision, f.id);
     after(&server, &s, &action, "/ui/", crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await).await
@@ -724,6 +702,11 @@ struct RunPage {
     live: bool,
     /// The number of the newest entry shown: the script streams only those after it.
     last_entry: i64,
+    /// The decisions waiting on this run that the signed-in person may make.
+    decisions: Vec<decision::Decision>,
+    done: Option<String>,
+    error: Option<String>,
+    comment: String,
 }
 
 /// How many stages a run page's table lists (a bigger run is in its DAG whole).
@@ -732,7 +715,10 @@ const MAX_ROWS: usize = 300;
 /// How many of a run's entries its page shows (the newest).
 const MAX_EVENTS: usize = 300;
 
-async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>) -> Page {
+/// How many waiting decisions of one run its page asks `ops` about (each reads the run's pipeline).
+const MAX_DECISIONS: usize = 10;
+
+async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<InboxQuery>) -> Page {
     let Some(s) = session(&server, &headers).await else { return Ok(to_login()) };
     let store = &server.exec.store;
     let run = match store.run(&id).await {
@@ -744,10 +730,29 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
         return Err(Refusal(StatusCode::FORBIDDEN, format!("{} may not see runs of pipeline {}: that needs its `access.view`", s.user, run.pipeline)));
     }
     let stages = store.stages(&id).await.map_err(internal)?;
-    let svg = match server.plan_of(&run) {
-        Some(plan) => dag::svg(&plan, |i| stages.get(i).map_or("pending".into(), |r| r.state.as_str().to_string())),
+    let plan = server.plan_of(&run);
+    let svg = match &plan {
+        Some(plan) => dag::svg(plan, |i| stages.get(i).map_or("pending".into(), |r| r.state.as_str().to_string())),
         None => String::new(),
     };
+    // The same controls as the inbox, for the stages waiting on this person (ops's rule).
+    let mut decisions = Vec::new();
+    if let Some(plan) = &plan
+        && run.state == crate::store::RunState::Running
+    {
+        let me = Caller::Person(&s.person);
+        let last = std::sync::OnceLock::new();
+        for st in stages.iter().filter(|x| x.state == StageState::Waiting && matches!(x.kind.as_str(), "approval" | "metrics")).take(MAX_DECISIONS) {
+            if crate::ops::decide::may_decide(store, &id, &st.name, &me, Mode::Approve).await.map_err(internal)?.is_err() {
+                continue;
+            }
+            let Some(index) = plan.pipeline.stages.iter().position(|x| x.name.value == st.name) else { continue };
+            if last.get().is_none() {
+                let _ = last.set(last_values(&server).await);
+            }
+            decisions.push(decision::decision_of(&server, &me, &run, st, plan, index, last.get().expect("set"), Some(true)).await?);
+        }
+    }
     let mut rows = Vec::new();
     // The table lists what needs eyes first (not succeeded), then the rest in file order, up to
     // MAX_ROWS; the DAG shows every stage.
@@ -793,7 +798,23 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
     let live = run.state == crate::store::RunState::Running;
     let row = RunRow::from(run);
     let csrf = s.csrf(store.key());
-    html(RunPage { user: Some(s.user), csrf, run: row, svg, stages: rows, unlisted, events, earlier, live, last_entry })
+    let done = banner(store.key(), q.done, q.sig);
+    html(RunPage {
+        user: Some(s.user),
+        csrf,
+        run: row,
+        svg,
+        stages: rows,
+        unlisted,
+        events,
+        earlier,
+        live,
+        last_entry,
+        decisions,
+        done,
+        error: None,
+        comment: String::new(),
+    })
 }
 
 /// `GET /ui/runs/{id}/state`: the run's and its stages' states, for the page's script.
