@@ -4,7 +4,7 @@
 //! answered as docs/api.md says. Without the package: skipped, except under CI=true, where it fails.
 
 use crate::exec::Setup;
-use crate::server::{ALICE, Running};
+use crate::server::{ALICE, Running, sign_with};
 
 const SECRET: &str = "octokit-replay-secret";
 const EVENTS: &[&str] = &["push", "create", "delete", "release", "package", "registry_package", "ping", "pull_request"];
@@ -86,13 +86,6 @@ fn setup() -> Setup {
     s
 }
 
-fn signature(body: &[u8]) -> String {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 async fn replay(form: bool) {
     let Some(examples) = examples() else { return };
     let names: std::collections::BTreeSet<&str> = examples.iter().map(|(e, _)| e.as_str()).collect();
@@ -117,7 +110,7 @@ async fn replay(form: bool) {
             .header("content-type", content_type)
             .header("x-github-event", event.as_str())
             .header("x-github-delivery", format!("octokit-{i}"))
-            .header("x-hub-signature-256", signature(&body))
+            .header("x-hub-signature-256", sign_with(SECRET, &body))
             .header("user-agent", "GitHub-Hookshot/octokit")
             .body(body)
             .send()

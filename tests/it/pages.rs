@@ -71,7 +71,7 @@ async fn check(c: &Client, axe: &str, name: &str, width: u32, size: &str) {
 }
 
 /// A pipeline whose approval waits with a metrics analysis before it, and a server.
-async fn waiting(port: u16) -> (Setup, Running, String) {
+pub async fn waiting(port: u16) -> (Setup, Running, String) {
     let s = Setup::new(
         &format!(
             "  qa:\n    deploy: {{environment: qa}}\n  check-errors:\n    needs: [qa]\n    metrics:\n      provider:\n        web: {{url: \"http://127.0.0.1:{port}/stats?q=${{query}}\", jsonPath: \"$.value\"}}\n      checks:\n        - name: error-rate\n          query: errors\n          successCondition: result < 0.05\n          count: 3\n          interval: 100ms\n  sign-off:\n    needs: [check-errors]\n    approval: {{approvers: [alice], message: \"Release manager sign-off\", timeout: 48h}}\n  prod:\n    needs: [sign-off]\n    deploy: {{environment: prod}}\n"
@@ -105,7 +105,7 @@ async fn waiting(port: u16) -> (Setup, Running, String) {
 }
 
 /// Error rates as a JSON API: 0.4%, 1.1%, 0.7%, ...
-async fn stats() -> u16 {
+pub async fn stats() -> u16 {
     let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = axum::Router::new().route(
         "/stats",

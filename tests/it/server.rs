@@ -14,7 +14,12 @@ pub const ALICE: &str = "prt_alice_server_token_0001";
 const SECRET: &str = "It's a Secret to Everybody";
 
 pub fn sign(body: &[u8]) -> String {
-    let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    sign_with(SECRET, body)
+}
+
+/// GitHub's `X-Hub-Signature-256` of `body` under `secret`.
+pub fn sign_with(secret: &str, body: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     m.update(body);
     format!("sha256={}", hex::encode(m.finalize().into_bytes()))
 }

@@ -97,50 +97,9 @@ async fn credentials(c: &Client) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alice_approves_in_the_browser_with_the_evidence_in_front_of_her_and_bob_cannot() {
-    // Error rates as a JSON API: three measurements, all well under the limit.
-    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let s2 = served.clone();
-    let app = axum::Router::new().route(
-        "/stats",
-        axum::routing::get(move || {
-            let n = s2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let v = [0.004, 0.011, 0.007, 0.009][n % 4];
-            async move { serde_json::json!({"value": v}).to_string() }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let s = Setup::new(
-        &format!(
-            "  qa:\n    deploy: {{environment: qa}}\n  check-errors:\n    needs: [qa]\n    metrics:\n      provider:\n        web: {{url: \"http://127.0.0.1:{port}/stats?q=${{query}}\", jsonPath: \"$.value\"}}\n      checks:\n        - name: error-rate\n          query: errors\n          successCondition: result < 0.05\n          count: 3\n          interval: 100ms\n  sign-off:\n    needs: [check-errors]\n    approval: {{approvers: [alice], message: \"Release manager sign-off\"}}\n  prod:\n    needs: [sign-off]\n    deploy: {{environment: prod}}\n"
-        ),
-        "users: users.yaml\naccess: {run: [alice, bob], rollback: [alice]}\n",
-    );
-    let hash = promote::governance::users::hash_token;
-    std::fs::write(
-        s.path().join("users.yaml"),
-        format!(
-            "users:\n  alice: {{name: Alice, email: alice@example.com, token: \"{}\"}}\n  bob: {{name: Bob, email: bob@example.com, token: \"{}\"}}\n",
-            hash(ALICE),
-            hash(BOB)
-        ),
-    )
-    .unwrap();
-    let server = Running::start(&s).await;
-    // Started by bob (alice may not approve her own run).
-    let r = server
-        .http
-        .post(format!("{}/api/v1/runs", server.url))
-        .bearer_auth(BOB)
-        .json(&serde_json::json!({"pipeline": "checkout", "version": "1.7.0"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let started: serde_json::Value = r.json().await.unwrap();
-    let id = started["run"]["id"].as_str().unwrap().to_string();
-    wait_for("the sign-off", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["stages"][2]["state"] == "waiting").await;
+    // Error rates as a JSON API (three measurements, all well under the limit), and a run started
+    // by bob (alice may not approve her own run) waiting for her sign-off.
+    let (s, server, id) = crate::pages::waiting(crate::pages::stats().await).await;
 
     let (_driver, c, _profile) = browser().await;
     let url = server.url.clone();

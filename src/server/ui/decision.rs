@@ -210,23 +210,15 @@ pub(super) async fn decision_of(
         ),
     };
     let evidence = super::evidence_of(plan, &stages, &stage.name);
-    let verdicts = stages
-        .iter()
-        .filter(|s| s.name != stage.name && !matches!(s.state, StageState::Pending | StageState::Skipped))
-        .map(|s| {
-            let out = s.output.clone().unwrap_or(Value::Null);
-            let checks = out["metrics"]["checks"]
-                .as_array()
-                .map(|cs| {
-                    cs.iter()
-                        .map(|c| {
-                            let name = c["name"].as_str().unwrap_or_default();
-                            let measured = c["measurements"].as_array().map(Vec::as_slice).unwrap_or_default();
-                            verdict_of(name, c["phase"].as_str().unwrap_or_default(), success_of(plan, &s.name, name).as_deref(), measured)
-                        })
-                        .collect()
+    let verdicts = super::judged(&stages, &stage.name)
+        .map(|(s, out)| {
+            let checks = super::checks_in(&out)
+                .map(|(c, measured)| {
+                    let name = c["name"].as_str().unwrap_or_default();
+                    let success = super::check_of(plan, &s.name, name).and_then(|c| c.success_condition.as_ref()).map(|c| c.value.as_str());
+                    verdict_of(name, c["phase"].as_str().unwrap_or_default(), success, measured)
                 })
-                .unwrap_or_default();
+                .collect();
             let found = out["logs"]["verdict"]["findings"].as_array().map_or(0, Vec::len);
             let logs = if out["logs"].is_null() {
                 String::new()
@@ -272,11 +264,6 @@ pub(super) async fn decision_of(
 }
 
 /// The success condition check `name` of metrics stage `stage` was written with.
-fn success_of(plan: &crate::plan::Plan, stage: &str, name: &str) -> Option<String> {
-    let Some(crate::model::StageKind::Metrics(m)) = plan.pipeline.stages.iter().find(|s| s.name.value == stage).map(|s| &s.kind) else { return None };
-    m.checks.iter().find(|c| c.name.value == name)?.success_condition.as_ref().map(|c| c.value.clone())
-}
-
 #[derive(Template)]
 #[template(path = "ui/decision.html")]
 struct DecisionPage {

@@ -299,10 +299,33 @@ fn values_of(measurements: &[Value]) -> String {
     if values.len() == 1 { f(*last) } else { format!("last {} ({} to {}, {} measurements)", f(*last), f(lo), f(hi), values.len()) }
 }
 
+/// Check `name` of metrics stage `stage`, as the plan has it.
+fn check_of<'a>(plan: &'a crate::plan::Plan, stage: &str, name: &str) -> Option<&'a crate::model::MetricCheck> {
+    let Some(crate::model::StageKind::Metrics(m)) = plan.pipeline.stages.iter().find(|s| s.name.value == stage).map(|s| &s.kind) else { return None };
+    m.checks.iter().find(|c| c.name.value == name)
+}
+
+/// The stages a person sees as evidence (started, other than `except`), each with its output.
+fn judged<'a>(stages: &'a [crate::store::StageRecord], except: &'a str) -> impl Iterator<Item = (&'a crate::store::StageRecord, Value)> + 'a {
+    stages
+        .iter()
+        .filter(move |s| s.name != except && !matches!(s.state, StageState::Pending | StageState::Skipped))
+        .map(|s| (s, s.output.clone().unwrap_or(Value::Null)))
+}
+
+/// The metrics checks in a stage's output: each one's JSON and its measurements.
+fn checks_in(out: &Value) -> impl Iterator<Item = (&Value, &[Value])> {
+    out["metrics"]["checks"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| (c, c["measurements"].as_array().map(Vec::as_slice).unwrap_or_default()))
+}
+
 /// The condition check `name` of metrics stage `stage` was written with.
 fn condition_of(plan: &crate::plan::Plan, stage: &str, name: &str) -> String {
-    let Some(crate::model::StageKind::Metrics(m)) = plan.pipeline.stages.iter().find(|s| s.name.value == stage).map(|s| &s.kind) else { return String::new() };
-    let Some(c) = m.checks.iter().find(|c| c.name.value == name) else { return String::new() };
+    let Some(c) = check_of(plan, stage, name) else { return String::new() };
     match (&c.success_condition, &c.failure_condition) {
         (Some(ok), Some(bad)) => format!("passes if {}, fails if {}", ok.value, bad.value),
         (Some(ok), None) => format!("passes if {}", ok.value),
@@ -312,30 +335,21 @@ fn condition_of(plan: &crate::plan::Plan, stage: &str, name: &str) -> String {
 }
 
 fn evidence_of(plan: &crate::plan::Plan, stages: &[crate::store::StageRecord], except: &str) -> Vec<Evidence> {
-    stages
-        .iter()
-        .filter(|s| s.name != except && !matches!(s.state, StageState::Pending | StageState::Skipped))
-        .map(|s| {
-            let out = s.output.clone().unwrap_or(Value::Null);
-            let checks = out["metrics"]["checks"]
-                .as_array()
-                .map(|cs| {
-                    cs.iter()
-                        .map(|c| {
-                            let name = c["name"].as_str().unwrap_or_default().to_string();
-                            let measured = c["measurements"].as_array().map(Vec::as_slice).unwrap_or_default();
-                            Check {
-                                condition: condition_of(plan, &s.name, &name),
-                                values: values_of(measured),
-                                chart: sparkline(measured),
-                                phase: c["phase"].as_str().unwrap_or_default().to_string(),
-                                why: c["why"].as_str().unwrap_or_default().to_string(),
-                                name,
-                            }
-                        })
-                        .collect()
+    judged(stages, except)
+        .map(|(s, out)| {
+            let checks = checks_in(&out)
+                .map(|(c, measured)| {
+                    let name = c["name"].as_str().unwrap_or_default().to_string();
+                    Check {
+                        condition: condition_of(plan, &s.name, &name),
+                        values: values_of(measured),
+                        chart: sparkline(measured),
+                        phase: c["phase"].as_str().unwrap_or_default().to_string(),
+                        why: c["why"].as_str().unwrap_or_default().to_string(),
+                        name,
+                    }
                 })
-                .unwrap_or_default();
+                .collect();
             let templates = out["logs"]["verdict"]["findings"]
                 .as_array()
                 .map(|fs| {
