@@ -61,6 +61,10 @@ pub(super) fn described() -> OpenApiRouter<Server> {
             OpenApiRouter::new()
                 .routes(routes!(hooks::receive))
                 .routes(routes!(hooks::receive_with_token))
+                // The same two with a slash at the end, as hook URLs are often pasted: the same
+                // operations, so described once.
+                .route("/hooks/{provider}/", axum::routing::post(hooks::receive))
+                .route("/hooks/{provider}/{token}/", axum::routing::post(hooks::receive_with_token))
                 .routes(routes!(api::callback))
                 .nest("/api/v1", api::routes().fallback(|| async { axum::http::StatusCode::NOT_FOUND }))
                 .layer(axum::middleware::from_fn(api::as_json)),

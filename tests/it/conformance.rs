@@ -210,3 +210,24 @@ async fn half_sent_requests_never_hold_up_others_and_are_closed_when_their_time_
     assert_eq!(http.get(format!("{}/healthz", server.url)).send().await.unwrap().status().as_u16(), 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_url_with_a_trailing_slash_is_the_same_hook() {
+    // A webhook URL pasted with a slash at its end (`.../hooks/github/`) must reach the receiver,
+    // as it did before the routes were described one by one.
+    let s = crate::server::setup();
+    let server = Running::start(&s).await;
+    let body = push_event("acme/checkout", "refs/tags/v3.0.1");
+    let r = server
+        .http
+        .post(format!("{}/hooks/github/", server.url))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "slash-1")
+        .header("x-hub-signature-256", sign(&body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+    server.stop().await;
+}
