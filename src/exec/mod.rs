@@ -166,7 +166,7 @@ impl Executor {
             return Err(ExecError::Held(stages::held(&w)));
         }
         let run = RunRecord {
-            id: ulid::Ulid::new().to_string(),
+            id: next_run_id(),
             pipeline: plan.pipeline.name.value.clone(),
             file: file.display().to_string(),
             source: source.to_string(),
@@ -310,13 +310,27 @@ impl Executor {
         let mut tasks: JoinSet<(usize, i64, Result<serde_json::Value, StageError>)> = JoinSet::new();
         let mut handles: HashMap<usize, tokio::task::AbortHandle> = HashMap::new();
         let mut failure: Option<String> = state.iter().position(|s| *s == StageState::Failed).map(|i| plan.pipeline.stages[i].name.value.clone());
+        // Why a newer run made this one moot (see `StageError::Superseded`).
+        let mut superseded: Option<String> = None;
+        // The stages that judge each environment: it is let go (before the run's end) once they
+        // are all done, so that other runs use it while this one waits for people or other
+        // environments.
+        let mut judged: Vec<(String, Vec<usize>)> = Vec::new();
+        for i in 0..n {
+            if let Some(e) = stages::judges(&plan, i) {
+                match judged.iter_mut().find(|(x, _)| x == e) {
+                    Some((_, v)) => v.push(i),
+                    None => judged.push((e.to_string(), vec![i])),
+                }
+            }
+        }
 
         // Transitions waiting to be written: a finished stage's result, then the starts and skips
         // it allows, all in one transaction, before any of them is reported or acted on.
         let mut pending: Vec<Write> = Vec::new();
         loop {
             // Start or skip every stage whose needs are settled.
-            if failure.is_none() {
+            if failure.is_none() && superseded.is_none() {
                 for i in 0..n {
                     if !matches!(state[i], StageState::Pending | StageState::Running | StageState::Waiting) || handles.contains_key(&i) {
                         continue;
@@ -363,6 +377,9 @@ impl Executor {
             if !pending.is_empty() {
                 let mut writes = std::mem::take(&mut pending);
                 self.record(&run, &plan, &mut writes, &mut starts, &progress).await?;
+                if failure.is_none() && superseded.is_none() {
+                    self.let_go(&run, &plan, &state, &mut judged).await?;
+                }
                 for w in &writes {
                     if let Some((attempt, started_at, _)) = w.start {
                         let ctx = StageContext {
@@ -388,19 +405,22 @@ impl Executor {
                     }
                 }
             }
-            if failure.is_some() {
+            if failure.is_some() || superseded.is_some() {
+                let why = match &failure {
+                    Some(f) => format!("`{f}` failed"),
+                    None => "the run was superseded".to_string(),
+                };
                 // Cancel what runs; skip what has not started.
                 for (i, h) in handles.drain() {
                     h.abort();
-                    self.set(&run, &plan, i, StageState::Cancelled, &format!("`{}` failed", failure.as_deref().unwrap_or("")), &mut starts, &progress).await?;
+                    self.set(&run, &plan, i, StageState::Cancelled, &why, &mut starts, &progress).await?;
                     state[i] = StageState::Cancelled;
                 }
                 while tasks.join_next().await.is_some() {}
                 #[allow(clippy::needless_range_loop)]
                 for i in 0..n {
                     if !state[i].is_final() {
-                        self.set(&run, &plan, i, StageState::Skipped, &format!("`{}` failed", failure.as_deref().unwrap_or("")), &mut starts, &progress)
-                            .await?;
+                        self.set(&run, &plan, i, StageState::Skipped, &why, &mut starts, &progress).await?;
                         state[i] = StageState::Skipped;
                     }
                 }
@@ -435,6 +455,11 @@ impl Executor {
                     state[i] = StageState::Succeeded;
                 }
                 Err(StageError::Store(e)) => return Err(e.into()),
+                Err(StageError::Superseded(why)) => {
+                    pending.push(Write::end(i, StageState::Skipped, format!("superseded: {why}"), None));
+                    state[i] = StageState::Skipped;
+                    superseded = Some(why);
+                }
                 Err(e @ (StageError::Transient(_) | StageError::Terminal(_) | StageError::Verdict { .. })) => {
                     let (why, evidence) = match e {
                         StageError::Verdict { message, evidence } => (message, Some(evidence)),
@@ -448,7 +473,12 @@ impl Executor {
             }
         }
 
-        let outcome = if let Some(failed) = &failure {
+        let outcome = if let Some(why) = &superseded {
+            // Nothing to undo: what it promoted before stays until a newer run replaces it.
+            self.store.finish_run(id, RunState::Superseded, Some(why)).await?;
+            note("run-finished", None, &format!("superseded: {why}"));
+            RunState::Superseded
+        } else if let Some(failed) = &failure {
             let why = self.store.stages(id).await?.into_iter().find(|s| s.name == *failed).and_then(|s| s.message).unwrap_or_default();
             if plan.pipeline.on_failure.rollback {
                 self.roll_back(&run, &plan, &base_dir, &mut state, &mut starts, &progress).await?;
@@ -477,6 +507,28 @@ impl Executor {
         Ok(Summary { run: self.store.run(id).await?, stages: self.store.stages(id).await? })
     }
 
+    /// Lets go of each environment whose judging stages are all done (succeeded, or skipped by
+    /// their `if`): the runs queued for it are woken. Each environment once per walk.
+    async fn let_go(&self, run: &RunRecord, plan: &Plan, state: &[StageState], judged: &mut Vec<(String, Vec<usize>)>) -> Result<(), ExecError> {
+        // At the run's end the end lets every environment go (no entry of its own).
+        if state.iter().all(|s| s.is_final()) {
+            return Ok(());
+        }
+        let done = |i: &usize| matches!(state[*i], StageState::Succeeded | StageState::Skipped);
+        let mut k = 0;
+        while k < judged.len() {
+            let (environment, stages) = &judged[k];
+            if stages.iter().all(done) && stages.iter().any(|&i| state[i] == StageState::Succeeded) {
+                let last = stages.iter().rev().find(|&&i| state[i] == StageState::Succeeded).copied().unwrap_or(stages[0]);
+                self.store.unlock_environment(environment, &run.id, &plan.pipeline.stages[last].name.value).await?;
+                judged.swap_remove(k);
+            } else {
+                k += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Reverts every deploy this run committed, newest first.
     async fn roll_back(
         &self,
@@ -487,7 +539,7 @@ impl Executor {
         starts: &mut [Option<i64>],
         progress: &Arc<dyn Fn(Progress) + Send + Sync>,
     ) -> Result<(), ExecError> {
-        let mut deploys: Vec<(i64, usize, String, Option<String>)> = Vec::new();
+        let mut deploys: Vec<(i64, usize, String, Option<String>, Option<String>)> = Vec::new();
         for (i, s) in self.store.stages(&run.id).await?.into_iter().enumerate() {
             // A deploy that committed and then failed its health check is reverted too.
             if let (StageKind::Deploy(_), StageState::Succeeded | StageState::Failed, Some(out)) = (&plan.pipeline.stages[i].kind, s.state, &s.output)
@@ -495,11 +547,12 @@ impl Executor {
                 && let Some(commit) = out["commit"].as_str()
             {
                 let failed = (s.state == StageState::Failed).then(|| s.message.clone().unwrap_or_default());
-                deploys.push((s.finished_at.unwrap_or(0), i, commit.to_string(), failed));
+                let promoted = out["newValue"].as_str().map(String::from);
+                deploys.push((s.finished_at.unwrap_or(0), i, commit.to_string(), failed, promoted));
             }
         }
         deploys.sort_by(|a, b| b.cmp(a));
-        for (_, i, commit, failed) in deploys {
+        for (_, i, commit, failed, promoted) in deploys {
             let stage = &plan.pipeline.stages[i];
             let StageKind::Deploy(d) = &stage.kind else { continue };
             let env = plan.pipeline.environments.iter().find(|e| e.name.value == d.environment.value).expect("validated");
@@ -531,7 +584,9 @@ impl Executor {
                     run: Some(&run_id),
                     stage: Some(&stage_name),
                     seal: Some(&key),
-                    only_if: None,
+                    // Only what this run put there: a newer run may have promoted the
+                    // environment since this run let it go.
+                    only_if: promoted.as_deref(),
                     forbidden: &[],
                 };
                 match &via {
@@ -580,6 +635,13 @@ impl Executor {
                     };
                     self.set(run, plan, i, StageState::RolledBack, &message, starts, progress).await?;
                     state[i] = StageState::RolledBack;
+                    self.store.promoted(&run.pipeline, &env.name.value, &run.id, &run.version, true).await?;
+                }
+                Ok(Err(e @ crate::git::GitError::Conflict { .. })) => {
+                    let line = format!("left as it is, not rolled back: {e}");
+                    let t = Transition { message: Some(line.clone()), ..Default::default() };
+                    self.store.transition(&run.id, &stage.name.value, t, &line).await?;
+                    progress(Progress { stage: stage.name.value.clone(), state: state[i], message: line });
                 }
                 Ok(Err(e)) => {
                     let t = Transition { message: Some(format!("rollback failed: {e}")), ..Default::default() };
@@ -760,6 +822,17 @@ async fn one_attempt(ctx: &StageContext) -> Result<serde_json::Value, StageError
             }
         }
     }
+}
+
+/// A new run's id: a ULID, increasing within this process even for runs started in the same
+/// millisecond, so that the order of ids is the order promote heard the triggers in (runs of
+/// several replicas in one millisecond are ordered by the ids' random part).
+fn next_run_id() -> String {
+    static IDS: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut g = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    let id = g.get_or_insert_with(ulid::Generator::new).generate();
+    // Past 2^80 ids in one millisecond the generator refuses: a fresh id is then still unique.
+    id.unwrap_or_else(|_| ulid::Ulid::new()).to_string()
 }
 
 /// Evaluates a stage's `if` over the run's context.

@@ -27,6 +27,11 @@ pub struct DeployStage {
     /// How the release keeps being judged after the run (replaces the environment's `watch`).
     #[serde(default)]
     pub watch: Option<Box<Watch>>,
+    /// Whether this run, once it reaches the deploy, supersedes the older runs of the pipeline
+    /// queued for the environment (they end `superseded`; only the newest is promoted). Default:
+    /// true when no approval stage is upstream of this deploy (nobody signed the older runs off).
+    #[serde(default)]
+    pub supersede: Option<bool>,
 }
 
 fn whole_answer() -> Spanned<String> {

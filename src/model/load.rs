@@ -9,7 +9,7 @@ use crate::diag::{Diagnostics, Pos, did_you_mean};
 pub const KNOWN_VARIABLES: &[&str] = &["version", "previousVersion", "image", "pipeline", "run", "environment", "stage"];
 
 const TOP_FIELDS: &[&str] =
-    &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure", "users", "access", "notifications", "triggers"];
+    &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure", "order", "users", "access", "notifications", "triggers"];
 const API_VERSION: &str = "promote/v1";
 
 /// Reads `src` (the text of the file the user calls `diags.file()`). Every problem of shape is
@@ -34,6 +34,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
     let mut environments = Vec::new();
     let mut stages = None;
     let mut on_failure = None;
+    let mut order = None;
     let mut users = None;
     let mut access = None;
     let mut notifications = Vec::new();
@@ -69,6 +70,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
             "environments" => environments = load_environments(value, &mut unreadable, diags),
             "stages" => stages = load_stages(value, &mut unreadable, diags),
             "onFailure" => on_failure = from_node::<OnFailure>(value, diags),
+            "order" => order = from_node::<Order>(value, diags),
             "users" => users = from_node::<Spanned<String>>(value, diags),
             "access" => access = from_node::<Access>(value, diags),
             "notifications" => notifications = from_node::<Vec<Notification>>(value, diags).unwrap_or_default(),
@@ -102,6 +104,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
         environments,
         stages,
         on_failure: on_failure.unwrap_or_default(),
+        order: order.unwrap_or_default(),
         users,
         access,
         notifications,

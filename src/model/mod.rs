@@ -118,6 +118,9 @@ pub struct Pipeline {
     pub stages: Vec<Stage>,
     /// What to do when a stage fails.
     pub on_failure: OnFailure,
+    /// Which of two runs is newer (an environment never goes from a newer run's version to an
+    /// older one's).
+    pub order: Order,
     /// The users file (relative to this file): who approvers and groups are.
     pub users: Option<Spanned<String>>,
     /// Who may do what through the server (`access:`); `None`: every signed-in person views,
@@ -168,6 +171,32 @@ pub struct EnvironmentAccess {
 pub struct Artifact {
     /// Image repository without tag, e.g. `registry.example.com/acme/checkout`.
     pub image: Spanned<String>,
+}
+
+/// `order`: which of two runs of a pipeline is newer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Order {
+    /// The order promote heard their triggers in (their run ids: ULIDs, to the millisecond).
+    #[default]
+    Trigger,
+    /// Their versions' semver order (a leading `v` allowed); the trigger order between versions
+    /// that are not semver, or equal.
+    Semver,
+}
+
+impl Order {
+    /// Whether run `a` (id, version) is newer than run `b`.
+    pub fn newer(self, a: (&str, &str), b: (&str, &str)) -> bool {
+        if self == Order::Semver {
+            if let (Some(x), Some(y)) = (tags::version_of(a.1), tags::version_of(b.1))
+                && x != y
+            {
+                return x > y;
+            }
+        }
+        a.0 > b.0
+    }
 }
 
 /// `onFailure`.

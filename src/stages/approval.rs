@@ -155,6 +155,9 @@ async fn remind(a: &ApprovalStage, ctx: &StageContext, decided: &[String], appro
 }
 
 impl super::Run for crate::model::ApprovalStage {
+    // A sign-off holds no environment: other runs use it while people decide.
+    const JUDGES: bool = false;
+
     // The explicit form promises `Send`, which the engine's tasks need.
     #[allow(clippy::manual_async_fn)]
     fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<Step, StageError>> + Send + 'a {

@@ -4,6 +4,7 @@
 use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::git::{Destination, Outcome, Promotion};
 use crate::model::DeployStage;
+use crate::store::LockState;
 
 /// Promotes the run's version into the stage's environment: waits while another run holds the
 /// environment (woken when that run ends) or while it is frozen (woken by a break-glass, or at
@@ -11,11 +12,30 @@ use crate::model::DeployStage;
 pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError> {
     let env_name = &d.environment.value;
     let env = ctx.plan.pipeline.environments.iter().find(|e| &e.name.value == env_name).expect("validated: the environment exists");
-    if let Some((holder, lease_end)) = ctx.store.lock_environment(env_name, &ctx.run.id).await? {
-        // Woken by the holder's end, or at its lease's end: a holder whose driver died is taken
-        // over then.
-        let why = format!("environment `{env_name}` is being promoted by run {holder}");
-        return Ok(Step::Wait(Wait { why, wake: Wake::RunEnd(holder), until: Some(lease_end + 1), notify: None }));
+    // One run at a time, in the order of the runs (see docs/pipeline-reference.md, "Order"); the
+    // words of the wait stay the same while it waits, so that it is recorded once.
+    let supersede = d.supersede.unwrap_or_else(|| !approval_upstream(&ctx.plan, ctx.index));
+    match ctx.store.lock_environment(env_name, &ctx.run.pipeline, &ctx.run.id, supersede).await? {
+        LockState::Taken => {}
+        LockState::Queued { next, until, .. } => {
+            // Woken when the run that goes next lets it go (or ends), or at its lease's end: one
+            // whose driver died is passed over then.
+            let why = format!("waiting its turn for `{env_name}` (`promote status` shows who holds it)");
+            return Ok(Step::Wait(Wait { why, wake: Wake::Turn(next), until: Some(until + 1), notify: None }));
+        }
+        LockState::Superseded { by } => {
+            return Err(StageError::Superseded(format!("superseded by run {by}, a newer run of the pipeline, while queued for `{env_name}`")));
+        }
+    }
+    // An environment never goes back to an older run's version (a rollback does that).
+    if let Some((last, version)) = ctx.store.last_promotion(&ctx.run.pipeline, env_name).await?
+        && last != ctx.run.id
+        && ctx.plan.pipeline.order.newer((&last, &version), (&ctx.run.id, &ctx.run.version))
+    {
+        return Err(StageError::Superseded(format!(
+            "`{env_name}` holds {version} from run {last}, newer than this run's {}: an environment never goes back (`promote rollback` does that)",
+            ctx.run.version
+        )));
     }
     // An undecided drift of the environment holds its promotions (woken by its decision), and one
     // whose rejection is reverting it (the promotion lands on top of the revert, never under it).
@@ -141,6 +161,7 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     let mut out = serde_json::json!({
         "environment": env_name, "outcome": outcome, "commit": commit, "oldValue": old, "newValue": value, "attempts": report.attempts,
     });
+    ctx.store.promoted(&pipeline, env_name, &run.id, &run.version, false).await?;
     if outcome == "committed" {
         // Where DORA's lead time ends (the stage's own end may come later, after health).
         out["committedAt"] = serde_json::json!(crate::clock::now_ms());
@@ -204,6 +225,7 @@ async fn merged(
     let stage = ctx.stage().name.value.clone();
     ctx.store.audit(&ctx.run.id, Some(&stage), "pull-request", "promote", &format!("#{number} merged into `{}` as {sha}", r.base)).await?;
     ctx.store.supersede_watches(pipeline, env_name, &format!("the promotion of {} by run {}", ctx.run.version, ctx.run.id)).await?;
+    ctx.store.promoted(pipeline, env_name, &ctx.run.id, &ctx.run.version, false).await?;
     let mut out = serde_json::json!({
         "environment": env_name, "outcome": "merged", "commit": sha, "newValue": value, "pullRequest": shown, "branchCommit": on_branch,
         "committedAt": crate::clock::now_ms(),
@@ -326,6 +348,11 @@ pub(super) fn upstream(plan: &crate::plan::Plan, a: usize, b: usize) -> bool {
         }
     }
     false
+}
+
+/// Whether an approval stage is upstream of stage `i` (someone signed this run off on its way).
+fn approval_upstream(plan: &crate::plan::Plan, i: usize) -> bool {
+    plan.pipeline.stages.iter().enumerate().any(|(a, s)| matches!(s.kind, crate::model::StageKind::Approval(_)) && upstream(plan, a, i))
 }
 
 impl super::Run for crate::model::DeployStage {

@@ -46,6 +46,10 @@ pub enum StageError {
         /// Every value measured and how it was judged.
         evidence: serde_json::Value,
     },
+    /// A newer run of the pipeline promoted (or will promote) the environment: the run ends
+    /// `superseded`, nothing rolled back. Never retried.
+    #[error("{0}")]
+    Superseded(String),
     /// The state store failed: the run stops here and can be resumed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -81,8 +85,9 @@ pub struct Wait {
 pub enum Wake {
     /// A person's decision (or a break-glass) on this stage of this run.
     Decision,
-    /// The end of that run (which releases its environment locks).
-    RunEnd(String),
+    /// Its turn for an environment: the run that goes before it (named) lets the environment go
+    /// or ends, or this run is superseded while queued.
+    Turn(String),
     /// A drift decided (accepted, rejected or reverted).
     DriftDecided,
     /// A pull request event a webhook delivered (any: each waiting deploy asks its host), or
@@ -95,7 +100,9 @@ impl Wake {
     pub fn by(&self, change: &crate::store::Change, run: &str, stage: &str) -> bool {
         match self {
             Wake::Decision => change.is_decision_on(run, stage),
-            Wake::RunEnd(holder) => change.is_run_end() && change.run == *holder,
+            Wake::Turn(next) => {
+                (change.run == *next && matches!(change.kind.as_str(), "run" | "release")) || (change.run == run && change.kind == "superseded")
+            }
             Wake::DriftDecided => change.kind == "drift-decision",
             Wake::PullRequestEvent => change.kind == "pull-request-event",
         }
@@ -111,19 +118,28 @@ pub fn variables_of(run: &RunRecord, plan: &Plan, index: usize) -> crate::provid
     v.insert("pipeline", plan.pipeline.name.value.clone());
     v.insert("run", run.id.clone());
     v.insert("stage", plan.pipeline.stages[index].name.value.clone());
-    if let StageKind::Deploy(d) = &plan.pipeline.stages[index].kind {
-        v.insert("environment", d.environment.value.clone());
-        return v;
-    }
-    let mut at = index;
-    while let Some(&n) = plan.needs[at].first() {
-        if let StageKind::Deploy(d) = &plan.pipeline.stages[n].kind {
-            v.insert("environment", d.environment.value.clone());
-            break;
-        }
-        at = n;
+    if let Some(e) = environment_of(plan, index) {
+        v.insert("environment", e.to_string());
     }
     v
+}
+
+/// The environment stage `index` is about: its own deploy's, else the nearest upstream deploy's
+/// (following each stage's first need).
+pub fn environment_of(plan: &Plan, index: usize) -> Option<&str> {
+    let mut at = index;
+    loop {
+        if let StageKind::Deploy(d) = &plan.pipeline.stages[at].kind {
+            return Some(&d.environment.value);
+        }
+        at = *plan.needs[at].first()?;
+    }
+}
+
+/// The environment stage `index` judges, if its kind judges one: a run holds an environment
+/// while the stages that judge it run, and lets it go when they are done.
+pub fn judges(plan: &Plan, index: usize) -> Option<&str> {
+    if judging(&plan.pipeline.stages[index].kind) { environment_of(plan, index) } else { None }
 }
 
 /// The plan of the pipeline stored with `run` (what the run runs, whatever the file says now).
@@ -334,6 +350,11 @@ pub trait Run: Sync {
     fn describe(&self, _output: &serde_json::Value) -> String {
         String::new()
     }
+
+    /// Whether the kind judges the environment it is about (a deploy, the evidence read from it):
+    /// the run holds that environment until every stage that judges it is done. People's
+    /// sign-offs and waits do not judge: other runs may use the environment meanwhile.
+    const JUDGES: bool = true;
 }
 
 macro_rules! run_dispatch {
@@ -346,6 +367,11 @@ macro_rules! run_dispatch {
         /// One look at the stage's current attempt.
         pub async fn execute(ctx: &StageContext) -> Result<Step, StageError> {
             match &ctx.stage().kind { $(StageKind::$variant(k) => k.run(ctx).await,)* }
+        }
+
+        /// Whether a stage of this kind judges its environment ([`Run::JUDGES`]).
+        pub fn judging(kind: &StageKind) -> bool {
+            match kind { $(StageKind::$variant(_) => <$ty as Run>::JUDGES,)* }
         }
 
         /// One line on what a stage of this kind did, from its output.

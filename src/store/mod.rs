@@ -27,8 +27,8 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Claim, Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState,
-    StageWrite, Transition, WatchFilter, WatchRecord, Write, Written,
+    Claim, Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, LockState, QueueStep, Queued, RunRecord, RunState, SessionRecord, StageOf,
+    StageRecord, StageState, StageWrite, Transition, WatchFilter, WatchRecord, Write, Written,
 };
 
 /// What a backend's operations return.
@@ -68,6 +68,8 @@ pub trait Backend: Send + Sync + 'static {
     fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>>;
     /// Every environment lock: the environment, its run, its lease's end.
     fn env_locks(&self) -> Fut<'_, Vec<Lease>>;
+    /// The newest promotion of a pipeline into an environment not rolled back: (run, version).
+    fn last_promotion<'a>(&'a self, pipeline: &'a str, environment: &'a str) -> Fut<'a, Option<(String, String)>>;
     /// The refs a trigger's source had when last polled; `None` before its first poll.
     fn polled<'a>(&'a self, source: &'a str) -> Fut<'a, Option<Vec<(String, String)>>>;
     /// A web session by the hash of its cookie.
@@ -506,14 +508,49 @@ impl Store {
         crate::clock::now_ms() + self.lease.as_millis() as i64
     }
 
-    /// Takes the environment for `run` (or renews it), taking it over from a run whose lease
-    /// lapsed; `Some((holder, lease end))` when another live run holds it.
-    pub async fn lock_environment(&self, environment: &str, run: &str) -> Result<Option<(String, i64)>, StoreError> {
-        let w = Write::Lock { environment: environment.to_string(), run: run.to_string(), at: crate::clock::now_ms(), expires_at: self.lease_end() };
+    /// Takes the environment for `run` of `pipeline` (or renews it) in the environment's queue's
+    /// order, taking it over from a run whose lease lapsed; with `supersede`, older runs of the
+    /// pipeline queued for it are superseded ([`Write::Lock`]).
+    pub async fn lock_environment(&self, environment: &str, pipeline: &str, run: &str, supersede: bool) -> Result<LockState, StoreError> {
+        let w = Write::Lock {
+            environment: environment.to_string(),
+            pipeline: pipeline.to_string(),
+            run: run.to_string(),
+            supersede,
+            at: crate::clock::now_ms(),
+            expires_at: self.lease_end(),
+        };
         match self.write(w).await? {
-            Written::Holder(h) => Ok(h),
+            Written::Lock(state) => Ok(state),
             other => unreachable!("a backend answered a lock with {other:?}"),
         }
+    }
+
+    /// Gives `environment` back before `run` ends (the stages of `stage`'s run that judge it are
+    /// done); the runs queued for it are woken. Nothing when the run does not hold it.
+    pub async fn unlock_environment(&self, environment: &str, run: &str, stage: &str) -> Result<(), StoreError> {
+        let w = Write::Unlock { environment: environment.to_string(), run: run.to_string(), stage: stage.to_string(), at: crate::clock::now_ms() };
+        self.write(w).await.map(|_| ())
+    }
+
+    /// Records that `run` promoted `version` into `environment` (or, with `rolled_back`, rolled
+    /// that back); fenced as [`Store::transitions`].
+    pub async fn promoted(&self, pipeline: &str, environment: &str, run: &str, version: &str, rolled_back: bool) -> Result<(), StoreError> {
+        let w = Write::Promoted {
+            pipeline: pipeline.to_string(),
+            environment: environment.to_string(),
+            run: run.to_string(),
+            version: version.to_string(),
+            rolled_back,
+            at: crate::clock::now_ms(),
+            fence: self.fence(run),
+        };
+        self.fenced(run, w).await
+    }
+
+    /// The newest promotion of `pipeline` into `environment` not rolled back: (run, version).
+    pub async fn last_promotion(&self, pipeline: &str, environment: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.backend.last_promotion(pipeline, environment).await
     }
 
     /// Takes the lease of driving `run`, taking it over from a driver whose lease lapsed;

@@ -16,6 +16,9 @@ pub enum RunState {
     Failed,
     /// It succeeded, then its watch judged the release bad and reverted it.
     Reverted,
+    /// It ended before promoting an environment that a newer run of its pipeline had promoted
+    /// already (or would, while it was still queued): environments never go backwards.
+    Superseded,
 }
 
 /// How a stage stands.
@@ -434,17 +437,53 @@ pub enum Write {
         /// When.
         at: i64,
     },
-    /// Takes (or renews) an environment for a run, if free or if its holder's lease lapsed (then
-    /// taken over, with an entry naming the holder).
+    /// Takes (or renews) an environment for a run, in its queue's order: free (or its holder's
+    /// lease lapsed: taken over, with an entry naming the holder) and no live run queued ahead of
+    /// it. Otherwise the run joins the queue ([`Written::Lock`] says what it found).
     Lock {
         /// The environment.
         environment: String,
+        /// The run's pipeline.
+        pipeline: String,
         /// The run.
         run: String,
+        /// Whether older runs of the pipeline queued for the environment are superseded by this
+        /// one (each with an entry, which wakes it).
+        supersede: bool,
         /// When.
         at: i64,
         /// The lease's end.
         expires_at: i64,
+    },
+    /// Gives an environment back before the run's end (the stages that judge it are done), with
+    /// an entry that wakes the runs queued for it; nothing when the run does not hold it.
+    Unlock {
+        /// The environment.
+        environment: String,
+        /// The run.
+        run: String,
+        /// The stage whose end let it go.
+        stage: String,
+        /// When.
+        at: i64,
+    },
+    /// A run's promotion into an environment (the newest one not rolled back is what the
+    /// environment holds), or (`rolled_back`) its rollback.
+    Promoted {
+        /// The pipeline.
+        pipeline: String,
+        /// The environment.
+        environment: String,
+        /// The run.
+        run: String,
+        /// The version it promoted.
+        version: String,
+        /// Whether the run rolled it back.
+        rolled_back: bool,
+        /// When.
+        at: i64,
+        /// As for [`Write::Transitions`].
+        fence: Option<String>,
     },
     /// Takes the lease of driving a run for `holder` (a process), if nobody's lease is alive.
     Drive {
@@ -591,7 +630,8 @@ impl Write {
             Write::Audit { detail, .. } | Write::ClaimNote { detail, .. } => string(detail),
             Write::EndSessions { detail, .. } => string(detail),
             Write::OpenSession { .. } | Write::SeenSession { .. } => {}
-            Write::Lock { .. } | Write::Drive { .. } | Write::Renew { .. } | Write::Release { .. } | Write::Polled { .. } => {}
+            Write::Lock { .. } | Write::Unlock { .. } | Write::Promoted { .. } => {}
+            Write::Drive { .. } | Write::Renew { .. } | Write::Release { .. } | Write::Polled { .. } => {}
             Write::ClaimPoll { .. } | Write::DeferPoll { .. } => {}
         }
         self
@@ -607,6 +647,8 @@ pub enum Written {
     Holder(Option<(String, i64)>),
     /// Whether a renewed lease was still the driver's.
     Renewed(bool),
+    /// What a claim of an environment found.
+    Lock(LockState),
     /// Refused: the write needed a driver's lease that moved to another process, or the run ended.
     Fenced,
     /// The delivery, or a run of the same pipeline and version, was recorded before: this run
@@ -846,6 +888,90 @@ impl Claim {
     }
 }
 
+/// What a run that asked for an environment found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    /// It holds the environment.
+    Taken,
+    /// It waits in the environment's queue: `next` (the holder, or the live run first in line
+    /// when the environment is free) goes before it, and its lease ends at `until`; `ahead` runs
+    /// are queued before it.
+    Queued {
+        /// The run that goes next.
+        next: String,
+        /// That run's lease's end.
+        until: i64,
+        /// How many queued runs go before this one.
+        ahead: usize,
+    },
+    /// A newer run of its pipeline superseded it while it was queued.
+    Superseded {
+        /// The newer run.
+        by: String,
+    },
+}
+
+/// A run queued for an environment, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The run.
+    pub run: String,
+    /// Its pipeline.
+    pub pipeline: String,
+    /// Its driver's lease's end (renewed with the lease): a run whose driver died is passed over.
+    pub expires_at: i64,
+    /// The newer run that superseded it.
+    pub superseded_by: Option<String>,
+}
+
+/// What a claim of an environment does, given its holder and its queue: the one rule every
+/// backend applies inside its transaction (see [`Write::Lock`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStep {
+    /// The answer.
+    pub state: LockState,
+    /// The holder whose lapsed lease is taken over (with an entry).
+    pub took_over: Option<(String, i64)>,
+    /// Whether the run is (still) queued: its row is written (kept, lease renewed), else deleted.
+    pub queued: bool,
+    /// The older queued runs this one supersedes now (each marked, with an entry).
+    pub supersedes: Vec<String>,
+}
+
+impl QueueStep {
+    /// The claim of run `me` (of `pipeline`) at `at`; runs go in the order of their ids (ULIDs:
+    /// the order promote heard their triggers).
+    pub fn of(held: Option<(String, i64)>, queue: &[Queued], me: &str, pipeline: &str, supersede: bool, at: i64) -> QueueStep {
+        if let Some(by) = queue.iter().find(|q| q.run == me).and_then(|q| q.superseded_by.clone()) {
+            return QueueStep { state: LockState::Superseded { by }, took_over: None, queued: false, supersedes: vec![] };
+        }
+        // Already ours: kept (renewed), whoever queued since.
+        if held.as_ref().is_some_and(|(h, _)| h == me) {
+            return QueueStep { state: LockState::Taken, took_over: None, queued: false, supersedes: vec![] };
+        }
+        let supersedes: Vec<String> = if supersede {
+            queue.iter().filter(|q| q.pipeline == pipeline && q.run.as_str() < me && q.superseded_by.is_none()).map(|q| q.run.clone()).collect()
+        } else {
+            vec![]
+        };
+        let mut ahead: Vec<&Queued> =
+            queue.iter().filter(|q| q.run.as_str() < me && q.superseded_by.is_none() && q.expires_at >= at && !supersedes.contains(&q.run)).collect();
+        ahead.sort_by(|a, b| a.run.cmp(&b.run));
+        match Claim::of(held, me, at) {
+            Claim::Held(next, until) => QueueStep { state: LockState::Queued { next, until, ahead: ahead.len() }, took_over: None, queued: true, supersedes },
+            Claim::Take(took_over) => match ahead.first() {
+                None => QueueStep { state: LockState::Taken, took_over, queued: false, supersedes },
+                Some(first) => QueueStep {
+                    state: LockState::Queued { next: first.run.clone(), until: first.expires_at, ahead: ahead.len() },
+                    took_over: None,
+                    queued: true,
+                    supersedes,
+                },
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod claim_tests {
     use super::Claim;
@@ -856,5 +982,42 @@ mod claim_tests {
         assert_eq!(Claim::of(Some(("a".into(), 50)), "a", 100), Claim::Take(None), "ours, even lapsed");
         assert_eq!(Claim::of(Some(("b".into(), 100)), "a", 100), Claim::Held("b".into(), 100), "live until its end");
         assert_eq!(Claim::of(Some(("b".into(), 99)), "a", 100), Claim::Take(Some(("b".into(), 99))), "lapsed: taken over");
+    }
+
+    fn q(run: &str, pipeline: &str, expires_at: i64, by: Option<&str>) -> super::Queued {
+        super::Queued { run: run.into(), pipeline: pipeline.into(), expires_at, superseded_by: by.map(Into::into) }
+    }
+
+    #[test]
+    fn an_environment_goes_to_the_oldest_live_run_queued_for_it() {
+        use super::{LockState, QueueStep};
+        // Free, nobody queued: taken.
+        assert_eq!(QueueStep::of(None, &[], "b", "p", false, 100).state, LockState::Taken);
+        // Free, an older live run queued: it goes first; this one queues behind it.
+        let s = QueueStep::of(None, &[q("a", "p", 200, None), q("b", "p", 200, None)], "b", "p", false, 100);
+        assert_eq!(s.state, LockState::Queued { next: "a".into(), until: 200, ahead: 1 });
+        assert!(s.queued);
+        // The older one's driver died (its lease lapsed): passed over.
+        assert_eq!(QueueStep::of(None, &[q("a", "p", 50, None)], "b", "p", false, 100).state, LockState::Taken);
+        // Ours already: kept, whoever queued since.
+        assert_eq!(QueueStep::of(Some(("b".into(), 90)), &[q("a", "p", 200, None)], "b", "p", false, 100).state, LockState::Taken);
+        // A younger run queued does not go first.
+        assert_eq!(QueueStep::of(None, &[q("c", "p", 200, None)], "b", "p", false, 100).state, LockState::Taken);
+        // Held: queued behind the holder, counting the older ones.
+        let s = QueueStep::of(Some(("h".into(), 300)), &[q("a", "p", 200, None)], "b", "p", false, 100);
+        assert_eq!(s.state, LockState::Queued { next: "h".into(), until: 300, ahead: 1 });
+    }
+
+    #[test]
+    fn a_newer_run_supersedes_the_older_runs_of_its_pipeline_queued_for_the_environment() {
+        use super::{LockState, QueueStep};
+        let queue = [q("a", "p", 200, None), q("b", "other", 200, None), q("d", "p", 200, None)];
+        let s = QueueStep::of(Some(("h".into(), 300)), &queue, "c", "p", true, 100);
+        assert_eq!(s.supersedes, vec!["a".to_string()], "only older runs, only of its pipeline");
+        assert_eq!(s.state, LockState::Queued { next: "h".into(), until: 300, ahead: 1 }, "the other pipeline's run stays ahead");
+        // A superseded run is told so, and leaves the queue.
+        let s = QueueStep::of(None, &[q("a", "p", 200, Some("c"))], "a", "p", true, 100);
+        assert_eq!(s.state, LockState::Superseded { by: "c".into() });
+        assert!(!s.queued);
     }
 }

@@ -94,3 +94,13 @@ pub fn vouched(detail: String, via: Option<&str>) -> String {
         None => detail,
     }
 }
+
+/// A queued run superseded by a newer one of its pipeline.
+pub fn superseded_in_queue(environment: &str, by: &str) -> String {
+    format!("superseded by run {by}, a newer run of the pipeline, while queued for `{environment}`")
+}
+
+/// An environment given back before its run's end.
+pub fn released(environment: &str) -> String {
+    format!("`{environment}` released: the stages that judge it are done")
+}

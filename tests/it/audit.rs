@@ -136,12 +136,12 @@ async fn a_schema_4_state_file_is_chained_when_opened() {
          ALTER TABLE events DROP COLUMN prev_hash; ALTER TABLE events DROP COLUMN hash; ALTER TABLE events DROP COLUMN actor;
          ALTER TABLE runs DROP COLUMN authenticated; ALTER TABLE runs DROP COLUMN seal; ALTER TABLE stages DROP COLUMN seal;
          ALTER TABLE decisions DROP COLUMN seal; ALTER TABLE log_exemptions DROP COLUMN seal; DROP TABLE meta;
-         ALTER TABLE env_locks DROP COLUMN expires_at; DROP TABLE drivers; DROP TABLE deliveries; DROP TABLE polled; DROP INDEX stages_by_kind; DROP TABLE drifts; DROP TABLE watches; DROP TABLE sessions; DROP TABLE poll_claims; DROP TABLE approval_notes; PRAGMA user_version = 4;",
+         ALTER TABLE env_locks DROP COLUMN expires_at; DROP TABLE drivers; DROP TABLE deliveries; DROP TABLE polled; DROP INDEX stages_by_kind; DROP TABLE drifts; DROP TABLE watches; DROP TABLE sessions; DROP TABLE poll_claims; DROP TABLE approval_notes; DROP TABLE env_queue; DROP TABLE promotions; PRAGMA user_version = 4;",
     )
     .await;
     pool.close().await;
     let store = promote::store::Store::open(&db).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 16);
+    assert_eq!(store.schema_version().await.unwrap(), 17);
     let v = store.verify_audit().await.unwrap();
     assert!(v.tamper.is_none() && v.entries > 10, "{v:?}");
     store.close().await;

@@ -227,7 +227,7 @@ pub async fn wait_for_state(store: &Store, run: &str, stage: &str, want: StageSt
 }
 
 crate::both_backends! {
-async fn a_second_run_waits_for_the_environment_and_approvers_reach_the_commit() {
+async fn a_sign_off_does_not_hold_qa_and_an_older_run_never_replaces_a_newer_one() {
     let s = Setup::new(
         "  qa:\n    deploy: {environment: qa}\n  ok:\n    needs: [qa]\n    approval: {approvers: [alice, bob], minApprovals: 2}\n  prod:\n    needs: [ok]\n    deploy: {environment: prod}\n",
         "",
@@ -238,27 +238,38 @@ async fn a_second_run_waits_for_the_environment_and_approvers_reach_the_commit()
     let (e1, f) = (exec.clone(), first.clone());
     let w1 = tokio::spawn(async move { drive(&e1, &f).await });
     wait_for_state(&exec.store, &first, "ok", StageState::Waiting).await;
+    // While the first waits for its sign-off, QA is free: the second promotes it.
     let (e2, sc) = (exec.clone(), second.clone());
     let w2 = tokio::spawn(async move { drive(&e2, &sc).await });
-    wait_for_state(&exec.store, &second, "qa", StageState::Waiting).await;
-    let waiting = exec.store.stages(&second).await.unwrap().into_iter().find(|x| x.name == "qa").unwrap();
-    assert_eq!(waiting.message.unwrap(), format!("environment `qa` is being promoted by run {first}"));
-    exec.store.decide(&first, "ok", "alice", true, None).await.unwrap();
-    exec.store.decide(&first, "ok", "bob", true, Some("fine")).await.unwrap();
-    assert_eq!(w1.await.unwrap().run.state, RunState::Succeeded);
     wait_for_state(&exec.store, &second, "ok", StageState::Waiting).await;
+    assert_eq!(s.commits("qa"), ["promote checkout 4.0.1 to qa", "promote checkout 4.0.0 to qa"]);
+    assert!(exec.store.env_locks().await.unwrap().is_empty(), "nobody holds an environment while people decide");
+    // The newer is signed off first and reaches prod; the older, signed off later, would take
+    // prod back to 4.0.0: it ends superseded instead, and prod keeps 4.0.1.
     exec.store.decide(&second, "ok", "alice", true, None).await.unwrap();
     exec.store.decide(&second, "ok", "bob", true, None).await.unwrap();
     assert_eq!(w2.await.unwrap().run.state, RunState::Succeeded);
+    exec.store.decide(&first, "ok", "alice", true, None).await.unwrap();
+    exec.store.decide(&first, "ok", "bob", true, Some("fine")).await.unwrap();
+    let sum = w1.await.unwrap();
+    assert_eq!(sum.run.state, RunState::Superseded);
+    let why = sum.run.message.clone().unwrap();
+    assert!(why.contains(&format!("`prod` holds 4.0.1 from run {second}, newer than this run's 4.0.0")), "{why}");
+    assert_eq!(stage(&sum, "prod").state, StageState::Skipped);
+    assert_eq!(stage(&sum, "qa").state, StageState::Succeeded, "nothing rolled back");
+    assert_eq!(s.commits("prod"), ["promote checkout 4.0.1 to prod"]);
     assert_eq!(s.commits("qa"), ["promote checkout 4.0.1 to qa", "promote checkout 4.0.0 to qa"]);
     let prod = git(&s.path().join("envs/prod.git"), &["log", "-1", "--format=%B", "main"]);
     assert!(prod.contains("Promote-Version: 4.0.1\nPromote-Seal: ") && prod.ends_with("\nApproved-By: alice\nApproved-By: bob\n\n"), "{prod}");
+    let trail = exec.store.events(&first).await.unwrap();
+    assert!(trail.iter().any(|e| e.kind == "run" && e.detail.starts_with("run superseded: `prod` holds 4.0.1")), "{trail:?}");
     // The metrics saw it all.
     let text = exec.metrics.encode();
     for line in [
-        "promote_runs_total{outcome=\"succeeded\"} 2",
+        "promote_runs_total{outcome=\"succeeded\"} 1",
+        "promote_runs_total{outcome=\"superseded\"} 1",
         "promote_promotions_total{environment=\"qa\"} 2",
-        "promote_promotions_total{environment=\"prod\"} 2",
+        "promote_promotions_total{environment=\"prod\"} 1",
         "promote_stage_duration_seconds_count{kind=\"approval\",state=\"succeeded\"} 2",
         "promote_approvals_waiting 0",
     ] {
@@ -447,11 +458,11 @@ async fn a_state_file_from_an_older_version_is_migrated_with_its_runs() {
         pool.close().await;
     }
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 16);
+    assert_eq!(store.schema_version().await.unwrap(), 17);
     let run = store.run("01OLD").await.unwrap();
     assert_eq!((run.version.as_str(), run.state), ("0.9.0", RunState::Succeeded));
     // The tables of versions 2 and 3 work on the old rows.
-    assert_eq!(store.lock_environment("qa", "01NEW").await.unwrap(), None);
+    assert_eq!(store.lock_environment("qa", "checkout", "01NEW", true).await.unwrap(), promote::store::LockState::Taken);
     store
         .transition("01OLD", "deploy-qa", promote::store::Transition { message: Some("noted".into()), ..Default::default() }, "noted after the upgrade")
         .await

@@ -343,7 +343,7 @@ async fn a_deploy_that_waited_for_its_environment_runs_again_before_it_commits_a
     let exec = std::sync::Arc::new(s.executor().await);
     // Another run holds qa until it ends.
     let holder = s.start(&exec, "5.5.4").await;
-    assert_eq!(exec.store.lock_environment("qa", &holder).await.unwrap(), None);
+    assert_eq!(exec.store.lock_environment("qa", "checkout", &holder, true).await.unwrap(), promote::store::LockState::Taken);
     let id = s.start(&exec, "5.5.5").await;
     let (e, i) = (exec.clone(), id.clone());
     let walker = tokio::spawn(async move { drive(&e, &i).await });

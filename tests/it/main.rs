@@ -25,6 +25,7 @@ mod oci;
 mod octokit;
 mod oidc;
 mod openapi;
+mod order;
 mod pages;
 mod pg;
 mod plan;

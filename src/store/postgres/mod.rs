@@ -426,6 +426,19 @@ impl Backend for PgBackend {
         })
     }
 
+    fn last_promotion<'a>(&'a self, pipeline: &'a str, environment: &'a str) -> Fut<'a, Option<(String, String)>> {
+        Box::pin(async move {
+            sqlx::query_as(
+                "SELECT run_id, version FROM promotions WHERE pipeline = $1 AND environment = $2 AND NOT rolled_back ORDER BY at DESC, run_id DESC LIMIT 1",
+            )
+            .bind(pipeline)
+            .bind(environment)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(&self.path))
+        })
+    }
+
     fn polled<'a>(&'a self, source: &'a str) -> Fut<'a, Option<Vec<(String, String)>>> {
         Box::pin(async move {
             let rows: Vec<(String, String)> = sqlx::query_as("SELECT ref, oid FROM polled WHERE source = $1 ORDER BY ref")

@@ -187,6 +187,27 @@ pub const MIGRATIONS: &[&str] = &[
         at BIGINT NOT NULL,
         PRIMARY KEY (run_id, stage, since, kind)
     );",
+    // 5: environment queues and promotions (SQLite's 17).
+    "CREATE TABLE env_queue (
+        environment TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        since BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        superseded_by TEXT,
+        PRIMARY KEY (environment, run_id)
+    );
+    CREATE INDEX env_queue_by_run ON env_queue (run_id);
+    CREATE TABLE promotions (
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        rolled_back BOOLEAN NOT NULL DEFAULT FALSE,
+        PRIMARY KEY (pipeline, environment, run_id)
+    );
+    CREATE INDEX promotions_newest ON promotions (pipeline, environment, at);",
 ];
 
 /// The schema version the database is at (0: none yet).

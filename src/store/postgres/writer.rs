@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::seal::Key;
 use crate::store::chain::entry_hash;
-use crate::store::{Claim, StageState, StageWrite, Write, Written, seals, texts};
+use crate::store::{Claim, LockState, QueueStep, Queued, StageState, StageWrite, Write, Written, seals, texts};
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 512;
@@ -234,6 +234,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
                 .execute(&mut *conn)
                 .await?;
             sqlx::query("DELETE FROM env_locks WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM env_queue WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
             sqlx::query("DELETE FROM drivers WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
             insert_event(conn, head, run, None, *at, "run", "promote", &texts::run_finished(*state, message.as_deref())).await?;
             Ok(Written::Done)
@@ -471,31 +472,97 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
             Ok(Written::Done)
         }
-        Write::Lock { environment, run, at, expires_at } => {
-            // The head row's lock already serialises every writer; the row lock makes it plain.
+        Write::Lock { environment, pipeline, run, supersede, at, expires_at } => {
+            // The head row's lock already serialises every writer; the row locks make it plain.
             let held: Option<(String, i64)> = sqlx::query_as("SELECT run_id, expires_at FROM env_locks WHERE environment = $1 FOR UPDATE")
                 .bind(environment)
                 .fetch_optional(&mut *conn)
                 .await?;
-            match Claim::of(held, run, *at) {
-                Claim::Held(holder, until) => return Ok(Written::Holder(Some((holder, until)))),
-                Claim::Take(Some((holder, until))) => {
-                    let detail = texts::lock_taken_over(environment, &holder, until);
-                    insert_event(conn, head, run, None, *at, "lock-takeover", "promote", &detail).await?;
-                }
-                Claim::Take(None) => {}
+            let queue: Vec<(String, String, i64, Option<String>)> =
+                sqlx::query_as("SELECT run_id, pipeline, expires_at, superseded_by FROM env_queue WHERE environment = $1 FOR UPDATE")
+                    .bind(environment)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            let queue: Vec<Queued> =
+                queue.into_iter().map(|(run, pipeline, expires_at, superseded_by)| Queued { run, pipeline, expires_at, superseded_by }).collect();
+            let step = QueueStep::of(held, &queue, run, pipeline, *supersede, *at);
+            for older in &step.supersedes {
+                sqlx::query("UPDATE env_queue SET superseded_by = $1 WHERE environment = $2 AND run_id = $3")
+                    .bind(run)
+                    .bind(environment)
+                    .bind(older)
+                    .execute(&mut *conn)
+                    .await?;
+                insert_event(conn, head, older, None, *at, "superseded", "promote", &texts::superseded_in_queue(environment, run)).await?;
             }
-            sqlx::query(
-                "INSERT INTO env_locks (environment, run_id, at, expires_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (environment) DO UPDATE SET run_id = EXCLUDED.run_id, at = EXCLUDED.at, expires_at = EXCLUDED.expires_at",
-            )
-            .bind(environment)
-            .bind(run)
-            .bind(at)
-            .bind(expires_at)
-            .execute(&mut *conn)
-            .await?;
-            Ok(Written::Holder(None))
+            if step.queued {
+                sqlx::query(
+                    "INSERT INTO env_queue (environment, run_id, pipeline, since, expires_at) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (environment, run_id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+                )
+                .bind(environment)
+                .bind(run)
+                .bind(pipeline)
+                .bind(at)
+                .bind(expires_at)
+                .execute(&mut *conn)
+                .await?;
+            } else {
+                sqlx::query("DELETE FROM env_queue WHERE environment = $1 AND run_id = $2").bind(environment).bind(run).execute(&mut *conn).await?;
+            }
+            if let Some((holder, until)) = &step.took_over {
+                insert_event(conn, head, run, None, *at, "lock-takeover", "promote", &texts::lock_taken_over(environment, holder, *until)).await?;
+            }
+            if step.state == LockState::Taken {
+                sqlx::query(
+                    "INSERT INTO env_locks (environment, run_id, at, expires_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (environment) DO UPDATE SET run_id = EXCLUDED.run_id, at = EXCLUDED.at, expires_at = EXCLUDED.expires_at",
+                )
+                .bind(environment)
+                .bind(run)
+                .bind(at)
+                .bind(expires_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(Written::Lock(step.state))
+        }
+        Write::Unlock { environment, run, stage, at } => {
+            let gone = sqlx::query("DELETE FROM env_locks WHERE environment = $1 AND run_id = $2")
+                .bind(environment)
+                .bind(run)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if gone == 1 {
+                insert_event(conn, head, run, Some(stage), *at, "release", "promote", &texts::released(environment)).await?;
+            }
+            Ok(Written::Done)
+        }
+        Write::Promoted { pipeline, environment, run, version, rolled_back, at, fence } => {
+            if let Some(holder) = fence
+                && !drives(conn, run, holder).await?
+            {
+                return Ok(Written::Fenced);
+            }
+            if *rolled_back {
+                sqlx::query("UPDATE promotions SET rolled_back = TRUE WHERE pipeline = $1 AND environment = $2 AND run_id = $3")
+                    .bind(pipeline)
+                    .bind(environment)
+                    .bind(run)
+                    .execute(&mut *conn)
+                    .await?;
+            } else {
+                sqlx::query("INSERT INTO promotions (pipeline, environment, run_id, version, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+                    .bind(pipeline)
+                    .bind(environment)
+                    .bind(run)
+                    .bind(version)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(Written::Done)
         }
         Write::Drive { run, holder, at, expires_at } => {
             let held: Option<(String, i64)> =
@@ -530,6 +597,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
                 == 1;
             if ours {
                 sqlx::query("UPDATE env_locks SET expires_at = $1 WHERE run_id = $2").bind(expires_at).bind(run).execute(&mut *conn).await?;
+                sqlx::query("UPDATE env_queue SET expires_at = $1 WHERE run_id = $2").bind(expires_at).bind(run).execute(&mut *conn).await?;
             }
             Ok(Written::Renewed(ours))
         }

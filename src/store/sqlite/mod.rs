@@ -393,6 +393,19 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn last_promotion<'a>(&'a self, pipeline: &'a str, environment: &'a str) -> Fut<'a, Option<(String, String)>> {
+        Box::pin(async move {
+            sqlx::query_as(
+                "SELECT run_id, version FROM promotions WHERE pipeline = ? AND environment = ? AND rolled_back = 0 ORDER BY at DESC, run_id DESC LIMIT 1",
+            )
+            .bind(pipeline)
+            .bind(environment)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.db())
+        })
+    }
+
     fn polled<'a>(&'a self, source: &'a str) -> Fut<'a, Option<Vec<(String, String)>>> {
         Box::pin(async move {
             let rows: Vec<(String, String)> =

@@ -235,6 +235,29 @@ pub(super) const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL,
         PRIMARY KEY (run_id, stage, since, kind)
     );",
+    // 17: the runs queued for each environment, served in order (a newer run may supersede the
+    // older ones of its pipeline), and each run's promotions: an environment never goes back to
+    // an older run's version.
+    "CREATE TABLE env_queue (
+        environment TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        superseded_by TEXT,
+        PRIMARY KEY (environment, run_id)
+    );
+    CREATE INDEX env_queue_by_run ON env_queue (run_id);
+    CREATE TABLE promotions (
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        rolled_back INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (pipeline, environment, run_id)
+    );
+    CREATE INDEX promotions_newest ON promotions (pipeline, environment, at);",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.

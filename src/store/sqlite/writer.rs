@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::seal::Key;
 use crate::store::chain::entry_hash;
-use crate::store::{Claim, StageState, StageWrite, Write, Written, seals, texts};
+use crate::store::{Claim, LockState, QueueStep, Queued, StageState, StageWrite, Write, Written, seals, texts};
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 1024;
@@ -250,6 +250,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 .execute(&mut *conn)
                 .await?;
             sqlx::query("DELETE FROM env_locks WHERE run_id = ?").bind(run).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM env_queue WHERE run_id = ?").bind(run).execute(&mut *conn).await?;
             sqlx::query("DELETE FROM drivers WHERE run_id = ?").bind(run).execute(&mut *conn).await?;
             insert_event(conn, head, run, None, *at, "run", "promote", &texts::run_finished(*state, message.as_deref())).await?;
             Ok(Written::Done)
@@ -479,25 +480,91 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
             insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
             Ok(Written::Done)
         }
-        Write::Lock { environment, run, at, expires_at } => {
+        Write::Lock { environment, pipeline, run, supersede, at, expires_at } => {
             let held: Option<(String, i64)> =
                 sqlx::query_as("SELECT run_id, expires_at FROM env_locks WHERE environment = ?").bind(environment).fetch_optional(&mut *conn).await?;
-            match Claim::of(held, run, *at) {
-                Claim::Held(holder, until) => return Ok(Written::Holder(Some((holder, until)))),
-                Claim::Take(Some((holder, until))) => {
-                    let detail = texts::lock_taken_over(environment, &holder, until);
-                    insert_event(conn, head, run, None, *at, "lock-takeover", "promote", &detail).await?;
-                }
-                Claim::Take(None) => {}
+            let queue: Vec<(String, String, i64, Option<String>)> =
+                sqlx::query_as("SELECT run_id, pipeline, expires_at, superseded_by FROM env_queue WHERE environment = ?")
+                    .bind(environment)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            let queue: Vec<Queued> =
+                queue.into_iter().map(|(run, pipeline, expires_at, superseded_by)| Queued { run, pipeline, expires_at, superseded_by }).collect();
+            let step = QueueStep::of(held, &queue, run, pipeline, *supersede, *at);
+            for older in &step.supersedes {
+                sqlx::query("UPDATE env_queue SET superseded_by = ? WHERE environment = ? AND run_id = ?")
+                    .bind(run)
+                    .bind(environment)
+                    .bind(older)
+                    .execute(&mut *conn)
+                    .await?;
+                insert_event(conn, head, older, None, *at, "superseded", "promote", &texts::superseded_in_queue(environment, run)).await?;
             }
-            sqlx::query("INSERT OR REPLACE INTO env_locks (environment, run_id, at, expires_at) VALUES (?, ?, ?, ?)")
+            if step.queued {
+                sqlx::query(
+                    "INSERT INTO env_queue (environment, run_id, pipeline, since, expires_at) VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (environment, run_id) DO UPDATE SET expires_at = excluded.expires_at",
+                )
                 .bind(environment)
                 .bind(run)
+                .bind(pipeline)
                 .bind(at)
                 .bind(expires_at)
                 .execute(&mut *conn)
                 .await?;
-            Ok(Written::Holder(None))
+            } else {
+                sqlx::query("DELETE FROM env_queue WHERE environment = ? AND run_id = ?").bind(environment).bind(run).execute(&mut *conn).await?;
+            }
+            if let Some((holder, until)) = &step.took_over {
+                insert_event(conn, head, run, None, *at, "lock-takeover", "promote", &texts::lock_taken_over(environment, holder, *until)).await?;
+            }
+            if step.state == LockState::Taken {
+                sqlx::query("INSERT OR REPLACE INTO env_locks (environment, run_id, at, expires_at) VALUES (?, ?, ?, ?)")
+                    .bind(environment)
+                    .bind(run)
+                    .bind(at)
+                    .bind(expires_at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(Written::Lock(step.state))
+        }
+        Write::Unlock { environment, run, stage, at } => {
+            let gone = sqlx::query("DELETE FROM env_locks WHERE environment = ? AND run_id = ?")
+                .bind(environment)
+                .bind(run)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if gone == 1 {
+                insert_event(conn, head, run, Some(stage), *at, "release", "promote", &texts::released(environment)).await?;
+            }
+            Ok(Written::Done)
+        }
+        Write::Promoted { pipeline, environment, run, version, rolled_back, at, fence } => {
+            if let Some(holder) = fence
+                && !drives(conn, run, holder).await?
+            {
+                return Ok(Written::Fenced);
+            }
+            if *rolled_back {
+                sqlx::query("UPDATE promotions SET rolled_back = 1 WHERE pipeline = ? AND environment = ? AND run_id = ?")
+                    .bind(pipeline)
+                    .bind(environment)
+                    .bind(run)
+                    .execute(&mut *conn)
+                    .await?;
+            } else {
+                sqlx::query("INSERT OR IGNORE INTO promotions (pipeline, environment, run_id, version, at) VALUES (?, ?, ?, ?, ?)")
+                    .bind(pipeline)
+                    .bind(environment)
+                    .bind(run)
+                    .bind(version)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(Written::Done)
         }
         Write::Drive { run, holder, at, expires_at } => {
             let held: Option<(String, i64)> =
@@ -529,6 +596,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
                 == 1;
             if ours {
                 sqlx::query("UPDATE env_locks SET expires_at = ? WHERE run_id = ?").bind(expires_at).bind(run).execute(&mut *conn).await?;
+                sqlx::query("UPDATE env_queue SET expires_at = ? WHERE run_id = ?").bind(expires_at).bind(run).execute(&mut *conn).await?;
             }
             Ok(Written::Renewed(ours))
         }
