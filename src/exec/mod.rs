@@ -539,7 +539,9 @@ impl Executor {
         starts: &mut [Option<i64>],
         progress: &Arc<dyn Fn(Progress) + Send + Sync>,
     ) -> Result<(), ExecError> {
-        let mut deploys: Vec<(i64, usize, String, Option<String>, Option<String>)> = Vec::new();
+        // (when it ended, the stage, its commit, why it failed after the commit, the value it wrote)
+        type Committed = (i64, usize, String, Option<String>, Option<String>);
+        let mut deploys: Vec<Committed> = Vec::new();
         for (i, s) in self.store.stages(&run.id).await?.into_iter().enumerate() {
             // A deploy that committed and then failed its health check is reverted too.
             if let (StageKind::Deploy(_), StageState::Succeeded | StageState::Failed, Some(out)) = (&plan.pipeline.stages[i].kind, s.state, &s.output)

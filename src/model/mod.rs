@@ -188,12 +188,11 @@ pub enum Order {
 impl Order {
     /// Whether run `a` (id, version) is newer than run `b`.
     pub fn newer(self, a: (&str, &str), b: (&str, &str)) -> bool {
-        if self == Order::Semver {
-            if let (Some(x), Some(y)) = (tags::version_of(a.1), tags::version_of(b.1))
-                && x != y
-            {
-                return x > y;
-            }
+        if self == Order::Semver
+            && let (Some(x), Some(y)) = (tags::version_of(a.1), tags::version_of(b.1))
+            && x != y
+        {
+            return x > y;
         }
         a.0 > b.0
     }

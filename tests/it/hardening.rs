@@ -452,18 +452,18 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn a_killed_runs_environment_lock_is_named_stale_then_taken_over_and_audited() {
-    let s = Setup::new("  prod:\n    deploy: {environment: prod}\n  sign-off:\n    needs: [prod]\n    approval: {approvers: [alice]}\n", "");
-    // Run 1 deploys prod, then waits for its sign-off holding prod; then it is killed.
+    let s = Setup::new("  prod:\n    deploy: {environment: prod}\n  soak:\n    needs: [prod]\n    wait: {duration: 1h}\n", "");
+    // Run 1 deploys prod, then soaks holding prod (a soak judges it); then it is killed.
     let mut first = leased(s.path(), &["run", "pipeline.yaml", "--version", "1.0.1"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut r1 = String::new();
-    wait_until("run 1 to wait for its sign-off", || {
+    wait_until("run 1 to soak", || {
         let list: serde_json::Value = serde_json::from_slice(&leased(s.path(), &["status", "--json"]).output().unwrap().stdout).unwrap_or_default();
         r1 = list["items"][0]["id"].as_str().unwrap_or("").to_string();
-        !r1.is_empty() && status_json(s.path(), &r1)["stages"][1]["state"] == "waiting"
+        !r1.is_empty() && status_json(s.path(), &r1)["stages"][1]["state"] == "running"
     });
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
