@@ -185,7 +185,7 @@ fn main() {
     rt.block_on(async move {
         let replicas: Replicas = Arc::new(Mutex::new((0..REPLICAS).map(|n| Some(start_replica(&dir, &url, n))).collect()));
         let store = Store::open_url(&url, key).await.unwrap();
-        let http = reqwest::Client::new();
+        let http = promote::providers::http_client();
         let began = Instant::now();
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
@@ -271,12 +271,10 @@ fn main() {
         let every = spread / deliveries as u32;
         let mut sends = tokio::task::JoinSet::new();
         for i in 0..deliveries {
-            let (http, replicas) = (http.clone(), replicas.clone());
-            sends.spawn(async move { (i, deliver(&http, &replicas, i, i % REPLICAS).await) });
-            if i % 10 == 3 {
-                resent += 1;
-                let (http, replicas) = (http.clone(), replicas.clone());
-                sends.spawn(async move { (i, deliver(&http, &replicas, i, i % REPLICAS + 1).await) });
+            for again in 0..1 + usize::from(i % 10 == 3) {
+                resent += again;
+                let (h, r) = (http.clone(), replicas.clone());
+                sends.spawn(async move { (i, deliver(&h, &r, i, i % REPLICAS + again).await) });
             }
             tokio::time::sleep(every).await;
         }
