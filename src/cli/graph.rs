@@ -14,7 +14,31 @@ pub struct Args {
     pub file: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    pub format: GraphFormat,
+}
+
+/// `--format` (the plan's formats, as the command line names them: `plan` knows no clap).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GraphFormat {
+    /// The waves, one line a stage, with what each needs.
+    Text,
+    /// Graphviz: `promote graph p.yaml --format dot | dot -Tsvg > p.svg`.
+    Dot,
+    /// Mermaid flowchart (renders on GitHub and GitLab inside a ```mermaid block).
+    Mermaid,
+    /// The waves and edges as JSON.
+    Json,
+}
+
+impl From<GraphFormat> for Format {
+    fn from(f: GraphFormat) -> Format {
+        match f {
+            GraphFormat::Text => Format::Text,
+            GraphFormat::Dot => Format::Dot,
+            GraphFormat::Mermaid => Format::Mermaid,
+            GraphFormat::Json => Format::Json,
+        }
+    }
 }
 
 /// Runs `graph`: exit 0 with the picture on stdout, or 2 with the problems on stderr.
@@ -23,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     print_diagnostics(&checked.diagnostics);
     match checked.plan {
         Some(plan) => {
-            print!("{}", render(&plan, args.format));
+            print!("{}", render(&plan, args.format.into()));
             Ok(ExitCode::SUCCESS)
         }
         None => Ok(ExitCode::from(EXIT_BAD_INPUT)),

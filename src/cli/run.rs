@@ -58,7 +58,7 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
     let checked = check_file(&args.file);
     print_diagnostics(&checked.diagnostics);
     let Some(plan) = checked.plan else { return Ok(ExitCode::from(EXIT_BAD_INPUT)) };
-    let source = crate::files::read_text(&args.file, crate::files::MAX_TEXT)?;
+    let source = checked.source;
     let file = std::path::absolute(&args.file)?;
     let who = current_user();
     let token = std::env::var("PROMOTE_TOKEN").ok().filter(|t| !t.is_empty());

@@ -252,10 +252,9 @@ impl Executor {
             return Err(ExecError::Finished { id: id.into(), state: run.state });
         }
         let mut diags = Diagnostics::new(run.file.clone());
-        let plan = crate::model::load(&run.source, &mut diags).and_then(|p| crate::plan::plan(p, &mut diags));
-        let plan = match plan {
-            Some(p) if !diags.has_errors() => Arc::new(p),
-            _ => {
+        let plan = match crate::plan::compile(&run.source, &mut diags) {
+            Some(p) => Arc::new(p),
+            None => {
                 let errors = diags.into_sorted().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
                 return Err(ExecError::Invalid { id: id.into(), errors });
             }
@@ -556,8 +555,7 @@ impl Executor {
         deploys.sort_by(|a, b| b.cmp(a));
         for (_, i, commit, failed, promoted) in deploys {
             let stage = &plan.pipeline.stages[i];
-            let StageKind::Deploy(d) = &stage.kind else { continue };
-            let env = plan.pipeline.environments.iter().find(|e| e.name.value == d.environment.value).expect("validated");
+            let Some(env) = plan.deploy_environment(i) else { continue };
             let dest = Destination::of(env, base_dir);
             let writer = self.writer.clone();
             let (pipeline, environment, run_id, stage_name) =

@@ -90,9 +90,8 @@ impl Executor {
     pub(super) async fn begin_watches(&self, run: &RunRecord, plan: &Plan, base_dir: &Path) -> Result<(), ExecError> {
         let records = self.store.stages(&run.id).await?;
         let now = now_ms();
-        for s in &plan.pipeline.stages {
-            let StageKind::Deploy(d) = &s.kind else { continue };
-            let env = plan.pipeline.environments.iter().find(|e| e.name.value == d.environment.value).expect("validated: the environment exists");
+        for (i, s) in plan.pipeline.stages.iter().enumerate() {
+            let (StageKind::Deploy(d), Some(env)) = (&s.kind, plan.deploy_environment(i)) else { continue };
             let Some(spec) = d.watch_in(env) else { continue };
             let Some(r) = records.iter().find(|r| r.name == s.name.value && r.state == StageState::Succeeded) else { continue };
             let Some(out) = &r.output else { continue };
@@ -248,7 +247,7 @@ impl Executor {
             return Ok(Err(format!("run {} has no stage `{}`", run.id, w.stage)));
         };
         let StageKind::Deploy(d) = &plan.pipeline.stages[index].kind else { return Ok(Err(format!("`{}` is not a deploy", w.stage))) };
-        let env = plan.pipeline.environments.iter().find(|e| e.name.value == d.environment.value).expect("validated: the environment exists");
+        let Some(env) = plan.deploy_environment(index) else { return Ok(Err(format!("`{}` deploys to no environment of its pipeline", w.stage))) };
         let Some(spec) = d.watch_in(env).cloned() else { return Ok(Err(format!("`{}` has no watch", w.stage))) };
         let base_dir = Path::new(&run.file).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         Ok(Ok(Watched { run, plan, index, spec, base_dir }))
@@ -340,7 +339,9 @@ impl Executor {
     /// watched value), marks the deploy rolled back and the run reverted, holds the version and
     /// tells the pipeline's channels.
     async fn revert(&self, w: &WatchRecord, x: &Watched, why: &str) -> Result<Option<Looked>, ExecError> {
-        let env = x.plan.pipeline.environments.iter().find(|e| e.name.value == w.environment).expect("validated: the environment exists");
+        let Some(env) = x.plan.environment(&w.environment) else {
+            return Err(ExecError::Invalid { id: w.run.clone(), errors: format!("its pipeline has no environment `{}` any more", w.environment) });
+        };
         let dest = Destination::of(env, &x.base_dir);
         let compliant = self.last_compliant(w).await?;
         let target = match &compliant {

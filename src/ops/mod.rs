@@ -54,6 +54,9 @@ pub struct Checked {
     pub diagnostics: Vec<Diagnostic>,
     /// The plan, when there were no errors.
     pub plan: Option<Plan>,
+    /// The text the plan was made from (empty when unreadable): what a run started from this
+    /// check stores, read once, so that the stored source and the plan never differ.
+    pub source: String,
 }
 
 /// Reads, loads and plans one file, and checks the files it names (users, policies), collecting
@@ -61,16 +64,19 @@ pub struct Checked {
 pub fn check_file(path: &Path) -> Checked {
     let file = path.display().to_string();
     let mut diags = Diagnostics::new(file.clone());
-    let plan = match crate::files::read_text(path, crate::files::MAX_TEXT) {
-        Ok(src) => crate::model::load(&src, &mut diags).and_then(|p| plan::plan(p, &mut diags)).inspect(|plan| {
-            let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            crate::governance::check(plan, base, &mut diags);
-        }),
+    let (plan, source) = match crate::files::read_text(path, crate::files::MAX_TEXT) {
+        Ok(src) => {
+            let plan = plan::compile(&src, &mut diags).inspect(|plan| {
+                let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                crate::governance::check(plan, base, &mut diags);
+            });
+            (plan, src)
+        }
         Err(e) => {
             diags.error(e.pos.unwrap_or(crate::diag::Pos::new(1, 1)), format!("cannot read the file: {}", e.why));
-            None
+            (None, String::new())
         }
     };
     let plan = if diags.has_errors() { None } else { plan };
-    Checked { file, diagnostics: diags.into_sorted(), plan }
+    Checked { file, diagnostics: diags.into_sorted(), plan, source }
 }

@@ -78,7 +78,7 @@ pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError
     let authenticated = authenticate(r, base)?;
     let mut accepted = Vec::new();
     for name in r.accept_rewrite {
-        let env = r.plan.pipeline.environments.iter().find(|e| &e.name.value == name).expect("checked by refusals");
+        let Some(env) = r.plan.environment(name) else { continue };
         let dest = crate::git::Destination::of(env, base);
         let writer = exec.writer.clone();
         let head = tokio::task::spawn_blocking(move || writer.accept_history(&dest))

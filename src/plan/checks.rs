@@ -130,6 +130,9 @@ fn odd_repo(v: &str) -> Option<String> {
 /// Deploys name known environments, each at most once; environments are well formed and used.
 pub fn environments(p: &Pipeline, diags: &mut Diagnostics) {
     let names: Vec<&str> = p.environments.iter().map(|e| e.name.value.as_str()).collect();
+    // Looked up once per deploy: sets, so that validation stays linear in stages + environments.
+    let known: HashSet<&str> = names.iter().copied().collect();
+    let unreadable: HashSet<&str> = p.unreadable.iter().map(String::as_str).collect();
     for env in &p.environments {
         let repo = &env.spec.repo;
         if repo.value.contains("://") && !is_url_scheme(&repo.value, &["file", "git", "ssh", "https", "http"]) {
@@ -154,10 +157,10 @@ pub fn environments(p: &Pipeline, diags: &mut Diagnostics) {
             continue;
         };
         let env = &d.environment;
-        if p.unreadable.contains(&env.value) {
+        if unreadable.contains(env.value.as_str()) {
             continue;
         }
-        if !names.contains(&env.value.as_str()) {
+        if !known.contains(env.value.as_str()) {
             let hint = did_you_mean(&env.value, names.iter().copied());
             let known = if names.is_empty() {
                 "; this pipeline defines no `environments`".to_string()

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Diagnostics, plural};
-use crate::model::Pipeline;
+use crate::model::{Environment, Pipeline, StageKind};
 
 pub use render::{Format, render};
 
@@ -27,6 +27,10 @@ pub struct Plan {
     pub wave_of: Vec<usize>,
     /// For each stage, the indexes of the stages it needs, in the order written.
     pub needs: Vec<Vec<usize>>,
+    /// Each environment's index in `pipeline.environments`, by name.
+    environment_ids: HashMap<String, usize>,
+    /// For each stage, the index of the environment it deploys to (deploys only).
+    deploys: Vec<Option<usize>>,
 }
 
 impl Plan {
@@ -39,6 +43,47 @@ impl Plan {
     pub fn needs(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
         self.needs[i].iter().copied()
     }
+
+    /// The environment named `name`.
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environment_ids.get(name).map(|&i| &self.pipeline.environments[i])
+    }
+
+    /// The environment stage `i` deploys to (`None` for a stage of another kind): resolved when
+    /// the plan was made, so a deploy of a plan always has one.
+    pub fn deploy_environment(&self, i: usize) -> Option<&Environment> {
+        self.deploys[i].map(|e| &self.pipeline.environments[e])
+    }
+
+    /// Whether stage `a` is upstream of stage `b` (b needs it, directly or through others).
+    pub fn is_upstream(&self, a: usize, b: usize) -> bool {
+        let mut stack = vec![b];
+        let mut seen = vec![false; self.needs.len()];
+        while let Some(n) = stack.pop() {
+            for &m in &self.needs[n] {
+                if m == a {
+                    return true;
+                }
+                if !std::mem::replace(&mut seen[m], true) {
+                    stack.push(m);
+                }
+            }
+        }
+        false
+    }
+
+    /// The approval stages upstream of stage `i`: the sign-offs that gate it.
+    pub fn gating_approvals(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.pipeline.stages.len()).filter(move |&a| matches!(self.pipeline.stages[a].kind, StageKind::Approval(_)) && self.is_upstream(a, i))
+    }
+}
+
+/// Loads pipeline text `source` (from `file`) and plans it: the one way from text to a plan
+/// (`promote validate`, a start, a resumed run, a stored run's pages). Every problem is recorded
+/// in `diags`; `None` when any of them is an error.
+pub fn compile(source: &str, diags: &mut Diagnostics) -> Option<Plan> {
+    let plan = crate::model::load(source, diags).and_then(|p| plan(p, diags));
+    plan.filter(|_| !diags.has_errors())
 }
 
 /// Checks `pipeline` as a whole and builds its plan. Every problem is recorded in `diags`;
@@ -62,7 +107,16 @@ pub fn plan(pipeline: Pipeline, diags: &mut Diagnostics) -> Option<Plan> {
         return None;
     }
     let (waves, wave_of) = waves(&graph);
-    Some(Plan { pipeline, graph, waves, wave_of, needs })
+    let environment_ids: HashMap<String, usize> = pipeline.environments.iter().enumerate().map(|(i, e)| (e.name.value.clone(), i)).collect();
+    let deploys = pipeline
+        .stages
+        .iter()
+        .map(|s| match &s.kind {
+            StageKind::Deploy(d) => environment_ids.get(&d.environment.value).copied(),
+            _ => None,
+        })
+        .collect();
+    Some(Plan { pipeline, graph, waves, wave_of, needs, environment_ids, deploys })
 }
 
 /// Longest-path layering of an acyclic graph: a stage's wave is one more than its latest need's.

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use super::Plan;
 
 /// The output formats of `promote graph`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// The waves, one line a stage, with what each needs.
     Text,

@@ -64,7 +64,9 @@ impl Pipelines {
                     Some(plan) if errors.is_empty() => {
                         let base = file.parent().unwrap_or(std::path::Path::new("."));
                         let users = crate::governance::users_of(&plan.pipeline, base).ok().flatten().map(Arc::new);
-                        out.by_name.insert(plan.pipeline.name.value.clone(), Loaded { file, source: text, plan: Arc::new(plan), users });
+                        // The text the plan was made from (read once: a file written meanwhile
+                        // is loaded at the next reload, never half old, half new).
+                        out.by_name.insert(plan.pipeline.name.value.clone(), Loaded { file, source: checked.source, plan: Arc::new(plan), users });
                     }
                     _ => {
                         out.errors.insert(file.display().to_string(), errors);

@@ -11,10 +11,12 @@ use crate::store::LockState;
 /// the window's end), then commits.
 pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError> {
     let env_name = &d.environment.value;
-    let env = ctx.plan.pipeline.environments.iter().find(|e| &e.name.value == env_name).expect("validated: the environment exists");
+    let Some(env) = ctx.plan.deploy_environment(ctx.index) else {
+        return Err(StageError::Terminal(format!("`{env_name}` is not an environment of this pipeline")));
+    };
     // One run at a time, in the order of the runs (see docs/pipeline-reference.md, "Order"); the
     // words of the wait stay the same while it waits, so that it is recorded once.
-    let supersede = d.supersede.unwrap_or_else(|| !approval_upstream(&ctx.plan, ctx.index));
+    let supersede = d.supersede.unwrap_or_else(|| ctx.plan.gating_approvals(ctx.index).next().is_none());
     match ctx.store.lock_environment(env_name, &ctx.run.pipeline, &ctx.run.id, supersede).await? {
         LockState::Taken => {}
         LockState::Queued { next, until, .. } => {
@@ -86,13 +88,11 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     // from the users file.
     let users = ctx.people()?;
     let mut approved_by = Vec::new();
-    for (i, s) in ctx.plan.pipeline.stages.iter().enumerate() {
-        if matches!(s.kind, crate::model::StageKind::Approval(_)) && upstream(&ctx.plan, i, ctx.index) {
-            for decision in ctx.store.decisions(&run.id, &s.name.value).await? {
-                let signed = users.as_ref().map_or(decision.user.clone(), |u| u.signature(&decision.user));
-                if decision.approve && !approved_by.contains(&signed) {
-                    approved_by.push(signed);
-                }
+    for i in ctx.plan.gating_approvals(ctx.index) {
+        for decision in ctx.store.decisions(&run.id, &ctx.plan.pipeline.stages[i].name.value).await? {
+            let signed = users.as_ref().map_or(decision.user.clone(), |u| u.signature(&decision.user));
+            if decision.approve && !approved_by.contains(&signed) {
+                approved_by.push(signed);
             }
         }
     }
@@ -331,28 +331,6 @@ async fn wait_healthy(h: &crate::model::Health, ctx: &StageContext, commit: Opti
         }
         tokio::time::sleep(ctx.poll.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
     }
-}
-
-/// Whether stage `a` is upstream of stage `b` (a path of needs leads from `a` to `b`).
-pub(super) fn upstream(plan: &crate::plan::Plan, a: usize, b: usize) -> bool {
-    let mut stack = vec![b];
-    let mut seen = vec![false; plan.needs.len()];
-    while let Some(n) = stack.pop() {
-        for &m in &plan.needs[n] {
-            if m == a {
-                return true;
-            }
-            if !std::mem::replace(&mut seen[m], true) {
-                stack.push(m);
-            }
-        }
-    }
-    false
-}
-
-/// Whether an approval stage is upstream of stage `i` (someone signed this run off on its way).
-fn approval_upstream(plan: &crate::plan::Plan, i: usize) -> bool {
-    plan.pipeline.stages.iter().enumerate().any(|(a, s)| matches!(s.kind, crate::model::StageKind::Approval(_)) && upstream(plan, a, i))
 }
 
 impl super::Run for crate::model::DeployStage {

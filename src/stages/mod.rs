@@ -145,12 +145,12 @@ pub fn judges(plan: &Plan, index: usize) -> Option<&str> {
 /// The plan of the pipeline stored with `run` (what the run runs, whatever the file says now).
 pub fn plan_of(run: &RunRecord) -> Option<Plan> {
     let mut diags = crate::diag::Diagnostics::new(run.file.clone());
-    crate::model::load(&run.source, &mut diags).and_then(|p| crate::plan::plan(p, &mut diags))
+    crate::plan::compile(&run.source, &mut diags)
 }
 
 /// Whether stage `a` is upstream of stage `b` (b needs it, directly or through others).
 pub fn is_upstream(plan: &Plan, a: usize, b: usize) -> bool {
-    deploy::upstream(plan, a, b)
+    plan.is_upstream(a, b)
 }
 
 /// How a stage says it waits (for a person or a lock) and runs again: (stage, state, why).
@@ -231,7 +231,7 @@ impl StageContext {
         let mut last: Option<(i64, serde_json::Value)> = None;
         for (i, s) in self.plan.pipeline.stages.iter().enumerate() {
             if matches!(s.kind, StageKind::Deploy(_))
-                && deploy::upstream(&self.plan, i, self.index)
+                && self.plan.is_upstream(i, self.index)
                 && let Some(r) = records.iter().find(|r| r.name == s.name.value)
                 && let Some(end) = r.finished_at
                 && last.as_ref().is_none_or(|(t, _)| end > *t)

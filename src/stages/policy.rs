@@ -17,7 +17,9 @@ pub async fn run(p: &PolicyStage, ctx: &StageContext) -> Result<Value, StageErro
     let env = target_environment(p, ctx);
     let mut input = input_base(ctx, "stage", env.as_deref()).await?;
     if let Some(env) = &env {
-        let e = ctx.plan.pipeline.environments.iter().find(|e| &e.name.value == env).expect("validated");
+        let Some(e) = ctx.plan.environment(env) else {
+            return Err(StageError::Terminal(format!("`{env}` is not an environment of this pipeline")));
+        };
         let dest = Destination::of(e, &ctx.base_dir);
         let value = ctx.deploy_value(e)?;
         let (writer, read) = (ctx.writer.clone(), dest.clone());
@@ -72,8 +74,8 @@ fn target_environment(p: &PolicyStage, ctx: &StageContext) -> Option<String> {
         _ => None,
     };
     // The nearest deploy after it is the one of the lowest wave, the nearest before it of the highest.
-    let after = (0..stages.len()).filter(|&i| env_of(i).is_some() && super::deploy::upstream(&ctx.plan, ctx.index, i)).min_by_key(|&i| ctx.plan.wave_of[i]);
-    let before = (0..stages.len()).filter(|&i| env_of(i).is_some() && super::deploy::upstream(&ctx.plan, i, ctx.index)).max_by_key(|&i| ctx.plan.wave_of[i]);
+    let after = (0..stages.len()).filter(|&i| env_of(i).is_some() && ctx.plan.is_upstream(ctx.index, i)).min_by_key(|&i| ctx.plan.wave_of[i]);
+    let before = (0..stages.len()).filter(|&i| env_of(i).is_some() && ctx.plan.is_upstream(i, ctx.index)).max_by_key(|&i| ctx.plan.wave_of[i]);
     after.or(before).and_then(env_of)
 }
 
