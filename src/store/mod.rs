@@ -14,6 +14,7 @@ mod feed;
 pub mod postgres;
 mod records;
 pub mod seals;
+mod sql;
 pub mod sqlite;
 pub mod texts;
 

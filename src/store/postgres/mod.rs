@@ -15,12 +15,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Tamper, Verdict};
 use super::{
-    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState,
-    StoreError, WatchFilter, WatchRecord, Write, Written,
+    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, SessionRecord, StageOf, StageRecord, StageState, StoreError,
+    WatchFilter, WatchRecord, Write, Written,
 };
 
-/// The columns of `watches`, in [`watch_of`]'s order.
-const WATCH_COLUMNS: &str = "id, run_id, stage, pipeline, environment, version, commit_id, value, started_at, ends_at, interval_ms, next_at, state, looks, failures, errors, passes, message, evidence, marks, reverted_to, ended_at, cleared_by, cleared_at, seal, deployed_at, previous";
+use crate::store::sql::WATCH_COLUMNS;
 const RUN_COLUMNS: &str = "id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message, authenticated, seal";
 const STAGE_COLUMNS: &str = "name, kind, state, attempt, started_at, finished_at, message, output, seal";
 const ENTRY_COLUMNS: &str = "id, run_id, stage, at, kind, actor, detail, prev_hash, hash";
@@ -591,37 +590,6 @@ async fn listen(options: PgConnectOptions, poke: Arc<Notify>) {
     }
 }
 
-fn run_of(r: &PgRow) -> RunRecord {
-    RunRecord {
-        id: r.get(0),
-        pipeline: r.get(1),
-        file: r.get(2),
-        source: r.get(3),
-        version: r.get(4),
-        state: r.get::<String, _>(5).parse().unwrap_or(RunState::Running),
-        triggered_by: r.get(6),
-        created_at: r.get(7),
-        finished_at: r.get(8),
-        message: r.get(9),
-        authenticated: r.get(10),
-        seal: r.get(11),
-    }
-}
-
-fn stage_row(r: &PgRow, at: usize) -> StageRecord {
-    StageRecord {
-        name: r.get(at),
-        kind: r.get(at + 1),
-        state: r.get::<String, _>(at + 2).parse().unwrap_or(StageState::Pending),
-        attempt: r.get(at + 3),
-        started_at: r.get(at + 4),
-        finished_at: r.get(at + 5),
-        message: r.get(at + 6),
-        output: r.get::<Option<String>, _>(at + 7).and_then(|s| serde_json::from_str(&s).ok()),
-        seal: r.get(at + 8),
-    }
-}
-
 fn entry_of(r: &PgRow) -> Entry {
     let at: i64 = r.get(3);
     Entry {
@@ -638,46 +606,4 @@ fn entry_of(r: &PgRow) -> Entry {
     }
 }
 
-/// A `watches` row read with [`WATCH_COLUMNS`] and `clear_reason`.
-fn watch_of(r: &PgRow) -> WatchRecord {
-    let json = |i: usize| r.get::<Option<String>, _>(i).and_then(|t| serde_json::from_str(&t).ok());
-    WatchRecord {
-        id: r.get(0),
-        run: r.get(1),
-        stage: r.get(2),
-        pipeline: r.get(3),
-        environment: r.get(4),
-        version: r.get(5),
-        commit: r.get(6),
-        value: r.get(7),
-        started_at: r.get(8),
-        ends_at: r.get(9),
-        interval_ms: r.get(10),
-        next_at: r.get(11),
-        state: r.get(12),
-        looks: r.get(13),
-        failures: r.get(14),
-        errors: r.get(15),
-        passes: r.get(16),
-        message: r.get(17),
-        evidence: json(18),
-        marks: json(19),
-        reverted_to: r.get(20),
-        ended_at: r.get(21),
-        cleared_by: r.get(22),
-        cleared_at: r.get(23),
-        seal: r.get(24),
-        deployed_at: r.get(25),
-        previous: r.get(26),
-        clear_reason: r.get(27),
-    }
-}
-
-/// One watch, inside the writer's transaction (its row locked).
-async fn read_watch(conn: &mut PgConnection, id: &str) -> Result<Option<WatchRecord>, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {WATCH_COLUMNS}, clear_reason FROM watches WHERE id = $1 FOR UPDATE")))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.as_ref().map(watch_of))
-}
+crate::store::sql::row_readers!(PgRow);

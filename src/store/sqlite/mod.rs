@@ -16,8 +16,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Verdict};
 use super::{
-    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState,
-    StoreError, WatchFilter, WatchRecord, Write, Written,
+    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, SessionRecord, StageOf, StageRecord, StageState, StoreError,
+    WatchFilter, WatchRecord, Write, Written,
 };
 
 /// A promote state file.
@@ -39,22 +39,6 @@ impl StoreError {
             _ => None,
         };
         StoreError::Db { path: path.to_string(), message: e.to_string(), code }
-    }
-}
-
-/// A stage's nine columns (name, kind, state, attempt, started, finished, message, output, seal)
-/// from column `at` on.
-fn stage_row(r: &sqlx::sqlite::SqliteRow, at: usize) -> StageRecord {
-    StageRecord {
-        name: r.get(at),
-        kind: r.get(at + 1),
-        state: r.get::<String, _>(at + 2).parse().unwrap_or(StageState::Pending),
-        attempt: r.get(at + 3),
-        started_at: r.get(at + 4),
-        finished_at: r.get(at + 5),
-        message: r.get(at + 6),
-        output: r.get::<Option<String>, _>(at + 7).and_then(|s| serde_json::from_str(&s).ok()),
-        seal: r.get(at + 8),
     }
 }
 
@@ -221,7 +205,7 @@ impl SqliteBackend {
              WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR environment = ?2) AND (?3 IS NULL OR version = ?3) AND (?4 IS NULL OR run_id = ?4)
                AND (?5 IS NULL OR state = ?5) AND (?6 IS NULL OR (state IN ('watching', 'reverting') AND next_at <= ?6)) AND (?7 IS NULL OR id = ?7)
              ORDER BY {order} LIMIT {limit}",
-            writer::WATCH_COLUMNS
+            crate::store::sql::WATCH_COLUMNS
         )))
         .bind(f.pipeline)
         .bind(f.environment)
@@ -526,63 +510,4 @@ fn watch(path: &Path, poke: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     }
 }
 
-/// A `watches` row read with [`writer::WATCH_COLUMNS`] and `clear_reason`.
-fn watch_of(r: &sqlx::sqlite::SqliteRow) -> WatchRecord {
-    let json = |i: usize| r.get::<Option<String>, _>(i).and_then(|t| serde_json::from_str(&t).ok());
-    WatchRecord {
-        id: r.get(0),
-        run: r.get(1),
-        stage: r.get(2),
-        pipeline: r.get(3),
-        environment: r.get(4),
-        version: r.get(5),
-        commit: r.get(6),
-        value: r.get(7),
-        started_at: r.get(8),
-        ends_at: r.get(9),
-        interval_ms: r.get(10),
-        next_at: r.get(11),
-        state: r.get(12),
-        looks: r.get(13),
-        failures: r.get(14),
-        errors: r.get(15),
-        passes: r.get(16),
-        message: r.get(17),
-        evidence: json(18),
-        marks: json(19),
-        reverted_to: r.get(20),
-        ended_at: r.get(21),
-        cleared_by: r.get(22),
-        cleared_at: r.get(23),
-        seal: r.get(24),
-        deployed_at: r.get(25),
-        previous: r.get(26),
-        clear_reason: r.get(27),
-    }
-}
-
-/// One watch, inside the writer's transaction.
-async fn read_watch(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<WatchRecord>, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {}, clear_reason FROM watches WHERE id = ?", writer::WATCH_COLUMNS)))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.as_ref().map(watch_of))
-}
-
-fn run_of(r: &sqlx::sqlite::SqliteRow) -> RunRecord {
-    RunRecord {
-        id: r.get(0),
-        pipeline: r.get(1),
-        file: r.get(2),
-        source: r.get(3),
-        version: r.get(4),
-        state: r.get::<String, _>(5).parse().unwrap_or(RunState::Running),
-        triggered_by: r.get(6),
-        created_at: r.get(7),
-        finished_at: r.get(8),
-        message: r.get(9),
-        authenticated: r.get(10),
-        seal: r.get(11),
-    }
-}
+crate::store::sql::row_readers!(sqlx::sqlite::SqliteRow);
