@@ -305,26 +305,21 @@ async fn adopt(server: Server) {
             _ = tick.tick() => {}
             _ = server.stop.cancelled() => return,
         }
-        let Ok(runs) = server.exec.store.runs(10_000).await else { continue };
-        let now = crate::clock::now_ms();
+        // One query, whatever the history: the running runs whose lease lapsed, oldest first
+        // (those this process is about to drive again are among them: skipped, not counted).
+        let driving = server.driving.lock().unwrap_or_else(|e| e.into_inner()).len() as i64;
+        let Ok(orphans) = server.exec.store.orphans(crate::clock::now_ms(), ADOPT_PER_LOOK as i64 + driving).await else { continue };
         let mut taken = 0;
-        for r in runs.into_iter().rev().filter(|r| r.state == RunState::Running) {
+        for id in orphans {
             if taken >= ADOPT_PER_LOOK {
                 break;
             }
-            if server.driving.lock().unwrap_or_else(|e| e.into_inner()).contains(&r.id) {
+            if server.driving.lock().unwrap_or_else(|e| e.into_inner()).contains(&id) {
                 continue;
             }
-            let lapsed = match server.exec.store.driver(&r.id).await {
-                Ok(Some(lease)) => lease.expires_at < now,
-                Ok(None) => true,
-                Err(_) => false,
-            };
-            if lapsed {
-                tracing::info!(run = %r.id, "taking over a run whose driver stopped");
-                server.drive(r.id);
-                taken += 1;
-            }
+            tracing::info!(run = %id, "taking over a run whose driver stopped");
+            server.drive(id);
+            taken += 1;
         }
     }
 }

@@ -69,6 +69,9 @@ pub trait Backend: Send + Sync + 'static {
     fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>>;
     /// Every environment lock: the environment, its run, its lease's end.
     fn env_locks(&self) -> Fut<'_, Vec<Lease>>;
+    /// Running runs whose driver's lease lapsed before `now` (or that have none), oldest first,
+    /// at most `limit`.
+    fn orphans(&self, now: i64, limit: i64) -> Fut<'_, Vec<String>>;
     /// The newest promotion of a pipeline into an environment not rolled back: (run, version).
     fn last_promotion<'a>(&'a self, pipeline: &'a str, environment: &'a str) -> Fut<'a, Option<(String, String)>>;
     /// The refs a trigger's source had when last polled; `None` before its first poll.
@@ -547,6 +550,12 @@ impl Store {
             fence: self.fence(run),
         };
         self.fenced(run, w).await
+    }
+
+    /// Running runs nobody drives (their driver's lease lapsed before `now`, or they have none),
+    /// oldest first, at most `limit`: what a server takes over, found by one query.
+    pub async fn orphans(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+        self.backend.orphans(now, limit).await
     }
 
     /// The newest promotion of `pipeline` into `environment` not rolled back: (run, version).

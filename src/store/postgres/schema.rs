@@ -207,7 +207,8 @@ pub const MIGRATIONS: &[&str] = &[
         rolled_back BOOLEAN NOT NULL DEFAULT FALSE,
         PRIMARY KEY (pipeline, environment, run_id)
     );
-    CREATE INDEX promotions_newest ON promotions (pipeline, environment, at);",
+    CREATE INDEX promotions_newest ON promotions (pipeline, environment, at);
+    CREATE INDEX runs_by_state ON runs (state, created_at);",
 ];
 
 /// The schema version the database is at (0: none yet).

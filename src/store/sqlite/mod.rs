@@ -377,6 +377,10 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn orphans(&self, now: i64, limit: i64) -> Fut<'_, Vec<String>> {
+        Box::pin(async move { sqlx::query_scalar(crate::store::sql::ORPHANS).bind(now).bind(limit).fetch_all(&self.pool).await.map_err(self.db()) })
+    }
+
     fn last_promotion<'a>(&'a self, pipeline: &'a str, environment: &'a str) -> Fut<'a, Option<(String, String)>> {
         Box::pin(async move {
             sqlx::query_as(

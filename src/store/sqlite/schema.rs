@@ -237,7 +237,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );",
     // 17: the runs queued for each environment, served in order (a newer run may supersede the
     // older ones of its pipeline), and each run's promotions: an environment never goes back to
-    // an older run's version.
+    // an older run's version; the running runs found by one query (replicas taking over).
     "CREATE TABLE env_queue (
         environment TEXT NOT NULL,
         run_id TEXT NOT NULL,
@@ -257,7 +257,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         rolled_back INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (pipeline, environment, run_id)
     );
-    CREATE INDEX promotions_newest ON promotions (pipeline, environment, at);",
+    CREATE INDEX promotions_newest ON promotions (pipeline, environment, at);
+    CREATE INDEX runs_by_state ON runs (state, created_at);",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.
