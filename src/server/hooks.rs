@@ -193,11 +193,13 @@ async fn deliver(server: Server, provider: String, url_token: Option<String>, he
         server.pushed(repo);
         server.env_pushed(repo);
     }
-    // A request changed: one entry in the trail wakes the deploys waiting on requests, which
-    // each ask their host about their own (the event is a hint; the host's answer decides).
+    // A request changed: one entry in the trail, naming the request in its stage field, wakes the
+    // deploy waiting on that request, which asks its host (the event is a hint; the host's answer
+    // decides).
     if let Event::PullRequest { repo, number, action } = &event {
         let detail = format!("{} #{number} {}", crate::diag::printable(repo), crate::diag::printable(action));
-        if let Err(e) = server.exec.store.audit("-", None, "pull-request-event", &format!("webhook:{provider}"), &detail).await {
+        let key = crate::stages::pull_request::request_key(&crate::diag::printable(repo), *number);
+        if let Err(e) = server.exec.store.audit("-", Some(&key), "pull-request-event", &format!("webhook:{provider}"), &detail).await {
             tracing::warn!(error = %e, "a pull request event could not be recorded");
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "failed", "the event could not be recorded: send it again".to_string());
         }

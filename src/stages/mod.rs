@@ -90,9 +90,9 @@ pub enum Wake {
     Turn(String),
     /// A drift decided (accepted, rejected or reverted).
     DriftDecided,
-    /// A pull request event a webhook delivered (any: each waiting deploy asks its host), or
-    /// the wait's `until` (the host polled with backoff).
-    PullRequestEvent,
+    /// A webhook's event about this pull request (`owner/name#12`, [`pull_request::request_key`]),
+    /// or the wait's `until` (the host polled with backoff): other requests' events wake nobody.
+    PullRequest(String),
 }
 
 impl Wake {
@@ -104,7 +104,7 @@ impl Wake {
                 (change.run == *next && matches!(change.kind.as_str(), "run" | "release")) || (change.run == run && change.kind == "superseded")
             }
             Wake::DriftDecided => change.kind == "drift-decision",
-            Wake::PullRequestEvent => change.kind == "pull-request-event",
+            Wake::PullRequest(key) => change.kind == "pull-request-event" && change.stage.as_deref() == Some(key.as_str()),
         }
     }
 }
@@ -385,4 +385,32 @@ crate::model::with_kinds!(run_dispatch);
 /// The first 10 characters of a commit id.
 pub fn short(sha: &str) -> &str {
     &sha[..sha.len().min(10)]
+}
+
+#[cfg(test)]
+mod wake_tests {
+    use super::Wake;
+    use crate::store::Change;
+
+    fn change(run: &str, stage: Option<&str>, kind: &str) -> Change {
+        Change { id: 1, run: run.into(), stage: stage.map(Into::into), kind: kind.into() }
+    }
+
+    #[test]
+    fn a_pull_request_event_wakes_only_the_deploy_waiting_on_that_request() {
+        let wait = Wake::PullRequest(super::pull_request::request_key("Acme/Checkout-Env", 12));
+        assert!(wait.by(&change("-", Some("acme/checkout-env#12"), "pull-request-event"), "r", "deploy"));
+        assert!(!wait.by(&change("-", Some("acme/checkout-env#13"), "pull-request-event"), "r", "deploy"), "another request");
+        assert!(!wait.by(&change("-", Some("acme/other#12"), "pull-request-event"), "r", "deploy"), "another repository");
+    }
+
+    #[test]
+    fn a_queued_deploy_wakes_when_the_run_before_it_lets_go_or_ends_or_when_it_is_superseded() {
+        let wait = Wake::Turn("a".into());
+        assert!(wait.by(&change("a", Some("deploy-qa"), "release"), "b", "deploy-qa"));
+        assert!(wait.by(&change("a", None, "run"), "b", "deploy-qa"));
+        assert!(wait.by(&change("b", None, "superseded"), "b", "deploy-qa"));
+        assert!(!wait.by(&change("c", None, "run"), "b", "deploy-qa"), "another run's end");
+        assert!(!wait.by(&change("a", Some("soak"), "stage"), "b", "deploy-qa"), "the run before it still working");
+    }
 }

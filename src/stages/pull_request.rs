@@ -25,6 +25,14 @@ pub struct Request {
     client: PullRequests,
     /// The branches of this pipeline's requests into this environment: `promote/P/E/`.
     prefix: String,
+    /// The host's repository (`OWNER/NAME`), lowercased: what its webhook events name.
+    repo: String,
+}
+
+/// How a pull request's webhook event and the deploy waiting on it name the request:
+/// `owner/name#12` (the repository lowercased: hosts treat it so).
+pub fn request_key(repo: &str, number: u64) -> String {
+    format!("{}#{number}", repo.to_lowercase())
 }
 
 /// Where a request stands for the deploy.
@@ -71,6 +79,7 @@ impl Request {
             host,
             client: PullRequests::new(host, &api, &spec.repo.value, crate::secret::Secret::new(token)),
             prefix,
+            repo: spec.repo.value.to_lowercase(),
         })
     }
 
@@ -151,7 +160,7 @@ impl Request {
         let who = if self.merge == PrMerge::Auto { "its checks to pass" } else { "a merge" };
         Ok(Follow::Wait(Wait {
             why: format!("{noun} #{number} waits for {who}: {}{why_not}", pr.url),
-            wake: Wake::PullRequestEvent,
+            wake: Wake::PullRequest(request_key(&self.repo, number)),
             until: Some(crate::clock::now_ms() + next),
             notify: None,
         }))
