@@ -89,7 +89,17 @@ async fn leases(store: &crate::store::Store, run: &crate::store::RunRecord, stag
     };
     out.push(serde_json::json!({"kind": "driver", "note": note}));
     let waiting = stages.iter().any(|s| s.state == StageState::Waiting);
-    for l in store.env_locks().await? {
+    let locks = store.env_locks().await?;
+    // The environments it queues for: who holds each, and how many go before it.
+    let queue = store.env_queue().await?;
+    for (environment, q) in queue.iter().filter(|(_, q)| q.run == run.id && q.superseded_by.is_none()) {
+        let ahead = queue.iter().filter(|(e, o)| e == environment && o.run < run.id && o.superseded_by.is_none() && o.expires_at >= now).count();
+        let holder = locks.iter().find(|l| l.what == *environment).map(|l| l.holder.clone());
+        let held = holder.as_deref().map_or("nobody holds it now".to_string(), |h| format!("run {h} holds it"));
+        let note = format!("waits its turn for environment `{environment}`: {held}; {ahead} earlier run(s) queued before this one");
+        out.push(serde_json::json!({"kind": "queued", "environment": environment, "holder": holder, "ahead": ahead, "note": note, "expiresAt": q.expires_at}));
+    }
+    for l in locks {
         if l.holder == run.id && l.expires_at < now {
             let note = format!(
                 "holds environment `{}` as a stale holder: its lease lapsed {} ago (its driver stopped); the next run to deploy there takes it over",

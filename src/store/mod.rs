@@ -69,6 +69,8 @@ pub trait Backend: Send + Sync + 'static {
     fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>>;
     /// Every environment lock: the environment, its run, its lease's end.
     fn env_locks(&self) -> Fut<'_, Vec<Lease>>;
+    /// Every run queued for an environment, by environment, oldest first.
+    fn env_queue(&self) -> Fut<'_, Vec<(String, Queued)>>;
     /// Running runs whose driver's lease lapsed before `now` (or that have none), oldest first,
     /// at most `limit`.
     fn orphans(&self, now: i64, limit: i64) -> Fut<'_, Vec<String>>;
@@ -550,6 +552,11 @@ impl Store {
             fence: self.fence(run),
         };
         self.fenced(run, w).await
+    }
+
+    /// Every run queued for an environment (environment, the run), by environment, oldest first.
+    pub async fn env_queue(&self) -> Result<Vec<(String, Queued)>, StoreError> {
+        self.backend.env_queue().await
     }
 
     /// Running runs nobody drives (their driver's lease lapsed before `now`, or they have none),

@@ -15,6 +15,9 @@
 pub(crate) const ORPHANS: &str = "SELECT r.id FROM runs r LEFT JOIN drivers d ON d.run_id = r.id
                  WHERE r.state = 'running' AND (d.expires_at IS NULL OR d.expires_at < $1) ORDER BY r.created_at, r.id LIMIT $2";
 
+/// Every run queued for an environment: environment, run, pipeline, lease's end, superseded by.
+pub(crate) const ENV_QUEUE: &str = "SELECT environment, run_id, pipeline, expires_at, superseded_by FROM env_queue ORDER BY environment, run_id";
+
 /// The columns of a `watches` row, in the order both backends write and read them.
 pub(crate) const WATCH_COLUMNS: &str = "id, run_id, stage, pipeline, environment, version, commit_id, value, started_at, ends_at, interval_ms, next_at, state, looks, failures, errors, passes, message, evidence, marks, reverted_to, ended_at, cleared_by, cleared_at, seal, deployed_at, previous";
 

@@ -109,6 +109,10 @@ async fn runs_queued_for_an_environment_are_served_oldest_first() {
         walkers.push(spawn_drive(&exec, id));
         wait_for_state(&exec.store, id, "qa", StageState::Waiting).await;
     }
+    // `promote status` says, for a queued run, who holds the environment and how many go first.
+    let status = crate::exec::promote(s.path(), &["status", &ids[3]]);
+    let text = crate::exec::text(&status);
+    assert!(text.contains(&format!("waits its turn for environment `qa`: run {} holds it; 2 earlier run(s) queued before this one", ids[0])), "{text}");
     healthy.lock().unwrap().insert("2.0.0".into());
     assert_eq!(first.await.unwrap().run.state, RunState::Succeeded);
     for w in walkers {

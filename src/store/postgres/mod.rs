@@ -425,6 +425,17 @@ impl Backend for PgBackend {
         })
     }
 
+    fn env_queue(&self) -> Fut<'_, Vec<(String, crate::store::Queued)>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String, String, i64, Option<String>)> =
+                sqlx::query_as(crate::store::sql::ENV_QUEUE).fetch_all(&self.pool).await.map_err(db(&self.path))?;
+            Ok(rows
+                .into_iter()
+                .map(|(e, run, pipeline, expires_at, superseded_by)| (e, crate::store::Queued { run, pipeline, expires_at, superseded_by }))
+                .collect())
+        })
+    }
+
     fn orphans(&self, now: i64, limit: i64) -> Fut<'_, Vec<String>> {
         Box::pin(async move { sqlx::query_scalar(crate::store::sql::ORPHANS).bind(now).bind(limit).fetch_all(&self.pool).await.map_err(db(&self.path)) })
     }
