@@ -359,10 +359,11 @@ fn main() {
                 late.push(format!("{}: `{}` after the run ended", r.id, e.detail));
             }
             for (i, e) in events.iter().enumerate() {
-                if e.kind == "stage" && e.detail.starts_with("succeeded") {
-                    if let Some(after) = events[i + 1..].iter().find(|x| x.kind == "stage" && x.stage == e.stage) {
-                        late.push(format!("{} {:?}: `{}` after it succeeded", r.id, e.stage, after.detail));
-                    }
+                if e.kind == "stage"
+                    && e.detail.starts_with("succeeded")
+                    && let Some(after) = events[i + 1..].iter().find(|x| x.kind == "stage" && x.stage == e.stage)
+                {
+                    late.push(format!("{} {:?}: `{}` after it succeeded", r.id, e.stage, after.detail));
                 }
             }
         }
