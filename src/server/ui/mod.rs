@@ -746,7 +746,7 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
     let stages = store.stages(&id).await.map_err(internal)?;
     let plan = server.plan_of(&run);
     let svg = match &plan {
-        Some(plan) => dag::svg(plan, |i| stages.get(i).map_or("pending".into(), |r| r.state.as_str().to_string())),
+        Some(plan) => dag::svg(plan, |i| stages.get(i).map_or("pending", |r| r.state.as_str())),
         None => String::new(),
     };
     // The same controls as the inbox, for the stages waiting on this person (ops's rule).
