@@ -257,6 +257,8 @@ struct Channel {
     to: Vec<String>,
     /// Email: the sender.
     from: String,
+    /// Email: a PEM file of CAs trusted for the SMTP server besides the system's.
+    ca_file: Option<String>,
     events: Vec<String>,
     attempts: u32,
     timeout: Duration,
@@ -371,16 +373,17 @@ impl Notifier {
                 crate::redact::register(&pw);
                 secrets.push(pw);
             }
-            let (mut to, mut from) = (Vec::new(), String::new());
+            let (mut to, mut from, mut ca_file) = (Vec::new(), String::new(), None);
             if let Some(e) = &n.email {
                 url = smtp_url(&url).map_err(|e| format!("notification `{name}`: {e}"))?;
                 crate::redact::register(&url);
                 secrets.push(url.clone());
                 to = e.value.to.iter().map(|t| t.value.clone()).collect();
                 from = e.value.from.as_ref().map_or_else(|| "promote <promote@localhost>".to_string(), |f| f.value.clone());
+                ca_file = e.value.ca_file.as_ref().map(|f| f.value.clone());
             }
             let events = if n.events.is_empty() { EVENTS.iter().map(|s| s.to_string()).collect() } else { n.events.iter().map(|e| e.value.clone()).collect() };
-            channels.push(Channel { name, format, url, to, from, events, attempts: n.attempts.max(1), timeout: n.timeout.0 });
+            channels.push(Channel { name, format, url, to, from, ca_file, events, attempts: n.attempts.max(1), timeout: n.timeout.0 });
         }
         Ok(Notifier {
             channels,
@@ -513,16 +516,19 @@ impl Notifier {
             .header(lettre::message::header::ContentType::TEXT_PLAIN)
             .body(redact(&note.text(message), secrets))
             .map_err(|e| format!("{}: the email cannot be built: {}", c.name, redact(&e.to_string(), secrets)))?;
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&c.url)
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&c.url)
             .map_err(|e| format!("{}: the SMTP URL cannot be used: {}", c.name, redact(&e.to_string(), secrets)))?
-            .timeout(Some(c.timeout))
-            .build();
+            .timeout(Some(c.timeout));
+        if let Some(file) = &c.ca_file {
+            builder = builder.tls(tls_with_ca(&c.url, file).map_err(|e| format!("{}: {e}", c.name))?);
+        }
+        let transport = builder.build();
         let mut last = String::new();
         for attempt in 1..=c.attempts {
             match transport.send(mail.clone()).await {
                 Ok(r) if r.is_positive() => return Ok(attempt),
                 Ok(r) => last = format!("{}: the SMTP server answered {}", c.name, r.code()),
-                Err(e) => last = format!("{}: {}", c.name, redact(&e.to_string(), secrets)),
+                Err(e) => last = format!("{}: {}", c.name, smtp_error(&redact(&e.to_string(), secrets), c.ca_file.as_deref())),
             }
             if attempt < c.attempts {
                 tokio::time::sleep(self.first_backoff.saturating_mul(1 << (attempt - 1).min(10))).await;
@@ -530,6 +536,39 @@ impl Notifier {
         }
         Err(format!("{last} (after {} attempts)", c.attempts))
     }
+}
+
+/// The TLS of the SMTP URL (`smtps://`: from the start; `tls=required`: STARTTLS or nothing;
+/// else STARTTLS when offered), trusting the CAs of the PEM file `file` besides the system's.
+fn tls_with_ca(url: &str, file: &str) -> Result<lettre::transport::smtp::client::Tls, String> {
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    let pem = crate::files::read_text(std::path::Path::new(file), crate::files::MAX_SMALL).map_err(|e| format!("cannot read `caFile` {file}: {e}"))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("`caFile` {file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+    }
+    let ca = Certificate::from_pem(pem.as_bytes()).map_err(|e| format!("`caFile` {file}: its certificates cannot be read: {e}"))?;
+    let u = url::Url::parse(url).map_err(|_| "the SMTP URL cannot be read".to_string())?;
+    let host = u.host_str().unwrap_or_default().to_string();
+    let params = TlsParameters::builder(host).add_root_certificate(ca).build_rustls().map_err(|e| format!("TLS with `caFile` {file}: {e}"))?;
+    let tls = u.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.into_owned());
+    Ok(match (u.scheme(), tls.as_deref()) {
+        ("smtps", _) => Tls::Wrapper(params),
+        (_, Some("required")) => Tls::Required(params),
+        _ => Tls::Opportunistic(params),
+    })
+}
+
+/// An SMTP error in words, saying what to do when the server's certificate is not trusted.
+fn smtp_error(error: &str, ca_file: Option<&str>) -> String {
+    let lower = error.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") {
+        let fix = match ca_file {
+            Some(f) => format!("it is not signed by a CA of `caFile` {f} or of the system"),
+            None => "give the CA that signs it with the email's `caFile` (or add it to the system's CAs)".to_string(),
+        };
+        return format!("the SMTP server's TLS certificate is not trusted ({fix}); nothing was sent: {error}");
+    }
+    error.to_string()
 }
 
 /// A Teams workflow webhook's message: one Adaptive Card 1.4 with the headline, what happened,

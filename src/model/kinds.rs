@@ -657,6 +657,10 @@ pub struct EmailTarget {
     /// The sender (default `promote <promote@localhost>`).
     #[serde(default)]
     pub from: Option<Spanned<String>>,
+    /// A PEM file of the certificate authorities that sign the SMTP server's certificate (a
+    /// private CA), trusted besides the system's for this server (STARTTLS and `smtps://`).
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
 }
 
 /// `approval`: waits until enough allowed people approve (or one rejects).

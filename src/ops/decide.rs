@@ -228,36 +228,68 @@ fn judge(
 /// A stage waiting for a person's decision.
 pub struct WaitingDecision {
     /// Its run.
-    pub run: crate::store::RunRecord,
-    /// The stage.
-    pub stage: crate::store::StageRecord,
+    pub run: std::sync::Arc<crate::store::RunRecord>,
+    /// The run's stage records (shared by its waiting stages).
+    pub stages: std::sync::Arc<Vec<crate::store::StageRecord>>,
+    /// The waiting stage: its index in `stages`.
+    pub stage: usize,
     /// Its run's pipeline, as stored with the run (shared by the runs of the same source).
     pub pipeline: std::sync::Arc<crate::model::Pipeline>,
 }
 
 /// Every stage waiting for a decision `user` may make now (approvals, inconclusive analyses),
 /// oldest first, by the same rules as [`decide`]: one read of the state, each stored pipeline
-/// and users file read once however many runs share it.
+/// and users file read once however many runs share it, and a person the server vouched for made
+/// into the users of the rules once (not once per run).
 pub async fn waiting_for(store: &Store, caller: &Caller<'_>) -> Result<Vec<WaitingDecision>, OpsError> {
-    let user = caller.login();
     use std::collections::HashMap;
-    type Loaded = Option<(std::sync::Arc<crate::model::Pipeline>, Option<crate::governance::users::Users>)>;
-    let mut loaded: HashMap<(String, u64), Loaded> = HashMap::new();
+    use std::sync::Arc;
+    type Loaded = Option<(Arc<crate::model::Pipeline>, Option<crate::governance::users::Users>)>;
+    let user = caller.login();
+    let person = match caller {
+        Caller::Person(p) => Some(p.as_users()),
+        Caller::Local { .. } => None,
+    };
+    // Runs of one source mostly follow one another: each run's source is compared with the last
+    // one loaded first, and hashed only when it differs.
+    let mut loaded: Vec<Loaded> = Vec::new();
+    let mut by_source: HashMap<(String, u64), usize> = HashMap::new();
+    let mut last: Option<(usize, String, String)> = None;
     let mut out = Vec::new();
     for (run, records) in store.waiting_runs().await? {
-        let h = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            run.source.hash(&mut h);
-            h.finish()
-        };
-        let entry = loaded.entry((run.file.clone(), h)).or_insert_with(|| load(&run).ok().map(|(p, u)| (std::sync::Arc::new(p), u)));
-        let Some((pipeline, users)) = entry else { continue };
-        let users = users_for(caller, users.clone());
-        for stage in records.iter().filter(|s| s.state == StageState::Waiting && matches!(s.kind.as_str(), "approval" | "metrics")) {
-            if judge(&run, pipeline, users.as_ref(), &records, &stage.name, user, Mode::Approve).is_ok() {
-                out.push(WaitingDecision { pipeline: pipeline.clone(), run: run.clone(), stage: stage.clone() });
+        let i = match &last {
+            Some((i, file, source)) if *file == run.file && *source == run.source => *i,
+            _ => {
+                let h = {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    run.source.hash(&mut h);
+                    h.finish()
+                };
+                let i = *by_source.entry((run.file.clone(), h)).or_insert_with(|| {
+                    loaded.push(load(&run).ok().map(|(p, u)| (Arc::new(p), u)));
+                    loaded.len() - 1
+                });
+                last = Some((i, run.file.clone(), run.source.clone()));
+                i
             }
+        };
+        let Some((pipeline, file_users)) = &loaded[i] else { continue };
+        let users = if person.is_some() { person.as_ref() } else { file_users.as_ref() };
+        let waiting: Vec<usize> = (0..records.len())
+            .filter(|&k| {
+                let s = &records[k];
+                s.state == StageState::Waiting
+                    && matches!(s.kind.as_str(), "approval" | "metrics")
+                    && judge(&run, pipeline, users, &records, &s.name, user, Mode::Approve).is_ok()
+            })
+            .collect();
+        if waiting.is_empty() {
+            continue;
+        }
+        let (run, stages) = (Arc::new(run), Arc::new(records));
+        for stage in waiting {
+            out.push(WaitingDecision { run: run.clone(), stages: stages.clone(), stage, pipeline: pipeline.clone() });
         }
     }
     Ok(out)

@@ -119,6 +119,17 @@ pub struct Smtp {
 
 impl Smtp {
     pub fn start() -> Option<Smtp> {
+        Smtp::start_as(None)
+    }
+
+    /// The same server with TLS: `starttls` (offered and required before MAIL),
+    /// `starttls-offered` (offered, not required: plain text would be taken) or `tls` (from the
+    /// first byte), with the certificate `pki` signed.
+    pub fn start_tls(mode: &str, pki: &Pki) -> Option<Smtp> {
+        Smtp::start_as(Some((mode, pki)))
+    }
+
+    fn start_as(tls: Option<(&str, &Pki)>) -> Option<Smtp> {
         let have = std::process::Command::new("python3").args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
         if !have {
             assert!(std::env::var("CI").as_deref() != Ok("true"), "aiosmtpd is missing (python3 -m pip install aiosmtpd): under CI the email tests never skip");
@@ -128,11 +139,11 @@ impl Smtp {
         let folder = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
-        let mut child = std::process::Command::new("python3")
-            .args([script, &port.to_string(), folder.path().to_str().unwrap()])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut args = vec![script.to_string(), port.to_string(), folder.path().to_str().unwrap().to_string()];
+        if let Some((mode, pki)) = tls {
+            args.extend([mode.to_string(), pki.file("server.pem"), pki.file("server.key")]);
+        }
+        let mut child = std::process::Command::new("python3").args(&args).stdout(std::process::Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
         assert_eq!(line.trim(), "ready", "aiosmtpd started");
@@ -152,6 +163,52 @@ impl Drop for Smtp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A throwaway certificate authority and a server certificate it signs for 127.0.0.1 (the
+/// openssl CLI), in a folder of their own: `ca.pem`, `server.pem`, `server.key`.
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl").args(args).current_dir(dir.path()).output().expect("the openssl CLI");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let subject = format!("/CN={name}");
+        openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", &subject]);
+        openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+        std::fs::write(
+            dir.path().join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        Pki { dir }
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
     }
 }
 
@@ -210,6 +267,70 @@ async fn the_approvers_get_an_email_whose_link_opens_the_decision_and_approving_
     let (_, shown) = server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await;
     assert!(!shown["events"].as_array().unwrap().iter().any(|e| e["kind"] == "notification"), "{shown}");
     assert_eq!(smtp.messages().len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_over_starttls_and_over_tls_to_a_server_whose_ca_is_given() {
+    // Two real SMTP servers with a certificate of a private CA: one that takes mail only after
+    // STARTTLS, one that speaks TLS from the first byte. The pipeline gives that CA (`caFile`),
+    // as a company with its own CA would.
+    let pki = Pki::new("promote test CA");
+    let Some(starttls) = Smtp::start_tls("starttls", &pki) else { return };
+    let Some(tls) = Smtp::start_tls("tls", &pki) else { return };
+    let ca = pki.file("ca.pem");
+    let s = pipeline_with(&format!(
+        "  - name: starttls\n    email: {{to: [alice], smtp: {{url: \"smtp://127.0.0.1:{}\"}}, caFile: {ca}}}\n    events: [approval-pending]\n  - name: tls\n    email: {{to: [bob], smtp: {{url: \"smtps://127.0.0.1:{}\"}}, caFile: {ca}}}\n    events: [approval-pending]\n",
+        starttls.port, tls.port
+    ));
+    let server = Running::start(&s).await;
+    let id = waiting_run(&server).await;
+    wait_for("both emails", async || starttls.messages().len() == 1 && tls.messages().len() == 1).await;
+    for (smtp, over, to) in [(&starttls, "starttls", "alice@example.com"), (&tls, "tls", "bob@example.com")] {
+        let mail = unfolded(&smtp.messages()[0]);
+        assert!(mail.contains(&format!("X-Received-Over: {over}\r\n")), "over {over}:\n{mail}");
+        assert!(mail.contains(&format!("X-Envelope-To: {to}\r\n")), "{mail}");
+        assert!(mail.contains("Subject: Approve deploying checkout v1.7.0 to prod?"), "{mail}");
+        assert!(mail.contains(&format!("Open it: {}/ui/runs/{id}/decisions/sign-off", server.url)), "{mail}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_certificate_is_not_trusted_gets_nothing_and_the_trail_says_why() {
+    // The servers' certificates are signed by a CA promote is not told of: one offers STARTTLS
+    // but would take plain text too (a silent fallback would deliver there), one is TLS from the
+    // start and promote is given another CA.
+    let theirs = Pki::new("a CA nobody trusts");
+    let ours = Pki::new("promote test CA");
+    let Some(offered) = Smtp::start_tls("starttls-offered", &theirs) else { return };
+    let Some(tls) = Smtp::start_tls("tls", &theirs) else { return };
+    let s = pipeline_with(&format!(
+        "  - name: starttls\n    email: {{to: [alice], smtp: {{url: \"smtp://127.0.0.1:{}\"}}}}\n    events: [approval-pending]\n    attempts: 1\n  - name: tls\n    email: {{to: [bob], smtp: {{url: \"smtps://127.0.0.1:{}\"}}, caFile: {}}}\n    events: [approval-pending]\n    attempts: 1\n",
+        offered.port,
+        tls.port,
+        ours.file("ca.pem")
+    ));
+    let server = Running::start(&s).await;
+    let id = waiting_run(&server).await;
+    // The run goes on (a note that fails does not stop it); when it ends, the trail says which
+    // notes were not delivered, and why.
+    let (status, done) = server.api(reqwest::Method::POST, &format!("/runs/{id}/stages/sign-off/approve"), Some(serde_json::json!({}))).await;
+    assert_eq!(status, 200, "{done}");
+    wait_for("the run's end", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["run"]["state"] == "succeeded").await;
+    let (_, shown) = server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await;
+    let notes: Vec<String> =
+        shown["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "notification").map(|e| e["detail"].as_str().unwrap().to_string()).collect();
+    assert_eq!(notes.len(), 2, "{notes:#?}");
+    for channel in ["starttls", "tls"] {
+        let note = notes.iter().find(|n| n.contains(&format!("note to {channel} not delivered"))).unwrap_or_else(|| panic!("{channel}: {notes:#?}"));
+        assert!(note.contains("the SMTP server's TLS certificate is not trusted"), "{note}");
+        assert!(note.contains("nothing was sent"), "{note}");
+    }
+    assert!(notes.iter().any(|n| n.contains("give the CA that signs it with the email's `caFile`")), "{notes:#?}");
+    assert!(notes.iter().any(|n| n.contains(&format!("not signed by a CA of `caFile` {}", ours.file("ca.pem")))), "{notes:#?}");
+    // Nothing reached either server, in plain text or otherwise.
+    assert!(offered.messages().is_empty() && tls.messages().is_empty(), "{:?} {:?}", offered.messages(), tls.messages());
     server.stop().await;
 }
 

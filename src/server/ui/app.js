@@ -50,8 +50,8 @@
         node.setAttribute("class", "stage " + st.state);
         const label = node.getAttribute("aria-label") || "";
         node.setAttribute("aria-label", label.replace(/, [a-z-]+$/, ", " + st.state));
-        const t = node.querySelector(".state");
-        if (t) t.textContent = st.state;
+        const t = node.querySelector("text:last-of-type");
+        if (t) t.textContent = t.textContent.replace(/[a-z-]+$/, st.state);
       }
       const row = document.querySelector('tr[data-stage="' + CSS.escape(st.name) + '"]');
       if (row) {

@@ -166,12 +166,14 @@ fn environments(changes: &[Change]) -> Vec<String> {
     envs
 }
 
-/// Builds the decision on `stage` (index `index` in `plan`) of `run`.
+/// Builds the decision on `stage` (index `index` in `plan`) of `run`, whose stage records are
+/// `stages` (as the caller read them: the inbox reads every waiting run's at once).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn decision_of(
     server: &Server,
     caller: &Caller<'_>,
     run: &RunRecord,
+    stages: &[StageRecord],
     stage: &StageRecord,
     plan: &crate::plan::Plan,
     index: usize,
@@ -180,7 +182,6 @@ pub(super) async fn decision_of(
 ) -> Result<Decision, Refusal> {
     let store = &server.exec.store;
     let now = crate::clock::now_ms();
-    let stages = store.stages(&run.id).await.map_err(internal)?;
     let all = store.decisions(&run.id, &stage.name).await.map_err(internal)?;
     let since = stage.started_at.unwrap_or(run.created_at);
     let changes = super::changes_after(last, run, plan, index);
@@ -209,8 +210,8 @@ pub(super) async fn decision_of(
             format!("Stop {doing}"),
         ),
     };
-    let evidence = super::evidence_of(plan, &stages, &stage.name);
-    let verdicts = super::judged(&stages, &stage.name)
+    let evidence = super::evidence_of(plan, stages, &stage.name);
+    let verdicts = super::judged(stages, &stage.name)
         .map(|(s, out)| {
             let checks = super::checks_in(&out)
                 .map(|(c, measured)| {
@@ -294,7 +295,7 @@ async fn load(
     s: &super::Session,
     id: &str,
     stage: &str,
-) -> Result<(RunRecord, StageRecord, std::sync::Arc<crate::plan::Plan>, usize), Refusal> {
+) -> Result<(RunRecord, Vec<StageRecord>, StageRecord, std::sync::Arc<crate::plan::Plan>, usize), Refusal> {
     let store = &server.exec.store;
     let run = match store.run(id).await {
         Ok(r) => r,
@@ -304,19 +305,20 @@ async fn load(
     if !super::sees(server, s, &run) {
         return Err(Refusal(StatusCode::FORBIDDEN, format!("{} may not see runs of pipeline {}: that needs its `access.view`", s.user, run.pipeline)));
     }
-    let Some(record) = store.stages(id).await.map_err(internal)?.into_iter().find(|x| x.name == stage) else {
+    let stages = store.stages(id).await.map_err(internal)?;
+    let Some(record) = stages.iter().find(|x| x.name == stage).cloned() else {
         return Err(Refusal(StatusCode::NOT_FOUND, format!("run {id} has no stage `{}`", crate::diag::printable(stage))));
     };
     let plan = server.plan_of(&run).ok_or_else(|| internal(format!("the pipeline stored with run {id} does not load")))?;
     let index = plan.pipeline.stages.iter().position(|x| x.name.value == stage).ok_or_else(|| internal("the stage is not in the plan"))?;
-    Ok((run, record, plan, index))
+    Ok((run, stages, record, plan, index))
 }
 
 /// The decision's page, `error` next to its reason field when set.
 async fn render(server: &Server, s: &super::Session, id: &str, stage: &str, error: Option<String>, comment: String) -> Page {
-    let (run, record, plan, index) = load(server, s, id, stage).await?;
+    let (run, stages, record, plan, index) = load(server, s, id, stage).await?;
     let last = super::last_values(server).await;
-    let d = decision_of(server, &Caller::Person(&s.person), &run, &record, &plan, index, &last, None).await?;
+    let d = decision_of(server, &Caller::Person(&s.person), &run, &stages, &record, &plan, index, &last, None).await?;
     let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
     let page = DecisionPage { user: Some(s.user.clone()), csrf: s.csrf(server.exec.store.key()), d, error, comment };
     Ok((status, axum::response::Html(page.render().map_err(internal)?)).into_response())
@@ -359,9 +361,9 @@ pub(super) async fn step(State(server): State<Server>, headers: HeaderMap, Path(
     if let Err(e) = crate::ops::decide::may_decide(&server.exec.store, &id, &stage, &me, mode).await.map_err(internal)? {
         return super::after(&server, &s, &action, "/ui/", Err(e)).await;
     }
-    let (run, record, plan, index) = load(&server, &s, &id, &stage).await?;
+    let (run, stages, record, plan, index) = load(&server, &s, &id, &stage).await?;
     let last = super::last_values(&server).await;
-    let d = decision_of(&server, &me, &run, &record, &plan, index, &last, Some(true)).await?;
+    let d = decision_of(&server, &me, &run, &stages, &record, &plan, index, &last, Some(true)).await?;
     let action = if mode == Mode::Approve { d.approve_action.clone() } else { d.reject_action.clone() };
     let back = if f.back.as_deref() == Some("run") { "run".to_string() } else { String::new() };
     html(Confirm { user: Some(s.user.clone()), csrf: s.csrf(server.exec.store.key()), d, decision: f.decision, action, comment, back })

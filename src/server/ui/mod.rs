@@ -433,20 +433,16 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
     let page = q.page.unwrap_or(1).max(1);
     let shown: Vec<_> = mine.into_iter().skip((page - 1) * PER_PAGE).take(PER_PAGE).collect();
     let last = if shown.is_empty() { std::collections::HashMap::new() } else { last_values(&server).await };
+    // The plan of each stored source (shared by its runs), from the server's cache of plans.
     let mut plans: std::collections::HashMap<usize, Option<std::sync::Arc<crate::plan::Plan>>> = std::collections::HashMap::new();
     let mut decisions = Vec::with_capacity(shown.len());
     for w in shown {
-        let plan = plans
-            .entry(std::sync::Arc::as_ptr(&w.pipeline) as usize)
-            .or_insert_with(|| {
-                let mut diags = crate::diag::Diagnostics::new(w.run.file.clone());
-                crate::plan::plan((*w.pipeline).clone(), &mut diags).map(std::sync::Arc::new)
-            })
-            .clone();
+        let plan = plans.entry(std::sync::Arc::as_ptr(&w.pipeline) as usize).or_insert_with(|| server.plan_of(&w.run)).clone();
         let Some(plan) = plan else { continue };
-        let Some(index) = plan.pipeline.stages.iter().position(|x| x.name.value == w.stage.name) else { continue };
+        let Some(stage) = w.stages.get(w.stage) else { continue };
+        let Some(index) = plan.pipeline.stages.iter().position(|x| x.name.value == stage.name) else { continue };
         // `waiting_for` judged already that this person may decide it.
-        decisions.push(decision::decision_of(&server, &me, &w.run, &w.stage, &plan, index, &last, Some(true)).await?);
+        decisions.push(decision::decision_of(&server, &me, &w.run, &w.stages, stage, &plan, index, &last, Some(true)).await?);
     }
     let pages = total.div_ceil(PER_PAGE).max(1);
     // Open drifts of the loaded pipelines this person may decide.
@@ -746,7 +742,7 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
     let stages = store.stages(&id).await.map_err(internal)?;
     let plan = server.plan_of(&run);
     let svg = match &plan {
-        Some(plan) => dag::svg(plan, |i| stages.get(i).map_or("pending".into(), |r| r.state.as_str().to_string())),
+        Some(plan) => dag::svg(plan, |i| stages.get(i).map_or("pending", |r| r.state.as_str())),
         None => String::new(),
     };
     // The same controls as the inbox, for the stages waiting on this person (ops's rule).
@@ -764,7 +760,7 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
             if last.get().is_none() {
                 let _ = last.set(last_values(&server).await);
             }
-            decisions.push(decision::decision_of(&server, &me, &run, st, plan, index, last.get().expect("set"), Some(true)).await?);
+            decisions.push(decision::decision_of(&server, &me, &run, &stages, st, plan, index, last.get().expect("set"), Some(true)).await?);
         }
     }
     let mut rows = Vec::new();

@@ -78,7 +78,10 @@ impl SqliteBackend {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // SQLite's thread may run this many rows ahead of the reader (sqlx's default, 50, makes
+            // a page's thousands of rows a ping-pong of wake-ups between two threads).
+            .row_buffer_size(1024);
         // Two processes creating the file at once can meet SQLITE_BUSY while the first switches it
         // to WAL (SQLite does not wait on the busy timeout there): try again for up to 10 s.
         let mut tries = 0;
