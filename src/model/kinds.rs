@@ -119,6 +119,15 @@ pub struct ArgoCdHealth {
     /// The namespace Argo CD keeps Applications in (default `argocd`).
     #[serde(default = "default_argocd_ns")]
     pub namespace: String,
+    /// The kubeconfig context of the cluster Argo CD runs in (default: the current context), so
+    /// that environments can live in different clusters.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Ask Argo CD to refresh the Application right after the promotion commit (the
+    /// `argocd.argoproj.io/refresh` annotation), so that it is judged in seconds rather than at
+    /// Argo CD's next poll (default true; needs `patch` on `applications`).
+    #[serde(default = "default_true")]
+    pub refresh: bool,
 }
 
 fn default_argocd_ns() -> String {
@@ -133,6 +142,9 @@ pub struct KubernetesHealth {
     pub namespace: String,
     /// The Deployment's name.
     pub deployment: String,
+    /// The kubeconfig context of its cluster (default: the current context).
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 /// Where measurements come from.

@@ -37,6 +37,28 @@ pub async fn client() -> Result<kube::Client, KubeError> {
     kube::Client::try_default().await.map_err(|e| KubeError::Config(e.to_string()))
 }
 
+/// A client of the kubeconfig's `context` (`None`: the usual configuration, [`client`]).
+pub async fn client_for(context: Option<&str>) -> Result<kube::Client, KubeError> {
+    let Some(context) = context else { return client().await };
+    super::install_crypto();
+    let options = kube::config::KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
+    let config = kube::Config::from_kubeconfig(&options).await.map_err(|e| KubeError::Config(format!("context `{context}`: {e}")))?;
+    kube::Client::try_from(config).map_err(|e| KubeError::Config(format!("context `{context}`: {e}")))
+}
+
+/// Asks Argo CD to refresh Application `namespace/name` now (the `argocd.argoproj.io/refresh`
+/// annotation, which Argo CD removes once it has compared the Application with Git again).
+pub async fn refresh_argocd(client: &kube::Client, namespace: &str, name: &str) -> Result<(), KubeError> {
+    let gvk = GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "applications");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+    let patch = serde_json::json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}});
+    api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| api_error(format!("refreshing Argo CD Application {namespace}/{name}"), e))
+}
+
 fn api_error(what: String, e: kube::Error) -> KubeError {
     let why = match &e {
         kube::Error::Api(s) if s.code == 404 => "not found".to_string(),

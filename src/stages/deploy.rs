@@ -290,7 +290,26 @@ async fn freeze_gate(f: &crate::model::Freeze, ctx: &StageContext, env: &str) ->
 async fn wait_healthy(h: &crate::model::Health, ctx: &StageContext, commit: Option<&str>, value: &str, url: Option<String>) -> Result<Vec<String>, String> {
     use crate::providers::kubernetes::{self, Health};
     let deadline = tokio::time::Instant::now() + h.timeout.0;
-    let kube = if h.argocd.is_some() || h.kubernetes.is_some() { Some(kubernetes::client().await.map_err(|e| e.to_string())?) } else { None };
+    // Each check asks the cluster of its own context.
+    let argo = match &h.argocd {
+        Some(a) => Some(kubernetes::client_for(a.context.as_deref()).await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let kube = match &h.kubernetes {
+        Some(d) => Some(kubernetes::client_for(d.context.as_deref()).await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    // Argo CD told at once that Git moved (a refused refresh is said, not fatal: its next poll
+    // sees the commit all the same).
+    let mut refreshed = None;
+    if let (Some(a), Some(k), Some(_)) = (&h.argocd, &argo, commit)
+        && a.refresh
+    {
+        refreshed = Some(match kubernetes::refresh_argocd(k, &a.namespace, &a.application).await {
+            Ok(()) => format!("argocd {}: refresh asked after the commit", a.application),
+            Err(e) => format!("argocd {}: refresh not asked ({e}); Argo CD's next poll sees the commit", a.application),
+        });
+    }
     let mut said_waiting = false;
     loop {
         let mut seen = Vec::new();
@@ -310,7 +329,7 @@ async fn wait_healthy(h: &crate::model::Health, ctx: &StageContext, commit: Opti
             }
             Ok(())
         };
-        if let (Some(a), Some(k)) = (&h.argocd, &kube) {
+        if let (Some(a), Some(k)) = (&h.argocd, &argo) {
             judge(&format!("argocd {}", a.application), kubernetes::argocd(k, &a.namespace, &a.application, commit).await)?;
         }
         if let (Some(d), Some(k)) = (&h.kubernetes, &kube) {
@@ -320,6 +339,7 @@ async fn wait_healthy(h: &crate::model::Health, ctx: &StageContext, commit: Opti
             if said_waiting {
                 ctx.resumed().await.map_err(|e| e.to_string())?;
             }
+            seen.extend(refreshed);
             return Ok(seen);
         }
         if tokio::time::Instant::now() >= deadline {

@@ -252,15 +252,17 @@ fn the_manifests_are_valid_kubernetes_objects_that_fit_together() {
     assert!(m.monitors.iter().all(|x| selected(x.spec.selector.match_labels.as_ref().unwrap()) && x.spec.endpoints[0].path == "/metrics"));
 
     // RBAC: namespaced Roles that read Argo CD Applications (in Argo CD's namespace) and
-    // Deployments, pods and their logs (in an application's), nothing else, never a write; each
-    // bound to promote's service account in its own namespace.
+    // Deployments, pods and their logs (in an application's), nothing else, and write nothing but
+    // an Application's refresh annotation (`patch` on applications, nothing else); each bound to
+    // promote's service account in its own namespace.
     let mut granted: Vec<String> = Vec::new();
     for role in &m.roles {
         let ns = role.metadata.namespace.clone().unwrap();
         assert_ne!(ns, "promote", "a Role in promote's own namespace reads nothing promote needs");
         for r in role.rules.clone().unwrap() {
+            let applications = r.resources.as_ref().is_some_and(|x| x == &["applications".to_string()]);
             for v in &r.verbs {
-                assert!(["get", "list", "watch"].contains(&v.as_str()), "a write verb: {v}");
+                assert!(["get", "list", "watch"].contains(&v.as_str()) || (v == "patch" && applications), "a write verb: {v} on {:?}", r.resources);
             }
             for g in r.api_groups.as_ref().unwrap() {
                 for res in r.resources.as_ref().unwrap() {

@@ -39,14 +39,34 @@ fn api() -> &'static Objects {
                 async fn get(objects: &Objects, key: String) -> Option<serde_json::Value> {
                     objects.lock().unwrap().get(&key).cloned()
                 }
+                fn count(objects: &Objects, key: String) {
+                    let mut all = objects.lock().unwrap();
+                    let n = all.get(&key).and_then(|v| v.as_u64()).unwrap_or(0);
+                    all.insert(key, json!(n + 1));
+                }
                 let app = axum::Router::new()
                     .route(
                         "/apis/argoproj.io/v1alpha1/namespaces/{ns}/applications/{name}",
                         axum::routing::get(move |State(o): State<Objects>, UrlPath((ns, name)): UrlPath<(String, String)>| async move {
+                            count(&o, format!("gets/applications/{ns}/{name}"));
                             match get(&o, format!("applications/{ns}/{name}")).await {
                                 Some(v) => Json(v).into_response(),
                                 None => not_found("applications.argoproj.io", &name),
                             }
+                        })
+                        // A merge patch of the annotations, as `kubectl annotate` sends it.
+                        .patch(move |State(o): State<Objects>, UrlPath((ns, name)): UrlPath<(String, String)>, headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                            assert_eq!(headers["content-type"], "application/merge-patch+json");
+                            let patch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                            count(&o, format!("patches/applications/{ns}/{name}"));
+                            o.lock().unwrap().insert(format!("patch/applications/{ns}/{name}"), patch.clone());
+                            let key = format!("applications/{ns}/{name}");
+                            let mut all = o.lock().unwrap();
+                            let Some(app) = all.get_mut(&key) else { return not_found("applications.argoproj.io", &name) };
+                            for (k, v) in patch["metadata"]["annotations"].as_object().unwrap() {
+                                app["metadata"]["annotations"][k] = v.clone();
+                            }
+                            Json(app.clone()).into_response()
                         }),
                     )
                     .route(
@@ -96,7 +116,7 @@ fn api() -> &'static Objects {
         std::fs::write(
             &config,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\nusers:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: me}}\ncurrent-context: fake\n"
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\n- name: elsewhere\n  cluster: {{server: \"http://127.0.0.1:9\"}}\nusers:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: me}}\n- name: elsewhere\n  context: {{cluster: elsewhere, user: me}}\ncurrent-context: fake\n"
             ),
         )
         .unwrap();
@@ -190,6 +210,36 @@ async fn argocd_health_waits_for_the_promotion_commit_synced_and_healthy() {
     assert_eq!(sum.run.state, RunState::Succeeded, "{sum:?}");
     let out = stage(&sum, "deploy-qa").output.as_ref().unwrap();
     assert_eq!(out["health"][0], format!("argocd checkout-a: Synced and Healthy at revision {}", &commit[..10]));
+    // Argo CD was asked to refresh right after the commit, not left to its next poll.
+    assert_eq!(out["health"][1], "argocd checkout-a: refresh asked after the commit");
+    let (patches, patch) = {
+        let all = api().lock().unwrap();
+        (all["patches/applications/argocd/checkout-a"].clone(), all["patch/applications/argocd/checkout-a"].clone())
+    };
+    assert_eq!(patches, 1, "one refresh asked");
+    assert_eq!(patch, json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_argocd_check_asks_the_cluster_of_its_context() {
+    // The Application is on the current context's cluster; the check names another context,
+    // whose cluster does not answer: it is that cluster it asks (and so never becomes healthy).
+    put("applications/argocd/checkout-z", application("checkout-z", "Synced", "0000000000000000000000000000000000000000", "Healthy", json!(null)));
+    let s = setup("        argocd: {application: checkout-z, context: elsewhere}\n        timeout: 1s\n");
+    let exec = s.executor().await;
+    let id = s.start(&exec, "4.9.0").await;
+    let sum = drive(&exec, &id).await;
+    assert_eq!(sum.run.state, RunState::Failed);
+    let why = stage(&sum, "deploy-qa").message.clone().unwrap();
+    assert!(why.contains("argocd checkout-z: Argo CD Application argocd/checkout-z: "), "{why}");
+    assert!(api().lock().unwrap().get("gets/applications/argocd/checkout-z").is_none(), "the current context's cluster was never asked");
+    // A context that the kubeconfig does not have is said as such.
+    let s = setup("        argocd: {application: checkout-z, context: nowhere}\n        timeout: 1s\n");
+    let exec = s.executor().await;
+    let id = s.start(&exec, "4.9.1").await;
+    let sum = drive(&exec, &id).await;
+    let why = stage(&sum, "deploy-qa").message.clone().unwrap();
+    assert!(why.contains("context `nowhere`"), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
