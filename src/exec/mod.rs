@@ -680,6 +680,13 @@ impl Executor {
         progress: &Arc<dyn Fn(Progress) + Send + Sync>,
     ) -> Result<(), ExecError> {
         let at = now_ms();
+        // A stage starting in this batch starts when its needs' ends are written, never a
+        // millisecond before them.
+        for w in writes.iter_mut() {
+            if let Some((_, started_at, false)) = &mut w.start {
+                *started_at = (*started_at).max(at);
+            }
+        }
         let items: Vec<StageWrite> = writes
             .iter_mut()
             .map(|w| StageWrite { stage: plan.pipeline.stages[w.i].name.value.clone(), transition: w.transition(at), event: w.event() })
