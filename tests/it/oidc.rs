@@ -37,7 +37,8 @@ fn setup() -> Setup {
 /// The IdP and a promote server that signs in with it (the IdP on `idp_port` if given, else on a
 /// port of its own).
 async fn start(s: &Setup, idp_up: bool) -> (Option<Idp>, Promote, u16) {
-    let (idp_port, port) = (support::free_port(), support::free_port());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (idp_port, port) = (support::free_port(), listener.local_addr().unwrap().port());
     let issuer = format!("http://127.0.0.1:{idp_port}");
     let idp = idp_up.then(|| Idp::start(idp_port, &format!("http://127.0.0.1:{port}/ui/auth/callback")));
     let config = promote::server::Config {
@@ -47,7 +48,7 @@ async fn start(s: &Setup, idp_up: bool) -> (Option<Idp>, Promote, u16) {
         oidc: Some(support::settings(&issuer)),
         ..Default::default()
     };
-    (idp, Promote::start(s, port, config).await, idp_port)
+    (idp, Promote::start(s, listener, config).await, idp_port)
 }
 
 fn signed_in(page: &str) -> Option<String> {

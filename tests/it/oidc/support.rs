@@ -132,7 +132,8 @@ pub fn settings(issuer: &str) -> std::sync::Arc<promote::server::oidc::Oidc> {
     std::sync::Arc::new(promote::server::oidc::Oidc::new(s).unwrap())
 }
 
-/// A promote server on a port chosen beforehand.
+/// A promote server on a listener bound beforehand (the IdP needs its redirect URL first; bound,
+/// not just chosen, so that no other process takes the port meanwhile).
 pub struct Promote {
     pub url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -140,8 +141,10 @@ pub struct Promote {
 }
 
 impl Promote {
-    pub async fn start(s: &Setup, port: u16, config: promote::server::Config) -> Promote {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    pub async fn start(s: &Setup, listener: std::net::TcpListener, config: promote::server::Config) -> Promote {
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let exec = s.executor().await;
         let task = tokio::spawn(promote::server::serve(listener, exec, config, async move {
