@@ -567,8 +567,7 @@ impl Executor {
                     match crate::stages::pull_request::Request::of(spec, &pipeline, &environment, &dest.branch, base_dir, &format!("rollback-{}", run.id)) {
                         Ok(r) => Some(r),
                         Err(e) => {
-                            let t = Transition { message: Some(format!("rollback failed: {e}")), ..Default::default() };
-                            self.store.transition(&run.id, &stage.name.value, t, &format!("rollback failed: {e}")).await?;
+                            self.remark(run, &stage.name.value, state[i], format!("rollback failed: {e}"), progress).await?;
                             continue;
                         }
                     }
@@ -611,15 +610,8 @@ impl Executor {
                             self.set(run, plan, i, StageState::RolledBack, &message, starts, progress).await?;
                             state[i] = StageState::RolledBack;
                         }
-                        Ok((None, line)) => {
-                            let t = Transition { message: Some(line.clone()), ..Default::default() };
-                            self.store.transition(&run.id, &stage.name.value, t, &line).await?;
-                            progress(Progress { stage: stage.name.value.clone(), state: state[i], message: line });
-                        }
-                        Err(e) => {
-                            let t = Transition { message: Some(format!("rollback failed: {e}")), ..Default::default() };
-                            self.store.transition(&run.id, &stage.name.value, t, &format!("rollback failed: {e}")).await?;
-                        }
+                        Ok((None, line)) => self.remark(run, &stage.name.value, state[i], line, progress).await?,
+                        Err(e) => self.remark(run, &stage.name.value, state[i], format!("rollback failed: {e}"), progress).await?,
                     }
                 }
                 Ok(Ok(report)) => {
@@ -637,20 +629,29 @@ impl Executor {
                     state[i] = StageState::RolledBack;
                     self.store.promoted(&run.pipeline, &env.name.value, &run.id, &run.version, true).await?;
                 }
+                // A newer run promoted the environment since this one let it go: its release stays.
                 Ok(Err(e @ crate::git::GitError::Conflict { .. })) => {
-                    let line = format!("left as it is, not rolled back: {e}");
-                    let t = Transition { message: Some(line.clone()), ..Default::default() };
-                    self.store.transition(&run.id, &stage.name.value, t, &line).await?;
-                    progress(Progress { stage: stage.name.value.clone(), state: state[i], message: line });
+                    self.remark(run, &stage.name.value, state[i], format!("left as it is, not rolled back: {e}"), progress).await?
                 }
-                Ok(Err(e)) => {
-                    let t = Transition { message: Some(format!("rollback failed: {e}")), ..Default::default() };
-                    self.store.transition(&run.id, &stage.name.value, t, &format!("rollback failed: {e}")).await?;
-                    progress(Progress { stage: stage.name.value.clone(), state: state[i], message: format!("rollback failed: {e}") });
-                }
+                Ok(Err(e)) => self.remark(run, &stage.name.value, state[i], format!("rollback failed: {e}"), progress).await?,
                 Err(e) => tracing::error!(error = %e, "rollback task stopped"),
             }
         }
+        Ok(())
+    }
+
+    /// Records `line` as what stage `stage` (in `state`, unchanged) says now, and reports it.
+    async fn remark(
+        &self,
+        run: &RunRecord,
+        stage: &str,
+        state: StageState,
+        line: String,
+        progress: &Arc<dyn Fn(Progress) + Send + Sync>,
+    ) -> Result<(), ExecError> {
+        let t = Transition { message: Some(line.clone()), ..Default::default() };
+        self.store.transition(&run.id, stage, t, &line).await?;
+        progress(Progress { stage: stage.to_string(), state, message: line });
         Ok(())
     }
 

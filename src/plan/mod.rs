@@ -57,24 +57,28 @@ impl Plan {
 
     /// Whether stage `a` is upstream of stage `b` (b needs it, directly or through others).
     pub fn is_upstream(&self, a: usize, b: usize) -> bool {
+        self.upstream_of(b)[a]
+    }
+
+    /// For each stage, whether it is upstream of stage `b`: one walk up from `b`.
+    fn upstream_of(&self, b: usize) -> Vec<bool> {
         let mut stack = vec![b];
         let mut seen = vec![false; self.needs.len()];
         while let Some(n) = stack.pop() {
             for &m in &self.needs[n] {
-                if m == a {
-                    return true;
-                }
                 if !std::mem::replace(&mut seen[m], true) {
                     stack.push(m);
                 }
             }
         }
-        false
+        seen
     }
 
-    /// The approval stages upstream of stage `i`: the sign-offs that gate it.
-    pub fn gating_approvals(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.pipeline.stages.len()).filter(move |&a| matches!(self.pipeline.stages[a].kind, StageKind::Approval(_)) && self.is_upstream(a, i))
+    /// The approval stages upstream of stage `i`, in file order: the sign-offs that gate it (one
+    /// walk up from `i`, whatever the number of approvals).
+    pub fn gating_approvals(&self, i: usize) -> Vec<usize> {
+        let up = self.upstream_of(i);
+        (0..self.pipeline.stages.len()).filter(|&a| up[a] && matches!(self.pipeline.stages[a].kind, StageKind::Approval(_))).collect()
     }
 }
 

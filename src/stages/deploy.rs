@@ -16,7 +16,7 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     };
     // One run at a time, in the order of the runs (see docs/pipeline-reference.md, "Order"); the
     // words of the wait stay the same while it waits, so that it is recorded once.
-    let supersede = d.supersede.unwrap_or_else(|| ctx.plan.gating_approvals(ctx.index).next().is_none());
+    let supersede = d.supersede.unwrap_or_else(|| ctx.plan.gating_approvals(ctx.index).is_empty());
     match ctx.store.lock_environment(env_name, &ctx.run.pipeline, &ctx.run.id, supersede).await? {
         LockState::Taken => {}
         LockState::Queued { next, until, .. } => {

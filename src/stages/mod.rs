@@ -148,11 +148,6 @@ pub fn plan_of(run: &RunRecord) -> Option<Plan> {
     crate::plan::compile(&run.source, &mut diags)
 }
 
-/// Whether stage `a` is upstream of stage `b` (b needs it, directly or through others).
-pub fn is_upstream(plan: &Plan, a: usize, b: usize) -> bool {
-    plan.is_upstream(a, b)
-}
-
 /// How a stage says it waits (for a person or a lock) and runs again: (stage, state, why).
 pub type Report = Arc<dyn Fn(&str, StageState, &str) + Send + Sync>;
 

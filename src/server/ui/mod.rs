@@ -382,12 +382,11 @@ fn evidence_of(plan: &crate::plan::Plan, stages: &[crate::store::StageRecord], e
 /// now (its last promotion's, from `last`) and the one it will get.
 fn changes_after(last: &std::collections::HashMap<(String, String), String>, run: &RunRecord, plan: &crate::plan::Plan, index: usize) -> Vec<Change> {
     let mut out = Vec::new();
-    for (i, s) in plan.pipeline.stages.iter().enumerate() {
-        let crate::model::StageKind::Deploy(d) = &s.kind else { continue };
-        if !crate::stages::is_upstream(plan, index, i) {
+    for i in 0..plan.pipeline.stages.len() {
+        let Some(env) = plan.deploy_environment(i) else { continue };
+        if !plan.is_upstream(index, i) {
             continue;
         }
-        let Some(env) = plan.pipeline.environments.iter().find(|e| e.name.value == d.environment.value) else { continue };
         let vars = crate::stages::variables_of(run, plan, i);
         let to = crate::git::Destination::value(&env.spec.update.value, |n| vars.get(n).map(String::as_str))
             .unwrap_or_else(|v| format!("(`${{{v}}}` has no value)"));
@@ -912,7 +911,7 @@ async fn environments(State(server): State<Server>, headers: HeaderMap, Query(q)
                     let gated = |approval: &str| {
                         plan.as_ref().is_some_and(|p| {
                             let idx = |n: &str| p.pipeline.stages.iter().position(|x| x.name.value == n);
-                            matches!((idx(approval), idx(&d.stage.name)), (Some(a), Some(b)) if crate::stages::is_upstream(p, a, b))
+                            matches!((idx(approval), idx(&d.stage.name)), (Some(a), Some(b)) if p.is_upstream(a, b))
                         })
                     };
                     for st in store.stages(&d.run).await.map_err(internal)?.iter().filter(|st| st.kind == "approval" && gated(&st.name)) {
