@@ -2,6 +2,7 @@
 
 mod approve;
 mod audit;
+mod compliance;
 mod drift;
 mod graph;
 mod key;
@@ -98,6 +99,9 @@ pub enum Command {
     Serve(serve::Args),
     /// Changes in environment branches promote did not make: check, list, show, accept, reject.
     Drift(drift::Args),
+    /// Every environment's current files judged by the pipeline's policies: check, list, show,
+    /// accept (an exception until an end), revert.
+    Compliance(compliance::Args),
     /// Releases kept being judged after their runs: list, show, clear a held version, run.
     Watch(watch::Args),
     /// Ask a `promote serve` whether it is up (exit 0 on a 2xx answer): the image's HEALTHCHECK.
@@ -133,6 +137,7 @@ impl Command {
             Command::Logs(_) => "logs",
             Command::Serve(_) => "serve",
             Command::Drift(_) => "drift",
+            Command::Compliance(_) => "compliance",
             Command::Watch(_) => "watch",
             Command::Probe(_) => "probe",
             Command::Completions(_) => "completions",
@@ -152,6 +157,7 @@ impl Command {
             Command::Logs(a) => a.local(),
             Command::Serve(a) => Some(&a.local),
             Command::Drift(a) => Some(&a.local),
+            Command::Compliance(a) => Some(&a.local),
             Command::Watch(a) => Some(&a.local),
             Command::Validate(_) | Command::Graph(_) | Command::Token(_) | Command::Key(_) | Command::Probe(_) | Command::Completions(_) => None,
         }
@@ -165,6 +171,7 @@ impl Command {
             Command::Approve(a) => Some(&a.remote),
             Command::Reject(a) | Command::BreakGlass(a) => Some(&a.remote),
             Command::Drift(a) => Some(&a.remote),
+            Command::Compliance(a) => Some(&a.remote),
             Command::Watch(a) => Some(&a.remote),
             _ => None,
         }
@@ -198,6 +205,7 @@ pub fn main() -> ExitCode {
         (Command::Reject(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "reject", Some(&a.reason)),
         (Command::BreakGlass(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "break-glass", Some(&a.reason)),
         (Command::Drift(a), Some(url)) => remote::drift(url, &a.command),
+        (Command::Compliance(a), Some(url)) => remote::compliance(url, &a.command),
         (Command::Watch(a), Some(url)) => remote::watch(url, &a.command),
         (command, _) => local_command(command, &state),
     };
@@ -218,6 +226,7 @@ fn local_command(command: Command, state: &std::path::Path) -> anyhow::Result<Ex
     let reads_only = match &command {
         Command::Status(_) | Command::Resume(_) | Command::Approve(_) | Command::Reject(_) | Command::BreakGlass(_) | Command::Audit(_) => true,
         Command::Drift(a) => !matches!(a.command, drift::DriftCommand::Check { .. }),
+        Command::Compliance(a) => !matches!(a.command, compliance::ComplianceCommand::Check { .. }),
         Command::Watch(_) => true,
         Command::Logs(a) => a.local().is_some(),
         _ => false,
@@ -229,6 +238,7 @@ fn local_command(command: Command, state: &std::path::Path) -> anyhow::Result<Ex
         Command::Validate(args) => validate::run(args),
         Command::Serve(args) => serve::run(args, &state),
         Command::Drift(args) => drift::run(args, &state),
+        Command::Compliance(args) => compliance::run(args, &state),
         Command::Watch(args) => watch::run(args, &state),
         Command::Graph(args) => graph::run(args),
         Command::Rollback(args) => rollback::run(args, &state),

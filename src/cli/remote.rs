@@ -175,6 +175,54 @@ pub fn drift(server: &str, command: &super::drift::DriftCommand) -> anyhow::Resu
     })
 }
 
+/// `promote compliance ...` through a server's API.
+pub fn compliance(server: &str, command: &super::compliance::ComplianceCommand) -> anyhow::Result<ExitCode> {
+    use super::compliance::ComplianceCommand;
+    let remote = Remote::new(server)?;
+    super::runtime()?.block_on(async {
+        let all = || async {
+            let (status, v) = remote.call(reqwest::Method::GET, "/compliance", None).await?;
+            if status != 200 {
+                return Ok(Err(refused(status, &v)?));
+            }
+            anyhow::Ok(Ok(serde_json::from_value::<Vec<crate::store::ViolationRecord>>(v["violations"].clone())?))
+        };
+        let decide = |id: &str, verdict: &str, body: Value| {
+            let path = format!("/compliance/{id}/{verdict}");
+            let remote = &remote;
+            async move {
+                let (status, v) = remote.call(reqwest::Method::POST, &path, Some(body)).await?;
+                if status != 200 {
+                    return refused(status, &v);
+                }
+                println!("{}", crate::diag::printable(v["done"].as_str().unwrap_or("")));
+                Ok(ExitCode::SUCCESS)
+            }
+        };
+        match command {
+            ComplianceCommand::Check { .. } => {
+                eprintln!("promote: error: `compliance check` judges the repos from here: run it without --server (a server judges by itself, at each policy change and every compliance.every)");
+                Ok(ExitCode::from(super::EXIT_BAD_INPUT))
+            }
+            ComplianceCommand::List { json } => match all().await? {
+                Ok(list) => Ok(super::compliance::list(&list, *json)),
+                Err(code) => Ok(code),
+            },
+            ComplianceCommand::Show { id } => match all().await? {
+                Ok(list) => Ok(super::compliance::show(&list, id)),
+                Err(code) => Ok(code),
+            },
+            ComplianceCommand::Accept { id, user, reason, for_, until, .. } => {
+                let until = until.map(|t| t.to_string()).or_else(|| {
+                    for_.map(|d| jiff::Timestamp::from_millisecond(crate::clock::now_ms() + d.0.as_millis() as i64).map(|t| t.to_string()).unwrap_or_default())
+                });
+                decide(id, "accept", json!({"reason": reason, "until": until, "as": user})).await
+            }
+            ComplianceCommand::Revert { id, user, reason, .. } => decide(id, "revert", json!({"reason": reason, "as": user})).await,
+        }
+    })
+}
+
 /// `promote watch ...` through a server's API.
 pub fn watch(server: &str, command: &super::watch::WatchCommand) -> anyhow::Result<ExitCode> {
     use super::watch::WatchCommand;

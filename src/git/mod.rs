@@ -9,8 +9,8 @@ mod writer;
 pub use commit::{Identity, SigningKey, create as create_commit, message, replace_file, trailer_values};
 pub use remote::{Credentials, Remote, Secret};
 pub use writer::{
-    CheckInput, CommitCheck, Destination, DriftCommit, EditTarget, HEAD_REF, KeptHead, LostCommit, Outcome, Promotion, Report, RollbackRequest, RollbackTarget,
-    Scan, Writer, WriterConfig, Written,
+    CheckInput, CommitCheck, Destination, DriftCommit, EditTarget, HEAD_REF, KeptHead, LostCommit, Outcome, Promotion, Report, RevertFor, RollbackRequest,
+    RollbackTarget, Scan, Writer, WriterConfig, Written,
 };
 
 /// Why a promotion or rollback did not land. Nothing is half-written: the remote branch either has

@@ -24,6 +24,7 @@ pub const EVENTS: &[&str] = &[
     "run-finished",
     "drift",
     "watch-failed",
+    "compliance",
 ];
 
 /// Whether a channel subscribed to `events` (none listed: every event) gets a note of `event`:

@@ -8,8 +8,22 @@ use crate::diag::{Diagnostics, Pos, did_you_mean};
 /// Names that `${...}` may use.
 pub const KNOWN_VARIABLES: &[&str] = &["version", "previousVersion", "image", "pipeline", "run", "environment", "stage"];
 
-const TOP_FIELDS: &[&str] =
-    &["apiVersion", "kind", "name", "description", "artifact", "environments", "stages", "onFailure", "order", "users", "access", "notifications", "triggers"];
+const TOP_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "name",
+    "description",
+    "artifact",
+    "environments",
+    "stages",
+    "onFailure",
+    "order",
+    "compliance",
+    "users",
+    "access",
+    "notifications",
+    "triggers",
+];
 const API_VERSION: &str = "promote/v1";
 
 /// Reads `src` (the text of the file the user calls `diags.file()`). Every problem of shape is
@@ -35,6 +49,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
     let mut stages = None;
     let mut on_failure = None;
     let mut order = None;
+    let mut compliance = None;
     let mut users = None;
     let mut access = None;
     let mut notifications = Vec::new();
@@ -71,6 +86,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
             "stages" => stages = load_stages(value, &mut unreadable, diags),
             "onFailure" => on_failure = from_node::<OnFailure>(value, diags),
             "order" => order = from_node::<Order>(value, diags),
+            "compliance" => compliance = from_node::<Compliance>(value, diags),
             "users" => users = from_node::<Spanned<String>>(value, diags),
             "access" => access = from_node::<Access>(value, diags),
             "notifications" => notifications = from_node::<Vec<Notification>>(value, diags).unwrap_or_default(),
@@ -105,6 +121,7 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
         stages,
         on_failure: on_failure.unwrap_or_default(),
         order: order.unwrap_or_default(),
+        compliance: compliance.unwrap_or_default(),
         users,
         access,
         notifications,

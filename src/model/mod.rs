@@ -121,6 +121,9 @@ pub struct Pipeline {
     /// Which of two runs is newer (an environment never goes from a newer run's version to an
     /// older one's).
     pub order: Order,
+    /// How the environments' current files are judged by the pipeline's policies between
+    /// promotions (`compliance:`; an environment's own `compliance` replaces it there).
+    pub compliance: Compliance,
     /// The users file (relative to this file): who approvers and groups are.
     pub users: Option<Spanned<String>>,
     /// Who may do what through the server (`access:`); `None`: every signed-in person views,
@@ -248,6 +251,41 @@ pub struct EnvironmentSpec {
     /// Who may roll this environment back, narrowing the pipeline's `access.rollback`.
     #[serde(default)]
     pub access: Option<EnvironmentAccess>,
+    /// How this environment's current files are judged by the pipeline's policies (instead of
+    /// the pipeline's `compliance`).
+    #[serde(default)]
+    pub compliance: Option<Compliance>,
+}
+
+/// `compliance: {every, action}`: the pipeline's policies judge each environment's current files
+/// when the policies change, every `every`, and on every drift.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Compliance {
+    /// How often the server judges the environments (default `1h`).
+    #[serde(default = "hourly")]
+    pub every: duration::Duration,
+    /// `alert` (default): a violation is recorded, notified and decided by a person; `revert`:
+    /// reverted at once to the newest commit the policies allowed; `ignore`: not judged.
+    #[serde(default)]
+    pub action: DriftAction,
+}
+
+fn hourly() -> duration::Duration {
+    duration::Duration(std::time::Duration::from_secs(3600))
+}
+
+impl Default for Compliance {
+    fn default() -> Self {
+        Compliance { every: hourly(), action: DriftAction::default() }
+    }
+}
+
+impl Pipeline {
+    /// How `env`'s current files are judged: its own `compliance`, else the pipeline's.
+    pub fn compliance_of<'a>(&'a self, env: &'a Environment) -> &'a Compliance {
+        env.spec.compliance.as_ref().unwrap_or(&self.compliance)
+    }
 }
 
 /// `pullRequest: {provider, repo, tokenEnv | tokenFile, merge, api}`.

@@ -196,7 +196,7 @@ async fn revert(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, dest
         d.commits.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
     );
     let to2 = to.clone();
-    let report = tokio::task::spawn_blocking(move || w.revert_to(&dest, &key, &p, &e, &to2, &reverts))
+    let report = tokio::task::spawn_blocking(move || w.revert_to(&dest, &key, &p, &e, &to2, crate::git::RevertFor::Drift { reverts: &reverts }))
         .await
         .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))??;
     Ok(match report.outcome {

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod compliance;
 pub mod decide;
 pub mod drift;
 pub mod figures;

@@ -139,6 +139,38 @@ impl PolicySet {
     }
 }
 
+/// A digest of the policy and data files `sources` and `data` name as they are now (names and
+/// contents; a file that cannot be read counts as its error): a change to any of them changes it,
+/// so that a compliance sweep knows the policies changed without compiling them.
+pub fn digest(base_dir: &Path, sources: &[Spanned<String>], data: &[Spanned<String>]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut add = |path: &Path| {
+        h.update(path.to_string_lossy().as_bytes());
+        h.update([0]);
+        match crate::files::read_text(path, crate::files::MAX_TEXT) {
+            Ok(t) => h.update(t.as_bytes()),
+            Err(e) => h.update(e.why.as_bytes()),
+        }
+        h.update([0]);
+    };
+    for src in sources {
+        let path = base_dir.join(&src.value);
+        let mut found = Vec::new();
+        if path.is_dir() {
+            collect_rego(&path, &mut found);
+            found.sort();
+        } else {
+            found.push(path);
+        }
+        found.iter().for_each(|f| add(f));
+    }
+    for d in data {
+        add(&base_dir.join(&d.value));
+    }
+    hex::encode(&h.finalize()[..12])
+}
+
 /// A JSON value as regorus' value.
 pub fn to_value(v: &serde_json::Value) -> regorus::Value {
     regorus::Value::from(v.clone())

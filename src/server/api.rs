@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::Server;
 use super::shapes::{
-    AuditPage, CallbackBody, CallbackDone, DecideBody, Done, Drifts, ErrorBody, NotARiskBody, NotRolledBack, PipelineView, Pipelines, Ready, ReasonBody,
-    RevokeBody, RollbackBody, RolledBack, RunView, Runs, StartBody, Started, Verified, Watches,
+    AuditPage, CallbackBody, CallbackDone, ComplianceBody, DecideBody, Done, Drifts, ErrorBody, NotARiskBody, NotRolledBack, PipelineView, Pipelines, Ready,
+    ReasonBody, RevokeBody, RollbackBody, RolledBack, RunView, Runs, StartBody, Started, Verified, Violations, Watches,
 };
 use crate::ops::OpsError;
 use crate::ops::access::{Caller, Permission, Person};
@@ -179,6 +179,8 @@ pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Server> {
         .routes(routes!(verify))
         .routes(routes!(drifts))
         .routes(routes!(decide_drift))
+        .routes(routes!(violations))
+        .routes(routes!(decide_violation))
         .routes(routes!(watches))
         .routes(routes!(watch))
         .routes(routes!(clear_watch))
@@ -563,6 +565,78 @@ async fn decide_drift(State(server): State<Server>, headers: HeaderMap, Path((id
     let d = Decision { id: &id, verdict: verdict_, reason: b.reason.as_deref(), caller: Caller::Person(&person) };
     let action = format!("to {verdict} drift {id}");
     let line = answer(&server, &person, &action, crate::ops::drift::decide(store, &server.exec.writer, &loaded.plan, base, &d).await).await?;
+    Ok(Json(Done { done: line, by: person.login }).into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/compliance",
+    tag = "compliance",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the compliance violations, newest first, of the pipelines the person may view", body = Violations),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
+async fn violations(State(server): State<Server>, headers: HeaderMap) -> Answer {
+    let person = authenticate(&server, &headers).await?;
+    let all: Vec<_> = server
+        .exec
+        .store
+        .violations(crate::store::ViolationFilter::default())
+        .await?
+        .into_iter()
+        .filter(|v| may_view(&server, &person, &v.pipeline, None))
+        .collect();
+    Ok(Json(Violations { violations: all }).into_response())
+}
+
+/// `POST /api/v1/compliance/{id}/accept|revert`: as `promote compliance accept|revert`, by the
+/// token's user.
+#[utoipa::path(
+    post,
+    path = "/compliance/{id}/{verdict}",
+    tag = "compliance",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the violation"), ("verdict" = String, Path, description = "accept or revert")),
+    request_body(content = ComplianceBody, content_type = "application/json", description = "the reason (required to accept) and the exception's end"),
+    responses(
+        (status = 200, description = "decided (a revert writes its commit first)", body = Done),
+        (status = 400, description = "the body is not of its shape, or the decision is refused (an exception without a reason, an end in the past, nothing compliant to revert to)", body = ErrorBody),
+        (status = 403, description = "the person is not among `drift.approvers` nor an admin, or `as` is someone else", body = ErrorBody),
+        (status = 404, description = "no such violation, its pipeline is not loaded, or a verdict other than accept or revert", body = ErrorBody),
+        (status = 409, description = "the violation was decided already", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
+async fn decide_violation(State(server): State<Server>, headers: HeaderMap, Path((id, verdict)): Path<(String, String)>, body: axum::body::Bytes) -> Answer {
+    use crate::ops::compliance::{DEFAULT_EXCEPTION, Decision, Verdict};
+    let person = authenticate(&server, &headers).await?;
+    let b: ComplianceBody = acting(&body, "{\"reason\": TEXT, \"until\": RFC3339}", |b: &ComplianceBody| b.as_user.as_deref(), &person.login)?;
+    let verdict_ = match verdict.as_str() {
+        "accept" => {
+            let until = match b.until.as_deref() {
+                Some(t) => t
+                    .parse::<jiff::Timestamp>()
+                    .map_err(|e| error(StatusCode::BAD_REQUEST, format!("`until` is not an RFC 3339 time (like 2027-01-31T00:00:00Z): {e}")))?
+                    .as_millisecond(),
+                None => crate::clock::now_ms() + DEFAULT_EXCEPTION.as_millis() as i64,
+            };
+            Verdict::Accept { until }
+        }
+        "revert" => Verdict::Revert,
+        other => return Err(error(StatusCode::NOT_FOUND, format!("`{}`: a violation is accepted or reverted", crate::diag::printable(other)))),
+    };
+    let store = &server.exec.store;
+    let Some(v) = store.violation(&id).await? else {
+        return Err(error(StatusCode::NOT_FOUND, format!("no compliance violation `{}`", crate::diag::printable(&id))));
+    };
+    let pipelines = server.pipelines();
+    let Some(loaded) = pipelines.get(&v.pipeline) else { return Err(error(StatusCode::NOT_FOUND, format!("pipeline `{}` is not loaded", v.pipeline))) };
+    let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
+    let d = Decision { id: &id, verdict: verdict_, reason: b.reason.as_deref(), caller: Caller::Person(&person) };
+    let action = format!("to {verdict} compliance violation {id}");
+    let line = answer(&server, &person, &action, crate::ops::compliance::decide(store, &server.exec.writer, &loaded.plan, base, &d).await).await?;
     Ok(Json(Done { done: line, by: person.login }).into_response())
 }
 

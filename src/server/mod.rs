@@ -7,6 +7,7 @@
 
 mod api;
 pub mod auth;
+mod compliance;
 mod hooks;
 mod imagepoll;
 pub mod listen;
@@ -127,6 +128,8 @@ pub struct Server {
     plans: Arc<std::sync::Mutex<std::collections::HashMap<u64, Arc<crate::plan::Plan>>>>,
     /// What this server knows of each polled registry repository (`/api/v1/pipelines`).
     polls: Arc<imagepoll::Polls>,
+    /// Compiled policies and the environments found compliant, between compliance sweeps.
+    compliance: Arc<crate::ops::compliance::Sweep>,
 }
 
 impl Server {
@@ -251,6 +254,10 @@ impl Server {
             Ok(found) => {
                 for f in found.iter().filter(|f| f.drift.is_some()) {
                     tracing::warn!(pipeline = %loaded.plan.pipeline.name.value, environment = %f.environment, "{}", f.line);
+                }
+                // A drift's files are judged by the policies at once.
+                for f in found.iter().filter(|f| f.drift.as_ref().is_some_and(|d| d.state == "open")) {
+                    self.check_compliance(loaded, Some(&f.environment)).await;
                 }
             }
             Err(e) => tracing::warn!(pipeline = %loaded.plan.pipeline.name.value, error = %e, "could not look for drift"),
@@ -383,6 +390,7 @@ pub async fn serve(
         driving: Arc::default(),
         plans: Arc::default(),
         polls: Arc::default(),
+        compliance: Arc::default(),
     };
     {
         let s = server.clone();
@@ -420,6 +428,7 @@ pub async fn serve(
     let poller = tokio::spawn(poll::run(server.clone()));
     let registry_poller = tokio::spawn(imagepoll::run(server.clone()));
     let adopter = tokio::spawn(adopt(server.clone()));
+    let sweeper = tokio::spawn(compliance::run(server.clone()));
     // Promoted releases under a `watch`: their looks, resumed from the state after a restart.
     let watcher = {
         let (exec, stop) = (server.exec.clone(), server.stop.clone());
@@ -449,6 +458,7 @@ pub async fn serve(
     poller.abort();
     registry_poller.abort();
     adopter.abort();
+    sweeper.abort();
     let _ = watcher.await;
     let mut drivers = std::mem::take(&mut *server.drivers.lock().await);
     while drivers.join_next().await.is_some() {}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::store::{DriftRecord, Event, RunRecord, StageRecord, WatchRecord};
+use crate::store::{DriftRecord, Event, RunRecord, StageRecord, ViolationRecord, WatchRecord};
 
 /// Every error: what went wrong, in the API's words (redacted).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -185,6 +185,28 @@ pub struct CallbackDone {
 pub struct Drifts {
     /// Newest first, of the pipelines the person may view.
     pub drifts: Vec<DriftRecord>,
+}
+
+/// `GET /api/v1/compliance`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Violations {
+    /// Newest first, of the pipelines the person may view.
+    pub violations: Vec<ViolationRecord>,
+}
+
+/// `POST /api/v1/compliance/{id}/{verdict}`.
+#[derive(Debug, Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceBody {
+    /// Why (required to accept).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When an exception ends (RFC 3339); default 30 days from now, at most 366.
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Who the caller means to act as: refused (403) unless it is the token's person.
+    #[serde(default, rename = "as")]
+    pub as_user: Option<String>,
 }
 
 /// `GET /api/v1/watches`.

@@ -28,8 +28,9 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Claim, Decision, Delivery, DriftFilter, DriftRecord, Event, Exemption, Lease, LockState, QueueStep, Queued, RunRecord, RunState, SessionRecord, StageOf,
-    StageRecord, StageState, StageWrite, Transition, WatchFilter, WatchRecord, Write, Written,
+    Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, Event, Exemption, Lease, LockState, QueueStep, Queued, RunRecord, RunState, SessionRecord,
+    StageOf, StageRecord, StageState, StageWrite, Transition, ViolationDecision, ViolationFilter, ViolationRecord, ViolationState, WatchFilter, WatchRecord,
+    Write, Written,
 };
 
 /// What a backend's operations return.
@@ -59,6 +60,8 @@ pub trait Backend: Send + Sync + 'static {
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>>;
     /// The drifts recorded that `filter` names, newest first (at most 1,000).
     fn drifts<'a>(&'a self, filter: DriftFilter<'a>) -> Fut<'a, Vec<DriftRecord>>;
+    /// The compliance violations that `filter` names, newest first (at most 1,000).
+    fn violations<'a>(&'a self, filter: ViolationFilter<'a>) -> Fut<'a, Vec<ViolationRecord>>;
     /// The watches `filter` names: newest first (at most 1,000), or with `due`, the due ones
     /// soonest first (at most 10,000).
     fn watches<'a>(&'a self, filter: WatchFilter<'a>) -> Fut<'a, Vec<WatchRecord>>;
@@ -654,6 +657,49 @@ impl Store {
             reason: reason.map(String::from),
             at: crate::clock::now_ms(),
             via: via.map(String::from),
+        };
+        Ok(!matches!(self.write(w).await?, Written::Duplicate(_)))
+    }
+
+    /// The compliance violations `filter` names, newest first; refused when one does not carry its
+    /// seal (an accepted one is an exception to the policies).
+    pub async fn violations(&self, filter: ViolationFilter<'_>) -> Result<Vec<ViolationRecord>, StoreError> {
+        let all = self.backend.violations(filter).await?;
+        for v in &all {
+            if !self.key().verify_hex(&seals::violation(self.key(), v), v.seal.as_deref()) {
+                return Err(self.forged(format!("compliance violation {} ({} in {})", v.id, v.state, v.environment)));
+            }
+        }
+        Ok(all)
+    }
+
+    /// One compliance violation, by id.
+    pub async fn violation(&self, id: &str) -> Result<Option<ViolationRecord>, StoreError> {
+        Ok(self.violations(ViolationFilter { id: Some(id), ..Default::default() }).await?.pop())
+    }
+
+    /// Records a compliance violation (with its entry); `Some(id)` of the one recorded before for
+    /// the same head and policies.
+    pub async fn record_violation(&self, violation: ViolationRecord) -> Result<Option<String>, StoreError> {
+        match self.write(Write::RecordViolation { violation: Box::new(violation) }).await? {
+            Written::Duplicate(first) => Ok(Some(first.unwrap_or_default())),
+            _ => Ok(None),
+        }
+    }
+
+    /// Records a violation's decision (with its entry) if it is still in state `from`: `false`
+    /// when it was not (decided by a concurrent or an earlier request) and nothing was written.
+    pub async fn decide_violation(&self, id: &str, from: ViolationState, to: ViolationDecision<'_>) -> Result<bool, StoreError> {
+        let w = Write::DecideViolation {
+            id: id.to_string(),
+            from: from.as_str().to_string(),
+            state: to.state,
+            user: to.user.to_string(),
+            reason: to.reason.map(String::from),
+            until: to.until,
+            revert_to: to.revert_to.map(String::from),
+            at: crate::clock::now_ms(),
+            via: to.via.map(String::from),
         };
         Ok(!matches!(self.write(w).await?, Written::Duplicate(_)))
     }

@@ -335,6 +335,35 @@ pub enum Write {
         /// Who vouched for the person (the server's identity source), said in the entry.
         via: Option<String>,
     },
+    /// A compliance violation found in an environment's current files, with its entry, unless one
+    /// was recorded for the same head and policies before ([`Written::Duplicate`] with its id).
+    RecordViolation {
+        /// The violation.
+        violation: Box<ViolationRecord>,
+    },
+    /// A violation decided (accepted as an exception, reverted, expired, resolved) with its entry,
+    /// only if it is still in state `from` ([`Written::Duplicate`] otherwise: of concurrent
+    /// decisions one wins).
+    DecideViolation {
+        /// The violation's id.
+        id: String,
+        /// The state it must be in.
+        from: String,
+        /// The state it goes to.
+        state: ViolationState,
+        /// Who (`promote` for what promote did by itself).
+        user: String,
+        /// Why, or what was done.
+        reason: Option<String>,
+        /// An exception's end (Unix ms).
+        until: Option<i64>,
+        /// The commit a revert restored the files of.
+        revert_to: Option<String>,
+        /// When.
+        at: i64,
+        /// Who vouched for the person (the server's identity source), said in the entry.
+        via: Option<String>,
+    },
     /// A watch begun (with its entry), unless the run's stage has one ([`Written::Duplicate`]);
     /// the older active watches of its environment end `superseded`.
     BeginWatch {
@@ -622,11 +651,12 @@ impl Write {
             }
             Write::EndWatch { message, .. } => string(message),
             Write::ClearWatch { reason, .. } => string(reason),
-            Write::DecideDrift { reason, .. } => {
+            Write::DecideDrift { reason, .. } | Write::DecideViolation { reason, .. } => {
                 if let Some(r) = reason {
                     string(r);
                 }
             }
+            Write::RecordViolation { violation } => violation.deny.0.iter_mut().for_each(string),
             Write::Audit { detail, .. } | Write::ClaimNote { detail, .. } => string(detail),
             Write::EndSessions { detail, .. } => string(detail),
             Write::OpenSession { .. } | Write::SeenSession { .. } => {}
@@ -815,6 +845,130 @@ pub struct WatchFilter<'a> {
     pub state: Option<&'a str>,
     /// Active (`watching`, `reverting`) with a look due at or before this time (Unix ms).
     pub due: Option<i64>,
+    /// This one.
+    pub id: Option<&'a str>,
+}
+
+/// Where a compliance violation stands.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema, strum::EnumString, strum::IntoStaticStr, strum::Display,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum ViolationState {
+    /// Found, waiting for a decision (or for its action's revert).
+    Open,
+    /// Kept as an exception until its `until`; it opens again then.
+    Accepted,
+    /// A revert is being written (claimed, so that two deciders never both revert).
+    Reverting,
+    /// A new commit restored the files of the newest commit the policies allowed.
+    Reverted,
+    /// The environment moved on to files the policies allow (a promotion, a revert by hand).
+    Resolved,
+}
+
+impl ViolationState {
+    /// Its name, as stored.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+    /// Whether it still needs someone (open, or an exception being reverted).
+    pub fn is_open(self) -> bool {
+        matches!(self, ViolationState::Open | ViolationState::Reverting)
+    }
+}
+
+/// An environment's current files that the pipeline's policies deny: one per (environment, head,
+/// policies), raised like a drift and decided like one.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct ViolationRecord {
+    /// `c-` and a ULID.
+    pub id: String,
+    /// The pipeline whose policies deny it.
+    pub pipeline: String,
+    /// The environment.
+    pub environment: String,
+    /// The branch's head that was judged.
+    pub head: String,
+    /// A digest of the policies that judged it (a policy change judges again).
+    pub policies: String,
+    /// What the policies denied.
+    #[sqlx(try_from = "String")]
+    pub deny: Denials,
+    /// Where it stands.
+    #[sqlx(try_from = "String")]
+    pub state: ViolationState,
+    /// Who decided last.
+    pub decided_by: Option<String>,
+    /// Why, or what was done.
+    pub reason: Option<String>,
+    /// An exception's end (Unix ms).
+    pub until: Option<i64>,
+    /// The commit a revert restored the files of.
+    pub revert_to: Option<String>,
+    /// Unix milliseconds when it was found.
+    pub at: i64,
+    /// Unix milliseconds of its last decision.
+    pub decided_at: Option<i64>,
+    /// The seal over what it is and its decision ([`super::seals::violation`]).
+    #[serde(skip)]
+    pub seal: Option<String>,
+}
+
+/// What the policies denied, stored as a JSON array.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(transparent)]
+pub struct Denials(pub Vec<String>);
+
+impl TryFrom<String> for Denials {
+    type Error = serde_json::Error;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        serde_json::from_str(&s).map(Denials)
+    }
+}
+
+impl TryFrom<String> for ViolationState {
+    type Error = strum::ParseError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl ViolationRecord {
+    /// `prod (head 1a2b3c4d5e): denied: LoadBalancer services are not allowed in prod`.
+    pub fn describe(&self) -> String {
+        format!("{} (head {}): denied: {}", self.environment, &self.head[..self.head.len().min(10)], self.deny.0.join("; "))
+    }
+}
+
+/// A violation's decision, as [`super::Store::decide_violation`] records it.
+#[derive(Debug, Clone, Copy)]
+pub struct ViolationDecision<'a> {
+    /// The state it goes to.
+    pub state: ViolationState,
+    /// Who (`promote` for what promote did by itself).
+    pub user: &'a str,
+    /// Why, or what was done.
+    pub reason: Option<&'a str>,
+    /// An exception's end (Unix ms).
+    pub until: Option<i64>,
+    /// The commit a revert restored the files of.
+    pub revert_to: Option<&'a str>,
+    /// Who vouched for the person.
+    pub via: Option<&'a str>,
+}
+
+/// Which violations to read (each `None`: any).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ViolationFilter<'a> {
+    /// Of this pipeline.
+    pub pipeline: Option<&'a str>,
+    /// Of this environment.
+    pub environment: Option<&'a str>,
+    /// In this state.
+    pub state: Option<ViolationState>,
     /// This one.
     pub id: Option<&'a str>,
 }

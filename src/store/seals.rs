@@ -60,6 +60,26 @@ pub fn drift(key: &Key, id: &str, pipeline: &str, environment: &str, head: &str,
     )
 }
 
+/// A compliance violation's seal: what was judged (pipeline, environment, head, policies) and
+/// its decision (state, who, an exception's end, a revert's target).
+pub fn violation(key: &Key, v: &super::ViolationRecord) -> String {
+    let until = v.until.map(|u| u.to_string());
+    key.mac(
+        "violation",
+        &[
+            Some(v.id.as_bytes()),
+            Some(v.pipeline.as_bytes()),
+            Some(v.environment.as_bytes()),
+            Some(v.head.as_bytes()),
+            Some(v.policies.as_bytes()),
+            Some(v.state.as_str().as_bytes()),
+            v.decided_by.as_deref().map(str::as_bytes),
+            until.as_deref().map(str::as_bytes),
+            v.revert_to.as_deref().map(str::as_bytes),
+        ],
+    )
+}
+
 /// A watch's seal: what it watches (run, stage, environment, version, commit), how it stands
 /// (state, failures) and who cleared its hold.
 #[allow(clippy::too_many_arguments)]

@@ -21,6 +21,17 @@ pub(crate) const ENV_QUEUE: &str = "SELECT environment, run_id, pipeline, expire
 /// The columns of a `watches` row, in the order both backends write and read them.
 pub(crate) const WATCH_COLUMNS: &str = "id, run_id, stage, pipeline, environment, version, commit_id, value, started_at, ends_at, interval_ms, next_at, state, looks, failures, errors, passes, message, evidence, marks, reverted_to, ended_at, cleared_by, cleared_at, seal, deployed_at, previous";
 
+/// The columns of a [`super::ViolationRecord`], in its fields' order (it derives `FromRow`).
+pub const VIOLATION_COLUMNS: &str = "id, pipeline, environment, head, policies, deny, state, decided_by, reason, until, revert_to, at, decided_at, seal";
+
+/// The violations a [`super::ViolationFilter`] names, newest first (`$1` pipeline, `$2`
+/// environment, `$3` state, `$4` id; each NULL: any), in both dialects.
+pub const VIOLATIONS: &str =
+    "SELECT id, pipeline, environment, head, policies, deny, state, decided_by, reason, until, revert_to, at, decided_at, seal FROM violations
+     WHERE (CAST($1 AS TEXT) IS NULL OR pipeline = $1) AND (CAST($2 AS TEXT) IS NULL OR environment = $2)
+       AND (CAST($3 AS TEXT) IS NULL OR state = $3) AND (CAST($4 AS TEXT) IS NULL OR id = $4)
+     ORDER BY at DESC, id DESC LIMIT 1000";
+
 /// `apply_common` for connection type `$Conn`; `$lock` follows a read whose rows the write
 /// then changes (`" FOR UPDATE"` on PostgreSQL, `""` on SQLite, whose writer holds the database).
 macro_rules! common_writes {
@@ -209,6 +220,72 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .await?;
             let detail = texts::vouched(texts::drift_decided(&pipeline, id, &environment, state, user, reason.as_deref()), via.as_deref());
             insert_event(conn, head, "-", None, *at, "drift-decision", user, &detail).await?;
+            Ok(Written::Done)
+        }
+        Write::RecordViolation { violation: v } => {
+            let seal = seals::violation(&head.key, v);
+            let inserted = sqlx::query(
+                "INSERT INTO violations (id, pipeline, environment, head, policies, deny, state, decided_by, reason, until, revert_to, at, decided_at, seal)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+            )
+            .bind(&v.id)
+            .bind(&v.pipeline)
+            .bind(&v.environment)
+            .bind(&v.head)
+            .bind(&v.policies)
+            .bind(serde_json::to_string(&v.deny).unwrap_or_else(|_| "[]".into()))
+            .bind(v.state.as_str())
+            .bind(&v.decided_by)
+            .bind(&v.reason)
+            .bind(v.until)
+            .bind(&v.revert_to)
+            .bind(v.at)
+            .bind(v.decided_at)
+            .bind(seal)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let first: Option<String> = sqlx::query_scalar("SELECT id FROM violations WHERE pipeline = $1 AND environment = $2 AND head = $3 AND policies = $4")
+                    .bind(&v.pipeline)
+                    .bind(&v.environment)
+                    .bind(&v.head)
+                    .bind(&v.policies)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                return Ok(Written::Duplicate(first));
+            }
+            insert_event(conn, head, "-", None, v.at, "compliance", "promote", &texts::violation_recorded(v)).await?;
+            Ok(Written::Done)
+        }
+        Write::DecideViolation { id, from, state, user, reason, until, revert_to, at, via } => {
+            let found: Option<$crate::store::ViolationRecord> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {} FROM violations WHERE id = $1 AND state = $2{}", $crate::store::sql::VIOLATION_COLUMNS, $lock)))
+                    .bind(id)
+                    .bind(from)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let Some(mut v) = found else { return Ok(Written::Duplicate(None)) };
+            v.state = *state;
+            v.decided_by = Some(user.clone());
+            v.reason = reason.clone();
+            v.until = *until;
+            v.revert_to = revert_to.clone().or(v.revert_to);
+            v.decided_at = Some(*at);
+            let seal = seals::violation(&head.key, &v);
+            sqlx::query("UPDATE violations SET state = $1, decided_by = $2, reason = $3, until = $4, revert_to = $5, decided_at = $6, seal = $7 WHERE id = $8")
+                .bind(state.as_str())
+                .bind(user)
+                .bind(reason)
+                .bind(until)
+                .bind(&v.revert_to)
+                .bind(at)
+                .bind(seal)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            let detail = texts::vouched(texts::violation_decided(&v.pipeline, id, &v.environment, state.as_str(), user, *until, reason.as_deref()), via.as_deref());
+            insert_event(conn, head, "-", None, *at, "compliance-decision", user, &detail).await?;
             Ok(Written::Done)
         }
         Write::BeginWatch { watch: w } => {

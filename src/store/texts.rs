@@ -46,6 +46,17 @@ pub fn drift_decided(pipeline: &str, id: &str, environment: &str, state: &str, u
     format!("{pipeline}: drift {id} in {environment} {state} by {user}{}", reason.map(|r| format!(": {r}")).unwrap_or_default())
 }
 
+/// A compliance violation recorded.
+pub fn violation_recorded(v: &super::ViolationRecord) -> String {
+    format!("{}: compliance violation {} in {}", v.pipeline, v.id, v.describe())
+}
+
+/// A compliance violation decided.
+pub fn violation_decided(pipeline: &str, id: &str, environment: &str, state: &str, user: &str, until: Option<i64>, reason: Option<&str>) -> String {
+    let until = until.map(|u| format!(" until {}", crate::clock::rfc3339(u))).unwrap_or_default();
+    format!("{pipeline}: compliance violation {id} in {environment} {state} by {user}{until}{}", reason.map(|r| format!(": {r}")).unwrap_or_default())
+}
+
 /// A watch begun.
 pub fn watch_begun(w: &WatchRecord) -> String {
     format!(

@@ -141,7 +141,7 @@ async fn a_schema_4_state_file_is_chained_when_opened() {
     .await;
     pool.close().await;
     let store = promote::store::Store::open(&db).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 17);
+    assert_eq!(store.schema_version().await.unwrap(), 18);
     let v = store.verify_audit().await.unwrap();
     assert!(v.tamper.is_none() && v.entries > 10, "{v:?}");
     store.close().await;

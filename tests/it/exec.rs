@@ -458,7 +458,7 @@ async fn a_state_file_from_an_older_version_is_migrated_with_its_runs() {
         pool.close().await;
     }
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 17);
+    assert_eq!(store.schema_version().await.unwrap(), 18);
     let run = store.run("01OLD").await.unwrap();
     assert_eq!((run.version.as_str(), run.state), ("0.9.0", RunState::Succeeded));
     // The tables of versions 2 and 3 work on the old rows.

@@ -3,6 +3,7 @@
 mod access;
 mod audit;
 mod cli;
+mod compliance;
 mod conformance;
 mod decisions;
 mod deploy;

@@ -35,6 +35,31 @@ impl Writer {
         Ok(report)
     }
 
+    /// Writes a revert to `to` (see [`Writer::revert_to`]) on branch `branch` (made from the head
+    /// of `dest.branch` when it does not exist), for a request to merge.
+    #[allow(clippy::too_many_arguments)]
+    pub fn revert_to_via_branch(
+        &self,
+        dest: &Destination,
+        branch: &str,
+        key: &crate::seal::Key,
+        pipeline: &str,
+        environment: &str,
+        to: &str,
+        why: super::drift::RevertFor<'_>,
+    ) -> Result<Report, GitError> {
+        commit::one_line("branch", branch)?;
+        if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+            return Err(GitError::Refused(format!("`{branch}` is not a branch name git takes")));
+        }
+        self.create_branch(dest, branch)?;
+        let mut on_branch = dest.clone();
+        on_branch.branch = branch.to_string();
+        let report = self.revert_to(&on_branch, key, pipeline, environment, to, why)?;
+        self.remember_request(dest, branch, &report)?;
+        Ok(report)
+    }
+
     /// Keeps the sealed commit written on a request's branch at `refs/promote/requests/BRANCH` in
     /// the cache: a squash (or any merge the host makes without it as a parent) is recognised by
     /// it after the host deleted the branch (see `Writer::scan`).

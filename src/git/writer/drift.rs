@@ -249,9 +249,10 @@ impl Writer {
     }
 
     /// Restores every file of the approved state `to` on top of the branch's tip, in one sealed
-    /// commit naming the drift commits it reverts (`Promote-Revert-Of`). Unchanged when the tip
-    /// already has that state's files.
-    pub fn revert_to(&self, dest: &Destination, key: &Key, pipeline: &str, environment: &str, to: &str, reverts: &[String]) -> Result<Report, GitError> {
+    /// commit: for a drift, naming the drift commits it reverts (`Promote-Revert-Of`); for
+    /// compliance, saying so (`Promote-Reason: compliance`). Unchanged when the tip already has
+    /// that state's files.
+    pub fn revert_to(&self, dest: &Destination, key: &Key, pipeline: &str, environment: &str, to: &str, why: RevertFor<'_>) -> Result<Report, GitError> {
         for (what, text) in [("pipeline", pipeline), ("environment", environment), ("commit", to)] {
             commit::one_line(what, text)?;
         }
@@ -262,14 +263,66 @@ impl Writer {
             if tip.tree_id() == tree {
                 return Ok(Step::Done(Outcome::Unchanged { value: to.to_string() }));
             }
-            let subject = format!("revert drift in {environment} to {}", &to[..to.len().min(10)]);
+            let short = &to[..to.len().min(10)];
             let seal = revert_seal(key, pipeline, to, tree);
             let mut trailers = vec![("Promote-Pipeline", pipeline)];
-            trailers.extend(reverts.iter().map(|r| ("Promote-Revert-Of", r.as_str())));
+            let subject = match why {
+                RevertFor::Drift { reverts } => {
+                    trailers.extend(reverts.iter().map(|r| ("Promote-Revert-Of", r.as_str())));
+                    format!("revert drift in {environment} to {short}")
+                }
+                RevertFor::Compliance => format!("revert {environment} to {short} for compliance"),
+            };
             trailers.push(("Promote-Revert-To", to));
+            if why == RevertFor::Compliance {
+                trailers.push(("Promote-Reason", "compliance"));
+            }
             trailers.push(("Promote-Seal", seal.as_str()));
             let written = Written { commit: Oid::ZERO_SHA1, old_value: Some(tip.id().to_string()), new_value: to.to_string(), undoes: None };
             Ok(Step::Tree { tree, message: commit::message(&subject, &trailers), written })
         })
     }
+
+    /// The newest commit of the branch's first-parent history, tip excluded, at most `depth`
+    /// back, whose YAML files `allowed` accepts (`None`: none of them); each distinct tree is
+    /// judged once. `allowed`'s error stops the walk.
+    pub fn newest_allowed<E>(
+        &self,
+        dest: &Destination,
+        depth: usize,
+        mut allowed: impl FnMut(&str, &[(String, String)]) -> Result<bool, E>,
+    ) -> Result<Result<Option<String>, E>, GitError> {
+        let (repo, lock) = self.open_cache(&dest.remote)?;
+        let _guard = self.lock(&repo, &lock)?;
+        let tip = self.fetch(&repo, dest)?;
+        let mut commit = repo.find_commit(tip).map_err(|e| self.cache_err(&repo, e))?;
+        let mut seen = std::collections::HashSet::from([commit.tree_id()]);
+        for _ in 0..depth {
+            let Ok(parent) = commit.parent(0) else { return Ok(Ok(None)) };
+            commit = parent;
+            if !seen.insert(commit.tree_id()) {
+                continue;
+            }
+            let tree = commit.tree().map_err(|e| self.cache_err(&repo, e))?;
+            let files = super::yaml_files(&repo, &tree);
+            match allowed(&commit.id().to_string(), &files) {
+                Ok(true) => return Ok(Ok(Some(commit.id().to_string()))),
+                Ok(false) => {}
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(None))
+    }
+}
+
+/// What a revert to an earlier state is for (its subject and trailers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevertFor<'a> {
+    /// A drift: the commits it reverts.
+    Drift {
+        /// The drift's commits.
+        reverts: &'a [String],
+    },
+    /// A compliance violation.
+    Compliance,
 }

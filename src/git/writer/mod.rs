@@ -30,7 +30,7 @@ mod transport;
 use branch::request_ref;
 pub use config::WriterConfig;
 pub use destination::{Destination, EditTarget};
-pub use drift::{DriftCommit, Scan};
+pub use drift::{DriftCommit, RevertFor, Scan};
 pub use head::{HEAD_REF, KeptHead};
 use history::{seen_ref, touches};
 use transport::{backoff, local_path};

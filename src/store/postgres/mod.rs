@@ -403,6 +403,19 @@ impl Backend for PgBackend {
         Box::pin(self.drifts_of(filter))
     }
 
+    fn violations<'a>(&'a self, f: crate::store::ViolationFilter<'a>) -> Fut<'a, Vec<crate::store::ViolationRecord>> {
+        Box::pin(async move {
+            sqlx::query_as(crate::store::sql::VIOLATIONS)
+                .bind(f.pipeline)
+                .bind(f.environment)
+                .bind(f.state.map(|s| s.as_str()))
+                .bind(f.id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(&self.path))
+        })
+    }
+
     fn watches<'a>(&'a self, filter: WatchFilter<'a>) -> Fut<'a, Vec<WatchRecord>> {
         Box::pin(self.watches_of(filter))
     }

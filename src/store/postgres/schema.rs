@@ -209,6 +209,25 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX promotions_newest ON promotions (pipeline, environment, at);
     CREATE INDEX runs_by_state ON runs (state, created_at);",
+    // 6: compliance violations (SQLite's 18).
+    "CREATE TABLE violations (
+        id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        head TEXT NOT NULL,
+        policies TEXT NOT NULL,
+        deny TEXT NOT NULL,
+        state TEXT NOT NULL,
+        decided_by TEXT,
+        reason TEXT,
+        until BIGINT,
+        revert_to TEXT,
+        at BIGINT NOT NULL,
+        decided_at BIGINT,
+        seal TEXT,
+        UNIQUE (pipeline, environment, head, policies)
+    );
+    CREATE INDEX violations_by_state ON violations (state, until);",
 ];
 
 /// The schema version the database is at (0: none yet).

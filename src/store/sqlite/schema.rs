@@ -259,6 +259,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX promotions_newest ON promotions (pipeline, environment, at);
     CREATE INDEX runs_by_state ON runs (state, created_at);",
+    // 18: compliance violations: an environment's current files that the pipeline's policies
+    // deny, one per (environment, head, policies).
+    "CREATE TABLE violations (
+        id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        head TEXT NOT NULL,
+        policies TEXT NOT NULL,
+        deny TEXT NOT NULL,
+        state TEXT NOT NULL,
+        decided_by TEXT,
+        reason TEXT,
+        until INTEGER,
+        revert_to TEXT,
+        at INTEGER NOT NULL,
+        decided_at INTEGER,
+        seal TEXT,
+        UNIQUE (pipeline, environment, head, policies)
+    );
+    CREATE INDEX violations_by_state ON violations (state, until);",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.

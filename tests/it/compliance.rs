@@ -1,0 +1,146 @@
+//! Compliance on real bare repos and real Rego: the company's policy changes and prod, as it
+//! stands, breaks it; the violation is recorded once, accepted as an exception that expires and
+//! comes back, then reverted by a new commit to the newest commit the policies allow. On both
+//! backends.
+
+use crate::exec::{Setup, promote, text};
+use crate::repos::{EnvRepo, git};
+
+/// Before: the company bans nothing in prod but NodePort services.
+const POLICY_BEFORE: &str = r#"package compliance.services
+import rego.v1
+
+deny contains msg if {
+    input.environment == "prod"
+    some m in input.manifests
+    m.kind == "Service"
+    m.object.spec.type == "NodePort"
+    msg := sprintf("%s: Service %s is of type NodePort", [m.file, m.name])
+}
+"#;
+
+/// After: LoadBalancers are banned in prod too.
+const POLICY_AFTER: &str = r#"package compliance.services
+import rego.v1
+
+deny contains msg if {
+    input.environment == "prod"
+    some m in input.manifests
+    m.kind == "Service"
+    m.object.spec.type in {"NodePort", "LoadBalancer"}
+    msg := sprintf("%s: Service %s is of type %s", [m.file, m.name, m.object.spec.type])
+}
+"#;
+
+const LOADBALANCER: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n";
+
+fn violation_id(out: &str) -> String {
+    out.split_whitespace().find(|w| w.starts_with("c-")).unwrap_or_else(|| panic!("no violation id in: {out}")).trim_end_matches(':').to_string()
+}
+
+crate::both_backends! {
+    fn a_policy_change_makes_prod_non_compliant_an_exception_expires_and_a_revert_restores_the_last_compliant_commit() {
+        let s = Setup::new(
+            "  qa:\n    deploy: {environment: qa}\n  policy-check:\n    needs: [qa]\n    policy: {policies: [policies/]}\n  prod:\n    needs: [policy-check]\n    deploy: {environment: prod}\n",
+            "users: users.yaml\n",
+        );
+        std::fs::write(s.path().join("users.yaml"), "users:\n  alice: {name: Alice, email: alice@example.com, groups: [sre]}\n").unwrap();
+        std::fs::create_dir(s.path().join("policies")).unwrap();
+        std::fs::write(s.path().join("policies/services.rego"), POLICY_BEFORE).unwrap();
+        let run = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.0.0"]);
+        assert!(run.status.success(), "{}", text(&run));
+        let prod = EnvRepo { bare: s.path().join("envs/prod.git"), work: s.path().join("envs/prod-work") };
+        let promoted = prod.head();
+        // Someone adds a LoadBalancer to prod, which the policies allow today.
+        prod.commit_as_someone_else("app/service.yaml", LOADBALANCER, "expose web");
+        let clean = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+        assert!(clean.status.success(), "{}", text(&clean));
+        assert!(text(&clean).contains("prod: compliant") && text(&clean).contains("qa: compliant"), "{}", text(&clean));
+
+        // The company's policy changes: prod, as it stands, breaks it.
+        std::fs::write(s.path().join("policies/services.rego"), POLICY_AFTER).unwrap();
+        let found = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+        let out = text(&found);
+        assert_eq!(found.status.code(), Some(1), "a violation is exit 1: {out}");
+        assert!(out.contains("app/service.yaml: Service web is of type LoadBalancer"), "{out}");
+        assert!(out.contains("qa: compliant"), "qa is not prod: {out}");
+        let id = violation_id(&out);
+        let again = text(&promote(s.path(), &["compliance", "check", "pipeline.yaml"]));
+        assert!(again.contains(&format!("violation {id}")) && again.contains("seen before"), "recorded once: {again}");
+        let json: serde_json::Value = serde_json::from_slice(&promote(s.path(), &["compliance", "check", "pipeline.yaml", "--json"]).stdout).unwrap();
+        let prod_item = json["items"].as_array().unwrap().iter().find(|i| i["environment"] == "prod").unwrap();
+        assert_eq!(prod_item["standing"], "violation", "{json}");
+        assert_eq!(prod_item["violation"]["id"], id.as_str(), "{json}");
+
+        // An exception needs a reason; with one, it holds until it ends, then the violation is back.
+        let no_reason = promote(s.path(), &["compliance", "accept", &id, "--as", "alice", "--reason", " ", "--for", "2s"]);
+        assert_eq!(no_reason.status.code(), Some(2), "{}", text(&no_reason));
+        assert!(text(&no_reason).contains("an exception needs a reason"), "{}", text(&no_reason));
+        let accepted = promote(s.path(), &["compliance", "accept", &id, "--as", "alice", "--reason", "the partner API needs it until the gateway lands", "--for", "2s"]);
+        assert!(accepted.status.success(), "{}", text(&accepted));
+        assert!(text(&accepted).contains("accepted by alice as an exception until"), "{}", text(&accepted));
+        let excepted = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+        assert!(excepted.status.success(), "an exception is no open violation: {}", text(&excepted));
+        assert!(text(&excepted).contains(&format!("violation {id} accepted as an exception by alice")), "{}", text(&excepted));
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        let expired = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+        assert_eq!(expired.status.code(), Some(1), "the exception ended: {}", text(&expired));
+        assert_eq!(violation_id(&text(&expired)), id, "the same violation opens again");
+        let shown = text(&promote(s.path(), &["compliance", "show", &id]));
+        assert!(shown.contains(": open") && shown.contains("the exception ended"), "{shown}");
+
+        // Reverted: a new commit restores the files of the newest commit the policies allow.
+        let reverted = promote(s.path(), &["compliance", "revert", &id, "--as", "alice", "--reason", "no exception this time"]);
+        assert!(reverted.status.success(), "{}", text(&reverted));
+        let head = prod.message("main");
+        assert!(head.starts_with(&format!("revert prod to {} for compliance", &promoted[..10])), "{head}");
+        assert!(head.contains(&format!("Promote-Revert-To: {promoted}")) && head.contains("Promote-Reason: compliance") && head.contains("Promote-Seal: "), "{head}");
+        let files = git(&prod.bare, &["ls-tree", "-r", "--name-only", "main"]);
+        assert!(!files.contains("app/service.yaml"), "the LoadBalancer is gone: {files}");
+        let after = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+        assert!(after.status.success() && text(&after).contains("prod: compliant"), "{}", text(&after));
+        let twice = promote(s.path(), &["compliance", "revert", &id, "--as", "alice"]);
+        assert_eq!(twice.status.code(), Some(2), "decided once: {}", text(&twice));
+
+        // The trail has each step.
+        let log = text(&promote(s.path(), &["audit", "log"]));
+        for want in [
+            format!("compliance violation {id} in prod"),
+            format!("compliance violation {id} in prod accepted by alice until"),
+            format!("compliance violation {id} in prod open by promote"),
+            format!("compliance violation {id} in prod reverted by alice"),
+        ] {
+            assert!(log.contains(&want), "`{want}` in the trail:\n{log}");
+        }
+        let list = text(&promote(s.path(), &["compliance", "list"]));
+        assert!(list.contains(&format!("{id}  reverted")), "{list}");
+    }
+}
+
+crate::both_backends! {
+    fn with_action_revert_a_violation_is_reverted_without_a_person_and_with_nothing_compliant_it_only_alerts() {
+        let s = Setup::new("  qa:\n    deploy: {environment: qa}\n  policy-check:\n    needs: [qa]\n    policy: {policies: [policies/]}\n", "compliance: {every: 1h, action: revert}\n");
+        std::fs::create_dir(s.path().join("policies")).unwrap();
+        // qa must carry a team label; its very first commit does not.
+        std::fs::write(
+            s.path().join("policies/labels.rego"),
+            "package compliance.labels\nimport rego.v1\n\ndeny contains msg if {\n    input.environment == \"qa\"\n    some m in input.manifests\n    m.file == \"app/kustomization.yaml\"\n    not m.object.commonLabels.team\n    msg := sprintf(\"%s has no team label\", [m.file])\n}\n",
+        )
+        .unwrap();
+        let qa = EnvRepo { bare: s.path().join("envs/qa.git"), work: s.path().join("envs/qa-work") };
+        let found = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+        let out = text(&found);
+        assert_eq!(found.status.code(), Some(1), "{out}");
+        assert!(out.contains("app/kustomization.yaml has no team label") && out.contains("not reverted: no earlier commit of qa"), "nothing to go back to: {out}");
+        // A labelled state, then an unlabelled one: reverted at once to the labelled one.
+        let base = qa.show("app/kustomization.yaml");
+        let labelled = qa.commit_as_someone_else("app/kustomization.yaml", &format!("{base}commonLabels:\n  team: payments\n"), "label the team");
+        qa.commit_as_someone_else("app/kustomization.yaml", &base, "drop the label");
+        let out = text(&promote(s.path(), &["compliance", "check", "pipeline.yaml"]));
+        assert!(out.contains("reverted at once: commit"), "{out}");
+        assert!(qa.message("main").starts_with(&format!("revert qa to {} for compliance", &labelled[..10])), "{}", qa.message("main"));
+        assert!(qa.show("app/kustomization.yaml").contains("team: payments"));
+        let after = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+        assert!(after.status.success() && text(&after).contains("qa: compliant"), "{}", text(&after));
+    }
+}
