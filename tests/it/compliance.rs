@@ -144,3 +144,69 @@ crate::both_backends! {
         assert!(after.status.success() && text(&after).contains("qa: compliant"), "{}", text(&after));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_judges_prod_within_seconds_of_a_policy_change_and_its_page_and_api_decide() {
+    use crate::server::{ALICE, Running, wait_for};
+    let s = crate::server::setup();
+    let text_before = std::fs::read_to_string(&s.file).unwrap();
+    std::fs::write(&s.file, text_before.replacen("  sign-off:\n", "  policy-check:\n    needs: [qa]\n    policy: {policies: [policies/]}\n  sign-off:\n", 1))
+        .unwrap();
+    std::fs::create_dir(s.path().join("policies")).unwrap();
+    std::fs::write(s.path().join("policies/services.rego"), POLICY_BEFORE).unwrap();
+    let prod = EnvRepo { bare: s.path().join("envs/prod.git"), work: s.path().join("envs/prod-work") };
+    let compliant = prod.head();
+    prod.commit_as_someone_else("app/service.yaml", LOADBALANCER, "expose web");
+    let server = Running::start(&s).await;
+    // The first sweep finds prod compliant; then the policy changes, as a push to the pipelines
+    // repo would change it.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (_, none) = server.api(reqwest::Method::GET, "/compliance", None).await;
+    assert_eq!(none["violations"], serde_json::json!([]), "{none}");
+    std::fs::write(s.path().join("policies/services.rego"), POLICY_AFTER).unwrap();
+    let changed = std::time::Instant::now();
+    let mut v = serde_json::Value::Null;
+    wait_for("the violation", async || {
+        let (_, all) = server.api(reqwest::Method::GET, "/compliance", None).await;
+        v = all["violations"][0].clone();
+        v["state"] == "open"
+    })
+    .await;
+    let judged = changed.elapsed();
+    assert!(judged < std::time::Duration::from_secs(10), "a policy change is judged within 10 s: {judged:?}");
+    assert_eq!(v["environment"], "prod");
+    assert_eq!(v["deny"][0], "app/service.yaml: Service web is of type LoadBalancer");
+    let id = v["id"].as_str().unwrap().to_string();
+    // In alice's inbox, with its page in words; an exception without a reason is asked for in place.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let cookie = crate::server::sign_in(&http, &server.url, ALICE).await;
+    let inbox = http.get(format!("{}/ui/", server.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(inbox.contains(&format!("id=\"violation-{id}\"")) && inbox.contains("Service web is of type LoadBalancer"), "{inbox}");
+    let page = format!("{}/ui/compliance/{id}", server.url);
+    let html = http.get(&page).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("prod of checkout breaks the company") && html.contains("policies: make an exception or put it back?"), "{html}");
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let r = http
+        .post(&page)
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("decision", "accept"), ("reason", " "), ("days", "7")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("Say why these files may break the policies for now"));
+    let r = http.post(&page).header("cookie", &cookie).form(&[("csrf", csrf.as_str()), ("decision", "revert"), ("reason", "")]).send().await.unwrap();
+    assert!(r.text().await.unwrap().contains(">Put prod of checkout back to files the policies allow</button>"), "the confirmation names the action");
+    // Through the API: an end in the past is refused; a revert puts back the compliant files.
+    let (status, body) =
+        server.api(reqwest::Method::POST, &format!("/compliance/{id}/accept"), Some(serde_json::json!({"reason": "x", "until": "2020-01-01T00:00:00Z"}))).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.api(reqwest::Method::POST, &format!("/compliance/{id}/revert"), Some(serde_json::json!({"reason": "banned"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["done"].as_str().unwrap().contains("reverted by alice"), "{body}");
+    let head = tokio::task::block_in_place(|| prod.message("main"));
+    assert!(head.starts_with(&format!("revert prod to {} for compliance", &compliant[..10])), "{head}");
+    let (status, _) = server.api(reqwest::Method::POST, &format!("/compliance/{id}/revert"), None).await;
+    assert_eq!(status, 409, "decided once");
+    server.stop().await;
+}

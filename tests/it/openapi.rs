@@ -18,6 +18,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/audit/verify"),
     ("get", "/api/v1/drifts"),
     ("post", "/api/v1/drifts/{id}/{verdict}"),
+    ("get", "/api/v1/compliance"),
+    ("post", "/api/v1/compliance/{id}/{verdict}"),
     ("get", "/api/v1/watches"),
     ("get", "/api/v1/watches/{id}"),
     ("post", "/api/v1/watches/{id}/clear"),

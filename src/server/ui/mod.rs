@@ -3,6 +3,7 @@
 //! audit trail. Every action goes through the same `ops` as the CLI and the API, as the signed-in
 //! person, with the CSRF token of their session; nothing is allowed because a button was shown.
 
+mod compliance;
 mod dag;
 mod decision;
 mod drift;
@@ -34,6 +35,7 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/ui/decide", post(decide))
         .route("/ui/drift", post(decide_drift))
         .route("/ui/drifts/{id}", get(drift::page).post(drift::step))
+        .route("/ui/compliance/{id}", get(compliance::page).post(compliance::step))
         .route("/ui/watch/clear", post(clear_watch))
         .route("/ui/runs", get(runs))
         .route("/ui/runs/{id}", get(run))
@@ -234,6 +236,15 @@ struct HeldItem {
     at: String,
 }
 
+/// A compliance violation waiting for the signed-in person.
+struct ViolationItem {
+    id: String,
+    pipeline: String,
+    environment: String,
+    denied: String,
+    seen: String,
+}
+
 /// A drift waiting for the signed-in person.
 struct DriftItem {
     id: String,
@@ -251,6 +262,7 @@ struct Inbox {
     user: Option<String>,
     csrf: String,
     drifts: Vec<DriftItem>,
+    violations: Vec<ViolationItem>,
     held: Vec<HeldItem>,
     decisions: Vec<decision::Decision>,
     total: usize,
@@ -463,6 +475,24 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
             environment: d.environment,
         });
     }
+    // Open compliance violations this person may decide.
+    let mut violations = Vec::new();
+    for v in
+        store.violations(crate::store::ViolationFilter { state: Some(crate::store::ViolationState::Open), ..Default::default() }).await.map_err(internal)?
+    {
+        let Some(loaded) = pipelines.get(&v.pipeline) else { continue };
+        let Some(env) = loaded.plan.environment(&v.environment) else { continue };
+        if crate::ops::access::allow_listed(&loaded.plan.pipeline, &env.spec.drift.approvers, "drift.approvers", "", &me).is_err() {
+            continue;
+        }
+        violations.push(ViolationItem {
+            denied: crate::diag::printable(&v.deny.0.join("; ")).into_owned(),
+            seen: crate::clock::rfc3339(v.at),
+            id: v.id,
+            pipeline: v.pipeline,
+            environment: v.environment,
+        });
+    }
     // Versions held by a failed watch that this person may clear.
     let held: Vec<HeldItem> = crate::ops::watch::held_for(store, &me)
         .await
@@ -479,9 +509,9 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
         })
         .collect();
     let csrf = s.csrf(store.key());
-    let total = total + drifts.len() + held.len();
+    let total = total + drifts.len() + violations.len() + held.len();
     let done = banner(store.key(), q.done, q.sig);
-    html(Inbox { user: Some(s.user), csrf, drifts, held, decisions, total, page, pages, done, error: None, comment: String::new() })
+    html(Inbox { user: Some(s.user), csrf, drifts, violations, held, decisions, total, page, pages, done, error: None, comment: String::new() })
 }
 
 #[derive(serde::Deserialize)]
