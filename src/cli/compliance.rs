@@ -170,24 +170,12 @@ pub fn show(all: &[ViolationRecord], id: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The pipeline file to decide `id` with: the one named, else the one its pipeline's newest run
-/// was started from.
-async fn pipeline_file(exec: &crate::exec::Executor, id: &str, named: Option<&Path>) -> anyhow::Result<Result<PathBuf, String>> {
-    if let Some(f) = named {
-        return Ok(Ok(f.to_path_buf()));
-    }
-    let Some(v) = exec.store.violation(id).await? else {
-        return Ok(Err(format!("no compliance violation `{}` (promote compliance list shows them)", crate::diag::printable(id))));
-    };
-    let runs = exec.store.runs(10_000).await?;
-    match runs.into_iter().find(|r| r.pipeline == v.pipeline) {
-        Some(r) => Ok(Ok(PathBuf::from(r.file))),
-        None => Ok(Err(format!("no run of {} says where its file is: name it with --pipeline FILE", v.pipeline))),
-    }
-}
-
 async fn decide(exec: &crate::exec::Executor, named: Option<&Path>, id: &str, verdict: Verdict, user: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
-    let file = match pipeline_file(exec, id, named).await? {
+    let found = match exec.store.violation(id).await? {
+        Some(v) => super::pipeline_file(exec, &v.pipeline, named).await?,
+        None => Err(format!("no compliance violation `{}` (promote compliance list shows them)", crate::diag::printable(id))),
+    };
+    let file = match found {
         Ok(f) => f,
         Err(why) => {
             eprintln!("promote: error: {why}");

@@ -42,10 +42,12 @@ pub enum DriftCommand {
     },
     /// Keep a drift: it becomes the state the next promotion builds on.
     Accept {
-        /// The pipeline file.
-        file: PathBuf,
-        /// The drift's id.
-        id: String,
+        /// The drift's id (`d-...`: it names its pipeline). An older form, `FILE ID`, is read too.
+        #[arg(num_args = 1..=2, required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// The pipeline file (default: the one its pipeline's newest run was started from).
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
         /// Who decides (`PROMOTE_TOKEN` proves it when the users file has tokens).
         #[arg(long = "as", value_name = "USER")]
         user: String,
@@ -55,10 +57,12 @@ pub enum DriftCommand {
     },
     /// Revert a drift: a new commit restores the last approved state's files.
     Reject {
-        /// The pipeline file.
-        file: PathBuf,
-        /// The drift's id.
-        id: String,
+        /// The drift's id (`d-...`: it names its pipeline). An older form, `FILE ID`, is read too.
+        #[arg(num_args = 1..=2, required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// The pipeline file (default: the one its pipeline's newest run was started from).
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
         /// Who decides.
         #[arg(long = "as", value_name = "USER")]
         user: String,
@@ -86,8 +90,14 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
             }
             DriftCommand::List { json } => list(&exec.store.drifts(crate::store::DriftFilter::default()).await?, json),
             DriftCommand::Show { id } => show(&exec.store.drifts(crate::store::DriftFilter { id: Some(&id), ..Default::default() }).await?, &id),
-            DriftCommand::Accept { file, id, user, reason } => decide(&exec, &file, &id, Verdict::Accept, &user, reason.as_deref()).await?,
-            DriftCommand::Reject { file, id, user, reason } => decide(&exec, &file, &id, Verdict::Reject, &user, Some(&reason)).await?,
+            DriftCommand::Accept { ids, pipeline, user, reason } => {
+                let (file, id) = file_and_id(&ids, pipeline);
+                decide(&exec, file.as_deref(), id, Verdict::Accept, &user, reason.as_deref()).await?
+            }
+            DriftCommand::Reject { ids, pipeline, user, reason } => {
+                let (file, id) = file_and_id(&ids, pipeline);
+                decide(&exec, file.as_deref(), id, Verdict::Reject, &user, Some(&reason)).await?
+            }
         };
         crate::exec::settle_heads().await;
         exec.store.close().await;
@@ -128,8 +138,28 @@ pub fn show(all: &[crate::store::DriftRecord], id: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn decide(exec: &crate::exec::Executor, file: &Path, id: &str, verdict: Verdict, user: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
-    let checked = check_file(file);
+/// `ID`, or the older `FILE ID`; `--pipeline` wins.
+pub fn file_and_id(ids: &[String], pipeline: Option<PathBuf>) -> (Option<PathBuf>, &str) {
+    match ids {
+        [file, id] => (pipeline.or_else(|| Some(PathBuf::from(file))), id),
+        [id, ..] => (pipeline, id),
+        [] => (pipeline, ""),
+    }
+}
+
+async fn decide(exec: &crate::exec::Executor, file: Option<&Path>, id: &str, verdict: Verdict, user: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
+    let named = match exec.store.drift(id).await? {
+        Some(d) => super::pipeline_file(exec, &d.pipeline, file).await?,
+        None => Err(format!("no drift `{}` (promote drift list shows them)", crate::diag::printable(id))),
+    };
+    let file = match named {
+        Ok(f) => f,
+        Err(why) => {
+            eprintln!("promote: error: {why}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let checked = check_file(&file);
     print_diagnostics(&checked.diagnostics);
     let Some(plan) = checked.plan else { return Ok(ExitCode::from(EXIT_BAD_INPUT)) };
     let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

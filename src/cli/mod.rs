@@ -345,6 +345,19 @@ pub fn cache_dir(state: &Path) -> PathBuf {
 
 pub use crate::ops::{Checked, check_file};
 
+/// The pipeline file to decide something of `pipeline` with: the one named, else the one its
+/// newest run was started from (`Err`: why neither is known).
+pub async fn pipeline_file(exec: &crate::exec::Executor, pipeline: &str, named: Option<&Path>) -> anyhow::Result<Result<PathBuf, String>> {
+    if let Some(f) = named {
+        return Ok(Ok(f.to_path_buf()));
+    }
+    let runs = exec.store.runs(10_000).await?;
+    Ok(match runs.into_iter().find(|r| r.pipeline == pipeline) {
+        Some(r) => Ok(PathBuf::from(r.file)),
+        None => Err(format!("no run of {pipeline} says where its file is: name it with --pipeline FILE")),
+    })
+}
+
 /// Every list `--json` prints has one shape: `{"items": [...]}` (room for more fields beside it,
 /// and the same for every command).
 pub fn items<T: serde::Serialize>(list: &[T]) -> serde_json::Value {

@@ -169,8 +169,8 @@ pub fn drift(server: &str, command: &super::drift::DriftCommand) -> anyhow::Resu
                 let drifts: Vec<crate::store::DriftRecord> = serde_json::from_value(v["drifts"].clone())?;
                 Ok(super::drift::show(&drifts, id))
             }
-            DriftCommand::Accept { id, user, reason, .. } => decide_drift(&remote, id, "accept", user, reason.as_deref()).await,
-            DriftCommand::Reject { id, user, reason, .. } => decide_drift(&remote, id, "reject", user, Some(reason)).await,
+            DriftCommand::Accept { ids, user, reason, .. } => decide_drift(&remote, super::drift::file_and_id(ids, None).1, "accept", user, reason.as_deref()).await,
+            DriftCommand::Reject { ids, user, reason, .. } => decide_drift(&remote, super::drift::file_and_id(ids, None).1, "reject", user, Some(reason)).await,
         }
     })
 }

@@ -123,13 +123,13 @@ pub async fn check(
             }
         };
         if !denied.is_empty() {
-            let reverted = revert(store, writer, &dest, &drift).await?;
+            let reverted = revert(store, writer, env, base, &drift).await?;
             let why = format!("policy denied the drifted state: {}; {reverted}", denied.join("; "));
             store.decide_drift(&drift.id, "open", "reverted", "promote", Some(&why), None).await?;
             line.push_str(&format!("; {why}"));
             drift.state = "reverted".into();
         } else if env.spec.drift.action == DriftAction::Revert {
-            let reverted = revert(store, writer, &dest, &drift).await?;
+            let reverted = revert(store, writer, env, base, &drift).await?;
             store.decide_drift(&drift.id, "open", "reverted", "promote", Some(&format!("drift.action: revert; {reverted}")), None).await?;
             line.push_str(&format!("; reverted at once: {reverted}"));
             drift.state = "reverted".into();
@@ -185,25 +185,54 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(10)]
 }
 
-async fn revert(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, dest: &Destination, d: &DriftRecord) -> Result<String, OpsError> {
+/// Restores the last approved state's files in a new commit: on the branch itself, or through
+/// a pull request where the environment is protected (`pullRequest`), which nothing bypasses.
+async fn revert(
+    store: &Store,
+    writer: &std::sync::Arc<crate::git::Writer>,
+    env: &crate::model::Environment,
+    base: &Path,
+    d: &DriftRecord,
+) -> Result<String, OpsError> {
     let Some(to) = d.baseline.clone() else { return Err(OpsError::Refused(format!("drift {} has no approved state to go back to", d.id))) };
-    let (w, key, dest, p, e, reverts) = (
+    let dest = Destination::of(env, base);
+    let request = match &env.spec.pull_request {
+        Some(spec) => Some(
+            crate::stages::pull_request::Request::of(spec, &d.pipeline, &d.environment, &dest.branch, base, &format!("revert-{}", crate::clock::now_ms()))
+                .map_err(|e| OpsError::Refused(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let (w, key, p, e, reverts, branch) = (
         writer.clone(),
         store.key().clone(),
-        dest.clone(),
         d.pipeline.clone(),
         d.environment.clone(),
         d.commits.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        request.as_ref().map(|r| r.branch.clone()),
     );
     let to2 = to.clone();
-    let report = tokio::task::spawn_blocking(move || w.revert_to(&dest, &key, &p, &e, &to2, crate::git::RevertFor::Drift { reverts: &reverts }))
-        .await
-        .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))??;
-    Ok(match report.outcome {
+    let report = tokio::task::spawn_blocking(move || {
+        let why = crate::git::RevertFor::Drift { reverts: &reverts };
+        match &branch {
+            Some(b) => w.revert_to_via_branch(&dest, b, &key, &p, &e, &to2, why),
+            None => w.revert_to(&dest, &key, &p, &e, &to2, why),
+        }
+    })
+    .await
+    .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))??;
+    let done = match &report.outcome {
         Outcome::Committed(w) => format!("commit {} restores the files of {}", short(&w.commit.to_string()), short(&to)),
         Outcome::AlreadyDone { commit } => format!("already restored in {}", short(&commit.to_string())),
         Outcome::Unchanged { .. } => format!("the branch already holds the files of {}", short(&to)),
-    })
+    };
+    match (&request, &report.outcome) {
+        (Some(r), Outcome::Committed(_)) => crate::stages::pull_request::propose_rollback(r, &d.environment, &format!("revert of drift {}", d.id))
+            .await
+            .map(|(_, line)| line)
+            .map_err(|e| OpsError::Refused(format!("the revert commit is on {}, but its request could not be opened: {e}", r.branch))),
+        _ => Ok(done),
+    }
 }
 
 /// Whether `user` may decide drift in `env` (its `drift.approvers`; none: any user of the users
@@ -307,8 +336,7 @@ pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, 
             if !store.decide_drift(&drift.id, "open", "rejecting", user, reason.as_deref(), via.as_deref()).await? {
                 return Err(again().await?);
             }
-            let dest = Destination::of(env, base);
-            let done = match revert(store, writer, &dest, &drift).await {
+            let done = match revert(store, writer, env, base, &drift).await {
                 Ok(done) => done,
                 Err(e) => {
                     // Open again, so that it can be decided once the cause is fixed.

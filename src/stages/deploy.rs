@@ -162,6 +162,11 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
         "environment": env_name, "outcome": outcome, "commit": commit, "oldValue": old, "newValue": value, "attempts": report.attempts,
     });
     ctx.store.promoted(&pipeline, env_name, &run.id, &run.version, false).await?;
+    if outcome == "unchanged"
+        && let Some(adopted) = adopt(ctx, env, &value).await?
+    {
+        out["adopted"] = serde_json::json!(adopted);
+    }
     if outcome == "committed" {
         // Where DORA's lead time ends (the stage's own end may come later, after health).
         out["committedAt"] = serde_json::json!(crate::clock::now_ms());
@@ -175,6 +180,45 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
         out["breakGlass"] = bg;
     }
     healthy(d, ctx, &value, commit, out).await
+}
+
+/// An environment found already at its version, where promote has never written or accepted a
+/// state (its first run: "qa already at 1.0.0"), is adopted: its head is recorded as an approved
+/// state (an accepted drift by `promote`, with its entry), so that drift is watched from now on
+/// rather than from its next real promotion. `Some(head)` when it was adopted now.
+async fn adopt(ctx: &StageContext, env: &crate::model::Environment, value: &str) -> Result<Option<String>, StageError> {
+    if env.spec.drift.action == crate::model::DriftAction::Ignore {
+        return Ok(None);
+    }
+    let (pipeline, env_name) = (ctx.plan.pipeline.name.value.clone(), env.name.value.clone());
+    let known = ctx.store.drifts(crate::store::DriftFilter { pipeline: Some(&pipeline), environment: Some(&env_name), ..Default::default() }).await?;
+    let accepted: Vec<String> = known.iter().filter(|d| d.state == "accepted").map(|d| d.head.clone()).collect();
+    let (w, key, dest, p) = (ctx.writer.clone(), ctx.store.key().clone(), Destination::of(env, &ctx.base_dir), pipeline.clone());
+    let scan = tokio::task::spawn_blocking(move || w.scan(&dest, &key, &p, &accepted))
+        .await
+        .map_err(|e| StageError::Transient(format!("the git writer stopped: {e}")))?
+        .map_err(|e| StageError::Transient(format!("looking at `{env_name}` for its approved state: {e}")))?;
+    if scan.baseline.is_some() || scan.rewritten.is_some() || known.iter().any(|d| d.head == scan.head) {
+        return Ok(None);
+    }
+    let reason = format!("adopted: {env_name} already held {value} when run {} deployed {}; drift is judged from this state", ctx.run.id, ctx.run.version);
+    let drift = crate::store::DriftRecord {
+        id: format!("d-{}", ulid::Ulid::new()),
+        pipeline,
+        environment: env_name,
+        head: scan.head.clone(),
+        baseline: None,
+        commits: Vec::new(),
+        diff: String::new(),
+        rewritten: false,
+        state: "accepted".into(),
+        decided_by: Some("promote".into()),
+        reason: Some(reason),
+        at: crate::clock::now_ms(),
+        decided_at: Some(crate::clock::now_ms()),
+        seal: None,
+    };
+    Ok(ctx.store.record_drift(drift).await?.is_none().then_some(scan.head))
 }
 
 /// Waits for the deploy's health checks (if any) on `commit`, then the stage is done with `out`.

@@ -87,7 +87,8 @@ fn a_hand_edit_is_an_alert_that_a_rejection_reverts_and_an_acceptance_keeps() {
     hand_edit(&s, "qa", |t| format!("{t}commonLabels:\n  team: payments\n"), "label the team");
     let out = text(&promote(s.path(), &["drift", "check", "pipeline.yaml"]));
     let id2 = drift_id(&out);
-    let accepted = promote(s.path(), &["drift", "accept", "pipeline.yaml", &id2, "--as", "alice", "--reason", "labels are fine"]);
+    // Decided by its id alone: the id names the pipeline, whose file its runs name.
+    let accepted = promote(s.path(), &["drift", "accept", &id2, "--as", "alice", "--reason", "labels are fine"]);
     assert!(accepted.status.success(), "{}", text(&accepted));
     let clean = promote(s.path(), &["drift", "check", "pipeline.yaml"]);
     assert!(clean.status.success(), "accepted is the new baseline: {}", text(&clean));
@@ -228,4 +229,27 @@ fn a_drift_the_pipelines_policy_denies_is_reverted_without_a_person() {
     assert_ne!(labelled, promoted);
     let list = text(&promote(s.path(), &["drift", "list"]));
     assert!(list.lines().next().unwrap().contains("reverted"), "{list}");
+}
+
+/// A first run that finds an environment already at its version writes nothing, and adopts the
+/// state it found as approved: a hand edit after it is a drift at once, not only after the next
+/// real promotion.
+#[test]
+fn an_environment_found_at_its_version_is_adopted_and_watched_for_drift_from_then_on() {
+    let s = Setup::new("  qa:\n    deploy: {environment: qa}\n", "");
+    // qa holds 1.0.0 already (the repos start there).
+    let run = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.0.0"]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(s.commits("qa").is_empty(), "nothing written: {:?}", s.commits("qa"));
+    let log = text(&promote(s.path(), &["audit", "log"]));
+    assert!(log.contains("qa at head") && log.contains("recorded as approved") && log.contains("adopted: qa already held 1.0.0"), "{log}");
+    let clean = promote(s.path(), &["drift", "check", "pipeline.yaml"]);
+    assert!(clean.status.success() && text(&clean).contains("qa: no drift"), "{}", text(&clean));
+    hand_edit(&s, "qa", |t| t.replace("newTag: 1.0.0", "newTag: 6.6.6"), "hotfix");
+    let found = promote(s.path(), &["drift", "check", "pipeline.yaml"]);
+    assert_eq!(found.status.code(), Some(1), "{}", text(&found));
+    assert!(text(&found).contains("1 commit(s) promote did not make"), "{}", text(&found));
+    // Adopted once: a second run at the same version adopts nothing more.
+    let again = promote(s.path(), &["drift", "list"]);
+    assert_eq!(text(&again).matches("accepted").count(), 1, "{}", text(&again));
 }

@@ -558,3 +558,29 @@ async fn a_stale_request_on_the_second_page_is_closed() {
     assert!(comments.first().is_some_and(|c| c.starts_with("Superseded by pull request #151")), "{comments:?}");
     walker.abort();
 }
+
+/// A drift in a protected environment is reverted through a request, never pushed to its
+/// branch; it is decided by its id alone (the id names the pipeline, whose file its run names).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drift_in_a_protected_environment_is_reverted_through_a_request() {
+    let (s, fake) = pr_setup(Host::GitHub, "auto").await;
+    let bare = s.path().join("envs/prod.git");
+    let exec = Arc::new(s.executor().await);
+    let id = s.start(&exec, "2.0.0").await;
+    assert_eq!(finish(&exec, &id).await.run.state, RunState::Succeeded);
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    std::fs::write(&s.file, text.replace("merge: auto", "merge: wait")).unwrap();
+    let hotfix = tokio::task::block_in_place(|| crate::drift::hand_edit(&s, "prod", |t| t.replace("newTag: 2.0.0", "newTag: 6.6.6"), "hotfix"));
+    let (code, said) = drift_check(&s);
+    assert_eq!(code, Some(1), "{said}");
+    let drift = crate::drift::drift_id(&said);
+    let out = crate::exec::promote(s.path(), &["drift", "reject", &drift, "--as", "alice", "--reason", "through the pipeline"]);
+    let said = crate::exec::text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("proposed in pull request #") && said.contains("merging it restores the value"), "{said}");
+    assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), hotfix, "the protected branch is not pushed to");
+    let request = fake.prs.lock().unwrap().last().unwrap().clone();
+    assert_eq!(request.state, "open");
+    let on_branch = git(&bare, &["show", &format!("{}:app/kustomization.yaml", request.head)]);
+    assert!(on_branch.contains("newTag: 2.0.0"), "the request restores the approved files: {on_branch}");
+}
