@@ -9,6 +9,7 @@ mod key;
 mod logs;
 mod probe;
 mod remote;
+mod report;
 mod rollback;
 mod run;
 mod serve;
@@ -102,6 +103,8 @@ pub enum Command {
     /// Every environment's current files judged by the pipeline's policies: check, list, show,
     /// accept (an exception until an end), revert.
     Compliance(compliance::Args),
+    /// What happened to a failed or reverted release, and what else changed around it.
+    Report(report::Args),
     /// Releases kept being judged after their runs: list, show, clear a held version, run.
     Watch(watch::Args),
     /// Ask a `promote serve` whether it is up (exit 0 on a 2xx answer): the image's HEALTHCHECK.
@@ -138,6 +141,7 @@ impl Command {
             Command::Serve(_) => "serve",
             Command::Drift(_) => "drift",
             Command::Compliance(_) => "compliance",
+            Command::Report(_) => "report",
             Command::Watch(_) => "watch",
             Command::Probe(_) => "probe",
             Command::Completions(_) => "completions",
@@ -158,6 +162,7 @@ impl Command {
             Command::Serve(a) => Some(&a.local),
             Command::Drift(a) => Some(&a.local),
             Command::Compliance(a) => Some(&a.local),
+            Command::Report(a) => Some(&a.local),
             Command::Watch(a) => Some(&a.local),
             Command::Validate(_) | Command::Graph(_) | Command::Token(_) | Command::Key(_) | Command::Probe(_) | Command::Completions(_) => None,
         }
@@ -172,6 +177,7 @@ impl Command {
             Command::Reject(a) | Command::BreakGlass(a) => Some(&a.remote),
             Command::Drift(a) => Some(&a.remote),
             Command::Compliance(a) => Some(&a.remote),
+            Command::Report(a) => Some(&a.remote),
             Command::Watch(a) => Some(&a.remote),
             _ => None,
         }
@@ -206,6 +212,7 @@ pub fn main() -> ExitCode {
         (Command::BreakGlass(a), Some(url)) => remote::decide(url, &a.run, &a.stage, &a.user, "break-glass", Some(&a.reason)),
         (Command::Drift(a), Some(url)) => remote::drift(url, &a.command),
         (Command::Compliance(a), Some(url)) => remote::compliance(url, &a.command),
+        (Command::Report(a), Some(url)) => remote::report(url, &a.run, a.window, a.json),
         (Command::Watch(a), Some(url)) => remote::watch(url, &a.command),
         (command, _) => local_command(command, &state),
     };
@@ -227,6 +234,7 @@ fn local_command(command: Command, state: &std::path::Path) -> anyhow::Result<Ex
         Command::Status(_) | Command::Resume(_) | Command::Approve(_) | Command::Reject(_) | Command::BreakGlass(_) | Command::Audit(_) => true,
         Command::Drift(a) => !matches!(a.command, drift::DriftCommand::Check { .. }),
         Command::Compliance(a) => !matches!(a.command, compliance::ComplianceCommand::Check { .. }),
+        Command::Report(_) => true,
         Command::Watch(_) => true,
         Command::Logs(a) => a.local().is_some(),
         _ => false,
@@ -239,6 +247,7 @@ fn local_command(command: Command, state: &std::path::Path) -> anyhow::Result<Ex
         Command::Serve(args) => serve::run(args, &state),
         Command::Drift(args) => drift::run(args, &state),
         Command::Compliance(args) => compliance::run(args, &state),
+        Command::Report(args) => report::run(args, &state),
         Command::Watch(args) => watch::run(args, &state),
         Command::Graph(args) => graph::run(args),
         Command::Rollback(args) => rollback::run(args, &state),

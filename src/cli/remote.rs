@@ -223,6 +223,26 @@ pub fn compliance(server: &str, command: &super::compliance::ComplianceCommand) 
     })
 }
 
+/// `promote report RUN` through a server's API.
+pub fn report(server: &str, run: &str, window: Option<crate::model::Duration>, json: bool) -> anyhow::Result<ExitCode> {
+    let remote = Remote::new(server)?;
+    super::runtime()?.block_on(async {
+        let query = window.map(|w| format!("?window={}s", w.0.as_secs())).unwrap_or_default();
+        let (status, v) = remote.call(reqwest::Method::GET, &format!("/runs/{run}/report{query}"), None).await?;
+        if status != 200 {
+            return refused(status, &v);
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&v["report"])?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        for line in v["markdown"].as_str().unwrap_or("").lines() {
+            println!("{}", crate::diag::printable(line));
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 /// `promote watch ...` through a server's API.
 pub fn watch(server: &str, command: &super::watch::WatchCommand) -> anyhow::Result<ExitCode> {
     use super::watch::WatchCommand;

@@ -166,8 +166,10 @@ impl Note {
     pub fn for_run(run: &crate::store::RunRecord, event: &str, stage: Option<&str>, message: &str) -> Note {
         // A waiting decision's page is its own (its card in the inbox is `/ui/#decision-RUN-STAGE`,
         // which keeps working); anything else about a run, the run.
+        // A failure or a rollback, its report: what changed and what else changed around it.
         let page = match (event, stage) {
             (e, Some(s)) if about_a_decision(e) => format!("/ui/runs/{}/decisions/{}", run.id, s),
+            ("stage-failed" | "rollback", _) => format!("/ui/runs/{}/report", run.id),
             _ => format!("/ui/runs/{}", run.id),
         };
         Note {
@@ -414,6 +416,14 @@ impl Notifier {
             && let (Some(base), Some(page)) = (&self.public_url, &note.page)
         {
             note.link = Some(format!("{base}{page}"));
+        }
+        // A failed watch's note links the held version's card (where it is cleared); what changed
+        // around the failure is its run's report.
+        if note.event == "watch-failed"
+            && let Some(base) = &self.public_url
+            && note.run != "-"
+        {
+            note.message = format!("{}; what changed around it: {base}/ui/runs/{}/report", note.message, note.run);
         }
         for (i, c) in self.channels.iter().enumerate() {
             if !carries(c.events.iter().map(String::as_str), &note.event) {

@@ -9,6 +9,7 @@ pub mod compliance;
 pub mod decide;
 pub mod drift;
 pub mod figures;
+pub mod report;
 pub mod rollback;
 pub mod start;
 pub mod watch;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::Server;
 use super::shapes::{
     AuditPage, CallbackBody, CallbackDone, ComplianceBody, DecideBody, Done, Drifts, ErrorBody, NotARiskBody, NotRolledBack, PipelineView, Pipelines, Ready,
-    ReasonBody, RevokeBody, RollbackBody, RolledBack, RunView, Runs, StartBody, Started, Verified, Violations, Watches,
+    ReasonBody, ReportAnswer, RevokeBody, RollbackBody, RolledBack, RunView, Runs, StartBody, Started, Verified, Violations, Watches,
 };
 use crate::ops::OpsError;
 use crate::ops::access::{Caller, Permission, Person};
@@ -172,6 +172,7 @@ pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Server> {
         .routes(routes!(pipelines))
         .routes(routes!(runs, start))
         .routes(routes!(run))
+        .routes(routes!(run_report))
         .routes(routes!(events))
         .routes(routes!(decide))
         .routes(routes!(not_a_risk))
@@ -364,6 +365,46 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
     let stages = store.stages(&id).await?;
     let events = store.events(&id).await?;
     Ok(Json(RunView { run, stages, events }).into_response())
+}
+
+/// `?window=1h`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ReportQuery {
+    /// How far before the failure the timeline looks (`30m`, `1h`, `2d`; default 1h, at most 7d).
+    window: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/runs/{id}/report",
+    tag = "runs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the run"), ReportQuery),
+    responses(
+        (status = 200, description = "what the run changed, what its evidence saw, what else changed in the window (of the pipelines the person may view) and what was decided; with the same in Markdown", body = ReportAnswer),
+        (status = 400, description = "a window that is not a duration, or longer than 7 days", body = ErrorBody),
+        (status = 403, description = "the pipeline's `access:` does not allow it (the answer names the rule)", body = ErrorBody),
+        (status = 404, description = "no such run", body = ErrorBody),
+        (status = 401, description = "no bearer token, or one that is no one's", body = ErrorBody),
+    ),
+)]
+async fn run_report(
+    State(server): State<Server>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ReportQuery>,
+) -> Answer {
+    let person = authenticate(&server, &headers).await?;
+    let window = match q.window.as_deref() {
+        Some(w) => w.parse::<crate::model::Duration>().map_err(|e| error(StatusCode::BAD_REQUEST, format!("`window`: {e}")))?.0,
+        None => crate::ops::report::DEFAULT_WINDOW,
+    };
+    let run = visible_run(&server, &person, &id).await?;
+    let mut report = crate::ops::report::report(&server.exec.store, &server.exec.writer, &run.id, window).await.map_err(ops_error)?;
+    report.only_visible(|p| may_view(&server, &person, p, None) || p == run.pipeline);
+    let markdown = report.markdown();
+    Ok(Json(ReportAnswer { report, markdown }).into_response())
 }
 
 #[utoipa::path(

@@ -187,6 +187,15 @@ pub struct Drifts {
     pub drifts: Vec<DriftRecord>,
 }
 
+/// `GET /api/v1/runs/{id}/report`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportAnswer {
+    /// The report.
+    pub report: crate::ops::report::Report,
+    /// The same, in Markdown (for a ticket).
+    pub markdown: String,
+}
+
 /// `GET /api/v1/compliance`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Violations {

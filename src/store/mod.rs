@@ -28,9 +28,9 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, Event, Exemption, Lease, LockState, QueueStep, Queued, RunRecord, RunState, SessionRecord,
-    StageOf, StageRecord, StageState, StageWrite, Transition, ViolationDecision, ViolationFilter, ViolationRecord, ViolationState, WatchFilter, WatchRecord,
-    Write, Written,
+    Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, Event, Exemption, Happening, Lease, LockState, PromotionRecord, QueueStep, Queued, RunRecord,
+    RunState, SessionRecord, StageOf, StageRecord, StageState, StageWrite, Transition, ViolationDecision, ViolationFilter, ViolationRecord, ViolationState,
+    WatchFilter, WatchRecord, Write, Written,
 };
 
 /// What a backend's operations return.
@@ -60,6 +60,11 @@ pub trait Backend: Send + Sync + 'static {
     fn decisions<'a>(&'a self, run: &'a str, stage: &'a str) -> Fut<'a, Vec<Decision>>;
     /// The drifts recorded that `filter` names, newest first (at most 1,000).
     fn drifts<'a>(&'a self, filter: DriftFilter<'a>) -> Fut<'a, Vec<DriftRecord>>;
+    /// The trail's entries between two times (Unix ms) of the kinds a report's timeline shows,
+    /// oldest first, at most `limit`.
+    fn happenings(&self, from: i64, to: i64, limit: i64) -> Fut<'_, Vec<Happening>>;
+    /// The promotions written between two times (Unix ms), oldest first, at most `limit`.
+    fn promotions_between(&self, from: i64, to: i64, limit: i64) -> Fut<'_, Vec<PromotionRecord>>;
     /// The compliance violations that `filter` names, newest first (at most 1,000).
     fn violations<'a>(&'a self, filter: ViolationFilter<'a>) -> Fut<'a, Vec<ViolationRecord>>;
     /// The watches `filter` names: newest first (at most 1,000), or with `due`, the due ones
@@ -671,6 +676,17 @@ impl Store {
             }
         }
         Ok(all)
+    }
+
+    /// The trail's entries between `from` and `to` (Unix ms) that a report's timeline shows
+    /// (ends, rollbacks, drifts, compliance, watches, decisions), oldest first, at most `limit`.
+    pub async fn happenings(&self, from: i64, to: i64, limit: i64) -> Result<Vec<Happening>, StoreError> {
+        self.backend.happenings(from, to, limit).await
+    }
+
+    /// Every pipeline's promotions between `from` and `to` (Unix ms), oldest first, at most `limit`.
+    pub async fn promotions_between(&self, from: i64, to: i64, limit: i64) -> Result<Vec<PromotionRecord>, StoreError> {
+        self.backend.promotions_between(from, to, limit).await
     }
 
     /// One compliance violation, by id.

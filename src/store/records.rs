@@ -206,6 +206,46 @@ pub struct Event {
     pub detail: String,
 }
 
+/// An entry of the trail about what changed an environment or decided something (a run's end, a
+/// rollback, a drift, a compliance violation, a watch, a decision), read by time for a report's
+/// timeline.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Happening {
+    /// Its number in the trail.
+    pub id: i64,
+    /// The run it belongs to (`-`: none).
+    pub run_id: String,
+    /// The stage, if any.
+    pub stage: Option<String>,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// Its kind.
+    pub kind: String,
+    /// Who.
+    pub actor: String,
+    /// What happened.
+    pub detail: String,
+}
+
+/// A promotion written into an environment (any pipeline's), read by time.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionRecord {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The environment.
+    pub environment: String,
+    /// The run.
+    pub run_id: String,
+    /// The version.
+    pub version: String,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// Whether its run rolled it back.
+    pub rolled_back: bool,
+}
+
 /// A transition of one stage; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct Transition {

@@ -21,6 +21,16 @@ pub(crate) const ENV_QUEUE: &str = "SELECT environment, run_id, pipeline, expire
 /// The columns of a `watches` row, in the order both backends write and read them.
 pub(crate) const WATCH_COLUMNS: &str = "id, run_id, stage, pipeline, environment, version, commit_id, value, started_at, ends_at, interval_ms, next_at, state, looks, failures, errors, passes, message, evidence, marks, reverted_to, ended_at, cleared_by, cleared_at, seal, deployed_at, previous";
 
+/// The trail's entries between `$1` and `$2` (Unix ms) of the kinds a report's timeline shows,
+/// oldest first, at most `$3`.
+pub const HAPPENINGS: &str = "SELECT id, run_id, stage, at, kind, actor, detail FROM events
+     WHERE at >= $1 AND at <= $2 AND kind IN ('run', 'rollback', 'drift', 'drift-decision', 'compliance', 'compliance-decision', 'watch', 'watch-clear', 'superseded', 'decision', 'break-glass')
+     ORDER BY at, id LIMIT $3";
+
+/// The promotions between `$1` and `$2` (Unix ms), oldest first, at most `$3`.
+pub const PROMOTIONS_BETWEEN: &str =
+    "SELECT pipeline, environment, run_id, version, at, rolled_back FROM promotions WHERE at >= $1 AND at <= $2 ORDER BY at LIMIT $3";
+
 /// The columns of a [`super::ViolationRecord`], in its fields' order (it derives `FromRow`).
 pub const VIOLATION_COLUMNS: &str = "id, pipeline, environment, head, policies, deny, state, decided_by, reason, until, revert_to, at, decided_at, seal";
 

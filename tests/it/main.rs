@@ -35,6 +35,7 @@ mod pullrequests;
 mod registry;
 mod reminders;
 mod replicas;
+mod report;
 mod repos;
 mod retry;
 mod server;

@@ -12,6 +12,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/runs"),
     ("get", "/api/v1/runs/{id}"),
     ("get", "/api/v1/runs/{id}/events"),
+    ("get", "/api/v1/runs/{id}/report"),
     ("post", "/api/v1/runs/{id}/stages/{stage}/{decision}"),
     ("post", "/api/v1/runs/{id}/stages/{stage}/templates/{number}/not-a-risk"),
     ("get", "/api/v1/audit"),

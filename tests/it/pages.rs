@@ -146,6 +146,8 @@ async fn every_page_passes_axe_at_desktop_and_phone_size_and_none_scrolls_sidewa
         check(&c, &axe, "confirm", width, size).await;
         c.goto(&format!("{url}/ui/runs/{id}")).await.unwrap();
         check(&c, &axe, "run", width, size).await;
+        c.goto(&format!("{url}/ui/runs/{id}/report")).await.unwrap();
+        check(&c, &axe, "report", width, size).await;
         c.goto(&format!("{url}/ui/runs")).await.unwrap();
         check(&c, &axe, "runs", width, size).await;
         c.goto(&format!("{url}/ui/environments")).await.unwrap();

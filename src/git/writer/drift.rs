@@ -283,6 +283,22 @@ impl Writer {
         })
     }
 
+    /// What commit `commit` of the destination's repo changed: its diff against its first parent
+    /// (capped like a drift's), fetched first if the cache lacks it.
+    pub fn commit_diff(&self, dest: &Destination, commit: &str) -> Result<String, GitError> {
+        let id = Oid::from_str(commit).map_err(|_| GitError::Rollback(format!("`{commit}` is not a commit id")))?;
+        let (repo, lock) = self.open_cache(&dest.remote)?;
+        let _guard = self.lock(&repo, &lock)?;
+        if repo.find_commit(id).is_err() {
+            self.fetch(&repo, dest)?;
+        }
+        let c = repo.find_commit(id).map_err(|_| GitError::Rollback(format!("{commit} is not in {}", dest.remote)))?;
+        match c.parent_id(0) {
+            Ok(parent) => self.diff(&repo, parent, id),
+            Err(_) => Ok(String::new()),
+        }
+    }
+
     /// The newest commit of the branch's first-parent history, tip excluded, at most `depth`
     /// back, whose YAML files `allowed` accepts (`None`: none of them); each distinct tree is
     /// judged once. `allowed`'s error stops the walk.

@@ -7,6 +7,7 @@ mod compliance;
 mod dag;
 mod decision;
 mod drift;
+mod report;
 pub mod session;
 mod sso;
 
@@ -39,6 +40,7 @@ pub(super) fn routes() -> axum::Router<Server> {
         .route("/ui/watch/clear", post(clear_watch))
         .route("/ui/runs", get(runs))
         .route("/ui/runs/{id}", get(run))
+        .route("/ui/runs/{id}/report", get(report::page))
         .route("/ui/runs/{id}/decisions/{stage}", get(decision::page).post(decision::step))
         .route("/ui/runs/{id}/state", get(run_state))
         .route("/ui/runs/{id}/events", get(run_events))

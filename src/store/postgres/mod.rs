@@ -403,6 +403,18 @@ impl Backend for PgBackend {
         Box::pin(self.drifts_of(filter))
     }
 
+    fn happenings(&self, from: i64, to: i64, limit: i64) -> Fut<'_, Vec<crate::store::Happening>> {
+        Box::pin(
+            async move { sqlx::query_as(crate::store::sql::HAPPENINGS).bind(from).bind(to).bind(limit).fetch_all(&self.pool).await.map_err(db(&self.path)) },
+        )
+    }
+
+    fn promotions_between(&self, from: i64, to: i64, limit: i64) -> Fut<'_, Vec<crate::store::PromotionRecord>> {
+        Box::pin(async move {
+            sqlx::query_as(crate::store::sql::PROMOTIONS_BETWEEN).bind(from).bind(to).bind(limit).fetch_all(&self.pool).await.map_err(db(&self.path))
+        })
+    }
+
     fn violations<'a>(&'a self, f: crate::store::ViolationFilter<'a>) -> Fut<'a, Vec<crate::store::ViolationRecord>> {
         Box::pin(async move {
             sqlx::query_as(crate::store::sql::VIOLATIONS)

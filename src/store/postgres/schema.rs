@@ -227,7 +227,8 @@ pub const MIGRATIONS: &[&str] = &[
         seal TEXT,
         UNIQUE (pipeline, environment, head, policies)
     );
-    CREATE INDEX violations_by_state ON violations (state, until);",
+    CREATE INDEX violations_by_state ON violations (state, until);
+    CREATE INDEX events_by_time ON events (at);",
 ];
 
 /// The schema version the database is at (0: none yet).

@@ -278,7 +278,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         seal TEXT,
         UNIQUE (pipeline, environment, head, policies)
     );
-    CREATE INDEX violations_by_state ON violations (state, until);",
+    CREATE INDEX violations_by_state ON violations (state, until);
+    CREATE INDEX events_by_time ON events (at);",
 ];
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.
