@@ -172,183 +172,215 @@ pub struct Look<'a> {
 /// violations of an environment whose files now comply. `sweep` keeps compiled policies and the
 /// environments found clean between looks.
 pub async fn check(look: &Look<'_>, sweep: &Sweep) -> Result<Vec<Judged>, OpsError> {
-    let Look { store, writer, plan, base, public_url, only } = *look;
+    let Look { store, plan, base, only, .. } = *look;
     let pipeline = &plan.pipeline;
     let name = pipeline.name.value.clone();
     let Some(digest) = Sweep::digest(plan, base) else { return Ok(Vec::new()) };
     let sets = sweep.sets(plan, base, &digest).map_err(|e| OpsError::Refused(format!("{name}: the policies do not load: {e}")))?;
     let recorded = store.violations(ViolationFilter { pipeline: Some(&name), ..Default::default() }).await?;
     let now = crate::clock::now_ms();
-    let mut out = Vec::new();
-    for env in &pipeline.environments {
-        let env_name = env.name.value.clone();
-        if only.is_some_and(|o| o != env_name) {
-            continue;
+    let envs: Vec<&Environment> = pipeline.environments.iter().filter(|e| only.is_none_or(|o| o == e.name.value)).collect();
+    let mut out = Vec::with_capacity(envs.len());
+    for chunk in envs.chunks(PARALLEL) {
+        let mut judging = Vec::with_capacity(chunk.len());
+        for env in chunk {
+            judging.push(one(look, sweep, &sets, &digest, &recorded, now, env));
         }
-        let spec = pipeline.compliance_of(env);
-        if spec.action == DriftAction::Ignore {
-            out.push(Judged {
+        for judged in futures_util::future::join_all(judging).await {
+            out.push(judged?);
+        }
+    }
+    Ok(out)
+}
+
+/// Environments judged at once (their fetches and evaluations overlap).
+const PARALLEL: usize = 8;
+
+/// Judges one environment (see [`check`]).
+async fn one(
+    look: &Look<'_>,
+    sweep: &Sweep,
+    sets: &Arc<Vec<PolicySet>>,
+    digest: &str,
+    recorded: &[ViolationRecord],
+    now: i64,
+    env: &Environment,
+) -> Result<Judged, OpsError> {
+    let Look { store, writer, plan, base, public_url, .. } = *look;
+    let pipeline = &plan.pipeline;
+    let name = pipeline.name.value.clone();
+    let digest = digest.to_string();
+    let env_name = env.name.value.clone();
+    let spec = pipeline.compliance_of(env);
+    if spec.action == DriftAction::Ignore {
+        return Ok(Judged {
+            environment: env_name.clone(),
+            head: String::new(),
+            standing: Standing::Unjudged,
+            violation: None,
+            line: format!("{env_name}: not judged (compliance.action: ignore)"),
+        });
+    }
+    let dest = Destination::of(env, base);
+    let key = (name.clone(), env_name.clone());
+    let mine: Vec<&ViolationRecord> = recorded.iter().filter(|v| v.environment == env_name).collect();
+    // Found compliant at a head under these policies: the remote's refs (as `git ls-remote`)
+    // say whether the head moved; unmoved, nothing is fetched or judged again.
+    let clean = sweep.clean.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+    if let Some((head, judged_by)) = clean
+        && judged_by == digest
+        && !mine.iter().any(|v| v.state.is_open())
+    {
+        let (w, remote, want) = (writer.clone(), dest.remote.clone(), format!("refs/heads/{}", dest.branch));
+        let now_at =
+            tokio::task::spawn_blocking(move || w.list_refs(&remote).map(|refs| refs.into_iter().find(|(r, _)| *r == want).map(|(_, o)| o.to_string())))
+                .await
+                .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))?;
+        if let Ok(Some(now_at)) = now_at
+            && now_at == head
+        {
+            return Ok(Judged {
+                environment: env_name.clone(),
+                standing: Standing::Compliant,
+                violation: None,
+                line: format!("{env_name}: compliant (head {})", short(&head)),
+                head,
+            });
+        }
+    }
+    let (w, d2) = (writer.clone(), dest.clone());
+    let read = tokio::task::spawn_blocking(move || w.manifests(&d2)).await.map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))?;
+    let (head, files) = match read {
+        Ok(x) => x,
+        Err(e) => {
+            return Ok(Judged {
                 environment: env_name.clone(),
                 head: String::new(),
                 standing: Standing::Unjudged,
                 violation: None,
-                line: format!("{env_name}: not judged (compliance.action: ignore)"),
+                line: format!("{env_name}: cannot be read: {e}"),
             });
-            continue;
         }
-        let dest = Destination::of(env, base);
-        let (w, d2) = (writer.clone(), dest.clone());
-        let read = tokio::task::spawn_blocking(move || w.manifests(&d2)).await.map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))?;
-        let (head, files) = match read {
-            Ok(x) => x,
-            Err(e) => {
-                out.push(Judged {
-                    environment: env_name.clone(),
-                    head: String::new(),
-                    standing: Standing::Unjudged,
-                    violation: None,
-                    line: format!("{env_name}: cannot be read: {e}"),
-                });
-                continue;
-            }
-        };
-        let key = (name.clone(), env_name.clone());
-        let mine: Vec<&ViolationRecord> = recorded.iter().filter(|v| v.environment == env_name).collect();
-        if sweep.clean.lock().unwrap_or_else(|e| e.into_inner()).get(&key) == Some(&(head.clone(), digest.clone())) && !mine.iter().any(|v| v.state.is_open()) {
-            out.push(Judged {
+    };
+    let base_input = input(pipeline, env, None);
+    let (s2, d3, h2) = (sets.clone(), dest.clone(), head.clone());
+    let denied = tokio::task::spawn_blocking(move || judge(&s2, &base_input, &d3, &h2, &files))
+        .await
+        .map_err(|e| OpsError::Stopped(format!("the policies stopped: {e}")))?;
+    let deny = match denied {
+        Ok(d) => d,
+        Err(why) => {
+            store.audit("-", None, "policy", "promote", &format!("{name}: compliance of {env_name} could not be judged: {why}")).await?;
+            return Ok(Judged {
                 environment: env_name.clone(),
-                standing: Standing::Compliant,
-                violation: None,
-                line: format!("{env_name}: compliant (head {})", short(&head)),
                 head,
+                standing: Standing::Unjudged,
+                violation: None,
+                line: format!("{env_name}: could not be judged: {why}"),
             });
-            continue;
         }
-        let base_input = input(pipeline, env, None);
-        let (s2, d3, h2) = (sets.clone(), dest.clone(), head.clone());
-        let denied = tokio::task::spawn_blocking(move || judge(&s2, &base_input, &d3, &h2, &files))
-            .await
-            .map_err(|e| OpsError::Stopped(format!("the policies stopped: {e}")))?;
-        let deny = match denied {
-            Ok(d) => d,
-            Err(why) => {
-                store.audit("-", None, "policy", "promote", &format!("{name}: compliance of {env_name} could not be judged: {why}")).await?;
-                out.push(Judged {
-                    environment: env_name.clone(),
-                    head,
-                    standing: Standing::Unjudged,
-                    violation: None,
-                    line: format!("{env_name}: could not be judged: {why}"),
-                });
-                continue;
-            }
-        };
-        // What was open of this environment at another head, or under other policies, is over.
-        for v in mine.iter().filter(|v| (v.head != head || v.policies != digest) && matches!(v.state, ViolationState::Open | ViolationState::Accepted)) {
-            let why = format!("{env_name} is at head {} now, judged by the policies as they are", short(&head));
-            store
+    };
+    // What was open of this environment at another head, or under other policies, is over.
+    for v in mine.iter().filter(|v| (v.head != head || v.policies != digest) && matches!(v.state, ViolationState::Open | ViolationState::Accepted)) {
+        let why = format!("{env_name} is at head {} now, judged by the policies as they are", short(&head));
+        store
+            .decide_violation(
+                &v.id,
+                v.state,
+                ViolationDecision { state: ViolationState::Resolved, user: "promote", reason: Some(&why), until: None, revert_to: None, via: None },
+            )
+            .await?;
+    }
+    if deny.is_empty() {
+        sweep.clean.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (head.clone(), digest.clone()));
+        return Ok(Judged {
+            environment: env_name.clone(),
+            standing: Standing::Compliant,
+            violation: None,
+            line: format!("{env_name}: compliant (head {})", short(&head)),
+            head,
+        });
+    }
+    sweep.clean.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+    let known = mine.iter().find(|v| v.head == head && v.policies == digest).map(|v| (*v).clone());
+    let (mut v, fresh) = match known {
+        Some(v) if v.state == ViolationState::Accepted && v.until.is_some_and(|u| u > now) => {
+            let line = format!(
+                "{env_name}: violation {} accepted as an exception by {} until {}",
+                v.id,
+                v.decided_by.as_deref().unwrap_or("?"),
+                crate::clock::rfc3339(v.until.unwrap_or(0))
+            );
+            return Ok(Judged { environment: env_name, head, standing: Standing::Excepted, violation: Some(v), line });
+        }
+        Some(mut v) if v.state == ViolationState::Accepted => {
+            // Expired: it opens again, and is told again.
+            let why = format!("the exception ended {}", crate::clock::rfc3339(v.until.unwrap_or(0)));
+            if store
                 .decide_violation(
                     &v.id,
-                    v.state,
-                    ViolationDecision { state: ViolationState::Resolved, user: "promote", reason: Some(&why), until: None, revert_to: None, via: None },
+                    ViolationState::Accepted,
+                    ViolationDecision { state: ViolationState::Open, user: "promote", reason: Some(&why), until: None, revert_to: None, via: None },
                 )
-                .await?;
+                .await?
+            {
+                v.state = ViolationState::Open;
+                v.reason = Some(why);
+                (v, true)
+            } else {
+                (v, false)
+            }
         }
-        if deny.is_empty() {
-            sweep.clean.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (head.clone(), digest.clone()));
-            out.push(Judged {
+        Some(v) => (v, false),
+        None => {
+            let v = ViolationRecord {
+                id: format!("c-{}", ulid::Ulid::new()),
+                pipeline: name.clone(),
                 environment: env_name.clone(),
-                standing: Standing::Compliant,
-                violation: None,
-                line: format!("{env_name}: compliant (head {})", short(&head)),
-                head,
-            });
-            continue;
-        }
-        sweep.clean.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-        let known = mine.iter().find(|v| v.head == head && v.policies == digest).map(|v| (*v).clone());
-        let (mut v, fresh) = match known {
-            Some(v) if v.state == ViolationState::Accepted && v.until.is_some_and(|u| u > now) => {
-                let line = format!(
-                    "{env_name}: violation {} accepted as an exception by {} until {}",
-                    v.id,
-                    v.decided_by.as_deref().unwrap_or("?"),
-                    crate::clock::rfc3339(v.until.unwrap_or(0))
-                );
-                out.push(Judged { environment: env_name, head, standing: Standing::Excepted, violation: Some(v), line });
-                continue;
+                head: head.clone(),
+                policies: digest.clone(),
+                deny: Denials(deny.clone()),
+                state: ViolationState::Open,
+                decided_by: None,
+                reason: None,
+                until: None,
+                revert_to: None,
+                at: now,
+                decided_at: None,
+                seal: None,
+            };
+            match store.record_violation(v.clone()).await? {
+                // Another process recorded it first: it tells of it.
+                Some(first) => (store.violation(&first).await?.unwrap_or(v), false),
+                None => (v, true),
             }
-            Some(mut v) if v.state == ViolationState::Accepted => {
-                // Expired: it opens again, and is told again.
-                let why = format!("the exception ended {}", crate::clock::rfc3339(v.until.unwrap_or(0)));
-                if store
-                    .decide_violation(
-                        &v.id,
-                        ViolationState::Accepted,
-                        ViolationDecision { state: ViolationState::Open, user: "promote", reason: Some(&why), until: None, revert_to: None, via: None },
-                    )
-                    .await?
-                {
-                    v.state = ViolationState::Open;
-                    v.reason = Some(why);
-                    (v, true)
-                } else {
-                    (v, false)
-                }
-            }
-            Some(v) => (v, false),
-            None => {
-                let v = ViolationRecord {
-                    id: format!("c-{}", ulid::Ulid::new()),
-                    pipeline: name.clone(),
-                    environment: env_name.clone(),
-                    head: head.clone(),
-                    policies: digest.clone(),
-                    deny: Denials(deny.clone()),
-                    state: ViolationState::Open,
-                    decided_by: None,
-                    reason: None,
-                    until: None,
-                    revert_to: None,
-                    at: now,
-                    decided_at: None,
-                    seal: None,
-                };
-                match store.record_violation(v.clone()).await? {
-                    // Another process recorded it first: it tells of it.
-                    Some(first) => (store.violation(&first).await?.unwrap_or(v), false),
-                    None => (v, true),
-                }
-            }
-        };
-        let mut line = format!("{env_name}: violation {}: {}", v.id, v.deny.0.join("; "));
-        if !fresh {
-            line.push_str(&format!(" ({}, seen before)", v.state));
-            let standing = if v.state == ViolationState::Reverted { Standing::Reverted } else { Standing::Violation };
-            out.push(Judged { environment: env_name, head, standing, violation: Some(v), line });
-            continue;
         }
-        let notifier = notify(pipeline, &v, public_url);
-        let mut standing = Standing::Violation;
-        if spec.action == DriftAction::Revert {
-            match revert(&Reverting { store, writer, plan, base, env, v: &v, user: "promote", reason: "compliance.action: revert", via: None }).await {
-                Ok((done, to)) => {
-                    line.push_str(&format!("; reverted at once: {done}"));
-                    v.state = ViolationState::Reverted;
-                    v.revert_to = to;
-                    standing = Standing::Reverted;
-                }
-                Err(e) => line.push_str(&format!("; not reverted: {e}")),
-            }
-        } else {
-            line.push_str(&format!("; waiting for a decision: promote compliance accept|revert {} --as USER", v.id));
-        }
-        if let Some(n) = notifier {
-            n.finish_audited(store, "-").await?;
-        }
-        out.push(Judged { environment: env_name, head, standing, violation: Some(v), line });
+    };
+    let mut line = format!("{env_name}: violation {}: {}", v.id, v.deny.0.join("; "));
+    if !fresh {
+        line.push_str(&format!(" ({}, seen before)", v.state));
+        let standing = if v.state == ViolationState::Reverted { Standing::Reverted } else { Standing::Violation };
+        return Ok(Judged { environment: env_name, head, standing, violation: Some(v), line });
     }
-    Ok(out)
+    let notifier = notify(pipeline, &v, public_url);
+    let mut standing = Standing::Violation;
+    if spec.action == DriftAction::Revert {
+        match revert(&Reverting { store, writer, plan, base, env, v: &v, user: "promote", reason: "compliance.action: revert", via: None }).await {
+            Ok((done, to)) => {
+                line.push_str(&format!("; reverted at once: {done}"));
+                v.state = ViolationState::Reverted;
+                v.revert_to = to;
+                standing = Standing::Reverted;
+            }
+            Err(e) => line.push_str(&format!("; not reverted: {e}")),
+        }
+    } else {
+        line.push_str(&format!("; waiting for a decision: promote compliance accept|revert {} --as USER", v.id));
+    }
+    if let Some(n) = notifier {
+        n.finish_audited(store, "-").await?;
+    }
+    Ok(Judged { environment: env_name, head, standing, violation: Some(v), line })
 }
 
 /// Tells the pipeline's channels of violation `v`, linking its page.

@@ -19,6 +19,7 @@ pub(super) async fn run(server: Server) {
     let mut last: HashMap<String, (String, Instant)> = HashMap::new();
     loop {
         let pipelines = server.pipelines();
+        let mut due_now = Vec::new();
         for loaded in pipelines.by_name.values() {
             let name = &loaded.plan.pipeline.name.value;
             let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
@@ -32,8 +33,14 @@ pub(super) async fn run(server: Server) {
                 continue;
             }
             last.insert(name.clone(), (digest, Instant::now() + every(loaded)));
-            server.check_compliance(loaded, None).await;
+            due_now.push(loaded);
         }
+        // The pipelines due are judged at once (each judges a few environments at a time).
+        let mut sweeping = Vec::with_capacity(due_now.len());
+        for loaded in due_now {
+            sweeping.push(server.check_compliance(loaded, None));
+        }
+        futures_util::future::join_all(sweeping).await;
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = server.stop.cancelled() => return,

@@ -210,3 +210,29 @@ async fn the_server_judges_prod_within_seconds_of_a_policy_change_and_its_page_a
     assert_eq!(status, 409, "decided once");
     server.stop().await;
 }
+
+/// The input a compliance judgement gives the policies is the documented one
+/// (docs/policy-input.schema.json), with `phase: "compliance"` and the branch's files.
+#[test]
+fn the_compliance_input_is_the_documented_document() {
+    let s = Setup::new("  qa:\n    deploy: {environment: qa}\n  p:\n    policy: {policies: [policies/]}\n", "");
+    std::fs::create_dir(s.path().join("policies")).unwrap();
+    std::fs::write(
+        s.path().join("policies/echo.rego"),
+        "package echo\nimport rego.v1\n\ndeny contains json.marshal(input) if {\n    input.phase == \"compliance\"\n    input.environment == \"staging\"\n}\n",
+    )
+    .unwrap();
+    let out = promote(s.path(), &["compliance", "check", "pipeline.yaml", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let staging = json["items"].as_array().unwrap().iter().find(|i| i["environment"] == "staging").unwrap();
+    let doc: serde_json::Value = serde_json::from_str(staging["violation"]["deny"][0].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (doc["phase"].as_str(), doc["change"]["newValue"].as_str(), doc["change"]["file"].as_str()),
+        (Some("compliance"), Some("1.0.0"), Some("app/kustomization.yaml"))
+    );
+    assert!(doc["manifests"].as_array().unwrap().iter().any(|m| m["file"] == "app/kustomization.yaml"), "{doc}");
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../../docs/policy-input.schema.json")).unwrap();
+    let mut problems = Vec::new();
+    crate::governance::check_against(&schema, &doc, "input", &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}");
+}

@@ -422,7 +422,7 @@ async fn a_run_notifies_slack_of_pending_approval_failure_and_its_end() {
 }
 
 /// The keys of every object the schema describes, checked against the real document both ways.
-fn check_against(schema: &serde_json::Value, doc: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
+pub fn check_against(schema: &serde_json::Value, doc: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
     let Some(props) = schema["properties"].as_object() else {
         if let (Some(each), Some(map)) = (schema["additionalProperties"].as_object(), doc.as_object()) {
             for (k, v) in map {
