@@ -136,7 +136,7 @@ async fn a_schema_4_state_file_is_chained_when_opened() {
          ALTER TABLE events DROP COLUMN prev_hash; ALTER TABLE events DROP COLUMN hash; ALTER TABLE events DROP COLUMN actor;
          ALTER TABLE runs DROP COLUMN authenticated; ALTER TABLE runs DROP COLUMN seal; ALTER TABLE stages DROP COLUMN seal;
          ALTER TABLE decisions DROP COLUMN seal; ALTER TABLE log_exemptions DROP COLUMN seal; DROP TABLE meta;
-         ALTER TABLE env_locks DROP COLUMN expires_at; DROP TABLE drivers; DROP TABLE deliveries; DROP TABLE polled; DROP INDEX stages_by_kind; DROP TABLE drifts; DROP TABLE watches; DROP TABLE sessions; DROP TABLE poll_claims; DROP TABLE approval_notes; DROP TABLE env_queue; DROP TABLE promotions; DROP INDEX runs_by_state; PRAGMA user_version = 4;",
+         ALTER TABLE env_locks DROP COLUMN expires_at; DROP TABLE drivers; DROP TABLE deliveries; DROP TABLE polled; DROP INDEX stages_by_kind; DROP TABLE drifts; DROP TABLE watches; DROP TABLE sessions; DROP TABLE poll_claims; DROP TABLE approval_notes; DROP TABLE env_queue; DROP TABLE promotions; DROP INDEX runs_by_state; DROP TABLE violations; DROP INDEX events_by_time; PRAGMA user_version = 4;",
     )
     .await;
     pool.close().await;

@@ -231,10 +231,10 @@ fn a_drift_the_pipelines_policy_denies_is_reverted_without_a_person() {
     assert!(list.lines().next().unwrap().contains("reverted"), "{list}");
 }
 
+crate::both_backends! {
 /// A first run that finds an environment already at its version writes nothing, and adopts the
 /// state it found as approved: a hand edit after it is a drift at once, not only after the next
 /// real promotion.
-#[test]
 fn an_environment_found_at_its_version_is_adopted_and_watched_for_drift_from_then_on() {
     let s = Setup::new("  qa:\n    deploy: {environment: qa}\n", "");
     // qa holds 1.0.0 already (the repos start there).
@@ -252,4 +252,5 @@ fn an_environment_found_at_its_version_is_adopted_and_watched_for_drift_from_the
     // Adopted once: a second run at the same version adopts nothing more.
     let again = promote(s.path(), &["drift", "list"]);
     assert_eq!(text(&again).matches("accepted").count(), 1, "{}", text(&again));
+}
 }

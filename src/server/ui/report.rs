@@ -38,6 +38,8 @@ struct ReportPage {
     /// The sign-out form's token.
     csrf: String,
     r: Report,
+    /// Still running: no end to speak of yet.
+    running: bool,
     failed: String,
     from: String,
     to: String,
@@ -69,7 +71,7 @@ fn chart(c: &CheckEvidence) -> String {
         .collect();
     let f = crate::analysis::fmt_f64;
     format!(
-        r#"<svg class="chart" width="320" height="80" viewBox="0 0 320 80" role="img" aria-label="{name}: {n} values from {first} to {last}, between {lo} and {hi}"><line x1="4" y1="76" x2="316" y2="76" stroke="currentColor" stroke-opacity="0.3"/><polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{points}"/><text x="4" y="12" font-size="10">{hi}</text><text x="4" y="74" font-size="10">{lo}</text></svg>"#,
+        r#"<svg class="chart" width="320" height="80" viewBox="0 0 320 80" style="max-width:100%;height:auto" role="img" aria-label="{name}: {n} values from {first} to {last}, between {lo} and {hi}"><line x1="4" y1="76" x2="316" y2="76" stroke="currentColor" stroke-opacity="0.3"/><polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{points}"/><text x="4" y="12" font-size="10">{hi}</text><text x="4" y="74" font-size="10">{lo}</text></svg>"#,
         name = askama::filters::escape(&c.name, askama::filters::Html).map(|e| e.to_string()).unwrap_or_default(),
         n = c.values.len(),
         first = f(c.values[0].1),
@@ -141,6 +143,7 @@ pub(super) async fn page(State(server): State<Server>, headers: HeaderMap, Path(
     super::html(ReportPage {
         csrf: s.csrf(server.exec.store.key()),
         user: Some(s.user),
+        running: r.state == crate::store::RunState::Running,
         failed: crate::clock::rfc3339(r.failed_at),
         from: crate::clock::rfc3339(r.from),
         to: crate::clock::rfc3339(r.to),
