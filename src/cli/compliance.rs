@@ -171,22 +171,17 @@ pub fn show(all: &[ViolationRecord], id: &str) -> ExitCode {
 }
 
 async fn decide(exec: &crate::exec::Executor, named: Option<&Path>, id: &str, verdict: Verdict, user: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
-    let found = match exec.store.violation(id).await? {
-        Some(v) => super::pipeline_file(exec, &v.pipeline, named).await?,
-        None => Err(format!("no compliance violation `{}` (promote compliance list shows them)", crate::diag::printable(id))),
+    let pipeline = exec
+        .store
+        .violation(id)
+        .await?
+        .map(|v| v.pipeline)
+        .ok_or_else(|| format!("no compliance violation `{}` (promote compliance list shows them)", crate::diag::printable(id)));
+    let (plan, base) = match super::plan_for(exec, pipeline, named).await? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
     };
-    let file = match found {
-        Ok(f) => f,
-        Err(why) => {
-            eprintln!("promote: error: {why}");
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
-        }
-    };
-    let checked = check_file(&file);
-    print_diagnostics(&checked.diagnostics);
-    let Some(plan) = checked.plan else { return Ok(ExitCode::from(EXIT_BAD_INPUT)) };
-    let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let token = std::env::var("PROMOTE_TOKEN").ok();
-    let d = Decision { id, verdict, reason, caller: crate::ops::access::Caller::Local { user, token: token.as_deref() } };
-    super::report(crate::ops::compliance::decide(&exec.store, &exec.writer, &plan, base, &d).await)
+    let d = Decision { id, verdict, reason, caller: super::local_caller(user, &token) };
+    super::report(crate::ops::compliance::decide(&exec.store, &exec.writer, &plan, &base, &d).await)
 }

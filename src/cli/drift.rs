@@ -148,22 +148,13 @@ pub fn file_and_id(ids: &[String], pipeline: Option<PathBuf>) -> (Option<PathBuf
 }
 
 async fn decide(exec: &crate::exec::Executor, file: Option<&Path>, id: &str, verdict: Verdict, user: &str, reason: Option<&str>) -> anyhow::Result<ExitCode> {
-    let named = match exec.store.drift(id).await? {
-        Some(d) => super::pipeline_file(exec, &d.pipeline, file).await?,
-        None => Err(format!("no drift `{}` (promote drift list shows them)", crate::diag::printable(id))),
+    let pipeline =
+        exec.store.drift(id).await?.map(|d| d.pipeline).ok_or_else(|| format!("no drift `{}` (promote drift list shows them)", crate::diag::printable(id)));
+    let (plan, base) = match super::plan_for(exec, pipeline, file).await? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
     };
-    let file = match named {
-        Ok(f) => f,
-        Err(why) => {
-            eprintln!("promote: error: {why}");
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
-        }
-    };
-    let checked = check_file(&file);
-    print_diagnostics(&checked.diagnostics);
-    let Some(plan) = checked.plan else { return Ok(ExitCode::from(EXIT_BAD_INPUT)) };
-    let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let token = std::env::var("PROMOTE_TOKEN").ok();
-    let d = Decision { id, verdict, reason, caller: crate::ops::access::Caller::Local { user, token: token.as_deref() } };
-    super::report(crate::ops::drift::decide(&exec.store, &exec.writer, &plan, base, &d).await)
+    let d = Decision { id, verdict, reason, caller: super::local_caller(user, &token) };
+    super::report(crate::ops::drift::decide(&exec.store, &exec.writer, &plan, &base, &d).await)
 }

@@ -354,17 +354,39 @@ pub fn cache_dir(state: &Path) -> PathBuf {
 
 pub use crate::ops::{Checked, check_file};
 
-/// The pipeline file to decide something of `pipeline` with: the one named, else the one its
-/// newest run was started from (`Err`: why neither is known).
-pub async fn pipeline_file(exec: &crate::exec::Executor, pipeline: &str, named: Option<&Path>) -> anyhow::Result<Result<PathBuf, String>> {
-    if let Some(f) = named {
-        return Ok(Ok(f.to_path_buf()));
-    }
-    let runs = exec.store.runs(10_000).await?;
-    Ok(match runs.into_iter().find(|r| r.pipeline == pipeline) {
-        Some(r) => Ok(PathBuf::from(r.file)),
-        None => Err(format!("no run of {pipeline} says where its file is: name it with --pipeline FILE")),
-    })
+/// The plan and folder to decide something of `pipeline` with (`Err`: the thing is unknown, and
+/// why): the file named, else the one the pipeline's newest run was started from. `Err(code)`
+/// once the reason (or the file's diagnostics) is printed.
+pub async fn plan_for(
+    exec: &crate::exec::Executor,
+    pipeline: Result<String, String>,
+    named: Option<&Path>,
+) -> anyhow::Result<Result<(crate::plan::Plan, PathBuf), ExitCode>> {
+    let refuse = |why: &str| {
+        eprintln!("promote: error: {why}");
+        Ok(Err(ExitCode::from(EXIT_BAD_INPUT)))
+    };
+    let pipeline = match pipeline {
+        Ok(p) => p,
+        Err(why) => return refuse(&why),
+    };
+    let file = match named {
+        Some(f) => f.to_path_buf(),
+        None => match exec.store.runs(10_000).await?.into_iter().find(|r| r.pipeline == pipeline) {
+            Some(r) => PathBuf::from(r.file),
+            None => return refuse(&format!("no run of {pipeline} says where its file is: name it with --pipeline FILE")),
+        },
+    };
+    let checked = check_file(&file);
+    print_diagnostics(&checked.diagnostics);
+    let Some(plan) = checked.plan else { return Ok(Err(ExitCode::from(EXIT_BAD_INPUT))) };
+    let base = file.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    Ok(Ok((plan, base)))
+}
+
+/// A local command's caller: `--as USER`, proven by `PROMOTE_TOKEN` where the users file has tokens.
+pub fn local_caller<'a>(user: &'a str, token: &'a Option<String>) -> crate::ops::access::Caller<'a> {
+    crate::ops::access::Caller::Local { user, token: token.as_deref() }
 }
 
 /// Every list `--json` prints has one shape: `{"items": [...]}` (room for more fields beside it,

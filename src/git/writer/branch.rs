@@ -4,10 +4,10 @@
 use super::*;
 
 impl Writer {
-    /// Writes the promotion of `p` on branch `branch` (made from the head of `dest.branch` when
-    /// it does not exist; a branch left by an earlier attempt is built on, and a commit of this
-    /// run's stage found on it is `AlreadyDone`). The environment branch is not touched.
-    pub fn promote_via_branch(&self, dest: &Destination, branch: &str, p: &Promotion<'_>) -> Result<Report, GitError> {
+    /// Writes with `write` on branch `branch` instead of the environment's (made from the head of
+    /// `dest.branch` when it does not exist; one left by an earlier attempt is built on), for a
+    /// request to merge, and keeps the sealed commit it wrote: the environment branch is not touched.
+    fn via_branch(&self, dest: &Destination, branch: &str, write: impl FnOnce(&Destination) -> Result<Report, GitError>) -> Result<Report, GitError> {
         commit::one_line("branch", branch)?;
         if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
             return Err(GitError::Refused(format!("`{branch}` is not a branch name git takes (from the pipeline, environment and version)")));
@@ -15,28 +15,23 @@ impl Writer {
         self.create_branch(dest, branch)?;
         let mut on_branch = dest.clone();
         on_branch.branch = branch.to_string();
-        let report = self.promote(&on_branch, p)?;
+        let report = write(&on_branch)?;
         self.remember_request(dest, branch, &report)?;
         Ok(report)
     }
 
-    /// Writes rollback `r` on branch `branch` (made from the head of `dest.branch` when it does
-    /// not exist), for a request to merge: the environment branch is not touched.
+    /// Writes the promotion of `p` on branch `branch` (a commit of this run's stage found on it is
+    /// `AlreadyDone`).
+    pub fn promote_via_branch(&self, dest: &Destination, branch: &str, p: &Promotion<'_>) -> Result<Report, GitError> {
+        self.via_branch(dest, branch, |on| self.promote(on, p))
+    }
+
+    /// Writes rollback `r` on branch `branch`, for a request to merge.
     pub fn rollback_via_branch(&self, dest: &Destination, branch: &str, r: &RollbackRequest<'_>) -> Result<Report, GitError> {
-        commit::one_line("branch", branch)?;
-        if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
-            return Err(GitError::Refused(format!("`{branch}` is not a branch name git takes")));
-        }
-        self.create_branch(dest, branch)?;
-        let mut on_branch = dest.clone();
-        on_branch.branch = branch.to_string();
-        let report = self.rollback(&on_branch, r)?;
-        self.remember_request(dest, branch, &report)?;
-        Ok(report)
+        self.via_branch(dest, branch, |on| self.rollback(on, r))
     }
 
-    /// Writes a revert to `to` (see [`Writer::revert_to`]) on branch `branch` (made from the head
-    /// of `dest.branch` when it does not exist), for a request to merge.
+    /// Writes a revert to `to` (see [`Writer::revert_to`]) on branch `branch`, for a request to merge.
     #[allow(clippy::too_many_arguments)]
     pub fn revert_to_via_branch(
         &self,
@@ -48,16 +43,7 @@ impl Writer {
         to: &str,
         why: super::drift::RevertFor<'_>,
     ) -> Result<Report, GitError> {
-        commit::one_line("branch", branch)?;
-        if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
-            return Err(GitError::Refused(format!("`{branch}` is not a branch name git takes")));
-        }
-        self.create_branch(dest, branch)?;
-        let mut on_branch = dest.clone();
-        on_branch.branch = branch.to_string();
-        let report = self.revert_to(&on_branch, key, pipeline, environment, to, why)?;
-        self.remember_request(dest, branch, &report)?;
-        Ok(report)
+        self.via_branch(dest, branch, |on| self.revert_to(on, key, pipeline, environment, to, why))
     }
 
     /// Keeps the sealed commit written on a request's branch at `refs/promote/requests/BRANCH` in
