@@ -52,13 +52,7 @@ async fn view(server: &Server, s: &super::Session, id: &str) -> Result<Violation
     let Some(v) = server.exec.store.violation(id).await.map_err(internal)? else {
         return Err(Refusal(StatusCode::NOT_FOUND, format!("no compliance violation `{}`", crate::diag::printable(id))));
     };
-    let pipelines = server.pipelines();
-    let Some(loaded) = pipelines.get(&v.pipeline) else {
-        return Err(Refusal(StatusCode::NOT_FOUND, format!("pipeline `{}` is not loaded", v.pipeline)));
-    };
-    if !crate::ops::access::holds(&loaded.plan.pipeline, crate::ops::access::Permission::View, None, &s.person) {
-        return Err(Refusal(StatusCode::FORBIDDEN, format!("{} may not see pipeline {}: that needs its `access.view`", s.user, v.pipeline)));
-    }
+    let loaded = super::viewable(server, s, &v.pipeline)?;
     let me = Caller::Person(&s.person);
     let may_decide = v.state == ViolationState::Open
         && loaded

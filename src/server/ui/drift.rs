@@ -48,13 +48,7 @@ async fn view(server: &Server, s: &super::Session, id: &str) -> Result<DriftView
     let Some(d) = store.drift(id).await.map_err(internal)? else {
         return Err(Refusal(StatusCode::NOT_FOUND, format!("no drift `{}`", crate::diag::printable(id))));
     };
-    let pipelines = server.pipelines();
-    let Some(loaded) = pipelines.get(&d.pipeline) else {
-        return Err(Refusal(StatusCode::NOT_FOUND, format!("pipeline `{}` is not loaded", d.pipeline)));
-    };
-    if !crate::ops::access::holds(&loaded.plan.pipeline, crate::ops::access::Permission::View, None, &s.person) {
-        return Err(Refusal(StatusCode::FORBIDDEN, format!("{} may not see pipeline {}: that needs its `access.view`", s.user, d.pipeline)));
-    }
+    let loaded = super::viewable(server, s, &d.pipeline)?;
     let me = Caller::Person(&s.person);
     let may_decide = d.state == "open"
         && loaded

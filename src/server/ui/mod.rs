@@ -640,6 +640,19 @@ async fn after(server: &Server, s: &Session, action: &str, page: &str, done: Res
     }
 }
 
+/// The loaded pipeline `name`, when the signed-in person may view it (404 when it is not loaded,
+/// 403 naming the rule otherwise).
+fn viewable(server: &Server, s: &Session, name: &str) -> Result<crate::server::pipelines::Loaded, Refusal> {
+    let pipelines = server.pipelines();
+    let Some(loaded) = pipelines.get(name) else {
+        return Err(Refusal(StatusCode::NOT_FOUND, format!("pipeline `{name}` is not loaded")));
+    };
+    if !crate::ops::access::holds(&loaded.plan.pipeline, crate::ops::access::Permission::View, None, &s.person) {
+        return Err(Refusal(StatusCode::FORBIDDEN, format!("{} may not see pipeline {name}: that needs its `access.view`", s.user)));
+    }
+    Ok(loaded.clone())
+}
+
 /// The banner's text, when it carries the server's seal (an action's own redirect).
 fn banner(key: &crate::seal::Key, done: Option<String>, sig: Option<String>) -> Option<String> {
     let done = done?;
