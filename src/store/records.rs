@@ -792,6 +792,36 @@ pub struct DriftRecord {
     pub seal: Option<String>,
 }
 
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for DriftRecord
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    /// Both backends' rows (the commits are stored as JSON text).
+    fn from_row(r: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(DriftRecord {
+            id: r.try_get("id")?,
+            pipeline: r.try_get("pipeline")?,
+            environment: r.try_get("environment")?,
+            head: r.try_get("head")?,
+            baseline: r.try_get("baseline")?,
+            commits: serde_json::from_str(&r.try_get::<String, _>("commits")?).unwrap_or_default(),
+            diff: r.try_get("diff")?,
+            rewritten: r.try_get("rewritten")?,
+            state: r.try_get("state")?,
+            decided_by: r.try_get("decided_by")?,
+            reason: r.try_get("reason")?,
+            at: r.try_get("at")?,
+            decided_at: r.try_get("decided_at")?,
+            seal: r.try_get("seal")?,
+        })
+    }
+}
+
 /// A release kept being judged after its run: one per deploy whose environment (or itself) has a
 /// `watch`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]

@@ -31,6 +31,14 @@ pub const HAPPENINGS: &str = "SELECT id, run_id, stage, at, kind, actor, detail 
 pub const PROMOTIONS_BETWEEN: &str =
     "SELECT pipeline, environment, run_id, version, at, rolled_back FROM promotions WHERE at >= $1 AND at <= $2 ORDER BY at LIMIT $3";
 
+/// The drifts a [`super::DriftFilter`] names, newest first (`$1` pipeline, `$2` environment, `$3`
+/// state, `$4` id; each NULL: any), in both dialects.
+pub const DRIFTS: &str =
+    "SELECT id, pipeline, environment, head, baseline, commits, diff, rewritten, state, decided_by, reason, at, decided_at, seal FROM drifts
+     WHERE (CAST($1 AS TEXT) IS NULL OR pipeline = $1) AND (CAST($2 AS TEXT) IS NULL OR environment = $2)
+       AND (CAST($3 AS TEXT) IS NULL OR state = $3) AND (CAST($4 AS TEXT) IS NULL OR id = $4)
+     ORDER BY at DESC, id DESC LIMIT 1000";
+
 /// The columns of a [`super::ViolationRecord`], in its fields' order (it derives `FromRow`).
 pub const VIOLATION_COLUMNS: &str = "id, pipeline, environment, head, policies, deny, state, decided_by, reason, until, revert_to, at, decided_at, seal";
 

@@ -167,37 +167,7 @@ impl SqliteBackend {
     }
 
     async fn drifts_of(&self, f: DriftFilter<'_>) -> Result<Vec<DriftRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, pipeline, environment, head, baseline, commits, diff, rewritten, state, decided_by, reason, at, decided_at, seal FROM drifts
-             WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR environment = ?2) AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR id = ?4)
-             ORDER BY at DESC, id DESC LIMIT 1000",
-        )
-        .bind(f.pipeline)
-        .bind(f.environment)
-        .bind(f.state)
-        .bind(f.id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.db())?;
-        Ok(rows
-            .iter()
-            .map(|r| DriftRecord {
-                id: r.get(0),
-                pipeline: r.get(1),
-                environment: r.get(2),
-                head: r.get(3),
-                baseline: r.get(4),
-                commits: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
-                diff: r.get(6),
-                rewritten: r.get(7),
-                state: r.get(8),
-                decided_by: r.get(9),
-                reason: r.get(10),
-                at: r.get(11),
-                decided_at: r.get(12),
-                seal: r.get(13),
-            })
-            .collect())
+        sqlx::query_as(crate::store::sql::DRIFTS).bind(f.pipeline).bind(f.environment).bind(f.state).bind(f.id).fetch_all(&self.pool).await.map_err(self.db())
     }
 
     async fn watches_of(&self, f: WatchFilter<'_>) -> Result<Vec<WatchRecord>, StoreError> {
