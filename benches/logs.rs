@@ -59,8 +59,10 @@ fn grid() -> Vec<Config> {
     let mut out = Vec::new();
     for prefix_tokens in [1, 2, 3] {
         for similarity in [0.4, 0.5, 0.6, 0.7] {
-            for word_changes in [0.2, 0.25, 0.34, 1.0] {
-                out.push(Config { prefix_tokens, similarity, word_changes, ..Config::default() });
+            for word_changes in [0.2, 0.34, 1.0] {
+                for closed_words in [0, 2, 4, 6, 8] {
+                    out.push(Config { prefix_tokens, similarity, word_changes, closed_words, ..Config::default() });
+                }
             }
         }
     }
@@ -75,44 +77,39 @@ fn leave_one_out() {
         loghub::SYSTEMS.iter().map(|(s, _)| (*s, loghub::labelled(s).into_iter().map(|(_, e)| e).collect(), loghub::labelled(s))).collect();
     let configs = grid();
     // scores[c][s]
-    let scores: Vec<Vec<f64>> = configs
-        .iter()
-        .map(|c| {
-            systems
-                .iter()
-                .map(|(_, truth, lines)| {
-                    let mut m = Miner::new(*c);
-                    let ids: Vec<u32> = lines.iter().map(|(l, _)| m.add(l)).collect();
-                    loghub::grouping_accuracy(truth, &ids)
-                })
-                .collect()
-        })
-        .collect();
+    let scores: Vec<Vec<f64>> =
+        configs.iter().map(|c| systems.iter().map(|(_, truth, lines)| loghub::grouping_accuracy(truth, &loghub::mine(*c, lines))).collect()).collect();
     println!("\nleave-one-out (configuration chosen on the other seven, scored on the one left out):");
-    println!("{:<10} {:>28} {:>9} {:>9}", "left out", "chosen (prefix, sim, words)", "held-out", "default");
+    println!("{:<10} {:>32} {:>9} {:>9}", "left out", "chosen (prefix, sim, words, set)", "held-out", "default");
     let d = Config::default();
-    let default = configs.iter().position(|c| c.prefix_tokens == d.prefix_tokens && c.similarity == d.similarity && c.word_changes == d.word_changes).unwrap();
+    let default = configs
+        .iter()
+        .position(|c| {
+            c.prefix_tokens == d.prefix_tokens && c.similarity == d.similarity && c.word_changes == d.word_changes && c.closed_words == d.closed_words
+        })
+        .unwrap();
     let mut sum = 0.0;
     for (k, (system, _, _)) in systems.iter().enumerate() {
         let mean_without = |c: usize| scores[c].iter().enumerate().filter(|(s, _)| *s != k).map(|(_, a)| a).sum::<f64>();
         let best = (0..configs.len()).fold(default, |b, c| if mean_without(c) > mean_without(b) + 1e-12 { c } else { b });
         sum += scores[best][k];
         println!(
-            "{system:<10} {:>28} {:>9.4} {:>9.4}",
-            format!("({}, {}, {})", configs[best].prefix_tokens, configs[best].similarity, configs[best].word_changes),
+            "{system:<10} {:>32} {:>9.4} {:>9.4}",
+            format!("({}, {}, {}, {})", configs[best].prefix_tokens, configs[best].similarity, configs[best].word_changes, configs[best].closed_words),
             scores[best][k],
             scores[default][k]
         );
     }
-    println!("{:<10} {:>28} {:>9.4}", "mean", "", sum / systems.len() as f64);
+    println!("{:<10} {:>32} {:>9.4}", "mean", "", sum / systems.len() as f64);
     println!("all configurations (mean over the eight):");
     for (c, row) in configs.iter().zip(&scores) {
         let min = row.iter().cloned().fold(1.0, f64::min);
         println!(
-            "  prefix {} similarity {:.1} word changes {:.2}: mean {:.4}, lowest {:.4}",
+            "  prefix {} similarity {:.1} word changes {:.2} closed set {}: mean {:.4}, lowest {:.4}",
             c.prefix_tokens,
             c.similarity,
             c.word_changes,
+            c.closed_words,
             row.iter().sum::<f64>() / row.len() as f64,
             min
         );
@@ -132,8 +129,7 @@ fn main() {
     for (system, drain) in loghub::SYSTEMS {
         let lines = loghub::labelled(system);
         let truth: Vec<String> = lines.iter().map(|(_, e)| e.clone()).collect();
-        let mut miner = Miner::new(Config::default());
-        let ours: Vec<u32> = lines.iter().map(|(c, _)| miner.add(c)).collect();
+        let ours = loghub::mine(Config::default(), &lines);
         let theirs = drain3_ids(&py, &lines);
         let (a, b) = (loghub::grouping_accuracy(&truth, &ours), loghub::grouping_accuracy(&truth, &theirs));
         ours_sum += a;
@@ -169,6 +165,7 @@ fn main() {
         miner.add(&line.unwrap());
         n += 1;
     }
+    miner.finish();
     let ours = start.elapsed().as_secs_f64();
     let ours_mem = rss_kb("VmHWM:").saturating_sub(before);
     let templates = miner.templates().len();

@@ -1,12 +1,16 @@
-//! What varies in a log line, masked by one fixed set of rules (no per-system tuning): numbers,
-//! hex ids, UUIDs, IPs and ports, paths, URLs, timestamps, durations, sizes.
+//! What varies in a log line, masked by one fixed set of rules (no per-system tuning): classes of
+//! token by their shape, not by any system's words: numbers, hex ids (`0x7f3a`, `d3adb33f`,
+//! `4f2a-9c1e`), UUIDs, IPs and ports, paths, URLs, mail and host addresses, timestamps,
+//! durations (`12ms`), sizes (`64KB`).
+
+use std::borrow::Cow;
 
 /// The placeholder for a variable part.
 pub const WILDCARD: &str = "<*>";
 
 /// Characters that separate the parts of a word (`size=42`, `host:port`, `(id)`): kept, but the
 /// parts between them are judged alone.
-fn is_separator(c: char) -> bool {
+pub fn is_separator(c: char) -> bool {
     matches!(c, '=' | ',' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '"' | '\'' | '<' | '>' | '|')
 }
 
@@ -47,10 +51,55 @@ fn is_named(part: &str) -> bool {
     best >= 3 && !part.contains(['.', ':', '/'])
 }
 
+/// Days and months as dates write them (`Fri Jul 01 08:16:53`), part of a timestamp (`May`, a
+/// word too, is left).
+const DATE_WORDS: &[&str] = &[
+    "Mon",
+    "Tue",
+    "Wed",
+    "Thu",
+    "Fri",
+    "Sat",
+    "Sun",
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Sept",
+    "Oct",
+    "Nov",
+    "Dec",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+    "January",
+    "February",
+    "March",
+    "April",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
 /// Whether a part (no whitespace, no separator) is a variable.
 fn is_variable(part: &str) -> bool {
     if part.is_empty() || part == WILDCARD {
         return false;
+    }
+    if DATE_WORDS.contains(&part) {
+        return true;
     }
     // Anything with a digit: numbers, hex ids, UUIDs, IPs, ports, timestamps, durations (12ms),
     // sizes (64KB), versions, ids such as blk_123 or node-246.
@@ -67,6 +116,25 @@ fn is_variable(part: &str) -> bool {
     }
     // Long hex strings without digits are rare; hex with digits is caught above.
     false
+}
+
+/// Whether a part is an identifier made of hex groups (`d3adb33f`, `a1b2-c3d4`, `fe80::1ff:fe23`,
+/// `0a:1b:2c`): every group hex digits, separated by `-`, `:` or `.`, with a digit and a letter
+/// among them (so neither a number, masked anyway, nor a word such as `face` or `decade`) and
+/// either a group of at least 6 or at least two groups of 2 or more. Such an id is one value: its
+/// shape (`a<*>b<*>-c<*>`) says nothing of the event.
+fn is_hex_id(part: &str) -> bool {
+    let (mut digit, mut letter, mut long, mut groups) = (false, false, false, 0);
+    for g in part.split(['-', ':', '.']) {
+        if g.is_empty() || !g.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+        digit |= g.bytes().any(|b| b.is_ascii_digit());
+        letter |= g.bytes().any(|b| b.is_ascii_alphabetic());
+        long |= g.len() >= 6;
+        groups += usize::from(g.len() >= 2);
+    }
+    digit && letter && (long || groups >= 2)
 }
 
 /// Whether a part without digits names a host or a mailbox: a `@` between a name and a domain, or
@@ -106,7 +174,7 @@ fn mask_part(part: &str) -> String {
         part.to_string()
     } else if let Some(kv) = split_key(part) {
         kv
-    } else if part.bytes().any(|b| b.is_ascii_digit()) && is_named(part) {
+    } else if part.bytes().any(|b| b.is_ascii_digit()) && is_named(part) && !is_hex_id(part) {
         mask_digits(part)
     } else {
         WILDCARD.to_string()
@@ -118,14 +186,42 @@ fn mask_part(part: &str) -> String {
 /// length).
 pub fn tokens(line: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for word in line.split_whitespace() {
-        let masked = mask_word(word);
+    for masked in masked_words(line) {
         if masked.contains(WILDCARD) && out.last().is_some_and(|l| *l == masked) {
             continue;
         }
-        out.push(masked);
+        out.push(masked.into_owned());
     }
     out
+}
+
+/// Units that a program scales to the value it prints (`93.0 B`, `5.2 KB`, `12 ms`, `3 min`): after
+/// a number they are part of the value, not words of the event.
+const UNITS: &[&str] =
+    &["B", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB", "kB", "ns", "us", "µs", "ms", "s", "sec", "secs", "min", "mins", "h", "hrs"];
+
+/// The words of a line, masked: each by [`mask_word`], and a unit right after a masked number
+/// (`<*> KB,` becomes `<*> <*>,`) masked with it.
+pub fn masked_words(line: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    let mut after_number = false;
+    line.split_whitespace().map(move |word| {
+        let unit = word.trim_end_matches([',', ';', ')', ']', '.']);
+        let masked = if after_number && UNITS.contains(&unit) { Cow::Owned(format!("{WILDCARD}{}", &word[unit.len()..])) } else { mask_word_cow(word) };
+        after_number = masked.ends_with(WILDCARD);
+        masked
+    })
+}
+
+/// Whether a word is kept as it is without looking further: no digit, no separator, nothing of a
+/// path, an address or a URL (most words of most lines).
+fn plain(word: &str) -> bool {
+    word.bytes().all(|b| !(b.is_ascii_digit() || matches!(b, b'/' | b'\\' | b'.' | b'@' | b':') || (b < 128 && is_separator(b as char))))
+        && !(word.starts_with(|c: char| c.is_ascii_uppercase()) && DATE_WORDS.contains(&word))
+}
+
+/// [`mask_word`], borrowing the word when nothing in it varies.
+pub fn mask_word_cow(word: &str) -> Cow<'_, str> {
+    if plain(word) { Cow::Borrowed(word) } else { Cow::Owned(mask_word(word)) }
 }
 
 /// One whitespace-separated word, its variable parts replaced by `<*>`; a word that is a
@@ -166,6 +262,9 @@ mod tests {
         assert_eq!(t("Block broadcast_9_piece0 stored"), "Block broadcast_<*>_piece<*> stored");
         assert_eq!(t("Received connection request /10.10.34.11:45307"), "Received connection request <*>");
         assert_eq!(t("size=67108864 path=/tmp/x user=bob"), "size=<*> path=<*> user=bob");
+        assert_eq!(t("size 93.0 B, free 5.2 KB took 3 ms in 2 s"), "size <*> <*>, free <*> took <*> in <*>");
+        assert_eq!(t("sent 12 bytes in B mode"), "sent <*> bytes in B mode");
+        assert_eq!(t("status=M Fri Jul 01 08:16:53 PDT 2005 on Sun"), "status=M <*> PDT <*> on <*>");
         assert_eq!(t("took 12ms at 2015-10-18T18:01:47,978 id 550e8400-e29b-41d4-a716-446655440000"), "took <*> at <*>,<*> id <*>");
         assert_eq!(t("GET https://example.com/a?b=c [OK]"), "GET <*> [OK]");
         // Windows paths, mail and host names without digits, `key:value` with a named key.
@@ -173,5 +272,16 @@ mod tests {
         assert_eq!(t("rhost=csnsu.nsuok.edu user=bob@mail.example.org"), "rhost=<*> user=<*>");
         assert_eq!(t("mapred.task.id is deprecated, n.leader x.cuhk.edu.hk"), "mapred.task.id is deprecated, n.leader <*>");
         assert_eq!(t("onExtend:1514038530000 pid:42 at 10.0.0.1:80 host.lan:443 18:01:47"), "onExtend:<*> pid:<*> at <*>");
+        // Ids of hex groups are one value whatever letters they start with; words stay.
+        assert_eq!(t("session d3adb33f ea1c-42fb c0ffee12 for decade face"), "session <*> for decade face");
+        assert_eq!(t("Block broadcast_9_piece0 blk_-42 node-246 ab12"), "Block broadcast_<*>_piece<*> blk_<*> node-<*> <*>");
+    }
+
+    #[test]
+    fn plain_words_are_borrowed_and_masked_the_same() {
+        for w in ["Receiving", "block", "size=42", "(id)", "a.b", "x:1", "1", "path/x", "-"] {
+            assert_eq!(mask_word_cow(w), mask_word(w), "{w}");
+        }
+        assert!(matches!(mask_word_cow("terminating"), Cow::Borrowed(_)));
     }
 }

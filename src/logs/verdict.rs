@@ -241,6 +241,7 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
     // counted where lines like it ended up, whichever window it came from.
     let mut miner = Miner::new(Config::default());
     let first: Vec<u32> = before.iter().chain(after).map(|l| miner.add(l)).collect();
+    miner.finish();
     let n = miner.templates().len();
     let (mut count_before, mut count_after) = (vec![0u64; n], vec![0u64; n]);
     let mut samples: Vec<Vec<String>> = vec![Vec::new(); n];
