@@ -3,8 +3,6 @@
 //! `4f2a-9c1e`), UUIDs, IPs and ports, paths, URLs, mail and host addresses, timestamps,
 //! durations (`12ms`), sizes (`64KB`).
 
-use std::borrow::Cow;
-
 /// The placeholder for a variable part.
 pub const WILDCARD: &str = "<*>";
 
@@ -16,24 +14,27 @@ pub fn is_separator(c: char) -> bool {
 
 /// A part with digits that is not a variable as a whole (`broadcast_9_piece0`): its digit runs
 /// masked, its shape kept (`broadcast_<*>_piece<*>`).
-fn mask_digits(part: &str) -> String {
-    let mut out = String::with_capacity(part.len());
+fn mask_digits(part: &str, out: &mut String) {
+    let b = part.as_bytes();
     let mut in_run = false;
-    let chars: Vec<char> = part.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
+    let mut kept = 0;
+    for i in 0..b.len() {
+        let c = b[i];
         // A sign belongs to the number (`blk_-42` and `blk_42` have one shape).
-        let sign = (c == '-' || c == '+') && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit()) && (i == 0 || !chars[i - 1].is_ascii_alphanumeric());
+        let sign = (c == b'-' || c == b'+') && b.get(i + 1).is_some_and(|n| n.is_ascii_digit()) && (i == 0 || !b[i - 1].is_ascii_alphanumeric());
         if c.is_ascii_digit() || sign {
             if !in_run {
+                // Digits and signs are ASCII: `kept..i` falls on character boundaries.
+                out.push_str(&part[kept..i]);
                 out.push_str(WILDCARD);
                 in_run = true;
             }
+            kept = i + 1;
         } else {
             in_run = false;
-            out.push(c);
         }
     }
-    out
+    out.push_str(&part[kept..]);
 }
 
 /// Whether a part is an identifier with a few numbers in it rather than a value: it starts with
@@ -162,22 +163,25 @@ fn is_address(part: &str) -> bool {
 /// `key:value` with an identifier as its key (`onExtend:1514038530000`, `pid:42`): the key kept,
 /// the value judged alone. Addresses and times (`10.0.0.1:80`, `host.lan:80`, `18:01:47`) have
 /// no identifier before their first colon and stay one value.
-fn split_key(part: &str) -> Option<String> {
+fn split_key(part: &str) -> Option<(&str, &str)> {
     let (key, value) = part.split_once(':')?;
     let identifier = key.len() >= 2 && key.as_bytes()[0].is_ascii_alphabetic() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    (identifier && is_named(key) && !value.is_empty() && !value.starts_with('/')).then(|| format!("{}:{}", mask_part(key), mask_part(value)))
+    (identifier && is_named(key) && !value.is_empty() && !value.starts_with('/')).then_some((key, value))
 }
 
-/// One part: kept, masked whole, or (a named identifier with numbers) its digit runs masked.
-fn mask_part(part: &str) -> String {
+/// One part, onto `out`: kept, masked whole, or (a named identifier with numbers) its digit runs
+/// masked.
+fn mask_part(part: &str, out: &mut String) {
     if !is_variable(part) {
-        part.to_string()
-    } else if let Some(kv) = split_key(part) {
-        kv
+        out.push_str(part);
+    } else if let Some((key, value)) = split_key(part) {
+        mask_part(key, out);
+        out.push(':');
+        mask_part(value, out);
     } else if part.bytes().any(|b| b.is_ascii_digit()) && is_named(part) && !is_hex_id(part) {
-        mask_digits(part)
+        mask_digits(part, out);
     } else {
-        WILDCARD.to_string()
+        out.push_str(WILDCARD);
     }
 }
 
@@ -186,12 +190,11 @@ fn mask_part(part: &str) -> String {
 /// length).
 pub fn tokens(line: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for masked in masked_words(line) {
-        if masked.contains(WILDCARD) && out.last().is_some_and(|l| *l == masked) {
-            continue;
+    for_each_masked(line, &mut String::new(), |masked| {
+        if !(masked.contains(WILDCARD) && out.last().is_some_and(|l| *l == masked)) {
+            out.push(masked.to_string());
         }
-        out.push(masked.into_owned());
-    }
+    });
     out
 }
 
@@ -200,16 +203,28 @@ pub fn tokens(line: &str) -> Vec<String> {
 const UNITS: &[&str] =
     &["B", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB", "kB", "ns", "us", "µs", "ms", "s", "sec", "secs", "min", "mins", "h", "hrs"];
 
-/// The words of a line, masked: each by [`mask_word`], and a unit right after a masked number
-/// (`<*> KB,` becomes `<*> <*>,`) masked with it.
-pub fn masked_words(line: &str) -> impl Iterator<Item = Cow<'_, str>> {
+/// The words of a line, masked, each given to `each`: each by [`mask_word`], and a unit right
+/// after a masked number (`<*> KB,` becomes `<*> <*>,`) masked with it.
+/// `buf` holds a masked word while `each` reads it (kept between calls to spare allocations).
+pub fn for_each_masked(line: &str, buf: &mut String, mut each: impl FnMut(&str)) {
     let mut after_number = false;
-    line.split_whitespace().map(move |word| {
-        let unit = word.trim_end_matches([',', ';', ')', ']', '.']);
-        let masked = if after_number && UNITS.contains(&unit) { Cow::Owned(format!("{WILDCARD}{}", &word[unit.len()..])) } else { mask_word_cow(word) };
+    for word in line.split_whitespace() {
+        let unit = || word.trim_end_matches([',', ';', ')', ']', '.']);
+        let masked: &str = if after_number && UNITS.contains(&unit()) {
+            buf.clear();
+            buf.push_str(WILDCARD);
+            buf.push_str(&word[unit().len()..]);
+            buf
+        } else if plain(word) {
+            word
+        } else {
+            buf.clear();
+            mask_word_into(word, buf);
+            buf
+        };
         after_number = masked.ends_with(WILDCARD);
-        masked
-    })
+        each(masked);
+    }
 }
 
 /// Whether a word is kept as it is without looking further: no digit, no separator, nothing of a
@@ -219,36 +234,29 @@ fn plain(word: &str) -> bool {
         && !(word.starts_with(|c: char| c.is_ascii_uppercase()) && DATE_WORDS.contains(&word))
 }
 
-/// [`mask_word`], borrowing the word when nothing in it varies.
-pub fn mask_word_cow(word: &str) -> Cow<'_, str> {
-    if plain(word) { Cow::Borrowed(word) } else { Cow::Owned(mask_word(word)) }
-}
-
 /// One whitespace-separated word, its variable parts replaced by `<*>`; a word that is a
 /// variable as a whole becomes exactly `<*>`.
 pub fn mask_word(word: &str) -> String {
-    if word.contains("://") {
-        return WILDCARD.to_string();
-    }
-    if !word.contains(is_separator) {
-        return mask_part(word);
-    }
     let mut out = String::with_capacity(word.len());
-    let mut part = String::new();
-    let flush = |part: &mut String, out: &mut String| {
-        out.push_str(&mask_part(part));
-        part.clear();
-    };
-    for c in word.chars() {
+    mask_word_into(word, &mut out);
+    out
+}
+
+/// [`mask_word`] onto `out`.
+fn mask_word_into(word: &str, out: &mut String) {
+    if word.contains("://") {
+        out.push_str(WILDCARD);
+        return;
+    }
+    let mut start = 0;
+    for (i, c) in word.char_indices() {
         if is_separator(c) {
-            flush(&mut part, &mut out);
+            mask_part(&word[start..i], out);
             out.push(c);
-        } else {
-            part.push(c);
+            start = i + c.len_utf8();
         }
     }
-    flush(&mut part, &mut out);
-    out
+    mask_part(&word[start..], out);
 }
 
 #[cfg(test)]
@@ -278,10 +286,12 @@ mod tests {
     }
 
     #[test]
-    fn plain_words_are_borrowed_and_masked_the_same() {
-        for w in ["Receiving", "block", "size=42", "(id)", "a.b", "x:1", "1", "path/x", "-"] {
-            assert_eq!(mask_word_cow(w), mask_word(w), "{w}");
+    fn plain_words_are_kept_as_they_are() {
+        for w in ["Receiving", "block", "terminating", "-", "ünïcode", "a-b_c"] {
+            assert!(plain(w) && mask_word(w) == w, "{w}");
         }
-        assert!(matches!(mask_word_cow("terminating"), Cow::Borrowed(_)));
+        for w in ["size=42", "(id)", "a.b", "x:1", "1", "path/x", "Fri"] {
+            assert!(!plain(w), "{w}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::mask::{WILDCARD, is_separator, masked_words};
+use super::mask::{WILDCARD, for_each_masked, is_separator};
 
 /// The miner's one configuration (the same for every input).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -166,14 +166,24 @@ pub struct Miner {
     clusters: Vec<Cluster>,
     templates: Vec<Template>,
     next_id: u32,
-    /// The current line's tokens (kept to spare an allocation per line).
+    /// The current line's tokens, and a masked word (kept to spare allocations per line).
     line: Vec<u32>,
+    buf: String,
 }
 
 impl Miner {
     /// An empty miner.
     pub fn new(config: Config) -> Miner {
-        Miner { config, words: Interner::new(), by_length: HashMap::new(), clusters: Vec::new(), templates: Vec::new(), next_id: 0, line: Vec::new() }
+        Miner {
+            config,
+            words: Interner::new(),
+            by_length: HashMap::new(),
+            clusters: Vec::new(),
+            templates: Vec::new(),
+            next_id: 0,
+            line: Vec::new(),
+            buf: String::new(),
+        }
     }
 
     /// A miner that knows `templates` already (their ids are kept; new ones follow).
@@ -204,13 +214,13 @@ impl Miner {
     /// becomes one (a list of ids is one value, whatever its length).
     fn tokenize(&mut self, line: &str) {
         self.line.clear();
-        for masked in masked_words(line) {
-            let id = self.words.id(&masked);
-            if self.words.valued[id as usize] && self.line.last() == Some(&id) {
-                continue;
+        let (words, toks) = (&mut self.words, &mut self.line);
+        for_each_masked(line, &mut self.buf, |masked| {
+            let id = words.id(masked);
+            if !(words.valued[id as usize] && toks.last() == Some(&id)) {
+                toks.push(id);
             }
-            self.line.push(id);
-        }
+        });
     }
 
     /// Mines one line: returns the id of its template (new or existing).
@@ -312,14 +322,13 @@ impl Miner {
     /// The template a line would join, without changing anything.
     pub fn find(&self, line: &str) -> Option<&Template> {
         let mut toks = Vec::new();
-        for masked in masked_words(line) {
+        for_each_masked(line, &mut String::new(), |masked| {
             // A token never seen matches no fixed token: any id that is not a word will do.
-            let id = self.words.get(&masked).unwrap_or(u32::MAX);
-            if id != u32::MAX && self.words.valued[id as usize] && toks.last() == Some(&id) {
-                continue;
+            let id = self.words.get(masked).unwrap_or(u32::MAX);
+            if !(id != u32::MAX && self.words.valued[id as usize] && toks.last() == Some(&id)) {
+                toks.push(id);
             }
-            toks.push(id);
-        }
+        });
         let node = self.leaf(&toks)?;
         self.best(&node.templates, &toks).map(|i| &self.templates[i])
     }
