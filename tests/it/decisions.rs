@@ -386,3 +386,57 @@ fn min_effect_chosen_on_half_the_files_holds_on_the_other_half() {
     println!("held out: bad {bs} of {b}, good {gs} of {g}");
     assert!(gs * 50 <= g, "held out: {gs} of {g} good releases stopped");
 }
+
+/// The kinds the third outside suite found passed (issue 32): a mean three times its baseline, at
+/// 36% of it, at 29% of it, on noisy real series. Made from the suite's good releases: the same
+/// real new window, every sample multiplied by the factor (a level change with the series' own
+/// noise); windows that the factor leaves unchanged (all zeros) are left out.
+pub fn scaled_cases() -> Vec<(f64, Case)> {
+    let mut out = Vec::new();
+    for c in metric_cases().into_iter().filter(|c| !c.bad) {
+        for f in [3.0, 0.36, 0.29] {
+            let new: Vec<f64> = c.new.iter().map(|v| v * f).collect();
+            if new != c.new {
+                out.push((f, Case { name: format!("{} x{f}", c.name), bad: true, new, ..c.clone() }));
+            }
+        }
+    }
+    out
+}
+
+/// Judged directly (the Prometheus path is the suite above's): how many of each factor stop, and
+/// the message of each that passes. The material rule's second measure (a factor of 2.5 with a
+/// third of the new samples beyond the baseline's range, docs/metrics.md) was chosen on the tweets
+/// and artificial series and checked on the traffic and ad-exchange ones.
+#[test]
+fn the_metrics_judge_on_real_series_whose_level_changed() {
+    use promote::analysis::kayenta::{Class, classify};
+    let s = settings();
+    let cases = scaled_cases();
+    let mut by_factor: Vec<(f64, usize, usize)> = Vec::new();
+    let mut held_out = (0, 0);
+    for (f, c) in &cases {
+        let v = classify(&c.new, &c.baseline, &s);
+        let stopped = v.class != Class::Pass;
+        if !stopped {
+            println!("{:36} passed  {}", c.name, v.reason);
+        }
+        match by_factor.iter_mut().find(|b| b.0 == *f) {
+            Some(b) => (b.1, b.2) = (b.1 + 1, b.2 + usize::from(stopped)),
+            None => by_factor.push((*f, 1, usize::from(stopped))),
+        }
+        if ["realTraffic", "realAdExchange"].contains(&c.family.as_str()) {
+            held_out = (held_out.0 + 1, held_out.1 + usize::from(stopped));
+        }
+        assert!(v.reason.contains("mean ") && v.reason.contains("p = ") && v.reason.contains("the baseline's range"), "{}", v.reason);
+    }
+    for (f, n, k) in &by_factor {
+        println!("level x{f}: stopped {k} of {n}");
+    }
+    let stopped: usize = by_factor.iter().map(|b| b.2).sum();
+    println!("all: {stopped} of {}; traffic and ad exchange (held out): {} of {}", cases.len(), held_out.1, held_out.0);
+    // Where this stands (docs/metrics.md; the goal is every one): 297 of 393 with the second
+    // measure, 215 with the sd rule alone; held out, 130 of 156 (81 with the sd rule alone).
+    assert!(stopped >= 297, "level changes stopped: {stopped} of {} (297 when this was written)", cases.len());
+    assert!(held_out.1 >= 130, "held out: {} of {} (130 when this was written)", held_out.1, held_out.0);
+}
