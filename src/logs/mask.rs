@@ -186,12 +186,14 @@ fn mask_part(part: &str, out: &mut String) {
 }
 
 /// Splits a line into tokens (on whitespace) and masks the variable parts of each token; a run of
-/// tokens of the same masked shape becomes one (a list of ids is one variable, whatever its
-/// length).
+/// tokens of the same masked shape, but for the punctuation that ends a list's item, becomes one
+/// (a list of ids is one variable, whatever its length: `queue: 7, 9, 12.` is `queue: <*>,`).
 pub fn tokens(line: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let stem = |t: &str| t.trim_end_matches([',', ';', '.']).to_string();
     for_each_masked(line, &mut String::new(), |masked| {
-        if !(masked.contains(WILDCARD) && out.last().is_some_and(|l| *l == masked)) {
+        // `<*>,` `<*>,` `<*>.`: the items of one list.
+        if !(masked.contains(WILDCARD) && out.last().is_some_and(|l| l == masked || stem(l) == stem(masked))) {
             out.push(masked.to_string());
         }
     });
@@ -270,8 +272,10 @@ mod tests {
         assert_eq!(t("Block broadcast_9_piece0 stored"), "Block broadcast_<*>_piece<*> stored");
         assert_eq!(t("Received connection request /10.10.34.11:45307"), "Received connection request <*>");
         assert_eq!(t("size=67108864 path=/tmp/x user=bob"), "size=<*> path=<*> user=bob");
-        assert_eq!(t("size 93.0 B, free 5.2 KB took 3 ms in 2 s"), "size <*> <*>, free <*> took <*> in <*>");
+        assert_eq!(t("size 93.0 B, free 5.2 KB took 3 ms in 2 s"), "size <*> free <*> took <*> in <*>");
         assert_eq!(t("sent 12 bytes in B mode"), "sent <*> bytes in B mode");
+        assert_eq!(t("Wait queue: 9088, 9091, 9093."), "Wait queue: <*>,");
+        assert_eq!(t("Wait queue: 9088."), "Wait queue: <*>");
         assert_eq!(t("status=M Fri Jul 01 08:16:53 PDT 2005 on Sun"), "status=M <*> PDT <*> on <*>");
         assert_eq!(t("took 12ms at 2015-10-18T18:01:47,978 id 550e8400-e29b-41d4-a716-446655440000"), "took <*> at <*>,<*> id <*>");
         assert_eq!(t("GET https://example.com/a?b=c [OK]"), "GET <*> [OK]");

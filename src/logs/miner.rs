@@ -82,11 +82,14 @@ struct Interner {
     wordlike: Vec<bool>,
     /// The tokens' text, by id.
     texts: Vec<Box<str>>,
+    /// The token without the punctuation that ends an item of a list (`<*>,` and `<*>.` are
+    /// `<*>`), by id: a list of values is one value whatever its length.
+    stems: Vec<u32>,
 }
 
 impl Interner {
     fn new() -> Interner {
-        let mut i = Interner { ids: FxHashMap::default(), valued: Vec::new(), wordlike: Vec::new(), texts: Vec::new() };
+        let mut i = Interner { ids: FxHashMap::default(), valued: Vec::new(), wordlike: Vec::new(), texts: Vec::new(), stems: Vec::new() };
         i.id(WILDCARD);
         i
     }
@@ -101,7 +104,18 @@ impl Interner {
         let rest = tok.replace(WILDCARD, "");
         self.wordlike.push(!tok.contains(WILDCARD) || (rest.chars().any(char::is_alphabetic) && !rest.chars().any(is_separator)));
         self.texts.push(tok.into());
+        self.stems.push(id);
+        let stem = tok.trim_end_matches([',', ';', '.']);
+        if stem.len() < tok.len() && !stem.is_empty() {
+            self.stems[id as usize] = self.id(stem);
+        }
         id
+    }
+
+    /// Whether `tok` goes on the list of values that `last` ends.
+    fn continues(&self, last: Option<&u32>, tok: u32) -> bool {
+        let stem = |t: u32| self.stems.get(t as usize).copied();
+        self.valued.get(tok as usize).copied().unwrap_or(false) && last.is_some_and(|&l| l == tok || (stem(l).is_some() && stem(l) == stem(tok)))
     }
 
     fn get(&self, tok: &str) -> Option<u32> {
@@ -211,13 +225,14 @@ impl Miner {
     }
 
     /// The line's masked tokens, interned, into `self.line`; a run of tokens of one masked shape
-    /// becomes one (a list of ids is one value, whatever its length).
+    /// (but for the punctuation that ends a list's item) becomes one: a list of ids is one value,
+    /// whatever its length.
     fn tokenize(&mut self, line: &str) {
         self.line.clear();
         let (words, toks) = (&mut self.words, &mut self.line);
         for_each_masked(line, &mut self.buf, |masked| {
             let id = words.id(masked);
-            if !(words.valued[id as usize] && toks.last() == Some(&id)) {
+            if !words.continues(toks.last(), id) {
                 toks.push(id);
             }
         });
@@ -325,7 +340,7 @@ impl Miner {
         for_each_masked(line, &mut String::new(), |masked| {
             // A token never seen matches no fixed token: any id that is not a word will do.
             let id = self.words.get(masked).unwrap_or(u32::MAX);
-            if !(id != u32::MAX && self.words.valued[id as usize] && toks.last() == Some(&id)) {
+            if !self.words.continues(toks.last(), id) {
                 toks.push(id);
             }
         });
