@@ -54,52 +54,56 @@ fn is_named(part: &str) -> bool {
 
 /// Days and months as dates write them (`Fri Jul 01 08:16:53`), part of a timestamp (`May`, a
 /// word too, is left).
-const DATE_WORDS: &[&str] = &[
-    "Mon",
-    "Tue",
-    "Wed",
-    "Thu",
-    "Fri",
-    "Sat",
-    "Sun",
-    "Jan",
-    "Feb",
-    "Mar",
-    "Apr",
-    "Jun",
-    "Jul",
-    "Aug",
-    "Sep",
-    "Sept",
-    "Oct",
-    "Nov",
-    "Dec",
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-    "January",
-    "February",
-    "March",
-    "April",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
+fn is_date_word(w: &str) -> bool {
+    // A `match` (by length, then bytes): this is asked of every capitalised word.
+    matches!(
+        w,
+        "Mon"
+            | "Tue"
+            | "Wed"
+            | "Thu"
+            | "Fri"
+            | "Sat"
+            | "Sun"
+            | "Jan"
+            | "Feb"
+            | "Mar"
+            | "Apr"
+            | "Jun"
+            | "Jul"
+            | "Aug"
+            | "Sep"
+            | "Sept"
+            | "Oct"
+            | "Nov"
+            | "Dec"
+            | "Monday"
+            | "Tuesday"
+            | "Wednesday"
+            | "Thursday"
+            | "Friday"
+            | "Saturday"
+            | "Sunday"
+            | "January"
+            | "February"
+            | "March"
+            | "April"
+            | "June"
+            | "July"
+            | "August"
+            | "September"
+            | "October"
+            | "November"
+            | "December"
+    )
+}
 
 /// Whether a part (no whitespace, no separator) is a variable.
 fn is_variable(part: &str) -> bool {
     if part.is_empty() || part == WILDCARD {
         return false;
     }
-    if DATE_WORDS.contains(&part) {
+    if is_date_word(part) {
         return true;
     }
     // Anything with a digit: numbers, hex ids, UUIDs, IPs, ports, timestamps, durations (12ms),
@@ -232,9 +236,25 @@ pub fn for_each_masked(line: &str, buf: &mut String, mut each: impl FnMut(&str))
 /// Whether a word is kept as it is without looking further: no digit, no separator, nothing of a
 /// path, an address or a URL (most words of most lines).
 fn plain(word: &str) -> bool {
-    word.bytes().all(|b| !(b.is_ascii_digit() || matches!(b, b'/' | b'\\' | b'.' | b'@' | b':') || (b < 128 && is_separator(b as char))))
-        && !(word.starts_with(|c: char| c.is_ascii_uppercase()) && DATE_WORDS.contains(&word))
+    word.bytes().all(|b| !NOT_PLAIN[b as usize]) && !(word.starts_with(|c: char| c.is_ascii_uppercase()) && is_date_word(word))
 }
+
+/// The bytes that make a word worth a closer look: digits, separators, and what paths,
+/// addresses and URLs are made of.
+const NOT_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = c.is_ascii_digit()
+            || matches!(
+                c,
+                b'/' | b'\\' | b'.' | b'@' | b':' | b'=' | b',' | b';' | b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'"' | b'\'' | b'<' | b'>' | b'|'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// One whitespace-separated word, its variable parts replaced by `<*>`; a word that is a
 /// variable as a whole becomes exactly `<*>`.
@@ -246,7 +266,7 @@ pub fn mask_word(word: &str) -> String {
 
 /// [`mask_word`] onto `out`.
 fn mask_word_into(word: &str, out: &mut String) {
-    if word.contains("://") {
+    if word.as_bytes().windows(3).any(|w| w == b"://") {
         out.push_str(WILDCARD);
         return;
     }
@@ -291,6 +311,9 @@ mod tests {
 
     #[test]
     fn plain_words_are_kept_as_they_are() {
+        for c in (0u8..128).map(char::from) {
+            assert_eq!(NOT_PLAIN[c as usize], c.is_ascii_digit() || "/\\.@:".contains(c) || is_separator(c), "{c:?}");
+        }
         for w in ["Receiving", "block", "terminating", "-", "ünïcode", "a-b_c"] {
             assert!(plain(w) && mask_word(w) == w, "{w}");
         }
