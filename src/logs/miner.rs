@@ -311,7 +311,7 @@ impl Miner {
             (0..self.clusters.len()).filter_map(|i| self.clusters[i].slots.iter().position(|s| s.closed(&c) && !elsewhere(i, s)).map(|k| (i, k))).collect();
         for (i, k) in split {
             let mut slot = self.clusters[i].slots.swap_remove(k);
-            slot.words.sort_by(|a, b| b.1.cmp(&a.1));
+            slot.words.sort_by_key(|w| std::cmp::Reverse(w.1));
             let pos = slot.pos;
             for (j, &(w, n)) in slot.words.iter().enumerate() {
                 let text = self.words.texts[w as usize].to_string();

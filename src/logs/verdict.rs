@@ -197,10 +197,12 @@ impl Format {
                 // format (a line of another format among this log's: `ERROR`, `[FATAL]`); a
                 // letter or a word in lower case does not.
                 let word = tok.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-                if i < 8 && word.len() >= 4 && word.bytes().all(|b| b.is_ascii_uppercase()) {
-                    if let Some(l) = severity(word) {
-                        note(l);
-                    }
+                if i < 8
+                    && word.len() >= 4
+                    && word.bytes().all(|b| b.is_ascii_uppercase())
+                    && let Some(l) = severity(word)
+                {
+                    note(l);
                 }
                 continue;
             }
@@ -218,10 +220,10 @@ impl Format {
                     let word = tok.trim_matches(|c: char| !c.is_ascii_alphanumeric());
                     let shaped =
                         (word.len() > 1 && word.bytes().all(|b| b.is_ascii_uppercase())) || tok.starts_with(['[', '<', '(']) || tok.ends_with([']', '>', ':']);
-                    if (letter && (after_header || tok.contains('/'))) || (!letter && shaped) {
-                        if let Some(l) = severity(tok) {
-                            note(l);
-                        }
+                    if ((letter && (after_header || tok.contains('/'))) || (!letter && shaped))
+                        && let Some(l) = severity(tok)
+                    {
+                        note(l);
                     }
                 }
             }

@@ -298,7 +298,8 @@ pub fn log_cases() -> Vec<(String, bool, Vec<String>, Vec<String>)> {
             }
         }
         // (which rows, growth, name).
-        let kinds: [(fn(&(String, bool, bool)) -> bool, usize, &str); 2] = [(|r| r.1, 6, "grown 6x"), (|r| r.2, 10, "(says failure below error) grown 10x")];
+        type Kind = (fn(&(String, bool, bool)) -> bool, usize, &'static str);
+        let kinds: [Kind; 2] = [(|r| r.1, 6, "grown 6x"), (|r| r.2, 10, "(says failure below error) grown 10x")];
         for (chosen, times, what) in kinds {
             let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
             for r in before_rows.iter().filter(|r| chosen(r)) {
