@@ -288,10 +288,9 @@ pub fn failure(text: &str) -> Option<String> {
         if (w == "error" || w == "errors") && !counted {
             return Some(w);
         }
-        // Words inside an identifier: `onConnectionFailed`, `task_failed`.
-        if let Some(part) =
-            camel_parts(raw).map(str::to_lowercase).find(|p| matches!(p.as_str(), "failed" | "failure" | "crashed" | "timeout" | "refused" | "aborted"))
-        {
+        // Words inside an identifier: `onConnectionFailed`, `task_failed` (not `timeout`: a
+        // setting's name, `maxSessionTimeout`).
+        if let Some(part) = camel_parts(raw).map(str::to_lowercase).find(|p| matches!(p.as_str(), "failed" | "failure" | "crashed" | "refused" | "aborted")) {
             return Some(part);
         }
         previous = w;
