@@ -3,6 +3,8 @@
 //!
 //! 1. Grouping accuracy on the eight LogHub 2k samples (`Content` column vs `EventId`), ours and
 //!    Drain3's, beside Drain's published figures.
+//!    Then any `target/logs-bench/outside/*.csv` (Content,EventId: logs of other systems labelled by
+//!    their programs' message formats, written by scripts/outside-logs/), ours and Drain3's.
 //! 2. Throughput on one core: the eight systems' raw `.log` lines concatenated and repeated to
 //!    1,000,000 lines (written to target/logs-bench/1m.log), mined in one pass; lines per second
 //!    and peak memory (ours: this process's peak RSS growth while mining; Drain3: its process's).
@@ -59,8 +61,10 @@ fn grid() -> Vec<Config> {
     let mut out = Vec::new();
     for prefix_tokens in [1, 2, 3] {
         for similarity in [0.4, 0.5, 0.6, 0.7] {
-            for word_changes in [0.2, 0.25, 0.34, 1.0] {
-                out.push(Config { prefix_tokens, similarity, word_changes, ..Config::default() });
+            for word_changes in [0.2, 0.34, 1.0] {
+                for closed_words in [0, 2, 4, 6, 8] {
+                    out.push(Config { prefix_tokens, similarity, word_changes, closed_words, ..Config::default() });
+                }
             }
         }
     }
@@ -75,44 +79,39 @@ fn leave_one_out() {
         loghub::SYSTEMS.iter().map(|(s, _)| (*s, loghub::labelled(s).into_iter().map(|(_, e)| e).collect(), loghub::labelled(s))).collect();
     let configs = grid();
     // scores[c][s]
-    let scores: Vec<Vec<f64>> = configs
-        .iter()
-        .map(|c| {
-            systems
-                .iter()
-                .map(|(_, truth, lines)| {
-                    let mut m = Miner::new(*c);
-                    let ids: Vec<u32> = lines.iter().map(|(l, _)| m.add(l)).collect();
-                    loghub::grouping_accuracy(truth, &ids)
-                })
-                .collect()
-        })
-        .collect();
+    let scores: Vec<Vec<f64>> =
+        configs.iter().map(|c| systems.iter().map(|(_, truth, lines)| loghub::grouping_accuracy(truth, &loghub::mine(*c, lines))).collect()).collect();
     println!("\nleave-one-out (configuration chosen on the other seven, scored on the one left out):");
-    println!("{:<10} {:>28} {:>9} {:>9}", "left out", "chosen (prefix, sim, words)", "held-out", "default");
+    println!("{:<10} {:>32} {:>9} {:>9}", "left out", "chosen (prefix, sim, words, set)", "held-out", "default");
     let d = Config::default();
-    let default = configs.iter().position(|c| c.prefix_tokens == d.prefix_tokens && c.similarity == d.similarity && c.word_changes == d.word_changes).unwrap();
+    let default = configs
+        .iter()
+        .position(|c| {
+            c.prefix_tokens == d.prefix_tokens && c.similarity == d.similarity && c.word_changes == d.word_changes && c.closed_words == d.closed_words
+        })
+        .unwrap();
     let mut sum = 0.0;
     for (k, (system, _, _)) in systems.iter().enumerate() {
         let mean_without = |c: usize| scores[c].iter().enumerate().filter(|(s, _)| *s != k).map(|(_, a)| a).sum::<f64>();
         let best = (0..configs.len()).fold(default, |b, c| if mean_without(c) > mean_without(b) + 1e-12 { c } else { b });
         sum += scores[best][k];
         println!(
-            "{system:<10} {:>28} {:>9.4} {:>9.4}",
-            format!("({}, {}, {})", configs[best].prefix_tokens, configs[best].similarity, configs[best].word_changes),
+            "{system:<10} {:>32} {:>9.4} {:>9.4}",
+            format!("({}, {}, {}, {})", configs[best].prefix_tokens, configs[best].similarity, configs[best].word_changes, configs[best].closed_words),
             scores[best][k],
             scores[default][k]
         );
     }
-    println!("{:<10} {:>28} {:>9.4}", "mean", "", sum / systems.len() as f64);
+    println!("{:<10} {:>32} {:>9.4}", "mean", "", sum / systems.len() as f64);
     println!("all configurations (mean over the eight):");
     for (c, row) in configs.iter().zip(&scores) {
         let min = row.iter().cloned().fold(1.0, f64::min);
         println!(
-            "  prefix {} similarity {:.1} word changes {:.2}: mean {:.4}, lowest {:.4}",
+            "  prefix {} similarity {:.1} word changes {:.2} closed set {}: mean {:.4}, lowest {:.4}",
             c.prefix_tokens,
             c.similarity,
             c.word_changes,
+            c.closed_words,
             row.iter().sum::<f64>() / row.len() as f64,
             min
         );
@@ -132,8 +131,7 @@ fn main() {
     for (system, drain) in loghub::SYSTEMS {
         let lines = loghub::labelled(system);
         let truth: Vec<String> = lines.iter().map(|(_, e)| e.clone()).collect();
-        let mut miner = Miner::new(Config::default());
-        let ours: Vec<u32> = lines.iter().map(|(c, _)| miner.add(c)).collect();
+        let ours = loghub::mine(Config::default(), &lines);
         let theirs = drain3_ids(&py, &lines);
         let (a, b) = (loghub::grouping_accuracy(&truth, &ours), loghub::grouping_accuracy(&truth, &theirs));
         ours_sum += a;
@@ -142,6 +140,24 @@ fn main() {
     }
     println!("{:<10} {:>8.4} {:>8.4}", "mean", ours_sum / 8.0, theirs_sum / 8.0);
     println!("(* Drain's published figures, Zhu et al. ICSE-SEIP 2019, with per-system settings)");
+
+    // Logs of other systems, labelled by their programs' own message formats
+    // (scripts/outside-logs/*.sh writes them): Content,EventId.
+    let outside = dir.join("outside");
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&outside).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "csv")).collect();
+    files.sort();
+    if !files.is_empty() {
+        println!("\noutside LogHub ({}):", outside.display());
+        for f in files {
+            let rows = loghub::csv(&std::fs::read_to_string(&f).unwrap());
+            let lines: Vec<(String, String)> = rows[1..].iter().filter(|r| r.len() >= 2).map(|r| (r[0].clone(), r[1].clone())).collect();
+            let truth: Vec<String> = lines.iter().map(|(_, e)| e.clone()).collect();
+            let ours = loghub::grouping_accuracy(&truth, &loghub::mine(Config::default(), &lines));
+            let theirs = loghub::grouping_accuracy(&truth, &drain3_ids(&py, &lines));
+            println!("{:<24} {ours:>8.4} {theirs:>8.4}  ({} lines)", f.file_stem().unwrap().to_string_lossy(), lines.len());
+        }
+    }
 
     leave_one_out();
 
@@ -169,6 +185,7 @@ fn main() {
         miner.add(&line.unwrap());
         n += 1;
     }
+    miner.finish();
     let ours = start.elapsed().as_secs_f64();
     let ours_mem = rss_kb("VmHWM:").saturating_sub(before);
     let templates = miner.templates().len();

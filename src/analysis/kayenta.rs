@@ -1,7 +1,8 @@
 //! The comparison with a baseline, in Kayenta's classes and score: each compared metric is High or
 //! Low when its change is significant (Mann-Whitney, or bursts beyond every baseline sample) and
-//! material (the mean moved more than `minEffect` baseline sd), else Pass or NoData; then groups
-//! are scored and weighted out of 100.
+//! material (the mean moved more than `minEffect` baseline sd, or the mean changed by a factor of
+//! [`MATERIAL_RATIO`] with [`MATERIAL_SEPARATED`] of the new samples beyond the baseline's range),
+//! else Pass or NoData; then groups are scored and weighted out of 100.
 
 use serde::Serialize;
 
@@ -91,6 +92,16 @@ impl Classification {
     }
 }
 
+/// A change of the mean by this factor (or its inverse) is material when the samples show it too
+/// (below): measured on the decision suite (docs/metrics.md), a factor alone is not enough.
+pub const MATERIAL_RATIO: f64 = 2.5;
+
+/// The share of new samples beyond the baseline's whole range (above its maximum for a rise,
+/// below its minimum for a fall) that makes a change by [`MATERIAL_RATIO`] material: a third of
+/// the new samples where the baseline never went, however noisy the baseline (its sd says
+/// nothing then). Both chosen on half the suite's files, checked on the other half.
+pub const MATERIAL_SEPARATED: f64 = 1.0 / 3.0;
+
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -141,6 +152,10 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
         return c;
     }
     let degenerate = new.first() == new.last() && base.first() == base.last();
+    // The overlap of the samples: new samples beyond the baseline's whole range, each way.
+    let (base_lo, base_hi) = (base[0], base[base.len() - 1]);
+    let above = new.iter().filter(|v| **v > base_hi).count();
+    let below = new.iter().filter(|v| **v < base_lo).count();
     // The means are of the samples as measured (the jitter only breaks ties for the test).
     let (mean_new, mean_base) = (mean(&new), mean(&base));
     let sd = sd(&base, mean_base);
@@ -193,7 +208,17 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
     } else {
         f64::INFINITY
     };
-    let material = effect > s.min_effect;
+    // A second measure of size, for a noisy baseline whose sd hides a shift: the mean changed by
+    // a factor of MATERIAL_RATIO and a third of the new samples lie beyond the baseline's range that way.
+    let separated = |k: usize| k as f64 >= MATERIAL_SEPARATED * c.n_new as f64;
+    // The ratio read along the number line: for a negative baseline, -60 against -20 (ratio 3) is
+    // a fall, to a third.
+    let level = if mean_base < 0.0 { 1.0 / c.ratio } else { c.ratio };
+    let scaled_up = !level.is_nan() && level >= MATERIAL_RATIO && separated(above);
+    let scaled_down = !level.is_nan() && level <= 1.0 / MATERIAL_RATIO && separated(below);
+    let by_sd = effect > s.min_effect;
+    let material_up = by_sd || scaled_up;
+    let material_down = by_sd || scaled_down;
     let means = match c.ratio {
         r if r.is_finite() => format!("mean {} vs {} (ratio {})", f(mean_new), f(mean_base), f(r)),
         _ if mean_base == 0.0 => format!("mean {} vs {} (the baseline's mean is 0)", f(mean_new), f(mean_base)),
@@ -201,7 +226,7 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
     };
     let moved = if effect.is_finite() { format!("{} sd", f((effect * 100.0).round() / 100.0)) } else { "over a constant baseline".to_string() };
     let facts = format!(
-        "{means}, moved {moved}, shift {} ({:.0}% interval {} .. {}), p = {}{p_how}{bursts} ({} new, {} baseline samples)",
+        "{means}, moved {moved}, {above} new samples above and {below} below the baseline's range, shift {} ({:.0}% interval {} .. {}), p = {}{p_how}{bursts} ({} new, {} baseline samples)",
         f(mw.estimate),
         s.confidence * 100.0,
         f(mw.lower),
@@ -210,19 +235,36 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
         c.n_new,
         c.n_baseline
     );
-    let within = |limit: f64, high: bool| if high { c.ratio.is_nan() || c.ratio >= limit } else { c.ratio.is_nan() || c.ratio <= limit };
-    if significant_up && material && up && increase && within(s.allowed_increase, true) {
+    let within = |limit: f64, high: bool| if high { level.is_nan() || level >= limit } else { level.is_nan() || level <= limit };
+    let size = |by_sd: bool, word: &str| {
+        if by_sd {
+            format!("the mean moved more than {} baseline sd", f(s.min_effect))
+        } else {
+            format!(
+                "the mean {word} by a factor of {} or more, with at least {:.0}% of the new samples {} the baseline's range",
+                f(MATERIAL_RATIO),
+                MATERIAL_SEPARATED * 100.0,
+                if word == "rose" { "above" } else { "below" }
+            )
+        }
+    };
+    if significant_up && material_up && up && increase && within(s.allowed_increase, true) {
         c.class = Class::High;
         c.critical_failure = s.critical && within(s.critical_increase, true);
-        c.reason = format!("High: {facts}: significant (p < {}) and the mean moved more than {} baseline sd", f(alpha), f(s.min_effect));
-    } else if significant_down && material && down && decrease && within(s.allowed_decrease, false) {
+        c.reason = format!("High: {facts}: significant (p < {}) and material ({})", f(alpha), size(by_sd, "rose"));
+    } else if significant_down && material_down && down && decrease && within(s.allowed_decrease, false) {
         c.class = Class::Low;
         c.critical_failure = s.critical && within(s.critical_decrease, false);
-        c.reason = format!("Low: {facts}: significant (p < {}) and the mean moved more than {} baseline sd", f(alpha), f(s.min_effect));
+        c.reason = format!("Low: {facts}: significant (p < {}) and material ({})", f(alpha), size(by_sd, "fell"));
     } else if !(significant_up || significant_down) {
         c.reason = format!("Pass: {facts}: not significant (p >= {})", f(alpha));
-    } else if !material {
-        c.reason = format!("Pass: {facts}: significant, but the mean moved at most {} baseline sd", f(s.min_effect));
+    } else if !(significant_up && material_up || significant_down && material_down) {
+        c.reason = format!(
+            "Pass: {facts}: significant, but not material (the mean moved at most {} baseline sd, and not by a factor of {} with {:.0}% of the new samples beyond the baseline's range)",
+            f(s.min_effect),
+            f(MATERIAL_RATIO),
+            MATERIAL_SEPARATED * 100.0
+        );
     } else {
         c.reason = format!("Pass: {facts}: not in the direction judged or within the allowed effect size");
     }
@@ -364,6 +406,29 @@ mod tests {
         assert_eq!(classify(&nan, &base, &strict).class, Class::NoDataFail);
         // Each side one repeated value: Kayenta adds tiny noise, and a real difference still shows.
         assert_eq!(classify(&[5.0; 20], &[4.0; 20], &settings()).class, Class::High);
+    }
+
+    #[test]
+    fn a_noisy_baseline_does_not_hide_a_change_of_level_the_samples_show() {
+        let either = CompareSettings { direction: Direction::Either, ..settings() };
+        // A noisy baseline (spikes make its sd as large as its mean); the new window at a third
+        // of it, half of its samples below anything the baseline did.
+        let base: Vec<f64> = (0..30).map(|i| if i % 10 == 0 { 60.0 } else { 8.0 + (i % 4) as f64 }).collect();
+        let new: Vec<f64> = (0..30).map(|i| if i % 2 == 0 { 2.0 + (i % 3) as f64 } else { 8.0 }).collect();
+        let c = classify(&new, &base, &either);
+        assert_eq!(c.class, Class::Low, "{}", c.reason);
+        assert!(c.reason.contains("15 below the baseline's range") && c.reason.contains("by a factor of 2.5 or more"), "{}", c.reason);
+        // The same fall with the new samples inside the baseline's range: the sd rule alone, and
+        // it is not enough.
+        let new: Vec<f64> = (0..30).map(|i| if i % 2 == 0 { 8.0 } else { 9.0 }).collect();
+        let c = classify(&new, &base, &either);
+        assert_eq!(c.class, Class::Pass, "{}", c.reason);
+        assert!(c.reason.contains("significant, but not material"), "{}", c.reason);
+        // A negative metric read along the number line: -60 against -20 is a fall.
+        let base: Vec<f64> = (0..30).map(|i| -20.0 - (i % 5) as f64).collect();
+        let new: Vec<f64> = base.iter().map(|v| v * 3.0).collect();
+        assert_eq!(classify(&new, &base, &either).class, Class::Low);
+        assert_eq!(classify(&new, &base, &settings()).class, Class::Pass, "a fall is fine when only rises are bad");
     }
 
     #[test]

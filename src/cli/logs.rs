@@ -113,37 +113,77 @@ fn mine(args: MineArgs) -> anyhow::Result<ExitCode> {
         _ => Vec::new(),
     };
     let mut miner = Miner::with_templates(Config::default(), known);
+    // Two passes: every line mined, the templates finished (closed sets of words split), then
+    // each line given its final template. Files are read again; standard input is kept.
+    let mut stdin_lines: Option<Vec<String>> = None;
+    let read = |file: &PathBuf, stdin_lines: &mut Option<Vec<String>>, each: &mut dyn FnMut(usize, &str)| -> anyhow::Result<bool> {
+        if file.as_os_str() == "-" {
+            let kept = match stdin_lines.take() {
+                Some(kept) => kept,
+                None => std::io::BufReader::new(std::io::stdin())
+                    .split(b'\n')
+                    .map(|l| l.map(|l| String::from_utf8_lossy(&l).trim_end_matches('\r').to_string()))
+                    .collect::<Result<_, _>>()?,
+            };
+            kept.iter().enumerate().for_each(|(n, l)| each(n, l));
+            *stdin_lines = Some(kept);
+            return Ok(true);
+        }
+        let f = match std::fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("promote: error: {}: {e}", file.display());
+                return Ok(false);
+            }
+        };
+        for (n, line) in std::io::BufReader::new(f).split(b'\n').enumerate() {
+            let line = line?;
+            // Logs are not always UTF-8: undecodable bytes become U+FFFD, never an error.
+            let text = String::from_utf8_lossy(&line);
+            each(n, text.trim_end_matches('\r'));
+        }
+        Ok(true)
+    };
+    // Each line's template when mined: kept for a line that no longer reaches the similarity of
+    // its template (which gained `<*>` since), as the judge does.
+    let mut first: Vec<u32> = Vec::new();
+    for file in &args.files {
+        if !read(file, &mut stdin_lines, &mut |_, text| {
+            first.push(miner.add(text));
+        })? {
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    }
+    miner.finish();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {
         write!(out, "{{\"lines\": [")?;
     }
-    let mut first = true;
+    let mut first_written = true;
+    let mut at = 0usize;
     for file in &args.files {
-        let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
-            Box::new(std::io::BufReader::new(std::io::stdin()))
-        } else {
-            match std::fs::File::open(file) {
-                Ok(f) => Box::new(std::io::BufReader::new(f)),
-                Err(e) => {
-                    eprintln!("promote: error: {}: {e}", file.display());
-                    return Ok(ExitCode::from(EXIT_BAD_INPUT));
-                }
-            }
-        };
         let shown = file.display().to_string();
-        for (n, line) in reader.split(b'\n').enumerate() {
-            let line = line?;
-            // Logs are not always UTF-8: undecodable bytes become U+FFFD, never an error.
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches('\r');
-            let id = miner.add(text);
-            if args.json {
-                let sep = if std::mem::take(&mut first) { "" } else { "," };
-                write!(out, "{sep}\n  {}", serde_json::json!({"file": shown, "line": n + 1, "template": id}))?;
+        let mut failed: Option<std::io::Error> = None;
+        let found = read(file, &mut stdin_lines, &mut |n, text| {
+            // A file that grew since the first pass: its new lines have no first template.
+            let id = miner.find(text).map(|t| t.id).or(first.get(at).copied());
+            at += 1;
+            let written = if args.json {
+                let sep = if std::mem::take(&mut first_written) { "" } else { "," };
+                write!(out, "{sep}\n  {}", serde_json::json!({"file": shown, "line": n + 1, "template": id}))
             } else {
-                writeln!(out, "{shown}:{}\tT{id}", n + 1)?;
+                writeln!(out, "{shown}:{}\tT{}", n + 1, id.map_or("?".to_string(), |i| i.to_string()))
+            };
+            if let Err(e) = written {
+                failed.get_or_insert(e);
             }
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        if !found {
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     }
     let mut templates: Vec<&Template> = miner.templates().iter().collect();

@@ -1,35 +1,40 @@
-//! What varies in a log line, masked by one fixed set of rules (no per-system tuning): numbers,
-//! hex ids, UUIDs, IPs and ports, paths, URLs, timestamps, durations, sizes.
+//! What varies in a log line, masked by one fixed set of rules (no per-system tuning): classes of
+//! token by their shape, not by any system's words: numbers, hex ids (`0x7f3a`, `d3adb33f`,
+//! `4f2a-9c1e`), UUIDs, IPs and ports, paths, URLs, mail and host addresses, timestamps,
+//! durations (`12ms`), sizes (`64KB`).
 
 /// The placeholder for a variable part.
 pub const WILDCARD: &str = "<*>";
 
 /// Characters that separate the parts of a word (`size=42`, `host:port`, `(id)`): kept, but the
 /// parts between them are judged alone.
-fn is_separator(c: char) -> bool {
+pub fn is_separator(c: char) -> bool {
     matches!(c, '=' | ',' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '"' | '\'' | '<' | '>' | '|')
 }
 
 /// A part with digits that is not a variable as a whole (`broadcast_9_piece0`): its digit runs
 /// masked, its shape kept (`broadcast_<*>_piece<*>`).
-fn mask_digits(part: &str) -> String {
-    let mut out = String::with_capacity(part.len());
+fn mask_digits(part: &str, out: &mut String) {
+    let b = part.as_bytes();
     let mut in_run = false;
-    let chars: Vec<char> = part.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
+    let mut kept = 0;
+    for i in 0..b.len() {
+        let c = b[i];
         // A sign belongs to the number (`blk_-42` and `blk_42` have one shape).
-        let sign = (c == '-' || c == '+') && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit()) && (i == 0 || !chars[i - 1].is_ascii_alphanumeric());
+        let sign = (c == b'-' || c == b'+') && b.get(i + 1).is_some_and(|n| n.is_ascii_digit()) && (i == 0 || !b[i - 1].is_ascii_alphanumeric());
         if c.is_ascii_digit() || sign {
             if !in_run {
+                // Digits and signs are ASCII: `kept..i` falls on character boundaries.
+                out.push_str(&part[kept..i]);
                 out.push_str(WILDCARD);
                 in_run = true;
             }
+            kept = i + 1;
         } else {
             in_run = false;
-            out.push(c);
         }
     }
-    out
+    out.push_str(&part[kept..]);
 }
 
 /// Whether a part is an identifier with a few numbers in it rather than a value: it starts with
@@ -47,10 +52,59 @@ fn is_named(part: &str) -> bool {
     best >= 3 && !part.contains(['.', ':', '/'])
 }
 
+/// Days and months as dates write them (`Fri Jul 01 08:16:53`), part of a timestamp (`May`, a
+/// word too, is left).
+fn is_date_word(w: &str) -> bool {
+    // A `match` (by length, then bytes): this is asked of every capitalised word.
+    matches!(
+        w,
+        "Mon"
+            | "Tue"
+            | "Wed"
+            | "Thu"
+            | "Fri"
+            | "Sat"
+            | "Sun"
+            | "Jan"
+            | "Feb"
+            | "Mar"
+            | "Apr"
+            | "Jun"
+            | "Jul"
+            | "Aug"
+            | "Sep"
+            | "Sept"
+            | "Oct"
+            | "Nov"
+            | "Dec"
+            | "Monday"
+            | "Tuesday"
+            | "Wednesday"
+            | "Thursday"
+            | "Friday"
+            | "Saturday"
+            | "Sunday"
+            | "January"
+            | "February"
+            | "March"
+            | "April"
+            | "June"
+            | "July"
+            | "August"
+            | "September"
+            | "October"
+            | "November"
+            | "December"
+    )
+}
+
 /// Whether a part (no whitespace, no separator) is a variable.
 fn is_variable(part: &str) -> bool {
     if part.is_empty() || part == WILDCARD {
         return false;
+    }
+    if is_date_word(part) {
+        return true;
     }
     // Anything with a digit: numbers, hex ids, UUIDs, IPs, ports, timestamps, durations (12ms),
     // sizes (64KB), versions, ids such as blk_123 or node-246.
@@ -67,6 +121,25 @@ fn is_variable(part: &str) -> bool {
     }
     // Long hex strings without digits are rare; hex with digits is caught above.
     false
+}
+
+/// Whether a part is an identifier made of hex groups (`d3adb33f`, `a1b2-c3d4`, `fe80::1ff:fe23`,
+/// `0a:1b:2c`): every group hex digits, separated by `-`, `:` or `.`, with a digit and a letter
+/// among them (so neither a number, masked anyway, nor a word such as `face` or `decade`) and
+/// either a group of at least 6 or at least two groups of 2 or more. Such an id is one value: its
+/// shape (`a<*>b<*>-c<*>`) says nothing of the event.
+fn is_hex_id(part: &str) -> bool {
+    let (mut digit, mut letter, mut long, mut groups) = (false, false, false, 0);
+    for g in part.split(['-', ':', '.']) {
+        if g.is_empty() || !g.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+        digit |= g.bytes().any(|b| b.is_ascii_digit());
+        letter |= g.bytes().any(|b| b.is_ascii_alphabetic());
+        long |= g.len() >= 6;
+        groups += usize::from(g.len() >= 2);
+    }
+    digit && letter && (long || groups >= 2)
 }
 
 /// Whether a part without digits names a host or a mailbox: a `@` between a name and a domain, or
@@ -94,65 +167,118 @@ fn is_address(part: &str) -> bool {
 /// `key:value` with an identifier as its key (`onExtend:1514038530000`, `pid:42`): the key kept,
 /// the value judged alone. Addresses and times (`10.0.0.1:80`, `host.lan:80`, `18:01:47`) have
 /// no identifier before their first colon and stay one value.
-fn split_key(part: &str) -> Option<String> {
+fn split_key(part: &str) -> Option<(&str, &str)> {
     let (key, value) = part.split_once(':')?;
     let identifier = key.len() >= 2 && key.as_bytes()[0].is_ascii_alphabetic() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    (identifier && is_named(key) && !value.is_empty() && !value.starts_with('/')).then(|| format!("{}:{}", mask_part(key), mask_part(value)))
+    (identifier && is_named(key) && !value.is_empty() && !value.starts_with('/')).then_some((key, value))
 }
 
-/// One part: kept, masked whole, or (a named identifier with numbers) its digit runs masked.
-fn mask_part(part: &str) -> String {
+/// One part, onto `out`: kept, masked whole, or (a named identifier with numbers) its digit runs
+/// masked.
+fn mask_part(part: &str, out: &mut String) {
     if !is_variable(part) {
-        part.to_string()
-    } else if let Some(kv) = split_key(part) {
-        kv
-    } else if part.bytes().any(|b| b.is_ascii_digit()) && is_named(part) {
-        mask_digits(part)
+        out.push_str(part);
+    } else if let Some((key, value)) = split_key(part) {
+        mask_part(key, out);
+        out.push(':');
+        mask_part(value, out);
+    } else if part.bytes().any(|b| b.is_ascii_digit()) && is_named(part) && !is_hex_id(part) {
+        mask_digits(part, out);
     } else {
-        WILDCARD.to_string()
+        out.push_str(WILDCARD);
     }
 }
 
 /// Splits a line into tokens (on whitespace) and masks the variable parts of each token; a run of
-/// tokens of the same masked shape becomes one (a list of ids is one variable, whatever its
-/// length).
+/// tokens of the same masked shape, but for the punctuation that ends a list's item, becomes one
+/// (a list of ids is one variable, whatever its length: `queue: 7, 9, 12.` is `queue: <*>,`).
 pub fn tokens(line: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for word in line.split_whitespace() {
-        let masked = mask_word(word);
-        if masked.contains(WILDCARD) && out.last().is_some_and(|l| *l == masked) {
-            continue;
+    let stem = |t: &str| t.trim_end_matches([',', ';', '.']).to_string();
+    for_each_masked(line, &mut String::new(), |masked| {
+        // `<*>,` `<*>,` `<*>.`: the items of one list.
+        if !(masked.contains(WILDCARD) && out.last().is_some_and(|l| l == masked || stem(l) == stem(masked))) {
+            out.push(masked.to_string());
         }
-        out.push(masked);
-    }
+    });
     out
 }
+
+/// Units that a program scales to the value it prints (`93.0 B`, `5.2 KB`, `12 ms`, `3 min`): after
+/// a number they are part of the value, not words of the event.
+const UNITS: &[&str] =
+    &["B", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB", "kB", "ns", "us", "µs", "ms", "s", "sec", "secs", "min", "mins", "h", "hrs"];
+
+/// The words of a line, masked, each given to `each`: each by [`mask_word`], and a unit right
+/// after a masked number (`<*> KB,` becomes `<*> <*>,`) masked with it.
+/// `buf` holds a masked word while `each` reads it (kept between calls to spare allocations).
+pub fn for_each_masked(line: &str, buf: &mut String, mut each: impl FnMut(&str)) {
+    let mut after_number = false;
+    for word in line.split_whitespace() {
+        let unit = || word.trim_end_matches([',', ';', ')', ']', '.']);
+        let masked: &str = if after_number && UNITS.contains(&unit()) {
+            buf.clear();
+            buf.push_str(WILDCARD);
+            buf.push_str(&word[unit().len()..]);
+            buf
+        } else if plain(word) {
+            word
+        } else {
+            buf.clear();
+            mask_word_into(word, buf);
+            buf
+        };
+        after_number = masked.ends_with(WILDCARD);
+        each(masked);
+    }
+}
+
+/// Whether a word is kept as it is without looking further: no digit, no separator, nothing of a
+/// path, an address or a URL (most words of most lines).
+fn plain(word: &str) -> bool {
+    word.bytes().all(|b| !NOT_PLAIN[b as usize]) && !(word.starts_with(|c: char| c.is_ascii_uppercase()) && is_date_word(word))
+}
+
+/// The bytes that make a word worth a closer look: digits, separators, and what paths,
+/// addresses and URLs are made of.
+const NOT_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = c.is_ascii_digit()
+            || matches!(
+                c,
+                b'/' | b'\\' | b'.' | b'@' | b':' | b'=' | b',' | b';' | b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'"' | b'\'' | b'<' | b'>' | b'|'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// One whitespace-separated word, its variable parts replaced by `<*>`; a word that is a
 /// variable as a whole becomes exactly `<*>`.
 pub fn mask_word(word: &str) -> String {
-    if word.contains("://") {
-        return WILDCARD.to_string();
-    }
-    if !word.contains(is_separator) {
-        return mask_part(word);
-    }
     let mut out = String::with_capacity(word.len());
-    let mut part = String::new();
-    let flush = |part: &mut String, out: &mut String| {
-        out.push_str(&mask_part(part));
-        part.clear();
-    };
-    for c in word.chars() {
+    mask_word_into(word, &mut out);
+    out
+}
+
+/// [`mask_word`] onto `out`.
+fn mask_word_into(word: &str, out: &mut String) {
+    if word.as_bytes().windows(3).any(|w| w == b"://") {
+        out.push_str(WILDCARD);
+        return;
+    }
+    let mut start = 0;
+    for (i, c) in word.char_indices() {
         if is_separator(c) {
-            flush(&mut part, &mut out);
+            mask_part(&word[start..i], out);
             out.push(c);
-        } else {
-            part.push(c);
+            start = i + c.len_utf8();
         }
     }
-    flush(&mut part, &mut out);
-    out
+    mask_part(&word[start..], out);
 }
 
 #[cfg(test)]
@@ -166,6 +292,11 @@ mod tests {
         assert_eq!(t("Block broadcast_9_piece0 stored"), "Block broadcast_<*>_piece<*> stored");
         assert_eq!(t("Received connection request /10.10.34.11:45307"), "Received connection request <*>");
         assert_eq!(t("size=67108864 path=/tmp/x user=bob"), "size=<*> path=<*> user=bob");
+        assert_eq!(t("size 93.0 B, free 5.2 KB took 3 ms in 2 s"), "size <*> free <*> took <*> in <*>");
+        assert_eq!(t("sent 12 bytes in B mode"), "sent <*> bytes in B mode");
+        assert_eq!(t("Wait queue: 9088, 9091, 9093."), "Wait queue: <*>,");
+        assert_eq!(t("Wait queue: 9088."), "Wait queue: <*>");
+        assert_eq!(t("status=M Fri Jul 01 08:16:53 PDT 2005 on Sun"), "status=M <*> PDT <*> on <*>");
         assert_eq!(t("took 12ms at 2015-10-18T18:01:47,978 id 550e8400-e29b-41d4-a716-446655440000"), "took <*> at <*>,<*> id <*>");
         assert_eq!(t("GET https://example.com/a?b=c [OK]"), "GET <*> [OK]");
         // Windows paths, mail and host names without digits, `key:value` with a named key.
@@ -173,5 +304,21 @@ mod tests {
         assert_eq!(t("rhost=csnsu.nsuok.edu user=bob@mail.example.org"), "rhost=<*> user=<*>");
         assert_eq!(t("mapred.task.id is deprecated, n.leader x.cuhk.edu.hk"), "mapred.task.id is deprecated, n.leader <*>");
         assert_eq!(t("onExtend:1514038530000 pid:42 at 10.0.0.1:80 host.lan:443 18:01:47"), "onExtend:<*> pid:<*> at <*>");
+        // Ids of hex groups are one value whatever letters they start with; words stay.
+        assert_eq!(t("session d3adb33f ea1c-42fb c0ffee12 for decade face"), "session <*> for decade face");
+        assert_eq!(t("Block broadcast_9_piece0 blk_-42 node-246 ab12"), "Block broadcast_<*>_piece<*> blk_<*> node-<*> <*>");
+    }
+
+    #[test]
+    fn plain_words_are_kept_as_they_are() {
+        for c in (0u8..128).map(char::from) {
+            assert_eq!(NOT_PLAIN[c as usize], c.is_ascii_digit() || "/\\.@:".contains(c) || is_separator(c), "{c:?}");
+        }
+        for w in ["Receiving", "block", "terminating", "-", "ünïcode", "a-b_c"] {
+            assert!(plain(w) && mask_word(w) == w, "{w}");
+        }
+        for w in ["size=42", "(id)", "a.b", "x:1", "1", "path/x", "Fri"] {
+            assert!(!plain(w), "{w}");
+        }
     }
 }

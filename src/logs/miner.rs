@@ -1,15 +1,25 @@
 //! An online log template miner in the manner of Drain (He et al., ICWS 2017): lines are masked,
 //! routed through a fixed-depth tree by their token count and first tokens, and joined to the most
 //! similar template of the leaf, or start a new one. One pass, memory bounded by the templates.
+//!
+//! Tokens are interned (each distinct masked token is a number), so that matching compares
+//! numbers, and a word is copied once per distinct word, not once per line.
+//!
+//! Where a template joined lines that differ in a word (not a masked value), the words seen at
+//! that position are counted; [`Miner::finish`] splits a template whose position holds a small
+//! closed set of words, each seen again and again (a verb, a protocol, a state: `session opened`
+//! and `session closed` are two events), and keeps one where the words keep coming (a user name).
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::mask::{WILDCARD, tokens};
+use super::mask::{WILDCARD, for_each_masked, is_separator};
 
 /// The miner's one configuration (the same for every input).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Config {
     /// Tokens of a line used to route it in the tree (after its length).
     pub prefix_tokens: usize,
@@ -20,11 +30,14 @@ pub struct Config {
     /// Of a template's tokens, the share (at least one) that a joining line may change from one
     /// word to another: words are what a template is made of, values are masked already.
     pub word_changes: f64,
+    /// A position where lines differ by a word splits its template when it holds at most this
+    /// many distinct words (0: never split): a closed set (verbs, protocols, states).
+    pub closed_words: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { prefix_tokens: 2, similarity: 0.5, max_children: 100, word_changes: 0.2 }
+        Config { prefix_tokens: 2, similarity: 0.5, max_children: 100, word_changes: 0.2, closed_words: 6 }
     }
 }
 
@@ -46,9 +59,114 @@ impl Template {
     }
 }
 
+/// A token's words (letters, digits, `_`), its masked parts left out.
+fn parts(token: &str) -> impl Iterator<Item = &str> {
+    token.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|p| !p.is_empty())
+}
+
+/// The interned id of `<*>`.
+const WILD: u32 = 0;
+
+/// Distinct words a position counts before it is known not to be a closed set.
+const SLOT_CAP: usize = 16;
+
+/// Masked tokens as numbers.
+#[derive(Debug, Clone)]
+struct Interner {
+    ids: FxHashMap<Box<str>, u32>,
+    /// Whether the token has a masked part (a value, not a word).
+    valued: Vec<bool>,
+    /// Whether the token can be one of a set of words: a word (`HTTPS`, `opened,`), or a name
+    /// with a number and nothing else masked (`SOCKS<*>`, `blk_<*>`); not `<*>`, `<*>,` or
+    /// `chdir(<*>)`, values with some text around them.
+    wordlike: Vec<bool>,
+    /// The tokens' text, by id.
+    texts: Vec<Box<str>>,
+    /// The token without the punctuation that ends an item of a list (`<*>,` and `<*>.` are
+    /// `<*>`), by id: a list of values is one value whatever its length.
+    stems: Vec<u32>,
+}
+
+impl Interner {
+    fn new() -> Interner {
+        let mut i = Interner { ids: FxHashMap::default(), valued: Vec::new(), wordlike: Vec::new(), texts: Vec::new(), stems: Vec::new() };
+        i.id(WILDCARD);
+        i
+    }
+
+    fn id(&mut self, tok: &str) -> u32 {
+        if let Some(&id) = self.ids.get(tok) {
+            return id;
+        }
+        let id = self.valued.len() as u32;
+        self.ids.insert(tok.into(), id);
+        self.valued.push(tok.contains(WILDCARD));
+        let rest = tok.replace(WILDCARD, "");
+        self.wordlike.push(!tok.contains(WILDCARD) || (rest.chars().any(char::is_alphabetic) && !rest.chars().any(is_separator)));
+        self.texts.push(tok.into());
+        self.stems.push(id);
+        let stem = tok.trim_end_matches([',', ';', '.']);
+        if stem.len() < tok.len() && !stem.is_empty() {
+            self.stems[id as usize] = self.id(stem);
+        }
+        id
+    }
+
+    /// Whether `tok` goes on the list of values that `last` ends.
+    fn continues(&self, last: Option<&u32>, tok: u32) -> bool {
+        let stem = |t: u32| self.stems.get(t as usize).copied();
+        self.valued.get(tok as usize).copied().unwrap_or(false) && last.is_some_and(|&l| l == tok || (stem(l).is_some() && stem(l) == stem(tok)))
+    }
+
+    fn get(&self, tok: &str) -> Option<u32> {
+        self.ids.get(tok).copied()
+    }
+}
+
+/// The words a position of a template held, where lines differed in a word.
+#[derive(Debug, Clone)]
+struct Slot {
+    pos: usize,
+    /// (word, lines), in first-seen order; the template's first word counted for all its lines
+    /// before the position varied.
+    words: Vec<(u32, u64)>,
+    /// Too many distinct words, or a value among them: not a closed set.
+    open: bool,
+}
+
+impl Slot {
+    fn count(&mut self, word: u32, valued: bool) {
+        if self.open {
+            return;
+        }
+        if valued {
+            self.open = true;
+            return;
+        }
+        if let Some((_, n)) = self.words.iter_mut().find(|(w, _)| *w == word) {
+            *n += 1;
+        } else if self.words.len() >= SLOT_CAP {
+            self.open = true;
+        } else {
+            self.words.push((word, 1));
+        }
+    }
+
+    /// A small set of words.
+    fn closed(&self, c: &Config) -> bool {
+        !self.open && self.words.len() >= 2 && self.words.len() <= c.closed_words
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cluster {
+    tokens: Vec<u32>,
+    slots: Vec<Slot>,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Node {
-    children: HashMap<String, Node>,
+    children: FxHashMap<u32, Node>,
     templates: Vec<usize>,
 }
 
@@ -56,23 +174,39 @@ struct Node {
 #[derive(Debug, Clone)]
 pub struct Miner {
     config: Config,
+    words: Interner,
     by_length: HashMap<usize, Node>,
+    /// Parallel to `templates`: the interned tokens and the varying words.
+    clusters: Vec<Cluster>,
     templates: Vec<Template>,
+    next_id: u32,
+    /// The current line's tokens, and a masked word (kept to spare allocations per line).
+    line: Vec<u32>,
+    buf: String,
 }
 
 impl Miner {
     /// An empty miner.
     pub fn new(config: Config) -> Miner {
-        Miner { config, by_length: HashMap::new(), templates: Vec::new() }
+        Miner {
+            config,
+            words: Interner::new(),
+            by_length: HashMap::new(),
+            clusters: Vec::new(),
+            templates: Vec::new(),
+            next_id: 0,
+            line: Vec::new(),
+            buf: String::new(),
+        }
     }
 
     /// A miner that knows `templates` already (their ids are kept; new ones follow).
     pub fn with_templates(config: Config, templates: Vec<Template>) -> Miner {
         let mut m = Miner::new(config);
         for t in templates {
-            let i = m.templates.len();
-            m.leaf_mut(&t.tokens).templates.push(i);
-            m.templates.push(t);
+            let toks: Vec<u32> = t.tokens.iter().map(|s| m.words.id(s)).collect();
+            m.next_id = m.next_id.max(t.id + 1);
+            m.push(t, toks);
         }
         m
     }
@@ -82,61 +216,167 @@ impl Miner {
         &self.templates
     }
 
+    fn push(&mut self, t: Template, toks: Vec<u32>) -> usize {
+        let i = self.templates.len();
+        self.leaf_mut(&toks).templates.push(i);
+        self.clusters.push(Cluster { tokens: toks, slots: Vec::new() });
+        self.templates.push(t);
+        i
+    }
+
+    /// The line's masked tokens, interned, into `self.line`; a run of tokens of one masked shape
+    /// (but for the punctuation that ends a list's item) becomes one: a list of ids is one value,
+    /// whatever its length.
+    fn tokenize(&mut self, line: &str) {
+        self.line.clear();
+        let (words, toks) = (&mut self.words, &mut self.line);
+        for_each_masked(line, &mut self.buf, |masked| {
+            let id = words.id(masked);
+            if !words.continues(toks.last(), id) {
+                toks.push(id);
+            }
+        });
+    }
+
     /// Mines one line: returns the id of its template (new or existing).
     pub fn add(&mut self, line: &str) -> u32 {
-        let toks = tokens(line);
-        let leaf = self.leaf_mut(&toks);
-        let candidates = leaf.templates.clone();
-        match self.best(&candidates, &toks) {
+        self.tokenize(line);
+        let toks = std::mem::take(&mut self.line);
+        self.leaf_mut(&toks);
+        let found = self.leaf(&toks).and_then(|leaf| self.best(&leaf.templates, &toks));
+        let id = match found {
             Some(i) => {
+                let wordlike = &self.words.wordlike;
+                let cluster = &mut self.clusters[i];
                 let t = &mut self.templates[i];
-                for (a, b) in t.tokens.iter_mut().zip(&toks) {
-                    if a != b && a != WILDCARD {
-                        *a = WILDCARD.to_string();
+                for (p, &b) in toks.iter().enumerate() {
+                    let a = cluster.tokens[p];
+                    if a == WILD {
+                        if let Some(slot) = cluster.slots.iter_mut().find(|s| s.pos == p) {
+                            slot.count(b, !wordlike[b as usize]);
+                        }
+                        continue;
                     }
+                    if a == b {
+                        continue;
+                    }
+                    // A word gave way to another word: both counted at the position (the first
+                    // for every line before); a value: no set of words there.
+                    if wordlike[a as usize] && wordlike[b as usize] {
+                        cluster.slots.push(Slot { pos: p, words: vec![(a, t.count), (b, 1)], open: false });
+                    }
+                    cluster.tokens[p] = WILD;
+                    t.tokens[p] = WILDCARD.to_string();
                 }
                 t.count += 1;
                 t.id
             }
             None => {
-                let id = self.templates.iter().map(|t| t.id + 1).max().unwrap_or(0);
-                let i = self.templates.len();
-                self.templates.push(Template { id, tokens: toks.clone(), count: 1 });
-                self.leaf_mut(&toks).templates.push(i);
+                let id = self.next_id;
+                self.next_id += 1;
+                let text = toks.iter().map(|&w| self.words.texts[w as usize].to_string()).collect();
+                self.push(Template { id, tokens: text, count: 1 }, toks.clone());
                 id
             }
+        };
+        self.line = toks;
+        id
+    }
+
+    /// Splits every template at its first position whose words form a closed set (see
+    /// [`Config::closed_words`]): one template per word, with that word's lines; the template
+    /// keeps its id for its most frequent word. Call it when a batch of lines has been mined,
+    /// then [`Miner::find`] each line's final template.
+    pub fn finish(&mut self) {
+        let c = self.config;
+        // Where each word is found: in which template (`u32::MAX`: in more than one), among its
+        // fixed tokens' parts and the words its positions held.
+        let mut found: FxHashMap<&str, u32> = FxHashMap::default();
+        for (i, cluster) in self.clusters.iter().enumerate() {
+            let ids = cluster.tokens.iter().copied().chain(cluster.slots.iter().flat_map(|s| s.words.iter().map(|w| w.0)));
+            for id in ids {
+                for part in parts(&self.words.texts[id as usize]) {
+                    let at = found.entry(part).or_insert(i as u32);
+                    if *at != i as u32 {
+                        *at = u32::MAX;
+                    }
+                }
+            }
+        }
+        // A set whose every word is found in other templates too names things (users, hosts,
+        // queues) that several events speak of: values, not the words of an event.
+        let elsewhere =
+            |i: usize, slot: &Slot| slot.words.iter().all(|w| parts(&self.words.texts[w.0 as usize]).all(|p| found.get(p).is_some_and(|at| *at != i as u32)));
+        let split: Vec<(usize, usize)> =
+            (0..self.clusters.len()).filter_map(|i| self.clusters[i].slots.iter().position(|s| s.closed(&c) && !elsewhere(i, s)).map(|k| (i, k))).collect();
+        for (i, k) in split {
+            let mut slot = self.clusters[i].slots.swap_remove(k);
+            slot.words.sort_by_key(|w| std::cmp::Reverse(w.1));
+            let pos = slot.pos;
+            for (j, &(w, n)) in slot.words.iter().enumerate() {
+                let text = self.words.texts[w as usize].to_string();
+                if j == 0 {
+                    self.clusters[i].tokens[pos] = w;
+                    self.templates[i].tokens[pos] = text;
+                    self.templates[i].count = n;
+                    continue;
+                }
+                let mut toks = self.clusters[i].tokens.clone();
+                toks[pos] = w;
+                let mut tokens = self.templates[i].tokens.clone();
+                tokens[pos] = text;
+                let id = self.next_id;
+                self.next_id += 1;
+                self.push(Template { id, tokens, count: n }, toks);
+            }
+            // The other positions' counts were of all the words' lines together: begun anew.
+            self.clusters[i].slots.clear();
         }
     }
 
     /// The template a line would join, without changing anything.
     pub fn find(&self, line: &str) -> Option<&Template> {
-        let toks = tokens(line);
-        let mut node = self.by_length.get(&toks.len())?;
-        for tok in toks.iter().take(self.config.prefix_tokens) {
-            node = node.children.get(route(tok)).or_else(|| node.children.get(WILDCARD))?;
-        }
+        let mut toks = Vec::new();
+        for_each_masked(line, &mut String::new(), |masked| {
+            // A token never seen matches no fixed token: any id that is not a word will do.
+            let id = self.words.get(masked).unwrap_or(u32::MAX);
+            if !self.words.continues(toks.last(), id) {
+                toks.push(id);
+            }
+        });
+        let node = self.leaf(&toks)?;
         self.best(&node.templates, &toks).map(|i| &self.templates[i])
     }
 
+    /// The leaf a line's tokens route to, if there is one.
+    fn leaf(&self, toks: &[u32]) -> Option<&Node> {
+        let mut node = self.by_length.get(&toks.len())?;
+        for tok in toks.iter().take(self.config.prefix_tokens) {
+            node = node.children.get(tok).or_else(|| node.children.get(&WILD))?;
+        }
+        Some(node)
+    }
+
     /// The most similar template among `candidates` that is similar enough.
-    fn best(&self, candidates: &[usize], toks: &[String]) -> Option<usize> {
+    fn best(&self, candidates: &[usize], toks: &[u32]) -> Option<usize> {
         let mut best: Option<(f64, usize, usize)> = None;
+        let valued = |w: u32| self.words.valued.get(w as usize).copied().unwrap_or(false);
         for &i in candidates {
-            let t = &self.templates[i].tokens;
+            let t = &self.clusters[i].tokens;
             // Words the line would turn into `<*>`: at most one per `1 / word_changes` tokens.
             let allowed = ((t.len() as f64 * self.config.word_changes) as usize).max(1);
             // Tokens that must match (same, or under a `<*>`) for the similarity to be reached.
             let needed = (self.config.similarity * t.len() as f64).ceil() as usize;
             let (mut same, mut wild, mut words, mut missed) = (0, 0, 0, 0);
             let mut rejected = false;
-            for (a, b) in t.iter().zip(toks) {
-                if a == WILDCARD {
+            for (&a, &b) in t.iter().zip(toks) {
+                if a == WILD {
                     wild += 1;
                     continue;
                 } else if a == b {
                     same += 1;
                     continue;
-                } else if !a.contains(WILDCARD) && !b.contains(WILDCARD) {
+                } else if !valued(a) && !valued(b) {
                     words += 1;
                 }
                 missed += 1;
@@ -159,19 +399,63 @@ impl Miner {
     }
 
     /// The leaf for a line's tokens, made if needed.
-    fn leaf_mut(&mut self, toks: &[String]) -> &mut Node {
+    fn leaf_mut(&mut self, toks: &[u32]) -> &mut Node {
+        // Made as `leaf` reads it: a token's own child if it has one or there is room, else `<*>`.
         let max = self.config.max_children;
         let mut node = self.by_length.entry(toks.len()).or_default();
-        for tok in toks.iter().take(self.config.prefix_tokens) {
-            let key = route(tok);
-            let key = if node.children.contains_key(key) || node.children.len() < max { key } else { WILDCARD };
-            node = node.children.entry(key.to_string()).or_default();
+        for &tok in toks.iter().take(self.config.prefix_tokens) {
+            let key = if node.children.contains_key(&tok) || node.children.len() < max { tok } else { WILD };
+            node = node.children.entry(key).or_default();
         }
         node
     }
 }
 
-/// The tree key of a token: a variable routes as `<*>`, a token with a variable part by its shape.
-fn route(tok: &str) -> &str {
-    tok
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mined(lines: &[String]) -> (Miner, Vec<u32>) {
+        let mut m = Miner::new(Config::default());
+        for l in lines {
+            m.add(l);
+        }
+        m.finish();
+        let ids = lines.iter().map(|l| m.find(l).expect("a mined line finds its template").id).collect();
+        (m, ids)
+    }
+
+    #[test]
+    fn a_closed_set_of_words_splits_and_an_open_one_does_not() {
+        let users = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
+        // The verb takes two words, again and again.
+        let lines: Vec<String> =
+            (0..40).map(|i| format!("pam_unix(sshd:session): session {} for user root by uid {i}", if i % 3 == 0 { "closed" } else { "opened" })).collect();
+        let (m, ids) = mined(&lines);
+        let texts: Vec<String> = m.templates().iter().map(|t| format!("{} {}", t.text(), t.count)).collect();
+        // The template keeps its id for its most frequent word.
+        assert_eq!(
+            texts,
+            ["pam_unix(sshd:session): session opened for user root by uid <*> 26", "pam_unix(sshd:session): session closed for user root by uid <*> 14"],
+            "{texts:?}"
+        );
+        assert!(lines.iter().zip(&ids).all(|(l, id)| (*id == 0) == l.contains("opened")));
+        // A protocol: two values, each its own event.
+        let lines: Vec<String> = (0..20).map(|i| format!("chrome.exe open through proxy p{} {}", i % 3, if i % 2 == 0 { "HTTPS" } else { "SOCKS5" })).collect();
+        assert_eq!(mined(&lines).0.templates().len(), 2);
+        // A word that keeps changing is a value.
+        let lines: Vec<String> = (0..20).map(|i| format!("Invalid user {} from 10.0.0.{i}", users[i % 8])).collect();
+        let (m, _) = mined(&lines);
+        assert_eq!(m.templates().iter().map(|t| t.text()).collect::<Vec<_>>(), ["Invalid user <*> from <*>"]);
+    }
+
+    #[test]
+    fn finished_templates_are_kept_by_saving_and_reloading() {
+        let lines: Vec<String> = (0..30).map(|i| format!("link {} on port {i}", if i % 2 == 0 { "up" } else { "down" })).collect();
+        let (m, ids) = mined(&lines);
+        let reloaded = Miner::with_templates(Config::default(), m.templates().to_vec());
+        for (l, id) in lines.iter().zip(&ids) {
+            assert_eq!(reloaded.find(l).map(|t| t.id), Some(*id), "{l}");
+        }
+    }
 }

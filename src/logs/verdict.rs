@@ -1,6 +1,7 @@
 //! The log verdict: the lines after a deploy against a baseline, template by template. Each
-//! template is known, known but more frequent, or new; new templates at error level (or matching
-//! a configured pattern) and error templates whose rate grew fail the check.
+//! template is known, known but more frequent, or new; new templates at error level or whose
+//! words say failure (or matching a configured pattern), and such templates whose rate grew, fail
+//! the check, on evidence. A line's level is read where its log's format puts it.
 
 use serde::Serialize;
 
@@ -23,8 +24,8 @@ const ERROR_LEVELS: &[&str] = &["ERROR", "ERR", "FATAL", "SEVERE", "CRITICAL", "
 const WARNING_LEVELS: &[&str] = &["WARN", "WARNING"];
 const LOW_LEVELS: &[&str] = &["INFO", "INFORMATION", "NOTICE", "DEBUG", "TRACE", "VERBOSE", "FINE", "FINER", "FINEST", "CONFIG"];
 
-/// Words and phrases that say something went wrong, in any format: a line without a level of its
-/// own is at error level when it says one of these.
+/// The vocabulary of failure: words that say something went wrong, whatever the level a line
+/// was written at, in the languages logs are written in. English (most logs): ...
 const FAILURE_WORDS: &[&str] = &[
     "fail",
     "failed",
@@ -59,73 +60,255 @@ const FAILURE_WORDS: &[&str] = &[
     "oom",
     "fatal",
     "errno",
+    "traceback",
+    "unhandled",
+    "uncaught",
+    "deadlock",
+    "overflow",
+    "broken",
+    // ... German, French, Spanish, Portuguese, Italian, Russian (lower case: compared so) ...
+    "fehler",
+    "fehlgeschlagen",
+    "abgestürzt",
+    "erreur",
+    "échec",
+    "échoué",
+    "fallo",
+    "falló",
+    "fallido",
+    "falha",
+    "falhou",
+    "erro",
+    "errore",
+    "fallito",
+    "ошибка",
+    "сбой",
+    "отказ",
 ];
-const FAILURE_PHRASES: &[&str] =
-    &["timed out", "time out", "could not", "couldn't", "can't", "out of memory", "segmentation fault", "not responding", "no space left"];
+/// ... phrases, and (matched anywhere: these scripts do not separate words by spaces) Chinese,
+/// Japanese and Korean; the idioms of runtimes: Java's `Caused by:`, Go's `goroutine ... [running]`
+/// after a `panic:`, a C program's `core dumped`, .NET's `Unhandled exception`.
+const FAILURE_PHRASES: &[&str] = &[
+    "timed out",
+    "time out",
+    "could not",
+    "couldn't",
+    "can't",
+    "out of memory",
+    "segmentation fault",
+    "not responding",
+    "no space left",
+    "exception thrown",
+    "threw an exception",
+    "threw exception",
+    "exception occurred",
+    "exception caught",
+    "caught exception",
+    "got exception",
+    "end of stream exception",
+    "caused by:",
+    "core dumped",
+    "stack trace",
+    "错误",
+    "失败",
+    "异常",
+    "崩溃",
+    "エラー",
+    "失敗",
+    "例外",
+    "오류",
+    "실패",
+];
 
-/// The level a line's text shows. A level the line writes itself decides: a severity word in
-/// capitals (`ERROR`, `WARN`), or in any case where formats put one (`[error]`, `<warn>`,
-/// `level=error`, `error:` at the start), or a one-letter level among the first fields (`E`, `W`
-/// as logcat writes them, `E/Tag`). The level a line writes wins: `INFO ... KeeperException` is at info level. Without one, an
-/// exception class (`IOException`, `Exception in thread`), a traceback, or a line that says
-/// something failed (`failed`, `refused`, `timed out`, `unable to`, an HRESULT or NTSTATUS failure
-/// code) is an error.
+/// Words after which `error` or `errors` is a count or a denial (`0 errors`, `no error`), not a
+/// failure.
+const NOT_AN_ERROR_BEFORE: &[&str] = &["0", "no", "zero", "without", "ignoring", "ignore"];
+
+/// The level a line's text shows, as [`Format::level`] reads it with no knowledge of its log's
+/// format (every column allowed), and the vocabulary of failure where it writes none. A level the
+/// line writes wins for its level: `INFO ... KeeperException` is at info level (but says failure:
+/// see [`failure`]).
 pub fn level(text: &str) -> Level {
-    let mut written: Option<Level> = None;
-    let note = |l: Level, written: &mut Option<Level>| *written = Some(written.map_or(l, |w| w.max(l)));
-    let tokens: Vec<&str> = text.split_whitespace().collect();
-    let mut exception = false;
-    for (i, raw) in tokens.iter().enumerate() {
-        // One-letter levels (logcat's `E`, `W`, `I`): after the header fields only (every token
-        // before it has a digit: date, time, pid), or as `E/Tag` — never an `A` or `I` in prose.
-        if i < 8 {
-            let letter = raw.split('/').next().unwrap_or("");
-            let after_header = tokens[..i].iter().all(|t| t.bytes().any(|b| b.is_ascii_digit())) && i > 0;
-            let tag = raw.split_once('/').map_or("", |(_, t)| t);
-            let tagged = letter.len() == 1 && tag.len() >= 2 && tag.starts_with(|c: char| c.is_ascii_uppercase());
-            if (raw.len() == 1 && after_header) || tagged {
-                match letter {
-                    "E" | "F" | "A" => note(Level::Error, &mut written),
-                    "W" => note(Level::Warning, &mut written),
-                    "I" | "D" | "V" => note(Level::Info, &mut written),
-                    _ => {}
+    Format::ANY.level(text)
+}
+
+/// Where a log's format puts a line's level: the columns (whitespace-separated fields, among the
+/// first ten) that hold a severity word on at least a tenth of its lines, at most half of them
+/// error levels. A severity word
+/// anywhere else is text (`A new session`, `I/O error`, a node called `E`), and a log whose
+/// lines write no level has none: failure is then read from the words alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    /// The level columns; `None`: any column (the format is not known).
+    columns: Option<Vec<usize>>,
+}
+
+/// Columns a level may stand in, from the start of a line.
+const LEVEL_COLUMNS: usize = 10;
+
+impl Format {
+    /// No knowledge of the format: a level is read in any of the first columns.
+    pub const ANY: Format = Format { columns: None };
+
+    /// The format of a log, from its lines.
+    pub fn detect<'a>(lines: impl IntoIterator<Item = &'a str>) -> Format {
+        // Per column: fields naming a level, and of them those below error.
+        let mut counts = [(0usize, 0usize); LEVEL_COLUMNS];
+        let mut n = 0usize;
+        for line in lines {
+            n += 1;
+            for (i, tok) in line.split_whitespace().take(LEVEL_COLUMNS).enumerate() {
+                if let Some(l) = severity(tok) {
+                    counts[i].0 += 1;
+                    counts[i].1 += usize::from(l < Level::Error);
                 }
             }
         }
-        let bracketed = raw.starts_with(['[', '<', '(']) || raw.ends_with([']', '>', ')']);
-        let keyed = raw.to_ascii_lowercase().starts_with("level=") || raw.to_ascii_lowercase().starts_with("severity=");
-        let leading_colon = i < 8 && raw.ends_with(':');
-        for w in raw.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| !w.is_empty()) {
-            let upper = w.to_ascii_uppercase();
-            let capitals = w == upper && w.chars().any(|c| c.is_ascii_alphabetic());
-            let placed = capitals || bracketed || keyed || leading_colon;
-            if placed && ERROR_LEVELS.contains(&upper.as_str()) && (capitals || upper != "ALERT") {
-                note(Level::Error, &mut written);
-            } else if placed && WARNING_LEVELS.contains(&upper.as_str()) {
-                note(Level::Warning, &mut written);
-            } else if placed && LOW_LEVELS.contains(&upper.as_str()) {
-                note(Level::Info, &mut written);
+        // Most lines of a log are not errors: a column that says error on most of its lines is
+        // a field of another kind (a node class `A`, a flag `E`), not the level.
+        Format { columns: Some((0..LEVEL_COLUMNS).filter(|&i| counts[i].0 > 0 && counts[i].0 * 10 >= n && counts[i].1 * 2 >= counts[i].0).collect()) }
+    }
+
+    /// The level the line writes where its format puts it (or as `level=` / `severity=`, which
+    /// say what they are anywhere), else the vocabulary's: error when it says failure, info
+    /// otherwise.
+    pub fn level(&self, text: &str) -> Level {
+        self.written(text).unwrap_or(if failure(text).is_some() { Level::Error } else { Level::Info })
+    }
+
+    /// The level the line writes, if it writes one where its format puts it.
+    pub fn written(&self, text: &str) -> Option<Level> {
+        let mut written: Option<Level> = None;
+        let mut note = |l: Level| written = Some(written.map_or(l, |w| w.max(l)));
+        for (i, tok) in text.split_whitespace().enumerate() {
+            let lower = tok.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("level=").or_else(|| lower.strip_prefix("severity=")) {
+                if let Some(l) = severity(v) {
+                    note(l);
+                }
+                continue;
             }
-            // An exception class or a traceback: `NullPointerException`, `Exception`, `EXCEPTION`.
-            if (w.ends_with("Exception") && w.len() >= 9)
-                || w == "EXCEPTION"
-                || w == "Traceback"
-                || (w.ends_with("Error") && w.len() > 5 && w.starts_with(|c: char| c.is_ascii_uppercase()))
-            {
-                exception = true;
+            let placed = match &self.columns {
+                Some(cols) => cols.contains(&i),
+                None => i < 8,
+            };
+            if !placed {
+                // A severity word in capitals among the first fields says what it is in any
+                // format (a line of another format among this log's: `ERROR`, `[FATAL]`); a
+                // letter or a word in lower case does not.
+                let word = tok.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+                if i < 8
+                    && word.len() >= 4
+                    && word.bytes().all(|b| b.is_ascii_uppercase())
+                    && let Some(l) = severity(word)
+                {
+                    note(l);
+                }
+                continue;
+            }
+            match &self.columns {
+                Some(_) => {
+                    if let Some(l) = severity(tok) {
+                        note(l);
+                    }
+                }
+                // Not knowing the format: capitals, brackets, a colon, or a one-letter level
+                // after the header fields (every field before it has a digit) or as `E/Tag`.
+                None => {
+                    let letter = tok.len() == 1 || tok.split_once('/').is_some_and(|(l, t)| l.len() == 1 && t.starts_with(|c: char| c.is_ascii_uppercase()));
+                    let after_header = i > 0 && text.split_whitespace().take(i).all(|t| t.bytes().any(|b| b.is_ascii_digit()));
+                    let word = tok.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+                    let shaped =
+                        (word.len() > 1 && word.bytes().all(|b| b.is_ascii_uppercase())) || tok.starts_with(['[', '<', '(']) || tok.ends_with([']', '>', ':']);
+                    if ((letter && (after_header || tok.contains('/'))) || (!letter && shaped))
+                        && let Some(l) = severity(tok)
+                    {
+                        note(l);
+                    }
+                }
             }
         }
+        written
     }
-    if let Some(l) = written {
-        return l;
-    }
-    if exception || failure_code(text) || says_failure(text) { Level::Error } else { Level::Info }
 }
 
-/// Whether the text says something failed (a failure word or phrase, any case).
-fn says_failure(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '\'').any(|w| FAILURE_WORDS.contains(&w)) || FAILURE_PHRASES.iter().any(|p| lower.contains(p))
+/// The level a field names: a severity word (any case, in brackets or not: `ERROR`, `[error]`,
+/// `<warn>`, `Info,`), or a one-letter level as Android's logcat writes it (`E`, `W`, `I`, `D`,
+/// `V`, `F`, `A`; also `E/Tag`).
+fn severity(field: &str) -> Option<Level> {
+    let letter = field.split('/').next().unwrap_or("");
+    if letter.len() == 1 && (field.len() == 1 || field.split_once('/').is_some_and(|(_, t)| t.len() >= 2 && t.starts_with(|c: char| c.is_ascii_uppercase()))) {
+        return match letter {
+            "E" | "F" | "A" => Some(Level::Error),
+            "W" => Some(Level::Warning),
+            "I" | "D" | "V" => Some(Level::Info),
+            _ => None,
+        };
+    }
+    let word = field.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if word.len() < 3 || word.len() > 11 || !word.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    let upper = word.to_ascii_uppercase();
+    // A lower-case `alert` is a TLS alert, not a level.
+    if ERROR_LEVELS.contains(&upper.as_str()) && (upper != "ALERT" || word == upper) {
+        Some(Level::Error)
+    } else if WARNING_LEVELS.contains(&upper.as_str()) {
+        Some(Level::Warning)
+    } else if LOW_LEVELS.contains(&upper.as_str()) {
+        Some(Level::Info)
+    } else {
+        None
+    }
+}
+
+/// What in a line says that something failed, if anything: an exception class
+/// (`NullPointerException`, `EXCEPTION`) or an error class (`IOError`), a failure word or phrase
+/// of the vocabulary (also inside an identifier: `onConnectionFailed`), `error` or `errors` not
+/// counted or denied (`error : disk`, not `0 errors`), or a Windows failure code (an HRESULT or
+/// NTSTATUS with its failure bit). The word found, for the verdict to show.
+pub fn failure(text: &str) -> Option<String> {
+    let lower = text.to_lowercase();
+    if let Some(p) = FAILURE_PHRASES.iter().find(|p| lower.contains(*p)) {
+        return Some(p.to_string());
+    }
+    let mut previous = String::new();
+    for raw in text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '\'')).filter(|w| !w.is_empty()) {
+        if (raw.ends_with("Exception") && raw.len() >= 9)
+            || raw == "EXCEPTION"
+            || (raw.ends_with("Error") && raw.len() > 5 && raw.starts_with(|c: char| c.is_ascii_uppercase()))
+        {
+            return Some(raw.to_string());
+        }
+        let w = raw.to_lowercase();
+        if FAILURE_WORDS.contains(&w.as_str()) {
+            return Some(w);
+        }
+        let counted = NOT_AN_ERROR_BEFORE.contains(&previous.as_str()) || (!previous.is_empty() && previous.bytes().all(|b| b.is_ascii_digit()));
+        if (w == "error" || w == "errors") && !counted {
+            return Some(w);
+        }
+        // Words inside an identifier: `onConnectionFailed`, `task_failed` (not `timeout`: a
+        // setting's name, `maxSessionTimeout`).
+        if let Some(part) = camel_parts(raw).map(str::to_lowercase).find(|p| matches!(p.as_str(), "failed" | "failure" | "crashed" | "refused" | "aborted")) {
+            return Some(part);
+        }
+        previous = w;
+    }
+    failure_code(text).then(|| "a failure code".to_string())
+}
+
+/// The parts of an identifier, split at `_` and where a lower-case letter meets a capital.
+fn camel_parts(word: &str) -> impl Iterator<Item = &str> {
+    let mut cuts = vec![0];
+    let b = word.as_bytes();
+    for i in 1..b.len() {
+        if b[i] == b'_' || (b[i].is_ascii_uppercase() && b[i - 1].is_ascii_lowercase()) {
+            cuts.push(i);
+        }
+    }
+    cuts.push(b.len());
+    (0..cuts.len() - 1).map(move |k| word[cuts[k]..cuts[k + 1]].trim_start_matches('_')).filter(|p| !p.is_empty())
 }
 
 /// An HRESULT or NTSTATUS code with its failure bit (`0x80070005`, `0xC0000005`).
@@ -241,13 +424,17 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
     // counted where lines like it ended up, whichever window it came from.
     let mut miner = Miner::new(Config::default());
     let first: Vec<u32> = before.iter().chain(after).map(|l| miner.add(l)).collect();
+    miner.finish();
     let n = miner.templates().len();
     let (mut count_before, mut count_after) = (vec![0u64; n], vec![0u64; n]);
     let mut samples: Vec<Vec<String>> = vec![Vec::new(); n];
+    // A line of each template from the baseline, for the templates seen only there.
+    let mut seen: Vec<Option<&String>> = vec![None; n];
     for (i, l) in before.iter().chain(after).enumerate() {
         let id = miner.find(l).map_or(first[i], |t| t.id) as usize;
         if i < before.len() {
             count_before[id] += 1;
+            seen[id].get_or_insert(l);
         } else {
             count_after[id] += 1;
             if samples[id].len() < 3 {
@@ -255,6 +442,13 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
             }
         }
     }
+    // Where this log writes its levels; each template's level and what in it says failure (a
+    // template whose words say failure is judged whatever its level).
+    let format = Format::detect(before.iter().chain(after).map(String::as_str));
+    let lines_of = |id: usize| samples[id].iter().chain(seen[id]);
+    let levels: Vec<Level> = (0..n).map(|id| lines_of(id).map(|l| format.level(l)).max().unwrap_or(Level::Info)).collect();
+    let failures: Vec<Option<String>> = (0..n).map(|id| lines_of(id).find_map(|l| failure(l))).collect();
+    let judged = |id: usize, at: Level| levels[id] >= at || failures[id].is_some();
     // New templates at a failing level are judged together, on evidence: how likely it is that
     // all their lines would fall after the deploy by chance, given the two windows' sizes (a rare
     // error of the recorded traffic lands in either window; ten lines of one never seen before do
@@ -265,10 +459,7 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
         .iter()
         .filter(|t| {
             let id = t.id as usize;
-            count_before.get(id) == Some(&0)
-                && count_after.get(id).is_some_and(|a| *a > 0)
-                && samples[id].iter().map(|s| level(s)).max().unwrap_or(Level::Info) >= rules.new_at
-                && !rules.ignored.contains(&t.text())
+            count_before.get(id) == Some(&0) && count_after.get(id).is_some_and(|a| *a > 0) && judged(id, rules.new_at) && !rules.ignored.contains(&t.text())
         })
         .map(|t| count_after[t.id as usize])
         .sum();
@@ -277,7 +468,7 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
     // wrote a one-off error (Good-Turing: error templates seen once there, per baseline line),
     // the chance of this many new error lines in a window this long at that rate (Poisson). A
     // baseline that never wrote a one-off error makes one new error line enough.
-    let singletons = miner.templates().iter().filter(|t| count_before.get(t.id as usize) == Some(&1) && level(&t.text()) >= rules.new_at).count();
+    let singletons = miner.templates().iter().filter(|t| count_before.get(t.id as usize) == Some(&1) && judged(t.id as usize, rules.new_at)).count();
     let lambda = after.len() as f64 * singletons as f64 / before.len().max(1) as f64;
     let p_volume = binomial_tail(new_error_lines, new_error_lines, share);
     let p_rate = poisson_tail(new_error_lines, lambda);
@@ -290,7 +481,8 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
             continue;
         }
         let text = t.text();
-        let lvl = samples[id].iter().map(|s| level(s)).max().unwrap_or(Level::Info);
+        let lvl = levels[id];
+        let says = failures[id].as_deref().map(|w| format!(", says `{w}`")).unwrap_or_default();
         let ignored = rules.ignored.contains(&text);
         let (change, factor) = if b == 0 {
             (Change::New, None)
@@ -305,19 +497,19 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
         let (fails, why) = match change {
             Change::New if ignored => (false, "new, but marked not a risk".to_string()),
             Change::New if pattern.is_some() => (true, format!("new, and matches `{}`", pattern.unwrap().as_str())),
-            Change::New if lvl >= rules.new_at => {
+            Change::New if judged(id, rules.new_at) => {
                 let lvl = format!("{lvl:?}").to_lowercase();
                 let f = crate::analysis::fmt_f64;
                 let evidence = format!(
-                    "{new_error_lines} line(s) of new templates at a failing level after the deploy: p = {} by the windows' sizes, p = {} by the baseline's {singletons} one-off error template(s); p = {}",
+                    "{new_error_lines} line(s) of new templates at a failing level or saying failure after the deploy: p = {} by the windows' sizes, p = {} by the baseline's {singletons} one-off error template(s); p = {}",
                     f(p_volume),
                     f(p_rate),
                     f(p_new)
                 );
                 if p_new < GROWTH_ALPHA {
-                    (true, format!("new at {lvl} level ({evidence} < {GROWTH_ALPHA})"))
+                    (true, format!("new at {lvl} level{says} ({evidence} < {GROWTH_ALPHA})"))
                 } else {
-                    (false, format!("new at {lvl} level, but too few lines to tell from chance ({evidence} >= {GROWTH_ALPHA})"))
+                    (false, format!("new at {lvl} level{says}, but too few lines to tell from chance ({evidence} >= {GROWTH_ALPHA})"))
                 }
             }
             Change::New => (false, format!("new at {lvl:?} level (below what fails)").to_lowercase()),
@@ -325,10 +517,10 @@ pub fn judge(before: &[String], after: &[String], rules: &Rules) -> Verdict {
                 let p = p_grown.unwrap_or(1.0);
                 let evidence = format!("{f:.1}x as frequent, p = {}", crate::analysis::fmt_f64(p), f = factor.unwrap_or(1.0));
                 match (rules.grown_at, factor) {
-                    (Some((at, limit)), Some(f)) if f > limit && p < GROWTH_ALPHA && (lvl >= at || pattern.is_some()) && !ignored => {
+                    (Some((at, limit)), Some(f)) if f > limit && p < GROWTH_ALPHA && (judged(id, at) || pattern.is_some()) && !ignored => {
                         let what = match pattern {
-                            Some(pat) if lvl < at => format!("matches `{}`", pat.as_str()),
-                            _ => format!("{} level", format!("{lvl:?}").to_lowercase()),
+                            Some(pat) if !judged(id, at) => format!("matches `{}`", pat.as_str()),
+                            _ => format!("{} level{says}", format!("{lvl:?}").to_lowercase()),
                         };
                         (true, format!("{what}, {evidence} (limit {limit}x, p < {GROWTH_ALPHA})"))
                     }
@@ -454,5 +646,69 @@ mod tests {
         ] {
             assert_ne!(level(line), Level::Error, "{line}");
         }
+    }
+
+    #[test]
+    fn failure_is_read_from_the_words_whatever_the_level() {
+        for (line, word) in [
+            ("2015-10-18 18:01:47,978 INFO [main] Task: exception thrown while committing", "exception thrown"),
+            ("INFO session.onConnectionFailed id=4", "failed"),
+            ("error : cannot open /var/lib/x", "error"),
+            ("error : disk quota", "error"),
+            ("WARN worker service crashed, restarting", "crashed"),
+            ("Verbindung fehlgeschlagen: Zeitüberschreitung", "fehlgeschlagen"),
+            ("échec de la connexion au serveur", "échec"),
+            ("数据库连接失败", "失败"),
+            ("Caused by: java.net.ConnectException: Connection refused", "caused by:"),
+            ("Loading driver returned status 0xC0000034", "a failure code"),
+        ] {
+            assert_eq!(failure(line).as_deref(), Some(word), "{line}");
+        }
+        for line in [
+            "processed 120 requests, 0 errors",
+            "no error found",
+            "jk2_init() Found child 6725 in scoreboard slot 10; C++ exception support enabled",
+            "status 0x00000000 ok",
+        ] {
+            assert_eq!(failure(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn levels_are_read_where_the_format_puts_them() {
+        // Level in the third column on most lines: a one-letter field elsewhere is not a level.
+        let log: Vec<String> = (0..20).map(|i| format!("17/06/09 20:10:{i:02} INFO storage.BlockManager: stored block {i}")).collect();
+        let format = Format::detect(log.iter().map(String::as_str));
+        assert_eq!(format.written("17/06/09 20:10:40 ERROR executor.Executor: lost"), Some(Level::Error));
+        assert_eq!(format.written("17/06/09 20:10:40 INFO node E is up"), Some(Level::Info));
+        // A log that writes no level: a header field that looks like one is text.
+        let log: Vec<String> = (0..20).map(|i| format!("2016 0{} 12 A sshd[{i}]: session opened for user root", i % 9)).collect();
+        let format = Format::detect(log.iter().map(String::as_str));
+        assert_eq!(format.written("2016 01 12 A sshd[1]: session opened for user root"), None);
+        assert_eq!(format.level("2016 01 12 E sshd[1]: connection closed"), Level::Info);
+        assert_eq!(Format::ANY.written("2016 01 12 E sshd[1]: connection closed"), Some(Level::Error), "without the log, the letter is taken");
+        assert_eq!(format.written("ts=1 level=error msg=boom"), Some(Level::Error), "level= says what it is anywhere");
+    }
+
+    #[test]
+    fn templates_that_say_failure_are_judged_at_any_level() {
+        let rules = Rules { new_at: Level::Error, grown_at: Some((Level::Error, 5.0)), patterns: vec![], ignored: vec![] };
+        let normal = lines("2015-10-18 18:01:{} INFO [main] request served", 400);
+        // An INFO template that says an exception was thrown, 3 lines before, 30 after.
+        let mut before = normal.clone();
+        before.extend(lines("2015-10-18 18:02:{} INFO [main] exception thrown in handler", 3));
+        let mut after = normal.clone();
+        after.extend(lines("2015-10-18 18:03:{} INFO [main] exception thrown in handler", 30));
+        let v = judge(&before, &after, &rules);
+        assert!(!v.passed && v.findings[0].why.contains("says `exception thrown`") && v.findings[0].why.contains("9.4x as frequent"), "{:?}", v.findings);
+        // A new warning that says a service crashed, ten times.
+        let mut after = normal.clone();
+        after.extend(lines("2015-10-18 18:03:{} WARN [main] payments service crashed", 10));
+        let v = judge(&normal, &after, &rules);
+        assert!(!v.passed && v.findings[0].why.starts_with("new at warning level, says `crashed`"), "{:?}", v.findings);
+        // The same at INFO without a word of failure passes.
+        let mut after = normal.clone();
+        after.extend(lines("2015-10-18 18:03:{} WARN [main] payments service slow", 10));
+        assert!(judge(&normal, &after, &rules).passed);
     }
 }

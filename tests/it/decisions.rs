@@ -233,6 +233,14 @@ fn large_significant_shifts_stop_and_tied_noise_passes() {
 /// rule took any: Hadoop's had 1, and 1 line grown to 6 is, by the test growth needs, p = 0.06,
 /// not evidence) grown: its baseline lines repeated into the window until it has six times its baseline count
 /// there (at most 1,000 lines added).
+///
+/// The kinds the third outside suite found passed (issue 32), chosen by LogHub's labels and the
+/// three words the issue names (`fail`, `exception`, `error` in LogHub's template, any case), not
+/// by the judge's vocabulary: the same window with ten real lines of another system whose level
+/// LogHub does not label an error (warning, info, or none: a log without levels) and whose
+/// template says one of those words, spread through it; and the system's own most frequent such
+/// template of the baseline (at least 3 lines, under 5% of it) grown to ten times its baseline
+/// count.
 pub fn log_cases() -> Vec<(String, bool, Vec<String>, Vec<String>)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loghub");
     let systems = ["Apache", "BGL", "HDFS", "HPC", "Hadoop", "OpenSSH", "Spark", "Zookeeper"];
@@ -247,22 +255,25 @@ pub fn log_cases() -> Vec<(String, bool, Vec<String>, Vec<String>)> {
         let header: Vec<&str> = lines.next().unwrap().split(',').collect();
         let level_at = header.iter().position(|h| *h == "Level");
         for l in lines {
-            // The event id is the second-to-last field; the level, where there is one, a plain field.
+            // The event id is the second-to-last field, its template the last; the level, where
+            // there is one, a plain field.
             let fields = split_csv(l);
             let event = fields[fields.len() - 2].clone();
             let is_error = level_at.is_some_and(|i| error_levels.contains(&fields[i].as_str()));
-            rows.push((event, is_error));
+            let template = fields[fields.len() - 1].to_lowercase();
+            let says = !is_error && ["fail", "exception", "error"].iter().any(|w| template.contains(w));
+            rows.push((event, is_error, says));
         }
         assert_eq!(raw.len(), rows.len(), "{s}");
         (raw, rows)
     };
-    type Lines = (Vec<String>, Vec<(String, bool)>);
+    type Lines = (Vec<String>, Vec<(String, bool, bool)>);
     let all: Vec<(&str, Lines)> = systems.iter().map(|s| (*s, read(s))).collect();
     let mut cases = Vec::new();
     for (s, (raw, rows)) in &all {
         let before: Vec<String> = raw.iter().step_by(2).cloned().collect();
         let after: Vec<String> = raw.iter().skip(1).step_by(2).cloned().collect();
-        let before_rows: Vec<&(String, bool)> = rows.iter().step_by(2).collect();
+        let before_rows: Vec<&(String, bool, bool)> = rows.iter().step_by(2).collect();
         cases.push((format!("{s} as recorded"), false, before.clone(), after.clone()));
         for (donor, (draw, drows)) in &all {
             if donor == s {
@@ -277,21 +288,34 @@ pub fn log_cases() -> Vec<(String, bool, Vec<String>, Vec<String>)> {
                 window.insert(50 + k * 95, (*e).clone());
             }
             cases.push((format!("{s} + 10 {donor} errors"), true, before.clone(), window));
-        }
-        let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for (event, _) in before_rows.iter().filter(|(_, is_error)| *is_error) {
-            *counts.entry(event.as_str()).or_default() += 1;
-        }
-        if let Some((event, _)) = counts.iter().filter(|(_, n)| **n >= 3 && **n * 20 < before.len()).max_by_key(|(e, n)| (**n, std::cmp::Reverse(**e))) {
-            let own: Vec<&String> = before.iter().zip(&before_rows).filter(|(_, r)| r.0 == *event).map(|(l, _)| l).collect();
-            let mut window = after.clone();
-            let have = after.iter().zip(rows.iter().skip(1).step_by(2)).filter(|(_, r)| r.0 == *event).count();
-            let add = (6 * own.len()).saturating_sub(have).min(1000);
-            for k in 0..add {
-                let at = (k * window.len() / add.max(1)).min(window.len());
-                window.insert(at, own[k % own.len()].clone());
+            let failing: Vec<&String> = draw.iter().zip(drows).filter(|(_, r)| r.2).map(|(l, _)| l).take(10).collect();
+            if failing.len() == 10 {
+                let mut window = after.clone();
+                for (k, e) in failing.iter().enumerate() {
+                    window.insert(50 + k * 95, (*e).clone());
+                }
+                cases.push((format!("{s} + 10 {donor} failures below error"), true, before.clone(), window));
             }
-            cases.push((format!("{s} {event} grown 6x"), true, before.clone(), window));
+        }
+        // (which rows, growth, name).
+        type Kind = (fn(&(String, bool, bool)) -> bool, usize, &'static str);
+        let kinds: [Kind; 2] = [(|r| r.1, 6, "grown 6x"), (|r| r.2, 10, "(says failure below error) grown 10x")];
+        for (chosen, times, what) in kinds {
+            let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+            for r in before_rows.iter().filter(|r| chosen(r)) {
+                *counts.entry(r.0.as_str()).or_default() += 1;
+            }
+            if let Some((event, _)) = counts.iter().filter(|(_, n)| **n >= 3 && **n * 20 < before.len()).max_by_key(|(e, n)| (**n, std::cmp::Reverse(**e))) {
+                let own: Vec<&String> = before.iter().zip(&before_rows).filter(|(_, r)| r.0 == *event).map(|(l, _)| l).collect();
+                let mut window = after.clone();
+                let have = after.iter().zip(rows.iter().skip(1).step_by(2)).filter(|(_, r)| r.0 == *event).count();
+                let add = (times * own.len()).saturating_sub(have).min(1000);
+                for k in 0..add {
+                    let at = (k * window.len() / add.max(1)).min(window.len());
+                    window.insert(at, own[k % own.len()].clone());
+                }
+                cases.push((format!("{s} {event} {what}"), true, before.clone(), window));
+            }
         }
     }
     cases
@@ -385,4 +409,58 @@ fn min_effect_chosen_on_half_the_files_holds_on_the_other_half() {
     let (b, bs, g, gs) = rates(2.5, false);
     println!("held out: bad {bs} of {b}, good {gs} of {g}");
     assert!(gs * 50 <= g, "held out: {gs} of {g} good releases stopped");
+}
+
+/// The kinds the third outside suite found passed (issue 32): a mean three times its baseline, at
+/// 36% of it, at 29% of it, on noisy real series. Made from the suite's good releases: the same
+/// real new window, every sample multiplied by the factor (a level change with the series' own
+/// noise); windows that the factor leaves unchanged (all zeros) are left out.
+pub fn scaled_cases() -> Vec<(f64, Case)> {
+    let mut out = Vec::new();
+    for c in metric_cases().into_iter().filter(|c| !c.bad) {
+        for f in [3.0, 0.36, 0.29] {
+            let new: Vec<f64> = c.new.iter().map(|v| v * f).collect();
+            if new != c.new {
+                out.push((f, Case { name: format!("{} x{f}", c.name), bad: true, new, ..c.clone() }));
+            }
+        }
+    }
+    out
+}
+
+/// Judged directly (the Prometheus path is the suite above's): how many of each factor stop, and
+/// the message of each that passes. The material rule's second measure (a factor of 2.5 with a
+/// third of the new samples beyond the baseline's range, docs/metrics.md) was chosen on the tweets
+/// and artificial series and checked on the traffic and ad-exchange ones.
+#[test]
+fn the_metrics_judge_on_real_series_whose_level_changed() {
+    use promote::analysis::kayenta::{Class, classify};
+    let s = settings();
+    let cases = scaled_cases();
+    let mut by_factor: Vec<(f64, usize, usize)> = Vec::new();
+    let mut held_out = (0, 0);
+    for (f, c) in &cases {
+        let v = classify(&c.new, &c.baseline, &s);
+        let stopped = v.class != Class::Pass;
+        if !stopped {
+            println!("{:36} passed  {}", c.name, v.reason);
+        }
+        match by_factor.iter_mut().find(|b| b.0 == *f) {
+            Some(b) => (b.1, b.2) = (b.1 + 1, b.2 + usize::from(stopped)),
+            None => by_factor.push((*f, 1, usize::from(stopped))),
+        }
+        if ["realTraffic", "realAdExchange"].contains(&c.family.as_str()) {
+            held_out = (held_out.0 + 1, held_out.1 + usize::from(stopped));
+        }
+        assert!(v.reason.contains("mean ") && v.reason.contains("p = ") && v.reason.contains("the baseline's range"), "{}", v.reason);
+    }
+    for (f, n, k) in &by_factor {
+        println!("level x{f}: stopped {k} of {n}");
+    }
+    let stopped: usize = by_factor.iter().map(|b| b.2).sum();
+    println!("all: {stopped} of {}; traffic and ad exchange (held out): {} of {}", cases.len(), held_out.1, held_out.0);
+    // Where this stands (docs/metrics.md; the goal is every one): 297 of 393 with the second
+    // measure, 215 with the sd rule alone; held out, 130 of 156 (81 with the sd rule alone).
+    assert!(stopped >= 297, "level changes stopped: {stopped} of {} (297 when this was written)", cases.len());
+    assert!(held_out.1 >= 130, "held out: {} of {} (130 when this was written)", held_out.1, held_out.0);
 }

@@ -82,16 +82,31 @@ pub fn grouping_accuracy(truth: &[String], mined: &[u32]) -> f64 {
     correct as f64 / truth.len() as f64
 }
 
+/// Each line's template as the judge reads it: every line mined (one pass), the templates
+/// finished (closed sets of words split), then each line's final template.
+pub fn mine(config: Config, lines: &[(String, String)]) -> Vec<u32> {
+    let mut miner = Miner::new(config);
+    let first: Vec<u32> = lines.iter().map(|(c, _)| miner.add(c)).collect();
+    miner.finish();
+    // As the judge does: a line that no longer reaches the similarity of the template it joined
+    // (which gained `<*>` since) keeps that template.
+    lines.iter().zip(first).map(|((c, _), id)| miner.find(c).map_or(id, |t| t.id)).collect()
+}
+
 /// Lines whose group is not their event's, three per wrong group: (event, template, line).
 pub fn misgrouped(system: &str) -> Vec<(String, String, String)> {
     let lines = labelled(system);
     let mut miner = Miner::new(Config::default());
-    let mined: Vec<u32> = lines.iter().map(|(c, _)| miner.add(c)).collect();
+    for (c, _) in &lines {
+        miner.add(c);
+    }
+    miner.finish();
+    let mined = mine(Config::default(), &lines);
     let truth: Vec<String> = lines.iter().map(|(_, e)| e.clone()).collect();
     let mut out = Vec::new();
     for (t, ls, right) in groups(&truth, &mined) {
         if !right {
-            let tpl = miner.templates()[t as usize].text();
+            let tpl = miner.templates().iter().find(|x| x.id == t).map(|x| x.text()).unwrap_or_default();
             out.extend(ls.iter().take(3).map(|&i| (truth[i].clone(), tpl.clone(), lines[i].0.clone())));
         }
     }
@@ -100,8 +115,7 @@ pub fn misgrouped(system: &str) -> Vec<(String, String, String)> {
 
 pub fn accuracy(system: &str) -> f64 {
     let lines = labelled(system);
-    let mut miner = Miner::new(Config::default());
-    let mined: Vec<u32> = lines.iter().map(|(c, _)| miner.add(c)).collect();
+    let mined = mine(Config::default(), &lines);
     let truth: Vec<String> = lines.into_iter().map(|(_, e)| e).collect();
     grouping_accuracy(&truth, &mined)
 }

@@ -228,7 +228,7 @@ async fn a_baseline_comparison_catches_a_regression_beyond_the_baselines_own_noi
     let check = stage(&sum, "check");
     let msg = check.message.as_deref().unwrap();
     assert!(msg.contains("latency: Failed") && msg.contains("compared with the baseline: High: mean "), "{msg}");
-    assert!(msg.contains("significant (p < 0.02) and the mean moved more than 2.5 baseline sd"), "{msg}");
+    assert!(msg.contains("significant (p < 0.02) and material (the mean moved more than 2.5 baseline sd)"), "{msg}");
     assert!(msg.contains("score 0 < marginal 75"), "{msg}");
     let cmp = &evidence(check)["checks"][0]["comparison"];
     let (lower, ratio) = (cmp["lower"].as_f64().unwrap(), cmp["ratio"].as_f64().unwrap());
