@@ -364,7 +364,8 @@ async fn logs_from_the_pods_of_a_selector_are_split_at_the_deploy() {
     // One line is enough: the baseline never wrote a one-off error.
     let msg = st.message.as_deref().unwrap();
     assert!(
-        msg.contains("java.net.SocketTimeoutException` new at error level, says `timed out` (1 line(s)") && msg.contains("the baseline's 0 one-off error template(s)"),
+        msg.contains("java.net.SocketTimeoutException` new at error level, says `timed out` (1 line(s)")
+            && msg.contains("the baseline's 0 one-off error template(s)"),
         "{msg}"
     );
     assert!(msg.contains("(0 before, 1 after"), "{msg}");
