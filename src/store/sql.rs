@@ -731,6 +731,117 @@ async fn insert_event(
 }
 pub(crate) use common_writes;
 
+/// The backend's reads that are the same SQL on both (`$N` placeholders, `CAST($1 AS TEXT)` for a
+/// NULL test, `FALSE`), as associated items of `impl Backend for ...`; `self.pool` and
+/// `self.db()` (the error's mapping) are each backend's own.
+macro_rules! common_reads {
+    () => {
+        fn violations<'a>(&'a self, f: $crate::store::ViolationFilter<'a>) -> $crate::store::Fut<'a, Vec<$crate::store::ViolationRecord>> {
+            Box::pin(async move {
+                sqlx::query_as($crate::store::sql::VIOLATIONS)
+                    .bind(f.pipeline)
+                    .bind(f.environment)
+                    .bind(f.state.map(|s| s.as_str()))
+                    .bind(f.id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(self.db())
+            })
+        }
+
+        fn happenings(&self, from: i64, to: i64, limit: i64) -> $crate::store::Fut<'_, Vec<$crate::store::Happening>> {
+            Box::pin(async move { sqlx::query_as($crate::store::sql::HAPPENINGS).bind(from).bind(to).bind(limit).fetch_all(&self.pool).await.map_err(self.db()) })
+        }
+
+        fn promotions_between(&self, from: i64, to: i64, limit: i64) -> $crate::store::Fut<'_, Vec<$crate::store::PromotionRecord>> {
+            Box::pin(async move {
+                sqlx::query_as($crate::store::sql::PROMOTIONS_BETWEEN).bind(from).bind(to).bind(limit).fetch_all(&self.pool).await.map_err(self.db())
+            })
+        }
+
+        fn drifts<'a>(&'a self, f: $crate::store::DriftFilter<'a>) -> $crate::store::Fut<'a, Vec<$crate::store::DriftRecord>> {
+            Box::pin(async move {
+                sqlx::query_as($crate::store::sql::DRIFTS).bind(f.pipeline).bind(f.environment).bind(f.state).bind(f.id).fetch_all(&self.pool).await.map_err(self.db())
+            })
+        }
+
+        fn env_locks(&self) -> $crate::store::Fut<'_, Vec<$crate::store::Lease>> {
+            Box::pin(async move {
+                let rows: Vec<(String, String, i64)> =
+                    sqlx::query_as("SELECT environment, run_id, expires_at FROM env_locks ORDER BY environment").fetch_all(&self.pool).await.map_err(self.db())?;
+                Ok(rows.into_iter().map(|(what, holder, expires_at)| $crate::store::Lease { what, holder, expires_at }).collect())
+            })
+        }
+
+        fn env_queue(&self) -> $crate::store::Fut<'_, Vec<(String, $crate::store::Queued)>> {
+            Box::pin(async move {
+                let rows: Vec<(String, String, String, i64, Option<String>)> =
+                    sqlx::query_as($crate::store::sql::ENV_QUEUE).fetch_all(&self.pool).await.map_err(self.db())?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(e, run, pipeline, expires_at, superseded_by)| (e, $crate::store::Queued { run, pipeline, expires_at, superseded_by }))
+                    .collect())
+            })
+        }
+
+        fn orphans(&self, now: i64, limit: i64) -> $crate::store::Fut<'_, Vec<String>> {
+            Box::pin(async move { sqlx::query_scalar($crate::store::sql::ORPHANS).bind(now).bind(limit).fetch_all(&self.pool).await.map_err(self.db()) })
+        }
+
+        fn last_promotion<'a>(&'a self, pipeline: &'a str, environment: &'a str) -> $crate::store::Fut<'a, Option<(String, String)>> {
+            Box::pin(async move {
+                sqlx::query_as("SELECT run_id, version FROM promotions WHERE pipeline = $1 AND environment = $2 AND rolled_back = FALSE ORDER BY at DESC, run_id DESC LIMIT 1")
+                    .bind(pipeline)
+                    .bind(environment)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(self.db())
+            })
+        }
+
+        fn polled<'a>(&'a self, source: &'a str) -> $crate::store::Fut<'a, Option<Vec<(String, String)>>> {
+            Box::pin(async move {
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as("SELECT ref, oid FROM polled WHERE source = $1 ORDER BY ref").bind(source).fetch_all(&self.pool).await.map_err(self.db())?;
+                // The empty ref marks a source polled once, even when it had no refs.
+                Ok((!rows.is_empty()).then(|| rows.into_iter().filter(|(r, _)| !r.is_empty()).collect()))
+            })
+        }
+
+        fn session<'a>(&'a self, id_hash: &'a str) -> $crate::store::Fut<'a, Option<$crate::store::SessionRecord>> {
+            Box::pin(async move {
+                let row: Option<$crate::store::records::SessionRow> =
+                    sqlx::query_as("SELECT id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at FROM sessions WHERE id_hash = $1")
+                        .bind(id_hash)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(self.db())?;
+                Ok(row.map($crate::store::SessionRecord::from))
+            })
+        }
+
+        fn driver<'a>(&'a self, run: &'a str) -> $crate::store::Fut<'a, Option<$crate::store::Lease>> {
+            Box::pin(async move {
+                let row: Option<(String, i64)> =
+                    sqlx::query_as("SELECT holder, expires_at FROM drivers WHERE run_id = $1").bind(run).fetch_optional(&self.pool).await.map_err(self.db())?;
+                Ok(row.map(|(holder, expires_at)| $crate::store::Lease { what: run.to_string(), holder, expires_at }))
+            })
+        }
+
+        fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> $crate::store::Fut<'a, Vec<$crate::store::Exemption>> {
+            Box::pin(async move {
+                let rows: Vec<(String, String, String, i64, Option<String>)> =
+                    sqlx::query_as("SELECT template, by_user, reason, at, seal FROM log_exemptions WHERE pipeline = $1 ORDER BY at")
+                        .bind(pipeline)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(self.db())?;
+                Ok(rows.into_iter().map(|(template, user, reason, at, seal)| $crate::store::Exemption { template, user, reason, at, seal }).collect())
+            })
+        }
+    };
+}
+
 /// The readers of the rows both backends read alike, for row type `$Row`: `stage_row`, `run_of`,
 /// `watch_of`.
 macro_rules! row_readers {
@@ -802,4 +913,5 @@ macro_rules! row_readers {
         }
     };
 }
+pub(crate) use common_reads;
 pub(crate) use row_readers;

@@ -15,10 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{Entry, Verdict};
-use super::{
-    Backend, Change, Decision, DriftFilter, DriftRecord, Event, Exemption, Fut, Lease, RunRecord, SessionRecord, StageOf, StageRecord, StageState, StoreError,
-    WatchFilter, WatchRecord, Write, Written,
-};
+use super::{Backend, Change, Decision, Event, Fut, RunRecord, StageOf, StageRecord, StageState, StoreError, WatchFilter, WatchRecord, Write, Written};
 
 /// A promote state file.
 pub struct SqliteBackend {
@@ -166,10 +163,6 @@ impl SqliteBackend {
         Ok(rows.iter().map(|r| stage_row(r, 0)).collect())
     }
 
-    async fn drifts_of(&self, f: DriftFilter<'_>) -> Result<Vec<DriftRecord>, StoreError> {
-        sqlx::query_as(crate::store::sql::DRIFTS).bind(f.pipeline).bind(f.environment).bind(f.state).bind(f.id).fetch_all(&self.pool).await.map_err(self.db())
-    }
-
     async fn watches_of(&self, f: WatchFilter<'_>) -> Result<Vec<WatchRecord>, StoreError> {
         let (order, limit) = if f.due.is_some() { ("next_at, id", 10_000) } else { ("started_at DESC, id DESC", 1000) };
         // (Only constants are formatted in.)
@@ -290,6 +283,8 @@ impl SqliteBackend {
 }
 
 impl Backend for SqliteBackend {
+    crate::store::sql::common_reads!();
+
     fn path(&self) -> &str {
         &self.path
     }
@@ -326,33 +321,6 @@ impl Backend for SqliteBackend {
         Box::pin(self.decisions_of(run, stage))
     }
 
-    fn drifts<'a>(&'a self, filter: DriftFilter<'a>) -> Fut<'a, Vec<DriftRecord>> {
-        Box::pin(self.drifts_of(filter))
-    }
-
-    fn happenings(&self, from: i64, to: i64, limit: i64) -> Fut<'_, Vec<crate::store::Happening>> {
-        Box::pin(async move { sqlx::query_as(crate::store::sql::HAPPENINGS).bind(from).bind(to).bind(limit).fetch_all(&self.pool).await.map_err(self.db()) })
-    }
-
-    fn promotions_between(&self, from: i64, to: i64, limit: i64) -> Fut<'_, Vec<crate::store::PromotionRecord>> {
-        Box::pin(
-            async move { sqlx::query_as(crate::store::sql::PROMOTIONS_BETWEEN).bind(from).bind(to).bind(limit).fetch_all(&self.pool).await.map_err(self.db()) },
-        )
-    }
-
-    fn violations<'a>(&'a self, f: crate::store::ViolationFilter<'a>) -> Fut<'a, Vec<crate::store::ViolationRecord>> {
-        Box::pin(async move {
-            sqlx::query_as(crate::store::sql::VIOLATIONS)
-                .bind(f.pipeline)
-                .bind(f.environment)
-                .bind(f.state.map(|s| s.as_str()))
-                .bind(f.id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(self.db())
-        })
-    }
-
     fn watches<'a>(&'a self, filter: WatchFilter<'a>) -> Fut<'a, Vec<WatchRecord>> {
         Box::pin(self.watches_of(filter))
     }
@@ -363,82 +331,6 @@ impl Backend for SqliteBackend {
 
     fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>> {
         Box::pin(self.stages_where_of(kind, state))
-    }
-
-    fn env_locks(&self) -> Fut<'_, Vec<Lease>> {
-        Box::pin(async move {
-            let rows: Vec<(String, String, i64)> =
-                sqlx::query_as("SELECT environment, run_id, expires_at FROM env_locks ORDER BY environment").fetch_all(&self.pool).await.map_err(self.db())?;
-            Ok(rows.into_iter().map(|(what, holder, expires_at)| Lease { what, holder, expires_at }).collect())
-        })
-    }
-
-    fn env_queue(&self) -> Fut<'_, Vec<(String, crate::store::Queued)>> {
-        Box::pin(async move {
-            let rows: Vec<(String, String, String, i64, Option<String>)> =
-                sqlx::query_as(crate::store::sql::ENV_QUEUE).fetch_all(&self.pool).await.map_err(self.db())?;
-            Ok(rows
-                .into_iter()
-                .map(|(e, run, pipeline, expires_at, superseded_by)| (e, crate::store::Queued { run, pipeline, expires_at, superseded_by }))
-                .collect())
-        })
-    }
-
-    fn orphans(&self, now: i64, limit: i64) -> Fut<'_, Vec<String>> {
-        Box::pin(async move { sqlx::query_scalar(crate::store::sql::ORPHANS).bind(now).bind(limit).fetch_all(&self.pool).await.map_err(self.db()) })
-    }
-
-    fn last_promotion<'a>(&'a self, pipeline: &'a str, environment: &'a str) -> Fut<'a, Option<(String, String)>> {
-        Box::pin(async move {
-            sqlx::query_as(
-                "SELECT run_id, version FROM promotions WHERE pipeline = ? AND environment = ? AND rolled_back = 0 ORDER BY at DESC, run_id DESC LIMIT 1",
-            )
-            .bind(pipeline)
-            .bind(environment)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.db())
-        })
-    }
-
-    fn polled<'a>(&'a self, source: &'a str) -> Fut<'a, Option<Vec<(String, String)>>> {
-        Box::pin(async move {
-            let rows: Vec<(String, String)> =
-                sqlx::query_as("SELECT ref, oid FROM polled WHERE source = ? ORDER BY ref").bind(source).fetch_all(&self.pool).await.map_err(self.db())?;
-            // The empty ref marks a source polled once, even when it had no refs.
-            Ok((!rows.is_empty()).then(|| rows.into_iter().filter(|(r, _)| !r.is_empty()).collect()))
-        })
-    }
-
-    fn session<'a>(&'a self, id_hash: &'a str) -> Fut<'a, Option<SessionRecord>> {
-        Box::pin(async move {
-            let row: Option<super::records::SessionRow> =
-                sqlx::query_as("SELECT id_hash, login, via, token_hash, groups, created_at, seen_at, expires_at, ended_at FROM sessions WHERE id_hash = ?")
-                    .bind(id_hash)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(self.db())?;
-            Ok(row.map(SessionRecord::from))
-        })
-    }
-
-    fn driver<'a>(&'a self, run: &'a str) -> Fut<'a, Option<Lease>> {
-        Box::pin(async move {
-            let row: Option<(String, i64)> =
-                sqlx::query_as("SELECT holder, expires_at FROM drivers WHERE run_id = ?").bind(run).fetch_optional(&self.pool).await.map_err(self.db())?;
-            Ok(row.map(|(holder, expires_at)| Lease { what: run.to_string(), holder, expires_at }))
-        })
-    }
-
-    fn exempt_templates<'a>(&'a self, pipeline: &'a str) -> Fut<'a, Vec<Exemption>> {
-        Box::pin(async move {
-            let rows = sqlx::query("SELECT template, by_user, reason, at, seal FROM log_exemptions WHERE pipeline = ? ORDER BY at")
-                .bind(pipeline)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(self.db())?;
-            Ok(rows.iter().map(|r| Exemption { template: r.get(0), user: r.get(1), reason: r.get(2), at: r.get(3), seal: r.get(4) }).collect())
-        })
     }
 
     fn last_events<'a>(&'a self, run: &'a str, n: i64) -> Fut<'a, (Vec<Event>, i64)> {
