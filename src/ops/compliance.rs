@@ -313,13 +313,18 @@ async fn one(
             );
             return Ok(Judged { environment: env_name, head, standing: Standing::Excepted, violation: Some(v), line });
         }
-        Some(mut v) if v.state == ViolationState::Accepted => {
-            // Expired: it opens again, and is told again.
-            let why = format!("the exception ended {}", crate::clock::rfc3339(v.until.unwrap_or(0)));
+        Some(mut v) if matches!(v.state, ViolationState::Accepted | ViolationState::Resolved) => {
+            // An exception that expired, or a violation resolved (the policies or the head had
+            // moved on) whose head and policies are back: it opens again, and is told again.
+            let why = if v.state == ViolationState::Accepted {
+                format!("the exception ended {}", crate::clock::rfc3339(v.until.unwrap_or(0)))
+            } else {
+                format!("{env_name} is at head {} again, which the policies deny again", short(&head))
+            };
             if store
                 .decide_violation(
                     &v.id,
-                    ViolationState::Accepted,
+                    v.state,
                     ViolationDecision { state: ViolationState::Open, user: "promote", reason: Some(&why), until: None, revert_to: None, via: None },
                 )
                 .await?

@@ -236,3 +236,34 @@ fn the_compliance_input_is_the_documented_document() {
     crate::governance::check_against(&schema, &doc, "input", &mut problems);
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+crate::both_backends! {
+    fn a_violation_resolved_when_the_policies_moved_on_opens_again_when_they_come_back() {
+        let s = Setup::new(
+            "  qa:\n    deploy: {environment: qa}\n  policy-check:\n    needs: [qa]\n    policy: {policies: [policies/]}\n  prod:\n    needs: [policy-check]\n    deploy: {environment: prod}\n",
+            "users: users.yaml\n",
+        );
+        std::fs::write(s.path().join("users.yaml"), "users:\n  alice: {name: Alice, email: alice@example.com}\n").unwrap();
+        std::fs::create_dir(s.path().join("policies")).unwrap();
+        std::fs::write(s.path().join("policies/services.rego"), POLICY_BEFORE).unwrap();
+        let prod = EnvRepo { bare: s.path().join("envs/prod.git"), work: s.path().join("envs/prod-work") };
+        prod.commit_as_someone_else("app/service.yaml", LOADBALANCER, "expose web");
+        // The policy bans LoadBalancers, is rolled back (prod complies: resolved), then comes back
+        // unchanged: the same head under the same policies breaks them again.
+        std::fs::write(s.path().join("policies/services.rego"), POLICY_AFTER).unwrap();
+        let found = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+        assert_eq!(found.status.code(), Some(1), "{}", text(&found));
+        let id = violation_id(&text(&found));
+        std::fs::write(s.path().join("policies/services.rego"), POLICY_BEFORE).unwrap();
+        let clean = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+        assert!(clean.status.success(), "{}", text(&clean));
+        std::fs::write(s.path().join("policies/services.rego"), POLICY_AFTER).unwrap();
+        let back = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+        assert_eq!(back.status.code(), Some(1), "{}", text(&back));
+        assert!(text(&back).contains(&format!("violation {id}")) && text(&back).contains("waiting for a decision"), "told again: {}", text(&back));
+        let list = text(&promote(s.path(), &["compliance", "list"]));
+        assert!(list.contains(&format!("{id}  open")), "open again, so a person can decide it: {list}");
+        let reverted = promote(s.path(), &["compliance", "revert", &id, "--as", "alice", "--pipeline", "pipeline.yaml"]);
+        assert!(reverted.status.success(), "decidable: {}", text(&reverted));
+    }
+}
