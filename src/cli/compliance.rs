@@ -110,7 +110,8 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
                     println!("{} has no policy stage: nothing judges its environments", plan.pipeline.name.value);
                 }
                 if !json {
-                    judged.iter().for_each(|j| println!("{}", j.line));
+                    // A denial quotes the judged files (names a committer chose): one line each, escaped.
+                    judged.iter().for_each(|j| println!("{}", crate::diag::printable(&j.line)));
                 }
                 if judged.iter().any(|j| j.standing == Standing::Violation) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
             }

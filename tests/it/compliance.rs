@@ -267,3 +267,19 @@ crate::both_backends! {
         assert!(reverted.status.success(), "decidable: {}", text(&reverted));
     }
 }
+
+#[test]
+fn a_denial_quoting_a_name_with_control_characters_prints_one_escaped_line() {
+    let s = Setup::new("  qa:\n    deploy: {environment: qa}\n  policy-check:\n    needs: [qa]\n    policy: {policies: [policies/]}\n", "");
+    std::fs::create_dir(s.path().join("policies")).unwrap();
+    std::fs::write(s.path().join("policies/services.rego"), POLICY_AFTER.replace("\"prod\"", "\"qa\"")).unwrap();
+    let qa = EnvRepo { bare: s.path().join("envs/qa.git"), work: s.path().join("envs/qa-work") };
+    // Whoever commits to the branch names the Service: a terminal escape and a forged line.
+    let forged = "apiVersion: v1\nkind: Service\nmetadata:\n  name: \"web\\e[2J\\nprod: compliant (head 0000000000)\"\nspec:\n  type: NodePort\n";
+    qa.commit_as_someone_else("app/service.yaml", forged, "expose web");
+    let found = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+    assert_eq!(found.status.code(), Some(1), "{}", text(&found));
+    let out = String::from_utf8(found.stdout).unwrap();
+    assert!(!out.contains('\u{1b}'), "no raw escape: {out:?}");
+    assert!(!out.lines().any(|l| l.starts_with("prod: compliant (head 0000000000)")), "no forged line: {out}");
+}
