@@ -25,7 +25,8 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum ComplianceCommand {
     /// Judge every environment's current files by the pipeline's policies: record, announce (and
-    /// with `action: revert`, revert) each violation. Exit 0 compliant, 1 when one is open.
+    /// with `action: revert`, revert) each violation. Exit 0 compliant, 1 when one is open, 2
+    /// when one could not be judged.
     Check {
         /// The pipeline file.
         file: PathBuf,
@@ -113,14 +114,21 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
                     // A denial quotes the judged files (names a committer chose): one line each, escaped.
                     judged.iter().for_each(|j| println!("{}", crate::diag::printable(&j.line)));
                 }
-                if judged.iter().any(|j| j.standing == Standing::Violation) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+                // An environment that could not be judged is no pass: cron hears of it.
+                if judged.iter().any(|j| j.standing == Standing::Unjudged) {
+                    ExitCode::from(EXIT_BAD_INPUT)
+                } else if judged.iter().any(|j| j.standing == Standing::Violation) {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             ComplianceCommand::List { json } => list(&exec.store.violations(ViolationFilter::default()).await?, json),
             ComplianceCommand::Show { id } => show(&exec.store.violations(ViolationFilter { id: Some(&id), ..Default::default() }).await?, &id),
             ComplianceCommand::Accept { id, user, reason, for_, until, pipeline } => {
                 let until = match (for_, until) {
                     (_, Some(t)) => t.as_millisecond(),
-                    (Some(d), None) => crate::clock::now_ms() + d.0.as_millis() as i64,
+                    (Some(d), None) => crate::clock::now_ms().saturating_add(i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX)),
                     (None, None) => crate::clock::now_ms() + crate::ops::compliance::DEFAULT_EXCEPTION.as_millis() as i64,
                 };
                 decide(&exec, pipeline.as_deref(), &id, Verdict::Accept { until }, &user, Some(&reason)).await?

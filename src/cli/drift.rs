@@ -134,7 +134,9 @@ pub fn show(all: &[crate::store::DriftRecord], id: &str) -> ExitCode {
     for c in &d.commits {
         println!("  {} {} ({})", &c.id[..10.min(c.id.len())], crate::diag::printable(&c.summary), crate::diag::printable(&c.author));
     }
-    print!("{}", crate::diag::printable(&d.diff));
+    for line in d.diff.lines() {
+        println!("{}", crate::diag::printable(line));
+    }
     ExitCode::SUCCESS
 }
 

@@ -40,8 +40,10 @@ pub enum Standing {
     Excepted,
     /// They denied them, and a revert restored allowed files.
     Reverted,
-    /// Not judged (`compliance.action: ignore`), or its files could not be read.
+    /// Its files could not be read or judged (the line says why).
     Unjudged,
+    /// Not judged: `compliance.action: ignore`.
+    Ignored,
 }
 
 /// What a look at one environment found.
@@ -144,6 +146,24 @@ fn judge(sets: &[PolicySet], base: &Value, dest: &Destination, head: &str, files
         deny.extend(set.evaluate(input.clone())?.deny);
     }
     Ok(deny)
+}
+
+/// Whether `v` is an exception in force under the policies `digest` that names every one of
+/// `deny` (the same files' denials, whatever commit they are at now).
+fn covers(v: &ViolationRecord, digest: &str, deny: &[String], now: i64) -> bool {
+    v.state == ViolationState::Accepted && v.policies == digest && v.until.is_some_and(|u| u > now) && deny.iter().all(|d| v.deny.0.contains(d))
+}
+
+/// The denials of `deny` that no exception in force of `environment` names (for a drift's
+/// judgement: a drift is not reverted for what a person excepted).
+pub async fn unexcepted(store: &Store, pipeline: &str, environment: &str, deny: Vec<String>) -> Result<Vec<String>, OpsError> {
+    if deny.is_empty() {
+        return Ok(deny);
+    }
+    let now = crate::clock::now_ms();
+    let filter = ViolationFilter { pipeline: Some(pipeline), environment: Some(environment), state: Some(ViolationState::Accepted), id: None };
+    let excepted: Vec<ViolationRecord> = store.violations(filter).await?.into_iter().filter(|v| v.until.is_some_and(|u| u > now)).collect();
+    Ok(deny.into_iter().filter(|d| !excepted.iter().any(|v| v.deny.0.contains(d))).collect())
 }
 
 fn short(id: &str) -> &str {
@@ -280,8 +300,15 @@ async fn one(
             });
         }
     };
+    // An exception still in force that names every denial of these files covers them, whatever
+    // the head: a later commit (a README, a promotion) does not undo a person's exception.
+    let covering = mine.iter().find(|v| v.head != head && covers(v, &digest, &deny, now)).map(|v| (*v).clone());
     // What was open of this environment at another head, or under other policies, is over.
-    for v in mine.iter().filter(|v| (v.head != head || v.policies != digest) && matches!(v.state, ViolationState::Open | ViolationState::Accepted)) {
+    for v in mine.iter().filter(|v| {
+        (v.head != head || v.policies != digest)
+            && matches!(v.state, ViolationState::Open | ViolationState::Accepted)
+            && covering.as_ref().is_none_or(|c| c.id != v.id)
+    }) {
         let why = format!("{env_name} is at head {} now, judged by the policies as they are", short(&head));
         store
             .decide_violation(
@@ -303,6 +330,16 @@ async fn one(
     }
     sweep.clean.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     let known = mine.iter().find(|v| v.head == head && v.policies == digest).map(|v| (*v).clone());
+    if let (None, Some(c)) = (&known, covering) {
+        let line = format!(
+            "{env_name}: {} covered by the exception of violation {} ({} until {})",
+            c.deny.0.join("; "),
+            c.id,
+            c.decided_by.as_deref().unwrap_or("?"),
+            crate::clock::rfc3339(c.until.unwrap_or(0))
+        );
+        return Ok(Judged { environment: env_name, head, standing: Standing::Excepted, violation: Some(c), line });
+    }
     let (mut v, fresh) = match known {
         Some(v) if v.state == ViolationState::Accepted && v.until.is_some_and(|u| u > now) => {
             let line = format!(
@@ -350,7 +387,8 @@ async fn one(
                 reason: None,
                 until: None,
                 revert_to: None,
-                at: now,
+                // Now, after the resolutions above: the trail's times stay in order.
+                at: crate::clock::now_ms(),
                 decided_at: None,
                 seal: None,
             };
@@ -425,7 +463,9 @@ struct Reverting<'a> {
 async fn revert(r: &Reverting<'_>) -> Result<(String, Option<String>), OpsError> {
     let Reverting { store, writer, plan, base, env, v, user, reason, via } = *r;
     let claim = ViolationDecision { state: ViolationState::Reverting, user, reason: Some(reason), until: None, revert_to: None, via };
-    if !store.decide_violation(&v.id, ViolationState::Open, claim).await? {
+    // Open, or an exception ended early by a person.
+    let from = if v.state == ViolationState::Accepted { ViolationState::Accepted } else { ViolationState::Open };
+    if !store.decide_violation(&v.id, from, claim).await? {
         let now = store.violation(&v.id).await?;
         return Err(OpsError::Conflict(format!(
             "violation {} is {} already{}",
@@ -450,11 +490,27 @@ async fn revert(r: &Reverting<'_>) -> Result<(String, Option<String>), OpsError>
         Err(e) => return reopen(format!("the policies do not load: {e}")).await,
     };
     let dest = Destination::of(env, base);
+    // The value the environment's file holds now, and the one the allowed files hold: a revert
+    // that also takes the release back says so.
+    let value_in = |d: &Destination, files: &[(String, String)]| {
+        files.iter().find(|(f, _)| *f == d.file).and_then(|(_, text)| crate::git::edit::read(&d.file, text, d.target.as_target()).ok().flatten())
+    };
     let (w, d2, base_input) = (writer.clone(), dest.clone(), input(&plan.pipeline, env, None));
-    let found =
-        tokio::task::spawn_blocking(move || w.newest_allowed(&d2, DEPTH, |commit, files| judge(&sets, &base_input, &d2, commit, files).map(|d| d.is_empty())))
-            .await
-            .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))?;
+    let found = tokio::task::spawn_blocking(move || {
+        let now_value = w.manifests(&d2).ok().and_then(|(_, files)| value_in(&d2, &files));
+        let mut then_value = None;
+        let found = w.newest_allowed(&d2, DEPTH, |commit, files| {
+            let ok = judge(&sets, &base_input, &d2, commit, files).map(|d| d.is_empty());
+            if matches!(ok, Ok(true)) {
+                then_value = value_in(&d2, files);
+            }
+            ok
+        });
+        (found, now_value, then_value)
+    })
+    .await
+    .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))?;
+    let (found, now_value, then_value) = found;
     let to = match found {
         Ok(Ok(Some(to))) => to,
         Ok(Ok(None)) => {
@@ -504,6 +560,11 @@ async fn revert(r: &Reverting<'_>) -> Result<(String, Option<String>), OpsError>
             Ok((_, pr)) => done = pr,
             Err(e) => return reopen(format!("the revert commit is on {}, but its request could not be opened: {e}", r.branch)).await,
         }
+    }
+    if let (Some(a), Some(b)) = (&now_value, &then_value)
+        && a != b
+    {
+        done = format!("{done}; {} goes from {a} back to {b} (the newest allowed files are from before that release: promote the fix again)", dest.file);
     }
     let why = format!("{reason}; {done}");
     store
@@ -562,12 +623,13 @@ pub async fn decide(store: &Store, writer: &Arc<Writer>, plan: &Plan, base: &Pat
         }
         Caller::Local { user, .. } => {
             if let Err(why) = super::drift::may_decide(env, users.as_ref(), user) {
-                return refuse(why);
+                return refuse(why.replacen("decide drift", "decide compliance", 1));
             }
             super::decide::prove(&d.caller, users.as_ref())?;
         }
     }
-    if v.state != ViolationState::Open {
+    let ending_exception = v.state == ViolationState::Accepted && d.verdict == Verdict::Revert;
+    if v.state != ViolationState::Open && !ending_exception {
         return Err(OpsError::Conflict(format!(
             "violation {} is {} already{}",
             v.id,

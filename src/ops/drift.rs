@@ -116,7 +116,8 @@ pub async fn check(
         let mut drift = drift;
         // The pipeline's policies judge the drifted state: a denial reverts it at once.
         let denied = match judge(writer, plan, base, &dest, &drift).await {
-            Ok(d) => d,
+            // What a compliance exception in force names is not reverted.
+            Ok(d) => super::compliance::unexcepted(store, &name, &env_name, d).await?,
             Err(why) => {
                 store.audit("-", None, "policy", "promote", &format!("{name}: drift {} in {env_name} could not be judged: {why}", drift.id)).await?;
                 Vec::new()

@@ -258,15 +258,15 @@ pub async fn report(store: &Store, writer: &Arc<Writer>, run: &str, window: Dura
             }
             pipelines[&h.run_id].clone()
         };
-        timeline.push(TimelineEntry {
-            at: h.at,
-            own: h.run_id == run.id,
-            kind: h.kind,
-            run: h.run_id,
-            pipeline,
-            actor: h.actor,
-            detail: crate::redact::text(&h.detail).into_owned(),
-        });
+        // Whose it is, said first when its text does not (a run's end names neither).
+        let mut detail = crate::redact::text(&h.detail).into_owned();
+        if let Some(p) = &pipeline
+            && !detail.starts_with(&format!("{p}: "))
+        {
+            let of = if h.run_id == "-" { String::new() } else { format!(" run {}", &h.run_id[..h.run_id.len().min(10)]) };
+            detail = format!("{p}{of}: {detail}");
+        }
+        timeline.push(TimelineEntry { at: h.at, own: h.run_id == run.id, kind: h.kind, run: h.run_id, pipeline, actor: h.actor, detail });
     }
     timeline.sort_by_key(|t| t.at);
     timeline.truncate(MAX_TIMELINE as usize);
@@ -353,7 +353,8 @@ impl Report {
             );
             if !c.diff.is_empty() {
                 let diff: Vec<_> = c.diff.lines().map(crate::diag::printable).collect();
-                let _ = writeln!(m, "\n```diff\n{}\n```\n", diff.join("\n"));
+                // A fence longer than any run of backticks a diff line could start with.
+                let _ = writeln!(m, "\n````diff\n{}\n````\n", diff.join("\n"));
             }
         }
         let _ = writeln!(m, "\n## What the evidence saw\n");
@@ -430,8 +431,10 @@ fn fmt(v: f64) -> String {
     if v.abs() >= 100.0 || v == v.trunc() { format!("{v:.0}") } else { format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string() }
 }
 
+/// Text from the state for one line of Markdown: control characters escaped, and nothing a
+/// Markdown viewer would take for HTML or code (`<`, `>`, backticks).
 fn one_line(s: &str) -> String {
-    crate::diag::printable(&s.replace('\n', " ")).into_owned()
+    crate::diag::printable(&s.replace('\n', " ")).replace('<', "&lt;").replace('>', "&gt;").replace('`', "'")
 }
 
 fn cell(s: &str) -> String {

@@ -335,7 +335,12 @@ async fn runs(State(server): State<Server>, headers: HeaderMap) -> Answer {
 
 /// A run the person may see (403 naming the rule otherwise; 404 for an unknown run).
 async fn visible_run(server: &Server, person: &Person, id: &str) -> Result<crate::store::RunRecord, ApiError> {
-    let run = server.exec.store.run(id).await?;
+    // An unknown run is said without the state's path or its recent runs (which may be of
+    // pipelines the person may not see).
+    let run = match server.exec.store.run(id).await {
+        Err(crate::store::StoreError::UnknownRun { .. }) => return Err(error(StatusCode::NOT_FOUND, format!("no run `{}`", crate::diag::printable(id)))),
+        found => found?,
+    };
     match rules_of(server, &run) {
         Some(plan) => viewable(server, person, &plan.pipeline, &format!("to see run {id}")).await?,
         None => {

@@ -1,7 +1,8 @@
 //! Compliance sweeps: every loaded pipeline's environments judged by its policies when the
 //! policies change (their files' digest, looked at every [`TICK`]: a policy change is judged
 //! everywhere within seconds), every `compliance.every` (the shortest of the pipeline's and its
-//! environments'), and after a drift (`Server::check_drift`). Of several replicas each sweeps;
+//! environments'), when an exception ends (so that it opens again at once), and after a drift
+//! (`Server::check_drift`). Of several replicas each sweeps;
 //! a violation is recorded, told and reverted once (the store's unique key and conditional claims).
 
 use std::collections::HashMap;
@@ -19,16 +20,27 @@ pub(super) async fn run(server: Server) {
     let mut last: HashMap<String, (String, Instant)> = HashMap::new();
     loop {
         let pipelines = server.pipelines();
+        // Pipelines with an exception that ended: judged now, so that it opens again at once.
+        let now = crate::clock::now_ms();
+        let accepted = crate::store::ViolationFilter { state: Some(crate::store::ViolationState::Accepted), ..Default::default() };
+        let expired: std::collections::HashSet<String> = match server.exec.store.violations(accepted).await {
+            Ok(all) => all.into_iter().filter(|v| v.until.is_some_and(|u| u <= now)).map(|v| v.pipeline).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the compliance exceptions");
+                Default::default()
+            }
+        };
         let mut due_now = Vec::new();
         for loaded in pipelines.by_name.values() {
             let name = &loaded.plan.pipeline.name.value;
             let base = loaded.file.parent().unwrap_or(std::path::Path::new("."));
             let (plan, base2) = (loaded.plan.clone(), base.to_path_buf());
             let Ok(Some(digest)) = tokio::task::spawn_blocking(move || crate::ops::compliance::Sweep::digest(&plan, &base2)).await else { continue };
-            let due = match last.get(name) {
-                Some((d, at)) => *d != digest || Instant::now() >= *at,
-                None => true,
-            };
+            let due = expired.contains(name)
+                || match last.get(name) {
+                    Some((d, at)) => *d != digest || Instant::now() >= *at,
+                    None => true,
+                };
             if !due {
                 continue;
             }

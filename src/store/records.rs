@@ -1060,6 +1060,13 @@ impl DriftRecord {
     /// `2 commit(s) promote did not make, by Dev <dev@example.com>: "hotfix" ...`.
     pub fn describe(&self) -> String {
         let short = |id: &str| id[..id.len().min(10)].to_string();
+        if self.commits.is_empty() && !self.rewritten && self.baseline.is_none() {
+            return format!(
+                "head {} adopted as the approved state{}",
+                short(&self.head),
+                self.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            );
+        }
         if self.rewritten {
             return format!(
                 "the history was rewritten (head {}; promote had seen {})",

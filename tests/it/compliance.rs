@@ -283,3 +283,52 @@ fn a_denial_quoting_a_name_with_control_characters_prints_one_escaped_line() {
     assert!(!out.contains('\u{1b}'), "no raw escape: {out:?}");
     assert!(!out.lines().any(|l| l.starts_with("prod: compliant (head 0000000000)")), "no forged line: {out}");
 }
+
+/// What a person decided holds: an exception covers the same denials at later commits (a README
+/// pushed after it is a drift to decide, not a policy revert), a person may end it early with a
+/// revert, and a revert that also takes the release back says so. An environment that cannot be
+/// read is no pass (exit 2).
+#[test]
+fn an_exception_survives_later_commits_and_a_revert_that_takes_the_release_back_says_so() {
+    let s = Setup::new(
+        "  qa:\n    deploy: {environment: qa}\n  policy-check:\n    needs: [qa]\n    policy: {policies: [policies/]}\n  prod:\n    needs: [policy-check]\n    deploy: {environment: prod}\n",
+        "users: users.yaml\n",
+    );
+    std::fs::write(s.path().join("users.yaml"), "users:\n  alice: {name: Alice, email: alice@example.com, groups: [sre]}\n").unwrap();
+    std::fs::create_dir(s.path().join("policies")).unwrap();
+    std::fs::write(s.path().join("policies/services.rego"), POLICY_BEFORE).unwrap();
+    let prod = EnvRepo { bare: s.path().join("envs/prod.git"), work: s.path().join("envs/prod-work") };
+    prod.commit_as_someone_else("app/service.yaml", LOADBALANCER, "expose web");
+    let run = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.1.0"]);
+    assert!(run.status.success(), "{}", text(&run));
+    std::fs::write(s.path().join("policies/services.rego"), POLICY_AFTER).unwrap();
+    let id = violation_id(&text(&promote(s.path(), &["compliance", "check", "pipeline.yaml"])));
+    let accepted = promote(s.path(), &["compliance", "accept", &id, "--as", "alice", "--reason", "until the gateway lands", "--for", "1h"]);
+    assert!(accepted.status.success(), "{}", text(&accepted));
+
+    // A later commit: a drift to decide, not reverted for what the exception covers.
+    prod.commit_as_someone_else("README.md", "hello\n", "readme");
+    let drift = promote(s.path(), &["drift", "check", "pipeline.yaml"]);
+    let said = text(&drift);
+    assert_eq!(drift.status.code(), Some(1), "{said}");
+    assert!(!said.contains("policy denied") && said.contains("waiting for a decision"), "{said}");
+    let d = crate::drift::drift_id(&said);
+    assert!(promote(s.path(), &["drift", "accept", &d, "--as", "alice", "--reason", "docs"]).status.success());
+    let check = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+    assert!(check.status.success(), "{}", text(&check));
+    assert!(text(&check).contains(&format!("covered by the exception of violation {id}")), "{}", text(&check));
+
+    // Ended early by a revert, which says that it takes the release back too.
+    let reverted = promote(s.path(), &["compliance", "revert", &id, "--as", "alice", "--reason", "the gateway landed"]);
+    let said = text(&reverted);
+    assert!(reverted.status.success(), "{said}");
+    assert!(said.contains("app/kustomization.yaml goes from 1.1.0 back to 1.0.0"), "{said}");
+    assert!(!git(&prod.bare, &["ls-tree", "-r", "--name-only", "main"]).contains("service.yaml"));
+
+    // An environment whose repo cannot be read is no pass.
+    let text_before = std::fs::read_to_string(&s.file).unwrap();
+    std::fs::write(&s.file, text_before.replace("repo: envs/staging.git", "repo: envs/nope.git")).unwrap();
+    let broken = promote(s.path(), &["compliance", "check", "pipeline.yaml"]);
+    assert_eq!(broken.status.code(), Some(2), "{}", text(&broken));
+    assert!(text(&broken).contains("staging: cannot be read"), "{}", text(&broken));
+}

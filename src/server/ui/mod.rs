@@ -777,7 +777,7 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
     let store = &server.exec.store;
     let run = match store.run(&id).await {
         Ok(r) => r,
-        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Err(Refusal(StatusCode::NOT_FOUND, e.to_string())),
+        Err(crate::store::StoreError::UnknownRun { .. }) => return Err(Refusal(StatusCode::NOT_FOUND, format!("no run `{}`", crate::diag::printable(&id)))),
         Err(e) => return Err(internal(e)),
     };
     if !sees(&server, &s, &run) {

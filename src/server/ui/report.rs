@@ -87,7 +87,7 @@ pub(super) async fn page(State(server): State<Server>, headers: HeaderMap, Path(
     let Some(s) = super::session(&server, &headers).await else { return Ok(super::to_login()) };
     let run = match server.exec.store.run(&id).await {
         Ok(r) => r,
-        Err(e @ crate::store::StoreError::UnknownRun { .. }) => return Err(Refusal(StatusCode::NOT_FOUND, e.to_string())),
+        Err(crate::store::StoreError::UnknownRun { .. }) => return Err(Refusal(StatusCode::NOT_FOUND, format!("no run `{}`", crate::diag::printable(&id)))),
         Err(e) => return Err(internal(e)),
     };
     if !super::sees(&server, &s, &run) {
