@@ -377,6 +377,12 @@ pub async fn plan_for(
             None => return refuse(&format!("no run of {pipeline} says where its file is: name it with --pipeline FILE")),
         },
     };
+    if named.is_none() && !file.is_file() {
+        return refuse(&format!(
+            "{pipeline}'s newest run was started from {}, which is not there any more: name the pipeline file with --pipeline FILE",
+            file.display()
+        ));
+    }
     let checked = check_file(&file);
     print_diagnostics(&checked.diagnostics);
     let Some(plan) = checked.plan else { return Ok(Err(ExitCode::from(EXIT_BAD_INPUT))) };

@@ -252,5 +252,14 @@ fn an_environment_found_at_its_version_is_adopted_and_watched_for_drift_from_the
     // Adopted once: a second run at the same version adopts nothing more.
     let again = promote(s.path(), &["drift", "list"]);
     assert_eq!(text(&again).matches("accepted").count(), 1, "{}", text(&again));
+    assert!(text(&again).contains("adopted as the approved state"), "{}", text(&again));
+    // Decided by id when the file moved: the message says how to name it.
+    let id = drift_id(&text(&found));
+    std::fs::rename(s.path().join("pipeline.yaml"), s.path().join("moved.yaml")).unwrap();
+    let lost = promote(s.path(), &["drift", "accept", &id, "--as", "alice"]);
+    assert_eq!(lost.status.code(), Some(2), "{}", text(&lost));
+    assert!(text(&lost).contains("not there any more: name the pipeline file with --pipeline FILE"), "{}", text(&lost));
+    let named = promote(s.path(), &["drift", "accept", &id, "--as", "alice", "--pipeline", "moved.yaml"]);
+    assert!(named.status.success(), "{}", text(&named));
 }
 }
