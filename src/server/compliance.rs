@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use super::Server;
 use super::pipelines::Loaded;
 
+/// Pipelines swept at once.
+const PIPELINES: usize = 4;
+
 /// How often the policies' files are looked at for a change.
 pub const TICK: Duration = Duration::from_secs(2);
 
@@ -47,12 +50,15 @@ pub(super) async fn run(server: Server) {
             last.insert(name.clone(), (digest, Instant::now() + every(loaded)));
             due_now.push(loaded);
         }
-        // The pipelines due are judged at once (each judges a few environments at a time).
-        let mut sweeping = Vec::with_capacity(due_now.len());
-        for loaded in due_now {
-            sweeping.push(server.check_compliance(loaded, None));
+        // The pipelines due are judged a few at once (each judges a few environments at a time):
+        // at most PIPELINES x 8 fetches and evaluations in flight, however many are loaded.
+        for batch in due_now.chunks(PIPELINES) {
+            let mut sweeping = Vec::with_capacity(batch.len());
+            for loaded in batch {
+                sweeping.push(server.check_compliance(loaded, None));
+            }
+            futures_util::future::join_all(sweeping).await;
         }
-        futures_util::future::join_all(sweeping).await;
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = server.stop.cancelled() => return,
