@@ -70,8 +70,13 @@ pub trait Backend: Send + Sync + 'static {
     /// The watches `filter` names: newest first (at most 1,000), or with `due`, the due ones
     /// soonest first (at most 10,000).
     fn watches<'a>(&'a self, filter: WatchFilter<'a>) -> Fut<'a, Vec<WatchRecord>>;
-    /// Every running run with a stage waiting, and all its stages (file order), oldest run first.
+    /// Every running run with a stage waiting, and all its stages (file order) without their
+    /// message and output (`None`), oldest run first.
     fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>>;
+    /// The stages of several runs (file order within each), each with its run's id.
+    fn stages_of_runs<'a>(&'a self, runs: &'a [String]) -> Fut<'a, Vec<(String, StageRecord)>>;
+    /// The decisions on the stages of several runs, oldest first: (run, stage, decision).
+    fn decisions_of_runs<'a>(&'a self, runs: &'a [String]) -> Fut<'a, Vec<(String, String, Decision)>>;
     /// Every stage of `kind` (any kind: `None`) in `state` (any: `None`), with its run, oldest
     /// run first.
     fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>>;
@@ -852,6 +857,9 @@ impl Store {
 
     /// Every running run with a stage waiting, with its stages, oldest first; refused when a run
     /// or stage does not carry its seal (what people decide on is read from it).
+    /// Every running run with a stage waiting, oldest first, with its stages' names, kinds and
+    /// states (no message, no output: read [`Store::stages_of_runs`] for those); each checked
+    /// against its seal.
     pub async fn waiting_runs(&self) -> Result<Vec<(RunRecord, Vec<StageRecord>)>, StoreError> {
         let all = self.backend.waiting_runs().await?;
         let key = self.key();
@@ -867,6 +875,40 @@ impl Store {
             }
         }
         Ok(all)
+    }
+
+    /// The stages of several runs (file order), by run; refused when one's state does not carry
+    /// its seal. One read however many runs (the inbox's page of cards).
+    pub async fn stages_of_runs(&self, runs: &[String]) -> Result<std::collections::HashMap<String, Vec<StageRecord>>, StoreError> {
+        let mut out: std::collections::HashMap<String, Vec<StageRecord>> = std::collections::HashMap::new();
+        if runs.is_empty() {
+            return Ok(out);
+        }
+        let key = self.key();
+        for (run, s) in self.backend.stages_of_runs(runs).await? {
+            if !key.verify_hex(&seals::stage(key, &run, &s.name, s.state.as_str()), s.seal.as_deref()) {
+                return Err(self.forged(format!("stage `{}` of run {run} (state {})", s.name, s.state)));
+            }
+            out.entry(run).or_default().push(s);
+        }
+        Ok(out)
+    }
+
+    /// The decisions on the stages of several runs, oldest first, by (run, stage); refused when
+    /// one does not carry its seal. One read however many runs.
+    pub async fn decisions_of_runs(&self, runs: &[String]) -> Result<std::collections::HashMap<(String, String), Vec<Decision>>, StoreError> {
+        let mut out: std::collections::HashMap<(String, String), Vec<Decision>> = std::collections::HashMap::new();
+        if runs.is_empty() {
+            return Ok(out);
+        }
+        let key = self.key();
+        for (run, stage, d) in self.backend.decisions_of_runs(runs).await? {
+            if !key.verify_hex(&seals::decision(key, &run, &stage, &d.user, d.approve, d.comment.as_deref(), d.at), d.seal.as_deref()) {
+                return Err(self.forged(format!("the decision of {} on stage `{stage}` of run {run}", d.user)));
+            }
+            out.entry((run, stage)).or_default().push(d);
+        }
+        Ok(out)
     }
 
     /// Every stage of `kind` in `state` (`None`: any) with its run, for figures across runs. Not

@@ -415,3 +415,51 @@ async fn without_a_directory_a_login_two_users_files_describe_differently_signs_
     assert_eq!(r.status().as_u16(), 403);
     server.stop().await;
 }
+
+crate::both_backends! {
+/// The inbox reads its page's stages and decisions in one read each: every card still shows its
+/// own run's approvals, its evidence and what it replaces (the newest promotion's value).
+async fn each_inbox_card_shows_its_own_runs_approvals_evidence_and_the_version_it_replaces() {
+    use reqwest::Method;
+    let (s, directory) = setup();
+    let server = serve(&s, &directory).await;
+    let store = s.executor().await.store;
+    let start = async |version: &str| {
+        let (status, started) = call(&server, "rita", Method::POST, "/runs", Some(serde_json::json!({"pipeline": "checkout", "version": version}))).await;
+        assert_eq!(status, 201, "{started}");
+        let id = started["run"]["id"].as_str().unwrap().to_string();
+        wait_for("the sign-off", async || call(&server, "vera", Method::GET, &format!("/runs/{id}"), None).await.1["stages"][1]["state"] == "waiting").await;
+        id
+    };
+    // 1.0.0 reaches prod with both approvals.
+    let first = start("1.0.0").await;
+    assert!(store.decide(&first, "sign-off", "ann", true, Some("fine")).await.unwrap());
+    assert_eq!(call(&server, "alice", Method::POST, &format!("/runs/{first}/stages/sign-off/approve"), Some(serde_json::json!({"comment": "ok"}))).await.0, 200);
+    wait_for("1.0.0 in prod", async || call(&server, "vera", Method::GET, &format!("/runs/{first}"), None).await.1["run"]["state"] == "succeeded").await;
+    // 1.1.0 has ann's approval, 1.2.0 none yet.
+    let one = start("1.1.0").await;
+    assert!(store.decide(&one, "sign-off", "ann", true, Some("fine")).await.unwrap());
+    let two = start("1.2.0").await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let cookie = sign_in(&http, &server.url, token("alice")).await;
+    let html = http.get(format!("{}/ui/", server.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let card = |id: &str| {
+        let start = html.find(&format!("id=\"decision-{id}-sign-off\"")).unwrap_or_else(|| panic!("a card for {id} in: {html}"));
+        let rest = &html[start..];
+        rest[..rest[1..].find("id=\"decision-").map_or(rest.len(), |i| i + 1)].to_string()
+    };
+    let (a, b) = (card(&one), card(&two));
+    assert!(a.contains("1 of 2 approvals") && a.contains("Approved by ann;"), "{a}");
+    assert!(b.contains("0 of 2 approvals") && b.contains("Approved by nobody yet"), "{b}");
+    for (card, version) in [(&a, "1.1.0"), (&b, "1.2.0")] {
+        assert!(card.contains(&format!("<del>1.0.0</del> → <ins>{version}</ins>")), "prod goes from 1.0.0 to {version}: {card}");
+        // The evidence is each run's own: its qa stage, whole (message and all).
+        assert!(card.contains("<strong>qa</strong>: <span class=\"verdict ok\">deployed</span>"), "{card}");
+        let qa = store.stages(if version == "1.1.0" { &one } else { &two }).await.unwrap().into_iter().find(|st| st.name == "qa").unwrap();
+        let message = qa.message.expect("a deploy says what it did");
+        let escaped = message.replace('&', "&#38;").replace('<', "&#60;").replace('>', "&#62;").replace('"', "&#34;").replace('\'', "&#39;");
+        assert!(card.contains(&escaped), "`{message}` in {card}");
+    }
+    server.stop().await;
+}
+}

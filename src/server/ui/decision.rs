@@ -167,7 +167,8 @@ fn environments(changes: &[Change]) -> Vec<String> {
 }
 
 /// Builds the decision on `stage` (index `index` in `plan`) of `run`, whose stage records are
-/// `stages` (as the caller read them: the inbox reads every waiting run's at once).
+/// `stages` and whose decisions on `stage` are `all` (as the caller read them: the inbox reads
+/// its page's at once).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn decision_of(
     server: &Server,
@@ -178,11 +179,11 @@ pub(super) async fn decision_of(
     plan: &crate::plan::Plan,
     index: usize,
     last: &std::collections::HashMap<(String, String), String>,
+    all: Vec<crate::store::Decision>,
     known_may: Option<bool>,
 ) -> Result<Decision, Refusal> {
     let store = &server.exec.store;
     let now = crate::clock::now_ms();
-    let all = store.decisions(&run.id, &stage.name).await.map_err(internal)?;
     let since = stage.started_at.unwrap_or(run.created_at);
     let changes = super::changes_after(last, run, plan, index);
     let envs = environments(&changes);
@@ -317,8 +318,10 @@ async fn load(
 /// The decision's page, `error` next to its reason field when set.
 async fn render(server: &Server, s: &super::Session, id: &str, stage: &str, error: Option<String>, comment: String) -> Page {
     let (run, stages, record, plan, index) = load(server, s, id, stage).await?;
-    let last = super::last_values(server).await;
-    let d = decision_of(server, &Caller::Person(&s.person), &run, &stages, &record, &plan, index, &last, None).await?;
+    let mut last = std::collections::HashMap::new();
+    super::last_values(server, &run.pipeline, &plan, &mut last).await?;
+    let all = server.exec.store.decisions(&run.id, stage).await.map_err(internal)?;
+    let d = decision_of(server, &Caller::Person(&s.person), &run, &stages, &record, &plan, index, &last, all, None).await?;
     let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
     let page = DecisionPage { user: Some(s.user.clone()), csrf: s.csrf(server.exec.store.key()), d, error, comment };
     Ok((status, axum::response::Html(page.render().map_err(internal)?)).into_response())
@@ -362,8 +365,10 @@ pub(super) async fn step(State(server): State<Server>, headers: HeaderMap, Path(
         return super::after(&server, &s, &action, "/ui/", Err(e)).await;
     }
     let (run, stages, record, plan, index) = load(&server, &s, &id, &stage).await?;
-    let last = super::last_values(&server).await;
-    let d = decision_of(&server, &me, &run, &stages, &record, &plan, index, &last, Some(true)).await?;
+    let mut last = std::collections::HashMap::new();
+    super::last_values(&server, &run.pipeline, &plan, &mut last).await?;
+    let all = server.exec.store.decisions(&run.id, &stage).await.map_err(internal)?;
+    let d = decision_of(&server, &me, &run, &stages, &record, &plan, index, &last, all, Some(true)).await?;
     let action = if mode == Mode::Approve { d.approve_action.clone() } else { d.reject_action.clone() };
     let back = if f.back.as_deref() == Some("run") { "run".to_string() } else { String::new() };
     html(Confirm { user: Some(s.user.clone()), csrf: s.csrf(server.exec.store.key()), d, decision: f.decision, action, comment, back })

@@ -410,17 +410,30 @@ fn changes_after(last: &std::collections::HashMap<(String, String), String>, run
     out
 }
 
-/// The value the newest promotion of each pipeline wrote into each environment.
-async fn last_values(server: &Server) -> std::collections::HashMap<(String, String), String> {
-    let mut out = std::collections::HashMap::new();
-    for r in server.exec.store.stages_where(Some("deploy"), Some(StageState::Succeeded)).await.unwrap_or_default() {
-        if let Some(out_) = &r.stage.output
-            && let (Some(env), Some(v)) = (out_["environment"].as_str(), out_["newValue"].as_str())
-        {
-            out.insert((r.pipeline.clone(), env.to_string()), v.to_string());
+/// The value in each environment a run of `pipeline` with `plan` deploys to, as its newest
+/// promotion not rolled back wrote it (`changes_after`'s "from"), added to `into` where not
+/// there yet. Each costs the promotions' index and that run's stages: never the history.
+async fn last_values(
+    server: &Server,
+    pipeline: &str,
+    plan: &crate::plan::Plan,
+    into: &mut std::collections::HashMap<(String, String), String>,
+) -> Result<(), Refusal> {
+    let store = &server.exec.store;
+    for i in 0..plan.pipeline.stages.len() {
+        let Some(env) = plan.deploy_environment(i) else { continue };
+        let key = (pipeline.to_string(), env.name.value.clone());
+        if into.contains_key(&key) {
+            continue;
         }
+        let Some((run, version)) = store.last_promotion(pipeline, &env.name.value).await.map_err(internal)? else { continue };
+        let written = store.stages(&run).await.map_err(internal)?.into_iter().rev().find_map(|st| {
+            let out = st.output.filter(|_| st.kind == "deploy" && st.state == StageState::Succeeded)?;
+            (out["environment"] == env.name.value.as_str()).then(|| out["newValue"].as_str().map(str::to_string)).flatten()
+        });
+        into.insert(key, written.unwrap_or(version));
     }
-    out
+    Ok(())
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -445,17 +458,27 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
     let total = mine.len();
     let page = q.page.unwrap_or(1).max(1);
     let shown: Vec<_> = mine.into_iter().skip((page - 1) * PER_PAGE).take(PER_PAGE).collect();
-    let last = if shown.is_empty() { std::collections::HashMap::new() } else { last_values(&server).await };
+    // The shown cards' stages whole (`waiting_for` read only names, kinds and states) and their
+    // decisions: one read each for the page.
+    let mut ids: Vec<String> = shown.iter().map(|w| w.run.id.clone()).collect();
+    ids.dedup();
+    let full = store.stages_of_runs(&ids).await.map_err(internal)?;
+    let mut decided = store.decisions_of_runs(&ids).await.map_err(internal)?;
+    let mut last = std::collections::HashMap::new();
     // The plan of each stored source (shared by its runs), from the server's cache of plans.
     let mut plans: std::collections::HashMap<usize, Option<std::sync::Arc<crate::plan::Plan>>> = std::collections::HashMap::new();
     let mut decisions = Vec::with_capacity(shown.len());
     for w in shown {
         let plan = plans.entry(std::sync::Arc::as_ptr(&w.pipeline) as usize).or_insert_with(|| server.plan_of(&w.run)).clone();
         let Some(plan) = plan else { continue };
-        let Some(stage) = w.stages.get(w.stage) else { continue };
+        let Some(name) = w.stages.get(w.stage).map(|s| s.name.clone()) else { continue };
+        let stages = full.get(&w.run.id).map(Vec::as_slice).unwrap_or_default();
+        let Some(stage) = stages.iter().find(|s| s.name == name) else { continue };
         let Some(index) = plan.pipeline.stages.iter().position(|x| x.name.value == stage.name) else { continue };
+        last_values(&server, &w.run.pipeline, &plan, &mut last).await?;
+        let all = decided.remove(&(w.run.id.clone(), name)).unwrap_or_default();
         // `waiting_for` judged already that this person may decide it.
-        decisions.push(decision::decision_of(&server, &me, &w.run, &w.stages, stage, &plan, index, &last, Some(true)).await?);
+        decisions.push(decision::decision_of(&server, &me, &w.run, stages, stage, &plan, index, &last, all, Some(true)).await?);
     }
     let pages = total.div_ceil(PER_PAGE).max(1);
     // Open drifts of the loaded pipelines this person may decide.
@@ -795,16 +818,15 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
         && run.state == crate::store::RunState::Running
     {
         let me = Caller::Person(&s.person);
-        let last = std::sync::OnceLock::new();
+        let mut last = std::collections::HashMap::new();
         for st in stages.iter().filter(|x| x.state == StageState::Waiting && matches!(x.kind.as_str(), "approval" | "metrics")).take(MAX_DECISIONS) {
             if crate::ops::decide::may_decide(store, &id, &st.name, &me, Mode::Approve).await.map_err(internal)?.is_err() {
                 continue;
             }
             let Some(index) = plan.pipeline.stages.iter().position(|x| x.name.value == st.name) else { continue };
-            if last.get().is_none() {
-                let _ = last.set(last_values(&server).await);
-            }
-            decisions.push(decision::decision_of(&server, &me, &run, &stages, st, plan, index, last.get().expect("set"), Some(true)).await?);
+            last_values(&server, &run.pipeline, plan, &mut last).await?;
+            let all = store.decisions(&id, &st.name).await.map_err(internal)?;
+            decisions.push(decision::decision_of(&server, &me, &run, &stages, st, plan, index, &last, all, Some(true)).await?);
         }
     }
     let mut rows = Vec::new();

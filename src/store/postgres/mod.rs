@@ -19,6 +19,8 @@ use super::{Backend, Change, Decision, Event, Fut, RunRecord, StageOf, StageReco
 use crate::store::sql::WATCH_COLUMNS;
 const RUN_COLUMNS: &str = "id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message, authenticated, seal";
 const STAGE_COLUMNS: &str = "name, kind, state, attempt, started_at, finished_at, message, output, seal";
+/// The stage's columns without its message and output (read as `None`).
+const STAGE_COLUMNS_LIGHT: &str = "name, kind, state, attempt, started_at, finished_at, CAST(NULL AS TEXT), CAST(NULL AS TEXT), seal";
 const ENTRY_COLUMNS: &str = "id, run_id, stage, at, kind, actor, detail, prev_hash, hash";
 
 /// The channel every replica listens on (the trigger on `events` notifies it at each commit).
@@ -196,7 +198,7 @@ impl PgBackend {
             )
             .await?;
         let stages = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {STAGE_COLUMNS}, run_id FROM stages WHERE run_id IN (SELECT run_id FROM stages WHERE state = 'waiting') ORDER BY run_id, position"
+            "SELECT {STAGE_COLUMNS_LIGHT}, run_id FROM stages WHERE run_id IN (SELECT run_id FROM stages WHERE state = 'waiting') ORDER BY run_id, position"
         )))
         .fetch_all(&self.pool)
         .await
@@ -375,6 +377,31 @@ impl Backend for PgBackend {
 
     fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>> {
         Box::pin(self.waiting_runs_of())
+    }
+
+    fn stages_of_runs<'a>(&'a self, runs: &'a [String]) -> Fut<'a, Vec<(String, StageRecord)>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {STAGE_COLUMNS}, run_id FROM stages WHERE run_id = ANY($1) ORDER BY run_id, position")))
+                .bind(runs)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(&self.path))?;
+            Ok(rows.iter().map(|r| (r.get(9), stage_row(r, 0))).collect())
+        })
+    }
+
+    fn decisions_of_runs<'a>(&'a self, runs: &'a [String]) -> Fut<'a, Vec<(String, String, Decision)>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT \"user\", approve, comment, at, seal, run_id, stage FROM decisions WHERE run_id = ANY($1) ORDER BY at, \"user\"")
+                .bind(runs)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(&self.path))?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get(5), r.get(6), Decision { user: r.get(0), approve: r.get(1), comment: r.get(2), at: r.get(3), seal: r.get(4) }))
+                .collect())
+        })
     }
 
     fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>> {

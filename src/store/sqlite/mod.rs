@@ -195,7 +195,7 @@ impl SqliteBackend {
         .await
         .map_err(self.db())?;
         let stages = sqlx::query(
-            "SELECT name, kind, state, attempt, started_at, finished_at, message, output, seal, run_id FROM stages
+            "SELECT name, kind, state, attempt, started_at, finished_at, NULL, NULL, seal, run_id FROM stages
              WHERE run_id IN (SELECT run_id FROM stages WHERE state = 'waiting') ORDER BY run_id, position",
         )
         .fetch_all(&self.pool)
@@ -327,6 +327,39 @@ impl Backend for SqliteBackend {
 
     fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>> {
         Box::pin(self.waiting_runs_of())
+    }
+
+    fn stages_of_runs<'a>(&'a self, runs: &'a [String]) -> Fut<'a, Vec<(String, StageRecord)>> {
+        Box::pin(async move {
+            // The ids as one JSON array: one statement however many runs.
+            let ids = serde_json::to_string(runs).unwrap_or_default();
+            let rows = sqlx::query(
+                "SELECT name, kind, state, attempt, started_at, finished_at, message, output, seal, run_id FROM stages
+                 WHERE run_id IN (SELECT value FROM json_each(?1)) ORDER BY run_id, position",
+            )
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db())?;
+            Ok(rows.iter().map(|r| (r.get(9), stage_row(r, 0))).collect())
+        })
+    }
+
+    fn decisions_of_runs<'a>(&'a self, runs: &'a [String]) -> Fut<'a, Vec<(String, String, Decision)>> {
+        Box::pin(async move {
+            let ids = serde_json::to_string(runs).unwrap_or_default();
+            let rows = sqlx::query(
+                "SELECT user, approve, comment, at, seal, run_id, stage FROM decisions WHERE run_id IN (SELECT value FROM json_each(?1)) ORDER BY at, user",
+            )
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db())?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get(5), r.get(6), Decision { user: r.get(0), approve: r.get(1), comment: r.get(2), at: r.get(3), seal: r.get(4) }))
+                .collect())
+        })
     }
 
     fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>> {
