@@ -256,7 +256,7 @@ pub async fn waiting_for(store: &Store, caller: &Caller<'_>) -> Result<Vec<Waiti
     let mut by_source: HashMap<(String, u64), usize> = HashMap::new();
     let mut last: Option<(usize, String, String)> = None;
     let mut out = Vec::new();
-    for (run, records) in store.waiting_runs().await? {
+    for (run, records) in store.waiting_runs().await?.iter() {
         let i = match &last {
             Some((i, file, source)) if *file == run.file && *source == run.source => *i,
             _ => {
@@ -267,7 +267,7 @@ pub async fn waiting_for(store: &Store, caller: &Caller<'_>) -> Result<Vec<Waiti
                     h.finish()
                 };
                 let i = *by_source.entry((run.file.clone(), h)).or_insert_with(|| {
-                    loaded.push(load(&run).ok().map(|(p, u)| (Arc::new(p), u)));
+                    loaded.push(load(run).ok().map(|(p, u)| (Arc::new(p), u)));
                     loaded.len() - 1
                 });
                 last = Some((i, run.file.clone(), run.source.clone()));
@@ -276,20 +276,13 @@ pub async fn waiting_for(store: &Store, caller: &Caller<'_>) -> Result<Vec<Waiti
         };
         let Some((pipeline, file_users)) = &loaded[i] else { continue };
         let users = if person.is_some() { person.as_ref() } else { file_users.as_ref() };
-        let waiting: Vec<usize> = (0..records.len())
-            .filter(|&k| {
-                let s = &records[k];
-                s.state == StageState::Waiting
-                    && matches!(s.kind.as_str(), "approval" | "metrics")
-                    && judge(&run, pipeline, users, &records, &s.name, user, Mode::Approve).is_ok()
-            })
-            .collect();
-        if waiting.is_empty() {
-            continue;
-        }
-        let (run, stages) = (Arc::new(run), Arc::new(records));
-        for stage in waiting {
-            out.push(WaitingDecision { run: run.clone(), stages: stages.clone(), stage, pipeline: pipeline.clone() });
+        for (k, s) in records.iter().enumerate() {
+            if s.state == StageState::Waiting
+                && matches!(s.kind.as_str(), "approval" | "metrics")
+                && judge(run, pipeline, users, records, &s.name, user, Mode::Approve).is_ok()
+            {
+                out.push(WaitingDecision { run: run.clone(), stages: records.clone(), stage: k, pipeline: pipeline.clone() });
+            }
         }
     }
     Ok(out)

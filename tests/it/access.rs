@@ -460,6 +460,13 @@ async fn each_inbox_card_shows_its_own_runs_approvals_evidence_and_the_version_i
         let escaped = message.replace('&', "&#38;").replace('<', "&#60;").replace('>', "&#62;").replace('"', "&#34;").replace('\'', "&#39;");
         assert!(card.contains(&escaped), "`{message}` in {card}");
     }
+    // The inbox follows each write: once alice's approval lets 1.1.0 go on, its card is gone.
+    assert_eq!(call(&server, "alice", Method::POST, &format!("/runs/{one}/stages/sign-off/approve"), Some(serde_json::json!({"comment": "ok"}))).await.0, 200);
+    wait_for("1.1.0's card to go", async || {
+        let html = http.get(format!("{}/ui/", server.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+        !html.contains(&format!("id=\"decision-{one}-sign-off\"")) && html.contains(&format!("id=\"decision-{two}-sign-off\""))
+    })
+    .await;
     server.stop().await;
 }
 }
