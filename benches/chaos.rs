@@ -197,7 +197,7 @@ fn main() {
                 let mut decisions = 0;
                 while !done.load(std::sync::atomic::Ordering::SeqCst) {
                     if let Ok(waiting) = store.waiting_runs().await {
-                        for (run, stages) in waiting {
+                        for (run, stages) in waiting.iter() {
                             if !stages.iter().any(|s| s.name == "sign-off" && s.state == promote::store::StageState::Waiting) {
                                 continue;
                             }
