@@ -49,9 +49,18 @@ async fn sign_in(url: &str) -> String {
 }
 
 async fn timed(http: &reqwest::Client, url: &str, cookie: &str, n: usize) -> (f64, f64, usize) {
+    timed_after(http, url, cookie, n, None).await
+}
+
+/// As [`timed`], with an entry appended to the trail before each request (untimed) when `store`
+/// is given: the state changed since the last request, as on a busy server.
+async fn timed_after(http: &reqwest::Client, url: &str, cookie: &str, n: usize, store: Option<&Store>) -> (f64, f64, usize) {
     let mut times = Vec::with_capacity(n);
     let mut bytes = 0;
-    for _ in 0..n {
+    for i in 0..n {
+        if let Some(store) = store {
+            store.audit("-", None, "bench", "bench", &format!("change {i}")).await.unwrap();
+        }
         let t = Instant::now();
         let r = http.get(url).header("cookie", format!("promote_session={cookie}")).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{url}");
@@ -171,6 +180,8 @@ fn main() {
         let cookie = sign_in(&url).await;
         let (p50, p99, bytes) = timed(&http, &format!("{url}/ui/"), &cookie, 100).await;
         println!("inbox ({decisions} waiting)       server p50 {p50:.1} ms, p99 {p99:.1} ms, {} KB", bytes / 1024);
+        let (p50, p99, _) = timed_after(&http, &format!("{url}/ui/"), &cookie, 100, Some(&store)).await;
+        println!("  after a write each time  server p50 {p50:.1} ms, p99 {p99:.1} ms");
         let (p50, p99, bytes) = timed(&http, &format!("{url}/ui/runs/{wide_run}"), &cookie, 100).await;
         println!("run page ({stages} stages)   server p50 {p50:.1} ms, p99 {p99:.1} ms, {} KB", bytes / 1024);
         match in_chromium(&url, "/ui/", &cookie).await {

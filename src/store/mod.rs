@@ -70,9 +70,9 @@ pub trait Backend: Send + Sync + 'static {
     /// The watches `filter` names: newest first (at most 1,000), or with `due`, the due ones
     /// soonest first (at most 10,000).
     fn watches<'a>(&'a self, filter: WatchFilter<'a>) -> Fut<'a, Vec<WatchRecord>>;
-    /// Every running run with a stage waiting, and all its stages (file order) without their
-    /// message and output (`None`), oldest run first.
-    fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>>;
+    /// Every running run with a stage waiting (of those in `only`, when given), and all its
+    /// stages (file order) without their message and output (`None`), oldest run first.
+    fn waiting_runs<'a>(&'a self, only: Option<&'a [String]>) -> Fut<'a, Vec<(RunRecord, Vec<StageRecord>)>>;
     /// The stages of several runs (file order within each), each with its run's id.
     fn stages_of_runs<'a>(&'a self, runs: &'a [String]) -> Fut<'a, Vec<(String, StageRecord)>>;
     /// The decisions on the stages of several runs, oldest first: (run, stage, decision).
@@ -874,19 +874,49 @@ impl Store {
     /// states (no message, no output: read [`Store::stages_of_runs`] for those); each checked
     /// against its seal when read.
     ///
-    /// The read is kept and given again while the trail's last entry is the same: every write
-    /// that changes a run, a stage or a decision appends an entry in the same transaction, and
-    /// entries become visible in the order of their ids (one chain, appended under its head's
-    /// lock). The inbox of 1,000 waiting decisions costs one indexed `max(id)` then, not 4,000 rows.
+    /// The read is kept: every write that changes a run, a stage or a decision appends an entry
+    /// naming its run in the same transaction, and entries become visible in the order of their
+    /// ids (one chain, appended under its head's lock). While the trail's last entry is the same
+    /// the read is given again (one indexed `max(id)`); after a few entries only the runs they
+    /// name are read again; after many, everything. The inbox of 1,000 waiting decisions on a
+    /// busy server then reads the runs that moved, not 4,000 rows.
     pub async fn waiting_runs(&self) -> Result<Waiting, StoreError> {
-        // The mark is taken before the read: a write in between makes the next call read again.
+        /// At most this many entries since the kept read are followed run by run; more, and
+        /// everything is read again.
+        const FOLLOW: i64 = 512;
+        // The mark is taken before the read: a write in between makes the next call look again.
         let mark = self.backend.last_change().await?;
-        if let Some((at, kept)) = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
-            && *at == mark
-        {
-            return Ok(kept.clone());
-        }
-        let all = self.backend.waiting_runs().await?;
+        let kept = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let read: Waiting = match kept {
+            Some((at, kept)) if at == mark => return Ok(kept),
+            // A few entries since: only the runs they name are read again.
+            Some((at, kept)) if at < mark && mark - at <= FOLLOW => {
+                let changes = self.backend.changes_after(at, FOLLOW).await?;
+                let covered = changes.len() < FOLLOW as usize || changes.last().is_some_and(|c| c.id >= mark);
+                if covered {
+                    let mut ids: Vec<String> = changes.into_iter().map(|c| c.run).filter(|r| r != "-").collect();
+                    ids.sort();
+                    ids.dedup();
+                    if ids.is_empty() {
+                        kept
+                    } else {
+                        let fresh = self.checked(self.backend.waiting_runs(Some(&ids)).await?)?;
+                        let mut all: Vec<_> = kept.iter().filter(|(r, _)| ids.binary_search(&r.id).is_err()).cloned().chain(fresh).collect();
+                        all.sort_by(|(a, _), (b, _)| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+                        Arc::new(all)
+                    }
+                } else {
+                    Arc::new(self.checked(self.backend.waiting_runs(None).await?)?)
+                }
+            }
+            _ => Arc::new(self.checked(self.backend.waiting_runs(None).await?)?),
+        };
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some((mark, read.clone()));
+        Ok(read)
+    }
+
+    /// Waiting runs as read, each checked against its seal, shared.
+    fn checked(&self, all: Vec<(RunRecord, Vec<StageRecord>)>) -> Result<Vec<(Arc<RunRecord>, Arc<Vec<StageRecord>>)>, StoreError> {
         let key = self.key();
         for (r, stages) in &all {
             let want = seals::run(key, &r.id, &r.pipeline, &r.file, &r.source, &r.version, &r.triggered_by, r.authenticated, r.created_at);
@@ -899,9 +929,7 @@ impl Store {
                 }
             }
         }
-        let read: Waiting = Arc::new(all.into_iter().map(|(r, s)| (Arc::new(r), Arc::new(s))).collect());
-        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some((mark, read.clone()));
-        Ok(read)
+        Ok(all.into_iter().map(|(r, s)| (Arc::new(r), Arc::new(s))).collect())
     }
 
     /// The stages of several runs (file order), by run; refused when one's state does not carry

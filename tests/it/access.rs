@@ -467,6 +467,20 @@ async fn each_inbox_card_shows_its_own_runs_approvals_evidence_and_the_version_i
         !html.contains(&format!("id=\"decision-{one}-sign-off\"")) && html.contains(&format!("id=\"decision-{two}-sign-off\""))
     })
     .await;
+    // A new run's card comes: after a few entries (the runs they name read again) and after
+    // more than the inbox follows one by one (everything read again).
+    let has = async |id: &str| {
+        let html = http.get(format!("{}/ui/", server.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+        html.contains(&format!("id=\"decision-{id}-sign-off\""))
+    };
+    let three = start("1.3.0").await;
+    wait_for("1.3.0's card", async || has(&three).await).await;
+    for i in 0..600 {
+        store.audit("-", None, "test", "test", &format!("entry {i}")).await.unwrap();
+    }
+    let four = start("1.4.0").await;
+    wait_for("1.4.0's card", async || has(&four).await).await;
+    assert!(has(&three).await && has(&two).await && !has(&one).await);
     server.stop().await;
 }
 }

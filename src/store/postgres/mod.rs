@@ -189,17 +189,21 @@ impl PgBackend {
         Ok(rows.iter().map(watch_of).collect())
     }
 
-    async fn waiting_runs_of(&self) -> Result<Vec<(RunRecord, Vec<StageRecord>)>, StoreError> {
-        let runs = self
-            .runs_where(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND id IN (SELECT run_id FROM stages WHERE state = 'waiting') ORDER BY created_at, id"),
-                None,
-                None,
-            )
-            .await?;
-        let stages = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {STAGE_COLUMNS_LIGHT}, run_id FROM stages WHERE run_id IN (SELECT run_id FROM stages WHERE state = 'waiting') ORDER BY run_id, position"
+    async fn waiting_runs_of(&self, only: Option<&[String]>) -> Result<Vec<(RunRecord, Vec<StageRecord>)>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND id IN (SELECT run_id FROM stages WHERE state = 'waiting')
+               AND ($1::TEXT[] IS NULL OR id = ANY($1)) ORDER BY created_at, id"
         )))
+        .bind(only)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(&self.path))?;
+        let runs: Vec<RunRecord> = rows.iter().map(run_of).collect();
+        let stages = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {STAGE_COLUMNS_LIGHT}, run_id FROM stages WHERE run_id IN (SELECT run_id FROM stages WHERE state = 'waiting')
+               AND ($1::TEXT[] IS NULL OR run_id = ANY($1)) ORDER BY run_id, position"
+        )))
+        .bind(only)
         .fetch_all(&self.pool)
         .await
         .map_err(db(&self.path))?;
@@ -375,8 +379,8 @@ impl Backend for PgBackend {
         Box::pin(self.watches_of(filter))
     }
 
-    fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>> {
-        Box::pin(self.waiting_runs_of())
+    fn waiting_runs<'a>(&'a self, only: Option<&'a [String]>) -> Fut<'a, Vec<(RunRecord, Vec<StageRecord>)>> {
+        Box::pin(self.waiting_runs_of(only))
     }
 
     fn stages_of_runs<'a>(&'a self, runs: &'a [String]) -> Fut<'a, Vec<(String, StageRecord)>> {

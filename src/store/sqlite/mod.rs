@@ -186,18 +186,23 @@ impl SqliteBackend {
         Ok(rows.iter().map(watch_of).collect())
     }
 
-    async fn waiting_runs_of(&self) -> Result<Vec<(RunRecord, Vec<StageRecord>)>, StoreError> {
+    async fn waiting_runs_of(&self, only: Option<&[String]>) -> Result<Vec<(RunRecord, Vec<StageRecord>)>, StoreError> {
+        let only = only.map(|ids| serde_json::to_string(ids).unwrap_or_default());
         let runs = sqlx::query(
             "SELECT id, pipeline, file, source, version, state, triggered_by, created_at, finished_at, message, authenticated, seal FROM runs
-             WHERE state = 'running' AND id IN (SELECT run_id FROM stages WHERE state = 'waiting') ORDER BY created_at, id",
+             WHERE state = 'running' AND id IN (SELECT run_id FROM stages WHERE state = 'waiting')
+               AND (?1 IS NULL OR id IN (SELECT value FROM json_each(?1))) ORDER BY created_at, id",
         )
+        .bind(&only)
         .fetch_all(&self.pool)
         .await
         .map_err(self.db())?;
         let stages = sqlx::query(
             "SELECT name, kind, state, attempt, started_at, finished_at, NULL, NULL, seal, run_id FROM stages
-             WHERE run_id IN (SELECT run_id FROM stages WHERE state = 'waiting') ORDER BY run_id, position",
+             WHERE run_id IN (SELECT run_id FROM stages WHERE state = 'waiting')
+               AND (?1 IS NULL OR run_id IN (SELECT value FROM json_each(?1))) ORDER BY run_id, position",
         )
+        .bind(&only)
         .fetch_all(&self.pool)
         .await
         .map_err(self.db())?;
@@ -325,8 +330,8 @@ impl Backend for SqliteBackend {
         Box::pin(self.watches_of(filter))
     }
 
-    fn waiting_runs(&self) -> Fut<'_, Vec<(RunRecord, Vec<StageRecord>)>> {
-        Box::pin(self.waiting_runs_of())
+    fn waiting_runs<'a>(&'a self, only: Option<&'a [String]>) -> Fut<'a, Vec<(RunRecord, Vec<StageRecord>)>> {
+        Box::pin(self.waiting_runs_of(only))
     }
 
     fn stages_of_runs<'a>(&'a self, runs: &'a [String]) -> Fut<'a, Vec<(String, StageRecord)>> {
