@@ -156,9 +156,10 @@ macro_rules! dora_writes {
 /// changed or taken away, and counted again with the one before it.
 pub(super) async fn dora_stage(conn: &mut $Conn, run: &str, stage: &str) -> Result<(), sqlx::Error> {
     use sqlx::Row;
+    // The run's delivery found by its unique (pipeline, version): no index has its run.
     let row = sqlx::query(
         "SELECT s.name, s.kind, s.state, s.attempt, s.started_at, s.finished_at, s.message, s.output, s.seal, r.pipeline, r.created_at,
-                (SELECT d.origin_at FROM deliveries d WHERE d.run_id = r.id LIMIT 1)
+                (SELECT d.origin_at FROM deliveries d WHERE d.pipeline = r.pipeline AND d.version = r.version AND d.run_id = r.id)
          FROM stages s JOIN runs r ON r.id = s.run_id WHERE s.run_id = $1 AND s.name = $2",
     )
     .bind(run)
