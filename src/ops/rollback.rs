@@ -159,9 +159,7 @@ pub fn describe(environment: &str, outcome: &Outcome) -> String {
 /// The pipeline and environment of a trail entry [`rollback`] wrote for a rollback that committed
 /// (`PIPELINE: rolled back ENV: ...`); `None` for one that did not.
 pub fn parse_detail(detail: &str) -> Option<(&str, &str)> {
-    let (pipeline, rest) = detail.split_once(": rolled back ")?;
-    let (environment, _) = rest.split_once(": ")?;
-    Some((pipeline, environment))
+    crate::store::dora::rollback_target(detail)
 }
 
 #[cfg(test)]

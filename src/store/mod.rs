@@ -10,6 +10,7 @@
 //! writes of many callers into one transaction (SQLite does: group commit).
 
 pub mod chain;
+pub mod dora;
 mod feed;
 pub mod postgres;
 mod records;
@@ -80,6 +81,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Every stage of `kind` (any kind: `None`) in `state` (any: `None`), with its run, oldest
     /// run first.
     fn stages_where<'a>(&'a self, kind: Option<&'a str>, state: Option<StageState>) -> Fut<'a, Vec<StageOf>>;
+    /// The DORA figures kept with the writes, by (pipeline, environment) (those with deployments).
+    fn dora(&self) -> Fut<'_, Vec<((String, String), dora::Dora)>>;
+    /// Every waiting stage: its pipeline, its kind, and since when it waits (its start, else its
+    /// run's), read through the index of waiting stages.
+    fn waiting_stages(&self) -> Fut<'_, Vec<(String, String, i64)>>;
     /// Every environment lock: the environment, its run, its lease's end.
     fn env_locks(&self) -> Fut<'_, Vec<Lease>>;
     /// Every run queued for an environment, by environment, oldest first.
@@ -970,6 +976,16 @@ impl Store {
     /// checked against its seal: nothing is acted on from it.
     pub async fn stages_where(&self, kind: Option<&str>, state: Option<StageState>) -> Result<Vec<StageOf>, StoreError> {
         self.backend.stages_where(kind, state).await
+    }
+
+    /// The DORA figures kept with the writes, by (pipeline, environment).
+    pub async fn dora(&self) -> Result<Vec<((String, String), dora::Dora)>, StoreError> {
+        self.backend.dora().await
+    }
+
+    /// Every waiting stage: (pipeline, kind, waiting since).
+    pub async fn waiting_stages(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.backend.waiting_stages().await
     }
 
     pub async fn env_locks(&self) -> Result<Vec<Lease>, StoreError> {

@@ -15,6 +15,17 @@
 pub(crate) const ORPHANS: &str = "SELECT r.id FROM runs r LEFT JOIN drivers d ON d.run_id = r.id
                  WHERE r.state = 'running' AND (d.expires_at IS NULL OR d.expires_at < $1) ORDER BY r.created_at, r.id LIMIT $2";
 
+/// The DORA sums of each (pipeline, environment) with deployments, and its newest deployment's
+/// commit (`store::dora`): one row each, whatever the history's length.
+pub(crate) const DORA: &str = "SELECT d.pipeline, d.environment, d.deployments, d.failed, d.lead_sum_ms, d.restore_count, d.restore_sum_ms,
+       (SELECT max(x.committed_at) FROM dora_deployments x WHERE x.pipeline = d.pipeline AND x.environment = d.environment)
+     FROM dora d WHERE d.deployments > 0 ORDER BY d.pipeline, d.environment";
+
+/// Every waiting stage's pipeline, kind and start (else its run's): the `state = 'waiting'`
+/// written out, so that both databases use the partial index `stages_waiting`.
+pub(crate) const WAITING_STAGES: &str = "SELECT r.pipeline, s.kind, coalesce(s.started_at, r.created_at) FROM stages s JOIN runs r ON r.id = s.run_id
+     WHERE s.state = 'waiting'";
+
 /// Every run queued for an environment: environment, run, pipeline, lease's end, superseded by.
 pub(crate) const ENV_QUEUE: &str = "SELECT environment, run_id, pipeline, expires_at, superseded_by FROM env_queue ORDER BY environment, run_id";
 
@@ -652,6 +663,13 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
         }
         Write::Audit { run, stage, kind, actor, detail, at } => {
             insert_event(conn, head, run, stage.as_deref(), *at, kind, actor, detail).await?;
+            // A rollback by hand that committed: the deployment it undid failed (the DORA figures).
+            if run == "-"
+                && kind == "rollback"
+                && let Some((pipeline, environment)) = $crate::store::dora::rollback_target(detail)
+            {
+                dora_rollback(conn, pipeline, environment, *at).await?;
+            }
             Ok(Written::Done)
         }
     }
@@ -763,6 +781,37 @@ macro_rules! common_reads {
             Box::pin(async move {
                 sqlx::query_as($crate::store::sql::DRIFTS).bind(f.pipeline).bind(f.environment).bind(f.state).bind(f.id).fetch_all(&self.pool).await.map_err(self.db())
             })
+        }
+
+        fn dora(&self) -> $crate::store::Fut<'_, Vec<((String, String), $crate::store::dora::Dora)>> {
+            Box::pin(async move {
+                let rows: Vec<(String, String, i64, i64, i64, i64, i64, Option<i64>)> = sqlx::query_as($crate::store::sql::DORA).fetch_all(&self.pool).await.map_err(self.db())?;
+                let buckets: Vec<(String, String, String, i64, i64)> =
+                    sqlx::query_as("SELECT pipeline, environment, metric, bucket, n FROM dora_buckets WHERE n <> 0").fetch_all(&self.pool).await.map_err(self.db())?;
+                let mut out: std::collections::BTreeMap<(String, String), $crate::store::dora::Dora> = std::collections::BTreeMap::new();
+                for (pipeline, environment, deployments, failed, lead_sum_ms, restore_count, restore_sum_ms, last) in rows {
+                    let d = out.entry((pipeline, environment)).or_default();
+                    d.deployments = deployments as u64;
+                    d.failed = failed as u64;
+                    d.lead_time.count = deployments as u64;
+                    d.lead_time.sum_ms = lead_sum_ms;
+                    d.time_to_restore.count = restore_count as u64;
+                    d.time_to_restore.sum_ms = restore_sum_ms;
+                    d.last_deployment = last;
+                }
+                for (pipeline, environment, metric, bucket, n) in buckets {
+                    let Some(d) = out.get_mut(&(pipeline, environment)) else { continue };
+                    let h = if metric == "lead" { &mut d.lead_time } else { &mut d.time_to_restore };
+                    if let Some(b) = h.buckets.get_mut(bucket as usize) {
+                        *b = n as u64;
+                    }
+                }
+                Ok(out.into_iter().collect())
+            })
+        }
+
+        fn waiting_stages(&self) -> $crate::store::Fut<'_, Vec<(String, String, i64)>> {
+            Box::pin(async move { sqlx::query_as($crate::store::sql::WAITING_STAGES).fetch_all(&self.pool).await.map_err(self.db()) })
         }
 
         fn env_locks(&self) -> $crate::store::Fut<'_, Vec<$crate::store::Lease>> {

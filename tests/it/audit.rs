@@ -132,7 +132,8 @@ async fn a_schema_4_state_file_is_chained_when_opened() {
     let (db, pool) = copy(&s, "old").await;
     exec_sql(
         &pool,
-        "DROP TRIGGER events_chained; DROP TRIGGER events_append_only; DROP TRIGGER events_no_delete; DROP TABLE audit_head;
+        "DROP TABLE dora_deployments; DROP TABLE dora_rollbacks; DROP TABLE dora; DROP TABLE dora_buckets; DROP INDEX stages_waiting;
+         DROP TRIGGER events_chained; DROP TRIGGER events_append_only; DROP TRIGGER events_no_delete; DROP TABLE audit_head;
          ALTER TABLE events DROP COLUMN prev_hash; ALTER TABLE events DROP COLUMN hash; ALTER TABLE events DROP COLUMN actor;
          ALTER TABLE runs DROP COLUMN authenticated; ALTER TABLE runs DROP COLUMN seal; ALTER TABLE stages DROP COLUMN seal;
          ALTER TABLE decisions DROP COLUMN seal; ALTER TABLE log_exemptions DROP COLUMN seal; DROP TABLE meta;
@@ -141,7 +142,7 @@ async fn a_schema_4_state_file_is_chained_when_opened() {
     .await;
     pool.close().await;
     let store = promote::store::Store::open(&db).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 18);
+    assert_eq!(store.schema_version().await.unwrap(), 19);
     let v = store.verify_audit().await.unwrap();
     assert!(v.tamper.is_none() && v.entries > 10, "{v:?}");
     store.close().await;

@@ -7,6 +7,7 @@ mod compliance;
 mod conformance;
 mod decisions;
 mod deploy;
+mod dora;
 mod drift;
 mod edit;
 mod exec;

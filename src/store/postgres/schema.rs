@@ -229,7 +229,47 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX violations_by_state ON violations (state, until);
     CREATE INDEX events_by_time ON events (at);",
+    // 7: the DORA figures kept with each write (SQLite's 19), counted once from the history.
+    "CREATE TABLE dora_deployments (
+        run_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        committed_at BIGINT NOT NULL,
+        origin_at BIGINT NOT NULL,
+        stage_failed BIGINT NOT NULL,
+        stage_restored_at BIGINT,
+        failed BIGINT NOT NULL,
+        lead_ms BIGINT NOT NULL,
+        restore_ms BIGINT,
+        PRIMARY KEY (run_id, stage)
+    );
+    CREATE INDEX dora_deployments_in_order ON dora_deployments (pipeline, environment, committed_at, run_id, stage);
+    CREATE TABLE dora_rollbacks (pipeline TEXT NOT NULL, environment TEXT NOT NULL, at BIGINT NOT NULL);
+    CREATE INDEX dora_rollbacks_in_order ON dora_rollbacks (pipeline, environment, at);
+    CREATE TABLE dora (
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        deployments BIGINT NOT NULL,
+        failed BIGINT NOT NULL,
+        lead_sum_ms BIGINT NOT NULL,
+        restore_count BIGINT NOT NULL,
+        restore_sum_ms BIGINT NOT NULL,
+        PRIMARY KEY (pipeline, environment)
+    );
+    CREATE TABLE dora_buckets (
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        bucket BIGINT NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (pipeline, environment, metric, bucket)
+    );
+    CREATE INDEX stages_waiting ON stages (run_id) WHERE state = 'waiting';",
 ];
+
+/// The schema whose migration makes the DORA tables and counts the history into them.
+const DORA_SCHEMA: usize = 7;
 
 /// The schema version the database is at (0: none yet).
 pub async fn version(pool: &PgPool, url: &str) -> Result<i64, StoreError> {
@@ -258,6 +298,9 @@ pub async fn migrate(pool: &PgPool, url: &str) -> Result<(), StoreError> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(&e)?;
+        if i + 1 == DORA_SCHEMA {
+            super::writer::dora_backfill(&mut tx).await.map_err(&e)?;
+        }
         sqlx::query("INSERT INTO promote_schema (version) VALUES ($1)").bind(i as i64 + 1).execute(&mut *tx).await.map_err(&e)?;
     }
     tx.commit().await.map_err(&e)?;

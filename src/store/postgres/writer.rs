@@ -157,6 +157,10 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
             }
             for item in items {
                 transition(conn, run, item, head).await?;
+                // The DORA figures of a deployment it made or changed.
+                if crate::store::dora::may_change(&item.transition) {
+                    dora_stage(conn, run, &item.stage).await?;
+                }
             }
             Ok(Written::Done)
         }
@@ -165,6 +169,7 @@ async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Resul
 }
 
 crate::store::sql::common_writes!(PgConnection, " FOR UPDATE");
+crate::store::dora::dora_writes!(PgConnection);
 
 /// The end of the chain inside the open transaction, read under the head row's lock and moved by
 /// every entry (the database's trigger moves the row with it and checks each link).

@@ -280,7 +280,49 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX violations_by_state ON violations (state, until);
     CREATE INDEX events_by_time ON events (at);",
+    // 19: the DORA figures kept with each write (`store::dora`): each deployment and what it adds,
+    // each rollback by hand, the sums and histogram buckets of each pipeline and environment,
+    // counted once from the history by the migration; the waiting stages indexed.
+    "CREATE TABLE dora_deployments (
+        run_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        committed_at INTEGER NOT NULL,
+        origin_at INTEGER NOT NULL,
+        stage_failed INTEGER NOT NULL,
+        stage_restored_at INTEGER,
+        failed INTEGER NOT NULL,
+        lead_ms INTEGER NOT NULL,
+        restore_ms INTEGER,
+        PRIMARY KEY (run_id, stage)
+    );
+    CREATE INDEX dora_deployments_in_order ON dora_deployments (pipeline, environment, committed_at, run_id, stage);
+    CREATE TABLE dora_rollbacks (pipeline TEXT NOT NULL, environment TEXT NOT NULL, at INTEGER NOT NULL);
+    CREATE INDEX dora_rollbacks_in_order ON dora_rollbacks (pipeline, environment, at);
+    CREATE TABLE dora (
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        deployments INTEGER NOT NULL,
+        failed INTEGER NOT NULL,
+        lead_sum_ms INTEGER NOT NULL,
+        restore_count INTEGER NOT NULL,
+        restore_sum_ms INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, environment)
+    );
+    CREATE TABLE dora_buckets (
+        pipeline TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, environment, metric, bucket)
+    );
+    CREATE INDEX stages_waiting ON stages (run_id) WHERE state = 'waiting';",
 ];
+
+/// The schema whose migration makes the DORA tables and counts the history into them.
+const DORA_SCHEMA: usize = 19;
 
 /// The schema whose migration seals what is there and re-chains the trail with the key.
 const SEAL_SCHEMA: usize = 7;
@@ -314,6 +356,9 @@ pub(super) async fn migrate(pool: &SqlitePool, path: &str, key: &Key) -> Result<
         }
         if i + 1 == SEAL_SCHEMA {
             seal_existing(&mut tx, key).await.map_err(db)?;
+        }
+        if i + 1 == DORA_SCHEMA {
+            super::writer::dora_backfill(&mut tx).await.map_err(db)?;
         }
         let set = format!("PRAGMA user_version = {}", i + 1);
         sqlx::query(AssertSqlSafe(set)).execute(&mut *tx).await.map_err(db)?;

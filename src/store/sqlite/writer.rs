@@ -169,6 +169,10 @@ async fn update_stages(conn: &mut SqliteConnection, items: &[(&str, &StageWrite)
         q.execute(&mut *conn).await?;
         at += n;
     }
+    // The DORA figures of the deployments these transitions made or changed.
+    for (run, item) in items.iter().filter(|(_, i)| crate::store::dora::may_change(&i.transition)) {
+        dora_stage(conn, run, &item.stage).await?;
+    }
     Ok(())
 }
 
@@ -181,6 +185,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> R
 }
 
 crate::store::sql::common_writes!(SqliteConnection, "");
+crate::store::dora::dora_writes!(SqliteConnection);
 
 /// The end of the chain inside the open transaction: read at its start (under the write lock, so
 /// no other process appends meanwhile), moved by every entry, written back before the commit.
