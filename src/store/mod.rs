@@ -237,7 +237,10 @@ pub struct Store {
 
 /// Every running run with a stage waiting, oldest first, each with its stages' names, kinds and
 /// states (see [`Store::waiting_runs`]); shared: a read is kept while nothing is written.
-pub type Waiting = Arc<Vec<(Arc<RunRecord>, Arc<Vec<StageRecord>>)>>;
+pub type Waiting = Arc<Vec<WaitingRun>>;
+
+/// A waiting run and its stages, shared.
+pub type WaitingRun = (Arc<RunRecord>, Arc<Vec<StageRecord>>);
 
 /// The PostgreSQL database the state is in, when one is named: `PROMOTE_DATABASE_URL` (set and
 /// not empty), else the contents of the file `PROMOTE_DATABASE_URL_FILE` names (a mounted Secret,
@@ -922,7 +925,7 @@ impl Store {
     }
 
     /// Waiting runs as read, each checked against its seal, shared.
-    fn checked(&self, all: Vec<(RunRecord, Vec<StageRecord>)>) -> Result<Vec<(Arc<RunRecord>, Arc<Vec<StageRecord>>)>, StoreError> {
+    fn checked(&self, all: Vec<(RunRecord, Vec<StageRecord>)>) -> Result<Vec<WaitingRun>, StoreError> {
         let key = self.key();
         for (r, stages) in &all {
             let want = seals::run(key, &r.id, &r.pipeline, &r.file, &r.source, &r.version, &r.triggered_by, r.authenticated, r.created_at);
