@@ -74,6 +74,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Every running run with a stage waiting (of those in `only`, when given), and all its
     /// stages (file order) without their message and output (`None`), oldest run first.
     fn waiting_runs<'a>(&'a self, only: Option<&'a [String]>) -> Fut<'a, Vec<(RunRecord, Vec<StageRecord>)>>;
+    /// The id of a run's newest entry in the trail (0: none).
+    fn last_change_of<'a>(&'a self, run: &'a str) -> Fut<'a, i64>;
     /// The stages of several runs (file order within each), each with its run's id.
     fn stages_of_runs<'a>(&'a self, runs: &'a [String]) -> Fut<'a, Vec<(String, StageRecord)>>;
     /// The decisions on the stages of several runs, oldest first: (run, stage, decision).
@@ -233,6 +235,8 @@ pub struct Store {
     driving: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The last read of [`Store::waiting_runs`], with the trail's last entry before it was read.
     waiting: Arc<std::sync::Mutex<Option<(i64, Waiting)>>>,
+    /// The last few reads of [`Store::stages_kept`]: run, its newest entry then, its stages.
+    kept_stages: Arc<std::sync::Mutex<std::collections::VecDeque<(String, i64, Arc<Vec<StageRecord>>)>>>,
 }
 
 /// Every running run with a stage waiting, oldest first, each with its stages' names, kinds and
@@ -310,6 +314,7 @@ impl Store {
             lease: lease_duration(),
             driving: Default::default(),
             waiting: Default::default(),
+            kept_stages: Default::default(),
         }
     }
 
@@ -405,6 +410,31 @@ impl Store {
                 return Err(self.forged(format!("stage `{}` of run {run} (state {})", s.name, s.state)));
             }
         }
+        Ok(stages)
+    }
+
+    /// A run's stages as [`Store::stages`] gives them, kept for the last few runs asked and given
+    /// again while the run's newest entry in the trail is the same (every transition of a stage
+    /// appends one naming its run, in its transaction): a page of a 5,000-stage run shown again
+    /// costs one indexed look, not 5,000 rows and their seals.
+    pub async fn stages_kept(&self, run: &str) -> Result<Arc<Vec<StageRecord>>, StoreError> {
+        /// How many runs' stages are kept.
+        const KEPT: usize = 8;
+        // The mark is taken before the read: a transition in between makes the next call read.
+        let mark = self.backend.last_change_of(run).await?;
+        {
+            let kept = self.kept_stages.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, _, stages)) = kept.iter().find(|(r, at, _)| r == run && *at == mark) {
+                return Ok(stages.clone());
+            }
+        }
+        let stages = Arc::new(self.stages(run).await?);
+        let mut kept = self.kept_stages.lock().unwrap_or_else(|e| e.into_inner());
+        kept.retain(|(r, _, _)| r != run);
+        if kept.len() >= KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((run.to_string(), mark, stages.clone()));
         Ok(stages)
     }
 

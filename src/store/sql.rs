@@ -754,6 +754,12 @@ pub(crate) use common_writes;
 /// `self.db()` (the error's mapping) are each backend's own.
 macro_rules! common_reads {
     () => {
+        fn last_change_of<'a>(&'a self, run: &'a str) -> $crate::store::Fut<'a, i64> {
+            Box::pin(async move {
+                sqlx::query_scalar("SELECT CAST(coalesce(max(id), 0) AS BIGINT) FROM events WHERE run_id = $1").bind(run).fetch_one(&self.pool).await.map_err(self.db())
+            })
+        }
+
         fn violations<'a>(&'a self, f: $crate::store::ViolationFilter<'a>) -> $crate::store::Fut<'a, Vec<$crate::store::ViolationRecord>> {
             Box::pin(async move {
                 sqlx::query_as($crate::store::sql::VIOLATIONS)

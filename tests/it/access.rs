@@ -460,6 +460,14 @@ async fn each_inbox_card_shows_its_own_runs_approvals_evidence_and_the_version_i
         let escaped = message.replace('&', "&#38;").replace('<', "&#60;").replace('>', "&#62;").replace('"', "&#34;").replace('\'', "&#39;");
         assert!(card.contains(&escaped), "`{message}` in {card}");
     }
+    // The run page (its stages kept while the run writes nothing) shows the sign-off waiting.
+    let box_of = async |id: &str, stage: &str| {
+        let html = http.get(format!("{}/ui/runs/{id}", server.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+        let at = html.find(&format!("data-stage=\"{stage}\"")).unwrap_or_else(|| panic!("a box for {stage} in {html}"));
+        html[..at].rsplit("<g class=\"stage ").next().unwrap().split('"').next().unwrap().to_string()
+    };
+    assert_eq!(box_of(&one, "sign-off").await, "waiting");
+    assert_eq!(box_of(&one, "sign-off").await, "waiting");
     // The inbox follows each write: once alice's approval lets 1.1.0 go on, its card is gone.
     assert_eq!(call(&server, "alice", Method::POST, &format!("/runs/{one}/stages/sign-off/approve"), Some(serde_json::json!({"comment": "ok"}))).await.0, 200);
     wait_for("1.1.0's card to go", async || {
@@ -467,6 +475,8 @@ async fn each_inbox_card_shows_its_own_runs_approvals_evidence_and_the_version_i
         !html.contains(&format!("id=\"decision-{one}-sign-off\"")) && html.contains(&format!("id=\"decision-{two}-sign-off\""))
     })
     .await;
+    wait_for("the run page to follow", async || box_of(&one, "prod").await == "succeeded").await;
+    assert_eq!(box_of(&one, "sign-off").await, "succeeded");
     // A new run's card comes: after a few entries (the runs they name read again) and after
     // more than the inbox follows one by one (everything read again).
     let has = async |id: &str| {

@@ -806,7 +806,7 @@ async fn run(State(server): State<Server>, headers: HeaderMap, Path(id): Path<St
     if !sees(&server, &s, &run) {
         return Err(Refusal(StatusCode::FORBIDDEN, format!("{} may not see runs of pipeline {}: that needs its `access.view`", s.user, run.pipeline)));
     }
-    let stages = store.stages(&id).await.map_err(internal)?;
+    let stages = store.stages_kept(&id).await.map_err(internal)?;
     let plan = server.plan_of(&run);
     let svg = match &plan {
         Some(plan) => dag::svg(plan, |i| stages.get(i).map_or("pending", |r| r.state.as_str())),
