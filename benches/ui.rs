@@ -182,6 +182,8 @@ fn main() {
         println!("inbox ({decisions} waiting)       server p50 {p50:.1} ms, p99 {p99:.1} ms, {} KB", bytes / 1024);
         let (p50, p99, _) = timed_after(&http, &format!("{url}/ui/"), &cookie, 100, Some(&store)).await;
         println!("  after a write each time  server p50 {p50:.1} ms, p99 {p99:.1} ms");
+        let (first, _, _) = timed(&http, &format!("{url}/ui/runs/{wide_run}"), &cookie, 1).await;
+        println!("run page ({stages} stages)   first view {first:.1} ms (its stages read)");
         let (p50, p99, bytes) = timed(&http, &format!("{url}/ui/runs/{wide_run}"), &cookie, 100).await;
         println!("run page ({stages} stages)   server p50 {p50:.1} ms, p99 {p99:.1} ms, {} KB", bytes / 1024);
         match in_chromium(&url, "/ui/", &cookie).await {

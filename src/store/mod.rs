@@ -236,12 +236,15 @@ pub struct Store {
     /// The last read of [`Store::waiting_runs`], with the trail's last entry before it was read.
     waiting: Arc<std::sync::Mutex<Option<(i64, Waiting)>>>,
     /// The last few reads of [`Store::stages_kept`]: run, its newest entry then, its stages.
-    kept_stages: Arc<std::sync::Mutex<std::collections::VecDeque<(String, i64, Arc<Vec<StageRecord>>)>>>,
+    kept_stages: Arc<std::sync::Mutex<std::collections::VecDeque<KeptStages>>>,
 }
 
 /// Every running run with a stage waiting, oldest first, each with its stages' names, kinds and
 /// states (see [`Store::waiting_runs`]); shared: a read is kept while nothing is written.
 pub type Waiting = Arc<Vec<WaitingRun>>;
+
+/// A run's stages as read, with the run and its newest entry then.
+type KeptStages = (String, i64, Arc<Vec<StageRecord>>);
 
 /// A waiting run and its stages, shared.
 pub type WaitingRun = (Arc<RunRecord>, Arc<Vec<StageRecord>>);
