@@ -234,8 +234,26 @@ pub fn allow(pipeline: &Pipeline, permission: Permission, environment: Option<&s
             Permission::Rollback => format!("roll back {}", environment.unwrap_or("its environments")),
             Permission::Admin => "administer this pipeline".to_string(),
         },
-        rule(pipeline, permission, environment)
+        if holds(pipeline, Permission::View, None, person) { rule(pipeline, permission, environment) } else { unseen_rule(pipeline, permission) }
     )))
+}
+
+/// The rule that would allow `permission`, without who it lists: said to a person who may not
+/// view the pipeline (who holds what is the pipeline's to show to its viewers).
+fn unseen_rule(pipeline: &Pipeline, permission: Permission) -> String {
+    format!("`access.{}` or `access.admin` of pipeline {} (who they list is shown to those who may view it)", permission.rule(), pipeline.name.value)
+}
+
+/// A refusal's words for `caller`: `why` as it is for a person who may view `pipeline` (or a
+/// local caller), else only the rule `field`, without who it lists.
+pub fn refusal_for(pipeline: &Pipeline, caller: &Caller<'_>, field: &str, why: String) -> String {
+    match caller {
+        Caller::Person(p) if !holds(pipeline, Permission::View, None, p) => format!(
+            "{} may not decide this: that needs the stage's `{field}` in pipeline {} (who they are is shown to those who may view it)",
+            p.login, pipeline.name.value
+        ),
+        _ => why,
+    }
 }
 
 /// Allows a decision whose deciders are a list (drift's `approvers`, a watch's `approvers`): those
@@ -244,6 +262,12 @@ pub fn allow_listed(pipeline: &Pipeline, list: &[Spanned<String>], field: &str, 
     let Caller::Person(person) = caller else { return Ok(()) };
     if holds(pipeline, Permission::Admin, None, person) || person.listed(list) {
         return Ok(());
+    }
+    if !holds(pipeline, Permission::View, None, person) {
+        return Err(OpsError::Forbidden(format!(
+            "{} may not {what}: that needs `{field}` or `access.admin` of pipeline {} (who they list is shown to those who may view it)",
+            person.login, pipeline.name.value
+        )));
     }
     Err(OpsError::Forbidden(format!(
         "{} may not {what}: that needs `{field}` ({}) or `access.admin` ({}) of pipeline {}",

@@ -131,7 +131,14 @@ async fn rules(store: &Store, run_id: &str, stage: &str, caller: &Caller<'_>, mo
     };
     let users = users_for(caller, users);
     let records = store.stages(run_id).await?;
-    Ok(judge(&run, &pipeline, users.as_ref(), &records, stage, user, mode).map(|()| Allowed { run, pipeline, users }))
+    // A person who may not view the pipeline is not told who its deciders are.
+    let field = if mode == Mode::BreakGlass { "freeze.breakGlass" } else { "approvers" };
+    Ok(judge(&run, &pipeline, users.as_ref(), &records, stage, user, mode)
+        .map_err(|e| match e {
+            OpsError::Forbidden(m) => OpsError::Forbidden(crate::ops::access::refusal_for(&pipeline, caller, field, m)),
+            other => other,
+        })
+        .map(|()| Allowed { run, pipeline, users }))
 }
 
 /// The pipeline stored with a run and its users file.

@@ -494,3 +494,38 @@ async fn each_inbox_card_shows_its_own_runs_approvals_evidence_and_the_version_i
     server.stop().await;
 }
 }
+
+/// A refusal names the rule that would allow it; to a person who may not view the pipeline it
+/// does not say who the rule lists (its approvers, its admins, its groups).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_to_someone_who_may_not_view_the_pipeline_names_the_rule_not_its_people() {
+    use reqwest::Method;
+    let (s, directory) = setup();
+    let server = serve(&s, &directory).await;
+    let (status, started) = call(&server, "rita", Method::POST, "/runs", Some(serde_json::json!({"pipeline": "checkout", "version": "1.5.0"}))).await;
+    assert_eq!(status, 201, "{started}");
+    let id = started["run"]["id"].as_str().unwrap().to_string();
+    wait_for("the sign-off", async || call(&server, "vera", Method::GET, &format!("/runs/{id}"), None).await.1["stages"][1]["state"] == "waiting").await;
+    let approve = format!("/runs/{id}/stages/sign-off/approve");
+    let rollback = "/pipelines/checkout/environments/qa/rollback";
+    // vera may view: she is told who would be allowed.
+    let (status, answer) = call(&server, "vera", Method::POST, &approve, Some(serde_json::json!({"comment": "ok"}))).await;
+    assert_eq!(status, 403);
+    assert!(answer["error"].as_str().unwrap().contains("alice"), "{answer}");
+    let (status, answer) = call(&server, "vera", Method::POST, rollback, Some(serde_json::json!({"to": "HEAD"}))).await;
+    assert_eq!(status, 403);
+    assert!(answer["error"].as_str().unwrap().contains("group:sre"), "{answer}");
+    // dave may not: the rule, and nobody's name.
+    for (path, body, rule) in
+        [(approve.as_str(), serde_json::json!({"comment": "ok"}), "`approvers`"), (rollback, serde_json::json!({"to": "HEAD"}), "`access.rollback`")]
+    {
+        let (status, answer) = call(&server, "dave", Method::POST, path, Some(body)).await;
+        assert_eq!(status, 403, "{path}: {answer}");
+        let why = answer["error"].as_str().unwrap();
+        assert!(why.contains(rule) && why.contains("pipeline checkout"), "{path}: {why}");
+        for name in ["alice", "ann", "group:sre", "group:platform", "group:team"] {
+            assert!(!why.contains(name), "{path}: `{name}` in {why}");
+        }
+    }
+    server.stop().await;
+}
