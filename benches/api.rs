@@ -8,7 +8,9 @@
 //! Configurations: SQLite with one server; PostgreSQL 15 (started here, `fsync` on, as in
 //! `benches/replicas.rs`) with one server; the same with three servers on one database.
 //!
-//! Run: `cargo bench --bench api` (1,000 runs) or `cargo test --bench api -- 100` (100 runs).
+//! Run: `cargo bench --bench api` (1,000 runs) or `cargo test --bench api -- 100` (100 runs);
+//! `-- 1000 sqlite` (or `pg1`, `pg3`) for one configuration; `PROMOTE_BIN=PATH` runs another
+//! build of `promote` (to alternate before and after).
 
 #[path = "support.rs"]
 mod support;
@@ -54,7 +56,9 @@ enum State {
 /// `promote serve` as a child in `cwd`; returns it and its port once it listens.
 fn serve(dir: &Path, cwd: &Path, state: &State) -> (Child, u16) {
     std::fs::create_dir_all(cwd).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promote"));
+    // `PROMOTE_BIN`: another build to compare with (alternating before and after on a noisy machine).
+    let bin = std::env::var("PROMOTE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_promote").to_string());
+    let mut cmd = Command::new(bin);
     cmd.current_dir(cwd).env("PROMOTE_KEY_FILE", dir.join("key")).env("PROMOTE_LOG", "warn");
     match state {
         State::Sqlite => {
@@ -84,6 +88,8 @@ fn serve(dir: &Path, cwd: &Path, state: &State) -> (Child, u16) {
 /// What one configuration measured.
 struct Measured {
     wall: Duration,
+    /// Until the last start was answered.
+    started: Duration,
     starts: Vec<f64>,
 }
 
@@ -127,6 +133,7 @@ async fn measure(runs: usize, ports: &[u16]) -> Measured {
     while let Some(done) = clients.join_next().await {
         started.extend(done.unwrap());
     }
+    let answered = began.elapsed();
     started.sort_by_key(|s| s.0);
     let starts: Vec<f64> = started.iter().map(|s| s.3).collect();
     // Every run, oldest first: the next is asked for only once the one before has finished.
@@ -144,7 +151,7 @@ async fn measure(runs: usize, ports: &[u16]) -> Measured {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    Measured { wall: began.elapsed(), starts }
+    Measured { wall: began.elapsed(), started: answered, starts }
 }
 
 fn loadavg() -> String {
@@ -203,11 +210,12 @@ fn main() {
             _ => String::new(),
         };
         println!(
-            "  {label:<22} {:>7.2} s   {:>7.0} runs/s{vs}   starts p50 {:.2} ms, p99 {:.2} ms   load average {}",
+            "  {label:<22} {:>7.2} s   {:>7.0} runs/s{vs}   starts p50 {:.2} ms, p99 {:.2} ms, all answered at {:.2} s   load average {}",
             m.wall.as_secs_f64(),
             rate,
             support::pct(&mut m.starts, 0.5),
             support::pct(&mut m.starts, 0.99),
+            m.started.as_secs_f64(),
             loadavg()
         );
         for mut c in children {
