@@ -100,6 +100,18 @@ pub struct Progress {
     pub message: String,
 }
 
+/// A plan a caller already holds (a server's loaded pipeline), handed to the driver so that a
+/// run of that exact text is not planned again ([`Executor::drive_planned`]).
+#[derive(Clone)]
+pub struct Planned {
+    /// The text the plan was made from (the run's stored source must be exactly this).
+    pub source: Arc<str>,
+    /// Its plan.
+    pub plan: Arc<Plan>,
+    /// Its users file as read with it (`None`: it names none, or it does not load).
+    pub users: Option<Arc<crate::governance::users::Users>>,
+}
+
 /// Runs pipelines: the store, the git writer, the metrics, and how often to poll for people.
 pub struct Executor {
     /// Durable state.
@@ -132,8 +144,14 @@ impl Executor {
     /// Who email notes can reach: the pipeline's users file's people, then the server
     /// directory's.
     pub fn people(&self, pipeline: &crate::model::Pipeline, base_dir: &Path) -> crate::governance::notify::People {
+        let own = crate::governance::users_of(pipeline, base_dir).ok().flatten();
+        self.people_of(own.as_ref())
+    }
+
+    /// [`people`](Self::people) from a users file already read (`None`: the pipeline has none).
+    fn people_of(&self, own: Option<&crate::governance::users::Users>) -> crate::governance::notify::People {
         use crate::governance::notify::People;
-        let own = crate::governance::users_of(pipeline, base_dir).ok().flatten().map(|u| People::of(&u)).unwrap_or_default();
+        let own = own.map(People::of).unwrap_or_default();
         let server = self.directory.as_ref().map(|d| People::of(&d.read().unwrap_or_else(|e| e.into_inner()).users)).unwrap_or_default();
         own.or(server)
     }
@@ -165,6 +183,22 @@ impl Executor {
         if let Some(w) = self.store.held(&plan.pipeline.name.value, version).await? {
             return Err(ExecError::Held(stages::held(&w)));
         }
+        self.record_start(file, source, plan, version, triggered_by, authenticated, delivery).await
+    }
+
+    /// [`start_delivered`](Self::start_delivered) for a caller that has just asked whether the
+    /// version is held ([`Store::held`]) itself: records the run (one write, group-committed).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_start(
+        &self,
+        file: &Path,
+        source: &str,
+        plan: &Plan,
+        version: &str,
+        triggered_by: &str,
+        authenticated: bool,
+        delivery: Option<crate::store::Delivery>,
+    ) -> Result<Result<RunRecord, Option<String>>, ExecError> {
         let run = RunRecord {
             id: next_run_id(),
             pipeline: plan.pipeline.name.value.clone(),
@@ -201,6 +235,19 @@ impl Executor {
     /// lapsed), renews it and the run's environment locks every third of the lease, and gives it
     /// back at the end. A driver that finds its lease taken stops as if cancelled.
     pub async fn drive_until(&self, id: &str, progress: Arc<dyn Fn(Progress) + Send + Sync>, stop: CancellationToken) -> Result<Summary, ExecError> {
+        self.drive_planned(id, None, progress, stop).await
+    }
+
+    /// [`drive_until`](Self::drive_until) with the plan the caller already holds for the run's
+    /// pipeline (a server's loaded one): used instead of planning the stored text again when that
+    /// text is exactly the one `planned` was made from; otherwise the stored text is planned.
+    pub async fn drive_planned(
+        &self,
+        id: &str,
+        planned: Option<Planned>,
+        progress: Arc<dyn Fn(Progress) + Send + Sync>,
+        stop: CancellationToken,
+    ) -> Result<Summary, ExecError> {
         let span = tracing::info_span!("run", run = %id);
         if let Some((holder, until)) = self.store.take_drive(id).await? {
             return Err(ExecError::Driven { id: id.into(), holder, until: crate::clock::rfc3339(until) });
@@ -235,7 +282,7 @@ impl Executor {
                 }
             })
         };
-        let mut done = self.walk(id, progress, stop).instrument(span).await;
+        let mut done = self.walk(id, planned, progress, stop).instrument(span).await;
         heartbeat.abort();
         if matches!(done, Err(ExecError::Stopped { .. })) && lost.load(std::sync::atomic::Ordering::SeqCst) {
             done = Err(ExecError::LeaseLost { id: id.into() });
@@ -246,22 +293,39 @@ impl Executor {
         done
     }
 
-    async fn walk(&self, id: &str, progress: Arc<dyn Fn(Progress) + Send + Sync>, stop: CancellationToken) -> Result<Summary, ExecError> {
+    async fn walk(
+        &self,
+        id: &str,
+        planned: Option<Planned>,
+        progress: Arc<dyn Fn(Progress) + Send + Sync>,
+        stop: CancellationToken,
+    ) -> Result<Summary, ExecError> {
         let run = Arc::new(self.store.run(id).await?);
         if run.state != RunState::Running {
             return Err(ExecError::Finished { id: id.into(), state: run.state });
         }
-        let mut diags = Diagnostics::new(run.file.clone());
-        let plan = match crate::plan::compile(&run.source, &mut diags) {
-            Some(p) => Arc::new(p),
+        // The plan of exactly the stored text: the caller's when it was made from that text.
+        let planned = planned.filter(|p| *p.source == run.source);
+        let (plan, users) = match planned {
+            Some(p) => (p.plan, Some(p.users)),
             None => {
-                let errors = diags.into_sorted().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
-                return Err(ExecError::Invalid { id: id.into(), errors });
+                let mut diags = Diagnostics::new(run.file.clone());
+                match crate::plan::compile(&run.source, &mut diags) {
+                    Some(p) => (Arc::new(p), None),
+                    None => {
+                        let errors = diags.into_sorted().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
+                        return Err(ExecError::Invalid { id: id.into(), errors });
+                    }
+                }
             }
         };
         let base_dir = Path::new(&run.file).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let people = match users {
+            Some(users) => self.people_of(users.as_deref()),
+            None => self.people(&plan.pipeline, &base_dir),
+        };
         let notifier = match Notifier::new(&plan.pipeline.notifications, self.writer.config().credentials.secrets()) {
-            Ok(n) => Arc::new(n.linked(self.public_url.as_deref()).addressed(self.people(&plan.pipeline, &base_dir))),
+            Ok(n) => Arc::new(n.linked(self.public_url.as_deref()).addressed(people)),
             Err(e) => {
                 self.store.audit(id, None, "notification", "promote", &format!("notifications are off for this run: {e}")).await?;
                 Arc::new(Notifier::default())

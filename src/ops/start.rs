@@ -88,7 +88,11 @@ pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError
         let detail = format!("{}: rewritten history of `{name}` accepted at {head}", r.plan.pipeline.name.value);
         exec.store.audit("-", None, "accept-rewrite", r.caller.login(), &detail).await?;
     }
-    let run = exec.start(r.file, r.source, r.plan, r.version, r.caller.login(), authenticated).await?;
+    // Held was asked above: the run is recorded without asking again.
+    let run = match exec.record_start(r.file, r.source, r.plan, r.version, r.caller.login(), authenticated, None).await? {
+        Ok(run) => run,
+        Err(_) => unreachable!("only a delivery can be a duplicate"),
+    };
     Ok(Started { run, accepted })
 }
 

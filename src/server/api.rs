@@ -453,7 +453,7 @@ async fn start(State(server): State<Server>, headers: HeaderMap, body: axum::bod
         accept_rewrite: &[],
     };
     let started = answer(&server, &person, &format!("to start {} {}", b.pipeline, b.version), crate::ops::start::start(&server.exec, &request).await).await?;
-    server.drive(started.run.id.clone());
+    server.drive_loaded(started.run.id.clone(), loaded);
     let location = format!("/api/v1/runs/{}", started.run.id);
     Ok((StatusCode::CREATED, [("location", location)], Json(Started { run: started.run })).into_response())
 }

@@ -234,7 +234,7 @@ async fn deliver(server: Server, provider: String, url_token: Option<String>, he
         let who = format!("webhook:{provider}");
         match server.exec.start_delivered(&loaded.file, &loaded.source, &loaded.plan, &version, &who, true, Some(delivery)).await {
             Ok(Ok(run)) => {
-                server.drive(run.id.clone());
+                server.drive_loaded(run.id.clone(), loaded);
                 started.push(HookRun { pipeline: run.pipeline, version: run.version, run: Some(run.id), started: true, duplicate: None, held: None });
             }
             Ok(Err(first)) => started.push(HookRun {

@@ -305,7 +305,7 @@ async fn admit(server: &Server, loaded: &Loaded, i: &ImageTrigger, source: &str,
                 Ok(Ok(run)) => {
                     tracing::info!(run = %run.id, version = tag, repository = %i.repository.value, "a registry poll found a new tag");
                     server.exec.metrics.delivery("registry", "started");
-                    server.drive(run.id);
+                    server.drive_loaded(run.id, loaded);
                     started += 1;
                 }
                 Ok(Err(_)) => {}

@@ -267,6 +267,16 @@ impl Server {
     /// Drives run `id` in the background until it ends or the server stops (once: a run this
     /// server drives already is left alone).
     fn drive(&self, id: String) {
+        self.drive_planned(id, None)
+    }
+
+    /// [`drive`](Self::drive) a run just started from `loaded`: its driver uses the loaded plan
+    /// (the run's stored text is the one it was made from) instead of planning the text again.
+    fn drive_loaded(&self, id: String, loaded: &pipelines::Loaded) {
+        self.drive_planned(id, Some(loaded.planned()))
+    }
+
+    fn drive_planned(&self, id: String, planned: Option<crate::exec::Planned>) {
         if !self.driving.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone()) {
             return;
         }
@@ -274,7 +284,7 @@ impl Server {
         tokio::spawn(async move {
             drivers.lock().await.spawn(async move {
                 let _done = Forget(driving, id.clone());
-                match exec.drive_until(&id, Arc::new(|_| {}), stop.child_token()).await {
+                match exec.drive_planned(&id, planned, Arc::new(|_| {}), stop.child_token()).await {
                     Ok(s) => tracing::info!(run = %id, state = %s.run.state, "run ended"),
                     Err(crate::exec::ExecError::Stopped { .. }) => tracing::info!(run = %id, "run stopped with the server; resumed at the next start"),
                     // Another replica drives it, took it over, or ended it meanwhile: not an error.

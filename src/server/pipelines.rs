@@ -17,12 +17,19 @@ pub struct Loaded {
     /// The file, absolute.
     pub file: PathBuf,
     /// Its text (stored with each run it starts).
-    pub source: String,
+    pub source: Arc<str>,
     /// Its plan.
     pub plan: Arc<Plan>,
     /// Its users file as read at this load (the API's tokens are checked against it; a changed
     /// file is read again at the next reload). `None`: none, or it does not load.
     pub users: Option<Arc<crate::governance::users::Users>>,
+}
+
+impl Loaded {
+    /// Its plan, for the driver of a run it started ([`crate::exec::Executor::drive_planned`]).
+    pub fn planned(&self) -> crate::exec::Planned {
+        crate::exec::Planned { source: self.source.clone(), plan: self.plan.clone(), users: self.users.clone() }
+    }
 }
 
 /// Every pipeline and every file that does not load.
@@ -66,7 +73,7 @@ impl Pipelines {
                         let users = crate::governance::users_of(&plan.pipeline, base).ok().flatten().map(Arc::new);
                         // The text the plan was made from (read once: a file written meanwhile
                         // is loaded at the next reload, never half old, half new).
-                        out.by_name.insert(plan.pipeline.name.value.clone(), Loaded { file, source: checked.source, plan: Arc::new(plan), users });
+                        out.by_name.insert(plan.pipeline.name.value.clone(), Loaded { file, source: checked.source.into(), plan: Arc::new(plan), users });
                     }
                     _ => {
                         out.errors.insert(file.display().to_string(), errors);

@@ -83,7 +83,7 @@ async fn poll_one(
                 Ok(Ok(run)) => {
                     tracing::info!(run = %run.id, version, "a poll found a push no webhook announced");
                     server.exec.metrics.delivery("poll", "started");
-                    server.drive(run.id);
+                    server.drive_loaded(run.id, loaded);
                 }
                 Ok(Err(_)) => {}
                 Err(crate::exec::ExecError::Held(why)) => tracing::info!(version, "a polled ref names a held version: {why}"),

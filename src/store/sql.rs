@@ -61,6 +61,16 @@ pub const VIOLATIONS: &str =
        AND (CAST($3 AS TEXT) IS NULL OR state = $3) AND (CAST($4 AS TEXT) IS NULL OR id = $4)
      ORDER BY at DESC, id DESC LIMIT 1000";
 
+/// The most stages one INSERT of a run's stages carries (4 parameters each, and the run's id).
+pub(crate) const STAGE_ROWS: usize = 500;
+
+/// `INSERT INTO stages` of `rows` pending stages of run `$1`: each row's name, kind, position
+/// and seal.
+pub(crate) fn insert_stages(rows: usize) -> String {
+    let values: Vec<String> = (0..rows).map(|i| format!("($1, ${}, ${}, ${}, 'pending', ${})", 4 * i + 2, 4 * i + 3, 4 * i + 4, 4 * i + 5)).collect();
+    format!("INSERT INTO stages (run_id, name, kind, position, state, seal) VALUES {}", values.join(", "))
+}
+
 /// `apply_common` for connection type `$Conn`; `$lock` follows a read whose rows the write
 /// then changes (`" FOR UPDATE"` on PostgreSQL, `""` on SQLite, whose writer holds the database).
 macro_rules! common_writes {
@@ -115,15 +125,18 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             .bind(seal)
             .execute(&mut *conn)
             .await?;
-            for (i, (name, kind)) in stages.iter().enumerate() {
-                sqlx::query("INSERT INTO stages (run_id, name, kind, position, state, seal) VALUES ($1, $2, $3, $4, 'pending', $5)")
-                    .bind(&run.id)
-                    .bind(name)
-                    .bind(kind)
-                    .bind(i as i64)
-                    .bind(seals::stage(&head.key, &run.id, name, StageState::Pending.as_str()))
-                    .execute(&mut *conn)
-                    .await?;
+            // Every stage in one statement (up to STAGE_ROWS a statement): one round trip to the
+            // database, not one a stage.
+            for (c, chunk) in stages.chunks(crate::store::sql::STAGE_ROWS).enumerate() {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(crate::store::sql::insert_stages(chunk.len()))).bind(&run.id);
+                for (j, (name, kind)) in chunk.iter().enumerate() {
+                    q = q
+                        .bind(name)
+                        .bind(kind)
+                        .bind((c * crate::store::sql::STAGE_ROWS + j) as i64)
+                        .bind(seals::stage(&head.key, &run.id, name, StageState::Pending.as_str()));
+                }
+                q.execute(&mut *conn).await?;
             }
             insert_event(conn, head, &run.id, None, run.created_at, "trigger", &run.triggered_by, &texts::run_started(run)).await?;
             Ok(Written::Done)

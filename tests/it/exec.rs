@@ -680,3 +680,41 @@ fn a_detached_driver_stops_when_its_state_folder_is_removed() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+crate::both_backends! {
+async fn a_run_is_driven_by_the_plan_of_its_stored_text_and_a_handed_plan_only_when_made_from_it() {
+    let s = Setup::new("  a:\n    wait: {duration: 0s}\n  b:\n    needs: [a]\n    wait: {duration: 0s}\n", "");
+    let exec = s.executor().await;
+    let (source, plan) = s.plan();
+    // A plan of another text (the file changed since the run started): not used.
+    let other = Setup::new("  x:\n    wait: {duration: 0s}\n", "");
+    let (other_source, other_plan) = other.plan();
+    let id = s.start(&exec, "1.1.0").await;
+    let handed = promote::exec::Planned { source: other_source.into(), plan: Arc::new(other_plan), users: None };
+    let sum = exec.drive_planned(&id, Some(handed), Arc::new(|_| {}), tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded, "{:?}", sum.run.message);
+    let names: Vec<(&str, StageState)> = sum.stages.iter().map(|x| (x.name.as_str(), x.state)).collect();
+    assert_eq!(names, [("a", StageState::Succeeded), ("b", StageState::Succeeded)]);
+    // The plan of exactly the stored text: used, to the same end.
+    let id = s.start(&exec, "1.2.0").await;
+    let handed = promote::exec::Planned { source: source.into(), plan: Arc::new(plan), users: None };
+    let sum = exec.drive_planned(&id, Some(handed), Arc::new(|_| {}), tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert_eq!(sum.run.state, RunState::Succeeded, "{:?}", sum.run.message);
+    assert_eq!(sum.stages.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+}
+}
+
+crate::both_backends! {
+async fn a_run_of_many_stages_records_them_all_in_order() {
+    // More stages than one INSERT carries (500): every one recorded, pending, in the file's order.
+    let stages: String = (0..1203).map(|i| format!("  s{i}:\n    wait: {{duration: 0s}}\n")).collect();
+    let s = Setup::new(&stages, "");
+    let exec = s.executor().await;
+    let id = s.start(&exec, "1.1.0").await;
+    let recorded = exec.store.stages(&id).await.unwrap();
+    assert_eq!(recorded.len(), 1203);
+    for (i, r) in recorded.iter().enumerate() {
+        assert_eq!((r.name.as_str(), r.state, r.kind.as_str()), (format!("s{i}").as_str(), StageState::Pending, "wait"));
+    }
+}
+}
