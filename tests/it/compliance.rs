@@ -34,22 +34,29 @@ deny contains msg if {
 
 const LOADBALANCER: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n";
 
+/// A pipeline whose policies judge prod (QA, the policy check, prod), alice an `sre` in its
+/// users file, and the policies that allow a LoadBalancer; with prod's repository.
+fn guarded() -> (Setup, EnvRepo) {
+    let s = Setup::new(
+        "  qa:\n    deploy: {environment: qa}\n  policy-check:\n    needs: [qa]\n    policy: {policies: [policies/]}\n  prod:\n    needs: [policy-check]\n    deploy: {environment: prod}\n",
+        "users: users.yaml\n",
+    );
+    std::fs::write(s.path().join("users.yaml"), "users:\n  alice: {name: Alice, email: alice@example.com, groups: [sre]}\n").unwrap();
+    std::fs::create_dir(s.path().join("policies")).unwrap();
+    std::fs::write(s.path().join("policies/services.rego"), POLICY_BEFORE).unwrap();
+    let prod = EnvRepo { bare: s.path().join("envs/prod.git"), work: s.path().join("envs/prod-work") };
+    (s, prod)
+}
+
 fn violation_id(out: &str) -> String {
     out.split_whitespace().find(|w| w.starts_with("c-")).unwrap_or_else(|| panic!("no violation id in: {out}")).trim_end_matches(':').to_string()
 }
 
 crate::both_backends! {
     fn a_policy_change_makes_prod_non_compliant_an_exception_expires_and_a_revert_restores_the_last_compliant_commit() {
-        let s = Setup::new(
-            "  qa:\n    deploy: {environment: qa}\n  policy-check:\n    needs: [qa]\n    policy: {policies: [policies/]}\n  prod:\n    needs: [policy-check]\n    deploy: {environment: prod}\n",
-            "users: users.yaml\n",
-        );
-        std::fs::write(s.path().join("users.yaml"), "users:\n  alice: {name: Alice, email: alice@example.com, groups: [sre]}\n").unwrap();
-        std::fs::create_dir(s.path().join("policies")).unwrap();
-        std::fs::write(s.path().join("policies/services.rego"), POLICY_BEFORE).unwrap();
+        let (s, prod) = guarded();
         let run = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.0.0"]);
         assert!(run.status.success(), "{}", text(&run));
-        let prod = EnvRepo { bare: s.path().join("envs/prod.git"), work: s.path().join("envs/prod-work") };
         let promoted = prod.head();
         // Someone adds a LoadBalancer to prod, which the policies allow today.
         prod.commit_as_someone_else("app/service.yaml", LOADBALANCER, "expose web");
@@ -238,14 +245,7 @@ fn the_compliance_input_is_the_documented_document() {
 
 crate::both_backends! {
     fn a_violation_resolved_when_the_policies_moved_on_opens_again_when_they_come_back() {
-        let s = Setup::new(
-            "  qa:\n    deploy: {environment: qa}\n  policy-check:\n    needs: [qa]\n    policy: {policies: [policies/]}\n  prod:\n    needs: [policy-check]\n    deploy: {environment: prod}\n",
-            "users: users.yaml\n",
-        );
-        std::fs::write(s.path().join("users.yaml"), "users:\n  alice: {name: Alice, email: alice@example.com}\n").unwrap();
-        std::fs::create_dir(s.path().join("policies")).unwrap();
-        std::fs::write(s.path().join("policies/services.rego"), POLICY_BEFORE).unwrap();
-        let prod = EnvRepo { bare: s.path().join("envs/prod.git"), work: s.path().join("envs/prod-work") };
+        let (s, prod) = guarded();
         prod.commit_as_someone_else("app/service.yaml", LOADBALANCER, "expose web");
         // The policy bans LoadBalancers, is rolled back (prod complies: resolved), then comes back
         // unchanged: the same head under the same policies breaks them again.
@@ -289,14 +289,7 @@ fn a_denial_quoting_a_name_with_control_characters_prints_one_escaped_line() {
 /// read is no pass (exit 2).
 #[test]
 fn an_exception_survives_later_commits_and_a_revert_that_takes_the_release_back_says_so() {
-    let s = Setup::new(
-        "  qa:\n    deploy: {environment: qa}\n  policy-check:\n    needs: [qa]\n    policy: {policies: [policies/]}\n  prod:\n    needs: [policy-check]\n    deploy: {environment: prod}\n",
-        "users: users.yaml\n",
-    );
-    std::fs::write(s.path().join("users.yaml"), "users:\n  alice: {name: Alice, email: alice@example.com, groups: [sre]}\n").unwrap();
-    std::fs::create_dir(s.path().join("policies")).unwrap();
-    std::fs::write(s.path().join("policies/services.rego"), POLICY_BEFORE).unwrap();
-    let prod = EnvRepo { bare: s.path().join("envs/prod.git"), work: s.path().join("envs/prod-work") };
+    let (s, prod) = guarded();
     prod.commit_as_someone_else("app/service.yaml", LOADBALANCER, "expose web");
     let run = promote(s.path(), &["run", "pipeline.yaml", "--version", "1.1.0"]);
     assert!(run.status.success(), "{}", text(&run));

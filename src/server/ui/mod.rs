@@ -412,7 +412,8 @@ fn changes_after(last: &std::collections::HashMap<(String, String), String>, run
 
 /// The value in each environment a run of `pipeline` with `plan` deploys to, as its newest
 /// promotion not rolled back wrote it (`changes_after`'s "from"), added to `into` where not
-/// there yet. Each costs the promotions' index and that run's stages: never the history.
+/// there yet. Each costs the promotions' index and that run's stages (kept while it writes
+/// nothing): never the history.
 async fn last_values(
     server: &Server,
     pipeline: &str,
@@ -427,8 +428,8 @@ async fn last_values(
             continue;
         }
         let Some((run, version)) = store.last_promotion(pipeline, &env.name.value).await.map_err(internal)? else { continue };
-        let written = store.stages(&run).await.map_err(internal)?.into_iter().rev().find_map(|st| {
-            let out = st.output.filter(|_| st.kind == "deploy" && st.state == StageState::Succeeded)?;
+        let written = store.stages_kept(&run).await.map_err(internal)?.iter().rev().find_map(|st| {
+            let out = st.output.as_ref().filter(|_| st.kind == "deploy" && st.state == StageState::Succeeded)?;
             (out["environment"] == env.name.value.as_str()).then(|| out["newValue"].as_str().map(str::to_string)).flatten()
         });
         into.insert(key, written.unwrap_or(version));
