@@ -29,15 +29,23 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
             return Err(StageError::Superseded(format!("superseded by run {by}, a newer run of the pipeline, while queued for `{env_name}`")));
         }
     }
-    // An environment never goes back to an older run's version (a rollback does that).
+    // An environment never goes back to an older run's version (a rollback does that). A run
+    // whose driver died after its push and before recording it finds its own commit under the
+    // newer one: its promotion happened, and is recorded at its commit's time.
+    let mut pushed_at = None;
     if let Some((last, version)) = ctx.store.last_promotion(&ctx.run.pipeline, env_name).await?
         && last != ctx.run.id
         && ctx.plan.pipeline.order.newer((&last, &version), (&ctx.run.id, &ctx.run.version))
     {
-        return Err(StageError::Superseded(format!(
-            "`{env_name}` holds {version} from run {last}, newer than this run's {}: an environment never goes back (`promote rollback` does that)",
-            ctx.run.version
-        )));
+        match own_commit(ctx, env, env_name).await? {
+            Some(at) => pushed_at = Some(at),
+            None => {
+                return Err(StageError::Superseded(format!(
+                    "`{env_name}` holds {version} from run {last}, newer than this run's {}: an environment never goes back (`promote rollback` does that)",
+                    ctx.run.version
+                )));
+            }
+        }
     }
     // An undecided drift of the environment holds its promotions (woken by its decision), and one
     // whose rejection is reverting it (the promotion lands on top of the revert, never under it).
@@ -161,7 +169,10 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     let mut out = serde_json::json!({
         "environment": env_name, "outcome": outcome, "commit": commit, "oldValue": old, "newValue": value, "attempts": report.attempts,
     });
-    ctx.store.promoted(&pipeline, env_name, &run.id, &run.version, false).await?;
+    match pushed_at {
+        Some(at) => ctx.store.promoted_at(&pipeline, env_name, &run.id, &run.version, at).await?,
+        None => ctx.store.promoted(&pipeline, env_name, &run.id, &run.version, false).await?,
+    }
     if outcome == "unchanged"
         && let Some(adopted) = adopt(ctx, env, &value).await?
     {
@@ -180,6 +191,35 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
         out["breakGlass"] = bg;
     }
     healthy(d, ctx, &value, commit, out).await
+}
+
+/// When this run's stage already stands on the environment's branch (sealed by promote, holding
+/// this run's value): its commit's time.
+async fn own_commit(ctx: &StageContext, env: &crate::model::Environment, env_name: &str) -> Result<Option<i64>, StageError> {
+    let value = ctx.deploy_value(env)?;
+    let (writer, key, dest) = (ctx.writer.clone(), ctx.store.key().clone(), Destination::of(env, &ctx.base_dir));
+    let (run, stage, pipeline, env_name) = (ctx.run.clone(), ctx.stage().name.value.clone(), ctx.plan.pipeline.name.value.clone(), env_name.to_string());
+    let found = tokio::task::spawn_blocking(move || {
+        let p = Promotion {
+            pipeline: &pipeline,
+            environment: &env_name,
+            run: &run.id,
+            stage: &stage,
+            version: &run.version,
+            value: &value,
+            approved_by: &[],
+            check: None,
+            seal: Some(&key),
+        };
+        writer.promoted_commit(&dest, &p)
+    })
+    .await
+    .map_err(|e| StageError::Transient(format!("the git writer stopped: {e}")))?;
+    match found {
+        Ok(found) => Ok(found.map(|(_, at)| at)),
+        Err(e) if e.is_transient() => Err(StageError::Transient(e.to_string())),
+        Err(e) => Err(StageError::Terminal(e.to_string())),
+    }
 }
 
 /// An environment found already at its version, where promote has never written or accepted a

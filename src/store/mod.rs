@@ -610,13 +610,23 @@ impl Store {
     /// Records that `run` promoted `version` into `environment` (or, with `rolled_back`, rolled
     /// that back); fenced as [`Store::transitions`].
     pub async fn promoted(&self, pipeline: &str, environment: &str, run: &str, version: &str, rolled_back: bool) -> Result<(), StoreError> {
+        self.promotion(pipeline, environment, run, version, rolled_back, crate::clock::now_ms()).await
+    }
+
+    /// Records a promotion that happened at `at` (a commit found on the branch after its driver
+    /// died, beneath a newer one): it takes its place in the order by that time.
+    pub async fn promoted_at(&self, pipeline: &str, environment: &str, run: &str, version: &str, at: i64) -> Result<(), StoreError> {
+        self.promotion(pipeline, environment, run, version, false, at).await
+    }
+
+    async fn promotion(&self, pipeline: &str, environment: &str, run: &str, version: &str, rolled_back: bool, at: i64) -> Result<(), StoreError> {
         let w = Write::Promoted {
             pipeline: pipeline.to_string(),
             environment: environment.to_string(),
             run: run.to_string(),
             version: version.to_string(),
             rolled_back,
-            at: crate::clock::now_ms(),
+            at,
             fence: self.fence(run),
         };
         self.fenced(run, w).await

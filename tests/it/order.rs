@@ -177,3 +177,42 @@ async fn with_semver_order_a_later_run_of_an_older_version_is_superseded() {
     assert_eq!(s.commits("qa"), ["promote checkout v1.9.8 to qa", "promote checkout v2.0.0 to qa"]);
     exec.store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_push_landed_before_its_driver_died_finds_its_commit_under_a_newer_one() {
+    let s = Setup::new("  qa:\n    deploy: {environment: qa}\n", "order: semver\n");
+    let exec = s.executor().await;
+    // A's driver pushed its promotion and died before recording it: the commit stands, sealed
+    // with the state's key, and the state knows nothing of it (the writer stands in for that push).
+    let older = s.start(&exec, "v1.9.9").await;
+    let (_, plan) = s.plan();
+    let env = plan.environment("qa").unwrap();
+    let dest = promote::git::Destination::of(env, s.dir.path());
+    let p = promote::git::Promotion {
+        pipeline: "checkout",
+        environment: "qa",
+        run: &older,
+        stage: "qa",
+        version: "v1.9.9",
+        value: "v1.9.9",
+        approved_by: &[],
+        check: None,
+        seal: Some(exec.store.key()),
+    };
+    exec.writer.promote(&dest, &p).unwrap();
+    // A newer version is promoted on top before A is taken over.
+    let newer = s.start(&exec, "v2.0.0").await;
+    assert_eq!(drive(&exec, &newer).await.run.state, RunState::Succeeded);
+    // A, resumed, finds its own commit: it promoted, it is not superseded, and nothing is written.
+    let sum = drive(&exec, &older).await;
+    assert_eq!(sum.run.state, RunState::Succeeded, "{:?}", sum.run.message);
+    let qa = sum.stages.iter().find(|x| x.name == "qa").unwrap();
+    assert_eq!(qa.output.as_ref().unwrap()["outcome"], "already-done", "{:?}", qa.output);
+    assert_eq!(s.commits("qa"), ["promote checkout v2.0.0 to qa", "promote checkout v1.9.9 to qa"]);
+    // Recorded at its commit's time: qa still holds the newer run's version, and a later run of
+    // an older version than that is superseded.
+    assert_eq!(exec.store.last_promotion("checkout", "qa").await.unwrap(), Some((newer.clone(), "v2.0.0".to_string())));
+    let between = s.start(&exec, "v1.9.10").await;
+    assert_eq!(drive(&exec, &between).await.run.state, RunState::Superseded);
+    exec.store.close().await;
+}

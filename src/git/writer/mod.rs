@@ -226,20 +226,6 @@ impl Writer {
         }
         let subject = format!("promote {} {} to {}", p.pipeline, p.version, p.environment);
         let trailers = vec![("Promote-Pipeline", p.pipeline), ("Promote-Run", p.run), ("Promote-Stage", p.stage), ("Promote-Version", p.version)];
-        let seal_of = |key: &Key, blob: Oid| {
-            let blob = blob.to_string();
-            key.mac(
-                "promotion",
-                &[
-                    Some(p.pipeline.as_bytes()),
-                    Some(p.run.as_bytes()),
-                    Some(p.stage.as_bytes()),
-                    Some(p.version.as_bytes()),
-                    Some(dest.file.as_bytes()),
-                    Some(blob.as_bytes()),
-                ],
-            )
-        };
         let mut first_seen: Option<Option<String>> = None;
         let mut warnings = Vec::new();
         self.write(dest, |repo, tip| {
@@ -247,13 +233,7 @@ impl Writer {
             // this value. Trailers alone are text anyone who can push can type.
             let found = match p.seal {
                 None => None,
-                Some(key) => self.find_in_history(repo, tip.id(), |c| {
-                    let m = c.message().unwrap_or("");
-                    m.contains(p.run)
-                        && trailer_values(m, "Promote-Run").contains(&p.run)
-                        && trailer_values(m, "Promote-Stage").contains(&p.stage)
-                        && self.sealed_file(repo, dest, c, |blob| seal_of(key, blob), Some(p.value))
-                })?,
+                Some(key) => self.find_in_history(repo, tip.id(), |c| self.is_own_promotion(repo, dest, p, key, c))?,
             };
             if let Some(commit) = found {
                 return Ok(Step::Done(Outcome::AlreadyDone { commit }));
@@ -280,7 +260,7 @@ impl Writer {
                 warnings = (check.0)(&input).map_err(GitError::Refused)?;
             }
             let written = Written { commit: Oid::ZERO_SHA1, old_value: edited.old_value, new_value: p.value.to_string(), undoes: None };
-            let seal = p.seal.map(|k| seal_of(k, blob_id(&edited.text)));
+            let seal = p.seal.map(|k| promotion_seal(k, dest, p, blob_id(&edited.text)));
             // The seal follows the version; the approvers stay last, as the commit format has them.
             let mut trailers = trailers.clone();
             trailers.extend(seal.as_deref().map(|s| ("Promote-Seal", s)));
@@ -291,6 +271,29 @@ impl Writer {
             r.warnings = std::mem::take(&mut warnings);
             r
         })
+    }
+
+    /// The commit promote sealed for `p`'s run and stage with `p`'s value, if it stands on the
+    /// branch, with its commit time (ms): a deploy whose driver died after the push and before
+    /// recording it finds its own promotion this way. Nothing without a seal key.
+    pub fn promoted_commit(&self, dest: &Destination, p: &Promotion<'_>) -> Result<Option<(Oid, i64)>, GitError> {
+        let Some(key) = p.seal else { return Ok(None) };
+        let (repo, lock) = self.open_cache(&dest.remote)?;
+        let _guard = self.lock(&repo, &lock)?;
+        let tip = self.fetch(&repo, dest)?;
+        let Some(id) = self.find_in_history(&repo, tip, |c| self.is_own_promotion(&repo, dest, p, key, c))? else { return Ok(None) };
+        let commit = repo.find_commit(id).map_err(|e| self.cache_err(&repo, e))?;
+        Ok(Some((id, commit.committer().when().seconds() * 1000)))
+    }
+
+    /// Whether `c` is the commit promote sealed for `p`'s run and stage, its file holding `p`'s
+    /// value. Trailers alone are text anyone who can push can type: the seal decides.
+    fn is_own_promotion(&self, repo: &Repository, dest: &Destination, p: &Promotion<'_>, key: &Key, c: &git2::Commit<'_>) -> bool {
+        let m = c.message().unwrap_or("");
+        m.contains(p.run)
+            && trailer_values(m, "Promote-Run").contains(&p.run)
+            && trailer_values(m, "Promote-Stage").contains(&p.stage)
+            && self.sealed_file(repo, dest, c, |blob| promotion_seal(key, dest, p, blob), Some(p.value))
     }
 
     /// Every YAML file of the branch's head, with the head's id (for policies judged before a
@@ -533,4 +536,20 @@ fn yaml_files(repo: &Repository, tree: &git2::Tree<'_>) -> Vec<(String, String)>
         git2::TreeWalkResult::Ok
     });
     out
+}
+
+/// The seal of a promotion commit: the run's stage, its version and the file's blob, under the key.
+fn promotion_seal(key: &Key, dest: &Destination, p: &Promotion<'_>, blob: Oid) -> String {
+    let blob = blob.to_string();
+    key.mac(
+        "promotion",
+        &[
+            Some(p.pipeline.as_bytes()),
+            Some(p.run.as_bytes()),
+            Some(p.stage.as_bytes()),
+            Some(p.version.as_bytes()),
+            Some(dest.file.as_bytes()),
+            Some(blob.as_bytes()),
+        ],
+    )
 }
