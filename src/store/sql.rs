@@ -731,7 +731,8 @@ async fn supersede(
     Ok(())
 }
 
-/// Appends an entry to the trail (`Head::append` links and hashes it; each backend's own).
+/// Appends an entry to the trail (`Head::insert` links and hashes it, and writes it now or with
+/// the transaction's other entries; each backend's own).
 #[allow(clippy::too_many_arguments)]
 async fn insert_event(
     conn: &mut $Conn,
@@ -743,20 +744,7 @@ async fn insert_event(
     actor: &str,
     detail: &str,
 ) -> Result<(), sqlx::Error> {
-    let (id, prev, hash) = head.append(run, stage, at, kind, actor, detail);
-    sqlx::query("INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-        .bind(id)
-        .bind(run)
-        .bind(stage)
-        .bind(at)
-        .bind(kind)
-        .bind(actor)
-        .bind(detail)
-        .bind(prev)
-        .bind(hash)
-        .execute(conn)
-        .await
-        .map(|_| ())
+    head.insert(conn, run, stage, at, kind, actor, detail).await
 }
     };
 }

@@ -266,6 +266,31 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pipeline, environment, metric, bucket)
     );
     CREATE INDEX stages_waiting ON stages (run_id) WHERE state = 'waiting';",
+    // 8: the chain checked per statement, not per row: a transaction's entries come in one INSERT,
+    // and the head row moves once for them all (a row trigger moved it per entry, and each later
+    // entry of the transaction walked every version of it made before). Every link is still
+    // checked, in id order, under the head's lock.
+    "DROP TRIGGER events_chained ON events;
+    CREATE OR REPLACE FUNCTION promote_events_chained() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE head RECORD; e RECORD; n BIGINT := 0;
+    BEGIN
+        SELECT id, hash INTO head FROM audit_head WHERE one = 1 FOR UPDATE;
+        FOR e IN SELECT id, prev_hash, hash FROM appended ORDER BY id LOOP
+            IF e.id <> head.id + 1 OR e.prev_hash <> head.hash THEN
+                RAISE EXCEPTION 'an audit entry must carry its place in the chain: only promote appends to the trail';
+            END IF;
+            head.id := e.id;
+            head.hash := e.hash;
+            n := n + 1;
+        END LOOP;
+        IF n > 0 THEN
+            UPDATE audit_head SET id = head.id, hash = head.hash WHERE one = 1;
+            -- Every replica's change feed listens (delivered at commit; one per transaction).
+            PERFORM pg_notify('promote_changes', '');
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_chained AFTER INSERT ON events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION promote_events_chained();",
 ];
 
 /// The schema whose migration makes the DORA tables and counts the history into them.

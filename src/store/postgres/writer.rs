@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::seal::Key;
 use crate::store::chain::entry_hash;
-use crate::store::{Claim, LockState, QueueStep, Queued, StageState, StageWrite, Write, Written, seals, texts};
+use crate::store::{Claim, LockState, QueueStep, Queued, StageState, Write, Written, seals, texts};
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 512;
@@ -86,27 +86,224 @@ fn lost(e: &sqlx::Error) -> bool {
     }
 }
 
-/// One transaction for every job, committed before anything is returned.
+/// One transaction for every job, committed before anything is returned. Consecutive
+/// transitions go together (their fences in one query, their stages in one statement), and the
+/// transaction's trail entries are inserted by one statement before the commit: the chain's head
+/// row moves once per transaction, however many entries it carries.
 async fn apply_all(conn: &mut PgConnection, jobs: &[Job], key: &Key) -> Result<Vec<Written>, sqlx::Error> {
     let mut tx = conn.begin().await?;
     let row = sqlx::query("SELECT id, hash FROM audit_head WHERE one = 1 FOR UPDATE").fetch_one(&mut *tx).await?;
-    let mut head = Head { id: row.get(0), hash: row.get(1), key: key.clone() };
+    let mut head = Head { id: row.get(0), hash: row.get(1), key: key.clone(), pending: Entries::default() };
     let mut out = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        out.push(apply(&mut tx, &job.write, &mut head).await?);
+    let mut at = 0;
+    while at < jobs.len() {
+        let n = jobs[at..].iter().take_while(|j| matches!(j.write, Write::Transitions { .. })).count();
+        if n > 0 {
+            out.extend(transitions(&mut tx, &jobs[at..at + n], &mut head).await?);
+            at += n;
+        } else {
+            out.push(apply_common(&mut tx, &jobs[at].write, &mut head).await?);
+            at += 1;
+        }
     }
+    head.flush(&mut tx).await?;
     tx.commit().await?;
     Ok(out)
 }
 
-/// A stage's UPDATE and its entry, one statement.
-const UPDATE_STAGE: &str = "WITH s AS (
-       UPDATE stages SET state = coalesce($1, state), attempt = coalesce($2, attempt), started_at = coalesce($3, started_at),
-         finished_at = CASE WHEN $4::BIGINT IS NOT NULL THEN $4 WHEN $1 = 'running' THEN NULL ELSE finished_at END,
-         message = CASE WHEN $5::TEXT IS NULL THEN message WHEN $5 = '' THEN NULL ELSE $5 END, output = coalesce($6, output),
-         seal = coalesce($7, seal)
-       WHERE run_id = $8 AND name = $9 RETURNING 1)
-     INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES ($10, $8, $9, $11, 'stage', 'promote', $12, $13, $14)";
+/// The stages' UPDATE, one row of arrays per stage: a `*_mode` says keep (0), set (1) or clear
+/// (2) where a transition can clear a column.
+const UPDATE_STAGES: &str = "UPDATE stages s SET state = coalesce(u.state, s.state), attempt = coalesce(u.attempt, s.attempt),
+       started_at = coalesce(u.started_at, s.started_at),
+       finished_at = CASE u.finished_mode WHEN 1 THEN u.finished_at WHEN 2 THEN NULL ELSE s.finished_at END,
+       message = CASE u.message_mode WHEN 1 THEN u.message WHEN 2 THEN NULL ELSE s.message END,
+       output = coalesce(u.output, s.output), seal = coalesce(u.seal, s.seal)
+     FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::SMALLINT[], $7::BIGINT[], $8::SMALLINT[], $9::TEXT[], $10::TEXT[], $11::TEXT[])
+       AS u(run_id, name, state, attempt, started_at, finished_mode, finished_at, message_mode, message, output, seal)
+     WHERE s.run_id = u.run_id AND s.name = u.name";
+
+/// A column a transition may keep, set or clear.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change<T> {
+    Keep,
+    Set(T),
+    Clear,
+}
+
+impl<T> Change<T> {
+    fn mode(&self) -> i16 {
+        match self {
+            Change::Keep => 0,
+            Change::Set(_) => 1,
+            Change::Clear => 2,
+        }
+    }
+
+    fn value(self) -> Option<T> {
+        match self {
+            Change::Set(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Every transition of one stage in the batch, folded in order into one row of the UPDATE.
+struct Folded {
+    run: String,
+    stage: String,
+    state: Option<&'static str>,
+    attempt: Option<i64>,
+    started_at: Option<i64>,
+    finished_at: Change<i64>,
+    message: Change<String>,
+    output: Option<String>,
+    seal: Option<String>,
+}
+
+impl Folded {
+    fn new(run: &str, stage: &str) -> Folded {
+        Folded {
+            run: run.to_string(),
+            stage: stage.to_string(),
+            state: None,
+            attempt: None,
+            started_at: None,
+            finished_at: Change::Keep,
+            message: Change::Keep,
+            output: None,
+            seal: None,
+        }
+    }
+
+    /// What `t` does on top of what came before it (the single statement's meaning, in order).
+    fn then(&mut self, t: &crate::store::Transition, seal: Option<String>) {
+        self.state = t.state.map(StageState::as_str).or(self.state);
+        self.attempt = t.attempt.or(self.attempt);
+        self.started_at = t.started_at.or(self.started_at);
+        self.finished_at = match (t.finished_at, t.state) {
+            (Some(f), _) => Change::Set(f),
+            (None, Some(StageState::Running)) => Change::Clear,
+            (None, _) => self.finished_at,
+        };
+        self.message = match t.message.as_deref() {
+            None => std::mem::replace(&mut self.message, Change::Keep),
+            Some("") => Change::Clear,
+            Some(m) => Change::Set(m.to_string()),
+        };
+        if let Some(o) = &t.output {
+            self.output = Some(o.to_string());
+        }
+        if seal.is_some() {
+            self.seal = seal;
+        }
+    }
+}
+
+/// Consecutive transition writes: each fenced one checked (one query for all), every stage's
+/// transitions folded into one row of one UPDATE, an entry each.
+async fn transitions(conn: &mut PgConnection, jobs: &[Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
+    let fenced: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| match &j.write {
+            Write::Transitions { run, fence: Some(_), .. } => Some(run.as_str()),
+            _ => None,
+        })
+        .collect();
+    // Whether each holder still drives its run and the run is running; the drivers' rows are
+    // locked until the commit, so a takeover waits for the writes it fences.
+    let driving: std::collections::HashSet<(String, String)> = if fenced.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_as("SELECT d.run_id, d.holder FROM drivers d JOIN runs r ON r.id = d.run_id WHERE d.run_id = ANY($1) AND r.state = 'running' FOR SHARE OF d")
+            .bind(&fenced)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let now = crate::clock::now_ms();
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut folded: Vec<Folded> = Vec::new();
+    let mut index: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    let mut dora: Vec<(&str, &str)> = Vec::new();
+    for job in jobs {
+        let Write::Transitions { run, items, fence } = &job.write else { unreachable!("only transitions are grouped") };
+        if let Some(holder) = fence
+            && !driving.contains(&(run.clone(), holder.clone()))
+        {
+            out.push(Written::Fenced);
+            continue;
+        }
+        for item in items {
+            let t = &item.transition;
+            head.push(run, Some(&item.stage), now, "stage", "promote", &item.event);
+            let seal = t.state.map(|s| seals::stage(&head.key, run, &item.stage, s.as_str()));
+            let i = *index.entry((run.as_str(), item.stage.as_str())).or_insert_with(|| {
+                folded.push(Folded::new(run, &item.stage));
+                folded.len() - 1
+            });
+            folded[i].then(t, seal);
+            // The DORA figures of a deployment it made or changed (counted once, at its last state).
+            if crate::store::dora::may_change(t) && !dora.contains(&(run.as_str(), item.stage.as_str())) {
+                dora.push((run.as_str(), item.stage.as_str()));
+            }
+        }
+        out.push(Written::Done);
+    }
+    if !folded.is_empty() {
+        let mut cols = StageColumns::default();
+        for f in folded {
+            cols.run.push(f.run);
+            cols.name.push(f.stage);
+            cols.state.push(f.state);
+            cols.attempt.push(f.attempt);
+            cols.started_at.push(f.started_at);
+            cols.finished_mode.push(f.finished_at.mode());
+            cols.finished_at.push(f.finished_at.value());
+            cols.message_mode.push(f.message.mode());
+            cols.message.push(f.message.value());
+            cols.output.push(f.output);
+            cols.seal.push(f.seal);
+        }
+        sqlx::query(UPDATE_STAGES)
+            .bind(cols.run)
+            .bind(cols.name)
+            .bind(cols.state)
+            .bind(cols.attempt)
+            .bind(cols.started_at)
+            .bind(cols.finished_mode)
+            .bind(cols.finished_at)
+            .bind(cols.message_mode)
+            .bind(cols.message)
+            .bind(cols.output)
+            .bind(cols.seal)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for (run, stage) in dora {
+        dora_stage(conn, run, stage).await?;
+    }
+    Ok(out)
+}
+
+/// The UPDATE's arrays, a row per stage.
+#[derive(Default)]
+struct StageColumns {
+    run: Vec<String>,
+    name: Vec<String>,
+    state: Vec<Option<&'static str>>,
+    attempt: Vec<Option<i64>>,
+    started_at: Vec<Option<i64>>,
+    finished_mode: Vec<i16>,
+    finished_at: Vec<Option<i64>>,
+    message_mode: Vec<i16>,
+    message: Vec<Option<String>>,
+    output: Vec<Option<String>>,
+    seal: Vec<Option<String>>,
+}
+
+crate::store::sql::common_writes!(PgConnection, " FOR UPDATE");
+crate::store::dora::dora_writes!(PgConnection);
 
 /// Whether `holder` still drives `run` and the run is running: what a fenced write needs. The
 /// driver's row is locked until the commit, so a takeover waits for the write it fences.
@@ -121,71 +318,77 @@ async fn drives(conn: &mut PgConnection, run: &str, holder: &str) -> Result<bool
     Ok(found.is_some())
 }
 
-async fn transition(conn: &mut PgConnection, run: &str, item: &StageWrite, head: &mut Head) -> Result<(), sqlx::Error> {
-    let now = crate::clock::now_ms();
-    let t = &item.transition;
-    let (id, prev, hash) = head.append(run, Some(&item.stage), now, "stage", "promote", &item.event);
-    let seal = t.state.map(|s| seals::stage(&head.key, run, &item.stage, s.as_str()));
-    sqlx::query(UPDATE_STAGE)
-        .bind(t.state.map(StageState::as_str))
-        .bind(t.attempt)
-        .bind(t.started_at)
-        .bind(t.finished_at)
-        .bind(t.message.as_deref())
-        .bind(t.output.as_ref().map(|o| o.to_string()))
-        .bind(seal)
-        .bind(run)
-        .bind(item.stage.as_str())
-        .bind(id)
-        .bind(now)
-        .bind(item.event.as_str())
-        .bind(prev)
-        .bind(hash)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// One write's statements, inside the open transaction.
-async fn apply(conn: &mut PgConnection, write: &Write, head: &mut Head) -> Result<Written, sqlx::Error> {
-    match write {
-        Write::Transitions { run, items, fence } => {
-            if let Some(holder) = fence
-                && !drives(conn, run, holder).await?
-            {
-                return Ok(Written::Fenced);
-            }
-            for item in items {
-                transition(conn, run, item, head).await?;
-                // The DORA figures of a deployment it made or changed.
-                if crate::store::dora::may_change(&item.transition) {
-                    dora_stage(conn, run, &item.stage).await?;
-                }
-            }
-            Ok(Written::Done)
-        }
-        other => apply_common(conn, other, head).await,
-    }
-}
-
-crate::store::sql::common_writes!(PgConnection, " FOR UPDATE");
-crate::store::dora::dora_writes!(PgConnection);
-
 /// The end of the chain inside the open transaction, read under the head row's lock and moved by
-/// every entry (the database's trigger moves the row with it and checks each link).
+/// every entry; the entries wait in `pending` until the transaction's end, when one statement
+/// inserts them all (the database's trigger checks each link and moves the head row once).
 pub(super) struct Head {
     pub(super) id: i64,
     pub(super) hash: String,
     pub(super) key: Key,
+    pending: Entries,
+}
+
+/// Entries appended in this transaction and not yet inserted, as the INSERT's arrays.
+#[derive(Default)]
+struct Entries {
+    id: Vec<i64>,
+    run: Vec<String>,
+    stage: Vec<Option<String>>,
+    at: Vec<i64>,
+    kind: Vec<String>,
+    actor: Vec<String>,
+    detail: Vec<String>,
+    prev: Vec<String>,
+    hash: Vec<String>,
 }
 
 impl Head {
-    /// The next entry's (id, previous hash, hash).
-    pub(super) fn append(&mut self, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> (i64, String, String) {
+    /// Links and hashes the next entry, to be inserted with the transaction's others.
+    fn push(&mut self, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) {
         let id = self.id + 1;
         let hash = entry_hash(&self.key, &self.hash, id, run, stage, at, kind, actor, detail);
         let prev = std::mem::replace(&mut self.hash, hash.clone());
         self.id = id;
-        (id, prev, hash)
+        let p = &mut self.pending;
+        p.id.push(id);
+        p.run.push(run.to_string());
+        p.stage.push(stage.map(str::to_string));
+        p.at.push(at);
+        p.kind.push(kind.to_string());
+        p.actor.push(actor.to_string());
+        p.detail.push(detail.to_string());
+        p.prev.push(prev);
+        p.hash.push(hash);
+    }
+
+    /// As [`Head::push`]; the connection is the SQLite backend's need, not this one's.
+    #[allow(clippy::too_many_arguments)]
+    async fn insert(&mut self, _conn: &mut PgConnection, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> Result<(), sqlx::Error> {
+        self.push(run, stage, at, kind, actor, detail);
+        Ok(())
+    }
+
+    /// Inserts the pending entries, in their order, by one statement.
+    async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if self.pending.id.is_empty() {
+            return Ok(());
+        }
+        let p = std::mem::take(&mut self.pending);
+        sqlx::query(
+            "INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[]) ORDER BY 1",
+        )
+        .bind(p.id)
+        .bind(p.run)
+        .bind(p.stage)
+        .bind(p.at)
+        .bind(p.kind)
+        .bind(p.actor)
+        .bind(p.detail)
+        .bind(p.prev)
+        .bind(p.hash)
+        .execute(conn)
+        .await
+        .map(|_| ())
     }
 }

@@ -214,6 +214,25 @@ impl Head {
         (id, prev, hash)
     }
 
+    /// Appends an entry and writes it.
+    #[allow(clippy::too_many_arguments)]
+    async fn insert(&mut self, conn: &mut SqliteConnection, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> Result<(), sqlx::Error> {
+        let (id, prev, hash) = self.append(run, stage, at, kind, actor, detail);
+        sqlx::query("INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(id)
+            .bind(run)
+            .bind(stage)
+            .bind(at)
+            .bind(kind)
+            .bind(actor)
+            .bind(detail)
+            .bind(prev)
+            .bind(hash)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    }
+
     async fn write(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
         if self.moved {
             sqlx::query("INSERT OR REPLACE INTO audit_head (one, id, hash) VALUES (1, ?, ?)").bind(self.id).bind(&self.hash).execute(conn).await?;
