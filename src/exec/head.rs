@@ -3,8 +3,8 @@
 //!
 //! Pushing it is off the run's path: a run's end asks for a push and goes on; one push per
 //! (state, repo) is in flight at a time, and runs ending meanwhile are covered by one more push
-//! of the newest head after it. Whoever exits ([`settle_heads`]: the CLI, the server on shutdown)
-//! waits for the pushes asked for.
+//! of the newest head a quarter second after it. Whoever exits ([`settle_heads`]: the CLI, the
+//! server on shutdown) waits for the pushes asked for.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +20,11 @@ struct Slot {
     running: bool,
     again: bool,
 }
+
+/// The pause between two pushes of one slot while runs keep ending: how far the head kept in
+/// Git may lag behind a busy trail (a push costs a fetch, a commit and a push: back to back they
+/// took a fifth of a busy server's CPU).
+const BACK_TO_BACK: std::time::Duration = std::time::Duration::from_millis(250);
 
 static SLOTS: LazyLock<Mutex<HashMap<String, Slot>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 static TASKS: LazyLock<Mutex<Vec<tokio::task::JoinHandle<()>>>> = LazyLock::new(|| Mutex::new(Vec::new()));
@@ -63,13 +68,18 @@ impl Executor {
         let task = tokio::spawn(async move {
             loop {
                 push_head(&store, &writer, &remote).await;
-                let mut slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-                let s = slots.entry(slot.clone()).or_default();
-                if std::mem::take(&mut s.again) {
-                    continue;
+                let again = {
+                    let mut slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+                    let s = slots.entry(slot.clone()).or_default();
+                    let again = std::mem::take(&mut s.again);
+                    s.running = again;
+                    again
+                };
+                if !again {
+                    return;
                 }
-                s.running = false;
-                return;
+                // Runs ending back to back: the next push covers those ending meanwhile too.
+                tokio::time::sleep(BACK_TO_BACK).await;
             }
         });
         TASKS.lock().unwrap_or_else(|e| e.into_inner()).push(task);

@@ -214,12 +214,14 @@ async fn transitions(conn: &mut PgConnection, jobs: &[Job], head: &mut Head) -> 
     let driving: std::collections::HashSet<(String, String)> = if fenced.is_empty() {
         Default::default()
     } else {
-        sqlx::query_as("SELECT d.run_id, d.holder FROM drivers d JOIN runs r ON r.id = d.run_id WHERE d.run_id = ANY($1) AND r.state = 'running' FOR SHARE OF d")
-            .bind(&fenced)
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .collect()
+        sqlx::query_as(
+            "SELECT d.run_id, d.holder FROM drivers d JOIN runs r ON r.id = d.run_id WHERE d.run_id = ANY($1) AND r.state = 'running' FOR SHARE OF d",
+        )
+        .bind(&fenced)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
     };
     let now = crate::clock::now_ms();
     let mut out = Vec::with_capacity(jobs.len());
@@ -363,7 +365,16 @@ impl Head {
 
     /// As [`Head::push`]; the connection is the SQLite backend's need, not this one's.
     #[allow(clippy::too_many_arguments)]
-    async fn insert(&mut self, _conn: &mut PgConnection, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> Result<(), sqlx::Error> {
+    async fn insert(
+        &mut self,
+        _conn: &mut PgConnection,
+        run: &str,
+        stage: Option<&str>,
+        at: i64,
+        kind: &str,
+        actor: &str,
+        detail: &str,
+    ) -> Result<(), sqlx::Error> {
         self.push(run, stage, at, kind, actor, detail);
         Ok(())
     }

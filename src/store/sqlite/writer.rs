@@ -216,7 +216,16 @@ impl Head {
 
     /// Appends an entry and writes it.
     #[allow(clippy::too_many_arguments)]
-    async fn insert(&mut self, conn: &mut SqliteConnection, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> Result<(), sqlx::Error> {
+    async fn insert(
+        &mut self,
+        conn: &mut SqliteConnection,
+        run: &str,
+        stage: Option<&str>,
+        at: i64,
+        kind: &str,
+        actor: &str,
+        detail: &str,
+    ) -> Result<(), sqlx::Error> {
         let (id, prev, hash) = self.append(run, stage, at, kind, actor, detail);
         sqlx::query("INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(id)
