@@ -80,19 +80,26 @@ async fn apply_all(conn: &mut SqliteConnection, jobs: &[Job], key: &Key) -> Resu
 async fn apply_in_transaction(conn: &mut SqliteConnection, jobs: &[Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
     let mut out = Vec::with_capacity(jobs.len());
     let mut items: Vec<(&str, &StageWrite)> = Vec::new();
-    for job in jobs {
+    // Who drives the runs of the fenced transitions from here to the next other write: read by
+    // one query for them all (any other write may move a lease or end a run: read again after).
+    let mut driving: Option<std::collections::HashSet<(String, String)>> = None;
+    for (i, job) in jobs.iter().enumerate() {
         match &job.write {
             Write::Transitions { run, items: mine, fence } => {
-                if let Some(holder) = fence
-                    && !drives(conn, run, holder).await?
-                {
-                    out.push(Written::Fenced);
-                    continue;
+                if let Some(holder) = fence {
+                    if driving.is_none() {
+                        driving = Some(drivers_of(conn, &jobs[i..]).await?);
+                    }
+                    if !driving.as_ref().is_some_and(|d| d.contains(&(run.clone(), holder.clone()))) {
+                        out.push(Written::Fenced);
+                        continue;
+                    }
                 }
                 items.extend(mine.iter().map(|i| (run.as_str(), i)));
                 out.push(Written::Done);
             }
             other => {
+                driving = None;
                 // A change of driver or a run's end comes after the transitions before it (so a
                 // transition checked against its lease is written before the lease moves).
                 if matches!(other, Write::Drive { .. } | Write::FinishRun { .. }) && !items.is_empty() {
@@ -107,6 +114,27 @@ async fn apply_in_transaction(conn: &mut SqliteConnection, jobs: &[Job], head: &
         update_stages(conn, &items, head).await?;
     }
     Ok(out)
+}
+
+/// (run, holder) for each running run of the fenced transitions at the head of `jobs` (up to the
+/// first other write), by one query.
+async fn drivers_of(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<std::collections::HashSet<(String, String)>, sqlx::Error> {
+    let runs: Vec<&str> = jobs
+        .iter()
+        .map_while(|j| match &j.write {
+            Write::Transitions { run, fence, .. } => Some(fence.as_ref().map(|_| run.as_str())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let runs = serde_json::to_string(&runs).expect("strings serialize");
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT d.run_id, d.holder FROM drivers d JOIN runs r ON r.id = d.run_id WHERE d.run_id IN (SELECT value FROM json_each(?)) AND r.state = 'running'",
+    )
+    .bind(runs)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Whether `holder` still drives `run` and the run is running: what a fenced write needs.
