@@ -2,12 +2,13 @@
 //! SQLite (3.24 or later) reads as well (`$N` placeholders, `ON CONFLICT ... DO`, `TRUE`), and
 //! the one difference, PostgreSQL's row locks (`FOR UPDATE`), is a parameter. What a backend keeps
 //! to itself is what truly differs: how the trail's head is read, locked and moved
-//! (`insert_event`, `Head`), how stage transitions are sent (SQLite: many statements a call), the
+//! (`Head`; `Head::insert` writes an entry at once on SQLite, with the transaction's others on
+//! PostgreSQL), how stage transitions are sent (SQLite: many statements a call), the
 //! fencing read's `FOR SHARE`, and how other processes' writes are seen.
 //!
 //! The macro expands, in each backend's writer module, to `apply_common(conn, write, head)`: every
 //! [`Write`](super::Write) but [`Write::Transitions`](super::Write::Transitions). Names it calls
-//! (`insert_event`, `drives`, `supersede`, `super::read_watch`, `super::read_drift`) are the
+//! (`Head::insert`, `drives`, `supersede`, `super::read_watch`, `super::read_drift`) are the
 //! backend's own, with the same signatures.
 
 /// Running runs whose driver's lease lapsed before `$1` (or that have none), oldest first, at
@@ -138,7 +139,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 }
                 q.execute(&mut *conn).await?;
             }
-            insert_event(conn, head, &run.id, None, run.created_at, "trigger", &run.triggered_by, &texts::run_started(run)).await?;
+            head.insert(conn, &run.id, None, run.created_at, "trigger", &run.triggered_by, &texts::run_started(run)).await?;
             Ok(Written::Done)
         }
         Write::FinishRun { run, fence, state, message, at } => {
@@ -157,7 +158,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             sqlx::query("DELETE FROM env_locks WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
             sqlx::query("DELETE FROM env_queue WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
             sqlx::query("DELETE FROM drivers WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
-            insert_event(conn, head, run, None, *at, "run", "promote", &texts::run_finished(*state, message.as_deref())).await?;
+            head.insert(conn, run, None, *at, "run", "promote", &texts::run_finished(*state, message.as_deref())).await?;
             Ok(Written::Done)
         }
         Write::Decide { run, stage, user, approve, comment, kind, at, via } => {
@@ -178,7 +179,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 return Ok(Written::Duplicate(None));
             }
             let detail = texts::vouched(texts::decided(kind, *approve, user, comment.as_deref()), via.as_deref());
-            insert_event(conn, head, run, Some(stage), *at, kind, user, &detail).await?;
+            head.insert(conn, run, Some(stage), *at, kind, user, &detail).await?;
             Ok(Written::Done)
         }
         Write::Exempt { run, pipeline, template, user, reason, at, via } => {
@@ -202,7 +203,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             .bind(seals::exemption(&head.key, pipeline, template, user, reason, *at))
             .execute(&mut *conn)
             .await?;
-            insert_event(conn, head, run, None, *at, "log-exemption", user, &texts::vouched(texts::exempted(template, user, reason), via.as_deref())).await?;
+            head.insert(conn, run, None, *at, "log-exemption", user, &texts::vouched(texts::exempted(template, user, reason), via.as_deref())).await?;
             Ok(Written::Done)
         }
         Write::RecordDrift { drift: d } => {
@@ -239,7 +240,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 return Ok(Written::Duplicate(first));
             }
             let detail = texts::drift_recorded(d);
-            insert_event(conn, head, "-", None, d.at, "drift", "promote", &detail).await?;
+            head.insert(conn, "-", None, d.at, "drift", "promote", &detail).await?;
             Ok(Written::Done)
         }
         Write::DecideDrift { id, from, state, user, reason, at, via } => {
@@ -261,7 +262,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .execute(&mut *conn)
                 .await?;
             let detail = texts::vouched(texts::drift_decided(&pipeline, id, &environment, state, user, reason.as_deref()), via.as_deref());
-            insert_event(conn, head, "-", None, *at, "drift-decision", user, &detail).await?;
+            head.insert(conn, "-", None, *at, "drift-decision", user, &detail).await?;
             Ok(Written::Done)
         }
         Write::RecordViolation { violation: v } => {
@@ -297,7 +298,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                     .await?;
                 return Ok(Written::Duplicate(first));
             }
-            insert_event(conn, head, "-", None, v.at, "compliance", "promote", &texts::violation_recorded(v)).await?;
+            head.insert(conn, "-", None, v.at, "compliance", "promote", &texts::violation_recorded(v)).await?;
             Ok(Written::Done)
         }
         Write::DecideViolation { id, from, state, user, reason, until, revert_to, at, via } => {
@@ -327,7 +328,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .execute(&mut *conn)
                 .await?;
             let detail = texts::vouched(texts::violation_decided(&v.pipeline, id, &v.environment, state.as_str(), user, *until, reason.as_deref()), via.as_deref());
-            insert_event(conn, head, "-", None, *at, "compliance-decision", user, &detail).await?;
+            head.insert(conn, "-", None, *at, "compliance-decision", user, &detail).await?;
             Ok(Written::Done)
         }
         Write::BeginWatch { watch: w } => {
@@ -381,7 +382,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             let by = format!("the promotion of {} by run {}", w.version, w.run);
             supersede(conn, head, &w.pipeline, &w.environment, &by, Some(&w.id), w.started_at).await?;
             let detail = texts::watch_begun(&w);
-            insert_event(conn, head, &w.run, Some(&w.stage), w.started_at, "watch", "promote", &detail).await?;
+            head.insert(conn, &w.run, Some(&w.stage), w.started_at, "watch", "promote", &detail).await?;
             Ok(Written::Done)
         }
         Write::SupersedeWatches { pipeline, environment, by, except, at } => {
@@ -434,10 +435,10 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .await?;
             if *reverted {
                 sqlx::query("UPDATE runs SET state = 'reverted', message = $1 WHERE id = $2").bind(message).bind(&w.run).execute(&mut *conn).await?;
-                insert_event(conn, head, &w.run, None, *at, "run", "promote", &format!("run reverted: {message}")).await?;
+                head.insert(conn, &w.run, None, *at, "run", "promote", &format!("run reverted: {message}")).await?;
             }
             let detail = texts::watch_ended(&w, state, message);
-            insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch", "promote", &detail).await?;
+            head.insert(conn, &w.run, Some(&w.stage), *at, "watch", "promote", &detail).await?;
             Ok(Written::Done)
         }
         Write::ClearWatch { id, user, reason, at, via } => {
@@ -456,7 +457,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .execute(&mut *conn)
                 .await?;
             let detail = texts::vouched(texts::watch_cleared(&w, user, reason), via.as_deref());
-            insert_event(conn, head, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
+            head.insert(conn, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
             Ok(Written::Done)
         }
         Write::Lock { environment, pipeline, run, supersede, at, expires_at } => {
@@ -480,7 +481,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                     .bind(older)
                     .execute(&mut *conn)
                     .await?;
-                insert_event(conn, head, older, None, *at, "superseded", "promote", &texts::superseded_in_queue(environment, run)).await?;
+                head.insert(conn, older, None, *at, "superseded", "promote", &texts::superseded_in_queue(environment, run)).await?;
             }
             if step.queued {
                 sqlx::query(
@@ -498,7 +499,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 sqlx::query("DELETE FROM env_queue WHERE environment = $1 AND run_id = $2").bind(environment).bind(run).execute(&mut *conn).await?;
             }
             if let Some((holder, until)) = &step.took_over {
-                insert_event(conn, head, run, None, *at, "lock-takeover", "promote", &texts::lock_taken_over(environment, holder, *until)).await?;
+                head.insert(conn, run, None, *at, "lock-takeover", "promote", &texts::lock_taken_over(environment, holder, *until)).await?;
             }
             if step.state == LockState::Taken {
                 sqlx::query(
@@ -522,7 +523,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .await?
                 .rows_affected();
             if gone == 1 {
-                insert_event(conn, head, run, Some(stage), *at, "release", "promote", &texts::released(environment)).await?;
+                head.insert(conn, run, Some(stage), *at, "release", "promote", &texts::released(environment)).await?;
             }
             Ok(Written::Done)
         }
@@ -558,7 +559,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 Claim::Held(other, until) => return Ok(Written::Holder(Some((other, until)))),
                 Claim::Take(Some((other, until))) => {
                     let detail = texts::driver_taken_over(&other, until);
-                    insert_event(conn, head, run, None, *at, "driver-takeover", "promote", &detail).await?;
+                    head.insert(conn, run, None, *at, "driver-takeover", "promote", &detail).await?;
                 }
                 Claim::Take(None) => {}
             }
@@ -635,7 +636,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             .bind(x.expires_at)
             .execute(&mut *conn)
             .await?;
-            insert_event(conn, head, "-", None, x.created_at, "sign-in", &x.login, &x.detail).await?;
+            head.insert(conn, "-", None, x.created_at, "sign-in", &x.login, &x.detail).await?;
             Ok(Written::Done)
         }
         Write::SeenSession { id_hash, at } => {
@@ -651,7 +652,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .await?
                 .rows_affected();
             if ended > 0 {
-                insert_event(conn, head, "-", None, *at, kind, by, detail).await?;
+                head.insert(conn, "-", None, *at, kind, by, detail).await?;
             }
             Ok(Written::Renewed(ended > 0))
         }
@@ -670,12 +671,12 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             .rows_affected()
                 == 1;
             if taken {
-                insert_event(conn, head, run, Some(stage), *at, kind, "promote", detail).await?;
+                head.insert(conn, run, Some(stage), *at, kind, "promote", detail).await?;
             }
             Ok(Written::Renewed(taken))
         }
         Write::Audit { run, stage, kind, actor, detail, at } => {
-            insert_event(conn, head, run, stage.as_deref(), *at, kind, actor, detail).await?;
+            head.insert(conn, run, stage.as_deref(), *at, kind, actor, detail).await?;
             // A rollback by hand that committed: the deployment it undid failed (the DORA figures).
             if run == "-"
                 && kind == "rollback"
@@ -726,26 +727,11 @@ async fn supersede(
             .bind(&id)
             .execute(&mut *conn)
             .await?;
-        insert_event(conn, head, &w.run, Some(&w.stage), at, "watch", "promote", &detail).await?;
+        head.insert(conn, &w.run, Some(&w.stage), at, "watch", "promote", &detail).await?;
     }
     Ok(())
 }
 
-/// Appends an entry to the trail (`Head::insert` links and hashes it, and writes it now or with
-/// the transaction's other entries; each backend's own).
-#[allow(clippy::too_many_arguments)]
-async fn insert_event(
-    conn: &mut $Conn,
-    head: &mut Head,
-    run: &str,
-    stage: Option<&str>,
-    at: i64,
-    kind: &str,
-    actor: &str,
-    detail: &str,
-) -> Result<(), sqlx::Error> {
-    head.insert(conn, run, stage, at, kind, actor, detail).await
-}
     };
 }
 pub(crate) use common_writes;

@@ -123,7 +123,6 @@ const UPDATE_STAGES: &str = "UPDATE stages s SET state = coalesce(u.state, s.sta
      WHERE s.run_id = u.run_id AND s.name = u.name";
 
 /// A column a transition may keep, set or clear.
-#[derive(Clone, Copy, PartialEq, Eq)]
 enum Change<T> {
     Keep,
     Set(T),
@@ -180,16 +179,16 @@ impl Folded {
         self.state = t.state.map(StageState::as_str).or(self.state);
         self.attempt = t.attempt.or(self.attempt);
         self.started_at = t.started_at.or(self.started_at);
-        self.finished_at = match (t.finished_at, t.state) {
-            (Some(f), _) => Change::Set(f),
-            (None, Some(StageState::Running)) => Change::Clear,
-            (None, _) => self.finished_at,
-        };
-        self.message = match t.message.as_deref() {
-            None => std::mem::replace(&mut self.message, Change::Keep),
-            Some("") => Change::Clear,
-            Some(m) => Change::Set(m.to_string()),
-        };
+        match (t.finished_at, t.state) {
+            (Some(f), _) => self.finished_at = Change::Set(f),
+            (None, Some(StageState::Running)) => self.finished_at = Change::Clear,
+            (None, _) => {}
+        }
+        match t.message.as_deref() {
+            None => {}
+            Some("") => self.message = Change::Clear,
+            Some(m) => self.message = Change::Set(m.to_string()),
+        }
         if let Some(o) = &t.output {
             self.output = Some(o.to_string());
         }
