@@ -22,7 +22,6 @@ use crate::clock::{humanize, now_ms};
 use crate::diag::Diagnostics;
 use crate::git::{Destination, Outcome, RollbackRequest, RollbackTarget, Writer};
 use crate::governance::notify::{Note, Notifier};
-use crate::model::StageKind;
 use crate::plan::Plan;
 use crate::stages::{self, StageContext, StageError, Step};
 use crate::store::{RunRecord, RunState, StageState, StageWrite, Store, StoreError, Transition};
@@ -348,7 +347,7 @@ impl Executor {
             let metrics = self.metrics.clone();
             let waiting = std::sync::Mutex::new(std::collections::HashSet::new());
             let approvals: std::collections::HashSet<String> =
-                plan.pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.clone()).collect();
+                plan.pipeline.stages.iter().filter(|s| s.kind.is_sign_off()).map(|s| s.name.value.clone()).collect();
             Arc::new(move |mut p: Progress| {
                 // What the caller shows passes the same redaction as what is stored.
                 crate::redact::string(&mut p.message);
@@ -509,10 +508,10 @@ impl Executor {
             let stage = &plan.pipeline.stages[i];
             match result {
                 Ok(output) => {
-                    if let StageKind::Deploy(d) = &stage.kind
-                        && matches!(output["outcome"].as_str(), Some("committed" | "merged"))
+                    if let Some(d) = stages::deployed(&stage.kind, &output)
+                        && d.outcome.landed_now()
                     {
-                        self.metrics.promoted(&d.environment.value);
+                        self.metrics.promoted(&d.environment);
                     }
                     pending.push(Write::end(i, StageState::Succeeded, stages::describe(&stage.kind, &output), Some(output)));
                     state[i] = StageState::Succeeded;
@@ -607,13 +606,13 @@ impl Executor {
         let mut deploys: Vec<Committed> = Vec::new();
         for (i, s) in self.store.stages(&run.id).await?.into_iter().enumerate() {
             // A deploy that committed and then failed its health check is reverted too.
-            if let (StageKind::Deploy(_), StageState::Succeeded | StageState::Failed, Some(out)) = (&plan.pipeline.stages[i].kind, s.state, &s.output)
-                && out["outcome"] != "unchanged"
-                && let Some(commit) = out["commit"].as_str()
+            if let (StageState::Succeeded | StageState::Failed, Some(out)) = (s.state, &s.output)
+                && let Some(out) = stages::deployed(&plan.pipeline.stages[i].kind, out)
+                && out.outcome.holds_commit()
+                && let Some(commit) = out.commit
             {
                 let failed = (s.state == StageState::Failed).then(|| s.message.clone().unwrap_or_default());
-                let promoted = out["newValue"].as_str().map(String::from);
-                deploys.push((s.finished_at.unwrap_or(0), i, commit.to_string(), failed, promoted));
+                deploys.push((s.finished_at.unwrap_or(0), i, commit, failed, Some(out.new_value)));
             }
         }
         deploys.sort_by(|a, b| b.cmp(a));

@@ -22,8 +22,9 @@ use crate::analysis::Phase;
 use crate::clock::{humanize, now_ms};
 use crate::git::{Destination, GitError, Outcome, RollbackRequest, RollbackTarget};
 use crate::governance::notify::{Note, Notifier};
-use crate::model::{StageKind, Watch};
+use crate::model::Watch;
 use crate::plan::Plan;
+use crate::stages::DeployOutput;
 use crate::stages::{self, StageError};
 use crate::store::{RunRecord, RunState, StageState, Transition, WatchFilter, WatchRecord};
 
@@ -91,14 +92,11 @@ impl Executor {
         let records = self.store.stages(&run.id).await?;
         let now = now_ms();
         for (i, s) in plan.pipeline.stages.iter().enumerate() {
-            let (StageKind::Deploy(d), Some(env)) = (&s.kind, plan.deploy_environment(i)) else { continue };
+            let (Some(d), Some(env)) = (s.kind.promotes(), plan.deploy_environment(i)) else { continue };
             let Some(spec) = d.watch_in(env) else { continue };
             let Some(r) = records.iter().find(|r| r.name == s.name.value && r.state == StageState::Succeeded) else { continue };
-            let Some(out) = &r.output else { continue };
-            let (Some(commit), Some(value)) = (out["commit"].as_str(), out["newValue"].as_str()) else { continue };
-            if !matches!(out["outcome"].as_str(), Some("committed" | "already-done" | "merged")) {
-                continue;
-            }
+            let Some(out) = DeployOutput::of(r.output.as_ref()).filter(|o| o.outcome.holds_commit()) else { continue };
+            let (Some(commit), value) = (out.commit.as_deref(), out.new_value.as_str()) else { continue };
             // A `files` source: the lines appended from now on are the release's.
             let marks = match spec.logs.as_ref().map(|l| stages::logs::marks(l, base_dir)) {
                 Some(Ok(m)) => m.map(|m| m.to_json()),
@@ -109,7 +107,7 @@ impl Executor {
                 None => None,
             };
             let interval = spec.interval.0.as_millis() as i64;
-            let deployed_at = out["committedAt"].as_i64().or(r.finished_at).unwrap_or(now);
+            let deployed_at = out.committed_at.or(r.finished_at).unwrap_or(now);
             let ends_at = now + spec.duration.0.as_millis() as i64;
             let w = WatchRecord {
                 id: format!("w-{}", ulid::Ulid::new()),
@@ -121,7 +119,7 @@ impl Executor {
                 commit: commit.to_string(),
                 value: value.to_string(),
                 deployed_at,
-                previous: out["oldValue"].as_str().map(String::from),
+                previous: out.old_value.clone(),
                 started_at: now,
                 ends_at,
                 interval_ms: interval,
@@ -246,7 +244,7 @@ impl Executor {
         let Some(index) = plan.pipeline.stages.iter().position(|s| s.name.value == w.stage) else {
             return Ok(Err(format!("run {} has no stage `{}`", run.id, w.stage)));
         };
-        let StageKind::Deploy(d) = &plan.pipeline.stages[index].kind else { return Ok(Err(format!("`{}` is not a deploy", w.stage))) };
+        let Some(d) = plan.pipeline.stages[index].kind.promotes() else { return Ok(Err(format!("`{}` is not a deploy", w.stage))) };
         let Some(env) = plan.deploy_environment(index) else { return Ok(Err(format!("`{}` deploys to no environment of its pipeline", w.stage))) };
         let Some(spec) = d.watch_in(env).cloned() else { return Ok(Err(format!("`{}` has no watch", w.stage))) };
         let base_dir = Path::new(&run.file).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
@@ -437,15 +435,15 @@ impl Executor {
     async fn last_compliant(&self, w: &WatchRecord) -> Result<Option<(String, String, String)>, ExecError> {
         let mut candidates: Vec<(i64, String, String, String, String)> = Vec::new();
         for row in self.store.stages_where(Some("deploy"), Some(StageState::Succeeded)).await? {
-            let Some(out) = &row.stage.output else { continue };
-            if row.pipeline != w.pipeline || row.run == w.run || out["environment"] != w.environment.as_str() {
+            let Some(out) = DeployOutput::of(row.stage.output.as_ref()) else { continue };
+            if row.pipeline != w.pipeline || row.run == w.run || out.environment != w.environment {
                 continue;
             }
-            let (Some(commit), Some(value)) = (out["commit"].as_str(), out["newValue"].as_str()) else { continue };
-            if value == w.value || !matches!(out["outcome"].as_str(), Some("committed" | "already-done" | "merged")) {
+            let (Some(commit), value) = (out.commit.as_deref(), out.new_value.as_str()) else { continue };
+            if value == w.value || !out.outcome.holds_commit() {
                 continue;
             }
-            let at = out["committedAt"].as_i64().or(row.stage.finished_at).unwrap_or(row.run_created_at);
+            let at = out.committed_at.or(row.stage.finished_at).unwrap_or(row.run_created_at);
             if at < w.started_at {
                 candidates.push((at, row.run.clone(), row.stage.name.clone(), commit.to_string(), row.version.clone()));
             }

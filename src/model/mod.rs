@@ -58,6 +58,64 @@ pub trait Kind: serde::de::DeserializeOwned {
     const SHAPE: (&'static str, &'static str) = ("[\"", "\"]");
     /// A few words on what this stage does, for graphs (`deploy → qa`, `wait 10m`).
     fn summary(&self) -> String;
+    /// A person's sign-off: the stages after it are gated by it, and the promotions it gates
+    /// name who approved it (`Approved-By`).
+    const SIGN_OFF: bool = false;
+    /// Guards what comes after it against a bad release by a rule or a person (a sign-off, a
+    /// policy): a production deploy with one upstream is gated.
+    const GATES: bool = Self::SIGN_OFF;
+    /// The promotion a stage of this kind writes into an environment (a deploy's settings).
+    fn promotes(&self) -> Option<&DeployStage> {
+        None
+    }
+    /// The policies a stage of this kind judges (a policy stage's settings): what compliance and
+    /// drift judge an environment by.
+    fn policies(&self) -> Option<&PolicyStage> {
+        None
+    }
+    /// Who decides a stage of this kind by hand, and when (`None`: nobody, ever).
+    fn decided_by(&self) -> Option<DecidedBy<'_>> {
+        None
+    }
+}
+
+/// Who decides a stage by hand ([`Kind::decided_by`]).
+#[derive(Debug, Clone, Copy)]
+pub enum DecidedBy<'a> {
+    /// A sign-off, always: its approvers, quorum, deadline and words.
+    SignOff(&'a ApprovalStage),
+    /// A verdict, only while it waits because it was inconclusive: one of these people (anyone
+    /// signed in when none is listed), never the run's own trigger.
+    Inconclusive(&'a [Spanned<String>]),
+}
+
+impl DecidedBy<'_> {
+    /// The rules a decision is held to, as an approval's.
+    pub fn rules(&self) -> std::borrow::Cow<'_, ApprovalStage> {
+        match *self {
+            DecidedBy::SignOff(a) => std::borrow::Cow::Borrowed(a),
+            DecidedBy::Inconclusive(people) => {
+                let anyone = vec![Spanned::new(Default::default(), "group:*".to_string())];
+                std::borrow::Cow::Owned(ApprovalStage::of(if people.is_empty() { anyone } else { people.to_vec() }))
+            }
+        }
+    }
+}
+
+impl ApprovalStage {
+    /// One approval by any of `approvers`, not the run's trigger, with no deadline.
+    pub fn of(approvers: Vec<Spanned<String>>) -> ApprovalStage {
+        ApprovalStage {
+            approvers,
+            min_approvals: Spanned::new(Default::default(), 1),
+            timeout: None,
+            allow_self_approval: false,
+            message: None,
+            remind_every: None,
+            escalate_after: None,
+            escalate_to: Vec::new(),
+        }
+    }
 }
 
 macro_rules! stage_kind_enum {
@@ -86,6 +144,31 @@ macro_rules! stage_kind_enum {
             /// How graphs draw it (Mermaid brackets).
             pub fn shape(&self) -> (&'static str, &'static str) {
                 match self { $(StageKind::$variant(_) => <$ty as Kind>::SHAPE,)* }
+            }
+
+            /// Whether it is a person's sign-off ([`Kind::SIGN_OFF`]).
+            pub fn is_sign_off(&self) -> bool {
+                match self { $(StageKind::$variant(_) => <$ty as Kind>::SIGN_OFF,)* }
+            }
+
+            /// Whether it gates what comes after it ([`Kind::GATES`]).
+            pub fn gates(&self) -> bool {
+                match self { $(StageKind::$variant(_) => <$ty as Kind>::GATES,)* }
+            }
+
+            /// The promotion it writes ([`Kind::promotes`]).
+            pub fn promotes(&self) -> Option<&DeployStage> {
+                match self { $(StageKind::$variant(k) => k.promotes(),)* }
+            }
+
+            /// Who decides it by hand ([`Kind::decided_by`]).
+            pub fn decided_by(&self) -> Option<DecidedBy<'_>> {
+                match self { $(StageKind::$variant(k) => k.decided_by(),)* }
+            }
+
+            /// The policies it judges ([`Kind::policies`]).
+            pub fn policies(&self) -> Option<&PolicyStage> {
+                match self { $(StageKind::$variant(k) => k.policies(),)* }
             }
 
             /// Reads the body of a stage of kind `name` (one of [`STAGE_KINDS`]).
@@ -451,12 +534,18 @@ impl Kind for DeployStage {
     fn summary(&self) -> String {
         format!("deploy → {}", self.environment.value)
     }
+    fn promotes(&self) -> Option<&DeployStage> {
+        Some(self)
+    }
 }
 
 impl Kind for MetricsStage {
     const NAME: &'static str = "metrics";
     fn summary(&self) -> String {
         format!("metrics ({})", plural(self.checks.len(), "check"))
+    }
+    fn decided_by(&self) -> Option<DecidedBy<'_>> {
+        Some(DecidedBy::Inconclusive(&self.approvers))
     }
 }
 
@@ -473,6 +562,10 @@ impl Kind for PolicyStage {
     fn summary(&self) -> String {
         format!("policy ({})", plural(self.policies.len(), "source"))
     }
+    const GATES: bool = true;
+    fn policies(&self) -> Option<&PolicyStage> {
+        Some(self)
+    }
 }
 
 impl Kind for ApprovalStage {
@@ -480,6 +573,10 @@ impl Kind for ApprovalStage {
     const SHAPE: (&'static str, &'static str) = ("{{\"", "\"}}");
     fn summary(&self) -> String {
         format!("approval ({} needed)", self.min_approvals.value)
+    }
+    const SIGN_OFF: bool = true;
+    fn decided_by(&self) -> Option<DecidedBy<'_>> {
+        Some(DecidedBy::SignOff(self))
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::OpsError;
 use super::access::Caller;
 use crate::git::{Destination, Outcome, RevertFor, Writer};
-use crate::model::{DriftAction, Environment, Pipeline, StageKind};
+use crate::model::{DriftAction, Environment, Pipeline};
 use crate::plan::Plan;
 use crate::providers::policy::PolicySet;
 use crate::store::{Denials, Store, ViolationDecision, ViolationFilter, ViolationRecord, ViolationState};
@@ -111,7 +111,7 @@ impl Sweep {
 }
 
 fn policy_stages(p: &Pipeline) -> Vec<&crate::model::PolicyStage> {
-    p.stages.iter().filter_map(|s| if let StageKind::Policy(p) = &s.kind { Some(p) } else { None }).collect()
+    p.stages.iter().filter_map(|s| s.kind.policies()).collect()
 }
 
 /// The input document of a compliance judgement (docs/policy.md, `phase: "compliance"`).

@@ -4,7 +4,7 @@
 use super::OpsError;
 use super::access::Caller;
 use crate::diag::did_you_mean;
-use crate::model::{ApprovalStage, Spanned, StageKind};
+use crate::model::{ApprovalStage, DecidedBy};
 use crate::stages::{ApprovalCheck, check_approver};
 use crate::store::{RunState, StageState, Store};
 
@@ -163,13 +163,13 @@ fn judge(
 ) -> Result<(), OpsError> {
     let run_id = &run.id;
     let Some(s) = pipeline.stages.iter().find(|s| s.name.value == stage) else {
-        let names = pipeline.stages.iter().filter(|s| matches!(s.kind, StageKind::Approval(_))).map(|s| s.name.value.as_str());
+        let names = pipeline.stages.iter().filter(|s| s.kind.is_sign_off()).map(|s| s.name.value.as_str());
         return Err(OpsError::Refused(format!("run {run_id} has no stage `{stage}`{}", did_you_mean(stage, names))));
     };
     let current = records.iter().find(|r| r.name == stage).map(|r| r.state).unwrap_or(StageState::Pending);
     let deciders;
-    let a = match (&s.kind, mode) {
-        (StageKind::Deploy(d), Mode::BreakGlass) => {
+    let a = match (mode, s.kind.promotes(), s.kind.decided_by()) {
+        (Mode::BreakGlass, Some(d), _) => {
             let env = pipeline.environments.iter().find(|e| e.name.value == d.environment.value);
             let Some(f) = env.and_then(|e| e.spec.freeze.as_ref()) else {
                 return Err(OpsError::Refused(format!("environment `{}` has no freeze windows: there is no glass to break", d.environment.value)));
@@ -177,33 +177,25 @@ fn judge(
             if f.break_glass.is_empty() {
                 return Err(OpsError::Refused(format!("environment `{}` names nobody under `freeze.breakGlass`", d.environment.value)));
             }
-            deciders = ApprovalStage {
-                approvers: f.break_glass.clone(),
-                min_approvals: Spanned::new(Default::default(), 1),
-                timeout: None,
-                allow_self_approval: false,
-                message: None,
-                remind_every: None,
-                escalate_after: None,
-                escalate_to: Vec::new(),
-            };
+            deciders = ApprovalStage::of(f.break_glass.clone());
             &deciders
         }
-        (other, Mode::BreakGlass) => {
-            return Err(OpsError::Refused(format!("stage `{stage}` is a {} stage: break-glass overrides the freeze of a deploy", other.name())));
+        (Mode::BreakGlass, None, _) => {
+            return Err(OpsError::Refused(format!("stage `{stage}` is a {} stage: break-glass overrides the freeze of a deploy", s.kind.name())));
         }
-        (StageKind::Approval(a), _) => a,
+        (_, _, Some(DecidedBy::SignOff(a))) => a,
         // An inconclusive analysis waits for a person, with the same checks.
-        (StageKind::Metrics(m), _) if current == StageState::Waiting => {
-            deciders = crate::stages::deciders(m);
+        (_, _, Some(by @ DecidedBy::Inconclusive(_))) if current == StageState::Waiting => {
+            deciders = by.rules().into_owned();
             &deciders
         }
-        (StageKind::Metrics(_), _) => {
+        (_, _, Some(DecidedBy::Inconclusive(_))) => {
             return Err(OpsError::Refused(format!(
-                "stage `{stage}` is a metrics stage that is {current}: only an inconclusive analysis (waiting) is decided by a person"
+                "stage `{stage}` is a {} stage that is {current}: only an inconclusive analysis (waiting) is decided by a person",
+                s.kind.name()
             )));
         }
-        (other, _) => return Err(OpsError::Refused(format!("stage `{stage}` is a {} stage, not an approval", other.name()))),
+        (_, _, None) => return Err(OpsError::Refused(format!("stage `{stage}` is a {} stage, not an approval", s.kind.name()))),
     };
     if current.is_final() {
         return Err(OpsError::Refused(format!("stage `{stage}` is already {current}")));
@@ -213,7 +205,7 @@ fn judge(
         ApprovalCheck::NotAnApprover(m) | ApprovalCheck::SelfApproval(m) => return Err(OpsError::Forbidden(m)),
     }
     // A person approves what they have seen: not before the stages an approval needs succeeded.
-    if matches!(s.kind, StageKind::Approval(_)) {
+    if s.kind.is_sign_off() {
         let unfinished: Vec<String> = s
             .needs
             .iter()

@@ -148,8 +148,7 @@ pub async fn check(
 /// What the pipeline's policies deny of a drifted state (every policy stage's set, over the
 /// manifests of the drifted head; input `phase: "drift"`, `environment`, `drift`).
 async fn judge(writer: &std::sync::Arc<crate::git::Writer>, plan: &Plan, base: &Path, dest: &Destination, d: &DriftRecord) -> Result<Vec<String>, String> {
-    let stages: Vec<crate::model::PolicyStage> =
-        plan.pipeline.stages.iter().filter_map(|s| if let crate::model::StageKind::Policy(p) = &s.kind { Some(p.clone()) } else { None }).collect();
+    let stages: Vec<crate::model::PolicyStage> = plan.pipeline.stages.iter().filter_map(|s| s.kind.policies().cloned()).collect();
     if stages.is_empty() {
         return Ok(Vec::new());
     }

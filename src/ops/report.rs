@@ -180,22 +180,21 @@ pub async fn report(store: &Store, writer: &Arc<Writer>, run: &str, window: Dura
     let base: PathBuf = Path::new(&run.file).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let mut changes = Vec::new();
     for s in stages.iter().filter(|s| s.kind == "deploy") {
-        let Some(out) = &s.output else { continue };
-        let Some(environment) = out["environment"].as_str() else { continue };
-        let commit = out["commit"].as_str().map(String::from);
+        let Some(out) = crate::stages::DeployOutput::of(s.output.as_ref()) else { continue };
+        let commit = out.commit;
         let mut diff = String::new();
-        if let (Some(c), Some(env)) = (&commit, plan.as_ref().and_then(|p| p.environment(environment))) {
+        if let (Some(c), Some(env)) = (&commit, plan.as_ref().and_then(|p| p.environment(&out.environment))) {
             let (w, dest, c) = (writer.clone(), Destination::of(env, &base), c.clone());
             if let Ok(Ok(d)) = tokio::task::spawn_blocking(move || w.commit_diff(&dest, &c)).await {
                 diff = crate::redact::text(&d).into_owned();
             }
         }
         changes.push(EnvChange {
-            environment: environment.to_string(),
+            environment: out.environment,
             stage: s.name.clone(),
             state: s.state,
-            from: out["oldValue"].as_str().map(String::from),
-            to: out["newValue"].as_str().map(String::from),
+            from: out.old_value,
+            to: Some(out.new_value),
             commit,
             diff,
         });

@@ -42,8 +42,8 @@ pub async fn may_clear_watch(
         .stages
         .iter()
         .find(|s| s.name.value == w.stage)
-        .and_then(|s| match (&s.kind, env) {
-            (crate::model::StageKind::Deploy(d), Some(env)) => d.watch_in(env).map(|x| x.approvers.clone()),
+        .and_then(|s| match (s.kind.promotes(), env) {
+            (Some(d), Some(env)) => d.watch_in(env).map(|x| x.approvers.clone()),
             _ => None,
         })
         .unwrap_or_default();

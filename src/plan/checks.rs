@@ -153,7 +153,7 @@ pub fn environments(p: &Pipeline, diags: &mut Diagnostics) {
     }
     let mut deployed: HashMap<&str, &Spanned<String>> = HashMap::new();
     for stage in &p.stages {
-        let StageKind::Deploy(d) = &stage.kind else {
+        let Some(d) = stage.kind.promotes() else {
             continue;
         };
         let env = &d.environment;
@@ -260,7 +260,7 @@ pub fn expressions(p: &Pipeline, diags: &mut Diagnostics) {
             jobs.push((cond, "if", IF_VARIABLES));
         }
         jobs.extend(kind_expressions(&stage.kind));
-        if let StageKind::Deploy(d) = &stage.kind
+        if let Some(d) = stage.kind.promotes()
             && let Some(m) = d.watch.as_ref().and_then(|w| w.metrics.as_ref())
         {
             jobs.extend(m.expressions());
@@ -547,7 +547,7 @@ pub fn watches(p: &Pipeline, diags: &mut Diagnostics) {
         }
     }
     for s in &p.stages {
-        if let StageKind::Deploy(d) = &s.kind
+        if let Some(d) = s.kind.promotes()
             && let Some(w) = &d.watch
         {
             all.push((format!("the watch of stage `{}`", s.name.value), s.kind_pos, w));
@@ -676,7 +676,7 @@ fn looks_like_production(name: &str) -> bool {
 /// before it.
 pub fn production_gates(p: &Pipeline, graph: &DiGraph<usize, ()>, diags: &mut Diagnostics) {
     for (i, stage) in p.stages.iter().enumerate() {
-        let StageKind::Deploy(d) = &stage.kind else {
+        let Some(d) = stage.kind.promotes() else {
             continue;
         };
         if !looks_like_production(&d.environment.value) {
@@ -689,7 +689,7 @@ pub fn production_gates(p: &Pipeline, graph: &DiGraph<usize, ()>, diags: &mut Di
             for n in graph.neighbors_directed(node(cur), Direction::Incoming) {
                 let j = n.index();
                 if seen.insert(j) {
-                    if matches!(p.stages[j].kind, StageKind::Approval(_) | StageKind::Policy(_)) {
+                    if p.stages[j].kind.gates() {
                         gated = true;
                         break;
                     }

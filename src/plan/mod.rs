@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Diagnostics, plural};
-use crate::model::{Environment, Pipeline, StageKind};
+use crate::model::{Environment, Pipeline};
 
 pub use render::{Format, render};
 
@@ -78,7 +78,7 @@ impl Plan {
     /// walk up from `i`, whatever the number of approvals).
     pub fn gating_approvals(&self, i: usize) -> Vec<usize> {
         let up = self.upstream_of(i);
-        (0..self.pipeline.stages.len()).filter(|&a| up[a] && matches!(self.pipeline.stages[a].kind, StageKind::Approval(_))).collect()
+        (0..self.pipeline.stages.len()).filter(|&a| up[a] && self.pipeline.stages[a].kind.is_sign_off()).collect()
     }
 }
 
@@ -112,14 +112,7 @@ pub fn plan(pipeline: Pipeline, diags: &mut Diagnostics) -> Option<Plan> {
     }
     let (waves, wave_of) = waves(&graph);
     let environment_ids: HashMap<String, usize> = pipeline.environments.iter().enumerate().map(|(i, e)| (e.name.value.clone(), i)).collect();
-    let deploys = pipeline
-        .stages
-        .iter()
-        .map(|s| match &s.kind {
-            StageKind::Deploy(d) => environment_ids.get(&d.environment.value).copied(),
-            _ => None,
-        })
-        .collect();
+    let deploys = pipeline.stages.iter().map(|s| s.kind.promotes().and_then(|d| environment_ids.get(&d.environment.value).copied())).collect();
     Some(Plan { pipeline, graph, waves, wave_of, needs, environment_ids, deploys })
 }
 

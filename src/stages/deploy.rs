@@ -1,10 +1,116 @@
 //! `deploy`: takes the environment (one promotion at a time), then writes the promotion commit
 //! through the git writer. Idempotent: a resumed deploy finds its own commit.
 
+use serde::{Deserialize, Serialize};
+
 use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::git::{Destination, Outcome, Promotion};
 use crate::model::DeployStage;
 use crate::store::LockState;
+
+/// What a deploy leaves as its output: stored with the stage as JSON (camelCase, the form the API,
+/// the pages and policies' `input.stages` show) and read back by the watch, the pages, the report
+/// and the DORA figures through [`DeployOutput::of`]. The one contract for a deploy's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployOutput {
+    /// The environment deployed to.
+    pub environment: String,
+    /// What the deploy did.
+    pub outcome: DeployOutcome,
+    /// The promotion commit (none when the environment already held the value).
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The value the environment held before (a commit written now).
+    #[serde(default)]
+    pub old_value: Option<String>,
+    /// The value the environment holds now.
+    pub new_value: String,
+    /// Pushes tried (a push that lost a race is tried again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// The head adopted as the environment's approved state (first run, found at its version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<String>,
+    /// When the commit landed, in ms (where DORA's lead time ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<i64>,
+    /// The policies' warnings on the commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_warnings: Vec<String>,
+    /// Who broke the glass of a frozen environment for this deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlass>,
+    /// The request the promotion was merged through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<super::pull_request::Shown>,
+    /// The commit written on the request's branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_commit: Option<String>,
+    /// What the health checks saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSeen>,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeployOutcome {
+    /// Wrote and pushed the promotion commit.
+    Committed,
+    /// Found its own commit (a resumed deploy).
+    AlreadyDone,
+    /// The environment already held the value: nothing written.
+    Unchanged,
+    /// The promotion was merged through a pull request.
+    Merged,
+}
+
+impl DeployOutcome {
+    /// A commit of this deploy landed now (pushed or merged): a deployment for DORA.
+    pub fn landed_now(self) -> bool {
+        matches!(self, Self::Committed | Self::Merged)
+    }
+
+    /// The environment holds a commit of this deploy (landed now or found from before).
+    pub fn holds_commit(self) -> bool {
+        self != Self::Unchanged
+    }
+}
+
+/// A freeze overridden for one deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlass {
+    /// Who broke the glass.
+    pub user: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The freeze window overridden.
+    pub window: String,
+}
+
+/// What the health checks saw: each check healthy, or why the deploy is not healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HealthSeen {
+    /// Every check, as it was seen healthy.
+    Healthy(Vec<String>),
+    /// Why it is not healthy.
+    Unhealthy(String),
+}
+
+impl DeployOutput {
+    /// A stored stage output read as a deploy's (`None` for another kind's, or none).
+    pub fn of(output: Option<&serde_json::Value>) -> Option<Self> {
+        output.and_then(|o| Self::deserialize(o).ok())
+    }
+
+    /// As stored.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a deploy output is plain data")
+    }
+}
 
 /// Promotes the run's version into the stage's environment: waits while another run holds the
 /// environment (woken when that run ends) or while it is frozen (woken by a break-glass, or at
@@ -161,36 +267,40 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
         };
         return merged(r, number, d, ctx, env_name, &value, &pipeline, break_glass, on_branch).await;
     }
-    let (outcome, commit, old) = match &report.outcome {
-        Outcome::Committed(w) => ("committed", Some(w.commit.to_string()), w.old_value.clone()),
-        Outcome::AlreadyDone { commit } => ("already-done", Some(commit.to_string()), None),
-        Outcome::Unchanged { .. } => ("unchanged", None, None),
+    let (outcome, commit, old_value) = match &report.outcome {
+        Outcome::Committed(w) => (DeployOutcome::Committed, Some(w.commit.to_string()), w.old_value.clone()),
+        Outcome::AlreadyDone { commit } => (DeployOutcome::AlreadyDone, Some(commit.to_string()), None),
+        Outcome::Unchanged { .. } => (DeployOutcome::Unchanged, None, None),
     };
-    let mut out = serde_json::json!({
-        "environment": env_name, "outcome": outcome, "commit": commit, "oldValue": old, "newValue": value, "attempts": report.attempts,
-    });
+    let mut out = DeployOutput {
+        environment: env_name.clone(),
+        outcome,
+        commit,
+        old_value,
+        new_value: value.clone(),
+        attempts: Some(report.attempts),
+        adopted: None,
+        committed_at: None,
+        policy_warnings: report.warnings.clone(),
+        break_glass,
+        pull_request: None,
+        branch_commit: None,
+        health: None,
+    };
     match pushed_at {
         Some(at) => ctx.store.promoted_at(&pipeline, env_name, &run.id, &run.version, at).await?,
         None => ctx.store.promoted(&pipeline, env_name, &run.id, &run.version, false).await?,
     }
-    if outcome == "unchanged"
-        && let Some(adopted) = adopt(ctx, env, &value).await?
-    {
-        out["adopted"] = serde_json::json!(adopted);
+    if outcome == DeployOutcome::Unchanged {
+        out.adopted = adopt(ctx, env, &value).await?;
     }
-    if outcome == "committed" {
+    if outcome == DeployOutcome::Committed {
         // Where DORA's lead time ends (the stage's own end may come later, after health).
-        out["committedAt"] = serde_json::json!(crate::clock::now_ms());
+        out.committed_at = Some(crate::clock::now_ms());
         // What watched the release before this one watches no more.
         ctx.store.supersede_watches(&pipeline, env_name, &format!("the promotion of {} by run {}", run.version, run.id)).await?;
     }
-    if !report.warnings.is_empty() {
-        out["policyWarnings"] = serde_json::json!(report.warnings);
-    }
-    if let Some(bg) = break_glass {
-        out["breakGlass"] = bg;
-    }
-    healthy(d, ctx, &value, commit, out).await
+    healthy(d, ctx, out).await
 }
 
 /// When this run's stage already stands on the environment's branch (sealed by promote, holding
@@ -261,8 +371,9 @@ async fn adopt(ctx: &StageContext, env: &crate::model::Environment, value: &str)
     Ok(ctx.store.record_drift(drift).await?.is_none().then_some(scan.head))
 }
 
-/// Waits for the deploy's health checks (if any) on `commit`, then the stage is done with `out`.
-async fn healthy(d: &DeployStage, ctx: &StageContext, value: &str, commit: Option<String>, mut out: serde_json::Value) -> Result<Step, StageError> {
+/// Waits for the deploy's health checks (if any) on its commit, then the stage is done with `out`.
+async fn healthy(d: &DeployStage, ctx: &StageContext, mut out: DeployOutput) -> Result<Step, StageError> {
+    let (commit, value) = (out.commit.clone(), out.new_value.clone());
     let variables = ctx.variables_for(&d.environment.value);
     let vars = |n: &str| variables.get(n).map(String::as_str);
     if let Some(h) = &d.health {
@@ -272,19 +383,17 @@ async fn healthy(d: &DeployStage, ctx: &StageContext, value: &str, commit: Optio
             }
             None => None,
         };
-        match wait_healthy(h, ctx, commit.as_deref(), value, url).await {
-            Ok(seen) => out["health"] = serde_json::json!(seen),
+        match wait_healthy(h, ctx, commit.as_deref(), &value, url).await {
+            Ok(seen) => out.health = Some(HealthSeen::Healthy(seen)),
             Err(why) => {
                 // The commit stays (a rollback reverts it); the evidence says what was seen.
-                out["health"] = serde_json::json!(why);
-                return Err(StageError::Verdict {
-                    message: format!("committed {}, but not healthy: {why}", commit.as_deref().map_or("nothing", |c| &c[..c.len().min(10)])),
-                    evidence: out,
-                });
+                let message = format!("committed {}, but not healthy: {why}", commit.as_deref().map_or("nothing", |c| &c[..c.len().min(10)]));
+                out.health = Some(HealthSeen::Unhealthy(why));
+                return Err(StageError::Verdict { message, evidence: out.to_value() });
             }
         }
     }
-    Ok(Step::Done(out))
+    Ok(Step::Done(out.to_value()))
 }
 
 /// A deploy through request `number`: waits until it is merged, then the merge commit is the
@@ -298,7 +407,7 @@ async fn merged(
     env_name: &str,
     value: &str,
     pipeline: &str,
-    break_glass: Option<serde_json::Value>,
+    break_glass: Option<BreakGlass>,
     on_branch: Option<String>,
 ) -> Result<Step, StageError> {
     let (sha, shown) = match r.follow(ctx, number).await? {
@@ -310,14 +419,22 @@ async fn merged(
     ctx.store.audit(&ctx.run.id, Some(&stage), "pull-request", "promote", &format!("#{number} merged into `{}` as {sha}", r.base)).await?;
     ctx.store.supersede_watches(pipeline, env_name, &format!("the promotion of {} by run {}", ctx.run.version, ctx.run.id)).await?;
     ctx.store.promoted(pipeline, env_name, &ctx.run.id, &ctx.run.version, false).await?;
-    let mut out = serde_json::json!({
-        "environment": env_name, "outcome": "merged", "commit": sha, "newValue": value, "pullRequest": shown, "branchCommit": on_branch,
-        "committedAt": crate::clock::now_ms(),
-    });
-    if let Some(bg) = break_glass {
-        out["breakGlass"] = bg;
-    }
-    healthy(d, ctx, value, Some(sha), out).await
+    let out = DeployOutput {
+        environment: env_name.to_string(),
+        outcome: DeployOutcome::Merged,
+        commit: Some(sha),
+        old_value: None,
+        new_value: value.to_string(),
+        attempts: None,
+        adopted: None,
+        committed_at: Some(crate::clock::now_ms()),
+        policy_warnings: Vec::new(),
+        break_glass,
+        pull_request: Some(shown),
+        branch_commit: on_branch,
+        health: None,
+    };
+    healthy(d, ctx, out).await
 }
 
 /// Why a held version is not promoted, and what clears it.
@@ -335,7 +452,7 @@ pub fn held(w: &crate::store::WatchRecord) -> String {
 /// Whether a frozen environment lets the deploy through.
 enum Gate {
     /// Not frozen, or the glass was broken (who, why, which window).
-    Open(Option<serde_json::Value>),
+    Open(Option<BreakGlass>),
     /// Frozen: wait for a break-glass or the window's end.
     Frozen(Wait),
 }
@@ -354,7 +471,7 @@ async fn freeze_gate(f: &crate::model::Freeze, ctx: &StageContext, env: &str) ->
     let stage = ctx.stage().name.value.clone();
     let Some(frozen) = windows.active(crate::clock::now()) else { return Ok(Gate::Open(None)) };
     if let Some(d) = ctx.store.decisions(&ctx.run.id, &stage).await?.into_iter().find(|d| d.approve) {
-        return Ok(Gate::Open(Some(serde_json::json!({"user": d.user, "reason": d.comment, "window": frozen.name}))));
+        return Ok(Gate::Open(Some(BreakGlass { user: d.user, reason: d.comment, window: frozen.name.clone() })));
     }
     let why = format!(
         "`{env}` is frozen ({}) until {}; `promote break-glass {} {stage} --as USER --reason TEXT` overrides it",
@@ -443,21 +560,24 @@ impl super::Run for crate::model::DeployStage {
     fn run<'a>(&'a self, ctx: &'a StageContext) -> impl std::future::Future<Output = Result<Step, StageError>> + Send + 'a {
         run(self, ctx)
     }
+    fn deployed(&self, output: &serde_json::Value) -> Option<DeployOutput> {
+        DeployOutput::of(Some(output))
+    }
     fn describe(&self, output: &serde_json::Value) -> String {
-        let env = output["environment"].as_str().unwrap_or("");
-        let value = output["newValue"].as_str().unwrap_or("");
-        let line = match (output["outcome"].as_str(), output["commit"].as_str()) {
-            (Some("committed"), Some(c)) => format!("{env} -> {value} in {}", super::short(c)),
-            (Some("already-done"), Some(c)) => format!("{env}: already promoted in {}", super::short(c)),
-            (Some("merged"), Some(c)) => {
-                let pr = output["pullRequest"]["number"].as_u64().map(|n| format!(" (request #{n})")).unwrap_or_default();
+        let Some(o) = DeployOutput::of(Some(output)) else { return String::new() };
+        let (env, value) = (&o.environment, &o.new_value);
+        let line = match (o.outcome, o.commit.as_deref()) {
+            (DeployOutcome::Committed, Some(c)) => format!("{env} -> {value} in {}", super::short(c)),
+            (DeployOutcome::AlreadyDone, Some(c)) => format!("{env}: already promoted in {}", super::short(c)),
+            (DeployOutcome::Merged, Some(c)) => {
+                let pr = o.pull_request.as_ref().map(|p| format!(" (request #{})", p.number)).unwrap_or_default();
                 format!("{env} -> {value} in {}, merged{pr}", super::short(c))
             }
             _ => format!("{env} already at {value}"),
         };
-        let warnings = output["policyWarnings"].as_array().map_or(0, Vec::len);
+        let warnings = o.policy_warnings.len();
         let warned = if warnings > 0 { format!(" ({} from policy)", crate::diag::plural(warnings, "warning")) } else { String::new() };
-        let glass = output["breakGlass"]["user"].as_str().map(|u| format!("; freeze overridden by {u}")).unwrap_or_default();
+        let glass = o.break_glass.map(|b| format!("; freeze overridden by {}", b.user)).unwrap_or_default();
         format!("{line}{warned}{glass}")
     }
 }

@@ -169,7 +169,7 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
     let deployed_at = ctx.deployed_at().await?;
     let vars = ctx.variables_with_previous().await?;
     // The baseline reads the previous version's lines where a query names `${version}`.
-    let previous = ctx.last_deploy().await?.and_then(|(_, out)| out["oldValue"].as_str().map(String::from));
+    let previous = ctx.last_deploy().await?.and_then(|(_, out)| out.and_then(|o| o.old_value));
     // Files: the window opens at the stage's start; the others read after the deploy.
     let marks = marks(l, &ctx.base_dir)?;
     let opens = if marks.is_some() { ctx.started_at } else { deployed_at };

@@ -12,7 +12,7 @@ use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::analysis::kayenta::{self, Class, Classification, CompareSettings, Scored};
 use crate::analysis::{Conditions, Limits, Phase, Tally, fmt_f64};
 use crate::clock::now_ms;
-use crate::model::{ApprovalStage, MetricCheck, MetricsStage, Spanned};
+use crate::model::{MetricCheck, MetricsStage};
 use crate::providers::{AnyProvider, MetricProvider};
 
 /// One check's outcome.
@@ -311,7 +311,7 @@ fn judge(m: &MetricsStage, results: Vec<CheckResult>) -> (Phase, String, serde_j
 
 /// Inconclusive: waits for a person to approve (the stage succeeds) or reject (it fails).
 async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: String, mut evidence: serde_json::Value) -> Result<Step, StageError> {
-    let who = deciders(m);
+    let who = crate::model::DecidedBy::Inconclusive(&m.approvers).rules().into_owned();
     let decisions = ctx.store.decisions(&ctx.run.id, stage).await?;
     let users = ctx.people()?;
     let allowed = |u: &str| super::approval::counts(&who, ctx, users.as_ref(), u);
@@ -325,22 +325,6 @@ async fn decide(m: &MetricsStage, ctx: &StageContext, stage: &str, summary: Stri
     }
     let why = format!("inconclusive, a person decides: promote approve {} {stage} --as USER (or promote reject ... --reason) | {summary}", ctx.run.id);
     Ok(Step::Wait(Wait { why, wake: Wake::Decision, until: None, notify: None }))
-}
-
-/// Who may decide an inconclusive analysis, as an approval stage (so that `promote approve`
-/// checks people the same way).
-pub fn deciders(m: &MetricsStage) -> ApprovalStage {
-    let anyone = vec![Spanned::new(Default::default(), "group:*".to_string())];
-    ApprovalStage {
-        approvers: if m.approvers.is_empty() { anyone } else { m.approvers.clone() },
-        min_approvals: Spanned::new(Default::default(), 1),
-        timeout: None,
-        allow_self_approval: false,
-        message: None,
-        remind_every: None,
-        escalate_after: None,
-        escalate_to: Vec::new(),
-    }
 }
 
 impl super::Run for crate::model::MetricsStage {

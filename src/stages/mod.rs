@@ -3,6 +3,7 @@
 
 mod approval;
 mod deploy;
+pub use deploy::{BreakGlass, DeployOutcome, DeployOutput, HealthSeen};
 pub mod logs;
 pub mod metrics;
 pub mod policies;
@@ -23,7 +24,6 @@ use crate::store::{RunRecord, StageState, Store, Transition};
 
 pub use approval::{ApprovalCheck, check_approver};
 pub use deploy::held;
-pub use metrics::deciders;
 
 /// Why a stage attempt failed, and so whether another attempt may help: the engine retries a
 /// [`Transient`](StageError::Transient) failure (if `retry` allows) and never any other.
@@ -214,24 +214,25 @@ impl StageContext {
     /// before the latest upstream deploy (absent when it had none, or the deploy changed nothing).
     pub async fn variables_with_previous(&self) -> Result<crate::providers::Vars, StageError> {
         let mut v = self.variables();
-        if let Some(previous) = self.last_deploy().await?.and_then(|(_, out)| out["oldValue"].as_str().map(String::from)) {
+        if let Some(previous) = self.last_deploy().await?.and_then(|(_, out)| out.and_then(|o| o.old_value)) {
             v.insert("previousVersion", previous);
         }
         Ok(v)
     }
 
     /// The latest upstream deploy that finished: (its end in Unix ms, its output).
-    pub async fn last_deploy(&self) -> Result<Option<(i64, serde_json::Value)>, StageError> {
+    pub async fn last_deploy(&self) -> Result<Option<(i64, Option<deploy::DeployOutput>)>, StageError> {
         let records = self.store.stages(&self.run.id).await?;
-        let mut last: Option<(i64, serde_json::Value)> = None;
-        for (i, s) in self.plan.pipeline.stages.iter().enumerate() {
-            if matches!(s.kind, StageKind::Deploy(_))
+        let mut last: Option<(i64, Option<deploy::DeployOutput>)> = None;
+        for i in 0..self.plan.pipeline.stages.len() {
+            let s = &self.plan.pipeline.stages[i];
+            if self.plan.deploy_environment(i).is_some()
                 && self.plan.is_upstream(i, self.index)
                 && let Some(r) = records.iter().find(|r| r.name == s.name.value)
                 && let Some(end) = r.finished_at
                 && last.as_ref().is_none_or(|(t, _)| end > *t)
             {
-                last = Some((end, r.output.clone().unwrap_or_default()));
+                last = Some((end, deploy::DeployOutput::of(r.output.as_ref())));
             }
         }
         Ok(last)
@@ -346,6 +347,12 @@ pub trait Run: Sync {
         String::new()
     }
 
+    /// The promotion a stage of this kind wrote, read from its output (a deploy's; `None` for
+    /// every kind that never writes to an environment).
+    fn deployed(&self, _output: &serde_json::Value) -> Option<deploy::DeployOutput> {
+        None
+    }
+
     /// Whether the kind judges the environment it is about (a deploy, the evidence read from it):
     /// the run holds that environment until every stage that judges it is done. People's
     /// sign-offs and waits do not judge: other runs may use the environment meanwhile.
@@ -372,6 +379,11 @@ macro_rules! run_dispatch {
         /// One line on what a stage of this kind did, from its output.
         pub fn describe(kind: &StageKind, output: &serde_json::Value) -> String {
             match kind { $(StageKind::$variant(k) => k.describe(output),)* }
+        }
+
+        /// The promotion a stage of this kind wrote, from its output ([`Run::deployed`]).
+        pub fn deployed(kind: &StageKind, output: &serde_json::Value) -> Option<deploy::DeployOutput> {
+            match kind { $(StageKind::$variant(k) => k.deployed(output),)* }
         }
     };
 }

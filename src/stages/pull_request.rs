@@ -5,8 +5,6 @@
 //! promotion) or closed (the stage fails); a pull-request webhook to `promote serve` wakes it
 //! at once.
 
-use serde_json::{Value, json};
-
 use super::{StageContext, StageError, Wait, Wake};
 use crate::model::{PrMerge, PullRequest};
 use crate::providers::pullrequest::{Host, Merge, PrState, PullRequests};
@@ -35,10 +33,23 @@ pub fn request_key(repo: &str, number: u64) -> String {
     format!("{}#{number}", repo.to_lowercase())
 }
 
+/// A request as a deploy's output shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shown {
+    /// `github`, `gitlab` or `gitea`.
+    pub host: String,
+    /// Its number on the host.
+    pub number: u64,
+    /// Its page.
+    pub url: String,
+    /// The branch it merges.
+    pub branch: String,
+}
+
 /// Where a request stands for the deploy.
 pub enum Follow {
     /// Merged: the merge commit, and what to show of the request.
-    Merged(String, Value),
+    Merged(String, Shown),
     /// Not yet: wait.
     Wait(Wait),
 }
@@ -140,7 +151,7 @@ impl Request {
     pub async fn follow(&self, ctx: &StageContext, number: u64) -> Result<Follow, StageError> {
         let host_err = |e: crate::providers::pullrequest::PrError| StageError::Transient(e.to_string());
         let pr = self.client.get(number).await.map_err(host_err)?;
-        let shown = json!({"host": format!("{:?}", self.host).to_lowercase(), "number": pr.number, "url": pr.url, "branch": self.branch});
+        let shown = Shown { host: format!("{:?}", self.host).to_lowercase(), number: pr.number, url: pr.url.clone(), branch: self.branch.clone() };
         let noun = self.host.noun();
         let mut why_not = String::new();
         match pr.state {

@@ -16,6 +16,7 @@
 //! the figures kept are exactly a recount's, whatever the order of the writes.
 
 use super::{StageRecord, StageState, Transition};
+use crate::stages::DeployOutput;
 
 /// The histograms' upper bounds, seconds: 1 minute to 4 weeks (then `+Inf`).
 pub const BOUNDS_S: [i64; 9] = [60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 28 * 86400];
@@ -93,12 +94,9 @@ pub fn deployment(stage: &StageRecord, run_created_at: i64, delivery_origin_at: 
     if stage.kind != "deploy" {
         return None;
     }
-    let out = stage.output.as_ref()?;
-    if !matches!(out["outcome"].as_str(), Some("committed" | "merged")) {
-        return None;
-    }
-    let environment = out["environment"].as_str()?.to_string();
-    let committed_at = out["committedAt"].as_i64().or(stage.started_at).or(stage.finished_at).unwrap_or(run_created_at);
+    let out = DeployOutput::of(stage.output.as_ref()).filter(|o| o.outcome.landed_now())?;
+    let environment = out.environment;
+    let committed_at = out.committed_at.or(stage.started_at).or(stage.finished_at).unwrap_or(run_created_at);
     let (failed, restored_at) = match stage.state {
         StageState::RolledBack => (true, stage.finished_at),
         StageState::Failed => (true, None),
@@ -111,8 +109,7 @@ pub fn deployment(stage: &StageRecord, run_created_at: i64, delivery_origin_at: 
 /// Whether a stage's transition may make it a deployment, or change one: an output that says a
 /// commit landed, a failure, a rollback. (A deploy's output is written once, at its end.)
 pub fn may_change(t: &Transition) -> bool {
-    t.output.as_ref().is_some_and(|o| matches!(o["outcome"].as_str(), Some("committed" | "merged")))
-        || matches!(t.state, Some(StageState::Failed | StageState::RolledBack))
+    DeployOutput::of(t.output.as_ref()).is_some_and(|o| o.outcome.landed_now()) || matches!(t.state, Some(StageState::Failed | StageState::RolledBack))
 }
 
 /// The pipeline and environment of a trail entry of kind `rollback` (run `-`) that a rollback by

@@ -193,8 +193,8 @@ pub(super) async fn decision_of(
         [one] => format!("deploying {p} {v} to {one}"),
         [first, rest @ ..] => format!("deploying {p} {v} to {first} (then {})", rest.join(", ")),
     };
-    let (needed, deadline, what, question, approve_action, reject_action) = match &plan.pipeline.stages[index].kind {
-        crate::model::StageKind::Approval(a) => (
+    let (needed, deadline, what, question, approve_action, reject_action) = match plan.pipeline.stages[index].kind.decided_by() {
+        Some(crate::model::DecidedBy::SignOff(a)) => (
             a.min_approvals.value,
             a.timeout.map(|t| when(since + t.0.as_millis() as i64, now)),
             a.message.clone().unwrap_or_default(),

@@ -11,6 +11,7 @@ mod report;
 pub mod session;
 mod sso;
 
+use crate::stages::DeployOutput;
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -429,8 +430,8 @@ async fn last_values(
         }
         let Some((run, version)) = store.last_promotion(pipeline, &env.name.value).await.map_err(internal)? else { continue };
         let written = store.stages_kept(&run).await.map_err(internal)?.iter().rev().find_map(|st| {
-            let out = st.output.as_ref().filter(|_| st.kind == "deploy" && st.state == StageState::Succeeded)?;
-            (out["environment"] == env.name.value.as_str()).then(|| out["newValue"].as_str().map(str::to_string)).flatten()
+            let out = DeployOutput::of(st.output.as_ref().filter(|_| st.kind == "deploy" && st.state == StageState::Succeeded))?;
+            (out.environment == env.name.value).then_some(out.new_value)
         });
         into.insert(key, written.unwrap_or(version));
     }
@@ -962,15 +963,15 @@ async fn environments(State(server): State<Server>, headers: HeaderMap, Query(q)
     for (name, loaded) in pipelines.by_name.iter().filter(|(_, l)| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, &s.person)) {
         let mut cells = Vec::new();
         for env in &loaded.plan.pipeline.environments {
-            let mut history: Vec<&crate::store::StageOf> = deploys
+            let mut history: Vec<(&crate::store::StageOf, DeployOutput)> = deploys
                 .iter()
                 .filter(|d| &d.pipeline == name)
-                .filter(|d| d.stage.output.as_ref().is_some_and(|o| o["environment"] == env.name.value.as_str() && o["outcome"] != "unchanged"))
+                .filter_map(|d| DeployOutput::of(d.stage.output.as_ref()).map(|o| (d, o)))
+                .filter(|(_, o)| o.environment == env.name.value && o.outcome.holds_commit())
                 .collect();
             history.reverse();
-            let cell = match history.iter().find(|d| d.stage.state == StageState::Succeeded) {
-                Some(d) => {
-                    let out = d.stage.output.as_ref().expect("filtered");
+            let cell = match history.iter().find(|(d, _)| d.stage.state == StageState::Succeeded) {
+                Some((d, out)) => {
                     // Who approved this promotion: the decisions of the approval stages it needed
                     // (as its commit's Approved-By says), not every approval of the run.
                     let mut approved_by = Vec::new();
@@ -990,21 +991,11 @@ async fn environments(State(server): State<Server>, headers: HeaderMap, Query(q)
                         }
                     }
                     Some(Cell {
-                        version: out["newValue"].as_str().unwrap_or(&d.version).to_string(),
-                        since: crate::clock::rfc3339(out["committedAt"].as_i64().or(d.stage.finished_at).unwrap_or(d.run_created_at)),
+                        version: out.new_value.clone(),
+                        since: crate::clock::rfc3339(out.committed_at.or(d.stage.finished_at).unwrap_or(d.run_created_at)),
                         run: d.run.clone(),
                         approved_by,
-                        history: history
-                            .iter()
-                            .take(10)
-                            .map(|h| {
-                                (
-                                    h.run.clone(),
-                                    h.stage.output.as_ref().and_then(|o| o["newValue"].as_str()).unwrap_or(&h.version).to_string(),
-                                    h.stage.state.as_str().to_string(),
-                                )
-                            })
-                            .collect(),
+                        history: history.iter().take(10).map(|(h, o)| (h.run.clone(), o.new_value.clone(), h.stage.state.as_str().to_string())).collect(),
                     })
                 }
                 None => None,
