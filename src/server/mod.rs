@@ -256,7 +256,7 @@ impl Server {
                     tracing::warn!(pipeline = %loaded.plan.pipeline.name.value, environment = %f.environment, "{}", f.line);
                 }
                 // A drift's files are judged by the policies at once.
-                for f in found.iter().filter(|f| f.drift.as_ref().is_some_and(|d| d.state == "open")) {
+                for f in found.iter().filter(|f| f.drift.as_ref().is_some_and(|d| d.state == crate::store::DriftState::Open)) {
                     self.check_compliance(loaded, Some(&f.environment)).await;
                 }
             }

@@ -156,13 +156,13 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     // An undecided drift of the environment holds its promotions (woken by its decision), and one
     // whose rejection is reverting it (the promotion lands on top of the revert, never under it).
     let undecided = |state| crate::store::DriftFilter { pipeline: Some(&ctx.run.pipeline), environment: Some(env_name), state: Some(state), id: None };
-    let rejecting = ctx.store.drifts(undecided("rejecting")).await?.into_iter().next();
+    let rejecting = ctx.store.drifts(undecided(crate::store::DriftState::Rejecting)).await?.into_iter().next();
     if let Some(d) = rejecting {
         let why = format!("`{env_name}` is being reverted to undo drift {}", d.id);
         return Ok(Step::Wait(Wait { why, wake: Wake::DriftDecided, until: Some(crate::clock::now_ms() + 5_000), notify: None }));
     }
     if env.spec.drift.block_promotions
-        && let Some(d) = ctx.store.drifts(undecided("open")).await?.into_iter().next()
+        && let Some(d) = ctx.store.drifts(undecided(crate::store::DriftState::Open)).await?.into_iter().next()
     {
         let why = format!("`{env_name}` has an undecided drift ({}): promote drift accept|reject {} --as USER decides it", d.describe(), d.id);
         return Ok(Step::Wait(Wait { why, wake: Wake::DriftDecided, until: Some(crate::clock::now_ms() + 60_000), notify: None }));
@@ -342,7 +342,7 @@ async fn adopt(ctx: &StageContext, env: &crate::model::Environment, value: &str)
     }
     let (pipeline, env_name) = (ctx.plan.pipeline.name.value.clone(), env.name.value.clone());
     let known = ctx.store.drifts(crate::store::DriftFilter { pipeline: Some(&pipeline), environment: Some(&env_name), ..Default::default() }).await?;
-    let accepted: Vec<String> = known.iter().filter(|d| d.state == "accepted").map(|d| d.head.clone()).collect();
+    let accepted: Vec<String> = known.iter().filter(|d| d.state == crate::store::DriftState::Accepted).map(|d| d.head.clone()).collect();
     let (w, key, dest, p) = (ctx.writer.clone(), ctx.store.key().clone(), Destination::of(env, &ctx.base_dir), pipeline.clone());
     let scan = tokio::task::spawn_blocking(move || w.scan(&dest, &key, &p, &accepted))
         .await
@@ -361,7 +361,7 @@ async fn adopt(ctx: &StageContext, env: &crate::model::Environment, value: &str)
         commits: Vec::new(),
         diff: String::new(),
         rewritten: false,
-        state: "accepted".into(),
+        state: crate::store::DriftState::Accepted,
         decided_by: Some("promote".into()),
         reason: Some(reason),
         at: crate::clock::now_ms(),

@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, Event, Exemption, Happening, Lease, LockState, PromotionRecord, QueueStep, Queued, RunRecord,
+    Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, DriftState, Event, Exemption, Happening, Lease, LockState, PromotionRecord, QueueStep, Queued, RunRecord,
     RunState, SessionRecord, StageOf, StageRecord, StageState, StageWrite, Transition, ViolationDecision, ViolationFilter, ViolationRecord, ViolationState,
     WatchFilter, WatchRecord, Write, Written,
 };
@@ -700,7 +700,7 @@ impl Store {
     pub async fn drifts(&self, filter: DriftFilter<'_>) -> Result<Vec<DriftRecord>, StoreError> {
         let all = self.backend.drifts(filter).await?;
         for d in &all {
-            let want = seals::drift(self.key(), &d.id, &d.pipeline, &d.environment, &d.head, d.baseline.as_deref(), &d.state, d.decided_by.as_deref());
+            let want = seals::drift(self.key(), &d.id, &d.pipeline, &d.environment, &d.head, d.baseline.as_deref(), d.state.as_str(), d.decided_by.as_deref());
             if !self.key().verify_hex(&want, d.seal.as_deref()) {
                 return Err(self.forged(format!("drift {} ({} in {})", d.id, d.state, d.environment)));
             }
@@ -723,11 +723,11 @@ impl Store {
 
     /// Records a drift's decision (with its entry) if it is still in state `from`: `false` when it
     /// was not (decided by a concurrent or an earlier request) and nothing was written.
-    pub async fn decide_drift(&self, id: &str, from: &str, state: &str, user: &str, reason: Option<&str>, via: Option<&str>) -> Result<bool, StoreError> {
+    pub async fn decide_drift(&self, id: &str, from: DriftState, state: DriftState, user: &str, reason: Option<&str>, via: Option<&str>) -> Result<bool, StoreError> {
         let w = Write::DecideDrift {
             id: id.to_string(),
-            from: from.to_string(),
-            state: state.to_string(),
+            from,
+            state,
             user: user.to_string(),
             reason: reason.map(String::from),
             at: crate::clock::now_ms(),

@@ -363,9 +363,9 @@ pub enum Write {
         /// The drift's id.
         id: String,
         /// The state it must be in (`open`; `rejecting` while a rejection reverts it).
-        from: String,
-        /// `accepted`, `rejected`, `reverted`.
-        state: String,
+        from: DriftState,
+        /// The state it goes to.
+        state: DriftState,
         /// Who (`promote` for an automatic revert).
         user: String,
         /// Why, or what was done.
@@ -777,8 +777,8 @@ pub struct DriftRecord {
     pub diff: String,
     /// Whether the branch's history was rewritten.
     pub rewritten: bool,
-    /// `open`, `accepted`, `rejected` (reverted by a person), `reverted` (at once, by its action).
-    pub state: String,
+    /// Where it stands.
+    pub state: DriftState,
     /// Who decided.
     pub decided_by: Option<String>,
     /// Why, or what was done.
@@ -812,7 +812,7 @@ where
             commits: serde_json::from_str(&r.try_get::<String, _>("commits")?).unwrap_or_default(),
             diff: r.try_get("diff")?,
             rewritten: r.try_get("rewritten")?,
-            state: r.try_get("state")?,
+            state: r.try_get::<String, _>("state")?.parse().map_err(|e: strum::ParseError| sqlx::Error::Decode(Box::new(e)))?,
             decided_by: r.try_get("decided_by")?,
             reason: r.try_get("reason")?,
             at: r.try_get("at")?,
@@ -917,6 +917,32 @@ pub struct WatchFilter<'a> {
     pub due: Option<i64>,
     /// This one.
     pub id: Option<&'a str>,
+}
+
+/// Where a drift stands.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema, strum::EnumString, strum::IntoStaticStr, strum::Display,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum DriftState {
+    /// Seen, waiting for a decision.
+    Open,
+    /// Approved by a person (or adopted by promote): the environment's approved state.
+    Accepted,
+    /// Rejected, its revert being written (claimed, so that two deciders never both revert).
+    Rejecting,
+    /// Rejected by a person and reverted.
+    Rejected,
+    /// Reverted at once, by its `drift.action` or because a policy denied it.
+    Reverted,
+}
+
+impl DriftState {
+    /// Its name, as stored.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// Where a compliance violation stands.
@@ -1050,8 +1076,8 @@ pub struct DriftFilter<'a> {
     pub pipeline: Option<&'a str>,
     /// Of this environment.
     pub environment: Option<&'a str>,
-    /// In this state (`open`, `accepted`, ...).
-    pub state: Option<&'a str>,
+    /// In this state.
+    pub state: Option<DriftState>,
     /// This one.
     pub id: Option<&'a str>,
 }

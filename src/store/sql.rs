@@ -208,7 +208,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
         }
         Write::RecordDrift { drift: d } => {
             let commits = serde_json::to_string(&d.commits).unwrap_or_else(|_| "[]".into());
-            let seal = seals::drift(&head.key, &d.id, &d.pipeline, &d.environment, &d.head, d.baseline.as_deref(), &d.state, d.decided_by.as_deref());
+            let seal = seals::drift(&head.key, &d.id, &d.pipeline, &d.environment, &d.head, d.baseline.as_deref(), d.state.as_str(), d.decided_by.as_deref());
             let inserted = sqlx::query(
                 "INSERT INTO drifts (id, pipeline, environment, head, baseline, commits, diff, rewritten, state, decided_by, reason, at, decided_at, seal)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
@@ -221,7 +221,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             .bind(commits)
             .bind(&d.diff)
             .bind(d.rewritten)
-            .bind(&d.state)
+            .bind(d.state.as_str())
             .bind(&d.decided_by)
             .bind(&d.reason)
             .bind(d.at)
@@ -247,13 +247,13 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             let row: Option<(String, String, String, Option<String>)> =
                 sqlx::query_as(concat!("SELECT pipeline, environment, head, baseline FROM drifts WHERE id = $1 AND state = $2", $lock))
                     .bind(id)
-                    .bind(from)
+                    .bind(from.as_str())
                     .fetch_optional(&mut *conn)
                     .await?;
             let Some((pipeline, environment, drift_head, baseline)) = row else { return Ok(Written::Duplicate(None)) };
-            let seal = seals::drift(&head.key, id, &pipeline, &environment, &drift_head, baseline.as_deref(), state, Some(user));
+            let seal = seals::drift(&head.key, id, &pipeline, &environment, &drift_head, baseline.as_deref(), state.as_str(), Some(user));
             sqlx::query("UPDATE drifts SET state = $1, decided_by = $2, reason = $3, decided_at = $4, seal = $5 WHERE id = $6")
-                .bind(state)
+                .bind(state.as_str())
                 .bind(user)
                 .bind(reason)
                 .bind(at)
@@ -261,7 +261,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            let detail = texts::vouched(texts::drift_decided(&pipeline, id, &environment, state, user, reason.as_deref()), via.as_deref());
+            let detail = texts::vouched(texts::drift_decided(&pipeline, id, &environment, state.as_str(), user, reason.as_deref()), via.as_deref());
             head.insert(conn, "-", None, *at, "drift-decision", user, &detail).await?;
             Ok(Written::Done)
         }
@@ -772,7 +772,7 @@ macro_rules! common_reads {
 
         fn drifts<'a>(&'a self, f: $crate::store::DriftFilter<'a>) -> $crate::store::Fut<'a, Vec<$crate::store::DriftRecord>> {
             Box::pin(async move {
-                sqlx::query_as($crate::store::sql::DRIFTS).bind(f.pipeline).bind(f.environment).bind(f.state).bind(f.id).fetch_all(&self.pool).await.map_err(self.db())
+                sqlx::query_as($crate::store::sql::DRIFTS).bind(f.pipeline).bind(f.environment).bind(f.state.map(|s| s.as_str())).bind(f.id).fetch_all(&self.pool).await.map_err(self.db())
             })
         }
 

@@ -31,7 +31,7 @@ pub fn exempted(template: &str, user: &str, reason: &str) -> String {
 
 /// A drift recorded.
 pub fn drift_recorded(d: &DriftRecord) -> String {
-    if d.state == "accepted" && d.commits.is_empty() && !d.rewritten {
+    if d.state == super::DriftState::Accepted && d.commits.is_empty() && !d.rewritten {
         let why = d.reason.as_deref().unwrap_or("adopted");
         return format!("{}: {} at head {} recorded as approved ({}): {why}", d.pipeline, d.environment, &d.head[..d.head.len().min(10)], d.id);
     }

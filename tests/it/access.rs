@@ -307,7 +307,7 @@ async fn the_store_takes_each_once_only_write_once_under_concurrency() {
         commits: vec![],
         diff: String::new(),
         rewritten: false,
-        state: "open".into(),
+        state: promote::store::DriftState::Open,
         decided_by: None,
         reason: None,
         at: 1,
@@ -317,7 +317,7 @@ async fn the_store_takes_each_once_only_write_once_under_concurrency() {
     store.record_drift(drift).await.unwrap();
     let tries = (0..20).map(|i| {
         let store = store.clone();
-        async move { store.decide_drift("d-race", "open", if i % 2 == 0 { "accepted" } else { "rejecting" }, &format!("u{i}"), None, None).await.unwrap() }
+        async move { store.decide_drift("d-race", promote::store::DriftState::Open, if i % 2 == 0 { promote::store::DriftState::Accepted } else { promote::store::DriftState::Rejecting }, &format!("u{i}"), None, None).await.unwrap() }
     });
     assert_eq!(futures_util::future::join_all(tries).await.iter().filter(|x| **x).count(), 1);
     exec.store.close().await;

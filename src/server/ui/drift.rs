@@ -50,7 +50,7 @@ async fn view(server: &Server, s: &super::Session, id: &str) -> Result<DriftView
     };
     let loaded = super::viewable(server, s, &d.pipeline)?;
     let me = Caller::Person(&s.person);
-    let may_decide = d.state == "open"
+    let may_decide = d.state == crate::store::DriftState::Open
         && loaded
             .plan
             .pipeline
@@ -67,7 +67,7 @@ async fn view(server: &Server, s: &super::Session, id: &str) -> Result<DriftView
         seen: when(d.at, crate::clock::now_ms()),
         commits: d.commits.iter().map(|c| format!("{} {} ({})", &c.id[..c.id.len().min(10)], crate::diag::printable(&c.summary), c.author)).collect(),
         diff: crate::redact::text(&d.diff).chars().take(8000).collect(),
-        state: d.state,
+        state: d.state.to_string(),
         id: d.id,
         pipeline: d.pipeline,
         environment: d.environment,
