@@ -76,7 +76,7 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
                 let plans = crate::exec::Plans::default();
                 loop {
                     for l in exec.watch_due(&plans).await? {
-                        failed |= l.state == "failed";
+                        failed |= l.state == crate::store::WatchState::Failed;
                         println!("{} {}/{} {}: {}: {}", l.watch, l.pipeline, l.environment, l.version, l.state, crate::diag::printable(&l.message));
                     }
                     if once || !exec.watching().await? {

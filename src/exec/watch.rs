@@ -26,7 +26,7 @@ use crate::model::Watch;
 use crate::plan::Plan;
 use crate::stages::DeployOutput;
 use crate::stages::{self, StageError};
-use crate::store::{RunRecord, RunState, StageState, Transition, WatchFilter, WatchRecord};
+use crate::store::{RunRecord, RunState, StageState, Transition, WatchFilter, WatchRecord, WatchState};
 
 /// Looks made at once at most.
 const PARALLEL: usize = 32;
@@ -44,8 +44,8 @@ pub struct Looked {
     pub environment: String,
     /// Its version.
     pub version: String,
-    /// How it stands after the look (`watching`, `failed`, `passed`, ...).
-    pub state: String,
+    /// How it stands after the look.
+    pub state: WatchState,
     /// What the look found, or how the watch ended.
     pub message: String,
 }
@@ -124,7 +124,7 @@ impl Executor {
                 ends_at,
                 interval_ms: interval,
                 next_at: (now + interval).min(ends_at),
-                state: "watching".into(),
+                state: WatchState::Watching,
                 looks: 0,
                 failures: 0,
                 errors: 0,
@@ -197,9 +197,9 @@ impl Executor {
         }
         let watched = match self.watched(&w, plans).await? {
             Ok(x) => x,
-            Err(why) => return self.end(&w, "error", &why).await,
+            Err(why) => return self.end(&w, WatchState::Error, &why).await,
         };
-        if w.state == "reverting" {
+        if w.state == WatchState::Reverting {
             let why = w.message.clone().unwrap_or_else(|| "a look failed".into());
             return self.revert(&w, &watched, &why).await;
         }
@@ -209,21 +209,21 @@ impl Executor {
         let failures = w.failures + i64::from(failed);
         if failed && failures > i64::from(watched.spec.failure_limit) {
             let why = format!("look {} of the watch failed ({} of {} allowed): {message}", w.looks + 1, failures, watched.spec.failure_limit);
-            self.store.end_watch(&w.id, "reverting", &why, None, false).await?;
+            self.store.end_watch(&w.id, WatchState::Reverting, &why, None, false).await?;
             return self.revert(&w, &watched, &why).await;
         }
         if errored && w.errors + 1 >= ERRORS {
             let why = format!("{ERRORS} looks in a row could not judge the release: {message}");
             self.notify(&w, &watched, "watch-failed", &format!("{} {} in {}: {why}; nothing was reverted", w.pipeline, w.version, w.environment)).await?;
-            return self.end(&w, "error", &why).await;
+            return self.end(&w, WatchState::Error, &why).await;
         }
         if now_ms() >= w.ends_at {
             let passes = w.passes + i64::from(passed);
             let (state, why) = if passes == 0 {
-                ("inconclusive", format!("no look of {} had data to judge: {message}", w.looks + 1))
+                (WatchState::Inconclusive, format!("no look of {} had data to judge: {message}", w.looks + 1))
             } else {
                 (
-                    "passed",
+                    WatchState::Passed,
                     format!(
                         "{} looks over {}, {passes} passed, {failures} failed (limit {})",
                         w.looks + 1,
@@ -234,7 +234,7 @@ impl Executor {
             };
             return self.end(&w, state, &why).await;
         }
-        Ok(Some(looked(&w, "watching", message)))
+        Ok(Some(looked(&w, WatchState::Watching, message)))
     }
 
     /// The run, plan, deploy stage and watch settings behind `w` (`Err`: why it cannot be had).
@@ -351,7 +351,7 @@ impl Executor {
         let request = match &env.spec.pull_request {
             Some(spec) => match stages::pull_request::Request::of(spec, &w.pipeline, &w.environment, &dest.branch, &x.base_dir, &format!("revert-{}", w.id)) {
                 Ok(r) => Some(r),
-                Err(e) => return Ok(Some(looked(w, "reverting", format!("reverting: {e}")))),
+                Err(e) => return Ok(Some(looked(w, WatchState::Reverting, format!("reverting: {e}")))),
             },
             None => None,
         };
@@ -377,19 +377,19 @@ impl Executor {
         let report = match result {
             Ok(Ok(r)) => r,
             Ok(Err(e @ GitError::Conflict { .. })) => {
-                return self.end(w, "superseded", &format!("a look failed ({why}), but nothing was reverted: {e}")).await;
+                return self.end(w, WatchState::Superseded, &format!("a look failed ({why}), but nothing was reverted: {e}")).await;
             }
             Ok(Err(e)) if e.is_transient() => {
                 // Still `reverting`: the next look tries again.
                 tracing::warn!(watch = %w.id, error = %e, "could not revert yet");
-                return Ok(Some(looked(w, "reverting", format!("reverting: {e}"))));
+                return Ok(Some(looked(w, WatchState::Reverting, format!("reverting: {e}"))));
             }
             Ok(Err(e)) => {
                 let message = format!("a look failed ({why}), and the revert failed: {e}");
                 self.notify(w, x, "watch-failed", &format!("{} {} in {}: {message}", w.pipeline, w.version, w.environment)).await?;
-                return self.end(w, "error", &message).await;
+                return self.end(w, WatchState::Error, &message).await;
             }
-            Err(e) => return Ok(Some(looked(w, "reverting", format!("the git writer stopped: {e}")))),
+            Err(e) => return Ok(Some(looked(w, WatchState::Reverting, format!("the git writer stopped: {e}")))),
         };
         let to = match &compliant {
             Some((_, run, version)) => format!("{version}, the last compliant release (run {run})"),
@@ -403,8 +403,8 @@ impl Executor {
                 };
                 match stages::pull_request::propose_rollback(r, &w.environment, &format!("revert {} to {value}", w.environment)).await {
                     Ok((Some(sha), line)) => (format!("{line}: {to}"), Some(sha)),
-                    Ok((None, line)) => return Ok(Some(looked(w, "reverting", format!("reverting: {line}")))),
-                    Err(e) => return Ok(Some(looked(w, "reverting", format!("reverting: the revert's request could not be opened: {e}")))),
+                    Ok((None, line)) => return Ok(Some(looked(w, WatchState::Reverting, format!("reverting: {line}")))),
+                    Err(e) => return Ok(Some(looked(w, WatchState::Reverting, format!("reverting: the revert's request could not be opened: {e}")))),
                 }
             }
             (Outcome::Committed(c), None) => {
@@ -419,7 +419,7 @@ impl Executor {
         let t =
             Transition { state: Some(StageState::RolledBack), finished_at: Some(now_ms()), message: Some(format!("watch: {message}")), ..Default::default() };
         self.store.transition(&w.run, &w.stage, t, &format!("rolled back by its watch: {done}")).await?;
-        self.store.end_watch(&w.id, "failed", &message, commit.as_deref(), true).await?;
+        self.store.end_watch(&w.id, WatchState::Failed, &message, commit.as_deref(), true).await?;
         self.notify(
             w,
             x,
@@ -427,7 +427,7 @@ impl Executor {
             &format!("{} {} reverted in {}: {message}; held until `promote watch clear {}`", w.pipeline, w.version, w.environment, w.id),
         )
         .await?;
-        Ok(Some(looked(w, "failed", message)))
+        Ok(Some(looked(w, WatchState::Failed, message)))
     }
 
     /// The newest earlier promotion into `w`'s environment whose run passed (and was not
@@ -454,7 +454,7 @@ impl Executor {
                 continue;
             }
             let watches = self.store.watches(WatchFilter { run: Some(&run), ..Default::default() }).await?;
-            if watches.iter().filter(|x| x.stage == stage).all(|x| x.state == "passed") {
+            if watches.iter().filter(|x| x.stage == stage).all(|x| x.state == WatchState::Passed) {
                 return Ok(Some((commit, run, version)));
             }
         }
@@ -462,7 +462,7 @@ impl Executor {
     }
 
     /// Ends `w` as `state` and says so.
-    async fn end(&self, w: &WatchRecord, state: &str, why: &str) -> Result<Option<Looked>, ExecError> {
+    async fn end(&self, w: &WatchRecord, state: WatchState, why: &str) -> Result<Option<Looked>, ExecError> {
         self.store.end_watch(&w.id, state, why, None, false).await?;
         Ok(Some(looked(w, state, why.to_string())))
     }
@@ -484,6 +484,6 @@ impl Executor {
     }
 }
 
-fn looked(w: &WatchRecord, state: &str, message: String) -> Looked {
-    Looked { watch: w.id.clone(), pipeline: w.pipeline.clone(), environment: w.environment.clone(), version: w.version.clone(), state: state.into(), message }
+fn looked(w: &WatchRecord, state: WatchState, message: String) -> Looked {
+    Looked { watch: w.id.clone(), pipeline: w.pipeline.clone(), environment: w.environment.clone(), version: w.version.clone(), state, message }
 }

@@ -164,7 +164,7 @@ pub async fn report(store: &Store, writer: &Arc<Writer>, run: &str, window: Dura
     let watches = store.watches(WatchFilter { run: Some(&run.id), ..Default::default() }).await?;
     // The failure: the first failed stage, else a failed watch's end, else the run's end.
     let failed_stage = stages.iter().filter(|s| s.state == StageState::Failed).min_by_key(|s| s.finished_at.unwrap_or(i64::MAX));
-    let failed_watch = watches.iter().filter(|w| w.state == "failed").min_by_key(|w| w.ended_at.unwrap_or(i64::MAX));
+    let failed_watch = watches.iter().filter(|w| w.state == crate::store::WatchState::Failed).min_by_key(|w| w.ended_at.unwrap_or(i64::MAX));
     let (failed_at, cause) = match (failed_stage, failed_watch) {
         (Some(s), _) => (s.finished_at.unwrap_or(run.created_at), Some(format!("{}: {}", s.name, s.message.as_deref().unwrap_or("failed")))),
         (None, Some(w)) => (

@@ -66,7 +66,7 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
     let via = request.as_ref().map(|r| r.branch.clone());
     // A version whose watch failed is held: no rollback restores it.
     let forbidden: Vec<(String, String)> = store
-        .watches(crate::store::WatchFilter { pipeline: Some(&pipeline.name.value), state: Some("failed"), ..Default::default() })
+        .watches(crate::store::WatchFilter { pipeline: Some(&pipeline.name.value), state: Some(crate::store::WatchState::Failed), ..Default::default() })
         .await?
         .into_iter()
         .filter(|w| w.holds())

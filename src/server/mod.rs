@@ -445,9 +445,10 @@ pub async fn serve(
         tokio::spawn(async move {
             let said = |l: &crate::exec::Looked| {
                 let message = crate::diag::printable(&l.message);
-                match l.state.as_str() {
-                    "watching" => tracing::debug!(watch = %l.watch, environment = %l.environment, version = %l.version, "looked: {message}"),
-                    "failed" | "error" => tracing::warn!(watch = %l.watch, environment = %l.environment, version = %l.version, state = %l.state, "{message}"),
+                use crate::store::WatchState;
+                match l.state {
+                    WatchState::Watching => tracing::debug!(watch = %l.watch, environment = %l.environment, version = %l.version, "looked: {message}"),
+                    WatchState::Failed | WatchState::Error => tracing::warn!(watch = %l.watch, environment = %l.environment, version = %l.version, state = %l.state, "{message}"),
                     _ => tracing::info!(watch = %l.watch, environment = %l.environment, version = %l.version, state = %l.state, "{message}"),
                 }
             };

@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, DriftState, Event, Exemption, Happening, Lease, LockState, PromotionRecord, QueueStep, Queued, RunRecord,
+    Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, DriftState, WatchState, Event, Exemption, Happening, Lease, LockState, PromotionRecord, QueueStep, Queued, RunRecord,
     RunState, SessionRecord, StageOf, StageRecord, StageState, StageWrite, Transition, ViolationDecision, ViolationFilter, ViolationRecord, ViolationState,
     WatchFilter, WatchRecord, Write, Written,
 };
@@ -809,7 +809,7 @@ impl Store {
 
     /// The watch that holds `version` of `pipeline` from being promoted, if one does.
     pub async fn held(&self, pipeline: &str, version: &str) -> Result<Option<WatchRecord>, StoreError> {
-        let f = WatchFilter { pipeline: Some(pipeline), version: Some(version), state: Some("failed"), ..Default::default() };
+        let f = WatchFilter { pipeline: Some(pipeline), version: Some(version), state: Some(WatchState::Failed), ..Default::default() };
         Ok(self.watches(f).await?.into_iter().find(WatchRecord::holds))
     }
 
@@ -869,10 +869,10 @@ impl Store {
     }
 
     /// Ends a watch (or marks it reverting), with its entry; `reverted` marks its run reverted.
-    pub async fn end_watch(&self, id: &str, state: &str, message: &str, reverted_to: Option<&str>, reverted: bool) -> Result<(), StoreError> {
+    pub async fn end_watch(&self, id: &str, state: WatchState, message: &str, reverted_to: Option<&str>, reverted: bool) -> Result<(), StoreError> {
         let w = Write::EndWatch {
             id: id.into(),
-            state: state.into(),
+            state,
             message: message.into(),
             reverted_to: reverted_to.map(String::from),
             reverted,

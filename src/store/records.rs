@@ -453,8 +453,8 @@ pub enum Write {
     EndWatch {
         /// The watch.
         id: String,
-        /// `reverting`, `failed`, `passed`, `inconclusive`, `superseded`, `error`.
-        state: String,
+        /// How it ends (or `reverting`).
+        state: WatchState,
         /// Why, in words.
         message: String,
         /// The revert commit.
@@ -855,10 +855,8 @@ pub struct WatchRecord {
     pub interval_ms: i64,
     /// When the next look is due.
     pub next_at: i64,
-    /// `watching`, `reverting` (a failure seen, the revert under way), `failed` (reverted; the
-    /// version is held until cleared), `passed`, `inconclusive` (no look had data), `superseded`
-    /// (a newer promotion, a rollback, a revert), `error` (the look itself kept failing).
-    pub state: String,
+    /// Where it stands.
+    pub state: WatchState,
     /// Looks made.
     pub looks: i64,
     /// Looks that failed.
@@ -891,12 +889,12 @@ pub struct WatchRecord {
 impl WatchRecord {
     /// Whether it holds its version from being promoted (failed and not cleared).
     pub fn holds(&self) -> bool {
-        self.state == "failed" && self.cleared_by.is_none()
+        self.state == WatchState::Failed && self.cleared_by.is_none()
     }
 
     /// Whether it still looks.
     pub fn is_active(&self) -> bool {
-        matches!(self.state.as_str(), "watching" | "reverting")
+        self.state.is_active()
     }
 }
 
@@ -912,11 +910,45 @@ pub struct WatchFilter<'a> {
     /// Of this run.
     pub run: Option<&'a str>,
     /// In this state.
-    pub state: Option<&'a str>,
+    pub state: Option<WatchState>,
     /// Active (`watching`, `reverting`) with a look due at or before this time (Unix ms).
     pub due: Option<i64>,
     /// This one.
     pub id: Option<&'a str>,
+}
+
+/// Where a watch stands.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema, strum::EnumString, strum::IntoStaticStr, strum::Display,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum WatchState {
+    /// Looking, one look every interval.
+    Watching,
+    /// A failure seen; the revert is under way.
+    Reverting,
+    /// Reverted; the version is held until a person clears it.
+    Failed,
+    /// Its time ran out with every look passed.
+    Passed,
+    /// Its time ran out and no look had data.
+    Inconclusive,
+    /// Ended by a newer promotion, a rollback or a revert.
+    Superseded,
+    /// The look itself kept failing.
+    Error,
+}
+
+impl WatchState {
+    /// Its name, as stored.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+    /// Whether it still looks (or reverts).
+    pub fn is_active(self) -> bool {
+        matches!(self, WatchState::Watching | WatchState::Reverting)
+    }
 }
 
 /// Where a drift stands.

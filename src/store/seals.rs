@@ -96,7 +96,7 @@ pub fn watch(key: &Key, w: &super::WatchRecord) -> String {
             Some(w.version.as_bytes()),
             Some(w.commit.as_bytes()),
             Some(w.value.as_bytes()),
-            Some(w.state.as_bytes()),
+            Some(w.state.as_str().as_bytes()),
             Some(failures.as_bytes()),
             w.cleared_by.as_deref().map(str::as_bytes),
         ],

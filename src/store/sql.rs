@@ -353,7 +353,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             .bind(w.ends_at)
             .bind(w.interval_ms)
             .bind(w.next_at)
-            .bind(&w.state)
+            .bind(w.state.as_str())
             .bind(w.looks)
             .bind(w.failures)
             .bind(w.errors)
@@ -423,9 +423,9 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             let Some(mut w) = read_watch(conn, id).await? else { return Ok(Written::Duplicate(None)) };
             w.state = state.clone();
             let seal = seals::watch(&head.key, &w);
-            let ended = (state != "reverting").then_some(*at);
+            let ended = (*state != $crate::store::WatchState::Reverting).then_some(*at);
             sqlx::query("UPDATE watches SET state = $1, message = $2, reverted_to = coalesce($3, reverted_to), ended_at = $4, seal = $5 WHERE id = $6")
-                .bind(state)
+                .bind(state.as_str())
                 .bind(message)
                 .bind(reverted_to)
                 .bind(ended)
@@ -437,7 +437,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 sqlx::query("UPDATE runs SET state = 'reverted', message = $1 WHERE id = $2").bind(message).bind(&w.run).execute(&mut *conn).await?;
                 head.insert(conn, &w.run, None, *at, "run", "promote", &format!("run reverted: {message}")).await?;
             }
-            let detail = texts::watch_ended(&w, state, message);
+            let detail = texts::watch_ended(&w, state.as_str(), message);
             head.insert(conn, &w.run, Some(&w.stage), *at, "watch", "promote", &detail).await?;
             Ok(Written::Done)
         }
@@ -718,7 +718,7 @@ async fn supersede(
     .await?;
     for id in ids {
         let Some(mut w) = read_watch(conn, &id).await? else { continue };
-        w.state = "superseded".into();
+        w.state = crate::store::WatchState::Superseded;
         let (message, detail) = texts::watch_superseded(&w, by);
         sqlx::query("UPDATE watches SET state = 'superseded', message = $1, ended_at = $2, seal = $3 WHERE id = $4")
             .bind(&message)
@@ -935,7 +935,8 @@ macro_rules! row_readers {
                 ends_at: r.get(9),
                 interval_ms: r.get(10),
                 next_at: r.get(11),
-                state: r.get(12),
+                // A state this version does not know reads as `error` (its seal, over the stored name, then fails).
+                state: r.get::<String, _>(12).parse().unwrap_or($crate::store::WatchState::Error),
                 looks: r.get(13),
                 failures: r.get(14),
                 errors: r.get(15),

@@ -348,7 +348,7 @@ async fn a_revert_whose_commit_landed_before_a_crash_is_finished_not_called_supe
     // end not recorded.
     {
         let exec = s.executor().await;
-        exec.store.end_watch(&id, "reverting", "look 1 of the watch failed", None, false).await.unwrap();
+        exec.store.end_watch(&id, promote::store::WatchState::Reverting, "look 1 of the watch failed", None, false).await.unwrap();
         let (_, plan) = s.plan();
         let env = plan.pipeline.environments.iter().find(|e| e.name.value == "qa").unwrap();
         let dest = promote::git::Destination::of(env, s.path());

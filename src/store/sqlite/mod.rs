@@ -177,7 +177,7 @@ impl SqliteBackend {
         .bind(f.environment)
         .bind(f.version)
         .bind(f.run)
-        .bind(f.state)
+        .bind(f.state.map(|s| s.as_str()))
         .bind(f.due)
         .bind(f.id)
         .fetch_all(&self.pool)
