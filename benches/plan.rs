@@ -3,6 +3,10 @@
 //! flat: linear growth), and the peak memory of the process.
 //!
 //! Run: `cargo bench --bench plan` (all sizes) or `cargo bench --bench plan -- 5000` (one size).
+//!
+//! `cargo bench --bench plan -- process` times `promote validate` as a whole process (start, read,
+//! load, plan, print, exit) on a pipeline of 5,000 environments and 5,000 deploys, one into each
+//! (`generate::wide`); `PROMOTE_BIN=PATH` adds another build, run alternately with this one.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +25,36 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// `promote validate` as a whole process, alternating between the builds given.
+fn process(quick: bool) {
+    let yaml = generate::wide(5_000);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-plan");
+    std::fs::create_dir_all(&dir).expect("bench folder");
+    let file = dir.join("wide.yaml");
+    std::fs::write(&file, &yaml).expect("bench file");
+    let mut bins = vec![env!("CARGO_BIN_EXE_promote").to_string()];
+    bins.extend(std::env::var("PROMOTE_BIN").ok());
+    let runs = if quick { 2 } else { 31 };
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); bins.len()];
+    for _ in 0..runs {
+        for (b, bin) in bins.iter().enumerate() {
+            let start = Instant::now();
+            let out = std::process::Command::new(bin).arg("validate").arg(&file).output().expect("promote runs");
+            times[b].push(start.elapsed());
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    println!("promote validate, 5,000 environments and 5,000 deploys ({} KB), {runs} runs, as a whole process:", yaml.len() / 1024);
+    for (bin, t) in bins.iter().zip(times) {
+        let (min, max) = (*t.iter().min().unwrap(), *t.iter().max().unwrap());
+        println!("  {bin}: median {:.1?}, min {min:.1?}, max {max:.1?}", median(t));
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "process") {
+        return process(!std::env::args().any(|a| a == "--bench"));
+    }
     // `cargo test --benches` runs bench targets with `--bench` absent: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
     let all: &[(usize, usize, usize)] = if quick { &[(500, 25, 3)] } else { &[(500, 25, 41), (5_000, 80, 31), (50_000, 250, 9)] };

@@ -70,7 +70,7 @@ fn main() {
         let run = exec.start(&file, &source, &plan, "2.0.0", "bench", false).await.unwrap();
         let summary = exec.drive(&run.id, Arc::new(|_| {})).await.unwrap();
         assert_eq!(summary.run.state, RunState::Succeeded);
-        let watching = exec.store.watches(WatchFilter { state: Some("watching"), ..Default::default() }).await.unwrap().len();
+        let watching = exec.store.watches(WatchFilter { state: Some(promote::store::WatchState::Watching), ..Default::default() }).await.unwrap().len();
         assert_eq!(watching, n.min(1000));
         println!("{n} environments promoted and watched in {:.1} s", t.elapsed().as_secs_f64());
 
@@ -87,7 +87,7 @@ fn main() {
             if !done.is_empty() {
                 slowest_round = slowest_round.max(round.elapsed());
             }
-            assert!(done.iter().all(|l| l.state == "watching"), "{:?}", done.iter().find(|l| l.state != "watching"));
+            assert!(done.iter().all(|l| l.state == promote::store::WatchState::Watching), "{:?}", done.iter().find(|l| l.state != promote::store::WatchState::Watching));
             looks += done.len();
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -112,7 +112,7 @@ fn main() {
             exec.watch_due(&plans).await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let all = exec.store.watches(WatchFilter { state: Some("failed"), ..Default::default() }).await.unwrap();
+        let all = exec.store.watches(WatchFilter { state: Some(promote::store::WatchState::Failed), ..Default::default() }).await.unwrap();
         assert_eq!(all.len(), n.min(1000), "every release reverted");
         let mut waits: Vec<f64> = all.iter().map(|w| (w.ended_at.unwrap() - due) as f64).collect();
         let repo = git2::Repository::open_bare(root.join("envs/e0.git")).unwrap();

@@ -92,6 +92,16 @@ impl Diagnostics {
         self.items.push(Diagnostic { file: self.file.clone(), pos, severity, message });
     }
 
+    /// An empty collection for the same file (work done elsewhere, appended later).
+    pub fn empty_like(&self) -> Diagnostics {
+        Diagnostics::new(self.file.clone())
+    }
+
+    /// Adds what `other` recorded.
+    pub fn append(&mut self, mut other: Diagnostics) {
+        self.items.append(&mut other.items);
+    }
+
     /// True when at least one error (not warning) was recorded.
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(|d| d.severity == Severity::Error)

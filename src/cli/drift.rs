@@ -86,7 +86,11 @@ pub fn run(args: Args, state: &Path) -> anyhow::Result<ExitCode> {
                 for l in &looked {
                     println!("{}", l.line);
                 }
-                if looked.iter().any(|l| l.drift.as_ref().is_some_and(|d| d.state == crate::store::DriftState::Open)) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+                if looked.iter().any(|l| l.drift.as_ref().is_some_and(|d| d.state == crate::store::DriftState::Open)) {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             DriftCommand::List { json } => list(&exec.store.drifts(crate::store::DriftFilter::default()).await?, json),
             DriftCommand::Show { id } => show(&exec.store.drifts(crate::store::DriftFilter { id: Some(&id), ..Default::default() }).await?, &id),

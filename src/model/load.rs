@@ -55,50 +55,62 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
     let mut notifications = Vec::new();
     let mut triggers = Vec::new();
     let mut unreadable = Vec::new();
-    for (key, value) in entries {
-        let Some(k) = key.as_str() else { continue };
-        match k {
-            "apiVersion" => {
-                api_version = from_node::<Spanned<String>>(value, diags);
-                if let Some(v) = &api_version
-                    && v.value != API_VERSION
-                {
-                    diags.error(v.pos, format!("unsupported apiVersion `{}`: this promote reads `{API_VERSION}`", v.value));
+    // A large file's variables are checked on another thread while its parts are read.
+    let big = src.len() >= yaml::PIPELINED;
+    let interpolations = std::thread::scope(|scope| {
+        let checked = big.then(|| {
+            let mut own = diags.empty_like();
+            scope.spawn(move || {
+                check_interpolations(src, entries, &mut own);
+                own
+            })
+        });
+        for (key, value) in entries {
+            let Some(k) = key.as_str() else { continue };
+            match k {
+                "apiVersion" => {
+                    api_version = from_node::<Spanned<String>>(value, diags);
+                    if let Some(v) = &api_version
+                        && v.value != API_VERSION
+                    {
+                        diags.error(v.pos, format!("unsupported apiVersion `{}`: this promote reads `{API_VERSION}`", v.value));
+                    }
                 }
-            }
-            "kind" => {
-                kind_seen = true;
-                if let Some(v) = from_node::<Spanned<String>>(value, diags)
-                    && v.value != "Pipeline"
-                {
-                    diags.error(v.pos, format!("`kind: {}`: a pipeline file has `kind: Pipeline`", v.value));
+                "kind" => {
+                    kind_seen = true;
+                    if let Some(v) = from_node::<Spanned<String>>(value, diags)
+                        && v.value != "Pipeline"
+                    {
+                        diags.error(v.pos, format!("`kind: {}`: a pipeline file has `kind: Pipeline`", v.value));
+                    }
                 }
-            }
-            "name" => {
-                name = from_node::<Spanned<String>>(value, diags);
-                if let Some(n) = &name {
-                    check_name(n, "pipeline", diags);
+                "name" => {
+                    name = from_node::<Spanned<String>>(value, diags);
+                    if let Some(n) = &name {
+                        check_name(n, "pipeline", diags);
+                    }
                 }
+                "description" => description = from_node::<String>(value, diags),
+                "artifact" => artifact = from_node::<Artifact>(value, diags),
+                "environments" => environments = load_environments(value, &mut unreadable, diags),
+                "stages" => stages = load_stages(value, &mut unreadable, diags),
+                "onFailure" => on_failure = from_node::<OnFailure>(value, diags),
+                "order" => order = from_node::<Order>(value, diags),
+                "compliance" => compliance = from_node::<Compliance>(value, diags),
+                "users" => users = from_node::<Spanned<String>>(value, diags),
+                "access" => access = from_node::<Access>(value, diags),
+                "notifications" => notifications = from_node::<Vec<Notification>>(value, diags).unwrap_or_default(),
+                "triggers" => {
+                    triggers = from_node::<Vec<Spanned<triggers::Trigger>>>(value, diags).unwrap_or_default();
+                    triggers::check(&triggers, diags);
+                }
+                // Extension fields, as in Compose files: a place for YAML anchors, ignored.
+                other if other.starts_with("x-") => {}
+                other => unknown_key(key.pos, other, TOP_FIELDS, "", diags),
             }
-            "description" => description = from_node::<String>(value, diags),
-            "artifact" => artifact = from_node::<Artifact>(value, diags),
-            "environments" => environments = load_environments(value, &mut unreadable, diags),
-            "stages" => stages = load_stages(value, &mut unreadable, diags),
-            "onFailure" => on_failure = from_node::<OnFailure>(value, diags),
-            "order" => order = from_node::<Order>(value, diags),
-            "compliance" => compliance = from_node::<Compliance>(value, diags),
-            "users" => users = from_node::<Spanned<String>>(value, diags),
-            "access" => access = from_node::<Access>(value, diags),
-            "notifications" => notifications = from_node::<Vec<Notification>>(value, diags).unwrap_or_default(),
-            "triggers" => {
-                triggers = from_node::<Vec<Spanned<triggers::Trigger>>>(value, diags).unwrap_or_default();
-                triggers::check(&triggers, diags);
-            }
-            // Extension fields, as in Compose files: a place for YAML anchors, ignored.
-            other if other.starts_with("x-") => {}
-            other => unknown_key(key.pos, other, TOP_FIELDS, "", diags),
         }
-    }
+        checked.map(|h| h.join().expect("the variable check does not panic"))
+    });
     for (field, missing) in [("apiVersion", api_version.is_none()), ("kind", !kind_seen), ("name", name.is_none()), ("stages", stages.is_none())] {
         if missing && !entries.iter().any(|(k, _)| k.as_str() == Some(field)) {
             let hint = match field {
@@ -109,7 +121,15 @@ pub fn load(src: &str, diags: &mut Diagnostics) -> Option<Pipeline> {
             diags.error(root.pos, format!("missing field `{field}`{hint}"));
         }
     }
-    check_interpolations(src, entries, diags);
+    match interpolations {
+        Some(found) => diags.append(found),
+        None => check_interpolations(src, entries, diags),
+    }
+    // A large file's tree (tens of MB for thousands of stages) is freed on another thread: the
+    // caller goes on at once.
+    if big {
+        std::thread::spawn(move || drop(root));
+    }
 
     let stages = stages.unwrap_or_default();
     Some(Pipeline {

@@ -160,9 +160,47 @@ pub fn parse_stream(src: &str, diags: &mut Diagnostics) -> Vec<Node> {
     parse_with(src, diags, Mode::Foreign)
 }
 
+/// Above this size, the scanner runs on a thread of its own and hands its events over in batches
+/// while this one builds the tree (the two take about the same time); below it, a thread costs
+/// more than it gives.
+pub const PIPELINED: usize = 64 << 10;
+/// Events handed over at once.
+const BATCH: usize = 4096;
+
+/// One scanned event, as the parser gives it.
+type Scanned<'a> = Result<(Event<'a>, Span), saphyr_parser::ScanError>;
+
 fn parse_with(src: &str, diags: &mut Diagnostics, mode: Mode) -> Vec<Node> {
-    let mut docs = Vec::new();
     let mut parser = Parser::new_from_str(src);
+    if src.len() < PIPELINED {
+        return build(std::iter::from_fn(|| parser.next_event()), diags, mode);
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Scanned<'_>>>(8);
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            while let Some(ev) = parser.next_event() {
+                let failed = ev.is_err();
+                batch.push(ev);
+                if (batch.len() == BATCH || failed) && tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err() {
+                    // The builder stopped (an error): nothing more is read.
+                    return;
+                }
+                if failed {
+                    return;
+                }
+            }
+            let _ = tx.send(batch);
+        });
+        // The receiver is dropped when the builder returns, which stops the scanner at its next
+        // batch if the builder stopped early.
+        build(rx.into_iter().flatten(), diags, mode)
+    })
+}
+
+/// Builds the documents from the parser's events.
+fn build<'a>(events: impl Iterator<Item = Scanned<'a>>, diags: &mut Diagnostics, mode: Mode) -> Vec<Node> {
+    let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     // Each anchor's node, its size (see MAX_ALIASED_BYTES) and its node count, measured once when
     // it is defined, not at each alias.
@@ -171,7 +209,7 @@ fn parse_with(src: &str, diags: &mut Diagnostics, mode: Mode) -> Vec<Node> {
     let mut documents = 0;
     let mut nodes = 0usize;
 
-    while let Some(next) = parser.next_event() {
+    for next in events {
         let (event, span) = match next {
             Ok(ev) => ev,
             Err(e) => {

@@ -69,7 +69,8 @@ pub async fn check(
             continue;
         }
         let env_name = env.name.value.clone();
-        let accepted: Vec<String> = recorded.iter().filter(|d| d.environment == env_name && d.state == crate::store::DriftState::Accepted).map(|d| d.head.clone()).collect();
+        let accepted: Vec<String> =
+            recorded.iter().filter(|d| d.environment == env_name && d.state == crate::store::DriftState::Accepted).map(|d| d.head.clone()).collect();
         let dest = Destination::of(env, base);
         let (w, key, p, d2) = (writer.clone(), store.key().clone(), name.clone(), dest.clone());
         let scan = tokio::task::spawn_blocking(move || w.scan(&d2, &key, &p, &accepted))
@@ -131,7 +132,16 @@ pub async fn check(
             drift.state = crate::store::DriftState::Reverted;
         } else if env.spec.drift.action == DriftAction::Revert {
             let reverted = revert(store, writer, env, base, &drift).await?;
-            store.decide_drift(&drift.id, crate::store::DriftState::Open, crate::store::DriftState::Reverted, "promote", Some(&format!("drift.action: revert; {reverted}")), None).await?;
+            store
+                .decide_drift(
+                    &drift.id,
+                    crate::store::DriftState::Open,
+                    crate::store::DriftState::Reverted,
+                    "promote",
+                    Some(&format!("drift.action: revert; {reverted}")),
+                    None,
+                )
+                .await?;
             line.push_str(&format!("; reverted at once: {reverted}"));
             drift.state = crate::store::DriftState::Reverted;
         } else {
@@ -326,21 +336,36 @@ pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, 
     };
     match d.verdict {
         Verdict::Accept => {
-            if !store.decide_drift(&drift.id, crate::store::DriftState::Open, crate::store::DriftState::Accepted, user, reason.as_deref(), via.as_deref()).await? {
+            if !store
+                .decide_drift(&drift.id, crate::store::DriftState::Open, crate::store::DriftState::Accepted, user, reason.as_deref(), via.as_deref())
+                .await?
+            {
                 return Err(again().await?);
             }
             Ok(format!("drift {} in {} accepted by {user}: the next promotion builds on {}", drift.id, drift.environment, short(&drift.head)))
         }
         Verdict::Reject => {
             // Claimed first: a concurrent accept or reject finds it `rejecting` and is refused.
-            if !store.decide_drift(&drift.id, crate::store::DriftState::Open, crate::store::DriftState::Rejecting, user, reason.as_deref(), via.as_deref()).await? {
+            if !store
+                .decide_drift(&drift.id, crate::store::DriftState::Open, crate::store::DriftState::Rejecting, user, reason.as_deref(), via.as_deref())
+                .await?
+            {
                 return Err(again().await?);
             }
             let done = match revert(store, writer, env, base, &drift).await {
                 Ok(done) => done,
                 Err(e) => {
                     // Open again, so that it can be decided once the cause is fixed.
-                    store.decide_drift(&drift.id, crate::store::DriftState::Rejecting, crate::store::DriftState::Open, user, Some(&format!("the revert failed: {e}")), via.as_deref()).await?;
+                    store
+                        .decide_drift(
+                            &drift.id,
+                            crate::store::DriftState::Rejecting,
+                            crate::store::DriftState::Open,
+                            user,
+                            Some(&format!("the revert failed: {e}")),
+                            via.as_deref(),
+                        )
+                        .await?;
                     return Err(e);
                 }
             };

@@ -448,7 +448,9 @@ pub async fn serve(
                 use crate::store::WatchState;
                 match l.state {
                     WatchState::Watching => tracing::debug!(watch = %l.watch, environment = %l.environment, version = %l.version, "looked: {message}"),
-                    WatchState::Failed | WatchState::Error => tracing::warn!(watch = %l.watch, environment = %l.environment, version = %l.version, state = %l.state, "{message}"),
+                    WatchState::Failed | WatchState::Error => {
+                        tracing::warn!(watch = %l.watch, environment = %l.environment, version = %l.version, state = %l.state, "{message}")
+                    }
                     _ => tracing::info!(watch = %l.watch, environment = %l.environment, version = %l.version, state = %l.state, "{message}"),
                 }
             };

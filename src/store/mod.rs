@@ -29,9 +29,9 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, DriftState, WatchState, Event, Exemption, Happening, Lease, LockState, PromotionRecord, QueueStep, Queued, RunRecord,
-    RunState, SessionRecord, StageOf, StageRecord, StageState, StageWrite, Transition, ViolationDecision, ViolationFilter, ViolationRecord, ViolationState,
-    WatchFilter, WatchRecord, Write, Written,
+    Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, DriftState, Event, Exemption, Happening, Lease, LockState, PromotionRecord, QueueStep,
+    Queued, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState, StageWrite, Transition, ViolationDecision, ViolationFilter, ViolationRecord,
+    ViolationState, WatchFilter, WatchRecord, WatchState, Write, Written,
 };
 
 /// What a backend's operations return.
@@ -723,7 +723,15 @@ impl Store {
 
     /// Records a drift's decision (with its entry) if it is still in state `from`: `false` when it
     /// was not (decided by a concurrent or an earlier request) and nothing was written.
-    pub async fn decide_drift(&self, id: &str, from: DriftState, state: DriftState, user: &str, reason: Option<&str>, via: Option<&str>) -> Result<bool, StoreError> {
+    pub async fn decide_drift(
+        &self,
+        id: &str,
+        from: DriftState,
+        state: DriftState,
+        user: &str,
+        reason: Option<&str>,
+        via: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let w = Write::DecideDrift {
             id: id.to_string(),
             from,
@@ -870,14 +878,8 @@ impl Store {
 
     /// Ends a watch (or marks it reverting), with its entry; `reverted` marks its run reverted.
     pub async fn end_watch(&self, id: &str, state: WatchState, message: &str, reverted_to: Option<&str>, reverted: bool) -> Result<(), StoreError> {
-        let w = Write::EndWatch {
-            id: id.into(),
-            state,
-            message: message.into(),
-            reverted_to: reverted_to.map(String::from),
-            reverted,
-            at: crate::clock::now_ms(),
-        };
+        let w =
+            Write::EndWatch { id: id.into(), state, message: message.into(), reverted_to: reverted_to.map(String::from), reverted, at: crate::clock::now_ms() };
         self.write(w).await.map(|_| ())
     }
 

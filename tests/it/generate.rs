@@ -61,3 +61,31 @@ pub fn pipeline(stages: usize, width: usize) -> (String, usize) {
     }
     (y, layers)
 }
+
+/// A valid pipeline of `n` environments and `n` deploys, one into each (every stage needs one or
+/// two of the 50 before it): the shape whose environment checks must stay linear.
+pub fn wide(n: usize) -> String {
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move |m: usize| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % m.max(1)
+    };
+    let mut y = String::with_capacity(n * 190);
+    y.push_str("apiVersion: promote/v1\nkind: Pipeline\nname: wide\nartifact: {image: registry.example.com/acme/gen}\nenvironments:\n");
+    for i in 0..n {
+        let _ = writeln!(y, "  env-{i:05}: {{repo: ../envs/e{i}.git, file: apps/gen/kustomization.yaml, update: {{kustomizeImage: gen}}}}");
+    }
+    y.push_str("stages:\n");
+    for i in 0..n {
+        let _ = writeln!(y, "  deploy-{i:05}:");
+        if i > 0 {
+            let mut needs: Vec<usize> = (0..1 + next(2)).map(|_| i.saturating_sub(50) + next(i.min(50))).collect();
+            needs.sort_unstable();
+            needs.dedup();
+            let list: Vec<String> = needs.iter().map(|j| format!("deploy-{j:05}")).collect();
+            let _ = writeln!(y, "    needs: [{}]", list.join(", "));
+        }
+        let _ = writeln!(y, "    deploy: {{environment: env-{i:05}}}");
+    }
+    y
+}

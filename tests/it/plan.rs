@@ -70,3 +70,29 @@ fn dot_and_mermaid_draw_one_edge_per_need() {
     let json: serde_json::Value = serde_json::from_str(&render(&plan, Format::Json)).unwrap();
     assert_eq!(json["waves"].as_array().unwrap().len(), plan.waves.len());
 }
+
+#[test]
+fn a_large_file_read_on_two_threads_gives_every_deploy_its_environment_and_every_error_its_line() {
+    // Over 64 KB: the YAML scanner runs on a thread of its own while the tree is built.
+    let yaml = generate::wide(1_000);
+    assert!(yaml.len() > 64 << 10);
+    let (plan, diags) = plan_of(&yaml);
+    let plan = plan.unwrap_or_else(|| panic!("{:?}", diags.iter().take(5).collect::<Vec<_>>()));
+    assert_eq!(plan.pipeline.environments.len(), 1_000);
+    for i in 0..1_000 {
+        assert_eq!(plan.deploy_environment(i).map(|e| e.name.value.clone()), Some(format!("env-{i:05}")));
+    }
+    // A duplicate key and a syntax error near the end are found where they stand.
+    let lines = yaml.lines().count();
+    let duplicated = format!("{yaml}  deploy-00005:\n    deploy: {{environment: env-00005}}\n");
+    let (plan, diags) = plan_of(&duplicated);
+    assert!(plan.is_none());
+    let d = diags.iter().find(|d| d.message.contains("duplicate key `deploy-00005`")).expect("the duplicate is named");
+    assert_eq!(d.pos.line, lines + 1);
+    let broken = format!("{yaml}  deploy-x: [unclosed\n");
+    let (plan, diags) = plan_of(&broken);
+    assert!(plan.is_none());
+    let d = diags.iter().next().expect("a syntax error");
+    assert!(d.message.starts_with("YAML syntax"), "{d}");
+    assert!(d.pos.line >= lines, "{d}");
+}

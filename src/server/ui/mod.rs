@@ -486,7 +486,8 @@ async fn inbox(State(server): State<Server>, headers: HeaderMap, Query(q): Query
     // Open drifts of the loaded pipelines this person may decide.
     let pipelines = server.pipelines();
     let mut drifts = Vec::new();
-    for d in store.drifts(crate::store::DriftFilter { state: Some(crate::store::DriftState::Open), ..Default::default() }).await.map_err(internal)?.into_iter() {
+    for d in store.drifts(crate::store::DriftFilter { state: Some(crate::store::DriftState::Open), ..Default::default() }).await.map_err(internal)?.into_iter()
+    {
         let Some(loaded) = pipelines.get(&d.pipeline) else { continue };
         let Some(env) = loaded.plan.pipeline.environments.iter().find(|e| e.name.value == d.environment) else { continue };
         if crate::ops::access::allow_listed(&loaded.plan.pipeline, &env.spec.drift.approvers, "drift.approvers", "", &me).is_err() {
