@@ -184,7 +184,7 @@ async fn the_figures_kept_with_each_write_are_a_recount_of_the_history_after_res
     let at = T0 + 2000 * MIN;
     store.write(Write::CreateRun { run: Box::new(next), stages: vec![("deploy-prod".into(), "deploy".into())], delivery: None }).await.unwrap();
     store
-        .write(end(&id, "deploy-prod", StageState::Succeeded, at, Some(serde_json::json!({"environment": "prod", "outcome": "committed", "committedAt": at}))))
+        .write(end(&id, "deploy-prod", StageState::Succeeded, at, Some(serde_json::json!({"environment": "prod", "outcome": "committed", "commit": "f".repeat(40), "newValue": "1.0.100", "committedAt": at}))))
         .await
         .unwrap();
     let g = same(&store, "after a deployment after the restart").await;
