@@ -1,4 +1,4 @@
-//! The settings of each stage kind, as written under the kind's key in a stage.
+//! The settings types several stage kinds share (a metric check, a watch, a provider, a log source), and the pipeline-level settings (freeze windows, notifications). Each kind's own settings live with it, in `src/stages/<kind>.rs`.
 
 use std::collections::BTreeMap;
 
@@ -7,42 +7,18 @@ use serde::{Deserialize, Serialize};
 use super::duration::Duration;
 use super::spanned::Spanned;
 
-fn default_true() -> bool {
+pub use crate::stages::{ApprovalStage, DeployStage, LogsStage, MetricsStage, PolicyStage, WaitStage, WebhookStage};
+
+pub(crate) fn default_true() -> bool {
     true
 }
 
-fn secs(n: u64) -> Duration {
+pub(crate) fn secs(n: u64) -> Duration {
     Duration(std::time::Duration::from_secs(n))
-}
-
-/// `deploy`: writes the promotion commit into an environment repo, then optionally waits for health.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct DeployStage {
-    /// The environment (a key of `environments`) to promote into.
-    pub environment: Spanned<String>,
-    /// What must be healthy after the commit before the stage succeeds.
-    #[serde(default)]
-    pub health: Option<Health>,
-    /// How the release keeps being judged after the run (replaces the environment's `watch`).
-    #[serde(default)]
-    pub watch: Option<Box<Watch>>,
-    /// Whether this run, once it reaches the deploy, supersedes the older runs of the pipeline
-    /// queued for the environment (they end `superseded`; only the newest is promoted). Default:
-    /// true when no approval stage is upstream of this deploy (nobody signed the older runs off).
-    #[serde(default)]
-    pub supersede: Option<bool>,
 }
 
 fn whole_answer() -> Spanned<String> {
     Spanned::new(Default::default(), "$".to_string())
-}
-
-impl DeployStage {
-    /// The watch this deploy's releases get: its own, else its environment's.
-    pub fn watch_in<'a>(&'a self, env: &'a crate::model::Environment) -> Option<&'a Watch> {
-        self.watch.as_deref().or(env.spec.watch.as_deref())
-    }
 }
 
 /// `watch`: after the run has promoted, the release keeps being judged for `for`, one look every
@@ -91,7 +67,7 @@ pub struct Health {
     pub timeout: Duration,
 }
 
-fn default_health_timeout() -> Duration {
+pub(crate) fn default_health_timeout() -> Duration {
     secs(300)
 }
 
@@ -106,7 +82,7 @@ pub struct HttpHealth {
     pub expect: u16,
 }
 
-fn default_status() -> u16 {
+pub(crate) fn default_status() -> u16 {
     200
 }
 
@@ -130,7 +106,7 @@ pub struct ArgoCdHealth {
     pub refresh: bool,
 }
 
-fn default_argocd_ns() -> String {
+pub(crate) fn default_argocd_ns() -> String {
     "argocd".into()
 }
 
@@ -171,7 +147,7 @@ pub struct PrometheusProvider {
     pub timeout: Duration,
 }
 
-fn default_query_timeout() -> Duration {
+pub(crate) fn default_query_timeout() -> Duration {
     secs(30)
 }
 
@@ -217,37 +193,11 @@ pub struct Auth {
     pub password_file: Option<String>,
 }
 
-/// `metrics`: measures queries over time and judges them (Argo Rollouts and Kayenta semantics).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct MetricsStage {
-    /// Where the checks' queries go unless a check names its own.
-    pub provider: Provider,
-    /// Time between measurements (default 1m).
-    #[serde(default = "default_interval")]
-    pub interval: Duration,
-    /// Measurements per check (default 1).
-    #[serde(default = "default_count")]
-    pub count: u32,
-    /// Wait before the first measurement (default 0s).
-    #[serde(default)]
-    pub initial_delay: Duration,
-    /// The checks; at least one.
-    pub checks: Vec<MetricCheck>,
-    /// Pass and marginal thresholds of the comparison score out of 100.
-    #[serde(default)]
-    pub score: Option<Score>,
-    /// Who may decide an inconclusive result (users and `group:` entries; default: anyone but
-    /// whoever triggered the run).
-    #[serde(default)]
-    pub approvers: Vec<Spanned<String>>,
-}
-
-fn default_interval() -> Duration {
+pub(crate) fn default_interval() -> Duration {
     secs(60)
 }
 
-fn default_count() -> u32 {
+pub(crate) fn default_count() -> u32 {
     1
 }
 
@@ -291,7 +241,7 @@ pub struct MetricCheck {
     pub compare: Option<Compare>,
 }
 
-fn default_consecutive_errors() -> u32 {
+pub(crate) fn default_consecutive_errors() -> u32 {
     4
 }
 
@@ -340,7 +290,7 @@ pub struct Compare {
     pub require_data: bool,
 }
 
-fn default_step() -> Duration {
+pub(crate) fn default_step() -> Duration {
     secs(60)
 }
 
@@ -368,19 +318,19 @@ impl Default for EffectSize {
     }
 }
 
-fn default_ratio() -> f64 {
+pub(crate) fn default_ratio() -> f64 {
     1.0
 }
 
-fn default_confidence() -> f64 {
+pub(crate) fn default_confidence() -> f64 {
     0.98
 }
 
-fn default_min_effect() -> f64 {
+pub(crate) fn default_min_effect() -> f64 {
     2.5
 }
 
-fn default_weight() -> f64 {
+pub(crate) fn default_weight() -> f64 {
     1.0
 }
 
@@ -409,42 +359,15 @@ pub struct Score {
     pub marginal: f64,
 }
 
-fn default_pass() -> f64 {
+pub(crate) fn default_pass() -> f64 {
     95.0
 }
 
-fn default_marginal() -> f64 {
+pub(crate) fn default_marginal() -> f64 {
     75.0
 }
 
-/// `logs`: mines log lines into templates and compares the window after the deploy with a baseline.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LogsStage {
-    /// Where the lines come from.
-    pub source: LogSource,
-    /// How long after the deploy to read (default 10m).
-    #[serde(default = "default_log_window")]
-    pub window: Duration,
-    /// What to compare with (default `before`: the same length of time before the deploy).
-    #[serde(default)]
-    pub baseline: LogBaseline,
-    /// How easily a change fails the stage (default `medium`).
-    #[serde(default)]
-    pub sensitivity: Sensitivity,
-    /// Regular expressions: a new template matching one fails the stage whatever its level.
-    #[serde(default)]
-    pub error_patterns: Vec<Spanned<String>>,
-    /// An error template whose rate grows by more than this factor fails the stage.
-    #[serde(default)]
-    pub rate_factor: Option<Spanned<f64>>,
-    /// With a `files` source: files (globs) whose lines are the baseline, instead of what the
-    /// watched files held before the window.
-    #[serde(default)]
-    pub baseline_files: Vec<Spanned<String>>,
-}
-
-fn default_log_window() -> Duration {
+pub(crate) fn default_log_window() -> Duration {
     secs(600)
 }
 
@@ -510,20 +433,6 @@ pub enum Sensitivity {
     High,
 }
 
-/// `policy`: evaluates Rego policies; `deny` fails the stage, `warn` is recorded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PolicyStage {
-    /// Rego files or folders, relative to the pipeline file.
-    pub policies: Vec<Spanned<String>>,
-    /// JSON or YAML data files, available as `data`.
-    #[serde(default)]
-    pub data: Vec<Spanned<String>>,
-    /// The environment judged (default: the nearest deploy after this stage, else before it).
-    #[serde(default)]
-    pub environment: Option<Spanned<String>>,
-}
-
 /// `freeze` of an environment: windows when nothing is promoted into it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -541,7 +450,7 @@ pub struct Freeze {
     pub break_glass: Vec<Spanned<String>>,
 }
 
-fn default_timezone() -> Spanned<String> {
+pub(crate) fn default_timezone() -> Spanned<String> {
     Spanned::new(Default::default(), "UTC".to_string())
 }
 
@@ -632,11 +541,11 @@ pub struct Notification {
     pub timeout: Duration,
 }
 
-fn default_notify_attempts() -> u32 {
+pub(crate) fn default_notify_attempts() -> u32 {
     4
 }
 
-fn default_notify_timeout() -> Duration {
+pub(crate) fn default_notify_timeout() -> Duration {
     secs(10)
 }
 
@@ -675,88 +584,11 @@ pub struct EmailTarget {
     pub ca_file: Option<Spanned<String>>,
 }
 
-/// `approval`: waits until enough allowed people approve (or one rejects).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ApprovalStage {
-    /// Users (`alice`) and groups (`group:release-managers`) who may decide.
-    pub approvers: Vec<Spanned<String>>,
-    /// How many distinct approvals are needed (default 1).
-    #[serde(default = "default_min_approvals")]
-    pub min_approvals: Spanned<u32>,
-    /// After this long with no decision, the approval is rejected.
-    #[serde(default)]
-    pub timeout: Option<Duration>,
-    /// Whoever triggered the run may approve it too (default false).
-    #[serde(default)]
-    pub allow_self_approval: bool,
-    /// Shown to approvers.
-    #[serde(default)]
-    pub message: Option<String>,
-    /// While it waits, the approvers who have not decided are reminded this often
-    /// (`approval-reminder` notes).
-    #[serde(default)]
-    pub remind_every: Option<Spanned<Duration>>,
-    /// After this long with no decision, one note goes to `escalateTo` (`approval-escalation`).
-    #[serde(default)]
-    pub escalate_after: Option<Spanned<Duration>>,
-    /// Who hears of an approval waiting past `escalateAfter`: logins, `group:NAME`, addresses.
-    #[serde(default)]
-    pub escalate_to: Vec<Spanned<String>>,
-}
-
-fn default_min_approvals() -> Spanned<u32> {
+pub(crate) fn default_min_approvals() -> Spanned<u32> {
     Spanned::new(Default::default(), 1)
 }
 
-/// `wait`: does nothing for a time (soak).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WaitStage {
-    /// How long.
-    pub duration: Duration,
-}
-
-/// `webhook`: calls an HTTP endpoint and judges its answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WebhookStage {
-    /// The URL (interpolated).
-    pub url: Spanned<String>,
-    /// HTTP method (default POST).
-    #[serde(default)]
-    pub method: Method,
-    /// Request headers (interpolated). Secrets belong in `auth`, never here.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Request body (interpolated). Default: a JSON summary of the run.
-    #[serde(default)]
-    pub body: Option<String>,
-    /// Status codes that mean success (default: any 2xx).
-    #[serde(default)]
-    pub expect_status: Vec<u16>,
-    /// CEL over `response` (`response.status`, `response.body`): must be true.
-    #[serde(default)]
-    pub success_condition: Option<Spanned<String>>,
-    /// Credentials, by reference.
-    #[serde(default)]
-    pub auth: Option<Auth>,
-    /// Request timeout (default 30s).
-    #[serde(default = "default_query_timeout")]
-    pub timeout: Duration,
-    /// Fail the stage when the call fails (default true); false records and goes on.
-    #[serde(default = "default_true")]
-    pub required: bool,
-    /// Wait, after a successful call, for the called system to post its verdict to the one-time
-    /// URL the call carried (`${callbackUrl}`, and `callbackUrl` in the default body).
-    #[serde(default)]
-    pub callback: bool,
-    /// How long to wait for that verdict (default 1h); then the stage fails.
-    #[serde(default = "default_callback_timeout")]
-    pub callback_timeout: Duration,
-}
-
-fn default_callback_timeout() -> Duration {
+pub(crate) fn default_callback_timeout() -> Duration {
     secs(3600)
 }
 

@@ -3,7 +3,7 @@
 mod de;
 mod duration;
 mod interpolate;
-mod kinds;
+pub(crate) mod kinds;
 mod load;
 pub mod path;
 mod spanned;
@@ -21,13 +21,14 @@ pub use kinds::*;
 pub use load::{KNOWN_VARIABLES, load};
 pub use spanned::Spanned;
 
-use crate::diag::{Pos, plural};
+use crate::diag::Pos;
 
-/// The stage kinds: the one list. Each entry is the `StageKind` variant, its settings' type (which
-/// implements [`Kind`]) and its doc. Every layer that treats all kinds alike expands this list
-/// with a macro of its own (`with_kinds!(its_macro)`): the model's enum, names and load dispatch
-/// (here), the plan's checks (`plan::checks`), the runners (`stages`). A kind added here and
-/// forgotten in one of them is a compile error there.
+/// The stage kinds: the one list. Each entry is the `StageKind` variant, its settings' type and
+/// its doc. A kind lives in one place, `src/stages/<kind>.rs`: its settings (read from the file,
+/// `impl Kind`), its checks (`impl plan::Checks`) and its runner (`impl stages::Run`). Every layer
+/// that treats all kinds alike expands this list with a macro of its own
+/// (`with_kinds!(its_macro)`): the model's enum, names and load dispatch (here), the plan's checks
+/// (`plan::checks`), the runners (`stages`). A kind missing one of them is a compile error there.
 macro_rules! with_kinds {
     ($m:ident) => {
         $m! {
@@ -98,22 +99,6 @@ impl DecidedBy<'_> {
                 let anyone = vec![Spanned::new(Default::default(), "group:*".to_string())];
                 std::borrow::Cow::Owned(ApprovalStage::of(if people.is_empty() { anyone } else { people.to_vec() }))
             }
-        }
-    }
-}
-
-impl ApprovalStage {
-    /// One approval by any of `approvers`, not the run's trigger, with no deadline.
-    pub fn of(approvers: Vec<Spanned<String>>) -> ApprovalStage {
-        ApprovalStage {
-            approvers,
-            min_approvals: Spanned::new(Default::default(), 1),
-            timeout: None,
-            allow_self_approval: false,
-            message: None,
-            remind_every: None,
-            escalate_after: None,
-            escalate_to: Vec::new(),
         }
     }
 }
@@ -527,91 +512,3 @@ pub(crate) struct StageCommon {
 
 /// The names of [`StageCommon`]'s fields, as written.
 pub const STAGE_FIELDS: &[&str] = &["needs", "if", "timeout", "retry", "description"];
-
-impl Kind for DeployStage {
-    const NAME: &'static str = "deploy";
-    const SHAPE: (&'static str, &'static str) = ("[/\"", "\"/]");
-    fn summary(&self) -> String {
-        format!("deploy → {}", self.environment.value)
-    }
-    fn promotes(&self) -> Option<&DeployStage> {
-        Some(self)
-    }
-}
-
-impl Kind for MetricsStage {
-    const NAME: &'static str = "metrics";
-    fn summary(&self) -> String {
-        format!("metrics ({})", plural(self.checks.len(), "check"))
-    }
-    fn decided_by(&self) -> Option<DecidedBy<'_>> {
-        Some(DecidedBy::Inconclusive(&self.approvers))
-    }
-}
-
-impl Kind for LogsStage {
-    const NAME: &'static str = "logs";
-    fn summary(&self) -> String {
-        format!("logs ({})", self.sensitivity_name())
-    }
-}
-
-impl Kind for PolicyStage {
-    const NAME: &'static str = "policy";
-    const SHAPE: (&'static str, &'static str) = ("{{\"", "\"}}");
-    fn summary(&self) -> String {
-        format!("policy ({})", plural(self.policies.len(), "source"))
-    }
-    const GATES: bool = true;
-    fn policies(&self) -> Option<&PolicyStage> {
-        Some(self)
-    }
-}
-
-impl Kind for ApprovalStage {
-    const NAME: &'static str = "approval";
-    const SHAPE: (&'static str, &'static str) = ("{{\"", "\"}}");
-    fn summary(&self) -> String {
-        format!("approval ({} needed)", self.min_approvals.value)
-    }
-    const SIGN_OFF: bool = true;
-    fn decided_by(&self) -> Option<DecidedBy<'_>> {
-        Some(DecidedBy::SignOff(self))
-    }
-}
-
-impl Kind for WaitStage {
-    const NAME: &'static str = "wait";
-    fn summary(&self) -> String {
-        format!("wait {}", self.duration)
-    }
-}
-
-impl Kind for WebhookStage {
-    const NAME: &'static str = "webhook";
-    fn summary(&self) -> String {
-        format!("webhook {}", self.method_name())
-    }
-}
-
-impl LogsStage {
-    /// The sensitivity as written.
-    pub fn sensitivity_name(&self) -> &'static str {
-        match self.sensitivity {
-            Sensitivity::Low => "low",
-            Sensitivity::Medium => "medium",
-            Sensitivity::High => "high",
-        }
-    }
-}
-
-impl WebhookStage {
-    /// The method as written.
-    pub fn method_name(&self) -> &'static str {
-        match self.method {
-            Method::Get => "GET",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-        }
-    }
-}

@@ -7,10 +7,7 @@ use petgraph::graph::DiGraph;
 
 use super::node;
 use crate::diag::{Diagnostics, did_you_mean};
-use crate::model::{
-    ApprovalStage, Compare, DeployStage, LogSource, LogsStage, MetricsStage, Pipeline, PolicyStage, Provider, Spanned, Stage, StageKind, WaitStage,
-    WebhookStage, list,
-};
+use crate::model::{Compare, Pipeline, Provider, Spanned, Stage, StageKind, list};
 
 /// `needs`: every name is a stage, not the stage itself, listed once. Adds the edges and returns
 /// each stage's needs as indexes.
@@ -228,8 +225,8 @@ fn pull_request(pr: &crate::model::PullRequest, diags: &mut Diagnostics) {
 
 /// Variables each kind of expression can read.
 const IF_VARIABLES: &[&str] = &["version", "pipeline", "run", "image", "stages", "trigger"];
-const RESULT_VARIABLES: &[&str] = &["result", "version", "pipeline", "run", "image"];
-const RESPONSE_VARIABLES: &[&str] = &["response", "version", "pipeline", "run", "image"];
+pub(crate) const RESULT_VARIABLES: &[&str] = &["result", "version", "pipeline", "run", "image"];
+pub(crate) const RESPONSE_VARIABLES: &[&str] = &["response", "version", "pipeline", "run", "image"];
 
 /// What compiling one CEL expression found: its syntax errors, or the variables it reads.
 enum CelOutcome {
@@ -344,199 +341,6 @@ pub fn kinds(p: &Pipeline, diags: &mut Diagnostics) {
     }
 }
 
-impl Checks for ApprovalStage {
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
-        let a = self;
-        let name = &stage.name.value;
-        if a.approvers.is_empty() {
-            diags.error(stage.kind_pos, format!("approval stage `{name}` lists no `approvers`: name users (`alice`) or groups (`group:release-managers`)"));
-        }
-        for who in &a.approvers {
-            if who.value.strip_prefix("group:").is_some_and(str::is_empty) || who.value.trim().is_empty() {
-                diags.error(who.pos, format!("empty approver `{}`", who.value));
-            }
-        }
-        let min = &a.min_approvals;
-        let min_pos = if min.pos.line == 0 { stage.kind_pos } else { min.pos };
-        let has_group = a.approvers.iter().any(|w| w.value.starts_with("group:"));
-        if a.approvers.is_empty() {
-            // reported above
-        } else if min.value == 0 {
-            diags.error(min_pos, "`minApprovals` must be at least 1 (an approval nobody has to give is not an approval)");
-        } else if !has_group && min.value as usize > a.approvers.len() {
-            diags.error(min_pos, format!("`minApprovals: {}` but only {} approvers are listed: it could never be met", min.value, a.approvers.len()));
-        }
-        for (field, d) in [("remindEvery", &a.remind_every), ("escalateAfter", &a.escalate_after)] {
-            if let Some(d) = d
-                && d.value.0.is_zero()
-            {
-                diags.error(d.pos, format!("`{field}` must be longer than 0s"));
-            }
-        }
-        if let (Some(after), Some(t)) = (&a.escalate_after, a.timeout)
-            && after.value >= t
-        {
-            diags.warning(
-                after.pos,
-                format!("`escalateAfter: {}` is not before the approval's `timeout: {}`: the escalation would never be sent", after.value, t),
-            );
-        }
-        match (&a.escalate_after, a.escalate_to.is_empty()) {
-            (Some(after), true) => diags.error(after.pos, "`escalateAfter` needs `escalateTo`: the people (`alice`), groups (`group:NAME`) or addresses told"),
-            (None, false) => diags.error(a.escalate_to[0].pos, "`escalateTo` needs `escalateAfter`: how long the approval may wait before they are told"),
-            _ => {}
-        }
-        for t in &a.escalate_to {
-            let v = t.value.as_str();
-            if v.trim().is_empty() || v == "group:" || v == "group:*" || v.contains(char::is_whitespace) && !v.contains('<') {
-                diags.error(t.pos, format!("`{v}` in `escalateTo` is not a person, `group:NAME` or an email address"));
-            } else if v.contains('@') && !v.starts_with("group:") && v.parse::<lettre::message::Mailbox>().is_err() {
-                diags.error(t.pos, format!("`{v}` in `escalateTo` is not an email address"));
-            }
-        }
-    }
-}
-
-impl Checks for MetricsStage {
-    fn expressions(&self) -> Vec<(&Spanned<String>, &'static str, &'static [&'static str])> {
-        let mut out = Vec::new();
-        for c in &self.checks {
-            for (field, e) in [("successCondition", &c.success_condition), ("failureCondition", &c.failure_condition)] {
-                if let Some(e) = e {
-                    out.push((e, field, RESULT_VARIABLES));
-                }
-            }
-        }
-        out
-    }
-
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
-        let m = self;
-        let name = &stage.name.value;
-        if m.checks.is_empty() {
-            diags.error(stage.kind_pos, format!("metrics stage `{name}` has no `checks`"));
-        }
-        let mut seen = HashSet::new();
-        for c in &m.checks {
-            if !seen.insert(c.name.value.as_str()) {
-                diags.error(c.name.pos, format!("two checks are named `{}` in stage `{name}`", c.name.value));
-            }
-            // Argo Rollouts' own rule: a limit larger than the measurements can never be passed.
-            let count = c.count.unwrap_or(m.count);
-            for (field, limit) in [("failureLimit", c.failure_limit), ("inconclusiveLimit", c.inconclusive_limit)] {
-                if count > 0 && count < limit {
-                    diags.error(
-                        c.name.pos,
-                        format!("check `{}`: `count: {count}` is less than `{field}: {limit}`, which could then never be passed (Argo Rollouts refuses it too): raise `count` or lower the limit", c.name.value),
-                    );
-                }
-            }
-            if c.success_condition.is_none() && c.failure_condition.is_none() && c.compare.is_none() {
-                diags.warning(c.name.pos, format!("check `{}` has no `successCondition`, `failureCondition` or `compare`: it can never fail", c.name.value));
-            }
-            if matches!(c.provider.as_ref().unwrap_or(&m.provider), Provider::Prometheus(_)) {
-                for e in [&c.success_condition, &c.failure_condition].into_iter().flatten() {
-                    if compares_result_directly(&e.value) {
-                        diags.warning(
-                            e.pos,
-                            format!(
-                                "`{}` compares `result` itself: a Prometheus vector is a list (one number per series), so write `result[0]` (a `scalar(...)` query is a number and is fine)",
-                                e.value
-                            ),
-                        );
-                    }
-                }
-            }
-            if let Some(cmp) = &c.compare {
-                check_compare(cmp, &c.name, diags);
-                if matches!(c.provider.as_ref().unwrap_or(&m.provider), Provider::Web(_)) {
-                    diags.error(
-                        c.name.pos,
-                        format!("check `{}`: `compare` needs a `prometheus` provider (a web endpoint has no time ranges to compare)", c.name.value),
-                    );
-                }
-            }
-            for provider in std::iter::once(&m.provider).chain(&c.provider) {
-                check_provider(provider, diags);
-            }
-        }
-    }
-}
-
-impl Checks for LogsStage {
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
-        let l = self;
-        let name = &stage.name.value;
-        for pat in &l.error_patterns {
-            if let Err(e) = regex::Regex::new(&pat.value) {
-                let msg = e.to_string();
-                let last = msg.lines().last().unwrap_or_default().trim().trim_start_matches("error: ").to_string();
-                diags.error(pat.pos, format!("`errorPatterns` entry is not a valid regular expression: {last}"));
-            }
-        }
-        if let Some(f) = &l.rate_factor
-            && !(f.value > 1.0)
-        {
-            diags.error(f.pos, format!("`rateFactor: {}` must be greater than 1", f.value));
-        }
-        if l.baseline == crate::model::LogBaseline::PreviousVersion && !matches!(l.source, LogSource::Loki(_)) {
-            diags.error(
-                stage.kind_pos,
-                format!("logs stage `{name}`: `baseline: previousVersion` needs a `loki` source (its query reads the previous version through `${{version}}`); use `before` with files or Kubernetes"),
-            );
-        }
-        if !l.baseline_files.is_empty() && !matches!(l.source, LogSource::Files(_)) {
-            diags.error(
-                l.baseline_files[0].pos,
-                format!("logs stage `{name}`: `baselineFiles` goes with a `files` source (Loki and Kubernetes read their baseline by time)"),
-            );
-        }
-        match &l.source {
-            LogSource::Files(files) if files.is_empty() => diags.error(stage.kind_pos, "`source.files` lists no files"),
-            LogSource::Loki(loki) => check_http_url(&loki.address, "address", diags),
-            _ => {}
-        }
-    }
-}
-
-impl Checks for PolicyStage {
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
-        let pol = self;
-        let name = &stage.name.value;
-        if pol.policies.is_empty() {
-            diags.error(stage.kind_pos, format!("policy stage `{name}` lists no `policies`: name Rego files or folders"));
-        }
-    }
-}
-
-impl Checks for WebhookStage {
-    fn expressions(&self) -> Vec<(&Spanned<String>, &'static str, &'static [&'static str])> {
-        self.success_condition.iter().map(|e| (e, "successCondition", RESPONSE_VARIABLES)).collect()
-    }
-
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    fn check(&self, _stage: &Stage, diags: &mut Diagnostics) {
-        let w = self;
-        check_http_url(&w.url, "url", diags);
-    }
-}
-
-impl Checks for DeployStage {
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    fn check(&self, _stage: &Stage, diags: &mut Diagnostics) {
-        let d = self;
-        if let Some(h) = d.health.as_ref().and_then(|h| h.http.as_ref()) {
-            check_http_url(&h.url, "url", diags);
-        }
-    }
-}
-
-impl Checks for WaitStage {}
-
 /// Every `watch` (of an environment, of a deploy) judges something, at an interval within its
 /// length, with checks that would be valid in a `metrics` or `logs` stage.
 pub fn watches(p: &Pipeline, diags: &mut Diagnostics) {
@@ -607,7 +411,7 @@ pub fn watches(p: &Pipeline, diags: &mut Diagnostics) {
 }
 
 #[allow(clippy::neg_cmp_op_on_partial_ord)]
-fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics) {
+pub(crate) fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics) {
     match (&cmp.baseline_query, &cmp.baseline_window) {
         (Some(_), Some(_)) => diags.error(check.pos, format!("check `{}`: `compare` takes `baselineQuery` or `baselineWindow`, not both", check.value)),
         (None, None) => diags.error(
@@ -643,7 +447,7 @@ fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut Diagnostics
 }
 
 /// Whether `result` is compared as a whole (`result < 0.01`), not indexed or called on.
-fn compares_result_directly(expr: &str) -> bool {
+pub(crate) fn compares_result_directly(expr: &str) -> bool {
     let b = expr.as_bytes();
     let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     expr.match_indices("result").any(|(i, _)| {
@@ -654,14 +458,14 @@ fn compares_result_directly(expr: &str) -> bool {
     })
 }
 
-fn check_provider(provider: &Provider, diags: &mut Diagnostics) {
+pub(crate) fn check_provider(provider: &Provider, diags: &mut Diagnostics) {
     match provider {
         Provider::Prometheus(prom) => check_http_url(&prom.address, "address", diags),
         Provider::Web(web) => check_http_url(&web.url, "url", diags),
     }
 }
 
-fn check_http_url(url: &Spanned<String>, field: &str, diags: &mut Diagnostics) {
+pub(crate) fn check_http_url(url: &Spanned<String>, field: &str, diags: &mut Diagnostics) {
     if !(url.value.starts_with("http://") || url.value.starts_with("https://") || url.value.starts_with("${")) {
         diags.error(url.pos, format!("`{field}: {}` is not an http:// or https:// URL", url.value));
     }

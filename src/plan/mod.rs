@@ -1,6 +1,6 @@
 //! The validated plan: how a pipeline's parts fit together, checked all at once, and its stage DAG.
 
-mod checks;
+pub(crate) mod checks;
 pub use checks::Checks;
 mod render;
 

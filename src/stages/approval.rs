@@ -2,11 +2,12 @@
 //! rejection or at its timeout, else waiting for the next decision. People and groups come from
 //! the pipeline's users file.
 
+pub use settings::ApprovalStage;
+
 use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::clock::now_ms;
 use crate::governance::notify::Note;
 use crate::governance::{Users, is_listed};
-use crate::model::ApprovalStage;
 use crate::store::RunRecord;
 
 /// Whether `user` may decide this approval of `run`.
@@ -166,5 +167,130 @@ impl super::Run for crate::model::ApprovalStage {
     fn describe(&self, output: &serde_json::Value) -> String {
         let by = output["approvedBy"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>()).unwrap_or_default();
         format!("approved by {}", by.join(", "))
+    }
+}
+
+/// The kind's settings as the pipeline file writes them under `approval:`, what the kind says of itself
+/// (`model::Kind`) and its own checks (`plan::Checks`): with its runner above, the kind in one place.
+mod settings {
+    use serde::{Deserialize, Serialize};
+
+    use crate::diag::Diagnostics;
+    use crate::model::kinds::*;
+    use crate::model::*;
+    use crate::plan::Checks;
+
+    /// `approval`: waits until enough allowed people approve (or one rejects).
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct ApprovalStage {
+        /// Users (`alice`) and groups (`group:release-managers`) who may decide.
+        pub approvers: Vec<Spanned<String>>,
+        /// How many distinct approvals are needed (default 1).
+        #[serde(default = "default_min_approvals")]
+        pub min_approvals: Spanned<u32>,
+        /// After this long with no decision, the approval is rejected.
+        #[serde(default)]
+        pub timeout: Option<Duration>,
+        /// Whoever triggered the run may approve it too (default false).
+        #[serde(default)]
+        pub allow_self_approval: bool,
+        /// Shown to approvers.
+        #[serde(default)]
+        pub message: Option<String>,
+        /// While it waits, the approvers who have not decided are reminded this often
+        /// (`approval-reminder` notes).
+        #[serde(default)]
+        pub remind_every: Option<Spanned<Duration>>,
+        /// After this long with no decision, one note goes to `escalateTo` (`approval-escalation`).
+        #[serde(default)]
+        pub escalate_after: Option<Spanned<Duration>>,
+        /// Who hears of an approval waiting past `escalateAfter`: logins, `group:NAME`, addresses.
+        #[serde(default)]
+        pub escalate_to: Vec<Spanned<String>>,
+    }
+
+    impl Kind for ApprovalStage {
+        const NAME: &'static str = "approval";
+        const SHAPE: (&'static str, &'static str) = ("{{\"", "\"}}");
+        fn summary(&self) -> String {
+            format!("approval ({} needed)", self.min_approvals.value)
+        }
+        const SIGN_OFF: bool = true;
+        fn decided_by(&self) -> Option<DecidedBy<'_>> {
+            Some(DecidedBy::SignOff(self))
+        }
+    }
+
+    impl ApprovalStage {
+        /// One approval by any of `approvers`, not the run's trigger, with no deadline.
+        pub fn of(approvers: Vec<Spanned<String>>) -> ApprovalStage {
+            ApprovalStage {
+                approvers,
+                min_approvals: Spanned::new(Default::default(), 1),
+                timeout: None,
+                allow_self_approval: false,
+                message: None,
+                remind_every: None,
+                escalate_after: None,
+                escalate_to: Vec::new(),
+            }
+        }
+    }
+
+    impl Checks for ApprovalStage {
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
+            let a = self;
+            let name = &stage.name.value;
+            if a.approvers.is_empty() {
+                diags.error(stage.kind_pos, format!("approval stage `{name}` lists no `approvers`: name users (`alice`) or groups (`group:release-managers`)"));
+            }
+            for who in &a.approvers {
+                if who.value.strip_prefix("group:").is_some_and(str::is_empty) || who.value.trim().is_empty() {
+                    diags.error(who.pos, format!("empty approver `{}`", who.value));
+                }
+            }
+            let min = &a.min_approvals;
+            let min_pos = if min.pos.line == 0 { stage.kind_pos } else { min.pos };
+            let has_group = a.approvers.iter().any(|w| w.value.starts_with("group:"));
+            if a.approvers.is_empty() {
+                // reported above
+            } else if min.value == 0 {
+                diags.error(min_pos, "`minApprovals` must be at least 1 (an approval nobody has to give is not an approval)");
+            } else if !has_group && min.value as usize > a.approvers.len() {
+                diags.error(min_pos, format!("`minApprovals: {}` but only {} approvers are listed: it could never be met", min.value, a.approvers.len()));
+            }
+            for (field, d) in [("remindEvery", &a.remind_every), ("escalateAfter", &a.escalate_after)] {
+                if let Some(d) = d
+                    && d.value.0.is_zero()
+                {
+                    diags.error(d.pos, format!("`{field}` must be longer than 0s"));
+                }
+            }
+            if let (Some(after), Some(t)) = (&a.escalate_after, a.timeout)
+                && after.value >= t
+            {
+                diags.warning(
+                    after.pos,
+                    format!("`escalateAfter: {}` is not before the approval's `timeout: {}`: the escalation would never be sent", after.value, t),
+                );
+            }
+            match (&a.escalate_after, a.escalate_to.is_empty()) {
+                (Some(after), true) => {
+                    diags.error(after.pos, "`escalateAfter` needs `escalateTo`: the people (`alice`), groups (`group:NAME`) or addresses told")
+                }
+                (None, false) => diags.error(a.escalate_to[0].pos, "`escalateTo` needs `escalateAfter`: how long the approval may wait before they are told"),
+                _ => {}
+            }
+            for t in &a.escalate_to {
+                let v = t.value.as_str();
+                if v.trim().is_empty() || v == "group:" || v == "group:*" || v.contains(char::is_whitespace) && !v.contains('<') {
+                    diags.error(t.pos, format!("`{v}` in `escalateTo` is not a person, `group:NAME` or an email address"));
+                } else if v.contains('@') && !v.starts_with("group:") && v.parse::<lettre::message::Mailbox>().is_err() {
+                    diags.error(t.pos, format!("`{v}` in `escalateTo` is not an email address"));
+                }
+            }
+        }
     }
 }

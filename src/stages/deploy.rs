@@ -1,11 +1,12 @@
 //! `deploy`: takes the environment (one promotion at a time), then writes the promotion commit
 //! through the git writer. Idempotent: a resumed deploy finds its own commit.
 
+pub use settings::DeployStage;
+
 use serde::{Deserialize, Serialize};
 
 use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::git::{Destination, Outcome, Promotion};
-use crate::model::DeployStage;
 use crate::store::LockState;
 
 /// What a deploy leaves as its output: stored with the stage as JSON (camelCase, the form the API,
@@ -579,5 +580,64 @@ impl super::Run for crate::model::DeployStage {
         let warned = if warnings > 0 { format!(" ({} from policy)", crate::diag::plural(warnings, "warning")) } else { String::new() };
         let glass = o.break_glass.map(|b| format!("; freeze overridden by {}", b.user)).unwrap_or_default();
         format!("{line}{warned}{glass}")
+    }
+}
+
+/// The kind's settings as the pipeline file writes them under `deploy:`, what the kind says of itself
+/// (`model::Kind`) and its own checks (`plan::Checks`): with its runner above, the kind in one place.
+mod settings {
+    use serde::{Deserialize, Serialize};
+
+    use crate::diag::Diagnostics;
+
+    use crate::model::*;
+    use crate::plan::Checks;
+    use crate::plan::checks::*;
+
+    /// `deploy`: writes the promotion commit into an environment repo, then optionally waits for health.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct DeployStage {
+        /// The environment (a key of `environments`) to promote into.
+        pub environment: Spanned<String>,
+        /// What must be healthy after the commit before the stage succeeds.
+        #[serde(default)]
+        pub health: Option<Health>,
+        /// How the release keeps being judged after the run (replaces the environment's `watch`).
+        #[serde(default)]
+        pub watch: Option<Box<Watch>>,
+        /// Whether this run, once it reaches the deploy, supersedes the older runs of the pipeline
+        /// queued for the environment (they end `superseded`; only the newest is promoted). Default:
+        /// true when no approval stage is upstream of this deploy (nobody signed the older runs off).
+        #[serde(default)]
+        pub supersede: Option<bool>,
+    }
+
+    impl DeployStage {
+        /// The watch this deploy's releases get: its own, else its environment's.
+        pub fn watch_in<'a>(&'a self, env: &'a crate::model::Environment) -> Option<&'a Watch> {
+            self.watch.as_deref().or(env.spec.watch.as_deref())
+        }
+    }
+
+    impl Kind for DeployStage {
+        const NAME: &'static str = "deploy";
+        const SHAPE: (&'static str, &'static str) = ("[/\"", "\"/]");
+        fn summary(&self) -> String {
+            format!("deploy → {}", self.environment.value)
+        }
+        fn promotes(&self) -> Option<&DeployStage> {
+            Some(self)
+        }
+    }
+
+    impl Checks for DeployStage {
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        fn check(&self, _stage: &Stage, diags: &mut Diagnostics) {
+            let d = self;
+            if let Some(h) = d.health.as_ref().and_then(|h| h.http.as_ref()) {
+                check_http_url(&h.url, "url", diags);
+            }
+        }
     }
 }

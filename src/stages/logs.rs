@@ -3,6 +3,8 @@
 //! past a factor, as the sensitivity says. The verdict names each template with its counts and
 //! three sample lines.
 
+pub use settings::LogsStage;
+
 use std::time::Duration;
 
 use serde_json::json;
@@ -10,7 +12,7 @@ use serde_json::json;
 use super::{StageContext, StageError};
 use crate::clock::now_ms;
 use crate::logs::verdict::{self, Level, Rules};
-use crate::model::{LogBaseline, LogSource, LogsStage, Sensitivity};
+use crate::model::{LogBaseline, LogSource, Sensitivity};
 use crate::providers::logsource::{self, FileMarks};
 
 /// The rules a sensitivity stands for (`rateFactor` replaces its factor).
@@ -220,5 +222,99 @@ impl super::Run for crate::model::LogsStage {
             line.push_str(&shown.join("; "));
         }
         line
+    }
+}
+
+/// The kind's settings as the pipeline file writes them under `logs:`, what the kind says of itself
+/// (`model::Kind`) and its own checks (`plan::Checks`): with its runner above, the kind in one place.
+mod settings {
+    use serde::{Deserialize, Serialize};
+
+    use crate::diag::Diagnostics;
+    use crate::model::kinds::*;
+    use crate::model::*;
+    use crate::plan::Checks;
+    use crate::plan::checks::*;
+
+    /// `logs`: mines log lines into templates and compares the window after the deploy with a baseline.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct LogsStage {
+        /// Where the lines come from.
+        pub source: LogSource,
+        /// How long after the deploy to read (default 10m).
+        #[serde(default = "default_log_window")]
+        pub window: Duration,
+        /// What to compare with (default `before`: the same length of time before the deploy).
+        #[serde(default)]
+        pub baseline: LogBaseline,
+        /// How easily a change fails the stage (default `medium`).
+        #[serde(default)]
+        pub sensitivity: Sensitivity,
+        /// Regular expressions: a new template matching one fails the stage whatever its level.
+        #[serde(default)]
+        pub error_patterns: Vec<Spanned<String>>,
+        /// An error template whose rate grows by more than this factor fails the stage.
+        #[serde(default)]
+        pub rate_factor: Option<Spanned<f64>>,
+        /// With a `files` source: files (globs) whose lines are the baseline, instead of what the
+        /// watched files held before the window.
+        #[serde(default)]
+        pub baseline_files: Vec<Spanned<String>>,
+    }
+
+    impl Kind for LogsStage {
+        const NAME: &'static str = "logs";
+        fn summary(&self) -> String {
+            format!("logs ({})", self.sensitivity_name())
+        }
+    }
+
+    impl LogsStage {
+        /// The sensitivity as written.
+        pub fn sensitivity_name(&self) -> &'static str {
+            match self.sensitivity {
+                Sensitivity::Low => "low",
+                Sensitivity::Medium => "medium",
+                Sensitivity::High => "high",
+            }
+        }
+    }
+
+    impl Checks for LogsStage {
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
+            let l = self;
+            let name = &stage.name.value;
+            for pat in &l.error_patterns {
+                if let Err(e) = regex::Regex::new(&pat.value) {
+                    let msg = e.to_string();
+                    let last = msg.lines().last().unwrap_or_default().trim().trim_start_matches("error: ").to_string();
+                    diags.error(pat.pos, format!("`errorPatterns` entry is not a valid regular expression: {last}"));
+                }
+            }
+            if let Some(f) = &l.rate_factor
+                && !(f.value > 1.0)
+            {
+                diags.error(f.pos, format!("`rateFactor: {}` must be greater than 1", f.value));
+            }
+            if l.baseline == crate::model::LogBaseline::PreviousVersion && !matches!(l.source, LogSource::Loki(_)) {
+                diags.error(
+                    stage.kind_pos,
+                    format!("logs stage `{name}`: `baseline: previousVersion` needs a `loki` source (its query reads the previous version through `${{version}}`); use `before` with files or Kubernetes"),
+                );
+            }
+            if !l.baseline_files.is_empty() && !matches!(l.source, LogSource::Files(_)) {
+                diags.error(
+                    l.baseline_files[0].pos,
+                    format!("logs stage `{name}`: `baselineFiles` goes with a `files` source (Loki and Kubernetes read their baseline by time)"),
+                );
+            }
+            match &l.source {
+                LogSource::Files(files) if files.is_empty() => diags.error(stage.kind_pos, "`source.files` lists no files"),
+                LogSource::Loki(loki) => check_http_url(&loki.address, "address", diags),
+                _ => {}
+            }
+        }
     }
 }

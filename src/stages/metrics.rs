@@ -2,6 +2,8 @@
 //! measurements like Argo Rollouts and comparisons like Kayenta; an inconclusive result waits for
 //! a person. The verdict carries every value and the condition behind it.
 
+pub use settings::MetricsStage;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,7 +14,7 @@ use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::analysis::kayenta::{self, Class, Classification, CompareSettings, Scored};
 use crate::analysis::{Conditions, Limits, Phase, Tally, fmt_f64};
 use crate::clock::now_ms;
-use crate::model::{MetricCheck, MetricsStage};
+use crate::model::MetricCheck;
 use crate::providers::{AnyProvider, MetricProvider};
 
 /// One check's outcome.
@@ -353,5 +355,123 @@ impl super::Run for crate::model::MetricsStage {
             parts.push(format!("inconclusive: approved by {u}"));
         }
         parts.join(" | ")
+    }
+}
+
+/// The kind's settings as the pipeline file writes them under `metrics:`, what the kind says of itself
+/// (`model::Kind`) and its own checks (`plan::Checks`): with its runner above, the kind in one place.
+mod settings {
+    use std::collections::HashSet;
+
+    use serde::{Deserialize, Serialize};
+
+    use crate::diag::{Diagnostics, plural};
+    use crate::model::kinds::*;
+    use crate::model::*;
+    use crate::plan::Checks;
+    use crate::plan::checks::*;
+
+    /// `metrics`: measures queries over time and judges them (Argo Rollouts and Kayenta semantics).
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct MetricsStage {
+        /// Where the checks' queries go unless a check names its own.
+        pub provider: Provider,
+        /// Time between measurements (default 1m).
+        #[serde(default = "default_interval")]
+        pub interval: Duration,
+        /// Measurements per check (default 1).
+        #[serde(default = "default_count")]
+        pub count: u32,
+        /// Wait before the first measurement (default 0s).
+        #[serde(default)]
+        pub initial_delay: Duration,
+        /// The checks; at least one.
+        pub checks: Vec<MetricCheck>,
+        /// Pass and marginal thresholds of the comparison score out of 100.
+        #[serde(default)]
+        pub score: Option<Score>,
+        /// Who may decide an inconclusive result (users and `group:` entries; default: anyone but
+        /// whoever triggered the run).
+        #[serde(default)]
+        pub approvers: Vec<Spanned<String>>,
+    }
+
+    impl Kind for MetricsStage {
+        const NAME: &'static str = "metrics";
+        fn summary(&self) -> String {
+            format!("metrics ({})", plural(self.checks.len(), "check"))
+        }
+        fn decided_by(&self) -> Option<DecidedBy<'_>> {
+            Some(DecidedBy::Inconclusive(&self.approvers))
+        }
+    }
+
+    impl Checks for MetricsStage {
+        fn expressions(&self) -> Vec<(&Spanned<String>, &'static str, &'static [&'static str])> {
+            let mut out = Vec::new();
+            for c in &self.checks {
+                for (field, e) in [("successCondition", &c.success_condition), ("failureCondition", &c.failure_condition)] {
+                    if let Some(e) = e {
+                        out.push((e, field, RESULT_VARIABLES));
+                    }
+                }
+            }
+            out
+        }
+
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
+            let m = self;
+            let name = &stage.name.value;
+            if m.checks.is_empty() {
+                diags.error(stage.kind_pos, format!("metrics stage `{name}` has no `checks`"));
+            }
+            let mut seen = HashSet::new();
+            for c in &m.checks {
+                if !seen.insert(c.name.value.as_str()) {
+                    diags.error(c.name.pos, format!("two checks are named `{}` in stage `{name}`", c.name.value));
+                }
+                // Argo Rollouts' own rule: a limit larger than the measurements can never be passed.
+                let count = c.count.unwrap_or(m.count);
+                for (field, limit) in [("failureLimit", c.failure_limit), ("inconclusiveLimit", c.inconclusive_limit)] {
+                    if count > 0 && count < limit {
+                        diags.error(
+                            c.name.pos,
+                            format!("check `{}`: `count: {count}` is less than `{field}: {limit}`, which could then never be passed (Argo Rollouts refuses it too): raise `count` or lower the limit", c.name.value),
+                        );
+                    }
+                }
+                if c.success_condition.is_none() && c.failure_condition.is_none() && c.compare.is_none() {
+                    diags
+                        .warning(c.name.pos, format!("check `{}` has no `successCondition`, `failureCondition` or `compare`: it can never fail", c.name.value));
+                }
+                if matches!(c.provider.as_ref().unwrap_or(&m.provider), Provider::Prometheus(_)) {
+                    for e in [&c.success_condition, &c.failure_condition].into_iter().flatten() {
+                        if compares_result_directly(&e.value) {
+                            diags.warning(
+                                e.pos,
+                                format!(
+                                    "`{}` compares `result` itself: a Prometheus vector is a list (one number per series), so write `result[0]` (a `scalar(...)` query is a number and is fine)",
+                                    e.value
+                                ),
+                            );
+                        }
+                    }
+                }
+                if let Some(cmp) = &c.compare {
+                    check_compare(cmp, &c.name, diags);
+                    if matches!(c.provider.as_ref().unwrap_or(&m.provider), Provider::Web(_)) {
+                        diags.error(
+                            c.name.pos,
+                            format!("check `{}`: `compare` needs a `prometheus` provider (a web endpoint has no time ranges to compare)", c.name.value),
+                        );
+                    }
+                }
+                for provider in std::iter::once(&m.provider).chain(&c.provider) {
+                    check_provider(provider, diags);
+                }
+            }
+        }
     }
 }

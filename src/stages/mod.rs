@@ -3,7 +3,13 @@
 
 mod approval;
 mod deploy;
-pub use deploy::{BreakGlass, DeployOutcome, DeployOutput, HealthSeen};
+pub use approval::ApprovalStage;
+pub use deploy::{BreakGlass, DeployOutcome, DeployOutput, DeployStage, HealthSeen};
+pub use logs::LogsStage;
+pub use metrics::MetricsStage;
+pub use policy::PolicyStage;
+pub use wait::WaitStage;
+pub use webhook::WebhookStage;
 pub mod logs;
 pub mod metrics;
 pub mod policies;

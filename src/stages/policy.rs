@@ -2,12 +2,14 @@
 //! environment's manifests as the next deploy will leave them; `deny` fails the stage, `warn` is
 //! recorded and notified. The same policies check every deploy's commit (see `commit_check`).
 
+pub use settings::PolicyStage;
+
 use serde_json::{Value, json};
 
 use super::policies::{add_change, compiled, describe, input_base};
 use super::{StageContext, StageError};
 use crate::git::Destination;
-use crate::model::{PolicyStage, StageKind};
+use crate::model::StageKind;
 use crate::providers::policy::to_value;
 
 /// Judges the run and the target environment.
@@ -92,6 +94,54 @@ impl super::Run for crate::model::PolicyStage {
         match warn.len() {
             0 => format!("allowed{env}"),
             n => format!("allowed{env}, {}: {}", crate::diag::plural(n, "warning"), warn.join("; ")),
+        }
+    }
+}
+
+/// The kind's settings as the pipeline file writes them under `policy:`, what the kind says of itself
+/// (`model::Kind`) and its own checks (`plan::Checks`): with its runner above, the kind in one place.
+mod settings {
+    use serde::{Deserialize, Serialize};
+
+    use crate::diag::{Diagnostics, plural};
+
+    use crate::model::*;
+    use crate::plan::Checks;
+
+    /// `policy`: evaluates Rego policies; `deny` fails the stage, `warn` is recorded.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct PolicyStage {
+        /// Rego files or folders, relative to the pipeline file.
+        pub policies: Vec<Spanned<String>>,
+        /// JSON or YAML data files, available as `data`.
+        #[serde(default)]
+        pub data: Vec<Spanned<String>>,
+        /// The environment judged (default: the nearest deploy after this stage, else before it).
+        #[serde(default)]
+        pub environment: Option<Spanned<String>>,
+    }
+
+    impl Kind for PolicyStage {
+        const NAME: &'static str = "policy";
+        const SHAPE: (&'static str, &'static str) = ("{{\"", "\"}}");
+        fn summary(&self) -> String {
+            format!("policy ({})", plural(self.policies.len(), "source"))
+        }
+        const GATES: bool = true;
+        fn policies(&self) -> Option<&PolicyStage> {
+            Some(self)
+        }
+    }
+
+    impl Checks for PolicyStage {
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        fn check(&self, stage: &Stage, diags: &mut Diagnostics) {
+            let pol = self;
+            let name = &stage.name.value;
+            if pol.policies.is_empty() {
+                diags.error(stage.kind_pos, format!("policy stage `{name}` lists no `policies`: name Rego files or folders"));
+            }
         }
     }
 }

@@ -2,10 +2,12 @@
 //! variables, credentials by reference), judged by its status and an optional CEL condition over
 //! the answer; with `callback: true`, then the verdict the called system posts to a one-time URL.
 
+pub use settings::WebhookStage;
+
 use serde_json::{Value, json};
 
 use super::{Run, StageContext, StageError, Step, Wait, Wake};
-use crate::model::{Method, WebhookStage};
+use crate::model::Method;
 use crate::providers::auth::Credential;
 
 /// The most of an answer read (and kept, for the record: 16 KB).
@@ -168,5 +170,88 @@ fn condition(cond: &str, status: u16, body: &Value) -> Result<bool, String> {
     match program.execute(&ctx).map_err(|e| e.to_string())? {
         cel::Value::Bool(b) => Ok(b),
         other => Err(format!("it gave {other:?}, not true or false")),
+    }
+}
+
+/// The kind's settings as the pipeline file writes them under `webhook:`, what the kind says of itself
+/// (`model::Kind`) and its own checks (`plan::Checks`): with its runner above, the kind in one place.
+mod settings {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use crate::diag::Diagnostics;
+    use crate::model::kinds::*;
+    use crate::model::*;
+    use crate::plan::Checks;
+    use crate::plan::checks::*;
+
+    /// `webhook`: calls an HTTP endpoint and judges its answer.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct WebhookStage {
+        /// The URL (interpolated).
+        pub url: Spanned<String>,
+        /// HTTP method (default POST).
+        #[serde(default)]
+        pub method: Method,
+        /// Request headers (interpolated). Secrets belong in `auth`, never here.
+        #[serde(default)]
+        pub headers: BTreeMap<String, String>,
+        /// Request body (interpolated). Default: a JSON summary of the run.
+        #[serde(default)]
+        pub body: Option<String>,
+        /// Status codes that mean success (default: any 2xx).
+        #[serde(default)]
+        pub expect_status: Vec<u16>,
+        /// CEL over `response` (`response.status`, `response.body`): must be true.
+        #[serde(default)]
+        pub success_condition: Option<Spanned<String>>,
+        /// Credentials, by reference.
+        #[serde(default)]
+        pub auth: Option<Auth>,
+        /// Request timeout (default 30s).
+        #[serde(default = "default_query_timeout")]
+        pub timeout: Duration,
+        /// Fail the stage when the call fails (default true); false records and goes on.
+        #[serde(default = "default_true")]
+        pub required: bool,
+        /// Wait, after a successful call, for the called system to post its verdict to the one-time
+        /// URL the call carried (`${callbackUrl}`, and `callbackUrl` in the default body).
+        #[serde(default)]
+        pub callback: bool,
+        /// How long to wait for that verdict (default 1h); then the stage fails.
+        #[serde(default = "default_callback_timeout")]
+        pub callback_timeout: Duration,
+    }
+
+    impl Kind for WebhookStage {
+        const NAME: &'static str = "webhook";
+        fn summary(&self) -> String {
+            format!("webhook {}", self.method_name())
+        }
+    }
+
+    impl WebhookStage {
+        /// The method as written.
+        pub fn method_name(&self) -> &'static str {
+            match self.method {
+                Method::Get => "GET",
+                Method::Post => "POST",
+                Method::Put => "PUT",
+            }
+        }
+    }
+
+    impl Checks for WebhookStage {
+        fn expressions(&self) -> Vec<(&Spanned<String>, &'static str, &'static [&'static str])> {
+            self.success_condition.iter().map(|e| (e, "successCondition", RESPONSE_VARIABLES)).collect()
+        }
+
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        fn check(&self, _stage: &Stage, diags: &mut Diagnostics) {
+            let w = self;
+            check_http_url(&w.url, "url", diags);
+        }
     }
 }
