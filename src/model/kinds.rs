@@ -1,4 +1,6 @@
-//! The settings types several stage kinds share (a metric check, a watch, a provider, a log source), and the pipeline-level settings (freeze windows, notifications). Each kind's own settings live with it, in `src/stages/<kind>.rs`.
+//! The settings types several stage kinds share (a metric check, a watch, a provider, a log
+//! source) and the pipeline-level settings (freeze windows, notifications). Each kind's own
+//! settings live with it, in `src/stages/<kind>.rs`.
 
 use std::collections::BTreeMap;
 
