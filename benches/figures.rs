@@ -109,7 +109,7 @@ async fn main() {
         .map(|i| Write::Audit {
             run: "-".into(),
             stage: None,
-            kind: "rollback".into(),
+            kind: promote::store::EntryKind::Rollback,
             actor: "alice".into(),
             detail: format!("p{}: rolled back prod: 1.0.{i} -> 1.0.{} in commit {i:040x}", i % PIPELINES, i.saturating_sub(PIPELINES)),
             at: T0 + i as i64 * GAP_MS + 3_600_000,

@@ -326,7 +326,7 @@ impl Executor {
         let notifier = match Notifier::new(&plan.pipeline.notifications, self.writer.config().credentials.secrets()) {
             Ok(n) => Arc::new(n.linked(self.public_url.as_deref()).addressed(people)),
             Err(e) => {
-                self.store.audit(id, None, "notification", "promote", &format!("notifications are off for this run: {e}")).await?;
+                self.store.audit(id, None, crate::store::EntryKind::Notification, "promote", &format!("notifications are off for this run: {e}")).await?;
                 Arc::new(Notifier::default())
             }
         };
@@ -885,7 +885,7 @@ async fn one_attempt(ctx: &StageContext) -> Result<serde_json::Value, StageError
                         && let Some(event) = w.notify
                         && ctx.store.claim_note(&ctx.run.id, name, ctx.started_at, event, 1, &format!("`{event}` note sent: {}", w.why)).await?
                     {
-                        ctx.notify(event, Some(name), &w.why);
+                        ctx.notify(event.as_str(), Some(name), &w.why);
                     }
                     recorded = Some(w.why.clone());
                 }

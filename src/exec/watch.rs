@@ -101,7 +101,9 @@ impl Executor {
             let marks = match spec.logs.as_ref().map(|l| stages::logs::marks(l, base_dir)) {
                 Some(Ok(m)) => m.map(|m| m.to_json()),
                 Some(Err(e)) => {
-                    self.store.audit(&run.id, Some(&s.name.value), "watch", "promote", &format!("the watch's log files cannot be read: {e}")).await?;
+                    self.store
+                        .audit(&run.id, Some(&s.name.value), crate::store::EntryKind::Watch, "promote", &format!("the watch's log files cannot be read: {e}"))
+                        .await?;
                     None
                 }
                 None => None,
@@ -475,7 +477,12 @@ impl Executor {
                 let base = std::path::Path::new(&x.run.file).parent().map(std::path::Path::to_path_buf).unwrap_or_default();
                 Arc::new(n.linked(self.public_url.as_deref()).addressed(self.people(&x.plan.pipeline, &base)))
             }
-            Err(e) => return Ok(self.store.audit(&w.run, Some(&w.stage), "notification", "promote", &format!("notifications are off: {e}")).await?),
+            Err(e) => {
+                return Ok(self
+                    .store
+                    .audit(&w.run, Some(&w.stage), crate::store::EntryKind::Notification, "promote", &format!("notifications are off: {e}"))
+                    .await?);
+            }
         };
         // A hold is cleared in the inbox, where its card is.
         n.send(Note::for_run(&x.run, event, Some(&w.stage), message).on_page(format!("/ui/#held-{}", w.id)));

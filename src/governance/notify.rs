@@ -460,7 +460,9 @@ impl Notifier {
     /// Waits for every note sent so far; those not delivered become audit entries of `run`.
     pub async fn finish_audited(&self, store: &crate::store::Store, run: &str) -> Result<(), crate::store::StoreError> {
         for u in self.finish().await {
-            store.audit(run, None, "notification", "promote", &format!("`{}` note to {} not delivered: {}", u.event, u.channel, u.error)).await?;
+            store
+                .audit(run, None, crate::store::EntryKind::Notification, "promote", &format!("`{}` note to {} not delivered: {}", u.event, u.channel, u.error))
+                .await?;
         }
         Ok(())
     }

@@ -290,7 +290,7 @@ async fn one(
     let deny = match denied {
         Ok(d) => d,
         Err(why) => {
-            store.audit("-", None, "policy", "promote", &format!("{name}: compliance of {env_name} could not be judged: {why}")).await?;
+            store.audit("-", None, crate::store::EntryKind::Policy, "promote", &format!("{name}: compliance of {env_name} could not be judged: {why}")).await?;
             return Ok(Judged {
                 environment: env_name.clone(),
                 head,

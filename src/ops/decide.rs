@@ -72,7 +72,7 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
     let allowed = rules(store, run_id, stage, &r.caller, mode).await??;
     prove(&r.caller, allowed.users.as_ref())?;
     let (run, pipeline) = (allowed.run, allowed.pipeline);
-    let kind = if mode == Mode::BreakGlass { "break-glass" } else { "decision" };
+    let kind = if mode == Mode::BreakGlass { crate::store::EntryKind::BreakGlass } else { crate::store::EntryKind::Decision };
     if !store.decide_as(run_id, stage, user, mode != Mode::Reject, comment, kind, vouched(&r.caller).as_deref()).await? {
         return Err(OpsError::Conflict(format!("{user} has decided `{stage}` of run {run_id} already: a person's decision is made once")));
     }
@@ -387,7 +387,7 @@ pub async fn callback(store: &Store, c: &Callback<'_>) -> Result<Result<String, 
         return Ok(Err(CallbackRefused::Closed(format!("stage `{}` of run {} is {}, not waiting for a verdict", c.stage, run.id, stage.state.as_str()))));
     }
     let message = c.message.map(|m| crate::diag::printable(&m.chars().take(2000).collect::<String>()).into_owned());
-    if !store.decide_as(&run.id, c.stage, user, c.passed, message.as_deref(), "callback", Some("its one-time callback URL")).await? {
+    if !store.decide_as(&run.id, c.stage, user, c.passed, message.as_deref(), crate::store::EntryKind::Callback, Some("its one-time callback URL")).await? {
         return Ok(Err(CallbackRefused::Closed(format!("stage `{}` of run {} has its verdict already: a callback URL is used once", c.stage, run.id))));
     }
     Ok(Ok(format!("stage `{}` of run {} {}", c.stage, run.id, if c.passed { "passed" } else { "failed" })))

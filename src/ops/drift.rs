@@ -120,7 +120,15 @@ pub async fn check(
             // What a compliance exception in force names is not reverted.
             Ok(d) => super::compliance::unexcepted(store, &name, &env_name, d).await?,
             Err(why) => {
-                store.audit("-", None, "policy", "promote", &format!("{name}: drift {} in {env_name} could not be judged: {why}", drift.id)).await?;
+                store
+                    .audit(
+                        "-",
+                        None,
+                        crate::store::EntryKind::Policy,
+                        "promote",
+                        &format!("{name}: drift {} in {env_name} could not be judged: {why}", drift.id),
+                    )
+                    .await?;
                 Vec::new()
             }
         };

@@ -89,7 +89,7 @@ pub async fn recount(store: &Store, now: i64) -> Result<Figures, StoreError> {
         let page = store.audit_entries(Some("-"), after, 1000).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
-        for e in page.iter().filter(|e| e.kind == "rollback") {
+        for e in page.iter().filter(|e| e.kind == crate::store::EntryKind::Rollback.as_str()) {
             let Some((pipeline, environment)) = crate::store::dora::rollback_target(&e.detail) else { continue };
             if let Some(list) = by_env.get_mut(&(pipeline.to_string(), environment.to_string()))
                 && let Some(d) = list.iter_mut().rev().find(|d| d.committed_at <= e.at)

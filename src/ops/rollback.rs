@@ -111,7 +111,7 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
         Err(e) => format!("{}: rollback of {environment} failed: {e}", pipeline.name.value),
     };
     let detail = crate::store::texts::vouched(detail, super::decide::vouched(&caller).as_deref());
-    store.audit("-", None, "rollback", who, &detail).await?;
+    store.audit("-", None, crate::store::EntryKind::Rollback, who, &detail).await?;
     if let Ok(Report { outcome: Outcome::Committed(_), .. }) = &result {
         // What watched the release rolled back watches no more.
         store.supersede_watches(&pipeline.name.value, environment, &format!("a rollback by {who}")).await?;
@@ -135,7 +135,7 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
                 });
                 n.finish_audited(store, "-").await?;
             }
-            Err(e) => store.audit("-", None, "notification", "promote", &format!("notifications are off: {e}")).await?,
+            Err(e) => store.audit("-", None, crate::store::EntryKind::Notification, "promote", &format!("notifications are off: {e}")).await?,
         }
     }
     Ok(RolledBack { result, line })

@@ -892,7 +892,7 @@ pub(super) async fn event_stream(store: crate::store::Store, id: String, after: 
     let sub = store.subscribe().await?;
     let all = store.events(&id).await?;
     // The run's end may be among the entries the client already has: then it ends at once.
-    let done = run.state != crate::store::RunState::Running || all.iter().any(|e| e.kind == "run");
+    let done = run.state != crate::store::RunState::Running || all.iter().any(|e| e.kind == crate::store::EntryKind::Run.as_str());
     let first: std::collections::VecDeque<_> = all.into_iter().filter(|e| e.id > after).collect();
     let state = (store, sub, id, first, after, done);
     let stream = futures_util::stream::unfold(state, |(store, mut sub, id, mut pending, mut last, mut done)| async move {
@@ -910,7 +910,7 @@ pub(super) async fn event_stream(store: crate::store::Store, id: String, after: 
             match store.events(&id).await {
                 Ok(all) => {
                     for e in all.into_iter().filter(|e| e.id > last) {
-                        done |= e.kind == "run";
+                        done |= e.kind == crate::store::EntryKind::Run.as_str();
                         pending.push_back(e);
                     }
                 }

@@ -242,11 +242,11 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     let report = match report {
         Ok(r) => r,
         Err(e @ crate::git::GitError::Refused(_)) => {
-            ctx.store.audit(&run.id, Some(&stage), "policy", "promote", &format!("commit to `{env_name}` refused: {e}")).await?;
+            ctx.store.audit(&run.id, Some(&stage), crate::store::EntryKind::Policy, "promote", &format!("commit to `{env_name}` refused: {e}")).await?;
             return Err(StageError::Terminal(e.to_string()));
         }
         Err(e @ crate::git::GitError::HistoryRewritten(_)) => {
-            ctx.store.audit(&run.id, Some(&stage), "history-rewrite", "promote", &e.to_string()).await?;
+            ctx.store.audit(&run.id, Some(&stage), crate::store::EntryKind::HistoryRewrite, "promote", &e.to_string()).await?;
             return Err(StageError::Terminal(e.to_string()));
         }
         Err(e) if e.is_transient() => return Err(StageError::Transient(e.to_string())),
@@ -254,7 +254,9 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     };
     if checked && matches!(report.outcome, Outcome::Committed(_)) {
         let d = crate::providers::policy::Decision { deny: vec![], warn: report.warnings.clone() };
-        ctx.store.audit(&run.id, Some(&stage), "policy", "promote", &format!("commit: {}", super::policies::describe(&d, Some(env_name)))).await?;
+        ctx.store
+            .audit(&run.id, Some(&stage), crate::store::EntryKind::Policy, "promote", &format!("commit: {}", super::policies::describe(&d, Some(env_name))))
+            .await?;
     }
     if let Some(r) = &request
         && !matches!(report.outcome, Outcome::Unchanged { .. })
@@ -417,7 +419,9 @@ async fn merged(
     };
     ctx.resumed().await?;
     let stage = ctx.stage().name.value.clone();
-    ctx.store.audit(&ctx.run.id, Some(&stage), "pull-request", "promote", &format!("#{number} merged into `{}` as {sha}", r.base)).await?;
+    ctx.store
+        .audit(&ctx.run.id, Some(&stage), crate::store::EntryKind::PullRequest, "promote", &format!("#{number} merged into `{}` as {sha}", r.base))
+        .await?;
     ctx.store.supersede_watches(pipeline, env_name, &format!("the promotion of {} by run {}", ctx.run.version, ctx.run.id)).await?;
     ctx.store.promoted(pipeline, env_name, &ctx.run.id, &ctx.run.version, false).await?;
     let out = DeployOutput {
@@ -484,7 +488,7 @@ async fn freeze_gate(f: &crate::model::Freeze, ctx: &StageContext, env: &str) ->
         ctx.notify("freeze", Some(&stage), &why);
         return Err(StageError::Terminal(format!("{why}; nothing was committed (onFreeze: fail)")));
     }
-    Ok(Gate::Frozen(Wait { why, wake: Wake::Decision, until: Some(frozen.until.as_millisecond()), notify: Some("freeze") }))
+    Ok(Gate::Frozen(Wait { why, wake: Wake::Decision, until: Some(frozen.until.as_millisecond()), notify: Some(crate::store::EntryKind::Freeze) }))
 }
 
 /// Waits until every health check given is healthy; fails at `health.timeout` (saying what each

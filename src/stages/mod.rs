@@ -83,7 +83,7 @@ pub struct Wait {
     /// When to look again anyway (Unix ms): a deadline, a freeze window's end.
     pub until: Option<i64>,
     /// A notification the pipeline's channels get when this wait begins (`approval-pending`).
-    pub notify: Option<&'static str>,
+    pub notify: Option<crate::store::EntryKind>,
 }
 
 /// What wakes a waiting stage, as the change feed announces it.
@@ -107,10 +107,11 @@ impl Wake {
         match self {
             Wake::Decision => change.is_decision_on(run, stage),
             Wake::Turn(next) => {
-                (change.run == *next && matches!(change.kind.as_str(), "run" | "release")) || (change.run == run && change.kind == "superseded")
+                (change.run == *next && [crate::store::EntryKind::Run.as_str(), crate::store::EntryKind::Release.as_str()].contains(&change.kind.as_str()))
+                    || (change.run == run && change.kind == crate::store::EntryKind::Superseded.as_str())
             }
-            Wake::DriftDecided => change.kind == "drift-decision",
-            Wake::PullRequest(key) => change.kind == "pull-request-event" && change.stage.as_deref() == Some(key.as_str()),
+            Wake::DriftDecided => change.kind == crate::store::EntryKind::DriftDecision.as_str(),
+            Wake::PullRequest(key) => change.kind == crate::store::EntryKind::PullRequestEvent.as_str() && change.stage.as_deref() == Some(key.as_str()),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::model::{PrMerge, PullRequest};
 use crate::providers::pullrequest::{Host, Merge, PrState, PullRequests};
 
 /// The audit entry kind that records a stage's request.
-const KIND: &str = "pull-request";
+const KIND: crate::store::EntryKind = crate::store::EntryKind::PullRequest;
 
 /// One deploy's request, on its host.
 pub struct Request {
@@ -101,7 +101,7 @@ impl Request {
         Ok(events
             .iter()
             .rev()
-            .filter(|e| e.kind == KIND && e.stage.as_deref() == Some(stage) && e.detail.starts_with("opened "))
+            .filter(|e| e.kind == KIND.as_str() && e.stage.as_deref() == Some(stage) && e.detail.starts_with("opened "))
             .find_map(|e| e.detail.split_once('#').and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())))
     }
 

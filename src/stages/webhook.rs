@@ -19,7 +19,7 @@ pub const CALLBACK_USER: &str = "callback";
 
 /// The trail entry that records a call whose verdict is awaited (once per stage: a resumed or
 /// re-woken stage does not call again).
-const CALLED: &str = "webhook-call";
+const CALLED: crate::store::EntryKind = crate::store::EntryKind::WebhookCall;
 
 /// The secret part of a stage's callback URL: the key's MAC over the run and stage.
 pub fn callback_token(key: &crate::seal::Key, run: &str, stage: &str) -> String {
@@ -44,7 +44,7 @@ impl Run for WebhookStage {
                 let why = format!("the called system's verdict: failed{}", d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default());
                 return Err(StageError::Verdict { message: why, evidence: out });
             }
-            let called = ctx.store.events(&ctx.run.id).await?.into_iter().find(|e| e.kind == CALLED && e.stage.as_deref() == Some(stage.as_str()));
+            let called = ctx.store.events(&ctx.run.id).await?.into_iter().find(|e| e.kind == CALLED.as_str() && e.stage.as_deref() == Some(stage.as_str()));
             if let Some(e) = called {
                 return self.await_verdict(e.at);
             }

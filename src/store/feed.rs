@@ -35,7 +35,7 @@ impl Change {
 
     /// Whether a run ended (its environment locks were released with it).
     pub fn is_run_end(&self) -> bool {
-        self.kind == "run"
+        self.kind == crate::store::EntryKind::Run.as_str()
     }
 }
 

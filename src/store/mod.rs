@@ -29,9 +29,9 @@ use tokio::sync::Notify;
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
 pub use records::{
-    Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, DriftState, Event, Exemption, Happening, Lease, LockState, PromotionRecord, QueueStep,
-    Queued, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState, StageWrite, Transition, ViolationDecision, ViolationFilter, ViolationRecord,
-    ViolationState, WatchFilter, WatchRecord, WatchState, Write, Written,
+    Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, DriftState, EntryKind, Event, Exemption, Happening, Lease, LockState, PromotionRecord,
+    QueueStep, Queued, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState, StageWrite, Transition, ViolationDecision, ViolationFilter,
+    ViolationRecord, ViolationState, WatchFilter, WatchRecord, WatchState, Write, Written,
 };
 
 /// What a backend's operations return.
@@ -482,7 +482,7 @@ impl Store {
 
     /// Records an approval decision, once per person (see [`Store::decide_as`]).
     pub async fn decide(&self, run: &str, stage: &str, user: &str, approve: bool, comment: Option<&str>) -> Result<bool, StoreError> {
-        self.decide_as(run, stage, user, approve, comment, "decision", None).await
+        self.decide_as(run, stage, user, approve, comment, EntryKind::Decision, None).await
     }
 
     /// Records a decision whose audit entry is of `kind` (`decision`, `break-glass`, `callback`),
@@ -495,7 +495,7 @@ impl Store {
         user: &str,
         approve: bool,
         comment: Option<&str>,
-        kind: &str,
+        kind: EntryKind,
         via: Option<&str>,
     ) -> Result<bool, StoreError> {
         let w = Write::Decide {
@@ -504,7 +504,7 @@ impl Store {
             user: user.to_string(),
             approve,
             comment: comment.map(String::from),
-            kind: kind.to_string(),
+            kind,
             at: crate::clock::now_ms(),
             via: via.map(String::from),
         };
@@ -840,8 +840,8 @@ impl Store {
     /// Takes note `seq` of kind `kind` (`approval-reminder`, `approval-escalation`) of the
     /// approval `stage` of `run` waiting since `since`, writing `detail` to the trail: false when
     /// it, or a later one, was taken before (by this process before a restart, or a replica).
-    pub async fn claim_note(&self, run: &str, stage: &str, since: i64, kind: &str, seq: i64, detail: &str) -> Result<bool, StoreError> {
-        let w = Write::ClaimNote { run: run.into(), stage: stage.into(), since, kind: kind.into(), seq, detail: detail.into(), at: crate::clock::now_ms() };
+    pub async fn claim_note(&self, run: &str, stage: &str, since: i64, kind: EntryKind, seq: i64, detail: &str) -> Result<bool, StoreError> {
+        let w = Write::ClaimNote { run: run.into(), stage: stage.into(), since, kind, seq, detail: detail.into(), at: crate::clock::now_ms() };
         Ok(self.write(w).await? == Written::Renewed(true))
     }
 
@@ -910,11 +910,11 @@ impl Store {
 
     /// Ends one session (by its hash) or every open session of a login, with one entry of `kind`
     /// by `by`; whether any was open.
-    pub async fn end_sessions(&self, id_hash: Option<&str>, login: Option<&str>, kind: &str, by: &str, detail: &str) -> Result<bool, StoreError> {
+    pub async fn end_sessions(&self, id_hash: Option<&str>, login: Option<&str>, kind: EntryKind, by: &str, detail: &str) -> Result<bool, StoreError> {
         let w = Write::EndSessions {
             id_hash: id_hash.map(String::from),
             login: login.map(String::from),
-            kind: kind.into(),
+            kind,
             by: by.into(),
             detail: detail.into(),
             at: crate::clock::now_ms(),
@@ -1057,11 +1057,11 @@ impl Store {
 
     /// Appends an entry to the audit trail (a policy decision, a break-glass, a rollback, an
     /// undelivered notification).
-    pub async fn audit(&self, run: &str, stage: Option<&str>, kind: &str, actor: &str, detail: &str) -> Result<(), StoreError> {
+    pub async fn audit(&self, run: &str, stage: Option<&str>, kind: EntryKind, actor: &str, detail: &str) -> Result<(), StoreError> {
         let w = Write::Audit {
             run: run.to_string(),
             stage: stage.map(String::from),
-            kind: kind.to_string(),
+            kind,
             actor: actor.to_string(),
             detail: detail.to_string(),
             at: crate::clock::now_ms(),

@@ -327,7 +327,7 @@ pub enum Write {
         /// Comment or reason.
         comment: Option<String>,
         /// `decision` or `break-glass`.
-        kind: String,
+        kind: EntryKind,
         /// When.
         at: i64,
         /// Who vouched for the person (the server's identity source), said in the entry.
@@ -498,7 +498,7 @@ pub enum Write {
         /// Every open session of this login.
         login: Option<String>,
         /// The entry's kind (`sign-out`, `sessions-revoked`).
-        kind: String,
+        kind: EntryKind,
         /// Who ends them (the entry's actor).
         by: String,
         /// The entry's text.
@@ -616,8 +616,8 @@ pub enum Write {
         stage: String,
         /// When its wait began (the attempt's start).
         since: i64,
-        /// `approval-reminder` or `approval-escalation` (the entry's kind).
-        kind: String,
+        /// `approval-reminder`, `approval-escalation`, or the note of a wait (the entry's kind).
+        kind: EntryKind,
         /// The note's number: reminders count from 1, one per `remindEvery` since `since`.
         seq: i64,
         /// The entry's text: what was sent to whom.
@@ -639,7 +639,7 @@ pub enum Write {
         /// The stage, if any.
         stage: Option<String>,
         /// What kind of entry.
-        kind: String,
+        kind: EntryKind,
         /// Who.
         actor: String,
         /// What happened.
@@ -915,6 +915,90 @@ pub struct WatchFilter<'a> {
     pub due: Option<i64>,
     /// This one.
     pub id: Option<&'a str>,
+}
+
+/// What a trail entry records: its `kind`, as stored and shown (`promote audit`). Entries read back
+/// keep the stored text (an entry an older or newer version wrote may name another kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumString, strum::IntoStaticStr, strum::Display)]
+#[strum(serialize_all = "kebab-case")]
+pub enum EntryKind {
+    /// A run started (the trigger as actor).
+    Trigger,
+    /// A run ended, or was reverted.
+    Run,
+    /// A stage's transition.
+    Stage,
+    /// A person approved or rejected a stage.
+    Decision,
+    /// A person broke the glass of a frozen environment for one deploy.
+    BreakGlass,
+    /// A log template marked not a risk.
+    LogExemption,
+    /// A drift seen.
+    Drift,
+    /// A drift decided.
+    DriftDecision,
+    /// A compliance violation seen.
+    Compliance,
+    /// A compliance violation decided.
+    ComplianceDecision,
+    /// A watch began, looked or ended.
+    Watch,
+    /// A failed watch's hold cleared.
+    WatchClear,
+    /// A queued run superseded by a newer one.
+    Superseded,
+    /// An environment's lock taken from a run whose lease lapsed.
+    LockTakeover,
+    /// A run let an environment go.
+    Release,
+    /// A run's driving taken over from a process whose lease lapsed.
+    DriverTakeover,
+    /// A person signed in to the pages.
+    SignIn,
+    /// A person signed out.
+    SignOut,
+    /// A person's sessions ended by an admin.
+    SessionsRevoked,
+    /// A sign-in refused.
+    SignInRefused,
+    /// An action refused to a person.
+    Refused,
+    /// A policy's verdict, or why it could not judge.
+    Policy,
+    /// A note not delivered, or notifications off.
+    Notification,
+    /// A rollback by hand.
+    Rollback,
+    /// A rewritten environment history accepted by a person.
+    AcceptRewrite,
+    /// A pull request a deploy opened, merged or closed.
+    PullRequest,
+    /// A pull-request webhook event received.
+    PullRequestEvent,
+    /// What a logs stage read or could not read.
+    Logs,
+    /// An environment's history found rewritten.
+    HistoryRewrite,
+    /// A webhook stage's call.
+    WebhookCall,
+    /// A webhook stage's verdict called back.
+    Callback,
+    /// The note that an approval waits (sent once).
+    ApprovalPending,
+    /// The note that a deploy waits for a freeze's end (sent once).
+    Freeze,
+    /// An approval's reminder.
+    ApprovalReminder,
+    /// An approval's escalation.
+    ApprovalEscalation,
+}
+
+impl EntryKind {
+    /// Its name, as stored.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// Where a watch stands.
@@ -1263,6 +1347,34 @@ impl QueueStep {
 
 #[cfg(test)]
 mod claim_tests {
+    #[test]
+    fn an_entry_kind_is_stored_under_the_name_earlier_versions_wrote() {
+        use super::EntryKind::*;
+        // The trail is history: these names are in stored entries and in what reads them.
+        for (kind, name) in [
+            (Trigger, "trigger"),
+            (Stage, "stage"),
+            (BreakGlass, "break-glass"),
+            (LogExemption, "log-exemption"),
+            (DriftDecision, "drift-decision"),
+            (ComplianceDecision, "compliance-decision"),
+            (WatchClear, "watch-clear"),
+            (LockTakeover, "lock-takeover"),
+            (DriverTakeover, "driver-takeover"),
+            (SignInRefused, "sign-in-refused"),
+            (SessionsRevoked, "sessions-revoked"),
+            (AcceptRewrite, "accept-rewrite"),
+            (PullRequestEvent, "pull-request-event"),
+            (HistoryRewrite, "history-rewrite"),
+            (WebhookCall, "webhook-call"),
+            (ApprovalPending, "approval-pending"),
+            (ApprovalEscalation, "approval-escalation"),
+        ] {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(name.parse::<super::EntryKind>(), Ok(kind));
+        }
+    }
+
     use super::Claim;
 
     #[test]

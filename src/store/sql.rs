@@ -139,7 +139,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 }
                 q.execute(&mut *conn).await?;
             }
-            head.insert(conn, &run.id, None, run.created_at, "trigger", &run.triggered_by, &texts::run_started(run)).await?;
+            head.insert(conn, &run.id, None, run.created_at, $crate::store::EntryKind::Trigger, &run.triggered_by, &texts::run_started(run)).await?;
             Ok(Written::Done)
         }
         Write::FinishRun { run, fence, state, message, at } => {
@@ -158,7 +158,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             sqlx::query("DELETE FROM env_locks WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
             sqlx::query("DELETE FROM env_queue WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
             sqlx::query("DELETE FROM drivers WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
-            head.insert(conn, run, None, *at, "run", "promote", &texts::run_finished(*state, message.as_deref())).await?;
+            head.insert(conn, run, None, *at, $crate::store::EntryKind::Run, "promote", &texts::run_finished(*state, message.as_deref())).await?;
             Ok(Written::Done)
         }
         Write::Decide { run, stage, user, approve, comment, kind, at, via } => {
@@ -178,8 +178,8 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             if decided.rows_affected() == 0 {
                 return Ok(Written::Duplicate(None));
             }
-            let detail = texts::vouched(texts::decided(kind, *approve, user, comment.as_deref()), via.as_deref());
-            head.insert(conn, run, Some(stage), *at, kind, user, &detail).await?;
+            let detail = texts::vouched(texts::decided(kind.as_str(), *approve, user, comment.as_deref()), via.as_deref());
+            head.insert(conn, run, Some(stage), *at, *kind, user, &detail).await?;
             Ok(Written::Done)
         }
         Write::Exempt { run, pipeline, template, user, reason, at, via } => {
@@ -203,7 +203,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             .bind(seals::exemption(&head.key, pipeline, template, user, reason, *at))
             .execute(&mut *conn)
             .await?;
-            head.insert(conn, run, None, *at, "log-exemption", user, &texts::vouched(texts::exempted(template, user, reason), via.as_deref())).await?;
+            head.insert(conn, run, None, *at, $crate::store::EntryKind::LogExemption, user, &texts::vouched(texts::exempted(template, user, reason), via.as_deref())).await?;
             Ok(Written::Done)
         }
         Write::RecordDrift { drift: d } => {
@@ -240,7 +240,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 return Ok(Written::Duplicate(first));
             }
             let detail = texts::drift_recorded(d);
-            head.insert(conn, "-", None, d.at, "drift", "promote", &detail).await?;
+            head.insert(conn, "-", None, d.at, $crate::store::EntryKind::Drift, "promote", &detail).await?;
             Ok(Written::Done)
         }
         Write::DecideDrift { id, from, state, user, reason, at, via } => {
@@ -262,7 +262,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .execute(&mut *conn)
                 .await?;
             let detail = texts::vouched(texts::drift_decided(&pipeline, id, &environment, state.as_str(), user, reason.as_deref()), via.as_deref());
-            head.insert(conn, "-", None, *at, "drift-decision", user, &detail).await?;
+            head.insert(conn, "-", None, *at, $crate::store::EntryKind::DriftDecision, user, &detail).await?;
             Ok(Written::Done)
         }
         Write::RecordViolation { violation: v } => {
@@ -298,7 +298,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                     .await?;
                 return Ok(Written::Duplicate(first));
             }
-            head.insert(conn, "-", None, v.at, "compliance", "promote", &texts::violation_recorded(v)).await?;
+            head.insert(conn, "-", None, v.at, $crate::store::EntryKind::Compliance, "promote", &texts::violation_recorded(v)).await?;
             Ok(Written::Done)
         }
         Write::DecideViolation { id, from, state, user, reason, until, revert_to, at, via } => {
@@ -328,7 +328,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .execute(&mut *conn)
                 .await?;
             let detail = texts::vouched(texts::violation_decided(&v.pipeline, id, &v.environment, state.as_str(), user, *until, reason.as_deref()), via.as_deref());
-            head.insert(conn, "-", None, *at, "compliance-decision", user, &detail).await?;
+            head.insert(conn, "-", None, *at, $crate::store::EntryKind::ComplianceDecision, user, &detail).await?;
             Ok(Written::Done)
         }
         Write::BeginWatch { watch: w } => {
@@ -382,7 +382,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             let by = format!("the promotion of {} by run {}", w.version, w.run);
             supersede(conn, head, &w.pipeline, &w.environment, &by, Some(&w.id), w.started_at).await?;
             let detail = texts::watch_begun(&w);
-            head.insert(conn, &w.run, Some(&w.stage), w.started_at, "watch", "promote", &detail).await?;
+            head.insert(conn, &w.run, Some(&w.stage), w.started_at, $crate::store::EntryKind::Watch, "promote", &detail).await?;
             Ok(Written::Done)
         }
         Write::SupersedeWatches { pipeline, environment, by, except, at } => {
@@ -435,10 +435,10 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .await?;
             if *reverted {
                 sqlx::query("UPDATE runs SET state = 'reverted', message = $1 WHERE id = $2").bind(message).bind(&w.run).execute(&mut *conn).await?;
-                head.insert(conn, &w.run, None, *at, "run", "promote", &format!("run reverted: {message}")).await?;
+                head.insert(conn, &w.run, None, *at, $crate::store::EntryKind::Run, "promote", &format!("run reverted: {message}")).await?;
             }
             let detail = texts::watch_ended(&w, state.as_str(), message);
-            head.insert(conn, &w.run, Some(&w.stage), *at, "watch", "promote", &detail).await?;
+            head.insert(conn, &w.run, Some(&w.stage), *at, $crate::store::EntryKind::Watch, "promote", &detail).await?;
             Ok(Written::Done)
         }
         Write::ClearWatch { id, user, reason, at, via } => {
@@ -457,7 +457,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .execute(&mut *conn)
                 .await?;
             let detail = texts::vouched(texts::watch_cleared(&w, user, reason), via.as_deref());
-            head.insert(conn, &w.run, Some(&w.stage), *at, "watch-clear", user, &detail).await?;
+            head.insert(conn, &w.run, Some(&w.stage), *at, $crate::store::EntryKind::WatchClear, user, &detail).await?;
             Ok(Written::Done)
         }
         Write::Lock { environment, pipeline, run, supersede, at, expires_at } => {
@@ -481,7 +481,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                     .bind(older)
                     .execute(&mut *conn)
                     .await?;
-                head.insert(conn, older, None, *at, "superseded", "promote", &texts::superseded_in_queue(environment, run)).await?;
+                head.insert(conn, older, None, *at, $crate::store::EntryKind::Superseded, "promote", &texts::superseded_in_queue(environment, run)).await?;
             }
             if step.queued {
                 sqlx::query(
@@ -499,7 +499,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 sqlx::query("DELETE FROM env_queue WHERE environment = $1 AND run_id = $2").bind(environment).bind(run).execute(&mut *conn).await?;
             }
             if let Some((holder, until)) = &step.took_over {
-                head.insert(conn, run, None, *at, "lock-takeover", "promote", &texts::lock_taken_over(environment, holder, *until)).await?;
+                head.insert(conn, run, None, *at, $crate::store::EntryKind::LockTakeover, "promote", &texts::lock_taken_over(environment, holder, *until)).await?;
             }
             if step.state == LockState::Taken {
                 sqlx::query(
@@ -523,7 +523,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .await?
                 .rows_affected();
             if gone == 1 {
-                head.insert(conn, run, Some(stage), *at, "release", "promote", &texts::released(environment)).await?;
+                head.insert(conn, run, Some(stage), *at, $crate::store::EntryKind::Release, "promote", &texts::released(environment)).await?;
             }
             Ok(Written::Done)
         }
@@ -559,7 +559,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 Claim::Held(other, until) => return Ok(Written::Holder(Some((other, until)))),
                 Claim::Take(Some((other, until))) => {
                     let detail = texts::driver_taken_over(&other, until);
-                    head.insert(conn, run, None, *at, "driver-takeover", "promote", &detail).await?;
+                    head.insert(conn, run, None, *at, $crate::store::EntryKind::DriverTakeover, "promote", &detail).await?;
                 }
                 Claim::Take(None) => {}
             }
@@ -636,7 +636,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             .bind(x.expires_at)
             .execute(&mut *conn)
             .await?;
-            head.insert(conn, "-", None, x.created_at, "sign-in", &x.login, &x.detail).await?;
+            head.insert(conn, "-", None, x.created_at, $crate::store::EntryKind::SignIn, &x.login, &x.detail).await?;
             Ok(Written::Done)
         }
         Write::SeenSession { id_hash, at } => {
@@ -652,7 +652,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .await?
                 .rows_affected();
             if ended > 0 {
-                head.insert(conn, "-", None, *at, kind, by, detail).await?;
+                head.insert(conn, "-", None, *at, *kind, by, detail).await?;
             }
             Ok(Written::Renewed(ended > 0))
         }
@@ -663,7 +663,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             .bind(run)
             .bind(stage)
             .bind(since)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(seq)
             .bind(at)
             .execute(&mut *conn)
@@ -671,15 +671,15 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             .rows_affected()
                 == 1;
             if taken {
-                head.insert(conn, run, Some(stage), *at, kind, "promote", detail).await?;
+                head.insert(conn, run, Some(stage), *at, *kind, "promote", detail).await?;
             }
             Ok(Written::Renewed(taken))
         }
         Write::Audit { run, stage, kind, actor, detail, at } => {
-            head.insert(conn, run, stage.as_deref(), *at, kind, actor, detail).await?;
+            head.insert(conn, run, stage.as_deref(), *at, *kind, actor, detail).await?;
             // A rollback by hand that committed: the deployment it undid failed (the DORA figures).
             if run == "-"
-                && kind == "rollback"
+                && *kind == $crate::store::EntryKind::Rollback
                 && let Some((pipeline, environment)) = $crate::store::dora::rollback_target(detail)
             {
                 dora_rollback(conn, pipeline, environment, *at).await?;
@@ -727,7 +727,7 @@ async fn supersede(
             .bind(&id)
             .execute(&mut *conn)
             .await?;
-        head.insert(conn, &w.run, Some(&w.stage), at, "watch", "promote", &detail).await?;
+        head.insert(conn, &w.run, Some(&w.stage), at, $crate::store::EntryKind::Watch, "promote", &detail).await?;
     }
     Ok(())
 }

@@ -288,7 +288,7 @@ async fn the_store_takes_each_once_only_write_once_under_concurrency() {
     // A callback's verdict (its user is the callback's), twenty at once.
     let tries = (0..20).map(|i| {
         let (store, id) = (store.clone(), id.clone());
-        async move { store.decide_as(&id, "ok", "callback", i % 2 == 0, None, "callback", None).await.unwrap() }
+        async move { store.decide_as(&id, "ok", "callback", i % 2 == 0, None, promote::store::EntryKind::Callback, None).await.unwrap() }
     });
     assert_eq!(futures_util::future::join_all(tries).await.iter().filter(|x| **x).count(), 1);
     // A not-a-risk mark: the first stays, none replaces it.
@@ -486,7 +486,7 @@ async fn each_inbox_card_shows_its_own_runs_approvals_evidence_and_the_version_i
     let three = start("1.3.0").await;
     wait_for("1.3.0's card", async || has(&three).await).await;
     for i in 0..600 {
-        store.audit("-", None, "test", "test", &format!("entry {i}")).await.unwrap();
+        store.audit("-", None, promote::store::EntryKind::Notification, "test", &format!("entry {i}")).await.unwrap();
     }
     let four = start("1.4.0").await;
     wait_for("1.4.0's card", async || has(&four).await).await;

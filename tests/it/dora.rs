@@ -57,7 +57,7 @@ fn by_hand(pipeline: &str, environment: &str, at: i64) -> Write {
     Write::Audit {
         run: "-".into(),
         stage: None,
-        kind: "rollback".into(),
+        kind: promote::store::EntryKind::Rollback,
         actor: "alice".into(),
         detail: format!("{pipeline}: rolled back {environment}: 1.0.2 -> 1.0.1 in commit abc"),
         at,
@@ -137,7 +137,7 @@ fn history() -> Vec<Vec<Write>> {
         Write::Audit {
             run: "-".into(),
             stage: None,
-            kind: "rollback".into(),
+            kind: promote::store::EntryKind::Rollback,
             actor: "bob".into(),
             detail: "cart: rollback of prod failed: refused".into(),
             at: prod_10,

@@ -163,7 +163,7 @@ async fn of_two_replicas_one_takes_each_note_and_the_trail_says_so() {
     let b = promote::store::Store::open(&s.state()).await.unwrap();
     let claim = |store: &promote::store::Store, kind: &'static str, since: i64, seq: i64| {
         let store = store.clone();
-        async move { store.claim_note("r1", "sign-off", since, kind, seq, &format!("{kind} {seq} of the wait at {since}")).await.unwrap() }
+        async move { store.claim_note("r1", "sign-off", since, kind.parse().unwrap(), seq, &format!("{kind} {seq} of the wait at {since}")).await.unwrap() }
     };
     let (x, y) = tokio::join!(claim(&a, "approval-reminder", 1000, 1), claim(&b, "approval-reminder", 1000, 1));
     assert!(x ^ y, "exactly one replica takes reminder 1: {x} {y}");

@@ -237,7 +237,7 @@ async fn transitions(conn: &mut PgConnection, jobs: &[Job], head: &mut Head) -> 
         }
         for item in items {
             let t = &item.transition;
-            head.push(run, Some(&item.stage), now, "stage", "promote", &item.event);
+            head.push(run, Some(&item.stage), now, crate::store::EntryKind::Stage.as_str(), "promote", &item.event);
             let seal = t.state.map(|s| seals::stage(&head.key, run, &item.stage, s.as_str()));
             let i = *index.entry((run.as_str(), item.stage.as_str())).or_insert_with(|| {
                 folded.push(Folded::new(run, &item.stage));
@@ -370,11 +370,11 @@ impl Head {
         run: &str,
         stage: Option<&str>,
         at: i64,
-        kind: &str,
+        kind: crate::store::EntryKind,
         actor: &str,
         detail: &str,
     ) -> Result<(), sqlx::Error> {
-        self.push(run, stage, at, kind, actor, detail);
+        self.push(run, stage, at, kind.as_str(), actor, detail);
         Ok(())
     }
 

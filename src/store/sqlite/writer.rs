@@ -170,7 +170,7 @@ async fn update_stages(conn: &mut SqliteConnection, items: &[(&str, &StageWrite)
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (run, item) in &items[at..at + n] {
             let t = &item.transition;
-            let (id, prev, hash) = head.append(run, Some(&item.stage), now, "stage", "promote", &item.event);
+            let (id, prev, hash) = head.append(run, Some(&item.stage), now, crate::store::EntryKind::Stage.as_str(), "promote", &item.event);
             let seal = t.state.map(|s| seals::stage(&head.key, run, &item.stage, s.as_str()));
             q = q
                 .bind(t.state.map(StageState::as_str))
@@ -250,17 +250,17 @@ impl Head {
         run: &str,
         stage: Option<&str>,
         at: i64,
-        kind: &str,
+        kind: crate::store::EntryKind,
         actor: &str,
         detail: &str,
     ) -> Result<(), sqlx::Error> {
-        let (id, prev, hash) = self.append(run, stage, at, kind, actor, detail);
+        let (id, prev, hash) = self.append(run, stage, at, kind.as_str(), actor, detail);
         sqlx::query("INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(id)
             .bind(run)
             .bind(stage)
             .bind(at)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(actor)
             .bind(detail)
             .bind(prev)
