@@ -8,6 +8,7 @@ pub mod audit;
 pub mod compliance;
 pub mod decide;
 pub mod drift;
+pub mod environments;
 pub mod figures;
 pub mod report;
 pub mod rollback;

@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use serde_json::Value;
 
 use super::Server;
-use crate::ops::access::{Caller, Permission};
+use crate::ops::access::Caller;
 use crate::ops::decide::Mode;
 use crate::store::{RunRecord, StageState};
 use session::Session;
@@ -958,53 +958,29 @@ struct Environments {
 async fn environments(State(server): State<Server>, headers: HeaderMap, Query(q): Query<InboxQuery>) -> Page {
     let Some(s) = session(&server, &headers).await else { return Ok(to_login()) };
     let store = &server.exec.store;
-    let deploys = store.stages_where(Some("deploy"), None).await.map_err(internal)?;
     let pipelines = server.pipelines();
-    let mut rows = Vec::new();
-    for (name, loaded) in pipelines.by_name.iter().filter(|(_, l)| crate::ops::access::holds(&l.plan.pipeline, Permission::View, None, &s.person)) {
-        let mut cells = Vec::new();
-        for env in &loaded.plan.pipeline.environments {
-            let mut history: Vec<(&crate::store::StageOf, DeployOutput)> = deploys
-                .iter()
-                .filter(|d| &d.pipeline == name)
-                .filter_map(|d| DeployOutput::of(d.stage.output.as_ref()).map(|o| (d, o)))
-                .filter(|(_, o)| o.environment == env.name.value && o.outcome.holds_commit())
-                .collect();
-            history.reverse();
-            let cell = match history.iter().find(|(d, _)| d.stage.state == StageState::Succeeded) {
-                Some((d, out)) => {
-                    // Who approved this promotion: the decisions of the approval stages it needed
-                    // (as its commit's Approved-By says), not every approval of the run.
-                    let mut approved_by = Vec::new();
-                    let run = store.run(&d.run).await.map_err(internal)?;
-                    let plan = server.plan_of(&run);
-                    let gated = |approval: &str| {
-                        plan.as_ref().is_some_and(|p| {
-                            let idx = |n: &str| p.pipeline.stages.iter().position(|x| x.name.value == n);
-                            matches!((idx(approval), idx(&d.stage.name)), (Some(a), Some(b)) if p.is_upstream(a, b))
-                        })
-                    };
-                    for st in store.stages(&d.run).await.map_err(internal)?.iter().filter(|st| st.kind == "approval" && gated(&st.name)) {
-                        for dec in store.decisions(&d.run, &st.name).await.map_err(internal)? {
-                            if dec.approve && !approved_by.contains(&dec.user) {
-                                approved_by.push(dec.user);
-                            }
-                        }
-                    }
-                    Some(Cell {
-                        version: out.new_value.clone(),
-                        since: crate::clock::rfc3339(out.committed_at.or(d.stage.finished_at).unwrap_or(d.run_created_at)),
-                        run: d.run.clone(),
-                        approved_by,
-                        history: history.iter().take(10).map(|(h, o)| (h.run.clone(), o.new_value.clone(), h.stage.state.as_str().to_string())).collect(),
-                    })
-                }
-                None => None,
-            };
-            cells.push((env.name.value.clone(), cell));
-        }
-        rows.push(Row { pipeline: name.clone(), cells });
-    }
+    let loaded: Vec<(&str, &crate::plan::Plan)> = pipelines.by_name.iter().map(|(name, l)| (name.as_str(), &*l.plan)).collect();
+    let board = crate::ops::environments::board(store, &s.person, loaded, |run| server.plan_of(run)).await.map_err(internal)?;
+    let rows = board
+        .into_iter()
+        .map(|r| Row {
+            pipeline: r.pipeline,
+            cells: r
+                .environments
+                .into_iter()
+                .map(|(env, holding)| {
+                    let cell = holding.map(|h| Cell {
+                        version: h.version,
+                        since: crate::clock::rfc3339(h.since),
+                        run: h.run,
+                        approved_by: h.approved_by,
+                        history: h.history.into_iter().map(|(run, version, state)| (run, version, state.as_str().to_string())).collect(),
+                    });
+                    (env, cell)
+                })
+                .collect(),
+        })
+        .collect();
     let csrf = s.csrf(store.key());
     let done = banner(store.key(), q.done, q.sig);
     html(Environments { user: Some(s.user), csrf, rows, done })
