@@ -92,3 +92,29 @@ async fn approved_by(store: &Store, d: &StageOf, plan_of: &impl Fn(&RunRecord) -
     }
     Ok(people)
 }
+
+/// The value in each environment a run of `pipeline` with `plan` deploys to, as its newest
+/// promotion not rolled back wrote it (what a page shows a change from), added to `into` where not
+/// there yet. Each costs the promotions' index and that run's stages (kept while it writes
+/// nothing): never the history.
+pub async fn last_values(
+    store: &Store,
+    pipeline: &str,
+    plan: &crate::plan::Plan,
+    into: &mut std::collections::HashMap<(String, String), String>,
+) -> Result<(), OpsError> {
+    for i in 0..plan.pipeline.stages.len() {
+        let Some(env) = plan.deploy_environment(i) else { continue };
+        let key = (pipeline.to_string(), env.name.value.clone());
+        if into.contains_key(&key) {
+            continue;
+        }
+        let Some((run, version)) = store.last_promotion(pipeline, &env.name.value).await? else { continue };
+        let written = store.stages_kept(&run).await?.iter().rev().find_map(|st| {
+            let out = DeployOutput::of(st.output.as_ref().filter(|_| st.kind == "deploy" && st.state == StageState::Succeeded))?;
+            (out.environment == env.name.value).then_some(out.new_value)
+        });
+        into.insert(key, written.unwrap_or(version));
+    }
+    Ok(())
+}

@@ -11,7 +11,6 @@ mod report;
 pub mod session;
 mod sso;
 
-use crate::stages::DeployOutput;
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -411,31 +410,14 @@ fn changes_after(last: &std::collections::HashMap<(String, String), String>, run
     out
 }
 
-/// The value in each environment a run of `pipeline` with `plan` deploys to, as its newest
-/// promotion not rolled back wrote it (`changes_after`'s "from"), added to `into` where not
-/// there yet. Each costs the promotions' index and that run's stages (kept while it writes
-/// nothing): never the history.
+/// As [`crate::ops::environments::last_values`], refused as the pages refuse.
 async fn last_values(
     server: &Server,
     pipeline: &str,
     plan: &crate::plan::Plan,
     into: &mut std::collections::HashMap<(String, String), String>,
 ) -> Result<(), Refusal> {
-    let store = &server.exec.store;
-    for i in 0..plan.pipeline.stages.len() {
-        let Some(env) = plan.deploy_environment(i) else { continue };
-        let key = (pipeline.to_string(), env.name.value.clone());
-        if into.contains_key(&key) {
-            continue;
-        }
-        let Some((run, version)) = store.last_promotion(pipeline, &env.name.value).await.map_err(internal)? else { continue };
-        let written = store.stages_kept(&run).await.map_err(internal)?.iter().rev().find_map(|st| {
-            let out = DeployOutput::of(st.output.as_ref().filter(|_| st.kind == "deploy" && st.state == StageState::Succeeded))?;
-            (out.environment == env.name.value).then_some(out.new_value)
-        });
-        into.insert(key, written.unwrap_or(version));
-    }
-    Ok(())
+    crate::ops::environments::last_values(&server.exec.store, pipeline, plan, into).await.map_err(internal)
 }
 
 #[derive(serde::Deserialize, Default)]
