@@ -29,19 +29,7 @@ pub struct Request<'a> {
 
 /// Every reason the run may not start, one line each (with the file's position where it has one).
 pub fn refusals(r: &Request<'_>) -> Vec<String> {
-    let mut out = Vec::new();
-    for s in &r.plan.pipeline.stages {
-        if let Err(why) = crate::stages::runnable(&s.kind) {
-            out.push(format!(
-                "{}:{}:{}: error: stage `{}` ({}): {why} by this version of promote",
-                r.shown,
-                s.kind_pos.line,
-                s.kind_pos.col,
-                s.name.value,
-                s.kind.name()
-            ));
-        }
-    }
+    let mut out = unrunnable(r.plan, r.shown);
     for env in r.accept_rewrite {
         if !r.plan.pipeline.environments.iter().any(|e| &e.name.value == env) {
             out.push(format!("promote: error: --accept-rewrite {env}: {} has no environment `{env}`", r.shown));
@@ -51,6 +39,24 @@ pub fn refusals(r: &Request<'_>) -> Vec<String> {
         out.push("promote: error: --version is empty".to_string());
     } else if let Err(why) = crate::model::version::check(r.version) {
         out.push(format!("promote: error: --version {why}"));
+    }
+    out
+}
+
+/// The stages of kinds this version of promote cannot run, one line each at its position.
+fn unrunnable(plan: &Plan, shown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &plan.pipeline.stages {
+        if let Err(why) = crate::stages::runnable(&s.kind) {
+            out.push(format!(
+                "{}:{}:{}: error: stage `{}` ({}): {why} by this version of promote",
+                shown,
+                s.kind_pos.line,
+                s.kind_pos.col,
+                s.name.value,
+                s.kind.name()
+            ));
+        }
     }
     out
 }
@@ -112,4 +118,46 @@ fn authenticate(r: &Request<'_>, base: &Path) -> Result<bool, OpsError> {
     }
     users.authenticate(who, token).map_err(OpsError::Refused)?;
     Ok(true)
+}
+
+/// What became of a start that a verified delivery asked for (a webhook, a poll of a repo or a
+/// registry): the machine's start, under the same rules as a person's but the person's own.
+#[derive(Debug)]
+pub enum Delivered {
+    /// Recorded: the caller drives it.
+    Started(RunRecord),
+    /// The same delivery (or the same pipeline and version from another source) started a run
+    /// already: its id, when known.
+    Duplicate(Option<String>),
+    /// The version is held (its watch failed): why, and what clears it.
+    Held(String),
+    /// Refused (a version promote does not accept, a kind this version cannot run): why.
+    Refused(String),
+}
+
+/// Starts a run for a verified delivery: the version checked, the kinds runnable, the version not
+/// held ([`refusals`] and `held`, as [`start`] asks them for a person), then the run recorded
+/// with its delivery, once per delivery whatever the number of replicas.
+pub async fn delivered(
+    exec: &Executor,
+    file: &Path,
+    source: &str,
+    plan: &Plan,
+    version: &str,
+    who: &str,
+    delivery: crate::store::Delivery,
+) -> Result<Delivered, OpsError> {
+    if let Err(why) = crate::model::version::check(version) {
+        return Ok(Delivered::Refused(format!("the version `{}` is refused: {why}", crate::diag::printable(version))));
+    }
+    let unrunnable = unrunnable(plan, &file.display().to_string());
+    if !unrunnable.is_empty() {
+        return Ok(Delivered::Refused(unrunnable.join("; ")));
+    }
+    match exec.start_delivered(file, source, plan, version, who, true, Some(delivery)).await {
+        Ok(Ok(run)) => Ok(Delivered::Started(run)),
+        Ok(Err(first)) => Ok(Delivered::Duplicate(first)),
+        Err(crate::exec::ExecError::Held(why)) => Ok(Delivered::Held(why)),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -4,6 +4,7 @@
 //! delivery in one transaction before the answer: a redelivery, or one sent to two replicas,
 //! never starts two runs.
 
+use crate::ops::start::Delivered;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -223,21 +224,17 @@ async fn deliver(server: Server, provider: String, url_token: Option<String>, he
                 );
             }
         };
-        if let Err(why) = crate::model::version::check(&version) {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("the version `{}` this event gives is refused: {why}", crate::diag::printable(&version)),
-            );
-        }
         let delivery = Delivery { provider: provider.clone(), id: delivery_id.clone(), body_hash: body_hash.clone(), origin_at };
         let who = format!("webhook:{provider}");
-        match server.exec.start_delivered(&loaded.file, &loaded.source, &loaded.plan, &version, &who, true, Some(delivery)).await {
-            Ok(Ok(run)) => {
+        match crate::ops::start::delivered(&server.exec, &loaded.file, &loaded.source, &loaded.plan, &version, &who, delivery).await {
+            Ok(Delivered::Refused(why)) => {
+                return refuse(StatusCode::BAD_REQUEST, "invalid", format!("this event's run is refused: {why}"));
+            }
+            Ok(Delivered::Started(run)) => {
                 server.drive_loaded(run.id.clone(), loaded);
                 started.push(HookRun { pipeline: run.pipeline, version: run.version, run: Some(run.id), started: true, duplicate: None, held: None });
             }
-            Ok(Err(first)) => started.push(HookRun {
+            Ok(Delivered::Duplicate(first)) => started.push(HookRun {
                 pipeline: loaded.plan.pipeline.name.value.clone(),
                 version,
                 run: first,
@@ -245,7 +242,7 @@ async fn deliver(server: Server, provider: String, url_token: Option<String>, he
                 duplicate: Some(true),
                 held: None,
             }),
-            Err(crate::exec::ExecError::Held(why)) => {
+            Ok(Delivered::Held(why)) => {
                 started.push(HookRun {
                     pipeline: loaded.plan.pipeline.name.value.clone(),
                     version,

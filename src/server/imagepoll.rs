@@ -11,6 +11,7 @@
 //! every replica ([`crate::store::Store::defer_poll`]), and says so in `/api/v1/pipelines`
 //! (`polling`) and `/metrics`.
 
+use crate::ops::start::Delivered;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -295,21 +296,18 @@ async fn admit(server: &Server, loaded: &Loaded, i: &ImageTrigger, source: &str,
     if before.is_some() {
         let filter = i.filter();
         for tag in filter.admitted(tags.iter().map(String::as_str).filter(|t| !seen.contains(t))) {
-            if crate::model::version::check(tag).is_err() {
-                tracing::warn!(tag = %crate::diag::printable(tag), "a registry lists a tag that is not a version promote accepts");
-                continue;
-            }
             // Keyed so that a webhook of the same push collides: one run per pipeline and version.
             let delivery = Delivery { provider: "registry".into(), id: format!("{}:{tag}", i.repository.value), body_hash: String::new(), origin_at: None };
-            match server.exec.start_delivered(&loaded.file, &loaded.source, &loaded.plan, tag, "poll", true, Some(delivery)).await {
-                Ok(Ok(run)) => {
+            match crate::ops::start::delivered(&server.exec, &loaded.file, &loaded.source, &loaded.plan, tag, "poll", delivery).await {
+                Ok(Delivered::Refused(why)) => tracing::warn!(tag = %crate::diag::printable(tag), "a registry's tag is refused: {why}"),
+                Ok(Delivered::Started(run)) => {
                     tracing::info!(run = %run.id, version = tag, repository = %i.repository.value, "a registry poll found a new tag");
                     server.exec.metrics.delivery("registry", "started");
                     server.drive_loaded(run.id, loaded);
                     started += 1;
                 }
-                Ok(Err(_)) => {}
-                Err(crate::exec::ExecError::Held(why)) => tracing::info!(version = tag, "a polled tag names a held version: {why}"),
+                Ok(Delivered::Duplicate(_)) => {}
+                Ok(Delivered::Held(why)) => tracing::info!(version = tag, "a polled tag names a held version: {why}"),
                 // Not kept as seen: the next look tries again (what started is not started twice).
                 Err(e) => return Err(e.to_string()),
             }

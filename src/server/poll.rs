@@ -4,6 +4,7 @@
 //! ran is caught at the next start); a new or moved ref the trigger watches starts a run, through
 //! the same record as a webhook (one run per pipeline and version, whoever sees it first).
 
+use crate::ops::start::Delivered;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -74,19 +75,16 @@ async fn poll_one(
             let event = Event::Push { repo: g.repo.value.clone(), git_ref: git_ref.clone(), commit: commit.clone() };
             let Some(version) = version_for(t, &event) else { continue };
             let version = super::hooks::read_version(server, loaded, t, version).await?;
-            if crate::model::version::check(&version).is_err() {
-                tracing::warn!(version = %crate::diag::printable(&version), "a polled ref gives a version that is refused");
-                continue;
-            }
             let delivery = Delivery { provider: "poll".into(), id: format!("{git_ref}@{commit}"), body_hash: String::new(), origin_at: None };
-            match server.exec.start_delivered(&loaded.file, &loaded.source, &loaded.plan, &version, "poll", true, Some(delivery)).await {
-                Ok(Ok(run)) => {
+            match crate::ops::start::delivered(&server.exec, &loaded.file, &loaded.source, &loaded.plan, &version, "poll", delivery).await {
+                Ok(Delivered::Refused(why)) => tracing::warn!(version = %crate::diag::printable(&version), "a polled ref's run is refused: {why}"),
+                Ok(Delivered::Started(run)) => {
                     tracing::info!(run = %run.id, version, "a poll found a push no webhook announced");
                     server.exec.metrics.delivery("poll", "started");
                     server.drive_loaded(run.id, loaded);
                 }
-                Ok(Err(_)) => {}
-                Err(crate::exec::ExecError::Held(why)) => tracing::info!(version, "a polled ref names a held version: {why}"),
+                Ok(Delivered::Duplicate(_)) => {}
+                Ok(Delivered::Held(why)) => tracing::info!(version, "a polled ref names a held version: {why}"),
                 Err(e) => return Err(e.to_string()),
             }
         }
