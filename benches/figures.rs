@@ -107,7 +107,7 @@ async fn main() {
     let manual: Vec<Write> = (0..n)
         .filter(|i| i % 500 == 250)
         .map(|i| Write::Audit {
-            run: "-".into(),
+            run: None,
             stage: None,
             kind: promote::store::EntryKind::Rollback,
             actor: "alice".into(),

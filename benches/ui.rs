@@ -59,7 +59,7 @@ async fn timed_after(http: &reqwest::Client, url: &str, cookie: &str, n: usize, 
     let mut bytes = 0;
     for i in 0..n {
         if let Some(store) = store {
-            store.audit("-", None, promote::store::EntryKind::Notification, "bench", &format!("change {i}")).await.unwrap();
+            store.audit(None, None, promote::store::EntryKind::Notification, "bench", &format!("change {i}")).await.unwrap();
         }
         let t = Instant::now();
         let r = http.get(url).header("cookie", format!("promote_session={cookie}")).send().await.unwrap();

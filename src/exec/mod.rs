@@ -326,7 +326,7 @@ impl Executor {
         let notifier = match Notifier::new(&plan.pipeline.notifications, self.writer.config().credentials.secrets()) {
             Ok(n) => Arc::new(n.linked(self.public_url.as_deref()).addressed(people)),
             Err(e) => {
-                self.store.audit(id, None, crate::store::EntryKind::Notification, "promote", &format!("notifications are off for this run: {e}")).await?;
+                self.store.audit(Some(id), None, crate::store::EntryKind::Notification, "promote", &format!("notifications are off for this run: {e}")).await?;
                 Arc::new(Notifier::default())
             }
         };
@@ -495,7 +495,7 @@ impl Executor {
                         h.abort();
                     }
                     while tasks.join_next().await.is_some() {}
-                    notifier.finish_audited(&self.store, id).await?;
+                    notifier.finish_audited(&self.store, Some(id)).await?;
                     tracing::info!(run = %run.id, "run stopped; it resumes from its last durable step");
                     return Err(ExecError::Stopped { id: id.into() });
                 }
@@ -562,7 +562,7 @@ impl Executor {
             RunState::Succeeded
         };
         // The run waits for its notifications; those not delivered go into the audit trail.
-        notifier.finish_audited(&self.store, id).await?;
+        notifier.finish_audited(&self.store, Some(id)).await?;
         self.keep_head(&plan.pipeline, &base_dir);
         self.metrics.run_finished(outcome.as_str());
         tracing::info!(run = %run.id, outcome = %outcome, "run finished");

@@ -102,7 +102,13 @@ impl Executor {
                 Some(Ok(m)) => m.map(|m| m.to_json()),
                 Some(Err(e)) => {
                     self.store
-                        .audit(&run.id, Some(&s.name.value), crate::store::EntryKind::Watch, "promote", &format!("the watch's log files cannot be read: {e}"))
+                        .audit(
+                            Some(&run.id),
+                            Some(&s.name.value),
+                            crate::store::EntryKind::Watch,
+                            "promote",
+                            &format!("the watch's log files cannot be read: {e}"),
+                        )
                         .await?;
                     None
                 }
@@ -480,13 +486,13 @@ impl Executor {
             Err(e) => {
                 return Ok(self
                     .store
-                    .audit(&w.run, Some(&w.stage), crate::store::EntryKind::Notification, "promote", &format!("notifications are off: {e}"))
+                    .audit(Some(&w.run), Some(&w.stage), crate::store::EntryKind::Notification, "promote", &format!("notifications are off: {e}"))
                     .await?);
             }
         };
         // A hold is cleared in the inbox, where its card is.
         n.send(Note::for_run(&x.run, event, Some(&w.stage), message).on_page(format!("/ui/#held-{}", w.id)));
-        n.finish_audited(&self.store, &w.run).await?;
+        n.finish_audited(&self.store, Some(&w.run)).await?;
         Ok(())
     }
 }

@@ -235,7 +235,7 @@ impl Note {
         if let Some(l) = &self.link {
             out.push_str(&format!("\nOpen it: {l}\n"));
         }
-        if self.run != "-" {
+        if self.run != crate::store::NO_RUN {
             out.push_str(&format!("\n(pipeline {}, version {}, run {})\n", self.pipeline, self.version, self.run));
         }
         out
@@ -421,7 +421,7 @@ impl Notifier {
         // around the failure is its run's report.
         if note.event == "watch-failed"
             && let Some(base) = &self.public_url
-            && note.run != "-"
+            && note.run != crate::store::NO_RUN
         {
             note.message = format!("{}; what changed around it: {base}/ui/runs/{}/report", note.message, note.run);
         }
@@ -458,7 +458,7 @@ impl Notifier {
     }
 
     /// Waits for every note sent so far; those not delivered become audit entries of `run`.
-    pub async fn finish_audited(&self, store: &crate::store::Store, run: &str) -> Result<(), crate::store::StoreError> {
+    pub async fn finish_audited(&self, store: &crate::store::Store, run: Option<&str>) -> Result<(), crate::store::StoreError> {
         for u in self.finish().await {
             store
                 .audit(run, None, crate::store::EntryKind::Notification, "promote", &format!("`{}` note to {} not delivered: {}", u.event, u.channel, u.error))

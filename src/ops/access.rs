@@ -281,7 +281,7 @@ pub fn allow_listed(pipeline: &Pipeline, list: &[Spanned<String>], field: &str, 
 /// Records a refused action in the trail (who, what, which rule): a refusal writes nothing else.
 pub async fn refused(store: &crate::store::Store, person: &Person, action: &str, why: &str) {
     let detail = format!("{} was refused {action}: {why}", person.actor());
-    if let Err(e) = store.audit("-", None, crate::store::EntryKind::Refused, &person.login, &detail).await {
+    if let Err(e) = store.audit(None, None, crate::store::EntryKind::Refused, &person.login, &detail).await {
         tracing::warn!(error = %e, "a refusal could not be recorded in the trail");
     }
 }

@@ -290,7 +290,9 @@ async fn one(
     let deny = match denied {
         Ok(d) => d,
         Err(why) => {
-            store.audit("-", None, crate::store::EntryKind::Policy, "promote", &format!("{name}: compliance of {env_name} could not be judged: {why}")).await?;
+            store
+                .audit(None, None, crate::store::EntryKind::Policy, "promote", &format!("{name}: compliance of {env_name} could not be judged: {why}"))
+                .await?;
             return Ok(Judged {
                 environment: env_name.clone(),
                 head,
@@ -421,7 +423,7 @@ async fn one(
         line.push_str(&format!("; waiting for a decision: promote compliance accept|revert {} --as USER", v.id));
     }
     if let Some(n) = notifier {
-        n.finish_audited(store, "-").await?;
+        n.finish_audited(store, None).await?;
     }
     Ok(Judged { environment: env_name, head, standing, violation: Some(v), line })
 }
@@ -433,7 +435,7 @@ fn notify(pipeline: &Pipeline, v: &ViolationRecord, public_url: Option<&str>) ->
     n.send(crate::governance::notify::Note {
         event: "compliance".into(),
         pipeline: name.clone(),
-        run: "-".into(),
+        run: crate::store::NO_RUN.into(),
         version: String::new(),
         stage: None,
         message: format!("compliance violation {} in {}", v.id, v.describe()),

@@ -80,7 +80,7 @@ pub async fn decide(store: &Store, r: &Request<'_>) -> Result<String, OpsError> 
         let notifier = std::sync::Arc::new(crate::governance::notify::Notifier::new(&pipeline.notifications, vec![]).unwrap_or_default());
         let message = format!("{user} broke the glass: {}", r.comment.unwrap_or(""));
         notifier.send(crate::governance::notify::Note::for_run(&run, "break-glass", Some(stage), &message));
-        notifier.finish_audited(store, run_id).await?;
+        notifier.finish_audited(store, Some(run_id)).await?;
     }
     let what = match mode {
         Mode::Approve => "approved",

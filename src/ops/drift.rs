@@ -37,7 +37,7 @@ fn notify(
     n.send(crate::governance::notify::Note {
         event: "drift".into(),
         pipeline: name.clone(),
-        run: "-".into(),
+        run: crate::store::NO_RUN.into(),
         version: String::new(),
         stage: None,
         message,
@@ -122,7 +122,7 @@ pub async fn check(
             Err(why) => {
                 store
                     .audit(
-                        "-",
+                        None,
                         None,
                         crate::store::EntryKind::Policy,
                         "promote",
@@ -156,7 +156,7 @@ pub async fn check(
             line.push_str(&format!("; waiting for a decision: promote drift accept|reject {} --as USER", drift.id));
         }
         if let Some(n) = notifier {
-            n.finish_audited(store, "-").await?;
+            n.finish_audited(store, None).await?;
         }
         out.push(Looked { environment: env_name, drift: Some(drift), line });
     }

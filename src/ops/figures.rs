@@ -86,7 +86,7 @@ pub async fn recount(store: &Store, now: i64) -> Result<Figures, StoreError> {
     // Rollbacks by hand: the newest deployment before each fails, restored then.
     let mut after = 0;
     loop {
-        let page = store.audit_entries(Some("-"), after, 1000).await?;
+        let page = store.audit_entries(Some(crate::store::NO_RUN), after, 1000).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
         for e in page.iter().filter(|e| e.kind == crate::store::EntryKind::Rollback.as_str()) {

@@ -248,7 +248,7 @@ pub async fn report(store: &Store, writer: &Arc<Writer>, run: &str, window: Dura
     // hand) the name its text begins with.
     let mut pipelines: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::from([(run.id.clone(), Some(run.pipeline.clone()))]);
     for h in store.happenings(from, to, MAX_TIMELINE).await? {
-        let pipeline = if h.run_id == "-" {
+        let pipeline = if h.run_id == crate::store::NO_RUN {
             h.detail.split_once(": ").map(|(p, _)| p.to_string())
         } else {
             if !pipelines.contains_key(&h.run_id) {
@@ -262,7 +262,7 @@ pub async fn report(store: &Store, writer: &Arc<Writer>, run: &str, window: Dura
         if let Some(p) = &pipeline
             && !detail.starts_with(&format!("{p}: "))
         {
-            let of = if h.run_id == "-" { String::new() } else { format!(" run {}", &h.run_id[..h.run_id.len().min(10)]) };
+            let of = if h.run_id == crate::store::NO_RUN { String::new() } else { format!(" run {}", &h.run_id[..h.run_id.len().min(10)]) };
             detail = format!("{p}{of}: {detail}");
         }
         timeline.push(TimelineEntry { at: h.at, own: h.run_id == run.id, kind: h.kind, run: h.run_id, pipeline, actor: h.actor, detail });

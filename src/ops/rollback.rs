@@ -111,7 +111,7 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
         Err(e) => format!("{}: rollback of {environment} failed: {e}", pipeline.name.value),
     };
     let detail = crate::store::texts::vouched(detail, super::decide::vouched(&caller).as_deref());
-    store.audit("-", None, crate::store::EntryKind::Rollback, who, &detail).await?;
+    store.audit(None, None, crate::store::EntryKind::Rollback, who, &detail).await?;
     if let Ok(Report { outcome: Outcome::Committed(_), .. }) = &result {
         // What watched the release rolled back watches no more.
         store.supersede_watches(&pipeline.name.value, environment, &format!("a rollback by {who}")).await?;
@@ -124,7 +124,7 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
                 n.send(crate::governance::notify::Note {
                     event: "rollback".into(),
                     pipeline: pipeline.name.value.clone(),
-                    run: "-".into(),
+                    run: crate::store::NO_RUN.into(),
                     version: String::new(),
                     stage: None,
                     message: format!("{line} (by {who}, `promote rollback`)"),
@@ -133,9 +133,9 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
                     page: None,
                     ..Default::default()
                 });
-                n.finish_audited(store, "-").await?;
+                n.finish_audited(store, None).await?;
             }
-            Err(e) => store.audit("-", None, crate::store::EntryKind::Notification, "promote", &format!("notifications are off: {e}")).await?,
+            Err(e) => store.audit(None, None, crate::store::EntryKind::Notification, "promote", &format!("notifications are off: {e}")).await?,
         }
     }
     Ok(RolledBack { result, line })

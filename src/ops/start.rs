@@ -92,7 +92,7 @@ pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError
             .map_err(|e| OpsError::Stopped(format!("the git writer stopped: {e}")))??;
         accepted.push(format!("accepted the history of `{name}` at {head}; commits that vanished stay under refs/promote/lost/ in the cache"));
         let detail = format!("{}: rewritten history of `{name}` accepted at {head}", r.plan.pipeline.name.value);
-        exec.store.audit("-", None, crate::store::EntryKind::AcceptRewrite, r.caller.login(), &detail).await?;
+        exec.store.audit(None, None, crate::store::EntryKind::AcceptRewrite, r.caller.login(), &detail).await?;
     }
     // Held was asked above: the run is recorded without asking again.
     let run = match exec.record_start(r.file, r.source, r.plan, r.version, r.caller.login(), authenticated, None).await? {

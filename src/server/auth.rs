@@ -161,7 +161,7 @@ pub async fn refused_sign_in(server: &Server, peer: Option<std::net::IpAddr>, wh
     };
     if record {
         let detail = format!("a sign-in from {addr} was refused: {why}");
-        if let Err(e) = server.exec.store.audit("-", None, crate::store::EntryKind::SignInRefused, "-", &detail).await {
+        if let Err(e) = server.exec.store.audit(None, None, crate::store::EntryKind::SignInRefused, "-", &detail).await {
             tracing::warn!(error = %e, "a refused sign-in could not be recorded in the trail");
         }
     }

@@ -200,7 +200,7 @@ async fn deliver(server: Server, provider: String, url_token: Option<String>, he
     if let Event::PullRequest { repo, number, action } = &event {
         let detail = format!("{} #{number} {}", crate::diag::printable(repo), crate::diag::printable(action));
         let key = crate::stages::pull_request::request_key(&crate::diag::printable(repo), *number);
-        if let Err(e) = server.exec.store.audit("-", Some(&key), crate::store::EntryKind::PullRequestEvent, &format!("webhook:{provider}"), &detail).await {
+        if let Err(e) = server.exec.store.audit(None, Some(&key), crate::store::EntryKind::PullRequestEvent, &format!("webhook:{provider}"), &detail).await {
             tracing::warn!(error = %e, "a pull request event could not be recorded");
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "failed", "the event could not be recorded: send it again".to_string());
         }

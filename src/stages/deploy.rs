@@ -242,11 +242,11 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     let report = match report {
         Ok(r) => r,
         Err(e @ crate::git::GitError::Refused(_)) => {
-            ctx.store.audit(&run.id, Some(&stage), crate::store::EntryKind::Policy, "promote", &format!("commit to `{env_name}` refused: {e}")).await?;
+            ctx.store.audit(Some(&run.id), Some(&stage), crate::store::EntryKind::Policy, "promote", &format!("commit to `{env_name}` refused: {e}")).await?;
             return Err(StageError::Terminal(e.to_string()));
         }
         Err(e @ crate::git::GitError::HistoryRewritten(_)) => {
-            ctx.store.audit(&run.id, Some(&stage), crate::store::EntryKind::HistoryRewrite, "promote", &e.to_string()).await?;
+            ctx.store.audit(Some(&run.id), Some(&stage), crate::store::EntryKind::HistoryRewrite, "promote", &e.to_string()).await?;
             return Err(StageError::Terminal(e.to_string()));
         }
         Err(e) if e.is_transient() => return Err(StageError::Transient(e.to_string())),
@@ -255,7 +255,13 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     if checked && matches!(report.outcome, Outcome::Committed(_)) {
         let d = crate::providers::policy::Decision { deny: vec![], warn: report.warnings.clone() };
         ctx.store
-            .audit(&run.id, Some(&stage), crate::store::EntryKind::Policy, "promote", &format!("commit: {}", super::policies::describe(&d, Some(env_name))))
+            .audit(
+                Some(&run.id),
+                Some(&stage),
+                crate::store::EntryKind::Policy,
+                "promote",
+                &format!("commit: {}", super::policies::describe(&d, Some(env_name))),
+            )
             .await?;
     }
     if let Some(r) = &request
@@ -420,7 +426,7 @@ async fn merged(
     ctx.resumed().await?;
     let stage = ctx.stage().name.value.clone();
     ctx.store
-        .audit(&ctx.run.id, Some(&stage), crate::store::EntryKind::PullRequest, "promote", &format!("#{number} merged into `{}` as {sha}", r.base))
+        .audit(Some(&ctx.run.id), Some(&stage), crate::store::EntryKind::PullRequest, "promote", &format!("#{number} merged into `{}` as {sha}", r.base))
         .await?;
     ctx.store.supersede_watches(pipeline, env_name, &format!("the promotion of {} by run {}", ctx.run.version, ctx.run.id)).await?;
     ctx.store.promoted(pipeline, env_name, &ctx.run.id, &ctx.run.version, false).await?;

@@ -184,7 +184,7 @@ pub async fn run(l: &LogsStage, ctx: &StageContext) -> Result<serde_json::Value,
             crate::clock::rfc3339(opens + window),
             files.join(", ")
         );
-        ctx.store.audit(&ctx.run.id, Some(&ctx.stage().name.value), crate::store::EntryKind::Logs, "promote", &what).await?;
+        ctx.store.audit(Some(&ctx.run.id), Some(&ctx.stage().name.value), crate::store::EntryKind::Logs, "promote", &what).await?;
     }
     sleep_until(opens + window).await;
     let reading = Reading { vars: &vars, previous: previous.as_deref(), version: &ctx.run.version, marks, deployed_at, window, base: &ctx.base_dir };

@@ -49,11 +49,11 @@ pub async fn run(p: &PolicyStage, ctx: &StageContext) -> Result<Value, StageErro
     let decision = match evaluated {
         Ok(d) => d,
         Err(e) => {
-            ctx.store.audit(&ctx.run.id, Some(&name), crate::store::EntryKind::Policy, "promote", &format!("policy error: {e}")).await?;
+            ctx.store.audit(Some(&ctx.run.id), Some(&name), crate::store::EntryKind::Policy, "promote", &format!("policy error: {e}")).await?;
             return Err(StageError::Terminal(format!("policy error (nothing passes on an error): {e}")));
         }
     };
-    ctx.store.audit(&ctx.run.id, Some(&name), crate::store::EntryKind::Policy, "promote", &describe(&decision, env.as_deref())).await?;
+    ctx.store.audit(Some(&ctx.run.id), Some(&name), crate::store::EntryKind::Policy, "promote", &describe(&decision, env.as_deref())).await?;
     if !decision.warn.is_empty() {
         ctx.notify("policy-warning", Some(&name), &format!("policy warnings: {}", decision.warn.join("; ")));
     }

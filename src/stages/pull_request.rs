@@ -119,7 +119,7 @@ impl Request {
         let stage = ctx.stage().name.value.clone();
         ctx.store
             .audit(
-                &ctx.run.id,
+                Some(&ctx.run.id),
                 Some(&stage),
                 KIND,
                 "promote",
@@ -139,7 +139,13 @@ impl Request {
                 self.client.comment(stale.number, &note).await.map_err(host_err)?;
                 self.client.close(stale.number).await.map_err(host_err)?;
                 ctx.store
-                    .audit(&ctx.run.id, Some(&stage), KIND, "promote", &format!("closed stale {} #{} ({}): {note}", self.host.noun(), stale.number, stale.head))
+                    .audit(
+                        Some(&ctx.run.id),
+                        Some(&stage),
+                        KIND,
+                        "promote",
+                        &format!("closed stale {} #{} ({}): {note}", self.host.noun(), stale.number, stale.head),
+                    )
                     .await?;
             }
         }

@@ -127,7 +127,7 @@ impl Run for WebhookStage {
             // The call is recorded before the wait: woken again, or resumed elsewhere, the stage
             // waits on and never calls twice.
             let detail = format!("{method} {url} answered HTTP {status}; waiting up to {} for its verdict at the callback URL", self.callback_timeout);
-            ctx.store.audit(&ctx.run.id, Some(&ctx.stage().name.value), CALLED, "promote", &detail).await?;
+            ctx.store.audit(Some(&ctx.run.id), Some(&ctx.stage().name.value), CALLED, "promote", &detail).await?;
             return self.await_verdict(crate::clock::now_ms());
         }
         Ok(Step::Done(json!({"ok": true, "method": method, "url": url, "status": status, "response": kept})))

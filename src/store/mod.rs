@@ -28,6 +28,10 @@ use tokio::sync::Notify;
 
 pub use chain::{Entry, Tamper, Verdict};
 pub use feed::{Change, Subscription, Woken};
+/// The run of a trail entry that belongs to no run (a drift, a sign-in, a rollback by hand), as
+/// stored and shown: the store's API says `None` for it.
+pub const NO_RUN: &str = "-";
+
 pub use records::{
     Claim, Decision, Delivery, Denials, DriftFilter, DriftRecord, DriftState, EntryKind, Event, Exemption, Happening, Lease, LockState, PromotionRecord,
     QueueStep, Queued, RunRecord, RunState, SessionRecord, StageOf, StageRecord, StageState, StageWrite, Transition, ViolationDecision, ViolationFilter,
@@ -948,7 +952,7 @@ impl Store {
                 let changes = self.backend.changes_after(at, FOLLOW).await?;
                 let covered = changes.len() < FOLLOW as usize || changes.last().is_some_and(|c| c.id >= mark);
                 if covered {
-                    let mut ids: Vec<String> = changes.into_iter().map(|c| c.run).filter(|r| r != "-").collect();
+                    let mut ids: Vec<String> = changes.into_iter().map(|c| c.run).filter(|r| r != NO_RUN).collect();
                     ids.sort();
                     ids.dedup();
                     if ids.is_empty() {
@@ -1057,9 +1061,9 @@ impl Store {
 
     /// Appends an entry to the audit trail (a policy decision, a break-glass, a rollback, an
     /// undelivered notification).
-    pub async fn audit(&self, run: &str, stage: Option<&str>, kind: EntryKind, actor: &str, detail: &str) -> Result<(), StoreError> {
+    pub async fn audit(&self, run: Option<&str>, stage: Option<&str>, kind: EntryKind, actor: &str, detail: &str) -> Result<(), StoreError> {
         let w = Write::Audit {
-            run: run.to_string(),
+            run: run.map(String::from),
             stage: stage.map(String::from),
             kind,
             actor: actor.to_string(),

@@ -635,7 +635,7 @@ pub enum Write {
     /// An entry of the audit trail.
     Audit {
         /// The run.
-        run: String,
+        run: Option<String>,
         /// The stage, if any.
         stage: Option<String>,
         /// What kind of entry.

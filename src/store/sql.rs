@@ -240,7 +240,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 return Ok(Written::Duplicate(first));
             }
             let detail = texts::drift_recorded(d);
-            head.insert(conn, "-", None, d.at, $crate::store::EntryKind::Drift, "promote", &detail).await?;
+            head.insert(conn, $crate::store::NO_RUN, None, d.at, $crate::store::EntryKind::Drift, "promote", &detail).await?;
             Ok(Written::Done)
         }
         Write::DecideDrift { id, from, state, user, reason, at, via } => {
@@ -262,7 +262,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .execute(&mut *conn)
                 .await?;
             let detail = texts::vouched(texts::drift_decided(&pipeline, id, &environment, state.as_str(), user, reason.as_deref()), via.as_deref());
-            head.insert(conn, "-", None, *at, $crate::store::EntryKind::DriftDecision, user, &detail).await?;
+            head.insert(conn, $crate::store::NO_RUN, None, *at, $crate::store::EntryKind::DriftDecision, user, &detail).await?;
             Ok(Written::Done)
         }
         Write::RecordViolation { violation: v } => {
@@ -298,7 +298,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                     .await?;
                 return Ok(Written::Duplicate(first));
             }
-            head.insert(conn, "-", None, v.at, $crate::store::EntryKind::Compliance, "promote", &texts::violation_recorded(v)).await?;
+            head.insert(conn, $crate::store::NO_RUN, None, v.at, $crate::store::EntryKind::Compliance, "promote", &texts::violation_recorded(v)).await?;
             Ok(Written::Done)
         }
         Write::DecideViolation { id, from, state, user, reason, until, revert_to, at, via } => {
@@ -328,7 +328,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .execute(&mut *conn)
                 .await?;
             let detail = texts::vouched(texts::violation_decided(&v.pipeline, id, &v.environment, state.as_str(), user, *until, reason.as_deref()), via.as_deref());
-            head.insert(conn, "-", None, *at, $crate::store::EntryKind::ComplianceDecision, user, &detail).await?;
+            head.insert(conn, $crate::store::NO_RUN, None, *at, $crate::store::EntryKind::ComplianceDecision, user, &detail).await?;
             Ok(Written::Done)
         }
         Write::BeginWatch { watch: w } => {
@@ -636,7 +636,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             .bind(x.expires_at)
             .execute(&mut *conn)
             .await?;
-            head.insert(conn, "-", None, x.created_at, $crate::store::EntryKind::SignIn, &x.login, &x.detail).await?;
+            head.insert(conn, $crate::store::NO_RUN, None, x.created_at, $crate::store::EntryKind::SignIn, &x.login, &x.detail).await?;
             Ok(Written::Done)
         }
         Write::SeenSession { id_hash, at } => {
@@ -652,7 +652,7 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                 .await?
                 .rows_affected();
             if ended > 0 {
-                head.insert(conn, "-", None, *at, *kind, by, detail).await?;
+                head.insert(conn, $crate::store::NO_RUN, None, *at, *kind, by, detail).await?;
             }
             Ok(Written::Renewed(ended > 0))
         }
@@ -676,9 +676,9 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             Ok(Written::Renewed(taken))
         }
         Write::Audit { run, stage, kind, actor, detail, at } => {
-            head.insert(conn, run, stage.as_deref(), *at, *kind, actor, detail).await?;
+            head.insert(conn, run.as_deref().unwrap_or($crate::store::NO_RUN), stage.as_deref(), *at, *kind, actor, detail).await?;
             // A rollback by hand that committed: the deployment it undid failed (the DORA figures).
-            if run == "-"
+            if run.is_none()
                 && *kind == $crate::store::EntryKind::Rollback
                 && let Some((pipeline, environment)) = $crate::store::dora::rollback_target(detail)
             {

@@ -486,7 +486,7 @@ async fn each_inbox_card_shows_its_own_runs_approvals_evidence_and_the_version_i
     let three = start("1.3.0").await;
     wait_for("1.3.0's card", async || has(&three).await).await;
     for i in 0..600 {
-        store.audit("-", None, promote::store::EntryKind::Notification, "test", &format!("entry {i}")).await.unwrap();
+        store.audit(None, None, promote::store::EntryKind::Notification, "test", &format!("entry {i}")).await.unwrap();
     }
     let four = start("1.4.0").await;
     wait_for("1.4.0's card", async || has(&four).await).await;

@@ -55,7 +55,7 @@ fn end(run: &str, stage: &str, state: StageState, at: i64, output: Option<serde_
 
 fn by_hand(pipeline: &str, environment: &str, at: i64) -> Write {
     Write::Audit {
-        run: "-".into(),
+        run: None,
         stage: None,
         kind: promote::store::EntryKind::Rollback,
         actor: "alice".into(),
@@ -135,7 +135,7 @@ fn history() -> Vec<Vec<Write>> {
         by_hand("checkout", "qa", qa_32 + 30_000),
         by_hand("checkout", "staging", prod_10),
         Write::Audit {
-            run: "-".into(),
+            run: None,
             stage: None,
             kind: promote::store::EntryKind::Rollback,
             actor: "bob".into(),

@@ -221,7 +221,13 @@ async fn replicas_migrate_once_and_concurrent_writers_keep_one_chain() {
             tasks.push(tokio::spawn(async move {
                 for i in 0..25 {
                     store
-                        .audit(&format!("run-{r}-{w}"), None, promote::store::EntryKind::Notification, "promote", &format!("replica {r} writer {w} entry {i}"))
+                        .audit(
+                            Some(&format!("run-{r}-{w}")),
+                            None,
+                            promote::store::EntryKind::Notification,
+                            "promote",
+                            &format!("replica {r} writer {w} entry {i}"),
+                        )
                         .await
                         .unwrap();
                 }

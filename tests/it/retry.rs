@@ -153,7 +153,7 @@ async fn a_decision_by_another_process_wakes_the_stage_without_polling() {
     // A second process's store sees the same feed.
     let other = Store::open(&state).await.unwrap();
     let mut feed = other.subscribe().await.unwrap();
-    exec.store.audit(&id, None, promote::store::EntryKind::Notification, "tester", "seen by the other").await.unwrap();
+    exec.store.audit(Some(&id), None, promote::store::EntryKind::Notification, "tester", "seen by the other").await.unwrap();
     let woken = feed.wait(|c| c.kind == promote::store::EntryKind::Notification.as_str() && c.run == id, Some(promote::clock::now_ms() + 30_000)).await;
     assert_eq!(woken, promote::store::Woken::Change);
 }
