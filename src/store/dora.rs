@@ -15,6 +15,8 @@
 //! transactions that lock the trail's head first), and counted in integer milliseconds, so that
 //! the figures kept are exactly a recount's, whatever the order of the writes.
 
+use serde::Deserialize;
+
 use super::{StageRecord, StageState, Transition};
 use crate::stages::DeployOutput;
 
@@ -109,7 +111,9 @@ pub fn deployment(stage: &StageRecord, run_created_at: i64, delivery_origin_at: 
 /// Whether a stage's transition may make it a deployment, or change one: an output that says a
 /// commit landed, a failure, a rollback. (A deploy's output is written once, at its end.)
 pub fn may_change(t: &Transition) -> bool {
-    DeployOutput::of(t.output.as_ref()).is_some_and(|o| o.outcome.landed_now()) || matches!(t.state, Some(StageState::Failed | StageState::RolledBack))
+    // Only the outcome is read here (this runs for every transition with an output).
+    let outcome = t.output.as_ref().and_then(|o| o.get("outcome")).and_then(|v| crate::stages::DeployOutcome::deserialize(v).ok());
+    outcome.is_some_and(|o| o.landed_now()) || matches!(t.state, Some(StageState::Failed | StageState::RolledBack))
 }
 
 /// The pipeline and environment of a trail entry of kind `rollback` (run `-`) that a rollback by
