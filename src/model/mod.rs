@@ -23,8 +23,8 @@ pub use spanned::Spanned;
 
 use crate::diag::Pos;
 
-/// The stage kinds: the one list. Each entry is the `StageKind` variant, its settings' type and
-/// its doc. A kind lives in one place, `src/stages/<kind>.rs`: its settings (read from the file,
+/// The stage kinds: the one list. Each entry is the kind's module in `src/stages/` (declared
+/// from here), the `StageKind` variant, its settings' type and its doc. A kind lives in one place, `src/stages/<kind>.rs`: its settings (read from the file,
 /// `impl Kind`), its checks (`impl plan::Checks`) and its runner (`impl stages::Run`). Every layer
 /// that treats all kinds alike expands this list with a macro of its own
 /// (`with_kinds!(its_macro)`): the model's enum, names and load dispatch (here), the plan's checks
@@ -33,19 +33,19 @@ macro_rules! with_kinds {
     ($m:ident) => {
         $m! {
             /// Promotion commit into an environment.
-            Deploy(crate::model::DeployStage),
+            deploy => Deploy(crate::stages::deploy::DeployStage),
             /// Metric analysis.
-            Metrics(crate::model::MetricsStage),
+            metrics => Metrics(crate::stages::metrics::MetricsStage),
             /// Log analysis.
-            Logs(crate::model::LogsStage),
+            logs => Logs(crate::stages::logs::LogsStage),
             /// Rego policy.
-            Policy(crate::model::PolicyStage),
+            policy => Policy(crate::stages::policy::PolicyStage),
             /// Sign-off by people.
-            Approval(crate::model::ApprovalStage),
+            approval => Approval(crate::stages::approval::ApprovalStage),
             /// Soak time.
-            Wait(crate::model::WaitStage),
+            wait => Wait(crate::stages::wait::WaitStage),
             /// HTTP call.
-            Webhook(crate::model::WebhookStage),
+            webhook => Webhook(crate::stages::webhook::WebhookStage),
         }
     };
 }
@@ -104,7 +104,7 @@ impl DecidedBy<'_> {
 }
 
 macro_rules! stage_kind_enum {
-    ($($(#[$doc:meta])* $variant:ident($ty:ty),)*) => {
+    ($($(#[$doc:meta])* $module:ident => $variant:ident($ty:ty),)*) => {
         /// A stage's kind and its settings.
         #[derive(Debug, Clone, Serialize)]
         #[serde(rename_all = "camelCase")]

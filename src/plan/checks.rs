@@ -320,7 +320,7 @@ pub trait Checks {
 }
 
 macro_rules! checks_dispatch {
-    ($($(#[$doc:meta])* $variant:ident($ty:ty),)*) => {
+    ($($(#[$doc:meta])* $module:ident => $variant:ident($ty:ty),)*) => {
         /// The kind's own checks.
         fn check_kind(stage: &Stage, diags: &mut Diagnostics) {
             match &stage.kind { $(StageKind::$variant(k) => <$ty as Checks>::check(k, stage, diags),)* }

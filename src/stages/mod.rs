@@ -1,8 +1,16 @@
-//! The stage kinds that run: one file per kind, each a function of (stage, context) that returns
-//! the stage's output or why it failed. Adding a kind: a file here, an arm in [`execute`].
+//! The stage kinds: one file per kind, holding its settings, what it says of itself, its checks
+//! and its runner (a function of (stage, context) that returns the stage's output or why it
+//! failed). Adding a kind: its file here and its line in `model::with_kinds!`, which declares
+//! its module below.
 
-mod approval;
-mod deploy;
+/// Declares each kind's module, from the one list.
+macro_rules! kind_modules {
+    ($($(#[$doc:meta])* $module:ident => $variant:ident($ty:ty),)*) => {
+        $(pub mod $module;)*
+    };
+}
+crate::model::with_kinds!(kind_modules);
+
 pub use approval::ApprovalStage;
 pub use deploy::{BreakGlass, DeployOutcome, DeployOutput, DeployStage, HealthSeen};
 pub use logs::LogsStage;
@@ -10,13 +18,8 @@ pub use metrics::MetricsStage;
 pub use policy::PolicyStage;
 pub use wait::WaitStage;
 pub use webhook::WebhookStage;
-pub mod logs;
-pub mod metrics;
 pub mod policies;
-mod policy;
 pub mod pull_request;
-mod wait;
-pub mod webhook;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -367,7 +370,7 @@ pub trait Run: Sync {
 }
 
 macro_rules! run_dispatch {
-    ($($(#[$doc:meta])* $variant:ident($ty:ty),)*) => {
+    ($($(#[$doc:meta])* $module:ident => $variant:ident($ty:ty),)*) => {
         /// Whether this version of promote can run a kind (the others are validated and drawn only).
         pub fn runnable(kind: &StageKind) -> Result<(), &'static str> {
             match kind { $(StageKind::$variant(_) => <$ty as Run>::RUNNABLE,)* }
