@@ -63,6 +63,44 @@ pub fn may_act(approvers: &[Spanned<String>], users: Option<&Users>, login: &str
     if approvers.is_empty() { users.is_none_or(|u| u.login(login).is_some()) } else { is_listed(approvers, users, login) }
 }
 
+/// How people a kind lists are checked against the users file (`list`, what they are, where to say it).
+type PeopleCheck<'a> = &'a dyn Fn(&[Spanned<String>], &str, &mut Diagnostics);
+
+/// What a kind's own check against the files its pipeline names is given ([`Govern`]).
+pub struct Governed<'a> {
+    /// The pipeline.
+    pub pipeline: &'a crate::model::Pipeline,
+    /// Its users file, when it names one that loaded.
+    pub users: Option<&'a Users>,
+    /// The pipeline file's folder: the files it names are relative to it.
+    pub base_dir: &'a Path,
+    people: PeopleCheck<'a>,
+}
+
+impl Governed<'_> {
+    /// Checks people and groups a kind lists as `what` (`approver`) against the users file.
+    pub fn people(&self, list: &[Spanned<String>], what: &str, diags: &mut Diagnostics) {
+        (self.people)(list, what, diags)
+    }
+}
+
+/// A kind's checks against the files its pipeline names (the users file, policies), in the kind's
+/// own file; nothing by default.
+pub trait Govern {
+    /// Records every problem in `diags`.
+    fn govern(&self, _g: &Governed<'_>, _diags: &mut Diagnostics) {}
+}
+
+macro_rules! govern_dispatch {
+    ($($(#[$doc:meta])* $module:ident => $variant:ident($ty:ty),)*) => {
+        /// The kind's own checks against the files its pipeline names.
+        fn govern_kind(kind: &StageKind, g: &Governed<'_>, diags: &mut Diagnostics) {
+            match kind { $(StageKind::$variant(k) => <$ty as Govern>::govern(k, g, diags),)* }
+        }
+    };
+}
+crate::model::with_kinds!(govern_dispatch);
+
 /// Checks what needs the files a pipeline names: the users file and every approver and group in
 /// it, the freeze windows, the policies (compiled), the notification targets. Every problem is
 /// recorded; policy errors are reported at the policy's own file and line.
@@ -126,57 +164,9 @@ pub fn check(plan: &Plan, base_dir: &Path, diags: &mut Diagnostics) {
             }
         }
     }
+    let governed = Governed { pipeline: p, users: users.as_ref(), base_dir, people: &check_people };
     for s in &p.stages {
-        match &s.kind {
-            StageKind::Approval(a) => {
-                check_people(&a.approvers, "approver", diags);
-                let people: Vec<Spanned<String>> = a.escalate_to.iter().filter(|t| !t.value.contains('@') || t.value.starts_with("group:")).cloned().collect();
-                check_people(&people, "escalateTo", diags);
-                // A reminder or an escalation nobody would be sent is likely a forgotten channel.
-                for (field, d, event) in [("remindEvery", &a.remind_every, "approval-reminder"), ("escalateAfter", &a.escalate_after, "approval-escalation")] {
-                    if let Some(d) = d
-                        && !p.notifications.iter().any(|n| notify::carries(n.events.iter().map(|e| e.value.as_str()), event))
-                    {
-                        diags.warning(
-                            d.pos,
-                            format!("`{field}`: no notification carries `{event}` (add a channel under `notifications` whose `events` list it or `approval-pending`)"),
-                        );
-                    }
-                }
-                if a.min_approvals.value == 0 {
-                    diags.error(a.min_approvals.pos, "`minApprovals` is at least 1");
-                }
-                // With the users file, the people who may approve are known: too few is an error.
-                if let Some(u) = &users
-                    && !a.approvers.iter().any(|x| x.value == "group:*")
-                {
-                    let eligible: Vec<&str> =
-                        u.users.iter().filter(|(login, x)| !x.disabled && is_listed(&a.approvers, Some(u), login)).map(|(l, _)| l.as_str()).collect();
-                    if eligible.len() < a.min_approvals.value as usize {
-                        diags.error(
-                            a.min_approvals.pos,
-                            format!(
-                                "`minApprovals: {}` but only {} in the users file may approve ({}): it could never be met",
-                                a.min_approvals.value,
-                                if eligible.len() == 1 { "1 person".to_string() } else { format!("{} people", eligible.len()) },
-                                if eligible.is_empty() { "nobody".to_string() } else { eligible.join(", ") }
-                            ),
-                        );
-                    }
-                }
-            }
-            StageKind::Metrics(m) => check_people(&m.approvers, "approver", diags),
-            StageKind::Policy(pol) => {
-                let _ = crate::providers::policy::PolicySet::load(base_dir, &pol.policies, &pol.data, diags);
-                if let Some(env) = &pol.environment
-                    && !p.environments.iter().any(|e| e.name.value == env.value)
-                {
-                    let names = p.environments.iter().map(|e| e.name.value.as_str());
-                    diags.error(env.pos, format!("unknown environment `{}`{}", env.value, did_you_mean(&env.value, names)));
-                }
-            }
-            _ => {}
-        }
+        govern_kind(&s.kind, &governed, diags);
     }
     for env in &p.environments {
         if let Some(f) = &env.spec.freeze {

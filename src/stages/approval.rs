@@ -293,4 +293,49 @@ mod settings {
             }
         }
     }
+
+    impl crate::governance::Govern for ApprovalStage {
+        fn govern(&self, g: &crate::governance::Governed<'_>, diags: &mut Diagnostics) {
+            let a = self;
+            g.people(&a.approvers, "approver", diags);
+            let people: Vec<Spanned<String>> = a.escalate_to.iter().filter(|t| !t.value.contains('@') || t.value.starts_with("group:")).cloned().collect();
+            g.people(&people, "escalateTo", diags);
+            // A reminder or an escalation nobody would be sent is likely a forgotten channel.
+            for (field, d, event) in [("remindEvery", &a.remind_every, "approval-reminder"), ("escalateAfter", &a.escalate_after, "approval-escalation")] {
+                if let Some(d) = d
+                    && !g.pipeline.notifications.iter().any(|n| crate::governance::notify::carries(n.events.iter().map(|e| e.value.as_str()), event))
+                {
+                    diags.warning(
+                        d.pos,
+                        format!("`{field}`: no notification carries `{event}` (add a channel under `notifications` whose `events` list it or `approval-pending`)"),
+                    );
+                }
+            }
+            if a.min_approvals.value == 0 {
+                diags.error(a.min_approvals.pos, "`minApprovals` is at least 1");
+            }
+            // With the users file, the people who may approve are known: too few is an error.
+            if let Some(u) = g.users
+                && !a.approvers.iter().any(|x| x.value == "group:*")
+            {
+                let eligible: Vec<&str> = u
+                    .users
+                    .iter()
+                    .filter(|(login, x)| !x.disabled && crate::governance::is_listed(&a.approvers, Some(u), login))
+                    .map(|(l, _)| l.as_str())
+                    .collect();
+                if eligible.len() < a.min_approvals.value as usize {
+                    diags.error(
+                        a.min_approvals.pos,
+                        format!(
+                            "`minApprovals: {}` but only {} in the users file may approve ({}): it could never be met",
+                            a.min_approvals.value,
+                            if eligible.len() == 1 { "1 person".to_string() } else { format!("{} people", eligible.len()) },
+                            if eligible.is_empty() { "nobody".to_string() } else { eligible.join(", ") }
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }

@@ -650,4 +650,6 @@ mod settings {
             }
         }
     }
+
+    impl crate::governance::Govern for DeployStage {}
 }

@@ -317,4 +317,6 @@ mod settings {
             }
         }
     }
+
+    impl crate::governance::Govern for LogsStage {}
 }

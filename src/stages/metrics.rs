@@ -474,4 +474,10 @@ mod settings {
             }
         }
     }
+
+    impl crate::governance::Govern for MetricsStage {
+        fn govern(&self, g: &crate::governance::Governed<'_>, diags: &mut Diagnostics) {
+            g.people(&self.approvers, "approver", diags);
+        }
+    }
 }

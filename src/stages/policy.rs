@@ -144,4 +144,17 @@ mod settings {
             }
         }
     }
+
+    impl crate::governance::Govern for PolicyStage {
+        fn govern(&self, g: &crate::governance::Governed<'_>, diags: &mut Diagnostics) {
+            let _ = crate::providers::policy::PolicySet::load(g.base_dir, &self.policies, &self.data, diags);
+            let p = g.pipeline;
+            if let Some(env) = &self.environment
+                && !p.environments.iter().any(|e| e.name.value == env.value)
+            {
+                let names = p.environments.iter().map(|e| e.name.value.as_str());
+                diags.error(env.pos, format!("unknown environment `{}`{}", env.value, crate::diag::did_you_mean(&env.value, names)));
+            }
+        }
+    }
 }

@@ -47,4 +47,6 @@ mod settings {
     }
 
     impl Checks for WaitStage {}
+
+    impl crate::governance::Govern for WaitStage {}
 }

@@ -254,4 +254,6 @@ mod settings {
             check_http_url(&w.url, "url", diags);
         }
     }
+
+    impl crate::governance::Govern for WebhookStage {}
 }
