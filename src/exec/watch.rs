@@ -26,7 +26,7 @@ use crate::model::Watch;
 use crate::plan::Plan;
 use crate::stages::DeployOutput;
 use crate::stages::{self, StageError};
-use crate::store::{RunRecord, RunState, StageState, Transition, WatchFilter, WatchRecord, WatchState};
+use crate::store::{EntryKind, RunRecord, RunState, StageState, Transition, WatchFilter, WatchRecord, WatchState};
 
 /// Looks made at once at most.
 const PARALLEL: usize = 32;
@@ -102,13 +102,7 @@ impl Executor {
                 Some(Ok(m)) => m.map(|m| m.to_json()),
                 Some(Err(e)) => {
                     self.store
-                        .audit(
-                            Some(&run.id),
-                            Some(&s.name.value),
-                            crate::store::EntryKind::Watch,
-                            "promote",
-                            &format!("the watch's log files cannot be read: {e}"),
-                        )
+                        .audit(Some(&run.id), Some(&s.name.value), EntryKind::Watch, "promote", &format!("the watch's log files cannot be read: {e}"))
                         .await?;
                     None
                 }
@@ -484,10 +478,7 @@ impl Executor {
                 Arc::new(n.linked(self.public_url.as_deref()).addressed(self.people(&x.plan.pipeline, &base)))
             }
             Err(e) => {
-                return Ok(self
-                    .store
-                    .audit(Some(&w.run), Some(&w.stage), crate::store::EntryKind::Notification, "promote", &format!("notifications are off: {e}"))
-                    .await?);
+                return Ok(self.store.audit(Some(&w.run), Some(&w.stage), EntryKind::Notification, "promote", &format!("notifications are off: {e}")).await?);
             }
         };
         // A hold is cleared in the inbox, where its card is.

@@ -10,7 +10,7 @@ use super::access::Caller;
 use crate::git::{Destination, Outcome};
 use crate::model::DriftAction;
 use crate::plan::Plan;
-use crate::store::{DriftRecord, Store};
+use crate::store::{DriftRecord, DriftState, EntryKind, Store};
 
 /// What a look at one environment found.
 #[derive(Debug, Clone)]
@@ -69,8 +69,7 @@ pub async fn check(
             continue;
         }
         let env_name = env.name.value.clone();
-        let accepted: Vec<String> =
-            recorded.iter().filter(|d| d.environment == env_name && d.state == crate::store::DriftState::Accepted).map(|d| d.head.clone()).collect();
+        let accepted: Vec<String> = recorded.iter().filter(|d| d.environment == env_name && d.state == DriftState::Accepted).map(|d| d.head.clone()).collect();
         let dest = Destination::of(env, base);
         let (w, key, p, d2) = (writer.clone(), store.key().clone(), name.clone(), dest.clone());
         let scan = tokio::task::spawn_blocking(move || w.scan(&d2, &key, &p, &accepted))
@@ -98,7 +97,7 @@ pub async fn check(
             commits: scan.commits.clone(),
             diff: scan.diff.clone(),
             rewritten: scan.rewritten.is_some(),
-            state: crate::store::DriftState::Open,
+            state: DriftState::Open,
             decided_by: None,
             reason: None,
             at: crate::clock::now_ms(),
@@ -120,38 +119,21 @@ pub async fn check(
             // What a compliance exception in force names is not reverted.
             Ok(d) => super::compliance::unexcepted(store, &name, &env_name, d).await?,
             Err(why) => {
-                store
-                    .audit(
-                        None,
-                        None,
-                        crate::store::EntryKind::Policy,
-                        "promote",
-                        &format!("{name}: drift {} in {env_name} could not be judged: {why}", drift.id),
-                    )
-                    .await?;
+                store.audit(None, None, EntryKind::Policy, "promote", &format!("{name}: drift {} in {env_name} could not be judged: {why}", drift.id)).await?;
                 Vec::new()
             }
         };
         if !denied.is_empty() {
             let reverted = revert(store, writer, env, base, &drift).await?;
             let why = format!("policy denied the drifted state: {}; {reverted}", denied.join("; "));
-            store.decide_drift(&drift.id, crate::store::DriftState::Open, crate::store::DriftState::Reverted, "promote", Some(&why), None).await?;
+            store.decide_drift(&drift.id, DriftState::Open, DriftState::Reverted, "promote", Some(&why), None).await?;
             line.push_str(&format!("; {why}"));
-            drift.state = crate::store::DriftState::Reverted;
+            drift.state = DriftState::Reverted;
         } else if env.spec.drift.action == DriftAction::Revert {
             let reverted = revert(store, writer, env, base, &drift).await?;
-            store
-                .decide_drift(
-                    &drift.id,
-                    crate::store::DriftState::Open,
-                    crate::store::DriftState::Reverted,
-                    "promote",
-                    Some(&format!("drift.action: revert; {reverted}")),
-                    None,
-                )
-                .await?;
+            store.decide_drift(&drift.id, DriftState::Open, DriftState::Reverted, "promote", Some(&format!("drift.action: revert; {reverted}")), None).await?;
             line.push_str(&format!("; reverted at once: {reverted}"));
-            drift.state = crate::store::DriftState::Reverted;
+            drift.state = DriftState::Reverted;
         } else {
             line.push_str(&format!("; waiting for a decision: promote drift accept|reject {} --as USER", drift.id));
         }
@@ -327,7 +309,7 @@ pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, 
         }
     }
     // Who may, first: the state of a drift is not told to who may not decide it.
-    if drift.state != crate::store::DriftState::Open {
+    if drift.state != DriftState::Open {
         return Err(decided(&drift));
     }
     if d.verdict == Verdict::Reject && d.reason.is_none_or(|r| r.trim().is_empty()) {
@@ -344,20 +326,14 @@ pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, 
     };
     match d.verdict {
         Verdict::Accept => {
-            if !store
-                .decide_drift(&drift.id, crate::store::DriftState::Open, crate::store::DriftState::Accepted, user, reason.as_deref(), via.as_deref())
-                .await?
-            {
+            if !store.decide_drift(&drift.id, DriftState::Open, DriftState::Accepted, user, reason.as_deref(), via.as_deref()).await? {
                 return Err(again().await?);
             }
             Ok(format!("drift {} in {} accepted by {user}: the next promotion builds on {}", drift.id, drift.environment, short(&drift.head)))
         }
         Verdict::Reject => {
             // Claimed first: a concurrent accept or reject finds it `rejecting` and is refused.
-            if !store
-                .decide_drift(&drift.id, crate::store::DriftState::Open, crate::store::DriftState::Rejecting, user, reason.as_deref(), via.as_deref())
-                .await?
-            {
+            if !store.decide_drift(&drift.id, DriftState::Open, DriftState::Rejecting, user, reason.as_deref(), via.as_deref()).await? {
                 return Err(again().await?);
             }
             let done = match revert(store, writer, env, base, &drift).await {
@@ -365,20 +341,13 @@ pub async fn decide(store: &Store, writer: &std::sync::Arc<crate::git::Writer>, 
                 Err(e) => {
                     // Open again, so that it can be decided once the cause is fixed.
                     store
-                        .decide_drift(
-                            &drift.id,
-                            crate::store::DriftState::Rejecting,
-                            crate::store::DriftState::Open,
-                            user,
-                            Some(&format!("the revert failed: {e}")),
-                            via.as_deref(),
-                        )
+                        .decide_drift(&drift.id, DriftState::Rejecting, DriftState::Open, user, Some(&format!("the revert failed: {e}")), via.as_deref())
                         .await?;
                     return Err(e);
                 }
             };
             let reason = format!("{}; {done}", reason.unwrap_or_default());
-            store.decide_drift(&drift.id, crate::store::DriftState::Rejecting, crate::store::DriftState::Rejected, user, Some(&reason), via.as_deref()).await?;
+            store.decide_drift(&drift.id, DriftState::Rejecting, DriftState::Rejected, user, Some(&reason), via.as_deref()).await?;
             Ok(format!("drift {} in {} rejected by {user}: {done}", drift.id, drift.environment))
         }
     }

@@ -7,7 +7,7 @@ use super::OpsError;
 use crate::diag::did_you_mean;
 use crate::git::{Destination, GitError, Outcome, Report, RollbackRequest, RollbackTarget, Writer};
 use crate::plan::Plan;
-use crate::store::Store;
+use crate::store::{EntryKind, Store, WatchState};
 
 /// What became of a rollback.
 pub struct RolledBack {
@@ -66,7 +66,7 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
     let via = request.as_ref().map(|r| r.branch.clone());
     // A version whose watch failed is held: no rollback restores it.
     let forbidden: Vec<(String, String)> = store
-        .watches(crate::store::WatchFilter { pipeline: Some(&pipeline.name.value), state: Some(crate::store::WatchState::Failed), ..Default::default() })
+        .watches(crate::store::WatchFilter { pipeline: Some(&pipeline.name.value), state: Some(WatchState::Failed), ..Default::default() })
         .await?
         .into_iter()
         .filter(|w| w.holds())
@@ -111,7 +111,7 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
         Err(e) => format!("{}: rollback of {environment} failed: {e}", pipeline.name.value),
     };
     let detail = crate::store::texts::vouched(detail, super::decide::vouched(&caller).as_deref());
-    store.audit(None, None, crate::store::EntryKind::Rollback, who, &detail).await?;
+    store.audit(None, None, EntryKind::Rollback, who, &detail).await?;
     if let Ok(Report { outcome: Outcome::Committed(_), .. }) = &result {
         // What watched the release rolled back watches no more.
         store.supersede_watches(&pipeline.name.value, environment, &format!("a rollback by {who}")).await?;
@@ -135,7 +135,7 @@ pub async fn rollback(store: &Store, writer: &std::sync::Arc<Writer>, r: Request
                 });
                 n.finish_audited(store, None).await?;
             }
-            Err(e) => store.audit(None, None, crate::store::EntryKind::Notification, "promote", &format!("notifications are off: {e}")).await?,
+            Err(e) => store.audit(None, None, EntryKind::Notification, "promote", &format!("notifications are off: {e}")).await?,
         }
     }
     Ok(RolledBack { result, line })

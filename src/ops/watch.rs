@@ -3,14 +3,14 @@
 
 use super::OpsError;
 use super::access::Caller;
-use crate::store::{Store, WatchFilter, WatchRecord};
+use crate::store::{Store, WatchFilter, WatchRecord, WatchState};
 
 /// One line for a person on a watch.
 pub fn describe(w: &WatchRecord) -> String {
     let clock = |ms: i64| crate::clock::rfc3339(ms);
     let how = match w.state {
-        crate::store::WatchState::Watching => format!("until {}, {} looks so far ({} failed)", clock(w.ends_at), w.looks, w.failures),
-        crate::store::WatchState::Reverting => "a look failed: reverting".to_string(),
+        WatchState::Watching => format!("until {}, {} looks so far ({} failed)", clock(w.ends_at), w.looks, w.failures),
+        WatchState::Reverting => "a look failed: reverting".to_string(),
         _ => w.message.clone().unwrap_or_default(),
     };
     let held = if w.holds() {
@@ -70,7 +70,7 @@ pub async fn may_clear_watch(
 /// The failed watches whose hold `caller` may clear, newest first.
 pub async fn held_for(store: &Store, caller: &Caller<'_>) -> Result<Vec<WatchRecord>, OpsError> {
     let mut out = Vec::new();
-    for w in store.watches(WatchFilter { state: Some(crate::store::WatchState::Failed), ..Default::default() }).await?.into_iter().filter(WatchRecord::holds) {
+    for w in store.watches(WatchFilter { state: Some(WatchState::Failed), ..Default::default() }).await?.into_iter().filter(WatchRecord::holds) {
         if may_clear_watch(store, &w, caller).await?.is_ok() {
             out.push(w);
         }
@@ -95,7 +95,7 @@ pub async fn clear(store: &Store, c: &Clear<'_>) -> Result<String, OpsError> {
     let Some(w) = store.watch(c.id).await? else {
         return refuse(format!("no watch `{}` (promote watch list shows them)", crate::diag::printable(c.id)));
     };
-    if w.state != crate::store::WatchState::Failed {
+    if w.state != WatchState::Failed {
         return refuse(format!("watch {} is {}: only a failed watch holds its version", w.id, w.state));
     }
     if let Some(by) = &w.cleared_by {

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, header};
 use super::Server;
 use super::ui::session::{self, Session};
 use crate::ops::access::{Person, Via};
-use crate::store::{SessionRecord, StoreError};
+use crate::store::{EntryKind, SessionRecord, StoreError};
 
 /// Why a session could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +128,7 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// Ends a session (sign-out), recorded in the trail.
 pub async fn sign_out(server: &Server, s: &Session) -> Result<(), StoreError> {
     if let Some(h) = &s.id_hash {
-        server.exec.store.end_sessions(Some(h), None, crate::store::EntryKind::SignOut, &s.user, &format!("{} signed out of the web pages", s.user)).await?;
+        server.exec.store.end_sessions(Some(h), None, EntryKind::SignOut, &s.user, &format!("{} signed out of the web pages", s.user)).await?;
         tracing::info!(user = %s.user, "signed out of the web pages");
     }
     Ok(())
@@ -137,7 +137,7 @@ pub async fn sign_out(server: &Server, s: &Session) -> Result<(), StoreError> {
 /// Ends every open session of `login` (by `by`), recorded in the trail; whether any was open.
 pub async fn revoke(server: &Server, login: &str, by: &Person) -> Result<bool, StoreError> {
     let detail = format!("{}'s web sessions ended by {}", login, by.actor());
-    server.exec.store.end_sessions(None, Some(login), crate::store::EntryKind::SessionsRevoked, &by.login, &detail).await
+    server.exec.store.end_sessions(None, Some(login), EntryKind::SessionsRevoked, &by.login, &detail).await
 }
 
 /// At most this many refused sign-ins a minute are recorded in the trail (the rest only in the
@@ -161,7 +161,7 @@ pub async fn refused_sign_in(server: &Server, peer: Option<std::net::IpAddr>, wh
     };
     if record {
         let detail = format!("a sign-in from {addr} was refused: {why}");
-        if let Err(e) = server.exec.store.audit(None, None, crate::store::EntryKind::SignInRefused, "-", &detail).await {
+        if let Err(e) = server.exec.store.audit(None, None, EntryKind::SignInRefused, "-", &detail).await {
             tracing::warn!(error = %e, "a refused sign-in could not be recorded in the trail");
         }
     }

@@ -8,7 +8,7 @@ use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::clock::now_ms;
 use crate::governance::notify::Note;
 use crate::governance::{Users, is_listed};
-use crate::store::RunRecord;
+use crate::store::{EntryKind, RunRecord};
 
 /// Whether `user` may decide this approval of `run`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<Step, StageErr
         (Some(d), Some(n)) => Some(d.min(n)),
         (d, n) => d.or(n),
     };
-    Ok(Step::Wait(Wait { why, wake: Wake::Decision, until, notify: Some(crate::store::EntryKind::ApprovalPending) }))
+    Ok(Step::Wait(Wait { why, wake: Wake::Decision, until, notify: Some(EntryKind::ApprovalPending) }))
 }
 
 /// The notes due while the approval waits: the latest reminder (`remindEvery`: to the approvers
@@ -116,7 +116,7 @@ async fn remind(a: &ApprovalStage, ctx: &StageContext, decided: &[String], appro
         let pending: Vec<String> = a.approvers.iter().map(|x| x.value.clone()).filter(|x| !decided.contains(x)).collect();
         if n >= 1 && !pending.is_empty() {
             let detail = format!("reminder {n} sent to {} ({approved} of {need} approvals after {waited})", pending.join(", "));
-            if ctx.store.claim_note(&ctx.run.id, name, since, crate::store::EntryKind::ApprovalReminder, n, &detail).await? {
+            if ctx.store.claim_note(&ctx.run.id, name, since, EntryKind::ApprovalReminder, n, &detail).await? {
                 let message = format!(
                     "Still waiting for your decision after {waited}: {approved} of {need} approvals; not yet decided: {} (reminder {n}).{}",
                     pending.join(", "),
@@ -141,7 +141,7 @@ async fn remind(a: &ApprovalStage, ctx: &StageContext, decided: &[String], appro
             let after = written.to_string();
             let who: Vec<&str> = a.approvers.iter().map(|x| x.value.as_str()).collect();
             let detail = format!("escalated to {} after {after} without a decision ({approved} of {need} approvals)", to.join(", "));
-            if ctx.store.claim_note(&ctx.run.id, name, since, crate::store::EntryKind::ApprovalEscalation, 1, &detail).await? {
+            if ctx.store.claim_note(&ctx.run.id, name, since, EntryKind::ApprovalEscalation, 1, &detail).await? {
                 let message = format!(
                     "Nobody has decided in {after}: {approved} of {need} approvals from {}. You hear of it as the escalation of step `{name}`; please see that it is decided.",
                     who.join(", ")

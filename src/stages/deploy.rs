@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{StageContext, StageError, Step, Wait, Wake};
 use crate::git::{Destination, Outcome, Promotion};
-use crate::store::LockState;
+use crate::store::{DriftState, EntryKind, LockState};
 
 /// What a deploy leaves as its output: stored with the stage as JSON (camelCase, the form the API,
 /// the pages and policies' `input.stages` show) and read back by the watch, the pages, the report
@@ -157,13 +157,13 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     // An undecided drift of the environment holds its promotions (woken by its decision), and one
     // whose rejection is reverting it (the promotion lands on top of the revert, never under it).
     let undecided = |state| crate::store::DriftFilter { pipeline: Some(&ctx.run.pipeline), environment: Some(env_name), state: Some(state), id: None };
-    let rejecting = ctx.store.drifts(undecided(crate::store::DriftState::Rejecting)).await?.into_iter().next();
+    let rejecting = ctx.store.drifts(undecided(DriftState::Rejecting)).await?.into_iter().next();
     if let Some(d) = rejecting {
         let why = format!("`{env_name}` is being reverted to undo drift {}", d.id);
         return Ok(Step::Wait(Wait { why, wake: Wake::DriftDecided, until: Some(crate::clock::now_ms() + 5_000), notify: None }));
     }
     if env.spec.drift.block_promotions
-        && let Some(d) = ctx.store.drifts(undecided(crate::store::DriftState::Open)).await?.into_iter().next()
+        && let Some(d) = ctx.store.drifts(undecided(DriftState::Open)).await?.into_iter().next()
     {
         let why = format!("`{env_name}` has an undecided drift ({}): promote drift accept|reject {} --as USER decides it", d.describe(), d.id);
         return Ok(Step::Wait(Wait { why, wake: Wake::DriftDecided, until: Some(crate::clock::now_ms() + 60_000), notify: None }));
@@ -242,11 +242,11 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
     let report = match report {
         Ok(r) => r,
         Err(e @ crate::git::GitError::Refused(_)) => {
-            ctx.store.audit(Some(&run.id), Some(&stage), crate::store::EntryKind::Policy, "promote", &format!("commit to `{env_name}` refused: {e}")).await?;
+            ctx.store.audit(Some(&run.id), Some(&stage), EntryKind::Policy, "promote", &format!("commit to `{env_name}` refused: {e}")).await?;
             return Err(StageError::Terminal(e.to_string()));
         }
         Err(e @ crate::git::GitError::HistoryRewritten(_)) => {
-            ctx.store.audit(Some(&run.id), Some(&stage), crate::store::EntryKind::HistoryRewrite, "promote", &e.to_string()).await?;
+            ctx.store.audit(Some(&run.id), Some(&stage), EntryKind::HistoryRewrite, "promote", &e.to_string()).await?;
             return Err(StageError::Terminal(e.to_string()));
         }
         Err(e) if e.is_transient() => return Err(StageError::Transient(e.to_string())),
@@ -258,7 +258,7 @@ pub async fn run(d: &DeployStage, ctx: &StageContext) -> Result<Step, StageError
             .audit(
                 Some(&run.id),
                 Some(&stage),
-                crate::store::EntryKind::Policy,
+                EntryKind::Policy,
                 "promote",
                 &format!("commit: {}", super::policies::describe(&d, Some(env_name))),
             )
@@ -351,7 +351,7 @@ async fn adopt(ctx: &StageContext, env: &crate::model::Environment, value: &str)
     }
     let (pipeline, env_name) = (ctx.plan.pipeline.name.value.clone(), env.name.value.clone());
     let known = ctx.store.drifts(crate::store::DriftFilter { pipeline: Some(&pipeline), environment: Some(&env_name), ..Default::default() }).await?;
-    let accepted: Vec<String> = known.iter().filter(|d| d.state == crate::store::DriftState::Accepted).map(|d| d.head.clone()).collect();
+    let accepted: Vec<String> = known.iter().filter(|d| d.state == DriftState::Accepted).map(|d| d.head.clone()).collect();
     let (w, key, dest, p) = (ctx.writer.clone(), ctx.store.key().clone(), Destination::of(env, &ctx.base_dir), pipeline.clone());
     let scan = tokio::task::spawn_blocking(move || w.scan(&dest, &key, &p, &accepted))
         .await
@@ -370,7 +370,7 @@ async fn adopt(ctx: &StageContext, env: &crate::model::Environment, value: &str)
         commits: Vec::new(),
         diff: String::new(),
         rewritten: false,
-        state: crate::store::DriftState::Accepted,
+        state: DriftState::Accepted,
         decided_by: Some("promote".into()),
         reason: Some(reason),
         at: crate::clock::now_ms(),
@@ -426,7 +426,7 @@ async fn merged(
     ctx.resumed().await?;
     let stage = ctx.stage().name.value.clone();
     ctx.store
-        .audit(Some(&ctx.run.id), Some(&stage), crate::store::EntryKind::PullRequest, "promote", &format!("#{number} merged into `{}` as {sha}", r.base))
+        .audit(Some(&ctx.run.id), Some(&stage), EntryKind::PullRequest, "promote", &format!("#{number} merged into `{}` as {sha}", r.base))
         .await?;
     ctx.store.supersede_watches(pipeline, env_name, &format!("the promotion of {} by run {}", ctx.run.version, ctx.run.id)).await?;
     ctx.store.promoted(pipeline, env_name, &ctx.run.id, &ctx.run.version, false).await?;
@@ -494,7 +494,7 @@ async fn freeze_gate(f: &crate::model::Freeze, ctx: &StageContext, env: &str) ->
         ctx.notify("freeze", Some(&stage), &why);
         return Err(StageError::Terminal(format!("{why}; nothing was committed (onFreeze: fail)")));
     }
-    Ok(Gate::Frozen(Wait { why, wake: Wake::Decision, until: Some(frozen.until.as_millisecond()), notify: Some(crate::store::EntryKind::Freeze) }))
+    Ok(Gate::Frozen(Wait { why, wake: Wake::Decision, until: Some(frozen.until.as_millisecond()), notify: Some(EntryKind::Freeze) }))
 }
 
 /// Waits until every health check given is healthy; fails at `health.timeout` (saying what each

@@ -29,7 +29,7 @@ use std::time::Duration;
 use crate::git::Writer;
 use crate::model::{Stage, StageKind};
 use crate::plan::Plan;
-use crate::store::{RunRecord, StageState, Store, Transition};
+use crate::store::{EntryKind, RunRecord, StageState, Store, Transition};
 
 pub use approval::{ApprovalCheck, check_approver};
 pub use deploy::held;
@@ -110,11 +110,11 @@ impl Wake {
         match self {
             Wake::Decision => change.is_decision_on(run, stage),
             Wake::Turn(next) => {
-                (change.run == *next && [crate::store::EntryKind::Run.as_str(), crate::store::EntryKind::Release.as_str()].contains(&change.kind.as_str()))
-                    || (change.run == run && change.kind == crate::store::EntryKind::Superseded.as_str())
+                (change.run == *next && [EntryKind::Run.as_str(), EntryKind::Release.as_str()].contains(&change.kind.as_str()))
+                    || (change.run == run && change.kind == EntryKind::Superseded.as_str())
             }
-            Wake::DriftDecided => change.kind == crate::store::EntryKind::DriftDecision.as_str(),
-            Wake::PullRequest(key) => change.kind == crate::store::EntryKind::PullRequestEvent.as_str() && change.stage.as_deref() == Some(key.as_str()),
+            Wake::DriftDecided => change.kind == EntryKind::DriftDecision.as_str(),
+            Wake::PullRequest(key) => change.kind == EntryKind::PullRequestEvent.as_str() && change.stage.as_deref() == Some(key.as_str()),
         }
     }
 }
