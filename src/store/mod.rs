@@ -14,6 +14,7 @@ pub mod dora;
 mod feed;
 pub mod postgres;
 mod records;
+mod schema;
 pub mod seals;
 mod sql;
 pub mod sqlite;

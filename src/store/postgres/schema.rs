@@ -2,18 +2,28 @@
 //! types, one migration per version recorded in `promote_schema`; applied in one transaction
 //! under an advisory lock, so that replicas starting together migrate once.
 
+use std::sync::LazyLock;
+
 use sqlx::postgres::PgPool;
 
 use crate::store::StoreError;
+use crate::store::schema as shared;
 
 /// The advisory lock key replicas migrate under ("PROM").
 const MIGRATION_LOCK: i64 = 0x5052_4f4d;
 
-/// The schema, one migration per version. Never edit a released entry: add one.
-pub const MIGRATIONS: &[&str] = &[
-    // 1: everything the SQLite schema holds at its version 13. Times are Unix milliseconds
-    // (BIGINT), counts BIGINT, flags BOOLEAN, JSON as text: the records decode the same from both.
-    "CREATE TABLE meta (one INTEGER PRIMARY KEY CHECK (one = 1), state_id TEXT NOT NULL);
+/// The schema, one migration per version: the first holds what SQLite's first 13 hold, then the
+/// tables both backends describe once (`store::schema`), then this backend's own.
+/// Never edit a released entry: add one.
+pub static MIGRATIONS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let first = format!("{FIRST}\n    {}", shared::WATCHES);
+    [first.as_str()].into_iter().chain(shared::AFTER_WATCHES).chain(OWN.iter().copied()).map(|sql| shared::POSTGRES.sql(sql)).collect()
+});
+
+/// Migration 1 up to the shared watches table: everything the SQLite schema holds at its version
+/// 13. Times are Unix milliseconds (BIGINT), counts BIGINT, flags BOOLEAN, JSON as text: the
+/// records decode the same from both.
+const FIRST: &str = "CREATE TABLE meta (one INTEGER PRIMARY KEY CHECK (one = 1), state_id TEXT NOT NULL);
     INSERT INTO meta (one, state_id) VALUES (1, md5(random()::text || clock_timestamp()::text));
     CREATE TABLE runs (
         id TEXT PRIMARY KEY,
@@ -127,145 +137,10 @@ pub const MIGRATIONS: &[&str] = &[
         decided_at BIGINT,
         seal TEXT,
         UNIQUE (pipeline, environment, head)
-    );
-    CREATE TABLE watches (
-        id TEXT PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        stage TEXT NOT NULL,
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        version TEXT NOT NULL,
-        commit_id TEXT NOT NULL,
-        value TEXT NOT NULL,
-        started_at BIGINT NOT NULL,
-        ends_at BIGINT NOT NULL,
-        interval_ms BIGINT NOT NULL,
-        next_at BIGINT NOT NULL,
-        state TEXT NOT NULL,
-        looks BIGINT NOT NULL DEFAULT 0,
-        failures BIGINT NOT NULL DEFAULT 0,
-        errors BIGINT NOT NULL DEFAULT 0,
-        passes BIGINT NOT NULL DEFAULT 0,
-        message TEXT,
-        evidence TEXT,
-        marks TEXT,
-        reverted_to TEXT,
-        ended_at BIGINT,
-        cleared_by TEXT,
-        cleared_at BIGINT,
-        clear_reason TEXT,
-        seal TEXT,
-        deployed_at BIGINT NOT NULL,
-        previous TEXT,
-        UNIQUE (run_id, stage)
-    );
-    CREATE INDEX watches_due ON watches (state, next_at);
-    CREATE INDEX watches_by_env ON watches (pipeline, environment, state);
-    CREATE INDEX watches_by_version ON watches (pipeline, version);",
-    // 2: web sessions (SQLite's 14).
-    "CREATE TABLE sessions (
-        id_hash TEXT PRIMARY KEY,
-        login TEXT NOT NULL,
-        via TEXT NOT NULL,
-        token_hash TEXT,
-        groups TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        seen_at BIGINT NOT NULL,
-        expires_at BIGINT NOT NULL,
-        ended_at BIGINT
-    );
-    CREATE INDEX sessions_by_login ON sessions (login, ended_at);",
-    // 3: polled registry repositories' claims (SQLite's 15).
-    "CREATE TABLE poll_claims (source TEXT PRIMARY KEY, holder TEXT NOT NULL, next_at BIGINT NOT NULL);",
-    // 4: the notes a waiting approval sent (SQLite's 16).
-    "CREATE TABLE approval_notes (
-        run_id TEXT NOT NULL,
-        stage TEXT NOT NULL,
-        since BIGINT NOT NULL,
-        kind TEXT NOT NULL,
-        seq BIGINT NOT NULL,
-        at BIGINT NOT NULL,
-        PRIMARY KEY (run_id, stage, since, kind)
-    );",
-    // 5: environment queues and promotions (SQLite's 17).
-    "CREATE TABLE env_queue (
-        environment TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        pipeline TEXT NOT NULL,
-        since BIGINT NOT NULL,
-        expires_at BIGINT NOT NULL,
-        superseded_by TEXT,
-        PRIMARY KEY (environment, run_id)
-    );
-    CREATE INDEX env_queue_by_run ON env_queue (run_id);
-    CREATE TABLE promotions (
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        version TEXT NOT NULL,
-        at BIGINT NOT NULL,
-        rolled_back BOOLEAN NOT NULL DEFAULT FALSE,
-        PRIMARY KEY (pipeline, environment, run_id)
-    );
-    CREATE INDEX promotions_newest ON promotions (pipeline, environment, at);
-    CREATE INDEX runs_by_state ON runs (state, created_at);",
-    // 6: compliance violations (SQLite's 18).
-    "CREATE TABLE violations (
-        id TEXT PRIMARY KEY,
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        head TEXT NOT NULL,
-        policies TEXT NOT NULL,
-        deny TEXT NOT NULL,
-        state TEXT NOT NULL,
-        decided_by TEXT,
-        reason TEXT,
-        until BIGINT,
-        revert_to TEXT,
-        at BIGINT NOT NULL,
-        decided_at BIGINT,
-        seal TEXT,
-        UNIQUE (pipeline, environment, head, policies)
-    );
-    CREATE INDEX violations_by_state ON violations (state, until);
-    CREATE INDEX events_by_time ON events (at);",
-    // 7: the DORA figures kept with each write (SQLite's 19), counted once from the history.
-    "CREATE TABLE dora_deployments (
-        run_id TEXT NOT NULL,
-        stage TEXT NOT NULL,
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        committed_at BIGINT NOT NULL,
-        origin_at BIGINT NOT NULL,
-        stage_failed BIGINT NOT NULL,
-        stage_restored_at BIGINT,
-        failed BIGINT NOT NULL,
-        lead_ms BIGINT NOT NULL,
-        restore_ms BIGINT,
-        PRIMARY KEY (run_id, stage)
-    );
-    CREATE INDEX dora_deployments_in_order ON dora_deployments (pipeline, environment, committed_at, run_id, stage);
-    CREATE TABLE dora_rollbacks (pipeline TEXT NOT NULL, environment TEXT NOT NULL, at BIGINT NOT NULL);
-    CREATE INDEX dora_rollbacks_in_order ON dora_rollbacks (pipeline, environment, at);
-    CREATE TABLE dora (
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        deployments BIGINT NOT NULL,
-        failed BIGINT NOT NULL,
-        lead_sum_ms BIGINT NOT NULL,
-        restore_count BIGINT NOT NULL,
-        restore_sum_ms BIGINT NOT NULL,
-        PRIMARY KEY (pipeline, environment)
-    );
-    CREATE TABLE dora_buckets (
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        metric TEXT NOT NULL,
-        bucket BIGINT NOT NULL,
-        n BIGINT NOT NULL,
-        PRIMARY KEY (pipeline, environment, metric, bucket)
-    );
-    CREATE INDEX stages_waiting ON stages (run_id) WHERE state = 'waiting';",
+    );";
+
+/// This backend's own migrations after the shared ones.
+const OWN: &[&str] = &[
     // 8: the chain checked per statement, not per row: a transaction's entries come in one INSERT,
     // and the head row moves once for them all (a row trigger moved it per entry, and each later
     // entry of the transaction walked every version of it made before). Every link is still
@@ -322,7 +197,7 @@ pub async fn migrate(pool: &PgPool, url: &str) -> Result<(), StoreError> {
         return Err(StoreError::Newer { path: super::redacted(url), found, known: MIGRATIONS.len() });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(&e)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.as_str())).execute(&mut *tx).await.map_err(&e)?;
         if i + 1 == DORA_SCHEMA {
             super::writer::dora_backfill(&mut tx).await.map_err(&e)?;
         }

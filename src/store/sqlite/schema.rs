@@ -4,8 +4,11 @@
 use sqlx::sqlite::SqlitePool;
 use sqlx::{AssertSqlSafe, Row};
 
+use std::sync::LazyLock;
+
 use crate::seal::Key;
 use crate::store::StoreError;
+use crate::store::schema as shared;
 
 /// The schema version whose migration adds the chain; entries already there are chained then.
 pub const CHAIN_SCHEMA: usize = 5;
@@ -13,9 +16,14 @@ pub const CHAIN_SCHEMA: usize = 5;
 /// `PRAGMA application_id` of promote state files ("PROM").
 pub(super) const APP_ID: i64 = 0x5052_4f4d;
 
-/// The schema, one migration per version; `PRAGMA user_version` says how many are applied. Never
-/// edit a released entry: add one.
-pub(super) const MIGRATIONS: &[&str] = &[
+/// The schema, one migration per version; `PRAGMA user_version` says how many are applied: this
+/// backend's own first twelve, then the tables both backends describe once (`store::schema`).
+/// Never edit a released entry: add one.
+pub(super) static MIGRATIONS: LazyLock<Vec<String>> =
+    LazyLock::new(|| OWN.iter().chain([&shared::WATCHES]).chain(shared::AFTER_WATCHES.iter()).map(|sql| shared::SQLITE.sql(sql)).collect());
+
+/// Migrations 1 to 12, which only SQLite has (PostgreSQL's first holds their result).
+const OWN: &[&str] = &[
     // 1: runs, their stages, the events of both.
     "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
@@ -171,154 +179,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
         seal TEXT,
         UNIQUE (pipeline, environment, head)
     );",
-    // 13: watches: a promoted release judged after its run, reverted when it goes bad (sealed: a
-    // failed watch holds its version, a passed one makes its commit the last compliant state).
-    "CREATE TABLE watches (
-        id TEXT PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        stage TEXT NOT NULL,
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        version TEXT NOT NULL,
-        commit_id TEXT NOT NULL,
-        value TEXT NOT NULL,
-        started_at INTEGER NOT NULL,
-        ends_at INTEGER NOT NULL,
-        interval_ms INTEGER NOT NULL,
-        next_at INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        looks INTEGER NOT NULL DEFAULT 0,
-        failures INTEGER NOT NULL DEFAULT 0,
-        errors INTEGER NOT NULL DEFAULT 0,
-        passes INTEGER NOT NULL DEFAULT 0,
-        message TEXT,
-        evidence TEXT,
-        marks TEXT,
-        reverted_to TEXT,
-        ended_at INTEGER,
-        cleared_by TEXT,
-        cleared_at INTEGER,
-        clear_reason TEXT,
-        seal TEXT,
-        deployed_at INTEGER NOT NULL,
-        previous TEXT,
-        UNIQUE (run_id, stage)
-    );
-    CREATE INDEX watches_due ON watches (state, next_at);
-    CREATE INDEX watches_by_env ON watches (pipeline, environment, state);
-    CREATE INDEX watches_by_version ON watches (pipeline, version);",
-    // 14: web sessions kept on the server (revocable: sign-out, a token change, a disabled
-    // person, an admin's revoke); only the hash of a cookie is stored.
-    "CREATE TABLE sessions (
-        id_hash TEXT PRIMARY KEY,
-        login TEXT NOT NULL,
-        via TEXT NOT NULL,
-        token_hash TEXT,
-        groups TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        seen_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        ended_at INTEGER
-    );
-    CREATE INDEX sessions_by_login ON sessions (login, ended_at);",
-    // 15: polled registry repositories: when each one's next look is due and who took the last
-    // (of several processes on one state, one looks each time).
-    "CREATE TABLE poll_claims (source TEXT PRIMARY KEY, holder TEXT NOT NULL, next_at INTEGER NOT NULL);",
-    // 16: the notes a waiting approval sent (its latest reminder, its escalation), each taken by
-    // a conditional write so that no process, replica or restart sends one twice.
-    "CREATE TABLE approval_notes (
-        run_id TEXT NOT NULL,
-        stage TEXT NOT NULL,
-        since INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        at INTEGER NOT NULL,
-        PRIMARY KEY (run_id, stage, since, kind)
-    );",
-    // 17: the runs queued for each environment, served in order (a newer run may supersede the
-    // older ones of its pipeline), and each run's promotions: an environment never goes back to
-    // an older run's version; the running runs found by one query (replicas taking over).
-    "CREATE TABLE env_queue (
-        environment TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        pipeline TEXT NOT NULL,
-        since INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        superseded_by TEXT,
-        PRIMARY KEY (environment, run_id)
-    );
-    CREATE INDEX env_queue_by_run ON env_queue (run_id);
-    CREATE TABLE promotions (
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        version TEXT NOT NULL,
-        at INTEGER NOT NULL,
-        rolled_back INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (pipeline, environment, run_id)
-    );
-    CREATE INDEX promotions_newest ON promotions (pipeline, environment, at);
-    CREATE INDEX runs_by_state ON runs (state, created_at);",
-    // 18: compliance violations: an environment's current files that the pipeline's policies
-    // deny, one per (environment, head, policies).
-    "CREATE TABLE violations (
-        id TEXT PRIMARY KEY,
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        head TEXT NOT NULL,
-        policies TEXT NOT NULL,
-        deny TEXT NOT NULL,
-        state TEXT NOT NULL,
-        decided_by TEXT,
-        reason TEXT,
-        until INTEGER,
-        revert_to TEXT,
-        at INTEGER NOT NULL,
-        decided_at INTEGER,
-        seal TEXT,
-        UNIQUE (pipeline, environment, head, policies)
-    );
-    CREATE INDEX violations_by_state ON violations (state, until);
-    CREATE INDEX events_by_time ON events (at);",
-    // 19: the DORA figures kept with each write (`store::dora`): each deployment and what it adds,
-    // each rollback by hand, the sums and histogram buckets of each pipeline and environment,
-    // counted once from the history by the migration; the waiting stages indexed.
-    "CREATE TABLE dora_deployments (
-        run_id TEXT NOT NULL,
-        stage TEXT NOT NULL,
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        committed_at INTEGER NOT NULL,
-        origin_at INTEGER NOT NULL,
-        stage_failed INTEGER NOT NULL,
-        stage_restored_at INTEGER,
-        failed INTEGER NOT NULL,
-        lead_ms INTEGER NOT NULL,
-        restore_ms INTEGER,
-        PRIMARY KEY (run_id, stage)
-    );
-    CREATE INDEX dora_deployments_in_order ON dora_deployments (pipeline, environment, committed_at, run_id, stage);
-    CREATE TABLE dora_rollbacks (pipeline TEXT NOT NULL, environment TEXT NOT NULL, at INTEGER NOT NULL);
-    CREATE INDEX dora_rollbacks_in_order ON dora_rollbacks (pipeline, environment, at);
-    CREATE TABLE dora (
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        deployments INTEGER NOT NULL,
-        failed INTEGER NOT NULL,
-        lead_sum_ms INTEGER NOT NULL,
-        restore_count INTEGER NOT NULL,
-        restore_sum_ms INTEGER NOT NULL,
-        PRIMARY KEY (pipeline, environment)
-    );
-    CREATE TABLE dora_buckets (
-        pipeline TEXT NOT NULL,
-        environment TEXT NOT NULL,
-        metric TEXT NOT NULL,
-        bucket INTEGER NOT NULL,
-        n INTEGER NOT NULL,
-        PRIMARY KEY (pipeline, environment, metric, bucket)
-    );
-    CREATE INDEX stages_waiting ON stages (run_id) WHERE state = 'waiting';",
 ];
 
 /// The schema whose migration makes the DORA tables and counts the history into them.
@@ -350,7 +210,7 @@ pub(super) async fn migrate(pool: &SqlitePool, path: &str, key: &Key) -> Result<
         return Err(StoreError::Newer { path: path.to_string(), found: version, known: MIGRATIONS.len() });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(db)?;
+        sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(&mut *tx).await.map_err(db)?;
         if i + 1 == CHAIN_SCHEMA {
             chain_existing(&mut tx, key).await.map_err(db)?;
         }
