@@ -467,12 +467,32 @@ impl Notifier {
         Ok(())
     }
 
-    /// One channel, every attempt: returns the attempts it took, or the last error.
+    /// One channel, every attempt that may help: returns the attempts it took, or the last error
+    /// and how many were made.
     async fn deliver(&self, c: &Channel, note: &Note) -> Result<u32, String> {
         let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
         let message = redact(&note.message, &secrets);
         if c.format == Format::Email {
-            return self.deliver_email(c, note, &message, &secrets).await;
+            use lettre::AsyncTransport;
+            use lettre::transport::smtp::response::Severity;
+            let (transport, mail) = self.email(c, note, &message, &secrets).map_err(|e| e.to_string())?;
+            return self
+                .attempts(c, || async {
+                    match transport.send(mail.clone()).await {
+                        Ok(r) if r.is_positive() => Ok(()),
+                        Ok(r) => Err(DeliveryError::Answered {
+                            channel: c.name.clone(),
+                            answer: format!("the SMTP server answered {}", r.code()),
+                            later: r.code().severity == Severity::TransientNegativeCompletion,
+                        }),
+                        Err(e) => Err(DeliveryError::Unreachable {
+                            channel: c.name.clone(),
+                            why: smtp_error(&redact(&e.to_string(), &secrets), c.ca_file.as_deref()),
+                            later: !(e.is_permanent() || e.is_client()),
+                        }),
+                    }
+                })
+                .await;
         }
         let title = redact(&note.title(), &secrets);
         let body = match c.format {
@@ -486,27 +506,82 @@ impl Notifier {
             Format::Email => unreachable!("sent above"),
         };
         let client = crate::providers::http_client();
-        let mut last = String::new();
-        for attempt in 1..=c.attempts {
-            let sent = client.post(&c.url).timeout(c.timeout).json(&body).send().await;
-            match sent {
-                Ok(r) if r.status().is_success() => return Ok(attempt),
-                Ok(r) => last = format!("{} answered {}", c.name, r.status()),
-                Err(e) => last = format!("{}: {}", c.name, redact(&e.to_string(), &secrets)),
+        self.attempts(c, || async {
+            match client.post(&c.url).timeout(c.timeout).json(&body).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => {
+                    let status = r.status();
+                    // A request timeout, a rate limit and a server's error may pass; any other
+                    // refusal (a bad URL, a revoked hook, a body it rejects) answers the same again.
+                    let later = status.is_server_error() || status == reqwest::StatusCode::REQUEST_TIMEOUT || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+                    Err(DeliveryError::Answered { channel: c.name.clone(), answer: format!("answered {status}"), later })
+                }
+                Err(e) => Err(DeliveryError::Unreachable { channel: c.name.clone(), why: redact(&e.to_string(), &secrets), later: true }),
             }
-            if attempt < c.attempts {
-                tokio::time::sleep(self.first_backoff.saturating_mul(1 << (attempt - 1).min(10))).await;
+        })
+        .await
+    }
+
+    /// Makes `once` up to the channel's attempts, waiting longer each time, while its error says
+    /// another attempt may succeed: the attempts it took, or the last error with their number.
+    async fn attempts<F, Fut>(&self, c: &Channel, mut once: F) -> Result<u32, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), DeliveryError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match once().await {
+                Ok(()) => return Ok(attempt),
+                Err(e) if attempt < c.attempts && e.may_pass_later() => {
+                    tokio::time::sleep(self.first_backoff.saturating_mul(1 << (attempt - 1).min(10))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(format!("{e} (after {attempt} attempt{})", if attempt == 1 { "" } else { "s" })),
             }
         }
-        Err(format!("{last} (after {} attempts)", c.attempts))
+    }
+}
+
+/// Why one attempt at a note failed; whether another attempt may succeed decides the retries.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The receiver answered and refused the note: a webhook's HTTP status, an SMTP reply.
+    /// `later` when the answer says to try again (HTTP 408, 429, 5xx; SMTP 4xx).
+    #[error("{channel} {answer}")]
+    Answered { channel: String, answer: String, later: bool },
+    /// The receiver was not reached or did not answer in time. `later` unless the failure is one
+    /// that cannot change (an SMTP permanent error).
+    #[error("{channel}: {why}")]
+    Unreachable { channel: String, why: String, later: bool },
+    /// The channel cannot send this note as configured (no address for its recipients, a `from`
+    /// or URL that cannot be used, a CA file that cannot be read): nothing is attempted.
+    #[error("{channel}: {why}")]
+    Unsendable { channel: String, why: String },
+}
+
+impl DeliveryError {
+    /// Whether another attempt may succeed.
+    pub fn may_pass_later(&self) -> bool {
+        match self {
+            DeliveryError::Answered { later, .. } | DeliveryError::Unreachable { later, .. } => *later,
+            DeliveryError::Unsendable { .. } => false,
+        }
     }
 }
 
 impl Notifier {
-    /// One email to every recipient, every attempt: returns the attempts it took, or the last
-    /// error (never the SMTP URL or its password).
-    async fn deliver_email(&self, c: &Channel, note: &Note, message: &str, secrets: &[&str]) -> Result<u32, String> {
-        use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    /// The transport and the message of one email to every recipient (never the SMTP URL or its
+    /// password in an error).
+    fn email(
+        &self,
+        c: &Channel,
+        note: &Note,
+        message: &str,
+        secrets: &[&str],
+    ) -> Result<(lettre::AsyncSmtpTransport<lettre::Tokio1Executor>, lettre::Message), DeliveryError> {
+        use lettre::{AsyncSmtpTransport, Message, Tokio1Executor};
+        let unsendable = |why: String| DeliveryError::Unsendable { channel: c.name.clone(), why };
         let wanted = if note.to.is_empty() { &c.to } else { &note.to };
         let (mut to, unknown) = self.people.expand(wanted);
         if !unknown.is_empty() {
@@ -515,9 +590,9 @@ impl Notifier {
         let skipped: Vec<&str> = note.except.iter().filter_map(|l| self.people.address(l)).collect();
         to.retain(|a| !skipped.contains(&a.as_str()));
         if to.is_empty() {
-            return Err(format!("{}: no address for {}", c.name, wanted.join(", ")));
+            return Err(unsendable(format!("no address for {}", wanted.join(", "))));
         }
-        let from = c.from.parse().map_err(|_| format!("{}: `from` is not an email address", c.name))?;
+        let from = c.from.parse().map_err(|_| unsendable("`from` is not an email address".into()))?;
         let mut b = Message::builder().from(from).subject(redact(&note.title(), secrets));
         for a in &to {
             match a.parse() {
@@ -528,26 +603,14 @@ impl Notifier {
         let mail = b
             .header(lettre::message::header::ContentType::TEXT_PLAIN)
             .body(redact(&note.text(message), secrets))
-            .map_err(|e| format!("{}: the email cannot be built: {}", c.name, redact(&e.to_string(), secrets)))?;
+            .map_err(|e| unsendable(format!("the email cannot be built: {}", redact(&e.to_string(), secrets))))?;
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&c.url)
-            .map_err(|e| format!("{}: the SMTP URL cannot be used: {}", c.name, redact(&e.to_string(), secrets)))?
+            .map_err(|e| unsendable(format!("the SMTP URL cannot be used: {}", redact(&e.to_string(), secrets))))?
             .timeout(Some(c.timeout));
         if let Some(file) = &c.ca_file {
-            builder = builder.tls(tls_with_ca(&c.url, file).map_err(|e| format!("{}: {e}", c.name))?);
+            builder = builder.tls(tls_with_ca(&c.url, file).map_err(unsendable)?);
         }
-        let transport = builder.build();
-        let mut last = String::new();
-        for attempt in 1..=c.attempts {
-            match transport.send(mail.clone()).await {
-                Ok(r) if r.is_positive() => return Ok(attempt),
-                Ok(r) => last = format!("{}: the SMTP server answered {}", c.name, r.code()),
-                Err(e) => last = format!("{}: {}", c.name, smtp_error(&redact(&e.to_string(), secrets), c.ca_file.as_deref())),
-            }
-            if attempt < c.attempts {
-                tokio::time::sleep(self.first_backoff.saturating_mul(1 << (attempt - 1).min(10))).await;
-            }
-        }
-        Err(format!("{last} (after {} attempts)", c.attempts))
+        Ok((builder.build(), mail))
     }
 }
 

@@ -389,6 +389,31 @@ async fn a_receiver_that_fails_twice_gets_the_note_on_the_third_attempt_redacted
     assert_eq!(*always.hits.lock().unwrap(), 2);
 }
 
+/// A receiver that refuses a note for what it is (a 404 of a revoked hook, a 400) is not asked
+/// again; one that asks to be tried later (429) gets it on the next attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_note_is_not_sent_again_and_a_rate_limited_one_is() {
+    use promote::governance::notify::{Note, Notifier};
+    let note = || Note { event: "rollback".into(), pipeline: "c".into(), run: "r".into(), version: "v".into(), message: "m".into(), ..Default::default() };
+    let gone = Receiver::start(vec![404, 200, 200]);
+    let mut n = Notifier::new(&channel(&format!("- webhook: {{url: \"{}\"}}\n  attempts: 3\n  name: old-hook\n", gone.url)), vec![]).unwrap();
+    n.first_backoff = std::time::Duration::from_millis(10);
+    let n = Arc::new(n);
+    n.send(note());
+    let failed = n.finish().await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].error, "old-hook answered 404 Not Found (after 1 attempt)");
+    assert_eq!(*gone.hits.lock().unwrap(), 1, "a refusal is final: the receiver is not asked again");
+
+    let busy = Receiver::start(vec![429, 200]);
+    let mut n = Notifier::new(&channel(&format!("- webhook: {{url: \"{}\"}}\n  attempts: 3\n", busy.url)), vec![]).unwrap();
+    n.first_backoff = std::time::Duration::from_millis(10);
+    let n = Arc::new(n);
+    n.send(note());
+    assert!(n.finish().await.is_empty(), "delivered on the second attempt");
+    assert_eq!(*busy.hits.lock().unwrap(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_notifies_slack_of_pending_approval_failure_and_its_end() {
     let r = Receiver::start(vec![500]);
