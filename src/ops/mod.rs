@@ -12,6 +12,7 @@ pub mod environments;
 pub mod figures;
 pub mod report;
 pub mod rollback;
+pub mod runs;
 pub mod start;
 pub mod watch;
 

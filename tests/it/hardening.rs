@@ -472,6 +472,8 @@ fn a_killed_runs_environment_lock_is_named_stale_then_taken_over_and_audited() {
     let notes: Vec<&str> = st["leases"].as_array().unwrap().iter().filter_map(|l| l["note"].as_str()).collect();
     assert!(notes.iter().any(|n| n.starts_with("not driven: the lease of") && n.contains(&format!("promote resume {r1}"))), "{notes:?}");
     assert!(notes.iter().any(|n| n.contains("holds environment `prod` as a stale holder")), "{notes:?}");
+    let stale = st["leases"].as_array().unwrap().iter().find(|l| l["kind"] == "stale-lock").expect("a stale-lock entry");
+    assert!(stale["environment"] == "prod" && stale["holder"] == r1.as_str() && stale["expiresAt"].is_i64(), "{stale}");
 
     // Run 2 takes prod over instead of waiting forever, and the trail says from whom.
     let out = leased(s.path(), &["run", "pipeline.yaml", "--version", "1.0.2", "--detach"]).output().unwrap();

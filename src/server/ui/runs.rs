@@ -119,62 +119,48 @@ pub(super) async fn run(State(server): State<Server>, headers: HeaderMap, Path(i
     if !sees(&server, &s, &run) {
         return Err(Refusal(StatusCode::FORBIDDEN, format!("{} may not see runs of pipeline {}: that needs its `access.view`", s.user, run.pipeline)));
     }
-    let stages = store.stages_kept(&id).await.map_err(internal)?;
     let plan = server.plan_of(&run);
+    let me = Caller::Person(&s.person);
+    let limits = crate::ops::runs::Limits { rows: MAX_ROWS, entries: MAX_EVENTS, decisions: MAX_DECISIONS };
+    let v = crate::ops::runs::view(store, &run, plan.as_deref(), &me, limits).await.map_err(internal)?;
+    let stages = &v.stages;
     let svg = match &plan {
         Some(plan) => dag::svg(plan, |i| stages.get(i).map_or("pending", |r| r.state.as_str())),
         None => String::new(),
     };
-    // The same controls as the inbox, for the stages waiting on this person (ops's rule).
+    // The same controls as the inbox, for the stages waiting on this person.
     let mut decisions = Vec::new();
-    if let Some(plan) = &plan
-        && run.state == crate::store::RunState::Running
-    {
-        let me = Caller::Person(&s.person);
+    if let Some(plan) = &plan {
         let mut last = std::collections::HashMap::new();
-        for st in stages.iter().filter(|x| x.state == StageState::Waiting && matches!(x.kind.as_str(), "approval" | "metrics")).take(MAX_DECISIONS) {
-            if crate::ops::decide::may_decide(store, &id, &st.name, &me, Mode::Approve).await.map_err(internal)?.is_err() {
-                continue;
-            }
-            let Some(index) = plan.pipeline.stages.iter().position(|x| x.name.value == st.name) else { continue };
+        for &index in &v.yours {
+            let name = &plan.pipeline.stages[index].name.value;
+            let Some(st) = stages.iter().find(|x| x.name == *name) else { continue };
             last_values(&server, &run.pipeline, plan, &mut last).await?;
             let all = store.decisions(&id, &st.name).await.map_err(internal)?;
-            decisions.push(decision::decision_of(&server, &me, &run, &stages, st, plan, index, &last, all, Some(true)).await?);
+            decisions.push(decision::decision_of(&server, &me, &run, stages, st, plan, index, &last, all, Some(true)).await?);
         }
     }
-    let mut rows = Vec::new();
-    // The table lists what needs eyes first (not succeeded), then the rest in file order, up to
-    // MAX_ROWS; the DAG shows every stage.
-    let mut listed: Vec<&crate::store::StageRecord> = stages.iter().filter(|s| s.state != StageState::Succeeded).collect();
-    listed.extend(stages.iter().filter(|s| s.state == StageState::Succeeded));
-    let unlisted = listed.len().saturating_sub(MAX_ROWS);
-    listed.truncate(MAX_ROWS);
-    if unlisted > 0 {
-        // Keep file order among those listed.
-        let order: std::collections::HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
-        listed.sort_by_key(|s| order[s.name.as_str()]);
-    }
-    for st in listed {
-        // Only these kinds take decisions (a 5,000-stage run asks once per such stage).
-        let decides = matches!(st.kind.as_str(), "approval" | "metrics" | "webhook" | "deploy");
-        let decided = if decides { store.decisions(&id, &st.name).await.map_err(internal)? } else { Vec::new() }
-            .into_iter()
-            .map(|d| format!("{} by {}{}", if d.approve { "approved" } else { "rejected" }, d.user, d.comment.map(|c| format!(": {c}")).unwrap_or_default()))
-            .collect();
-        rows.push(StageRow {
-            name: st.name.clone(),
-            kind: st.kind.clone(),
-            state: st.state.as_str().to_string(),
-            attempt: st.attempt,
-            message: crate::redact::text(st.message.as_deref().unwrap_or("")).into_owned(),
-            decided,
-        });
-    }
-    // The newest entries; the whole history is the audit page's, filtered by the run.
-    let (newest, total) = store.last_events(&id, MAX_EVENTS as i64).await.map_err(internal)?;
-    let earlier = (total as usize).saturating_sub(newest.len());
-    let last_entry = newest.iter().map(|e| e.id).max().unwrap_or(0);
-    let events = newest
+    let rows = v
+        .rows
+        .into_iter()
+        .map(|r| StageRow {
+            decided: r
+                .decided
+                .into_iter()
+                .map(|d| {
+                    format!("{} by {}{}", if d.approve { "approved" } else { "rejected" }, d.user, d.comment.map(|c| format!(": {c}")).unwrap_or_default())
+                })
+                .collect(),
+            name: r.stage.name,
+            kind: r.stage.kind,
+            state: r.stage.state.as_str().to_string(),
+            attempt: r.stage.attempt,
+            message: crate::redact::text(r.stage.message.as_deref().unwrap_or("")).into_owned(),
+        })
+        .collect();
+    let (unlisted, earlier, last_entry, live) = (v.unlisted, v.earlier, v.last_entry, v.live);
+    let events = v
+        .entries
         .into_iter()
         .map(|e| EventRow {
             time: crate::clock::rfc3339(e.at),
@@ -184,7 +170,6 @@ pub(super) async fn run(State(server): State<Server>, headers: HeaderMap, Path(i
             detail: crate::redact::text(&e.detail).into_owned(),
         })
         .collect();
-    let live = run.state == crate::store::RunState::Running;
     let row = RunRow::from(run);
     let csrf = s.csrf(store.key());
     let done = banner(store.key(), q.done, q.sig);
