@@ -69,7 +69,7 @@ pub fn counts(a: &ApprovalStage, ctx: &StageContext, users: Option<&Users>, user
 pub async fn run(a: &ApprovalStage, ctx: &StageContext) -> Result<Step, StageError> {
     let name = &ctx.stage().name.value;
     let need = a.min_approvals.value as usize;
-    let deadline = a.timeout.map(|t| ctx.started_at + t.0.as_millis() as i64);
+    let deadline = a.deadline(ctx.started_at);
     let users = ctx.people()?;
     let allowed = |u: &str| counts(a, ctx, users.as_ref(), u);
     let decisions = ctx.store.decisions(&ctx.run.id, name).await?;
@@ -235,6 +235,12 @@ mod settings {
                 escalate_after: None,
                 escalate_to: Vec::new(),
             }
+        }
+
+        /// When a sign-off that began waiting at `since` (Unix ms) times out, if it has a
+        /// `timeout`: the stage fails then, and the pages show it.
+        pub fn deadline(&self, since: i64) -> Option<i64> {
+            self.timeout.map(|t| since.saturating_add(t.0.as_millis() as i64))
         }
     }
 

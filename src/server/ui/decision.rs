@@ -196,7 +196,7 @@ pub(super) async fn decision_of(
     let (needed, deadline, what, question, approve_action, reject_action) = match plan.pipeline.stages[index].kind.decided_by() {
         Some(crate::model::DecidedBy::SignOff(a)) => (
             a.min_approvals.value,
-            a.timeout.map(|t| when(since + t.0.as_millis() as i64, now)),
+            a.deadline(since).map(|at| when(at, now)),
             a.message.clone().unwrap_or_default(),
             format!("Approve {doing}?"),
             format!("Approve {doing}"),
