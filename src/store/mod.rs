@@ -238,6 +238,9 @@ pub struct Store {
     /// The runs this process took the lease of driving: their transitions and their end are
     /// fenced by it (refused once another process took the run over, or it ended).
     driving: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// The driven runs whose end this process wrote under its lease: that write also removed the
+    /// lease (`FinishRun` deletes the run's driver), so giving it back writes nothing.
+    ended: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The last read of [`Store::waiting_runs`], with the trail's last entry before it was read.
     waiting: Arc<std::sync::Mutex<Option<(i64, Waiting)>>>,
     /// The last few reads of [`Store::stages_kept`]: run, its newest entry then, its stages.
@@ -321,6 +324,7 @@ impl Store {
             holder: holder.into(),
             lease: lease_duration(),
             driving: Default::default(),
+            ended: Default::default(),
             waiting: Default::default(),
             kept_stages: Default::default(),
         }
@@ -466,8 +470,14 @@ impl Store {
 
     /// Ends a run (its environment locks are released with it); fenced as [`Store::transitions`].
     pub async fn finish_run(&self, run: &str, state: RunState, message: Option<&str>) -> Result<(), StoreError> {
-        let w = Write::FinishRun { run: run.to_string(), fence: self.fence(run), state, message: message.map(String::from), at: crate::clock::now_ms() };
-        self.fenced(run, w).await
+        let fence = self.fence(run);
+        let driven = fence.is_some();
+        let w = Write::FinishRun { run: run.to_string(), fence, state, message: message.map(String::from), at: crate::clock::now_ms() };
+        self.fenced(run, w).await?;
+        if driven {
+            self.ended.lock().unwrap_or_else(|e| e.into_inner()).insert(run.to_string());
+        }
+        Ok(())
     }
 
     /// This process's holder name when it drives `run` (its writes then need its lease).
@@ -666,6 +676,7 @@ impl Store {
                 Written::Holder(h) => {
                     if h.is_none() {
                         self.driving.lock().unwrap_or_else(|e| e.into_inner()).insert(run.to_string());
+                        self.ended.lock().unwrap_or_else(|e| e.into_inner()).remove(run);
                     }
                     return Ok(h);
                 }
@@ -683,9 +694,13 @@ impl Store {
         }
     }
 
-    /// Gives back this process's lease on `run`.
+    /// Gives back this process's lease on `run` (nothing to write when this process ended the
+    /// run under it: the end removed the lease).
     pub async fn release_drive(&self, run: &str) -> Result<(), StoreError> {
         self.driving.lock().unwrap_or_else(|e| e.into_inner()).remove(run);
+        if self.ended.lock().unwrap_or_else(|e| e.into_inner()).remove(run) {
+            return Ok(());
+        }
         self.backend.write(Write::Release { run: run.to_string(), holder: self.holder.to_string() }).await.map(|_| ())
     }
 
