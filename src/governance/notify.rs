@@ -548,7 +548,7 @@ impl Notifier {
 pub enum DeliveryError {
     /// The receiver answered and refused the note: a webhook's HTTP status, an SMTP reply.
     /// `later` when the answer says to try again (HTTP 408, 429, 5xx; SMTP 4xx).
-    #[error("{channel} {answer}")]
+    #[error("{channel}: {answer}")]
     Answered { channel: String, answer: String, later: bool },
     /// The receiver was not reached or did not answer in time. `later` unless the failure is one
     /// that cannot change (an SMTP permanent error).

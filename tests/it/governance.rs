@@ -385,7 +385,7 @@ async fn a_receiver_that_fails_twice_gets_the_note_on_the_third_attempt_redacted
     });
     let failed = n.finish().await;
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].error, "ops answered 503 Service Unavailable (after 2 attempts)");
+    assert_eq!(failed[0].error, "ops: answered 503 Service Unavailable (after 2 attempts)");
     assert_eq!(*always.hits.lock().unwrap(), 2);
 }
 
@@ -402,7 +402,7 @@ async fn a_refused_note_is_not_sent_again_and_a_rate_limited_one_is() {
     n.send(note());
     let failed = n.finish().await;
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].error, "old-hook answered 404 Not Found (after 1 attempt)");
+    assert_eq!(failed[0].error, "old-hook: answered 404 Not Found (after 1 attempt)");
     assert_eq!(*gone.hits.lock().unwrap(), 1, "a refusal is final: the receiver is not asked again");
 
     let busy = Receiver::start(vec![429, 200]);
