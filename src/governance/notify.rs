@@ -509,14 +509,15 @@ impl Notifier {
         self.attempts(c, || async {
             match client.post(&c.url).timeout(c.timeout).json(&body).send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => {
-                    let status = r.status();
-                    // A request timeout, a rate limit and a server's error may pass; any other
-                    // refusal (a bad URL, a revoked hook, a body it rejects) answers the same again.
-                    let later = status.is_server_error() || status == reqwest::StatusCode::REQUEST_TIMEOUT || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
-                    Err(DeliveryError::Answered { channel: c.name.clone(), answer: format!("answered {status}"), later })
+                Ok(r) => Err(DeliveryError::Answered {
+                    channel: c.name.clone(),
+                    answer: format!("answered {}", r.status()),
+                    later: crate::providers::may_pass_later(r.status()),
+                }),
+                // A URL that cannot be sent to stays so; a network that failed may come back.
+                Err(e) => {
+                    Err(DeliveryError::Unreachable { channel: c.name.clone(), later: !e.is_builder(), why: redact(&crate::providers::describe(e), &secrets) })
                 }
-                Err(e) => Err(DeliveryError::Unreachable { channel: c.name.clone(), why: redact(&e.to_string(), &secrets), later: true }),
             }
         })
         .await

@@ -66,9 +66,17 @@ pub async fn view(store: &Store, run: &RunRecord, plan: Option<&Plan>, viewer: &
     {
         // A stage waits on a person only when its kind is decided by hand (a sign-off; a verdict
         // left inconclusive); `may_decide` holds every other rule (who, quorum, own trigger).
-        let waiting = stages.iter().filter_map(|st| {
-            let index = plan.pipeline.stages.iter().position(|x| x.name.value == st.name)?;
-            (st.state == StageState::Waiting && plan.pipeline.stages[index].kind.decided_by().is_some()).then_some((st, index))
+        // Stored stages are in file order: a stage's place is its own, looked up only if not.
+        let place = |i: usize, st: &StageRecord| {
+            if plan.pipeline.stages.get(i).is_some_and(|x| x.name.value == st.name) {
+                Some(i)
+            } else {
+                plan.pipeline.stages.iter().position(|x| x.name.value == st.name)
+            }
+        };
+        let waiting = stages.iter().enumerate().filter(|(_, st)| st.state == StageState::Waiting).filter_map(|(i, st)| {
+            let index = place(i, st)?;
+            plan.pipeline.stages[index].kind.decided_by().is_some().then_some((st, index))
         });
         for (st, index) in waiting.take(limits.decisions) {
             if crate::ops::decide::may_decide(store, &run.id, &st.name, viewer, Mode::Approve).await?.is_ok() {

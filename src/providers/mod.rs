@@ -118,6 +118,12 @@ pub fn install_crypto() {
     });
 }
 
+/// Whether an HTTP answer of `status` may differ if asked again: a request timeout (408), a rate
+/// limit (429) or a server's error (5xx). Any other refusal answers the same again.
+pub fn may_pass_later(status: reqwest::StatusCode) -> bool {
+    status.is_server_error() || status == reqwest::StatusCode::REQUEST_TIMEOUT || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+}
+
 /// The process's HTTP client (one connection pool, one TLS setup); callers set a timeout per
 /// request.
 pub fn http_client() -> reqwest::Client {

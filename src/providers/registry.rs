@@ -318,7 +318,7 @@ impl Repository {
                 let why = if basic.is_none() { "the registry wants credentials: give `auth: {dockerConfigFile}`" } else { "the credentials were refused" };
                 return Err(RegistryError::Unauthorized { url: self.url(), why: why.into() });
             }
-            if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            if super::may_pass_later(status) {
                 let retry_after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
                 return Err(RegistryError::Busy { url: self.url(), status: status.as_u16(), retry_after });
             }
@@ -357,7 +357,7 @@ impl Repository {
         }
         let resp = req.send().await.map_err(|e| RegistryError::Request { url: self.url(), why: format!("the token service: {}", super::describe(e)) })?;
         let status = resp.status();
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        if super::may_pass_later(status) {
             let retry_after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
             return Err(RegistryError::Busy { url: self.url(), status: status.as_u16(), retry_after });
         }

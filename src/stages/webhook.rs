@@ -105,6 +105,7 @@ impl Run for WebhookStage {
             Ok(a) => a,
             Err(e) => return failed(scrub(&format!("{method} {url} failed: {e}")), true),
         };
+        let transient = crate::providers::may_pass_later(answer.status());
         let status = answer.status().as_u16();
         let bytes = answer.bytes().await.map(|b| b.slice(..b.len().min(MAX_ANSWER))).unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes).to_string();
@@ -113,7 +114,7 @@ impl Run for WebhookStage {
         if !ok_status {
             let shown: String = scrub(&text).chars().take(300).collect();
             let why = format!("{method} {url} answered HTTP {status}, not {}: {shown}", expected(&self.expect_status));
-            return failed(why, status >= 500 || status == 429);
+            return failed(why, transient);
         }
         if let Some(cond) = &self.success_condition {
             match condition(&cond.value, status, &parsed) {
