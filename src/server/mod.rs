@@ -358,10 +358,16 @@ pub fn router(server: Server) -> Router {
 }
 
 /// Headers every answer carries: no page of promote's is framed by another site (clickjacking a
-/// decision button), and no answer is read as another type than it says.
+/// decision button), and no answer is read as another type than it says. A body refused as too
+/// large was not read, so its connection is closed after the answer: the answer says so, or a
+/// client would send its next request on a connection about to close and lose it.
 async fn protective_headers(mut response: axum::response::Response) -> axum::response::Response {
     use axum::http::HeaderValue;
+    let too_large = response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
     let h = response.headers_mut();
+    if too_large {
+        h.insert("connection", HeaderValue::from_static("close"));
+    }
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     if !h.contains_key("content-security-policy") {

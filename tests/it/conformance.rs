@@ -141,27 +141,31 @@ async fn every_api_error_is_json_in_the_apis_words() {
             let r = r.send().await.unwrap();
             let status = r.status().as_u16();
             let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-            (status, ct, r.json::<serde_json::Value>().await.unwrap_or_default())
+            let closes = r.headers().get("connection").is_some_and(|v| v == "close");
+            (status, ct, closes, r.json::<serde_json::Value>().await.unwrap_or_default())
         }
     };
     let bearer = Some(format!("bearer {token}"));
-    let (status, ct, v) = send(reqwest::Method::GET, "/api/v1/no-such-thing", vec![], bearer.clone()).await;
+    let (status, ct, _, v) = send(reqwest::Method::GET, "/api/v1/no-such-thing", vec![], bearer.clone()).await;
     assert_eq!((status, ct.as_str()), (404, "application/json"), "{v}");
     assert!(v["error"].as_str().unwrap().contains("no such route"), "{v}");
-    let (status, _, v) = send(reqwest::Method::DELETE, "/api/v1/runs", vec![], bearer.clone()).await;
+    let (status, _, _, v) = send(reqwest::Method::DELETE, "/api/v1/runs", vec![], bearer.clone()).await;
     assert_eq!(status, 405, "{v}");
     assert!(v["error"].as_str().unwrap().contains("does not take DELETE"), "{v}");
-    let (status, _, v) = send(reqwest::Method::POST, "/api/v1/runs", vec![b'x'; 2 << 20], bearer.clone()).await;
+    // A body refused unread: the answer says its connection closes, so a client's next request
+    // (the one below, on the same pooled connection otherwise) is not lost with it.
+    let (status, _, closes, v) = send(reqwest::Method::POST, "/api/v1/runs", vec![b'x'; 2 << 20], bearer.clone()).await;
     assert!(status == 413 && v["error"].as_str().unwrap().contains("larger than"), "{status} {v}");
+    assert!(closes, "a 413 says Connection: close");
     // A body of the wrong shape: no internal type names.
-    let (status, _, v) = send(reqwest::Method::POST, "/api/v1/runs/x/stages/y/approve", b"[1]".to_vec(), bearer.clone()).await;
+    let (status, _, _, v) = send(reqwest::Method::POST, "/api/v1/runs/x/stages/y/approve", b"[1]".to_vec(), bearer.clone()).await;
     let why = v["error"].as_str().unwrap();
     assert_eq!(status, 400, "{v}");
     assert!(!why.contains("struct") && !why.contains("Body"), "{why}");
     // The scheme's name in any case (RFC 7235), and a 401 that reads as written.
-    let (status, _, _) = send(reqwest::Method::GET, "/api/v1/runs", vec![], bearer).await;
+    let (status, _, _, _) = send(reqwest::Method::GET, "/api/v1/runs", vec![], bearer).await;
     assert_eq!(status, 200);
-    let (status, _, v) = send(reqwest::Method::GET, "/api/v1/runs", vec![], None).await;
+    let (status, _, _, v) = send(reqwest::Method::GET, "/api/v1/runs", vec![], None).await;
     assert_eq!(status, 401);
     assert!(v["error"].as_str().unwrap().contains("Authorization header, scheme Bearer"), "{v}");
     server.stop().await;
