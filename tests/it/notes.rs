@@ -317,10 +317,20 @@ async fn a_server_whose_certificate_is_not_trusted_gets_nothing_and_the_trail_sa
     // notes were not delivered, and why.
     let (status, done) = server.api(reqwest::Method::POST, &format!("/runs/{id}/stages/sign-off/approve"), Some(serde_json::json!({}))).await;
     assert_eq!(status, 200, "{done}");
-    wait_for("the run's end", async || server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await.1["run"]["state"] == "succeeded").await;
-    let (_, shown) = server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await;
-    let notes: Vec<String> =
-        shown["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "notification").map(|e| e["detail"].as_str().unwrap().to_string()).collect();
+    // (The entries follow the run's end: its own notes are sent once it has ended.)
+    let notes = async || {
+        let (_, shown) = server.api(reqwest::Method::GET, &format!("/runs/{id}"), None).await;
+        let ended = shown["run"]["state"] == "succeeded";
+        let notes: Vec<String> =
+            shown["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "notification").map(|e| e["detail"].as_str().unwrap().to_string()).collect();
+        (ended, notes)
+    };
+    wait_for("the run's end and its undelivered notes in the trail", async || {
+        let (ended, notes) = notes().await;
+        ended && notes.len() >= 2
+    })
+    .await;
+    let (_, notes) = notes().await;
     assert_eq!(notes.len(), 2, "{notes:#?}");
     for channel in ["starttls", "tls"] {
         let note = notes.iter().find(|n| n.contains(&format!("note to {channel} not delivered"))).unwrap_or_else(|| panic!("{channel}: {notes:#?}"));
