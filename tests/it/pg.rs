@@ -266,6 +266,88 @@ async fn replicas_migrate_once_and_concurrent_writers_keep_one_chain() {
     assert_eq!(verdict.tamper.map(|t| t.seq()), Some(7), "the altered entry is named");
 }
 
+/// Replicas write at the same time and meet only at the chain's end and where a write reads what
+/// it then decides by: three replicas each claim every one of 40 new runs at once (a new run has
+/// no lease row to lock: the claims race on the insert), and each run gets one driver, the
+/// others told who; the winners then drive their runs to their end at once, and the trail is one
+/// chain, numbered in the order it was committed, that verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_racing_for_the_same_new_runs_give_each_one_driver_and_keep_one_chain() {
+    use futures_util::future::join_all;
+    use promote::store::{RunRecord, RunState, StageState, StageWrite, Store, Transition};
+    let url = shared().fresh_database();
+    let key = promote::seal::Key::from_bytes([9u8; 32]);
+    let stores: Vec<Store> = join_all((0..3).map(|_| Store::open_url(&url, key.clone()))).await.into_iter().map(Result::unwrap).collect();
+    let ids: Vec<String> = (0..40).map(|i| format!("01RACE{i:05}")).collect();
+    let record = |id: &str| RunRecord {
+        id: id.to_string(),
+        pipeline: "race".into(),
+        file: "race.yaml".into(),
+        source: String::new(),
+        version: id.to_string(),
+        state: RunState::Running,
+        triggered_by: "test".into(),
+        authenticated: false,
+        created_at: promote::clock::now_ms(),
+        finished_at: None,
+        message: None,
+        seal: None,
+    };
+    join_all(ids.iter().enumerate().map(|(i, id)| {
+        let (store, run) = (stores[i % 3].clone(), record(id));
+        async move { store.create_run(&run, &[("a", "wait"), ("b", "wait")]).await.unwrap() }
+    }))
+    .await;
+    let claims = join_all(ids.iter().flat_map(|id| {
+        stores.iter().enumerate().map(move |(k, store)| {
+            let (store, id) = (store.clone(), id.clone());
+            async move { (id.clone(), k, store.take_drive(&id).await.unwrap()) }
+        })
+    }))
+    .await;
+    let mut winners = Vec::new();
+    for id in &ids {
+        let mine: Vec<_> = claims.iter().filter(|c| &c.0 == id).collect();
+        let won: Vec<usize> = mine.iter().filter(|c| c.2.is_none()).map(|c| c.1).collect();
+        assert_eq!(won.len(), 1, "{id}: exactly one replica drives it: {mine:?}");
+        for (_, _, told) in mine.iter().filter(|c| c.2.is_some()) {
+            assert_eq!(told.as_ref().unwrap().0, stores[won[0]].holder(), "{id}: the others are told who drives it");
+        }
+        winners.push((id.clone(), won[0]));
+    }
+    let step = |stage: &str, state: StageState| StageWrite {
+        stage: stage.into(),
+        transition: Transition { state: Some(state), ..Default::default() },
+        event: format!("{stage} {}", state.as_str()),
+    };
+    join_all(winners.iter().map(|(id, k)| {
+        let (store, id) = (stores[*k].clone(), id.clone());
+        let step = &step;
+        async move {
+            store.transitions(&id, vec![step("a", StageState::Running)]).await.unwrap();
+            store.transitions(&id, vec![step("a", StageState::Succeeded), step("b", StageState::Running)]).await.unwrap();
+            store.transitions(&id, vec![step("b", StageState::Succeeded)]).await.unwrap();
+            store.finish_run(&id, RunState::Succeeded, None).await.unwrap();
+        }
+    }))
+    .await;
+    for (id, k) in &winners {
+        assert_eq!(stores[(k + 1) % 3].run(id).await.unwrap().state, RunState::Succeeded);
+        assert!(stores[(k + 2) % 3].stages(id).await.unwrap().iter().all(|s| s.state == StageState::Succeeded));
+    }
+    // 40 starts, 4 transitions and an end each.
+    let trail = stores[0].audit_entries(None, 0, 1000).await.unwrap();
+    assert_eq!(trail.len(), 40 * 6);
+    for (i, e) in trail.iter().enumerate() {
+        assert_eq!(e.seq, i as i64 + 1);
+        if i > 0 {
+            assert_eq!(e.prev_hash.as_ref(), trail[i - 1].hash.as_ref(), "entry {} chains on the one before it", e.seq);
+        }
+    }
+    let verdict = stores[2].verify_audit().await.unwrap();
+    assert!(verdict.tamper.is_none() && verdict.entries == 240, "{verdict:?}");
+}
+
 /// The two backends' schemas, each migrated from nothing, have the same tables with the same
 /// columns: a write said once (store/sql.rs) finds on each what it names. Where they differ on
 /// purpose, the difference is listed here with why.

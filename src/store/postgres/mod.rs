@@ -1,7 +1,7 @@
 //! The PostgreSQL backend of the state port, for several `promote serve` replicas on one
 //! database: the schema migrated by whichever replica starts first (`schema`), writes grouped
-//! by one writer task per replica, each transaction taking its turn at the trail's head row
-//! (`writer`), reads on a pool, and other replicas' commits heard through LISTEN/NOTIFY.
+//! by one writer task per replica, each transaction chaining its entries at its end under the
+//! trail's head row (`writer`), reads on a pool, and other replicas' commits heard through LISTEN/NOTIFY.
 
 pub mod schema;
 mod writer;

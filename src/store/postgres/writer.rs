@@ -1,11 +1,24 @@
 //! Group commit on PostgreSQL, as on SQLite: one task per replica takes every write queued
-//! meanwhile into one transaction and answers each caller after the commit. The transaction
-//! first locks the trail's head row (`FOR UPDATE`): replicas take turns at the chain, so each
-//! entry follows the one before it whoever wrote it; the other tables' rows are claimed by
-//! conditional statements inside the same transaction (a lease taken only when free or lapsed).
+//! meanwhile into one transaction and answers each caller after the commit.
+//!
+//! Replicas write at the same time and meet at two points only:
+//! - **the chain**: a transaction's entries are chained at its end ([`Head::flush`]), under the
+//!   trail's head row locked (`FOR UPDATE`) from there to the commit; so entries are numbered and
+//!   committed in the order of the chain whoever wrote them, and the lock is held for two
+//!   statements and the commit, not for the whole transaction;
+//! - **the turn** ([`in_turn`]): writes that read rows and write by what they read where the rows
+//!   may be missing or are others than those written (an environment's lock and queue, DORA's
+//!   figures, watches, drift, violations, decisions) first take one advisory lock, so they run
+//!   one at a time across replicas, as every write did when the head was locked first.
+//!
+//! The writes most runs make (transitions, new runs, drivers' leases, runs' ends) claim their rows
+//! by themselves (rows locked, conditional statements, unique keys) and each kind goes by a few
+//! statements per batch. A transaction takes the turn (if it needs it) before any row and the
+//! head after every row, and the head's holder waits for nothing but its commit: no wait can
+//! close a cycle through them.
 
+use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::seal::Key;
@@ -27,8 +40,11 @@ pub(super) struct Job {
 pub(super) type Connect = Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<PgConnection, sqlx::Error>> + Send + Sync>;
 
 /// The writer's loop. A connection lost (the database restarted) fails the batch in hand, whose
-/// callers retry as after any transient error, and is made again for the next one.
+/// callers retry as after any transient error, and is made again for the next one. (One writer:
+/// two, each with its own transaction, were measured no faster with one server and slower with
+/// three, on 2 cores; docs/benchmarks.md.)
 pub(super) async fn run(connect: Connect, mut rx: mpsc::Receiver<Job>, key: Key) {
+    let key = &key;
     let mut conn: Option<PgConnection> = None;
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -45,7 +61,7 @@ pub(super) async fn run(connect: Connect, mut rx: mpsc::Receiver<Job>, key: Key)
             }
         }
         let c = conn.as_mut().expect("connected above");
-        match apply_all(c, &batch, &key).await {
+        match apply_all(c, &batch, key).await {
             Ok(results) => {
                 for (job, r) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(r));
@@ -60,7 +76,7 @@ pub(super) async fn run(connect: Connect, mut rx: mpsc::Receiver<Job>, key: Key)
             }
             Err(_) if batch.len() > 1 => {
                 for job in batch.drain(..) {
-                    let r = apply_all(c, std::slice::from_ref(&job), &key).await.map(|mut v| v.remove(0));
+                    let r = apply_all(c, std::slice::from_ref(&job), key).await.map(|mut v| v.remove(0));
                     let _ = job.reply.send(r);
                 }
             }
@@ -86,26 +102,81 @@ fn lost(e: &sqlx::Error) -> bool {
     }
 }
 
-/// One transaction for every job, committed before anything is returned. Consecutive
-/// transitions go together (their fences in one query, their stages in one statement), and the
-/// transaction's trail entries are inserted by one statement before the commit: the chain's head
-/// row moves once per transaction, however many entries it carries.
+/// The advisory lock of the writes that take turns ([`in_turn`]): a constant of promote's.
+const TURN: i64 = 0x0070_726f_6d6f_7465;
+
+/// Whether a write must not run beside another replica's (or another writer's) of its kind: it
+/// reads rows and then writes by what it read where the rows may be missing (a free lease, an
+/// empty queue) or are others than those it writes. The others are single conditional
+/// statements, or locks on rows that exist, or inserts under unique keys.
+fn in_turn(write: &Write) -> bool {
+    match write {
+        // Fenced by the drivers' rows (locked for share), each run's stages its own rows; the
+        // DORA figures of a deployment read the environment's other deployments.
+        Write::Transitions { items, .. } => items.iter().any(|i| crate::store::dora::may_change(&i.transition)),
+        // New rows under unique keys (a delivery by `ON CONFLICT DO NOTHING`, waiting for the
+        // other insert's commit); an end fenced like a transition; a lease taken by a locked row
+        // or, when there is none, by an insert that yields to a concurrent one.
+        Write::CreateRun { .. } | Write::FinishRun { .. } | Write::Drive { .. } => false,
+        // One conditional statement each.
+        Write::Release { .. } | Write::Renew { .. } | Write::ClaimPoll { .. } | Write::DeferPoll { .. } => false,
+        _ => true,
+    }
+}
+
+/// One transaction for every job, committed before anything is returned: the turn first if a
+/// job needs it, then the jobs (the frequent kinds together), then the trail's entries chained
+/// and inserted by one statement (the head row locked and moved once), then the commit.
 async fn apply_all(conn: &mut PgConnection, jobs: &[Job], key: &Key) -> Result<Vec<Written>, sqlx::Error> {
     let mut tx = conn.begin().await?;
-    let row = sqlx::query("SELECT id, hash FROM audit_head WHERE one = 1 FOR UPDATE").fetch_one(&mut *tx).await?;
-    let mut head = Head { id: row.get(0), hash: row.get(1), key: key.clone(), pending: Entries::default() };
-    let mut out = Vec::with_capacity(jobs.len());
-    let mut at = 0;
-    while at < jobs.len() {
-        let n = jobs[at..].iter().take_while(|j| matches!(j.write, Write::Transitions { .. })).count();
-        if n > 0 {
-            out.extend(transitions(&mut tx, &jobs[at..at + n], &mut head).await?);
-            at += n;
-        } else {
-            out.push(apply_common(&mut tx, &jobs[at].write, &mut head).await?);
-            at += 1;
+    // Writes that read rows and then write by what they read, where a row may be missing or the
+    // rows read are others' than those written (an environment's lock and queue, the DORA
+    // figures, watches, ...), take the replicas' turn first; the rest claim their rows by
+    // themselves (conditional statements, row locks, unique keys) and run meanwhile.
+    if jobs.iter().any(|j| in_turn(&j.write)) {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(TURN).execute(&mut *tx).await?;
+    }
+    let mut head = Head { key: key.clone(), pending: Vec::new() };
+    // The writes of a kind that most runs make go together, each kind by a few statements
+    // whatever their number (transitions, new runs, drivers' leases, runs' ends); then the other
+    // writes in their order. The batch's writes were all asked for at once, none after another's
+    // answer, so any order of them is one they could have had.
+    let mut kinds: [Vec<&Job>; 4] = Default::default();
+    let mut at: [Vec<usize>; 4] = Default::default();
+    let mut others = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let k = match &job.write {
+            Write::Transitions { .. } => 0,
+            Write::CreateRun { delivery: None, .. } => 1,
+            Write::Drive { .. } => 2,
+            Write::FinishRun { .. } => 3,
+            _ => {
+                others.push(i);
+                continue;
+            }
+        };
+        kinds[k].push(job);
+        at[k].push(i);
+    }
+    let mut out: Vec<Option<Written>> = vec![None; jobs.len()];
+    for (k, group) in kinds.iter().enumerate() {
+        if group.is_empty() {
+            continue;
+        }
+        let done = match k {
+            0 => transitions(&mut tx, group, &mut head).await?,
+            1 => creates(&mut tx, group, &mut head).await?,
+            2 => drives_taken(&mut tx, group, &mut head).await?,
+            _ => finishes(&mut tx, group, &mut head).await?,
+        };
+        for (&i, w) in at[k].iter().zip(done) {
+            out[i] = Some(w);
         }
     }
+    for i in others {
+        out[i] = Some(apply_common(&mut tx, &jobs[i].write, &mut head).await?);
+    }
+    let out: Vec<Written> = out.into_iter().map(|w| w.expect("every job answered")).collect();
     head.flush(&mut tx).await?;
     tx.commit().await?;
     Ok(out)
@@ -200,7 +271,7 @@ impl Folded {
 
 /// Consecutive transition writes: each fenced one checked (one query for all), every stage's
 /// transitions folded into one row of one UPDATE, an entry each.
-async fn transitions(conn: &mut PgConnection, jobs: &[Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
+async fn transitions(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
     let fenced: Vec<&str> = jobs
         .iter()
         .filter_map(|j| match &j.write {
@@ -210,20 +281,9 @@ async fn transitions(conn: &mut PgConnection, jobs: &[Job], head: &mut Head) -> 
         .collect();
     // Whether each holder still drives its run and the run is running; the drivers' rows are
     // locked until the commit, so a takeover waits for the writes it fences.
-    let driving: std::collections::HashSet<(String, String)> = if fenced.is_empty() {
-        Default::default()
-    } else {
-        sqlx::query_as(
-            "SELECT d.run_id, d.holder FROM drivers d JOIN runs r ON r.id = d.run_id WHERE d.run_id = ANY($1) AND r.state = 'running' FOR SHARE OF d",
-        )
-        .bind(&fenced)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect()
-    };
+    let driving = drivers_of(conn, &fenced).await?;
     let now = crate::clock::now_ms();
-    let mut out = Vec::with_capacity(jobs.len());
+    let mut out = Vec::new();
     let mut folded: Vec<Folded> = Vec::new();
     let mut index: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
     let mut dora: Vec<(&str, &str)> = Vec::new();
@@ -287,6 +347,232 @@ async fn transitions(conn: &mut PgConnection, jobs: &[Job], head: &mut Head) -> 
     Ok(out)
 }
 
+/// (run, holder) for each of `runs` that is running, by one query; the drivers' rows are locked
+/// until the commit, so a takeover waits for the writes they fence.
+async fn drivers_of(conn: &mut PgConnection, runs: &[&str]) -> Result<std::collections::HashSet<(String, String)>, sqlx::Error> {
+    if runs.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT d.run_id, d.holder FROM drivers d JOIN runs r ON r.id = d.run_id WHERE d.run_id = ANY($1) AND r.state = 'running' FOR SHARE OF d",
+    )
+    .bind(runs)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// New runs (without a delivery: those are checked for duplicates one by one, in
+/// `apply_common`): the runs by one statement, all their stages by another, an entry each.
+async fn creates(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
+    let mut runs = RunColumns::default();
+    let mut stages = NewStageColumns::default();
+    for job in jobs {
+        let Write::CreateRun { run, stages: named, .. } = &job.write else { unreachable!("only new runs are grouped") };
+        let r = &**run;
+        runs.seal.push(seals::run(&head.key, &r.id, &r.pipeline, &r.file, &r.source, &r.version, &r.triggered_by, r.authenticated, r.created_at));
+        runs.id.push(r.id.as_str());
+        runs.pipeline.push(r.pipeline.as_str());
+        runs.file.push(r.file.as_str());
+        runs.source.push(r.source.as_str());
+        runs.version.push(r.version.as_str());
+        runs.state.push(r.state.as_str());
+        runs.triggered_by.push(r.triggered_by.as_str());
+        runs.created_at.push(r.created_at);
+        runs.authenticated.push(r.authenticated);
+        for (position, (name, kind)) in named.iter().enumerate() {
+            stages.seal.push(seals::stage(&head.key, &r.id, name, StageState::Pending.as_str()));
+            stages.run.push(r.id.as_str());
+            stages.name.push(name.as_str());
+            stages.kind.push(kind.as_str());
+            stages.position.push(position as i64);
+        }
+        head.push(&r.id, None, r.created_at, crate::store::EntryKind::Trigger.as_str(), &r.triggered_by, &texts::run_started(r));
+    }
+    sqlx::query(
+        "INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, authenticated, seal)
+         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BOOLEAN[], $10::TEXT[])",
+    )
+    .bind(runs.id)
+    .bind(runs.pipeline)
+    .bind(runs.file)
+    .bind(runs.source)
+    .bind(runs.version)
+    .bind(runs.state)
+    .bind(runs.triggered_by)
+    .bind(runs.created_at)
+    .bind(runs.authenticated)
+    .bind(runs.seal)
+    .execute(&mut *conn)
+    .await?;
+    if !stages.run.is_empty() {
+        sqlx::query(
+            "INSERT INTO stages (run_id, name, kind, position, state, seal)
+             SELECT r, n, k, p, 'pending', s FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[]) AS u(r, n, k, p, s)",
+        )
+        .bind(stages.run)
+        .bind(stages.name)
+        .bind(stages.kind)
+        .bind(stages.position)
+        .bind(stages.seal)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(jobs.iter().map(|_| Written::Done).collect())
+}
+
+/// The columns of new runs.
+#[derive(Default)]
+struct RunColumns<'a> {
+    id: Vec<&'a str>,
+    pipeline: Vec<&'a str>,
+    file: Vec<&'a str>,
+    source: Vec<&'a str>,
+    version: Vec<&'a str>,
+    state: Vec<&'a str>,
+    triggered_by: Vec<&'a str>,
+    created_at: Vec<i64>,
+    authenticated: Vec<bool>,
+    seal: Vec<String>,
+}
+
+/// The columns of new runs' stages.
+#[derive(Default)]
+struct NewStageColumns<'a> {
+    run: Vec<&'a str>,
+    name: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    position: Vec<i64>,
+    seal: Vec<String>,
+}
+
+/// Drivers' claims on runs: the leases read (and locked) by one query, each claim judged in
+/// order against what the ones before it left, the leases taken written by two statements. A
+/// run with no lease yet has no row to lock: its lease is inserted only if no other writer
+/// inserted one meanwhile (waiting for that one's commit); if one did, that writer holds it.
+async fn drives_taken(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
+    let runs: Vec<&str> = jobs
+        .iter()
+        .map(|j| match &j.write {
+            Write::Drive { run, .. } => run.as_str(),
+            _ => unreachable!("only drivers' claims are grouped"),
+        })
+        .collect();
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT run_id, holder, expires_at FROM drivers WHERE run_id = ANY($1) FOR UPDATE").bind(&runs).fetch_all(&mut *conn).await?;
+    let mut held: std::collections::HashMap<String, (String, i64)> = rows.into_iter().map(|(r, h, e)| (r, (h, e))).collect();
+    let existed: std::collections::HashSet<String> = held.keys().cloned().collect();
+    let mut taken: Vec<&str> = Vec::new();
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let Write::Drive { run, holder, at, expires_at } = &job.write else { unreachable!("only drivers' claims are grouped") };
+        match Claim::of(held.get(run).cloned(), holder, *at) {
+            Claim::Held(other, until) => {
+                out.push(Written::Holder(Some((other, until))));
+                continue;
+            }
+            Claim::Take(Some((other, until))) => {
+                head.push(run, None, *at, crate::store::EntryKind::DriverTakeover.as_str(), "promote", &texts::driver_taken_over(&other, until));
+            }
+            Claim::Take(None) => {}
+        }
+        held.insert(run.clone(), (holder.clone(), *expires_at));
+        if !taken.contains(&run.as_str()) {
+            taken.push(run);
+        }
+        out.push(Written::Holder(None));
+    }
+    let (locked, fresh): (Vec<&str>, Vec<&str>) = taken.into_iter().partition(|r| existed.contains(*r));
+    let columns = |runs: &[&str]| -> (Vec<String>, Vec<i64>) { runs.iter().map(|r| held[*r].clone()).unzip() };
+    if !locked.is_empty() {
+        let (holders, ends) = columns(&locked);
+        sqlx::query("UPDATE drivers d SET holder = u.holder, expires_at = u.expires_at FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS u(run_id, holder, expires_at) WHERE d.run_id = u.run_id")
+            .bind(&locked)
+            .bind(holders)
+            .bind(ends)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !fresh.is_empty() {
+        let (holders, ends) = columns(&fresh);
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO drivers (run_id, holder, expires_at) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
+        )
+        .bind(&fresh)
+        .bind(holders)
+        .bind(ends)
+        .fetch_all(&mut *conn)
+        .await?;
+        let lost: Vec<&str> = fresh.into_iter().filter(|r| !inserted.iter().any(|i| i == r)).collect();
+        if !lost.is_empty() {
+            let theirs: std::collections::HashMap<String, (String, i64)> =
+                sqlx::query_as::<_, (String, String, i64)>("SELECT run_id, holder, expires_at FROM drivers WHERE run_id = ANY($1)")
+                    .bind(&lost)
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .map(|(r, h, e)| (r, (h, e)))
+                    .collect();
+            for (job, w) in jobs.iter().zip(out.iter_mut()) {
+                if let (Write::Drive { run, .. }, Written::Holder(None)) = (&job.write, &w)
+                    && let Some(other) = theirs.get(run)
+                {
+                    *w = Written::Holder(Some(other.clone()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs' ends: the fenced ones checked by one query; the runs, and their environments' locks,
+/// places in queues and drivers, by one statement; an entry each.
+async fn finishes(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
+    let fenced: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| match &j.write {
+            Write::FinishRun { run, fence: Some(_), .. } => Some(run.as_str()),
+            _ => None,
+        })
+        .collect();
+    let driving = drivers_of(conn, &fenced).await?;
+    let mut out = Vec::with_capacity(jobs.len());
+    // A run ended twice in one batch: its last end is the one written (in order, as one by one).
+    let mut ended: std::collections::HashMap<&str, (&'static str, i64, Option<&str>)> = std::collections::HashMap::new();
+    for job in jobs {
+        let Write::FinishRun { run, fence, state, message, at } = &job.write else { unreachable!("only runs' ends are grouped") };
+        if let Some(holder) = fence
+            && !driving.contains(&(run.clone(), holder.clone()))
+        {
+            out.push(Written::Fenced);
+            continue;
+        }
+        ended.insert(run, (state.as_str(), *at, message.as_deref()));
+        head.push(run, None, *at, crate::store::EntryKind::Run.as_str(), "promote", &texts::run_finished(*state, message.as_deref()));
+        out.push(Written::Done);
+    }
+    if !ended.is_empty() {
+        let (runs, rest): (Vec<&str>, Vec<_>) = ended.into_iter().unzip();
+        let states: Vec<&str> = rest.iter().map(|r| r.0).collect();
+        let ats: Vec<i64> = rest.iter().map(|r| r.1).collect();
+        let messages: Vec<Option<&str>> = rest.iter().map(|r| r.2).collect();
+        sqlx::query(
+            "WITH ended AS (UPDATE runs r SET state = u.state, finished_at = u.at, message = u.message
+                            FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[]) AS u(id, state, at, message) WHERE r.id = u.id),
+                  locks AS (DELETE FROM env_locks WHERE run_id = ANY($1)),
+                  queued AS (DELETE FROM env_queue WHERE run_id = ANY($1))
+             DELETE FROM drivers WHERE run_id = ANY($1)",
+        )
+        .bind(runs)
+        .bind(states)
+        .bind(ats)
+        .bind(messages)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(out)
+}
+
 /// The UPDATE's arrays, a row per stage.
 #[derive(Default)]
 struct StageColumns {
@@ -319,17 +605,24 @@ async fn drives(conn: &mut PgConnection, run: &str, holder: &str) -> Result<bool
     Ok(found.is_some())
 }
 
-/// The end of the chain inside the open transaction, read under the head row's lock and moved by
-/// every entry; the entries wait in `pending` until the transaction's end, when one statement
-/// inserts them all (the database's trigger checks each link and moves the head row once).
+/// The transaction's trail entries: kept in order as they are appended, and chained at its end
+/// ([`Head::flush`]) under the head row's lock, taken there and held only to the commit.
 pub(super) struct Head {
-    pub(super) id: i64,
-    pub(super) hash: String,
     pub(super) key: Key,
-    pending: Entries,
+    pending: Vec<Pending>,
 }
 
-/// Entries appended in this transaction and not yet inserted, as the INSERT's arrays.
+/// An entry appended in this transaction and not yet chained.
+struct Pending {
+    run: String,
+    stage: Option<String>,
+    at: i64,
+    kind: String,
+    actor: String,
+    detail: String,
+}
+
+/// Entries chained, as the INSERT's arrays.
 #[derive(Default)]
 struct Entries {
     id: Vec<i64>,
@@ -344,22 +637,16 @@ struct Entries {
 }
 
 impl Head {
-    /// Links and hashes the next entry, to be inserted with the transaction's others.
+    /// Appends the next entry, to be chained and inserted with the transaction's others.
     fn push(&mut self, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) {
-        let id = self.id + 1;
-        let hash = entry_hash(&self.key, &self.hash, id, run, stage, at, kind, actor, detail);
-        let prev = std::mem::replace(&mut self.hash, hash.clone());
-        self.id = id;
-        let p = &mut self.pending;
-        p.id.push(id);
-        p.run.push(run.to_string());
-        p.stage.push(stage.map(str::to_string));
-        p.at.push(at);
-        p.kind.push(kind.to_string());
-        p.actor.push(actor.to_string());
-        p.detail.push(detail.to_string());
-        p.prev.push(prev);
-        p.hash.push(hash);
+        self.pending.push(Pending {
+            run: run.to_string(),
+            stage: stage.map(str::to_string),
+            at,
+            kind: kind.to_string(),
+            actor: actor.to_string(),
+            detail: detail.to_string(),
+        });
     }
 
     /// As [`Head::push`]; the connection is the SQLite backend's need, not this one's.
@@ -378,12 +665,27 @@ impl Head {
         Ok(())
     }
 
-    /// Inserts the pending entries, in their order, by one statement.
+    /// Chains the pending entries after the head (its row locked here, until the commit) and
+    /// inserts them, in their order, by one statement.
     async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        if self.pending.id.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let p = std::mem::take(&mut self.pending);
+        let (mut id, mut hash): (i64, String) = sqlx::query_as("SELECT id, hash FROM audit_head WHERE one = 1 FOR UPDATE").fetch_one(&mut *conn).await?;
+        let mut p = Entries::default();
+        for e in std::mem::take(&mut self.pending) {
+            id += 1;
+            let next = entry_hash(&self.key, &hash, id, &e.run, e.stage.as_deref(), e.at, &e.kind, &e.actor, &e.detail);
+            p.id.push(id);
+            p.run.push(e.run);
+            p.stage.push(e.stage);
+            p.at.push(e.at);
+            p.kind.push(e.kind);
+            p.actor.push(e.actor);
+            p.detail.push(e.detail);
+            p.prev.push(std::mem::replace(&mut hash, next.clone()));
+            p.hash.push(next);
+        }
         sqlx::query(
             "INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash)
              SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[]) ORDER BY 1",
