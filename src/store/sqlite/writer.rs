@@ -75,59 +75,50 @@ async fn apply_all(conn: &mut SqliteConnection, jobs: &[Job], key: &Key) -> Resu
     done
 }
 
-/// Every job's statements. Stage transitions, most of what the engine writes, go to SQLite many
-/// statements at a time (one round trip to sqlx's worker thread for up to [`CHUNKS`]`[0]`).
+/// Every job's statements: the batch's stage transitions first, all together (most of what the
+/// engine writes: their fences read by one query, their statements sent [`CHUNKS`]`[0]` at a
+/// time, one round trip to sqlx's worker thread each), then the other writes in their order.
+/// The batch's writes were all asked for at once, none after another's answer, so any order of
+/// them is one they could have had.
 async fn apply_in_transaction(conn: &mut SqliteConnection, jobs: &[Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
-    let mut out = Vec::with_capacity(jobs.len());
-    let mut items: Vec<(&str, &StageWrite)> = Vec::new();
-    // Who drives the runs of the fenced transitions from here to the next other write: read by
-    // one query for them all (any other write may move a lease or end a run: read again after).
-    let mut driving: Option<std::collections::HashSet<(String, String)>> = None;
-    for (i, job) in jobs.iter().enumerate() {
-        match &job.write {
-            Write::Transitions { run, items: mine, fence } => {
-                if let Some(holder) = fence {
-                    if driving.is_none() {
-                        driving = Some(drivers_of(conn, &jobs[i..]).await?);
-                    }
-                    if !driving.as_ref().is_some_and(|d| d.contains(&(run.clone(), holder.clone()))) {
-                        out.push(Written::Fenced);
-                        continue;
-                    }
-                }
-                items.extend(mine.iter().map(|i| (run.as_str(), i)));
-                out.push(Written::Done);
-            }
-            other => {
-                driving = None;
-                // A change of driver or a run's end comes after the transitions before it (so a
-                // transition checked against its lease is written before the lease moves).
-                if matches!(other, Write::Drive { .. } | Write::FinishRun { .. }) && !items.is_empty() {
-                    update_stages(conn, &items, head).await?;
-                    items.clear();
-                }
-                out.push(apply(conn, other, head).await?)
-            }
-        }
-    }
-    if !items.is_empty() {
-        update_stages(conn, &items, head).await?;
-    }
-    Ok(out)
-}
-
-/// (run, holder) for each running run of the fenced transitions at the head of `jobs` (up to the
-/// first other write), by one query.
-async fn drivers_of(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<std::collections::HashSet<(String, String)>, sqlx::Error> {
-    let runs: Vec<&str> = jobs
+    let mut out: Vec<Option<Written>> = vec![None; jobs.len()];
+    let moves: Vec<(usize, &str, &Option<String>, &Vec<StageWrite>)> = jobs
         .iter()
-        .map_while(|j| match &j.write {
-            Write::Transitions { run, fence, .. } => Some(fence.as_ref().map(|_| run.as_str())),
+        .enumerate()
+        .filter_map(|(i, j)| match &j.write {
+            Write::Transitions { run, items, fence } => Some((i, run.as_str(), fence, items)),
             _ => None,
         })
-        .flatten()
         .collect();
-    let runs = serde_json::to_string(&runs).expect("strings serialize");
+    if !moves.is_empty() {
+        let fenced: Vec<&str> = moves.iter().filter(|m| m.2.is_some()).map(|m| m.1).collect();
+        let driving = if fenced.is_empty() { Default::default() } else { drivers_of(conn, &fenced).await? };
+        let mut items: Vec<(&str, &StageWrite)> = Vec::new();
+        for (i, run, fence, mine) in moves {
+            if let Some(holder) = fence
+                && !driving.contains(&(run.to_string(), holder.clone()))
+            {
+                out[i] = Some(Written::Fenced);
+                continue;
+            }
+            items.extend(mine.iter().map(|m| (run, m)));
+            out[i] = Some(Written::Done);
+        }
+        if !items.is_empty() {
+            update_stages(conn, &items, head).await?;
+        }
+    }
+    for (i, job) in jobs.iter().enumerate() {
+        if out[i].is_none() {
+            out[i] = Some(apply(conn, &job.write, head).await?);
+        }
+    }
+    Ok(out.into_iter().map(|w| w.expect("every job answered")).collect())
+}
+
+/// (run, holder) for each of `runs` that is running, by one query.
+async fn drivers_of(conn: &mut SqliteConnection, runs: &[&str]) -> Result<std::collections::HashSet<(String, String)>, sqlx::Error> {
+    let runs = serde_json::to_string(runs).expect("strings serialize");
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT d.run_id, d.holder FROM drivers d JOIN runs r ON r.id = d.run_id WHERE d.run_id IN (SELECT value FROM json_each(?)) AND r.state = 'running'",
     )
