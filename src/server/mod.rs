@@ -354,20 +354,33 @@ pub fn router(server: Server) -> Router {
         .merge(ui::routes().layer(axum::middleware::from_fn_with_state(server.clone(), ui::only_trusted_identity)))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(protective_headers))
+        .layer(axum::middleware::from_fn(close_unread))
         .with_state(server)
 }
 
+/// A request body larger than what the server reads ahead, refused before it was read (413, or
+/// a route or method that does not exist): its connection is closed after the answer, and the
+/// answer says so, or a client would send its next request on a connection about to close and
+/// lose it.
+async fn close_unread(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let large = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .map_or(request.headers().contains_key(axum::http::header::TRANSFER_ENCODING), |n| n > 16 * 1024);
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE || (large && status.is_client_error()) {
+        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// Headers every answer carries: no page of promote's is framed by another site (clickjacking a
-/// decision button), and no answer is read as another type than it says. A body refused as too
-/// large was not read, so its connection is closed after the answer: the answer says so, or a
-/// client would send its next request on a connection about to close and lose it.
+/// decision button), and no answer is read as another type than it says.
 async fn protective_headers(mut response: axum::response::Response) -> axum::response::Response {
     use axum::http::HeaderValue;
-    let too_large = response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
     let h = response.headers_mut();
-    if too_large {
-        h.insert("connection", HeaderValue::from_static("close"));
-    }
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     if !h.contains_key("content-security-policy") {

@@ -157,6 +157,8 @@ async fn every_api_error_is_json_in_the_apis_words() {
     let (status, _, closes, v) = send(reqwest::Method::POST, "/api/v1/runs", vec![b'x'; 2 << 20], bearer.clone()).await;
     assert!(status == 413 && v["error"].as_str().unwrap().contains("larger than"), "{status} {v}");
     assert!(closes, "a 413 says Connection: close");
+    let (status, _, closes, _) = send(reqwest::Method::POST, "/api/v1/no-such-thing", vec![b'x'; 100 << 10], bearer.clone()).await;
+    assert!(status == 404 && closes, "a large body refused unread (no such route) says Connection: close: {status}");
     // A body of the wrong shape: no internal type names.
     let (status, _, _, v) = send(reqwest::Method::POST, "/api/v1/runs/x/stages/y/approve", b"[1]".to_vec(), bearer.clone()).await;
     let why = v["error"].as_str().unwrap();
