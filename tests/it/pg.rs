@@ -298,9 +298,12 @@ async fn replicas_racing_for_the_same_new_runs_give_each_one_driver_and_keep_one
         async move { store.create_run(&run, &[("a", "wait"), ("b", "wait")]).await.unwrap() }
     }))
     .await;
-    let claims = join_all(ids.iter().flat_map(|id| {
-        stores.iter().enumerate().map(move |(k, store)| {
-            let (store, id) = (store.clone(), id.clone());
+    // (The second replica claims them newest first: two claims of the same new runs in opposite
+    // orders must not wait for each other.)
+    let claims = join_all(stores.iter().enumerate().flat_map(|(k, store)| {
+        let order: Vec<String> = if k == 1 { ids.iter().rev().cloned().collect() } else { ids.clone() };
+        order.into_iter().map(move |id| {
+            let store = store.clone();
             async move { (id.clone(), k, store.take_drive(&id).await.unwrap()) }
         })
     }))

@@ -8,14 +8,16 @@
 //!   statements and the commit, not for the whole transaction;
 //! - **the turn** ([`in_turn`]): writes that read rows and write by what they read where the rows
 //!   may be missing or are others than those written (an environment's lock and queue, DORA's
-//!   figures, watches, drift, violations, decisions) first take one advisory lock, so they run
-//!   one at a time across replicas, as every write did when the head was locked first.
+//!   figures, watches, drift, violations, decisions), and a run's end or renewal when the run
+//!   holds or waits for an environment, first take one advisory lock, so they run one at a time
+//!   across replicas, as every write did when the head was locked first.
 //!
 //! The writes most runs make (transitions, new runs, drivers' leases, runs' ends) claim their rows
 //! by themselves (rows locked, conditional statements, unique keys) and each kind goes by a few
 //! statements per batch. A transaction takes the turn (if it needs it) before any row and the
 //! head after every row, and the head's holder waits for nothing but its commit: no wait can
-//! close a cycle through them.
+//! close a cycle through them. Rows two transactions out of turn may share (leases) are locked
+//! in the order of their runs, and a fenced write locks only the leases that are still its own.
 
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -115,10 +117,11 @@ fn in_turn(write: &Write) -> bool {
         // DORA figures of a deployment read the environment's other deployments.
         Write::Transitions { items, .. } => items.iter().any(|i| crate::store::dora::may_change(&i.transition)),
         // New rows under unique keys (a delivery by `ON CONFLICT DO NOTHING`, waiting for the
-        // other insert's commit); an end fenced like a transition; a lease taken by a locked row
-        // or, when there is none, by an insert that yields to a concurrent one.
+        // other insert's commit); an end fenced like a transition (and in turn when its run holds
+        // or waits for an environment: `apply_all`); a lease taken by a locked row or, when there
+        // is none, by an insert that yields to a concurrent one.
         Write::CreateRun { .. } | Write::FinishRun { .. } | Write::Drive { .. } => false,
-        // One conditional statement each.
+        // One conditional statement each (a renewal in turn as a run's end).
         Write::Release { .. } | Write::Renew { .. } | Write::ClaimPoll { .. } | Write::DeferPoll { .. } => false,
         _ => true,
     }
@@ -133,7 +136,28 @@ async fn apply_all(conn: &mut PgConnection, jobs: &[Job], key: &Key) -> Result<V
     // rows read are others' than those written (an environment's lock and queue, the DORA
     // figures, watches, ...), take the replicas' turn first; the rest claim their rows by
     // themselves (conditional statements, row locks, unique keys) and run meanwhile.
-    if jobs.iter().any(|j| in_turn(&j.write)) {
+    let mut turn = jobs.iter().any(|j| in_turn(&j.write));
+    if !turn {
+        // A run's end or renewal also changes the environment locks and queue places it holds:
+        // rows that `Lock`s (in turn) lock in their own order, so such a run's end or renewal
+        // takes the turn too. (Only the run's own driver adds such rows, through this writer,
+        // so none appears between this read and the writes.)
+        let theirs: Vec<&str> = jobs
+            .iter()
+            .filter_map(|j| match &j.write {
+                Write::FinishRun { run, .. } | Write::Renew { run, .. } => Some(run.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !theirs.is_empty() {
+            turn =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM env_locks WHERE run_id = ANY($1)) OR EXISTS (SELECT 1 FROM env_queue WHERE run_id = ANY($1))")
+                    .bind(&theirs)
+                    .fetch_one(&mut *tx)
+                    .await?;
+        }
+    }
+    if turn {
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(TURN).execute(&mut *tx).await?;
     }
     let mut head = Head { key: key.clone(), pending: Vec::new() };
@@ -272,10 +296,10 @@ impl Folded {
 /// Consecutive transition writes: each fenced one checked (one query for all), every stage's
 /// transitions folded into one row of one UPDATE, an entry each.
 async fn transitions(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
-    let fenced: Vec<&str> = jobs
+    let fenced: Vec<(&str, &str)> = jobs
         .iter()
         .filter_map(|j| match &j.write {
-            Write::Transitions { run, fence: Some(_), .. } => Some(run.as_str()),
+            Write::Transitions { run, fence: Some(holder), .. } => Some((run.as_str(), holder.as_str())),
             _ => None,
         })
         .collect();
@@ -347,16 +371,22 @@ async fn transitions(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) ->
     Ok(out)
 }
 
-/// (run, holder) for each of `runs` that is running, by one query; the drivers' rows are locked
-/// until the commit, so a takeover waits for the writes they fence.
-async fn drivers_of(conn: &mut PgConnection, runs: &[&str]) -> Result<std::collections::HashSet<(String, String)>, sqlx::Error> {
-    if runs.is_empty() {
+/// Which of the `fenced` (run, holder) pairs hold: the holder drives the run and it is running,
+/// by one query. Only those rows are locked (for share, until the commit, so a takeover waits
+/// for the writes they fence), in the order of their runs: a lease another process took over is
+/// not waited for, and two transactions lock the rows they share in the same order.
+async fn drivers_of(conn: &mut PgConnection, fenced: &[(&str, &str)]) -> Result<std::collections::HashSet<(String, String)>, sqlx::Error> {
+    if fenced.is_empty() {
         return Ok(Default::default());
     }
+    let (runs, holders): (Vec<&str>, Vec<&str>) = fenced.iter().copied().unzip();
     let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT d.run_id, d.holder FROM drivers d JOIN runs r ON r.id = d.run_id WHERE d.run_id = ANY($1) AND r.state = 'running' FOR SHARE OF d",
+        "SELECT d.run_id, d.holder FROM drivers d JOIN runs r ON r.id = d.run_id
+           JOIN UNNEST($1::TEXT[], $2::TEXT[]) AS u(run_id, holder) ON d.run_id = u.run_id AND d.holder = u.holder
+         WHERE r.state = 'running' ORDER BY d.run_id FOR SHARE OF d",
     )
     .bind(runs)
+    .bind(holders)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().collect())
@@ -458,8 +488,10 @@ async fn drives_taken(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -
             _ => unreachable!("only drivers' claims are grouped"),
         })
         .collect();
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT run_id, holder, expires_at FROM drivers WHERE run_id = ANY($1) FOR UPDATE").bind(&runs).fetch_all(&mut *conn).await?;
+    let rows: Vec<(String, String, i64)> = sqlx::query_as("SELECT run_id, holder, expires_at FROM drivers WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE")
+        .bind(&runs)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut held: std::collections::HashMap<String, (String, i64)> = rows.into_iter().map(|(r, h, e)| (r, (h, e))).collect();
     let existed: std::collections::HashSet<String> = held.keys().cloned().collect();
     let mut taken: Vec<&str> = Vec::new();
@@ -482,6 +514,9 @@ async fn drives_taken(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -
         }
         out.push(Written::Holder(None));
     }
+    // (In the order of their runs, as the read above: two transactions claiming the same new runs
+    // wait for each other's inserts in the same order.)
+    taken.sort_unstable();
     let (locked, fresh): (Vec<&str>, Vec<&str>) = taken.into_iter().partition(|r| existed.contains(*r));
     let columns = |runs: &[&str]| -> (Vec<String>, Vec<i64>) { runs.iter().map(|r| held[*r].clone()).unzip() };
     if !locked.is_empty() {
@@ -496,7 +531,8 @@ async fn drives_taken(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -
     if !fresh.is_empty() {
         let (holders, ends) = columns(&fresh);
         let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO drivers (run_id, holder, expires_at) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
+            "INSERT INTO drivers (run_id, holder, expires_at) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) ORDER BY 1
+             ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
         )
         .bind(&fresh)
         .bind(holders)
@@ -515,9 +551,12 @@ async fn drives_taken(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -
                     .collect();
             for (job, w) in jobs.iter().zip(out.iter_mut()) {
                 if let (Write::Drive { run, .. }, Written::Holder(None)) = (&job.write, &w)
-                    && let Some(other) = theirs.get(run)
+                    && lost.contains(&run.as_str())
                 {
-                    *w = Written::Holder(Some(other.clone()));
+                    // Its lease gone again meanwhile (that driver let go or ended it): not ours
+                    // either; the run, if still running, is an orphan a replica takes over.
+                    let other = theirs.get(run).cloned().unwrap_or_else(|| ("another replica".to_string(), 0));
+                    *w = Written::Holder(Some(other));
                 }
             }
         }
@@ -528,10 +567,10 @@ async fn drives_taken(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -
 /// Runs' ends: the fenced ones checked by one query; the runs, and their environments' locks,
 /// places in queues and drivers, by one statement; an entry each.
 async fn finishes(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
-    let fenced: Vec<&str> = jobs
+    let fenced: Vec<(&str, &str)> = jobs
         .iter()
         .filter_map(|j| match &j.write {
-            Write::FinishRun { run, fence: Some(_), .. } => Some(run.as_str()),
+            Write::FinishRun { run, fence: Some(holder), .. } => Some((run.as_str(), holder.as_str())),
             _ => None,
         })
         .collect();
