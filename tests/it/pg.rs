@@ -323,6 +323,18 @@ async fn replicas_racing_for_the_same_new_runs_give_each_one_driver_and_keep_one
         transition: Transition { state: Some(state), ..Default::default() },
         event: format!("{stage} {}", state.as_str()),
     };
+    // Meanwhile `audit verify` runs again and again: replicas appending are no cut or extended tail.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let verifier = {
+        let (store, done) = (stores[0].clone(), done.clone());
+        tokio::spawn(async move {
+            let mut verdicts = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                verdicts.push(store.verify_audit().await.unwrap());
+            }
+            verdicts
+        })
+    };
     join_all(winners.iter().map(|(id, k)| {
         let (store, id) = (stores[*k].clone(), id.clone());
         let step = &step;
@@ -334,6 +346,9 @@ async fn replicas_racing_for_the_same_new_runs_give_each_one_driver_and_keep_one
         }
     }))
     .await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let verdicts = verifier.await.unwrap();
+    assert!(!verdicts.is_empty() && verdicts.iter().all(|v| v.tamper.is_none()), "{:?}", verdicts.iter().find(|v| v.tamper.is_some()));
     for (id, k) in &winners {
         assert_eq!(stores[(k + 1) % 3].run(id).await.unwrap().state, RunState::Succeeded);
         assert!(stores[(k + 2) % 3].stages(id).await.unwrap().iter().all(|s| s.state == StageState::Succeeded));

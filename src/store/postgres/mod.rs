@@ -261,14 +261,24 @@ impl PgBackend {
     }
 
     /// Checks the whole trail, a page at a time: every hash recomputed with the key and every
-    /// link compared; then the head row against the last entry (a cut tail).
+    /// link compared; then the head row against the last entry (a cut tail). The head, the last
+    /// id and the count are read first, by one statement (one snapshot: a commit moves the head
+    /// with its entries), and the entries checked are those up to that head: replicas appending
+    /// meanwhile are not taken for a trail extended or cut.
     async fn verify(&self) -> Result<Verdict, StoreError> {
-        let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await.map_err(db(&self.path))?;
+        let (head_id, head_hash, max_id, entries): (i64, String, i64, i64) = sqlx::query_as(
+            "SELECT h.id, h.hash, (SELECT CAST(coalesce(max(id), 0) AS BIGINT) FROM events), (SELECT count(*) FROM events)
+             FROM audit_head h WHERE one = 1",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db(&self.path))?;
         let mut prev = String::new();
         let mut after = 0i64;
         let mut last: Option<(i64, Option<String>)> = None;
         loop {
-            let page = self.entries(None, after, 10_000).await?;
+            let mut page = self.entries(None, after, 10_000).await?;
+            page.retain(|e| e.seq <= head_id.max(max_id));
             if page.is_empty() {
                 break;
             }
@@ -298,7 +308,7 @@ impl PgBackend {
             after = page.last().map_or(after, |e| e.seq);
         }
         let head = last.as_ref().and_then(|l| l.1.clone());
-        let written: (i64, String) = sqlx::query_as("SELECT id, hash FROM audit_head WHERE one = 1").fetch_one(&self.pool).await.map_err(db(&self.path))?;
+        let written = (head_id, head_hash);
         let tamper = match &last {
             Some((lid, lhash)) if written.0 != *lid || Some(&written.1) != lhash.as_ref() => Some(Tamper::TailCut { head: written.0, last: *lid }),
             None if written.0 > 0 => Some(Tamper::TailCut { head: written.0, last: 0 }),
