@@ -118,7 +118,7 @@ fn in_turn(write: &Write) -> bool {
         Write::Transitions { items, .. } => items.iter().any(|i| crate::store::dora::may_change(&i.transition)),
         // New rows under unique keys (a delivery by `ON CONFLICT DO NOTHING`, waiting for the
         // other insert's commit); an end fenced like a transition (and in turn when its run holds
-        // or waits for an environment: `apply_all`); a lease taken by a locked row or, when there
+        // or waits for an environment: [`takes_turn`]); a lease taken by a locked row or, when there
         // is none, by an insert that yields to a concurrent one.
         Write::CreateRun { .. } | Write::FinishRun { .. } | Write::Drive { .. } => false,
         // One conditional statement each (a renewal in turn as a run's end).
@@ -127,37 +127,36 @@ fn in_turn(write: &Write) -> bool {
     }
 }
 
+/// Whether the transaction of `jobs` takes the turn first: a job is [`in_turn`], or a run's end
+/// or renewal among them changes environment locks or queue places (rows that `Lock`s, in turn,
+/// lock in their own order), found by one read that locks nothing. Only a run's own driver adds
+/// such rows, through this writer, so none appears between this read and the writes.
+async fn takes_turn(conn: &mut PgConnection, jobs: &[Job]) -> Result<bool, sqlx::Error> {
+    if jobs.iter().any(|j| in_turn(&j.write)) {
+        return Ok(true);
+    }
+    let theirs: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| match &j.write {
+            Write::FinishRun { run, .. } | Write::Renew { run, .. } => Some(run.as_str()),
+            _ => None,
+        })
+        .collect();
+    if theirs.is_empty() {
+        return Ok(false);
+    }
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM env_locks WHERE run_id = ANY($1)) OR EXISTS (SELECT 1 FROM env_queue WHERE run_id = ANY($1))")
+        .bind(&theirs)
+        .fetch_one(conn)
+        .await
+}
+
 /// One transaction for every job, committed before anything is returned: the turn first if a
 /// job needs it, then the jobs (the frequent kinds together), then the trail's entries chained
 /// and inserted by one statement (the head row locked and moved once), then the commit.
 async fn apply_all(conn: &mut PgConnection, jobs: &[Job], key: &Key) -> Result<Vec<Written>, sqlx::Error> {
     let mut tx = conn.begin().await?;
-    // Writes that read rows and then write by what they read, where a row may be missing or the
-    // rows read are others' than those written (an environment's lock and queue, the DORA
-    // figures, watches, ...), take the replicas' turn first; the rest claim their rows by
-    // themselves (conditional statements, row locks, unique keys) and run meanwhile.
-    let mut turn = jobs.iter().any(|j| in_turn(&j.write));
-    if !turn {
-        // A run's end or renewal also changes the environment locks and queue places it holds:
-        // rows that `Lock`s (in turn) lock in their own order, so such a run's end or renewal
-        // takes the turn too. (Only the run's own driver adds such rows, through this writer,
-        // so none appears between this read and the writes.)
-        let theirs: Vec<&str> = jobs
-            .iter()
-            .filter_map(|j| match &j.write {
-                Write::FinishRun { run, .. } | Write::Renew { run, .. } => Some(run.as_str()),
-                _ => None,
-            })
-            .collect();
-        if !theirs.is_empty() {
-            turn =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM env_locks WHERE run_id = ANY($1)) OR EXISTS (SELECT 1 FROM env_queue WHERE run_id = ANY($1))")
-                    .bind(&theirs)
-                    .fetch_one(&mut *tx)
-                    .await?;
-        }
-    }
-    if turn {
+    if takes_turn(&mut tx, jobs).await? {
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(TURN).execute(&mut *tx).await?;
     }
     let mut head = Head { key: key.clone(), pending: Vec::new() };
@@ -293,7 +292,7 @@ impl Folded {
     }
 }
 
-/// Consecutive transition writes: each fenced one checked (one query for all), every stage's
+/// The batch's transition writes: each fenced one checked (one query for all), every stage's
 /// transitions folded into one row of one UPDATE, an entry each.
 async fn transitions(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
     let fenced: Vec<(&str, &str)> = jobs
@@ -577,7 +576,8 @@ async fn finishes(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Re
     let driving = drivers_of(conn, &fenced).await?;
     let mut out = Vec::with_capacity(jobs.len());
     // A run ended twice in one batch: its last end is the one written (in order, as one by one).
-    let mut ended: std::collections::HashMap<&str, (&'static str, i64, Option<&str>)> = std::collections::HashMap::new();
+    // (In the order of their runs: the rows are locked in one order by whoever ends them.)
+    let mut ended: std::collections::BTreeMap<&str, (&'static str, i64, Option<&str>)> = std::collections::BTreeMap::new();
     for job in jobs {
         let Write::FinishRun { run, fence, state, message, at } = &job.write else { unreachable!("only runs' ends are grouped") };
         if let Some(holder) = fence
