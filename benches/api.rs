@@ -59,7 +59,7 @@ fn serve(dir: &Path, cwd: &Path, state: &State) -> (Child, u16) {
     // `PROMOTE_BIN`: another build to compare with (alternating before and after on a noisy machine).
     let bin = std::env::var("PROMOTE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_promote").to_string());
     let mut cmd = Command::new(bin);
-    cmd.current_dir(cwd).env("PROMOTE_KEY_FILE", dir.join("key")).env("PROMOTE_LOG", "warn");
+    cmd.current_dir(cwd).env("PROMOTE_KEY_FILE", dir.join("key")).env("PROMOTE_LOG", std::env::var("PROMOTE_BENCH_LOG").unwrap_or_else(|_| "warn".into()));
     match state {
         State::Sqlite => {
             cmd.arg("--state").arg(dir.join("state.db"));
@@ -90,6 +90,9 @@ struct Measured {
     wall: Duration,
     /// Until the last start was answered.
     started: Duration,
+    /// Until the last run ended, by the servers' clocks (its `finished_at`): the wall time without
+    /// the following of each run one after the other, which comes after.
+    ended: Duration,
     starts: Vec<f64>,
 }
 
@@ -101,6 +104,8 @@ async fn measure(runs: usize, ports: &[u16]) -> Measured {
     }
     let next = Arc::new(AtomicUsize::new(0));
     let began = Instant::now();
+    let began_ms = promote::clock::now_ms();
+    let mut last_end = began_ms;
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..CLIENTS {
         let (http, next, ports) = (http.clone(), next.clone(), ports.to_vec());
@@ -145,13 +150,14 @@ async fn measure(runs: usize, ports: &[u16]) -> Measured {
             let state = v["run"]["state"].as_str().unwrap_or_default().to_string();
             if state != "running" {
                 assert_eq!(state, "succeeded", "run {i} ({id}): {}", v["run"]["message"]);
+                last_end = last_end.max(v["run"]["finishedAt"].as_i64().expect("an ended run says when"));
                 break;
             }
             assert!(Instant::now() < deadline, "run {i} still running after 10 minutes");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    Measured { wall: began.elapsed(), started: answered, starts }
+    Measured { wall: began.elapsed(), started: answered, ended: Duration::from_millis((last_end - began_ms) as u64), starts }
 }
 
 fn loadavg() -> String {
@@ -210,12 +216,13 @@ fn main() {
             _ => String::new(),
         };
         println!(
-            "  {label:<22} {:>7.2} s   {:>7.0} runs/s{vs}   starts p50 {:.2} ms, p99 {:.2} ms, all answered at {:.2} s   load average {}",
+            "  {label:<22} {:>7.2} s   {:>7.0} runs/s{vs}   starts p50 {:.2} ms, p99 {:.2} ms, all answered at {:.2} s, the last run ended at {:.2} s   load average {}",
             m.wall.as_secs_f64(),
             rate,
             support::pct(&mut m.starts, 0.5),
             support::pct(&mut m.starts, 0.99),
             m.started.as_secs_f64(),
+            m.ended.as_secs_f64(),
             loadavg()
         );
         for mut c in children {

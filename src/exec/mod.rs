@@ -234,19 +234,27 @@ impl Executor {
     /// lapsed), renews it and the run's environment locks every third of the lease, and gives it
     /// back at the end. A driver that finds its lease taken stops as if cancelled.
     pub async fn drive_until(&self, id: &str, progress: Arc<dyn Fn(Progress) + Send + Sync>, stop: CancellationToken) -> Result<Summary, ExecError> {
-        self.drive_planned(id, None, progress, stop).await
+        self.drive_planned(id, None, progress, stop).await?;
+        self.summary(id).await
+    }
+
+    /// Run `id` and its stages, as stored.
+    pub async fn summary(&self, id: &str) -> Result<Summary, ExecError> {
+        Ok(Summary { run: self.store.run(id).await?, stages: self.store.stages(id).await? })
     }
 
     /// [`drive_until`](Self::drive_until) with the plan the caller already holds for the run's
     /// pipeline (a server's loaded one): used instead of planning the stored text again when that
     /// text is exactly the one `planned` was made from; otherwise the stored text is planned.
+    /// Says how the run ended; [`summary`](Self::summary) reads it back (a server, which drives
+    /// thousands, does not).
     pub async fn drive_planned(
         &self,
         id: &str,
         planned: Option<Planned>,
         progress: Arc<dyn Fn(Progress) + Send + Sync>,
         stop: CancellationToken,
-    ) -> Result<Summary, ExecError> {
+    ) -> Result<RunState, ExecError> {
         let span = tracing::info_span!("run", run = %id);
         if let Some((holder, until)) = self.store.take_drive(id).await? {
             return Err(ExecError::Driven { id: id.into(), holder, until: crate::clock::rfc3339(until) });
@@ -298,7 +306,7 @@ impl Executor {
         planned: Option<Planned>,
         progress: Arc<dyn Fn(Progress) + Send + Sync>,
         stop: CancellationToken,
-    ) -> Result<Summary, ExecError> {
+    ) -> Result<RunState, ExecError> {
         let run = Arc::new(self.store.run(id).await?);
         if run.state != RunState::Running {
             return Err(ExecError::Finished { id: id.into(), state: run.state });
@@ -566,7 +574,7 @@ impl Executor {
         self.keep_head(&plan.pipeline, &base_dir);
         self.metrics.run_finished(outcome.as_str());
         tracing::info!(run = %run.id, outcome = %outcome, "run finished");
-        Ok(Summary { run: self.store.run(id).await?, stages: self.store.stages(id).await? })
+        Ok(outcome)
     }
 
     /// Lets go of each environment whose judging stages are all done (succeeded, or skipped by

@@ -285,7 +285,7 @@ impl Server {
             drivers.lock().await.spawn(async move {
                 let _done = Forget(driving, id.clone());
                 match exec.drive_planned(&id, planned, Arc::new(|_| {}), stop.child_token()).await {
-                    Ok(s) => tracing::info!(run = %id, state = %s.run.state, "run ended"),
+                    Ok(state) => tracing::info!(run = %id, state = %state, "run ended"),
                     Err(crate::exec::ExecError::Stopped { .. }) => tracing::info!(run = %id, "run stopped with the server; resumed at the next start"),
                     // Another replica drives it, took it over, or ended it meanwhile: not an error.
                     Err(e @ (crate::exec::ExecError::Driven { .. } | crate::exec::ExecError::LeaseLost { .. } | crate::exec::ExecError::Finished { .. })) => {

@@ -9,6 +9,7 @@
 //! shared by all. Every write is acknowledged only once it is durable; a backend may group the
 //! writes of many callers into one transaction (SQLite does: group commit).
 
+mod batch;
 pub mod chain;
 pub mod dora;
 mod feed;

@@ -142,25 +142,8 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
             head.insert(conn, &run.id, None, run.created_at, $crate::store::EntryKind::Trigger, &run.triggered_by, &texts::run_started(run)).await?;
             Ok(Written::Done)
         }
-        Write::FinishRun { run, fence, state, message, at } => {
-            if let Some(holder) = fence
-                && !drives(conn, run, holder).await?
-            {
-                return Ok(Written::Fenced);
-            }
-            sqlx::query("UPDATE runs SET state = $1, finished_at = $2, message = $3 WHERE id = $4")
-                .bind(state.as_str())
-                .bind(at)
-                .bind(message)
-                .bind(run)
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query("DELETE FROM env_locks WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
-            sqlx::query("DELETE FROM env_queue WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
-            sqlx::query("DELETE FROM drivers WHERE run_id = $1").bind(run).execute(&mut *conn).await?;
-            head.insert(conn, run, None, *at, $crate::store::EntryKind::Run, "promote", &texts::run_finished(*state, message.as_deref())).await?;
-            Ok(Written::Done)
-        }
+        // Written together, a batch's at a time, by each backend (`store::batch`).
+        Write::FinishRun { .. } | Write::Drive { .. } => unreachable!("runs' ends and drivers' claims are grouped"),
         Write::Decide { run, stage, user, approve, comment, kind, at, via } => {
             let decided = sqlx::query(
                 "INSERT INTO decisions (run_id, stage, \"user\", approve, comment, at, seal) VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -551,28 +534,6 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                     .await?;
             }
             Ok(Written::Done)
-        }
-        Write::Drive { run, holder, at, expires_at } => {
-            let held: Option<(String, i64)> =
-                sqlx::query_as(concat!("SELECT holder, expires_at FROM drivers WHERE run_id = $1", $lock)).bind(run).fetch_optional(&mut *conn).await?;
-            match Claim::of(held, holder, *at) {
-                Claim::Held(other, until) => return Ok(Written::Holder(Some((other, until)))),
-                Claim::Take(Some((other, until))) => {
-                    let detail = texts::driver_taken_over(&other, until);
-                    head.insert(conn, run, None, *at, $crate::store::EntryKind::DriverTakeover, "promote", &detail).await?;
-                }
-                Claim::Take(None) => {}
-            }
-            sqlx::query(
-                "INSERT INTO drivers (run_id, holder, expires_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (run_id) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at",
-            )
-            .bind(run)
-            .bind(holder)
-            .bind(expires_at)
-            .execute(&mut *conn)
-            .await?;
-            Ok(Written::Holder(None))
         }
         Write::Renew { run, holder, expires_at } => {
             let ours = sqlx::query("UPDATE drivers SET expires_at = $1 WHERE run_id = $2 AND holder = $3")

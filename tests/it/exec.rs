@@ -691,14 +691,16 @@ async fn a_run_is_driven_by_the_plan_of_its_stored_text_and_a_handed_plan_only_w
     let (other_source, other_plan) = other.plan();
     let id = s.start(&exec, "1.1.0").await;
     let handed = promote::exec::Planned { source: other_source.into(), plan: Arc::new(other_plan), users: None };
-    let sum = exec.drive_planned(&id, Some(handed), Arc::new(|_| {}), tokio_util::sync::CancellationToken::new()).await.unwrap();
+    exec.drive_planned(&id, Some(handed), Arc::new(|_| {}), tokio_util::sync::CancellationToken::new()).await.unwrap();
+    let sum = exec.summary(&id).await.unwrap();
     assert_eq!(sum.run.state, RunState::Succeeded, "{:?}", sum.run.message);
     let names: Vec<(&str, StageState)> = sum.stages.iter().map(|x| (x.name.as_str(), x.state)).collect();
     assert_eq!(names, [("a", StageState::Succeeded), ("b", StageState::Succeeded)]);
     // The plan of exactly the stored text: used, to the same end.
     let id = s.start(&exec, "1.2.0").await;
     let handed = promote::exec::Planned { source: source.into(), plan: Arc::new(plan), users: None };
-    let sum = exec.drive_planned(&id, Some(handed), Arc::new(|_| {}), tokio_util::sync::CancellationToken::new()).await.unwrap();
+    exec.drive_planned(&id, Some(handed), Arc::new(|_| {}), tokio_util::sync::CancellationToken::new()).await.unwrap();
+    let sum = exec.summary(&id).await.unwrap();
     assert_eq!(sum.run.state, RunState::Succeeded, "{:?}", sum.run.message);
     assert_eq!(sum.stages.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
 }

@@ -24,8 +24,8 @@ use sqlx::postgres::PgConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::seal::Key;
-use crate::store::chain::entry_hash;
-use crate::store::{Claim, LockState, QueueStep, Queued, StageState, Write, Written, seals, texts};
+use crate::store::batch::{self, Group};
+use crate::store::{LockState, QueueStep, Queued, StageState, Write, Written, seals, texts};
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 512;
@@ -159,40 +159,37 @@ async fn apply_all(conn: &mut PgConnection, jobs: &[Job], key: &Key) -> Result<V
     if takes_turn(&mut tx, jobs).await? {
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(TURN).execute(&mut *tx).await?;
     }
-    let mut head = Head { key: key.clone(), pending: Vec::new() };
+    let mut head = Head { key: key.clone(), entries: batch::Entries::default() };
     // The writes of a kind that most runs make go together, each kind by a few statements
     // whatever their number (transitions, new runs, drivers' leases, runs' ends); then the other
     // writes in their order. The batch's writes were all asked for at once, none after another's
     // answer, so any order of them is one they could have had.
-    let mut kinds: [Vec<&Job>; 4] = Default::default();
-    let mut at: [Vec<usize>; 4] = Default::default();
+    // (Transitions, new runs, claims, ends: a transaction's row locks in one order.)
+    const ORDER: [Group; 4] = [Group::Transitions, Group::NewRuns, Group::Claims, Group::Ends];
+    let mut groups: [(Vec<&Job>, Vec<usize>); 4] = Default::default();
     let mut others = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
-        let k = match &job.write {
-            Write::Transitions { .. } => 0,
-            Write::CreateRun { delivery: None, .. } => 1,
-            Write::Drive { .. } => 2,
-            Write::FinishRun { .. } => 3,
-            _ => {
-                others.push(i);
-                continue;
+        match Group::of(&job.write) {
+            Some(g) => {
+                let k = ORDER.iter().position(|o| *o == g).expect("every group is in the order");
+                groups[k].0.push(job);
+                groups[k].1.push(i);
             }
-        };
-        kinds[k].push(job);
-        at[k].push(i);
+            None => others.push(i),
+        }
     }
     let mut out: Vec<Option<Written>> = vec![None; jobs.len()];
-    for (k, group) in kinds.iter().enumerate() {
+    for (g, (group, at)) in ORDER.into_iter().zip(&groups) {
         if group.is_empty() {
             continue;
         }
-        let done = match k {
-            0 => transitions(&mut tx, group, &mut head).await?,
-            1 => creates(&mut tx, group, &mut head).await?,
-            2 => drives_taken(&mut tx, group, &mut head).await?,
-            _ => finishes(&mut tx, group, &mut head).await?,
+        let done = match g {
+            Group::Transitions => transitions(&mut tx, group, &mut head).await?,
+            Group::NewRuns => creates(&mut tx, group, &mut head).await?,
+            Group::Claims => drives_taken(&mut tx, group, &mut head).await?,
+            Group::Ends => finishes(&mut tx, group, &mut head).await?,
         };
-        for (&i, w) in at[k].iter().zip(done) {
+        for (&i, w) in at.iter().zip(done) {
             out[i] = Some(w);
         }
     }
@@ -216,158 +213,35 @@ const UPDATE_STAGES: &str = "UPDATE stages s SET state = coalesce(u.state, s.sta
        AS u(run_id, name, state, attempt, started_at, finished_mode, finished_at, message_mode, message, output, seal)
      WHERE s.run_id = u.run_id AND s.name = u.name";
 
-/// A column a transition may keep, set or clear.
-enum Change<T> {
-    Keep,
-    Set(T),
-    Clear,
-}
-
-impl<T> Change<T> {
-    fn mode(&self) -> i16 {
-        match self {
-            Change::Keep => 0,
-            Change::Set(_) => 1,
-            Change::Clear => 2,
-        }
-    }
-
-    fn value(self) -> Option<T> {
-        match self {
-            Change::Set(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-/// Every transition of one stage in the batch, folded in order into one row of the UPDATE.
-struct Folded {
-    run: String,
-    stage: String,
-    state: Option<&'static str>,
-    attempt: Option<i64>,
-    started_at: Option<i64>,
-    finished_at: Change<i64>,
-    message: Change<String>,
-    output: Option<String>,
-    seal: Option<String>,
-}
-
-impl Folded {
-    fn new(run: &str, stage: &str) -> Folded {
-        Folded {
-            run: run.to_string(),
-            stage: stage.to_string(),
-            state: None,
-            attempt: None,
-            started_at: None,
-            finished_at: Change::Keep,
-            message: Change::Keep,
-            output: None,
-            seal: None,
-        }
-    }
-
-    /// What `t` does on top of what came before it (the single statement's meaning, in order).
-    fn then(&mut self, t: &crate::store::Transition, seal: Option<String>) {
-        self.state = t.state.map(StageState::as_str).or(self.state);
-        self.attempt = t.attempt.or(self.attempt);
-        self.started_at = t.started_at.or(self.started_at);
-        match (t.finished_at, t.state) {
-            (Some(f), _) => self.finished_at = Change::Set(f),
-            (None, Some(StageState::Running)) => self.finished_at = Change::Clear,
-            (None, _) => {}
-        }
-        match t.message.as_deref() {
-            None => {}
-            Some("") => self.message = Change::Clear,
-            Some(m) => self.message = Change::Set(m.to_string()),
-        }
-        if let Some(o) = &t.output {
-            self.output = Some(o.to_string());
-        }
-        if seal.is_some() {
-            self.seal = seal;
-        }
-    }
-}
-
 /// The batch's transition writes: each fenced one checked (one query for all), every stage's
-/// transitions folded into one row of one UPDATE, an entry each.
+/// transitions folded into one row of one UPDATE ([`batch::transitions`]), an entry each.
 async fn transitions(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
-    let fenced: Vec<(&str, &str)> = jobs
-        .iter()
-        .filter_map(|j| match &j.write {
-            Write::Transitions { run, fence: Some(holder), .. } => Some((run.as_str(), holder.as_str())),
-            _ => None,
-        })
-        .collect();
+    let writes: Vec<&Write> = jobs.iter().map(|j| &j.write).collect();
     // Whether each holder still drives its run and the run is running; the drivers' rows are
     // locked until the commit, so a takeover waits for the writes it fences.
-    let driving = drivers_of(conn, &fenced).await?;
-    let now = crate::clock::now_ms();
-    let mut out = Vec::new();
-    let mut folded: Vec<Folded> = Vec::new();
-    let mut index: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
-    let mut dora: Vec<(&str, &str)> = Vec::new();
-    for job in jobs {
-        let Write::Transitions { run, items, fence } = &job.write else { unreachable!("only transitions are grouped") };
-        if let Some(holder) = fence
-            && !driving.contains(&(run.clone(), holder.clone()))
-        {
-            out.push(Written::Fenced);
-            continue;
-        }
-        for item in items {
-            let t = &item.transition;
-            head.push(run, Some(&item.stage), now, crate::store::EntryKind::Stage.as_str(), "promote", &item.event);
-            let seal = t.state.map(|s| seals::stage(&head.key, run, &item.stage, s.as_str()));
-            let i = *index.entry((run.as_str(), item.stage.as_str())).or_insert_with(|| {
-                folded.push(Folded::new(run, &item.stage));
-                folded.len() - 1
-            });
-            folded[i].then(t, seal);
-            // The DORA figures of a deployment it made or changed (counted once, at its last state).
-            if crate::store::dora::may_change(t) && !dora.contains(&(run.as_str(), item.stage.as_str())) {
-                dora.push((run.as_str(), item.stage.as_str()));
-            }
-        }
-        out.push(Written::Done);
-    }
-    if !folded.is_empty() {
-        let mut cols = StageColumns::default();
-        for f in folded {
-            cols.run.push(f.run);
-            cols.name.push(f.stage);
-            cols.state.push(f.state);
-            cols.attempt.push(f.attempt);
-            cols.started_at.push(f.started_at);
-            cols.finished_mode.push(f.finished_at.mode());
-            cols.finished_at.push(f.finished_at.value());
-            cols.message_mode.push(f.message.mode());
-            cols.message.push(f.message.value());
-            cols.output.push(f.output);
-            cols.seal.push(f.seal);
-        }
+    let driving = drivers_of(conn, &batch::fenced(&writes)).await?;
+    let moved = batch::transitions(&writes, &driving, &head.key, crate::clock::now_ms(), &mut head.entries);
+    if !moved.rows.is_empty() {
+        let rows = &moved.rows;
         sqlx::query(UPDATE_STAGES)
-            .bind(cols.run)
-            .bind(cols.name)
-            .bind(cols.state)
-            .bind(cols.attempt)
-            .bind(cols.started_at)
-            .bind(cols.finished_mode)
-            .bind(cols.finished_at)
-            .bind(cols.message_mode)
-            .bind(cols.message)
-            .bind(cols.output)
-            .bind(cols.seal)
+            .bind(rows.iter().map(|r| r.run.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.state).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.finished_mode).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.finished_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.message_mode).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.message.as_deref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.output.as_deref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.seal.as_deref()).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await?;
     }
-    for (run, stage) in dora {
+    for (run, stage) in &moved.dora {
         dora_stage(conn, run, stage).await?;
     }
-    Ok(out)
+    Ok(moved.out)
 }
 
 /// Which of the `fenced` (run, holder) pairs hold: the holder drives the run and it is running,
@@ -394,151 +268,77 @@ async fn drivers_of(conn: &mut PgConnection, fenced: &[(&str, &str)]) -> Result<
 /// New runs (without a delivery: those are checked for duplicates one by one, in
 /// `apply_common`): the runs by one statement, all their stages by another, an entry each.
 async fn creates(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
-    let mut runs = RunColumns::default();
-    let mut stages = NewStageColumns::default();
-    for job in jobs {
-        let Write::CreateRun { run, stages: named, .. } = &job.write else { unreachable!("only new runs are grouped") };
-        let r = &**run;
-        runs.seal.push(seals::run(&head.key, &r.id, &r.pipeline, &r.file, &r.source, &r.version, &r.triggered_by, r.authenticated, r.created_at));
-        runs.id.push(r.id.as_str());
-        runs.pipeline.push(r.pipeline.as_str());
-        runs.file.push(r.file.as_str());
-        runs.source.push(r.source.as_str());
-        runs.version.push(r.version.as_str());
-        runs.state.push(r.state.as_str());
-        runs.triggered_by.push(r.triggered_by.as_str());
-        runs.created_at.push(r.created_at);
-        runs.authenticated.push(r.authenticated);
-        for (position, (name, kind)) in named.iter().enumerate() {
-            stages.seal.push(seals::stage(&head.key, &r.id, name, StageState::Pending.as_str()));
-            stages.run.push(r.id.as_str());
-            stages.name.push(name.as_str());
-            stages.kind.push(kind.as_str());
-            stages.position.push(position as i64);
-        }
-        head.push(&r.id, None, r.created_at, crate::store::EntryKind::Trigger.as_str(), &r.triggered_by, &texts::run_started(r));
-    }
+    let writes: Vec<&Write> = jobs.iter().map(|j| &j.write).collect();
+    let (runs, stages) = batch::new_runs(&writes, &head.key, &mut head.entries);
     sqlx::query(
         "INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, authenticated, seal)
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BOOLEAN[], $10::TEXT[])",
     )
-    .bind(runs.id)
-    .bind(runs.pipeline)
-    .bind(runs.file)
-    .bind(runs.source)
-    .bind(runs.version)
-    .bind(runs.state)
-    .bind(runs.triggered_by)
-    .bind(runs.created_at)
-    .bind(runs.authenticated)
-    .bind(runs.seal)
+    .bind(runs.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.pipeline).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.file).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.source).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.version).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.state).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.triggered_by).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.created_at).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.authenticated).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.seal.as_str()).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
-    if !stages.run.is_empty() {
+    if !stages.is_empty() {
         sqlx::query(
             "INSERT INTO stages (run_id, name, kind, position, state, seal)
              SELECT r, n, k, p, 'pending', s FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[]) AS u(r, n, k, p, s)",
         )
-        .bind(stages.run)
-        .bind(stages.name)
-        .bind(stages.kind)
-        .bind(stages.position)
-        .bind(stages.seal)
+        .bind(stages.iter().map(|s| s.run).collect::<Vec<_>>())
+        .bind(stages.iter().map(|s| s.name).collect::<Vec<_>>())
+        .bind(stages.iter().map(|s| s.kind).collect::<Vec<_>>())
+        .bind(stages.iter().map(|s| s.position).collect::<Vec<_>>())
+        .bind(stages.iter().map(|s| s.seal.as_str()).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }
     Ok(jobs.iter().map(|_| Written::Done).collect())
 }
 
-/// The columns of new runs.
-#[derive(Default)]
-struct RunColumns<'a> {
-    id: Vec<&'a str>,
-    pipeline: Vec<&'a str>,
-    file: Vec<&'a str>,
-    source: Vec<&'a str>,
-    version: Vec<&'a str>,
-    state: Vec<&'a str>,
-    triggered_by: Vec<&'a str>,
-    created_at: Vec<i64>,
-    authenticated: Vec<bool>,
-    seal: Vec<String>,
-}
-
-/// The columns of new runs' stages.
-#[derive(Default)]
-struct NewStageColumns<'a> {
-    run: Vec<&'a str>,
-    name: Vec<&'a str>,
-    kind: Vec<&'a str>,
-    position: Vec<i64>,
-    seal: Vec<String>,
-}
-
 /// Drivers' claims on runs: the leases read (and locked) by one query, each claim judged in
-/// order against what the ones before it left, the leases taken written by two statements. A
-/// run with no lease yet has no row to lock: its lease is inserted only if no other writer
-/// inserted one meanwhile (waiting for that one's commit); if one did, that writer holds it.
+/// order against what the ones before it left ([`batch::claims`]), the leases taken written by
+/// two statements. A run with no lease yet has no row to lock: its lease is inserted only if no
+/// other writer inserted one meanwhile (waiting for that one's commit); if one did, that writer
+/// holds it.
 async fn drives_taken(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
-    let runs: Vec<&str> = jobs
-        .iter()
-        .map(|j| match &j.write {
-            Write::Drive { run, .. } => run.as_str(),
-            _ => unreachable!("only drivers' claims are grouped"),
-        })
-        .collect();
+    let writes: Vec<&Write> = jobs.iter().map(|j| &j.write).collect();
+    let runs = batch::claimed(&writes);
     let rows: Vec<(String, String, i64)> = sqlx::query_as("SELECT run_id, holder, expires_at FROM drivers WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE")
         .bind(&runs)
         .fetch_all(&mut *conn)
         .await?;
     let mut held: std::collections::HashMap<String, (String, i64)> = rows.into_iter().map(|(r, h, e)| (r, (h, e))).collect();
     let existed: std::collections::HashSet<String> = held.keys().cloned().collect();
-    let mut taken: Vec<&str> = Vec::new();
-    let mut out = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let Write::Drive { run, holder, at, expires_at } = &job.write else { unreachable!("only drivers' claims are grouped") };
-        match Claim::of(held.get(run).cloned(), holder, *at) {
-            Claim::Held(other, until) => {
-                out.push(Written::Holder(Some((other, until))));
-                continue;
-            }
-            Claim::Take(Some((other, until))) => {
-                head.push(run, None, *at, crate::store::EntryKind::DriverTakeover.as_str(), "promote", &texts::driver_taken_over(&other, until));
-            }
-            Claim::Take(None) => {}
-        }
-        held.insert(run.clone(), (holder.clone(), *expires_at));
-        if !taken.contains(&run.as_str()) {
-            taken.push(run);
-        }
-        out.push(Written::Holder(None));
-    }
+    let batch::Claimed { mut out, taken } = batch::claims(&writes, &mut held, &mut head.entries);
     // (In the order of their runs, as the read above: two transactions claiming the same new runs
     // wait for each other's inserts in the same order.)
-    taken.sort_unstable();
-    let (locked, fresh): (Vec<&str>, Vec<&str>) = taken.into_iter().partition(|r| existed.contains(*r));
-    let columns = |runs: &[&str]| -> (Vec<String>, Vec<i64>) { runs.iter().map(|r| held[*r].clone()).unzip() };
+    let (locked, fresh): (Vec<batch::LeaseRow>, Vec<batch::LeaseRow>) = taken.into_iter().partition(|l| existed.contains(&l.run));
     if !locked.is_empty() {
-        let (holders, ends) = columns(&locked);
         sqlx::query("UPDATE drivers d SET holder = u.holder, expires_at = u.expires_at FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS u(run_id, holder, expires_at) WHERE d.run_id = u.run_id")
-            .bind(&locked)
-            .bind(holders)
-            .bind(ends)
+            .bind(locked.iter().map(|l| l.run.as_str()).collect::<Vec<_>>())
+            .bind(locked.iter().map(|l| l.holder.as_str()).collect::<Vec<_>>())
+            .bind(locked.iter().map(|l| l.expires_at).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await?;
     }
     if !fresh.is_empty() {
-        let (holders, ends) = columns(&fresh);
         let inserted: Vec<String> = sqlx::query_scalar(
             "INSERT INTO drivers (run_id, holder, expires_at) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) ORDER BY 1
              ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
         )
-        .bind(&fresh)
-        .bind(holders)
-        .bind(ends)
+        .bind(fresh.iter().map(|l| l.run.as_str()).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|l| l.holder.as_str()).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|l| l.expires_at).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
-        let lost: Vec<&str> = fresh.into_iter().filter(|r| !inserted.iter().any(|i| i == r)).collect();
+        let lost: Vec<&str> = fresh.iter().map(|l| l.run.as_str()).filter(|r| !inserted.iter().any(|i| i == r)).collect();
         if !lost.is_empty() {
             let theirs: std::collections::HashMap<String, (String, i64)> =
                 sqlx::query_as::<_, (String, String, i64)>("SELECT run_id, holder, expires_at FROM drivers WHERE run_id = ANY($1)")
@@ -548,8 +348,8 @@ async fn drives_taken(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -
                     .into_iter()
                     .map(|(r, h, e)| (r, (h, e)))
                     .collect();
-            for (job, w) in jobs.iter().zip(out.iter_mut()) {
-                if let (Write::Drive { run, .. }, Written::Holder(None)) = (&job.write, &w)
+            for (write, w) in writes.iter().zip(out.iter_mut()) {
+                if let (Write::Drive { run, .. }, Written::Holder(None)) = (write, &w)
                     && lost.contains(&run.as_str())
                 {
                     // Its lease gone again meanwhile (that driver let go or ended it): not ours
@@ -564,37 +364,13 @@ async fn drives_taken(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -
 }
 
 /// Runs' ends: the fenced ones checked by one query; the runs, and their environments' locks,
-/// places in queues and drivers, by one statement; an entry each.
+/// places in queues and drivers, by one statement ([`batch::ends`]: in the order of their runs,
+/// so the rows are locked in one order by whoever ends them); an entry each.
 async fn finishes(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
-    let fenced: Vec<(&str, &str)> = jobs
-        .iter()
-        .filter_map(|j| match &j.write {
-            Write::FinishRun { run, fence: Some(holder), .. } => Some((run.as_str(), holder.as_str())),
-            _ => None,
-        })
-        .collect();
-    let driving = drivers_of(conn, &fenced).await?;
-    let mut out = Vec::with_capacity(jobs.len());
-    // A run ended twice in one batch: its last end is the one written (in order, as one by one).
-    // (In the order of their runs: the rows are locked in one order by whoever ends them.)
-    let mut ended: std::collections::BTreeMap<&str, (&'static str, i64, Option<&str>)> = std::collections::BTreeMap::new();
-    for job in jobs {
-        let Write::FinishRun { run, fence, state, message, at } = &job.write else { unreachable!("only runs' ends are grouped") };
-        if let Some(holder) = fence
-            && !driving.contains(&(run.clone(), holder.clone()))
-        {
-            out.push(Written::Fenced);
-            continue;
-        }
-        ended.insert(run, (state.as_str(), *at, message.as_deref()));
-        head.push(run, None, *at, crate::store::EntryKind::Run.as_str(), "promote", &texts::run_finished(*state, message.as_deref()));
-        out.push(Written::Done);
-    }
+    let writes: Vec<&Write> = jobs.iter().map(|j| &j.write).collect();
+    let driving = drivers_of(conn, &batch::fenced(&writes)).await?;
+    let (out, ended) = batch::ends(&writes, &driving, &mut head.entries);
     if !ended.is_empty() {
-        let (runs, rest): (Vec<&str>, Vec<_>) = ended.into_iter().unzip();
-        let states: Vec<&str> = rest.iter().map(|r| r.0).collect();
-        let ats: Vec<i64> = rest.iter().map(|r| r.1).collect();
-        let messages: Vec<Option<&str>> = rest.iter().map(|r| r.2).collect();
         sqlx::query(
             "WITH ended AS (UPDATE runs r SET state = u.state, finished_at = u.at, message = u.message
                             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[]) AS u(id, state, at, message) WHERE r.id = u.id),
@@ -602,30 +378,14 @@ async fn finishes(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Re
                   queued AS (DELETE FROM env_queue WHERE run_id = ANY($1))
              DELETE FROM drivers WHERE run_id = ANY($1)",
         )
-        .bind(runs)
-        .bind(states)
-        .bind(ats)
-        .bind(messages)
+        .bind(ended.iter().map(|e| e.run).collect::<Vec<_>>())
+        .bind(ended.iter().map(|e| e.state).collect::<Vec<_>>())
+        .bind(ended.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(ended.iter().map(|e| e.message).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }
     Ok(out)
-}
-
-/// The UPDATE's arrays, a row per stage.
-#[derive(Default)]
-struct StageColumns {
-    run: Vec<String>,
-    name: Vec<String>,
-    state: Vec<Option<&'static str>>,
-    attempt: Vec<Option<i64>>,
-    started_at: Vec<Option<i64>>,
-    finished_mode: Vec<i16>,
-    finished_at: Vec<Option<i64>>,
-    message_mode: Vec<i16>,
-    message: Vec<Option<String>>,
-    output: Vec<Option<String>>,
-    seal: Vec<Option<String>>,
 }
 
 crate::store::sql::common_writes!(PgConnection, " FOR UPDATE");
@@ -648,47 +408,12 @@ async fn drives(conn: &mut PgConnection, run: &str, holder: &str) -> Result<bool
 /// ([`Head::flush`]) under the head row's lock, taken there and held only to the commit.
 pub(super) struct Head {
     pub(super) key: Key,
-    pending: Vec<Pending>,
-}
-
-/// An entry appended in this transaction and not yet chained.
-struct Pending {
-    run: String,
-    stage: Option<String>,
-    at: i64,
-    kind: String,
-    actor: String,
-    detail: String,
-}
-
-/// Entries chained, as the INSERT's arrays.
-#[derive(Default)]
-struct Entries {
-    id: Vec<i64>,
-    run: Vec<String>,
-    stage: Vec<Option<String>>,
-    at: Vec<i64>,
-    kind: Vec<String>,
-    actor: Vec<String>,
-    detail: Vec<String>,
-    prev: Vec<String>,
-    hash: Vec<String>,
+    entries: batch::Entries,
 }
 
 impl Head {
-    /// Appends the next entry, to be chained and inserted with the transaction's others.
-    fn push(&mut self, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) {
-        self.pending.push(Pending {
-            run: run.to_string(),
-            stage: stage.map(str::to_string),
-            at,
-            kind: kind.to_string(),
-            actor: actor.to_string(),
-            detail: detail.to_string(),
-        });
-    }
-
-    /// As [`Head::push`]; the connection is the SQLite backend's need, not this one's.
+    /// Appends an entry, to be chained and inserted with the transaction's others (the
+    /// connection is the SQLite backend's need, not this one's).
     #[allow(clippy::too_many_arguments)]
     async fn insert(
         &mut self,
@@ -700,44 +425,31 @@ impl Head {
         actor: &str,
         detail: &str,
     ) -> Result<(), sqlx::Error> {
-        self.push(run, stage, at, kind.as_str(), actor, detail);
+        self.entries.push(run, stage, at, kind, actor, detail);
         Ok(())
     }
 
     /// Chains the pending entries after the head (its row locked here, until the commit) and
     /// inserts them, in their order, by one statement.
     async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        if self.pending.is_empty() {
+        if self.entries.is_empty() {
             return Ok(());
         }
         let (mut id, mut hash): (i64, String) = sqlx::query_as("SELECT id, hash FROM audit_head WHERE one = 1 FOR UPDATE").fetch_one(&mut *conn).await?;
-        let mut p = Entries::default();
-        for e in std::mem::take(&mut self.pending) {
-            id += 1;
-            let next = entry_hash(&self.key, &hash, id, &e.run, e.stage.as_deref(), e.at, &e.kind, &e.actor, &e.detail);
-            p.id.push(id);
-            p.run.push(e.run);
-            p.stage.push(e.stage);
-            p.at.push(e.at);
-            p.kind.push(e.kind);
-            p.actor.push(e.actor);
-            p.detail.push(e.detail);
-            p.prev.push(std::mem::replace(&mut hash, next.clone()));
-            p.hash.push(next);
-        }
+        let rows = self.entries.chain(&self.key, &mut id, &mut hash);
         sqlx::query(
             "INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash)
              SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[]) ORDER BY 1",
         )
-        .bind(p.id)
-        .bind(p.run)
-        .bind(p.stage)
-        .bind(p.at)
-        .bind(p.kind)
-        .bind(p.actor)
-        .bind(p.detail)
-        .bind(p.prev)
-        .bind(p.hash)
+        .bind(rows.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.run.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.stage.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.kind).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.prev.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.hash.as_str()).collect::<Vec<_>>())
         .execute(conn)
         .await
         .map(|_| ())

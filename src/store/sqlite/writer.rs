@@ -12,8 +12,10 @@ use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::seal::Key;
-use crate::store::chain::entry_hash;
-use crate::store::{Claim, LockState, QueueStep, Queued, StageState, StageWrite, Write, Written, seals, texts};
+use std::collections::{HashMap, HashSet};
+
+use crate::store::batch::{self, Group};
+use crate::store::{LockState, QueueStep, Queued, StageState, Write, Written, seals, texts};
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 1024;
@@ -55,18 +57,16 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>,
     let _ = conn.close().await;
 }
 
-/// One transaction for every job, committed before anything is returned.
+/// One transaction for every job, committed before anything is returned. Four trips to sqlx's
+/// SQLite thread whatever the batch holds, when it holds only the frequent writes: the
+/// transaction begun and the head read; the leases read; the grouped writes sent; the entries
+/// inserted, the head moved and the commit.
 async fn apply_all(conn: &mut SqliteConnection, jobs: &[Job], key: &Key) -> Result<Vec<Written>, sqlx::Error> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let done = match Head::read(conn, key).await {
+    let done = match begin(conn, key).await {
         Ok(mut head) => match apply_in_transaction(conn, jobs, &mut head).await {
-            Ok(out) => head.write(conn).await.map(|_| out),
+            Ok(out) => head.commit(conn).await.map(|_| out),
             Err(e) => Err(e),
         },
-        Err(e) => Err(e),
-    };
-    let done = match done {
-        Ok(out) => sqlx::query("COMMIT").execute(&mut *conn).await.map(|_| out),
         Err(e) => Err(e),
     };
     if done.is_err() {
@@ -75,57 +75,130 @@ async fn apply_all(conn: &mut SqliteConnection, jobs: &[Job], key: &Key) -> Resu
     done
 }
 
-/// Every job's statements: the batch's stage transitions first, all together (most of what the
-/// engine writes: their fences read by one query, their statements sent [`CHUNKS`]`[0]` at a
-/// time, one round trip to sqlx's worker thread each), then the other writes in their order.
-/// The batch's writes were all asked for at once, none after another's answer, so any order of
-/// them is one they could have had.
+/// Begins the transaction (taking the database's write lock, so no other process appends
+/// meanwhile) and reads the end of the chain.
+async fn begin(conn: &mut SqliteConnection, key: &Key) -> Result<Head, sqlx::Error> {
+    let row = sqlx::query(
+        "BEGIN IMMEDIATE;
+         SELECT coalesce((SELECT id FROM audit_head), (SELECT max(id) FROM events), 0), coalesce((SELECT hash FROM audit_head), '')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Head { id: row.get(0), hash: row.get(1), key: key.clone(), entries: batch::Entries::default() })
+}
+
+/// The grouped writes, one statement list, a JSON array each (stages moved, new runs, their
+/// stages, leases taken, then runs ended for each of the last four statements): as the rows of
+/// [`batch`] serialize. (Plain `?`s, bound in order: sqlx binds a statement list's numbered
+/// parameters by position within each statement, and stops at the first beyond the arguments.)
+const GROUPED: &str = "UPDATE stages AS s SET state = coalesce(u.state, s.state), attempt = coalesce(u.attempt, s.attempt),
+       started_at = coalesce(u.started_at, s.started_at),
+       finished_at = CASE u.finished_mode WHEN 1 THEN u.finished_at WHEN 2 THEN NULL ELSE s.finished_at END,
+       message = CASE u.message_mode WHEN 1 THEN u.message WHEN 2 THEN NULL ELSE s.message END,
+       output = coalesce(u.output, s.output), seal = coalesce(u.seal, s.seal)
+     FROM (SELECT value->>'run' AS run_id, value->>'name' AS name, value->>'state' AS state, value->>'attempt' AS attempt,
+             value->>'started_at' AS started_at, value->>'finished_mode' AS finished_mode, value->>'finished_at' AS finished_at,
+             value->>'message_mode' AS message_mode, value->>'message' AS message, value->>'output' AS output, value->>'seal' AS seal
+           FROM json_each(?)) AS u
+     WHERE s.run_id = u.run_id AND s.name = u.name;
+     INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, authenticated, seal)
+       SELECT value->>'id', value->>'pipeline', value->>'file', value->>'source', value->>'version', value->>'state', value->>'triggered_by',
+              value->>'created_at', value->>'authenticated', value->>'seal' FROM json_each(?);
+     INSERT INTO stages (run_id, name, kind, position, state, seal)
+       SELECT value->>'run', value->>'name', value->>'kind', value->>'position', 'pending', value->>'seal' FROM json_each(?);
+     INSERT INTO drivers (run_id, holder, expires_at) SELECT value->>'run', value->>'holder', value->>'expires_at' FROM json_each(?) WHERE TRUE
+       ON CONFLICT (run_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at;
+     UPDATE runs AS r SET state = u.state, finished_at = u.at, message = u.message
+       FROM (SELECT value->>'run' AS id, value->>'state' AS state, value->>'at' AS at, value->>'message' AS message FROM json_each(?)) AS u
+       WHERE r.id = u.id;
+     DELETE FROM env_locks WHERE run_id IN (SELECT value->>'run' FROM json_each(?));
+     DELETE FROM env_queue WHERE run_id IN (SELECT value->>'run' FROM json_each(?));
+     DELETE FROM drivers WHERE run_id IN (SELECT value->>'run' FROM json_each(?));";
+
+/// Every job's statements: the writes most runs make ([`batch::Group`]) judged together against
+/// one read of the leases they need, in the order claims, transitions, new runs, ends (each
+/// judged on what the ones before left), and sent by one statement list; then DORA's figures of
+/// the deployments moved, then the other writes in their order. The batch's writes were all asked
+/// for at once, none after another's answer, so any order of them is one they could have had.
 async fn apply_in_transaction(conn: &mut SqliteConnection, jobs: &[Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
     let mut out: Vec<Option<Written>> = vec![None; jobs.len()];
-    let moves: Vec<(usize, &str, &Option<String>, &Vec<StageWrite>)> = jobs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, j)| match &j.write {
-            Write::Transitions { run, items, fence } => Some((i, run.as_str(), fence, items)),
-            _ => None,
-        })
-        .collect();
-    if !moves.is_empty() {
-        let fenced: Vec<&str> = moves.iter().filter(|m| m.2.is_some()).map(|m| m.1).collect();
-        let driving = if fenced.is_empty() { Default::default() } else { drivers_of(conn, &fenced).await? };
-        let mut items: Vec<(&str, &StageWrite)> = Vec::new();
-        for (i, run, fence, mine) in moves {
-            if let Some(holder) = fence
-                && !driving.contains(&(run.to_string(), holder.clone()))
-            {
-                out[i] = Some(Written::Fenced);
+    let mut groups: [(Vec<&Write>, Vec<usize>); 4] = Default::default();
+    let mut others = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let k = match Group::of(&job.write) {
+            Some(Group::Claims) => 0,
+            Some(Group::Transitions) => 1,
+            Some(Group::NewRuns) => 2,
+            Some(Group::Ends) => 3,
+            None => {
+                others.push(i);
                 continue;
             }
-            items.extend(mine.iter().map(|m| (run, m)));
+        };
+        groups[k].0.push(&job.write);
+        groups[k].1.push(i);
+    }
+    let [(claims, claims_at), (moves, moves_at), (creates, creates_at), (ends, ends_at)] = &groups;
+    if !(claims.is_empty() && moves.is_empty() && creates.is_empty() && ends.is_empty()) {
+        // The leases of every run claimed or fenced, by one query.
+        let fenced: Vec<(&str, &str)> = batch::fenced(moves).into_iter().chain(batch::fenced(ends)).collect();
+        let mut runs: Vec<&str> = batch::claimed(claims).into_iter().chain(fenced.iter().map(|f| f.0)).collect();
+        runs.sort_unstable();
+        runs.dedup();
+        let (mut held, running) = leases(conn, &runs).await?;
+        let claimed = batch::claims(claims, &mut held, &mut head.entries);
+        let driving: HashSet<(String, String)> = held.into_iter().filter(|(run, _)| running.contains(run)).map(|(run, (holder, _))| (run, holder)).collect();
+        let moved = batch::transitions(moves, &driving, &head.key, crate::clock::now_ms(), &mut head.entries);
+        let (new_runs, new_stages) = batch::new_runs(creates, &head.key, &mut head.entries);
+        let (ended_out, ended) = batch::ends(ends, &driving, &mut head.entries);
+        let json = |v: serde_json::Result<String>| v.expect("rows serialize");
+        let ended = json(serde_json::to_string(&ended));
+        sqlx::query(GROUPED)
+            .bind(json(serde_json::to_string(&moved.rows)))
+            .bind(json(serde_json::to_string(&new_runs)))
+            .bind(json(serde_json::to_string(&new_stages)))
+            .bind(json(serde_json::to_string(&claimed.taken)))
+            .bind(&ended)
+            .bind(&ended)
+            .bind(&ended)
+            .bind(&ended)
+            .execute(&mut *conn)
+            .await?;
+        let answers = [(claimed.out, claims_at), (moved.out, moves_at), (ended_out, ends_at)];
+        for (written, at) in answers {
+            for (w, &i) in written.into_iter().zip(at.iter()) {
+                out[i] = Some(w);
+            }
+        }
+        for &i in creates_at {
             out[i] = Some(Written::Done);
         }
-        if !items.is_empty() {
-            update_stages(conn, &items, head).await?;
+        // The DORA figures of the deployments these transitions made or changed.
+        for (run, stage) in &moved.dora {
+            dora_stage(conn, run, stage).await?;
         }
     }
-    for (i, job) in jobs.iter().enumerate() {
-        if out[i].is_none() {
-            out[i] = Some(apply(conn, &job.write, head).await?);
-        }
+    for i in others {
+        out[i] = Some(apply_common(conn, &jobs[i].write, head).await?);
     }
     Ok(out.into_iter().map(|w| w.expect("every job answered")).collect())
 }
 
-/// (run, holder) for each of `runs` that is running, by one query.
-async fn drivers_of(conn: &mut SqliteConnection, runs: &[&str]) -> Result<std::collections::HashSet<(String, String)>, sqlx::Error> {
-    let runs = serde_json::to_string(runs).expect("strings serialize");
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT d.run_id, d.holder FROM drivers d JOIN runs r ON r.id = d.run_id WHERE d.run_id IN (SELECT value FROM json_each(?)) AND r.state = 'running'",
+/// The lease of each of `runs` that has one (run -> holder, end), and which of them are running.
+#[allow(clippy::type_complexity)]
+async fn leases(conn: &mut SqliteConnection, runs: &[&str]) -> Result<(HashMap<String, (String, i64)>, HashSet<String>), sqlx::Error> {
+    if runs.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
+        "SELECT d.run_id, d.holder, d.expires_at, r.state = 'running' FROM drivers d JOIN runs r ON r.id = d.run_id
+         WHERE d.run_id IN (SELECT value FROM json_each(?))",
     )
-    .bind(runs)
+    .bind(serde_json::to_string(runs).expect("strings serialize"))
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.into_iter().collect())
+    let running = rows.iter().filter(|r| r.3).map(|r| r.0.clone()).collect();
+    Ok((rows.into_iter().map(|(run, holder, end, _)| (run, (holder, end))).collect(), running))
 }
 
 /// Whether `holder` still drives `run` and the run is running: what a fenced write needs.
@@ -139,105 +212,25 @@ async fn drives(conn: &mut SqliteConnection, run: &str, holder: &str) -> Result<
     Ok(found.is_some())
 }
 
-/// How many transitions one statement list carries: the longest that fits first. Few sizes, so
-/// that sqlx's statement cache holds every list.
-const CHUNKS: [usize; 3] = [64, 8, 1];
-
-/// The stage UPDATE and its entry.
-const UPDATE_STAGE: &str = "UPDATE stages SET state = coalesce(?, state), attempt = coalesce(?, attempt), started_at = coalesce(?, started_at),
-     finished_at = CASE WHEN ? IS NOT NULL THEN ? WHEN ? = 'running' THEN NULL ELSE finished_at END,
-     message = CASE WHEN ? IS NULL THEN message WHEN ? = '' THEN NULL ELSE ? END, output = coalesce(?, output),
-     seal = coalesce(?, seal)
-     WHERE run_id = ? AND name = ?;
-     INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES (?, ?, ?, ?, 'stage', 'promote', ?, ?, ?);";
-
-/// Transitions in order, each an UPDATE and its entry, sent in chunks.
-async fn update_stages(conn: &mut SqliteConnection, items: &[(&str, &StageWrite)], head: &mut Head) -> Result<(), sqlx::Error> {
-    let now = crate::clock::now_ms();
-    let mut at = 0;
-    while at < items.len() {
-        let n = CHUNKS.into_iter().find(|&c| c <= items.len() - at).unwrap_or(1);
-        let sql = UPDATE_STAGE.repeat(n);
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (run, item) in &items[at..at + n] {
-            let t = &item.transition;
-            let (id, prev, hash) = head.append(run, Some(&item.stage), now, crate::store::EntryKind::Stage.as_str(), "promote", &item.event);
-            let seal = t.state.map(|s| seals::stage(&head.key, run, &item.stage, s.as_str()));
-            q = q
-                .bind(t.state.map(StageState::as_str))
-                .bind(t.attempt)
-                .bind(t.started_at)
-                .bind(t.finished_at)
-                .bind(t.finished_at)
-                .bind(t.state.map(StageState::as_str))
-                .bind(t.message.as_deref())
-                .bind(t.message.as_deref())
-                .bind(t.message.as_deref())
-                .bind(t.output.as_ref().map(|o| o.to_string()))
-                .bind(seal)
-                .bind(*run)
-                .bind(item.stage.as_str())
-                .bind(id)
-                .bind(*run)
-                .bind(item.stage.as_str())
-                .bind(now)
-                .bind(item.event.as_str())
-                .bind(prev)
-                .bind(hash);
-        }
-        q.execute(&mut *conn).await?;
-        at += n;
-    }
-    // The DORA figures of the deployments these transitions made or changed.
-    for (run, item) in items.iter().filter(|(_, i)| crate::store::dora::may_change(&i.transition)) {
-        dora_stage(conn, run, &item.stage).await?;
-    }
-    Ok(())
-}
-
-/// One write's statements, inside the open transaction.
-async fn apply(conn: &mut SqliteConnection, write: &Write, head: &mut Head) -> Result<Written, sqlx::Error> {
-    match write {
-        Write::Transitions { .. } => unreachable!("transitions are written together by update_stages"),
-        other => apply_common(conn, other, head).await,
-    }
-}
-
 crate::store::sql::common_writes!(SqliteConnection, "");
 crate::store::dora::dora_writes!(SqliteConnection);
 
 /// The end of the chain inside the open transaction: read at its start (under the write lock, so
-/// no other process appends meanwhile), moved by every entry, written back before the commit.
+/// no other process appends meanwhile); the transaction's entries wait here and are chained and
+/// inserted at its end, by one statement.
 struct Head {
     id: i64,
     hash: String,
-    moved: bool,
     key: Key,
+    entries: batch::Entries,
 }
 
 impl Head {
-    async fn read(conn: &mut SqliteConnection, key: &Key) -> Result<Head, sqlx::Error> {
-        let row = sqlx::query("SELECT coalesce((SELECT id FROM audit_head), (SELECT max(id) FROM events), 0), coalesce((SELECT hash FROM audit_head), '')")
-            .fetch_one(&mut *conn)
-            .await?;
-        Ok(Head { id: row.get(0), hash: row.get(1), moved: false, key: key.clone() })
-    }
-
-    /// The next entry's (id, previous hash, hash).
-    fn append(&mut self, run: &str, stage: Option<&str>, at: i64, kind: &str, actor: &str, detail: &str) -> (i64, String, String) {
-        let id = self.id + 1;
-        let hash = entry_hash(&self.key, &self.hash, id, run, stage, at, kind, actor, detail);
-        let prev = std::mem::replace(&mut self.hash, hash.clone());
-        self.id = id;
-        self.moved = true;
-        (id, prev, hash)
-    }
-
-    /// Appends an entry and writes it.
+    /// Appends an entry, to be inserted with the transaction's others.
     #[allow(clippy::too_many_arguments)]
     async fn insert(
         &mut self,
-        conn: &mut SqliteConnection,
+        _conn: &mut SqliteConnection,
         run: &str,
         stage: Option<&str>,
         at: i64,
@@ -245,26 +238,29 @@ impl Head {
         actor: &str,
         detail: &str,
     ) -> Result<(), sqlx::Error> {
-        let (id, prev, hash) = self.append(run, stage, at, kind.as_str(), actor, detail);
-        sqlx::query("INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(id)
-            .bind(run)
-            .bind(stage)
-            .bind(at)
-            .bind(kind.as_str())
-            .bind(actor)
-            .bind(detail)
-            .bind(prev)
-            .bind(hash)
-            .execute(conn)
-            .await
-            .map(|_| ())
+        self.entries.push(run, stage, at, kind, actor, detail);
+        Ok(())
     }
 
-    async fn write(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-        if self.moved {
-            sqlx::query("INSERT OR REPLACE INTO audit_head (one, id, hash) VALUES (1, ?, ?)").bind(self.id).bind(&self.hash).execute(conn).await?;
+    /// Chains the entries, inserts them in their order and moves the head, then commits: one
+    /// statement list.
+    async fn commit(&mut self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        if self.entries.is_empty() {
+            return sqlx::query("COMMIT").execute(conn).await.map(|_| ());
         }
-        Ok(())
+        let rows = self.entries.chain(&self.key, &mut self.id, &mut self.hash);
+        sqlx::query(
+            "INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash)
+               SELECT value->>'id', value->>'run', value->>'stage', value->>'at', value->>'kind', value->>'actor', value->>'detail',
+                      value->>'prev', value->>'hash' FROM json_each(?) ORDER BY key;
+             INSERT OR REPLACE INTO audit_head (one, id, hash) VALUES (1, ?, ?);
+             COMMIT;",
+        )
+        .bind(serde_json::to_string(&rows).expect("entries serialize"))
+        .bind(self.id)
+        .bind(&self.hash)
+        .execute(conn)
+        .await
+        .map(|_| ())
     }
 }
