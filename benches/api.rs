@@ -3,7 +3,10 @@
 //! N runs at once through `POST /api/v1/runs` (bearer token, `access.run`), spread over the
 //! servers; timed from the first start until every run has finished (each run is followed through
 //! `GET /api/v1/runs/{id}`, oldest first, once the starts are all answered). Printed: the wall
-//! time, runs a second, the starts' p50/p99 latency. Every run must succeed.
+//! time, runs a second, the starts' p50/p99 latency, when the last start was answered and when the
+//! last run ended by the servers' clocks (its `finishedAt`). Every run must succeed.
+//! `PROMOTE_BENCH_LOG` sets the servers' `PROMOTE_LOG` (`warn`; `warn,sqlx::query=debug` lists
+//! every statement).
 //!
 //! Configurations: SQLite with one server; PostgreSQL 15 (started here, `fsync` on, as in
 //! `benches/replicas.rs`) with one server; the same with three servers on one database.

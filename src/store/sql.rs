@@ -2,12 +2,13 @@
 //! SQLite (3.24 or later) reads as well (`$N` placeholders, `ON CONFLICT ... DO`, `TRUE`), and
 //! the one difference, PostgreSQL's row locks (`FOR UPDATE`), is a parameter. What a backend keeps
 //! to itself is what truly differs: how the trail's head is read, locked and moved
-//! (`Head`; `Head::insert` writes an entry at once on SQLite, with the transaction's others on
-//! PostgreSQL), how stage transitions are sent (SQLite: many statements a call), the
-//! fencing read's `FOR SHARE`, and how other processes' writes are seen.
+//! (`Head`; `Head::insert` keeps the entry for the transaction's end on both), how the frequent
+//! writes' rows ([`super::batch`]) are sent (arrays or JSON), the fencing read's `FOR SHARE`, and
+//! how other processes' writes are seen.
 //!
 //! The macro expands, in each backend's writer module, to `apply_common(conn, write, head)`: every
-//! [`Write`](super::Write) but [`Write::Transitions`](super::Write::Transitions). Names it calls
+//! [`Write`](super::Write) but the grouped ones ([`super::batch::Group`]; a new run with a
+//! delivery is written here, checked for a duplicate first). Names it calls
 //! (`Head::insert`, `drives`, `supersede`, `super::read_watch`, `super::read_drift`) are the
 //! backend's own, with the same signatures.
 

@@ -1,6 +1,9 @@
 //! Group commit: one task owns SQLite's one writer connection; every write asked for meanwhile, by
 //! any run, goes into the same transaction, and each caller hears back only after the commit.
-//! Each entry of the trail is chained here, in Rust ([`entry_hash`]), as it is appended.
+//! The writes most runs make are judged together ([`batch`]) and sent as JSON arrays read by
+//! `json_each`, one statement list for all of them: each statement is a trip to sqlx's SQLite
+//! thread, and those trips, not the rows, were most of the writer's time. The trail's entries are
+//! chained at the transaction's end ([`batch::Entries::chain`]) and inserted by one statement.
 //!
 //! SQLite takes one writer at a time. With a connection per caller, a thousand runs queue on the
 //! file lock (and sleep in the busy handler); here they queue in memory, and a commit carries all
