@@ -279,6 +279,11 @@ impl Executor {
                     match store.renew(&run).await {
                         Ok(true) => {}
                         Ok(false) => {
+                            // Ended meanwhile (its end and this renewal in one batch, the end first):
+                            // nothing was lost, and nothing is left to stop.
+                            if store.run(&run).await.is_ok_and(|r| r.state != RunState::Running) {
+                                return;
+                            }
                             tracing::warn!(run = %run, "the lease on this run was taken by another process: stopping");
                             lost.store(true, std::sync::atomic::Ordering::SeqCst);
                             stop.cancel();

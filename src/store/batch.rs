@@ -397,14 +397,15 @@ pub(crate) struct EndRow<'a> {
     pub message: Option<&'a str>,
 }
 
-/// The batch's runs' ends: a fenced one refused unless its pair is `driving`; a run ended twice
-/// in the batch keeps its last end (as one by one); an entry each; in the order of their runs.
+/// The batch's runs' ends: a fenced one refused unless its pair is `driving` and the run was not
+/// ended before it in the batch (no longer running, as one by one); a run ended twice keeps its
+/// last end; an entry each; in the order of their runs.
 pub(crate) fn ends<'a>(writes: &[&'a Write], driving: &HashSet<(String, String)>, entries: &mut Entries) -> (Vec<Written>, Vec<EndRow<'a>>) {
     let mut out = Vec::with_capacity(writes.len());
     let mut ended: BTreeMap<&str, EndRow<'a>> = BTreeMap::new();
     for write in writes {
         let Write::FinishRun { run, fence, state, message, at } = write else { unreachable!("only runs' ends are grouped here") };
-        if !holds(driving, run, fence) {
+        if !holds(driving, run, fence) || (fence.is_some() && ended.contains_key(run.as_str())) {
             out.push(Written::Fenced);
             continue;
         }
@@ -413,4 +414,54 @@ pub(crate) fn ends<'a>(writes: &[&'a Write], driving: &HashSet<(String, String)>
         out.push(Written::Done);
     }
     (out, ended.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RunState, StageWrite};
+
+    fn end(run: &str, fence: Option<&str>, state: RunState) -> Write {
+        Write::FinishRun { run: run.into(), fence: fence.map(str::to_string), state, message: None, at: 5 }
+    }
+
+    fn moved(run: &str, stage: &str, state: StageState, finished_at: Option<i64>) -> StageWrite {
+        StageWrite {
+            stage: stage.into(),
+            transition: Transition { state: Some(state), finished_at, ..Transition::default() },
+            event: format!("{}", state.as_str()),
+        }
+    }
+
+    #[test]
+    fn a_run_ended_twice_by_its_driver_in_one_batch_is_ended_once_as_one_after_the_other() {
+        let driving: HashSet<(String, String)> = [("r".to_string(), "me".to_string())].into();
+        let (a, b, c) = (end("r", Some("me"), RunState::Failed), end("r", Some("me"), RunState::Succeeded), end("x", Some("me"), RunState::Failed));
+        let mut entries = Entries::default();
+        let (out, rows) = ends(&[&a, &b, &c], &driving, &mut entries);
+        assert_eq!(out, [Written::Done, Written::Fenced, Written::Fenced]);
+        assert_eq!(rows.iter().map(|r| (r.run, r.state)).collect::<Vec<_>>(), [("r", "failed")]);
+        assert_eq!(entries.0.len(), 1);
+    }
+
+    #[test]
+    fn a_stage_moved_twice_in_one_batch_is_one_row_with_both_changes_in_order_and_an_entry_each() {
+        let key = Key::from_bytes([7; 32]);
+        let driving: HashSet<(String, String)> = [("r".to_string(), "me".to_string())].into();
+        let first = Write::Transitions { run: "r".into(), items: vec![moved("r", "s", StageState::Running, None)], fence: Some("me".into()) };
+        let second = Write::Transitions { run: "r".into(), items: vec![moved("r", "s", StageState::Succeeded, Some(9))], fence: Some("me".into()) };
+        let stale = Write::Transitions { run: "r".into(), items: vec![moved("r", "t", StageState::Running, None)], fence: Some("gone".into()) };
+        let mut entries = Entries::default();
+        let m = transitions(&[&first, &second, &stale], &driving, &key, 1, &mut entries);
+        assert_eq!(m.out, [Written::Done, Written::Done, Written::Fenced]);
+        assert_eq!(m.rows.len(), 1);
+        let row = &m.rows[0];
+        assert_eq!((row.name.as_str(), row.state, row.finished_mode, row.finished_at), ("s", Some("succeeded"), 1, Some(9)));
+        assert_eq!(row.seal, Some(seals::stage(&key, "r", "s", "succeeded")));
+        let (mut id, mut hash) = (0, String::new());
+        let chained = entries.chain(&key, &mut id, &mut hash);
+        assert_eq!(chained.iter().map(|e| (e.id, e.detail.as_str())).collect::<Vec<_>>(), [(1, "running"), (2, "succeeded")]);
+        assert_eq!(chained[1].prev, chained[0].hash);
+        assert_eq!((id, hash.as_str()), (2, chained[1].hash.as_str()));
+    }
 }
