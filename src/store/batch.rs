@@ -425,11 +425,11 @@ mod tests {
         Write::FinishRun { run: run.into(), fence: fence.map(str::to_string), state, message: None, at: 5 }
     }
 
-    fn moved(run: &str, stage: &str, state: StageState, finished_at: Option<i64>) -> StageWrite {
+    fn moved(stage: &str, state: StageState, finished_at: Option<i64>) -> StageWrite {
         StageWrite {
             stage: stage.into(),
             transition: Transition { state: Some(state), finished_at, ..Transition::default() },
-            event: format!("{}", state.as_str()),
+            event: state.as_str().to_string(),
         }
     }
 
@@ -448,9 +448,9 @@ mod tests {
     fn a_stage_moved_twice_in_one_batch_is_one_row_with_both_changes_in_order_and_an_entry_each() {
         let key = Key::from_bytes([7; 32]);
         let driving: HashSet<(String, String)> = [("r".to_string(), "me".to_string())].into();
-        let first = Write::Transitions { run: "r".into(), items: vec![moved("r", "s", StageState::Running, None)], fence: Some("me".into()) };
-        let second = Write::Transitions { run: "r".into(), items: vec![moved("r", "s", StageState::Succeeded, Some(9))], fence: Some("me".into()) };
-        let stale = Write::Transitions { run: "r".into(), items: vec![moved("r", "t", StageState::Running, None)], fence: Some("gone".into()) };
+        let first = Write::Transitions { run: "r".into(), items: vec![moved("s", StageState::Running, None)], fence: Some("me".into()) };
+        let second = Write::Transitions { run: "r".into(), items: vec![moved("s", StageState::Succeeded, Some(9))], fence: Some("me".into()) };
+        let stale = Write::Transitions { run: "r".into(), items: vec![moved("t", StageState::Running, None)], fence: Some("gone".into()) };
         let mut entries = Entries::default();
         let m = transitions(&[&first, &second, &stale], &driving, &key, 1, &mut entries);
         assert_eq!(m.out, [Written::Done, Written::Done, Written::Fenced]);
