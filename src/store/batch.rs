@@ -9,7 +9,7 @@
 //! of them is one they could have had; within a group, each is judged after the ones before it
 //! (a stage's transitions folded in order, a run's claims one after the other).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -361,7 +361,7 @@ pub(crate) struct Claimed {
 /// the leases after the claims.
 pub(crate) fn claims(writes: &[&Write], held: &mut HashMap<String, (String, i64)>, entries: &mut Entries) -> Claimed {
     let mut out = Vec::with_capacity(writes.len());
-    let mut taken: BTreeMap<String, ()> = BTreeMap::new();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
     for write in writes {
         let Write::Drive { run, holder, at, expires_at } = write else { unreachable!("only drivers' claims are grouped here") };
         match Claim::of(held.get(run).cloned(), holder, *at) {
@@ -375,11 +375,11 @@ pub(crate) fn claims(writes: &[&Write], held: &mut HashMap<String, (String, i64)
             Claim::Take(None) => {}
         }
         held.insert(run.clone(), (holder.clone(), *expires_at));
-        taken.insert(run.clone(), ());
+        taken.insert(run.clone());
         out.push(Written::Holder(None));
     }
     let taken = taken
-        .into_keys()
+        .into_iter()
         .map(|run| {
             let (holder, expires_at) = held[&run].clone();
             LeaseRow { run, holder, expires_at }

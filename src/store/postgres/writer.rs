@@ -224,17 +224,17 @@ async fn transitions(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) ->
     if !moved.rows.is_empty() {
         let rows = &moved.rows;
         sqlx::query(UPDATE_STAGES)
-            .bind(rows.iter().map(|r| r.run.as_str()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.state).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.finished_mode).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.finished_at).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.message_mode).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.message.as_deref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.output.as_deref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.seal.as_deref()).collect::<Vec<_>>())
+            .bind(column(rows, |r| r.run.as_str()))
+            .bind(column(rows, |r| r.name.as_str()))
+            .bind(column(rows, |r| r.state))
+            .bind(column(rows, |r| r.attempt))
+            .bind(column(rows, |r| r.started_at))
+            .bind(column(rows, |r| r.finished_mode))
+            .bind(column(rows, |r| r.finished_at))
+            .bind(column(rows, |r| r.message_mode))
+            .bind(column(rows, |r| r.message.as_deref()))
+            .bind(column(rows, |r| r.output.as_deref()))
+            .bind(column(rows, |r| r.seal.as_deref()))
             .execute(&mut *conn)
             .await?;
     }
@@ -242,6 +242,11 @@ async fn transitions(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) ->
         dora_stage(conn, run, stage).await?;
     }
     Ok(moved.out)
+}
+
+/// One column of `rows`, as an array to bind (`UNNEST`).
+fn column<'a, T: 'a, U>(rows: impl IntoIterator<Item = &'a T>, f: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.into_iter().map(f).collect()
 }
 
 /// Which of the `fenced` (run, holder) pairs hold: the holder drives the run and it is running,
@@ -274,16 +279,16 @@ async fn creates(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Res
         "INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, authenticated, seal)
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BOOLEAN[], $10::TEXT[])",
     )
-    .bind(runs.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.pipeline).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.file).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.source).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.version).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.state).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.triggered_by).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.created_at).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.authenticated).collect::<Vec<_>>())
-    .bind(runs.iter().map(|r| r.seal.as_str()).collect::<Vec<_>>())
+    .bind(column(&runs, |r| r.id))
+    .bind(column(&runs, |r| r.pipeline))
+    .bind(column(&runs, |r| r.file))
+    .bind(column(&runs, |r| r.source))
+    .bind(column(&runs, |r| r.version))
+    .bind(column(&runs, |r| r.state))
+    .bind(column(&runs, |r| r.triggered_by))
+    .bind(column(&runs, |r| r.created_at))
+    .bind(column(&runs, |r| r.authenticated))
+    .bind(column(&runs, |r| r.seal.as_str()))
     .execute(&mut *conn)
     .await?;
     if !stages.is_empty() {
@@ -291,11 +296,11 @@ async fn creates(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Res
             "INSERT INTO stages (run_id, name, kind, position, state, seal)
              SELECT r, n, k, p, 'pending', s FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[]) AS u(r, n, k, p, s)",
         )
-        .bind(stages.iter().map(|s| s.run).collect::<Vec<_>>())
-        .bind(stages.iter().map(|s| s.name).collect::<Vec<_>>())
-        .bind(stages.iter().map(|s| s.kind).collect::<Vec<_>>())
-        .bind(stages.iter().map(|s| s.position).collect::<Vec<_>>())
-        .bind(stages.iter().map(|s| s.seal.as_str()).collect::<Vec<_>>())
+        .bind(column(&stages, |s| s.run))
+        .bind(column(&stages, |s| s.name))
+        .bind(column(&stages, |s| s.kind))
+        .bind(column(&stages, |s| s.position))
+        .bind(column(&stages, |s| s.seal.as_str()))
         .execute(&mut *conn)
         .await?;
     }
@@ -322,9 +327,9 @@ async fn drives_taken(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -
     let (locked, fresh): (Vec<batch::LeaseRow>, Vec<batch::LeaseRow>) = taken.into_iter().partition(|l| existed.contains(&l.run));
     if !locked.is_empty() {
         sqlx::query("UPDATE drivers d SET holder = u.holder, expires_at = u.expires_at FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS u(run_id, holder, expires_at) WHERE d.run_id = u.run_id")
-            .bind(locked.iter().map(|l| l.run.as_str()).collect::<Vec<_>>())
-            .bind(locked.iter().map(|l| l.holder.as_str()).collect::<Vec<_>>())
-            .bind(locked.iter().map(|l| l.expires_at).collect::<Vec<_>>())
+            .bind(column(&locked, |l| l.run.as_str()))
+            .bind(column(&locked, |l| l.holder.as_str()))
+            .bind(column(&locked, |l| l.expires_at))
             .execute(&mut *conn)
             .await?;
     }
@@ -333,9 +338,9 @@ async fn drives_taken(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -
             "INSERT INTO drivers (run_id, holder, expires_at) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) ORDER BY 1
              ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
         )
-        .bind(fresh.iter().map(|l| l.run.as_str()).collect::<Vec<_>>())
-        .bind(fresh.iter().map(|l| l.holder.as_str()).collect::<Vec<_>>())
-        .bind(fresh.iter().map(|l| l.expires_at).collect::<Vec<_>>())
+        .bind(column(&fresh, |l| l.run.as_str()))
+        .bind(column(&fresh, |l| l.holder.as_str()))
+        .bind(column(&fresh, |l| l.expires_at))
         .fetch_all(&mut *conn)
         .await?;
         let lost: Vec<&str> = fresh.iter().map(|l| l.run.as_str()).filter(|r| !inserted.iter().any(|i| i == r)).collect();
@@ -378,10 +383,10 @@ async fn finishes(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Re
                   queued AS (DELETE FROM env_queue WHERE run_id = ANY($1))
              DELETE FROM drivers WHERE run_id = ANY($1)",
         )
-        .bind(ended.iter().map(|e| e.run).collect::<Vec<_>>())
-        .bind(ended.iter().map(|e| e.state).collect::<Vec<_>>())
-        .bind(ended.iter().map(|e| e.at).collect::<Vec<_>>())
-        .bind(ended.iter().map(|e| e.message).collect::<Vec<_>>())
+        .bind(column(&ended, |e| e.run))
+        .bind(column(&ended, |e| e.state))
+        .bind(column(&ended, |e| e.at))
+        .bind(column(&ended, |e| e.message))
         .execute(&mut *conn)
         .await?;
     }
@@ -441,15 +446,15 @@ impl Head {
             "INSERT INTO events (id, run_id, stage, at, kind, actor, detail, prev_hash, hash)
              SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[]) ORDER BY 1",
         )
-        .bind(rows.iter().map(|e| e.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.run.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.stage.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.kind).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.prev.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|e| e.hash.as_str()).collect::<Vec<_>>())
+        .bind(column(&rows, |e| e.id))
+        .bind(column(&rows, |e| e.run.as_str()))
+        .bind(column(&rows, |e| e.stage.as_deref()))
+        .bind(column(&rows, |e| e.at))
+        .bind(column(&rows, |e| e.kind))
+        .bind(column(&rows, |e| e.actor.as_str()))
+        .bind(column(&rows, |e| e.detail.as_str()))
+        .bind(column(&rows, |e| e.prev.as_str()))
+        .bind(column(&rows, |e| e.hash.as_str()))
         .execute(conn)
         .await
         .map(|_| ())
