@@ -1,7 +1,8 @@
 //! What varies in a log line, masked by one fixed set of rules (no per-system tuning): classes of
 //! token by their shape, not by any system's words: numbers, hex ids (`0x7f3a`, `d3adb33f`,
 //! `4f2a-9c1e`), UUIDs, IPs and ports, paths, URLs, mail and host addresses, timestamps,
-//! durations (`12ms`), sizes (`64KB`).
+//! durations (`12ms`), sizes (`64KB`); and structured lines (logfmt, JSON) by their fields: the
+//! message's words, every other field's name with its value masked.
 
 /// The placeholder for a variable part.
 pub const WILDCARD: &str = "<*>";
@@ -212,9 +213,23 @@ const UNITS: &[&str] =
 /// The words of a line, masked, each given to `each`: each by [`mask_word`], and a unit right
 /// after a masked number (`<*> KB,` becomes `<*> <*>,`) masked with it.
 /// `buf` holds a masked word while `each` reads it (kept between calls to spare allocations).
-pub fn for_each_masked(line: &str, buf: &mut String, mut each: impl FnMut(&str)) {
+pub fn for_each_masked(line: &str, buf: &mut String, each: impl FnMut(&str)) {
+    for_each_masked_with(line, buf, each, |_| {});
+}
+
+/// [`for_each_masked`], also giving `value` each field value of a structured line that was
+/// masked whole (`GET` of `method=GET`): the program wrote it as a value.
+pub fn for_each_masked_with(line: &str, buf: &mut String, mut each: impl FnMut(&str), mut value: impl FnMut(&str)) {
+    if structured::read(line, buf, &mut each, &mut value) {
+        return;
+    }
+    words(line, buf, &mut each);
+}
+
+/// The words of `text` (no structure read), masked, each given to `each`.
+fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
     let mut after_number = false;
-    for word in line.split_whitespace() {
+    for word in text.split_whitespace() {
         let unit = || word.trim_end_matches([',', ';', ')', ']', '.']);
         let masked: &str = if after_number && UNITS.contains(&unit()) {
             buf.clear();
@@ -230,6 +245,170 @@ pub fn for_each_masked(line: &str, buf: &mut String, mut each: impl FnMut(&str))
         };
         after_number = masked.ends_with(WILDCARD);
         each(masked);
+    }
+}
+
+/// Structured lines: `key=value` pairs (logfmt: logrus, go-kit, slog's text handler, ...) and
+/// JSON objects (zap, slog's JSON handler, bunyan, PostgreSQL's `jsonlog`, ...). Their programs
+/// put the event's constant text in a message field and what varies in fields of its own, named:
+/// so a field's value is a value (`method=<*>`, `err=<*>`, whatever its words: a closed set of
+/// verbs, an error's text), its name is part of the event, and only the message is read as words.
+mod structured {
+    use super::{WILDCARD, words};
+
+    /// The fields whose value is the event's text, whatever its shape (`msg=Starting`).
+    const MESSAGE: &[&str] = &["msg", "message", "MESSAGE", "Message", "event"];
+
+    /// A line with at least this many `key=value` pairs, making at least half of its items, is
+    /// read as logfmt (a prose line with one or two `size=42` is not).
+    const MIN_PAIRS: usize = 3;
+
+    /// At most this many fields of a JSON line are read (the rest are left out of its template);
+    /// nested objects are read to this depth (a deeper one is one value).
+    const MAX_FIELDS: usize = 64;
+    const MAX_DEPTH: usize = 4;
+
+    /// Reads `line` as a structured line when it is one, giving its tokens to `each`: `true` if
+    /// it was one.
+    pub(super) fn read(line: &str, buf: &mut String, each: &mut impl FnMut(&str), value: &mut impl FnMut(&str)) -> bool {
+        let t = line.trim();
+        if t.len() > 1 && t.starts_with('{') && t.ends_with('}') {
+            if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(t) {
+                let mut left = MAX_FIELDS;
+                for (k, v) in fields.iter().filter(|(k, _)| MESSAGE.contains(&k.as_str())) {
+                    if let serde_json::Value::String(text) = v {
+                        field(k, text, buf, each, value);
+                        left -= 1;
+                    }
+                }
+                object("", &fields, 0, &mut left, buf, each, value);
+                return true;
+            }
+            return false;
+        }
+        // Cheap first: most lines have fewer than three `=`.
+        if t.bytes().filter(|&b| b == b'=').count() < MIN_PAIRS {
+            return false;
+        }
+        let items = logfmt(t);
+        let pairs = items.iter().filter(|i| matches!(i, Item::Pair { .. })).count();
+        if pairs < MIN_PAIRS || pairs * 2 < items.len() {
+            return false;
+        }
+        // The message first (where a library puts it varies; it names the event), then the rest
+        // in their order.
+        for first in [true, false] {
+            for item in &items {
+                match *item {
+                    Item::Pair { key, value: v, .. } if MESSAGE.contains(&key) == first => field(key, v, buf, each, value),
+                    Item::Word(w) if !first => words(w, buf, each),
+                    _ => {}
+                }
+            }
+        }
+        true
+    }
+
+    /// One field: `key=` then its words (the message, free text), or `key=<*>` (`key=` when empty).
+    fn field(key: &str, value: &str, buf: &mut String, each: &mut impl FnMut(&str), values: &mut impl FnMut(&str)) {
+        buf.clear();
+        buf.push_str(key);
+        buf.push('=');
+        if MESSAGE.contains(&key) || value.is_empty() {
+            each(buf);
+            if value.contains("\\\"") {
+                words(&value.replace("\\\"", "\""), buf, each);
+            } else {
+                words(value, buf, each);
+            }
+        } else {
+            buf.push_str(WILDCARD);
+            each(buf);
+            values(value);
+        }
+    }
+
+    /// A JSON object's fields in their order, nested ones as `outer.inner`.
+    fn object(
+        prefix: &str,
+        fields: &serde_json::Map<String, serde_json::Value>,
+        depth: usize,
+        left: &mut usize,
+        buf: &mut String,
+        each: &mut impl FnMut(&str),
+        values: &mut impl FnMut(&str),
+    ) {
+        for (k, v) in fields {
+            if *left == 0 {
+                return;
+            }
+            if depth == 0 && MESSAGE.contains(&k.as_str()) && v.is_string() {
+                continue;
+            }
+            *left -= 1;
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                serde_json::Value::Object(inner) if depth + 1 < MAX_DEPTH => object(&key, inner, depth + 1, left, buf, each, values),
+                serde_json::Value::String(s) => field(&key, s, buf, each, values),
+                serde_json::Value::Null => field(&key, "", buf, each, values),
+                _ => field(&key, "0", buf, each, values),
+            }
+        }
+    }
+
+    /// An item of a logfmt line.
+    #[derive(Debug, PartialEq)]
+    pub(super) enum Item<'a> {
+        Word(&'a str),
+        Pair { key: &'a str, value: &'a str },
+    }
+
+    /// A logfmt line's items: `key=value`, `key="quoted \"text\""` (the quotes and escapes
+    /// kept out of the value's words), and words.
+    pub(super) fn logfmt(line: &str) -> Vec<Item<'_>> {
+        let b = line.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i].is_ascii_whitespace() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            // A key: a letter or `_`, then letters, digits, `_ . - /`, then `=`.
+            let mut k = i;
+            if b[k].is_ascii_alphabetic() || b[k] == b'_' {
+                while k < b.len() && (b[k].is_ascii_alphanumeric() || matches!(b[k], b'_' | b'.' | b'-' | b'/')) {
+                    k += 1;
+                }
+            }
+            if k > start && k < b.len() && b[k] == b'=' {
+                let key = &line[start..k];
+                let v = k + 1;
+                if v < b.len() && b[v] == b'"' {
+                    let mut e = v + 1;
+                    while e < b.len() && b[e] != b'"' {
+                        e += if b[e] == b'\\' { 2 } else { 1 };
+                    }
+                    let end = e.min(b.len());
+                    out.push(Item::Pair { key, value: &line[v + 1..end] });
+                    i = (end + 1).min(b.len());
+                } else {
+                    let mut e = v;
+                    while e < b.len() && !b[e].is_ascii_whitespace() {
+                        e += 1;
+                    }
+                    out.push(Item::Pair { key, value: &line[v..e] });
+                    i = e;
+                }
+                continue;
+            }
+            while i < b.len() && !b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            out.push(Item::Word(&line[start..i]));
+        }
+        out
     }
 }
 
@@ -291,7 +470,7 @@ mod tests {
         assert_eq!(t("PacketResponder 1 for block blk_-6952295868487656571 terminating"), "PacketResponder <*> for block blk_<*> terminating");
         assert_eq!(t("Block broadcast_9_piece0 stored"), "Block broadcast_<*>_piece<*> stored");
         assert_eq!(t("Received connection request /10.10.34.11:45307"), "Received connection request <*>");
-        assert_eq!(t("size=67108864 path=/tmp/x user=bob"), "size=<*> path=<*> user=bob");
+        assert_eq!(t("sent size=67108864 path=/tmp/x for bob"), "sent size=<*> path=<*> for bob");
         assert_eq!(t("size 93.0 B, free 5.2 KB took 3 ms in 2 s"), "size <*> free <*> took <*> in <*>");
         assert_eq!(t("sent 12 bytes in B mode"), "sent <*> bytes in B mode");
         assert_eq!(t("Wait queue: 9088, 9091, 9093."), "Wait queue: <*>,");
@@ -307,6 +486,28 @@ mod tests {
         // Ids of hex groups are one value whatever letters they start with; words stay.
         assert_eq!(t("session d3adb33f ea1c-42fb c0ffee12 for decade face"), "session <*> for decade face");
         assert_eq!(t("Block broadcast_9_piece0 blk_-42 node-246 ab12"), "Block broadcast_<*>_piece<*> blk_<*> node-<*> <*>");
+    }
+
+    #[test]
+    fn structured_lines_are_read_by_their_fields() {
+        let t = |s: &str| tokens(s).join(" ");
+        // logfmt: the message's words, each other field's name with its value masked (a verb
+        // too), free text read as words.
+        assert_eq!(
+            t(r#"level=info msg="Starting Prometheus" method=GET err="open /x: no such file" user= took=12ms"#),
+            "msg= Starting Prometheus level=<*> method=<*> err=<*> user= took=<*>"
+        );
+        assert_eq!(t("msg=GetImageManifest http.request.method=HEAD vars.name=shop/cart"), "msg= GetImageManifest http.request.method=<*> vars.name=<*>");
+        assert_eq!(t(r#"msg="a \"quoted\" word" x=1 y=2"#), r#"msg= a "quoted" word x=<*> y=<*>"#);
+        // JSON: the same, nested fields by their path.
+        assert_eq!(
+            t(r#"{"level":"error","msg":"dial failed","peer":{"addr":"10.0.0.1:80","id":7},"retry":true,"err":null}"#),
+            "msg= dial failed err= level=<*> peer.addr=<*> peer.id=<*> retry=<*>"
+        );
+        // Not structured: a prose line with two pairs, and what only looks like JSON.
+        assert_eq!(t("Received block size=42 from host=a"), "Received block size=<*> from host=a");
+        assert_eq!(t("{not json} a=1 b=2"), "{not json} a=<*> b=<*>");
+        assert_eq!(structured::logfmt(r#"a="x y" b c=1"#).len(), 3);
     }
 
     #[test]

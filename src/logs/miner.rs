@@ -12,10 +12,10 @@
 
 use std::collections::HashMap;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use super::mask::{WILDCARD, for_each_masked, is_separator};
+use super::mask::{WILDCARD, for_each_masked, for_each_masked_with, is_separator};
 
 /// The miner's one configuration (the same for every input).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -64,6 +64,14 @@ fn parts(token: &str) -> impl Iterator<Item = &str> {
     token.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|p| !p.is_empty())
 }
 
+/// Whether a token is a field's name and its masked value: `key=<*>` or `key=` (a name: a letter,
+/// then letters, digits, `_ . - /`).
+fn is_field(tok: &str) -> bool {
+    let name = tok.strip_suffix(WILDCARD).unwrap_or(tok);
+    let Some(name) = name.strip_suffix('=') else { return false };
+    name.starts_with(|c: char| c.is_ascii_alphabetic()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/'))
+}
+
 /// The interned id of `<*>`.
 const WILD: u32 = 0;
 
@@ -80,6 +88,9 @@ struct Interner {
     /// with a number and nothing else masked (`SOCKS<*>`, `blk_<*>`); not `<*>`, `<*>,` or
     /// `chdir(<*>)`, values with some text around them.
     wordlike: Vec<bool>,
+    /// Whether the token is a field's name with its value masked (`method=<*>`, `user=`): the
+    /// name is part of the event (see [`Miner::best`]).
+    field: Vec<bool>,
     /// The tokens' text, by id.
     texts: Vec<Box<str>>,
     /// The token without the punctuation that ends an item of a list (`<*>,` and `<*>.` are
@@ -89,7 +100,7 @@ struct Interner {
 
 impl Interner {
     fn new() -> Interner {
-        let mut i = Interner { ids: FxHashMap::default(), valued: Vec::new(), wordlike: Vec::new(), texts: Vec::new(), stems: Vec::new() };
+        let mut i = Interner { ids: FxHashMap::default(), valued: Vec::new(), wordlike: Vec::new(), field: Vec::new(), texts: Vec::new(), stems: Vec::new() };
         i.id(WILDCARD);
         i
     }
@@ -103,6 +114,7 @@ impl Interner {
         self.valued.push(tok.contains(WILDCARD));
         let rest = tok.replace(WILDCARD, "");
         self.wordlike.push(!tok.contains(WILDCARD) || (rest.chars().any(char::is_alphabetic) && !rest.chars().any(is_separator)));
+        self.field.push(is_field(tok));
         self.texts.push(tok.into());
         self.stems.push(id);
         let stem = tok.trim_end_matches([',', ';', '.']);
@@ -183,7 +195,13 @@ pub struct Miner {
     /// The current line's tokens, and a masked word (kept to spare allocations per line).
     line: Vec<u32>,
     buf: String,
+    /// Words that structured lines wrote as a field's value (`user=root`), at most
+    /// [`VALUE_WORDS`]: a closed set of such words names things, not events (see `finish`).
+    value_words: FxHashSet<Box<str>>,
 }
+
+/// At most this many distinct words written as field values are kept.
+const VALUE_WORDS: usize = 4096;
 
 impl Miner {
     /// An empty miner.
@@ -197,6 +215,7 @@ impl Miner {
             next_id: 0,
             line: Vec::new(),
             buf: String::new(),
+            value_words: FxHashSet::default(),
         }
     }
 
@@ -229,13 +248,22 @@ impl Miner {
     /// whatever its length.
     fn tokenize(&mut self, line: &str) {
         self.line.clear();
-        let (words, toks) = (&mut self.words, &mut self.line);
-        for_each_masked(line, &mut self.buf, |masked| {
-            let id = words.id(masked);
-            if !words.continues(toks.last(), id) {
-                toks.push(id);
-            }
-        });
+        let (words, toks, values) = (&mut self.words, &mut self.line, &mut self.value_words);
+        for_each_masked_with(
+            line,
+            &mut self.buf,
+            |masked| {
+                let id = words.id(masked);
+                if !words.continues(toks.last(), id) {
+                    toks.push(id);
+                }
+            },
+            |value| {
+                if values.len() < VALUE_WORDS && !value.is_empty() && value.chars().all(|c| c.is_alphabetic() || c == '_') && !values.contains(value) {
+                    values.insert(value.into());
+                }
+            },
+        );
     }
 
     /// Mines one line: returns the id of its template (new or existing).
@@ -303,6 +331,10 @@ impl Miner {
                 }
             }
         }
+        // A word a structured line wrote as a field's value is a value wherever it is found.
+        for v in &self.value_words {
+            found.insert(v, u32::MAX);
+        }
         // A set whose every word is found in other templates too names things (users, hosts,
         // queues) that several events speak of: values, not the words of an event.
         let elsewhere =
@@ -361,6 +393,10 @@ impl Miner {
     fn best(&self, candidates: &[usize], toks: &[u32]) -> Option<usize> {
         let mut best: Option<(f64, usize, usize)> = None;
         let valued = |w: u32| self.words.valued.get(w as usize).copied().unwrap_or(false);
+        // A field's name is never made a `<*>`: a line whose field differs from the template's
+        // (`vars.name=<*>` against `vars.reference=<*>`) is another event's, or the same
+        // message with other fields, which its programs write at another call site.
+        let field = |w: u32| self.words.field.get(w as usize).copied().unwrap_or(false);
         for &i in candidates {
             let t = &self.clusters[i].tokens;
             // Words the line would turn into `<*>`: at most one per `1 / word_changes` tokens.
@@ -376,6 +412,9 @@ impl Miner {
                 } else if a == b {
                     same += 1;
                     continue;
+                } else if field(a) || field(b) {
+                    rejected = true;
+                    break;
                 } else if !valued(a) && !valued(b) {
                     words += 1;
                 }
@@ -447,6 +486,42 @@ mod tests {
         let lines: Vec<String> = (0..20).map(|i| format!("Invalid user {} from 10.0.0.{i}", users[i % 8])).collect();
         let (m, _) = mined(&lines);
         assert_eq!(m.templates().iter().map(|t| t.text()).collect::<Vec<_>>(), ["Invalid user <*> from <*>"]);
+    }
+
+    #[test]
+    fn structured_lines_are_one_event_per_message_and_fields() {
+        let methods = ["GET", "HEAD", "PUT"];
+        // One message with one set of fields, whatever its values (a method too); the same
+        // message with another field is another template; a JSON line is read the same way.
+        let mut lines: Vec<String> =
+            (0..30).map(|i| format!(r#"level=info msg="response completed" method={} status={} uri=/v2/x/{i}"#, methods[i % 3], 200 + i % 2)).collect();
+        lines.extend(
+            (0..10)
+                .map(|i| format!(r#"level=info msg="response completed" method={} status=404 contenttype="application/json; charset=utf-8""#, methods[i % 3])),
+        );
+        lines.extend((0..10).map(|i| format!(r#"{{"level":"error","msg":"dial failed","peer":"10.0.0.{i}:80","err":"connection refused"}}"#)));
+        let (m, ids) = mined(&lines);
+        let texts: Vec<String> = m.templates().iter().map(|t| t.text()).collect();
+        assert_eq!(
+            texts,
+            [
+                "msg= response completed level=<*> method=<*> status=<*> uri=<*>",
+                "msg= response completed level=<*> method=<*> status=<*> contenttype=<*>",
+                "msg= dial failed err=<*> level=<*> peer=<*>"
+            ],
+            "{texts:?}"
+        );
+        assert_eq!(ids.iter().filter(|&&i| i == ids[0]).count(), 30);
+        // A word a structured line writes as a field's value is a value in prose lines too:
+        // `Failed password for X` is not split per user when `user=X` is a field elsewhere.
+        let users = ["root", "ftp", "git"];
+        let mut lines: Vec<String> = (0..30).map(|i| format!("Failed password for {} from 10.0.0.{i} port 22", users[i % 3])).collect();
+        lines.extend((0..6).map(|i| format!("msg=auth uid={i} tty=ssh user={}", users[i % 3])));
+        let (m, _) = mined(&lines);
+        assert_eq!(
+            m.templates().iter().map(|t| t.text()).collect::<Vec<_>>(),
+            ["Failed password for <*> from <*> port <*>", "msg= auth uid=<*> tty=<*> user=<*>"]
+        );
     }
 
     #[test]

@@ -180,9 +180,12 @@ impl Format {
     pub fn written(&self, text: &str) -> Option<Level> {
         let mut written: Option<Level> = None;
         let mut note = |l: Level| written = Some(written.map_or(l, |w| w.max(l)));
+        if let Some(l) = json_level(text) {
+            note(l);
+        }
         for (i, tok) in text.split_whitespace().enumerate() {
             let lower = tok.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("level=").or_else(|| lower.strip_prefix("severity=")) {
+            if let Some(v) = lower.strip_prefix("level=").or_else(|| lower.strip_prefix("severity=")).or_else(|| lower.strip_prefix("lvl=")) {
                 if let Some(l) = severity(v) {
                     note(l);
                 }
@@ -230,6 +233,32 @@ impl Format {
         }
         written
     }
+}
+
+/// The fields that name a JSON line's level, as logging libraries write them (zap, slog, bunyan's
+/// names; PostgreSQL's `jsonlog`; Python's `levelname`; Elastic's `log.level`).
+const JSON_LEVEL_KEYS: &[&str] = &["\"level\"", "\"severity\"", "\"lvl\"", "\"error_severity\"", "\"levelname\"", "\"log.level\""];
+
+/// The level a JSON line's level field names (`"level":"error"`, `"severity": "WARNING"`), if
+/// the line is a JSON object and has one: it says what it is wherever it stands.
+fn json_level(text: &str) -> Option<Level> {
+    let t = text.trim_start();
+    if !t.starts_with('{') {
+        return None;
+    }
+    let mut found: Option<Level> = None;
+    for key in JSON_LEVEL_KEYS {
+        let mut rest = t;
+        while let Some(at) = rest.find(key) {
+            rest = &rest[at + key.len()..];
+            let Some(v) = rest.trim_start().strip_prefix(':') else { continue };
+            let Some(v) = v.trim_start().strip_prefix('"') else { continue };
+            if let Some(l) = v.split('"').next().and_then(severity) {
+                found = Some(found.map_or(l, |f| f.max(l)));
+            }
+        }
+    }
+    found
 }
 
 /// The level a field names: a severity word (any case, in brackets or not: `ERROR`, `[error]`,
@@ -688,6 +717,28 @@ mod tests {
         assert_eq!(format.level("2016 01 12 E sshd[1]: connection closed"), Level::Info);
         assert_eq!(Format::ANY.written("2016 01 12 E sshd[1]: connection closed"), Some(Level::Error), "without the log, the letter is taken");
         assert_eq!(format.written("ts=1 level=error msg=boom"), Some(Level::Error), "level= says what it is anywhere");
+        // JSON lines name their level in a field, as their libraries call it.
+        for (line, level) in [
+            (r#"{"ts":1,"level":"error","msg":"payment declined"}"#, Some(Level::Error)),
+            (r#"{"timestamp":"x","error_severity":"FATAL","message":"the database system is shutting down"}"#, Some(Level::Error)),
+            (r#"{"severity": "WARNING", "message": "slow"}"#, Some(Level::Warning)),
+            (r#"{"msg":"level is fine","n":1}"#, None),
+            (r#"not json "level":"error""#, None),
+        ] {
+            assert_eq!(format.written(line), level, "{line}");
+        }
+    }
+
+    #[test]
+    fn structured_error_lines_are_judged_by_their_level_field() {
+        let rules = Rules { new_at: Level::Error, grown_at: Some((Level::Error, 5.0)), patterns: vec![], ignored: vec![] };
+        let normal: Vec<String> = (0..400).map(|i| format!(r#"{{"level":"info","msg":"order placed","order":{i},"took_ms":{}}}"#, i % 17)).collect();
+        let mut after = normal.clone();
+        // No failure word: only the level field says it is an error.
+        after.extend((0..10).map(|i| format!(r#"{{"level":"error","msg":"payment declined","order":{i},"provider":"acme"}}"#)));
+        let v = judge(&normal, &after, &rules);
+        assert!(!v.passed && v.findings[0].template.contains("payment declined") && v.findings[0].why.starts_with("new at error level"), "{:?}", v.findings);
+        assert!(judge(&normal, &normal, &rules).passed, "the same traffic passes");
     }
 
     #[test]
