@@ -70,6 +70,8 @@ pub fn run(args: RunArgs, state: &std::path::Path) -> anyhow::Result<ExitCode> {
         version: &args.version,
         caller: crate::ops::access::Caller::Local { user: &who, token: token.as_deref() },
         accept_rewrite: &args.accept_rewrite,
+        // Driven by `drive` below, which claims it, or by the detached `resume`.
+        driven: false,
     };
     let refused = crate::ops::start::refusals(&request);
     if !refused.is_empty() {

@@ -159,7 +159,7 @@ impl Executor {
     /// absolute: a resumed run finds relative repos from it. `authenticated`: the starter proved
     /// who they are.
     pub async fn start(&self, file: &Path, source: &str, plan: &Plan, version: &str, triggered_by: &str, authenticated: bool) -> Result<RunRecord, ExecError> {
-        match self.start_delivered(file, source, plan, version, triggered_by, authenticated, None).await? {
+        match self.start_delivered(file, source, plan, version, triggered_by, authenticated, None, false).await? {
             Ok(run) => Ok(run),
             Err(_) => unreachable!("only a delivery can be a duplicate"),
         }
@@ -167,7 +167,9 @@ impl Executor {
 
     /// [`start`](Self::start) for a webhook `delivery`, recorded with the run in one transaction:
     /// `Err(run)` (inside `Ok`) when the delivery, or a run of this pipeline and version, was
-    /// recorded before (`run`: the run it started), and nothing was started.
+    /// recorded before (`run`: the run it started), and nothing was started. `driven`: this
+    /// process drives the run at once ([`drive_started`](Self::drive_started)), its lease taken
+    /// with it.
     #[allow(clippy::too_many_arguments)]
     pub async fn start_delivered(
         &self,
@@ -178,11 +180,12 @@ impl Executor {
         triggered_by: &str,
         authenticated: bool,
         delivery: Option<crate::store::Delivery>,
+        driven: bool,
     ) -> Result<Result<RunRecord, Option<String>>, ExecError> {
         if let Some(w) = self.store.held(&plan.pipeline.name.value, version).await? {
             return Err(ExecError::Held(stages::held(&w)));
         }
-        self.record_start(file, source, plan, version, triggered_by, authenticated, delivery).await
+        self.record_start(file, source, plan, version, triggered_by, authenticated, delivery, driven).await
     }
 
     /// [`start_delivered`](Self::start_delivered) for a caller that has just asked whether the
@@ -197,6 +200,7 @@ impl Executor {
         triggered_by: &str,
         authenticated: bool,
         delivery: Option<crate::store::Delivery>,
+        driven: bool,
     ) -> Result<Result<RunRecord, Option<String>>, ExecError> {
         let run = RunRecord {
             id: next_run_id(),
@@ -213,7 +217,7 @@ impl Executor {
             seal: None,
         };
         let stages: Vec<(&str, &str)> = plan.pipeline.stages.iter().map(|s| (s.name.value.as_str(), s.kind.name())).collect();
-        if let Some(first) = self.store.create_delivered_run(&run, &stages, delivery).await? {
+        if let Some(first) = self.store.create_delivered_run(&run, &stages, delivery, driven).await? {
             return Ok(Err(first));
         }
         tracing::info!(run = %run.id, pipeline = %run.pipeline, version, "run started");
@@ -255,10 +259,37 @@ impl Executor {
         progress: Arc<dyn Fn(Progress) + Send + Sync>,
         stop: CancellationToken,
     ) -> Result<RunState, ExecError> {
-        let span = tracing::info_span!("run", run = %id);
         if let Some((holder, until)) = self.store.take_drive(id).await? {
             return Err(ExecError::Driven { id: id.into(), holder, until: crate::clock::rfc3339(until) });
         }
+        self.drive_held(id, None, planned, progress, stop).await
+    }
+
+    /// [`drive_planned`](Self::drive_planned) for a run this process has just recorded with its
+    /// lease ([`start_delivered`](Self::start_delivered) with `driven`): no claim, and neither the
+    /// run nor its stages (all pending, none started) read back.
+    pub async fn drive_started(
+        &self,
+        run: RunRecord,
+        planned: Option<Planned>,
+        progress: Arc<dyn Fn(Progress) + Send + Sync>,
+        stop: CancellationToken,
+    ) -> Result<RunState, ExecError> {
+        let id = run.id.clone();
+        self.drive_held(&id, Some(run), planned, progress, stop).await
+    }
+
+    /// Drives run `id` whose lease this process holds: `fresh` is its record when it was just
+    /// recorded (its stages all pending).
+    async fn drive_held(
+        &self,
+        id: &str,
+        fresh: Option<RunRecord>,
+        planned: Option<Planned>,
+        progress: Arc<dyn Fn(Progress) + Send + Sync>,
+        stop: CancellationToken,
+    ) -> Result<RunState, ExecError> {
+        let span = tracing::info_span!("run", run = %id);
         let stop = stop.child_token();
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let heartbeat = {
@@ -294,7 +325,7 @@ impl Executor {
                 }
             })
         };
-        let mut done = self.walk(id, planned, progress, stop).instrument(span).await;
+        let mut done = self.walk(id, fresh, planned, progress, stop).instrument(span).await;
         heartbeat.abort();
         if matches!(done, Err(ExecError::Stopped { .. })) && lost.load(std::sync::atomic::Ordering::SeqCst) {
             done = Err(ExecError::LeaseLost { id: id.into() });
@@ -308,11 +339,18 @@ impl Executor {
     async fn walk(
         &self,
         id: &str,
+        fresh: Option<RunRecord>,
         planned: Option<Planned>,
         progress: Arc<dyn Fn(Progress) + Send + Sync>,
         stop: CancellationToken,
     ) -> Result<RunState, ExecError> {
-        let run = Arc::new(self.store.run(id).await?);
+        // A run just recorded by this process is as it was written; any other is read (and its
+        // seal checked).
+        let just_recorded = fresh.is_some();
+        let run = Arc::new(match fresh {
+            Some(run) => run,
+            None => self.store.run(id).await?,
+        });
         if run.state != RunState::Running {
             return Err(ExecError::Finished { id: id.into(), state: run.state });
         }
@@ -349,7 +387,8 @@ impl Executor {
         let n = plan.pipeline.stages.len();
         let mut state = vec![StageState::Pending; n];
         let mut record = vec![None; n];
-        for s in self.store.stages(id).await? {
+        let stored = if just_recorded { Vec::new() } else { self.store.stages(id).await? };
+        for s in stored {
             if let Some(&i) = names.get(&s.name) {
                 state[i] = s.state;
                 record[i] = Some(s);

@@ -25,6 +25,9 @@ pub struct Request<'a> {
     pub caller: super::access::Caller<'a>,
     /// Environments whose rewritten (force-pushed) history is accepted first.
     pub accept_rewrite: &'a [String],
+    /// The caller drives the run at once ([`Executor::drive_started`]): its lease is taken with
+    /// it, in the same transaction.
+    pub driven: bool,
 }
 
 /// Every reason the run may not start, one line each (with the file's position where it has one).
@@ -95,7 +98,7 @@ pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError
         exec.store.audit(None, None, crate::store::EntryKind::AcceptRewrite, r.caller.login(), &detail).await?;
     }
     // Held was asked above: the run is recorded without asking again.
-    let run = match exec.record_start(r.file, r.source, r.plan, r.version, r.caller.login(), authenticated, None).await? {
+    let run = match exec.record_start(r.file, r.source, r.plan, r.version, r.caller.login(), authenticated, None, r.driven).await? {
         Ok(run) => run,
         Err(_) => unreachable!("only a delivery can be a duplicate"),
     };
@@ -137,7 +140,8 @@ pub enum Delivered {
 
 /// Starts a run for a verified delivery: the version checked, the kinds runnable, the version not
 /// held ([`refusals`] and `held`, as [`start`] asks them for a person), then the run recorded
-/// with its delivery, once per delivery whatever the number of replicas.
+/// with its delivery, once per delivery whatever the number of replicas, and with the lease of
+/// the caller, which drives it at once ([`Executor::drive_started`]).
 pub async fn delivered(
     exec: &Executor,
     file: &Path,
@@ -154,7 +158,7 @@ pub async fn delivered(
     if !unrunnable.is_empty() {
         return Ok(Delivered::Refused(unrunnable.join("; ")));
     }
-    match exec.start_delivered(file, source, plan, version, who, true, Some(delivery)).await {
+    match exec.start_delivered(file, source, plan, version, who, true, Some(delivery), true).await {
         Ok(Ok(run)) => Ok(Delivered::Started(run)),
         Ok(Err(first)) => Ok(Delivered::Duplicate(first)),
         Err(crate::exec::ExecError::Held(why)) => Ok(Delivered::Held(why)),

@@ -451,9 +451,10 @@ async fn start(State(server): State<Server>, headers: HeaderMap, body: axum::bod
         version: &b.version,
         caller: Caller::Person(&person),
         accept_rewrite: &[],
+        driven: true,
     };
     let started = answer(&server, &person, &format!("to start {} {}", b.pipeline, b.version), crate::ops::start::start(&server.exec, &request).await).await?;
-    server.drive_loaded(started.run.id.clone(), loaded);
+    server.drive_started(started.run.clone(), loaded);
     let location = format!("/api/v1/runs/{}", started.run.id);
     Ok((StatusCode::CREATED, [("location", location)], Json(Started { run: started.run })).into_response())
 }

@@ -231,7 +231,7 @@ async fn deliver(server: Server, provider: String, url_token: Option<String>, he
                 return refuse(StatusCode::BAD_REQUEST, "invalid", format!("this event's run is refused: {why}"));
             }
             Ok(Delivered::Started(run)) => {
-                server.drive_loaded(run.id.clone(), loaded);
+                server.drive_started(run.clone(), loaded);
                 started.push(HookRun { pipeline: run.pipeline, version: run.version, run: Some(run.id), started: true, duplicate: None, held: None });
             }
             Ok(Delivered::Duplicate(first)) => started.push(HookRun {

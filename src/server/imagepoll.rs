@@ -303,7 +303,7 @@ async fn admit(server: &Server, loaded: &Loaded, i: &ImageTrigger, source: &str,
                 Ok(Delivered::Started(run)) => {
                     tracing::info!(run = %run.id, version = tag, repository = %i.repository.value, "a registry poll found a new tag");
                     server.exec.metrics.delivery("registry", "started");
-                    server.drive_loaded(run.id, loaded);
+                    server.drive_started(run, loaded);
                     started += 1;
                 }
                 Ok(Delivered::Duplicate(_)) => {}

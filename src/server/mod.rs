@@ -267,16 +267,17 @@ impl Server {
     /// Drives run `id` in the background until it ends or the server stops (once: a run this
     /// server drives already is left alone).
     fn drive(&self, id: String) {
-        self.drive_planned(id, None)
+        self.drive_planned(id, None, None)
     }
 
-    /// [`drive`](Self::drive) a run just started from `loaded`: its driver uses the loaded plan
-    /// (the run's stored text is the one it was made from) instead of planning the text again.
-    fn drive_loaded(&self, id: String, loaded: &pipelines::Loaded) {
-        self.drive_planned(id, Some(loaded.planned()))
+    /// [`drive`](Self::drive) a run this server has just started from `loaded`, with its lease
+    /// (`driven`): its driver uses the loaded plan (the run's stored text is the one it was made
+    /// from) instead of planning the text again, and the record instead of reading it back.
+    fn drive_started(&self, run: crate::store::RunRecord, loaded: &pipelines::Loaded) {
+        self.drive_planned(run.id.clone(), Some(run), Some(loaded.planned()))
     }
 
-    fn drive_planned(&self, id: String, planned: Option<crate::exec::Planned>) {
+    fn drive_planned(&self, id: String, fresh: Option<crate::store::RunRecord>, planned: Option<crate::exec::Planned>) {
         if !self.driving.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone()) {
             return;
         }
@@ -284,7 +285,11 @@ impl Server {
         tokio::spawn(async move {
             drivers.lock().await.spawn(async move {
                 let _done = Forget(driving, id.clone());
-                match exec.drive_planned(&id, planned, Arc::new(|_| {}), stop.child_token()).await {
+                let driven = match fresh {
+                    Some(run) => exec.drive_started(run, planned, Arc::new(|_| {}), stop.child_token()).await,
+                    None => exec.drive_planned(&id, planned, Arc::new(|_| {}), stop.child_token()).await,
+                };
+                match driven {
                     Ok(state) => tracing::info!(run = %id, state = %state, "run ended"),
                     Err(crate::exec::ExecError::Stopped { .. }) => tracing::info!(run = %id, "run stopped with the server; resumed at the next start"),
                     // Another replica drives it, took it over, or ended it meanwhile: not an error.

@@ -81,7 +81,7 @@ async fn poll_one(
                 Ok(Delivered::Started(run)) => {
                     tracing::info!(run = %run.id, version, "a poll found a push no webhook announced");
                     server.exec.metrics.delivery("poll", "started");
-                    server.drive_loaded(run.id, loaded);
+                    server.drive_started(run, loaded);
                 }
                 Ok(Delivered::Duplicate(_)) => {}
                 Ok(Delivered::Held(why)) => tracing::info!(version, "a polled ref names a held version: {why}"),

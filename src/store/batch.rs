@@ -303,12 +303,24 @@ pub(crate) struct NewStageRow<'a> {
 }
 
 /// The batch's new runs: their rows, their stages' rows, an entry each.
-pub(crate) fn new_runs<'a>(writes: &[&'a Write], key: &Key, entries: &mut Entries) -> (Vec<RunRow<'a>>, Vec<NewStageRow<'a>>) {
+pub(crate) struct NewRuns<'a> {
+    pub runs: Vec<RunRow<'a>>,
+    pub stages: Vec<NewStageRow<'a>>,
+    /// The leases taken with them (their drivers start at once).
+    pub leases: Vec<LeaseRow>,
+}
+
+/// The batch's new runs ([`NewRuns`]).
+pub(crate) fn new_runs<'a>(writes: &[&'a Write], key: &Key, entries: &mut Entries) -> NewRuns<'a> {
     let mut runs = Vec::with_capacity(writes.len());
     let mut stages = Vec::new();
+    let mut leases = Vec::new();
     for write in writes {
-        let Write::CreateRun { run, stages: named, .. } = write else { unreachable!("only new runs are grouped here") };
+        let Write::CreateRun { run, stages: named, driver, .. } = write else { unreachable!("only new runs are grouped here") };
         let r = &**run;
+        if let Some((holder, expires_at)) = driver {
+            leases.push(LeaseRow { run: r.id.clone(), holder: holder.clone(), expires_at: *expires_at });
+        }
         for (position, (name, kind)) in named.iter().enumerate() {
             stages.push(NewStageRow { run: &r.id, name, kind, position: position as i64, seal: seals::stage(key, &r.id, name, StageState::Pending.as_str()) });
         }
@@ -326,7 +338,7 @@ pub(crate) fn new_runs<'a>(writes: &[&'a Write], key: &Key, entries: &mut Entrie
             seal: seals::run(key, &r.id, &r.pipeline, &r.file, &r.source, &r.version, &r.triggered_by, r.authenticated, r.created_at),
         });
     }
-    (runs, stages)
+    NewRuns { runs, stages, leases }
 }
 
 /// The runs the batch's drivers claim.

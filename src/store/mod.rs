@@ -373,22 +373,31 @@ impl Store {
 
     /// Records a new run and its stages (all pending), in one transaction.
     pub async fn create_run(&self, run: &RunRecord, stages: &[(&str, &str)]) -> Result<(), StoreError> {
-        self.create_delivered_run(run, stages, None).await.map(|_| ())
+        self.create_delivered_run(run, stages, None, false).await.map(|_| ())
     }
 
     /// Records a run started by a webhook delivery, with the delivery, in one transaction:
     /// `Ok(None)` when recorded; `Ok(Some(run))` when the delivery, or a run of the same pipeline
     /// and version, was recorded before (`run`: the run it started, if any), and nothing was.
+    /// `driven`: this process drives it at once, and takes the lease of driving it in the same
+    /// transaction (as [`take_drive`](Self::take_drive) would, without a claim of its own).
     pub async fn create_delivered_run(
         &self,
         run: &RunRecord,
         stages: &[(&str, &str)],
         delivery: Option<Delivery>,
+        driven: bool,
     ) -> Result<Option<Option<String>>, StoreError> {
         let stages = stages.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect();
-        match self.write(Write::CreateRun { run: Box::new(run.clone()), stages, delivery }).await? {
+        let driver = driven.then(|| (self.holder.to_string(), self.lease_end()));
+        match self.write(Write::CreateRun { run: Box::new(run.clone()), stages, delivery, driver }).await? {
             Written::Duplicate(r) => Ok(Some(r)),
-            _ => Ok(None),
+            _ => {
+                if driven {
+                    self.driving.lock().unwrap_or_else(|e| e.into_inner()).insert(run.id.clone());
+                }
+                Ok(None)
+            }
         }
     }
 

@@ -288,6 +288,10 @@ pub enum Write {
         stages: Vec<(String, String)>,
         /// The delivery that started it, if a webhook did.
         delivery: Option<Delivery>,
+        /// The lease of the process that drives it at once, `(holder, expires_at)`, taken with it:
+        /// nobody can have claimed a run not yet recorded, so its driver starts without a claim
+        /// of its own (and without reading back what it has just written).
+        driver: Option<(String, i64)>,
     },
     /// Transitions of one run's stages, all or none.
     Transitions {

@@ -80,7 +80,7 @@ macro_rules! common_writes {
 async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Result<Written, sqlx::Error> {
     match write {
         Write::Transitions { .. } => unreachable!("each backend writes transitions itself"),
-        Write::CreateRun { run, stages, delivery } => {
+        Write::CreateRun { run, stages, delivery, driver } => {
             if let Some(d) = delivery {
                 let inserted = sqlx::query(
                     "INSERT INTO deliveries (provider, delivery_id, body_hash, pipeline, version, run_id, at, origin_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -139,6 +139,9 @@ async fn apply_common(conn: &mut $Conn, write: &Write, head: &mut Head) -> Resul
                         .bind(seals::stage(&head.key, &run.id, name, StageState::Pending.as_str()));
                 }
                 q.execute(&mut *conn).await?;
+            }
+            if let Some((holder, expires_at)) = driver {
+                sqlx::query("INSERT INTO drivers (run_id, holder, expires_at) VALUES ($1, $2, $3)").bind(&run.id).bind(holder).bind(expires_at).execute(&mut *conn).await?;
             }
             head.insert(conn, &run.id, None, run.created_at, $crate::store::EntryKind::Trigger, &run.triggered_by, &texts::run_started(run)).await?;
             Ok(Written::Done)

@@ -86,6 +86,7 @@ fn history() -> Vec<Vec<Write>> {
             run: Box::new(run),
             stages: vec![("deploy-qa".into(), "deploy".into()), ("deploy-prod".into(), "deploy".into())],
             delivery,
+            driver: None,
         });
         for (stage, env, after) in [("deploy-qa", "qa", 1), ("deploy-prod", "prod", 3)] {
             // Ties: runs 20 and 21 commit to prod at the same instant.
@@ -182,7 +183,7 @@ async fn the_figures_kept_with_each_write_are_a_recount_of_the_history_after_res
     let next = run_record(100, "checkout");
     let id = next.id.clone();
     let at = T0 + 2000 * MIN;
-    store.write(Write::CreateRun { run: Box::new(next), stages: vec![("deploy-prod".into(), "deploy".into())], delivery: None }).await.unwrap();
+    store.write(Write::CreateRun { run: Box::new(next), stages: vec![("deploy-prod".into(), "deploy".into())], delivery: None, driver: None }).await.unwrap();
     store
         .write(end(&id, "deploy-prod", StageState::Succeeded, at, Some(serde_json::json!({"environment": "prod", "outcome": "committed", "commit": "f".repeat(40), "newValue": "1.0.100", "committedAt": at}))))
         .await

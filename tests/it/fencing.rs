@@ -48,6 +48,28 @@ async fn a_driver_whose_lease_moved_on_is_refused_every_write() {
 }
 
 crate::both_backends! {
+async fn a_run_recorded_with_its_drivers_lease_is_never_free_for_another_process() {
+    // A server records a run it drives at once with its lease, in one transaction: no moment in
+    // which another replica's adopt loop finds it without a driver.
+    let s = Setup::new("  qa:\n    deploy: {environment: qa}\n  ok:\n    needs: [qa]\n    wait: {duration: 0s}\n", "");
+    let a = s.executor().await;
+    let (source, plan) = s.plan();
+    let run = a.start_delivered(&s.file, &source, &plan, "1.1.0", "ci-bot", true, None, true).await.unwrap().unwrap();
+    let b = s.executor().await;
+    assert!(matches!(b.store.take_drive(&run.id).await.unwrap(), Some(_)), "another process finds it driven");
+    assert!(b.store.orphans(promote::clock::now_ms(), 10).await.unwrap().is_empty(), "and not an orphan");
+    // Its recorder drives it without a claim, from the record it wrote.
+    let id = run.id.clone();
+    let end = a.drive_started(run, None, std::sync::Arc::new(|_| {}), tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert_eq!(end, RunState::Succeeded);
+    let summary = a.summary(&id).await.unwrap();
+    assert!(summary.stages.iter().all(|st| st.state == StageState::Succeeded), "{:?}", summary.stages);
+    assert_eq!(a.store.driver(&id).await.unwrap(), None, "the lease given back at its end");
+    assert_eq!(s.commits("qa"), ["promote checkout 1.1.0 to qa"]);
+}
+}
+
+crate::both_backends! {
 fn a_paused_process_resumed_after_another_finished_its_run_writes_nothing() {
     // `promote run`, paused (SIGSTOP) while it soaks, past its lease; `promote resume` in another
     // process takes the run over and finishes it; then the first is let go (SIGCONT).

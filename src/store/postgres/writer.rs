@@ -274,7 +274,7 @@ async fn drivers_of(conn: &mut PgConnection, fenced: &[(&str, &str)]) -> Result<
 /// `apply_common`): the runs by one statement, all their stages by another, an entry each.
 async fn creates(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
     let writes: Vec<&Write> = jobs.iter().map(|j| &j.write).collect();
-    let (runs, stages) = batch::new_runs(&writes, &head.key, &mut head.entries);
+    let batch::NewRuns { runs, stages, leases } = batch::new_runs(&writes, &head.key, &mut head.entries);
     sqlx::query(
         "INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, authenticated, seal)
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BOOLEAN[], $10::TEXT[])",
@@ -303,6 +303,15 @@ async fn creates(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Res
         .bind(column(&stages, |s| s.seal.as_str()))
         .execute(&mut *conn)
         .await?;
+    }
+    // The leases of the runs whose drivers start at once: new runs, so no other lease exists.
+    if !leases.is_empty() {
+        sqlx::query("INSERT INTO drivers (run_id, holder, expires_at) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) ORDER BY 1")
+            .bind(column(&leases, |l| l.run.as_str()))
+            .bind(column(&leases, |l| l.holder.as_str()))
+            .bind(column(&leases, |l| l.expires_at))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(jobs.iter().map(|_| Written::Done).collect())
 }

@@ -149,17 +149,19 @@ async fn apply_in_transaction(conn: &mut SqliteConnection, jobs: &[Job], head: &
         runs.sort_unstable();
         runs.dedup();
         let (mut held, running) = leases(conn, &runs).await?;
-        let claimed = batch::claims(claims, &mut held, &mut head.entries);
+        let mut claimed = batch::claims(claims, &mut held, &mut head.entries);
         let driving: HashSet<(String, String)> = held.into_iter().filter(|(run, _)| running.contains(run)).map(|(run, (holder, _))| (run, holder)).collect();
         let moved = batch::transitions(moves, &driving, &head.key, crate::clock::now_ms(), &mut head.entries);
-        let (new_runs, new_stages) = batch::new_runs(creates, &head.key, &mut head.entries);
+        let created = batch::new_runs(creates, &head.key, &mut head.entries);
+        // The new runs' leases go in with the claims' (after the runs, in the statement list).
+        claimed.taken.extend(created.leases);
         let (ended_out, ended) = batch::ends(ends, &driving, &mut head.entries);
         let json = |v: serde_json::Result<String>| v.expect("rows serialize");
         let ended = json(serde_json::to_string(&ended));
         sqlx::query(GROUPED)
             .bind(json(serde_json::to_string(&moved.rows)))
-            .bind(json(serde_json::to_string(&new_runs)))
-            .bind(json(serde_json::to_string(&new_stages)))
+            .bind(json(serde_json::to_string(&created.runs)))
+            .bind(json(serde_json::to_string(&created.stages)))
             .bind(json(serde_json::to_string(&claimed.taken)))
             .bind(&ended)
             .bind(&ended)
