@@ -1,5 +1,5 @@
 //! Each write's SQL, said once for both backends: the statements are PostgreSQL's dialect that
-//! SQLite (3.24 or later; its writer needs 3.38 for `->>`, and sqlx bundles a newer one) reads as well (`$N` placeholders, `ON CONFLICT ... DO`, `TRUE`), and
+//! SQLite (3.24 or later; its writer needs 3.45 for `jsonb_each` and `->>`, and sqlx bundles 3.51) reads as well (`$N` placeholders, `ON CONFLICT ... DO`, `TRUE`), and
 //! the one difference, PostgreSQL's row locks (`FOR UPDATE`), is a parameter. What a backend keeps
 //! to itself is what truly differs: how the trail's head is read, locked and moved
 //! (`Head`; `Head::insert` keeps the entry for the transaction's end on both), how the frequent
