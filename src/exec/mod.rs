@@ -267,7 +267,8 @@ impl Executor {
 
     /// [`drive_planned`](Self::drive_planned) for a run this process has just recorded with its
     /// lease ([`start_delivered`](Self::start_delivered) with `driven`): no claim, and neither the
-    /// run nor its stages (all pending, none started) read back.
+    /// run nor its stages (all pending, none started) read back. A record without that lease is
+    /// driven as any other run (claimed, then read).
     pub async fn drive_started(
         &self,
         run: RunRecord,
@@ -275,6 +276,9 @@ impl Executor {
         progress: Arc<dyn Fn(Progress) + Send + Sync>,
         stop: CancellationToken,
     ) -> Result<RunState, ExecError> {
+        if !self.store.holds_drive(&run.id) {
+            return self.drive_planned(&run.id, planned, progress, stop).await;
+        }
         let id = run.id.clone();
         self.drive_held(&id, Some(run), planned, progress, stop).await
     }

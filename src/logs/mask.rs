@@ -248,13 +248,32 @@ fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
     }
 }
 
+/// Lines longer than this are read as words, not as structured lines: what a line's parse may
+/// cost (a JSON value, a logfmt line's items) stays within a few times this.
+pub const MAX_STRUCTURED_LINE: usize = 64 * 1024;
+
+/// Whether a field's name is one a program gives (`method`, `http.request.id`, `@timestamp`,
+/// `_source`): 1 to 64 bytes, a letter, `_` or `@` first, then letters, digits, `_ . - / @`. A
+/// JSON key that is not (a header's, a query's, with spaces or control characters) is data,
+/// and stands as a value.
+pub fn is_field_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b'@')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'/' | b'@'))
+}
+
 /// Structured lines: `key=value` pairs (logfmt: logrus, go-kit, slog's text handler, ...) and
 /// JSON objects (zap, slog's JSON handler, bunyan, PostgreSQL's `jsonlog`, ...). Their programs
 /// put the event's constant text in a message field and what varies in fields of its own, named:
-/// so a field's value is a value (`method=<*>`, `err=<*>`, whatever its words: a closed set of
-/// verbs, an error's text), its name is part of the event, and only the message is read as words.
+/// so a field's value is a value (`method=<*>`, `err=<*>`, `user=<*>` empty or not, whatever its
+/// words: a closed set of verbs, an error's text), its name is part of the event, and only the
+/// message is read as words. A JSON line's fields are taken in the order of their names (nested
+/// ones as `outer.inner`), so that one event whose library writes its fields in another order is
+/// one template.
 mod structured {
-    use super::{WILDCARD, words};
+    use super::{MAX_STRUCTURED_LINE, WILDCARD, is_field_name, words};
 
     /// The fields whose value is the event's text, whatever its shape (`msg=Starting`).
     const MESSAGE: &[&str] = &["msg", "message", "MESSAGE", "Message", "event"];
@@ -263,8 +282,8 @@ mod structured {
     /// read as logfmt (a prose line with one or two `size=42` is not).
     const MIN_PAIRS: usize = 3;
 
-    /// At most this many fields of a JSON line are read (the rest are left out of its template);
-    /// nested objects are read to this depth (a deeper one is one value).
+    /// At most this many fields of a JSON line are read, the first by name (the rest are left out
+    /// of its template); nested objects are read to this depth (a deeper one is one value).
     const MAX_FIELDS: usize = 64;
     const MAX_DEPTH: usize = 4;
 
@@ -272,6 +291,9 @@ mod structured {
     /// it was one.
     pub(super) fn read(line: &str, buf: &mut String, each: &mut impl FnMut(&str), value: &mut impl FnMut(&str)) -> bool {
         let t = line.trim();
+        if t.len() > MAX_STRUCTURED_LINE {
+            return false;
+        }
         if t.len() > 1 && t.starts_with('{') && t.ends_with('}') {
             if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(t) {
                 let mut left = MAX_FIELDS;
@@ -309,12 +331,17 @@ mod structured {
         true
     }
 
-    /// One field: `key=` then its words (the message, free text), or `key=<*>` (`key=` when empty).
+    /// One field: the message's `key=` then its words, or `key=<*>`; a name that is data
+    /// ([`is_field_name`]) stands as `<*>`.
     fn field(key: &str, value: &str, buf: &mut String, each: &mut impl FnMut(&str), values: &mut impl FnMut(&str)) {
+        if !key.split('.').all(is_field_name) {
+            each(WILDCARD);
+            return;
+        }
         buf.clear();
         buf.push_str(key);
         buf.push('=');
-        if MESSAGE.contains(&key) || value.is_empty() {
+        if MESSAGE.contains(&key) {
             each(buf);
             if value.contains("\\\"") {
                 words(&value.replace("\\\"", "\""), buf, each);
@@ -324,11 +351,13 @@ mod structured {
         } else {
             buf.push_str(WILDCARD);
             each(buf);
-            values(value);
+            if !value.is_empty() {
+                values(value);
+            }
         }
     }
 
-    /// A JSON object's fields in their order, nested ones as `outer.inner`.
+    /// A JSON object's fields in the order of their names, nested ones as `outer.inner`.
     fn object(
         prefix: &str,
         fields: &serde_json::Map<String, serde_json::Value>,
@@ -338,7 +367,10 @@ mod structured {
         each: &mut impl FnMut(&str),
         values: &mut impl FnMut(&str),
     ) {
-        for (k, v) in fields {
+        // (serde_json's map is ordered by name unless its `preserve_order` is on: said here.)
+        let mut sorted: Vec<(&String, &serde_json::Value)> = fields.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in sorted {
             if *left == 0 {
                 return;
             }
@@ -495,15 +527,21 @@ mod tests {
         // too), free text read as words.
         assert_eq!(
             t(r#"level=info msg="Starting Prometheus" method=GET err="open /x: no such file" user= took=12ms"#),
-            "msg= Starting Prometheus level=<*> method=<*> err=<*> user= took=<*>"
+            "msg= Starting Prometheus level=<*> method=<*> err=<*> user=<*> took=<*>"
         );
         assert_eq!(t("msg=GetImageManifest http.request.method=HEAD vars.name=shop/cart"), "msg= GetImageManifest http.request.method=<*> vars.name=<*>");
         assert_eq!(t(r#"msg="a \"quoted\" word" x=1 y=2"#), r#"msg= a "quoted" word x=<*> y=<*>"#);
         // JSON: the same, nested fields by their path.
         assert_eq!(
             t(r#"{"level":"error","msg":"dial failed","peer":{"addr":"10.0.0.1:80","id":7},"retry":true,"err":null}"#),
-            "msg= dial failed err= level=<*> peer.addr=<*> peer.id=<*> retry=<*>"
+            "msg= dial failed err=<*> level=<*> peer.addr=<*> peer.id=<*> retry=<*>"
         );
+        // Keys that are data (a header's, with a space) stand as values; a line too long is words.
+        assert_eq!(t(r#"{"msg":"got","headers":{"X Custom":"a","Accept":"b"}}"#), "msg= got headers.Accept=<*> <*>");
+        let long = format!(r#"{{"msg":"big","blob":"{}"}}"#, "x".repeat(MAX_STRUCTURED_LINE));
+        assert!(tokens(&long)[0].starts_with(r#"{"msg":"big""#));
+        // What only looks like JSON is words.
+        assert_eq!(t(r#"{"msg": broken}"#), r#"{"msg": broken}"#);
         // Not structured: a prose line with two pairs, and what only looks like JSON.
         assert_eq!(t("Received block size=42 from host=a"), "Received block size=<*> from host=a");
         assert_eq!(t("{not json} a=1 b=2"), "{not json} a=<*> b=<*>");

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use super::mask::{WILDCARD, for_each_masked, for_each_masked_with, is_separator};
+use super::mask::{WILDCARD, for_each_masked, for_each_masked_with, is_field_name, is_separator};
 
 /// The miner's one configuration (the same for every input).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -64,12 +64,11 @@ fn parts(token: &str) -> impl Iterator<Item = &str> {
     token.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|p| !p.is_empty())
 }
 
-/// Whether a token is a field's name and its masked value: `key=<*>` or `key=` (a name: a letter,
-/// then letters, digits, `_ . - /`).
+/// Whether a token is a field's name and its masked value: `key=<*>` or `key=` (a name as
+/// [`is_field_name`] says).
 fn is_field(tok: &str) -> bool {
     let name = tok.strip_suffix(WILDCARD).unwrap_or(tok);
-    let Some(name) = name.strip_suffix('=') else { return false };
-    name.starts_with(|c: char| c.is_ascii_alphabetic()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/'))
+    name.strip_suffix('=').is_some_and(is_field_name)
 }
 
 /// The interned id of `<*>`.
@@ -200,8 +199,10 @@ pub struct Miner {
     value_words: FxHashSet<Box<str>>,
 }
 
-/// At most this many distinct words written as field values are kept.
+/// At most this many distinct words written as field values are kept, each of at most
+/// [`VALUE_WORD_LEN`] bytes.
 const VALUE_WORDS: usize = 4096;
+const VALUE_WORD_LEN: usize = 64;
 
 impl Miner {
     /// An empty miner.
@@ -259,7 +260,12 @@ impl Miner {
                 }
             },
             |value| {
-                if values.len() < VALUE_WORDS && !value.is_empty() && value.chars().all(|c| c.is_alphabetic() || c == '_') && !values.contains(value) {
+                // Words only (a closed set is of words), and short ones.
+                if values.len() < VALUE_WORDS
+                    && (1..=VALUE_WORD_LEN).contains(&value.len())
+                    && value.chars().all(|c| c.is_alphabetic() || c == '_')
+                    && !values.contains(value)
+                {
                     values.insert(value.into());
                 }
             },

@@ -235,30 +235,50 @@ impl Format {
     }
 }
 
-/// The fields that name a JSON line's level, as logging libraries write them (zap, slog, bunyan's
-/// names; PostgreSQL's `jsonlog`; Python's `levelname`; Elastic's `log.level`).
-const JSON_LEVEL_KEYS: &[&str] = &["\"level\"", "\"severity\"", "\"lvl\"", "\"error_severity\"", "\"levelname\"", "\"log.level\""];
+/// A JSON line's top-level fields that name its level, as logging libraries write them, in the
+/// order they are asked: zap's and slog's `level`, Google Cloud's `severity`, log15's `lvl`,
+/// Python's `levelname`, Elastic's `log.level`, PostgreSQL's `error_severity` (bunyan and pino
+/// write `level` as a number: 50 and up an error, 40 a warning). Other fields are skipped
+/// unread; a nested `severity` (an alert's, a setting's) is not the line's.
+#[derive(serde::Deserialize)]
+struct JsonLevel {
+    level: Option<serde_json::Value>,
+    severity: Option<serde_json::Value>,
+    lvl: Option<serde_json::Value>,
+    levelname: Option<serde_json::Value>,
+    #[serde(rename = "log.level")]
+    log_level: Option<serde_json::Value>,
+    error_severity: Option<serde_json::Value>,
+}
 
-/// The level a JSON line's level field names (`"level":"error"`, `"severity": "WARNING"`), if
-/// the line is a JSON object and has one: it says what it is wherever it stands.
+/// Lines longer than this are not read as JSON for their level (nor mined as structured lines):
+/// what a line's parse may cost stays bounded.
+pub const MAX_STRUCTURED_LINE: usize = super::mask::MAX_STRUCTURED_LINE;
+
+/// The level a JSON line's level field names (`"level":"error"`, `"severity": "WARNING"`,
+/// `"level":50`), if the line is a JSON object with one at its top level: the first of
+/// [`JsonLevel`]'s fields that it has and that names a level.
 fn json_level(text: &str) -> Option<Level> {
-    let t = text.trim_start();
-    if !t.starts_with('{') {
+    let t = text.trim();
+    if !(t.starts_with('{') && t.ends_with('}')) || t.len() > MAX_STRUCTURED_LINE {
         return None;
     }
-    let mut found: Option<Level> = None;
-    for key in JSON_LEVEL_KEYS {
-        let mut rest = t;
-        while let Some(at) = rest.find(key) {
-            rest = &rest[at + key.len()..];
-            let Some(v) = rest.trim_start().strip_prefix(':') else { continue };
-            let Some(v) = v.trim_start().strip_prefix('"') else { continue };
-            if let Some(l) = v.split('"').next().and_then(severity) {
-                found = Some(found.map_or(l, |f| f.max(l)));
-            }
-        }
-    }
-    found
+    let j: JsonLevel = serde_json::from_str(t).ok()?;
+    let named = |v: &Option<serde_json::Value>, numeric: bool| match v {
+        Some(serde_json::Value::String(s)) => severity(s),
+        Some(serde_json::Value::Number(n)) if numeric => n.as_f64().map(|n| match n {
+            n if n >= 50.0 => Level::Error,
+            n if n >= 40.0 => Level::Warning,
+            _ => Level::Info,
+        }),
+        _ => None,
+    };
+    named(&j.level, true)
+        .or_else(|| named(&j.severity, false))
+        .or_else(|| named(&j.lvl, false))
+        .or_else(|| named(&j.levelname, false))
+        .or_else(|| named(&j.log_level, false))
+        .or_else(|| named(&j.error_severity, false))
 }
 
 /// The level a field names: a severity word (any case, in brackets or not: `ERROR`, `[error]`,
@@ -724,6 +744,11 @@ mod tests {
             (r#"{"severity": "WARNING", "message": "slow"}"#, Some(Level::Warning)),
             (r#"{"msg":"level is fine","n":1}"#, None),
             (r#"not json "level":"error""#, None),
+            // A nested level is not the line's; bunyan's numbers are levels.
+            (r#"{"level":"info","msg":"alert received","alert":{"severity":"critical"}}"#, Some(Level::Info)),
+            (r#"{"msg":"logging set","logging":{"level":"error"}}"#, None),
+            (r#"{"name":"api","level":50,"msg":"request failed"}"#, Some(Level::Error)),
+            (r#"{"name":"api","level":30,"msg":"request served"}"#, Some(Level::Info)),
         ] {
             assert_eq!(format.written(line), level, "{line}");
         }

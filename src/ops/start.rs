@@ -73,7 +73,9 @@ pub struct Started {
 }
 
 /// Accepts the histories asked for (each in the trail), then records the run. The caller drives
-/// it ([`Executor::drive`]) or leaves it to another process.
+/// it ([`Executor::drive`]) or leaves it to another process; with `driven`, it holds the run's
+/// lease and drives it itself ([`Executor::drive_started`]): no other process takes the run
+/// until that lease lapses.
 pub async fn start(exec: &Executor, r: &Request<'_>) -> Result<Started, OpsError> {
     super::access::allow(&r.plan.pipeline, super::access::Permission::Run, None, &r.caller)?;
     let refused = refusals(r);

@@ -2,7 +2,7 @@
 //! transitions, new runs, drivers' claims on runs, runs' ends: [`Group`]) are judged here, in
 //! Rust, against what the writer read of the leases, and become rows (a row per stage, run or
 //! lease) that each backend sends by a few statements whatever their number: PostgreSQL as
-//! `UNNEST` arrays, SQLite as one JSON array read by `json_each`. The trail's entries a
+//! `UNNEST` arrays, SQLite as one JSON array read by `jsonb_each(jsonb(?))`. The trail's entries a
 //! transaction appends wait in [`Entries`] and are chained at its end ([`Entries::chain`]).
 //!
 //! The writes of a batch were all asked for at once, none after another's answer, so any order
@@ -364,7 +364,8 @@ pub(crate) struct LeaseRow {
 pub(crate) struct Claimed {
     /// Each claim's answer, in order.
     pub out: Vec<Written>,
-    /// The leases taken, once per run (its last holder), in the order of their runs.
+    /// The leases taken, once per run (its last holder), in the order of their runs (SQLite's
+    /// writer appends the new runs' leases after them).
     pub taken: Vec<LeaseRow>,
 }
 

@@ -490,6 +490,11 @@ impl Store {
         Ok(())
     }
 
+    /// Whether this process took the lease of driving `run` (with the run, or by a claim).
+    pub fn holds_drive(&self, run: &str) -> bool {
+        self.fence(run).is_some()
+    }
+
     /// This process's holder name when it drives `run` (its writes then need its lease).
     fn fence(&self, run: &str) -> Option<String> {
         self.driving.lock().unwrap_or_else(|e| e.into_inner()).contains(run).then(|| self.holder.to_string())
