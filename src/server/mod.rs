@@ -120,7 +120,9 @@ pub struct Server {
     directory: crate::governance::SharedDirectory,
     config: Arc<Config>,
     stop: CancellationToken,
-    drivers: Arc<tokio::sync::Mutex<tokio::task::JoinSet<()>>>,
+    /// The drivers' tasks (a plain mutex: a driver is added to the set as its run is started, not
+    /// by a task that may run after the server's shutdown took the set).
+    drivers: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
     /// The runs this server drives now (the others' are taken over when their lease lapses).
     driving: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Plans of the pipeline sources stored with runs, by the source's hash (the pages draw runs
@@ -282,8 +284,8 @@ impl Server {
             return;
         }
         let (exec, stop, drivers, driving) = (self.exec.clone(), self.stop.clone(), self.drivers.clone(), self.driving.clone());
-        tokio::spawn(async move {
-            drivers.lock().await.spawn(async move {
+        {
+            drivers.lock().unwrap_or_else(|e| e.into_inner()).spawn(async move {
                 let _done = Forget(driving, id.clone());
                 let driven = match fresh {
                     Some(run) => exec.drive_started(run, planned, Arc::new(|_| {}), stop.child_token()).await,
@@ -299,7 +301,7 @@ impl Server {
                     Err(e) => tracing::error!(run = %id, error = %e, "run failed to drive"),
                 }
             });
-        });
+        }
     }
 }
 
@@ -420,7 +422,7 @@ pub async fn serve(
         directory,
         config: Arc::new(config),
         stop: CancellationToken::new(),
-        drivers: Arc::new(tokio::sync::Mutex::new(tokio::task::JoinSet::new())),
+        drivers: Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new())),
         driving: Arc::default(),
         plans: Arc::default(),
         polls: Arc::default(),
@@ -496,8 +498,12 @@ pub async fn serve(
     registry_poller.abort();
     adopter.abort();
     sweeper.abort();
+    // The tasks that start and adopt runs are gone before the drivers are taken below: a run one
+    // of them started is driven (or, cut off mid-start, left to its lease) and never spawned
+    // into a set nobody waits for.
+    let _ = (poller.await, registry_poller.await, adopter.await);
     let _ = watcher.await;
-    let mut drivers = std::mem::take(&mut *server.drivers.lock().await);
+    let mut drivers = std::mem::take(&mut *server.drivers.lock().unwrap_or_else(|e| e.into_inner()));
     while drivers.join_next().await.is_some() {}
     crate::exec::settle_heads().await;
     server.exec.store.close().await;
