@@ -285,7 +285,11 @@ impl Server {
         }
         let (exec, stop, drivers, driving) = (self.exec.clone(), self.stop.clone(), self.drivers.clone(), self.driving.clone());
         {
-            drivers.lock().unwrap_or_else(|e| e.into_inner()).spawn(async move {
+            let mut drivers = drivers.lock().unwrap_or_else(|e| e.into_inner());
+            // The drivers that ended are let go here (the set keeps a finished task until it is
+            // joined: a server that ran a million runs would keep a million).
+            while drivers.try_join_next().is_some() {}
+            drivers.spawn(async move {
                 let _done = Forget(driving, id.clone());
                 let driven = match fresh {
                     Some(run) => exec.drive_started(run, planned, Arc::new(|_| {}), stop.child_token()).await,
