@@ -3,7 +3,18 @@
 //! being met to its start (p50, p99: from the durable `succeeded` of its last need to the durable
 //! `running` of the stage), and the peak memory of the process.
 //!
-//! Run: `cargo bench --bench exec` (1,000 runs) or `cargo bench --bench exec -- 200`.
+//! Two ways of driving, each measured on a fresh state:
+//! - `server`: as `promote serve` starts a run (API, webhook, poll): recorded with its driver's
+//!   lease in one write and driven from that record with the server's loaded plan
+//!   ([`Executor::drive_started`]);
+//! - `resume`: as `promote resume` drives a recorded run: the lease claimed, the run and its stages
+//!   read back, the stored text planned again ([`Executor::drive`]).
+//!
+//! Run: `cargo bench --bench exec` (1,000 runs, both ways), `cargo bench --bench exec -- 200`, or
+//! `cargo bench --bench exec -- --bench server` (one way).
+//!
+//! [`Executor::drive_started`]: promote::exec::Executor::drive_started
+//! [`Executor::drive`]: promote::exec::Executor::drive
 
 #[path = "support.rs"]
 mod support;
@@ -30,6 +41,17 @@ fn peak_rss_kb() -> u64 {
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(if quick { 20 } else { 1000 });
+    let ways: Vec<&str> = ["server", "resume"].into_iter().filter(|w| !std::env::args().any(|a| a == "server" || a == "resume") || std::env::args().any(|a| a == *w)).collect();
+    for (k, way) in ways.iter().enumerate() {
+        if k > 0 {
+            println!();
+        }
+        bench(runs, way == &"server");
+    }
+}
+
+fn bench(runs: usize, server: bool) {
+    println!("driven as             {}", if server { "the server drives (recorded with its lease, the loaded plan)" } else { "`promote resume` drives (claimed, read back, planned again)" });
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bench.yaml");
     std::fs::write(&file, PIPELINE).unwrap();
@@ -40,27 +62,34 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let exec = Arc::new(support::executor(Store::open(&dir.path().join("state.db")).await.unwrap(), &dir.path().join("repos")));
-        let mut ids = Vec::with_capacity(runs);
+        let planned = promote::exec::Planned { source: PIPELINE.into(), plan: Arc::new(plan.clone()), users: None };
+        let mut started = Vec::with_capacity(runs);
         for _ in 0..runs {
-            ids.push(exec.start(&file, PIPELINE, &plan, "1.0.0", "bench", false).await.unwrap().id);
+            let run = exec.start_delivered(&file, PIPELINE, &plan, "1.0.0", "bench", false, None, server).await.unwrap().unwrap();
+            started.push(run);
         }
+        let ids: Vec<String> = started.iter().map(|r| r.id.clone()).collect();
         // (run, stage) -> when it became running / succeeded, as the walker reported it (after the
         // durable write).
         let seen: Arc<Mutex<Seen>> = Arc::default();
         let start = Instant::now();
         let mut tasks = Vec::new();
-        for id in ids.clone() {
-            let (exec, seen) = (exec.clone(), seen.clone());
+        for run in started {
+            let (exec, seen, planned) = (exec.clone(), seen.clone(), planned.clone());
             tasks.push(tokio::spawn(async move {
-                let run = id.clone();
+                let id = run.id.clone();
                 let progress = Arc::new(move |p: Progress| {
-                    seen.lock().unwrap().insert((run.clone(), p.stage, p.state), Instant::now());
+                    seen.lock().unwrap().insert((id.clone(), p.stage, p.state), Instant::now());
                 });
-                exec.drive(&id, progress).await.unwrap()
+                if server {
+                    exec.drive_started(run, Some(planned), progress, Default::default()).await.unwrap()
+                } else {
+                    exec.drive(&run.id, progress).await.unwrap().run.state
+                }
             }));
         }
         for t in tasks {
-            assert_eq!(t.await.unwrap().run.state, promote::store::RunState::Succeeded);
+            assert_eq!(t.await.unwrap(), promote::store::RunState::Succeeded);
         }
         let took = start.elapsed();
         let seen = seen.lock().unwrap().clone();

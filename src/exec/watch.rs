@@ -89,6 +89,11 @@ impl Executor {
     /// Begins the watches of a run that has succeeded: one per deploy that committed (now or on
     /// an earlier attempt) whose stage or environment has a `watch`. Idempotent.
     pub(super) async fn begin_watches(&self, run: &RunRecord, plan: &Plan, base_dir: &Path) -> Result<(), ExecError> {
+        // Most pipelines watch nothing: their stages are not read back at every run's end.
+        let watched = |i: usize, s: &crate::model::Stage| s.kind.promotes().zip(plan.deploy_environment(i)).is_some_and(|(d, env)| d.watch_in(env).is_some());
+        if !plan.pipeline.stages.iter().enumerate().any(|(i, s)| watched(i, s)) {
+            return Ok(());
+        }
         let records = self.store.stages(&run.id).await?;
         let now = now_ms();
         for (i, s) in plan.pipeline.stages.iter().enumerate() {

@@ -274,12 +274,19 @@ pub fn expressions(p: &Pipeline, diags: &mut Diagnostics) {
             texts.len() - 1
         });
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(texts.len() / 64 + 1);
-    let chunk = texts.len().div_ceil(threads).max(1);
-    let outcomes: Vec<CelOutcome> = std::thread::scope(|scope| {
-        let handles: Vec<_> = texts.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(|t| compile_cel(t)).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("CEL compile thread")).collect()
-    });
+    // Threads only for many expressions: a pipeline of a few is compiled where it is (asking for
+    // the machine's parallelism reads the cgroup's files, and a thread costs more than a few
+    // compiles; a server plans a run's pipeline on its start path).
+    let outcomes: Vec<CelOutcome> = if texts.len() < 64 {
+        texts.iter().map(|t| compile_cel(t)).collect()
+    } else {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(texts.len() / 64 + 1);
+        let chunk = texts.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = texts.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(|t| compile_cel(t)).collect::<Vec<_>>())).collect();
+            handles.into_iter().flat_map(|h| h.join().expect("CEL compile thread")).collect()
+        })
+    };
     for (expr, field, variables) in jobs {
         match &outcomes[distinct[expr.value.as_str()]] {
             CelOutcome::Invalid(msgs) => diags.error(expr.pos, format!("`{field}` is not a valid CEL expression: {}", msgs.join("; "))),
