@@ -6,7 +6,10 @@
 //! first, a request every 5 ms while one runs). Printed: the wall
 //! time, runs a second, the starts' p50/p99 latency, when the last start was answered and when the
 //! last run ended by the servers' clocks (its `finishedAt`). Every run must succeed.
-//! `PROMOTE_BENCH_LOG` sets the servers' `PROMOTE_LOG` (`warn`; `warn,sqlx::query=debug` lists
+//! `PROMOTE_BENCH_CLIENTS` sets the number of clients (8). `PROMOTE_BENCH_CPU=0.15` gives each
+//! server 15% of one core in a cgroup of its own (as replicas on small machines of their own:
+//! on one 2-core machine, one server and PostgreSQL already keep the cores 60% busy, so added
+//! servers have no CPU to add). The bench prints the setting with its figures. `PROMOTE_BENCH_LOG` sets the servers' `PROMOTE_LOG` (`warn`; `warn,sqlx::query=debug` lists
 //! every statement).
 //!
 //! Configurations: SQLite with one server; PostgreSQL 15 (started here, `fsync` on, as in
@@ -31,7 +34,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "prt_alice_api_bench_token_0001";
-const CLIENTS: usize = 8;
+/// Clients at once (the issue's measure: 8); `PROMOTE_BENCH_CLIENTS` sets another number.
+fn client_count() -> usize {
+    std::env::var("PROMOTE_BENCH_CLIENTS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(8)
+}
 
 const PIPELINE: &str = "apiVersion: promote/v1
 kind: Pipeline
@@ -58,6 +64,47 @@ enum State {
 }
 
 /// `promote serve` as a child in `cwd`; returns it and its port once it listens.
+/// `PROMOTE_BENCH_CPU`: the share of one core each server may use (e.g. `0.15`), as if each
+/// replica ran on a small machine of its own; unset, the servers share the machine's cores.
+fn cpu_share() -> Option<f64> {
+    std::env::var("PROMOTE_BENCH_CPU").ok().map(|v| v.parse::<f64>().ok().filter(|s| *s > 0.0).expect("PROMOTE_BENCH_CPU: a share of one core, such as 0.15"))
+}
+
+/// Puts process `pid` in a cgroup of its own with `share` of one core (cgroup v2's `cpu.max`, or
+/// v1's CFS quota): the bench fails rather than measure unlimited servers as limited ones.
+fn limit_cpu(pid: u32, share: f64) {
+    let period = 100_000u64;
+    let quota = ((share * period as f64) as u64).max(1000);
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
+    let (group, limits): (std::path::PathBuf, Vec<(&str, String)>) = if v2.exists() {
+        (Path::new("/sys/fs/cgroup").join(format!("promote-bench-{pid}")), vec![("cpu.max", format!("{quota} {period}"))])
+    } else {
+        (
+            Path::new("/sys/fs/cgroup/cpu").join(format!("promote-bench-{pid}")),
+            vec![("cpu.cfs_period_us", period.to_string()), ("cpu.cfs_quota_us", quota.to_string())],
+        )
+    };
+    // The groups of servers gone (earlier configurations or runs) are removed: an empty group
+    // is removed, one with a live process is refused, and that is ignored.
+    if let Some(parent) = group.parent()
+        && let Ok(entries) = std::fs::read_dir(parent)
+    {
+        for e in entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("promote-bench-")) {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+    let set = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&group)?;
+        for (file, value) in &limits {
+            std::fs::write(group.join(file), value)?;
+        }
+        std::fs::write(group.join("cgroup.procs"), pid.to_string())
+    };
+    if let Err(e) = set() {
+        panic!("PROMOTE_BENCH_CPU: could not limit the server's CPU in {}: {e} (needs a writable cgroup cpu controller)", group.display());
+    }
+}
+
 fn serve(dir: &Path, cwd: &Path, state: &State) -> (Child, u16) {
     std::fs::create_dir_all(cwd).unwrap();
     // `PROMOTE_BIN`: another build to compare with (alternating before and after on a noisy machine).
@@ -73,6 +120,9 @@ fn serve(dir: &Path, cwd: &Path, state: &State) -> (Child, u16) {
         }
     }
     let mut child = cmd.args(["serve", "--listen", "127.0.0.1:0", "--pipelines"]).arg(dir.join("pipelines")).stderr(Stdio::piped()).spawn().unwrap();
+    if let Some(share) = cpu_share() {
+        limit_cpu(child.id(), share);
+    }
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let port = loop {
         let line = lines.next().expect("the server says where it listens").unwrap();
@@ -111,7 +161,7 @@ async fn measure(runs: usize, ports: &[u16]) -> Measured {
     let began_ms = promote::clock::now_ms();
     let mut last_end = began_ms;
     let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..CLIENTS {
+    for _ in 0..client_count() {
         let (http, next, ports) = (http.clone(), next.clone(), ports.to_vec());
         clients.spawn(async move {
             let mut mine = Vec::new();
@@ -149,8 +199,8 @@ async fn measure(runs: usize, ports: &[u16]) -> Measured {
     // asked for only once the one before has finished.
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut followers = tokio::task::JoinSet::new();
-    for k in 0..CLIENTS {
-        let mine: Vec<(usize, String, u16)> = started.iter().skip(k).step_by(CLIENTS).map(|(i, id, port, _)| (*i, id.clone(), *port)).collect();
+    for k in 0..client_count() {
+        let mine: Vec<(usize, String, u16)> = started.iter().skip(k).step_by(client_count()).map(|(i, id, port, _)| (*i, id.clone(), *port)).collect();
         let http = http.clone();
         followers.spawn(async move {
             let mut last_end = 0;
@@ -197,7 +247,11 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(if quick { 100 } else { 1000 });
     let only: Option<String> = std::env::args().skip(1).find(|a| ["sqlite", "pg1", "pg3"].contains(&a.as_str()));
-    println!("{runs} runs of a chain of 6 `wait: 0s` stages started through POST /api/v1/runs by {CLIENTS} clients; load average {}", loadavg());
+    println!("{runs} runs of a chain of 6 `wait: 0s` stages started through POST /api/v1/runs by {} clients{}; load average {}",
+        client_count(),
+        cpu_share().map(|s| format!(", each server limited to {:.0}% of one core", s * 100.0)).unwrap_or_default(),
+        loadavg()
+    );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     // Started when the first PostgreSQL configuration comes, not before SQLite's: a database
     // server starting up (its files written and flushed) slowed the SQLite runs beside it by a
