@@ -89,16 +89,24 @@ impl Executor {
     /// Begins the watches of a run that has succeeded: one per deploy that committed (now or on
     /// an earlier attempt) whose stage or environment has a `watch`. Idempotent.
     pub(super) async fn begin_watches(&self, run: &RunRecord, plan: &Plan, base_dir: &Path) -> Result<(), ExecError> {
+        // (stage, its environment, the watch) of each deploy that has one.
+        let watched: Vec<_> = plan
+            .pipeline
+            .stages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let (d, env) = s.kind.promotes().zip(plan.deploy_environment(i))?;
+                Some((s, env, d.watch_in(env)?))
+            })
+            .collect();
         // Most pipelines watch nothing: their stages are not read back at every run's end.
-        let watched = |i: usize, s: &crate::model::Stage| s.kind.promotes().zip(plan.deploy_environment(i)).is_some_and(|(d, env)| d.watch_in(env).is_some());
-        if !plan.pipeline.stages.iter().enumerate().any(|(i, s)| watched(i, s)) {
+        if watched.is_empty() {
             return Ok(());
         }
         let records = self.store.stages(&run.id).await?;
         let now = now_ms();
-        for (i, s) in plan.pipeline.stages.iter().enumerate() {
-            let (Some(d), Some(env)) = (s.kind.promotes(), plan.deploy_environment(i)) else { continue };
-            let Some(spec) = d.watch_in(env) else { continue };
+        for (s, env, spec) in watched {
             let Some(r) = records.iter().find(|r| r.name == s.name.value && r.state == StageState::Succeeded) else { continue };
             let Some(out) = DeployOutput::of(r.output.as_ref()).filter(|o| o.outcome.holds_commit()) else { continue };
             let (Some(commit), value) = (out.commit.as_deref(), out.new_value.as_str()) else { continue };
