@@ -247,7 +247,8 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(if quick { 100 } else { 1000 });
     let only: Option<String> = std::env::args().skip(1).find(|a| ["sqlite", "pg1", "pg3"].contains(&a.as_str()));
-    println!("{runs} runs of a chain of 6 `wait: 0s` stages started through POST /api/v1/runs by {} clients{}; load average {}",
+    println!(
+        "{runs} runs of a chain of 6 `wait: 0s` stages started through POST /api/v1/runs by {} clients{}; load average {}",
         client_count(),
         cpu_share().map(|s| format!(", each server limited to {:.0}% of one core", s * 100.0)).unwrap_or_default(),
         loadavg()

@@ -41,7 +41,8 @@ fn peak_rss_kb() -> u64 {
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(if quick { 20 } else { 1000 });
-    let ways: Vec<&str> = ["server", "resume"].into_iter().filter(|w| !std::env::args().any(|a| a == "server" || a == "resume") || std::env::args().any(|a| a == *w)).collect();
+    let ways: Vec<&str> =
+        ["server", "resume"].into_iter().filter(|w| !std::env::args().any(|a| a == "server" || a == "resume") || std::env::args().any(|a| a == *w)).collect();
     for (k, way) in ways.iter().enumerate() {
         if k > 0 {
             println!();
@@ -51,7 +52,10 @@ fn main() {
 }
 
 fn bench(runs: usize, server: bool) {
-    println!("driven as             {}", if server { "the server drives (recorded with its lease, the loaded plan)" } else { "`promote resume` drives (claimed, read back, planned again)" });
+    println!(
+        "driven as             {}",
+        if server { "the server drives (recorded with its lease, the loaded plan)" } else { "`promote resume` drives (claimed, read back, planned again)" }
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bench.yaml");
     std::fs::write(&file, PIPELINE).unwrap();
