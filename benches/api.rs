@@ -9,7 +9,8 @@
 //! `PROMOTE_BENCH_CLIENTS` sets the number of clients (8). `PROMOTE_BENCH_CPU=0.15` gives each
 //! server 15% of one core in a cgroup of its own (as replicas on small machines of their own:
 //! on one 2-core machine, one server and PostgreSQL already keep the cores 60% busy, so added
-//! servers have no CPU to add). The bench prints the setting with its figures. `PROMOTE_BENCH_LOG` sets the servers' `PROMOTE_LOG` (`warn`; `warn,sqlx::query=debug` lists
+//! servers have no CPU to add); the bench prints the setting with its figures.
+//! `PROMOTE_BENCH_LOG` sets the servers' `PROMOTE_LOG` (`warn`; `warn,sqlx::query=debug` lists
 //! every statement).
 //!
 //! Configurations: SQLite with one server; PostgreSQL 15 (started here, `fsync` on, as in
@@ -63,7 +64,6 @@ enum State {
     Postgres(String),
 }
 
-/// `promote serve` as a child in `cwd`; returns it and its port once it listens.
 /// `PROMOTE_BENCH_CPU`: the share of one core each server may use (e.g. `0.15`), as if each
 /// replica ran on a small machine of its own; unset, the servers share the machine's cores.
 fn cpu_share() -> Option<f64> {
@@ -105,6 +105,7 @@ fn limit_cpu(pid: u32, share: f64) {
     }
 }
 
+/// `promote serve` as a child in `cwd`; returns it and its port once it listens.
 fn serve(dir: &Path, cwd: &Path, state: &State) -> (Child, u16) {
     std::fs::create_dir_all(cwd).unwrap();
     // `PROMOTE_BIN`: another build to compare with (alternating before and after on a noisy machine).
