@@ -73,30 +73,43 @@ fn bench(runs: usize, server: bool) {
             started.push(run);
         }
         let ids: Vec<String> = started.iter().map(|r| r.id.clone()).collect();
-        // (run, stage) -> when it became running / succeeded, as the walker reported it (after the
-        // durable write).
-        let seen: Arc<Mutex<Seen>> = Arc::default();
+        // Each run's transitions (stage, state, when), as its walker reported them (after the
+        // durable write): a list per run, so that the bench's own bookkeeping takes no lock shared
+        // by the 1,000 walkers and hashes nothing while they run.
+        type Heard = Arc<Mutex<Vec<(String, StageState, Instant)>>>;
         let start = Instant::now();
         let mut tasks = Vec::new();
         for run in started {
-            let (exec, seen, planned) = (exec.clone(), seen.clone(), planned.clone());
+            let (exec, planned) = (exec.clone(), planned.clone());
+            let heard: Heard = Arc::new(Mutex::new(Vec::with_capacity(12)));
             tasks.push(tokio::spawn(async move {
                 let id = run.id.clone();
-                let progress = Arc::new(move |p: Progress| {
-                    seen.lock().unwrap().insert((id.clone(), p.stage, p.state), Instant::now());
-                });
-                if server {
+                let progress = {
+                    let heard = heard.clone();
+                    Arc::new(move |p: Progress| heard.lock().unwrap().push((p.stage, p.state, Instant::now())))
+                };
+                let state = if server {
                     exec.drive_started(run, Some(planned), progress, Default::default()).await.unwrap()
                 } else {
                     exec.drive(&run.id, progress).await.unwrap().run.state
-                }
+                };
+                (id, state, heard)
             }));
         }
+        // (run, stage, state) -> when.
+        let mut seen = Seen::new();
+        let mut ended = Vec::new();
         for t in tasks {
-            assert_eq!(t.await.unwrap(), promote::store::RunState::Succeeded);
+            let (id, state, heard) = t.await.unwrap();
+            assert_eq!(state, promote::store::RunState::Succeeded);
+            ended.push((id, heard));
         }
         let took = start.elapsed();
-        let seen = seen.lock().unwrap().clone();
+        for (id, heard) in ended {
+            for (stage, state, at) in std::mem::take(&mut *heard.lock().unwrap()) {
+                seen.insert((id.clone(), stage, state), at);
+            }
+        }
         let mut latencies: Vec<Duration> = Vec::new();
         // The whole step, for honesty: from the durable start of the last need (a no-op) to the
         // durable start of the stage, which includes the wait for the need's result to be written.
