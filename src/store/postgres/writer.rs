@@ -271,13 +271,22 @@ async fn drivers_of(conn: &mut PgConnection, fenced: &[(&str, &str)]) -> Result<
 }
 
 /// New runs (without a delivery: those are checked for duplicates one by one, in
-/// `apply_common`): the runs by one statement, all their stages by another, an entry each.
+/// `apply_common`): the runs, all their stages and the leases of those whose drivers start at
+/// once, by one statement (one trip to the database instead of three: the stages' reference to
+/// their run is checked at the statement's end, when the runs are in), an entry each.
 async fn creates(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Result<Vec<Written>, sqlx::Error> {
     let writes: Vec<&Write> = jobs.iter().map(|j| &j.write).collect();
     let batch::NewRuns { runs, stages, leases } = batch::new_runs(&writes, &head.key, &mut head.entries);
+    // The leases are of new runs, so no other lease exists.
     sqlx::query(
-        "INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, authenticated, seal)
-         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BOOLEAN[], $10::TEXT[])",
+        "WITH new_runs AS (
+           INSERT INTO runs (id, pipeline, file, source, version, state, triggered_by, created_at, authenticated, seal)
+           SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BOOLEAN[], $10::TEXT[])
+         ), new_stages AS (
+           INSERT INTO stages (run_id, name, kind, position, state, seal)
+           SELECT r, n, k, p, 'pending', s FROM UNNEST($11::TEXT[], $12::TEXT[], $13::TEXT[], $14::BIGINT[], $15::TEXT[]) AS u(r, n, k, p, s)
+         )
+         INSERT INTO drivers (run_id, holder, expires_at) SELECT * FROM UNNEST($16::TEXT[], $17::TEXT[], $18::BIGINT[]) ORDER BY 1",
     )
     .bind(column(&runs, |r| r.id))
     .bind(column(&runs, |r| r.pipeline))
@@ -289,30 +298,16 @@ async fn creates(conn: &mut PgConnection, jobs: &[&Job], head: &mut Head) -> Res
     .bind(column(&runs, |r| r.created_at))
     .bind(column(&runs, |r| r.authenticated))
     .bind(column(&runs, |r| r.seal.as_str()))
+    .bind(column(&stages, |s| s.run))
+    .bind(column(&stages, |s| s.name))
+    .bind(column(&stages, |s| s.kind))
+    .bind(column(&stages, |s| s.position))
+    .bind(column(&stages, |s| s.seal.as_str()))
+    .bind(column(&leases, |l| l.run.as_str()))
+    .bind(column(&leases, |l| l.holder.as_str()))
+    .bind(column(&leases, |l| l.expires_at))
     .execute(&mut *conn)
     .await?;
-    if !stages.is_empty() {
-        sqlx::query(
-            "INSERT INTO stages (run_id, name, kind, position, state, seal)
-             SELECT r, n, k, p, 'pending', s FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[]) AS u(r, n, k, p, s)",
-        )
-        .bind(column(&stages, |s| s.run))
-        .bind(column(&stages, |s| s.name))
-        .bind(column(&stages, |s| s.kind))
-        .bind(column(&stages, |s| s.position))
-        .bind(column(&stages, |s| s.seal.as_str()))
-        .execute(&mut *conn)
-        .await?;
-    }
-    // The leases of the runs whose drivers start at once: new runs, so no other lease exists.
-    if !leases.is_empty() {
-        sqlx::query("INSERT INTO drivers (run_id, holder, expires_at) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) ORDER BY 1")
-            .bind(column(&leases, |l| l.run.as_str()))
-            .bind(column(&leases, |l| l.holder.as_str()))
-            .bind(column(&leases, |l| l.expires_at))
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(jobs.iter().map(|_| Written::Done).collect())
 }
 
