@@ -152,6 +152,7 @@ struct Measured {
 }
 
 async fn measure(runs: usize, ports: &[u16]) -> Measured {
+    let clients_at_once = client_count();
     let http = promote::providers::http_client();
     for port in ports {
         let r = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
@@ -162,7 +163,7 @@ async fn measure(runs: usize, ports: &[u16]) -> Measured {
     let began_ms = promote::clock::now_ms();
     let mut last_end = began_ms;
     let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..client_count() {
+    for _ in 0..clients_at_once {
         let (http, next, ports) = (http.clone(), next.clone(), ports.to_vec());
         clients.spawn(async move {
             let mut mine = Vec::new();
@@ -200,8 +201,8 @@ async fn measure(runs: usize, ports: &[u16]) -> Measured {
     // asked for only once the one before has finished.
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut followers = tokio::task::JoinSet::new();
-    for k in 0..client_count() {
-        let mine: Vec<(usize, String, u16)> = started.iter().skip(k).step_by(client_count()).map(|(i, id, port, _)| (*i, id.clone(), *port)).collect();
+    for k in 0..clients_at_once {
+        let mine: Vec<(usize, String, u16)> = started.iter().skip(k).step_by(clients_at_once).map(|(i, id, port, _)| (*i, id.clone(), *port)).collect();
         let http = http.clone();
         followers.spawn(async move {
             let mut last_end = 0;
