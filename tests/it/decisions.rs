@@ -464,3 +464,83 @@ fn the_metrics_judge_on_real_series_whose_level_changed() {
     assert!(stopped >= 297, "level changes stopped: {stopped} of {} (297 when this was written)", cases.len());
     assert!(held_out.1 >= 130, "held out: {} of {} (130 when this was written)", held_out.1, held_out.0);
 }
+
+/// The measures a judge of two windows can read, per direction (up, down): the evidence (the
+/// Mann-Whitney p-value when the shift is that way, or the bursts' chance, whichever is smaller,
+/// negated so that larger is more), the mean's move in baseline sd, the log of the means' ratio,
+/// the new samples beyond the baseline's range, and those beyond its far fence.
+fn measures(c: &Case) -> [[f64; 5]; 2] {
+    use promote::analysis::kayenta::classify;
+    let v = classify(&c.new, &c.baseline, &settings());
+    let p = v.p_value.unwrap_or(1.0);
+    let (lo, hi) = (v.lower.unwrap_or(0.0), v.upper.unwrap_or(0.0));
+    let mut b = c.baseline.clone();
+    b.sort_by(f64::total_cmp);
+    let (n, m) = (c.new.len() as f64, b.len() as f64);
+    let (mb, mn) = (b.iter().sum::<f64>() / m, c.new.iter().sum::<f64>() / n);
+    let sd = (b.iter().map(|x| (x - mb).powi(2)).sum::<f64>() / (m - 1.0)).sqrt();
+    let delta = mn - mb;
+    let up = lo > 0.0 || (hi >= 0.0 && lo <= 0.0 && delta > 0.0);
+    let down = hi < 0.0 || (hi >= 0.0 && lo <= 0.0 && delta < 0.0);
+    let q = |p: f64| b[((b.len() - 1) as f64 * p).round() as usize];
+    let (q1, q3, blo, bhi) = (q(0.25), q(0.75), b[0], b[b.len() - 1]);
+    let spread = if q3 > q1 { q3 - q1 } else { bhi - blo };
+    let (fence_hi, fence_lo) = ((q3 + 3.0 * spread).max(bhi), (q1 - 3.0 * spread).min(blo));
+    let count = |f: &dyn Fn(f64) -> bool| c.new.iter().filter(|v| f(**v)).count() as f64;
+    let (far_up, far_down) = (count(&|v| v > fence_hi), count(&|v| v < fence_lo));
+    let (above, below) = (count(&|v| v > bhi), count(&|v| v < blo));
+    let chance = |k: f64| if k == 0.0 { 1.0 } else { (0..k as usize).map(|i| (n - i as f64) / (n + m - i as f64)).product::<f64>() };
+    let effect = if sd > 0.0 { delta / sd } else { delta.signum() * f64::MAX };
+    let level = if mb > 0.0 && mn > 0.0 {
+        (mn / mb).ln()
+    } else if mb == 0.0 {
+        mn.signum() * f64::MAX
+    } else {
+        0.0
+    };
+    let p_up = if up { p } else { 1.0 }.min(chance(far_up));
+    let p_down = if down { p } else { 1.0 }.min(chance(far_down));
+    [[-p_up, effect, level, above, far_up], [-p_down, -effect, -level, below, far_down]]
+}
+
+/// How far the goal (every bad release stopped, at most 2% of good ones) is from what any judge of
+/// these measures can do on this suite. A judge that reads the measures above the sensible way (a
+/// release at least as extreme as another on every one of them, the same way, is stopped if the
+/// other is) and stops a bad release stops every good release that is at least as extreme. The
+/// best such judge, chosen knowing the answers (the two good releases it may stop picked over all
+/// pairs), is a ceiling; docs/metrics.md gives it beside the judge's own figure.
+#[test]
+fn no_judge_of_these_measures_stops_every_bad_release_on_this_suite() {
+    use promote::analysis::kayenta::{Class, classify};
+    let cases = metric_cases();
+    let m: Vec<[[f64; 5]; 2]> = cases.iter().map(measures).collect();
+    let goods: Vec<usize> = (0..cases.len()).filter(|i| !cases[*i].bad).collect();
+    let bads: Vec<usize> = (0..cases.len()).filter(|i| cases[*i].bad).collect();
+    let at_least = |g: usize, b: usize, d: usize| (0..5).all(|k| m[g][d][k] >= m[b][d][k]);
+    // Per bad release and direction: the good releases at least as extreme.
+    let beaten: Vec<[Vec<usize>; 2]> = bads.iter().map(|&b| [0, 1].map(|d| goods.iter().copied().filter(|&g| at_least(g, b, d)).collect())).collect();
+    let allowed = goods.len() / 50; // 2%
+    let stoppable = |spent: &[usize]| beaten.iter().filter(|per| per.iter().any(|gs| gs.iter().all(|g| spent.contains(g)))).count();
+    let mut best = (stoppable(&[]), Vec::new());
+    for (a, &ga) in goods.iter().enumerate() {
+        for &gb in &goods[a..] {
+            let spent = if allowed >= 2 { vec![ga, gb] } else { vec![ga] };
+            let k = stoppable(&spent);
+            if k > best.0 {
+                best = (k, spent);
+            }
+        }
+    }
+    let out_of_reach: Vec<&str> =
+        bads.iter().zip(&beaten).filter(|(_, per)| per.iter().all(|gs| gs.len() > allowed)).map(|(b, _)| cases[*b].name.as_str()).collect();
+    let judged = bads.iter().filter(|&&b| classify(&cases[b].new, &cases[b].baseline, &settings()).class != Class::Pass).count();
+    println!("out of reach of any such judge within {allowed} good releases ({}): {out_of_reach:?}", out_of_reach.len());
+    println!(
+        "the best such judge, knowing the answers: {} of {} bad releases, stopping {:?}; promote's: {judged}",
+        best.0,
+        bads.len(),
+        best.1.iter().map(|g| cases[*g].name.as_str()).collect::<Vec<_>>()
+    );
+    assert!(best.0 < bads.len(), "the goal is out of reach of a judge of these measures on this suite");
+    assert!(judged <= best.0, "promote's judge is such a judge: {judged} > {}", best.0);
+}
