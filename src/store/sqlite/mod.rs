@@ -73,7 +73,11 @@ impl SqliteBackend {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // Every commit is flushed to the disk before it is acknowledged (the writer groups
+            // commits, so that is one flush a batch): with `NORMAL`, a WAL commit survives the
+            // process's crash but not the machine's (power loss, a kernel panic), and what was
+            // acknowledged (an approval, a stage's result, an audit entry) could be lost.
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             // SQLite's thread may run this many rows ahead of the reader (sqlx's default, 50, makes
