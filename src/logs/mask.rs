@@ -192,15 +192,32 @@ fn mask_part(part: &str, out: &mut String) {
 
 /// Splits a line into tokens (on whitespace) and masks the variable parts of each token; a run of
 /// tokens of the same masked shape, but for the punctuation that ends a list's item, becomes one
-/// (a list of ids is one variable, whatever its length: `queue: 7, 9, 12.` is `queue: <*>,`).
+/// (a list of ids is one variable, whatever its length: `queue: 7, 9, 12.` is `queue: <*>,`), and
+/// so does a bracketed list of values (`voters=(5127 7427 1419)` is `voters=(<*>)`, as
+/// `voters=(5127)` is). The miner's own tokens follow the same rules (`miner::Interner::next`).
 pub fn tokens(line: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let stem = |t: &str| t.trim_end_matches([',', ';', '.']).to_string();
+    let opens_list = |t: &str| {
+        let depth = |open: char, close: char| t.matches(open).count() > t.matches(close).count();
+        stem(t).ends_with(WILDCARD) && (depth('(', ')') || depth('[', ']') || depth('{', '}'))
+    };
     for_each_masked(line, &mut String::new(), |masked| {
         // `<*>,` `<*>,` `<*>.`: the items of one list.
-        if !(masked.contains(WILDCARD) && out.last().is_some_and(|l| l == masked || stem(l) == stem(masked))) {
-            out.push(masked.to_string());
+        if masked.contains(WILDCARD) && out.last().is_some_and(|l| l == masked || stem(l) == stem(masked)) {
+            return;
         }
+        // `(<*>` `<*>` `<*>)`: the items of a bracketed list, closed by its last.
+        let item = masked.strip_prefix(WILDCARD).filter(|rest| rest.chars().all(|c| matches!(c, ',' | ';' | '.' | ')' | ']' | '}')));
+        if let (Some(close), Some(last)) = (item, out.last_mut())
+            && opens_list(last)
+        {
+            if close.contains([')', ']', '}']) {
+                *last = format!("{}{close}", stem(last));
+            }
+            return;
+        }
+        out.push(masked.to_string());
     });
     out
 }
@@ -507,6 +524,13 @@ mod tests {
         assert_eq!(t("sent 12 bytes in B mode"), "sent <*> bytes in B mode");
         assert_eq!(t("Wait queue: 9088, 9091, 9093."), "Wait queue: <*>,");
         assert_eq!(t("Wait queue: 9088."), "Wait queue: <*>");
+        // A bracketed list of values is one value, whatever its length (etcd's raft).
+        assert_eq!(t("m switched to configuration voters=(5127 7427 1419)"), "m switched to configuration voters=(<*>)");
+        assert_eq!(t("m switched to configuration voters=(5127)"), "m switched to configuration voters=(<*>)");
+        assert_eq!(t("peers [10.0.0.1:80, 10.0.0.2:80] up"), "peers [<*>] up");
+        assert_eq!(t("peers [10.0.0.1:80] up"), "peers [<*>] up");
+        // Words in brackets are not a list of values.
+        assert_eq!(t("state [StateProbe match=1 next=2 paused]"), "state [StateProbe match=<*> next=<*> paused]");
         assert_eq!(t("status=M Fri Jul 01 08:16:53 PDT 2005 on Sun"), "status=M <*> PDT <*> on <*>");
         assert_eq!(t("took 12ms at 2015-10-18T18:01:47,978 id 550e8400-e29b-41d4-a716-446655440000"), "took <*> at <*>,<*> id <*>");
         assert_eq!(t("GET https://example.com/a?b=c [OK]"), "GET <*> [OK]");

@@ -95,11 +95,47 @@ struct Interner {
     /// The token without the punctuation that ends an item of a list (`<*>,` and `<*>.` are
     /// `<*>`), by id: a list of values is one value whatever its length.
     stems: Vec<u32>,
+    /// Whether the token opens a bracketed list of values and ends on its first item (`voters=(<*>`,
+    /// `[<*>,`): a bracket it does not close, a value last.
+    opens_list: Vec<bool>,
+    /// Whether the token is a list's item alone, with what ends it (`<*>`, `<*>,`, `<*>)`, `<*>]);`).
+    item: Vec<bool>,
+}
+
+/// Whether `tok` opens a bracket it does not close and ends (but for a list's punctuation) on a value.
+fn opens_list(tok: &str) -> bool {
+    let depth = |open: char, close: char| tok.matches(open).count() > tok.matches(close).count();
+    tok.trim_end_matches([',', ';', '.']).ends_with(WILDCARD) && (depth('(', ')') || depth('[', ']') || depth('{', '}'))
+}
+
+/// Whether `tok` is a value and what ends a list's item: `<*>`, `<*>,`, `<*>)`, `<*>]);`.
+fn is_item(tok: &str) -> bool {
+    tok.strip_prefix(WILDCARD).is_some_and(|rest| rest.chars().all(|c| matches!(c, ',' | ';' | '.' | ')' | ']' | '}')))
+}
+
+/// What a line's next token does to the one before it.
+enum Next {
+    /// A token of its own.
+    Push,
+    /// One more item of the list the last token holds: left out.
+    Skip,
+    /// The last item of a bracketed list: the list's token becomes this one (`voters=(<*>` and
+    /// `<*>)` make `voters=(<*>)`, the token a list of one item would have been).
+    Close(String),
 }
 
 impl Interner {
     fn new() -> Interner {
-        let mut i = Interner { ids: FxHashMap::default(), valued: Vec::new(), wordlike: Vec::new(), field: Vec::new(), texts: Vec::new(), stems: Vec::new() };
+        let mut i = Interner {
+            ids: FxHashMap::default(),
+            valued: Vec::new(),
+            wordlike: Vec::new(),
+            field: Vec::new(),
+            texts: Vec::new(),
+            stems: Vec::new(),
+            opens_list: Vec::new(),
+            item: Vec::new(),
+        };
         i.id(WILDCARD);
         i
     }
@@ -115,6 +151,8 @@ impl Interner {
         self.wordlike.push(!tok.contains(WILDCARD) || (rest.chars().any(char::is_alphabetic) && !rest.chars().any(is_separator)));
         self.field.push(is_field(tok));
         self.texts.push(tok.into());
+        self.opens_list.push(opens_list(tok));
+        self.item.push(is_item(tok));
         self.stems.push(id);
         let stem = tok.trim_end_matches([',', ';', '.']);
         if stem.len() < tok.len() && !stem.is_empty() {
@@ -127,6 +165,24 @@ impl Interner {
     fn continues(&self, last: Option<&u32>, tok: u32) -> bool {
         let stem = |t: u32| self.stems.get(t as usize).copied();
         self.valued.get(tok as usize).copied().unwrap_or(false) && last.is_some_and(|&l| l == tok || (stem(l).is_some() && stem(l) == stem(tok)))
+    }
+
+    /// What `tok` does after `last`: a list's next item (of the same shape, or an item inside the
+    /// brackets `last` opened) is left out, and a bracketed list's last item closes it.
+    fn next(&self, last: Option<&u32>, tok: u32) -> Next {
+        if self.continues(last, tok) {
+            return Next::Skip;
+        }
+        let Some(&l) = last else { return Next::Push };
+        let flag = |v: &Vec<bool>, t: u32| v.get(t as usize).copied().unwrap_or(false);
+        if !(flag(&self.opens_list, l) && flag(&self.item, tok)) {
+            return Next::Push;
+        }
+        let close = &self.texts[tok as usize][WILDCARD.len()..];
+        if !close.contains([')', ']', '}']) {
+            return Next::Skip;
+        }
+        Next::Close(format!("{}{close}", self.texts[l as usize].trim_end_matches([',', ';', '.'])))
     }
 
     fn get(&self, tok: &str) -> Option<u32> {
@@ -255,8 +311,13 @@ impl Miner {
             &mut self.buf,
             |masked| {
                 let id = words.id(masked);
-                if !words.continues(toks.last(), id) {
-                    toks.push(id);
+                match words.next(toks.last(), id) {
+                    Next::Push => toks.push(id),
+                    Next::Skip => {}
+                    Next::Close(list) => {
+                        let closed = words.id(&list);
+                        *toks.last_mut().expect("a list follows a token") = closed;
+                    }
                 }
             },
             |value| {
@@ -378,8 +439,10 @@ impl Miner {
         for_each_masked(line, &mut String::new(), |masked| {
             // A token never seen matches no fixed token: any id that is not a word will do.
             let id = self.words.get(masked).unwrap_or(u32::MAX);
-            if !self.words.continues(toks.last(), id) {
-                toks.push(id);
+            match self.words.next(toks.last(), id) {
+                Next::Push => toks.push(id),
+                Next::Skip => {}
+                Next::Close(list) => *toks.last_mut().expect("a list follows a token") = self.words.get(&list).unwrap_or(u32::MAX),
             }
         });
         let node = self.leaf(&toks)?;
@@ -468,6 +531,21 @@ mod tests {
         m.finish();
         let ids = lines.iter().map(|l| m.find(l).expect("a mined line finds its template").id).collect();
         (m, ids)
+    }
+
+    #[test]
+    fn a_bracketed_list_of_values_is_one_value_whatever_its_length() {
+        // etcd's raft: the voters of a configuration, one to three of them.
+        let lines: Vec<String> = ["(5127206355118178733)", "(5127206355118178733 7427138582951170011)", "(5127206355118178733 7427138582951170011 141946)"]
+            .iter()
+            .cycle()
+            .take(9)
+            .enumerate()
+            .map(|(i, v)| format!("4727{i}f03cef1c1ad switched to configuration voters={v}"))
+            .collect();
+        let (m, ids) = mined(&lines);
+        assert!(ids.iter().all(|i| *i == ids[0]), "{:?}", m.templates().iter().map(|t| t.text()).collect::<Vec<_>>());
+        assert_eq!(m.templates()[ids[0] as usize].text(), "<*> switched to configuration voters=(<*>)");
     }
 
     #[test]
