@@ -246,7 +246,28 @@ pub fn for_each_masked_with(line: &str, buf: &mut String, mut each: impl FnMut(&
 /// The words of `text` (no structure read), masked, each given to `each`.
 fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
     let mut after_number = false;
-    for word in text.split_whitespace() {
+    let mut rest = text.split_whitespace();
+    while let Some(word) = rest.next() {
+        // A quoted literal of several words (`b'250 OK'`, `"no such key",`, `key='a b'`): text the
+        // program quoted as a whole, one value. A literal of one word stays a word (a closed set
+        // of them, `'GET'`, is the miner's to judge).
+        if let Some((before, quote)) = opens_quote(word) {
+            let inside = &word[before.len() + quote_prefix(&word[before.len()..]) + 1..];
+            let closes = |w: &str| w.trim_end_matches(CLOSING).ends_with(quote);
+            let mut ahead = rest.clone();
+            if !closes(inside)
+                && let Some(last) = (0..MAX_QUOTED_WORDS).map_while(|_| ahead.next()).find(|w| closes(w))
+            {
+                rest = ahead;
+                buf.clear();
+                buf.push_str(before);
+                buf.push_str(WILDCARD);
+                buf.push_str(&last[last.trim_end_matches(CLOSING).len()..]);
+                after_number = false;
+                each(buf);
+                continue;
+            }
+        }
         let unit = || word.trim_end_matches([',', ';', ')', ']', '.']);
         let masked: &str = if after_number && UNITS.contains(&unit()) {
             buf.clear();
@@ -263,6 +284,37 @@ fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
         after_number = masked.ends_with(WILDCARD);
         each(masked);
     }
+}
+
+/// The most words a quoted literal is looked for in.
+const MAX_QUOTED_WORDS: usize = 64;
+
+/// What may follow a literal's closing quote in its word.
+const CLOSING: &[char] = &[',', ';', '.', ')', ']', '}', ':'];
+
+/// The length of a string literal's prefix before its quote (`b'`, `u"`, `r'`): 1, else 0.
+fn quote_prefix(s: &str) -> usize {
+    let b = s.as_bytes();
+    usize::from(b.len() >= 2 && matches!(b[0], b'b' | b'u' | b'r') && matches!(b[1], b'\'' | b'"'))
+}
+
+/// Where a word opens a quoted literal: what comes before it (brackets, `key=`, `key:`) and its
+/// quote. The literal starts the word (after brackets and a `b`/`u`/`r` prefix) or a field's value;
+/// a message field's (`msg="Stopping scrape manager..."`) is the event's text, not a value.
+fn opens_quote(word: &str) -> Option<(&str, char)> {
+    let start = word.len() - word.trim_start_matches(['(', '[', '{']).len();
+    let at = match word.find(['=', ':']) {
+        Some(i) if word[start..i].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') && i > start => {
+            if structured::MESSAGE.contains(&&word[start..i]) {
+                return None;
+            }
+            i + 1
+        }
+        _ => start,
+    };
+    let lit = &word[at..];
+    let q = lit[quote_prefix(lit)..].chars().next()?;
+    matches!(q, '\'' | '"').then_some((&word[..at], q))
 }
 
 /// Lines longer than this are read as words, not as structured lines: what a line's parse may
@@ -293,7 +345,7 @@ mod structured {
     use super::{MAX_STRUCTURED_LINE, WILDCARD, is_field_name, words};
 
     /// The fields whose value is the event's text, whatever its shape (`msg=Starting`).
-    const MESSAGE: &[&str] = &["msg", "message", "MESSAGE", "Message", "event"];
+    pub(super) const MESSAGE: &[&str] = &["msg", "message", "MESSAGE", "Message", "event"];
 
     /// A line with at least this many `key=value` pairs, making at least half of its items, is
     /// read as logfmt (a prose line with one or two `size=42` is not).
@@ -529,6 +581,13 @@ mod tests {
         assert_eq!(t("m switched to configuration voters=(5127)"), "m switched to configuration voters=(<*>)");
         assert_eq!(t("peers [10.0.0.1:80, 10.0.0.2:80] up"), "peers [<*>] up");
         assert_eq!(t("peers [10.0.0.1:80] up"), "peers [<*>] up");
+        // A quoted literal of several words is one value; of one word, a word; a message
+        // field's quoted text is the event's words.
+        assert_eq!(t("('127.0.0.1', 45400) << b'250 2.0.0 OK'"), "('<*>', <*>) << <*>");
+        assert_eq!(t("unknown key \"no such thing\", retrying with key='a b'"), "unknown key <*>, retrying with key=<*>");
+        assert_eq!(t("method 'GET' refused"), "method 'GET' refused");
+        assert_eq!(t("level=info msg=\"Stopping scrape manager...\""), "level=info msg=\"Stopping scrape manager...\"");
+        assert_eq!(t("it's a \"quote that never ends"), "it's a \"quote that never ends");
         // Words in brackets are not a list of values.
         assert_eq!(t("state [StateProbe match=1 next=2 paused]"), "state [StateProbe match=<*> next=<*> paused]");
         assert_eq!(t("status=M Fri Jul 01 08:16:53 PDT 2005 on Sun"), "status=M <*> PDT <*> on <*>");

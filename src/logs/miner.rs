@@ -472,7 +472,7 @@ impl Miner {
             let allowed = ((t.len() as f64 * self.config.word_changes) as usize).max(1);
             // Tokens that must match (same, or under a `<*>`) for the similarity to be reached.
             let needed = (self.config.similarity * t.len() as f64).ceil() as usize;
-            let (mut same, mut wild, mut words, mut missed) = (0, 0, 0, 0);
+            let (mut same, mut wild, mut words, mut missed, mut kept) = (0, 0, 0, 0, 0);
             let mut rejected = false;
             for (&a, &b) in t.iter().zip(toks) {
                 if a == WILD {
@@ -480,6 +480,7 @@ impl Miner {
                     continue;
                 } else if a == b {
                     same += 1;
+                    kept += usize::from(!valued(a));
                     continue;
                 } else if field(a) || field(b) {
                     rejected = true;
@@ -494,7 +495,10 @@ impl Miner {
                     break;
                 }
             }
-            if rejected {
+            // A template keeps a word: a join that would turn its last words into `<*>` leaves
+            // no event, only values (`<peer> sender: <*>` and `<peer> recip: <*>` are two events,
+            // not `<peer> <*> <*>`, which every line of that shape would then join).
+            if rejected || (kept == 0 && words > 0) {
                 continue;
             }
             let fixed = t.len() - wild;
@@ -546,6 +550,24 @@ mod tests {
         let (m, ids) = mined(&lines);
         assert!(ids.iter().all(|i| *i == ids[0]), "{:?}", m.templates().iter().map(|t| t.text()).collect::<Vec<_>>());
         assert_eq!(m.templates()[ids[0] as usize].text(), "<*> switched to configuration voters=(<*>)");
+    }
+
+    #[test]
+    fn a_template_keeps_a_word() {
+        // aiosmtpd: a peer, then one or two words. `sender: <*>` and `recip: <*>` differ in their
+        // only word: joined, they would be `<peer> <*> <*>`, which every line of four tokens
+        // after a peer would join.
+        let peer = |i: usize| format!("('127.0.0.1', {})", 40000 + i);
+        let mut lines = Vec::new();
+        for i in 0..5 {
+            lines.push(format!("{} sender: a{i}@example.test", peer(i)));
+            lines.push(format!("{} recip: b{i}@example.test", peer(i)));
+            lines.push(format!("{} handling connection", peer(i)));
+            lines.push(format!("{} connection lost", peer(i)));
+        }
+        let (m, ids) = mined(&lines);
+        let texts: Vec<String> = ids[..4].iter().map(|i| m.templates()[*i as usize].text()).collect();
+        assert_eq!(texts, ["('<*>', <*>) sender: <*>", "('<*>', <*>) recip: <*>", "('<*>', <*>) handling connection", "('<*>', <*>) connection lost"]);
     }
 
     #[test]
