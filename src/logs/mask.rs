@@ -198,18 +198,13 @@ fn mask_part(part: &str, out: &mut String) {
 pub fn tokens(line: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let stem = |t: &str| t.trim_end_matches([',', ';', '.']).to_string();
-    let opens_list = |t: &str| {
-        let depth = |open: char, close: char| t.matches(open).count() > t.matches(close).count();
-        stem(t).ends_with(WILDCARD) && (depth('(', ')') || depth('[', ']') || depth('{', '}'))
-    };
     for_each_masked(line, &mut String::new(), |masked| {
         // `<*>,` `<*>,` `<*>.`: the items of one list.
         if masked.contains(WILDCARD) && out.last().is_some_and(|l| l == masked || stem(l) == stem(masked)) {
             return;
         }
         // `(<*>` `<*>` `<*>)`: the items of a bracketed list, closed by its last.
-        let item = masked.strip_prefix(WILDCARD).filter(|rest| rest.chars().all(|c| matches!(c, ',' | ';' | '.' | ')' | ']' | '}')));
-        if let (Some(close), Some(last)) = (item, out.last_mut())
+        if let (Some(close), Some(last)) = (list_item(masked), out.last_mut())
             && opens_list(last)
         {
             if close.contains([')', ']', '}']) {
@@ -220,6 +215,19 @@ pub fn tokens(line: &str) -> Vec<String> {
         out.push(masked.to_string());
     });
     out
+}
+
+/// Whether a masked token opens a bracket it does not close and ends (but for a list's
+/// punctuation) on a value: the first item of a bracketed list (`voters=(<*>`, `[<*>,`).
+pub(crate) fn opens_list(tok: &str) -> bool {
+    let depth = |open: char, close: char| tok.matches(open).count() > tok.matches(close).count();
+    tok.trim_end_matches([',', ';', '.']).ends_with(WILDCARD) && (depth('(', ')') || depth('[', ']') || depth('{', '}'))
+}
+
+/// A masked token that is a list's item alone: what ends it (`<*>` gives ``, `<*>,` `,`, `<*>)`
+/// `)`, `<*>]);` `]);`).
+pub(crate) fn list_item(tok: &str) -> Option<&str> {
+    tok.strip_prefix(WILDCARD).filter(|rest| rest.chars().all(|c| matches!(c, ',' | ';' | '.' | ')' | ']' | '}')))
 }
 
 /// Units that a program scales to the value it prints (`93.0 B`, `5.2 KB`, `12 ms`, `3 min`): after

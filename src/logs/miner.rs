@@ -102,17 +102,6 @@ struct Interner {
     item: Vec<bool>,
 }
 
-/// Whether `tok` opens a bracket it does not close and ends (but for a list's punctuation) on a value.
-fn opens_list(tok: &str) -> bool {
-    let depth = |open: char, close: char| tok.matches(open).count() > tok.matches(close).count();
-    tok.trim_end_matches([',', ';', '.']).ends_with(WILDCARD) && (depth('(', ')') || depth('[', ']') || depth('{', '}'))
-}
-
-/// Whether `tok` is a value and what ends a list's item: `<*>`, `<*>,`, `<*>)`, `<*>]);`.
-fn is_item(tok: &str) -> bool {
-    tok.strip_prefix(WILDCARD).is_some_and(|rest| rest.chars().all(|c| matches!(c, ',' | ';' | '.' | ')' | ']' | '}')))
-}
-
 /// What a line's next token does to the one before it.
 enum Next {
     /// A token of its own.
@@ -151,8 +140,8 @@ impl Interner {
         self.wordlike.push(!tok.contains(WILDCARD) || (rest.chars().any(char::is_alphabetic) && !rest.chars().any(is_separator)));
         self.field.push(is_field(tok));
         self.texts.push(tok.into());
-        self.opens_list.push(opens_list(tok));
-        self.item.push(is_item(tok));
+        self.opens_list.push(super::mask::opens_list(tok));
+        self.item.push(super::mask::list_item(tok).is_some());
         self.stems.push(id);
         let stem = tok.trim_end_matches([',', ';', '.']);
         if stem.len() < tok.len() && !stem.is_empty() {
