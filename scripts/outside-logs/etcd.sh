@@ -61,8 +61,9 @@ for c in $(seq "$CYCLES"); do
   sleep 4
   echo "cycle $c of $CYCLES: $(wc -l <"$DIR/etcd.log") lines" >&2
 done
-python3 - "$DIR/etcd.log" "$OUT" <<'PY'
-import csv, json, random, re, sys
+PYTHONPATH="$(dirname "$0")" python3 - "$DIR/etcd.log" "$OUT" <<'PY'
+import json, re, sys
+import sample
 lines = []
 for l in open(sys.argv[1], errors='replace'):
     l = l.strip()
@@ -79,11 +80,5 @@ for l in open(sys.argv[1], errors='replace'):
     # The line as the program wrote it, without its time and call site.
     content = re.sub(r'"(ts|caller)":("[^"]*"|[0-9.e+-]+),', '', l)
     lines.append((content, caller))
-random.Random(7).shuffle(lines)
-lines = lines[:2000]
-with open(sys.argv[2], 'w', newline='') as f:
-    w = csv.writer(f)
-    w.writerow(['Content', 'EventId'])
-    w.writerows(lines)
-print(f"{len(lines)} lines, {len(set(e for _, e in lines))} call sites -> {sys.argv[2]}", file=sys.stderr)
+sample.write(lines, sys.argv[2], 'call sites')
 PY

@@ -90,8 +90,9 @@ for c in $(seq "$CYCLES"); do
   kill -TERM "$P"; wait "$P" || true
   echo "cycle $c of $CYCLES: $(wc -l <"$DIR/prometheus.log") lines" >&2
 done
-python3 - "$DIR/prometheus.log" "$OUT" <<'PY'
-import csv, random, re, sys
+PYTHONPATH="$(dirname "$0")" python3 - "$DIR/prometheus.log" "$OUT" <<'PY'
+import re, sys
+import sample
 lines = []
 for l in open(sys.argv[1], errors='replace'):
     l = l.rstrip('\n')
@@ -100,11 +101,5 @@ for l in open(sys.argv[1], errors='replace'):
         continue
     content = re.sub(r'(^| )(ts|caller)=\S+', '', l).strip()
     lines.append((content, m.group(1)))
-random.Random(7).shuffle(lines)
-lines = lines[:2000]
-with open(sys.argv[2], 'w', newline='') as f:
-    w = csv.writer(f)
-    w.writerow(['Content', 'EventId'])
-    w.writerows(lines)
-print(f"{len(lines)} lines, {len(set(e for _, e in lines))} call sites -> {sys.argv[2]}", file=sys.stderr)
+sample.write(lines, sys.argv[2], 'call sites')
 PY

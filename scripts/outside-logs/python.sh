@@ -18,8 +18,9 @@
 set -euo pipefail
 OUT=${1:-$(dirname "$0")/../../target/logs-bench/outside}
 mkdir -p "$OUT"
-python3 - "$OUT" <<'PY'
-import asyncio, csv, logging, os, random, smtplib, socket, sys, threading, time
+PYTHONPATH="$(dirname "$0")" python3 - "$OUT" <<'PY'
+import logging, os, smtplib, sys, time
+import sample
 out = sys.argv[1]
 records = {'aiosmtpd': [], 'botocore': []}
 current = ['aiosmtpd']
@@ -51,7 +52,6 @@ class Handler(Sink):
         return '250 OK'
 ctl = Controller(Handler(), hostname='127.0.0.1', port=42525, data_size_limit=20000)
 ctl.start()
-rng = random.Random(11)
 def session(k):
     try:
         s = smtplib.SMTP('127.0.0.1', 42525, timeout=5)
@@ -120,12 +120,5 @@ with mock_aws():
         attempt(sts.get_caller_identity)
         attempt(s3.create_bucket, Bucket='Bad_Name!')
 for name, recs in records.items():
-    random.Random(7).shuffle(recs)
-    recs = recs[:2000]
-    path = os.path.join(out, f'{name}.csv')
-    with open(path, 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(['Content', 'EventId'])
-        w.writerows(recs)
-    print(f"{len(recs)} lines, {len(set(e for _, e in recs))} format strings -> {path}", file=sys.stderr)
+    sample.write(recs, os.path.join(out, f'{name}.csv'), 'format strings')
 PY

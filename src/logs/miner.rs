@@ -461,7 +461,7 @@ impl Miner {
             let allowed = ((t.len() as f64 * self.config.word_changes) as usize).max(1);
             // Tokens that must match (same, or under a `<*>`) for the similarity to be reached.
             let needed = (self.config.similarity * t.len() as f64).ceil() as usize;
-            let (mut same, mut wild, mut words, mut missed, mut kept) = (0, 0, 0, 0, 0);
+            let (mut same, mut wild, mut words, mut missed, mut kept, mut lost) = (0, 0, 0, 0, 0, 0);
             let mut rejected = false;
             for (&a, &b) in t.iter().zip(toks) {
                 if a == WILD {
@@ -478,16 +478,18 @@ impl Miner {
                     words += 1;
                 }
                 missed += 1;
+                lost += usize::from(!valued(a));
                 // Stop as soon as the template cannot be the answer.
                 if words > allowed || t.len() - missed < needed {
                     rejected = true;
                     break;
                 }
             }
-            // A template keeps a word: a join that would turn its last words into `<*>` leaves
-            // no event, only values (`<peer> sender: <*>` and `<peer> recip: <*>` are two events,
-            // not `<peer> <*> <*>`, which every line of that shape would then join).
-            if rejected || (kept == 0 && words > 0) {
+            // A template keeps a word: a join that would turn its last words into `<*>` (the
+            // line has other words, or values, there) leaves no event, only values (`<peer>
+            // sender: <*>` and `<peer> recip: <*>` are two events, not `<peer> <*> <*>`, which
+            // every line of that shape would then join).
+            if rejected || (kept == 0 && lost > 0) {
                 continue;
             }
             let fixed = t.len() - wild;

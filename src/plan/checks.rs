@@ -277,13 +277,14 @@ pub fn expressions(p: &Pipeline, diags: &mut Diagnostics) {
     // Threads only for many expressions: a pipeline of a few is compiled where it is (asking for
     // the machine's parallelism reads the cgroup's files, and a thread costs more than a few
     // compiles; a server plans a run's pipeline on its start path).
-    let outcomes: Vec<CelOutcome> = if texts.len() < 64 {
-        texts.iter().map(|t| compile_cel(t)).collect()
+    let compile = |part: &[&str]| part.iter().map(|t| compile_cel(t)).collect::<Vec<CelOutcome>>();
+    let threads = if texts.len() < 64 { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()).min(texts.len() / 64 + 1) };
+    let outcomes: Vec<CelOutcome> = if threads == 1 {
+        compile(&texts)
     } else {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(texts.len() / 64 + 1);
-        let chunk = texts.len().div_ceil(threads).max(1);
+        let chunk = texts.len().div_ceil(threads);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = texts.chunks(chunk).map(|part| scope.spawn(move || part.iter().map(|t| compile_cel(t)).collect::<Vec<_>>())).collect();
+            let handles: Vec<_> = texts.chunks(chunk).map(|part| scope.spawn(move || compile(part))).collect();
             handles.into_iter().flat_map(|h| h.join().expect("CEL compile thread")).collect()
         })
     };
