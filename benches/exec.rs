@@ -10,6 +10,9 @@
 //! - `resume`: as `promote resume` drives a recorded run: the lease claimed, the run and its stages
 //!   read back, the stored text planned again ([`Executor::drive`]).
 //!
+//! To profile the timed part only: `mkfifo ctl ack; perf record --control fifo:ctl,ack -D -1 -g --
+//! env PROMOTE_PERF_CONTROL=ctl,ack target/release/deps/exec-* --bench server`.
+//!
 //! Run: `cargo bench --bench exec` (1,000 runs, both ways), `cargo bench --bench exec -- 200`, or
 //! `cargo bench --bench exec -- --bench server` (one way).
 //!
@@ -77,6 +80,7 @@ fn bench(runs: usize, server: bool) {
         // durable write): a list per run, so that the bench's own bookkeeping takes no lock shared
         // by the 1,000 walkers and hashes nothing while they run.
         type Heard = Arc<Mutex<Vec<(String, StageState, Instant)>>>;
+        support::perf_control("enable");
         let start = Instant::now();
         let mut tasks = Vec::new();
         for run in started {
@@ -105,6 +109,7 @@ fn bench(runs: usize, server: bool) {
             ended.push((id, heard));
         }
         let took = start.elapsed();
+        support::perf_control("disable");
         for (id, heard) in ended {
             for (stage, state, at) in std::mem::take(&mut *heard.lock().unwrap()) {
                 seen.insert((id.clone(), stage, state), at);

@@ -61,3 +61,17 @@ pub fn executor(store: promote::store::Store, cache: &Path) -> promote::exec::Ex
         directory: None,
     }
 }
+
+/// Turns `perf record --control fifo:CTL,ACK -D -1` on or off (`"enable"`, `"disable"`) when
+/// `PROMOTE_PERF_CONTROL=CTL,ACK` names its two FIFOs, so that a profile holds only the timed part.
+#[allow(dead_code)]
+pub fn perf_control(command: &str) {
+    let Ok(fifos) = std::env::var("PROMOTE_PERF_CONTROL") else { return };
+    let Some((ctl, ack)) = fifos.split_once(',') else { return };
+    use std::io::{Read, Write};
+    if let Ok(mut c) = std::fs::OpenOptions::new().write(true).open(ctl) {
+        let _ = writeln!(c, "{command}");
+        let mut answer = [0u8; 5];
+        let _ = std::fs::File::open(ack).and_then(|mut a| a.read(&mut answer));
+    }
+}
