@@ -544,14 +544,3 @@ fn no_judge_of_these_measures_stops_every_bad_release_on_this_suite() {
     assert!(best.0 < bads.len(), "the goal is out of reach of a judge of these measures on this suite");
     assert!(judged <= best.0, "promote's judge is such a judge: {judged} > {}", best.0);
 }
-
-#[test]
-#[ignore]
-fn dump_cases_for_exploration() {
-    let mut out = String::new();
-    for c in metric_cases() {
-        out.push_str(&serde_json::json!({"name": c.name, "family": c.family, "bad": c.bad, "new": c.new, "base": c.baseline}).to_string());
-        out.push('\n');
-    }
-    std::fs::write("/tmp/cases.jsonl", out).unwrap();
-}
