@@ -1,7 +1,8 @@
 //! The comparison with a baseline, in Kayenta's classes and score: each compared metric is High or
 //! Low when its change is significant (Mann-Whitney, or bursts beyond every baseline sample) and
 //! material (the mean moved more than `minEffect` baseline sd, or the mean changed by a factor of
-//! [`MATERIAL_RATIO`] with [`MATERIAL_SEPARATED`] of the new samples beyond the baseline's range),
+//! [`MATERIAL_RATIO`] with [`MATERIAL_SEPARATED`] of the new samples beyond the baseline's range,
+//! or that share of them lie past its far fence),
 //! else Pass or NoData; then groups are scored and weighted out of 100.
 
 use serde::Serialize;
@@ -99,7 +100,9 @@ pub const MATERIAL_RATIO: f64 = 2.5;
 /// The share of new samples beyond the baseline's whole range (above its maximum for a rise,
 /// below its minimum for a fall) that makes a change by [`MATERIAL_RATIO`] material: a third of
 /// the new samples where the baseline never went, however noisy the baseline (its sd says
-/// nothing then). Both chosen on half the suite's files, checked on the other half.
+/// nothing then). Both chosen on half the suite's files, checked on the other half. The same
+/// share of the new samples past the baseline's far fence is material by itself (a change the
+/// mean hides: docs/metrics.md).
 pub const MATERIAL_SEPARATED: f64 = 1.0 / 3.0;
 
 fn mean(v: &[f64]) -> f64 {
@@ -216,9 +219,14 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
     let level = if mean_base < 0.0 { 1.0 / c.ratio } else { c.ratio };
     let scaled_up = !level.is_nan() && level >= MATERIAL_RATIO && separated(above);
     let scaled_down = !level.is_nan() && level <= 1.0 / MATERIAL_RATIO && separated(below);
+    // A third measure, for a change the mean hides (half the new samples far above and half far
+    // below it, or a few far beyond on a noisy baseline): the same share of the new samples past
+    // the baseline's far fence that way, which no day of the baseline's own noise reaches.
+    let burst_up = separated(far.up) && far.p_up < alpha;
+    let burst_down = separated(far.down) && far.p_down < alpha;
     let by_sd = effect > s.min_effect;
-    let material_up = by_sd || scaled_up;
-    let material_down = by_sd || scaled_down;
+    let material_up = by_sd || scaled_up || burst_up;
+    let material_down = by_sd || scaled_down || burst_down;
     let means = match c.ratio {
         r if r.is_finite() => format!("mean {} vs {} (ratio {})", f(mean_new), f(mean_base), f(r)),
         _ if mean_base == 0.0 => format!("mean {} vs {} (the baseline's mean is 0)", f(mean_new), f(mean_base)),
@@ -236,9 +244,15 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
         c.n_baseline
     );
     let within = |limit: f64, high: bool| if high { level.is_nan() || level >= limit } else { level.is_nan() || level <= limit };
-    let size = |by_sd: bool, word: &str| {
+    let size = |by_sd: bool, burst: bool, word: &str| {
         if by_sd {
             format!("the mean moved more than {} baseline sd", f(s.min_effect))
+        } else if burst {
+            format!(
+                "at least {:.0}% of the new samples far {} every baseline sample, past its far fence",
+                MATERIAL_SEPARATED * 100.0,
+                if word == "rose" { "above" } else { "below" }
+            )
         } else {
             format!(
                 "the mean {word} by a factor of {} or more, with at least {:.0}% of the new samples {} the baseline's range",
@@ -251,18 +265,19 @@ pub fn classify(new: &[f64], baseline: &[f64], s: &CompareSettings) -> Classific
     if significant_up && material_up && up && increase && within(s.allowed_increase, true) {
         c.class = Class::High;
         c.critical_failure = s.critical && within(s.critical_increase, true);
-        c.reason = format!("High: {facts}: significant (p < {}) and material ({})", f(alpha), size(by_sd, "rose"));
+        c.reason = format!("High: {facts}: significant (p < {}) and material ({})", f(alpha), size(by_sd, burst_up && !scaled_up, "rose"));
     } else if significant_down && material_down && down && decrease && within(s.allowed_decrease, false) {
         c.class = Class::Low;
         c.critical_failure = s.critical && within(s.critical_decrease, false);
-        c.reason = format!("Low: {facts}: significant (p < {}) and material ({})", f(alpha), size(by_sd, "fell"));
+        c.reason = format!("Low: {facts}: significant (p < {}) and material ({})", f(alpha), size(by_sd, burst_down && !scaled_down, "fell"));
     } else if !(significant_up || significant_down) {
         c.reason = format!("Pass: {facts}: not significant (p >= {})", f(alpha));
     } else if !(significant_up && material_up || significant_down && material_down) {
         c.reason = format!(
-            "Pass: {facts}: significant, but not material (the mean moved at most {} baseline sd, and not by a factor of {} with {:.0}% of the new samples beyond the baseline's range)",
+            "Pass: {facts}: significant, but not material (the mean moved at most {} baseline sd, and not by a factor of {} with {:.0}% of the new samples beyond the baseline's range, nor {:.0}% of them past its far fence)",
             f(s.min_effect),
             f(MATERIAL_RATIO),
+            MATERIAL_SEPARATED * 100.0,
             MATERIAL_SEPARATED * 100.0
         );
     } else {
@@ -429,6 +444,23 @@ mod tests {
         let new: Vec<f64> = base.iter().map(|v| v * 3.0).collect();
         assert_eq!(classify(&new, &base, &either).class, Class::Low);
         assert_eq!(classify(&new, &base, &settings()).class, Class::Pass, "a fall is fine when only rises are bad");
+    }
+
+    #[test]
+    fn a_third_of_the_new_samples_far_beyond_the_baseline_is_material_whatever_the_mean_does() {
+        // A noisy baseline (three spikes make its sd about 90); the new window spreads: a third of
+        // it far above anything the baseline did, the rest as before. The mean moves about 2 sd and
+        // by a factor under 2.5: only the samples show the change.
+        let base: Vec<f64> = (0..30).map(|i| if i % 10 == 0 { 400.0 } else { 100.0 + (i % 10) as f64 }).collect();
+        let spread = |far: usize| (0..30).map(|i| if i < far { 700.0 + i as f64 } else { 100.0 + (i % 10) as f64 }).collect::<Vec<f64>>();
+        let c = classify(&spread(10), &base, &settings());
+        assert_eq!(c.class, Class::High, "{}", c.reason);
+        assert!(c.ratio < MATERIAL_RATIO, "{}", c.reason);
+        assert!(c.reason.contains("at least 33% of the new samples far above every baseline sample"), "{}", c.reason);
+        // Under a third far above: significant, and not material.
+        let c = classify(&spread(9), &base, &settings());
+        assert_eq!(c.class, Class::Pass, "{}", c.reason);
+        assert!(c.reason.contains("nor 33% of them past its far fence"), "{}", c.reason);
     }
 
     #[test]

@@ -437,7 +437,7 @@ pub(crate) fn check_compare(cmp: &Compare, check: &Spanned<String>, diags: &mut 
     if let Some(t) = &cmp.tolerance {
         diags.warning(
             t.pos,
-            format!("check `{}`: `tolerance` no longer decides a comparison: a change counts when it is significant and material (the mean moved more than `minEffect`, default 2.5, of the baseline's standard deviations, or by a factor of 2.5 with a third of the new samples beyond the baseline's range); remove it (docs/metrics.md)", check.value),
+            format!("check `{}`: `tolerance` no longer decides a comparison: a change counts when it is significant and material (the mean moved more than `minEffect`, default 2.5, of the baseline's standard deviations, or by a factor of 2.5 with a third of the new samples beyond the baseline's range, or with a third of them past its far fence); remove it (docs/metrics.md)", check.value),
         );
     }
     if !(cmp.min_effect >= 0.0) {

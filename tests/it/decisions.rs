@@ -185,7 +185,7 @@ async fn the_metrics_judge_on_real_labelled_series_served_by_prometheus() {
     // NAB's labelled points look like their baseline, moved by less than 0.5 sd). A judge that
     // stops fewer bad or more good releases than this fails.
     assert!(good_stopped * 50 <= good, "at most 2% of good releases stopped: {good_stopped} of {good}");
-    assert!(bad_stopped >= 44, "bad releases stopped: {bad_stopped} of {bad} (44 when this was written)");
+    assert!(bad_stopped >= 45, "bad releases stopped: {bad_stopped} of {bad} (45 when this was written)");
     // Every verdict, pass or stop, says the numbers it was decided on.
     for v in &verdicts {
         assert!(v.reason.contains("mean ") && v.reason.contains("p = "), "{}", v.reason);
@@ -411,6 +411,32 @@ fn min_effect_chosen_on_half_the_files_holds_on_the_other_half() {
     assert!(gs * 50 <= g, "held out: {gs} of {g} good releases stopped");
 }
 
+/// The third measure of size (a third of the new samples past the baseline's far fence, material
+/// by itself: docs/metrics.md) on each half of the suite's files: the releases it alone stops, none
+/// of them good on either half.
+#[test]
+fn a_third_past_the_far_fence_stops_no_good_release_on_either_half() {
+    use promote::analysis::kayenta::{Class, classify};
+    let tuning = ["realTweets", "artificialWithAnomaly", "artificialNoAnomaly"];
+    let mut added = [(0, 0), (0, 0)];
+    for c in metric_cases() {
+        let v = classify(&c.new, &c.baseline, &settings());
+        if v.class == Class::Pass || !v.reason.contains("past its far fence)") {
+            continue;
+        }
+        println!("{:32} {:5} {}", c.name, if c.bad { "bad" } else { "good" }, v.reason);
+        let half = &mut added[usize::from(!tuning.contains(&c.family.as_str()))];
+        if c.bad {
+            half.0 += 1;
+        } else {
+            half.1 += 1;
+        }
+    }
+    println!("stopped by this measure alone: tuning half {:?}, held out {:?} (bad, good)", added[0], added[1]);
+    assert_eq!((added[0].1, added[1].1), (0, 0), "good releases stopped by a third past the far fence");
+    assert!(added[0].0 >= 1, "the measure stops what it was made for (art_daily_jumpsup#a0)");
+}
+
 /// The kinds the third outside suite found passed (issue 32): a mean three times its baseline, at
 /// 36% of it, at 29% of it, on noisy real series. Made from the suite's good releases: the same
 /// real new window, every sample multiplied by the factor (a level change with the series' own
@@ -459,10 +485,10 @@ fn the_metrics_judge_on_real_series_whose_level_changed() {
     }
     let stopped: usize = by_factor.iter().map(|b| b.2).sum();
     println!("all: {stopped} of {}; traffic and ad exchange (held out): {} of {}", cases.len(), held_out.1, held_out.0);
-    // Where this stands (docs/metrics.md; the goal is every one): 297 of 393 with the second
-    // measure, 215 with the sd rule alone; held out, 130 of 156 (81 with the sd rule alone).
-    assert!(stopped >= 297, "level changes stopped: {stopped} of {} (297 when this was written)", cases.len());
-    assert!(held_out.1 >= 130, "held out: {} of {} (130 when this was written)", held_out.1, held_out.0);
+    // Where this stands (docs/metrics.md; the goal is every one): 298 of 393 with the second and
+    // third measures, 215 with the sd rule alone; held out, 131 of 156 (81 with the sd rule alone).
+    assert!(stopped >= 298, "level changes stopped: {stopped} of {} (298 when this was written)", cases.len());
+    assert!(held_out.1 >= 131, "held out: {} of {} (131 when this was written)", held_out.1, held_out.0);
 }
 
 /// The measures a judge of two windows can read, per direction (up, down): the evidence (the
