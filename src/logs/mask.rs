@@ -255,7 +255,33 @@ pub fn for_each_masked_with(line: &str, buf: &mut String, mut each: impl FnMut(&
 fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
     let mut after_number = false;
     let mut rest = text.split_whitespace();
+    let first = text.trim_start().as_ptr();
     while let Some(word) = rest.next() {
+        // An object printed whole over several words (`<function f at 0x7f…>`, `<bound method A.b
+        // of <A object at 0x…>>`, `{'Region': 'us-east-1', 'UseFIPS': False}`): a program's value,
+        // what one `%s` or `{}` of its format became. Not the text's first word: a line that is
+        // one object is the event itself (an object that is not valid JSON stays words).
+        if let Some((before, open, close)) = opens_object(word).filter(|_| word.as_ptr() != first) {
+            let depth = |w: &str| w.matches(open).count() as i64 - w.matches(close).count() as i64;
+            let mut open_now = depth(&word[before.len()..]);
+            let mut ahead = rest.clone();
+            if open_now > 0
+                && let Some(last) = (0..MAX_OBJECT_WORDS).map_while(|_| ahead.next()).find(|w| {
+                    open_now += depth(w);
+                    open_now <= 0
+                })
+                && let Some(end) = last.rfind(close).filter(|&i| last[i + 1..].chars().all(|c| CLOSING.contains(&c)))
+            {
+                rest = ahead;
+                buf.clear();
+                buf.push_str(before);
+                buf.push_str(WILDCARD);
+                buf.push_str(&last[end + 1..]);
+                after_number = false;
+                each(buf);
+                continue;
+            }
+        }
         // A quoted literal of several words (`b'250 OK'`, `"no such key",`, `key='a b'`): text the
         // program quoted as a whole, one value. A literal of one word stays a word (a closed set
         // of them, `'GET'`, is the miner's to judge).
@@ -297,6 +323,10 @@ fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
 /// The most words a quoted literal is looked for in.
 const MAX_QUOTED_WORDS: usize = 64;
 
+/// The most words an object printed whole is looked for in (a request's headers run to a
+/// hundred and more).
+const MAX_OBJECT_WORDS: usize = 256;
+
 /// What may follow a literal's closing quote in its word.
 const CLOSING: &[char] = &[',', ';', '.', ')', ']', '}', ':'];
 
@@ -323,6 +353,27 @@ fn opens_quote(word: &str) -> Option<(&str, char)> {
     let lit = &word[at..];
     let q = lit[quote_prefix(lit)..].chars().next()?;
     matches!(q, '\'' | '"').then_some((&word[..at], q))
+}
+
+/// Where a word opens an object printed whole: what comes before it (nothing, or `key=`), and the
+/// object's brackets. An object's repr opens with `<` and a letter (`<function`, `<Request`), a
+/// dict or JSON object with `{` and a quoted key; a message field's value is the event's text.
+fn opens_object(word: &str) -> Option<(&str, char, char)> {
+    let at = match word.find('=') {
+        Some(i) if i > 0 && word[..i].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') => {
+            if structured::MESSAGE.contains(&&word[..i]) {
+                return None;
+            }
+            i + 1
+        }
+        _ => 0,
+    };
+    let mut rest = word[at..].chars();
+    match (rest.next()?, rest.next()?) {
+        ('<', c) if c.is_ascii_alphabetic() => Some((&word[..at], '<', '>')),
+        ('{', '\'' | '"') => Some((&word[..at], '{', '}')),
+        _ => None,
+    }
 }
 
 /// Lines longer than this are read as words, not as structured lines: what a line's parse may
@@ -596,6 +647,19 @@ mod tests {
         assert_eq!(t("method 'GET' refused"), "method 'GET' refused");
         assert_eq!(t("level=info msg=\"Stopping scrape manager...\""), "level=info msg=\"Stopping scrape manager...\"");
         assert_eq!(t("it's a \"quote that never ends"), "it's a \"quote that never ends");
+        // An object printed whole (a repr, a dict or JSON object with quoted keys) is one value,
+        // nested or not, within a bounded number of words; a `<` or `{` that opens none is a word.
+        assert_eq!(t("Event x: calling handler <function handle at 0x7fbb276a0f40>"), "Event x: calling handler <*>");
+        assert_eq!(
+            t("calling handler <bound method RequestSigner.handler of <botocore.signers.RequestSigner object at 0x7f>>, done"),
+            "calling handler <*>, done"
+        );
+        assert_eq!(t("parameters: {'Region': 'us-east-1', 'UseFIPS': False}"), "parameters: <*>");
+        assert_eq!(t(r#"got body={"a": {"b": 1}, "c": 2} ok"#), "got body=<*> ok");
+        assert_eq!(t("if a < b and c > d"), "if a < b and c > d");
+        assert_eq!(t("open <never closed and more"), "open <never closed and more");
+        let unbounded = format!("params: {{'k': {}}}", "v ".repeat(MAX_OBJECT_WORDS + 1));
+        assert!(tokens(&unbounded).len() > MAX_OBJECT_WORDS, "an object past the bound is words");
         // Words in brackets are not a list of values.
         assert_eq!(t("state [StateProbe match=1 next=2 paused]"), "state [StateProbe match=<*> next=<*> paused]");
         assert_eq!(t("status=M Fri Jul 01 08:16:53 PDT 2005 on Sun"), "status=M <*> PDT <*> on <*>");
