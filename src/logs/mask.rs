@@ -256,23 +256,38 @@ fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
     let mut after_number = false;
     let mut rest = text.split_whitespace();
     let first = text.trim_start().as_ptr();
+    // The word's place, and how far a lookahead that found no end has read: a word inside that
+    // stretch is not looked ahead from again, so a line's lookaheads read each word at most twice
+    // whatever it holds (a line of openers that never close costs no more than its length).
+    let (mut at, mut object_read_to, mut quote_read_to) = (0usize, 0usize, 0usize);
     while let Some(word) = rest.next() {
+        at += 1;
         // An object printed whole over several words (`<function f at 0x7f…>`, `<bound method A.b
         // of <A object at 0x…>>`, `{'Region': 'us-east-1', 'UseFIPS': False}`): a program's value,
         // what one `%s` or `{}` of its format became. Not the text's first word: a line that is
         // one object is the event itself (an object that is not valid JSON stays words).
-        if let Some((before, open, close)) = opens_object(word).filter(|_| word.as_ptr() != first) {
+        if let Some((before, open, close)) = opens_object(word).filter(|_| word.as_ptr() != first && at > object_read_to) {
             let depth = |w: &str| w.matches(open).count() as i64 - w.matches(close).count() as i64;
             let mut open_now = depth(&word[before.len()..]);
             let mut ahead = rest.clone();
-            if open_now > 0
-                && let Some(last) = (0..MAX_OBJECT_WORDS).map_while(|_| ahead.next()).find(|w| {
-                    open_now += depth(w);
-                    open_now <= 0
+            let mut read = 0;
+            let last = (open_now > 0)
+                .then(|| {
+                    (0..MAX_OBJECT_WORDS).map_while(|_| ahead.next()).find(|w| {
+                        read += 1;
+                        open_now += depth(w);
+                        open_now <= 0
+                    })
                 })
+                .flatten();
+            if last.is_none() {
+                object_read_to = at + read;
+            }
+            if let Some(last) = last
                 && let Some(end) = last.rfind(close).filter(|&i| last[i + 1..].chars().all(|c| CLOSING.contains(&c)))
             {
                 rest = ahead;
+                at += read;
                 buf.clear();
                 buf.push_str(before);
                 buf.push_str(WILDCARD);
@@ -285,14 +300,25 @@ fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
         // A quoted literal of several words (`b'250 OK'`, `"no such key",`, `key='a b'`): text the
         // program quoted as a whole, one value. A literal of one word stays a word (a closed set
         // of them, `'GET'`, is the miner's to judge).
-        if let Some((before, quote)) = opens_quote(word) {
+        if let Some((before, quote)) = opens_quote(word).filter(|_| at > quote_read_to) {
             let inside = &word[before.len() + quote_prefix(&word[before.len()..]) + 1..];
             let closes = |w: &str| w.trim_end_matches(CLOSING).ends_with(quote);
             let mut ahead = rest.clone();
-            if !closes(inside)
-                && let Some(last) = (0..MAX_QUOTED_WORDS).map_while(|_| ahead.next()).find(|w| closes(w))
-            {
+            let mut read = 0;
+            let last = (!closes(inside))
+                .then(|| {
+                    (0..MAX_QUOTED_WORDS).map_while(|_| ahead.next()).find(|w| {
+                        read += 1;
+                        closes(w)
+                    })
+                })
+                .flatten();
+            if last.is_none() {
+                quote_read_to = at + read;
+            }
+            if let Some(last) = last {
                 rest = ahead;
+                at += read;
                 buf.clear();
                 buf.push_str(before);
                 buf.push_str(WILDCARD);
