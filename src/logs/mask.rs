@@ -255,7 +255,6 @@ pub fn for_each_masked_with(line: &str, buf: &mut String, mut each: impl FnMut(&
 fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
     let mut after_number = false;
     let mut rest = text.split_whitespace();
-    let first = text.trim_start().as_ptr();
     // The word's place, and how far a lookahead that found no end has read: a word inside that
     // stretch is not looked ahead from again, so a line's lookaheads read each word at most twice
     // whatever it holds (a line of openers that never close costs no more than its length).
@@ -266,35 +265,24 @@ fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
         // of <A object at 0x…>>`, `{'Region': 'us-east-1', 'UseFIPS': False}`): a program's value,
         // what one `%s` or `{}` of its format became. Not the text's first word: a line that is
         // one object is the event itself (an object that is not valid JSON stays words).
-        if let Some((before, open, close)) = opens_object(word).filter(|_| word.as_ptr() != first && at > object_read_to) {
+        if let Some((before, open, close)) = opens_object(word).filter(|_| at > 1 && at > object_read_to) {
             let depth = |w: &str| w.matches(open).count() as i64 - w.matches(close).count() as i64;
             let mut open_now = depth(&word[before.len()..]);
-            let mut ahead = rest.clone();
-            let mut read = 0;
-            let last = (open_now > 0)
-                .then(|| {
-                    (0..MAX_OBJECT_WORDS).map_while(|_| ahead.next()).find(|w| {
-                        read += 1;
-                        open_now += depth(w);
-                        open_now <= 0
-                    })
-                })
-                .flatten();
-            if last.is_none() {
-                object_read_to = at + read;
-            }
-            if let Some(last) = last
-                && let Some(end) = last.rfind(close).filter(|&i| last[i + 1..].chars().all(|c| CLOSING.contains(&c)))
-            {
-                rest = ahead;
-                at += read;
-                buf.clear();
-                buf.push_str(before);
-                buf.push_str(WILDCARD);
-                buf.push_str(&last[end + 1..]);
-                after_number = false;
-                each(buf);
-                continue;
+            let opens = open_now > 0;
+            let ends = |w: &str| {
+                open_now += depth(w);
+                open_now <= 0
+            };
+            match if opens { span(&rest, MAX_OBJECT_WORDS, ends) } else { Err(0) } {
+                // The object's last word: its closing bracket, then only a list's punctuation.
+                Ok((last, after, read)) => {
+                    if let Some(end) = last.rfind(close).filter(|&i| last[i + 1..].chars().all(|c| CLOSING.contains(&c))) {
+                        (rest, at, after_number) = (after, at + read, false);
+                        value(before, &last[end + 1..], buf, each);
+                        continue;
+                    }
+                }
+                Err(read) => object_read_to = at + read,
             }
         }
         // A quoted literal of several words (`b'250 OK'`, `"no such key",`, `key='a b'`): text the
@@ -303,29 +291,13 @@ fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
         if let Some((before, quote)) = opens_quote(word).filter(|_| at > quote_read_to) {
             let inside = &word[before.len() + quote_prefix(&word[before.len()..]) + 1..];
             let closes = |w: &str| w.trim_end_matches(CLOSING).ends_with(quote);
-            let mut ahead = rest.clone();
-            let mut read = 0;
-            let last = (!closes(inside))
-                .then(|| {
-                    (0..MAX_QUOTED_WORDS).map_while(|_| ahead.next()).find(|w| {
-                        read += 1;
-                        closes(w)
-                    })
-                })
-                .flatten();
-            if last.is_none() {
-                quote_read_to = at + read;
-            }
-            if let Some(last) = last {
-                rest = ahead;
-                at += read;
-                buf.clear();
-                buf.push_str(before);
-                buf.push_str(WILDCARD);
-                buf.push_str(&last[last.trim_end_matches(CLOSING).len()..]);
-                after_number = false;
-                each(buf);
-                continue;
+            match if closes(inside) { Err(0) } else { span(&rest, MAX_QUOTED_WORDS, closes) } {
+                Ok((last, after, read)) => {
+                    (rest, at, after_number) = (after, at + read, false);
+                    value(before, &last[last.trim_end_matches(CLOSING).len()..], buf, each);
+                    continue;
+                }
+                Err(read) => quote_read_to = at + read,
             }
         }
         let unit = || word.trim_end_matches([',', ';', ')', ']', '.']);
@@ -344,6 +316,31 @@ fn words(text: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
         after_number = masked.ends_with(WILDCARD);
         each(masked);
     }
+}
+
+/// Looks up to `max` words past `rest` for the one that `ends` a span: `Ok` with that word, the
+/// words after it and how many the span read; `Err` with how many were read.
+type Span<'a> = Result<(&'a str, std::str::SplitWhitespace<'a>, usize), usize>;
+
+fn span<'a>(rest: &std::str::SplitWhitespace<'a>, max: usize, mut ends: impl FnMut(&str) -> bool) -> Span<'a> {
+    let mut ahead = rest.clone();
+    for read in 1..=max {
+        let Some(w) = ahead.next() else { return Err(read - 1) };
+        if ends(w) {
+            return Ok((w, ahead, read));
+        }
+    }
+    Err(max)
+}
+
+/// A span of words given as one value: `before` (a bracket, `key=`), `<*>`, then what followed
+/// the span's end in its last word.
+fn value(before: &str, after: &str, buf: &mut String, each: &mut impl FnMut(&str)) {
+    buf.clear();
+    buf.push_str(before);
+    buf.push_str(WILDCARD);
+    buf.push_str(after);
+    each(buf);
 }
 
 /// The most words a quoted literal is looked for in.
@@ -367,33 +364,29 @@ fn quote_prefix(s: &str) -> usize {
 /// a message field's (`msg="Stopping scrape manager..."`) is the event's text, not a value.
 fn opens_quote(word: &str) -> Option<(&str, char)> {
     let start = word.len() - word.trim_start_matches(['(', '[', '{']).len();
-    let at = match word.find(['=', ':']) {
-        Some(i) if word[start..i].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') && i > start => {
-            if structured::MESSAGE.contains(&&word[start..i]) {
-                return None;
-            }
-            i + 1
-        }
-        _ => start,
-    };
+    let at = value_at(word, start, true)?;
     let lit = &word[at..];
     let q = lit[quote_prefix(lit)..].chars().next()?;
     matches!(q, '\'' | '"').then_some((&word[..at], q))
+}
+
+/// Where a word's value starts, reading from `start`: after `key=` (or `key:` with `colon`) when
+/// the word begins with a field's name, else at `start`; `None` for a message field's (`msg=`),
+/// whose value is the event's text.
+fn value_at(word: &str, start: usize, colon: bool) -> Option<usize> {
+    match if colon { word.find(['=', ':']) } else { word.find('=') } {
+        Some(i) if i > start && word[start..i].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') => {
+            (!structured::MESSAGE.contains(&&word[start..i])).then_some(i + 1)
+        }
+        _ => Some(start),
+    }
 }
 
 /// Where a word opens an object printed whole: what comes before it (nothing, or `key=`), and the
 /// object's brackets. An object's repr opens with `<` and a letter (`<function`, `<Request`), a
 /// dict or JSON object with `{` and a quoted key; a message field's value is the event's text.
 fn opens_object(word: &str) -> Option<(&str, char, char)> {
-    let at = match word.find('=') {
-        Some(i) if i > 0 && word[..i].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') => {
-            if structured::MESSAGE.contains(&&word[..i]) {
-                return None;
-            }
-            i + 1
-        }
-        _ => 0,
-    };
+    let at = value_at(word, 0, false)?;
     let mut rest = word[at..].chars();
     match (rest.next()?, rest.next()?) {
         ('<', c) if c.is_ascii_alphabetic() => Some((&word[..at], '<', '>')),
